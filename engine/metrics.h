@@ -1,0 +1,26 @@
+// Error of a quantized tensor against its float original.
+#pragma once
+
+#include <cstddef>
+
+#include "engine/tensor.h"
+#include "kernels/kernels.h"
+
+namespace wq {
+
+struct ErrorMetrics {
+  double rel_rmse = 0.0;  // sqrt(sum (w - w_hat)^2 / sum w^2); 0 when both are 0
+  double snr_db = 0.0;    // 10 log10(sum w^2 / sum (w - w_hat)^2); +Inf when exact
+  double max_abs = 0.0;   // max |w - w_hat|
+  double rmse = 0.0;
+  size_t count = 0;
+};
+
+// Dequantizes q tile by tile (never the whole tensor at once) and compares with w.
+// Per-row sums are combined in row order, so the figures do not depend on threads.
+ErrorMetrics tensor_error(const TensorView& w, const QuantizedTensor& q, const Kernels* k = nullptr);
+
+// The same figures for two float arrays of n elements.
+ErrorMetrics array_error(const float* ref, const float* approx, size_t n, const Kernels* k = nullptr);
+
+}  // namespace wq

@@ -1,0 +1,46 @@
+// What the user asks for, per tensor: bits, block, symmetry, HQQ, storage precision.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "kernels/kernels.h"
+
+namespace wq {
+
+// HQQ's half-quadratic solver options; the defaults are the reference's
+// (mobiusml/hqq optimize_weights_proximal).
+struct HqqOptions {
+  int max_steps = 20;
+  float p = 0.7f;       // lp-norm of the shrinkage
+  float beta = 10.0f;   // initial penalty
+  float kappa = 1.01f;  // beta growth per step
+  bool round_zero = false;
+};
+
+struct QuantSpec {
+  int bits = 4;           // 2..8
+  int64_t block = 0;      // 0 = channel-wise (one block per output row)
+  bool asym = false;      // MNN asymmetric (min + scale); --hqq forces it
+  bool hqq = false;       // HQQ: affine start refined by the half-quadratic solver
+  bool fp16 = false;      // scales and zeros stored as f16 (and float tensors kept as f16)
+  HqqOptions hqq_opts;
+
+  Scheme scheme() const { return hqq ? Scheme::Affine : (asym ? Scheme::MnnAsym : Scheme::MnnSym); }
+  std::string describe() const;  // e.g. "4-bit asym block 64 hqq"
+};
+
+// Throws Error naming the bad field (bits outside 2..8, negative block, HQQ options out
+// of range). `where` prefixes the message (a tensor name or the flag's source).
+void validate_spec(const QuantSpec& spec, const std::string& where);
+
+// What to do when a block size does not divide a row.
+enum class BlockFallback { Error, ChannelWise };
+
+// The effective block for a row of `cols` elements: spec.block if it divides cols;
+// cols if channel-wise or (with BlockFallback::ChannelWise) if it does not divide, in
+// which case *note says so. Throws Error naming the tensor otherwise.
+size_t resolve_block(const QuantSpec& spec, size_t cols, const std::string& tensor,
+                     BlockFallback fallback, std::string* note);
+
+}  // namespace wq

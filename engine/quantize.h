@@ -1,0 +1,32 @@
+// Per-tensor quantization: a float tensor view in, codes + scales + zeros out, in row
+// tiles run in parallel on the caller's arena (see scheduler.h). The bytes produced
+// depend only on the tensor, the spec and the block, never on threads or ISA.
+#pragma once
+
+#include "engine/quant_spec.h"
+#include "engine/tensor.h"
+#include "kernels/kernels.h"
+
+namespace wq {
+
+// Quantizes w as a [rows, cols] matrix (TensorView's 2-D view) with the given effective
+// block (resolve_block's result). Throws Error naming the tensor for a bad spec, a block
+// that does not divide the row, a size mismatch, or a non-finite weight (NaN/Inf make
+// every scheme's scale meaningless; the message gives the row and column).
+// k defaults to the process table.
+QuantizedTensor quantize_tensor(const TensorView& w, const QuantSpec& spec, size_t block,
+                                const Kernels* k = nullptr);
+
+// Writes rows*cols floats: w_hat for every element, rows [row_begin, row_end) only when
+// given. Uses the stored scales and zeros, so it is exactly what a loader reconstructs.
+void dequantize_rows(const QuantizedTensor& q, size_t row_begin, size_t row_end, float* out,
+                     const Kernels* k = nullptr);
+void dequantize_tensor(const QuantizedTensor& q, float* out, const Kernels* k = nullptr);
+
+// Rounds scales and zeros to f16 and back, as spec.fp16 stores them.
+void round_params_to_f16(QuantizedTensor& q, const Kernels* k = nullptr);
+
+// Throws Error naming the tensor, row and column of the first NaN or Inf in w.
+void check_finite(const TensorView& w, const Kernels* k = nullptr);
+
+}  // namespace wq

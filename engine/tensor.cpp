@@ -1,0 +1,36 @@
+#include "engine/tensor.h"
+
+#include <limits>
+
+#include "engine/error.h"
+
+namespace wq {
+
+size_t checked_numel(const std::string& name, const std::vector<int64_t>& shape) {
+  size_t n = 1;
+  for (int64_t d : shape) {
+    if (d < 0) throw Error(name + ": negative dimension " + std::to_string(d));
+    if (d != 0 && n > std::numeric_limits<size_t>::max() / size_t(d))
+      throw Error(name + ": shape overflows the address space");
+    n *= size_t(d);
+  }
+  return n;
+}
+
+size_t TensorView::numel() const { return checked_numel(name, shape); }
+
+size_t TensorView::rows() const { return shape.size() <= 1 ? 1 : size_t(shape[0]); }
+
+size_t TensorView::cols() const {
+  if (shape.size() <= 1) return shape.empty() ? 1 : size_t(shape[0]);
+  size_t c = 1;
+  for (size_t i = 1; i < shape.size(); ++i) c *= size_t(shape[i]);
+  return c;
+}
+
+size_t QuantizedTensor::storage_bytes() const {
+  const size_t per = spec.fp16 ? 2 : 4;
+  return packed.size() + scales.size() * per + zeros.size() * per;
+}
+
+}  // namespace wq

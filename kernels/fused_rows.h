@@ -1,0 +1,51 @@
+// The fused row-tile quantizer, one body for every ISA. P supplies the ISA's primitives
+// as static functions (widen_f16, widen_bf16, minmax, quantize_codes, pack_codes); the
+// per-block parameters come from ref::block_codec on every ISA, so they are the same bits
+// by construction. A row is widened once into a buffer that stays in L1/L2, then each
+// block is reduced, quantized and the whole row packed: every input byte is read from
+// memory once and every output byte written once.
+#pragma once
+
+#include <vector>
+
+#include "kernels/kernels.h"
+#include "kernels/reference.h"
+
+namespace wq {
+
+template <class P>
+void quantize_rows_body(const RowQuantJob& job, size_t row_begin, size_t row_end) {
+  const size_t cols = job.cols;
+  const size_t nblocks = cols / job.block;
+  std::vector<float> wide(job.src_dtype == DType::F32 ? 0 : cols);
+  std::vector<uint8_t> codes(cols);
+  for (size_t r = row_begin; r < row_end; ++r) {
+    const float* row;
+    const size_t offset = r * job.src_row_stride;
+    switch (job.src_dtype) {
+      case DType::F32:
+        row = static_cast<const float*>(job.src) + offset;
+        break;
+      case DType::F16:
+        P::widen_f16(static_cast<const uint16_t*>(job.src) + offset, wide.data(), cols);
+        row = wide.data();
+        break;
+      default:
+        P::widen_bf16(static_cast<const uint16_t*>(job.src) + offset, wide.data(), cols);
+        row = wide.data();
+        break;
+    }
+    for (size_t b = 0; b < nblocks; ++b) {
+      const float* x = row + b * job.block;
+      float mn, mx;
+      P::minmax(x, job.block, &mn, &mx);
+      const BlockCodec c = ref::block_codec(job.scheme, job.bits, mn, mx, job.round_zero);
+      P::quantize_codes(x, job.block, c, codes.data() + b * job.block);
+      job.scales[r * nblocks + b] = c.scale;
+      if (job.zeros) job.zeros[r * nblocks + b] = c.zero;
+    }
+    P::pack_codes(codes.data(), cols, job.bits, job.packed + r * job.packed_row_bytes);
+  }
+}
+
+}  // namespace wq

@@ -1,0 +1,150 @@
+// llama.cpp's quantize_row_*_ref / dequantize_row_* for one 32-weight block, written
+// from ggml-quants.c's formulas. Differences, all for input llama.cpp cannot quantize
+// meaningfully either: NaN is ignored by the max searches and its code is 0; casts that
+// would overflow saturate instead of being undefined.
+#pragma once
+
+#include <cmath>
+#include <cstring>
+
+#include "kernels/ggml_blocks.h"
+#include "kernels/reference.h"
+
+namespace wq::ref {
+
+inline float abs_max_32(const float* x, float* signed_max) {
+  float amax = 0.0f, max = 0.0f;
+  for (int j = 0; j < 32; ++j) {
+    const float a = std::fabs(x[j]);
+    if (amax < a) { amax = a; max = x[j]; }  // first element of largest magnitude
+  }
+  *signed_max = max;
+  return amax;
+}
+
+inline void min_max_32(const float* x, float* mn, float* mx) {
+  float lo = 3.40282347e+38f, hi = -3.40282347e+38f;  // FLT_MAX, as ggml starts
+  for (int j = 0; j < 32; ++j) {
+    if (x[j] < lo) lo = x[j];
+    if (x[j] > hi) hi = x[j];
+  }
+  *mn = lo;
+  *mx = hi;
+}
+
+inline void quantize_block_q8_0(const float* x, BlockQ8_0* y) {
+  float unused;
+  const float amax = abs_max_32(x, &unused);
+  const float d = amax / 127.0f;
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  y->d = f32_to_f16(d);
+  for (int j = 0; j < 32; ++j) {
+    const float r = std::round(x[j] * id);
+    y->qs[j] = int8_t((r == r) ? (r < -128.0f ? -128 : (r > 127.0f ? 127 : int(r))) : 0);
+  }
+}
+
+inline void quantize_block_q4_0(const float* x, BlockQ4_0* y) {
+  float max;
+  abs_max_32(x, &max);
+  const float d = max / -8.0f;
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  y->d = f32_to_f16(d);
+  for (int j = 0; j < 16; ++j) {
+    const int a = trunc_sat((x[j] * id) + 8.5f, 0, 15);
+    const int b = trunc_sat((x[16 + j] * id) + 8.5f, 0, 15);
+    y->qs[j] = uint8_t(a | (b << 4));
+  }
+}
+
+inline void quantize_block_q4_1(const float* x, BlockQ4_1* y) {
+  float mn, mx;
+  min_max_32(x, &mn, &mx);
+  const float d = (mx - mn) / 15.0f;
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  y->d = f32_to_f16(d);
+  y->m = f32_to_f16(mn);
+  for (int j = 0; j < 16; ++j) {
+    const int a = trunc_sat(((x[j] - mn) * id) + 0.5f, 0, 15);
+    const int b = trunc_sat(((x[16 + j] - mn) * id) + 0.5f, 0, 15);
+    y->qs[j] = uint8_t(a | (b << 4));
+  }
+}
+
+inline void quantize_block_q5_0(const float* x, BlockQ5_0* y) {
+  float max;
+  abs_max_32(x, &max);
+  const float d = max / -16.0f;
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  y->d = f32_to_f16(d);
+  uint32_t qh = 0;
+  for (int j = 0; j < 16; ++j) {
+    const int a = trunc_sat((x[j] * id) + 16.5f, 0, 31);
+    const int b = trunc_sat((x[16 + j] * id) + 16.5f, 0, 31);
+    y->qs[j] = uint8_t((a & 0x0f) | ((b & 0x0f) << 4));
+    qh |= uint32_t((a & 0x10) >> 4) << j;
+    qh |= uint32_t((b & 0x10) >> 4) << (j + 16);
+  }
+  std::memcpy(y->qh, &qh, 4);
+}
+
+inline void quantize_block_q5_1(const float* x, BlockQ5_1* y) {
+  float mn, mx;
+  min_max_32(x, &mn, &mx);
+  const float d = (mx - mn) / 31.0f;
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  y->d = f32_to_f16(d);
+  y->m = f32_to_f16(mn);
+  uint32_t qh = 0;
+  for (int j = 0; j < 16; ++j) {
+    const int a = trunc_sat(((x[j] - mn) * id) + 0.5f, 0, 255);
+    const int b = trunc_sat(((x[16 + j] - mn) * id) + 0.5f, 0, 255);
+    y->qs[j] = uint8_t((a & 0x0f) | ((b & 0x0f) << 4));
+    qh |= uint32_t((a & 0x10) >> 4) << j;
+    qh |= uint32_t((b & 0x10) >> 4) << (j + 16);
+  }
+  std::memcpy(y->qh, &qh, 4);
+}
+
+inline void dequantize_block_q8_0(const BlockQ8_0* y, float* x) {
+  const float d = f16_to_f32(y->d);
+  for (int j = 0; j < 32; ++j) x[j] = float(y->qs[j]) * d;
+}
+inline void dequantize_block_q4_0(const BlockQ4_0* y, float* x) {
+  const float d = f16_to_f32(y->d);
+  for (int j = 0; j < 16; ++j) {
+    x[j] = float(int(y->qs[j] & 0x0f) - 8) * d;
+    x[j + 16] = float(int(y->qs[j] >> 4) - 8) * d;
+  }
+}
+inline void dequantize_block_q4_1(const BlockQ4_1* y, float* x) {
+  const float d = f16_to_f32(y->d), m = f16_to_f32(y->m);
+  for (int j = 0; j < 16; ++j) {
+    x[j] = (float(y->qs[j] & 0x0f) * d) + m;
+    x[j + 16] = (float(y->qs[j] >> 4) * d) + m;
+  }
+}
+inline void dequantize_block_q5_0(const BlockQ5_0* y, float* x) {
+  const float d = f16_to_f32(y->d);
+  uint32_t qh;
+  std::memcpy(&qh, y->qh, 4);
+  for (int j = 0; j < 16; ++j) {
+    const int h0 = int(((qh >> j) << 4) & 0x10);
+    const int h1 = int((qh >> (j + 12)) & 0x10);
+    x[j] = float(((y->qs[j] & 0x0f) | h0) - 16) * d;
+    x[j + 16] = float(((y->qs[j] >> 4) | h1) - 16) * d;
+  }
+}
+inline void dequantize_block_q5_1(const BlockQ5_1* y, float* x) {
+  const float d = f16_to_f32(y->d), m = f16_to_f32(y->m);
+  uint32_t qh;
+  std::memcpy(&qh, y->qh, 4);
+  for (int j = 0; j < 16; ++j) {
+    const int h0 = int(((qh >> j) << 4) & 0x10);
+    const int h1 = int((qh >> (j + 12)) & 0x10);
+    x[j] = (float((y->qs[j] & 0x0f) | h0) * d) + m;
+    x[j + 16] = (float((y->qs[j] >> 4) | h1) * d) + m;
+  }
+}
+
+}  // namespace wq::ref

@@ -1,0 +1,20 @@
+// The per-ISA tables, each defined in the file compiled with that ISA's flags. A getter
+// only builds its table; whether the CPU can run it is dispatch.cpp's decision.
+#pragma once
+
+#include "kernels/kernels.h"
+
+namespace wq {
+
+const Kernels* scalar_kernels();
+#if defined(WQUANT_HAVE_AVX2)
+const Kernels* avx2_kernels();
+#endif
+#if defined(WQUANT_HAVE_AVX512)
+const Kernels* avx512_kernels();
+#endif
+#if defined(WQUANT_HAVE_NEON)
+const Kernels* neon_kernels();
+#endif
+
+}  // namespace wq

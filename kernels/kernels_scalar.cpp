@@ -1,0 +1,144 @@
+// The scalar reference table: the oracle every SIMD table is tested against.
+// Written for clarity of semantics, one element at a time.
+#include <cstring>
+
+#include "kernels/fused_rows.h"
+#include "kernels/ggml_reference.h"
+#include "kernels/kernel_tables.h"
+#include "kernels/reference.h"
+
+namespace wq {
+namespace {
+
+struct ScalarPrims {
+  static void widen_f16(const uint16_t* src, float* dst, size_t n) {
+    for (size_t i = 0; i < n; ++i) dst[i] = ref::f16_to_f32(src[i]);
+  }
+  static void widen_bf16(const uint16_t* src, float* dst, size_t n) {
+    for (size_t i = 0; i < n; ++i) dst[i] = ref::bf16_to_f32(src[i]);
+  }
+  static void narrow_f16(const float* src, uint16_t* dst, size_t n) {
+    for (size_t i = 0; i < n; ++i) dst[i] = ref::f32_to_f16(src[i]);
+  }
+  static void minmax(const float* x, size_t n, float* mn, float* mx) {
+    float lo = INFINITY, hi = -INFINITY;
+    for (size_t i = 0; i < n; ++i) {
+      lo = (x[i] < lo) ? x[i] : lo;  // NaN compares false: ignored
+      hi = (x[i] > hi) ? x[i] : hi;
+    }
+    *mn = ref::canon_zero(lo);
+    *mx = ref::canon_zero(hi);
+  }
+  static float absmax(const float* x, size_t n) {
+    float m = 0.0f;
+    for (size_t i = 0; i < n; ++i) {
+      const float a = std::fabs(x[i]);
+      m = (a > m) ? a : m;
+    }
+    return m;
+  }
+  static size_t find_nonfinite(const void* src, DType dtype, size_t n) {
+    for (size_t i = 0; i < n; ++i) {
+      bool bad;
+      if (dtype == DType::F32) {
+        uint32_t u;
+        std::memcpy(&u, static_cast<const uint8_t*>(src) + 4 * i, 4);
+        bad = (u & 0x7f800000u) == 0x7f800000u;
+      } else {
+        uint16_t h;
+        std::memcpy(&h, static_cast<const uint8_t*>(src) + 2 * i, 2);
+        bad = dtype == DType::F16 ? (h & 0x7c00u) == 0x7c00u : (h & 0x7f80u) == 0x7f80u;
+      }
+      if (bad) return i;
+    }
+    return n;
+  }
+  static void quantize_codes(const float* x, size_t n, const BlockCodec& c, uint8_t* codes) {
+    for (size_t i = 0; i < n; ++i) codes[i] = ref::quantize_one(x[i], c);
+  }
+  static void dequantize_codes(const uint8_t* codes, size_t n, const BlockCodec& c, float* out) {
+    for (size_t i = 0; i < n; ++i) out[i] = ref::dequantize_one(codes[i], c);
+  }
+  static void pack_codes(const uint8_t* codes, size_t n, int bits, uint8_t* out) {
+    const size_t nbytes = (n * size_t(bits) + 7) / 8;
+    std::memset(out, 0, nbytes);
+    for (size_t i = 0; i < n; ++i) {
+      const size_t bit = i * size_t(bits);
+      const uint32_t v = uint32_t(codes[i]) << (bit & 7);
+      out[bit >> 3] |= uint8_t(v);
+      if ((bit & 7) + size_t(bits) > 8) out[(bit >> 3) + 1] |= uint8_t(v >> 8);
+    }
+  }
+  static void unpack_codes(const uint8_t* in, size_t n, int bits, uint8_t* codes) {
+    const uint32_t mask = (1u << bits) - 1u;
+    const size_t nbytes = (n * size_t(bits) + 7) / 8;
+    for (size_t i = 0; i < n; ++i) {
+      const size_t bit = i * size_t(bits);
+      uint32_t v = in[bit >> 3];
+      if ((bit >> 3) + 1 < nbytes) v |= uint32_t(in[(bit >> 3) + 1]) << 8;
+      codes[i] = uint8_t((v >> (bit & 7)) & mask);
+    }
+  }
+  static void sq_err(const float* a, const float* b, size_t n, double* err2, double* ref2) {
+    float pe[16] = {}, pr[16] = {};
+    for (size_t i = 0; i < n; ++i) {
+      const float d = a[i] - b[i];
+      pe[i % 16] += d * d;
+      pr[i % 16] += a[i] * a[i];
+    }
+    for (int w = 8; w >= 1; w /= 2) {
+      for (int j = 0; j < w; ++j) {
+        pe[j] += pe[j + w];
+        pr[j] += pr[j + w];
+      }
+    }
+    *err2 = pe[0];
+    *ref2 = pr[0];
+  }
+};
+
+template <class Block, void (*Q)(const float*, Block*)>
+void quantize_ggml_rows(const float* x, void* y, size_t n) {
+  Block* out = static_cast<Block*>(y);
+  for (size_t i = 0; i < n / 32; ++i) Q(x + 32 * i, out + i);
+}
+template <class Block, void (*D)(const Block*, float*)>
+void dequantize_ggml_rows(const void* y, float* x, size_t n) {
+  const Block* in = static_cast<const Block*>(y);
+  for (size_t i = 0; i < n / 32; ++i) D(in + i, x + 32 * i);
+}
+
+}  // namespace
+
+const Kernels* scalar_kernels() {
+  static const Kernels table = [] {
+    Kernels k{};
+    k.isa = Isa::Scalar;
+    k.widen_f16 = ScalarPrims::widen_f16;
+    k.widen_bf16 = ScalarPrims::widen_bf16;
+    k.narrow_f16 = ScalarPrims::narrow_f16;
+    k.minmax = ScalarPrims::minmax;
+    k.absmax = ScalarPrims::absmax;
+    k.find_nonfinite = ScalarPrims::find_nonfinite;
+    k.quantize_codes = ScalarPrims::quantize_codes;
+    k.dequantize_codes = ScalarPrims::dequantize_codes;
+    k.pack_codes = ScalarPrims::pack_codes;
+    k.unpack_codes = ScalarPrims::unpack_codes;
+    k.sq_err = ScalarPrims::sq_err;
+    k.quantize_rows = quantize_rows_body<ScalarPrims>;
+    k.quantize_ggml[int(GgmlBlock::Q8_0)] = quantize_ggml_rows<BlockQ8_0, ref::quantize_block_q8_0>;
+    k.quantize_ggml[int(GgmlBlock::Q4_0)] = quantize_ggml_rows<BlockQ4_0, ref::quantize_block_q4_0>;
+    k.quantize_ggml[int(GgmlBlock::Q4_1)] = quantize_ggml_rows<BlockQ4_1, ref::quantize_block_q4_1>;
+    k.quantize_ggml[int(GgmlBlock::Q5_0)] = quantize_ggml_rows<BlockQ5_0, ref::quantize_block_q5_0>;
+    k.quantize_ggml[int(GgmlBlock::Q5_1)] = quantize_ggml_rows<BlockQ5_1, ref::quantize_block_q5_1>;
+    k.dequantize_ggml[int(GgmlBlock::Q8_0)] = dequantize_ggml_rows<BlockQ8_0, ref::dequantize_block_q8_0>;
+    k.dequantize_ggml[int(GgmlBlock::Q4_0)] = dequantize_ggml_rows<BlockQ4_0, ref::dequantize_block_q4_0>;
+    k.dequantize_ggml[int(GgmlBlock::Q4_1)] = dequantize_ggml_rows<BlockQ4_1, ref::dequantize_block_q4_1>;
+    k.dequantize_ggml[int(GgmlBlock::Q5_0)] = dequantize_ggml_rows<BlockQ5_0, ref::dequantize_block_q5_0>;
+    k.dequantize_ggml[int(GgmlBlock::Q5_1)] = dequantize_ggml_rows<BlockQ5_1, ref::dequantize_block_q5_1>;
+    return k;
+  }();
+  return &table;
+}
+
+}  // namespace wq

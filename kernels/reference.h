@@ -1,0 +1,154 @@
+// Scalar building blocks that define what every kernel computes. The scalar table uses
+// them element by element; SIMD tables use the per-block ones (block_codec, the ggml
+// block headers) as they are, so that the per-block parameters are the same bits on
+// every ISA by construction, and re-implement the per-element ones lane-wise.
+//
+// Everything here is compiled with -ffp-contract=off: no a*b+c is fused.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "kernels/kernels.h"
+
+namespace wq::ref {
+
+inline uint32_t f32_bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+inline float bits_f32(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// Exact f16 -> f32. NaN keeps sign and payload with the quiet bit set (as F16C and
+// AArch64 FCVT do).
+inline float f16_to_f32(uint16_t h) {
+  const uint32_t sign = uint32_t(h & 0x8000u) << 16;
+  const uint32_t exp = (h >> 10) & 0x1fu;
+  const uint32_t mant = h & 0x3ffu;
+  if (exp == 0x1f) return bits_f32(sign | 0x7f800000u | (mant << 13) | (mant ? 0x400000u : 0u));
+  if (exp == 0) {
+    // A denormal is mant * 2^-24, exact in f32.
+    const float v = float(mant) * 5.9604644775390625e-08f;
+    return bits_f32(sign | f32_bits(v));
+  }
+  return bits_f32(sign | ((exp + 112u) << 23) | (mant << 13));
+}
+
+// f32 -> f16, round to nearest even; NaN -> sign | 0x7E00, as llama.cpp's portable
+// GGML_FP32_TO_FP16 does.
+inline uint16_t f32_to_f16(float f) {
+  const uint32_t x = f32_bits(f);
+  const uint16_t sign = uint16_t((x >> 16) & 0x8000u);
+  uint32_t ax = x & 0x7fffffffu;
+  if (ax > 0x7f800000u) return sign | 0x7e00u;
+  if (ax >= 0x477ff000u) return sign | 0x7c00u;  // >= 65520 rounds to Inf
+  if (ax >= 0x38800000u) {                        // normal half
+    ax -= 0x38000000u;                            // rebias 127 -> 15
+    ax += 0xfffu + ((ax >> 13) & 1u);             // round to nearest even
+    return sign | uint16_t(ax >> 13);
+  }
+  // Denormal half (or zero): |f| * 2^24 is exact; rint rounds to even.
+  const float v = std::nearbyint(bits_f32(ax) * 16777216.0f);
+  return sign | uint16_t(v);
+}
+
+inline float bf16_to_f32(uint16_t h) { return bits_f32(uint32_t(h) << 16); }
+
+// Clamp with NaN going to lo. Comparisons are written so that a SIMD select on the same
+// predicate gives the same lane result.
+inline float clamp_nan_lo(float x, float lo, float hi) {
+  const float a = (x >= lo) ? x : lo;
+  return (a <= hi) ? a : hi;
+}
+
+// Canonical +0 for a zero statistic, so that -0 vs +0 never depends on element order.
+inline float canon_zero(float x) { return x == 0.0f ? 0.0f : x; }
+
+inline int qmax_of(int bits) { return (1 << bits) - 1; }
+
+// Per-block parameters from the block's min and max (NaN-free statistics as minmax
+// returns them). This one function serves every ISA.
+inline BlockCodec block_codec(Scheme scheme, int bits, float mn, float mx, bool round_zero) {
+  BlockCodec c{scheme, bits, 0.0f, 0.0f, 0.0f};
+  switch (scheme) {
+    case Scheme::MnnSym: {
+      const float absmax = std::fabs(mn) > std::fabs(mx) ? std::fabs(mn) : std::fabs(mx);
+      c.scale = absmax / float((1 << (bits - 1)) - 1);
+      break;
+    }
+    case Scheme::MnnAsym:
+      c.scale = (mx - mn) / float(qmax_of(bits));
+      c.zero = mn;
+      break;
+    case Scheme::Affine: {
+      const float d = mx - mn;
+      float inv = (1.0f / d) * float(qmax_of(bits));
+      if (d <= 1e-4f) inv = 1.0f;
+      if (!(inv <= 2e4f)) inv = 2e4f;  // clamp(max=2e4); Inf and NaN clamp too
+      float z = -mn * inv;
+      if (round_zero) z = std::nearbyint(z);
+      c.inv_scale = inv;
+      c.zero = z;
+      c.scale = 1.0f / inv;
+      break;
+    }
+  }
+  return c;
+}
+
+// MNN's threshold: "s <= 1e-6" compares a float with a double literal.
+inline bool mnn_scale_is_zero(float s) { return double(s) <= 1e-6; }
+
+// One element to its code, per scheme. Ties: roundf (away from zero) for the MNN
+// schemes, rint (to even) for Affine, as the references compute.
+inline uint8_t quantize_one(float w, const BlockCodec& c) {
+  switch (c.scheme) {
+    case Scheme::MnnSym: {
+      const int half = 1 << (c.bits - 1);
+      if (mnn_scale_is_zero(c.scale)) return uint8_t(half);
+      const float q = clamp_nan_lo(std::round(w / c.scale), float(-half), float(half - 1));
+      return uint8_t(int(q) + half);
+    }
+    case Scheme::MnnAsym: {
+      if (mnn_scale_is_zero(c.scale)) return 0;
+      const float q = clamp_nan_lo(std::round((w - c.zero) / c.scale), 0.0f, float(qmax_of(c.bits)));
+      return uint8_t(int(q));
+    }
+    case Scheme::Affine: {
+      const float t = (w * c.inv_scale) + c.zero;
+      const float q = clamp_nan_lo(std::nearbyint(t), 0.0f, float(qmax_of(c.bits)));
+      return uint8_t(int(q));
+    }
+  }
+  return 0;
+}
+
+inline float dequantize_one(uint8_t code, const BlockCodec& c) {
+  switch (c.scheme) {
+    case Scheme::MnnSym:
+      return float(int(code) - (1 << (c.bits - 1))) * c.scale;
+    case Scheme::MnnAsym:
+      return (float(code) * c.scale) + c.zero;
+    case Scheme::Affine:
+      return (float(code) - c.zero) * c.scale;
+  }
+  return 0.0f;
+}
+
+// Truncation toward zero as C's (int8_t)float cast does for in-range values; NaN -> 0,
+// out of range saturates. Only used by the ggml block formulas.
+inline int trunc_sat(float x, int lo, int hi) {
+  if (!(x == x)) return 0;
+  const float t = std::trunc(x);
+  if (t < float(lo)) return lo;
+  if (t > float(hi)) return hi;
+  return int(t);
+}
+
+}  // namespace wq::ref

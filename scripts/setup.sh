@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs every build and test dependency of wquant from Debian 12 packages
+# (x86-64 host plus the aarch64 cross toolchain and qemu-user for the Arm tests).
+# Idempotent: a second run installs nothing new.
+set -euo pipefail
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
+host_pkgs=(build-essential cmake ninja-build pkg-config
+  libxsimd-dev libtbb-dev libhwy-dev libflatbuffers-dev flatbuffers-compiler
+  libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev
+  g++-aarch64-linux-gnu qemu-user python3)
+arm_pkgs=(libtbb-dev:arm64 libhwy-dev:arm64 libgtest-dev:arm64 libgmock-dev:arm64
+  libflatbuffers-dev:arm64 libstdc++-12-dev:arm64)
+
+missing=()
+for p in "${host_pkgs[@]}" "${arm_pkgs[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+    $SUDO dpkg --add-architecture arm64
+  fi
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi

@@ -1,0 +1,189 @@
+// Engine: spec validation, the three schemes against their formulas on hand-checked
+// values, error metrics, and output bytes independent of thread count and ISA.
+#include <gtest/gtest.h>
+#include <tbb/global_control.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+
+#include "engine/error.h"
+#include "engine/metrics.h"
+#include "engine/quantize.h"
+#include "engine/scheduler.h"
+#include "tests/test_support.h"
+
+namespace wq {
+namespace {
+
+TensorView view_of(const std::vector<float>& v, size_t rows, size_t cols, const char* name = "w") {
+  TensorView t;
+  t.name = name;
+  t.shape = {int64_t(rows), int64_t(cols)};
+  t.dtype = DType::F32;
+  t.data = v.data();
+  t.nbytes = v.size() * 4;
+  return t;
+}
+
+std::vector<float> normal(size_t n, float std, uint32_t seed) {
+  std::mt19937 g(seed);
+  std::normal_distribution<float> d(0.0f, std);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(g);
+  return v;
+}
+
+TEST(QuantSpec, RejectsBitsOutsideTwoToEight) {
+  for (int bits : {-1, 0, 1, 9, 16}) {
+    QuantSpec s;
+    s.bits = bits;
+    try {
+      validate_spec(s, "layer.weight");
+      FAIL() << "bits=" << bits << " accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("bits must be between 2 and 8"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("layer.weight"), std::string::npos);
+    }
+  }
+}
+
+TEST(QuantSpec, BlockThatDoesNotDivideIsAnErrorOrAFallbackThatSaysSo) {
+  QuantSpec s;
+  s.block = 32;
+  EXPECT_EQ(resolve_block(s, 64, "t", BlockFallback::Error, nullptr), 32u);
+  EXPECT_THROW(resolve_block(s, 172, "ffn", BlockFallback::Error, nullptr), Error);
+  std::string note;
+  EXPECT_EQ(resolve_block(s, 172, "ffn", BlockFallback::ChannelWise, &note), 172u);
+  EXPECT_NE(note.find("ffn"), std::string::npos);
+  EXPECT_NE(note.find("172"), std::string::npos);
+  s.block = -5;
+  EXPECT_THROW(validate_spec(s, "t"), Error);
+  s.block = 0;
+  EXPECT_EQ(resolve_block(s, 172, "t", BlockFallback::Error, nullptr), 172u);
+}
+
+TEST(Quantize, MnnSymmetricFollowsTheFormula) {
+  // absmax 1.27 at 8 bits: s = 0.01; w / s rounds half away from zero.
+  std::vector<float> w = {1.27f, -1.27f, 0.005f, -0.005f, 0.0f, 0.634f, -0.2f, 0.015f};
+  QuantSpec s;
+  s.bits = 8;
+  const QuantizedTensor q = quantize_tensor(view_of(w, 1, 8), s, 8, kernels_for(Isa::Scalar));
+  ASSERT_EQ(q.scales.size(), 1u);
+  EXPECT_EQ(q.scales[0], 1.27f / 127.0f);
+  EXPECT_TRUE(q.zeros.empty());
+  std::vector<uint8_t> codes(8);
+  kernels_for(Isa::Scalar)->unpack_codes(q.packed.data(), 8, 8, codes.data());
+  for (size_t i = 0; i < w.size(); ++i) {
+    const int expect = int(std::round(w[i] / q.scales[0])) + 128;
+    EXPECT_EQ(codes[i], expect) << "element " << i;
+  }
+  EXPECT_EQ(codes[0], 255);
+  EXPECT_EQ(codes[1], 1);
+}
+
+TEST(Quantize, MnnSymmetricTinyScaleGivesZeroCodes) {
+  std::vector<float> w = {1e-7f, -2e-7f, 0.0f, 5e-8f};
+  QuantSpec s;
+  s.bits = 4;
+  const QuantizedTensor q = quantize_tensor(view_of(w, 1, 4), s, 4, kernels_for(Isa::Scalar));
+  std::vector<uint8_t> codes(4);
+  kernels_for(Isa::Scalar)->unpack_codes(q.packed.data(), 4, 4, codes.data());
+  for (uint8_t c : codes) EXPECT_EQ(c, 8);  // q = 0 stored as 0 + 2^(b-1)
+}
+
+TEST(Quantize, MnnAsymmetricFollowsTheFormula) {
+  std::vector<float> w = {-1.0f, 2.0f, 0.0f, 0.5f, 1.0f, -0.4f, 1.9f, -0.99f};
+  QuantSpec s;
+  s.bits = 4;
+  s.asym = true;
+  const QuantizedTensor q = quantize_tensor(view_of(w, 1, 8), s, 8, kernels_for(Isa::Scalar));
+  const float scale = 3.0f / 15.0f;
+  EXPECT_EQ(q.scales[0], scale);
+  EXPECT_EQ(q.zeros[0], -1.0f);
+  std::vector<uint8_t> codes(8);
+  kernels_for(Isa::Scalar)->unpack_codes(q.packed.data(), 8, 4, codes.data());
+  for (size_t i = 0; i < w.size(); ++i) {
+    const int expect = int(std::round((w[i] - -1.0f) / scale));
+    EXPECT_EQ(codes[i], expect) << "element " << i;
+  }
+  std::vector<float> back(8);
+  dequantize_tensor(q, back.data(), kernels_for(Isa::Scalar));
+  for (size_t i = 0; i < w.size(); ++i) EXPECT_NEAR(back[i], w[i], scale / 2 + 1e-6f);
+}
+
+TEST(Quantize, NonFiniteWeightIsAnErrorNamingThePlace) {
+  std::vector<float> w(4 * 16, 0.5f);
+  w[2 * 16 + 5] = NAN;
+  QuantSpec s;
+  try {
+    quantize_tensor(view_of(w, 4, 16, "blk.0.w"), s, 16);
+    FAIL() << "NaN accepted";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("blk.0.w"), std::string::npos) << m;
+    EXPECT_NE(m.find("row 2"), std::string::npos) << m;
+    EXPECT_NE(m.find("column 5"), std::string::npos) << m;
+  }
+  w[2 * 16 + 5] = INFINITY;
+  EXPECT_THROW(quantize_tensor(view_of(w, 4, 16), s, 16), Error);
+}
+
+TEST(Quantize, SizeMismatchIsAnError) {
+  std::vector<float> w(10);
+  TensorView t = view_of(w, 3, 4);  // 12 elements claimed, 10 present
+  EXPECT_THROW(quantize_tensor(t, QuantSpec{}, 4), Error);
+}
+
+TEST(Metrics, ExactReconstructionHasInfiniteSnr) {
+  std::vector<float> a = {1, 2, 3, 4};
+  const ErrorMetrics m = array_error(a.data(), a.data(), a.size());
+  EXPECT_EQ(m.rel_rmse, 0.0);
+  EXPECT_TRUE(std::isinf(m.snr_db));
+  std::vector<float> b = {1, 2, 3, 5};
+  const ErrorMetrics m2 = array_error(a.data(), b.data(), b.size());
+  EXPECT_DOUBLE_EQ(m2.rel_rmse, std::sqrt(1.0 / 30.0));
+  EXPECT_DOUBLE_EQ(m2.max_abs, 1.0);
+}
+
+// Output bytes depend on neither the number of threads nor the ISA.
+class Determinism : public ::testing::TestWithParam<Isa> {};
+
+TEST_P(Determinism, SameBytesForOneTwoThreeAndEightThreads) {
+  WQ_REQUIRE_ISA(GetParam());
+  const Kernels* k = kernels_for(GetParam());
+  const size_t rows = 300, cols = 512;
+  const std::vector<float> w = normal(rows * cols, 0.02f, 7);
+  auto spec = [](int bits, int64_t block, bool asym) {
+    QuantSpec s;
+    s.bits = bits;
+    s.block = block;
+    s.asym = asym;
+    return s;
+  };
+  for (const QuantSpec& s : {spec(4, 64, false), spec(3, 128, true), spec(8, 0, true)}) {
+    std::vector<QuantizedTensor> out;
+    for (int threads : {1, 2, 3, 8}) {
+      Scheduler sched(threads);
+      sched.run([&] { out.push_back(quantize_tensor(view_of(w, rows, cols), s, s.block ? s.block : cols, k)); });
+    }
+    const QuantizedTensor* ref = nullptr;
+    std::vector<QuantizedTensor> scalar;
+    Scheduler one(1);
+    one.run([&] {
+      scalar.push_back(quantize_tensor(view_of(w, rows, cols), s, s.block ? s.block : cols, kernels_for(Isa::Scalar)));
+    });
+    ref = &scalar[0];
+    for (const QuantizedTensor& q : out) {
+      EXPECT_EQ(q.packed, ref->packed) << s.describe();
+      EXPECT_EQ(std::memcmp(q.scales.data(), ref->scales.data(), q.scales.size() * 4), 0) << s.describe();
+      ASSERT_EQ(q.zeros.size(), ref->zeros.size());
+      EXPECT_EQ(std::memcmp(q.zeros.data(), ref->zeros.data(), q.zeros.size() * 4), 0) << s.describe();
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllIsas, Determinism, ::testing::ValuesIn(test::all_isas()), test::isa_param_name);
+
+}  // namespace
+}  // namespace wq

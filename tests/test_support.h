@@ -1,0 +1,38 @@
+// Shared helpers for the googletest suite: which ISAs to run, where shared data lives.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "kernels/kernels.h"
+
+namespace wq::test {
+
+// Every ISA this build contains (available or not); tests instantiate one case per ISA
+// and skip, through WQ_REQUIRE_ISA, the ones this CPU cannot run.
+std::vector<Isa> all_isas();
+std::string isa_param_name(const ::testing::TestParamInfo<Isa>& info);
+
+// ../shared beside the checkout (WQUANT_SHARED_DIR); "" if absent.
+std::string shared_dir();
+// Path of a file under shared/, or "" when it is absent.
+std::string shared_file(const std::string& rel);
+// tests/data in the source tree.
+std::string test_data_dir();
+
+}  // namespace wq::test
+
+// Skips (never fails) a test for an ISA this CPU or build lacks.
+#define WQ_REQUIRE_ISA(isa)                                                                  \
+  do {                                                                                       \
+    if (!::wq::isa_available(isa)) GTEST_SKIP() << "ISA " << ::wq::isa_name(isa)             \
+                                                << " is not available on this CPU/build";   \
+  } while (0)
+
+// Skips a test whose shared file is absent, saying which and why.
+#define WQ_REQUIRE_SHARED(var, rel)                                                          \
+  const std::string var = ::wq::test::shared_file(rel);                                      \
+  if (var.empty()) GTEST_SKIP() << "shared file " << (rel) << " is absent (../shared is "   \
+                                << "not beside this checkout)"
