@@ -9,5 +9,8 @@ set(CMAKE_FIND_ROOT_PATH_MODE_PROGRAM NEVER)
 set(CMAKE_FIND_ROOT_PATH_MODE_LIBRARY ONLY)
 set(CMAKE_FIND_ROOT_PATH_MODE_INCLUDE BOTH)
 set(CMAKE_FIND_ROOT_PATH_MODE_PACKAGE BOTH)
-# NEON-only CPU unless the caller sets QEMU_CPU: SVE must not be assumed.
-set(CMAKE_CROSSCOMPILING_EMULATOR qemu-aarch64;-L;/usr/aarch64-linux-gnu)
+# scripts/test.sh sets QEMU_CPU=cortex-a72 so the tests run on a NEON-only CPU (qemu's
+# default CPU has SVE, which wquant must not assume).
+# Debian multiarch puts the arm64 libc in /lib/aarch64-linux-gnu, where qemu finds it
+# without -L; "-L /usr/aarch64-linux-gnu" (the cross libc) hangs qemu 7.2 at pthread_create.
+set(CMAKE_CROSSCOMPILING_EMULATOR qemu-aarch64)

@@ -1,0 +1,91 @@
+// The streaming conversion: a oneTBB parallel_pipeline of a serial in-order reader, a
+// parallel quantize stage (row-tile parallel_for inside each tensor) and a serial
+// in-order writer. Tokens bound the tensors in flight; a byte budget bounds their size,
+// so peak memory depends on the largest tensors, not on the model's size.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "engine/metrics.h"
+#include "engine/plan.h"
+#include "engine/tensor.h"
+
+namespace wq {
+
+// Where tensors come from: io readers implement it. Calls for one index come from one
+// thread at a time; different indices may be in flight concurrently.
+class TensorSource {
+ public:
+  virtual ~TensorSource() = default;
+  // Float tensor i as a validated view into the file (kind == Float only).
+  virtual TensorView view(size_t source_index) = 0;
+  // The stored bytes of tensor i, validated against the file's size.
+  virtual const uint8_t* raw(size_t source_index, size_t* nbytes) = 0;
+  // The pipeline is done with tensor i: the reader may drop its pages from memory.
+  virtual void release(size_t source_index) = 0;
+};
+
+// What the writer receives for one plan entry, in plan order.
+struct TensorResult {
+  const TensorPlan* plan = nullptr;
+  QuantizedTensor quantized;     // action Quantize
+  std::vector<uint8_t> bytes;    // action Ggml (blocks), or KeepFloat converted to out_dtype
+  const uint8_t* raw = nullptr;  // CopyRaw, or KeepFloat in its source dtype: source bytes
+  size_t raw_bytes = 0;
+  bool has_error = false;        // error figures computed (quantized tensors, when asked)
+  ErrorMetrics error;
+
+  // The bytes of the payload for Ggml / KeepFloat / CopyRaw, wherever they live.
+  const uint8_t* data() const { return raw ? raw : bytes.data(); }
+  size_t size() const { return raw ? raw_bytes : bytes.size(); }
+};
+
+// Where results go: io writers implement it. write() is called in plan order, from one
+// thread at a time.
+class TensorSink {
+ public:
+  virtual ~TensorSink() = default;
+  virtual void write(const TensorResult& r) = 0;
+};
+
+struct Progress {
+  size_t tensors_done = 0, tensors_total = 0;
+  uint64_t bytes_in_done = 0, bytes_in_total = 0;  // source bytes of finished tensors
+  uint64_t bytes_out = 0;
+  double seconds = 0;
+};
+
+struct PipelineOptions {
+  size_t max_tensors_in_flight = 0;         // 0: 2 x threads of the current arena
+  uint64_t max_bytes_in_flight = 1ull << 30; // source bytes of tensors being worked on
+  bool compute_error = true;                // ErrorMetrics per quantized tensor
+  std::function<void(const Progress&)> on_progress;  // called from the writer stage
+};
+
+struct TensorReport {
+  std::string name;
+  TensorAction action;
+  std::string what;  // e.g. "4-bit asym block 64", "Q4_0", "f16"
+  uint64_t bytes_in = 0, bytes_out = 0;
+  bool has_error = false;
+  ErrorMetrics error;
+  int solver_steps = 0;
+};
+
+struct PipelineStats {
+  std::vector<TensorReport> tensors;  // plan order
+  uint64_t bytes_in = 0, bytes_out = 0;
+  double seconds = 0;
+};
+
+// Runs the plan on the current task arena (call it inside Scheduler::run). Throws the
+// first Error any stage raised (naming the tensor); the sink is then left unfinished,
+// and the writer must not commit it.
+PipelineStats run_pipeline(const std::vector<TensorPlan>& plan, const std::vector<TensorInfo>& infos,
+                           TensorSource& source, TensorSink& sink, const PipelineOptions& opts);
+
+}  // namespace wq

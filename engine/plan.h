@@ -1,0 +1,89 @@
+// The plan: which tensor of a model gets which treatment. Built from the source's
+// tensor list, the default spec and the user's rules (--params), before any data is
+// read, so every writer knows every output size up front and can stream.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/quant_spec.h"
+#include "kernels/kernels.h"
+
+namespace wq {
+
+// How a tensor is stored in its source file, as far as planning needs to know.
+enum class StoredKind : uint8_t {
+  Float,      // f32 / f16 / bf16: a candidate for quantization
+  Quantized,  // wquant codes + scales (+ zeros): .wq or wquant safetensors output
+  Ggml,       // llama.cpp blocks (Q4_0, ...)
+  Other,      // integers, f64, anything else: copied as it is
+};
+
+// One tensor of a source model, without its data.
+struct TensorInfo {
+  std::string name;
+  std::vector<int64_t> shape;  // outermost first (GGUF readers reverse ggml's ne[])
+  StoredKind kind = StoredKind::Float;
+  DType dtype = DType::F32;    // valid when kind == Float
+  std::string type_name;       // as the file names it: "F32", "BF16", "Q4_0", "I64", "wq4"...
+  uint64_t nbytes = 0;         // bytes of data in the file
+};
+
+enum class TensorAction : uint8_t {
+  Quantize,   // wquant codes + scales (+ zeros), spec and block below
+  Ggml,       // llama.cpp blocks of type ggml (Q4_1/Q5_1 with spec.hqq: HQQ zero points)
+  KeepFloat,  // stored as float, in out_dtype
+  CopyRaw,    // bytes copied unchanged (non-float, or already quantized)
+};
+
+struct TensorPlan {
+  size_t source_index = 0;  // index in the reader's tensor list
+  std::string name;
+  std::vector<int64_t> shape;
+  TensorAction action = TensorAction::KeepFloat;
+  QuantSpec spec;                    // Quantize, Ggml (bits/hqq)
+  size_t block = 0;                  // Quantize: effective block (== cols when channel-wise)
+  GgmlBlock ggml = GgmlBlock::Q4_0;  // Ggml
+  DType out_dtype = DType::F32;      // KeepFloat
+  std::string note;                  // a fallback or a kept-float reason, said once
+};
+
+// A user rule: tensors whose name matches `pattern` (an exact name or a glob with * ?
+// and [...]) get the fields that are set. Later rules override earlier ones.
+struct TensorRule {
+  std::string pattern;
+  std::optional<int> bits;
+  std::optional<int64_t> block;  // 0 or -1: channel-wise
+  std::optional<bool> asym;
+  std::optional<bool> hqq;
+  std::optional<bool> skip;      // keep the tensor as float
+  std::optional<GgmlBlock> ggml; // GGUF output: this tensor's block type
+};
+
+enum class OutputFormat : uint8_t { Wq, Safetensors, Gguf };
+
+struct PlanOptions {
+  QuantSpec defaults;
+  std::vector<TensorRule> rules;
+  OutputFormat format = OutputFormat::Wq;
+  GgmlBlock ggml = GgmlBlock::Q4_0;  // GGUF output default type
+};
+
+// Glob match: * any run, ? one char, [abc] / [a-z] / [!a] a class. Whole-name match.
+bool glob_match(const std::string& pattern, const std::string& name);
+
+// The default choice of what to quantize: float tensors of 2 or more dimensions (linear,
+// embedding and conv weights). Kept: 1-D tensors, norms, biases, and tensors with fewer
+// than 2 rows or columns.
+bool is_quantizable_weight(const TensorInfo& t);
+
+// Builds the plan. Every tensor of `tensors` appears once, in file order. Throws Error
+// for a bad spec in the defaults or a rule (naming the rule's pattern). Notes (fallbacks
+// such as a block that does not divide a row, or a GGUF tensor kept in a wider type)
+// are in each entry's `note`.
+std::vector<TensorPlan> make_plan(const std::vector<TensorInfo>& tensors, const PlanOptions& opts);
+
+}  // namespace wq

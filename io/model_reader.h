@@ -1,0 +1,43 @@
+// Model readers: open a file (or a sharded checkpoint), list its tensors without reading
+// their data, and hand out validated views of the mmapped bytes one tensor at a time.
+// Every size and offset is checked against the file before any data is touched: a
+// truncated or hostile file gives an Error naming the file and the tensor.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/pipeline.h"
+#include "engine/plan.h"
+#include "engine/tensor.h"
+
+namespace wq {
+
+class ModelReader : public TensorSource {
+ public:
+  ~ModelReader() override = default;
+
+  // "safetensors", "gguf" or "wq".
+  virtual const char* format() const = 0;
+  virtual const std::string& path() const = 0;
+  virtual const std::vector<TensorInfo>& tensors() const = 0;
+  // Total bytes of tensor data.
+  uint64_t data_bytes() const;
+  // Index of the tensor called name, or -1.
+  long find(const std::string& name) const;
+
+  // Stored record of a wquant-quantized tensor (kind == Quantized). Throws otherwise.
+  virtual QuantizedTensor load_quantized(size_t i);
+  // Any tensor as f32 (rows x cols of its 2-D view): floats widened, wquant codes and
+  // ggml blocks dequantized exactly as a loader would. Throws for kind Other.
+  virtual std::vector<float> dequantize(size_t i);
+};
+
+// Opens by content: safetensors (an index .json of a sharded checkpoint, or a
+// .safetensors file), GGUF (magic "GGUF"), .wq (its magic). Throws Error naming the file
+// when it is missing, unreadable, or of no known format.
+std::unique_ptr<ModelReader> open_model(const std::string& path);
+
+}  // namespace wq

@@ -1,0 +1,40 @@
+// Model writers: given the whole plan up front (so every offset is known before any
+// data), they write a header, then each tensor's payload in plan order as the pipeline
+// delivers it, to a temporary file beside the output. commit() flushes, fsyncs and
+// renames it to the final name; destroying an uncommitted writer removes the temporary
+// file, so a failure or Ctrl-C never leaves a partial file under the final name.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/pipeline.h"
+#include "engine/plan.h"
+#include "io/model_reader.h"
+
+namespace wq {
+
+class ModelWriter : public TensorSink {
+ public:
+  ~ModelWriter() override = default;
+  virtual void commit() = 0;
+  // Bytes written so far (header included).
+  virtual uint64_t bytes_written() const = 0;
+  // The temporary path being written (for cleanup on a signal).
+  virtual const std::string& temp_path() const = 0;
+};
+
+// Output format from the extension: .wq, .safetensors, .gguf. Throws Error otherwise.
+OutputFormat format_from_path(const std::string& path);
+
+// Exact output size of a plan in the given format (for --dry-run and disk checks).
+uint64_t planned_output_bytes(const std::vector<TensorPlan>& plan, const std::vector<TensorInfo>& infos,
+                              OutputFormat format, const ModelReader& source);
+
+// Creates the writer. GGUF output copies every metadata key of a GGUF source (and
+// updates general.file_type); it needs a GGUF source.
+std::unique_ptr<ModelWriter> make_writer(const std::string& path, OutputFormat format,
+                                         const std::vector<TensorPlan>& plan, const ModelReader& source);
+
+}  // namespace wq
