@@ -7,21 +7,27 @@
 
 #include "engine/error.h"
 #include "engine/quantize.h"
+#include "engine/rows.h"
 #include "engine/scheduler.h"
 
 namespace wq {
 
-namespace {
-struct RowSums {
-  double err2 = 0, ref2 = 0, max_abs = 0;
-};
+ErrorSums error_sums(const float* a, const float* b, size_t n, const Kernels& k) {
+  ErrorSums s;
+  s.count = n;
+  k.sq_err(a, b, n, &s.err2, &s.ref2);
+  for (size_t i = 0; i < n; ++i) s.max_abs = std::max(s.max_abs, double(std::fabs(a[i] - b[i])));
+  return s;
+}
 
-ErrorMetrics finish(const std::vector<RowSums>& rows, size_t count) {
+ErrorMetrics combine_error_sums(const std::vector<ErrorSums>& parts) {
   double e = 0, r = 0, m = 0;
-  for (const RowSums& s : rows) {  // row order: independent of threads
+  size_t count = 0;
+  for (const ErrorSums& s : parts) {  // vector order: independent of threads
     e += s.err2;
     r += s.ref2;
     m = std::max(m, s.max_abs);
+    count += s.count;
   }
   ErrorMetrics out;
   out.count = count;
@@ -32,17 +38,9 @@ ErrorMetrics finish(const std::vector<RowSums>& rows, size_t count) {
   return out;
 }
 
-RowSums row_sums(const float* a, const float* b, size_t n, const Kernels& k) {
-  RowSums s;
-  k.sq_err(a, b, n, &s.err2, &s.ref2);
-  for (size_t i = 0; i < n; ++i) s.max_abs = std::max(s.max_abs, double(std::fabs(a[i] - b[i])));
-  return s;
-}
-}  // namespace
-
 ErrorMetrics array_error(const float* ref, const float* approx, size_t n, const Kernels* kp) {
   const Kernels& k = kp ? *kp : kernels();
-  return finish({row_sums(ref, approx, n, k)}, n);
+  return combine_error_sums({error_sums(ref, approx, n, k)});
 }
 
 ErrorMetrics tensor_error(const TensorView& w, const QuantizedTensor& q, const Kernels* kp) {
@@ -51,23 +49,16 @@ ErrorMetrics tensor_error(const TensorView& w, const QuantizedTensor& q, const K
     throw Error(w.name + ": float tensor is " + std::to_string(w.rows()) + "x" + std::to_string(w.cols()) +
                 " but the quantized one is " + std::to_string(q.rows) + "x" + std::to_string(q.cols));
   }
-  std::vector<RowSums> sums(q.rows);
+  std::vector<ErrorSums> sums(q.rows);
   const size_t tile = tile_rows_for(q.rows, q.cols * 8);
   parallel_row_tiles(q.rows, tile, [&](size_t r0, size_t r1) {
-    std::vector<float> wh(q.cols), wf(q.cols);
+    std::vector<float> wh(q.cols), wf;
     for (size_t r = r0; r < r1; ++r) {
       dequantize_rows(q, r, r + 1, wh.data(), &k);
-      const float* ref;
-      const size_t off = r * q.cols;
-      switch (w.dtype) {
-        case DType::F32: ref = static_cast<const float*>(w.data) + off; break;
-        case DType::F16: k.widen_f16(static_cast<const uint16_t*>(w.data) + off, wf.data(), q.cols); ref = wf.data(); break;
-        default: k.widen_bf16(static_cast<const uint16_t*>(w.data) + off, wf.data(), q.cols); ref = wf.data(); break;
-      }
-      sums[r] = row_sums(ref, wh.data(), q.cols, k);
+      sums[r] = error_sums(row_as_f32(w, r, q.cols, wf, k), wh.data(), q.cols, k);
     }
   });
-  return finish(sums, q.rows * q.cols);
+  return combine_error_sums(sums);
 }
 
 }  // namespace wq

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstddef>
+#include <vector>
 
 #include "engine/tensor.h"
 #include "kernels/kernels.h"
@@ -15,6 +16,16 @@ struct ErrorMetrics {
   double rmse = 0.0;
   size_t count = 0;
 };
+
+// Sums behind the figures, for one row or array; combined in a fixed order by
+// combine_error_sums so the figures do not depend on threads.
+struct ErrorSums {
+  double err2 = 0, ref2 = 0, max_abs = 0;
+  size_t count = 0;
+};
+ErrorSums error_sums(const float* ref, const float* approx, size_t n, const Kernels& k);
+// Combines in vector order.
+ErrorMetrics combine_error_sums(const std::vector<ErrorSums>& parts);
 
 // Dequantizes q tile by tile (never the whole tensor at once) and compares with w.
 // Per-row sums are combined in row order, so the figures do not depend on threads.

@@ -1,7 +1,11 @@
 // The streaming conversion: a oneTBB parallel_pipeline of a serial in-order reader, a
 // parallel quantize stage (row-tile parallel_for inside each tensor) and a serial
-// in-order writer. Tokens bound the tensors in flight; a byte budget bounds their size,
-// so peak memory depends on the largest tensors, not on the model's size.
+// in-order writer. Tokens bound the tensors in flight, and each tensor's input pages are
+// dropped (TensorSource::release) as soon as it no longer needs them, so peak memory
+// depends on the largest tensors, not on the model's size:
+//   peak RSS <= base + tokens x max over tensors of (input bytes + output bytes)
+// (base: the program, the readers' headers, the writer's 4 MiB buffer). With the
+// default tokens = threads + 1, that is 3 tensors in flight on 2 threads.
 #pragma once
 
 #include <cstddef>
@@ -60,8 +64,7 @@ struct Progress {
 };
 
 struct PipelineOptions {
-  size_t max_tensors_in_flight = 0;         // 0: 2 x threads of the current arena
-  uint64_t max_bytes_in_flight = 1ull << 30; // source bytes of tensors being worked on
+  size_t max_tensors_in_flight = 0;         // 0: threads of the current arena + 1
   bool compute_error = true;                // ErrorMetrics per quantized tensor
   std::function<void(const Progress&)> on_progress;  // called from the writer stage
 };

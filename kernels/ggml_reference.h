@@ -1,7 +1,8 @@
 // llama.cpp's quantize_row_*_ref / dequantize_row_* for one 32-weight block, written
 // from ggml-quants.c's formulas. Differences, all for input llama.cpp cannot quantize
 // meaningfully either: NaN is ignored by the max searches and its code is 0; casts that
-// would overflow saturate instead of being undefined.
+// would overflow saturate instead of being undefined; a NaN d or m of Q4_1/Q5_1 is
+// dequantized as the canonical NaN.
 #pragma once
 
 #include <cmath>
@@ -117,8 +118,9 @@ inline void dequantize_block_q4_0(const BlockQ4_0* y, float* x) {
     x[j + 16] = float(int(y->qs[j] >> 4) - 8) * d;
   }
 }
+// Q4_1 and Q5_1 add two block scalars: NaN ones are made canonical (canon_nan_params).
 inline void dequantize_block_q4_1(const BlockQ4_1* y, float* x) {
-  const float d = f16_to_f32(y->d), m = f16_to_f32(y->m);
+  const float d = canon_nan(f16_to_f32(y->d)), m = canon_nan(f16_to_f32(y->m));
   for (int j = 0; j < 16; ++j) {
     x[j] = (float(y->qs[j] & 0x0f) * d) + m;
     x[j + 16] = (float(y->qs[j] >> 4) * d) + m;
@@ -136,7 +138,7 @@ inline void dequantize_block_q5_0(const BlockQ5_0* y, float* x) {
   }
 }
 inline void dequantize_block_q5_1(const BlockQ5_1* y, float* x) {
-  const float d = f16_to_f32(y->d), m = f16_to_f32(y->m);
+  const float d = canon_nan(f16_to_f32(y->d)), m = canon_nan(f16_to_f32(y->m));
   uint32_t qh;
   std::memcpy(&qh, y->qh, 4);
   for (int j = 0; j < 16; ++j) {

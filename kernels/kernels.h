@@ -99,7 +99,8 @@ struct Kernels {
   void (*unpack_codes)(const uint8_t* in, size_t n, int bits, uint8_t* codes);
 
   // sum (a-b)^2 and sum a^2 over n elements, in float with 16 lane-wise partial sums
-  // (element i goes to partial i % 16) reduced in a fixed tree order, then widened.
+  // (element i goes to partial i % 16) reduced in a fixed tree order, then widened;
+  // a NaN sum is returned as the canonical quiet NaN (ref::sum_result).
   void (*sq_err)(const float* a, const float* b, size_t n, double* err2, double* ref2);
 
   // --- fused tile kernels --------------------------------------------------------------

@@ -57,9 +57,11 @@ struct ScalarPrims {
     for (size_t i = 0; i < n; ++i) codes[i] = ref::quantize_one(x[i], c);
   }
   static void dequantize_codes(const uint8_t* codes, size_t n, const BlockCodec& c, float* out) {
-    for (size_t i = 0; i < n; ++i) out[i] = ref::dequantize_one(codes[i], c);
+    const BlockCodec k = ref::canon_nan_params(c);
+    for (size_t i = 0; i < n; ++i) out[i] = ref::dequantize_one(codes[i], k);
   }
   static void pack_codes(const uint8_t* codes, size_t n, int bits, uint8_t* out) {
+    if (n == 0) return;  // out may be null: no memset on it
     const size_t nbytes = (n * size_t(bits) + 7) / 8;
     std::memset(out, 0, nbytes);
     for (size_t i = 0; i < n; ++i) {
@@ -92,8 +94,8 @@ struct ScalarPrims {
         pr[j] += pr[j + w];
       }
     }
-    *err2 = pe[0];
-    *ref2 = pr[0];
+    *err2 = ref::sum_result(pe[0]);
+    *ref2 = ref::sum_result(pr[0]);
   }
 };
 

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 
 #include "kernels/kernels.h"
 
@@ -70,7 +71,27 @@ inline float clamp_nan_lo(float x, float lo, float hi) {
 // Canonical +0 for a zero statistic, so that -0 vs +0 never depends on element order.
 inline float canon_zero(float x) { return x == 0.0f ? 0.0f : x; }
 
+// A float sum widened for output, a NaN sum as the canonical quiet NaN: when two NaNs
+// meet in an addition, which one survives depends on the operand order the compiler
+// picks and on the ISA, so a NaN's sign and payload are not part of the result.
+inline double sum_result(float s) { return s == s ? double(s) : std::numeric_limits<double>::quiet_NaN(); }
+
+// A NaN as the canonical quiet NaN (+, 0x7FC00000), for the same reason: the sign of a
+// NaN made by an invalid operation depends on the ISA (x86 makes -NaN, Arm +NaN) and on
+// whether the compiler negates before or after (-a * b vs FNMUL).
+inline float canon_nan(float x) { return x == x ? x : bits_f32(0x7fc00000u); }
+
 inline int qmax_of(int bits) { return (1 << bits) - 1; }
+
+// The codec with NaN parameters made canonical. Where a scale and a zero are both NaN,
+// which one w_hat = code * s + z (or (code - z) * s) propagates depends on operand
+// order; with one canonical NaN it does not.
+inline BlockCodec canon_nan_params(BlockCodec c) {
+  c.scale = canon_nan(c.scale);
+  c.zero = canon_nan(c.zero);
+  c.inv_scale = canon_nan(c.inv_scale);
+  return c;
+}
 
 // Per-block parameters from the block's min and max (NaN-free statistics as minmax
 // returns them). This one function serves every ISA.
@@ -99,7 +120,9 @@ inline BlockCodec block_codec(Scheme scheme, int bits, float mn, float mx, bool 
       break;
     }
   }
-  return c;
+  // Only non-finite statistics (an Inf weight) give a NaN parameter; it is stored, so
+  // its bits must not depend on the ISA.
+  return canon_nan_params(c);
 }
 
 // MNN's threshold: "s <= 1e-6" compares a float with a double literal.

@@ -1,0 +1,28 @@
+// Tensors to llama.cpp blocks (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1), row tiles in parallel.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "engine/metrics.h"
+#include "engine/quant_spec.h"
+#include "engine/tensor.h"
+#include "kernels/kernels.h"
+
+namespace wq {
+
+// Bytes of one row of `cols` weights in block type t. cols must be a multiple of 32.
+size_t ggml_row_bytes(GgmlBlock t, size_t cols);
+
+// Quantizes w (its 2-D view; cols a multiple of 32) to blocks of type t, exactly as
+// llama.cpp's quantize_row_*_ref does, into out (resized). With spec.hqq and t Q4_1 or
+// Q5_1, each 32-weight block is solved by HQQ instead and stored as d = scale,
+// m = -zero * scale (both f16): zero points no other tool refines. Throws Error naming
+// the tensor for a row that is not a multiple of 32 or a non-finite weight.
+void quantize_ggml_tensor(const TensorView& w, GgmlBlock t, const QuantSpec& spec, std::vector<uint8_t>& out,
+                          const Kernels* k = nullptr);
+
+// Error of blocks against the float tensor they came from, tile by tile.
+ErrorMetrics ggml_tensor_error(const TensorView& w, GgmlBlock t, const uint8_t* blocks, const Kernels* k = nullptr);
+
+}  // namespace wq

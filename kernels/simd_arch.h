@@ -1,0 +1,61 @@
+// The few per-ISA primitives the SIMD kernel body (kernels/simd_body.h) needs and xsimd
+// 8.1 lacks or gets wrong for our purpose. Each ISA specialises ArchOps<Arch> in its own
+// header, compiled only in that ISA's translation unit (guarded by the compiler's ISA
+// macro). Everything else in the body is plain xsimd.
+//
+// Why not xsimd for these:
+//   - xsimd 8.1's float division on NEON is a reciprocal estimate plus Newton steps, not
+//     IEEE division; nearbyint on NEON goes through a generic emulation.
+//   - xsimd's min/max follow the instruction (x86 MINPS keeps the second operand on NaN,
+//     NEON FMIN propagates NaN); the kernels need one defined NaN rule on every ISA.
+//   - f16 <-> f32 conversion, narrowing int32/uint16 lanes to bytes, lane masks as bits.
+//
+// Contract every specialisation meets (F = batch<float>, I = batch<int32_t>,
+// U16 = batch<uint16_t>, M = batch_bool<float>, L = F::size lanes):
+//   div(a, b)           IEEE a / b, round to nearest even.
+//   rint(x)             round to nearest even; NaN stays NaN, +-Inf stays.
+//   to_int(x)           truncation toward zero; x must be within int32 range.
+//   to_float(i)         exact for |i| < 2^24.
+//   min_keep(x, acc)    exactly (x < acc) ? x : acc, and (x > acc) ? x : acc, for every
+//   max_keep(x, acc)    input: a NaN x leaves acc, a NaN acc stays, equal zeros give acc.
+//   clamp(x, lo, hi)    NaN -> lo, else min(max(x, lo), hi); a zero's sign unspecified
+//                       (only used where the result is then converted to an integer).
+//   hmin(v), hmax(v)    over lanes holding no NaN; a zero's sign unspecified.
+//   reduce_lanes<kMin>(v)  L vectors in, one out: lane j = hmin(v[j]) (kMin) or hmax(v[j]),
+//                       the same values (no NaN lanes; a zero's sign unspecified) for L
+//                       vectors at the cost of a few shuffles each.
+//   mask_bits(m)        bit i set when lane i of m is true.
+//   sign_bits(i)        bit i = sign bit of int32 lane i.
+//   load_f16(p)         L halves at p, widened exactly (NaN quieted, payload kept).
+//   store_f16(p, x)     L halves, round to nearest even, overflow to Inf; a NaN keeps its
+//                       sign and top mantissa bits (the body canonicalises NaN first).
+//   load_u16(p)         L uint16 at p, zero-extended to int32 lanes.
+//   load_u8(p)          L bytes at p, zero-extended to int32 lanes.
+//   store_u8(p, i)      L bytes, each lane saturated to [0, 255] (so INT_MIN, what x86
+//                       converts NaN to, stores 0).
+//   store_u8x4(p,a,b,c,d)  4L bytes: a's lanes, then b's, c's, d's; saturated as store_u8.
+//   store_nibbles_x4(p,a,b,c,d)  the 4L lanes (each in [0, 15] after saturating as
+//                       store_u8) as 2L bytes, lane 2k in the low nibble of byte k.
+//   load_u8_as_u16(p)   U16::size bytes at p, zero-extended to uint16 lanes.
+//   store_u16_as_u8(p, v)  U16::size bytes; every lane must be in [0, 255].
+// No pointer needs any alignment.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include <xsimd/xsimd.hpp>
+
+namespace wq::simd {
+
+template <class Arch>
+struct ArchOps;
+
+}  // namespace wq::simd
+
+#if defined(__AVX2__)
+#include "kernels/simd_arch_x86.h"
+#endif
+#if defined(__aarch64__) && defined(__ARM_NEON)
+#include "kernels/simd_arch_neon.h"
+#endif

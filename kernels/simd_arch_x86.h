@@ -1,0 +1,188 @@
+// ArchOps for x86: AVX2 (with F16C) and AVX-512 (F/BW/DQ/VL). See kernels/simd_arch.h
+// for the contract. Included only by translation units compiled with -mavx2 (and the
+// AVX-512 part only under -mavx512bw), so no instruction here can reach a CPU without it.
+#pragma once
+
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "kernels/simd_arch.h"
+
+namespace wq::simd {
+
+template <>
+struct ArchOps<xsimd::avx2> {
+  using F = xsimd::batch<float, xsimd::avx2>;
+  using I = xsimd::batch<int32_t, xsimd::avx2>;
+  using U16 = xsimd::batch<uint16_t, xsimd::avx2>;
+  using M = xsimd::batch_bool<float, xsimd::avx2>;
+
+  static F div(F a, F b) { return _mm256_div_ps(a, b); }
+  static F rint(F x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static I to_int(F x) { return _mm256_cvttps_epi32(x); }
+  static F to_float(I x) { return _mm256_cvtepi32_ps(x); }
+  // MINPS/MAXPS return the second operand when either is NaN or both are zero, so
+  // min(x, acc) is exactly (x < acc) ? x : acc, for every input.
+  static F min_keep(F x, F acc) { return _mm256_min_ps(x, acc); }
+  static F max_keep(F x, F acc) { return _mm256_max_ps(x, acc); }
+  static F clamp(F x, F lo, F hi) { return _mm256_min_ps(_mm256_max_ps(x, lo), hi); }
+  static float hmin(F v) {
+    __m128 m = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_min_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_min_ss(m, _mm_shuffle_ps(m, m, 1));
+    return _mm_cvtss_f32(m);
+  }
+  static float hmax(F v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+    return _mm_cvtss_f32(m);
+  }
+  // A transposed reduction: three levels of (two shuffles, one min/max) over pairs. The
+  // shuffles leave lane j holding input slot (j % 4) * 2 + j / 4, so slot s reads v[perm(s)].
+  template <bool kMin>
+  static F reduce_lanes(const F* v) {
+    auto fold = [](__m256 a, __m256 b) { return kMin ? _mm256_min_ps(a, b) : _mm256_max_ps(a, b); };
+    auto in = [&](int s) -> __m256 { return v[(s % 2) * 4 + s / 2]; };
+    __m256 l1[4], l2[2];
+    for (int i = 0; i < 4; ++i) {
+      const __m256 a = in(2 * i), b = in(2 * i + 1);
+      l1[i] = fold(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
+    }
+    for (int i = 0; i < 2; ++i) {
+      l2[i] = fold(_mm256_shuffle_ps(l1[2 * i], l1[2 * i + 1], 0x44), _mm256_shuffle_ps(l1[2 * i], l1[2 * i + 1], 0xEE));
+    }
+    return fold(_mm256_shuffle_ps(l2[0], l2[1], 0x88), _mm256_shuffle_ps(l2[0], l2[1], 0xDD));
+  }
+  static uint32_t mask_bits(M m) { return uint32_t(_mm256_movemask_ps(m)); }
+  static uint32_t sign_bits(I v) { return uint32_t(_mm256_movemask_ps(_mm256_castsi256_ps(v))); }
+
+  static F load_f16(const uint16_t* p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  }
+  static void store_f16(uint16_t* p, F x) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
+  static I load_u16(const uint16_t* p) {
+    return _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  }
+  static I load_u8(const uint8_t* p) {
+    return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+  }
+  static void store_u8(uint8_t* p, I v) {
+    // Saturating packs (int32 -> uint16 -> uint8) work per 128-bit half, so dword 0 of
+    // each half holds 4 bytes of the result.
+    __m256i w = _mm256_packus_epi32(v, v);
+    w = _mm256_packus_epi16(w, w);
+    const __m128i r = _mm_unpacklo_epi32(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(p), r);
+  }
+  static void store_u8x4(uint8_t* p, I a, I b, I c, I d) {
+    // After the two packs, dwords are [a0-3 b0-3 c0-3 d0-3 | a4-7 b4-7 c4-7 d4-7].
+    const __m256i ab = _mm256_packus_epi32(a, b);
+    const __m256i cd = _mm256_packus_epi32(c, d);
+    const __m256i abcd = _mm256_packus_epi16(ab, cd);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm256_permutevar8x32_epi32(abcd, order));
+  }
+  static void store_nibbles_x4(uint8_t* p, I a, I b, I c, I d) {
+    // The bytes as store_u8x4 orders them; a uint16 lane holds (c0, c1) as c0 | c1 << 8.
+    const __m256i ab = _mm256_packus_epi32(a, b), cd = _mm256_packus_epi32(c, d);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    const __m256i v = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(ab, cd), order);
+    const __m256i nib = _mm256_and_si256(_mm256_or_si256(v, _mm256_srli_epi16(v, 4)), _mm256_set1_epi16(0xff));
+    const __m256i w = _mm256_packus_epi16(nib, nib);  // [n0-7 n0-7 | n8-15 n8-15]
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_castsi256_si128(_mm256_permute4x64_epi64(w, 0x08)));
+  }
+  static U16 load_u8_as_u16(const uint8_t* p) {
+    return _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  }
+  static void store_u16_as_u8(uint8_t* p, U16 v) {
+    const __m256i w = _mm256_packus_epi16(v, v);  // [v0-7 v0-7 | v8-15 v8-15]
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_castsi256_si128(_mm256_permute4x64_epi64(w, 0x08)));
+  }
+};
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512DQ__)
+template <>
+struct ArchOps<xsimd::avx512bw> {
+  using F = xsimd::batch<float, xsimd::avx512bw>;
+  using I = xsimd::batch<int32_t, xsimd::avx512bw>;
+  using U16 = xsimd::batch<uint16_t, xsimd::avx512bw>;
+  using M = xsimd::batch_bool<float, xsimd::avx512bw>;
+
+  static F div(F a, F b) { return _mm512_div_ps(a, b); }
+  static F rint(F x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static I to_int(F x) { return _mm512_cvttps_epi32(x); }
+  static F to_float(I x) { return _mm512_cvtepi32_ps(x); }
+  // VMINPS/VMAXPS: second operand on NaN or equal zeros, as MINPS: exact formulas.
+  static F min_keep(F x, F acc) { return _mm512_min_ps(x, acc); }
+  static F max_keep(F x, F acc) { return _mm512_max_ps(x, acc); }
+  static F clamp(F x, F lo, F hi) { return _mm512_min_ps(_mm512_max_ps(x, lo), hi); }
+  static float hmin(F v) { return _mm512_reduce_min_ps(v); }
+  static float hmax(F v) { return _mm512_reduce_max_ps(v); }
+  // A transposed reduction: four levels of (two shuffles, one min/max) over pairs. The
+  // shuffles leave lane 4q + r holding input slot 4r + q, so slot s reads v[perm(s)].
+  template <bool kMin>
+  static F reduce_lanes(const F* v) {
+    auto fold = [](__m512 a, __m512 b) { return kMin ? _mm512_min_ps(a, b) : _mm512_max_ps(a, b); };
+    auto in = [&](int s) -> __m512 { return v[(s % 4) * 4 + s / 4]; };
+    __m512 l1[8], l2[4], l3[2];
+    for (int i = 0; i < 8; ++i) {
+      const __m512 a = in(2 * i), b = in(2 * i + 1);
+      l1[i] = fold(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xEE));
+    }
+    for (int i = 0; i < 4; ++i) {
+      l2[i] = fold(_mm512_shuffle_f32x4(l1[2 * i], l1[2 * i + 1], 0x88),
+                   _mm512_shuffle_f32x4(l1[2 * i], l1[2 * i + 1], 0xDD));
+    }
+    for (int i = 0; i < 2; ++i) {
+      l3[i] = fold(_mm512_shuffle_ps(l2[2 * i], l2[2 * i + 1], 0x44), _mm512_shuffle_ps(l2[2 * i], l2[2 * i + 1], 0xEE));
+    }
+    return fold(_mm512_shuffle_ps(l3[0], l3[1], 0x88), _mm512_shuffle_ps(l3[0], l3[1], 0xDD));
+  }
+  static uint32_t mask_bits(M m) { return uint32_t(m.data); }
+  static uint32_t sign_bits(I v) { return uint32_t(_mm512_movepi32_mask(v)); }
+
+  static F load_f16(const uint16_t* p) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  }
+  static void store_f16(uint16_t* p, F x) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
+  static I load_u16(const uint16_t* p) {
+    return _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  }
+  static I load_u8(const uint8_t* p) {
+    return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  }
+  static void store_u8(uint8_t* p, I v) {
+    const __m512i pos = _mm512_max_epi32(v, _mm512_setzero_si512());
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm512_cvtusepi32_epi8(pos));
+  }
+  static void store_u8x4(uint8_t* p, I a, I b, I c, I d) {
+    _mm512_storeu_si512(p, bytes_x4(a, b, c, d));
+  }
+  static void store_nibbles_x4(uint8_t* p, I a, I b, I c, I d) {
+    const __m512i v = bytes_x4(a, b, c, d);  // a uint16 lane holds (c0, c1) as c0 | c1 << 8
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi16_epi8(_mm512_or_si512(v, _mm512_srli_epi16(v, 4))));
+  }
+  // The 4L lanes as bytes in order, saturated to [0, 255]: the packs work per 128-bit
+  // lane, which ends as dwords [a_k b_k c_k d_k] (x_k = x's elements 4k..4k+3); one
+  // permute restores the order.
+  static __m512i bytes_x4(I a, I b, I c, I d) {
+    const __m512i abcd = _mm512_packus_epi16(_mm512_packus_epi32(a, b), _mm512_packus_epi32(c, d));
+    const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    return _mm512_permutexvar_epi32(order, abcd);
+  }
+  static U16 load_u8_as_u16(const uint8_t* p) {
+    return _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  }
+  static void store_u16_as_u8(uint8_t* p, U16 v) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi16_epi8(v));
+  }
+};
+#endif
+
+}  // namespace wq::simd

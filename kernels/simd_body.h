@@ -1,0 +1,926 @@
+// One body for every SIMD kernel table, templated on the xsimd arch tag. Each ISA file
+// (kernels/x86/kernels_avx2.cpp, kernels/x86/kernels_avx512.cpp, kernels/arm/kernels_neon.cpp)
+// instantiates make_simd_kernels<Arch> and nothing else; the few operations xsimd 8.1
+// lacks come from ArchOps<Arch> (kernels/simd_arch.h).
+//
+// How the bytes stay equal to the scalar reference (kernels/kernels_scalar.cpp):
+//   - every per-element formula is the reference's, lane by lane, with the same IEEE
+//     operations in the same order (no FMA: everything is built with -ffp-contract=off,
+//     and no intrinsic here fuses; no approximate reciprocal);
+//   - per-block parameters come from the reference's own scalar functions
+//     (ref::block_codec, ref::f32_to_f16, ...), except in quantize_rows' groups of L
+//     blocks, where codec_lanes computes ref::block_codec's formulas lane by lane,
+//     operation for operation;
+//   - quantize_rows runs the stages of kernels/fused_rows.h (which the scalar table
+//     uses) per row with the blocks side by side instead of block by block: same
+//     parameters, same formulas, so the same bytes;
+//   - tails go through the same lanes from a zero- or NaN-padded copy, never through
+//     a different formula;
+//   - reductions whose result depends on order only through the sign of a zero
+//     (min, max) canonicalise or fix up that sign exactly as the reference defines it;
+//     sq_err keeps the 16 partial sums of kernels.h.
+#pragma once
+
+#include <array>
+#include <cfloat>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "kernels/ggml_blocks.h"
+#include "kernels/kernels.h"
+#include "kernels/reference.h"
+#include "kernels/simd_arch.h"
+
+namespace wq::simd {
+
+template <class A>
+struct Prims {
+  using Ops = ArchOps<A>;
+  using F = xsimd::batch<float, A>;
+  using I = xsimd::batch<int32_t, A>;
+  using U = xsimd::batch<uint32_t, A>;
+  using U8 = xsimd::batch<uint8_t, A>;
+  using U16 = xsimd::batch<uint16_t, A>;
+  using U64 = xsimd::batch<uint64_t, A>;
+  static constexpr size_t L = F::size;  // float lanes
+  static_assert(16 % L == 0 && 32 % L == 0, "lane count must divide 16");
+
+  // ---- helpers ------------------------------------------------------------------------
+
+  static F bits(uint32_t u) { return F(ref::bits_f32(u)); }
+
+  // The n < L floats at p in the low lanes, `pad` in the others.
+  static F load_pad(const float* p, size_t n, float pad) {
+    alignas(64) float buf[L];
+    for (size_t j = 0; j < L; ++j) buf[j] = pad;
+    std::memcpy(buf, p, n * sizeof(float));
+    return F::load_aligned(buf);
+  }
+  static void store_part(float* p, size_t n, F v) {
+    alignas(64) float buf[L];
+    v.store_aligned(buf);
+    std::memcpy(p, buf, n * sizeof(float));
+  }
+  static unsigned first_set(uint32_t m) { return unsigned(__builtin_ctz(m)); }
+
+  // clamp(roundf(x), lo, hi) as int32 lanes, NaN -> lo, for integral lo <= hi (C roundf:
+  // ties away from zero). roundf(x) == trunc(x + copysign(0.49999997f, x)) for every
+  // float x (checked over all 2^32 patterns: the sum rounds up exactly when x's fraction
+  // is at least one half); trunc commutes with clamping to integral bounds, and the
+  // truncating conversion does the trunc.
+  static constexpr float kJustBelowHalf = 0.49999997f;  // nextafter(0.5f, 0)
+  static I round_away_clamped(F x, F lo, F hi) {
+    return Ops::to_int(Ops::clamp(x + (F(kJustBelowHalf) | (x & F(-0.0f))), lo, hi));
+  }
+  // For a clamp to [0, hi]: int32 lanes that Ops::store_u8 saturates to exactly
+  // clamp(roundf(x), 0, hi), NaN -> 0, one operation fewer. A negative x needs no sign
+  // copy (x + 0.49999997 < 0.5 truncates to 0 or below); min_keep(hi, t) keeps a NaN t,
+  // which converts to INT_MIN (x86) or 0 (Arm); the store's saturation is the low clamp.
+  static I code_nonneg_round_away(F x, F hi) {
+    return Ops::to_int(Ops::min_keep(hi, x + F(kJustBelowHalf)));
+  }
+
+  // ---- conversions ------------------------------------------------------------------
+
+  static void widen_f16(const uint16_t* src, float* dst, size_t n) {
+    size_t i = 0;
+    for (; i + L <= n; i += L) Ops::load_f16(src + i).store_unaligned(dst + i);
+    if (i < n) {
+      alignas(64) uint16_t h[L] = {};
+      std::memcpy(h, src + i, (n - i) * 2);
+      store_part(dst + i, n - i, Ops::load_f16(h));
+    }
+  }
+
+  static F widen_bf16_lanes(const uint16_t* p) {
+    return xsimd::bitwise_cast<F>(Ops::load_u16(p) << 16);
+  }
+  static void widen_bf16(const uint16_t* src, float* dst, size_t n) {
+    size_t i = 0;
+    for (; i + L <= n; i += L) widen_bf16_lanes(src + i).store_unaligned(dst + i);
+    if (i < n) {
+      alignas(64) uint16_t h[L] = {};
+      std::memcpy(h, src + i, (n - i) * 2);
+      store_part(dst + i, n - i, widen_bf16_lanes(h));
+    }
+  }
+
+  // A NaN becomes sign | 0x7FC00000, which every ISA's f32 -> f16 conversion turns into
+  // sign | 0x7E00 (quiet NaN, top payload bits kept): the reference's f16 NaN.
+  static F nan_for_f16(F x) {
+    return xsimd::select(xsimd::isnan(x), (x & F(-0.0f)) | bits(0x7fc00000u), x);
+  }
+  static void narrow_f16(const float* src, uint16_t* dst, size_t n) {
+    size_t i = 0;
+    for (; i + L <= n; i += L) Ops::store_f16(dst + i, nan_for_f16(F::load_unaligned(src + i)));
+    if (i < n) {
+      alignas(64) uint16_t h[L];
+      Ops::store_f16(h, nan_for_f16(load_pad(src + i, n - i, 0.0f)));
+      std::memcpy(dst + i, h, (n - i) * 2);
+    }
+  }
+
+  // ---- block statistics -------------------------------------------------------------
+
+  [[gnu::always_inline]] static void minmax(const float* x, size_t n, float* mn, float* mx) {
+    F lo0(INFINITY), lo1(INFINITY), hi0(-INFINITY), hi1(-INFINITY);
+    size_t i = 0;
+    for (; i + 2 * L <= n; i += 2 * L) {
+      const F a = F::load_unaligned(x + i), b = F::load_unaligned(x + i + L);
+      lo0 = Ops::min_keep(a, lo0);
+      hi0 = Ops::max_keep(a, hi0);
+      lo1 = Ops::min_keep(b, lo1);
+      hi1 = Ops::max_keep(b, hi1);
+    }
+    for (; i + L <= n; i += L) {
+      const F a = F::load_unaligned(x + i);
+      lo0 = Ops::min_keep(a, lo0);
+      hi0 = Ops::max_keep(a, hi0);
+    }
+    if (i < n) {  // NaN padding is ignored, as NaN elements are
+      const F a = load_pad(x + i, n - i, NAN);
+      lo0 = Ops::min_keep(a, lo0);
+      hi0 = Ops::max_keep(a, hi0);
+    }
+    *mn = ref::canon_zero(Ops::hmin(Ops::min_keep(lo1, lo0)));
+    *mx = ref::canon_zero(Ops::hmax(Ops::max_keep(hi1, hi0)));
+  }
+
+  static float absmax(const float* x, size_t n) {
+    F m0(0.0f), m1(0.0f);
+    size_t i = 0;
+    for (; i + 2 * L <= n; i += 2 * L) {
+      m0 = Ops::max_keep(xsimd::abs(F::load_unaligned(x + i)), m0);
+      m1 = Ops::max_keep(xsimd::abs(F::load_unaligned(x + i + L)), m1);
+    }
+    for (; i + L <= n; i += L) m0 = Ops::max_keep(xsimd::abs(F::load_unaligned(x + i)), m0);
+    if (i < n) m0 = Ops::max_keep(xsimd::abs(load_pad(x + i, n - i, 0.0f)), m0);
+    return Ops::hmax(Ops::max_keep(m1, m0));
+  }
+
+  // The reference's test, element by element (bits read with memcpy: src may be
+  // unaligned). Used only to locate the element inside a vector already known to hold one.
+  static bool nonfinite_at(const uint8_t* p, DType dtype, size_t i) {
+    if (dtype == DType::F32) {
+      uint32_t u;
+      std::memcpy(&u, p + 4 * i, 4);
+      return (u & 0x7f800000u) == 0x7f800000u;
+    }
+    uint16_t h;
+    std::memcpy(&h, p + 2 * i, 2);
+    return dtype == DType::F16 ? (h & 0x7c00u) == 0x7c00u : (h & 0x7f80u) == 0x7f80u;
+  }
+  static size_t locate_nonfinite(const uint8_t* p, DType dtype, size_t begin, size_t end) {
+    for (size_t i = begin; i < end; ++i) {
+      if (nonfinite_at(p, dtype, i)) return i;
+    }
+    return end;
+  }
+  // Index of the first element (read as T's bits) whose exponent field `mask` is all
+  // ones, or n. Vectors only detect; the scalar test above names the element.
+  template <class T>
+  static size_t find_exponent_all_ones(const uint8_t* p, DType dtype, size_t n, T mask) {
+    using B = xsimd::batch<T, A>;
+    constexpr size_t kPer = B::size;  // elements per vector
+    const B m(mask);
+    auto bad = [&](const uint8_t* q) {
+      const B v = xsimd::bitwise_cast<B>(U8::load_unaligned(q));
+      return (v & m) == m;
+    };
+    size_t i = 0;
+    for (; i + 4 * kPer <= n; i += 4 * kPer) {
+      const uint8_t* q = p + i * sizeof(T);
+      if (xsimd::any(bad(q) | bad(q + U8::size) | bad(q + 2 * U8::size) | bad(q + 3 * U8::size))) {
+        return locate_nonfinite(p, dtype, i, i + 4 * kPer);
+      }
+    }
+    for (; i + kPer <= n; i += kPer) {
+      if (xsimd::any(bad(p + i * sizeof(T)))) return locate_nonfinite(p, dtype, i, i + kPer);
+    }
+    if (i < n) {  // zero padding is finite
+      alignas(64) uint8_t buf[U8::size] = {};
+      std::memcpy(buf, p + i * sizeof(T), (n - i) * sizeof(T));
+      if (xsimd::any(bad(buf))) return locate_nonfinite(p, dtype, i, n);
+    }
+    return n;
+  }
+  static size_t find_nonfinite(const void* src, DType dtype, size_t n) {
+    const auto* p = static_cast<const uint8_t*>(src);
+    switch (dtype) {
+      case DType::F32: return find_exponent_all_ones<uint32_t>(p, dtype, n, 0x7f800000u);
+      case DType::F16: return find_exponent_all_ones<uint16_t>(p, dtype, n, uint16_t(0x7c00u));
+      case DType::BF16: return find_exponent_all_ones<uint16_t>(p, dtype, n, uint16_t(0x7f80u));
+    }
+    return n;
+  }
+
+  // ---- codes ------------------------------------------------------------------------
+
+  // codes[i] = code(x[i]) for a lane function code: F -> I, saturated to [0, 255] by the store.
+  template <class Code>
+  [[gnu::always_inline]] static void map_to_codes(const float* x, size_t n, uint8_t* codes, const Code& code) {
+    size_t i = 0;
+    for (; i + 4 * L <= n; i += 4 * L) {
+      Ops::store_u8x4(codes + i, code(F::load_unaligned(x + i)), code(F::load_unaligned(x + i + L)),
+                      code(F::load_unaligned(x + i + 2 * L)), code(F::load_unaligned(x + i + 3 * L)));
+    }
+    for (; i + L <= n; i += L) Ops::store_u8(codes + i, code(F::load_unaligned(x + i)));
+    if (i < n) {
+      alignas(64) uint8_t buf[L];
+      Ops::store_u8(buf, code(load_pad(x + i, n - i, 0.0f)));
+      std::memcpy(codes + i, buf, n - i);
+    }
+  }
+
+  // 4-bit codes straight to the bitstream: n must be a multiple of 4L, n / 2 bytes out.
+  template <class Code>
+  [[gnu::always_inline]] static void map_to_nibbles(const float* x, size_t n, uint8_t* out, const Code& code) {
+    for (size_t i = 0; i < n; i += 4 * L) {
+      Ops::store_nibbles_x4(out + i / 2, code(F::load_unaligned(x + i)), code(F::load_unaligned(x + i + L)),
+                            code(F::load_unaligned(x + i + 2 * L)), code(F::load_unaligned(x + i + 3 * L)));
+    }
+  }
+
+  // One block's codes under scheme S (c.scheme == S), as bytes or (kNibbles, 4 bits,
+  // n a multiple of 4L) packed. Inlined into quantize_rows' block loop, so the scheme's
+  // constants are set up once per block without a call.
+  template <Scheme S, bool kNibbles = false>
+  [[gnu::always_inline]] static void quantize_block(const float* x, size_t n, const BlockCodec& c, uint8_t* out) {
+    auto fill = [&](int code) {
+      if constexpr (kNibbles) {
+        std::memset(out, code | (code << 4), n / 2);
+      } else {
+        std::memset(out, code, n);
+      }
+    };
+    auto map = [&](const auto& code) {
+      if constexpr (kNibbles) {
+        map_to_nibbles(x, n, out, code);
+      } else {
+        map_to_codes(x, n, out, code);
+      }
+    };
+    if constexpr (S == Scheme::MnnSym) {
+      const int half = 1 << (c.bits - 1);
+      if (ref::mnn_scale_is_zero(c.scale)) return fill(half);
+      const F s(c.scale), lo(float(-half)), hi(float(half - 1));
+      const I off(half);
+      map([&](F v) { return round_away_clamped(Ops::div(v, s), lo, hi) + off; });
+    } else if constexpr (S == Scheme::MnnAsym) {
+      if (ref::mnn_scale_is_zero(c.scale)) return fill(0);
+      const F s(c.scale), z(c.zero), hi(float(ref::qmax_of(c.bits)));
+      map([&](F v) { return code_nonneg_round_away(Ops::div(v - z, s), hi); });
+    } else {
+      // clamp(rint(t), 0, qmax) the same way: min_keep keeps NaN, the store clamps below.
+      const F inv(c.inv_scale), z(c.zero), hi(float(ref::qmax_of(c.bits)));
+      map([&](F v) { return Ops::to_int(Ops::min_keep(hi, Ops::rint((v * inv) + z))); });
+    }
+  }
+  static void quantize_codes(const float* x, size_t n, const BlockCodec& c, uint8_t* codes) {
+    if (n == 0) return;  // as pack_codes
+    switch (c.scheme) {
+      case Scheme::MnnSym: quantize_block<Scheme::MnnSym>(x, n, c, codes); return;
+      case Scheme::MnnAsym: quantize_block<Scheme::MnnAsym>(x, n, c, codes); return;
+      case Scheme::Affine: quantize_block<Scheme::Affine>(x, n, c, codes); return;
+    }
+  }
+
+  template <class Value>
+  static void map_from_codes(const uint8_t* codes, size_t n, float* out, const Value& value) {
+    size_t i = 0;
+    for (; i + L <= n; i += L) value(Ops::load_u8(codes + i)).store_unaligned(out + i);
+    if (i < n) {
+      alignas(64) uint8_t buf[L] = {};
+      std::memcpy(buf, codes + i, n - i);
+      store_part(out + i, n - i, value(Ops::load_u8(buf)));
+    }
+  }
+
+  static void dequantize_codes(const uint8_t* codes, size_t n, const BlockCodec& codec, float* out) {
+    const BlockCodec c = ref::canon_nan_params(codec);
+    const F s(c.scale), z(c.zero);
+    switch (c.scheme) {
+      case Scheme::MnnSym: {
+        const I half(1 << (c.bits - 1));
+        map_from_codes(codes, n, out, [&](I q) { return Ops::to_float(q - half) * s; });
+        return;
+      }
+      case Scheme::MnnAsym:
+        map_from_codes(codes, n, out, [&](I q) { return (Ops::to_float(q) * s) + z; });
+        return;
+      case Scheme::Affine:
+        map_from_codes(codes, n, out, [&](I q) { return (Ops::to_float(q) - z) * s; });
+        return;
+    }
+  }
+
+  // ---- bit packing ------------------------------------------------------------------
+  // 4 bits: a uint16 lane holds codes (c0, c1) as c0 | c1 << 8; (v | v >> 4) & 0xff is
+  // the byte c0 | c1 << 4. 2 bits: a uint32 lane holds 4 codes; two shift-ors gather them.
+  // Other widths: a uint64 lane holds 8 codes (one per byte), three shift-or steps squeeze
+  // them into the low 8*bits bits, which are `bits` whole bytes of the stream.
+
+  static I pack2_lanes(const uint8_t* c) {
+    const U v = xsimd::bitwise_cast<U>(U8::load_unaligned(c));
+    const U w = v | (v >> 6);
+    return xsimd::bitwise_cast<I>((w | (w >> 12)) & U(0xffu));
+  }
+  static U16 pack4_lanes(const uint8_t* c) {
+    const U16 v = xsimd::bitwise_cast<U16>(U8::load_unaligned(c));
+    return (v | (v >> 4)) & U16(uint16_t(0xff));
+  }
+  static U64 pack_steps(U64 x, int b) {
+    x = (x & U64(0x00ff00ff00ff00ffull)) | (((x >> 8) & U64(0x00ff00ff00ff00ffull)) << b);
+    x = (x & U64(0x0000ffff0000ffffull)) | (((x >> 16) & U64(0x0000ffff0000ffffull)) << (2 * b));
+    return (x & U64(0xffffffffull)) | ((x >> 32) << (4 * b));
+  }
+
+  static void pack4(const uint8_t* codes, size_t n, uint8_t* out) {
+    constexpr size_t S = U16::size;  // 2S codes -> S bytes
+    size_t i = 0;
+    for (; i + 2 * S <= n; i += 2 * S) Ops::store_u16_as_u8(out + i / 2, pack4_lanes(codes + i));
+    if (i < n) {
+      alignas(64) uint8_t c[2 * S] = {};
+      alignas(64) uint8_t o[S];
+      std::memcpy(c, codes + i, n - i);
+      Ops::store_u16_as_u8(o, pack4_lanes(c));
+      std::memcpy(out + i / 2, o, (n - i + 1) / 2);
+    }
+  }
+  static void pack2(const uint8_t* codes, size_t n, uint8_t* out) {
+    constexpr size_t C = 4 * L;  // codes per vector -> L bytes
+    size_t i = 0;
+    for (; i + 4 * C <= n; i += 4 * C) {
+      Ops::store_u8x4(out + i / 4, pack2_lanes(codes + i), pack2_lanes(codes + i + C),
+                      pack2_lanes(codes + i + 2 * C), pack2_lanes(codes + i + 3 * C));
+    }
+    for (; i + C <= n; i += C) Ops::store_u8(out + i / 4, pack2_lanes(codes + i));
+    if (i < n) {
+      alignas(64) uint8_t c[C] = {};
+      alignas(64) uint8_t o[L];
+      std::memcpy(c, codes + i, n - i);
+      Ops::store_u8(o, pack2_lanes(c));
+      std::memcpy(out + i / 4, o, (n - i + 3) / 4);
+    }
+  }
+  // 8*S codes -> b*S bytes at out; each lane is written with one 8-byte store that the
+  // next lane's store partly overwrites, so 8 - b bytes past the group must be writable.
+  static void pack_group_vector(const uint8_t* codes, int b, uint8_t* out) {
+    constexpr size_t S = U64::size;
+    alignas(64) uint64_t lanes[S];
+    pack_steps(xsimd::bitwise_cast<U64>(U8::load_unaligned(codes)), b).store_aligned(lanes);
+    for (size_t k = 0; k < S; ++k) std::memcpy(out + k * size_t(b), &lanes[k], 8);
+  }
+  static void pack_groups(const uint8_t* codes, size_t n, int b, uint8_t* out) {
+    constexpr size_t G = 8 * U64::size;  // codes per vector
+    // Codes that must follow a vector so that its last 8-byte store stays inside the
+    // output: (8 - b) bytes of slack are 8 * (8 - b) / b codes, rounded up.
+    const size_t slack = (8 * (8 - size_t(b)) + size_t(b) - 1) / size_t(b);
+    size_t i = 0;
+    for (; i + G + slack <= n; i += G) pack_group_vector(codes + i, b, out + i / 8 * size_t(b));
+    while (i < n) {
+      const size_t m = n - i < G ? n - i : G;
+      alignas(64) uint8_t c[G] = {};
+      uint8_t o[G + 8];
+      std::memcpy(c, codes + i, m);
+      pack_group_vector(c, b, o);
+      std::memcpy(out + i / 8 * size_t(b), o, (m * size_t(b) + 7) / 8);
+      i += m;
+    }
+  }
+  static void pack_codes(const uint8_t* codes, size_t n, int bits, uint8_t* out) {
+    if (n == 0) return;  // the pointers may then be null: no memcpy/memset with them
+    switch (bits) {
+      case 8: std::memcpy(out, codes, n); return;
+      case 4: pack4(codes, n, out); return;
+      case 2: pack2(codes, n, out); return;
+      default: pack_groups(codes, n, bits, out); return;
+    }
+  }
+
+  static U16 unpack4_lanes(const uint8_t* in) {
+    const U16 v = Ops::load_u8_as_u16(in);
+    return (v & U16(uint16_t(0x0f))) | ((v << 4) & U16(uint16_t(0x0f00)));
+  }
+  static U unpack2_lanes(const uint8_t* in) {
+    const U v = xsimd::bitwise_cast<U>(Ops::load_u8(in));
+    return (v & U(3u)) | ((v << 6) & U(0x300u)) | ((v << 12) & U(0x30000u)) | ((v << 18) & U(0x3000000u));
+  }
+  static U64 unpack_steps(U64 x, int b) {
+    const uint64_t m1 = ((uint64_t(1) << b) - 1) * 0x0001000100010001ull;
+    const uint64_t m2 = ((uint64_t(1) << (2 * b)) - 1) * 0x0000000100000001ull;
+    const uint64_t m4 = (uint64_t(1) << (4 * b)) - 1;
+    x = x & U64((uint64_t(1) << (8 * b)) - 1);
+    x = (x & U64(m4)) | (((x >> (4 * b)) & U64(m4)) << 32);
+    x = (x & U64(m2)) | (((x >> (2 * b)) & U64(m2)) << 16);
+    return (x & U64(m1)) | (((x >> b) & U64(m1)) << 8);
+  }
+
+  static void unpack4(const uint8_t* in, size_t n, uint8_t* codes) {
+    constexpr size_t S = U16::size;  // S bytes -> 2S codes
+    size_t i = 0;
+    for (; i + 2 * S <= n; i += 2 * S) xsimd::bitwise_cast<U8>(unpack4_lanes(in + i / 2)).store_unaligned(codes + i);
+    if (i < n) {
+      alignas(64) uint8_t b[S] = {};
+      alignas(64) uint8_t c[2 * S];
+      std::memcpy(b, in + i / 2, (n - i + 1) / 2);
+      xsimd::bitwise_cast<U8>(unpack4_lanes(b)).store_aligned(c);
+      std::memcpy(codes + i, c, n - i);
+    }
+  }
+  static void unpack2(const uint8_t* in, size_t n, uint8_t* codes) {
+    constexpr size_t C = 4 * L;  // L bytes -> C codes
+    size_t i = 0;
+    for (; i + C <= n; i += C) xsimd::bitwise_cast<U8>(unpack2_lanes(in + i / 4)).store_unaligned(codes + i);
+    if (i < n) {
+      alignas(64) uint8_t b[L] = {};
+      alignas(64) uint8_t c[C];
+      std::memcpy(b, in + i / 4, (n - i + 3) / 4);
+      xsimd::bitwise_cast<U8>(unpack2_lanes(b)).store_aligned(c);
+      std::memcpy(codes + i, c, n - i);
+    }
+  }
+  static void unpack_groups(const uint8_t* in, size_t n, int b, uint8_t* codes) {
+    constexpr size_t S = U64::size;
+    constexpr size_t G = 8 * S;
+    const size_t nbytes = (n * size_t(b) + 7) / 8;
+    alignas(64) uint64_t lanes[S];
+    size_t i = 0;
+    // Each lane reads 8 bytes from its group's start: stop while that stays in bounds.
+    for (; i + G <= n && (i / 8 + S - 1) * size_t(b) + 8 <= nbytes; i += G) {
+      for (size_t k = 0; k < S; ++k) std::memcpy(&lanes[k], in + (i / 8 + k) * size_t(b), 8);
+      xsimd::bitwise_cast<U8>(unpack_steps(U64::load_aligned(lanes), b)).store_unaligned(codes + i);
+    }
+    while (i < n) {
+      const size_t m = n - i < G ? n - i : G;
+      alignas(64) uint8_t buf[G + 8] = {};
+      alignas(64) uint8_t c[G];
+      std::memcpy(buf, in + i / 8 * size_t(b), (m * size_t(b) + 7) / 8);
+      for (size_t k = 0; k < S; ++k) std::memcpy(&lanes[k], buf + k * size_t(b), 8);
+      xsimd::bitwise_cast<U8>(unpack_steps(U64::load_aligned(lanes), b)).store_aligned(c);
+      std::memcpy(codes + i, c, m);
+      i += m;
+    }
+  }
+  static void unpack_codes(const uint8_t* in, size_t n, int bits, uint8_t* codes) {
+    if (n == 0) return;  // as pack_codes
+    switch (bits) {
+      case 8: std::memcpy(codes, in, n); return;
+      case 4: unpack4(in, n, codes); return;
+      case 2: unpack2(in, n, codes); return;
+      default: unpack_groups(in, n, bits, codes); return;
+    }
+  }
+
+  // ---- squared error ----------------------------------------------------------------
+  // 16 / L vectors hold the 16 partial sums: lane j of vector k is partial k * L + j.
+  static void sq_err(const float* a, const float* b, size_t n, double* err2, double* ref2) {
+    constexpr size_t K = 16 / L;
+    F pe[K], pr[K];
+    for (size_t k = 0; k < K; ++k) pe[k] = pr[k] = F(0.0f);
+    auto step = [&](const float* pa, const float* pb) {
+      for (size_t k = 0; k < K; ++k) {
+        const F x = F::load_unaligned(pa + k * L), y = F::load_unaligned(pb + k * L);
+        const F d = x - y;
+        pe[k] = pe[k] + (d * d);
+        pr[k] = pr[k] + (x * x);
+      }
+    };
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) step(a + i, b + i);
+    if (i < n) {  // zero padding adds +0 to partials that are never -0: no change
+      alignas(64) float ta[16] = {}, tb[16] = {};
+      std::memcpy(ta, a + i, (n - i) * sizeof(float));
+      std::memcpy(tb, b + i, (n - i) * sizeof(float));
+      step(ta, tb);
+    }
+    alignas(64) float e[16], r[16];
+    for (size_t k = 0; k < K; ++k) {
+      pe[k].store_aligned(e + k * L);
+      pr[k].store_aligned(r + k * L);
+    }
+    for (int w = 8; w >= 1; w /= 2) {  // the reference's tree, term for term
+      for (int j = 0; j < w; ++j) {
+        e[j] += e[j + w];
+        r[j] += r[j + w];
+      }
+    }
+    *err2 = ref::sum_result(e[0]);
+    *ref2 = ref::sum_result(r[0]);
+  }
+
+  // ---- fused rows -------------------------------------------------------------------
+  // The stages of kernels/fused_rows.h (widen, block statistics, ref::block_codec, codes,
+  // pack) for one row at a time, with the same per-block parameters and the same
+  // per-element formulas, hence the same bytes. Each stage is one pass over the row's
+  // blocks, which stay in L1, with no call per block: a block's statistics -> parameters
+  // -> codes chain is long (horizontal reductions, scalar divisions), and only
+  // independent blocks side by side let the core hide it.
+
+  // Scratch for one call: the widened row, each block's scale, zero and inv_scale, the
+  // row's codes.
+  struct RowScratch {
+    void* mem;
+    float* wide;
+    float* scale;
+    float* zero;
+    float* inv;
+    uint8_t* codes;
+    RowScratch(size_t cols, size_t nblocks, bool widen) {
+      const size_t wide_floats = widen ? cols : 0;
+      mem = std::malloc((wide_floats + 3 * nblocks) * sizeof(float) + cols + 1);
+      if (!mem) throw std::bad_alloc();
+      wide = static_cast<float*>(mem);
+      scale = wide + wide_floats;
+      zero = scale + nblocks;
+      inv = zero + nblocks;
+      codes = reinterpret_cast<uint8_t*>(inv + nblocks);
+    }
+    ~RowScratch() { std::free(mem); }
+    RowScratch(const RowScratch&) = delete;
+    RowScratch& operator=(const RowScratch&) = delete;
+  };
+
+  // A block's lanes folded vertically (block % L == 0): one vector of lane minima and
+  // one of lane maxima.
+  [[gnu::always_inline]] static void fold_block(const float* x, size_t block, F* lo, F* hi) {
+    F l(INFINITY), h(-INFINITY);
+    for (size_t i = 0; i < block; i += L) {
+      const F v = F::load_unaligned(x + i);
+      l = Ops::min_keep(v, l);
+      h = Ops::max_keep(v, h);
+    }
+    *lo = l;
+    *hi = h;
+  }
+
+  // ref::block_codec for L blocks at once (lane j: block j's min and max as minmax gives
+  // them), operation for operation: IEEE division through Ops::div, each `if` a select on
+  // the same comparison, NaN made canonical. Same bits as calling it per block, without
+  // ~30 scalar instructions per block; the tests compare every scheme's scales and zeros
+  // with the scalar table's, which calls ref::block_codec.
+  struct CodecLanes {
+    F scale, zero, inv;
+  };
+  template <Scheme S>
+  [[gnu::always_inline]] static CodecLanes codec_lanes(F mn, F mx, int b, bool round_zero) {
+    const F qnan = bits(0x7fc00000u), zero(0.0f);
+    auto canon = [&](F v) { return xsimd::select(xsimd::isnan(v), qnan, v); };  // ref::canon_nan
+    if constexpr (S == Scheme::MnnSym) {
+      const F a = xsimd::abs(mn), c = xsimd::abs(mx);
+      const F absmax = xsimd::select(a > c, a, c);
+      return {canon(Ops::div(absmax, F(float((1 << (b - 1)) - 1)))), zero, zero};
+    } else if constexpr (S == Scheme::MnnAsym) {
+      return {canon(Ops::div(mx - mn, F(float(ref::qmax_of(b))))), canon(mn), zero};
+    } else {
+      const F d = mx - mn;
+      F inv = Ops::div(F(1.0f), d) * F(float(ref::qmax_of(b)));
+      inv = xsimd::select(d <= F(1e-4f), F(1.0f), inv);
+      inv = xsimd::select(inv <= F(2e4f), inv, F(2e4f));  // NaN -> 2e4 too
+      F z = (mn ^ F(-0.0f)) * inv;  // -mn as C negates: the sign bit (xsimd's avx512 neg is 0 - x)
+      if (round_zero) z = Ops::rint(z);
+      return {canon(Ops::div(F(1.0f), inv)), canon(z), canon(inv)};
+    }
+  }
+
+  // kBlock: the block size as a compile-time constant (0: job.block at run time), so the
+  // per-block loops of the common sizes unroll.
+  template <Scheme S, size_t kBlock>
+  static void quantize_rows_as(const RowQuantJob& job, size_t row_begin, size_t row_end) {
+    const size_t block = kBlock ? kBlock : job.block;
+    const size_t cols = job.cols, nblocks = cols / block;
+    const size_t esize = dtype_size(job.src_dtype);
+    // 8-bit codes are the row's bytes, and 4-bit blocks of whole 4L-lane groups are packed
+    // from registers: no codes buffer, no packing pass.
+    const bool direct8 = job.bits == 8;
+    const bool direct4 = job.bits == 4 && block % (4 * L) == 0;
+    // Blocks of whole vectors go in groups of L (below); the rest one by one.
+    const size_t grouped = block % L == 0 ? nblocks / L * L : 0;
+    RowScratch t(cols, nblocks, job.src_dtype != DType::F32);
+    for (size_t r = row_begin; r < row_end; ++r) {
+      const size_t offset = r * job.src_row_stride;
+      const float* row = t.wide;
+      switch (job.src_dtype) {
+        case DType::F32: row = static_cast<const float*>(job.src) + offset; break;
+        case DType::F16: widen_f16(static_cast<const uint16_t*>(job.src) + offset, t.wide, cols); break;
+        case DType::BF16: widen_bf16(static_cast<const uint16_t*>(job.src) + offset, t.wide, cols); break;
+      }
+      float* scales = job.scales + r * nblocks;
+      float* zeros = job.zeros ? job.zeros + r * nblocks : nullptr;
+      uint8_t* packed = job.packed + r * job.packed_row_bytes;
+      auto code_block = [&](size_t b) {
+        const float* x = row + b * block;
+        const BlockCodec c{S, job.bits, t.scale[b], t.zero[b], t.inv[b]};
+        if (direct4) {
+          quantize_block<S, true>(x, block, c, packed + b * block / 2);
+        } else {
+          quantize_block<S>(x, block, c, (direct8 ? packed : t.codes) + b * block);
+        }
+      };
+      // The statistics of blocks [b, b + L), folded into lo[] and hi[], to parameters:
+      // one transposed reduction gives the L minima (maxima) in one vector, zeros made +0
+      // as minmax does, then codec_lanes.
+      auto set_group = [&](size_t b, const F* lo, const F* hi) {
+        const F zero(0.0f);
+        F l = Ops::template reduce_lanes<true>(lo), h = Ops::template reduce_lanes<false>(hi);
+        l = xsimd::select(l == zero, zero, l);
+        h = xsimd::select(h == zero, zero, h);
+        const CodecLanes c = codec_lanes<S>(l, h, job.bits, job.round_zero);
+        c.scale.store_unaligned(t.scale + b);
+        c.zero.store_unaligned(t.zero + b);
+        c.inv.store_unaligned(t.inv + b);
+        c.scale.store_unaligned(scales + b);
+        if (zeros) c.zero.store_unaligned(zeros + b);
+      };
+      // While this row is coded from L1, the next row of the tile is fetched (one
+      // prefetch per cache line), so memory and arithmetic overlap.
+      const char* next = r + 1 < row_end ? static_cast<const char*>(job.src) + (offset + job.src_row_stride) * esize
+                                         : nullptr;
+      auto prefetch_next = [&](size_t b) {
+        if (!next) return;
+        for (size_t o = 0; o < block * esize; o += 64) __builtin_prefetch(next + b * block * esize + o);
+      };
+      // Software-pipelined: the codes of group g (division-bound) and the statistics of
+      // group g + 1 (loads, min/max) share one loop, so they run side by side on the core.
+      F lo[L], hi[L];
+      if (grouped) {
+        for (size_t j = 0; j < L; ++j) fold_block(row + j * block, block, &lo[j], &hi[j]);
+        set_group(0, lo, hi);
+      }
+      for (size_t g = 0; g < grouped; g += L) {
+        const bool more = g + L < grouped;
+        for (size_t j = 0; j < L; ++j) {
+          const size_t b = g + j;
+          code_block(b);
+          if (more) fold_block(row + (b + L) * block, block, &lo[j], &hi[j]);
+          prefetch_next(b);
+        }
+        if (more) set_group(g + L, lo, hi);
+      }
+      for (size_t b = grouped; b < nblocks; ++b) {
+        float mn, mx;
+        minmax(row + b * block, block, &mn, &mx);
+        const BlockCodec c = ref::block_codec(S, job.bits, mn, mx, job.round_zero);
+        t.scale[b] = scales[b] = c.scale;
+        t.zero[b] = c.zero;
+        t.inv[b] = c.inv_scale;
+        if (zeros) zeros[b] = c.zero;
+        code_block(b);
+        prefetch_next(b);
+      }
+      if (!direct8 && !direct4) pack_codes(t.codes, cols, job.bits, packed);
+    }
+  }
+
+  template <Scheme S>
+  static void quantize_rows_sized(const RowQuantJob& job, size_t row_begin, size_t row_end) {
+    switch (job.block) {
+      case 32: return quantize_rows_as<S, 32>(job, row_begin, row_end);
+      case 64: return quantize_rows_as<S, 64>(job, row_begin, row_end);
+      case 128: return quantize_rows_as<S, 128>(job, row_begin, row_end);
+      case 256: return quantize_rows_as<S, 256>(job, row_begin, row_end);
+      default: return quantize_rows_as<S, 0>(job, row_begin, row_end);
+    }
+  }
+  static void quantize_rows(const RowQuantJob& job, size_t row_begin, size_t row_end) {
+    if (row_begin >= row_end || job.cols == 0) return;
+    switch (job.scheme) {
+      case Scheme::MnnSym: return quantize_rows_sized<Scheme::MnnSym>(job, row_begin, row_end);
+      case Scheme::MnnAsym: return quantize_rows_sized<Scheme::MnnAsym>(job, row_begin, row_end);
+      case Scheme::Affine: return quantize_rows_sized<Scheme::Affine>(job, row_begin, row_end);
+    }
+  }
+
+  // ---- llama.cpp blocks ---------------------------------------------------------------
+  static constexpr size_t NV = 32 / L;  // vectors per 32-weight block
+  static constexpr size_t NH = NV / 2;  // vectors per 16-weight half
+
+  static void put_f16(uint8_t* p, float v) {
+    const uint16_t h = ref::f32_to_f16(v);
+    std::memcpy(p, &h, 2);
+  }
+  static float get_f16(const uint8_t* p) {
+    uint16_t h;
+    std::memcpy(&h, p, 2);
+    return ref::f16_to_f32(h);
+  }
+  static void store_codes(uint8_t* p, const I* q, size_t count) {
+    size_t k = 0;
+    for (; k + 4 <= count; k += 4) Ops::store_u8x4(p + k * L, q[k], q[k + 1], q[k + 2], q[k + 3]);
+    for (; k < count; ++k) Ops::store_u8(p + k * L, q[k]);
+  }
+  static void load_block(const float* x, F* v) {
+    for (size_t k = 0; k < NV; ++k) v[k] = F::load_unaligned(x + k * L);
+  }
+  static float block_absmax(const F* v) {
+    F m(0.0f);
+    for (size_t k = 0; k < NV; ++k) m = Ops::max_keep(xsimd::abs(v[k]), m);
+    return Ops::hmax(m);
+  }
+  // x[j] for the first j whose lane satisfies pred (float compares: +0 matches -0).
+  template <class Pred>
+  static float first_where(const float* x, const F* v, const Pred& pred) {
+    for (size_t k = 0; k < NV; ++k) {
+      const uint32_t m = Ops::mask_bits(pred(v[k]));
+      if (m) return x[k * L + first_set(m)];
+    }
+    return 0.0f;
+  }
+  // ggml's "first element of largest magnitude" (+0 when every |x| is 0 or NaN).
+  static float block_signed_absmax(const float* x, const F* v) {
+    const float amax = block_absmax(v);
+    if (!(amax > 0.0f)) return 0.0f;
+    const F t(amax);
+    return first_where(x, v, [&](F e) { return xsimd::abs(e) == t; });
+  }
+  // ggml's min/max search from +-FLT_MAX that keeps the first element reaching the
+  // extreme: the value is order-free, only a zero's sign needs the first zero.
+  static void block_minmax(const float* x, const F* v, float* mn, float* mx) {
+    F lo(FLT_MAX), hi(-FLT_MAX);
+    for (size_t k = 0; k < NV; ++k) {
+      lo = Ops::min_keep(v[k], lo);
+      hi = Ops::max_keep(v[k], hi);
+    }
+    *mn = Ops::hmin(lo);
+    *mx = Ops::hmax(hi);
+    const F zero(0.0f);
+    auto is_zero = [&](F e) { return e == zero; };
+    if (*mn == 0.0f) *mn = first_where(x, v, is_zero);
+    if (*mx == 0.0f) *mx = first_where(x, v, is_zero);
+  }
+  // Codes of the low half in the low nibble, high half in the high nibble.
+  static void store_nibbles(uint8_t* qs, const I* q) {
+    I b[NH];
+    for (size_t k = 0; k < NH; ++k) b[k] = (q[k] & I(0x0f)) | ((q[k + NH] & I(0x0f)) << 4);
+    store_codes(qs, b, NH);
+  }
+  // Bit 4 of code e goes to bit e of qh.
+  static uint32_t high_bits(const I* q) {
+    uint32_t qh = 0;
+    for (size_t k = 0; k < NV; ++k) qh |= Ops::sign_bits(q[k] << 27) << (k * L);
+    return qh;
+  }
+
+  static void quantize_q8_0(const float* x, void* y, size_t n) {
+    auto* out = static_cast<uint8_t*>(y);
+    for (size_t blk = 0; blk < n / 32; ++blk) {
+      const float* xb = x + 32 * blk;
+      uint8_t* yb = out + sizeof(BlockQ8_0) * blk;
+      F v[NV];
+      load_block(xb, v);
+      const float d = block_absmax(v) / 127.0f;
+      const float id = d != 0.0f ? 1.0f / d : 0.0f;
+      put_f16(yb, d);
+      const F vid(id), lo(-128.0f), hi(127.0f);
+      I q[NV];
+      for (size_t k = 0; k < NV; ++k) {
+        const F r = v[k] * vid;
+        q[k] = xsimd::select(xsimd::bool_cast(xsimd::isnan(r)), I(0), round_away_clamped(r, lo, hi)) & I(0xff);
+      }
+      store_codes(yb + offsetof(BlockQ8_0, qs), q, NV);
+    }
+  }
+  // Q4_0 / Q5_0: d = max / -half, code = trunc_sat(x * id + half + 0.5, 0, hi).
+  template <class Block, int kHalf, int kHi>
+  static void quantize_x_0(const float* x, void* y, size_t n) {
+    auto* out = static_cast<uint8_t*>(y);
+    for (size_t blk = 0; blk < n / 32; ++blk) {
+      const float* xb = x + 32 * blk;
+      uint8_t* yb = out + sizeof(Block) * blk;
+      F v[NV];
+      load_block(xb, v);
+      const float d = block_signed_absmax(xb, v) / -float(kHalf);
+      const float id = d != 0.0f ? 1.0f / d : 0.0f;
+      put_f16(yb + offsetof(Block, d), d);
+      const F vid(id), lo(0.0f);
+      const F bias = F(float(kHalf) + 0.5f), hi = F(float(kHi));
+      I q[NV];
+      // trunc_sat: the truncating conversion truncates, which commutes with clamping to
+      // integral bounds; NaN clamps to lo = 0, as trunc_sat gives 0.
+      for (size_t k = 0; k < NV; ++k) q[k] = Ops::to_int(Ops::clamp((v[k] * vid) + bias, lo, hi));
+      store_nibbles(yb + offsetof(Block, qs), q);
+      if constexpr (kHalf == 16) {
+        const uint32_t qh = high_bits(q);
+        std::memcpy(yb + offsetof(BlockQ5_0, qh), &qh, 4);
+      }
+    }
+  }
+  // Q4_1 / Q5_1: d = (max - min) / qmax, code = trunc_sat((x - min) * id + 0.5, 0, hi).
+  template <class Block, int kQmax, int kHi>
+  static void quantize_x_1(const float* x, void* y, size_t n) {
+    auto* out = static_cast<uint8_t*>(y);
+    for (size_t blk = 0; blk < n / 32; ++blk) {
+      const float* xb = x + 32 * blk;
+      uint8_t* yb = out + sizeof(Block) * blk;
+      F v[NV];
+      load_block(xb, v);
+      float mn, mx;
+      block_minmax(xb, v, &mn, &mx);
+      const float d = (mx - mn) / float(kQmax);
+      const float id = d != 0.0f ? 1.0f / d : 0.0f;
+      put_f16(yb + offsetof(Block, d), d);
+      put_f16(yb + offsetof(Block, m), mn);
+      const F vid(id), vmn(mn), half(0.5f), lo(0.0f);
+      const F hi = F(float(kHi));
+      I q[NV];
+      for (size_t k = 0; k < NV; ++k) q[k] = Ops::to_int(Ops::clamp(((v[k] - vmn) * vid) + half, lo, hi));  // as x_0
+      store_nibbles(yb + offsetof(Block, qs), q);
+      if constexpr (kQmax == 31) {
+        const uint32_t qh = high_bits(q);
+        std::memcpy(yb + offsetof(BlockQ5_1, qh), &qh, 4);
+      }
+    }
+  }
+
+  static void dequantize_q8_0(const void* y, float* x, size_t n) {
+    const auto* in = static_cast<const uint8_t*>(y);
+    for (size_t blk = 0; blk < n / 32; ++blk) {
+      const uint8_t* yb = in + sizeof(BlockQ8_0) * blk;
+      const F d(get_f16(yb));
+      for (size_t k = 0; k < NV; ++k) {
+        const I q = (Ops::load_u8(yb + offsetof(BlockQ8_0, qs) + k * L) ^ I(0x80)) - I(0x80);  // sign-extend
+        (Ops::to_float(q) * d).store_unaligned(x + 32 * blk + k * L);
+      }
+    }
+  }
+  // Bit e of qh as 0 or 16, for lanes e = base .. base + L - 1.
+  static I high_nibble_bit(uint32_t qh, size_t base) {
+    alignas(64) static constexpr std::array<uint32_t, 32> kBit = [] {
+      std::array<uint32_t, 32> a{};
+      for (int e = 0; e < 32; ++e) a[size_t(e)] = 1u << e;
+      return a;
+    }();
+    const I sel = xsimd::bitwise_cast<I>(U::load_aligned(kBit.data() + base));
+    return xsimd::select((I(int32_t(qh)) & sel) != I(0), I(16), I(0));
+  }
+  // Q4_0, Q4_1, Q5_0, Q5_1: code e from the nibbles (and qh), then (code - off) * d [+ m].
+  template <class Block, bool kHasMin, bool kHasHigh>
+  static void dequantize_x(const void* y, float* x, size_t n) {
+    const auto* in = static_cast<const uint8_t*>(y);
+    for (size_t blk = 0; blk < n / 32; ++blk) {
+      const uint8_t* yb = in + sizeof(Block) * blk;
+      float* xb = x + 32 * blk;
+      const F d(kHasMin ? ref::canon_nan(get_f16(yb + offsetof(Block, d))) : get_f16(yb + offsetof(Block, d)));
+      uint32_t qh = 0;
+      const uint8_t* qs;
+      float m = 0.0f;
+      if constexpr (kHasMin) m = ref::canon_nan(get_f16(yb + 2));
+      if constexpr (kHasHigh) std::memcpy(&qh, yb + (kHasMin ? 4 : 2), 4);
+      qs = yb + (kHasMin ? 4 : 2) + (kHasHigh ? 4 : 0);
+      const I off(kHasMin ? 0 : (kHasHigh ? 16 : 8));
+      const F vm(m);
+      for (size_t k = 0; k < NH; ++k) {
+        const I b = Ops::load_u8(qs + k * L);
+        I lo = b & I(0x0f), hi = b >> 4;
+        if constexpr (kHasHigh) {
+          lo = lo | high_nibble_bit(qh, k * L);
+          hi = hi | high_nibble_bit(qh, 16 + k * L);
+        }
+        if constexpr (kHasMin) {
+          ((Ops::to_float(lo) * d) + vm).store_unaligned(xb + k * L);
+          ((Ops::to_float(hi) * d) + vm).store_unaligned(xb + 16 + k * L);
+        } else {
+          (Ops::to_float(lo - off) * d).store_unaligned(xb + k * L);
+          (Ops::to_float(hi - off) * d).store_unaligned(xb + 16 + k * L);
+        }
+      }
+    }
+  }
+};
+
+// The kernel table of one ISA. The ISA file wraps it in its function-local static.
+template <class A>
+Kernels make_simd_kernels(Isa isa) {
+  using P = Prims<A>;
+  Kernels k{};
+  k.isa = isa;
+  k.widen_f16 = P::widen_f16;
+  k.widen_bf16 = P::widen_bf16;
+  k.narrow_f16 = P::narrow_f16;
+  k.minmax = P::minmax;
+  k.absmax = P::absmax;
+  k.find_nonfinite = P::find_nonfinite;
+  k.quantize_codes = P::quantize_codes;
+  k.dequantize_codes = P::dequantize_codes;
+  k.pack_codes = P::pack_codes;
+  k.unpack_codes = P::unpack_codes;
+  k.sq_err = P::sq_err;
+  k.quantize_rows = P::quantize_rows;
+  k.quantize_ggml[int(GgmlBlock::Q8_0)] = P::quantize_q8_0;
+  k.quantize_ggml[int(GgmlBlock::Q4_0)] = P::template quantize_x_0<BlockQ4_0, 8, 15>;
+  k.quantize_ggml[int(GgmlBlock::Q4_1)] = P::template quantize_x_1<BlockQ4_1, 15, 15>;
+  k.quantize_ggml[int(GgmlBlock::Q5_0)] = P::template quantize_x_0<BlockQ5_0, 16, 31>;
+  k.quantize_ggml[int(GgmlBlock::Q5_1)] = P::template quantize_x_1<BlockQ5_1, 31, 255>;
+  k.dequantize_ggml[int(GgmlBlock::Q8_0)] = P::dequantize_q8_0;
+  k.dequantize_ggml[int(GgmlBlock::Q4_0)] = P::template dequantize_x<BlockQ4_0, false, false>;
+  k.dequantize_ggml[int(GgmlBlock::Q4_1)] = P::template dequantize_x<BlockQ4_1, true, false>;
+  k.dequantize_ggml[int(GgmlBlock::Q5_0)] = P::template dequantize_x<BlockQ5_0, false, true>;
+  k.dequantize_ggml[int(GgmlBlock::Q5_1)] = P::template dequantize_x<BlockQ5_1, true, true>;
+  return k;
+}
+
+}  // namespace wq::simd
