@@ -1,0 +1,374 @@
+#include "cli/args.h"
+
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <cctype>
+
+#include "cli/help_text.h"
+#include "cli/mnn_compat.h"
+#include "engine/error.h"
+
+#ifndef WQUANT_VERSION
+#error "WQUANT_VERSION must be defined by the build"
+#endif
+
+namespace wq::cli {
+
+namespace {
+
+Error usage(const std::string& msg) { return Error(msg, ErrorKind::Usage); }
+
+// Values the CLI11 options write into; copied into the CommandLine after parsing, when
+// an option's count() tells whether the user gave it.
+struct Bound {
+  int bits = 0;
+  int64_t block = 0;
+  bool hqq = false, fp16 = false, bf16 = false, asym_for_help = false;  // asym: see mnn_compat.h
+  int hqq_steps = 0;
+  float hqq_p = 0, hqq_beta = 0, hqq_kappa = 0;
+  bool hqq_round_zero = false;
+  std::string format, type, isa, size, params, framework, biz_code;
+  std::string model_file, mnn_model;
+  std::string pos[2];  // the positional arguments of the command, in order
+  int threads = 0;
+  bool quiet = false, verbose = false, json = false;
+  bool dry_run = false, force = false;
+  size_t top = 0;
+};
+
+struct Options {
+  CLI::App app{"", "wquant"};
+  CLI::App* quantize = nullptr;
+  CLI::App* inspect = nullptr;
+  CLI::App* verify = nullptr;
+  CLI::App* dequantize = nullptr;
+  CLI::App* bench = nullptr;
+  // quantize options whose presence matters
+  CLI::Option *bits, *block, *hqq, *fp16, *format, *type, *params, *framework, *biz_code;
+  CLI::Option *hqq_steps, *hqq_p, *hqq_beta, *hqq_kappa, *hqq_round_zero;
+  CLI::Option *model_file, *mnn_model;
+};
+
+void add_verbosity(CLI::App* sub, Bound& b) {
+  auto* q = sub->add_flag("-q,--quiet", b.quiet, "Print errors only (no progress, notes or summary)");
+  auto* v = sub->add_flag("-v,--verbose", b.verbose, "Also print the plan, per-tensor lines and informative notes");
+  q->excludes(v);
+  sub->add_flag("--json", b.json, "Print the result as one JSON document on stdout (progress and notes stay on stderr)");
+}
+
+void add_run(CLI::App* sub, Bound& b, const char* isa_help) {
+  sub->add_option("--isa", b.isa, isa_help)->type_name("scalar|avx2|avx512|neon");
+  sub->add_option("--threads", b.threads, "Worker threads (default: every core)")->type_name("N");
+}
+
+void build(Options& o, Bound& b) {
+  CLI::App& app = o.app;
+  app.description(std::string("wquant ") + WQUANT_VERSION + ": quantize the float weights of a model to 2-8 bits");
+  app.footer(top_level_footer());
+  app.get_formatter()->column_width(40);
+
+  CLI::App* q = o.quantize = app.add_subcommand("quantize", "Quantize a model: IN (safetensors, GGUF) to OUT (.wq, .safetensors, .gguf)");
+  q->add_option("IN", b.pos[0], "Input model (safetensors file or sharded index .json, GGUF); or --modelFile")->type_name("");
+  q->add_option("OUT", b.pos[1], "Output model: .wq, .safetensors or .gguf; or --MNNModel")->type_name("");
+  o.model_file = q->add_option("--modelFile", b.model_file, "MNNConvert spelling of IN")->type_name("IN");
+  o.mnn_model = q->add_option("--MNNModel", b.mnn_model, "MNNConvert spelling of OUT")->type_name("OUT");
+  o.bits = q->add_option("--bits,--weightQuantBits", b.bits, "Bits per weight, 2..8; 0 keeps every tensor float (default 4)")
+               ->type_name("N");
+  o.block = q->add_option("--block,--weightQuantBlock", b.block,
+                          "Weights per block along a row; -1 = channel-wise (default). A block that does not divide "
+                          "a row falls back to channel-wise for that tensor, saying so")
+                ->type_name("N");
+  q->add_flag("--asym,--weightQuantAsymmetric", b.asym_for_help,
+              "Asymmetric (min + scale per block). Takes an optional 1/0/true/false: a bare flag, =1, ' 1' "
+              "and ' true' all mean on (default: symmetric)");
+  o.hqq = q->add_flag("--hqq", b.hqq, "HQQ: affine start refined by the half-quadratic solver (implies --asym)");
+  o.hqq_steps = q->add_option("--hqq-steps", b.hqq_steps, "HQQ: most solver steps (default 20)")->type_name("N");
+  o.hqq_p = q->add_option("--hqq-p", b.hqq_p, "HQQ: lp-norm of the shrinkage, in (0, 1) (default 0.7)")->type_name("X");
+  o.hqq_beta = q->add_option("--hqq-beta", b.hqq_beta, "HQQ: initial penalty (default 10)")->type_name("X");
+  o.hqq_kappa = q->add_option("--hqq-kappa", b.hqq_kappa, "HQQ: penalty growth per step, >= 1 (default 1.01)")->type_name("X");
+  o.hqq_round_zero = q->add_flag("--hqq-round-zero", b.hqq_round_zero, "HQQ: round zero points to integers");
+  o.fp16 = q->add_flag("--fp16", b.fp16, "Store scales, zeros and kept-float tensors as f16");
+  o.format = q->add_option("--format", b.format, "Output format (default: from OUT's extension)")
+                 ->type_name("wq|safetensors|gguf");
+  o.type = q->add_option("--type", b.type, "GGUF block type (default: from --bits and --asym/--hqq)")
+               ->type_name("Q4_0|Q4_1|Q5_0|Q5_1|Q8_0");
+  o.params = q->add_option("--params,--compressionParamsFile", b.params,
+                           "Per-tensor rules (JSON, wquant's or MNN's form). If FILE does not exist, the "
+                           "parameters used are written to it after the run")
+                 ->type_name("FILE");
+  o.framework = q->add_option("-f,--framework", b.framework, "MNNConvert's source framework (TF, CAFFE, ONNX, TFLITE, MNN, "
+                                                        "TORCH, JSON): checked, then ignored; the format is read from the file")
+                    ->type_name("FW");
+  o.biz_code = q->add_option("--bizCode", b.biz_code, "MNNConvert's model flag: accepted and ignored")->type_name("CODE");
+  add_run(q, b, "Force the kernels' ISA (default: the best this CPU runs, or WQUANT_ISA)");
+  q->add_flag("--dry-run", b.dry_run, "Print the plan and the exact output size; write nothing");
+  q->add_flag("--force", b.force, "Replace OUT if it exists (never the input itself)");
+  add_verbosity(q, b);
+  q->footer(quantize_footer());
+
+  CLI::App* i = o.inspect = app.add_subcommand("inspect", "List a model's tensors: types, shapes, quantization records, sizes");
+  i->add_option("FILE", b.pos[0], "Model file (.wq, .safetensors, .gguf, or a sharded index .json)")->type_name("");
+  add_verbosity(i, b);
+
+  CLI::App* v = o.verify = app.add_subcommand("verify", "Error of a quantized model against its float original, per tensor, worst first");
+  v->add_option("FLOAT", b.pos[0], "The float model")->type_name("");
+  v->add_option("QUANT", b.pos[1], "The quantized model")->type_name("");
+  v->add_option("--top", b.top, "Show only the N worst tensors (default: all)")->type_name("N");
+  add_run(v, b, "Force the kernels' ISA used to dequantize");
+  add_verbosity(v, b);
+  v->footer(verify_footer());
+
+  CLI::App* d = o.dequantize = app.add_subcommand("dequantize", "Write a quantized model's weights back as float safetensors");
+  d->add_option("QUANT", b.pos[0], "The quantized model")->type_name("");
+  d->add_option("OUT", b.pos[1], "The float model to write (.safetensors)")->type_name("");
+  auto* f16 = d->add_flag("--fp16", b.fp16, "Write f16 (default f32)");
+  auto* bf16 = d->add_flag("--bf16", b.bf16, "Write bf16 (default f32)");
+  f16->excludes(bf16);
+  d->add_flag("--force", b.force, "Replace OUT if it exists (never the input itself)");
+  add_run(d, b, "Force the kernels' ISA used to dequantize");
+  add_verbosity(d, b);
+
+  CLI::App* be = o.bench = app.add_subcommand("bench", "Quantize and read throughput per ISA on this machine, as a table");
+  be->add_option("--size", b.size, "Weights per measurement, with K/M/G suffixes (default 16M)")->type_name("N");
+  add_run(be, b, "Measure this ISA only (default: every ISA this CPU runs)");
+  add_verbosity(be, b);
+  be->footer(bench_footer());
+}
+
+std::optional<Isa> parse_isa_flag(const CLI::App* sub, const std::string& text) {
+  if (sub->count("--isa") == 0) return std::nullopt;
+  Isa isa;
+  if (!parse_isa(text, &isa)) throw usage("--isa: expected scalar, avx2, avx512 or neon, got '" + text + "'");
+  return isa;
+}
+
+RunSettings run_settings(const CLI::App* sub, const Bound& b) {
+  RunSettings r;
+  r.isa = parse_isa_flag(sub, b.isa);
+  if (b.threads < 0) throw usage("--threads: expected a number of threads >= 1 (0: every core), got " + std::to_string(b.threads));
+  r.threads = b.threads;
+  return r;
+}
+
+uint64_t parse_size(const std::string& text) {
+  size_t pos = 0;
+  unsigned long long n = 0;
+  try {
+    n = std::stoull(text, &pos);
+  } catch (const std::exception&) {
+    throw usage("--size: expected a number of weights such as 4M, got '" + text + "'");
+  }
+  uint64_t mult = 1;
+  const std::string suffix = text.substr(pos);
+  if (suffix == "K" || suffix == "k") mult = 1ull << 10;
+  else if (suffix == "M" || suffix == "m") mult = 1ull << 20;
+  else if (suffix == "G" || suffix == "g") mult = 1ull << 30;
+  else if (!suffix.empty()) throw usage("--size: unknown suffix '" + suffix + "' (K, M or G)");
+  if (n == 0 || n > (uint64_t(1) << 34) / mult) {
+    throw usage("--size: expected between 1 and 16G weights, got '" + text + "'");
+  }
+  return n * mult;
+}
+
+OutputFormat parse_format(const std::string& text) {
+  std::string s;
+  for (char c : text) s += char(std::tolower(static_cast<unsigned char>(c)));
+  if (!s.empty() && s[0] == '.') s.erase(0, 1);
+  if (s == "wq") return OutputFormat::Wq;
+  if (s == "safetensors") return OutputFormat::Safetensors;
+  if (s == "gguf") return OutputFormat::Gguf;
+  throw usage("--format: expected wq, safetensors or gguf, got '" + text + "'");
+}
+
+// The positional arguments given (CLI11 fills them in order).
+std::vector<std::string> positionals(const CLI::App* sub, const Bound& b) {
+  std::vector<std::string> v;
+  for (const CLI::Option* o : sub->get_options([](const CLI::Option* o) { return o->get_positional(); })) {
+    if (o->count()) v.push_back(b.pos[v.size()]);
+  }
+  return v;
+}
+
+void two_paths(const CLI::App* sub, const Bound& b, const char* what, std::string* a, std::string* c) {
+  const std::vector<std::string> v = positionals(sub, b);
+  if (v.size() != 2) {
+    throw usage(sub->get_name() + ": expected " + what + " (see 'wquant help " + sub->get_name() + "')");
+  }
+  *a = v[0];
+  *c = v[1];
+}
+
+void fill_quantize(const Options& o, const Bound& b, const MnnNormalised& norm, CommandLine& cl) {
+  QuantizeArgs& a = cl.quantize;
+  // IN and OUT: positionals or the MNN flags, not both.
+  std::vector<std::string> pos = positionals(o.quantize, b);
+  if (o.model_file->count()) {
+    if (pos.size() >= 2 || (pos.size() == 1 && o.mnn_model->count())) {
+      throw usage("quantize: IN is given twice (as an argument and as --modelFile)");
+    }
+    pos.insert(pos.begin(), b.model_file);
+  }
+  if (o.mnn_model->count()) {
+    if (pos.size() >= 2) throw usage("quantize: OUT is given twice (as an argument and as --MNNModel)");
+    pos.push_back(b.mnn_model);
+  }
+  if (pos.size() != 2) {
+    throw usage("quantize: expected IN and OUT (or --modelFile IN --MNNModel OUT); see 'wquant help quantize'");
+  }
+  a.input = pos[0];
+  a.output = pos[1];
+  if (a.input.empty() || a.output.empty()) throw usage("quantize: IN and OUT must not be empty");
+
+  SpecSettings& s = a.said;
+  if (o.bits->count()) s.bits = b.bits;
+  if (o.block->count()) s.block = b.block;
+  s.asym = norm.asym;
+  if (o.hqq->count()) s.hqq = b.hqq;
+  if (o.fp16->count()) s.fp16 = b.fp16;
+  if (o.hqq_steps->count()) s.hqq_steps = b.hqq_steps;
+  if (o.hqq_p->count()) s.hqq_p = b.hqq_p;
+  if (o.hqq_beta->count()) s.hqq_beta = b.hqq_beta;
+  if (o.hqq_kappa->count()) s.hqq_kappa = b.hqq_kappa;
+  if (o.hqq_round_zero->count()) s.hqq_round_zero = b.hqq_round_zero;
+  // Range checks here, so a bad value is reported as the flag the user typed. HQQ options
+  // without --hqq may still meet "hqq": true in a params file: that combination is
+  // checked once merged (cmd_quantize.cpp), so probe as if HQQ were on.
+  SpecSettings probe = s;
+  const bool hqq_opts = s.hqq_steps || s.hqq_p || s.hqq_beta || s.hqq_kappa || s.hqq_round_zero;
+  if (hqq_opts && !probe.hqq && !(probe.asym && !*probe.asym)) probe.hqq = true;
+  resolve_settings(probe, "quantize");
+
+  if (o.format->count()) a.format = parse_format(b.format);
+  if (o.type->count()) {
+    GgmlBlock t;
+    const std::string& text = b.type;
+    if (!parse_ggml_type(text, &t)) throw usage("--type: expected Q4_0, Q4_1, Q5_0, Q5_1 or Q8_0, got '" + text + "'");
+    s.ggml = t;
+  }
+  if (o.params->count()) {
+    a.params_file = b.params;
+    if (a.params_file.empty()) throw usage("--params: expected a file name");
+  }
+  if (o.framework->count()) {
+    const std::string& text = b.framework;
+    a.framework = canonical_framework(text);
+    if (a.framework.empty()) {
+      throw usage("-f: expected one of TF, CAFFE, ONNX, TFLITE, MNN, TORCH, JSON (MNNConvert's frameworks), got '" +
+                  text + "'");
+    }
+    cl.notes.push_back("-f " + a.framework + " is informative only: wquant reads the input's format from its content");
+  }
+  if (o.biz_code->count()) {
+    a.biz_code = b.biz_code;
+    cl.notes.push_back("--bizCode is MNNConvert's model flag; wquant's outputs have no such field, so it is ignored");
+  }
+  if (norm.implied_quantize) cl.notes.push_back("no command given: running 'quantize' (MNNConvert form)");
+  a.run = run_settings(o.quantize, b);
+  a.dry_run = b.dry_run;
+  a.force = b.force;
+}
+
+}  // namespace
+
+std::string version_text() {
+  std::string s = std::string("wquant ") + WQUANT_VERSION + " (kernels:";
+  for (int i = 0; i < kIsaCount; ++i) {
+    if (isa_available(Isa(i))) s += std::string(" ") + isa_name(Isa(i));
+  }
+  return s + "; best " + isa_name(best_isa()) + ")";
+}
+
+std::string help_text(const std::string& command) {
+  Options o;
+  Bound b;
+  build(o, b);
+  if (command.empty()) return o.app.help();
+  for (CLI::App* sub : {o.quantize, o.inspect, o.verify, o.dequantize, o.bench}) {
+    if (sub->get_name() == command) return sub->help("wquant");
+  }
+  return "";
+}
+
+CommandLine parse_command_line(const std::vector<std::string>& raw) {
+  CommandLine cl;
+  if (raw.empty()) throw usage("no command given (quantize, inspect, verify, dequantize, bench); see 'wquant help'");
+  if (raw[0] == "--version") {
+    if (raw.size() > 1) throw usage("--version takes no arguments");
+    cl.kind = CommandKind::Version;
+    return cl;
+  }
+  if (raw[0] == "help") {
+    if (raw.size() > 2) throw usage("help: expected at most one command name");
+    cl.help_text = help_text(raw.size() == 2 ? raw[1] : "");
+    if (cl.help_text.empty()) throw usage("help: unknown command '" + raw[1] + "'");
+    return cl;
+  }
+
+  const MnnNormalised norm = normalise_mnn_args(raw);
+  static const char* const kCommands[] = {"quantize", "inspect", "verify", "dequantize", "bench", "-h", "--help"};
+  if (std::find(std::begin(kCommands), std::end(kCommands), norm.args[0]) == std::end(kCommands)) {
+    throw usage("unknown command '" + norm.args[0] + "' (quantize, inspect, verify, dequantize, bench); see 'wquant help'");
+  }
+  Options o;
+  Bound b;
+  build(o, b);
+  std::vector<std::string> reversed(norm.args.rbegin(), norm.args.rend());  // CLI11 parses a reversed vector
+  try {
+    o.app.parse(reversed);
+  } catch (const CLI::CallForHelp&) {
+    for (CLI::App* sub : {o.quantize, o.inspect, o.verify, o.dequantize, o.bench}) {
+      if (o.app.got_subcommand(sub)) {
+        cl.help_text = sub->help("wquant");
+        return cl;
+      }
+    }
+    cl.help_text = o.app.help();
+    return cl;
+  } catch (const CLI::ParseError& e) {
+    std::string where;
+    for (CLI::App* sub : {o.quantize, o.inspect, o.verify, o.dequantize, o.bench}) {
+      if (o.app.got_subcommand(sub)) where = sub->get_name();
+    }
+    throw usage((where.empty() ? std::string() : where + ": ") + e.what() + " (see 'wquant help" +
+                (where.empty() ? std::string() : " " + where) + "')");
+  }
+
+  if (o.app.got_subcommand(o.quantize)) cl.kind = CommandKind::Quantize;
+  else if (o.app.got_subcommand(o.inspect)) cl.kind = CommandKind::Inspect;
+  else if (o.app.got_subcommand(o.verify)) cl.kind = CommandKind::Verify;
+  else if (o.app.got_subcommand(o.dequantize)) cl.kind = CommandKind::Dequantize;
+  else if (o.app.got_subcommand(o.bench)) cl.kind = CommandKind::Bench;
+  else throw usage("unknown command '" + raw[0] + "' (quantize, inspect, verify, dequantize, bench); see 'wquant help'");
+
+  cl.verbosity = Verbosity{b.quiet, b.verbose, b.json};
+  switch (cl.kind) {
+    case CommandKind::Quantize:
+      fill_quantize(o, b, norm, cl);
+      break;
+    case CommandKind::Inspect:
+      if (positionals(o.inspect, b).size() != 1) throw usage("inspect: expected FILE (see 'wquant help inspect')");
+      cl.inspect.file = b.pos[0];
+      break;
+    case CommandKind::Verify:
+      two_paths(o.verify, b, "FLOAT QUANT", &cl.verify.float_file, &cl.verify.quant_file);
+      cl.verify.top = b.top;
+      cl.verify.run = run_settings(o.verify, b);
+      break;
+    case CommandKind::Dequantize:
+      two_paths(o.dequantize, b, "QUANT OUT.safetensors", &cl.dequantize.input, &cl.dequantize.output);
+      cl.dequantize.dtype = b.fp16 ? DType::F16 : b.bf16 ? DType::BF16 : DType::F32;
+      cl.dequantize.force = b.force;
+      cl.dequantize.run = run_settings(o.dequantize, b);
+      break;
+    case CommandKind::Bench:
+      if (o.bench->count("--size")) cl.bench.size = parse_size(b.size);
+      cl.bench.run = run_settings(o.bench, b);
+      break;
+    default:
+      break;
+  }
+  return cl;
+}
+
+}  // namespace wq::cli

@@ -1,0 +1,87 @@
+// The command line of wquant, parsed into one struct per command. Parsing does no I/O:
+// files are opened by the commands, so every usage mistake is found before any work.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cli/spec_settings.h"
+#include "engine/plan.h"
+#include "kernels/kernels.h"
+
+namespace wq::cli {
+
+enum class CommandKind { Help, Version, Quantize, Inspect, Verify, Dequantize, Bench };
+
+// How much a command says, and in which form.
+struct Verbosity {
+  bool quiet = false;    // errors only
+  bool verbose = false;  // also the plan, per-tensor lines and informative notes
+  bool json = false;     // the result as one JSON document on stdout
+};
+
+// Execution settings shared by the commands that run kernels.
+struct RunSettings {
+  std::optional<Isa> isa;  // --isa; WQUANT_ISA applies when unset
+  int threads = 0;         // 0: every core
+};
+
+struct QuantizeArgs {
+  std::string input, output;
+  SpecSettings said;                   // what the command line set
+  std::optional<OutputFormat> format;  // --format; else from OUT's extension
+  std::string params_file;             // --params / --compressionParamsFile
+  std::string framework;               // -f, validated, informative only
+  std::string biz_code;                // --bizCode, accepted and ignored
+  RunSettings run;
+  bool dry_run = false;
+  bool force = false;
+};
+
+struct InspectArgs {
+  std::string file;
+};
+
+struct VerifyArgs {
+  std::string float_file, quant_file;
+  size_t top = 0;  // rows of the per-tensor table; 0: all
+  RunSettings run;
+};
+
+struct DequantizeArgs {
+  std::string input, output;
+  DType dtype = DType::F32;
+  bool force = false;
+  RunSettings run;
+};
+
+struct BenchArgs {
+  uint64_t size = 16ull << 20;  // weights per measurement (f32: 64 MiB)
+  RunSettings run;              // --isa limits the table to one ISA
+};
+
+struct CommandLine {
+  CommandKind kind = CommandKind::Help;
+  Verbosity verbosity;
+  std::string help_text;           // Help: the text to print (stdout, exit 0)
+  std::vector<std::string> notes;  // informative lines, shown with --verbose
+  QuantizeArgs quantize;
+  InspectArgs inspect;
+  VerifyArgs verify;
+  DequantizeArgs dequantize;
+  BenchArgs bench;
+};
+
+// Parses the arguments after argv[0]. Throws Error (ErrorKind::Usage) naming the flag and
+// the problem for an unknown flag, a missing or extra argument, or a bad value.
+CommandLine parse_command_line(const std::vector<std::string>& args);
+
+// The text of `wquant help` / `wquant help COMMAND`; "" for an unknown command.
+std::string help_text(const std::string& command);
+
+// "wquant 0.1.0 (...)": the version line.
+std::string version_text();
+
+}  // namespace wq::cli

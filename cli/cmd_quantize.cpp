@@ -1,0 +1,319 @@
+// wquant quantize IN OUT: settings (flags, params file) -> plan -> pipeline -> summary.
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "cli/output_path.h"
+#include "cli/params_file.h"
+#include "cli/run_support.h"
+#include "engine/error.h"
+#include "engine/pipeline.h"
+#include "engine/scheduler.h"
+#include "io/model_reader.h"
+#include "io/model_writer.h"
+
+namespace wq::cli {
+
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+const char* format_name(OutputFormat f) {
+  switch (f) {
+    case OutputFormat::Wq: return "wq";
+    case OutputFormat::Safetensors: return "safetensors";
+    case OutputFormat::Gguf: return "gguf";
+  }
+  return "?";
+}
+
+OutputFormat output_format(const QuantizeArgs& a) {
+  if (a.format) return *a.format;
+  try {
+    return format_from_path(a.output);
+  } catch (const Error& e) {
+    throw Error(std::string(e.what()) + " (name OUT .wq, .safetensors or .gguf, or pass --format)", ErrorKind::Usage);
+  }
+}
+
+// Everything the run decided before reading any tensor data.
+struct Setup {
+  OutputFormat format = OutputFormat::Wq;
+  EffectiveSpec eff;
+  GgmlBlock ggml = GgmlBlock::Q4_0;
+  ParamsFile params;
+  std::string params_to_write;  // --params FILE that does not exist yet
+  std::unique_ptr<ModelReader> reader;
+  std::vector<std::string> inputs;  // files the model is read from
+  std::vector<TensorPlan> plan;
+  uint64_t planned_bytes = 0;
+};
+
+void check_params_path(const QuantizeArgs& a, const Setup& s) {
+  const fs::path p = fs::weakly_canonical(a.params_file);
+  if (p == fs::weakly_canonical(a.output)) {
+    throw Error(a.params_file + ": the params file and OUT are the same file", ErrorKind::Usage);
+  }
+  for (const std::string& in : s.inputs) {
+    if (p == fs::weakly_canonical(in) || same_file(a.params_file, in)) {
+      throw Error(a.params_file + ": the params file is the input model " + in, ErrorKind::Usage);
+    }
+  }
+}
+
+Setup prepare(const QuantizeArgs& a, Console& con) {
+  Setup s;
+  s.format = output_format(a);
+  s.inputs = input_files(a.input);
+  bool have_params = false;
+  if (!a.params_file.empty()) {
+    check_params_path(a, s);
+    if (fs::exists(a.params_file)) {
+      s.params = read_params_file(a.params_file);
+      have_params = true;
+    } else {
+      s.params_to_write = a.params_file;
+    }
+  }
+  const SpecSettings merged = a.said.or_else(s.params.defaults);
+  s.eff = resolve_settings(merged, have_params ? a.params_file + " (defaults) with the command line" : "quantize");
+  if (s.eff.asym_implied) con.note("--hqq implies asymmetric quantization (HQQ fits a zero point per block)");
+
+  s.reader = open_model(a.input);
+  const std::vector<TensorInfo>& infos = s.reader->tensors();
+  if (!a.dry_run) check_output_path(a.output, s.inputs, a.force);
+
+  if (s.format == OutputFormat::Gguf) {
+    if (std::string(s.reader->format()) != "gguf") {
+      throw Error(a.output + ": GGUF output needs a GGUF input (its metadata and vocabulary are copied); " + a.input +
+                      " is " + s.reader->format(),
+                  ErrorKind::Usage);
+    }
+    s.ggml = resolve_ggml_type(s.eff, merged, "quantize");
+  } else if (a.said.ggml) {
+    throw Error(std::string("--type applies to GGUF output only; OUT is ") + format_name(s.format), ErrorKind::Usage);
+  }
+
+  PlanOptions po;
+  po.defaults = s.eff.spec;
+  po.format = s.format;
+  po.ggml = s.ggml;
+  if (s.eff.keep_float) {
+    TensorRule all;
+    all.pattern = "*";
+    all.skip = true;
+    po.rules.push_back(all);
+  }
+  po.rules.insert(po.rules.end(), s.params.rules.begin(), s.params.rules.end());
+  if (have_params) {
+    std::vector<std::string> names;
+    for (const TensorInfo& t : infos) names.push_back(t.name);
+    for (const std::string& e : unmatched_entries(s.params, names)) {
+      con.warn(a.params_file + ": " + e + " matches no tensor of " + a.input);
+    }
+  }
+  s.plan = make_plan(infos, po);
+  for (const TensorPlan& p : s.plan) {
+    if (!p.note.empty()) con.note(p.note);
+  }
+  s.planned_bytes = planned_output_bytes(s.plan, infos, s.format, *s.reader);
+  return s;
+}
+
+json plan_json(const Setup& s) {
+  const std::vector<TensorInfo>& infos = s.reader->tensors();
+  json tensors = json::array();
+  for (const TensorPlan& p : s.plan) {
+    const TensorInfo& info = infos[p.source_index];
+    tensors.push_back({{"name", p.name},
+                       {"shape", p.shape},
+                       {"source_type", info.type_name},
+                       {"action", action_name(p.action)},
+                       {"what", describe_plan_entry(p, info)},
+                       {"bytes_in", info.nbytes}});
+  }
+  return tensors;
+}
+
+void print_plan(const Setup& s) {
+  const std::vector<TensorInfo>& infos = s.reader->tensors();
+  size_t w = 6;
+  for (const TensorPlan& p : s.plan) w = std::max(w, p.name.size());
+  std::printf("%-*s  %-12s  %-6s  %10s  %s\n", int(w), "tensor", "shape", "from", "bytes in", "becomes");
+  for (const TensorPlan& p : s.plan) {
+    const TensorInfo& info = infos[p.source_index];
+    std::printf("%-*s  %-12s  %-6s  %10s  %s\n", int(w), p.name.c_str(), format_shape(p.shape).c_str(),
+                info.type_name.c_str(), format_bytes(info.nbytes).c_str(), describe_plan_entry(p, info).c_str());
+  }
+}
+
+int dry_run(const QuantizeArgs& a, const Setup& s, Console& con) {
+  const uint64_t in_bytes = total_file_bytes(s.inputs);
+  if (!s.params_to_write.empty()) {
+    con.note("dry run: " + s.params_to_write + " does not exist and is not written (a real run writes the parameters "
+             "it used there)");
+  }
+  if (con.verbosity().json) {
+    json doc = {{"command", "quantize"},
+                {"dry_run", true},
+                {"input", a.input},
+                {"output", a.output},
+                {"format", format_name(s.format)},
+                {"input_bytes", in_bytes},
+                {"planned_output_bytes", s.planned_bytes},
+                {"compression_ratio", s.planned_bytes ? double(in_bytes) / double(s.planned_bytes) : 0.0},
+                {"tensors", plan_json(s)},
+                {"notes", con.said()}};
+    std::printf("%s\n", doc.dump(2).c_str());
+  } else if (con.human()) {
+    print_plan(s);
+    std::printf("dry run: %s (%s) -> %s (%s): exactly %s (%llu bytes), ratio %sx; nothing written\n", a.input.c_str(),
+                format_bytes(in_bytes).c_str(), a.output.c_str(), format_name(s.format),
+                format_bytes(s.planned_bytes).c_str(), static_cast<unsigned long long>(s.planned_bytes),
+                format_fixed(s.planned_bytes ? double(in_bytes) / double(s.planned_bytes) : 0.0, 2).c_str());
+  }
+  return 0;
+}
+
+struct RunResult {
+  PipelineStats stats;
+  uint64_t output_bytes = 0;
+  uint64_t weights = 0;  // weights quantized (Quantize and Ggml entries)
+  int threads = 0;
+};
+
+std::vector<const TensorReport*> worst_tensors(const PipelineStats& st, size_t n) {
+  std::vector<const TensorReport*> r;
+  for (const TensorReport& t : st.tensors) {
+    if (t.has_error) r.push_back(&t);
+  }
+  std::stable_sort(r.begin(), r.end(), [](const TensorReport* a, const TensorReport* b) {
+    return a->error.rel_rmse > b->error.rel_rmse;
+  });
+  if (r.size() > n) r.resize(n);
+  return r;
+}
+
+void print_summary(const QuantizeArgs& a, const Setup& s, const RunResult& r, Isa isa, Console& con) {
+  const uint64_t in_bytes = total_file_bytes(s.inputs);
+  const PipelineStats& st = r.stats;
+  size_t quantized = 0, kept = 0;
+  for (const TensorReport& t : st.tensors) {
+    (t.action == TensorAction::Quantize || t.action == TensorAction::Ggml) ? ++quantized : ++kept;
+  }
+  const double secs = std::max(st.seconds, 1e-9);
+  const std::vector<const TensorReport*> worst = worst_tensors(st, 5);
+  if (con.verbosity().json) {
+    json tensors = json::array();
+    for (const TensorReport& t : st.tensors) {
+      json j = {{"name", t.name}, {"action", action_name(t.action)}, {"what", t.what},
+                {"bytes_in", t.bytes_in}, {"bytes_out", t.bytes_out}};
+      if (t.has_error) j["error"] = error_json(t.error);
+      if (t.solver_steps) j["solver_steps"] = t.solver_steps;
+      tensors.push_back(std::move(j));
+    }
+    json worst_json = json::array();
+    for (const TensorReport* t : worst) worst_json.push_back({{"name", t->name}, {"what", t->what}, {"error", error_json(t->error)}});
+    json doc = {{"command", "quantize"},
+                {"input", a.input},
+                {"output", a.output},
+                {"input_format", s.reader->format()},
+                {"format", format_name(s.format)},
+                {"input_bytes", in_bytes},
+                {"output_bytes", r.output_bytes},
+                {"planned_output_bytes", s.planned_bytes},
+                {"compression_ratio", r.output_bytes ? double(in_bytes) / double(r.output_bytes) : 0.0},
+                {"seconds", st.seconds},
+                {"bytes_per_second", double(st.bytes_in) / secs},
+                {"weights_per_second", double(r.weights) / secs},
+                {"tensors_total", st.tensors.size()},
+                {"tensors_quantized", quantized},
+                {"tensors_kept", kept},
+                {"isa", isa_name(isa)},
+                {"threads", r.threads},
+                {"worst", worst_json},
+                {"tensors", tensors},
+                {"params_written", s.params_to_write.empty() ? json(nullptr) : json(s.params_to_write)},
+                {"notes", con.said()}};
+    std::printf("%s\n", doc.dump(2).c_str());
+    return;
+  }
+  if (!con.human()) return;
+  if (con.verbose()) {
+    size_t w = 6;
+    for (const TensorReport& t : st.tensors) w = std::max(w, t.name.size());
+    std::printf("%-*s  %-28s  %10s  %10s  %9s  %7s\n", int(w), "tensor", "stored as", "bytes in", "bytes out", "rel RMSE",
+                "SNR dB");
+    for (const TensorReport& t : st.tensors) {
+      std::printf("%-*s  %-28s  %10s  %10s  %9s  %7s\n", int(w), t.name.c_str(), t.what.c_str(),
+                  format_bytes(t.bytes_in).c_str(), format_bytes(t.bytes_out).c_str(),
+                  t.has_error ? format_fixed(t.error.rel_rmse, 5).c_str() : "-",
+                  t.has_error ? format_fixed(t.error.snr_db, 1).c_str() : "-");
+    }
+  }
+  std::printf("quantized %s -> %s: %zu tensors (%zu quantized, %zu kept)\n", a.input.c_str(), a.output.c_str(),
+              st.tensors.size(), quantized, kept);
+  std::printf("  size        %s -> %s (%s), ratio %sx\n", format_bytes(in_bytes).c_str(),
+              format_bytes(r.output_bytes).c_str(), format_name(s.format),
+              format_fixed(r.output_bytes ? double(in_bytes) / double(r.output_bytes) : 0.0, 2).c_str());
+  std::printf("  time        %s, %s/s, %s M weights/s\n", format_seconds(st.seconds).c_str(),
+              format_bytes(uint64_t(double(st.bytes_in) / secs)).c_str(), format_fixed(double(r.weights) / secs / 1e6, 2).c_str());
+  std::printf("  ran on      isa %s, %d threads\n", isa_name(isa), r.threads);
+  if (!worst.empty()) {
+    std::printf("  worst tensors by relative RMSE:\n");
+    std::printf("    %9s  %7s  %10s  %s\n", "rel RMSE", "SNR dB", "max abs", "tensor");
+    for (const TensorReport* t : worst) {
+      std::printf("    %9s  %7s  %10s  %s (%s)\n", format_fixed(t->error.rel_rmse, 5).c_str(),
+                  format_fixed(t->error.snr_db, 1).c_str(), format_fixed(t->error.max_abs, 6).c_str(), t->name.c_str(),
+                  t->what.c_str());
+    }
+  }
+}
+
+uint64_t quantized_weights(const std::vector<TensorPlan>& plan) {
+  uint64_t n = 0;
+  for (const TensorPlan& p : plan) {
+    if (p.action != TensorAction::Quantize && p.action != TensorAction::Ggml) continue;
+    uint64_t e = 1;
+    for (int64_t d : p.shape) e *= uint64_t(d);
+    n += e;
+  }
+  return n;
+}
+
+}  // namespace
+
+int run_quantize(const QuantizeArgs& a, Console& con) {
+  const Isa isa = choose_isa(a.run);
+  Setup s = prepare(a, con);
+  if (a.dry_run) return dry_run(a, s, con);
+  check_free_space(a.output, s.planned_bytes);
+
+  Scheduler sched(a.run.threads);
+  con.detail(std::string("isa ") + isa_name(isa) + ", " + std::to_string(sched.threads()) + " threads");
+  std::unique_ptr<ModelWriter> writer = make_writer(a.output, s.format, s.plan, *s.reader);
+  RunResult r;
+  r.threads = sched.threads();
+  {
+    ProgressLine progress(con);
+    PipelineOptions opts;
+    opts.on_progress = [&progress](const Progress& p) { progress.update(p); };
+    sched.run([&] { r.stats = run_pipeline(s.plan, s.reader->tensors(), *s.reader, *writer, opts); });
+    writer->commit();
+  }
+  r.output_bytes = total_file_bytes({a.output});
+  r.weights = quantized_weights(s.plan);
+  if (!s.params_to_write.empty()) {
+    write_json_file(s.params_to_write, params_used(s.eff, s.format, s.ggml, s.plan, s.reader->tensors()));
+    con.note("wrote the parameters used to " + s.params_to_write + ": edit them and rerun with --params " +
+             s.params_to_write);
+  }
+  print_summary(a, s, r, isa, con);
+  return 0;
+}
+
+}  // namespace wq::cli

@@ -1,0 +1,121 @@
+#include "cli/help_text.h"
+
+namespace wq::cli {
+
+namespace {
+
+const char* const kExitCodes = R"(Exit codes:
+  0    success
+  1    internal error (a bug in wquant: please report it with the command line)
+  2    usage: unknown flag or command, missing argument, bad value (--bits 9, --block 0),
+       contradictory flags, a malformed params file
+  3    bad input: a missing, unreadable, truncated or unsupported input file
+  4    output: the directory is missing or not writable, the disk is full, OUT exists
+       (without --force), or OUT is the input itself (refused even with --force)
+  130  interrupted by Ctrl-C or SIGTERM; the temporary output is removed, so no partial
+       file is ever left under OUT's name
+Every error is one line on stderr: "wquant: error: <file>: <tensor>: <problem>".)";
+
+}  // namespace
+
+std::string top_level_footer() {
+  return std::string(R"(
+Commands:
+  wquant quantize IN OUT [flags]           quantize a model (see 'wquant help quantize')
+  wquant --modelFile IN --MNNModel OUT ... the same, with MNNConvert's spellings
+  wquant inspect FILE [--json]
+  wquant verify FLOAT QUANT [--json]
+  wquant dequantize QUANT OUT.safetensors [--fp16|--bf16]
+  wquant bench [--size N] [--threads N]
+  wquant help [COMMAND]    wquant --version
+
+Flags come after the command. Environment: WQUANT_ISA=scalar|avx2|avx512|neon forces the
+kernels as --isa does; the program says which ISA ran.
+
+)") + kExitCodes;
+}
+
+std::string quantize_footer() {
+  return std::string(R"(
+Defaults: 4 bits, channel-wise, SYMMETRIC (as MNNConvert documented it; newer MNN
+releases default to asymmetric: pass --asym or --weightQuantAsymmetric 1 for that),
+scales in f32, every core, the best ISA. Quantized: float tensors of 2 or more
+dimensions (linear, embedding, conv weights); 1-D tensors (norms, biases) stay float.
+Output bytes never depend on --threads or --isa.
+
+OUT: must not exist unless --force is given; OUT may never be the input (same file by
+any path). The output is written to a temporary file beside OUT and renamed when
+complete, so OUT is either the whole result or untouched.
+
+MNNConvert spellings (accepted as they are; `wquant --modelFile ...` needs no command):
+  --modelFile IN             = IN
+  --MNNModel OUT             = OUT
+  --weightQuantBits N        = --bits N; 0 keeps every tensor float (MNNConvert's default
+                               is 0; wquant's is 4)
+  --weightQuantAsymmetric V  = --asym. A bare flag, =1, ' 1' and ' true' all mean on;
+                               0 / false mean off. (MNNConvert reads ' 1' and ' true' as
+                               false, and then silently drops --hqq too.)
+  --weightQuantBlock N       = --block N; -1 = channel-wise
+  --hqq                      HQQ; implies asymmetric (said once on stderr). --hqq with
+                               --weightQuantAsymmetric 0 is refused as contradictory
+  --fp16                     scales, zeros and kept-float tensors in f16
+  --compressionParamsFile F  = --params F (both JSON forms below)
+  -f FW                      checked against MNNConvert's list, then ignored (with
+                             --verbose it says so): the input format is read from the file
+  --bizCode CODE             accepted and ignored
+A block must divide a tensor's row (input channels x kernel size for a conv); where it
+does not, that tensor is quantized channel-wise and one line says so.
+
+GGUF output (.gguf, needs a GGUF input, whose keys are copied): --type Q4_0|Q4_1|Q5_0|
+Q5_1|Q8_0, default from --bits (4 -> Q4_0, 5 -> Q5_0, 8 -> Q8_0; with --asym/--hqq Q4_1 /
+Q5_1). Blocks are always 32 weights. Tensors whose rows are not a multiple of 32 stay
+float, with a note.
+
+Params file (--params / --compressionParamsFile FILE), wquant's form:
+  {"defaults": {"bits": 4, "block": 32, "asym": false, "hqq": false, "fp16": false,
+                "type": "Q4_0", "hqq_steps": 20, "hqq_p": 0.7, "hqq_beta": 10,
+                "hqq_kappa": 1.01, "hqq_round_zero": false},
+   "rules": [{"match": "layers.0.*", "bits": 8},
+             {"match": "blk.*.ffn_*", "bits": 8, "block": 32, "asym": true, "type": "Q8_0"},
+             {"match": "tok_embeddings.weight", "skip": true}]}
+  "match" is an exact tensor name or a glob (* any run, ? one character, [abc] [a-z]
+  [!a] a class). Later rules override earlier ones, field by field. "bits": 0 means
+  "skip": true; a rule setting any field quantizes the 2-D float tensors it matches
+  (1-D ones only with "skip": false); "block": -1 (or 0) is channel-wise. Precedence: a
+  rule > a flag on the command line > the file's "defaults" > the built-in default.
+  Unknown keys are errors.
+MNN's form (protobuf JSON of MNNConvert's compression pipeline) is read as well:
+  {"algo": [{"type": "QUANTIZE", "quantParams": {"layer": [
+     {"opName": "layers.0.attention.wq", "weight": [{"bits": 8, "asymmetric": true, "blockSize": 32}]}]}}]}
+  A layer applies to the tensor whose name is its opName, or its opName + ".weight".
+  "bits": 0 keeps the tensor float; fields left out keep the command line's values.
+If FILE does not exist, wquant writes the parameters it used there after a successful run
+(wquant's form: the defaults and one rule per tensor), says so, and a rerun with the file
+gives identical output bytes: edit it and rerun. --dry-run writes nothing.
+
+)") + kExitCodes;
+}
+
+std::string verify_footer() {
+  return std::string(R"(
+Tensors are matched by name only (a GGUF model and a safetensors model name tensors
+differently: compare like with like); unmatched names are listed. Each side is
+dequantized tensor by tensor, as a loader would. rel RMSE = sqrt(sum (w - w_hat)^2 /
+sum w^2); SNR dB = 10 log10(sum w^2 / sum (w - w_hat)^2); max = max |w - w_hat|. The
+summary pools all compared tensors.
+
+)") + kExitCodes;
+}
+
+std::string bench_footer() {
+  return std::string(R"(
+For each ISA this CPU runs: RTN quantize_rows (4-bit, block 64, symmetric) and HQQ
+(4-bit, block 64) in weights per second on --threads threads, and each as a fraction of
+the streaming read bandwidth (a plain read loop over the f32 buffer, 4 bytes a weight):
+how close quantization runs to the speed of reading its input. Best of several timed
+repetitions; run it on an otherwise idle machine.
+
+)") + kExitCodes;
+}
+
+}  // namespace wq::cli

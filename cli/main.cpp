@@ -1,0 +1,62 @@
+// wquant: the command-line program. Parses, runs one command, maps failures to the exit
+// codes listed in `wquant help` (cli/exit_codes.h).
+#include <cstdio>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "cli/console.h"
+#include "cli/exit_codes.h"
+#include "cli/run_support.h"
+#include "engine/error.h"
+
+namespace {
+
+int run(const wq::cli::CommandLine& cl) {
+  using namespace wq::cli;
+  switch (cl.kind) {
+    case CommandKind::Help:
+      std::fputs(cl.help_text.c_str(), stdout);
+      if (!cl.help_text.empty() && cl.help_text.back() != '\n') std::fputc('\n', stdout);
+      return kExitOk;
+    case CommandKind::Version:
+      std::printf("%s\n", version_text().c_str());
+      return kExitOk;
+    default:
+      break;
+  }
+  Console console(cl.verbosity);
+  for (const std::string& n : cl.notes) console.detail(n);
+  switch (cl.kind) {
+    case CommandKind::Quantize: return run_quantize(cl.quantize, console);
+    case CommandKind::Inspect: return run_inspect(cl.inspect, console);
+    case CommandKind::Verify: return run_verify(cl.verify, console);
+    case CommandKind::Dequantize: return run_dequantize(cl.dequantize, console);
+    case CommandKind::Bench: return run_bench(cl.bench, console);
+    default: return kExitInternal;
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace wq::cli;
+  install_interrupt_handlers();
+  try {
+    return run(parse_command_line(std::vector<std::string>(argv + 1, argv + argc)));
+  } catch (const wq::Error& e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "wquant: error: %s\n", e.what());
+    return exit_code(e.kind());
+  } catch (const std::bad_alloc&) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "wquant: error: out of memory\n");
+    return kExitInternal;
+  } catch (const std::exception& e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "wquant: error: internal: %s\n", e.what());
+    return kExitInternal;
+  }
+}

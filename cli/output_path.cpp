@@ -1,0 +1,98 @@
+#include "cli/output_path.h"
+
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/console.h"
+#include "engine/error.h"
+
+namespace wq::cli {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+Error output_error(const std::string& path, const std::string& problem) {
+  return Error(path + ": " + problem, ErrorKind::Output);
+}
+
+std::string parent_dir(const std::string& path) {
+  const fs::path p = fs::path(path).parent_path();
+  return p.empty() ? std::string(".") : p.string();
+}
+
+}  // namespace
+
+bool same_file(const std::string& a, const std::string& b) {
+  struct stat sa, sb;
+  if (::stat(a.c_str(), &sa) != 0 || ::stat(b.c_str(), &sb) != 0) return false;
+  return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+std::vector<std::string> input_files(const std::string& in) {
+  std::vector<std::string> files{in};
+  if (fs::path(in).extension() != ".json") return files;
+  std::ifstream f(in, std::ios::binary);
+  if (!f) return files;
+  const nlohmann::json doc = nlohmann::json::parse(f, nullptr, /*allow_exceptions=*/false);
+  if (!doc.is_object() || !doc.contains("weight_map") || !doc["weight_map"].is_object()) return files;
+  std::set<std::string> shards;
+  for (const auto& v : doc["weight_map"]) {
+    if (v.is_string()) shards.insert((fs::path(parent_dir(in)) / v.get<std::string>()).string());
+  }
+  files.insert(files.end(), shards.begin(), shards.end());
+  return files;
+}
+
+void check_output_path(const std::string& out, const std::vector<std::string>& inputs, bool force) {
+  for (const std::string& in : inputs) {
+    if (same_file(out, in)) {
+      throw output_error(out, "is the input file " + in + "; wquant never overwrites its input (choose another OUT)");
+    }
+  }
+  struct stat st;
+  if (::stat(out.c_str(), &st) == 0) {
+    if (S_ISDIR(st.st_mode)) throw output_error(out, "is a directory; OUT must be a file name");
+    if (!force) throw output_error(out, "already exists (pass --force to replace it)");
+  }
+  const std::string dir = parent_dir(out);
+  if (::stat(dir.c_str(), &st) != 0) {
+    const int err = errno;
+    if (err == ENOTDIR) throw output_error(out, "a part of the directory " + dir + " is a file, not a directory");
+    throw output_error(out, "the directory " + dir + " does not exist (" + std::strerror(err) + ")");
+  }
+  if (!S_ISDIR(st.st_mode)) throw output_error(out, dir + " is not a directory");
+  if (::access(dir.c_str(), W_OK | X_OK) != 0) {
+    throw output_error(out, "the directory " + dir + " is not writable (" + std::strerror(errno) + ")");
+  }
+}
+
+void check_free_space(const std::string& out, uint64_t bytes) {
+  struct statvfs vfs;
+  if (::statvfs(parent_dir(out).c_str(), &vfs) != 0) return;  // unknown: the write will tell
+  const uint64_t avail = uint64_t(vfs.f_bavail) * uint64_t(vfs.f_frsize);
+  if (avail < bytes) {
+    throw output_error(out, "not enough disk space: the output needs " + format_bytes(bytes) + ", " +
+                                format_bytes(avail) + " are available");
+  }
+}
+
+uint64_t total_file_bytes(const std::vector<std::string>& files) {
+  uint64_t total = 0;
+  for (const std::string& f : files) {
+    struct stat st;
+    if (::stat(f.c_str(), &st) == 0) total += uint64_t(st.st_size);
+  }
+  return total;
+}
+
+}  // namespace wq::cli

@@ -1,0 +1,33 @@
+// Checks on an output path, made before any work so that a run that cannot finish fails
+// in its first millisecond, and so that no run can ever replace its own input.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace wq::cli {
+
+// The files a model is read from: IN itself and, for a sharded checkpoint's index .json,
+// the shard files its "weight_map" names (beside the index). Unreadable or odd index
+// files give just IN: the reader reports those problems in its own words.
+std::vector<std::string> input_files(const std::string& in);
+
+// Throws Error (ErrorKind::Output) naming OUT when
+//   - OUT is one of `inputs` by any path (same device and inode: symlinks and hard links
+//     count), even with `force`;
+//   - OUT exists and `force` is false, or OUT is a directory;
+//   - OUT's directory does not exist, is not a directory, or cannot be written.
+void check_output_path(const std::string& out, const std::vector<std::string>& inputs, bool force);
+
+// Throws Error (Output) when the file system of OUT's directory has fewer than `bytes`
+// bytes available (the temporary file needs all of them before the rename).
+void check_free_space(const std::string& out, uint64_t bytes);
+
+// Sum of the sizes of `files` (0 for any that cannot be stat'ed).
+uint64_t total_file_bytes(const std::vector<std::string>& files);
+
+// True when a and b name the same file (device and inode); false if either is missing.
+bool same_file(const std::string& a, const std::string& b);
+
+}  // namespace wq::cli

@@ -1,0 +1,342 @@
+#include "cli/params_file.h"
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "engine/error.h"
+#include "engine/tensor.h"
+#include "kernels/ggml_blocks.h"
+
+namespace wq::cli {
+
+using nlohmann::json;
+
+namespace {
+
+size_t row_length(const std::vector<int64_t>& shape) {
+  TensorView v;
+  v.shape = shape;
+  return v.cols();
+}
+
+// Reads typed values out of a JSON object, naming "<file>: <where>.<key>" in errors.
+class Fields {
+ public:
+  Fields(const json& obj, std::string file, std::string where)
+      : obj_(obj), file_(std::move(file)), where_(std::move(where)) {
+    if (!obj_.is_object()) fail("", "expected a JSON object");
+  }
+
+  [[noreturn]] void fail(const std::string& key, const std::string& problem) const {
+    std::string at = where_;
+    if (!key.empty()) at += (at.empty() ? "" : ".") + key;
+    throw Error(file_ + ": " + (at.empty() ? "" : at + ": ") + problem, ErrorKind::Usage);
+  }
+
+  const json* find(const char* key) const {
+    auto it = obj_.find(key);
+    return it == obj_.end() ? nullptr : &*it;
+  }
+  // The first of two spellings present (protobuf JSON accepts lowerCamelCase and the
+  // proto's own names).
+  const json* find(const char* key, const char* alt) const {
+    const json* v = find(key);
+    return v ? v : find(alt);
+  }
+
+  std::optional<int64_t> integer(const char* key, const json* v = nullptr) const {
+    if (!v) v = find(key);
+    if (!v) return std::nullopt;
+    if (!v->is_number_integer()) fail(key, "expected an integer, got " + v->dump());
+    return v->get<int64_t>();
+  }
+  std::optional<double> number(const char* key) const {
+    const json* v = find(key);
+    if (!v) return std::nullopt;
+    if (!v->is_number()) fail(key, "expected a number, got " + v->dump());
+    return v->get<double>();
+  }
+  // true/false, or 1/0 as MNN users write them.
+  std::optional<bool> boolean(const char* key, const json* v = nullptr) const {
+    if (!v) v = find(key);
+    if (!v) return std::nullopt;
+    if (v->is_boolean()) return v->get<bool>();
+    if (v->is_number_integer() && (v->get<int64_t>() == 0 || v->get<int64_t>() == 1)) return v->get<int64_t>() == 1;
+    fail(key, "expected true or false, got " + v->dump());
+  }
+  std::optional<std::string> string(const char* key, const json* v = nullptr) const {
+    if (!v) v = find(key);
+    if (!v) return std::nullopt;
+    if (!v->is_string()) fail(key, "expected a string, got " + v->dump());
+    return v->get<std::string>();
+  }
+  std::optional<GgmlBlock> ggml(const char* key) const {
+    const std::optional<std::string> s = string(key);
+    if (!s) return std::nullopt;
+    GgmlBlock t;
+    if (!parse_ggml_type(*s, &t)) fail(key, "expected Q4_0, Q4_1, Q5_0, Q5_1 or Q8_0, got \"" + *s + "\"");
+    return t;
+  }
+
+  void only(std::initializer_list<const char*> allowed) const {
+    for (auto it = obj_.begin(); it != obj_.end(); ++it) {
+      bool ok = it.key() == "comment";
+      for (const char* a : allowed) ok = ok || it.key() == a;
+      if (!ok) {
+        std::string list;
+        for (const char* a : allowed) list += std::string(list.empty() ? "" : ", ") + a;
+        fail(it.key(), "unknown key (expected one of: " + list + ", comment)");
+      }
+    }
+  }
+
+ private:
+  const json& obj_;
+  std::string file_, where_;
+};
+
+int checked_bits(const Fields& f, const char* key, int64_t bits) {
+  if (bits != 0 && (bits < 2 || bits > 8)) f.fail(key, "bits must be 0 (keep float) or 2..8, got " + std::to_string(bits));
+  return int(bits);
+}
+
+int64_t checked_block(const Fields& f, const char* key, int64_t block) {
+  if (block < -1) f.fail(key, "block must be positive, or -1 / 0 for channel-wise, got " + std::to_string(block));
+  return block;
+}
+
+// bits 0 is "keep float" (MNN's meaning). Bits 2..8 need nothing more: a rule that sets
+// a field quantizes the 2-D float tensors it matches (make_plan), which also undoes an
+// earlier skip, as MNN's per-layer bits override --weightQuantBits 0.
+void apply_bits(TensorRule& r, int bits) {
+  if (bits == 0) r.skip = true;
+  else r.bits = bits;
+}
+
+void add_rule(ParamsFile& p, TensorRule rule, const std::string& label) {
+  if (p.entries.empty() || p.entries.back() != label) p.entries.push_back(label);
+  p.rule_entry.push_back(p.entries.size() - 1);
+  p.rules.push_back(std::move(rule));
+}
+
+void parse_wquant_form(const json& doc, ParamsFile& p) {
+  const Fields top(doc, p.path, "");
+  top.only({"defaults", "rules", "wquant"});
+  if (const json* d = top.find("defaults")) {
+    const Fields f(*d, p.path, "defaults");
+    f.only({"bits", "block", "asym", "hqq", "fp16", "type", "hqq_steps", "hqq_p", "hqq_beta", "hqq_kappa",
+            "hqq_round_zero"});
+    SpecSettings& s = p.defaults;
+    if (auto v = f.integer("bits")) s.bits = checked_bits(f, "bits", *v);
+    if (auto v = f.integer("block")) s.block = checked_block(f, "block", *v) == 0 ? -1 : *v;
+    s.asym = f.boolean("asym");
+    s.hqq = f.boolean("hqq");
+    s.fp16 = f.boolean("fp16");
+    s.ggml = f.ggml("type");
+    if (auto v = f.integer("hqq_steps")) s.hqq_steps = int(*v);
+    if (auto v = f.number("hqq_p")) s.hqq_p = float(*v);
+    if (auto v = f.number("hqq_beta")) s.hqq_beta = float(*v);
+    if (auto v = f.number("hqq_kappa")) s.hqq_kappa = float(*v);
+    s.hqq_round_zero = f.boolean("hqq_round_zero");
+    // The combination (HQQ options without HQQ, ...) is checked once merged with the
+    // command line, which may supply the rest.
+  }
+  if (const json* rules = top.find("rules")) {
+    if (!rules->is_array()) top.fail("rules", "expected an array of rules");
+    for (size_t i = 0; i < rules->size(); ++i) {
+      const std::string where = "rules[" + std::to_string(i) + "]";
+      const Fields f((*rules)[i], p.path, where);
+      f.only({"match", "bits", "block", "asym", "hqq", "skip", "type"});
+      TensorRule r;
+      const std::optional<std::string> match = f.string("match");
+      if (!match || match->empty()) f.fail("match", "every rule needs a non-empty \"match\" (a tensor name or glob)");
+      r.pattern = *match;
+      r.skip = f.boolean("skip");
+      if (auto v = f.integer("bits")) apply_bits(r, checked_bits(f, "bits", *v));
+      if (auto v = f.integer("block")) r.block = checked_block(f, "block", *v);
+      r.asym = f.boolean("asym");
+      r.hqq = f.boolean("hqq");
+      r.ggml = f.ggml("type");
+      if (r.hqq && *r.hqq && r.asym && !*r.asym) {
+        f.fail("asym", "HQQ is always asymmetric; this rule sets \"hqq\": true and \"asym\": false");
+      }
+      add_rule(p, std::move(r), where + " \"" + *match + "\"");
+    }
+  }
+}
+
+bool is_quantize_algo(const Fields& f) {
+  const json* t = f.find("type");
+  if (!t) return true;  // proto2 default: QUANTIZE
+  if (t->is_string()) return t->get<std::string>() == "QUANTIZE";
+  if (t->is_number_integer()) return t->get<int64_t>() == 0;
+  f.fail("type", "expected \"QUANTIZE\" or \"PRUNE\", got " + t->dump());
+}
+
+void parse_mnn_form(const json& doc, ParamsFile& p) {
+  p.form = ParamsFile::Form::Mnn;
+  const Fields top(doc, p.path, "");
+  const json& algos = doc.at("algo");
+  if (!algos.is_array()) top.fail("algo", "expected an array (MNN compression pipeline)");
+  for (size_t a = 0; a < algos.size(); ++a) {
+    const std::string algo_where = "algo[" + std::to_string(a) + "]";
+    const Fields algo(algos[a], p.path, algo_where);
+    if (!is_quantize_algo(algo)) continue;
+    const json* qp = algo.find("quantParams", "quant_params");
+    if (!qp) continue;
+    const Fields quant(*qp, p.path, algo_where + ".quantParams");
+    const json* layers = quant.find("layer");
+    if (!layers) continue;
+    if (!layers->is_array()) quant.fail("layer", "expected an array of layers");
+    for (size_t l = 0; l < layers->size(); ++l) {
+      const std::string where = algo_where + ".quantParams.layer[" + std::to_string(l) + "]";
+      const Fields layer((*layers)[l], p.path, where);
+      const std::optional<std::string> op = layer.string("opName", layer.find("opName", "op_name"));
+      const json* weights = layer.find("weight");
+      // MNNConvert skips layers without an op name or weight parameters; so does wquant.
+      if (!op || op->empty() || !weights) continue;
+      if (!weights->is_array()) layer.fail("weight", "expected an array");
+      if (weights->empty()) continue;
+      const Fields w((*weights)[0], p.path, where + ".weight[0]");
+      TensorRule r;
+      if (auto v = w.integer("bits")) apply_bits(r, checked_bits(w, "bits", *v));
+      r.asym = w.boolean("asymmetric");
+      if (auto v = w.integer("blockSize", w.find("blockSize", "block_size"))) {
+        r.block = checked_block(w, "blockSize", *v) <= 0 ? -1 : *v;
+      }
+      const std::string label = where + " \"" + *op + "\"";
+      r.pattern = escape_glob(*op);
+      add_rule(p, r, label);
+      r.pattern = escape_glob(*op + ".weight");
+      add_rule(p, r, label);
+    }
+  }
+}
+
+}  // namespace
+
+std::string escape_glob(const std::string& name) {
+  std::string r;
+  for (char c : name) {
+    if (c == '*' || c == '?' || c == '[') {
+      r += '[';
+      r += c;
+      r += ']';
+    } else {
+      r += c;
+    }
+  }
+  return r;
+}
+
+ParamsFile parse_params_json(const json& doc, const std::string& path) {
+  ParamsFile p;
+  p.path = path;
+  if (!doc.is_object()) throw Error(path + ": expected a JSON object (wquant's or MNN's params form)", ErrorKind::Usage);
+  if (doc.contains("algo")) parse_mnn_form(doc, p);
+  else parse_wquant_form(doc, p);
+  return p;
+}
+
+ParamsFile read_params_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream text;
+  if (in) text << in.rdbuf();
+  if (!in || in.bad()) throw Error(path + ": cannot read the params file", ErrorKind::Input);
+  json doc;
+  try {
+    doc = json::parse(text.str());
+  } catch (const json::parse_error& e) {
+    throw Error(path + ": not valid JSON: " + e.what(), ErrorKind::Usage);
+  }
+  return parse_params_json(doc, path);
+}
+
+std::vector<std::string> unmatched_entries(const ParamsFile& p, const std::vector<std::string>& names) {
+  std::vector<bool> matched(p.entries.size(), false);
+  for (size_t i = 0; i < p.rules.size(); ++i) {
+    if (matched[p.rule_entry[i]]) continue;
+    for (const std::string& n : names) {
+      if (glob_match(p.rules[i].pattern, n)) {
+        matched[p.rule_entry[i]] = true;
+        break;
+      }
+    }
+  }
+  std::vector<std::string> r;
+  for (size_t e = 0; e < p.entries.size(); ++e) {
+    if (!matched[e]) r.push_back(p.entries[e]);
+  }
+  return r;
+}
+
+json params_used(const EffectiveSpec& e, OutputFormat format, GgmlBlock ggml_default,
+                 const std::vector<TensorPlan>& plan, const std::vector<TensorInfo>& infos) {
+  const QuantSpec& s = e.spec;
+  json defaults = json::object();
+  defaults["bits"] = e.keep_float ? 0 : s.bits;
+  defaults["block"] = s.block > 0 ? s.block : int64_t(-1);
+  defaults["asym"] = s.asym;
+  defaults["hqq"] = s.hqq;
+  defaults["fp16"] = s.fp16;
+  if (format == OutputFormat::Gguf) defaults["type"] = ggml_block_name(ggml_default);
+  if (s.hqq) {
+    defaults["hqq_steps"] = s.hqq_opts.max_steps;
+    defaults["hqq_p"] = s.hqq_opts.p;
+    defaults["hqq_beta"] = s.hqq_opts.beta;
+    defaults["hqq_kappa"] = s.hqq_opts.kappa;
+    defaults["hqq_round_zero"] = s.hqq_opts.round_zero;
+  }
+  json rules = json::array();
+  for (const TensorPlan& t : plan) {
+    json r = json::object();
+    r["match"] = escape_glob(t.name);
+    switch (t.action) {
+      case TensorAction::Quantize:
+        r["bits"] = t.spec.bits;
+        // The effective block (-1: one block a row, asked for or fallen back to).
+        r["block"] = t.block == row_length(t.shape) ? int64_t(-1) : int64_t(t.block);
+        r["asym"] = t.spec.asym;
+        r["hqq"] = t.spec.hqq;
+        break;
+      case TensorAction::Ggml:
+        r["type"] = ggml_block_name(t.ggml);
+        r["hqq"] = t.spec.hqq;
+        break;
+      case TensorAction::KeepFloat:
+        // Kept by the default choice (1-D, norms) or by bits 0 in the defaults: nothing to say.
+        if (e.keep_float || !is_quantizable_weight(infos[t.source_index])) continue;
+        r["skip"] = true;
+        break;
+      case TensorAction::CopyRaw:
+        continue;
+    }
+    rules.push_back(std::move(r));
+  }
+  json doc = json::object();
+  doc["comment"] = "wquant parameters: edit and rerun with --params (see 'wquant help quantize')";
+  doc["defaults"] = std::move(defaults);
+  doc["rules"] = std::move(rules);
+  return doc;
+}
+
+void write_json_file(const std::string& path, const json& doc) {
+  const std::string tmp = path + ".wquant-tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) throw Error(path + ": cannot create the params file", ErrorKind::Output);
+    out << doc.dump(2) << "\n";
+    out.flush();
+    if (!out) {
+      std::remove(tmp.c_str());
+      throw Error(path + ": cannot write the params file (disk full?)", ErrorKind::Output);
+    }
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    throw Error(path + ": cannot rename the params file into place", ErrorKind::Output);
+  }
+}
+
+}  // namespace wq::cli

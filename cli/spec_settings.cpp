@@ -1,0 +1,146 @@
+#include "cli/spec_settings.h"
+
+#include <cctype>
+
+#include "engine/error.h"
+#include "kernels/ggml_blocks.h"
+
+namespace wq::cli {
+
+namespace {
+
+template <typename T>
+void take(std::optional<T>& field, const std::optional<T>& fallback) {
+  if (!field) field = fallback;
+}
+
+Error usage(const std::string& where, const std::string& problem) {
+  return Error((where.empty() ? std::string() : where + ": ") + problem, ErrorKind::Usage);
+}
+
+}  // namespace
+
+SpecSettings SpecSettings::or_else(const SpecSettings& fallback) const {
+  SpecSettings r = *this;
+  take(r.bits, fallback.bits);
+  take(r.block, fallback.block);
+  take(r.asym, fallback.asym);
+  take(r.hqq, fallback.hqq);
+  take(r.fp16, fallback.fp16);
+  take(r.ggml, fallback.ggml);
+  take(r.hqq_steps, fallback.hqq_steps);
+  take(r.hqq_p, fallback.hqq_p);
+  take(r.hqq_beta, fallback.hqq_beta);
+  take(r.hqq_kappa, fallback.hqq_kappa);
+  take(r.hqq_round_zero, fallback.hqq_round_zero);
+  return r;
+}
+
+EffectiveSpec resolve_settings(const SpecSettings& s, const std::string& where) {
+  EffectiveSpec e;
+  const int bits = s.bits.value_or(4);
+  if (bits != 0 && (bits < 2 || bits > 8)) {
+    throw usage(where, "bits must be between 2 and 8 (or 0 to keep every tensor float), got " +
+                           std::to_string(bits));
+  }
+  e.keep_float = bits == 0;
+  e.spec.bits = e.keep_float ? 4 : bits;
+  const int64_t block = s.block.value_or(-1);
+  if (block < -1 || block == 0) {
+    // 0 is refused on the command line: it reads like "no blocks" and like "block of 0";
+    // -1 (MNNConvert's spelling) says channel-wise without doubt. Files map 0 to -1 first.
+    throw usage(where, "block must be a positive number of weights, or -1 for channel-wise, got " +
+                           std::to_string(block));
+  }
+  e.spec.block = block > 0 ? block : 0;
+  e.spec.hqq = s.hqq.value_or(false);
+  if (e.spec.hqq && s.asym && !*s.asym) {
+    throw usage(where, "HQQ is always asymmetric (it fits a zero point per block), but asymmetric was "
+                       "turned off; drop one of --hqq and --weightQuantAsymmetric 0");
+  }
+  e.spec.asym = s.asym.value_or(false) || e.spec.hqq;
+  e.asym_implied = e.spec.hqq && !s.asym;
+  e.spec.fp16 = s.fp16.value_or(false);
+  HqqOptions& h = e.spec.hqq_opts;
+  if (s.hqq_steps) h.max_steps = *s.hqq_steps;
+  if (s.hqq_p) h.p = *s.hqq_p;
+  if (s.hqq_beta) h.beta = *s.hqq_beta;
+  if (s.hqq_kappa) h.kappa = *s.hqq_kappa;
+  if (s.hqq_round_zero) h.round_zero = *s.hqq_round_zero;
+  // validate_spec checks HQQ options only when HQQ is on; a user who set them without
+  // --hqq has made a mistake worth reporting rather than ignoring silently.
+  const bool hqq_opts_said = s.hqq_steps || s.hqq_p || s.hqq_beta || s.hqq_kappa || s.hqq_round_zero;
+  if (hqq_opts_said && !e.spec.hqq) throw usage(where, "HQQ options (--hqq-*) need --hqq");
+  validate_spec(e.spec, where);
+  e.ggml = s.ggml;
+  return e;
+}
+
+bool parse_ggml_type(std::string_view text, GgmlBlock* out) {
+  for (int i = 0; i < kGgmlBlockCount; ++i) {
+    const std::string_view name = ggml_block_name(GgmlBlock(i));
+    if (name.size() != text.size()) continue;
+    bool same = true;
+    for (size_t j = 0; j < name.size() && same; ++j) {
+      same = std::toupper(static_cast<unsigned char>(text[j])) == name[j];
+    }
+    if (same) {
+      *out = GgmlBlock(i);
+      return true;
+    }
+  }
+  return false;
+}
+
+int ggml_type_bits(GgmlBlock t) {
+  switch (t) {
+    case GgmlBlock::Q8_0: return 8;
+    case GgmlBlock::Q4_0:
+    case GgmlBlock::Q4_1: return 4;
+    case GgmlBlock::Q5_0:
+    case GgmlBlock::Q5_1: return 5;
+  }
+  return 0;
+}
+
+bool ggml_type_has_min(GgmlBlock t) { return t == GgmlBlock::Q4_1 || t == GgmlBlock::Q5_1; }
+
+GgmlBlock resolve_ggml_type(const EffectiveSpec& e, const SpecSettings& said, const std::string& where) {
+  const QuantSpec& s = e.spec;
+  if (said.block && *said.block != kGgmlBlockWeights) {
+    throw usage(where, "GGUF block types have blocks of 32 weights; --block " + std::to_string(*said.block) +
+                           " cannot be stored (use .wq or .safetensors output for other blocks)");
+  }
+  GgmlBlock t;
+  if (e.ggml) {
+    t = *e.ggml;
+    if (said.bits && *said.bits != 0 && *said.bits != ggml_type_bits(t)) {
+      throw usage(where, std::string("--type ") + ggml_block_name(t) + " stores " +
+                             std::to_string(ggml_type_bits(t)) + "-bit codes, but bits " +
+                             std::to_string(*said.bits) + " was asked for");
+    }
+  } else {
+    const bool with_min = s.asym || s.hqq;
+    switch (s.bits) {
+      case 4: t = with_min ? GgmlBlock::Q4_1 : GgmlBlock::Q4_0; break;
+      case 5: t = with_min ? GgmlBlock::Q5_1 : GgmlBlock::Q5_0; break;
+      case 8:
+        if (with_min) throw usage(where, "GGUF has no asymmetric 8-bit type that wquant writes; use Q8_0 (symmetric)");
+        t = GgmlBlock::Q8_0;
+        break;
+      default:
+        throw usage(where, "GGUF output stores 4, 5 or 8 bits (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0); " +
+                               std::to_string(s.bits) + "-bit weights need .wq or .safetensors output");
+    }
+  }
+  if (s.hqq && !ggml_type_has_min(t)) {
+    throw usage(where, std::string("HQQ needs a type with a per-block minimum (Q4_1 or Q5_1), not ") +
+                           ggml_block_name(t));
+  }
+  if (said.asym && *said.asym && !ggml_type_has_min(t)) {
+    throw usage(where, std::string(ggml_block_name(t)) + " is symmetric; asymmetric needs Q4_1 or Q5_1");
+  }
+  return t;
+}
+
+}  // namespace wq::cli

@@ -1,0 +1,46 @@
+// GGUF constants shared by the reader and the writer: value types, ggml tensor types
+// and their block geometry.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "kernels/kernels.h"
+
+namespace wq {
+
+inline constexpr uint32_t kGgufMagic = 0x46554747;  // "GGUF" little-endian
+inline constexpr uint32_t kGgufDefaultAlignment = 32;
+
+enum class GgufValueType : uint32_t {
+  U8 = 0, I8 = 1, U16 = 2, I16 = 3, U32 = 4, I32 = 5, F32 = 6, Bool = 7, String = 8, Array = 9,
+  U64 = 10, I64 = 11, F64 = 12,
+};
+
+// Size of a scalar value type, 0 for String/Array/unknown.
+size_t gguf_scalar_size(uint32_t type);
+
+// ggml tensor type ids (ggml.h) that wquant reads or writes.
+enum GgmlTypeId : uint32_t {
+  kGgmlF32 = 0, kGgmlF16 = 1, kGgmlQ4_0 = 2, kGgmlQ4_1 = 3, kGgmlQ5_0 = 6, kGgmlQ5_1 = 7,
+  kGgmlQ8_0 = 8, kGgmlBF16 = 30,
+};
+
+struct GgmlTypeTraits {
+  const char* name;
+  uint32_t block_weights;  // weights per block (1 for plain types)
+  uint32_t block_bytes;
+};
+
+// Known ggml types (plain, legacy and K-quants); nullopt for an id wquant does not know.
+std::optional<GgmlTypeTraits> ggml_type_traits(uint32_t type);
+
+uint32_t ggml_type_of(GgmlBlock b);
+std::optional<GgmlBlock> ggml_block_of(uint32_t type);
+
+// llama_ftype for a file whose weights are mostly of block type b (general.file_type).
+uint32_t llama_ftype_of(GgmlBlock b);
+
+}  // namespace wq

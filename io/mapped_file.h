@@ -1,0 +1,40 @@
+// A whole file mapped read-only. Every access goes through span(), which checks the
+// range against the file size (overflow-safe) and throws an Error naming the file and
+// what was being read, so a truncated or hostile file never reads out of bounds.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace wq {
+
+class MappedFile {
+ public:
+  // Throws Error (ErrorKind::Input) naming the path if it cannot be opened or mapped.
+  explicit MappedFile(const std::string& path);
+  ~MappedFile();
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+
+  const std::string& path() const { return path_; }
+  uint64_t size() const { return size_; }
+  const uint8_t* data() const { return data_; }
+
+  // [offset, offset + len) of the file; throws naming `what` if it is not inside.
+  const uint8_t* span(uint64_t offset, uint64_t len, const std::string& what) const;
+  // True if [offset, offset + len) lies inside the file.
+  bool contains(uint64_t offset, uint64_t len) const { return offset <= size_ && len <= size_ - offset; }
+
+  // The caller is done with [offset, offset + len): drop those pages from this process's
+  // memory (they stay in the page cache), so streaming a model larger than RAM keeps the
+  // resident set bounded. Later reads fault the pages back in.
+  void release(uint64_t offset, uint64_t len) const;
+
+ private:
+  std::string path_;
+  uint64_t size_ = 0;
+  const uint8_t* data_ = nullptr;
+};
+
+}  // namespace wq

@@ -1,0 +1,79 @@
+#include "io/quant_record.h"
+
+#include <nlohmann/json.hpp>
+
+#include "engine/error.h"
+
+namespace wq {
+
+const char* scheme_name(Scheme s) {
+  switch (s) {
+    case Scheme::MnnSym: return "mnn_sym";
+    case Scheme::MnnAsym: return "mnn_asym";
+    case Scheme::Affine: return "affine";
+  }
+  return "?";
+}
+
+std::string quant_record_json(const QuantizedTensor& q) {
+  nlohmann::json j;
+  j["shape"] = q.shape;
+  j["bits"] = q.spec.bits;
+  j["block"] = q.block;
+  j["scheme"] = scheme_name(q.scheme);
+  j["fp16"] = q.spec.fp16;
+  j["hqq"] = q.spec.hqq;
+  if (q.spec.hqq) {
+    j["hqq_steps_max"] = q.spec.hqq_opts.max_steps;
+    j["hqq_p"] = q.spec.hqq_opts.p;
+    j["hqq_beta"] = q.spec.hqq_opts.beta;
+    j["hqq_kappa"] = q.spec.hqq_opts.kappa;
+    j["hqq_round_zero"] = q.spec.hqq_opts.round_zero;
+    j["solver_steps"] = q.solver_steps;
+  }
+  j["packed_row_bytes"] = q.packed_row_bytes;
+  return j.dump();
+}
+
+QuantizedTensor parse_quant_record(const std::string& text, const std::string& name, const std::string& where) {
+  const std::string at = where + ": " + name + ": quantization record";
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+    QuantizedTensor q;
+    q.name = name;
+    q.shape = j.at("shape").get<std::vector<int64_t>>();
+    q.spec.bits = j.at("bits").get<int>();
+    q.block = j.at("block").get<size_t>();
+    const std::string scheme = j.at("scheme").get<std::string>();
+    if (scheme == "mnn_sym") q.scheme = Scheme::MnnSym;
+    else if (scheme == "mnn_asym") q.scheme = Scheme::MnnAsym;
+    else if (scheme == "affine") q.scheme = Scheme::Affine;
+    else throw Error(at + ": unknown scheme " + scheme);
+    q.spec.fp16 = j.at("fp16").get<bool>();
+    q.spec.hqq = j.at("hqq").get<bool>();
+    q.spec.asym = q.scheme != Scheme::MnnSym;
+    if (q.spec.hqq) {
+      q.spec.hqq_opts.max_steps = j.at("hqq_steps_max").get<int>();
+      q.spec.hqq_opts.p = j.at("hqq_p").get<float>();
+      q.spec.hqq_opts.beta = j.at("hqq_beta").get<float>();
+      q.spec.hqq_opts.kappa = j.at("hqq_kappa").get<float>();
+      q.spec.hqq_opts.round_zero = j.at("hqq_round_zero").get<bool>();
+      q.solver_steps = j.at("solver_steps").get<int>();
+    }
+    q.packed_row_bytes = j.at("packed_row_bytes").get<size_t>();
+    if (q.spec.bits < 2 || q.spec.bits > 8) throw Error(at + ": bits " + std::to_string(q.spec.bits) + " outside 2..8");
+    const size_t numel = checked_numel(at, q.shape);
+    q.rows = q.shape.size() <= 1 ? 1 : size_t(q.shape[0]);
+    q.cols = q.rows ? numel / q.rows : 0;
+    if (q.block == 0 || q.cols % q.block) throw Error(at + ": block " + std::to_string(q.block) + " does not divide rows of " + std::to_string(q.cols));
+    if (q.packed_row_bytes != (q.cols * size_t(q.spec.bits) + 7) / 8)
+      throw Error(at + ": packed_row_bytes " + std::to_string(q.packed_row_bytes) + " does not match " + std::to_string(q.cols) + " codes of " + std::to_string(q.spec.bits) + " bits");
+    q.spec.block = q.block == q.cols ? 0 : int64_t(q.block);
+    return q;
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(at + ": " + e.what());
+  }
+}
+
+}  // namespace wq

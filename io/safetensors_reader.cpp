@@ -1,0 +1,294 @@
+#include "io/safetensors_reader.h"
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "engine/error.h"
+#include "io/mapped_file.h"
+#include "io/quant_record.h"
+#include "io/safetensors_types.h"
+
+namespace wq {
+namespace {
+
+using nlohmann::json;
+
+// A header over 100 MiB is not a model header; refusing it early keeps a hostile
+// length from making us parse (or allocate) gigabytes.
+constexpr uint64_t kMaxHeader = 100ull << 20;
+
+struct Entry {
+  TensorInfo info;
+  size_t shard = 0;
+  uint64_t offset = 0;  // absolute, in the shard file
+  // A wquant-quantized tensor (kind Quantized): its record and its stored pieces
+  // (.qweight, .scales, .zeros), which are entries of their own in `pieces_`.
+  std::string record;
+  std::vector<Entry> parts;
+};
+
+class SafetensorsReader final : public ModelReader {
+ public:
+  SafetensorsReader(std::string path, std::vector<std::string> shard_paths) : path_(std::move(path)) {
+    std::set<std::string> names;
+    for (size_t s = 0; s < shard_paths.size(); ++s) {
+      files_.push_back(std::make_unique<MappedFile>(shard_paths[s]));
+      parse_shard(s, names);
+    }
+    if (metadata_.count("wquant.format_version")) group_quantized();
+    for (const Entry& e : entries_) infos_.push_back(e.info);
+  }
+
+  const char* format() const override { return "safetensors"; }
+  const std::string& path() const override { return path_; }
+  const std::vector<TensorInfo>& tensors() const override { return infos_; }
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+
+  TensorView view(size_t i) override {
+    const Entry& e = at(i);
+    if (e.info.kind != StoredKind::Float) {
+      throw Error(files_[e.shard]->path() + ": " + e.info.name + ": is " + e.info.type_name + ", not a float tensor");
+    }
+    TensorView v;
+    v.name = e.info.name;
+    v.shape = e.info.shape;
+    v.dtype = e.info.dtype;
+    v.nbytes = e.info.nbytes;
+    v.data = files_[e.shard]->span(e.offset, e.info.nbytes, e.info.name);
+    return v;
+  }
+
+  const uint8_t* raw(size_t i, size_t* nbytes) override {
+    const Entry& e = at(i);
+    *nbytes = e.info.nbytes;
+    return files_[e.shard]->span(e.offset, e.info.nbytes, e.info.name);
+  }
+
+  void release(size_t i) override {
+    const Entry& e = at(i);
+    files_[e.shard]->release(e.offset, e.info.nbytes);
+  }
+
+  QuantizedTensor load_quantized(size_t i) override {
+    const Entry& e = at(i);
+    if (e.info.kind != StoredKind::Quantized) return ModelReader::load_quantized(i);
+    const MappedFile& f = *files_[e.shard];
+    QuantizedTensor q = parse_quant_record(e.record, e.info.name, f.path());
+    const size_t nb = q.rows * q.blocks_per_row();
+    const Entry& codes = e.parts[0];
+    if (codes.info.nbytes != q.rows * q.packed_row_bytes)
+      throw Error(f.path() + ": " + e.info.name + ".qweight: " + std::to_string(codes.info.nbytes) + " bytes, the record says " + std::to_string(q.rows * q.packed_row_bytes));
+    const uint8_t* c = f.span(codes.offset, codes.info.nbytes, e.info.name + ".qweight");
+    q.packed.assign(c, c + codes.info.nbytes);
+    auto params = [&](const Entry& part, std::vector<float>& out) {
+      const size_t es = q.spec.fp16 ? 2 : 4;
+      if (part.info.nbytes != nb * es || part.info.type_name != (q.spec.fp16 ? "F16" : "F32"))
+        throw Error(f.path() + ": " + part.info.name + ": " + part.info.type_name + " of " + std::to_string(part.info.nbytes) + " bytes does not hold " + std::to_string(nb) + " block parameters");
+      const uint8_t* d = f.span(part.offset, part.info.nbytes, part.info.name);
+      out.resize(nb);
+      if (q.spec.fp16) {
+        std::vector<uint16_t> h(nb);
+        std::memcpy(h.data(), d, nb * 2);
+        kernels().widen_f16(h.data(), out.data(), nb);
+      } else {
+        std::memcpy(out.data(), d, nb * 4);
+      }
+    };
+    params(e.parts[1], q.scales);
+    if (q.scheme != Scheme::MnnSym) {
+      if (e.parts.size() < 3) throw Error(f.path() + ": " + e.info.name + ": no .zeros for an asymmetric tensor");
+      params(e.parts[2], q.zeros);
+    }
+    return q;
+  }
+
+ private:
+  const Entry& at(size_t i) const {
+    if (i >= entries_.size()) throw Error(path_ + ": no tensor #" + std::to_string(i), ErrorKind::Internal);
+    return entries_[i];
+  }
+
+  void parse_shard(size_t s, std::set<std::string>& names) {
+    const MappedFile& f = *files_[s];
+    const std::string& p = f.path();
+    uint64_t hlen;
+    std::memcpy(&hlen, f.span(0, 8, "header length"), 8);
+    if (hlen > kMaxHeader) {
+      throw Error(p + ": header length " + std::to_string(hlen) + " is absurd (over 100 MiB): not a safetensors file or corrupt");
+    }
+    const uint8_t* h = f.span(8, hlen, "JSON header");
+    const uint64_t data_start = 8 + hlen;
+    json header;
+    try {
+      header = json::parse(h, h + hlen);
+    } catch (const json::exception& e) {
+      throw Error(p + ": the JSON header does not parse: " + e.what());
+    }
+    if (!header.is_object()) throw Error(p + ": the JSON header is not an object");
+    std::vector<Entry> shard_entries;
+    for (auto it = header.begin(); it != header.end(); ++it) {
+      if (it.key() == "__metadata__") {
+        if (!it->is_object()) throw Error(p + ": __metadata__ is not an object");
+        for (auto m = it->begin(); m != it->end(); ++m) {
+          if (!m->is_string()) throw Error(p + ": __metadata__." + m.key() + " is not a string");
+          metadata_[m.key()] = m->get<std::string>();
+        }
+        continue;
+      }
+      shard_entries.push_back(parse_entry(p, it.key(), *it, data_start, f.size()));
+      shard_entries.back().shard = s;
+      if (!names.insert(it.key()).second) throw Error(p + ": tensor " + it.key() + " appears twice");
+    }
+    std::sort(shard_entries.begin(), shard_entries.end(),
+              [](const Entry& a, const Entry& b) { return a.offset < b.offset; });
+    for (size_t i = 1; i < shard_entries.size(); ++i) {
+      const Entry& prev = shard_entries[i - 1];
+      if (shard_entries[i].offset < prev.offset + prev.info.nbytes) {
+        throw Error(p + ": tensors " + prev.info.name + " and " + shard_entries[i].info.name + " overlap");
+      }
+    }
+    entries_.insert(entries_.end(), shard_entries.begin(), shard_entries.end());
+  }
+
+  // Folds NAME.qweight / NAME.scales / NAME.zeros of a wquant output into one tensor
+  // NAME of kind Quantized, at the position of its codes.
+  void group_quantized() {
+    std::map<std::string, size_t> by_name;
+    for (size_t i = 0; i < entries_.size(); ++i) by_name[entries_[i].info.name] = i;
+    std::vector<bool> consumed(entries_.size(), false);
+    std::map<size_t, Entry> groups;  // position of .qweight -> grouped entry
+    for (const auto& [key, value] : metadata_) {
+      if (key.rfind("wquant.", 0) != 0 || key == "wquant.format_version") continue;
+      const std::string name = key.substr(7);
+      const QuantizedTensor q = parse_quant_record(value, name, path_);
+      Entry g;
+      g.info.name = name;
+      g.info.shape = q.shape;
+      g.info.kind = StoredKind::Quantized;
+      g.info.type_name = "wq" + std::to_string(q.spec.bits);
+      g.record = value;
+      size_t first = 0;
+      for (const char* suffix : {".qweight", ".scales", ".zeros"}) {
+        auto it = by_name.find(name + suffix);
+        if (it == by_name.end()) {
+          if (std::string(suffix) == ".zeros" && q.scheme == Scheme::MnnSym) continue;
+          throw Error(path_ + ": " + name + ": the record has no " + suffix + " tensor");
+        }
+        if (g.parts.empty()) first = it->second;
+        g.parts.push_back(entries_[it->second]);
+        g.info.nbytes += entries_[it->second].info.nbytes;
+        consumed[it->second] = true;
+      }
+      g.shard = g.parts[0].shard;
+      g.offset = g.parts[0].offset;
+      groups[first] = std::move(g);
+    }
+    std::vector<Entry> out;
+    for (size_t i = 0; i < entries_.size(); ++i) {
+      if (groups.count(i)) out.push_back(std::move(groups[i]));
+      else if (!consumed[i]) out.push_back(std::move(entries_[i]));
+    }
+    entries_ = std::move(out);
+  }
+
+  static Entry parse_entry(const std::string& p, const std::string& name, const json& j, uint64_t data_start,
+                           uint64_t file_size) {
+    const std::string at = p + ": " + name;
+    if (!j.is_object()) throw Error(at + ": entry is not an object");
+    if (!j.contains("dtype") || !j["dtype"].is_string()) throw Error(at + ": no dtype");
+    if (!j.contains("shape") || !j["shape"].is_array()) throw Error(at + ": no shape");
+    if (!j.contains("data_offsets") || !j["data_offsets"].is_array() || j["data_offsets"].size() != 2)
+      throw Error(at + ": data_offsets is not a pair");
+    Entry e;
+    e.info.name = name;
+    e.info.type_name = j["dtype"].get<std::string>();
+    const SafetensorsDType* dt = find_safetensors_dtype(e.info.type_name);
+    if (!dt) throw Error(at + ": unknown dtype " + e.info.type_name);
+    for (const json& d : j["shape"]) {
+      if (!d.is_number_integer()) throw Error(at + ": shape has a non-integer dimension");
+      if (d.is_number_integer() && !d.is_number_unsigned() && d.get<int64_t>() < 0)
+        throw Error(at + ": shape has a negative dimension");
+      if (d.get<uint64_t>() > uint64_t(INT64_MAX)) throw Error(at + ": shape dimension too large");
+      e.info.shape.push_back(d.get<int64_t>());
+    }
+    const json& o = j["data_offsets"];
+    if (!o[0].is_number_unsigned() || !o[1].is_number_unsigned())
+      throw Error(at + ": data_offsets are not non-negative integers");
+    const uint64_t b = o[0].get<uint64_t>(), end = o[1].get<uint64_t>();
+    if (b > end) throw Error(at + ": data_offsets begin " + std::to_string(b) + " is after end " + std::to_string(end));
+    const size_t numel = checked_numel(at, e.info.shape);
+    if (numel > (UINT64_MAX / dt->size)) throw Error(at + ": shape overflows");
+    const uint64_t expect = uint64_t(numel) * dt->size;
+    if (end - b != expect) {
+      throw Error(at + ": " + std::to_string(end - b) + " bytes of data for shape of " + std::to_string(numel) + " " +
+                  e.info.type_name + " elements (" + std::to_string(expect) + " bytes)");
+    }
+    if (end > file_size || data_start > file_size - end) {
+      throw Error(at + ": data [" + std::to_string(b) + ", " + std::to_string(end) + ") runs past the end of the file (" +
+                  std::to_string(file_size) + " bytes, data starts at " + std::to_string(data_start) +
+                  "): truncated");
+    }
+    e.offset = data_start + b;
+    e.info.nbytes = end - b;
+    e.info.kind = dt->is_float ? StoredKind::Float : StoredKind::Other;
+    e.info.dtype = dt->dtype;
+    return e;
+  }
+
+  std::string path_;
+  std::vector<std::unique_ptr<MappedFile>> files_;
+  std::vector<Entry> entries_;
+  std::vector<TensorInfo> infos_;
+  std::map<std::string, std::string> metadata_;
+};
+
+std::vector<std::string> shards_of_index(const std::string& index_path) {
+  MappedFile f(index_path);
+  json j;
+  try {
+    const uint8_t* d = f.size() ? f.data() : reinterpret_cast<const uint8_t*>("");
+    j = json::parse(d, d + f.size());
+  } catch (const json::exception& e) {
+    throw Error(index_path + ": the index does not parse as JSON: " + e.what());
+  }
+  if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
+    throw Error(index_path + ": no weight_map object: not a safetensors index");
+  std::set<std::string> files;
+  for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
+    if (!it->is_string()) throw Error(index_path + ": weight_map." + it.key() + " is not a file name");
+    const std::string file = it->get<std::string>();
+    if (file.find('/') != std::string::npos || file == ".." || file.empty())
+      throw Error(index_path + ": shard name '" + file + "' is not a plain file name");
+    files.insert(file);
+  }
+  if (files.empty()) throw Error(index_path + ": weight_map is empty");
+  const std::filesystem::path dir = std::filesystem::path(index_path).parent_path();
+  std::vector<std::string> out;
+  for (const std::string& file : files) {
+    const std::string p = (dir / file).string();
+    std::error_code ec;
+    if (!std::filesystem::exists(p, ec)) throw Error(index_path + ": shard " + file + " is missing");
+    out.push_back(p);
+  }
+  return out;
+}
+
+}  // namespace
+
+bool looks_like_safetensors(const uint8_t* head, size_t n, uint64_t file_size) {
+  if (n < 9 || file_size < 10) return false;
+  uint64_t hlen;
+  std::memcpy(&hlen, head, 8);
+  return hlen >= 2 && hlen <= kMaxHeader && hlen <= file_size - 8 && head[8] == '{';
+}
+
+std::unique_ptr<ModelReader> open_safetensors(const std::string& path) {
+  const bool index = path.size() >= 5 && path.compare(path.size() - 5, 5, ".json") == 0;
+  return std::make_unique<SafetensorsReader>(path, index ? shards_of_index(path) : std::vector<std::string>{path});
+}
+
+}  // namespace wq

@@ -1,0 +1,143 @@
+#include "io/wq_writer.h"
+
+#include <cstring>
+
+#include "engine/error.h"
+#include "io/output_file.h"
+#include "io/planned_tensor.h"
+#include "io/wq_layout.h"
+#include "wq_format_generated.h"
+
+namespace wq {
+namespace {
+
+uint64_t align_up(uint64_t x) { return (x + kWqAlign - 1) / kWqAlign * kWqAlign; }
+
+struct Layout {
+  std::vector<std::vector<uint64_t>> piece_sizes;  // per plan entry
+  std::vector<uint8_t> header;                     // the finished flatbuffer
+  uint64_t data_offset = 0;
+  uint64_t total = 0;
+};
+
+Layout plan_layout(const std::vector<TensorPlan>& plan, const std::vector<TensorInfo>& infos, const ModelReader& source) {
+  Layout l;
+  flatbuffers::FlatBufferBuilder fbb(1 << 16);
+  std::vector<flatbuffers::Offset<fb::Tensor>> tensors;
+  uint64_t off = 0;
+  for (const TensorPlan& p : plan) {
+    const TensorInfo& info = infos.at(p.source_index);
+    std::vector<uint64_t> sizes;
+    fb::TensorKind kind = fb::TensorKind_Raw;
+    std::string dtype = info.type_name;
+    if (p.action == TensorAction::CopyRaw) {
+      sizes = {info.nbytes};
+    } else {
+      for (const PlannedPiece& piece : planned_pieces(p, info)) sizes.push_back(piece.nbytes);
+      kind = p.action == TensorAction::Quantize ? fb::TensorKind_Quantized : fb::TensorKind_Float;
+      dtype = p.action == TensorAction::Quantize ? "wq" + std::to_string(p.spec.bits) : dtype_name(p.out_dtype);
+      if (kind == fb::TensorKind_Float) {
+        for (char& c : dtype) c = char(std::toupper(static_cast<unsigned char>(c)));
+      }
+    }
+    uint64_t offs[3] = {0, 0, 0}, szs[3] = {0, 0, 0};
+    for (size_t k = 0; k < sizes.size(); ++k) {
+      offs[k] = off;
+      szs[k] = sizes[k];
+      off = align_up(off + sizes[k]);
+    }
+    const bool q = p.action == TensorAction::Quantize;
+    const size_t rows = p.shape.size() <= 1 ? 1 : size_t(p.shape[0]);
+    const size_t cols = rows ? checked_numel(p.name, p.shape) / rows : 0;
+    tensors.push_back(fb::CreateTensorDirect(
+        fbb, p.name.c_str(), &p.shape, kind, dtype.c_str(), q ? p.spec.bits : 0, q ? p.block : 0,
+        fb::QuantScheme(q ? int(p.spec.scheme()) : 0), q && p.spec.fp16, q && p.spec.hqq,
+        p.spec.hqq_opts.max_steps, p.spec.hqq_opts.p, p.spec.hqq_opts.beta, p.spec.hqq_opts.kappa,
+        p.spec.hqq_opts.round_zero, q ? (cols * size_t(p.spec.bits) + 7) / 8 : 0, offs[0], szs[0], offs[1], szs[1],
+        offs[2], szs[2]));
+    l.piece_sizes.push_back(std::move(sizes));
+  }
+  std::vector<flatbuffers::Offset<fb::KeyValue>> meta{
+      fb::CreateKeyValueDirect(fbb, "wquant.source", source.path().c_str())};
+  fbb.Finish(fb::CreateModelDirect(fbb, kWqVersion, source.format(), &meta, &tensors), fb::ModelIdentifier());
+  l.header.assign(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
+  l.data_offset = align_up(sizeof(WqPreamble) + l.header.size());
+  l.total = l.data_offset + off;
+  return l;
+}
+
+class WqWriter final : public ModelWriter {
+ public:
+  WqWriter(const std::string& path, const std::vector<TensorPlan>& plan, const std::vector<TensorInfo>& infos,
+           const ModelReader& source)
+      : out_(path), layout_(plan_layout(plan, infos, source)) {
+    WqPreamble pre{};
+    std::memcpy(pre.magic, kWqMagic, 8);
+    pre.version = kWqVersion;
+    pre.header_offset = sizeof(WqPreamble);
+    pre.header_size = layout_.header.size();
+    pre.data_offset = layout_.data_offset;
+    out_.write(&pre, sizeof pre);
+    out_.write(layout_.header.data(), layout_.header.size());
+    out_.pad_to(kWqAlign);
+  }
+
+  void write(const TensorResult& r) override {
+    if (next_ >= layout_.piece_sizes.size()) throw Error(out_.path() + ": more tensors than planned", ErrorKind::Internal);
+    const std::vector<uint64_t>& sizes = layout_.piece_sizes[next_++];
+    const std::string name = r.plan ? r.plan->name : "?";
+    auto put = [&](const void* data, uint64_t n, size_t k) {
+      if (k >= sizes.size() || n != sizes[k])
+        throw Error(out_.path() + ": " + name + ": piece " + std::to_string(k) + " has " + std::to_string(n) + " bytes, not as planned", ErrorKind::Internal);
+      out_.write(data, n);
+      out_.pad_to(kWqAlign);
+    };
+    if (r.plan && r.plan->action == TensorAction::Quantize) {
+      const QuantizedTensor& q = r.quantized;
+      put(q.packed.data(), q.packed.size(), 0);
+      params(q.scales, q.spec.fp16, 1, put);
+      if (sizes.size() > 2) params(q.zeros, q.spec.fp16, 2, put);
+    } else {
+      put(r.data(), r.size(), 0);
+    }
+  }
+
+  void commit() override {
+    if (next_ != layout_.piece_sizes.size()) throw Error(out_.path() + ": not every tensor was written", ErrorKind::Internal);
+    if (out_.offset() != layout_.total) throw Error(out_.path() + ": size differs from the plan", ErrorKind::Internal);
+    out_.commit();
+  }
+  uint64_t bytes_written() const override { return out_.offset(); }
+  const std::string& temp_path() const override { return out_.temp_path(); }
+
+ private:
+  template <class Put>
+  void params(const std::vector<float>& v, bool fp16, size_t k, Put& put) {
+    if (!fp16) {
+      put(v.data(), v.size() * 4, k);
+      return;
+    }
+    half_.resize(v.size());
+    kernels().narrow_f16(v.data(), half_.data(), v.size());  // exact: already f16 values
+    put(half_.data(), half_.size() * 2, k);
+  }
+
+  OutputFile out_;
+  Layout layout_;
+  std::vector<uint16_t> half_;
+  size_t next_ = 0;
+};
+
+}  // namespace
+
+uint64_t wq_planned_bytes(const std::vector<TensorPlan>& plan, const std::vector<TensorInfo>& infos,
+                          const ModelReader& source) {
+  return plan_layout(plan, infos, source).total;
+}
+
+std::unique_ptr<ModelWriter> make_wq_writer(const std::string& path, const std::vector<TensorPlan>& plan,
+                                            const std::vector<TensorInfo>& infos, const ModelReader& source) {
+  return std::make_unique<WqWriter>(path, plan, infos, source);
+}
+
+}  // namespace wq

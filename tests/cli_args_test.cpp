@@ -1,0 +1,421 @@
+// The wquant command line without running anything: flags and their MNNConvert
+// spellings, bad values, settings precedence, and both params file forms.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "cli/args.h"
+#include "cli/mnn_compat.h"
+#include "cli/params_file.h"
+#include "cli/spec_settings.h"
+#include "engine/error.h"
+
+namespace wq::cli {
+namespace {
+
+using Args = std::vector<std::string>;
+using nlohmann::json;
+
+// The message of the Error that parsing `args` throws; fails if none is thrown or the
+// kind is not Usage.
+std::string usage_error(const Args& args) {
+  try {
+    parse_command_line(args);
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Usage) << e.what();
+    return e.what();
+  }
+  ADD_FAILURE() << "no error for: " << ::testing::PrintToString(args);
+  return "";
+}
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+TEST(CliMnnCompat, AsymmetricFlagReadsEverySpellingAsMnnUsersMeanIt) {
+  struct Case {
+    Args args;
+    bool on;
+  } cases[] = {
+      {{"quantize", "a", "b", "--weightQuantAsymmetric"}, true},
+      {{"quantize", "--weightQuantAsymmetric", "a", "b"}, true},
+      {{"quantize", "a", "b", "--weightQuantAsymmetric=1"}, true},
+      {{"quantize", "a", "b", "--weightQuantAsymmetric", "1"}, true},
+      {{"quantize", "a", "b", "--weightQuantAsymmetric", "true"}, true},
+      {{"quantize", "a", "b", "--weightQuantAsymmetric", "TRUE"}, true},
+      {{"quantize", "a", "b", "--weightQuantAsymmetric", "0"}, false},
+      {{"quantize", "a", "b", "--weightQuantAsymmetric", "false"}, false},
+      {{"quantize", "a", "b", "--weightQuantAsymmetric=false"}, false},
+      {{"quantize", "a", "b", "--asym"}, true},
+      {{"quantize", "a", "b", "--asym", "0"}, false},
+  };
+  for (const Case& c : cases) {
+    const MnnNormalised n = normalise_mnn_args(c.args);
+    ASSERT_TRUE(n.asym.has_value()) << ::testing::PrintToString(c.args);
+    EXPECT_EQ(*n.asym, c.on) << ::testing::PrintToString(c.args);
+    EXPECT_EQ(n.args, (Args{"quantize", "a", "b"})) << ::testing::PrintToString(c.args);
+  }
+}
+
+TEST(CliMnnCompat, LastAsymmetricFlagWinsAndPathsAreNotEaten) {
+  const MnnNormalised n = normalise_mnn_args({"quantize", "--asym", "1", "--weightQuantAsymmetric", "0", "x.gguf"});
+  EXPECT_EQ(n.asym, std::optional<bool>(false));
+  EXPECT_EQ(n.args, (Args{"quantize", "x.gguf"}));
+  EXPECT_THROW(normalise_mnn_args({"quantize", "--weightQuantAsymmetric=maybe"}), Error);
+  // After "--" every argument is a path, even one spelled like a flag.
+  const MnnNormalised d = normalise_mnn_args({"quantize", "--", "--asym"});
+  EXPECT_FALSE(d.asym.has_value());
+  EXPECT_EQ(d.args, (Args{"quantize", "--", "--asym"}));
+}
+
+TEST(CliMnnCompat, MnnFormWithoutCommandMeansQuantize) {
+  const MnnNormalised n = normalise_mnn_args({"--modelFile", "a", "--MNNModel", "b"});
+  EXPECT_TRUE(n.implied_quantize);
+  EXPECT_EQ(n.args.front(), "quantize");
+  EXPECT_FALSE(normalise_mnn_args({"--help"}).implied_quantize);
+  EXPECT_FALSE(normalise_mnn_args({"inspect", "x"}).implied_quantize);
+}
+
+TEST(CliMnnCompat, FrameworkValuesAreMnnConvertsList) {
+  EXPECT_EQ(canonical_framework("onnx"), "ONNX");
+  EXPECT_EQ(canonical_framework("TFLITE"), "TFLITE");
+  EXPECT_EQ(canonical_framework("Torch"), "TORCH");
+  EXPECT_EQ(canonical_framework("pytorch"), "");
+  EXPECT_EQ(canonical_framework(""), "");
+}
+
+TEST(CliArgs, QuantizeFlagsLandInTheSettings) {
+  const CommandLine cl = parse_command_line({"quantize", "in.safetensors", "out.wq", "--bits", "3", "--block", "32",
+                                             "--hqq", "--hqq-steps", "7", "--fp16", "--threads", "2", "--isa",
+                                             "scalar", "--json", "--force"});
+  ASSERT_EQ(cl.kind, CommandKind::Quantize);
+  const QuantizeArgs& q = cl.quantize;
+  EXPECT_EQ(q.input, "in.safetensors");
+  EXPECT_EQ(q.output, "out.wq");
+  EXPECT_EQ(q.said.bits, 3);
+  EXPECT_EQ(q.said.block, 32);
+  EXPECT_EQ(q.said.hqq, true);
+  EXPECT_FALSE(q.said.asym.has_value());
+  EXPECT_EQ(q.said.hqq_steps, 7);
+  EXPECT_EQ(q.said.fp16, true);
+  EXPECT_EQ(q.run.threads, 2);
+  EXPECT_EQ(q.run.isa, Isa::Scalar);
+  EXPECT_TRUE(cl.verbosity.json);
+  EXPECT_TRUE(q.force);
+  EXPECT_FALSE(q.dry_run);
+}
+
+TEST(CliArgs, MnnSpellingsGiveTheSameSettingsAsOurs) {
+  const CommandLine ours = parse_command_line({"quantize", "m.safetensors", "o.wq", "--bits", "4", "--block", "32", "--hqq"});
+  for (const Args& mnn : {Args{"--modelFile", "m.safetensors", "--MNNModel", "o.wq", "--weightQuantBits", "4",
+                               "--weightQuantBlock", "32", "--hqq"},
+                          Args{"-f", "ONNX", "--modelFile", "m.safetensors", "--MNNModel", "o.wq", "--weightQuantBits=4",
+                               "--weightQuantBlock=32", "--hqq", "--weightQuantAsymmetric", "true"},
+                          Args{"quantize", "--modelFile", "m.safetensors", "--MNNModel", "o.wq", "--weightQuantBits", "4",
+                               "--weightQuantBlock", "32", "--weightQuantAsymmetric=1", "--hqq"}}) {
+    const CommandLine cl = parse_command_line(mnn);
+    ASSERT_EQ(cl.kind, CommandKind::Quantize) << ::testing::PrintToString(mnn);
+    EXPECT_EQ(cl.quantize.input, ours.quantize.input);
+    EXPECT_EQ(cl.quantize.output, ours.quantize.output);
+    const EffectiveSpec a = resolve_settings(cl.quantize.said, "");
+    const EffectiveSpec b = resolve_settings(ours.quantize.said, "");
+    EXPECT_EQ(a.spec.bits, b.spec.bits);
+    EXPECT_EQ(a.spec.block, b.spec.block);
+    EXPECT_EQ(a.spec.asym, b.spec.asym);
+    EXPECT_EQ(a.spec.hqq, b.spec.hqq);
+    EXPECT_TRUE(a.spec.hqq && a.spec.asym);
+  }
+}
+
+TEST(CliArgs, FrameworkFlagIsCheckedAndReportedAsInformative) {
+  const CommandLine cl = parse_command_line({"-f", "onnx", "--modelFile", "a", "--MNNModel", "b.wq"});
+  EXPECT_EQ(cl.quantize.framework, "ONNX");
+  bool said = false;
+  for (const std::string& n : cl.notes) said = said || contains(n, "informative");
+  EXPECT_TRUE(said);
+  EXPECT_TRUE(contains(usage_error({"-f", "PYTORCH", "--modelFile", "a", "--MNNModel", "b.wq"}), "-f"));
+}
+
+TEST(CliArgs, ChannelWiseSpellings) {
+  EXPECT_FALSE(parse_command_line({"quantize", "a", "b"}).quantize.said.block.has_value());
+  const CommandLine cl = parse_command_line({"quantize", "a", "b", "--weightQuantBlock", "-1"});
+  EXPECT_EQ(cl.quantize.said.block, -1);
+  EXPECT_EQ(resolve_settings(cl.quantize.said, "").spec.block, 0);
+}
+
+TEST(CliArgs, BadValuesAreUsageErrorsNamingTheFlag) {
+  EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--bits", "9"}), "bits must be between 2 and 8"));
+  EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--weightQuantBits", "1"}), "bits must be between 2 and 8"));
+  EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--bits", "four"}), "--bits"));
+  EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--block", "0"}), "block must be"));
+  EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--block", "-3"}), "block must be"));
+  EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--frobnicate"}), "--frobnicate"));
+  EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--isa", "sse9"}), "--isa"));
+  EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--threads", "-2"}), "--threads"));
+  EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--type", "Q3_K"}), "--type"));
+  EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--format", "onnx"}), "--format"));
+  EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--hqq-p", "1.5", "--hqq"}), "p must be"));
+  EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--hqq-steps", "-5"}), "steps"));
+  EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--hqq", "--weightQuantAsymmetric", "0"}), "asymmetric"));
+  EXPECT_TRUE(contains(usage_error({"quantize", "a"}), "expected IN and OUT"));
+  EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--modelFile", "c"}), "twice"));
+  EXPECT_TRUE(contains(usage_error({"frobnicate"}), "unknown command"));
+  EXPECT_TRUE(contains(usage_error({}), "no command"));
+  EXPECT_TRUE(contains(usage_error({"inspect"}), "FILE"));
+  EXPECT_TRUE(contains(usage_error({"verify", "a"}), "FLOAT QUANT"));
+  EXPECT_TRUE(contains(usage_error({"dequantize", "a", "b", "--fp16", "--bf16"}), "--bf16"));
+  EXPECT_TRUE(contains(usage_error({"bench", "--size", "12X"}), "--size"));
+  EXPECT_TRUE(contains(usage_error({"bench", "--size", "0"}), "--size"));
+  EXPECT_TRUE(contains(usage_error({"inspect", "x", "-q", "-v"}), "--verbose"));
+}
+
+TEST(CliArgs, HelpAndVersion) {
+  for (const Args& a : {Args{"help"}, Args{"--help"}, Args{"-h"}}) {
+    const CommandLine cl = parse_command_line(a);
+    EXPECT_EQ(cl.kind, CommandKind::Help);
+    EXPECT_TRUE(contains(cl.help_text, "Exit codes")) << cl.help_text;
+  }
+  for (const Args& a : {Args{"help", "quantize"}, Args{"quantize", "--help"}, Args{"--modelFile", "x", "--help"}}) {
+    const std::string h = parse_command_line(a).help_text;
+    EXPECT_TRUE(contains(h, "--weightQuantAsymmetric")) << h;
+    EXPECT_TRUE(contains(h, "SYMMETRIC")) << h;
+    EXPECT_TRUE(contains(h, "130")) << h;
+    EXPECT_TRUE(contains(h, "\"algo\"")) << h;
+  }
+  EXPECT_TRUE(contains(parse_command_line({"help", "bench"}).help_text, "--size"));
+  EXPECT_TRUE(contains(usage_error({"help", "nope"}), "unknown command"));
+  EXPECT_EQ(parse_command_line({"--version"}).kind, CommandKind::Version);
+  EXPECT_TRUE(contains(version_text(), "wquant "));
+}
+
+TEST(CliArgs, OtherCommands) {
+  CommandLine cl = parse_command_line({"verify", "f.safetensors", "q.wq", "--top", "5", "--json"});
+  EXPECT_EQ(cl.kind, CommandKind::Verify);
+  EXPECT_EQ(cl.verify.float_file, "f.safetensors");
+  EXPECT_EQ(cl.verify.quant_file, "q.wq");
+  EXPECT_EQ(cl.verify.top, 5u);
+  cl = parse_command_line({"dequantize", "q.wq", "o.safetensors", "--bf16"});
+  EXPECT_EQ(cl.dequantize.dtype, DType::BF16);
+  cl = parse_command_line({"bench", "--size", "4M", "--threads", "1"});
+  EXPECT_EQ(cl.bench.size, 4u << 20);
+  EXPECT_EQ(cl.bench.run.threads, 1);
+  cl = parse_command_line({"inspect", "m.wq", "--quiet"});
+  EXPECT_EQ(cl.inspect.file, "m.wq");
+  EXPECT_TRUE(cl.verbosity.quiet);
+}
+
+TEST(CliSettings, CommandLineWinsOverFileDefaultsWhichWinOverBuiltIns) {
+  SpecSettings cli, file;
+  cli.bits = 3;
+  file.bits = 8;
+  file.block = 64;
+  file.asym = true;
+  const EffectiveSpec e = resolve_settings(cli.or_else(file), "");
+  EXPECT_EQ(e.spec.bits, 3);
+  EXPECT_EQ(e.spec.block, 64);
+  EXPECT_TRUE(e.spec.asym);
+  EXPECT_FALSE(e.spec.hqq);
+  const EffectiveSpec d = resolve_settings(SpecSettings{}, "");
+  EXPECT_EQ(d.spec.bits, 4);
+  EXPECT_EQ(d.spec.block, 0);
+  EXPECT_FALSE(d.spec.asym);
+  EXPECT_FALSE(d.keep_float);
+  SpecSettings zero;
+  zero.bits = 0;
+  EXPECT_TRUE(resolve_settings(zero, "").keep_float);
+}
+
+TEST(CliSettings, HqqImpliesAsymmetricAndSaysSo) {
+  SpecSettings s;
+  s.hqq = true;
+  EffectiveSpec e = resolve_settings(s, "");
+  EXPECT_TRUE(e.spec.asym);
+  EXPECT_TRUE(e.asym_implied);
+  s.asym = true;
+  e = resolve_settings(s, "");
+  EXPECT_FALSE(e.asym_implied);
+}
+
+TEST(CliSettings, GgufTypeFollowsBitsAndRefusesContradictions) {
+  auto type_for = [](SpecSettings s) { return resolve_ggml_type(resolve_settings(s, ""), s, ""); };
+  SpecSettings s;
+  EXPECT_EQ(type_for(s), GgmlBlock::Q4_0);
+  s.bits = 8;
+  EXPECT_EQ(type_for(s), GgmlBlock::Q8_0);
+  s.bits = 5;
+  s.asym = true;
+  EXPECT_EQ(type_for(s), GgmlBlock::Q5_1);
+  SpecSettings h;
+  h.hqq = true;
+  EXPECT_EQ(type_for(h), GgmlBlock::Q4_1);
+  SpecSettings t;
+  t.ggml = GgmlBlock::Q8_0;
+  EXPECT_EQ(type_for(t), GgmlBlock::Q8_0);
+  t.bits = 4;
+  EXPECT_THROW(type_for(t), Error);  // Q8_0 with bits 4
+  SpecSettings three;
+  three.bits = 3;
+  EXPECT_THROW(type_for(three), Error);
+  SpecSettings hq0;
+  hq0.hqq = true;
+  hq0.ggml = GgmlBlock::Q4_0;
+  EXPECT_THROW(type_for(hq0), Error);
+  SpecSettings b64;
+  b64.block = 64;
+  EXPECT_THROW(type_for(b64), Error);
+  b64.block = 32;
+  EXPECT_EQ(type_for(b64), GgmlBlock::Q4_0);
+  GgmlBlock parsed;
+  EXPECT_TRUE(parse_ggml_type("q5_1", &parsed));
+  EXPECT_EQ(parsed, GgmlBlock::Q5_1);
+  EXPECT_FALSE(parse_ggml_type("Q4_K", &parsed));
+}
+
+TEST(CliParams, WquantFormRulesAndDefaults) {
+  const json doc = json::parse(R"({
+    "comment": "test",
+    "defaults": {"bits": 5, "block": 0, "asym": true, "type": "Q5_1"},
+    "rules": [
+      {"match": "layers.0.*", "bits": 8, "block": 32},
+      {"match": "output*", "skip": true},
+      {"match": "norm", "bits": 0},
+      {"match": "x", "hqq": true, "type": "q4_1", "comment": "why"}
+    ]})");
+  const ParamsFile p = parse_params_json(doc, "p.json");
+  EXPECT_EQ(p.form, ParamsFile::Form::Wquant);
+  EXPECT_EQ(p.defaults.bits, 5);
+  EXPECT_EQ(p.defaults.block, -1);
+  EXPECT_EQ(p.defaults.asym, true);
+  EXPECT_EQ(p.defaults.ggml, GgmlBlock::Q5_1);
+  ASSERT_EQ(p.rules.size(), 4u);
+  EXPECT_EQ(p.rules[0].pattern, "layers.0.*");
+  EXPECT_EQ(p.rules[0].bits, 8);
+  EXPECT_EQ(p.rules[0].block, 32);
+  EXPECT_FALSE(p.rules[0].skip.has_value());  // 1-D tensors it matches stay float
+  EXPECT_EQ(p.rules[1].skip, true);
+  EXPECT_FALSE(p.rules[1].bits.has_value());
+  EXPECT_EQ(p.rules[2].skip, true);
+  EXPECT_FALSE(p.rules[2].bits.has_value());
+  EXPECT_EQ(p.rules[3].hqq, true);
+  EXPECT_EQ(p.rules[3].ggml, GgmlBlock::Q4_1);
+  EXPECT_EQ(p.entries.size(), 4u);
+}
+
+TEST(CliParams, WquantFormErrorsNameTheFileAndEntry) {
+  auto error_of = [](const char* text) {
+    try {
+      parse_params_json(json::parse(text), "p.json");
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::Usage);
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_TRUE(contains(error_of(R"({"rules": [{"match": "a", "bits": 9}]})"), "p.json: rules[0].bits"));
+  EXPECT_TRUE(contains(error_of(R"({"rules": [{"match": "a", "bitz": 4}]})"), "rules[0].bitz: unknown key"));
+  EXPECT_TRUE(contains(error_of(R"({"rules": [{"bits": 4}]})"), "match"));
+  EXPECT_TRUE(contains(error_of(R"({"rules": [{"match": "a", "skip": "yes"}]})"), "rules[0].skip"));
+  EXPECT_TRUE(contains(error_of(R"({"rules": [{"match": "a", "type": "Q2_K"}]})"), "rules[0].type"));
+  EXPECT_TRUE(contains(error_of(R"({"rules": [{"match": "a", "block": -2}]})"), "rules[0].block"));
+  EXPECT_TRUE(contains(error_of(R"({"rules": [{"match": "a", "hqq": true, "asym": false}]})"), "asymmetric"));
+  EXPECT_TRUE(contains(error_of(R"({"defaults": {"bits": 1}})"), "defaults.bits"));
+  EXPECT_TRUE(contains(error_of(R"({"rule": []})"), "rule: unknown key"));
+  EXPECT_TRUE(contains(error_of(R"([1, 2])"), "JSON object"));
+}
+
+TEST(CliParams, MnnFormLayersApplyToTheOpAndItsWeight) {
+  const json doc = json::parse(R"({
+    "version": "0.0.0",
+    "algo": [
+      {"type": "PRUNE", "pruneParams": {}},
+      {"type": "QUANTIZE", "quantParams": {"roundMode": "ROUND_AWAY_FROM_ZERO", "layer": [
+        {"opName": "layers.0.attention.wq", "weight": [{"name": "w", "bits": 8, "asymmetric": true, "blockSize": 32}],
+         "conv": {"inputChannel": 64, "outputChannel": 64, "kernelSize": [1, 1]}},
+        {"op_name": "tok_embeddings", "weight": [{"bits": 0}]},
+        {"opName": "layers.1.attention.wk", "weight": [{"bits": 4, "block_size": 0}]},
+        {"opName": "no_weight_params"},
+        {"weight": [{"bits": 4}]}
+      ]}}],
+    "mnnUuid": "x"})");
+  const ParamsFile p = parse_params_json(doc, "mnn.json");
+  EXPECT_EQ(p.form, ParamsFile::Form::Mnn);
+  ASSERT_EQ(p.rules.size(), 6u);
+  EXPECT_EQ(p.entries.size(), 3u);
+  EXPECT_EQ(p.rules[0].pattern, "layers.0.attention.wq");
+  EXPECT_EQ(p.rules[1].pattern, "layers.0.attention.wq.weight");
+  for (int i : {0, 1}) {
+    EXPECT_EQ(p.rules[i].bits, 8);
+    EXPECT_EQ(p.rules[i].asym, true);
+    EXPECT_EQ(p.rules[i].block, 32);
+    EXPECT_FALSE(p.rules[i].skip.has_value());
+  }
+  EXPECT_EQ(p.rules[3].pattern, "tok_embeddings.weight");
+  EXPECT_EQ(p.rules[3].skip, true);
+  EXPECT_EQ(p.rules[5].block, -1);  // blockSize 0: channel-wise
+  EXPECT_FALSE(p.rules[5].asym.has_value());  // left out: the command line's value
+}
+
+TEST(CliParams, EscapedNamesMatchOnlyThemselves) {
+  for (const std::string name : {"plain.weight", "odd[0].weight", "star*name", "q?", "a]b"}) {
+    const std::string pat = escape_glob(name);
+    EXPECT_TRUE(glob_match(pat, name)) << name << " -> " << pat;
+  }
+  EXPECT_FALSE(glob_match(escape_glob("star*name"), "starXname"));
+  EXPECT_FALSE(glob_match(escape_glob("q?"), "qx"));
+  EXPECT_FALSE(glob_match(escape_glob("odd[0].weight"), "odd0.weight"));
+}
+
+TEST(CliParams, UnmatchedEntriesAreReported) {
+  const ParamsFile p = parse_params_json(
+      json::parse(R"({"rules": [{"match": "layers.*", "bits": 8}, {"match": "nothing.here", "skip": true}]})"), "p.json");
+  const std::vector<std::string> u = unmatched_entries(p, {"layers.0.w", "norm"});
+  ASSERT_EQ(u.size(), 1u);
+  EXPECT_TRUE(contains(u[0], "nothing.here"));
+}
+
+TEST(CliParams, ParamsUsedReadBackGiveTheSameSettings) {
+  std::vector<TensorInfo> infos(4);
+  infos[0] = {"emb", {512, 64}, StoredKind::Float, DType::F32, "F32", 512 * 64 * 4};
+  infos[1] = {"w2", {64, 172}, StoredKind::Float, DType::F32, "F32", 64 * 172 * 4};
+  infos[2] = {"norm", {64}, StoredKind::Float, DType::F32, "F32", 256};
+  infos[3] = {"odd[1]", {32, 64}, StoredKind::Float, DType::F32, "F32", 32 * 64 * 4};
+  SpecSettings said;
+  said.bits = 4;
+  said.block = 32;
+  said.hqq = true;
+  const EffectiveSpec e = resolve_settings(said, "");
+  std::vector<TensorPlan> plan(4);
+  for (size_t i = 0; i < 4; ++i) {
+    plan[i].source_index = i;
+    plan[i].name = infos[i].name;
+    plan[i].shape = infos[i].shape;
+    plan[i].spec = e.spec;
+  }
+  plan[0].action = TensorAction::KeepFloat;  // skipped by a rule
+  plan[1].action = TensorAction::Quantize;   // block 32 does not divide 172: channel-wise
+  plan[1].block = 172;
+  plan[2].action = TensorAction::KeepFloat;  // 1-D: kept by the default choice
+  plan[3].action = TensorAction::Quantize;
+  plan[3].spec.bits = 8;
+  plan[3].block = 32;
+  const json doc = params_used(e, OutputFormat::Wq, GgmlBlock::Q4_0, plan, infos);
+  const ParamsFile p = parse_params_json(json::parse(doc.dump()), "used.json");
+  EXPECT_EQ(p.defaults.bits, 4);
+  EXPECT_EQ(p.defaults.block, 32);
+  EXPECT_EQ(p.defaults.hqq, true);
+  EXPECT_EQ(p.defaults.hqq_steps, e.spec.hqq_opts.max_steps);
+  ASSERT_EQ(p.rules.size(), 3u);
+  EXPECT_TRUE(glob_match(p.rules[0].pattern, "emb"));
+  EXPECT_EQ(p.rules[0].skip, true);
+  EXPECT_TRUE(glob_match(p.rules[1].pattern, "w2"));
+  EXPECT_EQ(p.rules[1].block, -1);
+  EXPECT_EQ(p.rules[1].bits, 4);
+  EXPECT_EQ(p.rules[1].hqq, true);
+  EXPECT_TRUE(glob_match(p.rules[2].pattern, "odd[1]"));
+  EXPECT_FALSE(glob_match(p.rules[2].pattern, "odd1"));
+  EXPECT_EQ(p.rules[2].bits, 8);
+  EXPECT_EQ(p.rules[2].block, 32);
+}
+
+}  // namespace
+}  // namespace wq::cli

@@ -1,0 +1,827 @@
+// The wquant program, run as a user runs it: the built binary (WQUANT_BIN) in a child
+// process, its stdout, stderr and exit code captured. Every command and flag, the
+// MNNConvert spellings, params files, and bad input of every kind.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "tests/test_support.h"
+
+extern char** environ;
+
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+const char* const kStoriesSt = "data/models/stories260K/stories260K.safetensors";
+const char* const kStoriesGguf = "data/models/stories260K/stories260K-f32.gguf";
+
+struct Result {
+  int code = -1;
+  std::string out, err;
+};
+
+std::string describe(const std::vector<std::string>& args, const Result& r) {
+  std::string s = "wquant";
+  for (const std::string& a : args) s += " " + a;
+  return s + "\n  exit " + std::to_string(r.code) + "\n  stdout: " + r.out.substr(0, 4000) + "\n  stderr: " +
+         r.err.substr(0, 4000);
+}
+
+// Environment of the child: ours, with `set` applied ("" value: removed).
+std::vector<std::string> child_env(const std::map<std::string, std::string>& set) {
+  std::vector<std::string> env;
+  for (char** e = environ; *e; ++e) {
+    const std::string kv = *e;
+    const std::string key = kv.substr(0, kv.find('='));
+    if (!set.count(key)) env.push_back(kv);
+  }
+  for (const auto& [k, v] : set) {
+    if (!v.empty()) env.push_back(k + "=" + v);
+  }
+  return env;
+}
+
+struct Child {
+  pid_t pid = -1;
+  int out_fd = -1, err_fd = -1;
+};
+
+// Starts WQUANT_BIN with args; stdout and stderr are pipes unless stderr_fd is given
+// (a terminal, for the progress test).
+Child spawn(const std::vector<std::string>& args, const std::map<std::string, std::string>& env = {},
+            int stderr_fd = -1) {
+  int out[2], err[2] = {-1, -1};
+  EXPECT_EQ(pipe(out), 0);
+  if (stderr_fd < 0) {
+    EXPECT_EQ(pipe(err), 0);
+  }
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+  posix_spawn_file_actions_adddup2(&fa, stderr_fd >= 0 ? stderr_fd : err[1], 2);
+  posix_spawn_file_actions_addclose(&fa, out[0]);
+  if (stderr_fd < 0) posix_spawn_file_actions_addclose(&fa, err[0]);
+  // A cross build runs the binary through its emulator (WQUANT_BIN_LAUNCHER, else "").
+  std::vector<std::string> argv_s;
+  if (std::strlen(WQUANT_BIN_LAUNCHER) > 0) argv_s.push_back(WQUANT_BIN_LAUNCHER);
+  argv_s.push_back(WQUANT_BIN);
+  argv_s.insert(argv_s.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (std::string& a : argv_s) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::vector<std::string> env_s = child_env(env);
+  std::vector<char*> envp;
+  for (std::string& e : env_s) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  Child c;
+  const int rc = posix_spawnp(&c.pid, argv[0], &fa, nullptr, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&fa);
+  EXPECT_EQ(rc, 0) << "cannot start " << WQUANT_BIN << ": " << std::strerror(rc);
+  close(out[1]);
+  if (stderr_fd < 0) close(err[1]);
+  c.out_fd = out[0];
+  c.err_fd = stderr_fd < 0 ? err[0] : -1;
+  return c;
+}
+
+// Reads both pipes to their end (poll, so neither can fill and block the child), then
+// reaps the child. A child killed by signal s gives 128 + s, as a shell reports it.
+Result finish(Child c) {
+  Result r;
+  std::vector<pollfd> fds;
+  fds.push_back({c.out_fd, POLLIN, 0});
+  if (c.err_fd >= 0) fds.push_back({c.err_fd, POLLIN, 0});
+  size_t open = fds.size();
+  char buf[65536];
+  while (open > 0) {
+    if (poll(fds.data(), fds.size(), -1) < 0) break;
+    for (pollfd& p : fds) {
+      if (p.fd < 0 || !(p.revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      const ssize_t n = read(p.fd, buf, sizeof buf);
+      if (n <= 0) {
+        close(p.fd);
+        p.fd = -1;
+        --open;
+      } else {
+        (p.fd == c.out_fd ? r.out : r.err).append(buf, size_t(n));
+      }
+    }
+  }
+  int status = 0;
+  waitpid(c.pid, &status, 0);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : WIFSIGNALED(status) ? 128 + WTERMSIG(status) : -1;
+  return r;
+}
+
+Result run(const std::vector<std::string>& args, const std::map<std::string, std::string>& env = {}) {
+  return finish(spawn(args, env));
+}
+
+std::string read_bytes(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+void write_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f << bytes;
+}
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+size_t count_of(const std::string& s, const std::string& part) {
+  size_t n = 0;
+  for (size_t p = s.find(part); p != std::string::npos; p = s.find(part, p + 1)) ++n;
+  return n;
+}
+
+class Cli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl = ::testing::TempDir() + "wquant-cli-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+  std::string path(const std::string& name) const { return dir_ + "/" + name; }
+
+  // Runs and expects `code`, printing everything when it differs.
+  Result expect(int code, const std::vector<std::string>& args, const std::map<std::string, std::string>& env = {}) {
+    Result r = run(args, env);
+    EXPECT_EQ(r.code, code) << describe(args, r);
+    return r;
+  }
+
+  json json_of(const std::vector<std::string>& args) {
+    const Result r = expect(0, args);
+    try {
+      return json::parse(r.out);
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "stdout is not JSON (" << e.what() << "): " << describe(args, r);
+      return json::object();
+    }
+  }
+
+  json inspect(const std::string& file) { return json_of({"inspect", file, "--json"}); }
+
+  static const json& tensor(const json& inspected, const std::string& name) {
+    static const json none = json::object();
+    for (const json& t : inspected["tensors"]) {
+      if (t["name"] == name) return t;
+    }
+    ADD_FAILURE() << "no tensor " << name;
+    return none;
+  }
+
+  std::vector<std::string> listing() const {
+    std::vector<std::string> v;
+    for (const auto& e : fs::directory_iterator(dir_)) v.push_back(e.path().filename().string());
+    std::sort(v.begin(), v.end());
+    return v;
+  }
+
+  std::string dir_;
+};
+
+// --- help, version ---------------------------------------------------------------------
+
+TEST_F(Cli, VersionAndHelp) {
+  Result r = expect(0, {"--version"});
+  EXPECT_TRUE(contains(r.out, "wquant 0.")) << r.out;
+  EXPECT_TRUE(contains(r.out, "scalar")) << r.out;
+  for (const std::vector<std::string>& a : {std::vector<std::string>{"help"}, {"--help"}}) {
+    r = expect(0, a);
+    for (const char* part : {"quantize", "inspect", "verify", "dequantize", "bench", "Exit codes", "130", "WQUANT_ISA"}) {
+      EXPECT_TRUE(contains(r.out, part)) << part << "\n" << r.out;
+    }
+  }
+  for (const std::vector<std::string>& a : {std::vector<std::string>{"help", "quantize"}, {"quantize", "--help"}}) {
+    r = expect(0, a);
+    for (const char* part : {"--modelFile", "--MNNModel", "--weightQuantBits", "--weightQuantAsymmetric",
+                             "--weightQuantBlock", "--compressionParamsFile", "--hqq", "--fp16", "--dry-run", "--force",
+                             "--json", "--isa", "--threads", "--type", "--format", "SYMMETRIC", "' true'", "\"algo\"",
+                             "\"rules\"", "does not exist", "Exit codes"}) {
+      EXPECT_TRUE(contains(r.out, part)) << part << "\n" << r.out;
+    }
+  }
+  for (const char* cmd : {"inspect", "verify", "dequantize", "bench"}) {
+    r = expect(0, {"help", cmd});
+    EXPECT_TRUE(contains(r.out, cmd)) << r.out;
+  }
+  r = expect(2, {"help", "nope"});
+  EXPECT_TRUE(contains(r.err, "wquant: error: ")) << r.err;
+}
+
+TEST_F(Cli, NoCommandAndUnknownCommandAreUsageErrors) {
+  Result r = expect(2, {});
+  EXPECT_TRUE(contains(r.err, "wquant: error: no command")) << r.err;
+  r = expect(2, {"quantise", "a", "b"});
+  EXPECT_TRUE(contains(r.err, "unknown command 'quantise'")) << r.err;
+}
+
+// --- quantize to each format, inspect, verify, dequantize -------------------------------
+
+TEST_F(Cli, QuantizeSafetensorsToWqThenInspectVerifyDequantize) {
+  WQ_REQUIRE_SHARED(src, kStoriesSt);
+  const std::string out = path("q.wq");
+  Result r = expect(0, {"quantize", src, out, "--bits", "4", "--block", "32"});
+  EXPECT_TRUE(fs::exists(out));
+  for (const char* part : {"ratio", "isa ", "threads", "worst tensors by relative RMSE"}) {
+    EXPECT_TRUE(contains(r.out, part)) << part << "\n" << r.out;
+  }
+  // A pipe gets no progress line.
+  EXPECT_FALSE(contains(r.err, "\r")) << r.err;
+
+  const json in = inspect(out);
+  EXPECT_EQ(in["format"], "wq");
+  EXPECT_EQ(in["tensors"].size(), 47u);
+  const json& wq = tensor(in, "layers.0.attention.wq.weight");
+  EXPECT_EQ(wq["kind"], "quantized");
+  EXPECT_EQ(wq["shape"], json::array({64, 64}));
+  EXPECT_EQ(wq["quantization"]["bits"], 4);
+  EXPECT_EQ(wq["quantization"]["block"], 32);
+  EXPECT_EQ(wq["quantization"]["asym"], false);
+  // 172 columns: block 32 does not divide, channel-wise instead.
+  EXPECT_EQ(tensor(in, "layers.0.feed_forward.w2.weight")["quantization"]["channel_wise"], true);
+  EXPECT_EQ(tensor(in, "layers.0.attention_norm.weight")["kind"], "float");
+  EXPECT_GT(in["totals"]["quantized"]["tensors"], 30);
+
+  r = expect(0, {"inspect", out});
+  EXPECT_TRUE(contains(r.out, "layers.0.attention.wq.weight")) << r.out;
+  EXPECT_TRUE(contains(r.out, "4-bit sym block 32")) << r.out;
+  EXPECT_TRUE(contains(r.out, "totals:")) << r.out;
+
+  const json v = json_of({"verify", src, out, "--json"});
+  EXPECT_EQ(v["summary"]["tensors_compared"], 47);
+  EXPECT_GT(v["summary"]["rel_rmse"].get<double>(), 0.0);
+  EXPECT_LT(v["summary"]["rel_rmse"].get<double>(), 0.2);
+  ASSERT_FALSE(v["tensors"].empty());
+  for (size_t i = 1; i < v["tensors"].size(); ++i) {
+    EXPECT_GE(v["tensors"][i - 1]["rel_rmse"].get<double>(), v["tensors"][i]["rel_rmse"].get<double>()) << "worst first";
+  }
+  EXPECT_TRUE(v["only_in_float"].empty());
+  r = expect(0, {"verify", src, out});
+  EXPECT_TRUE(contains(r.out, "summary: 47 tensors compared")) << r.out;
+  r = expect(0, {"verify", src, out, "--top", "3"});
+  EXPECT_TRUE(contains(r.out, "(44 more")) << r.out;
+
+  // dequantize: float safetensors whose error against the source is the .wq's error.
+  const std::string deq = path("deq.safetensors");
+  expect(0, {"dequantize", out, deq});
+  const json d = inspect(deq);
+  EXPECT_EQ(d["format"], "safetensors");
+  EXPECT_EQ(tensor(d, "layers.0.attention.wq.weight")["type"], "F32");
+  const json v2 = json_of({"verify", src, deq, "--json"});
+  EXPECT_DOUBLE_EQ(v2["summary"]["rel_rmse"].get<double>(), v["summary"]["rel_rmse"].get<double>());
+  const std::string deq16 = path("deq16.safetensors");
+  expect(0, {"dequantize", out, deq16, "--fp16"});
+  EXPECT_EQ(tensor(inspect(deq16), "layers.0.attention.wq.weight")["type"], "F16");
+  const std::string deqbf = path("deqbf.safetensors");
+  expect(0, {"dequantize", out, deqbf, "--bf16"});
+  EXPECT_EQ(tensor(inspect(deqbf), "layers.0.attention.wq.weight")["type"], "BF16");
+  r = expect(2, {"dequantize", out, path("deq.wq")});
+  EXPECT_TRUE(contains(r.err, "safetensors")) << r.err;
+  r = expect(4, {"dequantize", out, deq});
+  EXPECT_TRUE(contains(r.err, "--force")) << r.err;
+  expect(0, {"dequantize", out, deq, "--force", "--quiet"});
+}
+
+TEST_F(Cli, QuantizeToSafetensorsOutput) {
+  WQ_REQUIRE_SHARED(src, kStoriesSt);
+  const std::string out = path("q.safetensors");
+  expect(0, {"quantize", src, out, "--bits", "3", "--asym", "--fp16", "--quiet"});
+  const json in = inspect(out);
+  EXPECT_EQ(in["format"], "safetensors");
+  const json& t = tensor(in, "layers.2.attention.wk.weight");
+  EXPECT_EQ(t["kind"], "quantized");
+  EXPECT_EQ(t["quantization"]["bits"], 3);
+  EXPECT_EQ(t["quantization"]["asym"], true);
+  EXPECT_EQ(t["quantization"]["fp16"], true);
+  EXPECT_EQ(t["quantization"]["channel_wise"], true);
+  const json v = json_of({"verify", src, out, "--json"});
+  EXPECT_EQ(v["summary"]["tensors_compared"], 47);
+}
+
+TEST_F(Cli, QuantizeGgufToEachGgufType) {
+  WQ_REQUIRE_SHARED(src, kStoriesGguf);
+  for (const char* type : {"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"}) {
+    SCOPED_TRACE(type);
+    const std::string out = path(std::string("m-") + type + ".gguf");
+    expect(0, {"quantize", src, out, "--type", type});
+    const json in = inspect(out);
+    EXPECT_EQ(in["format"], "gguf");
+    const json& q = tensor(in, "blk.0.attn_q.weight");
+    EXPECT_EQ(q["kind"], "ggml");
+    EXPECT_EQ(q["type"], type);
+    EXPECT_EQ(tensor(in, "blk.0.attn_norm.weight")["kind"], "float");
+    const json v = json_of({"verify", src, out, "--json"});
+    EXPECT_EQ(v["summary"]["tensors_compared"], 47);
+    EXPECT_LT(v["summary"]["rel_rmse"].get<double>(), 0.2);
+  }
+  // The type follows --bits when --type is absent; HQQ takes the type with a minimum.
+  expect(0, {"quantize", src, path("b8.gguf"), "--bits", "8"});
+  EXPECT_EQ(tensor(inspect(path("b8.gguf")), "blk.1.attn_k.weight")["type"], "Q8_0");
+  expect(0, {"quantize", src, path("hqq.gguf"), "--hqq"});
+  EXPECT_EQ(tensor(inspect(path("hqq.gguf")), "blk.1.attn_k.weight")["type"], "Q4_1");
+  Result r = expect(2, {"quantize", src, path("x.gguf"), "--type", "Q4_0", "--hqq"});
+  EXPECT_TRUE(contains(r.err, "Q4_1")) << r.err;
+  r = expect(2, {"quantize", src, path("x.gguf"), "--bits", "3"});
+  EXPECT_TRUE(contains(r.err, "GGUF")) << r.err;
+  r = expect(2, {"quantize", src, path("x.gguf"), "--block", "64"});
+  EXPECT_TRUE(contains(r.err, "32")) << r.err;
+  EXPECT_FALSE(fs::exists(path("x.gguf")));
+}
+
+TEST_F(Cli, GgufOutputNeedsGgufInputAndTypeNeedsGguf) {
+  WQ_REQUIRE_SHARED(src, kStoriesSt);
+  Result r = expect(2, {"quantize", src, path("x.gguf")});
+  EXPECT_TRUE(contains(r.err, "GGUF input")) << r.err;
+  r = expect(2, {"quantize", src, path("x.wq"), "--type", "Q4_0"});
+  EXPECT_TRUE(contains(r.err, "--type")) << r.err;
+  r = expect(2, {"quantize", src, path("x.onnx")});
+  EXPECT_TRUE(contains(r.err, "--format")) << r.err;
+  // --format overrides the extension.
+  expect(0, {"quantize", src, path("x.bin"), "--format", "wq", "--quiet"});
+  EXPECT_EQ(inspect(path("x.bin"))["format"], "wq");
+}
+
+TEST_F(Cli, VerifyAcrossFormatsSaysWhichTensorsAreUnmatched) {
+  WQ_REQUIRE_SHARED(st, kStoriesSt);
+  WQ_REQUIRE_SHARED(gguf, kStoriesGguf);
+  const Result r = expect(3, {"verify", st, gguf});
+  EXPECT_TRUE(contains(r.err, "are not in")) << r.err;
+  EXPECT_TRUE(contains(r.err, "tok_embeddings.weight")) << r.err;
+  EXPECT_TRUE(contains(r.err, "token_embd.weight")) << r.err;
+  EXPECT_TRUE(contains(r.err, "no tensor name in common")) << r.err;
+}
+
+// --- the acceptance case: MNNConvert spellings give identical bytes ----------------------
+
+TEST_F(Cli, MnnSpellingsGiveIdenticalBytes) {
+  WQ_REQUIRE_SHARED(src, kStoriesSt);
+  const std::string ours = path("ours.wq");
+  Result r = expect(0, {"quantize", src, ours, "--bits", "4", "--block", "32", "--hqq"});
+  EXPECT_EQ(count_of(r.err, "implies asymmetric"), 1u) << r.err;
+  const std::string expected = read_bytes(ours);
+  ASSERT_FALSE(expected.empty());
+  const std::vector<std::vector<std::string>> variants = {
+      {"--modelFile", src, "--MNNModel", path("m1.wq"), "--weightQuantBits", "4", "--weightQuantBlock", "32", "--hqq"},
+      {"--modelFile", src, "--MNNModel", path("m2.wq"), "--weightQuantBits", "4", "--weightQuantBlock", "32", "--hqq",
+       "--weightQuantAsymmetric", "1"},
+      {"--modelFile", src, "--MNNModel", path("m3.wq"), "--weightQuantBits", "4", "--weightQuantBlock", "32", "--hqq",
+       "--weightQuantAsymmetric", "true"},
+      {"--modelFile", src, "--MNNModel", path("m4.wq"), "--weightQuantBits=4", "--weightQuantBlock=32",
+       "--weightQuantAsymmetric=1", "--hqq"},
+      {"-f", "MNN", "--modelFile", src, "--MNNModel", path("m5.wq"), "--weightQuantAsymmetric", "--weightQuantBits",
+       "4", "--hqq", "--weightQuantBlock", "32"},
+      {"quantize", "--modelFile", src, "--MNNModel", path("m6.wq"), "--weightQuantBits", "4", "--weightQuantBlock",
+       "32", "--hqq"},
+  };
+  for (size_t i = 0; i < variants.size(); ++i) {
+    SCOPED_TRACE(i);
+    expect(0, variants[i]);
+    EXPECT_TRUE(read_bytes(path("m" + std::to_string(i + 1) + ".wq")) == expected) << "variant " << i + 1;
+  }
+  const json in = inspect(ours);
+  const json& q = tensor(in, "layers.3.attention.wo.weight")["quantization"];
+  EXPECT_EQ(q["hqq"], true);
+  EXPECT_EQ(q["asym"], true);
+  EXPECT_EQ(q["block"], 32);
+  // MNNConvert's trap, not copied: asymmetric explicitly off contradicts --hqq.
+  r = expect(2, {"--modelFile", src, "--MNNModel", path("bad.wq"), "--weightQuantAsymmetric", "0", "--hqq"});
+  EXPECT_TRUE(contains(r.err, "asymmetric")) << r.err;
+}
+
+TEST_F(Cli, FrameworkFlagIsValidatedAndExplainedWithVerbose) {
+  WQ_REQUIRE_SHARED(src, kStoriesSt);
+  Result r = expect(0, {"-f", "ONNX", "--modelFile", src, "--MNNModel", path("a.wq"), "--verbose"});
+  EXPECT_TRUE(contains(r.err, "informative")) << r.err;
+  EXPECT_TRUE(contains(r.out, "stored as")) << r.out;  // --verbose: the per-tensor table
+  r = expect(0, {"-f", "ONNX", "--modelFile", src, "--MNNModel", path("b.wq")});
+  EXPECT_FALSE(contains(r.err, "informative")) << r.err;
+  r = expect(2, {"-f", "KERAS", "--modelFile", src, "--MNNModel", path("c.wq")});
+  EXPECT_TRUE(contains(r.err, "-f")) << r.err;
+  EXPECT_FALSE(fs::exists(path("c.wq")));
+}
+
+// --- params files -------------------------------------------------------------------------
+
+TEST_F(Cli, ParamsRulesChangeTheRightTensors) {
+  WQ_REQUIRE_SHARED(src, kStoriesSt);
+  const std::string params = path("params.json");
+  write_bytes(params, R"({"rules": [
+      {"match": "layers.0.*", "bits": 8},
+      {"match": "tok_embeddings*", "skip": true},
+      {"match": "layers.4.feed_forward.w[13].weight", "asym": true, "block": 64}]})");
+  const std::string out = path("p.wq");
+  const Result r = expect(0, {"quantize", src, out, "--bits", "4", "--block", "32", "--params", params});
+  EXPECT_FALSE(contains(r.err, "matches no tensor")) << r.err;
+  const json in = inspect(out);
+  EXPECT_EQ(tensor(in, "layers.0.attention.wq.weight")["quantization"]["bits"], 8);
+  EXPECT_EQ(tensor(in, "layers.0.feed_forward.w1.weight")["quantization"]["bits"], 8);
+  EXPECT_EQ(tensor(in, "layers.1.attention.wq.weight")["quantization"]["bits"], 4);
+  EXPECT_EQ(tensor(in, "layers.0.attention_norm.weight")["kind"], "float");  // 1-D stays float
+  EXPECT_EQ(tensor(in, "tok_embeddings.weight")["kind"], "float");
+  const json& w1 = tensor(in, "layers.4.feed_forward.w1.weight")["quantization"];
+  EXPECT_EQ(w1["asym"], true);
+  EXPECT_EQ(w1["block"], 64);
+  EXPECT_EQ(w1["bits"], 4);
+  EXPECT_EQ(tensor(in, "layers.4.feed_forward.w2.weight")["quantization"]["asym"], false);
+  EXPECT_EQ(tensor(in, "layers.3.feed_forward.w1.weight")["quantization"]["block"], 32);
+  EXPECT_TRUE(read_bytes(params).find("layers.0.*") != std::string::npos) << "an existing params file is not rewritten";
+}
+
+TEST_F(Cli, ParamsRuleThatMatchesNothingIsReported) {
+  WQ_REQUIRE_SHARED(src, kStoriesSt);
+  const std::string params = path("params.json");
+  write_bytes(params, R"({"rules": [{"match": "model.layers.*", "bits": 8}]})");
+  const Result r = expect(0, {"quantize", src, path("o.wq"), "--params", params});
+  EXPECT_TRUE(contains(r.err, "matches no tensor")) << r.err;
+}
+
+TEST_F(Cli, MnnCompressionParamsFileChangesTheRightTensors) {
+  WQ_REQUIRE_SHARED(src, kStoriesSt);
+  const std::string params = path("mnn.json");
+  write_bytes(params, R"({"version": "0.0.0", "algo": [{"type": "QUANTIZE", "quantParams": {"layer": [
+      {"opName": "layers.1.attention.wv", "weight": [{"name": "layers.1.attention.wv", "bits": 8, "asymmetric": true,
+                                                      "blockSize": 32}]},
+      {"opName": "layers.2.attention.wq", "weight": [{"bits": 0}]},
+      {"opName": "layers.2.attention.wk.weight", "weight": [{"bits": 2, "blockSize": -1}]}]}}]})");
+  const std::string out = path("mnn.wq");
+  expect(0, {"--modelFile", src, "--MNNModel", out, "--weightQuantBits", "4", "--compressionParamsFile", params});
+  const json in = inspect(out);
+  const json& wv = tensor(in, "layers.1.attention.wv.weight")["quantization"];
+  EXPECT_EQ(wv["bits"], 8);
+  EXPECT_EQ(wv["asym"], true);
+  EXPECT_EQ(wv["block"], 32);
+  EXPECT_EQ(tensor(in, "layers.2.attention.wq.weight")["kind"], "float");
+  const json& wk = tensor(in, "layers.2.attention.wk.weight")["quantization"];
+  EXPECT_EQ(wk["bits"], 2);
+  EXPECT_EQ(wk["channel_wise"], true);
+  const json& other = tensor(in, "layers.1.attention.wk.weight")["quantization"];
+  EXPECT_EQ(other["bits"], 4);
+  EXPECT_EQ(other["asym"], false);
+  EXPECT_EQ(other["channel_wise"], true);
+}
+
+TEST_F(Cli, ParamsFileIsWrittenWhenAbsentAndRerunningWithItGivesIdenticalBytes) {
+  WQ_REQUIRE_SHARED(src, kStoriesSt);
+  const std::string params = path("used.json");
+  const std::string first = path("first.wq");
+  Result r = expect(0, {"quantize", src, first, "--bits", "4", "--block", "32", "--hqq", "--compressionParamsFile",
+                        params});
+  ASSERT_TRUE(fs::exists(params)) << r.err;
+  EXPECT_TRUE(contains(r.err, "wrote the parameters used to " + params)) << r.err;
+  const json used = json::parse(read_bytes(params));
+  EXPECT_EQ(used["defaults"]["bits"], 4);
+  EXPECT_EQ(used["defaults"]["hqq"], true);
+  EXPECT_GE(used["rules"].size(), 35u);  // one per quantized tensor
+  // With the same flags, with no flags at all, and through --params: the same bytes.
+  expect(0, {"quantize", src, path("second.wq"), "--bits", "4", "--block", "32", "--hqq", "--params", params});
+  expect(0, {"quantize", src, path("third.wq"), "--params", params});
+  const std::string expected = read_bytes(first);
+  EXPECT_TRUE(read_bytes(path("second.wq")) == expected);
+  EXPECT_TRUE(read_bytes(path("third.wq")) == expected);
+  // An edited file changes just what was edited.
+  json edited = used;
+  for (json& rule : edited["rules"]) {
+    if (rule["match"] == "layers.2.attention.wo.weight") rule["bits"] = 6;
+  }
+  write_bytes(params, edited.dump());
+  expect(0, {"quantize", src, path("edited.wq"), "--params", params});
+  const json in = inspect(path("edited.wq"));
+  EXPECT_EQ(tensor(in, "layers.2.attention.wo.weight")["quantization"]["bits"], 6);
+  EXPECT_EQ(tensor(in, "layers.2.attention.wq.weight")["quantization"]["bits"], 4);
+}
+
+TEST_F(Cli, BadParamsFilesAreUsageErrorsNamingTheEntry) {
+  WQ_REQUIRE_SHARED(src, kStoriesSt);
+  const std::string params = path("bad.json");
+  write_bytes(params, R"({"rules": [{"match": "layers.*", "bits": 12}]})");
+  Result r = expect(2, {"quantize", src, path("o.wq"), "--params", params});
+  EXPECT_TRUE(contains(r.err, "wquant: error: " + params + ": rules[0].bits")) << r.err;
+  write_bytes(params, "{ not json");
+  r = expect(2, {"quantize", src, path("o.wq"), "--params", params});
+  EXPECT_TRUE(contains(r.err, "not valid JSON")) << r.err;
+  r = expect(2, {"quantize", src, path("o.wq"), "--params", path("o.wq")});
+  EXPECT_TRUE(contains(r.err, "same file")) << r.err;
+  EXPECT_FALSE(fs::exists(path("o.wq")));
+}
+
+// --- dry run, JSON, ISA, threads, verbosity ----------------------------------------------
+
+TEST_F(Cli, DryRunWritesNothingAndPredictsTheExactSize) {
+  WQ_REQUIRE_SHARED(src, kStoriesSt);
+  const auto before = listing();
+  const std::string out = path("dry.wq");
+  Result r = expect(0, {"quantize", src, out, "--bits", "4", "--block", "32", "--dry-run", "--params",
+                        path("never.json")});
+  EXPECT_TRUE(contains(r.out, "nothing written")) << r.out;
+  EXPECT_TRUE(contains(r.out, "layers.0.feed_forward.w2.weight")) << r.out;
+  EXPECT_TRUE(contains(r.err, "does not divide")) << r.err;
+  EXPECT_EQ(listing(), before);
+  const json plan = json_of({"quantize", src, out, "--bits", "4", "--block", "32", "--dry-run", "--json"});
+  EXPECT_EQ(listing(), before);
+  EXPECT_EQ(plan["dry_run"], true);
+  EXPECT_EQ(plan["tensors"].size(), 47u);
+  const uint64_t planned = plan["planned_output_bytes"];
+  expect(0, {"quantize", src, out, "--bits", "4", "--block", "32", "--quiet"});
+  EXPECT_EQ(fs::file_size(out), planned);
+}
+
+TEST_F(Cli, JsonSummaryHasTheFields) {
+  WQ_REQUIRE_SHARED(src, kStoriesSt);
+  const json s = json_of({"quantize", src, path("j.wq"), "--bits", "4", "--block", "32", "--hqq", "--json"});
+  for (const char* key : {"input", "output", "format", "input_bytes", "output_bytes", "compression_ratio", "seconds",
+                          "bytes_per_second", "weights_per_second", "isa", "threads", "worst", "tensors", "notes",
+                          "params_written", "tensors_quantized"}) {
+    EXPECT_TRUE(s.contains(key)) << key << "\n" << s.dump(2);
+  }
+  EXPECT_EQ(s["format"], "wq");
+  EXPECT_EQ(s["output_bytes"].get<uint64_t>(), fs::file_size(path("j.wq")));
+  EXPECT_GT(s["compression_ratio"].get<double>(), 4.0);
+  ASSERT_EQ(s["worst"].size(), 5u);
+  EXPECT_GE(s["worst"][0]["error"]["rel_rmse"].get<double>(), s["worst"][4]["error"]["rel_rmse"].get<double>());
+  EXPECT_EQ(s["tensors"].size(), 47u);
+  const json inspected = inspect(path("j.wq"));
+  EXPECT_TRUE(inspected.contains("totals"));
+  const json bench = json_of({"bench", "--size", "64K", "--threads", "1", "--json"});
+  EXPECT_FALSE(bench["isas"].empty());
+  EXPECT_GT(bench["read_bytes_per_second"].get<double>(), 0.0);
+  EXPECT_GT(bench["isas"][0]["rtn_weights_per_second"].get<double>(), 0.0);
+}
+
+TEST_F(Cli, OutputBytesDoNotDependOnIsaOrThreads) {
+  WQ_REQUIRE_SHARED(src, kStoriesSt);
+  Result r = expect(0, {"quantize", src, path("best.wq"), "--block", "32", "--hqq", "--threads", "2"});
+  r = expect(0, {"quantize", src, path("scalar.wq"), "--block", "32", "--hqq", "--isa", "scalar", "--threads", "1"});
+  EXPECT_TRUE(contains(r.out, "isa scalar, 1 threads")) << r.out;
+  EXPECT_TRUE(read_bytes(path("best.wq")) == read_bytes(path("scalar.wq")));
+  r = expect(0, {"quantize", src, path("env.wq"), "--block", "32", "--hqq"}, {{"WQUANT_ISA", "scalar"}});
+  EXPECT_TRUE(contains(r.out, "isa scalar")) << r.out;
+  EXPECT_TRUE(read_bytes(path("env.wq")) == read_bytes(path("scalar.wq")));
+  r = expect(2, {"quantize", src, path("bad.wq")}, {{"WQUANT_ISA", "mmx"}});
+  EXPECT_TRUE(contains(r.err, "WQUANT_ISA")) << r.err;
+  r = expect(2, {"quantize", src, path("bad.wq"), "--isa", "mmx"});
+  EXPECT_TRUE(contains(r.err, "--isa")) << r.err;
+  for (const char* isa : {"avx2", "avx512", "neon"}) {
+    wq::Isa i;
+    ASSERT_TRUE(wq::parse_isa(isa, &i));
+    if (wq::isa_available(i)) continue;
+    r = expect(2, {"quantize", src, path("bad.wq"), "--isa", isa});
+    EXPECT_TRUE(contains(r.err, "not available")) << r.err;
+  }
+  EXPECT_FALSE(fs::exists(path("bad.wq")));
+}
+
+TEST_F(Cli, QuietSaysNothingAndVerboseShowsThePlan) {
+  WQ_REQUIRE_SHARED(src, kStoriesSt);
+  Result r = expect(0, {"quantize", src, path("q.wq"), "--block", "32", "--hqq", "--quiet"});
+  EXPECT_EQ(r.out, "");
+  EXPECT_EQ(r.err, "");
+  r = expect(0, {"quantize", src, path("v.wq"), "--block", "32", "--verbose"});
+  EXPECT_TRUE(contains(r.out, "layers.4.feed_forward.w3.weight")) << r.out;
+  EXPECT_TRUE(contains(r.err, "threads")) << r.err;
+}
+
+TEST_F(Cli, ProgressLineOnATerminal) {
+  WQ_REQUIRE_SHARED(src, kStoriesSt);
+  const int master = posix_openpt(O_RDWR | O_NOCTTY);
+  if (master < 0 || grantpt(master) != 0 || unlockpt(master) != 0) GTEST_SKIP() << "no pseudo-terminal available";
+  const int slave = open(ptsname(master), O_RDWR | O_NOCTTY);
+  ASSERT_GE(slave, 0);
+  Child c = spawn({"quantize", src, path("tty.wq"), "--hqq", "--isa", "scalar", "--threads", "1"}, {}, slave);
+  close(slave);
+  std::string tty;
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = read(master, buf, sizeof buf);  // EIO once the child closed the terminal
+    if (n <= 0) break;
+    tty.append(buf, size_t(n));
+  }
+  close(master);
+  const Result r = finish(c);
+  EXPECT_EQ(r.code, 0) << r.out << tty;
+  EXPECT_TRUE(contains(tty, "tensors]")) << tty;
+  EXPECT_TRUE(contains(tty, "ETA")) << tty;
+  EXPECT_TRUE(contains(tty, "\r")) << tty;
+}
+
+TEST_F(Cli, BenchPrintsATablePerIsa) {
+  const Result r = expect(0, {"bench", "--size", "64K", "--threads", "1"});
+  EXPECT_TRUE(contains(r.out, "streaming read")) << r.out;
+  EXPECT_TRUE(contains(r.out, "| scalar |")) << r.out;
+  EXPECT_TRUE(contains(r.out, "of read bandwidth")) << r.out;
+  const Result one = expect(0, {"bench", "--size", "16K", "--isa", "scalar"});
+  EXPECT_EQ(count_of(one.out, "| scalar |"), 1u) << one.out;
+  expect(2, {"bench", "--size", "lots"});
+}
+
+// --- bad input, outputs that cannot be written --------------------------------------------
+
+TEST_F(Cli, MissingInputIsBadInput) {
+  const std::string missing = path("nope.safetensors");
+  for (const std::vector<std::string>& a : {std::vector<std::string>{"quantize", missing, path("o.wq")},
+                                            {"inspect", missing},
+                                            {"verify", missing, missing},
+                                            {"dequantize", missing, path("o.safetensors")}}) {
+    const Result r = expect(3, a);
+    EXPECT_TRUE(contains(r.err, "wquant: error: " + missing)) << r.err;
+  }
+  EXPECT_FALSE(fs::exists(path("o.wq")));
+}
+
+TEST_F(Cli, TruncatedInputIsBadInput) {
+  WQ_REQUIRE_SHARED(st, kStoriesSt);
+  WQ_REQUIRE_SHARED(gguf, kStoriesGguf);
+  for (const std::string& src : {st, gguf}) {
+    const std::string bytes = read_bytes(src);
+    const std::string cut = path("cut" + fs::path(src).extension().string());
+    write_bytes(cut, bytes.substr(0, bytes.size() / 2));
+    const Result r = expect(3, {"quantize", cut, path("o.wq")});
+    EXPECT_TRUE(contains(r.err, "wquant: error: " + cut)) << r.err;
+    EXPECT_EQ(count_of(r.err, "\n"), 1u) << "one line: " << r.err;
+    expect(3, {"inspect", cut});
+  }
+  write_bytes(path("junk.safetensors"), "this is not a model");
+  expect(3, {"inspect", path("junk.safetensors")});
+  EXPECT_FALSE(fs::exists(path("o.wq")));
+}
+
+TEST_F(Cli, UsageErrors) {
+  WQ_REQUIRE_SHARED(src, kStoriesSt);
+  const std::string out = path("o.wq");
+  struct Case {
+    std::vector<std::string> extra;
+    const char* says;
+  } cases[] = {
+      {{"--frobnicate"}, "--frobnicate"},
+      {{"--bits", "9"}, "bits must be between 2 and 8"},
+      {{"--weightQuantBits", "9"}, "bits must be between 2 and 8"},
+      {{"--bits", "x"}, "--bits"},
+      {{"--block", "0"}, "block must be"},
+      {{"--block", "-3"}, "block must be"},
+      {{"--weightQuantBlock", "-3"}, "block must be"},
+      {{"--threads", "-1"}, "--threads"},
+      {{"--hqq-kappa", "0.5", "--hqq"}, "kappa"},
+      {{"--hqq-steps", "5"}, "need --hqq"},
+  };
+  for (const Case& c : cases) {
+    std::vector<std::string> args{"quantize", src, out};
+    args.insert(args.end(), c.extra.begin(), c.extra.end());
+    const Result r = expect(2, args);
+    EXPECT_TRUE(contains(r.err, "wquant: error: ")) << r.err;
+    EXPECT_TRUE(contains(r.err, c.says)) << c.says << "\n" << r.err;
+  }
+  EXPECT_FALSE(fs::exists(out));
+}
+
+TEST_F(Cli, BlockThatDoesNotDivideARowSaysSoOnceAndStillWorks) {
+  WQ_REQUIRE_SHARED(src, kStoriesSt);
+  const std::string out = path("b.wq");
+  const Result r = expect(0, {"quantize", src, out, "--weightQuantBlock", "64"});
+  // Five w2 tensors have rows of 172: one note each, each said once.
+  EXPECT_EQ(count_of(r.err, "does not divide"), 5u) << r.err;
+  EXPECT_EQ(count_of(r.err, "layers.0.feed_forward.w2.weight: block 64 does not divide"), 1u) << r.err;
+  const json in = inspect(out);
+  EXPECT_EQ(tensor(in, "layers.0.feed_forward.w2.weight")["quantization"]["channel_wise"], true);
+  EXPECT_EQ(tensor(in, "layers.0.feed_forward.w1.weight")["quantization"]["block"], 64);
+  expect(0, {"verify", src, out});
+}
+
+TEST_F(Cli, OutputProblemsExitFourAndLeaveNothing) {
+  WQ_REQUIRE_SHARED(src, kStoriesSt);
+  // A directory that does not exist.
+  Result r = expect(4, {"quantize", src, path("no/such/dir/o.wq")});
+  EXPECT_TRUE(contains(r.err, "does not exist")) << r.err;
+  // A file where a directory is expected.
+  write_bytes(path("plain"), "x");
+  r = expect(4, {"quantize", src, path("plain/o.wq")});
+  EXPECT_TRUE(contains(r.err, "wquant: error: " + path("plain/o.wq"))) << r.err;
+  // An unwritable directory. Root ignores permission bits, so use /proc, where nobody
+  // can create files.
+  r = expect(4, {"quantize", src, "/proc/wquant-test-out.wq"});
+  EXPECT_TRUE(contains(r.err, "/proc/wquant-test-out.wq")) << r.err;
+  EXPECT_FALSE(fs::exists("/proc/wquant-test-out.wq"));
+  // OUT is a directory.
+  fs::create_directory(path("d.wq"));
+  r = expect(4, {"quantize", src, path("d.wq")});
+  EXPECT_TRUE(contains(r.err, "directory")) << r.err;
+  EXPECT_EQ(listing(), (std::vector<std::string>{"d.wq", "plain"}));
+}
+
+TEST_F(Cli, ExistingOutputNeedsForce) {
+  WQ_REQUIRE_SHARED(src, kStoriesSt);
+  const std::string out = path("o.wq");
+  write_bytes(out, "precious");
+  Result r = expect(4, {"quantize", src, out});
+  EXPECT_TRUE(contains(r.err, "already exists")) << r.err;
+  EXPECT_TRUE(contains(r.err, "--force")) << r.err;
+  EXPECT_EQ(read_bytes(out), "precious");
+  expect(0, {"quantize", src, out, "--force", "--quiet"});
+  EXPECT_EQ(inspect(out)["format"], "wq");
+}
+
+TEST_F(Cli, TheInputIsNeverOverwritten) {
+  WQ_REQUIRE_SHARED(src, kStoriesSt);
+  const std::string in = path("model.safetensors");
+  fs::copy_file(src, in);
+  const std::string original = read_bytes(in);
+  Result r = expect(4, {"quantize", in, in, "--format", "safetensors", "--force"});
+  EXPECT_TRUE(contains(r.err, "is the input")) << r.err;
+  // The same file by another name: a symlink and a hard link.
+  fs::create_symlink(in, path("link.safetensors"));
+  r = expect(4, {"quantize", in, path("link.safetensors"), "--force"});
+  EXPECT_TRUE(contains(r.err, "is the input")) << r.err;
+  fs::create_hard_link(in, path("hard.safetensors"));
+  r = expect(4, {"--modelFile", in, "--MNNModel", path("hard.safetensors"), "--force"});
+  EXPECT_TRUE(contains(r.err, "is the input")) << r.err;
+  r = expect(4, {"dequantize", in, in, "--force"});
+  EXPECT_TRUE(contains(r.err, "is the input")) << r.err;
+  EXPECT_TRUE(read_bytes(in) == original);
+}
+
+// --- Ctrl-C -------------------------------------------------------------------------------
+
+// A safetensors file of `tensors` f32 matrices [rows, cols] of random weights.
+void write_synthetic_safetensors(const std::string& file, int tensors, int rows, int cols) {
+  json header = json::object();
+  const uint64_t bytes = uint64_t(rows) * uint64_t(cols) * 4;
+  for (int t = 0; t < tensors; ++t) {
+    header["layer" + std::to_string(t) + ".weight"] = {
+        {"dtype", "F32"}, {"shape", {rows, cols}}, {"data_offsets", {bytes * t, bytes * (t + 1)}}};
+  }
+  std::string h = header.dump();
+  h.append((8 - h.size() % 8) % 8, ' ');
+  std::ofstream f(file, std::ios::binary);
+  const uint64_t n = h.size();
+  f.write(reinterpret_cast<const char*>(&n), 8);
+  f << h;
+  std::mt19937 g(1);
+  std::normal_distribution<float> d(0.0f, 0.02f);
+  std::vector<float> row(size_t(cols) * rows);
+  for (int t = 0; t < tensors; ++t) {
+    for (float& x : row) x = d(g);
+    f.write(reinterpret_cast<const char*>(row.data()), std::streamsize(row.size() * 4));
+  }
+}
+
+TEST_F(Cli, CtrlCLeavesNoOutputAndExits130) {
+  const std::string in = path("big.safetensors");
+  write_synthetic_safetensors(in, 8, 1024, 2048);  // 16M weights, 64 MiB
+  fs::create_directory(path("out"));
+  const std::string out = path("out/big.wq");
+  // Scalar HQQ on one thread: seconds of work, so the signal lands mid-run.
+  Child c = spawn({"quantize", in, out, "--hqq", "--block", "64", "--isa", "scalar", "--threads", "1"});
+  // Started = the temporary output file exists beside OUT.
+  bool started = false;
+  for (int i = 0; i < 3000 && !started; ++i) {
+    started = !fs::is_empty(path("out"));
+    if (!started) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_TRUE(started) << "no temporary output appeared";
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  kill(c.pid, SIGINT);
+  const Result r = finish(c);
+  EXPECT_EQ(r.code, 130) << r.out << r.err;
+  EXPECT_TRUE(fs::is_empty(path("out"))) << "left behind: " << fs::directory_iterator(path("out"))->path();
+  EXPECT_FALSE(fs::exists(out));
+  // SIGTERM the same way.
+  c = spawn({"quantize", in, out, "--hqq", "--block", "64", "--isa", "scalar", "--threads", "1"});
+  started = false;
+  for (int i = 0; i < 3000 && !started; ++i) {
+    started = !fs::is_empty(path("out"));
+    if (!started) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  kill(c.pid, SIGTERM);
+  EXPECT_EQ(finish(c).code, 130);
+  EXPECT_TRUE(fs::is_empty(path("out")));
+}
+
+}  // namespace

@@ -1,0 +1,184 @@
+// GGUF out: metadata copied, tensor data byte-identical to llama-quantize's (through
+// digests of its output on a fixture that this test regenerates), round trips, and the
+// plan's treatment of tensors llama-quantize cannot quantize.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "engine/error.h"
+#include "engine/pipeline.h"
+#include "engine/plan.h"
+#include "engine/scheduler.h"
+#include "io/gguf_format.h"
+#include "io/gguf_reader.h"
+#include "io/gguf_writer.h"
+#include "io/model_writer.h"
+#include "kernels/ggml_blocks.h"
+#include "tests/gguf_fixture.h"
+#include "tests/test_support.h"
+
+namespace wq {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string temp_path(const std::string& name) {
+  return (fs::temp_directory_path() / ("wq-gguf-" + std::to_string(::getpid()) + "-" + name)).string();
+}
+
+struct Removed {
+  std::string path;
+  ~Removed() {
+    std::error_code ec;
+    fs::remove(path, ec);
+  }
+};
+
+PipelineStats convert(ModelReader& src, const std::string& out, GgmlBlock type, bool hqq = false, int threads = 2) {
+  PlanOptions opts;
+  opts.format = OutputFormat::Gguf;
+  opts.ggml = type;
+  opts.defaults.hqq = hqq;
+  const std::vector<TensorPlan> plan = make_plan(src.tensors(), opts);
+  auto w = make_gguf_writer(out, plan, src);
+  PipelineStats stats;
+  Scheduler s(threads);
+  s.run([&] { stats = run_pipeline(plan, src.tensors(), src, *w, PipelineOptions{}); });
+  w->commit();
+  return stats;
+}
+
+const GgmlBlock kTypes[] = {GgmlBlock::Q8_0, GgmlBlock::Q4_0, GgmlBlock::Q4_1, GgmlBlock::Q5_0, GgmlBlock::Q5_1};
+
+TEST(GgufWriter, TensorBytesEqualLlamaQuantize) {
+  WQ_REQUIRE_SHARED(stories, "data/models/stories260K/stories260K-f32.gguf");
+  std::ifstream f(test::test_data_dir() + "/llama_quantize_digests.json");
+  ASSERT_TRUE(f.good()) << "tests/data/llama_quantize_digests.json is missing";
+  const nlohmann::json digests = nlohmann::json::parse(f);
+  Removed fixture{temp_path("fixture.gguf")};
+  test::write_gguf_fixture(stories, fixture.path);
+  auto src = open_gguf(fixture.path);
+  for (GgmlBlock t : kTypes) {
+    const std::string name = ggml_block_name(t);
+    ASSERT_TRUE(digests.contains(name)) << name;
+    Removed out{temp_path(name + ".gguf")};
+    convert(*src, out.path, t);
+    auto q = open_gguf(out.path);
+    const nlohmann::json& want = digests[name];
+    ASSERT_EQ(q->tensors().size(), want.size()) << name;
+    for (size_t i = 0; i < q->tensors().size(); ++i) {
+      const TensorInfo& ti = q->tensors()[i];
+      ASSERT_TRUE(want.contains(ti.name)) << ti.name;
+      size_t n;
+      const uint8_t* d = q->raw(i, &n);
+      char hex[17];
+      std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(test::fnv1a64(d, n)));
+      EXPECT_EQ(ti.type_name, want[ti.name]["type"].get<std::string>()) << name << " " << ti.name;
+      EXPECT_EQ(std::string(hex), want[ti.name]["fnv1a64"].get<std::string>()) << name << " " << ti.name;
+    }
+  }
+}
+
+TEST(GgufWriter, Stories260KEveryTypeRoundTripsWithMetadata) {
+  WQ_REQUIRE_SHARED(stories, "data/models/stories260K/stories260K-f32.gguf");
+  auto src = open_gguf(stories);
+  const double max_rel[] = {0.01, 0.15, 0.12, 0.08, 0.06};  // Q8_0 Q4_0 Q4_1 Q5_0 Q5_1
+  for (GgmlBlock t : kTypes) {
+    Removed out{temp_path(std::string(ggml_block_name(t)) + "-stories.gguf")};
+    const PipelineStats stats = convert(*src, out.path, t);
+    auto q = open_gguf(out.path);
+    // Every key kept in order; the two llama-quantize sets are updated.
+    ASSERT_EQ(q->metadata().kvs.size(), src->metadata().kvs.size() + 1);  // + quantization_version
+    for (size_t i = 0; i < src->metadata().kvs.size(); ++i) {
+      const GgufKV &a = src->metadata().kvs[i], &b = q->metadata().kvs[i];
+      EXPECT_EQ(a.key, b.key);
+      if (a.key != "general.file_type") {
+        EXPECT_EQ(a.value, b.value) << a.key;
+      }
+    }
+    uint32_t ftype;
+    std::memcpy(&ftype, q->metadata().find("general.file_type")->value.data(), 4);
+    EXPECT_EQ(ftype, llama_ftype_of(t));
+    for (size_t i = 0; i < q->tensors().size(); ++i) {
+      const TensorInfo& ti = q->tensors()[i];
+      if (ti.shape.size() == 1) {
+        EXPECT_EQ(ti.type_name, "F32") << ti.name;
+      } else if (ti.name.find("ffn_down") != std::string::npos) {
+        EXPECT_EQ(ti.type_name, "F16") << ti.name << ": 172-wide rows fit no 32-block";
+      } else if (ti.name == "token_embd.weight") {
+        EXPECT_EQ(ti.type_name, "Q8_0") << "tied output matrix, as llama-quantize keeps it";
+      } else {
+        EXPECT_EQ(ti.type_name, ggml_block_name(t)) << ti.name;
+      }
+      // What the file holds, dequantized, is what the engine measured.
+      const std::vector<float> a = src->dequantize(i);
+      const std::vector<float> b = q->dequantize(i);
+      const ErrorMetrics m = array_error(a.data(), b.data(), a.size());
+      ASSERT_EQ(stats.tensors[i].name, ti.name);
+      // Float sums in a different grouping (per row vs whole tensor): equal to ~1e-7.
+      if (stats.tensors[i].has_error) {
+        EXPECT_NEAR(m.rel_rmse, stats.tensors[i].error.rel_rmse, 1e-5 * m.rel_rmse) << ti.name;
+      }
+      EXPECT_LT(m.rel_rmse, max_rel[int(t)]) << ggml_block_name(t) << " " << ti.name;
+    }
+  }
+}
+
+TEST(GgufWriter, SameBytesForAnyThreadCount) {
+  WQ_REQUIRE_SHARED(stories, "data/models/stories260K/stories260K-f32.gguf");
+  auto src = open_gguf(stories);
+  std::vector<uint8_t> first;
+  for (int threads : {1, 2, 3, 8}) {
+    Removed out{temp_path("threads.gguf")};
+    convert(*src, out.path, GgmlBlock::Q4_1, false, threads);
+    std::ifstream f(out.path, std::ios::binary);
+    std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    if (first.empty()) first = bytes;
+    EXPECT_EQ(bytes, first) << threads << " threads";
+  }
+}
+
+TEST(GgufWriter, PlannedSizeIsExactAndFailureLeavesNoFile) {
+  WQ_REQUIRE_SHARED(stories, "data/models/stories260K/stories260K-f32.gguf");
+  auto src = open_gguf(stories);
+  PlanOptions opts;
+  opts.format = OutputFormat::Gguf;
+  opts.ggml = GgmlBlock::Q5_0;
+  const std::vector<TensorPlan> plan = make_plan(src->tensors(), opts);
+  Removed out{temp_path("size.gguf")};
+  convert(*src, out.path, GgmlBlock::Q5_0);
+  EXPECT_EQ(fs::file_size(out.path), gguf_planned_bytes(plan, src->tensors(), *src));
+  // A writer dropped before commit leaves nothing behind.
+  const std::string never = temp_path("never.gguf");
+  {
+    auto w = make_gguf_writer(never, plan, *src);
+    EXPECT_TRUE(fs::exists(w->temp_path()));
+  }
+  EXPECT_FALSE(fs::exists(never));
+  for (const auto& e : fs::directory_iterator(fs::temp_directory_path()))
+    EXPECT_EQ(e.path().filename().string().find(".wq-gguf-" + std::to_string(::getpid()) + "-never"), std::string::npos);
+  // An output directory that does not exist is named.
+  try {
+    make_gguf_writer("/nonexistent-dir/x.gguf", plan, *src);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("/nonexistent-dir"), std::string::npos) << e.what();
+  }
+}
+
+TEST(GgufPlan, HqqNeedsAZeroPointType) {
+  TensorInfo t{"blk.0.attn_q.weight", {64, 64}, StoredKind::Float, DType::F32, "F32", 64 * 64 * 4};
+  PlanOptions opts;
+  opts.format = OutputFormat::Gguf;
+  opts.defaults.hqq = true;
+  opts.ggml = GgmlBlock::Q4_0;
+  EXPECT_THROW(make_plan({t}, opts), Error);
+  opts.ggml = GgmlBlock::Q4_1;
+  EXPECT_EQ(make_plan({t}, opts)[0].action, TensorAction::Ggml);
+}
+
+}  // namespace
+}  // namespace wq

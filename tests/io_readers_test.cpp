@@ -1,0 +1,330 @@
+// Readers: safetensors (single and sharded) and GGUF, on the real stories260K files and
+// on hand-made broken files. Every broken file must give an Error naming the problem,
+// never a crash (this suite also runs under ASan and UBSan).
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "engine/error.h"
+#include "io/gguf_format.h"
+#include "io/gguf_reader.h"
+#include "io/model_reader.h"
+#include "io/safetensors_reader.h"
+#include "tests/test_support.h"
+
+namespace wq {
+namespace {
+
+namespace fs = std::filesystem;
+
+class TempDir {
+ public:
+  TempDir() {
+    path_ = fs::temp_directory_path() / ("wq-io-" + std::to_string(::getpid()) + "-" + std::to_string(counter_++));
+    fs::create_directories(path_);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  fs::path path_;
+  static inline int counter_ = 0;
+};
+
+void write_bytes(const std::string& path, const std::vector<uint8_t>& b) {
+  std::ofstream f(path, std::ios::binary);
+  f.write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
+}
+
+std::vector<uint8_t> read_bytes(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::vector<uint8_t>((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+}
+
+// A safetensors file from a header and a data blob.
+std::vector<uint8_t> safetensors_bytes(const nlohmann::json& header, const std::vector<uint8_t>& data) {
+  const std::string h = header.dump();
+  std::vector<uint8_t> b(8);
+  const uint64_t n = h.size();
+  std::memcpy(b.data(), &n, 8);
+  b.insert(b.end(), h.begin(), h.end());
+  b.insert(b.end(), data.begin(), data.end());
+  return b;
+}
+
+// Two f32 tensors a [2,3] and b [4], and an i64 tensor c [2].
+std::vector<uint8_t> good_safetensors() {
+  nlohmann::json h;
+  h["b"] = {{"dtype", "F32"}, {"shape", {4}}, {"data_offsets", {24, 40}}};
+  h["a"] = {{"dtype", "F32"}, {"shape", {2, 3}}, {"data_offsets", {0, 24}}};
+  h["c"] = {{"dtype", "I64"}, {"shape", {2}}, {"data_offsets", {40, 56}}};
+  h["__metadata__"] = {{"format", "pt"}};
+  std::vector<uint8_t> data(56);
+  for (int i = 0; i < 10; ++i) {
+    const float v = float(i) * 0.5f;
+    std::memcpy(data.data() + 4 * i, &v, 4);
+  }
+  return safetensors_bytes(h, data);
+}
+
+void expect_error(const std::string& path, const std::string& fragment) {
+  try {
+    auto r = open_model(path);
+    // Lazy problems surface when the data is touched.
+    for (size_t i = 0; i < r->tensors().size(); ++i) {
+      size_t n;
+      r->raw(i, &n);
+    }
+    FAIL() << "no error for " << path << " (expected '" << fragment << "')";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
+  }
+}
+
+TEST(SafetensorsReader, ReadsTensorsInOffsetOrderWithKinds) {
+  TempDir d;
+  write_bytes(d.file("m.safetensors"), good_safetensors());
+  auto r = open_model(d.file("m.safetensors"));
+  EXPECT_STREQ(r->format(), "safetensors");
+  ASSERT_EQ(r->tensors().size(), 3u);
+  EXPECT_EQ(r->tensors()[0].name, "a");
+  EXPECT_EQ(r->tensors()[1].name, "b");
+  EXPECT_EQ(r->tensors()[2].kind, StoredKind::Other);
+  EXPECT_EQ(r->tensors()[0].shape, (std::vector<int64_t>{2, 3}));
+  const TensorView v = r->view(1);
+  ASSERT_EQ(v.nbytes, 16u);
+  EXPECT_EQ(static_cast<const float*>(v.data)[3], 4.5f);
+  EXPECT_THROW(r->view(2), Error);  // not a float tensor
+  const std::vector<float> a = r->dequantize(0);
+  EXPECT_EQ(a[5], 2.5f);
+}
+
+TEST(SafetensorsReader, BrokenFilesGiveErrorsNamingTheProblem) {
+  TempDir d;
+  const std::vector<uint8_t> good = good_safetensors();
+  // Truncated at every length: an error, never a crash.
+  for (size_t cut = 0; cut < good.size(); ++cut) {
+    const std::string p = d.file("cut.safetensors");
+    write_bytes(p, std::vector<uint8_t>(good.begin(), good.begin() + long(cut)));
+    EXPECT_THROW(
+        {
+          auto r = open_safetensors(p);
+          for (size_t i = 0; i < r->tensors().size(); ++i) {
+            size_t n;
+            r->raw(i, &n);
+          }
+        },
+        Error)
+        << "cut at " << cut;
+  }
+  auto with = [&](const std::string& name, nlohmann::json h, size_t data_bytes) {
+    const std::string p = d.file(name);
+    write_bytes(p, safetensors_bytes(h, std::vector<uint8_t>(data_bytes)));
+    return p;
+  };
+  nlohmann::json h;
+  h["a"] = {{"dtype", "F32"}, {"shape", {2, 3}}, {"data_offsets", {0, 24}}};
+  h["b"] = {{"dtype", "F32"}, {"shape", {4}}, {"data_offsets", {16, 32}}};
+  expect_error(with("overlap.safetensors", h, 32), "overlap");
+  h["b"]["data_offsets"] = {24, 4000};
+  h["b"]["shape"] = {994};
+  expect_error(with("past.safetensors", h, 40), "past the end");
+  h["b"] = {{"dtype", "Q9_9"}, {"shape", {4}}, {"data_offsets", {24, 40}}};
+  expect_error(with("dtype.safetensors", h, 40), "unknown dtype Q9_9");
+  h["b"] = {{"dtype", "F32"}, {"shape", {4, 4}}, {"data_offsets", {24, 40}}};
+  expect_error(with("size.safetensors", h, 40), "bytes of data");
+  h["b"] = {{"dtype", "F32"}, {"shape", {uint64_t(1) << 62, uint64_t(1) << 62}}, {"data_offsets", {24, 40}}};
+  expect_error(with("absurd.safetensors", h, 40), "overflow");
+  h["b"] = {{"dtype", "F32"}, {"shape", {4}}, {"data_offsets", {40, 24}}};
+  expect_error(with("reversed.safetensors", h, 40), "is after end");
+  // A header length of 2^63.
+  std::vector<uint8_t> huge = good;
+  const uint64_t n = uint64_t(1) << 63;
+  std::memcpy(huge.data(), &n, 8);
+  write_bytes(d.file("huge.safetensors"), huge);
+  expect_error(d.file("huge.safetensors"), "");
+  EXPECT_THROW(open_safetensors(d.file("huge.safetensors")), Error);
+  // Not JSON.
+  std::vector<uint8_t> garbage = good;
+  garbage[8] = '{';
+  garbage[9] = '{';
+  write_bytes(d.file("json.safetensors"), garbage);
+  expect_error(d.file("json.safetensors"), "JSON");
+  expect_error(d.file("missing.safetensors"), "cannot open");
+}
+
+TEST(SafetensorsReader, ShardedCheckpointThroughItsIndex) {
+  TempDir d;
+  nlohmann::json h1, h2;
+  h1["x"] = {{"dtype", "F32"}, {"shape", {2}}, {"data_offsets", {0, 8}}};
+  h2["y"] = {{"dtype", "F16"}, {"shape", {2, 2}}, {"data_offsets", {0, 8}}};
+  write_bytes(d.file("model-00001-of-00002.safetensors"), safetensors_bytes(h1, std::vector<uint8_t>(8)));
+  write_bytes(d.file("model-00002-of-00002.safetensors"), safetensors_bytes(h2, std::vector<uint8_t>(8)));
+  nlohmann::json idx;
+  idx["weight_map"] = {{"x", "model-00001-of-00002.safetensors"}, {"y", "model-00002-of-00002.safetensors"}};
+  std::ofstream(d.file("model.safetensors.index.json")) << idx.dump();
+  auto r = open_model(d.file("model.safetensors.index.json"));
+  ASSERT_EQ(r->tensors().size(), 2u);
+  EXPECT_EQ(r->tensors()[0].name, "x");
+  EXPECT_EQ(r->tensors()[1].dtype, DType::F16);
+  EXPECT_EQ(r->view(1).nbytes, 8u);
+  // A directory opens through its index too.
+  EXPECT_EQ(open_model(d.file("")).get()->tensors().size(), 2u);
+  // A missing shard is named.
+  fs::remove(d.file("model-00002-of-00002.safetensors"));
+  expect_error(d.file("model.safetensors.index.json"), "shard model-00002-of-00002.safetensors is missing");
+}
+
+TEST(SafetensorsReader, Stories260K) {
+  WQ_REQUIRE_SHARED(path, "data/models/stories260K/stories260K.safetensors");
+  auto r = open_model(path);
+  EXPECT_EQ(r->tensors().size(), 47u);
+  size_t params = 0;
+  for (const TensorInfo& t : r->tensors()) {
+    EXPECT_EQ(t.kind, StoredKind::Float) << t.name;
+    params += checked_numel(t.name, t.shape);
+  }
+  EXPECT_EQ(params, 260032u);
+  const long wq = r->find("layers.0.attention.wq.weight");
+  ASSERT_GE(wq, 0);
+  EXPECT_EQ(r->tensors()[size_t(wq)].shape, (std::vector<int64_t>{64, 64}));
+}
+
+// GGUF -------------------------------------------------------------------------------
+
+struct GgufBuilder {
+  std::vector<uint8_t> b;
+  template <class T>
+  void put(T v) {
+    const auto* p = reinterpret_cast<const uint8_t*>(&v);
+    b.insert(b.end(), p, p + sizeof v);
+  }
+  void str(const std::string& s) {
+    put<uint64_t>(s.size());
+    b.insert(b.end(), s.begin(), s.end());
+  }
+};
+
+// A GGUF v3 file: 3 KVs (u32, string, array of strings), tensors t0 f32 [2, 32] and
+// t1 f16 [8].
+std::vector<uint8_t> good_gguf() {
+  GgufBuilder g;
+  g.put<uint32_t>(kGgufMagic);
+  g.put<uint32_t>(3);
+  g.put<uint64_t>(2);
+  g.put<uint64_t>(3);
+  g.str("general.architecture");
+  g.put<uint32_t>(8);
+  g.str("llama");
+  g.str("llama.block_count");
+  g.put<uint32_t>(4);
+  g.put<uint32_t>(5);
+  g.str("tokenizer.ggml.tokens");
+  g.put<uint32_t>(9);
+  g.put<uint32_t>(8);
+  g.put<uint64_t>(2);
+  g.str("a");
+  g.str("bc");
+  g.str("t0");
+  g.put<uint32_t>(2);
+  g.put<uint64_t>(32);
+  g.put<uint64_t>(2);
+  g.put<uint32_t>(0);
+  g.put<uint64_t>(0);
+  g.str("t1");
+  g.put<uint32_t>(1);
+  g.put<uint64_t>(8);
+  g.put<uint32_t>(1);
+  g.put<uint64_t>(256);
+  while (g.b.size() % 32) g.b.push_back(0);
+  for (int i = 0; i < 64; ++i) g.put<float>(float(i));
+  for (int i = 0; i < 8; ++i) g.put<uint16_t>(0x3c00);  // 1.0 in f16
+  while (g.b.size() % 32) g.b.push_back(0);
+  return g.b;
+}
+
+TEST(GgufReader, ReadsMetadataAndTensors) {
+  TempDir d;
+  write_bytes(d.file("m.gguf"), good_gguf());
+  auto r = open_gguf(d.file("m.gguf"));
+  ASSERT_EQ(r->metadata().kvs.size(), 3u);
+  EXPECT_EQ(r->metadata().kvs[2].key, "tokenizer.ggml.tokens");
+  ASSERT_EQ(r->tensors().size(), 2u);
+  EXPECT_EQ(r->tensors()[0].shape, (std::vector<int64_t>{2, 32}));  // ne reversed
+  EXPECT_EQ(r->tensors()[1].dtype, DType::F16);
+  EXPECT_EQ(static_cast<const float*>(r->view(0).data)[33], 33.0f);
+  EXPECT_EQ(r->dequantize(1)[7], 1.0f);
+}
+
+TEST(GgufReader, BrokenFilesGiveErrorsNamingTheProblem) {
+  TempDir d;
+  const std::vector<uint8_t> good = good_gguf();
+  // The last 16 bytes are padding after t1's data: a file cut there is still whole.
+  for (size_t cut = 0; cut < good.size() - 16; ++cut) {
+    const std::string p = d.file("cut.gguf");
+    write_bytes(p, std::vector<uint8_t>(good.begin(), good.begin() + long(cut)));
+    EXPECT_THROW(open_model(p), Error) << "cut at " << cut;
+  }
+  auto patched = [&](const std::string& name, size_t at, const void* v, size_t n) {
+    std::vector<uint8_t> b = good;
+    std::memcpy(b.data() + at, v, n);
+    const std::string p = d.file(name);
+    write_bytes(p, b);
+    return p;
+  };
+  const uint64_t huge = uint64_t(1) << 63;
+  expect_error(patched("tcount.gguf", 8, &huge, 8), "tensor count");
+  expect_error(patched("kvcount.gguf", 16, &huge, 8), "metadata count");
+  expect_error(patched("strlen.gguf", 24, &huge, 8), "past the end");
+  const uint32_t bad_type = 77;
+  expect_error(patched("kvtype.gguf", 24 + 8 + 20, &bad_type, 4), "unknown value type 77");
+  // Offsets of the t0 tensor info: after the three KVs.
+  const size_t kv_end = 24 + (8 + 20 + 4 + 8 + 5) + (8 + 17 + 4 + 4) + (8 + 21 + 4 + 4 + 8 + 9 + 10);
+  const size_t t0 = kv_end + 8 + 2;
+  const uint32_t dims9 = 9;
+  expect_error(patched("ndims.gguf", t0, &dims9, 4), "9 dimensions");
+  const uint32_t ggml_bad = 99;
+  expect_error(patched("ggmltype.gguf", t0 + 4 + 16, &ggml_bad, 4), "unknown ggml type 99");
+  const uint64_t far = uint64_t(1) << 40;
+  expect_error(patched("offset.gguf", t0 + 4 + 16 + 4, &far, 8), "past the end");
+  const uint64_t overlapping = 64;  // t1 at 64 overlaps t0's [0, 256)
+  const size_t t1 = t0 + 4 + 16 + 4 + 8 + 8 + 2;
+  expect_error(patched("overlap.gguf", t1 + 4 + 8 + 4, &overlapping, 8), "overlap");
+  const uint64_t misaligned = 260;
+  expect_error(patched("align.gguf", t1 + 4 + 8 + 4, &misaligned, 8), "not aligned");
+}
+
+TEST(GgufReader, Stories260K) {
+  WQ_REQUIRE_SHARED(path, "data/models/stories260K/stories260K-f32.gguf");
+  auto r = open_gguf(path);
+  const GgufKV* arch = r->metadata().find("general.architecture");
+  ASSERT_NE(arch, nullptr);
+  EXPECT_EQ(std::string(arch->value.begin() + 8, arch->value.end()), "llama");
+  size_t params = 0;
+  for (const TensorInfo& t : r->tensors()) params += checked_numel(t.name, t.shape);
+  EXPECT_EQ(params, 260032u);
+  // The GGUF and the safetensors hold the same weights.
+  WQ_REQUIRE_SHARED(st_path, "data/models/stories260K/stories260K.safetensors");
+  auto st = open_model(st_path);
+  const std::vector<float> a = r->dequantize(size_t(r->find("token_embd.weight")));
+  const std::vector<float> b = st->dequantize(size_t(st->find("tok_embeddings.weight")));
+  EXPECT_EQ(a, b);
+}
+
+TEST(ModelReader, UnknownContentIsAnError) {
+  TempDir d;
+  write_bytes(d.file("x.bin"), {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12});
+  expect_error(d.file("x.bin"), "unrecognised content");
+  write_bytes(d.file("empty.safetensors"), {});
+  expect_error(d.file("empty.safetensors"), "");
+}
+
+}  // namespace
+}  // namespace wq
