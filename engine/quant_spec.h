@@ -10,12 +10,19 @@ namespace wq {
 
 // HQQ's half-quadratic solver options; the defaults are the reference's
 // (mobiusml/hqq optimize_weights_proximal).
+// When the solver stops. Block: each block stops on its own when its error stops falling
+// and keeps its best zero: no barrier between blocks, never worse than the affine start.
+// Tensor: the reference's rule: every block steps in lockstep and all stop together when
+// the mean error over the whole tensor stops falling, returning the last zero.
+enum class HqqStop : uint8_t { Block, Tensor };
+
 struct HqqOptions {
   int max_steps = 20;
   float p = 0.7f;       // lp-norm of the shrinkage
   float beta = 10.0f;   // initial penalty
   float kappa = 1.01f;  // beta growth per step
   bool round_zero = false;
+  HqqStop stop = HqqStop::Block;
 };
 
 struct QuantSpec {

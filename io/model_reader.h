@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -27,6 +28,10 @@ class ModelReader : public TensorSource {
   uint64_t data_bytes() const;
   // Index of the tensor called name, or -1.
   long find(const std::string& name) const;
+
+  // The file's free-form string metadata (safetensors' __metadata__); empty where the
+  // format has none.
+  virtual std::map<std::string, std::string> string_metadata() const { return {}; }
 
   // Stored record of a wquant-quantized tensor (kind == Quantized). Throws otherwise.
   virtual QuantizedTensor load_quantized(size_t i);

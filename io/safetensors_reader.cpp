@@ -46,7 +46,7 @@ class SafetensorsReader final : public ModelReader {
   const char* format() const override { return "safetensors"; }
   const std::string& path() const override { return path_; }
   const std::vector<TensorInfo>& tensors() const override { return infos_; }
-  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  std::map<std::string, std::string> string_metadata() const override { return metadata_; }
 
   TensorView view(size_t i) override {
     const Entry& e = at(i);

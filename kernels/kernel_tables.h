@@ -7,6 +7,16 @@
 namespace wq {
 
 const Kernels* scalar_kernels();
+void install_hqq_scalar(Kernels& k);
+#if defined(WQUANT_HAVE_AVX2)
+void install_hqq_avx2(Kernels& k);
+#endif
+#if defined(WQUANT_HAVE_AVX512)
+void install_hqq_avx512(Kernels& k);
+#endif
+#if defined(WQUANT_HAVE_NEON)
+void install_hqq_neon(Kernels& k);
+#endif
 #if defined(WQUANT_HAVE_AVX2)
 const Kernels* avx2_kernels();
 #endif

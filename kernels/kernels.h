@@ -63,6 +63,15 @@ struct RowQuantJob {
   float* zeros;          // [rows][cols / block]; may be null for MnnSym
 };
 
+// HQQ's half-quadratic solver settings for one call (engine/quant_spec.h HqqOptions).
+struct HqqParams {
+  int bits;       // 2..8
+  int max_steps;  // 0: the affine start as it is
+  float p;        // lp-norm of the shrinkage, in (0, 1)
+  float beta;     // initial penalty
+  float kappa;    // penalty growth per step
+};
+
 // llama.cpp block types wquant writes (numbering is ours; GGUF ids live in io/).
 enum class GgmlBlock : uint8_t { Q8_0 = 0, Q4_0 = 1, Q4_1 = 2, Q5_0 = 3, Q5_1 = 4 };
 inline constexpr int kGgmlBlockCount = 5;
@@ -106,6 +115,20 @@ struct Kernels {
   // --- fused tile kernels --------------------------------------------------------------
   // Quantizes rows [row_begin, row_end) of job: widen, block stats, params, codes, pack.
   void (*quantize_rows)(const RowQuantJob& job, size_t row_begin, size_t row_end);
+
+  // --- HQQ (kernels/hqq_reference.h is the spec) ----------------------------------------
+  // Solves nblocks consecutive blocks of `block` weights each, every block on its own:
+  // each step quantizes with the current zero, measures err = mean |w - w_r|, stops when
+  // err no longer falls, else updates the zero from the lp-shrunk residual; the zero of
+  // the lowest err is kept. zero[b] holds the start on entry, the kept zero on return;
+  // codes (nblocks*block) are quantized with it; steps[b] counts the steps that improved.
+  void (*hqq_solve_blocks)(const float* w, size_t nblocks, size_t block, const HqqParams& hp,
+                           const float* inv_scale, float* zero, uint8_t* codes, int* steps);
+  // One step of the reference's lockstep rule for nblocks blocks: err_sum[b] = sum over
+  // the block of |w - w_r| (16 partial sums, fixed order) measured with zero_in[b], and
+  // zero_out[b] the updated zero. `beta` is this step's penalty.
+  void (*hqq_step_blocks)(const float* w, size_t nblocks, size_t block, const HqqParams& hp, float beta,
+                          const float* inv_scale, const float* zero_in, float* zero_out, float* err_sum);
 
   // --- llama.cpp blocks (quantize_row_*_ref semantics, byte for byte) ------------------
   // n is a multiple of 32; y receives n/32 blocks.

@@ -138,6 +138,7 @@ const Kernels* scalar_kernels() {
     k.dequantize_ggml[int(GgmlBlock::Q4_1)] = dequantize_ggml_rows<BlockQ4_1, ref::dequantize_block_q4_1>;
     k.dequantize_ggml[int(GgmlBlock::Q5_0)] = dequantize_ggml_rows<BlockQ5_0, ref::dequantize_block_q5_0>;
     k.dequantize_ggml[int(GgmlBlock::Q5_1)] = dequantize_ggml_rows<BlockQ5_1, ref::dequantize_block_q5_1>;
+    install_hqq_scalar(k);
     return k;
   }();
   return &table;

@@ -23,6 +23,7 @@
 
 #include "kernels/ggml_blocks.h"
 #include "kernels/kernels.h"
+#include "kernels/hqq_reference.h"
 #include "kernels/reference.h"
 #include "tests/test_support.h"
 
@@ -638,6 +639,84 @@ struct KernelCheck {
   void (*run)(CheckEnv&);
 };
 
+// HQQ: finite weights only (the engine rejects the rest before the solver). Blocks of
+// LLM scale (shrinkage provably zero, skipped) and of unit scale (shrinkage computed),
+// every bits, block sizes around the lane count, several penalties.
+std::vector<float> hqq_input(const std::string& kind, size_t n, uint32_t seed) {
+  std::vector<float> x = make_floats(kind, n, seed);
+  for (float& v : x) {
+    if (!std::isfinite(v)) v = 0.25f;
+    if (std::fabs(v) > 1e6f) v = std::copysign(1e6f, v);
+  }
+  return x;
+}
+
+struct HqqCase {
+  std::vector<float> w;
+  std::vector<float> inv, zero;
+  size_t block, nblocks;
+  HqqParams hp;
+};
+
+std::vector<HqqCase> hqq_cases(size_t lanes) {
+  std::vector<HqqCase> cases;
+  const std::vector<size_t> blocks = {1, lanes - 1, lanes, lanes + 1, 32, 64, 172, 256};
+  uint32_t seed = 300;
+  for (const char* kind : {"normal", "wide", "zeros", "signed_zeros", "constant", "ties", "huge"}) {
+    for (float scale : {0.02f, 1.0f}) {
+      for (int bits = 2; bits <= 8; ++bits) {
+        for (size_t block : blocks) {
+          if (block == 0) continue;
+          HqqCase c;
+          c.block = block;
+          c.nblocks = 3;
+          c.w = hqq_input(kind, block * c.nblocks, seed++);
+          for (float& v : c.w) v *= scale;
+          c.hp = HqqParams{bits, 20, 0.7f, bits % 2 ? 10.0f : 1.0f, bits == 4 ? 1.0f : 1.01f};
+          for (size_t b = 0; b < c.nblocks; ++b) {
+            float mn, mx;
+            kernels_for(Isa::Scalar)->minmax(c.w.data() + b * block, block, &mn, &mx);
+            const BlockCodec cc = ref::block_codec(Scheme::Affine, bits, mn, mx, false);
+            c.inv.push_back(cc.inv_scale);
+            c.zero.push_back(cc.zero);
+          }
+          cases.push_back(std::move(c));
+        }
+      }
+    }
+  }
+  return cases;
+}
+
+void check_hqq_solve_blocks(CheckEnv& e) {
+  for (const HqqCase& c : hqq_cases(e.lanes)) {
+    const std::string ctx = "hqq_solve_blocks [bits " + std::to_string(c.hp.bits) + ", block " + std::to_string(c.block) + "]";
+    Out<float> za(c.nblocks), zb(c.nblocks);
+    Out<uint8_t> ca(c.w.size()), cb(c.w.size());
+    Out<int> sa(c.nblocks), sb(c.nblocks);
+    std::memcpy(za.data(), c.zero.data(), c.nblocks * 4);
+    std::memcpy(zb.data(), c.zero.data(), c.nblocks * 4);
+    e.simd.hqq_solve_blocks(c.w.data(), c.nblocks, c.block, c.hp, c.inv.data(), za.data(), ca.data(), sa.data());
+    e.ref.hqq_solve_blocks(c.w.data(), c.nblocks, c.block, c.hp, c.inv.data(), zb.data(), cb.data(), sb.data());
+    same_out(e.report, za, zb, ctx + " zero");
+    same_out(e.report, ca, cb, ctx + " codes");
+    same_out(e.report, sa, sb, ctx + " steps");
+  }
+}
+
+void check_hqq_step_blocks(CheckEnv& e) {
+  for (const HqqCase& c : hqq_cases(e.lanes)) {
+    const std::string ctx = "hqq_step_blocks [bits " + std::to_string(c.hp.bits) + ", block " + std::to_string(c.block) + "]";
+    for (float beta : {c.hp.beta, 1e4f}) {
+      Out<float> za(c.nblocks), zb(c.nblocks), ea(c.nblocks), eb(c.nblocks);
+      e.simd.hqq_step_blocks(c.w.data(), c.nblocks, c.block, c.hp, beta, c.inv.data(), c.zero.data(), za.data(), ea.data());
+      e.ref.hqq_step_blocks(c.w.data(), c.nblocks, c.block, c.hp, beta, c.inv.data(), c.zero.data(), zb.data(), eb.data());
+      same_out(e.report, za, zb, ctx + " zero");
+      same_out(e.report, ea, eb, ctx + " err");
+    }
+  }
+}
+
 const KernelCheck kChecks[] = {
     {"widen_f16", 1, check_widen_f16},
     {"widen_bf16", 1, check_widen_bf16},
@@ -652,6 +731,8 @@ const KernelCheck kChecks[] = {
     {"sq_err", 1, check_sq_err},
     {"quantize_rows", 1, check_quantize_rows},
     {"quantize_ggml", size_t(kGgmlBlockCount), check_quantize_ggml},
+    {"hqq_solve_blocks", 1, check_hqq_solve_blocks},
+    {"hqq_step_blocks", 1, check_hqq_step_blocks},
     {"dequantize_ggml", size_t(kGgmlBlockCount), check_dequantize_ggml},
 };
 constexpr size_t kCheckCount = sizeof(kChecks) / sizeof(kChecks[0]);

@@ -8,6 +8,7 @@ namespace wq {
 const Kernels* neon_kernels() {
   static const Kernels table = [] {
     Kernels k = simd::make_simd_kernels<xsimd::neon64>(Isa::Neon);
+    install_hqq_neon(k);
     return k;
   }();
   return &table;

@@ -9,6 +9,7 @@ namespace wq {
 const Kernels* avx2_kernels() {
   static const Kernels table = [] {
     Kernels k = simd::make_simd_kernels<xsimd::avx2>(Isa::Avx2);
+    install_hqq_avx2(k);
     return k;
   }();
   return &table;

@@ -19,6 +19,7 @@ namespace wq {
 const Kernels* avx512_kernels() {
   static const Kernels table = [] {
     Kernels k = simd::make_simd_kernels<xsimd::avx512bw>(Isa::Avx512);
+    install_hqq_avx512(k);
     return k;
   }();
   return &table;
