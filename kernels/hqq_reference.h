@@ -2,10 +2,14 @@
 // operation for operation. HQQ (mobiusml/hqq optimize_weights_proximal), per block with
 // inverse scale `inv` and zero `z`:
 //   q    = clip(rint(fl(w * inv) + z), 0, qmax)
-//   w_r  = (q - z) / inv
+//   w_r  = (q - z) * s           s = fl(1 / inv), the scale stored in the file
 //   e    = w - w_r;            err = mean |e|
 //   w_e  = sign(e) * max(|e| - |e|^(p-1) / beta, 0)      (lp shrinkage)
 //   z'   = mean(q - (w - w_e) * inv)
+// The reference divides by inv for w_r; wquant multiplies by the stored scale, so the
+// error the solver minimises is the error of the w_hat a loader reconstructs (and the
+// step has no division). Where the shrinkage is zero, q - (w - 0) * inv is q - fl(w * inv),
+// the product the quantization already made.
 // Means are sums in 16 partials (element i to partial i % 16) reduced in a fixed tree,
 // then divided by n. |e|^(p-1) is exp((p-1) * log|e|) from the polynomials below, built
 // from IEEE +, -, *, / and bit operations only, so every ISA gets the same bits.
@@ -86,26 +90,31 @@ inline float hqq_q(float w, float inv, float z, float qmax) {
 }
 
 // One step for one block: returns sum |w - w_r|, sets *sq to sum (w - w_r)^2 and *z_new
-// to the updated zero.
+// to the updated zero. One pass where the shrinkage is provably zero (emax below
+// skip_below), which is every block of an LLM's weights; a second pass otherwise.
 inline float hqq_block_step(const float* w, size_t n, float inv, float z, float qmax, float pm1, float beta,
                             float skip_below, float* z_new, float* sq) {
+  const float s = 1.0f / inv;
   float perr[16] = {}, psq[16] = {}, pz[16] = {};
   float emax = 0.0f;
   for (size_t i = 0; i < n; ++i) {
-    const float q = hqq_q(w[i], inv, z, qmax);
-    const float e = w[i] - ((q - z) / inv);
+    const float wi = w[i] * inv;
+    const float q = clamp_nan_lo(std::nearbyint(wi + z), 0.0f, qmax) + 0.0f;
+    const float e = w[i] - ((q - z) * s);
     const float a = std::fabs(e);
     perr[i % 16] += a;
     psq[i % 16] += e * e;
+    pz[i % 16] += q - wi;
     emax = a > emax ? a : emax;
   }
   *sq = sum16(psq);
-  const bool skip = emax < skip_below;
-  for (size_t i = 0; i < n; ++i) {
-    const float q = hqq_q(w[i], inv, z, qmax);
-    const float e = w[i] - ((q - z) / inv);
-    const float we = skip ? 0.0f : hqq_shrink(e, pm1, beta);
-    pz[i % 16] += q - ((w[i] - we) * inv);
+  if (!(emax < skip_below)) {
+    for (float& p : pz) p = 0.0f;
+    for (size_t i = 0; i < n; ++i) {
+      const float q = hqq_q(w[i], inv, z, qmax);
+      const float e = w[i] - ((q - z) * s);
+      pz[i % 16] += q - ((w[i] - hqq_shrink(e, pm1, beta)) * inv);
+    }
   }
   *z_new = sum16(pz) / float(n);
   return sum16(perr);
@@ -113,10 +122,10 @@ inline float hqq_block_step(const float* w, size_t n, float inv, float z, float 
 
 // sum (w - w_r)^2 for zero z (the candidate the solver's last update made).
 inline float hqq_block_sq(const float* w, size_t n, float inv, float z, float qmax) {
+  const float s = 1.0f / inv;
   float psq[16] = {};
   for (size_t i = 0; i < n; ++i) {
-    const float q = hqq_q(w[i], inv, z, qmax);
-    const float e = w[i] - ((q - z) / inv);
+    const float e = w[i] - ((hqq_q(w[i], inv, z, qmax) - z) * s);
     psq[i % 16] += e * e;
   }
   return sum16(psq);

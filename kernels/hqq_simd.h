@@ -99,47 +99,44 @@ struct HqqSimd {
 
   static float step(const float* w, size_t n, float inv_s, float z_s, float qmax_s, float pm1_s, float beta_s,
                     float skip_below, float* z_new, float* sq) {
-    const F inv(inv_s), z(z_s), qmax(qmax_s);
+    const F inv(inv_s), z(z_s), qmax(qmax_s), s(1.0f / inv_s);
     F err[kAcc], sqa[kAcc], zs[kAcc];
     for (size_t k = 0; k < kAcc; ++k) err[k] = sqa[k] = zs[k] = F(0.0f);
     F emax(0.0f);
     for_lanes(w, n, [&](F x, M valid, size_t k) {
-      const F q = q_of(x, inv, z, qmax);
-      const F e = x - Ops::div(q - z, inv);
-      const F a = xsimd::select(valid, fabs(e), F(0.0f));
-      const F ev = xsimd::select(valid, e, F(0.0f));
+      const F wi = x * inv;
+      const F q = Ops::clamp(Ops::rint(wi + z), F(0.0f), qmax) + F(0.0f);
+      const F e = xsimd::select(valid, x - ((q - z) * s), F(0.0f));
+      const F a = fabs(e);
       err[k] = err[k] + a;
-      sqa[k] = sqa[k] + ev * ev;
+      sqa[k] = sqa[k] + e * e;
+      zs[k] = zs[k] + xsimd::select(valid, q - wi, F(0.0f));
       emax = xsimd::select(a > emax, a, emax);
     });
+    *sq = reduce(sqa);
     alignas(64) float lanes[L];
     emax.store_aligned(lanes);
     float m = 0.0f;
     for (size_t j = 0; j < L; ++j) m = lanes[j] > m ? lanes[j] : m;
-    const bool skip = m < skip_below;
-    const F pm1(pm1_s), beta(beta_s);
-    for_lanes(w, n, [&](F x, M valid, size_t k) {
-      const F q = q_of(x, inv, z, qmax);
-      F t;
-      if (skip) {
-        t = q - ((x - F(0.0f)) * inv);
-      } else {
-        const F e = x - Ops::div(q - z, inv);
-        t = q - ((x - shrink(e, pm1, beta)) * inv);
-      }
-      zs[k] = zs[k] + xsimd::select(valid, t, F(0.0f));
-    });
-    *sq = reduce(sqa);
+    if (!(m < skip_below)) {
+      const F pm1(pm1_s), beta(beta_s);
+      for (size_t k = 0; k < kAcc; ++k) zs[k] = F(0.0f);
+      for_lanes(w, n, [&](F x, M valid, size_t k) {
+        const F q = q_of(x, inv, z, qmax);
+        const F e = x - ((q - z) * s);
+        zs[k] = zs[k] + xsimd::select(valid, q - ((x - shrink(e, pm1, beta)) * inv), F(0.0f));
+      });
+    }
     *z_new = reduce(zs) / float(n);
     return reduce(err);
   }
 
   static float sq(const float* w, size_t n, float inv_s, float z_s, float qmax_s) {
-    const F inv(inv_s), z(z_s), qmax(qmax_s);
+    const F inv(inv_s), z(z_s), qmax(qmax_s), s(1.0f / inv_s);
     F sqa[kAcc];
     for (size_t k = 0; k < kAcc; ++k) sqa[k] = F(0.0f);
     for_lanes(w, n, [&](F x, M valid, size_t k) {
-      const F e = xsimd::select(valid, x - Ops::div(q_of(x, inv, z, qmax) - z, inv), F(0.0f));
+      const F e = xsimd::select(valid, x - ((q_of(x, inv, z, qmax) - z) * s), F(0.0f));
       sqa[k] = sqa[k] + e * e;
     });
     return reduce(sqa);

@@ -46,11 +46,11 @@ void write_bytes(const std::string& path, const std::vector<uint8_t>& b) {
 // A safetensors file from a header and a data blob.
 std::vector<uint8_t> safetensors_bytes(const nlohmann::json& header, const std::vector<uint8_t>& data) {
   const std::string h = header.dump();
-  std::vector<uint8_t> b(8);
   const uint64_t n = h.size();
+  std::vector<uint8_t> b(8 + h.size() + data.size());
   std::memcpy(b.data(), &n, 8);
-  b.insert(b.end(), h.begin(), h.end());
-  b.insert(b.end(), data.begin(), data.end());
+  std::memcpy(b.data() + 8, h.data(), h.size());
+  if (!data.empty()) std::memcpy(b.data() + 8 + h.size(), data.data(), data.size());
   return b;
 }
 
