@@ -28,7 +28,7 @@ struct Bound {
   int hqq_steps = 0;
   float hqq_p = 0, hqq_beta = 0, hqq_kappa = 0;
   bool hqq_round_zero = false;
-  std::string format, type, isa, size, params, framework, biz_code;
+  std::string format, type, isa, size, params, framework, biz_code, hqq_stop;
   std::string model_file, mnn_model;
   std::string pos[2];  // the positional arguments of the command, in order
   int threads = 0;
@@ -46,7 +46,7 @@ struct Options {
   CLI::App* bench = nullptr;
   // quantize options whose presence matters
   CLI::Option *bits, *block, *hqq, *fp16, *format, *type, *params, *framework, *biz_code;
-  CLI::Option *hqq_steps, *hqq_p, *hqq_beta, *hqq_kappa, *hqq_round_zero;
+  CLI::Option *hqq_steps, *hqq_p, *hqq_beta, *hqq_kappa, *hqq_round_zero, *hqq_stop;
   CLI::Option *model_file, *mnn_model;
 };
 
@@ -88,6 +88,11 @@ void build(Options& o, Bound& b) {
   o.hqq_beta = q->add_option("--hqq-beta", b.hqq_beta, "HQQ: initial penalty (default 10)")->type_name("X");
   o.hqq_kappa = q->add_option("--hqq-kappa", b.hqq_kappa, "HQQ: penalty growth per step, >= 1 (default 1.01)")->type_name("X");
   o.hqq_round_zero = q->add_flag("--hqq-round-zero", b.hqq_round_zero, "HQQ: round zero points to integers");
+  o.hqq_stop = q->add_option("--hqq-stop", b.hqq_stop,
+                             "HQQ: when the solver stops. block (default): each block when its error stops "
+                             "falling, keeping its best zero; tensor: the reference's rule, all blocks together "
+                             "when the tensor's mean error stops falling")
+                   ->type_name("block|tensor");
   o.fp16 = q->add_flag("--fp16", b.fp16, "Store scales, zeros and kept-float tensors as f16");
   o.format = q->add_option("--format", b.format, "Output format (default: from OUT's extension)")
                  ->type_name("wq|safetensors|gguf");
@@ -231,11 +236,16 @@ void fill_quantize(const Options& o, const Bound& b, const MnnNormalised& norm, 
   if (o.hqq_beta->count()) s.hqq_beta = b.hqq_beta;
   if (o.hqq_kappa->count()) s.hqq_kappa = b.hqq_kappa;
   if (o.hqq_round_zero->count()) s.hqq_round_zero = b.hqq_round_zero;
+  if (o.hqq_stop->count()) {
+    HqqStop stop;
+    if (!parse_hqq_stop(b.hqq_stop, &stop)) throw usage("--hqq-stop: expected block or tensor, got '" + b.hqq_stop + "'");
+    s.hqq_stop = stop;
+  }
   // Range checks here, so a bad value is reported as the flag the user typed. HQQ options
   // without --hqq may still meet "hqq": true in a params file: that combination is
   // checked once merged (cmd_quantize.cpp), so probe as if HQQ were on.
   SpecSettings probe = s;
-  const bool hqq_opts = s.hqq_steps || s.hqq_p || s.hqq_beta || s.hqq_kappa || s.hqq_round_zero;
+  const bool hqq_opts = s.hqq_steps || s.hqq_p || s.hqq_beta || s.hqq_kappa || s.hqq_round_zero || s.hqq_stop;
   if (hqq_opts && !probe.hqq && !(probe.asym && !*probe.asym)) probe.hqq = true;
   resolve_settings(probe, "quantize");
 

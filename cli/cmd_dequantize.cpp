@@ -1,6 +1,9 @@
 // wquant dequantize QUANT OUT.safetensors: every tensor back to float (f32, f16 or bf16),
 // exactly as a loader reconstructs it; non-float tensors are copied unchanged.
+#include <cstdio>
 #include <cstring>
+
+#include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
 #include "cli/output_path.h"

@@ -64,11 +64,7 @@ Row describe(ModelReader& r, size_t i) {
   return row;
 }
 
-uint64_t numel(const TensorInfo& t) {
-  uint64_t n = 1;
-  for (int64_t d : t.shape) n *= uint64_t(d);
-  return n;
-}
+uint64_t numel(const TensorInfo& t) { return checked_numel(t.name, t.shape); }
 
 }  // namespace
 

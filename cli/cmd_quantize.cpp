@@ -12,6 +12,7 @@
 #include "engine/error.h"
 #include "engine/pipeline.h"
 #include "engine/scheduler.h"
+#include "engine/tensor.h"
 #include "io/model_reader.h"
 #include "io/model_writer.h"
 
@@ -278,9 +279,7 @@ uint64_t quantized_weights(const std::vector<TensorPlan>& plan) {
   uint64_t n = 0;
   for (const TensorPlan& p : plan) {
     if (p.action != TensorAction::Quantize && p.action != TensorAction::Ggml) continue;
-    uint64_t e = 1;
-    for (int64_t d : p.shape) e *= uint64_t(d);
-    n += e;
+    n += checked_numel(p.name, p.shape);
   }
   return n;
 }

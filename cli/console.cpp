@@ -73,6 +73,7 @@ std::string format_bytes(uint64_t bytes) {
 
 std::string format_seconds(double s) {
   if (!std::isfinite(s) || s < 0) return "--";
+  if (s < 1) return format_fixed(s * 1e3, s < 0.01 ? 2 : 1) + " ms";
   if (s < 60) return format_fixed(s, s < 10 ? 2 : 1) + " s";
   const uint64_t t = uint64_t(s + 0.5);
   char buf[32];

@@ -74,7 +74,7 @@ float, with a note.
 Params file (--params / --compressionParamsFile FILE), wquant's form:
   {"defaults": {"bits": 4, "block": 32, "asym": false, "hqq": false, "fp16": false,
                 "type": "Q4_0", "hqq_steps": 20, "hqq_p": 0.7, "hqq_beta": 10,
-                "hqq_kappa": 1.01, "hqq_round_zero": false},
+                "hqq_kappa": 1.01, "hqq_round_zero": false, "hqq_stop": "block"},
    "rules": [{"match": "layers.0.*", "bits": 8},
              {"match": "blk.*.ffn_*", "bits": 8, "block": 32, "asym": true, "type": "Q8_0"},
              {"match": "tok_embeddings.weight", "skip": true}]}

@@ -78,7 +78,9 @@ void check_output_path(const std::string& out, const std::vector<std::string>& i
 
 void check_free_space(const std::string& out, uint64_t bytes) {
   struct statvfs vfs;
-  if (::statvfs(parent_dir(out).c_str(), &vfs) != 0) return;  // unknown: the write will tell
+  // Unknown (or a pseudo file system such as /proc, which reports no blocks at all): the
+  // write itself will tell.
+  if (::statvfs(parent_dir(out).c_str(), &vfs) != 0 || vfs.f_blocks == 0) return;
   const uint64_t avail = uint64_t(vfs.f_bavail) * uint64_t(vfs.f_frsize);
   if (avail < bytes) {
     throw output_error(out, "not enough disk space: the output needs " + format_bytes(bytes) + ", " +

@@ -126,7 +126,7 @@ void parse_wquant_form(const json& doc, ParamsFile& p) {
   if (const json* d = top.find("defaults")) {
     const Fields f(*d, p.path, "defaults");
     f.only({"bits", "block", "asym", "hqq", "fp16", "type", "hqq_steps", "hqq_p", "hqq_beta", "hqq_kappa",
-            "hqq_round_zero"});
+            "hqq_round_zero", "hqq_stop"});
     SpecSettings& s = p.defaults;
     if (auto v = f.integer("bits")) s.bits = checked_bits(f, "bits", *v);
     if (auto v = f.integer("block")) s.block = checked_block(f, "block", *v) == 0 ? -1 : *v;
@@ -139,6 +139,11 @@ void parse_wquant_form(const json& doc, ParamsFile& p) {
     if (auto v = f.number("hqq_beta")) s.hqq_beta = float(*v);
     if (auto v = f.number("hqq_kappa")) s.hqq_kappa = float(*v);
     s.hqq_round_zero = f.boolean("hqq_round_zero");
+    if (auto v = f.string("hqq_stop")) {
+      HqqStop stop;
+      if (!parse_hqq_stop(*v, &stop)) f.fail("hqq_stop", "expected \"block\" or \"tensor\", got \"" + *v + "\"");
+      s.hqq_stop = stop;
+    }
     // The combination (HQQ options without HQQ, ...) is checked once merged with the
     // command line, which may supply the rest.
   }
@@ -287,6 +292,7 @@ json params_used(const EffectiveSpec& e, OutputFormat format, GgmlBlock ggml_def
     defaults["hqq_beta"] = s.hqq_opts.beta;
     defaults["hqq_kappa"] = s.hqq_opts.kappa;
     defaults["hqq_round_zero"] = s.hqq_opts.round_zero;
+    defaults["hqq_stop"] = hqq_stop_name(s.hqq_opts.stop);
   }
   json rules = json::array();
   for (const TensorPlan& t : plan) {

@@ -5,7 +5,7 @@
 // wquant's form
 //   {"defaults": {"bits": 4, "block": 32, "asym": false, "hqq": false, "fp16": false,
 //                 "type": "Q4_0", "hqq_steps": 20, "hqq_p": 0.7, "hqq_beta": 10,
-//                 "hqq_kappa": 1.01, "hqq_round_zero": false},
+//                 "hqq_kappa": 1.01, "hqq_round_zero": false, "hqq_stop": "block"},
 //    "rules": [{"match": "blk.*.ffn_*", "bits": 8, "block": 32, "asym": true,
 //               "hqq": false, "skip": false, "type": "Q8_0"}]}
 //   Every key is optional except a rule's "match" (an exact name or a glob, see

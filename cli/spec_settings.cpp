@@ -33,6 +33,7 @@ SpecSettings SpecSettings::or_else(const SpecSettings& fallback) const {
   take(r.hqq_beta, fallback.hqq_beta);
   take(r.hqq_kappa, fallback.hqq_kappa);
   take(r.hqq_round_zero, fallback.hqq_round_zero);
+  take(r.hqq_stop, fallback.hqq_stop);
   return r;
 }
 
@@ -67,14 +68,24 @@ EffectiveSpec resolve_settings(const SpecSettings& s, const std::string& where) 
   if (s.hqq_beta) h.beta = *s.hqq_beta;
   if (s.hqq_kappa) h.kappa = *s.hqq_kappa;
   if (s.hqq_round_zero) h.round_zero = *s.hqq_round_zero;
+  if (s.hqq_stop) h.stop = *s.hqq_stop;
   // validate_spec checks HQQ options only when HQQ is on; a user who set them without
   // --hqq has made a mistake worth reporting rather than ignoring silently.
-  const bool hqq_opts_said = s.hqq_steps || s.hqq_p || s.hqq_beta || s.hqq_kappa || s.hqq_round_zero;
+  const bool hqq_opts_said = s.hqq_steps || s.hqq_p || s.hqq_beta || s.hqq_kappa || s.hqq_round_zero || s.hqq_stop;
   if (hqq_opts_said && !e.spec.hqq) throw usage(where, "HQQ options (--hqq-*) need --hqq");
   validate_spec(e.spec, where);
   e.ggml = s.ggml;
   return e;
 }
+
+bool parse_hqq_stop(std::string_view text, HqqStop* out) {
+  if (text == "block") *out = HqqStop::Block;
+  else if (text == "tensor") *out = HqqStop::Tensor;
+  else return false;
+  return true;
+}
+
+const char* hqq_stop_name(HqqStop s) { return s == HqqStop::Tensor ? "tensor" : "block"; }
 
 bool parse_ggml_type(std::string_view text, GgmlBlock* out) {
   for (int i = 0; i < kGgmlBlockCount; ++i) {

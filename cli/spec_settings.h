@@ -23,6 +23,7 @@ struct SpecSettings {
   std::optional<int> hqq_steps;
   std::optional<float> hqq_p, hqq_beta, hqq_kappa;
   std::optional<bool> hqq_round_zero;
+  std::optional<HqqStop> hqq_stop;
 
   // Fields set here win; unset ones come from `fallback`.
   SpecSettings or_else(const SpecSettings& fallback) const;
@@ -46,6 +47,10 @@ EffectiveSpec resolve_settings(const SpecSettings& s, const std::string& where);
 // 5 -> Q5_0, 8 -> Q8_0; with asym or HQQ Q4_1 / Q5_1). Throws Error (Usage) when bits
 // have no GGUF type, or the type contradicts bits, block or HQQ that were set explicitly.
 GgmlBlock resolve_ggml_type(const EffectiveSpec& e, const SpecSettings& said, const std::string& where);
+
+// "block" / "tensor" (engine/quant_spec.h HqqStop). Returns false for anything else.
+bool parse_hqq_stop(std::string_view text, HqqStop* out);
+const char* hqq_stop_name(HqqStop s);
 
 // "Q4_0", "q4_0", ... Returns false for anything else.
 bool parse_ggml_type(std::string_view text, GgmlBlock* out);

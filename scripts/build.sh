@@ -15,4 +15,5 @@ case "$flavour" in
   *) echo "usage: $0 [release|asan|arm64]" >&2; exit 2 ;;
 esac
 cmake -S "$root" -B "$dir" -G Ninja "${args[@]}" "$@" >/dev/null
-ninja -C "$dir" -j "$jobs"
+# WQUANT_TARGETS: build only these targets (default: all).
+ninja -C "$dir" -j "$jobs" ${WQUANT_TARGETS:-}

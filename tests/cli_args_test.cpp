@@ -97,6 +97,8 @@ TEST(CliArgs, QuantizeFlagsLandInTheSettings) {
   EXPECT_EQ(q.said.hqq, true);
   EXPECT_FALSE(q.said.asym.has_value());
   EXPECT_EQ(q.said.hqq_steps, 7);
+  EXPECT_EQ(parse_command_line({"quantize", "a", "b", "--hqq", "--hqq-stop", "tensor"}).quantize.said.hqq_stop,
+            HqqStop::Tensor);
   EXPECT_EQ(q.said.fp16, true);
   EXPECT_EQ(q.run.threads, 2);
   EXPECT_EQ(q.run.isa, Isa::Scalar);

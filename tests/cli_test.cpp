@@ -503,6 +503,7 @@ TEST_F(Cli, ParamsFileIsWrittenWhenAbsentAndRerunningWithItGivesIdenticalBytes) 
   const json used = json::parse(read_bytes(params));
   EXPECT_EQ(used["defaults"]["bits"], 4);
   EXPECT_EQ(used["defaults"]["hqq"], true);
+  EXPECT_EQ(used["defaults"]["hqq_stop"], "block");
   EXPECT_GE(used["rules"].size(), 35u);  // one per quantized tensor
   // With the same flags, with no flags at all, and through --params: the same bytes.
   expect(0, {"quantize", src, path("second.wq"), "--bits", "4", "--block", "32", "--hqq", "--params", params});
@@ -693,6 +694,7 @@ TEST_F(Cli, UsageErrors) {
       {{"--threads", "-1"}, "--threads"},
       {{"--hqq-kappa", "0.5", "--hqq"}, "kappa"},
       {{"--hqq-steps", "5"}, "need --hqq"},
+      {{"--hqq", "--hqq-stop", "lockstep"}, "--hqq-stop"},
   };
   for (const Case& c : cases) {
     std::vector<std::string> args{"quantize", src, out};
