@@ -4,6 +4,7 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -59,6 +60,16 @@ class SafetensorsReader final : public ModelReader {
     v.dtype = e.info.dtype;
     v.nbytes = e.info.nbytes;
     v.data = files_[e.shard]->span(e.offset, e.info.nbytes, e.info.name);
+    if (reinterpret_cast<uintptr_t>(v.data) % dtype_size(v.dtype) != 0) {
+      // The format does not promise aligned data (headers are usually padded to 8, but
+      // need not be): a misaligned tensor is copied once, so no kernel reads a float
+      // through a misaligned pointer.
+      std::lock_guard<std::mutex> lock(aligned_mutex_);
+      std::vector<float>& copy = aligned_[i];
+      copy.resize((v.nbytes + 3) / 4);
+      std::memcpy(copy.data(), v.data, v.nbytes);
+      v.data = copy.data();
+    }
     return v;
   }
 
@@ -71,6 +82,8 @@ class SafetensorsReader final : public ModelReader {
   void release(size_t i) override {
     const Entry& e = at(i);
     files_[e.shard]->release(e.offset, e.info.nbytes);
+    std::lock_guard<std::mutex> lock(aligned_mutex_);
+    aligned_.erase(i);
   }
 
   QuantizedTensor load_quantized(size_t i) override {
@@ -244,6 +257,8 @@ class SafetensorsReader final : public ModelReader {
   std::vector<Entry> entries_;
   std::vector<TensorInfo> infos_;
   std::map<std::string, std::string> metadata_;
+  std::mutex aligned_mutex_;
+  std::map<size_t, std::vector<float>> aligned_;  // copies of misaligned float tensors, until released
 };
 
 std::vector<std::string> shards_of_index(const std::string& index_path) {

@@ -55,6 +55,8 @@ class WqReader final : public ModelReader {
       for (int k = 0; k < 3; ++k) {
         if (offs[k] > file_.size() || !file_.contains(pre.data_offset + offs[k], szs[k]) || pre.data_offset + offs[k] < pre.data_offset)
           throw Error(at + ": data runs past the end of the file (" + std::to_string(file_.size()) + " bytes): truncated or corrupt");
+        if ((pre.data_offset + offs[k]) % kWqAlign)
+          throw Error(at + ": data offset " + std::to_string(offs[k]) + " is not 64-byte aligned: corrupt");
         e.pieces[k] = {pre.data_offset + offs[k], szs[k]};
         if (szs[k]) ranges.push_back({e.pieces[k].offset, szs[k]});
         e.info.nbytes += szs[k];
