@@ -8,7 +8,7 @@ flavour=${1:-release}
 shift || true
 jobs=${WQUANT_JOBS:-$(nproc)}
 case "$flavour" in
-  release) dir=$root/build; args=(-DCMAKE_BUILD_TYPE=Release) ;;
+  release) dir=$root/build; args=(-DCMAKE_BUILD_TYPE=Release -DWQUANT_BUILD_BENCH=ON) ;;
   asan)    dir=$root/build-asan; args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DWQUANT_SANITIZE=ON -DWQUANT_BUILD_BENCH=OFF) ;;
   arm64)   dir=$root/build-arm64; args=(-DCMAKE_BUILD_TYPE=Release -DWQUANT_BUILD_BENCH=OFF
              -DCMAKE_TOOLCHAIN_FILE=$root/cmake/aarch64-linux-gnu.cmake) ;;
