@@ -31,6 +31,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/ggml_types.h"
 #include "engine/quantize.h"
 #include "engine/scheduler.h"
 #include "kernels/ggml_blocks.h"
@@ -221,7 +222,7 @@ struct KernelBench {
   void (*add)(const Kernels& k, size_t weights, std::vector<std::pair<std::string, Bench>>& out);
 };
 
-void add_widen_f16(const Kernels& k, size_t n, std::vector<std::pair<std::string, Bench>>& v) {
+void bench_widen_f16(const Kernels& k, size_t n, std::vector<std::pair<std::string, Bench>>& v) {
   v.emplace_back("widen_f16", [&k, n](benchmark::State& s) {
     for (auto _ : s) {
       k.widen_f16(data().f16.data(), out(data().f32_out), n);
@@ -230,7 +231,7 @@ void add_widen_f16(const Kernels& k, size_t n, std::vector<std::pair<std::string
     set_rates(s, 2 * n, n);
   });
 }
-void add_widen_bf16(const Kernels& k, size_t n, std::vector<std::pair<std::string, Bench>>& v) {
+void bench_widen_bf16(const Kernels& k, size_t n, std::vector<std::pair<std::string, Bench>>& v) {
   v.emplace_back("widen_bf16", [&k, n](benchmark::State& s) {
     for (auto _ : s) {
       k.widen_bf16(data().bf16.data(), out(data().f32_out), n);
@@ -239,7 +240,7 @@ void add_widen_bf16(const Kernels& k, size_t n, std::vector<std::pair<std::strin
     set_rates(s, 2 * n, n);
   });
 }
-void add_narrow_f16(const Kernels& k, size_t n, std::vector<std::pair<std::string, Bench>>& v) {
+void bench_narrow_f16(const Kernels& k, size_t n, std::vector<std::pair<std::string, Bench>>& v) {
   v.emplace_back("narrow_f16", [&k, n](benchmark::State& s) {
     for (auto _ : s) {
       k.narrow_f16(data().f32.data(), out(data().f16), n);
@@ -249,7 +250,7 @@ void add_narrow_f16(const Kernels& k, size_t n, std::vector<std::pair<std::strin
   });
 }
 // Block statistics are called once per block by the quantizers: benchmarked that way.
-void add_minmax(const Kernels& k, size_t n, std::vector<std::pair<std::string, Bench>>& v) {
+void bench_minmax(const Kernels& k, size_t n, std::vector<std::pair<std::string, Bench>>& v) {
   v.emplace_back("minmax/g64", [&k, n](benchmark::State& s) {
     const float* x = data().f32.data();
     for (auto _ : s) {
@@ -264,7 +265,7 @@ void add_minmax(const Kernels& k, size_t n, std::vector<std::pair<std::string, B
     set_rates(s, 4 * n, n);
   });
 }
-void add_absmax(const Kernels& k, size_t n, std::vector<std::pair<std::string, Bench>>& v) {
+void bench_absmax(const Kernels& k, size_t n, std::vector<std::pair<std::string, Bench>>& v) {
   v.emplace_back("absmax/g64", [&k, n](benchmark::State& s) {
     const float* x = data().f32.data();
     for (auto _ : s) {
@@ -275,7 +276,7 @@ void add_absmax(const Kernels& k, size_t n, std::vector<std::pair<std::string, B
     set_rates(s, 4 * n, n);
   });
 }
-void add_find_nonfinite(const Kernels& k, size_t n, std::vector<std::pair<std::string, Bench>>& v) {
+void bench_find_nonfinite(const Kernels& k, size_t n, std::vector<std::pair<std::string, Bench>>& v) {
   v.emplace_back("find_nonfinite/f32", [&k, n](benchmark::State& s) {
     for (auto _ : s) benchmark::DoNotOptimize(k.find_nonfinite(data().f32.data(), DType::F32, n));
     set_rates(s, 4 * n, n);
@@ -288,7 +289,7 @@ void add_find_nonfinite(const Kernels& k, size_t n, std::vector<std::pair<std::s
 BlockCodec codec_for(Scheme scheme, int bits) {
   return ref::block_codec(scheme, bits, -0.05f, 0.06f, false);
 }
-void add_quantize_codes(const Kernels& k, size_t n, std::vector<std::pair<std::string, Bench>>& v) {
+void bench_quantize_codes(const Kernels& k, size_t n, std::vector<std::pair<std::string, Bench>>& v) {
   for (Scheme scheme : {Scheme::MnnSym, Scheme::MnnAsym, Scheme::Affine}) {
     v.emplace_back(std::string("quantize_codes/") + scheme_name(scheme) + "/b4/g64", [&k, n, scheme](benchmark::State& s) {
       const BlockCodec c = codec_for(scheme, 4);
@@ -302,7 +303,7 @@ void add_quantize_codes(const Kernels& k, size_t n, std::vector<std::pair<std::s
     });
   }
 }
-void add_dequantize_codes(const Kernels& k, size_t n, std::vector<std::pair<std::string, Bench>>& v) {
+void bench_dequantize_codes(const Kernels& k, size_t n, std::vector<std::pair<std::string, Bench>>& v) {
   for (Scheme scheme : {Scheme::MnnSym, Scheme::MnnAsym, Scheme::Affine}) {
     v.emplace_back(std::string("dequantize_codes/") + scheme_name(scheme) + "/b4/g64",
                    [&k, n, scheme](benchmark::State& s) {
@@ -318,7 +319,7 @@ void add_dequantize_codes(const Kernels& k, size_t n, std::vector<std::pair<std:
                    });
   }
 }
-void add_pack_codes(const Kernels& k, size_t n, std::vector<std::pair<std::string, Bench>>& v) {
+void bench_pack_codes(const Kernels& k, size_t n, std::vector<std::pair<std::string, Bench>>& v) {
   for (int bits = 2; bits <= 8; ++bits) {
     v.emplace_back("pack_codes/b" + std::to_string(bits), [&k, n, bits](benchmark::State& s) {
       std::vector<uint8_t> codes(data().codes.begin(), data().codes.begin() + std::ptrdiff_t(n));
@@ -331,7 +332,7 @@ void add_pack_codes(const Kernels& k, size_t n, std::vector<std::pair<std::strin
     });
   }
 }
-void add_unpack_codes(const Kernels& k, size_t n, std::vector<std::pair<std::string, Bench>>& v) {
+void bench_unpack_codes(const Kernels& k, size_t n, std::vector<std::pair<std::string, Bench>>& v) {
   for (int bits = 2; bits <= 8; ++bits) {
     v.emplace_back("unpack_codes/b" + std::to_string(bits), [&k, n, bits](benchmark::State& s) {
       for (auto _ : s) {
@@ -342,7 +343,7 @@ void add_unpack_codes(const Kernels& k, size_t n, std::vector<std::pair<std::str
     });
   }
 }
-void add_sq_err(const Kernels& k, size_t n, std::vector<std::pair<std::string, Bench>>& v) {
+void bench_sq_err(const Kernels& k, size_t n, std::vector<std::pair<std::string, Bench>>& v) {
   v.emplace_back("sq_err", [&k, n](benchmark::State& s) {
     for (auto _ : s) {
       double e, r;
@@ -354,7 +355,7 @@ void add_sq_err(const Kernels& k, size_t n, std::vector<std::pair<std::string, B
   });
 }
 // A [n / kCols, kCols] tensor quantized in one call, as one engine tile would be.
-void add_quantize_rows(const Kernels& k, size_t n, std::vector<std::pair<std::string, Bench>>& v) {
+void bench_quantize_rows(const Kernels& k, size_t n, std::vector<std::pair<std::string, Bench>>& v) {
   struct Case {
     Scheme scheme;
     int bits;
@@ -396,7 +397,7 @@ void add_quantize_rows(const Kernels& k, size_t n, std::vector<std::pair<std::st
     });
   }
 }
-void add_quantize_ggml(const Kernels& k, size_t n, std::vector<std::pair<std::string, Bench>>& v) {
+void bench_quantize_ggml(const Kernels& k, size_t n, std::vector<std::pair<std::string, Bench>>& v) {
   for (int t = 0; t < kGgmlBlockCount; ++t) {
     v.emplace_back(std::string("quantize_ggml/") + ggml_name(t), [&k, n, t](benchmark::State& s) {
       for (auto _ : s) {
@@ -407,10 +408,10 @@ void add_quantize_ggml(const Kernels& k, size_t n, std::vector<std::pair<std::st
     });
   }
 }
-void add_dequantize_ggml(const Kernels& k, size_t n, std::vector<std::pair<std::string, Bench>>& v) {
+void bench_dequantize_ggml(const Kernels& k, size_t n, std::vector<std::pair<std::string, Bench>>& v) {
   for (int t = 0; t < kGgmlBlockCount; ++t) {
     v.emplace_back(std::string("dequantize_ggml/") + ggml_name(t), [&k, n, t](benchmark::State& s) {
-      std::vector<uint8_t> blocks(n / 32 * ggml_block_bytes(GgmlBlock(t)));
+      std::vector<uint8_t> blocks(ggml_row_bytes(GgmlBlock(t), n));
       kernels_for(Isa::Scalar)->quantize_ggml[t](data().f32.data(), blocks.data(), n);
       for (auto _ : s) {
         k.dequantize_ggml[t](blocks.data(), out(data().f32_out), n);
@@ -421,21 +422,56 @@ void add_dequantize_ggml(const Kernels& k, size_t n, std::vector<std::pair<std::
   }
 }
 
+// HQQ's kernels on 64-weight blocks of LLM-scale weights, 4 bits, the default settings.
+HqqParams bench_hqq_params() { return HqqParams{4, 20, 0.7f, 10.0f, 1.01f}; }
+void hqq_start(const Kernels& k, size_t nblocks, std::vector<float>& inv, std::vector<float>& zero) {
+  inv.resize(nblocks);
+  zero.resize(nblocks);
+  for (size_t b = 0; b < nblocks; ++b) {
+    float mn, mx;
+    k.minmax(data().f32.data() + b * kBlock, kBlock, &mn, &mx);
+    const BlockCodec c = ref::block_codec(Scheme::Affine, 4, mn, mx, false);
+    inv[b] = c.inv_scale;
+    zero[b] = c.zero;
+  }
+}
+void bench_hqq_solve_blocks(const Kernels& k, size_t n, std::vector<std::pair<std::string, Bench>>& v) {
+  v.emplace_back("hqq_solve_blocks/b4/g64", [&k, n](benchmark::State& s) {
+    const size_t nblocks = n / kBlock;
+    std::vector<float> inv, zero0, zero;
+    hqq_start(k, nblocks, inv, zero0);
+    std::vector<int> steps(nblocks);
+    for (auto _ : s) {
+      zero = zero0;
+      k.hqq_solve_blocks(data().f32.data(), nblocks, kBlock, bench_hqq_params(), inv.data(), zero.data(),
+                         out(data().codes), steps.data());
+      benchmark::ClobberMemory();
+    }
+    set_rates(s, 4 * n, n);
+  });
+}
+void bench_hqq_step_blocks(const Kernels& k, size_t n, std::vector<std::pair<std::string, Bench>>& v) {
+  v.emplace_back("hqq_step_blocks/b4/g64", [&k, n](benchmark::State& s) {
+    const size_t nblocks = n / kBlock;
+    std::vector<float> inv, zero, zero_out(nblocks), err(nblocks);
+    hqq_start(k, nblocks, inv, zero);
+    for (auto _ : s) {
+      k.hqq_step_blocks(data().f32.data(), nblocks, kBlock, bench_hqq_params(), 10.0f, inv.data(), zero.data(),
+                        zero_out.data(), err.data());
+      benchmark::ClobberMemory();
+    }
+    set_rates(s, 4 * n, n);
+  });
+}
+
+// One entry per slot of kernels/kernel_slots.inc: a slot without its bench_<name> does
+// not compile.
 const KernelBench kBenches[] = {
-    {"widen_f16", 1, add_widen_f16},
-    {"widen_bf16", 1, add_widen_bf16},
-    {"narrow_f16", 1, add_narrow_f16},
-    {"minmax", 1, add_minmax},
-    {"absmax", 1, add_absmax},
-    {"find_nonfinite", 1, add_find_nonfinite},
-    {"quantize_codes", 1, add_quantize_codes},
-    {"dequantize_codes", 1, add_dequantize_codes},
-    {"pack_codes", 1, add_pack_codes},
-    {"unpack_codes", 1, add_unpack_codes},
-    {"sq_err", 1, add_sq_err},
-    {"quantize_rows", 1, add_quantize_rows},
-    {"quantize_ggml", size_t(kGgmlBlockCount), add_quantize_ggml},
-    {"dequantize_ggml", size_t(kGgmlBlockCount), add_dequantize_ggml},
+#define WQ_KERNEL(name, ...) {#name, 1, bench_##name},
+#define WQ_GGML_KERNEL(name, ...) {#name, size_t(kGgmlBlockCount), bench_##name},
+#include "kernels/kernel_slots.inc"
+#undef WQ_KERNEL
+#undef WQ_GGML_KERNEL
 };
 
 // The engine path (check_finite + quantize_rows per 256 KiB tile, in a TBB arena) on
@@ -466,14 +502,8 @@ void register_engine(Isa isa, const Kernels& k) {
 }
 
 void register_kernels() {
-  size_t covered = 0;
-  for (const KernelBench& b : kBenches) covered += b.slots;
-  const size_t slots = (sizeof(Kernels) - offsetof(Kernels, widen_f16)) / sizeof(void (*)());
-  if (covered != slots) {
-    std::fprintf(stderr, "warning: struct Kernels has %zu kernel slots, bench/kernels_bench.cpp covers %zu\n", slots,
-                 covered);
-  }
-  for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon}) {
+  for (int i = 0; i < kIsaCount; ++i) {
+    const Isa isa = Isa(i);
     const Kernels* k = kernels_for(isa);
     if (!k) continue;
     for (const KernelBench& b : kBenches) {

@@ -1,3 +1,4 @@
+#include "kernels/ggml_types.h"
 #include "cli/params_file.h"
 
 #include <cstdio>

@@ -1,3 +1,4 @@
+#include "kernels/ggml_types.h"
 #include "cli/run_support.h"
 
 #include <signal.h>

@@ -3,7 +3,7 @@
 #include <cctype>
 
 #include "engine/error.h"
-#include "kernels/ggml_blocks.h"
+#include "kernels/ggml_types.h"
 
 namespace wq::cli {
 
@@ -88,37 +88,18 @@ bool parse_hqq_stop(std::string_view text, HqqStop* out) {
 const char* hqq_stop_name(HqqStop s) { return s == HqqStop::Tensor ? "tensor" : "block"; }
 
 bool parse_ggml_type(std::string_view text, GgmlBlock* out) {
-  for (int i = 0; i < kGgmlBlockCount; ++i) {
-    const std::string_view name = ggml_block_name(GgmlBlock(i));
-    if (name.size() != text.size()) continue;
-    bool same = true;
-    for (size_t j = 0; j < name.size() && same; ++j) {
-      same = std::toupper(static_cast<unsigned char>(text[j])) == name[j];
-    }
-    if (same) {
-      *out = GgmlBlock(i);
-      return true;
-    }
-  }
-  return false;
+  const std::optional<GgmlBlock> t = ggml_block_named(text);
+  if (t) *out = *t;
+  return t.has_value();
 }
 
-int ggml_type_bits(GgmlBlock t) {
-  switch (t) {
-    case GgmlBlock::Q8_0: return 8;
-    case GgmlBlock::Q4_0:
-    case GgmlBlock::Q4_1: return 4;
-    case GgmlBlock::Q5_0:
-    case GgmlBlock::Q5_1: return 5;
-  }
-  return 0;
-}
+int ggml_type_bits(GgmlBlock t) { return ggml_traits(t).bits; }
 
-bool ggml_type_has_min(GgmlBlock t) { return t == GgmlBlock::Q4_1 || t == GgmlBlock::Q5_1; }
+bool ggml_type_has_min(GgmlBlock t) { return ggml_traits(t).has_min; }
 
 GgmlBlock resolve_ggml_type(const EffectiveSpec& e, const SpecSettings& said, const std::string& where) {
   const QuantSpec& s = e.spec;
-  if (said.block && *said.block != kGgmlBlockWeights) {
+  if (said.block && *said.block != 32) {  // every type spec_settings picks from bits has 32
     throw usage(where, "GGUF block types have blocks of 32 weights; --block " + std::to_string(*said.block) +
                            " cannot be stored (use .wq or .safetensors output for other blocks)");
   }

@@ -7,11 +7,11 @@
 #include "engine/rows.h"
 #include "engine/scheduler.h"
 #include "kernels/ggml_blocks.h"
+#include "kernels/ggml_types.h"
 #include "kernels/reference.h"
 
 namespace wq {
 
-size_t ggml_row_bytes(GgmlBlock t, size_t cols) { return cols / kGgmlBlockWeights * ggml_block_bytes(t); }
 
 namespace {
 
@@ -19,7 +19,7 @@ namespace {
 void hqq_to_ggml(const QuantizedTensor& q, GgmlBlock t, uint8_t* out, const Kernels& k) {
   std::vector<uint8_t> codes(q.cols);
   const size_t nb = q.blocks_per_row();
-  const size_t bb = ggml_block_bytes(t);
+  const size_t bb = ggml_traits(t).bytes;
   for (size_t r = 0; r < q.rows; ++r) {
     k.unpack_codes(q.packed.data() + r * q.packed_row_bytes, q.cols, q.spec.bits, codes.data());
     for (size_t b = 0; b < nb; ++b) {
@@ -56,23 +56,23 @@ void quantize_ggml_tensor(const TensorView& w, GgmlBlock t, const QuantSpec& spe
                           const Kernels* kp) {
   const Kernels& k = kp ? *kp : kernels();
   const size_t rows = w.rows(), cols = w.cols();
-  if (cols % kGgmlBlockWeights) {
-    throw Error(w.name + ": rows of " + std::to_string(cols) + " are not a multiple of 32, required by " +
+  if (cols % ggml_traits(t).weights) {
+    throw Error(w.name + ": rows of " + std::to_string(cols) + " are not a multiple of " + std::to_string(ggml_traits(t).weights) + ", required by " +
                 ggml_block_name(t));
   }
   const size_t row_bytes = ggml_row_bytes(t, cols);
   out.resize(rows * row_bytes);
   if (spec.hqq) {
-    if (t != GgmlBlock::Q4_1 && t != GgmlBlock::Q5_1) {
+    if (!ggml_traits(t).has_min || ggml_traits(t).weights != 32) {
       throw Error(w.name + ": HQQ needs a block type with a zero point (Q4_1 or Q5_1), not " +
                   std::string(ggml_block_name(t)), ErrorKind::Usage);
     }
     QuantSpec s = spec;
-    s.bits = t == GgmlBlock::Q4_1 ? 4 : 5;
-    s.block = kGgmlBlockWeights;
+    s.bits = ggml_traits(t).bits;
+    s.block = ggml_traits(t).weights;
     s.asym = true;
     s.fp16 = false;
-    const QuantizedTensor q = quantize_tensor(w, s, kGgmlBlockWeights, &k);
+    const QuantizedTensor q = quantize_tensor(w, s, ggml_traits(t).weights, &k);
     hqq_to_ggml(q, t, out.data(), k);
     return;
   }

@@ -7,12 +7,12 @@
 #include "engine/metrics.h"
 #include "engine/quant_spec.h"
 #include "engine/tensor.h"
+#include "kernels/ggml_types.h"
 #include "kernels/kernels.h"
 
 namespace wq {
 
 // Bytes of one row of `cols` weights in block type t. cols must be a multiple of 32.
-size_t ggml_row_bytes(GgmlBlock t, size_t cols);
 
 // Quantizes w (its 2-D view; cols a multiple of 32) to blocks of type t, exactly as
 // llama.cpp's quantize_row_*_ref does, into out (resized). With spec.hqq and t Q4_1 or

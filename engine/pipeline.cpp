@@ -1,3 +1,4 @@
+#include "kernels/ggml_types.h"
 #include "engine/pipeline.h"
 
 #include <tbb/parallel_pipeline.h>

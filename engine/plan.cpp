@@ -1,3 +1,4 @@
+#include "kernels/ggml_types.h"
 #include "engine/plan.h"
 
 #include "engine/error.h"

@@ -12,63 +12,30 @@ size_t gguf_scalar_size(uint32_t type) {
   }
 }
 
-std::optional<GgmlTypeTraits> ggml_type_traits(uint32_t type) {
+std::optional<GgufTensorType> gguf_tensor_type(uint32_t type) {
   switch (type) {
-    case 0: return GgmlTypeTraits{"F32", 1, 4};
-    case 1: return GgmlTypeTraits{"F16", 1, 2};
-    case 2: return GgmlTypeTraits{"Q4_0", 32, 18};
-    case 3: return GgmlTypeTraits{"Q4_1", 32, 20};
-    case 6: return GgmlTypeTraits{"Q5_0", 32, 22};
-    case 7: return GgmlTypeTraits{"Q5_1", 32, 24};
-    case 8: return GgmlTypeTraits{"Q8_0", 32, 34};
-    case 9: return GgmlTypeTraits{"Q8_1", 32, 36};
-    case 10: return GgmlTypeTraits{"Q2_K", 256, 84};
-    case 11: return GgmlTypeTraits{"Q3_K", 256, 110};
-    case 12: return GgmlTypeTraits{"Q4_K", 256, 144};
-    case 13: return GgmlTypeTraits{"Q5_K", 256, 176};
-    case 14: return GgmlTypeTraits{"Q6_K", 256, 210};
-    case 15: return GgmlTypeTraits{"Q8_K", 256, 292};
-    case 24: return GgmlTypeTraits{"I8", 1, 1};
-    case 25: return GgmlTypeTraits{"I16", 1, 2};
-    case 26: return GgmlTypeTraits{"I32", 1, 4};
-    case 27: return GgmlTypeTraits{"I64", 1, 8};
-    case 28: return GgmlTypeTraits{"F64", 1, 8};
-    case 30: return GgmlTypeTraits{"BF16", 1, 2};
+    case 0: return GgufTensorType{"F32", 1, 4};
+    case 1: return GgufTensorType{"F16", 1, 2};
+    case 2: return GgufTensorType{"Q4_0", 32, 18};
+    case 3: return GgufTensorType{"Q4_1", 32, 20};
+    case 6: return GgufTensorType{"Q5_0", 32, 22};
+    case 7: return GgufTensorType{"Q5_1", 32, 24};
+    case 8: return GgufTensorType{"Q8_0", 32, 34};
+    case 9: return GgufTensorType{"Q8_1", 32, 36};
+    case 10: return GgufTensorType{"Q2_K", 256, 84};
+    case 11: return GgufTensorType{"Q3_K", 256, 110};
+    case 12: return GgufTensorType{"Q4_K", 256, 144};
+    case 13: return GgufTensorType{"Q5_K", 256, 176};
+    case 14: return GgufTensorType{"Q6_K", 256, 210};
+    case 15: return GgufTensorType{"Q8_K", 256, 292};
+    case 24: return GgufTensorType{"I8", 1, 1};
+    case 25: return GgufTensorType{"I16", 1, 2};
+    case 26: return GgufTensorType{"I32", 1, 4};
+    case 27: return GgufTensorType{"I64", 1, 8};
+    case 28: return GgufTensorType{"F64", 1, 8};
+    case 30: return GgufTensorType{"BF16", 1, 2};
     default: return std::nullopt;
   }
-}
-
-uint32_t ggml_type_of(GgmlBlock b) {
-  switch (b) {
-    case GgmlBlock::Q8_0: return kGgmlQ8_0;
-    case GgmlBlock::Q4_0: return kGgmlQ4_0;
-    case GgmlBlock::Q4_1: return kGgmlQ4_1;
-    case GgmlBlock::Q5_0: return kGgmlQ5_0;
-    case GgmlBlock::Q5_1: return kGgmlQ5_1;
-  }
-  return kGgmlQ4_0;
-}
-
-std::optional<GgmlBlock> ggml_block_of(uint32_t type) {
-  switch (type) {
-    case kGgmlQ8_0: return GgmlBlock::Q8_0;
-    case kGgmlQ4_0: return GgmlBlock::Q4_0;
-    case kGgmlQ4_1: return GgmlBlock::Q4_1;
-    case kGgmlQ5_0: return GgmlBlock::Q5_0;
-    case kGgmlQ5_1: return GgmlBlock::Q5_1;
-    default: return std::nullopt;
-  }
-}
-
-uint32_t llama_ftype_of(GgmlBlock b) {
-  switch (b) {
-    case GgmlBlock::Q4_0: return 2;
-    case GgmlBlock::Q4_1: return 3;
-    case GgmlBlock::Q8_0: return 7;
-    case GgmlBlock::Q5_0: return 8;
-    case GgmlBlock::Q5_1: return 9;
-  }
-  return 2;
 }
 
 }  // namespace wq

@@ -23,24 +23,17 @@ enum class GgufValueType : uint32_t {
 size_t gguf_scalar_size(uint32_t type);
 
 // ggml tensor type ids (ggml.h) that wquant reads or writes.
-enum GgmlTypeId : uint32_t {
-  kGgmlF32 = 0, kGgmlF16 = 1, kGgmlQ4_0 = 2, kGgmlQ4_1 = 3, kGgmlQ5_0 = 6, kGgmlQ5_1 = 7,
-  kGgmlQ8_0 = 8, kGgmlBF16 = 30,
-};
+// (The block types wquant writes have theirs in kernels/ggml_types.inc.)
+enum GgmlTypeId : uint32_t { kGgmlF32 = 0, kGgmlF16 = 1, kGgmlBF16 = 30 };
 
-struct GgmlTypeTraits {
+// Any ggml tensor type a GGUF file may hold, for sizing and naming what wquant reads.
+struct GgufTensorType {
   const char* name;
   uint32_t block_weights;  // weights per block (1 for plain types)
   uint32_t block_bytes;
 };
 
 // Known ggml types (plain, legacy and K-quants); nullopt for an id wquant does not know.
-std::optional<GgmlTypeTraits> ggml_type_traits(uint32_t type);
-
-uint32_t ggml_type_of(GgmlBlock b);
-std::optional<GgmlBlock> ggml_block_of(uint32_t type);
-
-// llama_ftype for a file whose weights are mostly of block type b (general.file_type).
-uint32_t llama_ftype_of(GgmlBlock b);
+std::optional<GgufTensorType> gguf_tensor_type(uint32_t type);
 
 }  // namespace wq

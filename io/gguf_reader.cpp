@@ -6,7 +6,7 @@
 #include "engine/error.h"
 #include "io/gguf_format.h"
 #include "io/mapped_file.h"
-#include "kernels/ggml_blocks.h"
+#include "kernels/ggml_types.h"
 
 namespace wq {
 
@@ -181,7 +181,7 @@ class GgufReaderImpl final : public GgufReader {
     e.info.shape.assign(ne.rbegin(), ne.rend());  // ggml's ne[0] is the innermost
     e.type = c.get<uint32_t>(n + " (type)");
     e.offset = c.get<uint64_t>(n + " (offset)");
-    const auto traits = ggml_type_traits(e.type);
+    const auto traits = gguf_tensor_type(e.type);
     if (!traits) throw Error(p + ": " + n + ": unknown ggml type " + std::to_string(e.type));
     e.info.type_name = traits->name;
     const size_t numel = checked_numel(p + ": " + n, e.info.shape);
@@ -194,7 +194,7 @@ class GgufReaderImpl final : public GgufReader {
       case kGgmlF32: e.info.kind = StoredKind::Float; e.info.dtype = DType::F32; break;
       case kGgmlF16: e.info.kind = StoredKind::Float; e.info.dtype = DType::F16; break;
       case kGgmlBF16: e.info.kind = StoredKind::Float; e.info.dtype = DType::BF16; break;
-      default: e.info.kind = ggml_block_of(e.type) ? StoredKind::Ggml : StoredKind::Other;
+      default: e.info.kind = ggml_block_of_gguf(e.type) ? StoredKind::Ggml : StoredKind::Other;
     }
     return e;
   }

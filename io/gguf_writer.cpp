@@ -5,7 +5,7 @@
 #include "engine/error.h"
 #include "io/gguf_format.h"
 #include "io/output_file.h"
-#include "kernels/ggml_blocks.h"
+#include "kernels/ggml_types.h"
 
 namespace wq {
 namespace {
@@ -47,8 +47,8 @@ std::vector<OutTensor> layout(const std::vector<TensorPlan>& plan, const std::ve
     const size_t numel = checked_numel(p.name, p.shape);
     switch (p.action) {
       case TensorAction::Ggml:
-        t.type = ggml_type_of(p.ggml);
-        t.nbytes = numel / kGgmlBlockWeights * ggml_block_bytes(p.ggml);
+        t.type = ggml_traits(p.ggml).gguf_type;
+        t.nbytes = ggml_row_bytes(p.ggml, numel);
         break;
       case TensorAction::KeepFloat:
         t.type = p.out_dtype == DType::F32 ? kGgmlF32 : (p.out_dtype == DType::F16 ? kGgmlF16 : kGgmlBF16);
@@ -100,7 +100,7 @@ std::vector<GgufKV> output_kvs(const GgufMetadata& meta, const std::vector<Tenso
     kvs.push_back(gguf_kv_u32(key, v));
   };
   set_u32("general.quantization_version", 2);
-  set_u32("general.file_type", llama_ftype_of(main));
+  set_u32("general.file_type", ggml_traits(main).llama_ftype);
   return kvs;
 }
 

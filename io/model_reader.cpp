@@ -13,7 +13,7 @@
 #include "io/gguf_reader.h"
 #include "io/safetensors_reader.h"
 #include "io/wq_reader.h"
-#include "kernels/ggml_blocks.h"
+#include "kernels/ggml_types.h"
 
 namespace wq {
 
@@ -55,18 +55,16 @@ std::vector<float> ModelReader::dequantize(size_t i) {
       return out;
     }
     case StoredKind::Ggml: {
-      for (int b = 0; b < kGgmlBlockCount; ++b) {
-        if (t.type_name != ggml_block_name(GgmlBlock(b))) continue;
-        const size_t n = checked_numel(t.name, t.shape);
-        size_t nbytes = 0;
-        const uint8_t* data = raw(i, &nbytes);
-        if (n % kGgmlBlockWeights || nbytes != n / kGgmlBlockWeights * ggml_block_bytes(GgmlBlock(b)))
-          throw Error(path() + ": " + t.name + ": " + std::to_string(nbytes) + " bytes do not hold " + std::to_string(n) + " " + t.type_name + " weights");
-        std::vector<float> out(n);
-        k.dequantize_ggml[b](data, out.data(), n);
-        return out;
-      }
-      break;
+      const std::optional<GgmlBlock> b = ggml_block_named(t.type_name);
+      if (!b) break;
+      const size_t n = checked_numel(t.name, t.shape);
+      size_t nbytes = 0;
+      const uint8_t* data = raw(i, &nbytes);
+      if (n % ggml_traits(*b).weights || nbytes != ggml_row_bytes(*b, n))
+        throw Error(path() + ": " + t.name + ": " + std::to_string(nbytes) + " bytes do not hold " + std::to_string(n) + " " + t.type_name + " weights");
+      std::vector<float> out(n);
+      k.dequantize_ggml[int(*b)](data, out.data(), n);
+      return out;
     }
     case StoredKind::Other:
       break;

@@ -1,3 +1,4 @@
+#include "kernels/ggml_types.h"
 #include "io/planned_tensor.h"
 
 #include "engine/error.h"

@@ -8,19 +8,33 @@
 #include <string>
 
 #include "kernels/cpu_features.h"
-#include "kernels/kernel_tables.h"
+#include "kernels/wq_built_isas.h"
 #include "kernels/kernels.h"
+
+// The tables this build contains: kernels/CMakeLists.txt writes WQ_BUILT_ISAS(X) as
+// X(scalar) X(avx2) ... for the ISAs of kernels/isa_list.inc whose family it compiles.
+#define WQ_DECLARE_TABLE(name) \
+  namespace wq::isa_##name {   \
+  const Kernels* kernel_table(); \
+  }
+WQ_BUILT_ISAS(WQ_DECLARE_TABLE)
+#undef WQ_DECLARE_TABLE
 
 namespace wq {
 
-const char* isa_name(Isa isa) {
-  switch (isa) {
-    case Isa::Scalar: return "scalar";
-    case Isa::Avx2: return "avx2";
-    case Isa::Avx512: return "avx512";
-    case Isa::Neon: return "neon";
-  }
-  return "?";
+static constexpr IsaInfo kIsas[kIsaCount] = {
+#define WQ_ISA(id, name, family, lanes, flags, features, xsimd_tags) {Isa::id, #name, #family, lanes, flags, features},
+#include "kernels/isa_list.inc"
+#undef WQ_ISA
+};
+
+const IsaInfo& isa_info(Isa isa) { return kIsas[int(isa)]; }
+const char* isa_name(Isa isa) { return int(isa) < kIsaCount ? kIsas[int(isa)].name : "?"; }
+
+std::string isa_names() {
+  std::string s;
+  for (const IsaInfo& i : kIsas) s += (s.empty() ? "" : ", ") + std::string(i.name);
+  return s;
 }
 
 const char* dtype_name(DType t) {
@@ -35,9 +49,9 @@ const char* dtype_name(DType t) {
 bool parse_isa(std::string_view text, Isa* out) {
   std::string s;
   for (char ch : text) s += char(std::tolower(static_cast<unsigned char>(ch)));
-  for (int i = 0; i < kIsaCount; ++i) {
-    if (s == isa_name(Isa(i))) {
-      *out = Isa(i);
+  for (const IsaInfo& i : kIsas) {
+    if (s == i.name) {
+      *out = i.isa;
       return true;
     }
   }
@@ -45,41 +59,29 @@ bool parse_isa(std::string_view text, Isa* out) {
 }
 
 static const Kernels* table_in_build(Isa isa) {
-  switch (isa) {
-    case Isa::Scalar: return scalar_kernels();
-#if defined(WQUANT_HAVE_AVX2)
-    case Isa::Avx2: return avx2_kernels();
-#endif
-#if defined(WQUANT_HAVE_AVX512)
-    case Isa::Avx512: return avx512_kernels();
-#endif
-#if defined(WQUANT_HAVE_NEON)
-    case Isa::Neon: return neon_kernels();
-#endif
-    default: return nullptr;
-  }
+  const std::string_view name = isa_name(isa);
+#define WQ_TABLE_OF(n) \
+  if (name == #n) return isa_##n::kernel_table();
+  WQ_BUILT_ISAS(WQ_TABLE_OF)
+#undef WQ_TABLE_OF
+  return nullptr;
 }
 
-static bool cpu_runs(Isa isa) {
-  const CpuFeatures& f = cpu_features();
-  switch (isa) {
-    case Isa::Scalar: return true;
-    case Isa::Avx2: return f.avx2;
-    case Isa::Avx512: return f.avx512;
-    case Isa::Neon: return f.neon;
-  }
-  return false;
-}
+// Every feature the ISA's compile flags enable is checked (tests/isa_list_test.cpp
+// holds the list to that).
+static bool cpu_runs(Isa isa) { return cpu_has_features(isa_info(isa).features); }
 
 bool isa_available(Isa isa) { return cpu_runs(isa) && table_in_build(isa) != nullptr; }
 
 const Kernels* kernels_for(Isa isa) { return isa_available(isa) ? table_in_build(isa) : nullptr; }
 
 Isa best_isa() {
-  for (Isa isa : {Isa::Avx512, Isa::Avx2, Isa::Neon}) {
-    if (isa_available(isa)) return isa;
+  // The list runs from the plainest to the widest within a family: the last available wins.
+  Isa best = Isa::Scalar;
+  for (const IsaInfo& i : kIsas) {
+    if (isa_available(i.isa)) best = i.isa;
   }
-  return Isa::Scalar;
+  return best;
 }
 
 static std::atomic<const Kernels*> g_selected{nullptr};
@@ -111,7 +113,7 @@ const Kernels& kernels() {
       Isa isa;
       if (!parse_isa(env, &isa)) {
         throw std::runtime_error(std::string("WQUANT_ISA='") + env +
-                                 "' is not one of scalar, avx2, avx512, neon");
+                                 "' is not one of " + isa_names());
       }
       k = require(isa, "WQUANT_ISA");
     } else {

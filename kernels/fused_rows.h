@@ -6,19 +6,22 @@
 // memory once and every output byte written once.
 #pragma once
 
-#include <vector>
+#include "kernels/isa_namespace.h"
+
 
 #include "kernels/kernels.h"
 #include "kernels/reference.h"
+#include "kernels/scratch_buffer.h"
 
 namespace wq {
+WQ_BEGIN_ISA_NAMESPACE
 
 template <class P>
 void quantize_rows_body(const RowQuantJob& job, size_t row_begin, size_t row_end) {
   const size_t cols = job.cols;
   const size_t nblocks = cols / job.block;
-  std::vector<float> wide(job.src_dtype == DType::F32 ? 0 : cols);
-  std::vector<uint8_t> codes(cols);
+  ScratchBuffer<float> wide(job.src_dtype == DType::F32 ? 0 : cols);
+  ScratchBuffer<uint8_t> codes(cols);
   for (size_t r = row_begin; r < row_end; ++r) {
     const float* row;
     const size_t offset = r * job.src_row_stride;
@@ -48,4 +51,5 @@ void quantize_rows_body(const RowQuantJob& job, size_t row_begin, size_t row_end
   }
 }
 
+WQ_END_ISA_NAMESPACE
 }  // namespace wq

@@ -1,6 +1,8 @@
-// On-disk llama.cpp block layouts (ggml-common.h), byte for byte. Each block covers 32
-// weights; d and m are IEEE half floats.
+// On-disk llama.cpp block layouts (ggml-common.h), byte for byte; d and m are IEEE half
+// floats. Sizes and weights per block: kernels/ggml_types.inc.
 #pragma once
+
+#include "kernels/isa_namespace.h"
 
 #include <cstddef>
 #include <cstdint>
@@ -8,8 +10,11 @@
 #include "kernels/kernels.h"
 
 namespace wq {
+WQ_BEGIN_ISA_NAMESPACE
 
-inline constexpr int kGgmlBlockWeights = 32;
+// Block<T>: the layout of type T, so templated kernels name it by its GgmlBlock.
+template <GgmlBlock T>
+struct BlockOf;
 
 struct BlockQ8_0 { uint16_t d; int8_t qs[32]; };
 struct BlockQ4_0 { uint16_t d; uint8_t qs[16]; };
@@ -17,22 +22,19 @@ struct BlockQ4_1 { uint16_t d; uint16_t m; uint8_t qs[16]; };
 struct BlockQ5_0 { uint16_t d; uint8_t qh[4]; uint8_t qs[16]; };
 struct BlockQ5_1 { uint16_t d; uint16_t m; uint8_t qh[4]; uint8_t qs[16]; };
 
-static_assert(sizeof(BlockQ8_0) == 34, "Q8_0 block is 34 bytes");
-static_assert(sizeof(BlockQ4_0) == 18, "Q4_0 block is 18 bytes");
-static_assert(sizeof(BlockQ4_1) == 20, "Q4_1 block is 20 bytes");
-static_assert(sizeof(BlockQ5_0) == 22, "Q5_0 block is 22 bytes");
-static_assert(sizeof(BlockQ5_1) == 24, "Q5_1 block is 24 bytes");
+#define WQ_GGML_TYPE(id, ...) \
+  template <>                 \
+  struct BlockOf<GgmlBlock::id> { using type = Block##id; };
+#include "kernels/ggml_types.inc"
+#undef WQ_GGML_TYPE
+template <GgmlBlock T>
+using Block = typename BlockOf<T>::type;
 
-inline constexpr size_t ggml_block_bytes(GgmlBlock t) {
-  switch (t) {
-    case GgmlBlock::Q8_0: return sizeof(BlockQ8_0);
-    case GgmlBlock::Q4_0: return sizeof(BlockQ4_0);
-    case GgmlBlock::Q4_1: return sizeof(BlockQ4_1);
-    case GgmlBlock::Q5_0: return sizeof(BlockQ5_0);
-    case GgmlBlock::Q5_1: return sizeof(BlockQ5_1);
-  }
-  return 0;
-}
-const char* ggml_block_name(GgmlBlock t);
+// Every layout has the size and geometry its traits line says.
+#define WQ_GGML_TYPE(id, weights, bytes, ...) \
+  static_assert(sizeof(Block##id) == (bytes), #id " block size differs from kernels/ggml_types.inc");
+#include "kernels/ggml_types.inc"
+#undef WQ_GGML_TYPE
 
+WQ_END_ISA_NAMESPACE
 }  // namespace wq

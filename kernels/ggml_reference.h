@@ -5,6 +5,8 @@
 // dequantized as the canonical NaN.
 #pragma once
 
+#include "kernels/isa_namespace.h"
+
 #include <cmath>
 #include <cstring>
 
@@ -12,6 +14,7 @@
 #include "kernels/reference.h"
 
 namespace wq::ref {
+WQ_BEGIN_ISA_NAMESPACE
 
 inline float abs_max_32(const float* x, float* signed_max) {
   float amax = 0.0f, max = 0.0f;
@@ -33,7 +36,7 @@ inline void min_max_32(const float* x, float* mn, float* mx) {
   *mx = hi;
 }
 
-inline void quantize_block_q8_0(const float* x, BlockQ8_0* y) {
+inline void quantize_block_Q8_0(const float* x, BlockQ8_0* y) {
   float unused;
   const float amax = abs_max_32(x, &unused);
   const float d = amax / 127.0f;
@@ -45,7 +48,7 @@ inline void quantize_block_q8_0(const float* x, BlockQ8_0* y) {
   }
 }
 
-inline void quantize_block_q4_0(const float* x, BlockQ4_0* y) {
+inline void quantize_block_Q4_0(const float* x, BlockQ4_0* y) {
   float max;
   abs_max_32(x, &max);
   const float d = max / -8.0f;
@@ -58,7 +61,7 @@ inline void quantize_block_q4_0(const float* x, BlockQ4_0* y) {
   }
 }
 
-inline void quantize_block_q4_1(const float* x, BlockQ4_1* y) {
+inline void quantize_block_Q4_1(const float* x, BlockQ4_1* y) {
   float mn, mx;
   min_max_32(x, &mn, &mx);
   const float d = (mx - mn) / 15.0f;
@@ -72,7 +75,7 @@ inline void quantize_block_q4_1(const float* x, BlockQ4_1* y) {
   }
 }
 
-inline void quantize_block_q5_0(const float* x, BlockQ5_0* y) {
+inline void quantize_block_Q5_0(const float* x, BlockQ5_0* y) {
   float max;
   abs_max_32(x, &max);
   const float d = max / -16.0f;
@@ -89,7 +92,7 @@ inline void quantize_block_q5_0(const float* x, BlockQ5_0* y) {
   std::memcpy(y->qh, &qh, 4);
 }
 
-inline void quantize_block_q5_1(const float* x, BlockQ5_1* y) {
+inline void quantize_block_Q5_1(const float* x, BlockQ5_1* y) {
   float mn, mx;
   min_max_32(x, &mn, &mx);
   const float d = (mx - mn) / 31.0f;
@@ -107,11 +110,11 @@ inline void quantize_block_q5_1(const float* x, BlockQ5_1* y) {
   std::memcpy(y->qh, &qh, 4);
 }
 
-inline void dequantize_block_q8_0(const BlockQ8_0* y, float* x) {
+inline void dequantize_block_Q8_0(const BlockQ8_0* y, float* x) {
   const float d = f16_to_f32(y->d);
   for (int j = 0; j < 32; ++j) x[j] = float(y->qs[j]) * d;
 }
-inline void dequantize_block_q4_0(const BlockQ4_0* y, float* x) {
+inline void dequantize_block_Q4_0(const BlockQ4_0* y, float* x) {
   const float d = f16_to_f32(y->d);
   for (int j = 0; j < 16; ++j) {
     x[j] = float(int(y->qs[j] & 0x0f) - 8) * d;
@@ -119,14 +122,14 @@ inline void dequantize_block_q4_0(const BlockQ4_0* y, float* x) {
   }
 }
 // Q4_1 and Q5_1 add two block scalars: NaN ones are made canonical (canon_nan_params).
-inline void dequantize_block_q4_1(const BlockQ4_1* y, float* x) {
+inline void dequantize_block_Q4_1(const BlockQ4_1* y, float* x) {
   const float d = canon_nan(f16_to_f32(y->d)), m = canon_nan(f16_to_f32(y->m));
   for (int j = 0; j < 16; ++j) {
     x[j] = (float(y->qs[j] & 0x0f) * d) + m;
     x[j + 16] = (float(y->qs[j] >> 4) * d) + m;
   }
 }
-inline void dequantize_block_q5_0(const BlockQ5_0* y, float* x) {
+inline void dequantize_block_Q5_0(const BlockQ5_0* y, float* x) {
   const float d = f16_to_f32(y->d);
   uint32_t qh;
   std::memcpy(&qh, y->qh, 4);
@@ -137,7 +140,7 @@ inline void dequantize_block_q5_0(const BlockQ5_0* y, float* x) {
     x[j + 16] = float(((y->qs[j] >> 4) | h1) - 16) * d;
   }
 }
-inline void dequantize_block_q5_1(const BlockQ5_1* y, float* x) {
+inline void dequantize_block_Q5_1(const BlockQ5_1* y, float* x) {
   const float d = canon_nan(f16_to_f32(y->d)), m = canon_nan(f16_to_f32(y->m));
   uint32_t qh;
   std::memcpy(&qh, y->qh, 4);
@@ -149,4 +152,18 @@ inline void dequantize_block_q5_1(const BlockQ5_1* y, float* x) {
   }
 }
 
+// RefBlock<T>: the reference functions of type T, for templated callers (the scalar
+// table, kernels/kernels_scalar.cpp). Declared per type by naming convention.
+template <GgmlBlock T>
+struct RefBlock;
+#define WQ_GGML_TYPE(id, ...)                                                                   \
+  template <>                                                                                   \
+  struct RefBlock<GgmlBlock::id> {                                                              \
+    static void quantize(const float* x, Block##id* y) { quantize_block_##id(x, y); }          \
+    static void dequantize(const Block##id* y, float* x) { dequantize_block_##id(y, x); }      \
+  };
+#include "kernels/ggml_types.inc"
+#undef WQ_GGML_TYPE
+
+WQ_END_ISA_NAMESPACE
 }  // namespace wq::ref

@@ -15,6 +15,8 @@
 // from IEEE +, -, *, / and bit operations only, so every ISA gets the same bits.
 #pragma once
 
+#include "kernels/isa_namespace.h"
+
 #include <cmath>
 #include <cstdint>
 
@@ -22,6 +24,7 @@
 #include "kernels/reference.h"
 
 namespace wq::ref {
+WQ_BEGIN_ISA_NAMESPACE
 
 // ln(a) for a > 0 finite (denormals included); ln(0) = -Inf. About 1 ulp.
 inline float hqq_log(float a) {
@@ -135,4 +138,5 @@ inline void hqq_codes(const float* w, size_t n, float inv, float z, float qmax, 
   for (size_t i = 0; i < n; ++i) codes[i] = uint8_t(int(hqq_q(w[i], inv, z, qmax)));
 }
 
+WQ_END_ISA_NAMESPACE
 }  // namespace wq::ref

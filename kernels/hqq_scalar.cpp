@@ -1,12 +1,11 @@
 // The scalar HQQ kernels: the per-block solver and the lockstep step, from
 // kernels/hqq_reference.h one element at a time.
-#include <vector>
-
 #include "kernels/hqq_reference.h"
 #include "kernels/hqq_solver.h"
 #include "kernels/kernel_tables.h"
 
 namespace wq {
+WQ_BEGIN_ISA_NAMESPACE
 namespace {
 
 struct ScalarHqqStep {
@@ -24,9 +23,14 @@ struct ScalarHqqStep {
 
 }  // namespace
 
-void install_hqq_scalar(Kernels& k) {
-  k.hqq_solve_blocks = hqq_solve_blocks_body<ScalarHqqStep>;
-  k.hqq_step_blocks = hqq_step_blocks_body<ScalarHqqStep>;
+void hqq_solve_blocks(const float* w, size_t nblocks, size_t block, const HqqParams& hp, const float* inv_scale,
+                      float* zero, uint8_t* codes, int* steps) {
+  hqq_solve_blocks_body<ScalarHqqStep>(w, nblocks, block, hp, inv_scale, zero, codes, steps);
+}
+void hqq_step_blocks(const float* w, size_t nblocks, size_t block, const HqqParams& hp, float beta,
+                     const float* inv_scale, const float* zero_in, float* zero_out, float* err_sum) {
+  hqq_step_blocks_body<ScalarHqqStep>(w, nblocks, block, hp, beta, inv_scale, zero_in, zero_out, err_sum);
 }
 
+WQ_END_ISA_NAMESPACE
 }  // namespace wq

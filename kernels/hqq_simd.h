@@ -4,14 +4,18 @@
 // partials reduced by ref::sum16. Padding lanes of a block's last vector add +0.
 #pragma once
 
+#include "kernels/isa_namespace.h"
+
 #include <cmath>
 #include <cstring>
 
 #include "kernels/hqq_reference.h"
 #include "kernels/hqq_solver.h"
+#include "kernels/kernel_tables.h"
 #include "kernels/simd_arch.h"
 
 namespace wq::simd {
+WQ_BEGIN_ISA_NAMESPACE
 
 template <class A>
 struct HqqSimd {
@@ -155,10 +159,22 @@ struct HqqSimd {
   }
 };
 
-template <class A>
-void install_hqq(Kernels& k) {
-  k.hqq_solve_blocks = hqq_solve_blocks_body<HqqSimd<A>>;
-  k.hqq_step_blocks = hqq_step_blocks_body<HqqSimd<A>>;
-}
-
+WQ_END_ISA_NAMESPACE
 }  // namespace wq::simd
+
+// The whole of an ISA's hqq_<isa>.cpp: its two HQQ kernels on xsimd's `arch`, inside the
+// ISA's namespace (declared in kernels/kernel_tables.h).
+#define WQ_DEFINE_SIMD_HQQ(arch)                                                                        \
+  namespace wq {                                                                                        \
+  WQ_BEGIN_ISA_NAMESPACE                                                                                \
+  void hqq_solve_blocks(const float* w, size_t nblocks, size_t block, const HqqParams& hp,              \
+                        const float* inv_scale, float* zero, uint8_t* codes, int* steps) {              \
+    hqq_solve_blocks_body<simd::HqqSimd<arch>>(w, nblocks, block, hp, inv_scale, zero, codes, steps);  \
+  }                                                                                                     \
+  void hqq_step_blocks(const float* w, size_t nblocks, size_t block, const HqqParams& hp, float beta,   \
+                       const float* inv_scale, const float* zero_in, float* zero_out, float* err_sum) { \
+    hqq_step_blocks_body<simd::HqqSimd<arch>>(w, nblocks, block, hp, beta, inv_scale, zero_in, zero_out, \
+                                              err_sum);                                                  \
+  }                                                                                                     \
+  WQ_END_ISA_NAMESPACE                                                                                  \
+  }

@@ -2,20 +2,24 @@
 // code computation (kernels/hqq_reference.h defines them element by element).
 #pragma once
 
+#include "kernels/isa_namespace.h"
+
 #include <cmath>
-#include <vector>
 
 #include "kernels/hqq_reference.h"
 #include "kernels/kernels.h"
+#include "kernels/scratch_buffer.h"
 
 namespace wq {
+WQ_BEGIN_ISA_NAMESPACE
 
 // The skip threshold of each step's beta (beta_i = beta * kappa^i, as the loop grows it).
-inline std::vector<float> hqq_thresholds(const HqqParams& hp) {
-  std::vector<float> t(size_t(hp.max_steps > 0 ? hp.max_steps : 0));
+inline ScratchBuffer<float> hqq_thresholds(const HqqParams& hp) {
+  const size_t n = size_t(hp.max_steps > 0 ? hp.max_steps : 0);
+  ScratchBuffer<float> t(n);
   float beta = hp.beta;
-  for (float& x : t) {
-    x = ref::hqq_skip_threshold(hp.p, beta);
+  for (size_t i = 0; i < n; ++i) {
+    t[i] = ref::hqq_skip_threshold(hp.p, beta);
     beta = beta * hp.kappa;
   }
   return t;
@@ -31,7 +35,7 @@ void hqq_solve_blocks_body(const float* w, size_t nblocks, size_t block, const H
                            float* zero, uint8_t* codes, int* steps) {
   const float qmax = float((1 << hp.bits) - 1);
   const float pm1 = hp.p - 1.0f;
-  const std::vector<float> skip = hqq_thresholds(hp);
+  ScratchBuffer<float> skip = hqq_thresholds(hp);
   for (size_t b = 0; b < nblocks; ++b) {
     const float* x = w + b * block;
     const float inv = inv_scale[b];
@@ -73,4 +77,5 @@ void hqq_step_blocks_body(const float* w, size_t nblocks, size_t block, const Hq
   }
 }
 
+WQ_END_ISA_NAMESPACE
 }  // namespace wq

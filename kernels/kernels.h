@@ -1,25 +1,46 @@
 // The kernel table: every hot loop of wquant behind one struct of function pointers,
-// filled once per ISA. The scalar table (kernels/scalar_*.cpp) is the reference: every
+// filled once per ISA. The scalar table (kernels/*_scalar.cpp) is the reference: every
 // other table must produce the same bytes for every input, tails, NaN, Inf and
 // denormals included (tests/kernels_test.cpp checks this for each registered kernel).
+// The slots and what a caller must guarantee: kernels/kernel_slots.inc.
 //
-// What a caller must guarantee, for every kernel unless it says otherwise:
-//   - pointers are valid for the stated number of elements; no alignment is required;
-//   - input and output ranges do not overlap;
-//   - n may be 0 (the kernel then writes nothing).
+// This header holds types and declarations only (no code), so it is shared by every
+// ISA's files outside their per-ISA namespaces (kernels/isa_namespace.h).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 namespace wq {
 
-enum class Isa : uint8_t { Scalar = 0, Avx2 = 1, Avx512 = 2, Neon = 3 };
-inline constexpr int kIsaCount = 4;
+// The instruction sets of kernels/isa_list.inc, in its order (scalar first).
+enum class Isa : uint8_t {
+#define WQ_ISA(id, ...) id,
+#include "kernels/isa_list.inc"
+#undef WQ_ISA
+};
+inline constexpr int kIsaCount = 0
+#define WQ_ISA(...) +1
+#include "kernels/isa_list.inc"
+#undef WQ_ISA
+    ;
+// One ISA's facts from kernels/isa_list.inc.
+struct IsaInfo {
+  Isa isa;
+  const char* name;      // "avx2": --isa, WQUANT_ISA, test and benchmark names
+  const char* family;    // "any", "x86" or "arm": which builds contain it
+  size_t lanes;          // float lanes of its vectors (tests size their tails by it)
+  const char* flags;     // compile flags of its files
+  const char* features;  // CPU features it needs at run time, space-separated
+};
+const IsaInfo& isa_info(Isa isa);
 const char* isa_name(Isa isa);
-// Accepts "scalar", "avx2", "avx512", "neon" (case-insensitive). False if unknown.
+// Accepts an ISA name of kernels/isa_list.inc (case-insensitive). False if unknown.
 bool parse_isa(std::string_view text, Isa* out);
+// "scalar, avx2, avx512, neon": for messages and --help.
+std::string isa_names();
 
 enum class DType : uint8_t { F32 = 0, F16 = 1, BF16 = 2 };
 inline constexpr size_t dtype_size(DType t) { return t == DType::F32 ? 4 : 2; }
@@ -72,68 +93,28 @@ struct HqqParams {
   float kappa;    // penalty growth per step
 };
 
-// llama.cpp block types wquant writes (numbering is ours; GGUF ids live in io/).
-enum class GgmlBlock : uint8_t { Q8_0 = 0, Q4_0 = 1, Q4_1 = 2, Q5_0 = 3, Q5_1 = 4 };
-inline constexpr int kGgmlBlockCount = 5;
+// llama.cpp block types wquant writes, in kernels/ggml_types.inc's order (numbering is
+// ours; GGUF ids and every other fact per type: wq::ggml_traits, kernels/ggml_types.h).
+enum class GgmlBlock : uint8_t {
+#define WQ_GGML_TYPE(id, ...) id,
+#include "kernels/ggml_types.inc"
+#undef WQ_GGML_TYPE
+};
+inline constexpr int kGgmlBlockCount = 0
+#define WQ_GGML_TYPE(...) +1
+#include "kernels/ggml_types.inc"
+#undef WQ_GGML_TYPE
+    ;
 
+// One function pointer per slot of kernels/kernel_slots.inc (the registry that also
+// generates every ISA's table, the tests and the benchmarks; it documents each kernel).
 struct Kernels {
   Isa isa;
-
-  // --- conversions -------------------------------------------------------------
-  // Exact widening (f16 denormals kept; NaN keeps sign and payload, quiet bit set).
-  void (*widen_f16)(const uint16_t* src, float* dst, size_t n);
-  void (*widen_bf16)(const uint16_t* src, float* dst, size_t n);
-  // Round to nearest even; overflow to Inf; NaN -> sign | 0x7E00 (canonical quiet NaN).
-  void (*narrow_f16)(const float* src, uint16_t* dst, size_t n);
-
-  // --- block statistics ----------------------------------------------------------
-  // NaN elements are ignored. n == 0 gives mn = +Inf, mx = -Inf. A zero minimum or
-  // maximum is always returned as +0.0 so the result does not depend on element order.
-  void (*minmax)(const float* x, size_t n, float* mn, float* mx);
-  // max |x|, NaN ignored; 0 for n == 0.
-  float (*absmax)(const float* x, size_t n);
-
-  // Index of the first NaN or +-Inf among n elements of src (read as dtype, from the
-  // raw bits), or n if all are finite.
-  size_t (*find_nonfinite)(const void* src, DType dtype, size_t n);
-
-  // --- codes -----------------------------------------------------------------------
-  // codes[i] in [0, 2^bits - 1] for each scheme (see Scheme). NaN inputs give the
-  // lowest code of the clamp range (code 0 for MnnAsym/Affine, 0 for MnnSym as well).
-  void (*quantize_codes)(const float* x, size_t n, const BlockCodec& c, uint8_t* codes);
-  void (*dequantize_codes)(const uint8_t* codes, size_t n, const BlockCodec& c, float* out);
-  // Bitstream layout as RowQuantJob; writes ceil(n*bits/8) bytes, unused high bits of
-  // the last byte zero. Codes must be < 2^bits.
-  void (*pack_codes)(const uint8_t* codes, size_t n, int bits, uint8_t* out);
-  void (*unpack_codes)(const uint8_t* in, size_t n, int bits, uint8_t* codes);
-
-  // sum (a-b)^2 and sum a^2 over n elements, in float with 16 lane-wise partial sums
-  // (element i goes to partial i % 16) reduced in a fixed tree order, then widened;
-  // a NaN sum is returned as the canonical quiet NaN (ref::sum_result).
-  void (*sq_err)(const float* a, const float* b, size_t n, double* err2, double* ref2);
-
-  // --- fused tile kernels --------------------------------------------------------------
-  // Quantizes rows [row_begin, row_end) of job: widen, block stats, params, codes, pack.
-  void (*quantize_rows)(const RowQuantJob& job, size_t row_begin, size_t row_end);
-
-  // --- HQQ (kernels/hqq_reference.h is the spec) ----------------------------------------
-  // Solves nblocks consecutive blocks of `block` weights each, every block on its own:
-  // each step quantizes with the current zero, measures err = mean |w - w_r|, stops when
-  // err no longer falls, else updates the zero from the lp-shrunk residual; the zero of
-  // the lowest err is kept. zero[b] holds the start on entry, the kept zero on return;
-  // codes (nblocks*block) are quantized with it; steps[b] counts the steps that improved.
-  void (*hqq_solve_blocks)(const float* w, size_t nblocks, size_t block, const HqqParams& hp,
-                           const float* inv_scale, float* zero, uint8_t* codes, int* steps);
-  // One step of the reference's lockstep rule for nblocks blocks: err_sum[b] = sum over
-  // the block of |w - w_r| (16 partial sums, fixed order) measured with zero_in[b], and
-  // zero_out[b] the updated zero. `beta` is this step's penalty.
-  void (*hqq_step_blocks)(const float* w, size_t nblocks, size_t block, const HqqParams& hp, float beta,
-                          const float* inv_scale, const float* zero_in, float* zero_out, float* err_sum);
-
-  // --- llama.cpp blocks (quantize_row_*_ref semantics, byte for byte) ------------------
-  // n is a multiple of 32; y receives n/32 blocks.
-  void (*quantize_ggml[kGgmlBlockCount])(const float* x, void* y, size_t n);
-  void (*dequantize_ggml[kGgmlBlockCount])(const void* y, float* x, size_t n);
+#define WQ_KERNEL(name, ret, params) ret(*name) params;
+#define WQ_GGML_KERNEL(name, ret, params) ret(*name[kGgmlBlockCount]) params;
+#include "kernels/kernel_slots.inc"
+#undef WQ_KERNEL
+#undef WQ_GGML_KERNEL
 };
 
 // The table the process uses: chosen once, on first call, from the CPU features

@@ -1,13 +1,16 @@
-// The scalar reference table: the oracle every SIMD table is tested against.
+// The scalar reference table, in namespace wq::isa_scalar: the oracle every SIMD table is
+// tested against.
 // Written for clarity of semantics, one element at a time.
 #include <cstring>
 
 #include "kernels/fused_rows.h"
 #include "kernels/ggml_reference.h"
+#include "kernels/ggml_types.h"
 #include "kernels/kernel_tables.h"
 #include "kernels/reference.h"
 
 namespace wq {
+WQ_BEGIN_ISA_NAMESPACE
 namespace {
 
 struct ScalarPrims {
@@ -99,49 +102,30 @@ struct ScalarPrims {
   }
 };
 
-template <class Block, void (*Q)(const float*, Block*)>
-void quantize_ggml_rows(const float* x, void* y, size_t n) {
-  Block* out = static_cast<Block*>(y);
-  for (size_t i = 0; i < n / 32; ++i) Q(x + 32 * i, out + i);
-}
-template <class Block, void (*D)(const Block*, float*)>
-void dequantize_ggml_rows(const void* y, float* x, size_t n) {
-  const Block* in = static_cast<const Block*>(y);
-  for (size_t i = 0; i < n / 32; ++i) D(in + i, x + 32 * i);
-}
+// The registry's view of the scalar reference (kernels/kernel_tables.h make_kernels).
+struct ScalarKernels : ScalarPrims {
+  static constexpr auto quantize_rows = quantize_rows_body<ScalarPrims>;
+  static constexpr auto hqq_solve_blocks = &::wq::hqq_solve_blocks;
+  static constexpr auto hqq_step_blocks = &::wq::hqq_step_blocks;
+
+  template <GgmlBlock T>
+  static void quantize_ggml(const float* x, void* y, size_t n) {
+    Block<T>* out = static_cast<Block<T>*>(y);
+    for (size_t i = 0; i < n / ggml_traits(T).weights; ++i) ref::RefBlock<T>::quantize(x + ggml_traits(T).weights * i, out + i);
+  }
+  template <GgmlBlock T>
+  static void dequantize_ggml(const void* y, float* x, size_t n) {
+    const Block<T>* in = static_cast<const Block<T>*>(y);
+    for (size_t i = 0; i < n / ggml_traits(T).weights; ++i) ref::RefBlock<T>::dequantize(in + i, x + ggml_traits(T).weights * i);
+  }
+};
 
 }  // namespace
 
-const Kernels* scalar_kernels() {
-  static const Kernels table = [] {
-    Kernels k{};
-    k.isa = Isa::Scalar;
-    k.widen_f16 = ScalarPrims::widen_f16;
-    k.widen_bf16 = ScalarPrims::widen_bf16;
-    k.narrow_f16 = ScalarPrims::narrow_f16;
-    k.minmax = ScalarPrims::minmax;
-    k.absmax = ScalarPrims::absmax;
-    k.find_nonfinite = ScalarPrims::find_nonfinite;
-    k.quantize_codes = ScalarPrims::quantize_codes;
-    k.dequantize_codes = ScalarPrims::dequantize_codes;
-    k.pack_codes = ScalarPrims::pack_codes;
-    k.unpack_codes = ScalarPrims::unpack_codes;
-    k.sq_err = ScalarPrims::sq_err;
-    k.quantize_rows = quantize_rows_body<ScalarPrims>;
-    k.quantize_ggml[int(GgmlBlock::Q8_0)] = quantize_ggml_rows<BlockQ8_0, ref::quantize_block_q8_0>;
-    k.quantize_ggml[int(GgmlBlock::Q4_0)] = quantize_ggml_rows<BlockQ4_0, ref::quantize_block_q4_0>;
-    k.quantize_ggml[int(GgmlBlock::Q4_1)] = quantize_ggml_rows<BlockQ4_1, ref::quantize_block_q4_1>;
-    k.quantize_ggml[int(GgmlBlock::Q5_0)] = quantize_ggml_rows<BlockQ5_0, ref::quantize_block_q5_0>;
-    k.quantize_ggml[int(GgmlBlock::Q5_1)] = quantize_ggml_rows<BlockQ5_1, ref::quantize_block_q5_1>;
-    k.dequantize_ggml[int(GgmlBlock::Q8_0)] = dequantize_ggml_rows<BlockQ8_0, ref::dequantize_block_q8_0>;
-    k.dequantize_ggml[int(GgmlBlock::Q4_0)] = dequantize_ggml_rows<BlockQ4_0, ref::dequantize_block_q4_0>;
-    k.dequantize_ggml[int(GgmlBlock::Q4_1)] = dequantize_ggml_rows<BlockQ4_1, ref::dequantize_block_q4_1>;
-    k.dequantize_ggml[int(GgmlBlock::Q5_0)] = dequantize_ggml_rows<BlockQ5_0, ref::dequantize_block_q5_0>;
-    k.dequantize_ggml[int(GgmlBlock::Q5_1)] = dequantize_ggml_rows<BlockQ5_1, ref::dequantize_block_q5_1>;
-    install_hqq_scalar(k);
-    return k;
-  }();
+const Kernels* kernel_table() {
+  static const Kernels table = make_kernels<ScalarKernels>(Isa::Scalar);
   return &table;
 }
 
+WQ_END_ISA_NAMESPACE
 }  // namespace wq

@@ -6,6 +6,8 @@
 // Everything here is compiled with -ffp-contract=off: no a*b+c is fused.
 #pragma once
 
+#include "kernels/isa_namespace.h"
+
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -14,6 +16,7 @@
 #include "kernels/kernels.h"
 
 namespace wq::ref {
+WQ_BEGIN_ISA_NAMESPACE
 
 inline uint32_t f32_bits(float f) {
   uint32_t u;
@@ -174,4 +177,5 @@ inline int trunc_sat(float x, int lo, int hi) {
   return int(t);
 }
 
+WQ_END_ISA_NAMESPACE
 }  // namespace wq::ref

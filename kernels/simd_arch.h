@@ -41,16 +41,20 @@
 // No pointer needs any alignment.
 #pragma once
 
+#include "kernels/isa_namespace.h"
+
 #include <cstddef>
 #include <cstdint>
 
 #include <xsimd/xsimd.hpp>
 
 namespace wq::simd {
+WQ_BEGIN_ISA_NAMESPACE
 
 template <class Arch>
 struct ArchOps;
 
+WQ_END_ISA_NAMESPACE
 }  // namespace wq::simd
 
 #if defined(__AVX2__)

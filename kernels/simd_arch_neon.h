@@ -3,6 +3,8 @@
 // signalling NaN into a NaN result, so compare + select gives the one rule every ISA keeps.
 #pragma once
 
+#include "kernels/isa_namespace.h"
+
 #include <arm_neon.h>
 
 #include <cstring>
@@ -10,6 +12,7 @@
 #include "kernels/simd_arch.h"
 
 namespace wq::simd {
+WQ_BEGIN_ISA_NAMESPACE
 
 template <>
 struct ArchOps<xsimd::neon64> {
@@ -77,4 +80,5 @@ struct ArchOps<xsimd::neon64> {
   static void store_u16_as_u8(uint8_t* p, U16 v) { vst1_u8(p, vmovn_u16(v)); }
 };
 
+WQ_END_ISA_NAMESPACE
 }  // namespace wq::simd

@@ -3,6 +3,8 @@
 // AVX-512 part only under -mavx512bw), so no instruction here can reach a CPU without it.
 #pragma once
 
+#include "kernels/isa_namespace.h"
+
 #include <immintrin.h>
 
 #include <cstring>
@@ -10,6 +12,7 @@
 #include "kernels/simd_arch.h"
 
 namespace wq::simd {
+WQ_BEGIN_ISA_NAMESPACE
 
 template <>
 struct ArchOps<xsimd::avx2> {
@@ -185,4 +188,5 @@ struct ArchOps<xsimd::avx512bw> {
 };
 #endif
 
+WQ_END_ISA_NAMESPACE
 }  // namespace wq::simd

@@ -1,6 +1,6 @@
 // One body for every SIMD kernel table, templated on the xsimd arch tag. Each ISA file
 // (kernels/x86/kernels_avx2.cpp, kernels/x86/kernels_avx512.cpp, kernels/arm/kernels_neon.cpp)
-// instantiates make_simd_kernels<Arch> and nothing else; the few operations xsimd 8.1
+// builds its table from SimdKernels<Arch> through the registry and nothing else; the few operations xsimd 8.1
 // lacks come from ArchOps<Arch> (kernels/simd_arch.h).
 //
 // How the bytes stay equal to the scalar reference (kernels/kernels_scalar.cpp):
@@ -21,6 +21,8 @@
 //     sq_err keeps the 16 partial sums of kernels.h.
 #pragma once
 
+#include "kernels/isa_namespace.h"
+
 #include <array>
 #include <cfloat>
 #include <cmath>
@@ -31,11 +33,13 @@
 #include <new>
 
 #include "kernels/ggml_blocks.h"
+#include "kernels/kernel_tables.h"
 #include "kernels/kernels.h"
 #include "kernels/reference.h"
 #include "kernels/simd_arch.h"
 
 namespace wq::simd {
+WQ_BEGIN_ISA_NAMESPACE
 
 template <class A>
 struct Prims {
@@ -893,34 +897,45 @@ struct Prims {
 };
 
 // The kernel table of one ISA. The ISA file wraps it in its function-local static.
+// The registry's view of this body (kernels/kernel_tables.h make_kernels): Prims' kernels,
+// the per-block-type ones by GgmlBlock, and this ISA's HQQ kernels from hqq_<isa>.cpp.
 template <class A>
-Kernels make_simd_kernels(Isa isa) {
+struct SimdKernels : Prims<A> {
   using P = Prims<A>;
-  Kernels k{};
-  k.isa = isa;
-  k.widen_f16 = P::widen_f16;
-  k.widen_bf16 = P::widen_bf16;
-  k.narrow_f16 = P::narrow_f16;
-  k.minmax = P::minmax;
-  k.absmax = P::absmax;
-  k.find_nonfinite = P::find_nonfinite;
-  k.quantize_codes = P::quantize_codes;
-  k.dequantize_codes = P::dequantize_codes;
-  k.pack_codes = P::pack_codes;
-  k.unpack_codes = P::unpack_codes;
-  k.sq_err = P::sq_err;
-  k.quantize_rows = P::quantize_rows;
-  k.quantize_ggml[int(GgmlBlock::Q8_0)] = P::quantize_q8_0;
-  k.quantize_ggml[int(GgmlBlock::Q4_0)] = P::template quantize_x_0<BlockQ4_0, 8, 15>;
-  k.quantize_ggml[int(GgmlBlock::Q4_1)] = P::template quantize_x_1<BlockQ4_1, 15, 15>;
-  k.quantize_ggml[int(GgmlBlock::Q5_0)] = P::template quantize_x_0<BlockQ5_0, 16, 31>;
-  k.quantize_ggml[int(GgmlBlock::Q5_1)] = P::template quantize_x_1<BlockQ5_1, 31, 255>;
-  k.dequantize_ggml[int(GgmlBlock::Q8_0)] = P::dequantize_q8_0;
-  k.dequantize_ggml[int(GgmlBlock::Q4_0)] = P::template dequantize_x<BlockQ4_0, false, false>;
-  k.dequantize_ggml[int(GgmlBlock::Q4_1)] = P::template dequantize_x<BlockQ4_1, true, false>;
-  k.dequantize_ggml[int(GgmlBlock::Q5_0)] = P::template dequantize_x<BlockQ5_0, false, true>;
-  k.dequantize_ggml[int(GgmlBlock::Q5_1)] = P::template dequantize_x<BlockQ5_1, true, true>;
-  return k;
-}
+  static constexpr auto hqq_solve_blocks = &::wq::hqq_solve_blocks;
+  static constexpr auto hqq_step_blocks = &::wq::hqq_step_blocks;
 
+  template <GgmlBlock T>
+  static void quantize_ggml(const float* x, void* y, size_t n) {
+    if constexpr (T == GgmlBlock::Q8_0) P::quantize_q8_0(x, y, n);
+    else if constexpr (T == GgmlBlock::Q4_0) P::template quantize_x_0<BlockQ4_0, 8, 15>(x, y, n);
+    else if constexpr (T == GgmlBlock::Q4_1) P::template quantize_x_1<BlockQ4_1, 15, 15>(x, y, n);
+    else if constexpr (T == GgmlBlock::Q5_0) P::template quantize_x_0<BlockQ5_0, 16, 31>(x, y, n);
+    else if constexpr (T == GgmlBlock::Q5_1) P::template quantize_x_1<BlockQ5_1, 31, 255>(x, y, n);
+    else static_assert(T != T, "no SIMD quantizer for this block type");
+  }
+  template <GgmlBlock T>
+  static void dequantize_ggml(const void* y, float* x, size_t n) {
+    if constexpr (T == GgmlBlock::Q8_0) P::dequantize_q8_0(y, x, n);
+    else if constexpr (T == GgmlBlock::Q4_0) P::template dequantize_x<BlockQ4_0, false, false>(y, x, n);
+    else if constexpr (T == GgmlBlock::Q4_1) P::template dequantize_x<BlockQ4_1, true, false>(y, x, n);
+    else if constexpr (T == GgmlBlock::Q5_0) P::template dequantize_x<BlockQ5_0, false, true>(y, x, n);
+    else if constexpr (T == GgmlBlock::Q5_1) P::template dequantize_x<BlockQ5_1, true, true>(y, x, n);
+    else static_assert(T != T, "no SIMD dequantizer for this block type");
+  }
+};
+
+WQ_END_ISA_NAMESPACE
 }  // namespace wq::simd
+
+// The whole of an ISA's kernels_<isa>.cpp: its table, built from this body on xsimd's
+// `arch`, inside the ISA's namespace.
+#define WQ_DEFINE_SIMD_TABLE(arch, isa_id)                                                  \
+  namespace wq {                                                                          \
+  WQ_BEGIN_ISA_NAMESPACE                                                                  \
+  const Kernels* kernel_table() {                                                         \
+    static const Kernels table = make_kernels<simd::SimdKernels<arch>>(Isa::isa_id);      \
+    return &table;                                                                        \
+  }                                                                                       \
+  WQ_END_ISA_NAMESPACE                                                                    \
+  }

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "kernels/ggml_types.h"
 #include "engine/error.h"
 #include "engine/pipeline.h"
 #include "engine/plan.h"
@@ -101,7 +102,7 @@ TEST(GgufWriter, Stories260KEveryTypeRoundTripsWithMetadata) {
     }
     uint32_t ftype;
     std::memcpy(&ftype, q->metadata().find("general.file_type")->value.data(), 4);
-    EXPECT_EQ(ftype, llama_ftype_of(t));
+    EXPECT_EQ(ftype, ggml_traits(t).llama_ftype);
     for (size_t i = 0; i < q->tensors().size(); ++i) {
       const TensorInfo& ti = q->tensors()[i];
       if (ti.shape.size() == 1) {

@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/ggml_types.h"
 #include "kernels/ggml_blocks.h"
 #include "kernels/kernels.h"
 #include "kernels/hqq_reference.h"
@@ -33,13 +34,7 @@ namespace {
 // ---- inputs ---------------------------------------------------------------------------
 
 // Float lanes of the ISA's vectors; sizes around them exercise every tail path.
-size_t lanes_of(Isa isa) {
-  switch (isa) {
-    case Isa::Avx2: return 8;
-    case Isa::Avx512: return 16;
-    default: return 4;
-  }
-}
+size_t lanes_of(Isa isa) { return isa_info(isa).lanes; }
 
 std::vector<size_t> float_sizes(size_t lanes) {
   std::set<size_t> s = {0, 1, 2, 3, 5, 7, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 127, 129, 4099};
@@ -595,7 +590,7 @@ void check_quantize_ggml(CheckEnv& e) {
       ns.push_back(x.size());
       for (size_t n : ns) {
         if (n > x.size()) continue;
-        const size_t nbytes = n / 32 * ggml_block_bytes(t);
+        const size_t nbytes = ggml_row_bytes(t, n);
         Out<uint8_t> a(nbytes), b(nbytes);
         e.simd.quantize_ggml[ti](x.data(), a.data(), n);
         e.ref.quantize_ggml[ti](x.data(), b.data(), n);
@@ -608,7 +603,7 @@ void check_quantize_ggml(CheckEnv& e) {
 void check_dequantize_ggml(CheckEnv& e) {
   for (int ti = 0; ti < kGgmlBlockCount; ++ti) {
     const GgmlBlock t = GgmlBlock(ti);
-    const size_t bb = ggml_block_bytes(t);
+    const size_t bb = ggml_traits(t).bytes;
     // Random bytes (every d, m, code and qh pattern, NaN and Inf scales included) and
     // blocks the reference quantized.
     std::mt19937 g(131);
@@ -717,23 +712,14 @@ void check_hqq_step_blocks(CheckEnv& e) {
   }
 }
 
+// One check per slot of kernels/kernel_slots.inc: a slot without its check_<name> does
+// not compile.
 const KernelCheck kChecks[] = {
-    {"widen_f16", 1, check_widen_f16},
-    {"widen_bf16", 1, check_widen_bf16},
-    {"narrow_f16", 1, check_narrow_f16},
-    {"minmax", 1, check_minmax},
-    {"absmax", 1, check_absmax},
-    {"find_nonfinite", 1, check_find_nonfinite},
-    {"quantize_codes", 1, check_quantize_codes},
-    {"dequantize_codes", 1, check_dequantize_codes},
-    {"pack_codes", 1, check_pack_codes},
-    {"unpack_codes", 1, check_unpack_codes},
-    {"sq_err", 1, check_sq_err},
-    {"quantize_rows", 1, check_quantize_rows},
-    {"quantize_ggml", size_t(kGgmlBlockCount), check_quantize_ggml},
-    {"hqq_solve_blocks", 1, check_hqq_solve_blocks},
-    {"hqq_step_blocks", 1, check_hqq_step_blocks},
-    {"dequantize_ggml", size_t(kGgmlBlockCount), check_dequantize_ggml},
+#define WQ_KERNEL(name, ...) {#name, 1, check_##name},
+#define WQ_GGML_KERNEL(name, ...) {#name, size_t(kGgmlBlockCount), check_##name},
+#include "kernels/kernel_slots.inc"
+#undef WQ_KERNEL
+#undef WQ_GGML_KERNEL
 };
 constexpr size_t kCheckCount = sizeof(kChecks) / sizeof(kChecks[0]);
 

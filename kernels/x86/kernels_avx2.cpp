@@ -1,18 +1,6 @@
-// The AVX2 kernel table: the shared SIMD body (kernels/simd_body.h) on xsimd::avx2.
-// Compiled with the AVX2 flags only (kernels/CMakeLists.txt); dispatch.cpp decides
-// whether the CPU may call it.
-#include "kernels/kernel_tables.h"
+// The AVX2 kernel table: the shared SIMD body (kernels/simd_body.h) on xsimd::avx2, in
+// namespace wq::isa_avx2. Compiled with the AVX2 flags of kernels/isa_list.inc only;
+// dispatch.cpp decides whether the CPU may call it.
 #include "kernels/simd_body.h"
 
-namespace wq {
-
-const Kernels* avx2_kernels() {
-  static const Kernels table = [] {
-    Kernels k = simd::make_simd_kernels<xsimd::avx2>(Isa::Avx2);
-    install_hqq_avx2(k);
-    return k;
-  }();
-  return &table;
-}
-
-}  // namespace wq
+WQ_DEFINE_SIMD_TABLE(xsimd::avx2, Avx2)

@@ -1,0 +1,101 @@
+// include/wquant/wquant.h: the ISA choice and one-tensor quantization, over the engine.
+#include <wquant/wquant.h>
+
+#include "engine/error.h"
+#include "engine/public_api_errors.h"
+#include "engine/quantize.h"
+#include "engine/scheduler.h"
+#include "engine/tensor.h"
+#include "kernels/kernels.h"
+
+namespace wquant {
+
+const char* version() { return WQUANT_VERSION; }
+
+std::vector<std::string> available_isas() {
+  std::vector<std::string> out;
+  for (int i = 0; i < wq::kIsaCount; ++i) {
+    if (wq::isa_available(wq::Isa(i))) out.emplace_back(wq::isa_name(wq::Isa(i)));
+  }
+  return out;
+}
+
+void use_isa(const std::string& name) {
+  translate_errors([&] {
+    wq::Isa isa;
+    if (!wq::parse_isa(name, &isa)) {
+      throw wq::Error("unknown ISA '" + name + "' (one of " + wq::isa_names() + ")", wq::ErrorKind::Usage);
+    }
+    wq::select_isa(isa);
+  });
+}
+
+std::string active_isa() {
+  return translate_errors([] { return std::string(wq::isa_name(wq::kernels().isa)); });
+}
+
+QuantizedTensor quantize(const float* weights, size_t rows, size_t cols, const QuantOptions& opts) {
+  return translate_errors([&] {
+    wq::TensorView w;
+    w.name = "tensor";
+    w.shape = {int64_t(rows), int64_t(cols)};
+    w.dtype = wq::DType::F32;
+    w.data = weights;
+    w.nbytes = rows * cols * sizeof(float);
+    wq::QuantSpec spec;
+    spec.bits = opts.bits;
+    spec.block = opts.block;
+    spec.asym = opts.asym || opts.hqq;
+    spec.hqq = opts.hqq;
+    spec.fp16 = opts.fp16;
+    spec.hqq_opts.max_steps = opts.hqq_steps;
+    wq::validate_spec(spec, "tensor");
+    const size_t block = wq::resolve_block(spec, cols, "tensor", wq::BlockFallback::Error, nullptr);
+    wq::Scheduler sched(opts.threads);
+    wq::QuantizedTensor q;
+    sched.run([&] { q = wq::quantize_tensor(w, spec, block); });
+    QuantizedTensor out;
+    out.rows = q.rows;
+    out.cols = q.cols;
+    out.bits = q.spec.bits;
+    out.block = q.block;
+    out.scheme = q.scheme == wq::Scheme::MnnSym ? "mnn_sym" : q.scheme == wq::Scheme::MnnAsym ? "mnn_asym" : "affine";
+    out.packed_row_bytes = q.packed_row_bytes;
+    out.packed = std::move(q.packed);
+    out.scales = std::move(q.scales);
+    out.zeros = std::move(q.zeros);
+    return out;
+  });
+}
+
+std::vector<float> dequantize(const QuantizedTensor& q) {
+  return translate_errors([&] {
+    wq::QuantizedTensor t;
+    t.name = "tensor";
+    t.rows = q.rows;
+    t.cols = q.cols;
+    t.shape = {int64_t(q.rows), int64_t(q.cols)};
+    t.spec.bits = q.bits;
+    t.block = q.block;
+    if (q.scheme == "mnn_sym") t.scheme = wq::Scheme::MnnSym;
+    else if (q.scheme == "mnn_asym") t.scheme = wq::Scheme::MnnAsym;
+    else if (q.scheme == "affine") t.scheme = wq::Scheme::Affine;
+    else throw wq::Error("tensor: unknown scheme '" + q.scheme + "'", wq::ErrorKind::Usage);
+    const size_t nb = q.block ? q.cols / q.block : 0;
+    if (q.bits < 2 || q.bits > 8 || q.block == 0 || q.cols % q.block || q.packed_row_bytes != (q.cols * size_t(q.bits) + 7) / 8 ||
+        q.packed.size() != q.rows * q.packed_row_bytes || q.scales.size() != q.rows * nb ||
+        (t.scheme != wq::Scheme::MnnSym && q.zeros.size() != q.rows * nb)) {
+      throw wq::Error("tensor: sizes of the quantized tensor do not agree with its rows, cols, bits and block",
+                      wq::ErrorKind::Usage);
+    }
+    t.packed_row_bytes = q.packed_row_bytes;
+    t.packed = q.packed;
+    t.scales = q.scales;
+    t.zeros = q.zeros;
+    std::vector<float> out(q.rows * q.cols);
+    wq::dequantize_tensor(t, out.data());
+    return out;
+  });
+}
+
+}  // namespace wquant

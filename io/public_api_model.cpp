@@ -1,0 +1,112 @@
+// include/wquant/wquant.h: models and whole conversions, over io and the engine's plan
+// and pipeline (the same path `wquant quantize` takes, without the program's printing).
+#include <chrono>
+#include <filesystem>
+#include <system_error>
+#include <wquant/wquant.h>
+
+#include "engine/pipeline.h"
+#include "engine/plan.h"
+#include "engine/public_api_errors.h"
+#include "engine/scheduler.h"
+#include "io/model_reader.h"
+#include "io/model_writer.h"
+#include "kernels/ggml_types.h"
+
+namespace wquant {
+
+struct Model::Impl {
+  std::unique_ptr<wq::ModelReader> reader;
+  std::vector<TensorInfo> tensors;
+};
+
+Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Model::~Model() = default;
+Model::Model(Model&&) noexcept = default;
+Model& Model::operator=(Model&&) noexcept = default;
+
+Model Model::open(const std::string& path) {
+  return translate_errors([&] {
+    auto impl = std::make_unique<Impl>();
+    impl->reader = wq::open_model(path);
+    for (const wq::TensorInfo& t : impl->reader->tensors()) impl->tensors.push_back({t.name, t.shape, t.type_name});
+    return Model(std::move(impl));
+  });
+}
+
+const char* Model::format() const { return impl_->reader->format(); }
+const std::vector<TensorInfo>& Model::tensors() const { return impl_->tensors; }
+
+std::vector<float> Model::read_f32(const std::string& name) {
+  return translate_errors([&] {
+    const long i = impl_->reader->find(name);
+    if (i < 0) throw wq::Error(impl_->reader->path() + ": " + name + ": no such tensor", wq::ErrorKind::Usage);
+    return impl_->reader->dequantize(size_t(i));
+  });
+}
+
+ConvertResult convert(const std::string& in, const std::string& out, const ConvertOptions& opts) {
+  return translate_errors([&] {
+    namespace fs = std::filesystem;
+    const auto t0 = std::chrono::steady_clock::now();
+    std::unique_ptr<wq::ModelReader> reader = wq::open_model(in);
+    std::error_code ec;
+    if (fs::exists(out, ec)) {
+      if (fs::equivalent(in, out, ec)) throw wq::Error(out + ": OUT is the input", wq::ErrorKind::Output);
+      if (!opts.overwrite) throw wq::Error(out + ": exists (set overwrite to replace it)", wq::ErrorKind::Output);
+      if (!fs::is_regular_file(out, ec)) throw wq::Error(out + ": not a regular file", wq::ErrorKind::Output);
+    }
+    wq::PlanOptions po;
+    po.defaults.bits = opts.quant.bits;
+    po.defaults.block = opts.quant.block;
+    po.defaults.asym = opts.quant.asym || opts.quant.hqq;
+    po.defaults.hqq = opts.quant.hqq;
+    po.defaults.fp16 = opts.quant.fp16;
+    po.defaults.hqq_opts.max_steps = opts.quant.hqq_steps;
+    wq::validate_spec(po.defaults, "convert");
+    if (opts.format.empty()) po.format = wq::format_from_path(out);
+    else if (opts.format == "wq") po.format = wq::OutputFormat::Wq;
+    else if (opts.format == "safetensors") po.format = wq::OutputFormat::Safetensors;
+    else if (opts.format == "gguf") po.format = wq::OutputFormat::Gguf;
+    else throw wq::Error("format '" + opts.format + "' is not wq, safetensors or gguf", wq::ErrorKind::Usage);
+    if (po.format == wq::OutputFormat::Gguf) {
+      if (std::string(reader->format()) != "gguf") {
+        throw wq::Error(out + ": GGUF output needs a GGUF input; " + in + " is " + reader->format(), wq::ErrorKind::Usage);
+      }
+      if (!opts.gguf_type.empty()) {
+        const auto t = wq::ggml_block_named(opts.gguf_type);
+        if (!t) throw wq::Error("unknown GGUF type '" + opts.gguf_type + "'", wq::ErrorKind::Usage);
+        po.ggml = *t;
+      } else {
+        // As the program chooses from --bits: 4 -> Q4_0 / Q4_1, 5 -> Q5_0 / Q5_1, 8 -> Q8_0.
+        const bool with_min = opts.quant.asym || opts.quant.hqq;
+        bool found = false;
+        for (const wq::GgmlTypeTraits& t : wq::kGgmlTraits) {
+          if (t.bits == opts.quant.bits && t.has_min == with_min && t.weights == 32) {
+            po.ggml = t.type;
+            found = true;
+            break;
+          }
+        }
+        if (!found) throw wq::Error("no GGUF block type for these bits; set gguf_type", wq::ErrorKind::Usage);
+      }
+    }
+    const std::vector<wq::TensorPlan> plan = wq::make_plan(reader->tensors(), po);
+    std::unique_ptr<wq::ModelWriter> writer = wq::make_writer(out, po.format, plan, *reader);
+    wq::Scheduler sched(opts.quant.threads);
+    wq::PipelineStats st;
+    sched.run([&] { st = wq::run_pipeline(plan, reader->tensors(), *reader, *writer, {}); });
+    writer->commit();
+    ConvertResult r;
+    r.tensors = plan.size();
+    for (const wq::TensorPlan& p : plan) {
+      if (p.action == wq::TensorAction::Quantize || p.action == wq::TensorAction::Ggml) ++r.quantized;
+    }
+    r.bytes_in = st.bytes_in;
+    r.bytes_out = st.bytes_out;
+    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return r;
+  });
+}
+
+}  // namespace wquant

@@ -1,0 +1,41 @@
+// Facts per llama.cpp block type (kernels/ggml_types.inc), for every layer: io reads
+// GGUF ids and sizes here, engine the block geometry, cli the names and bits.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+#include "kernels/kernels.h"
+
+namespace wq {
+
+struct GgmlTypeTraits {
+  GgmlBlock type;
+  const char* name;      // "Q4_K": as llama.cpp prints it and --type takes it
+  size_t weights;        // weights per block
+  size_t bytes;          // bytes per block
+  uint32_t gguf_type;    // ggml_type id in a GGUF tensor record
+  uint32_t llama_ftype;  // general.file_type of a model mostly of this type
+  int bits;              // bits per code
+  bool has_min;          // the block stores a minimum (an affine zero)
+};
+
+inline constexpr GgmlTypeTraits kGgmlTraits[kGgmlBlockCount] = {
+#define WQ_GGML_TYPE(id, weights, bytes, gguf, ftype, bits, has_min) \
+  {GgmlBlock::id, #id, weights, bytes, gguf, ftype, bits, has_min},
+#include "kernels/ggml_types.inc"
+#undef WQ_GGML_TYPE
+};
+
+constexpr const GgmlTypeTraits& ggml_traits(GgmlBlock t) { return kGgmlTraits[int(t)]; }
+constexpr const char* ggml_block_name(GgmlBlock t) { return ggml_traits(t).name; }
+// Bytes of a row of `cols` weights; cols must be a multiple of the type's block.
+constexpr size_t ggml_row_bytes(GgmlBlock t, size_t cols) { return cols / ggml_traits(t).weights * ggml_traits(t).bytes; }
+// By name, case-insensitive ("q4_0" too); nullopt if wquant has no such type.
+std::optional<GgmlBlock> ggml_block_named(std::string_view name);
+// By GGUF tensor type id; nullopt if wquant has no such type.
+std::optional<GgmlBlock> ggml_block_of_gguf(uint32_t gguf_type);
+
+}  // namespace wq
