@@ -8,6 +8,7 @@
 #include "cli/output_path.h"
 #include "cli/run_support.h"
 #include "engine/tensor.h"
+#include "kernels/ggml_types.h"
 #include "io/model_reader.h"
 
 namespace wq::cli {
@@ -57,9 +58,10 @@ Row describe(ModelReader& r, size_t i) {
                   {"fp16", q.spec.fp16},
                   {"rows", q.rows},
                   {"cols", q.cols}};
-    row.quant = describe_quantized(q.spec, q.block, q.cols);
+    row.quant = q.spec.describe_with_block(q.block, q.cols);
   } else if (t.kind == StoredKind::Ggml) {
-    row.quant = t.type_name + " (llama.cpp blocks of 32)";
+    const auto b = ggml_block_named(t.type_name);
+    row.quant = t.type_name + " (llama.cpp blocks of " + (b ? std::to_string(ggml_traits(*b).weights) : std::string("?")) + ")";
   }
   return row;
 }

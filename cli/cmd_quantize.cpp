@@ -134,7 +134,7 @@ json plan_json(const Setup& s) {
                        {"shape", p.shape},
                        {"source_type", info.type_name},
                        {"action", action_name(p.action)},
-                       {"what", describe_plan_entry(p, info)},
+                       {"what", describe_plan_entry_with_notes(p, info)},
                        {"bytes_in", info.nbytes}});
   }
   return tensors;
@@ -148,7 +148,7 @@ void print_plan(const Setup& s) {
   for (const TensorPlan& p : s.plan) {
     const TensorInfo& info = infos[p.source_index];
     std::printf("%-*s  %-12s  %-6s  %10s  %s\n", int(w), p.name.c_str(), format_shape(p.shape).c_str(),
-                info.type_name.c_str(), format_bytes(info.nbytes).c_str(), describe_plan_entry(p, info).c_str());
+                info.type_name.c_str(), format_bytes(info.nbytes).c_str(), describe_plan_entry_with_notes(p, info).c_str());
   }
 }
 

@@ -77,8 +77,8 @@ int run_verify(const VerifyArgs& a, Console& con) {
                         " has " + format_shape(ti[i].shape),
                     ErrorKind::Input);
       }
-      const std::vector<float> w = ref->dequantize(i);
-      const std::vector<float> w_hat = quant->dequantize(size_t(j));
+      const std::vector<float> w = read_f32(*ref, i);
+      const std::vector<float> w_hat = read_f32(*quant, size_t(j));
       ref->release(i);
       quant->release(size_t(j));
       Compared c{ti[i].name, tq.type_name, array_error(w.data(), w_hat.data(), w.size(), &k)};

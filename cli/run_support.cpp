@@ -1,6 +1,9 @@
 #include "kernels/ggml_types.h"
 #include "cli/run_support.h"
 
+#include "engine/stored_tensor.h"
+#include "io/model_reader.h"
+
 #include <signal.h>
 #include <unistd.h>
 
@@ -56,27 +59,15 @@ const char* action_name(TensorAction a) {
   return "?";
 }
 
-std::string describe_quantized(QuantSpec spec, size_t block, size_t cols) {
-  spec.block = block == cols ? 0 : int64_t(block);  // describe() says "channel-wise" for 0
-  return spec.describe();
-}
+std::vector<float> read_f32(ModelReader& r, size_t i) { return tensor_as_f32(r, r.tensors().at(i), i, r.path()); }
 
-std::string describe_plan_entry(const TensorPlan& p, const TensorInfo& info) {
-  switch (p.action) {
-    case TensorAction::Quantize: {
-      TensorView v;
-      v.shape = p.shape;
-      std::string d = describe_quantized(p.spec, p.block, v.cols());
-      if (p.spec.block > 0 && size_t(p.spec.block) != p.block) {
-        d += " (block " + std::to_string(p.spec.block) + " does not divide " + std::to_string(v.cols()) + ")";
-      }
-      return d;
-    }
-    case TensorAction::Ggml: return std::string(ggml_block_name(p.ggml)) + (p.spec.hqq ? " (hqq)" : "");
-    case TensorAction::KeepFloat: return dtype_name(p.out_dtype);
-    case TensorAction::CopyRaw: return info.type_name + " (copied)";
+std::string describe_plan_entry_with_notes(const TensorPlan& p, const TensorInfo& info) {
+  std::string d = describe_plan_entry(p, info);
+  const size_t cols = matrix_dims(p.shape).cols;
+  if (p.action == TensorAction::Quantize && p.spec.block > 0 && size_t(p.spec.block) != p.block) {
+    d += " (block " + std::to_string(p.spec.block) + " does not divide " + std::to_string(cols) + ")";
   }
-  return "?";
+  return d;
 }
 
 nlohmann::json error_json(const ErrorMetrics& m) {

@@ -11,6 +11,10 @@
 #include "engine/plan.h"
 #include "kernels/kernels.h"
 
+namespace wq {
+class ModelReader;
+}
+
 namespace wq::cli {
 
 // Applies --isa, or checks WQUANT_ISA, and returns the ISA the kernels will run. Throws
@@ -27,10 +31,13 @@ void install_interrupt_handlers();
 const char* action_name(TensorAction a);
 // A quantized tensor in words, with its effective block: "4-bit hqq block 32",
 // "4-bit sym channel-wise fp16" (the wording of the pipeline's reports).
-std::string describe_quantized(QuantSpec spec, size_t block, size_t cols);
-// What a plan entry does, e.g. "4-bit hqq block 32", "4-bit sym channel-wise (block 32
-// does not divide 172)", "Q4_0 (hqq)", "f16", "I64 (copied)".
-std::string describe_plan_entry(const TensorPlan& p, const TensorInfo& info);
+
+// Tensor i of a model as f32 (engine's tensor_as_f32 on the reader's bytes).
+std::vector<float> read_f32(ModelReader& r, size_t i);
+
+// engine's describe_plan_entry plus the CLI's notes: "4-bit sym channel-wise (block 32
+// does not divide 172)".
+std::string describe_plan_entry_with_notes(const TensorPlan& p, const TensorInfo& info);
 
 // {"rel_rmse", "snr_db", "max_abs"} (non-finite figures as null).
 nlohmann::json error_json(const ErrorMetrics& m);

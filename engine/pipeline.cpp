@@ -23,22 +23,6 @@ struct Item {
   int solver_steps = 0;
 };
 
-std::string describe(const TensorPlan& p, const TensorInfo& info) {
-  switch (p.action) {
-    case TensorAction::Quantize: {
-      QuantSpec s = p.spec;
-      const size_t rows = p.shape.size() <= 1 ? 1 : size_t(p.shape[0]);
-      const size_t cols = rows ? checked_numel(p.name, p.shape) / rows : 0;
-      s.block = p.block == cols ? 0 : int64_t(p.block);  // describe() says "channel-wise" for 0
-      return s.describe();
-    }
-    case TensorAction::Ggml: return std::string(ggml_block_name(p.ggml)) + (p.spec.hqq ? " (hqq)" : "");
-    case TensorAction::KeepFloat: return dtype_name(p.out_dtype);
-    case TensorAction::CopyRaw: return info.type_name + " (copied)";
-  }
-  return "?";
-}
-
 // Converts a float view to another float dtype (the plan only asks for widening, or
 // f32 -> f16 narrowing).
 void convert_float(const TensorView& v, DType to, std::vector<uint8_t>& out, const Kernels& k) {
@@ -151,7 +135,7 @@ PipelineStats run_pipeline(const std::vector<TensorPlan>& plan, const std::vecto
             TensorReport rep;
             rep.name = p.name;
             rep.action = p.action;
-            rep.what = describe(p, *it->info);
+            rep.what = describe_plan_entry(p, *it->info);
             rep.bytes_in = it->info->nbytes;
             rep.bytes_out = p.action == TensorAction::Quantize ? it->result.quantized.storage_bytes() : it->result.size();
             rep.has_error = it->result.has_error;
@@ -169,6 +153,10 @@ PipelineStats run_pipeline(const std::vector<TensorPlan>& plan, const std::vecto
           }));
   stats.seconds = std::chrono::duration<double>(clock::now() - t0).count();
   return stats;
+}
+
+QuantizedTensor TensorSource::load_quantized(size_t source_index) {
+  throw Error("tensor " + std::to_string(source_index) + " is not a wquant-quantized tensor");
 }
 
 }  // namespace wq

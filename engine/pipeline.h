@@ -31,6 +31,10 @@ class TensorSource {
   virtual const uint8_t* raw(size_t source_index, size_t* nbytes) = 0;
   // The pipeline is done with tensor i: the reader may drop its pages from memory.
   virtual void release(size_t source_index) = 0;
+  // The stored record of a wquant-quantized tensor (kind == Quantized): codes, and
+  // scales/zeros as stored (f16 halves when spec.fp16; engine widens them). Throws Error
+  // for any other tensor.
+  virtual QuantizedTensor load_quantized(size_t source_index);
 };
 
 // What the writer receives for one plan entry, in plan order.

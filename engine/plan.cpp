@@ -1,3 +1,4 @@
+#include "engine/tensor.h"
 #include "kernels/ggml_types.h"
 #include "engine/plan.h"
 
@@ -71,12 +72,8 @@ static bool ends_with(const std::string& s, const char* suffix) {
 
 static bool contains(const std::string& s, const char* part) { return s.find(part) != std::string::npos; }
 
-static size_t rows_of(const TensorInfo& t) { return t.shape.size() <= 1 ? 1 : size_t(t.shape[0]); }
-static size_t cols_of(const TensorInfo& t) {
-  size_t c = 1;
-  for (size_t i = t.shape.size() <= 1 ? 0 : 1; i < t.shape.size(); ++i) c *= size_t(t.shape[i]);
-  return c;
-}
+static size_t rows_of(const TensorInfo& t) { return matrix_dims(t.shape).rows; }
+static size_t cols_of(const TensorInfo& t) { return matrix_dims(t.shape).cols; }
 
 bool is_quantizable_weight(const TensorInfo& t) {
   if (t.kind != StoredKind::Float || t.shape.size() < 2) return false;
@@ -175,6 +172,16 @@ std::vector<TensorPlan> make_plan(const std::vector<TensorInfo>& tensors, const 
     plan.push_back(std::move(p));
   }
   return plan;
+}
+
+std::string describe_plan_entry(const TensorPlan& p, const TensorInfo& info) {
+  switch (p.action) {
+    case TensorAction::Quantize: return p.spec.describe_with_block(p.block, matrix_dims(p.shape).cols);
+    case TensorAction::Ggml: return std::string(ggml_block_name(p.ggml)) + (p.spec.hqq ? " (hqq)" : "");
+    case TensorAction::KeepFloat: return dtype_name(p.out_dtype);
+    case TensorAction::CopyRaw: return info.type_name + " (copied)";
+  }
+  return "?";
 }
 
 }  // namespace wq

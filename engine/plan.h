@@ -86,4 +86,9 @@ bool is_quantizable_weight(const TensorInfo& t);
 // are in each entry's `note`.
 std::vector<TensorPlan> make_plan(const std::vector<TensorInfo>& tensors, const PlanOptions& opts);
 
+// What a plan entry does, in a few words: "4-bit asym block 64 hqq", "4-bit sym
+// channel-wise", "Q4_0", "Q4_1 (hqq)", "f16", "I64 (copied)". Every report (the
+// pipeline's, the CLI's plan table) uses this one text; callers add their own notes.
+std::string describe_plan_entry(const TensorPlan& p, const TensorInfo& info);
+
 }  // namespace wq

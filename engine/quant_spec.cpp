@@ -6,6 +6,12 @@
 
 namespace wq {
 
+std::string QuantSpec::describe_with_block(size_t eff_block, size_t cols) const {
+  QuantSpec s = *this;
+  s.block = eff_block == cols ? 0 : int64_t(eff_block);  // describe() says "channel-wise" for 0
+  return s.describe();
+}
+
 std::string QuantSpec::describe() const {
   std::string s = std::to_string(bits) + "-bit ";
   s += hqq ? "hqq" : (asym ? "asym" : "sym");

@@ -35,6 +35,9 @@ struct QuantSpec {
 
   Scheme scheme() const { return hqq ? Scheme::Affine : (asym ? Scheme::MnnAsym : Scheme::MnnSym); }
   std::string describe() const;  // e.g. "4-bit asym block 64 hqq"
+  // describe() for a tensor with rows of `cols` quantized in blocks of `block` (an
+  // effective block equal to cols is channel-wise).
+  std::string describe_with_block(size_t block, size_t cols) const;
 };
 
 // Throws Error naming the bad field (bits outside 2..8, negative block, HQQ options out

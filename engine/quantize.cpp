@@ -98,11 +98,21 @@ QuantizedTensor quantize_tensor(const TensorView& w, const QuantSpec& spec, size
 
 void round_params_to_f16(QuantizedTensor& q, const Kernels* kp) {
   const Kernels& k = table(kp);
-  std::vector<uint16_t> h(std::max(q.scales.size(), q.zeros.size()));
-  for (std::vector<float>* v : {&q.scales, &q.zeros}) {
-    k.narrow_f16(v->data(), h.data(), v->size());
-    k.widen_f16(h.data(), v->data(), v->size());
-  }
+  q.scales_f16.resize(q.scales.size());
+  q.zeros_f16.resize(q.zeros.size());
+  k.narrow_f16(q.scales.data(), q.scales_f16.data(), q.scales.size());
+  k.widen_f16(q.scales_f16.data(), q.scales.data(), q.scales.size());
+  k.narrow_f16(q.zeros.data(), q.zeros_f16.data(), q.zeros.size());
+  k.widen_f16(q.zeros_f16.data(), q.zeros.data(), q.zeros.size());
+}
+
+void widen_f16_params(QuantizedTensor& q, const Kernels* kp) {
+  if (!q.spec.fp16) return;
+  const Kernels& k = table(kp);
+  q.scales.resize(q.scales_f16.size());
+  q.zeros.resize(q.zeros_f16.size());
+  k.widen_f16(q.scales_f16.data(), q.scales.data(), q.scales.size());
+  k.widen_f16(q.zeros_f16.data(), q.zeros.data(), q.zeros.size());
 }
 
 void dequantize_rows(const QuantizedTensor& q, size_t row_begin, size_t row_end, float* out, const Kernels* kp) {

@@ -23,8 +23,10 @@ void dequantize_rows(const QuantizedTensor& q, size_t row_begin, size_t row_end,
                      const Kernels* k = nullptr);
 void dequantize_tensor(const QuantizedTensor& q, float* out, const Kernels* k = nullptr);
 
-// Rounds scales and zeros to f16 and back, as spec.fp16 stores them.
+// Rounds scales and zeros to f16 (scales_f16, zeros_f16: what is stored) and back.
 void round_params_to_f16(QuantizedTensor& q, const Kernels* k = nullptr);
+// A stored record read with spec.fp16: scales and zeros from their stored halves.
+void widen_f16_params(QuantizedTensor& q, const Kernels* k = nullptr);
 
 // Throws Error naming the tensor, row and column of the first NaN or Inf in w.
 void check_finite(const TensorView& w, const Kernels* k = nullptr);

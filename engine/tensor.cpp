@@ -19,14 +19,16 @@ size_t checked_numel(const std::string& name, const std::vector<int64_t>& shape)
 
 size_t TensorView::numel() const { return checked_numel(name, shape); }
 
-size_t TensorView::rows() const { return shape.size() <= 1 ? 1 : size_t(shape[0]); }
-
-size_t TensorView::cols() const {
-  if (shape.size() <= 1) return shape.empty() ? 1 : size_t(shape[0]);
+MatrixDims matrix_dims(const std::vector<int64_t>& shape) {
+  if (shape.size() <= 1) return {1, shape.empty() ? 1 : size_t(shape[0])};
   size_t c = 1;
   for (size_t i = 1; i < shape.size(); ++i) c *= size_t(shape[i]);
-  return c;
+  return {size_t(shape[0]), c};
 }
+
+size_t TensorView::rows() const { return matrix_dims(shape).rows; }
+
+size_t TensorView::cols() const { return matrix_dims(shape).cols; }
 
 size_t QuantizedTensor::storage_bytes() const {
   const size_t per = spec.fp16 ? 2 : 4;

@@ -8,7 +8,6 @@
 #include <filesystem>
 
 #include "engine/error.h"
-#include "engine/quantize.h"
 #include "io/gguf_format.h"
 #include "io/gguf_reader.h"
 #include "io/safetensors_reader.h"
@@ -33,43 +32,6 @@ long ModelReader::find(const std::string& name) const {
 
 QuantizedTensor ModelReader::load_quantized(size_t i) {
   throw Error(path() + ": " + tensors().at(i).name + ": is not a wquant-quantized tensor");
-}
-
-std::vector<float> ModelReader::dequantize(size_t i) {
-  const TensorInfo& t = tensors().at(i);
-  const Kernels& k = kernels();
-  switch (t.kind) {
-    case StoredKind::Float: {
-      const TensorView v = view(i);
-      const size_t n = v.numel();
-      std::vector<float> out(n);
-      if (v.dtype == DType::F32) std::memcpy(out.data(), v.data, n * 4);
-      else if (v.dtype == DType::F16) k.widen_f16(static_cast<const uint16_t*>(v.data), out.data(), n);
-      else k.widen_bf16(static_cast<const uint16_t*>(v.data), out.data(), n);
-      return out;
-    }
-    case StoredKind::Quantized: {
-      const QuantizedTensor q = load_quantized(i);
-      std::vector<float> out(q.rows * q.cols);
-      dequantize_tensor(q, out.data());
-      return out;
-    }
-    case StoredKind::Ggml: {
-      const std::optional<GgmlBlock> b = ggml_block_named(t.type_name);
-      if (!b) break;
-      const size_t n = checked_numel(t.name, t.shape);
-      size_t nbytes = 0;
-      const uint8_t* data = raw(i, &nbytes);
-      if (n % ggml_traits(*b).weights || nbytes != ggml_row_bytes(*b, n))
-        throw Error(path() + ": " + t.name + ": " + std::to_string(nbytes) + " bytes do not hold " + std::to_string(n) + " " + t.type_name + " weights");
-      std::vector<float> out(n);
-      k.dequantize_ggml[int(*b)](data, out.data(), n);
-      return out;
-    }
-    case StoredKind::Other:
-      break;
-  }
-  throw Error(path() + ": " + t.name + ": cannot dequantize a tensor of type " + t.type_name);
 }
 
 std::unique_ptr<ModelReader> open_model(const std::string& path) {

@@ -33,11 +33,10 @@ class ModelReader : public TensorSource {
   // format has none.
   virtual std::map<std::string, std::string> string_metadata() const { return {}; }
 
-  // Stored record of a wquant-quantized tensor (kind == Quantized). Throws otherwise.
-  virtual QuantizedTensor load_quantized(size_t i);
-  // Any tensor as f32 (rows x cols of its 2-D view): floats widened, wquant codes and
-  // ggml blocks dequantized exactly as a loader would. Throws for kind Other.
-  virtual std::vector<float> dequantize(size_t i);
+  // Stored record of a wquant-quantized tensor (kind == Quantized), scales and zeros as
+  // stored (TensorSource::load_quantized). Throws otherwise, naming the file.
+  QuantizedTensor load_quantized(size_t i) override;
+  // Any tensor as f32 is engine's tensor_as_f32 (engine/stored_tensor.h): io only reads.
 };
 
 // Opens by content: safetensors (an index .json of a sharded checkpoint, or a

@@ -12,8 +12,8 @@ std::vector<PlannedPiece> planned_pieces(const TensorPlan& p, const TensorInfo& 
   const size_t numel = checked_numel(p.name, p.shape);
   switch (p.action) {
     case TensorAction::Quantize: {
-      const size_t rows = p.shape.size() <= 1 ? 1 : size_t(p.shape[0]);
-      const size_t cols = rows ? numel / rows : 0;
+      const auto [rows, cols] = matrix_dims(p.shape);
+      (void)numel;
       const size_t nb = p.block ? cols / p.block : 0;
       const size_t row_bytes = (cols * size_t(p.spec.bits) + 7) / 8;
       const char* pt = p.spec.fp16 ? "F16" : "F32";

@@ -9,6 +9,7 @@
 #include "engine/plan.h"
 #include "engine/public_api_errors.h"
 #include "engine/scheduler.h"
+#include "engine/stored_tensor.h"
 #include "io/model_reader.h"
 #include "io/model_writer.h"
 #include "kernels/ggml_types.h"
@@ -41,7 +42,7 @@ std::vector<float> Model::read_f32(const std::string& name) {
   return translate_errors([&] {
     const long i = impl_->reader->find(name);
     if (i < 0) throw wq::Error(impl_->reader->path() + ": " + name + ": no such tensor", wq::ErrorKind::Usage);
-    return impl_->reader->dequantize(size_t(i));
+    return wq::tensor_as_f32(*impl_->reader, impl_->reader->tensors()[size_t(i)], size_t(i), impl_->reader->path());
   });
 }
 

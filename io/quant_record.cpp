@@ -1,3 +1,4 @@
+#include "engine/tensor.h"
 #include "io/quant_record.h"
 
 #include <nlohmann/json.hpp>
@@ -63,9 +64,9 @@ QuantizedTensor parse_quant_record(const std::string& text, const std::string& n
     }
     q.packed_row_bytes = j.at("packed_row_bytes").get<size_t>();
     if (q.spec.bits < 2 || q.spec.bits > 8) throw Error(at + ": bits " + std::to_string(q.spec.bits) + " outside 2..8");
-    const size_t numel = checked_numel(at, q.shape);
-    q.rows = q.shape.size() <= 1 ? 1 : size_t(q.shape[0]);
-    q.cols = q.rows ? numel / q.rows : 0;
+    checked_numel(at, q.shape);
+    q.rows = matrix_dims(q.shape).rows;
+    q.cols = matrix_dims(q.shape).cols;
     if (q.block == 0 || q.cols % q.block) throw Error(at + ": block " + std::to_string(q.block) + " does not divide rows of " + std::to_string(q.cols));
     if (q.packed_row_bytes != (q.cols * size_t(q.spec.bits) + 7) / 8)
       throw Error(at + ": packed_row_bytes " + std::to_string(q.packed_row_bytes) + " does not match " + std::to_string(q.cols) + " codes of " + std::to_string(q.spec.bits) + " bits");

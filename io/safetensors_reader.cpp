@@ -97,24 +97,24 @@ class SafetensorsReader final : public ModelReader {
       throw Error(f.path() + ": " + e.info.name + ".qweight: " + std::to_string(codes.info.nbytes) + " bytes, the record says " + std::to_string(q.rows * q.packed_row_bytes));
     const uint8_t* c = f.span(codes.offset, codes.info.nbytes, e.info.name + ".qweight");
     q.packed.assign(c, c + codes.info.nbytes);
-    auto params = [&](const Entry& part, std::vector<float>& out) {
+    // The stored values: f32 into out, or f16 halves into half (widen_f16_params, engine).
+    auto params = [&](const Entry& part, std::vector<float>& out, std::vector<uint16_t>& half) {
       const size_t es = q.spec.fp16 ? 2 : 4;
       if (part.info.nbytes != nb * es || part.info.type_name != (q.spec.fp16 ? "F16" : "F32"))
         throw Error(f.path() + ": " + part.info.name + ": " + part.info.type_name + " of " + std::to_string(part.info.nbytes) + " bytes does not hold " + std::to_string(nb) + " block parameters");
       const uint8_t* d = f.span(part.offset, part.info.nbytes, part.info.name);
-      out.resize(nb);
       if (q.spec.fp16) {
-        std::vector<uint16_t> h(nb);
-        std::memcpy(h.data(), d, nb * 2);
-        kernels().widen_f16(h.data(), out.data(), nb);
+        half.resize(nb);
+        std::memcpy(half.data(), d, nb * 2);
       } else {
+        out.resize(nb);
         std::memcpy(out.data(), d, nb * 4);
       }
     };
-    params(e.parts[1], q.scales);
+    params(e.parts[1], q.scales, q.scales_f16);
     if (q.scheme != Scheme::MnnSym) {
       if (e.parts.size() < 3) throw Error(f.path() + ": " + e.info.name + ": no .zeros for an asymmetric tensor");
-      params(e.parts[2], q.zeros);
+      params(e.parts[2], q.zeros, q.zeros_f16);
     }
     return q;
   }

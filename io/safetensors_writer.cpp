@@ -70,8 +70,13 @@ class SafetensorsWriter final : public ModelWriter {
     if (r.plan && r.plan->action == TensorAction::Quantize) {
       const QuantizedTensor& q = r.quantized;
       put(q.packed.data(), q.packed.size(), pieces[0]);
-      write_params(q.scales, q.spec.fp16, pieces[1], put);
-      if (pieces.size() > 2) write_params(q.zeros, q.spec.fp16, pieces[2], put);
+      // With fp16 the engine's halves are the stored values (round_params_to_f16).
+      if (q.spec.fp16) put(q.scales_f16.data(), q.scales_f16.size() * 2, pieces[1]);
+      else put(q.scales.data(), q.scales.size() * 4, pieces[1]);
+      if (pieces.size() > 2) {
+        if (q.spec.fp16) put(q.zeros_f16.data(), q.zeros_f16.size() * 2, pieces[2]);
+        else put(q.zeros.data(), q.zeros.size() * 4, pieces[2]);
+      }
     } else {
       put(r.data(), r.size(), pieces[0]);
     }
@@ -85,21 +90,8 @@ class SafetensorsWriter final : public ModelWriter {
   const std::string& temp_path() const override { return out_.temp_path(); }
 
  private:
-  template <class Put>
-  void write_params(const std::vector<float>& v, bool fp16, const PlannedPiece& piece, Put& put) {
-    if (!fp16) {
-      put(v.data(), v.size() * 4, piece);
-      return;
-    }
-    // The engine already rounded these to f16 (round_params_to_f16): narrowing is exact.
-    half_.resize(v.size());
-    kernels().narrow_f16(v.data(), half_.data(), v.size());
-    put(half_.data(), half_.size() * 2, piece);
-  }
-
   OutputFile out_;
   std::vector<std::vector<PlannedPiece>> pieces_;
-  std::vector<uint16_t> half_;
   size_t next_ = 0;
 };
 

@@ -1,3 +1,4 @@
+#include "engine/tensor.h"
 #include "io/wq_reader.h"
 
 #include <algorithm>
@@ -116,8 +117,8 @@ class WqReader final : public ModelReader {
     QuantizedTensor q = geometry(e);
     const uint8_t* c = file_.span(e.pieces[0].offset, e.pieces[0].size, e.info.name);
     q.packed.assign(c, c + e.pieces[0].size);
-    load_params(e.pieces[1], t.fp16(), q.scales);
-    if (q.scheme != Scheme::MnnSym) load_params(e.pieces[2], t.fp16(), q.zeros);
+    load_params(e.pieces[1], t.fp16(), q.scales, q.scales_f16);
+    if (q.scheme != Scheme::MnnSym) load_params(e.pieces[2], t.fp16(), q.zeros, q.zeros_f16);
     return q;
   }
 
@@ -142,8 +143,9 @@ class WqReader final : public ModelReader {
     q.spec.hqq_opts.round_zero = t.hqq_round_zero();
     q.scheme = Scheme(int(t.scheme()));
     q.spec.asym = q.scheme != Scheme::MnnSym;
-    q.rows = q.shape.size() <= 1 ? 1 : size_t(q.shape[0]);
-    q.cols = q.rows ? checked_numel(q.name, q.shape) / q.rows : 0;
+    checked_numel(q.name, q.shape);
+    q.rows = matrix_dims(q.shape).rows;
+    q.cols = matrix_dims(q.shape).cols;
     q.block = size_t(t.block());
     q.spec.block = q.block == q.cols ? 0 : int64_t(q.block);
     q.packed_row_bytes = size_t(t.packed_row_bytes());
@@ -164,13 +166,12 @@ class WqReader final : public ModelReader {
       throw Error(at + ": the scales or zeros do not hold one value per block");
   }
 
-  void load_params(const Piece& pc, bool fp16, std::vector<float>& out) {
+  // The stored values: f32 into out, or f16 halves into half (widen_f16_params, engine).
+  void load_params(const Piece& pc, bool fp16, std::vector<float>& out, std::vector<uint16_t>& half) {
     const uint8_t* d = file_.span(pc.offset, pc.size, "block parameters");
     if (fp16) {
-      std::vector<uint16_t> h(pc.size / 2);
-      std::memcpy(h.data(), d, h.size() * 2);
-      out.resize(h.size());
-      kernels().widen_f16(h.data(), out.data(), h.size());
+      half.resize(pc.size / 2);
+      std::memcpy(half.data(), d, half.size() * 2);
     } else {
       out.resize(pc.size / 4);
       std::memcpy(out.data(), d, out.size() * 4);

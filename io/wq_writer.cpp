@@ -1,3 +1,4 @@
+#include "engine/tensor.h"
 #include "io/wq_writer.h"
 
 #include <cstring>
@@ -47,8 +48,8 @@ Layout plan_layout(const std::vector<TensorPlan>& plan, const std::vector<Tensor
       off = align_up(off + sizes[k]);
     }
     const bool q = p.action == TensorAction::Quantize;
-    const size_t rows = p.shape.size() <= 1 ? 1 : size_t(p.shape[0]);
-    const size_t cols = rows ? checked_numel(p.name, p.shape) / rows : 0;
+    checked_numel(p.name, p.shape);
+    const size_t cols = matrix_dims(p.shape).cols;
     tensors.push_back(fb::CreateTensorDirect(
         fbb, p.name.c_str(), &p.shape, kind, dtype.c_str(), q ? p.spec.bits : 0, q ? p.block : 0,
         fb::QuantScheme(q ? int(p.spec.scheme()) : 0), q && p.spec.fp16, q && p.spec.hqq,
@@ -95,8 +96,13 @@ class WqWriter final : public ModelWriter {
     if (r.plan && r.plan->action == TensorAction::Quantize) {
       const QuantizedTensor& q = r.quantized;
       put(q.packed.data(), q.packed.size(), 0);
-      params(q.scales, q.spec.fp16, 1, put);
-      if (sizes.size() > 2) params(q.zeros, q.spec.fp16, 2, put);
+      // With fp16 the engine's halves are the stored values (round_params_to_f16).
+      if (q.spec.fp16) put(q.scales_f16.data(), q.scales_f16.size() * 2, 1);
+      else put(q.scales.data(), q.scales.size() * 4, 1);
+      if (sizes.size() > 2) {
+        if (q.spec.fp16) put(q.zeros_f16.data(), q.zeros_f16.size() * 2, 2);
+        else put(q.zeros.data(), q.zeros.size() * 4, 2);
+      }
     } else {
       put(r.data(), r.size(), 0);
     }
@@ -111,20 +117,8 @@ class WqWriter final : public ModelWriter {
   const std::string& temp_path() const override { return out_.temp_path(); }
 
  private:
-  template <class Put>
-  void params(const std::vector<float>& v, bool fp16, size_t k, Put& put) {
-    if (!fp16) {
-      put(v.data(), v.size() * 4, k);
-      return;
-    }
-    half_.resize(v.size());
-    kernels().narrow_f16(v.data(), half_.data(), v.size());  // exact: already f16 values
-    put(half_.data(), half_.size() * 2, k);
-  }
-
   OutputFile out_;
   Layout layout_;
-  std::vector<uint16_t> half_;
   size_t next_ = 0;
 };
 

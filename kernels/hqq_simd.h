@@ -47,11 +47,11 @@ struct HqqSimd {
     const M den = a < F(1.17549435e-38f);
     const F a2 = xsimd::select(den, a * F(16777216.0f), a);
     const I u = xsimd::bitwise_cast<I>(a2);
-    I k = ((u >> 23) & I(0xff)) - I(127) + xsimd::select(xsimd::bool_cast(den), I(-24), I(0));
+    I k = ((u >> 23) & I(0xff)) - I(127) + select_i32<A>(xsimd::bool_cast(den), I(-24), I(0));
     F m = xsimd::bitwise_cast<F>((u & I(0x007fffff)) | I(0x3f800000));
     const M big = m > F(1.41421356f);
     m = xsimd::select(big, m * F(0.5f), m);
-    k = xsimd::select(xsimd::bool_cast(big), k + I(1), k);
+    k = select_i32<A>(xsimd::bool_cast(big), k + I(1), k);
     const F f = m - F(1.0f);
     const F s = Ops::div(f, F(2.0f) + f);
     const F s2 = s * s;

@@ -45,6 +45,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include <xsimd/xsimd.hpp>
 
@@ -53,6 +54,23 @@ WQ_BEGIN_ISA_NAMESPACE
 
 template <class Arch>
 struct ArchOps;
+
+// select() on int32 lanes. xsimd 8.1's avx512bw::select switches on the element size at
+// run time, so at -O0 (Debug builds) it instantiates the 8- and 16-bit blends for int32
+// batches and does not compile; the AVX-512 blend is called directly instead.
+template <class A>
+xsimd::batch<int32_t, A> select_i32(xsimd::batch_bool<int32_t, A> m, xsimd::batch<int32_t, A> a,
+                                    xsimd::batch<int32_t, A> b) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<A, xsimd::avx512bw>) {
+    return _mm512_mask_blend_epi32(static_cast<__mmask16>(m), b, a);
+  } else
+#endif
+  {
+    return xsimd::select(m, a, b);
+  }
+}
+
 
 WQ_END_ISA_NAMESPACE
 }  // namespace wq::simd

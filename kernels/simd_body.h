@@ -783,7 +783,7 @@ struct Prims {
       I q[NV];
       for (size_t k = 0; k < NV; ++k) {
         const F r = v[k] * vid;
-        q[k] = xsimd::select(xsimd::bool_cast(xsimd::isnan(r)), I(0), round_away_clamped(r, lo, hi)) & I(0xff);
+        q[k] = select_i32<A>(xsimd::bool_cast(xsimd::isnan(r)), I(0), round_away_clamped(r, lo, hi)) & I(0xff);
       }
       store_codes(yb + offsetof(BlockQ8_0, qs), q, NV);
     }
@@ -859,7 +859,7 @@ struct Prims {
       return a;
     }();
     const I sel = xsimd::bitwise_cast<I>(U::load_aligned(kBit.data() + base));
-    return xsimd::select((I(int32_t(qh)) & sel) != I(0), I(16), I(0));
+    return select_i32<A>((I(int32_t(qh)) & sel) != I(0), I(16), I(0));
   }
   // Q4_0, Q4_1, Q5_0, Q5_1: code e from the nibbles (and qh), then (code - off) * d [+ m].
   template <class Block, bool kHasMin, bool kHasHigh>

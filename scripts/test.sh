@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
-# Sets up the machine, builds, and runs every test: the x86-64 build (scalar, AVX2 and
-# AVX-512 kernels, each where the CPU has it), the I/O readers under ASan+UBSan, and the
-# aarch64 build under qemu-user on a NEON-only CPU (cortex-a72).
-# Ends with one line "tests: N passed, N failed".
+# Sets up the machine, builds, and runs every test:
+#   - x86-64 Release: every suite (scalar, AVX2 and AVX-512 kernels, each where the CPU has it);
+#   - ASan+UBSan (RelWithDebInfo): readers and writers fed broken files, the pipeline, kernels, HQQ;
+#   - the library used by a consumer project: installed (find_package, pkg-config) and through
+#     add_subdirectory in a MinSizeRel build linked with lld, whose wquant then runs under
+#     qemu-x86_64 on CPUs without AVX (Nehalem) and without AVX-512 (Haswell), its output
+#     bytes compared with the Release build's (an ISA leak faults or differs there);
+#   - a Debug build (-O0) of the kernel, ISA and engine suites;
+#   - aarch64 (NEON) cross build, tests under qemu-user on a NEON-only CPU (cortex-a72).
+# Ends with one line "tests: N passed, N failed, N skipped"; the skipped ones are listed
+# with their reasons just before it.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 bash scripts/setup.sh || { echo "setup failed"; exit 1; }
 
-passed=0; failed=0; status=0
+passed=0; failed=0; skipped=0; status=0; skip_notes=""
 run_ctest() {  # dir, label, extra ctest args...
   local dir=$1 label=$2; shift 2
   local log; log=$(mktemp)
@@ -17,22 +24,32 @@ run_ctest() {  # dir, label, extra ctest args...
   local rc=${PIPESTATUS[0]}
   local line; line=$(grep -E "tests passed, [0-9]+ tests failed out of [0-9]+" "$log" | tail -1)
   if [ -n "$line" ]; then
-    local total fail
+    local total fail skip
     fail=$(echo "$line" | sed -E 's/.* ([0-9]+) tests failed out of ([0-9]+).*/\1/')
     total=$(echo "$line" | sed -E 's/.* ([0-9]+) tests failed out of ([0-9]+).*/\2/')
-    passed=$((passed + total - fail)); failed=$((failed + fail))
+    skip=$(grep -cE "^\s+[0-9]+ - .*\(Skipped\)" "$log")
+    passed=$((passed + total - fail - skip)); failed=$((failed + fail)); skipped=$((skipped + skip))
+    if [ "$skip" -gt 0 ] && [ -f "$dir/Testing/Temporary/LastTest.log" ]; then
+      # gtest prints "file:line: Skipped" and the reason on the next line.
+      skip_notes+=$(grep -h -A1 ": Skipped$" "$dir/Testing/Temporary/LastTest.log" | grep -vE ": Skipped$|^--$" |
+                    sort | uniq -c | sed "s/^/  [$label] /")$'\n'
+    fi
   elif [ "$rc" -ne 0 ]; then
     failed=$((failed + 1))
   fi
   [ "$rc" -eq 0 ] || status=1
   rm -f "$log"
 }
-
+check() {  # label, command...: one pass or fail
+  local label=$1; shift
+  if "$@"; then passed=$((passed + 1)); else echo "FAILED: $label"; failed=$((failed + 1)); status=1; fi
+}
 step() { echo "== $*"; }
+
 step "build: x86-64 release"
 if bash scripts/build.sh release; then run_ctest build "x86-64"; else echo "x86-64 build failed"; failed=$((failed + 1)); status=1; fi
 
-step "build: ASan+UBSan (readers and writers fed broken files, the pipeline, the kernels)"
+step "build: ASan+UBSan, RelWithDebInfo (readers and writers fed broken files, the pipeline, the kernels)"
 asan_targets="io_readers_test io_writers_test io_gguf_test pipeline_test kernels_test hqq_test"
 if WQUANT_TARGETS="$asan_targets" bash scripts/build.sh asan; then
   # The peak-RSS test measures memory, which ASan's shadow pages distort: it runs in the
@@ -42,10 +59,40 @@ if WQUANT_TARGETS="$asan_targets" bash scripts/build.sh asan; then
     -E 'PeakMemory'
 else echo "asan build failed"; failed=$((failed + 1)); status=1; fi
 
+step "library: installed package (find_package, pkg-config) and add_subdirectory (MinSizeRel, lld)"
+work=$root/build-consumer
+rm -rf "$work"; mkdir -p "$work"
+if [ -x build/cli/wquant ]; then
+  check "cmake --install" cmake --install build --prefix "$work/prefix"
+  check "consumer: find_package" bash -c "cmake -S tests/consumer -B '$work/pkg' -G Ninja -DCMAKE_BUILD_TYPE=Release \
+      -DCMAKE_PREFIX_PATH='$work/prefix' >/dev/null && ninja -C '$work/pkg' >/dev/null && '$work/pkg/consumer' '$work'"
+  check "consumer: pkg-config" bash -c "g++ tests/consumer/main.cpp \$(PKG_CONFIG_PATH='$work/prefix/lib/pkgconfig' \
+      pkg-config --cflags --libs wquant) -o '$work/pc-consumer' && '$work/pc-consumer' '$work'"
+  if cmake -S tests/consumer -B "$work/sub" -G Ninja -DCMAKE_BUILD_TYPE=MinSizeRel -DWQUANT_CONSUMER_SOURCE="$root" \
+       -DCMAKE_EXE_LINKER_FLAGS=-fuse-ld=lld >/dev/null && ninja -C "$work/sub" -j "${WQUANT_JOBS:-$(nproc)}" consumer wquant; then
+    check "consumer: add_subdirectory (MinSizeRel, lld)" "$work/sub/consumer" "$work"
+    check "add_subdirectory builds no tests or benchmarks" test ! -e "$work/sub/wquant/tests" -a ! -e "$work/sub/wquant/bench"
+    leak_log=$work/leak.log
+    bash scripts/isa_leak_check.sh "$work/sub/wquant/cli/wquant" build/cli/wquant "$work/leak" | tee "$leak_log"
+    passed=$((passed + $(grep -c ": ok$" "$leak_log"))); n=$(grep -c "FAIL" "$leak_log"); failed=$((failed + n))
+    [ "$n" -eq 0 ] || status=1
+    if grep -q "SKIPPED" "$leak_log"; then skipped=$((skipped + 1)); skip_notes+="  [isa-leak] $(grep SKIPPED "$leak_log")"$'\n'; fi
+  else echo "consumer add_subdirectory build failed"; failed=$((failed + 1)); status=1; fi
+else echo "no release build to install"; failed=$((failed + 1)); status=1; fi
+
+step "build: Debug (-O0): kernel, ISA, engine suites"
+if WQUANT_TARGETS="kernels_test isa_select_test engine_test" bash scripts/build.sh debug; then
+  run_ctest build-debug "debug" -R '^(AllIsas/|KernelRegistry|IsaList|IsaSelect|Metrics|QuantSpec|Quantize|Determinism)'
+else echo "debug build failed"; failed=$((failed + 1)); status=1; fi
+
 step "build: aarch64 (NEON), tests under qemu-user -cpu cortex-a72"
 if bash scripts/build.sh arm64; then
   QEMU_CPU=cortex-a72 run_ctest build-arm64 "aarch64/qemu" -E "${WQUANT_ARM_EXCLUDE:-^$}"
 else echo "aarch64 build failed"; failed=$((failed + 1)); status=1; fi
 
-echo "tests: $passed passed, $failed failed"
+if [ "$skipped" -gt 0 ]; then
+  echo "== skipped, and why:"
+  printf "%s" "$skip_notes"
+fi
+echo "tests: $passed passed, $failed failed, $skipped skipped"
 exit $status

@@ -27,7 +27,7 @@ struct Golden {
   std::vector<float> f32(const std::string& name) {
     const long i = r->find(name);
     if (i < 0) return {};
-    return r->dequantize(size_t(i));
+    return test::read_f32(*r, size_t(i));
   }
   std::vector<uint8_t> u8(const std::string& name) {
     size_t n;

@@ -115,8 +115,8 @@ TEST(GgufWriter, Stories260KEveryTypeRoundTripsWithMetadata) {
         EXPECT_EQ(ti.type_name, ggml_block_name(t)) << ti.name;
       }
       // What the file holds, dequantized, is what the engine measured.
-      const std::vector<float> a = src->dequantize(i);
-      const std::vector<float> b = q->dequantize(i);
+      const std::vector<float> a = test::read_f32(*src, i);
+      const std::vector<float> b = test::read_f32(*q, i);
       const ErrorMetrics m = array_error(a.data(), b.data(), a.size());
       ASSERT_EQ(stats.tensors[i].name, ti.name);
       // Float sums in a different grouping (per row vs whole tensor): equal to ~1e-7.
@@ -187,9 +187,9 @@ TEST(GgufWriter, HqqBlocksAreNoWorseThanMinMaxBlocks) {
     for (size_t i = 0; i < src->tensors().size(); ++i) {
       if (plain->tensors()[i].type_name != name) continue;
       ASSERT_EQ(hqq->tensors()[i].type_name, name) << plain->tensors()[i].name;
-      const std::vector<float> w = src->dequantize(i);
-      const std::vector<float> a = plain->dequantize(i);
-      const std::vector<float> b = hqq->dequantize(i);
+      const std::vector<float> w = test::read_f32(*src, i);
+      const std::vector<float> a = test::read_f32(*plain, i);
+      const std::vector<float> b = test::read_f32(*hqq, i);
       const double e_plain = array_error(w.data(), a.data(), w.size()).rel_rmse;
       const double e_hqq = array_error(w.data(), b.data(), w.size()).rel_rmse;
       EXPECT_LE(e_hqq, e_plain) << name << " " << plain->tensors()[i].name;

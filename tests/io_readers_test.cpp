@@ -97,7 +97,7 @@ TEST(SafetensorsReader, ReadsTensorsInOffsetOrderWithKinds) {
   ASSERT_EQ(v.nbytes, 16u);
   EXPECT_EQ(static_cast<const float*>(v.data)[3], 4.5f);
   EXPECT_THROW(r->view(2), Error);  // not a float tensor
-  const std::vector<float> a = r->dequantize(0);
+  const std::vector<float> a = test::read_f32(*r, 0);
   EXPECT_EQ(a[5], 2.5f);
 }
 
@@ -255,7 +255,7 @@ TEST(GgufReader, ReadsMetadataAndTensors) {
   EXPECT_EQ(r->tensors()[0].shape, (std::vector<int64_t>{2, 32}));  // ne reversed
   EXPECT_EQ(r->tensors()[1].dtype, DType::F16);
   EXPECT_EQ(static_cast<const float*>(r->view(0).data)[33], 33.0f);
-  EXPECT_EQ(r->dequantize(1)[7], 1.0f);
+  EXPECT_EQ(test::read_f32(*r, 1)[7], 1.0f);
 }
 
 TEST(GgufReader, BrokenFilesGiveErrorsNamingTheProblem) {
@@ -308,8 +308,8 @@ TEST(GgufReader, Stories260K) {
   // The GGUF and the safetensors hold the same weights.
   WQ_REQUIRE_SHARED(st_path, "data/models/stories260K/stories260K.safetensors");
   auto st = open_model(st_path);
-  const std::vector<float> a = r->dequantize(size_t(r->find("token_embd.weight")));
-  const std::vector<float> b = st->dequantize(size_t(st->find("tok_embeddings.weight")));
+  const std::vector<float> a = test::read_f32(*r, size_t(r->find("token_embd.weight")));
+  const std::vector<float> b = test::read_f32(*st, size_t(st->find("tok_embeddings.weight")));
   EXPECT_EQ(a, b);
 }
 

@@ -801,3 +801,51 @@ INSTANTIATE_TEST_SUITE_P(AllIsas, PackRoundTrip, ::testing::ValuesIn(test::all_i
 
 }  // namespace
 }  // namespace wq
+
+namespace wq {
+namespace {
+
+// ---- the ISA list ----------------------------------------------------------------------
+
+std::vector<std::string> words(const std::string& s) {
+  std::vector<std::string> out;
+  std::istringstream in(s);
+  for (std::string w; in >> w;) out.push_back(w);
+  return out;
+}
+
+// Every feature a compile flag of kernels/isa_list.inc enables is in the ISA's runtime
+// feature list, which dispatch checks before the table is used.
+TEST(IsaList, EveryFlagsFeatureIsCheckedAtRunTime) {
+  for (int i = 0; i < kIsaCount; ++i) {
+    const IsaInfo& info = isa_info(Isa(i));
+    const std::vector<std::string> features = words(info.features);
+    for (const std::string& flag : words(info.flags)) {
+      ASSERT_EQ(flag.rfind("-m", 0), 0u) << info.name << ": flag " << flag << " is not a -m feature flag";
+      std::string feature = flag.substr(2);
+      if (feature == "bmi") feature = "bmi1";  // GCC's -mbmi is CPUID's BMI1
+      EXPECT_NE(std::find(features.begin(), features.end(), feature), features.end())
+          << info.name << ": " << flag << " enables " << feature << ", which is not checked at run time";
+    }
+    // -mavx2 implies AVX; an ISA built with any AVX flag must check the OS's AVX state.
+    if (info.flags[0] != '\0' && std::string(info.family) == "x86") {
+      EXPECT_NE(std::find(features.begin(), features.end(), "avx"), features.end()) << info.name;
+    }
+  }
+}
+
+TEST(IsaList, NamesParseBackAndTheBestIsAvailable) {
+  for (int i = 0; i < kIsaCount; ++i) {
+    Isa back;
+    ASSERT_TRUE(parse_isa(isa_name(Isa(i)), &back));
+    EXPECT_EQ(back, Isa(i));
+    EXPECT_GE(isa_info(Isa(i)).lanes, 4u);
+  }
+  EXPECT_TRUE(isa_available(Isa::Scalar));
+  EXPECT_TRUE(isa_available(best_isa()));
+  Isa bogus;
+  EXPECT_FALSE(parse_isa("sse9", &bogus));
+}
+
+}  // namespace
+}  // namespace wq

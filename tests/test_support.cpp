@@ -2,6 +2,8 @@
 
 #include <filesystem>
 
+#include "engine/stored_tensor.h"
+
 namespace wq::test {
 
 // The ISAs of kernels/isa_list.inc this build's architecture has kernels for; those the
@@ -20,6 +22,10 @@ std::vector<Isa> all_isas() {
     if (info.family == std::string("any") || info.family == family) v.push_back(Isa(i));
   }
   return v;
+}
+
+std::vector<float> read_f32(TensorSource& r, const std::vector<TensorInfo>& infos, size_t i) {
+  return tensor_as_f32(r, infos.at(i), i, "test model");
 }
 
 std::string isa_param_name(const ::testing::TestParamInfo<Isa>& info) { return isa_name(info.param); }

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/pipeline.h"
 #include "kernels/kernels.h"
 
 namespace wq::test {
@@ -14,6 +15,13 @@ namespace wq::test {
 // and skip, through WQ_REQUIRE_ISA, the ones this CPU cannot run.
 std::vector<Isa> all_isas();
 std::string isa_param_name(const ::testing::TestParamInfo<Isa>& info);
+
+// Tensor i of a model as f32 (engine's tensor_as_f32 on the reader's bytes).
+std::vector<float> read_f32(TensorSource& r, const std::vector<TensorInfo>& infos, size_t i);
+template <class Reader>
+std::vector<float> read_f32(Reader& r, size_t i) {
+  return read_f32(r, r.tensors(), i);
+}
 
 // ../shared beside the checkout (WQUANT_SHARED_DIR); "" if absent.
 std::string shared_dir();
