@@ -19,7 +19,7 @@ WQ_BEGIN_ISA_NAMESPACE
 inline float abs_max_32(const float* x, float* signed_max) {
   float amax = 0.0f, max = 0.0f;
   for (int j = 0; j < 32; ++j) {
-    const float a = std::fabs(x[j]);
+    const float a = abs_f(x[j]);
     if (amax < a) { amax = a; max = x[j]; }  // first element of largest magnitude
   }
   *signed_max = max;
@@ -43,7 +43,7 @@ inline void quantize_block_Q8_0(const float* x, BlockQ8_0* y) {
   const float id = d != 0.0f ? 1.0f / d : 0.0f;
   y->d = f32_to_f16(d);
   for (int j = 0; j < 32; ++j) {
-    const float r = std::round(x[j] * id);
+    const float r = round_f(x[j] * id);
     y->qs[j] = int8_t((r == r) ? (r < -128.0f ? -128 : (r > 127.0f ? 127 : int(r))) : 0);
   }
 }

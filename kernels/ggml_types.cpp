@@ -3,6 +3,7 @@
 #include <cctype>
 
 namespace wq {
+WQ_BEGIN_ISA_NAMESPACE
 
 std::optional<GgmlBlock> ggml_block_named(std::string_view name) {
   for (const GgmlTypeTraits& t : kGgmlTraits) {
@@ -24,4 +25,5 @@ std::optional<GgmlBlock> ggml_block_of_gguf(uint32_t gguf_type) {
   return std::nullopt;
 }
 
+WQ_END_ISA_NAMESPACE
 }  // namespace wq

@@ -2,6 +2,8 @@
 // GGUF ids and sizes here, engine the block geometry, cli the names and bits.
 #pragma once
 
+#include "kernels/isa_namespace.h"
+
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -10,6 +12,9 @@
 #include "kernels/kernels.h"
 
 namespace wq {
+// In the per-ISA namespace (kernels/isa_namespace.h): ggml_traits has a body, and
+// kernels use it.
+WQ_BEGIN_ISA_NAMESPACE
 
 struct GgmlTypeTraits {
   GgmlBlock type;
@@ -38,4 +43,5 @@ std::optional<GgmlBlock> ggml_block_named(std::string_view name);
 // By GGUF tensor type id; nullopt if wquant has no such type.
 std::optional<GgmlBlock> ggml_block_of_gguf(uint32_t gguf_type);
 
+WQ_END_ISA_NAMESPACE
 }  // namespace wq

@@ -55,7 +55,7 @@ inline float hqq_log(float a) {
 inline float hqq_exp(float x) {
   if (!(x < 88.0f)) return x != x ? x : INFINITY;
   if (x < -87.0f) return 0.0f;
-  const float n = std::nearbyint(x * 1.44269504f);
+  const float n = rint_f(x * 1.44269504f);
   const float r = (x - (n * 0.693145752f)) - (n * 1.42860677e-06f);
   const float poly =
       1.0f + r * (1.0f + r * (0.5f + r * (0.166666672f + r * (0.0416666679f + r * (0.00833333377f + r * 0.00138888892f)))));
@@ -66,7 +66,7 @@ inline float hqq_exp(float x) {
 
 // The shrunk residual for one element: sign(e) * max(|e| - |e|^(p-1) / beta, 0).
 inline float hqq_shrink(float e, float pm1, float beta) {
-  const float a = std::fabs(e);
+  const float a = abs_f(e);
   const float pw = hqq_exp(pm1 * hqq_log(a));
   float t = a - (pw / beta);
   t = t > 0.0f ? t : 0.0f;
@@ -77,7 +77,7 @@ inline float hqq_shrink(float e, float pm1, float beta) {
 // |e| - |e|^(p-1)/beta < 0  <=>  |e| < beta^(-1/(2-p)). Half of it leaves room for the
 // polynomials' error; skipping then gives the bytes computing would.
 inline float hqq_skip_threshold(float p, float beta) {
-  return float(0.5 * std::pow(double(beta), -1.0 / (2.0 - double(p))));
+  return float(0.5 * __builtin_pow(double(beta), -1.0 / (2.0 - double(p))));
 }
 
 inline float sum16(float* part) {
@@ -89,7 +89,7 @@ inline float sum16(float* part) {
 
 // + 0.0f makes a -0 code +0, so no sum below ever depends on a zero's sign.
 inline float hqq_q(float w, float inv, float z, float qmax) {
-  return clamp_nan_lo(std::nearbyint((w * inv) + z), 0.0f, qmax) + 0.0f;
+  return clamp_nan_lo(rint_f((w * inv) + z), 0.0f, qmax) + 0.0f;
 }
 
 // One step for one block: returns sum |w - w_r|, sets *sq to sum (w - w_r)^2 and *z_new
@@ -102,9 +102,9 @@ inline float hqq_block_step(const float* w, size_t n, float inv, float z, float 
   float emax = 0.0f;
   for (size_t i = 0; i < n; ++i) {
     const float wi = w[i] * inv;
-    const float q = clamp_nan_lo(std::nearbyint(wi + z), 0.0f, qmax) + 0.0f;
+    const float q = clamp_nan_lo(rint_f(wi + z), 0.0f, qmax) + 0.0f;
     const float e = w[i] - ((q - z) * s);
-    const float a = std::fabs(e);
+    const float a = abs_f(e);
     perr[i % 16] += a;
     psq[i % 16] += e * e;
     pz[i % 16] += q - wi;

@@ -8,6 +8,8 @@
 // ISA's files outside their per-ISA namespaces (kernels/isa_namespace.h).
 #pragma once
 
+#include "kernels/isa_namespace.h"
+
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -43,7 +45,10 @@ bool parse_isa(std::string_view text, Isa* out);
 std::string isa_names();
 
 enum class DType : uint8_t { F32 = 0, F16 = 1, BF16 = 2 };
+// In the per-ISA namespace, as every function with a body here (kernels/isa_namespace.h).
+WQ_BEGIN_ISA_NAMESPACE
 inline constexpr size_t dtype_size(DType t) { return t == DType::F32 ? 4 : 2; }
+WQ_END_ISA_NAMESPACE
 const char* dtype_name(DType t);
 
 // How a block's scale and zero are computed; DESIGN.md "Quantization math" is the spec.

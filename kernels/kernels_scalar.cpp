@@ -35,7 +35,7 @@ struct ScalarPrims {
   static float absmax(const float* x, size_t n) {
     float m = 0.0f;
     for (size_t i = 0; i < n; ++i) {
-      const float a = std::fabs(x[i]);
+      const float a = ref::abs_f(x[i]);
       m = (a > m) ? a : m;
     }
     return m;

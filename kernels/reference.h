@@ -11,12 +11,19 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <limits>
 
 #include "kernels/kernels.h"
 
 namespace wq::ref {
 WQ_BEGIN_ISA_NAMESPACE
+
+// <cmath>'s functions live in namespace std: in an ISA's file built at -O0 they are
+// emitted out of line, outside the ISA's namespace (kernels/isa_namespace.h), and the
+// linker could keep that copy for everyone. These call the same builtins from inside it.
+inline float abs_f(float x) { return __builtin_fabsf(x); }
+inline float rint_f(float x) { return __builtin_nearbyintf(x); }  // to nearest even, no inexact flag
+inline float round_f(float x) { return __builtin_roundf(x); }     // ties away from zero (C roundf)
+inline float trunc_f(float x) { return __builtin_truncf(x); }
 
 inline uint32_t f32_bits(float f) {
   uint32_t u;
@@ -58,7 +65,7 @@ inline uint16_t f32_to_f16(float f) {
     return sign | uint16_t(ax >> 13);
   }
   // Denormal half (or zero): |f| * 2^24 is exact; rint rounds to even.
-  const float v = std::nearbyint(bits_f32(ax) * 16777216.0f);
+  const float v = rint_f(bits_f32(ax) * 16777216.0f);
   return sign | uint16_t(v);
 }
 
@@ -77,7 +84,7 @@ inline float canon_zero(float x) { return x == 0.0f ? 0.0f : x; }
 // A float sum widened for output, a NaN sum as the canonical quiet NaN: when two NaNs
 // meet in an addition, which one survives depends on the operand order the compiler
 // picks and on the ISA, so a NaN's sign and payload are not part of the result.
-inline double sum_result(float s) { return s == s ? double(s) : std::numeric_limits<double>::quiet_NaN(); }
+inline double sum_result(float s) { return s == s ? double(s) : __builtin_nan(""); }
 
 // A NaN as the canonical quiet NaN (+, 0x7FC00000), for the same reason: the sign of a
 // NaN made by an invalid operation depends on the ISA (x86 makes -NaN, Arm +NaN) and on
@@ -102,7 +109,7 @@ inline BlockCodec block_codec(Scheme scheme, int bits, float mn, float mx, bool 
   BlockCodec c{scheme, bits, 0.0f, 0.0f, 0.0f};
   switch (scheme) {
     case Scheme::MnnSym: {
-      const float absmax = std::fabs(mn) > std::fabs(mx) ? std::fabs(mn) : std::fabs(mx);
+      const float absmax = abs_f(mn) > abs_f(mx) ? abs_f(mn) : abs_f(mx);
       c.scale = absmax / float((1 << (bits - 1)) - 1);
       break;
     }
@@ -116,7 +123,7 @@ inline BlockCodec block_codec(Scheme scheme, int bits, float mn, float mx, bool 
       if (d <= 1e-4f) inv = 1.0f;
       if (!(inv <= 2e4f)) inv = 2e4f;  // clamp(max=2e4); Inf and NaN clamp too
       float z = -mn * inv;
-      if (round_zero) z = std::nearbyint(z);
+      if (round_zero) z = rint_f(z);
       c.inv_scale = inv;
       c.zero = z;
       c.scale = 1.0f / inv;
@@ -138,17 +145,17 @@ inline uint8_t quantize_one(float w, const BlockCodec& c) {
     case Scheme::MnnSym: {
       const int half = 1 << (c.bits - 1);
       if (mnn_scale_is_zero(c.scale)) return uint8_t(half);
-      const float q = clamp_nan_lo(std::round(w / c.scale), float(-half), float(half - 1));
+      const float q = clamp_nan_lo(round_f(w / c.scale), float(-half), float(half - 1));
       return uint8_t(int(q) + half);
     }
     case Scheme::MnnAsym: {
       if (mnn_scale_is_zero(c.scale)) return 0;
-      const float q = clamp_nan_lo(std::round((w - c.zero) / c.scale), 0.0f, float(qmax_of(c.bits)));
+      const float q = clamp_nan_lo(round_f((w - c.zero) / c.scale), 0.0f, float(qmax_of(c.bits)));
       return uint8_t(int(q));
     }
     case Scheme::Affine: {
       const float t = (w * c.inv_scale) + c.zero;
-      const float q = clamp_nan_lo(std::nearbyint(t), 0.0f, float(qmax_of(c.bits)));
+      const float q = clamp_nan_lo(rint_f(t), 0.0f, float(qmax_of(c.bits)));
       return uint8_t(int(q));
     }
   }
@@ -171,7 +178,7 @@ inline float dequantize_one(uint8_t code, const BlockCodec& c) {
 // out of range saturates. Only used by the ggml block formulas.
 inline int trunc_sat(float x, int lo, int hi) {
   if (!(x == x)) return 0;
-  const float t = std::trunc(x);
+  const float t = trunc_f(x);
   if (t < float(lo)) return lo;
   if (t > float(hi)) return hi;
   return int(t);

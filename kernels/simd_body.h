@@ -23,19 +23,18 @@
 
 #include "kernels/isa_namespace.h"
 
-#include <array>
 #include <cfloat>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <new>
 
 #include "kernels/ggml_blocks.h"
 #include "kernels/kernel_tables.h"
 #include "kernels/kernels.h"
 #include "kernels/reference.h"
+#include "kernels/scratch_buffer.h"
 #include "kernels/simd_arch.h"
 
 namespace wq::simd {
@@ -528,23 +527,21 @@ struct Prims {
   // Scratch for one call: the widened row, each block's scale, zero and inv_scale, the
   // row's codes.
   struct RowScratch {
-    void* mem;
+    ScratchBuffer<float> floats;
+    ScratchBuffer<uint8_t> code_bytes;
     float* wide;
     float* scale;
     float* zero;
     float* inv;
     uint8_t* codes;
-    RowScratch(size_t cols, size_t nblocks, bool widen) {
-      const size_t wide_floats = widen ? cols : 0;
-      mem = std::malloc((wide_floats + 3 * nblocks) * sizeof(float) + cols + 1);
-      if (!mem) throw std::bad_alloc();
-      wide = static_cast<float*>(mem);
-      scale = wide + wide_floats;
+    RowScratch(size_t cols, size_t nblocks, bool widen)
+        : floats((widen ? cols : 0) + 3 * nblocks + 1), code_bytes(cols + 1) {
+      wide = floats.data();
+      scale = wide + (widen ? cols : 0);
       zero = scale + nblocks;
       inv = zero + nblocks;
-      codes = reinterpret_cast<uint8_t*>(inv + nblocks);
+      codes = code_bytes.data();
     }
-    ~RowScratch() { std::free(mem); }
     RowScratch(const RowScratch&) = delete;
     RowScratch& operator=(const RowScratch&) = delete;
   };
@@ -853,12 +850,14 @@ struct Prims {
   }
   // Bit e of qh as 0 or 16, for lanes e = base .. base + L - 1.
   static I high_nibble_bit(uint32_t qh, size_t base) {
-    alignas(64) static constexpr std::array<uint32_t, 32> kBit = [] {
-      std::array<uint32_t, 32> a{};
-      for (int e = 0; e < 32; ++e) a[size_t(e)] = 1u << e;
-      return a;
-    }();
-    const I sel = xsimd::bitwise_cast<I>(U::load_aligned(kBit.data() + base));
+    // A plain array: std::array's members would be weak symbols outside the ISA's
+    // namespace in a -O0 build (kernels/isa_namespace.h).
+    alignas(64) static constexpr uint32_t kBit[32] = {
+        1u << 0,  1u << 1,  1u << 2,  1u << 3,  1u << 4,  1u << 5,  1u << 6,  1u << 7,
+        1u << 8,  1u << 9,  1u << 10, 1u << 11, 1u << 12, 1u << 13, 1u << 14, 1u << 15,
+        1u << 16, 1u << 17, 1u << 18, 1u << 19, 1u << 20, 1u << 21, 1u << 22, 1u << 23,
+        1u << 24, 1u << 25, 1u << 26, 1u << 27, 1u << 28, 1u << 29, 1u << 30, 1u << 31};
+    const I sel = xsimd::bitwise_cast<I>(U::load_aligned(kBit + base));
     return select_i32<A>((I(int32_t(qh)) & sel) != I(0), I(16), I(0));
   }
   // Q4_0, Q4_1, Q5_0, Q5_1: code e from the nibbles (and qh), then (code - off) * d [+ m].
