@@ -43,6 +43,7 @@ std::vector<float> ModelReader::dequantize(size_t i) {
       const TensorView v = view(i);
       const size_t n = v.numel();
       std::vector<float> out(n);
+      if (n == 0) return out;  // a zero-element tensor may have no data pointer at all
       if (v.dtype == DType::F32) std::memcpy(out.data(), v.data, n * 4);
       else if (v.dtype == DType::F16) k.widen_f16(static_cast<const uint16_t*>(v.data), out.data(), n);
       else k.widen_bf16(static_cast<const uint16_t*>(v.data), out.data(), n);
