@@ -49,6 +49,7 @@ std::string join(const std::vector<std::string>& v) {
 
 int run_verify(const VerifyArgs& a, Console& con) {
   const Isa isa = choose_isa(a.run);
+  set_signal_input(a.float_file + " or " + a.quant_file);
   const Kernels& k = *kernels_for(isa);
   std::unique_ptr<ModelReader> ref = open_model(a.float_file);
   std::unique_ptr<ModelReader> quant = open_model(a.quant_file);
@@ -136,7 +137,7 @@ int run_verify(const VerifyArgs& a, Console& con) {
                       {"tensors", tensors},        {"summary", summary},
                       {"only_in_float", only_in_float}, {"only_in_quant", only_in_quant},
                       {"not_compared", skipped}};
-    std::printf("%s\n", doc.dump(2).c_str());
+    std::printf("%s\n", doc.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     return 0;
   }
   if (!con.human()) return 0;
