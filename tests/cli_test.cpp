@@ -1055,13 +1055,43 @@ TEST_F(Cli, TrustOddNamesGiveOneLineErrorsAndValidJson) {
   EXPECT_TRUE(fs::exists(odd));
   const json d = json_of({"dequantize", odd, path("d\xfe.safetensors"), "--json"});
   EXPECT_EQ(d["command"], "dequantize");
+  // A GGUF tensor whose name is not UTF-8 (and holds a newline): --json documents stay
+  // JSON; safetensors output, whose header is JSON, refuses it in one line.
+  std::string g = "GGUF";
+  auto put = [&](auto v) { g.append(reinterpret_cast<const char*>(&v), sizeof v); };
+  auto str = [&](const std::string& t) {
+    put(uint64_t(t.size()));
+    g += t;
+  };
+  put(uint32_t(3));
+  put(uint64_t(1));
+  put(uint64_t(1));
+  str("general.architecture");
+  put(uint32_t(8));
+  str("llama");
+  str("\xff\n.weight");
+  put(uint32_t(2));
+  put(uint64_t(32));
+  put(uint64_t(32));
+  put(uint32_t(0));
+  put(uint64_t(0));
+  g.append((32 - g.size() % 32) % 32, '\0');
+  for (int i = 0; i < 32 * 32; ++i) put(float(i % 7) * 0.01f);
+  write_bytes(path("odd.gguf"), g);
+  const json q = json_of({"quantize", path("odd.gguf"), path("odd.wq"), "--json"});
+  EXPECT_EQ(q["tensors"].size(), 1u);
+  EXPECT_EQ(inspect(path("odd.wq"))["tensors"].size(), 1u);
+  Result r = expect(2, {"quantize", path("odd.gguf"), path("odd.safetensors")});
+  EXPECT_TRUE(contains(r.err, "wquant: error: " + path("odd.safetensors") + ": \\xFF\\n.weight: the name is not valid UTF-8"))
+      << r.err;
+  EXPECT_EQ(count_of(r.err, "\n"), 1u) << r.err;
   // A tensor whose name holds a newline, with a NaN: the error names file, tensor, row.
   std::string data(8 * 32 * 4, '\0');
   const float nan = std::nanf("");
   std::memcpy(&data[4 * 37], &nan, 4);
   write_raw_safetensors(path("nan.safetensors"),
                         R"({"bad\nname.weight":{"dtype":"F32","shape":[8,32],"data_offsets":[0,1024]}})", data);
-  const Result r = expect(3, {"quantize", path("nan.safetensors"), path("n.wq")});
+  r = expect(3, {"quantize", path("nan.safetensors"), path("n.wq")});
   EXPECT_TRUE(contains(r.err, "wquant: error: " + path("nan.safetensors") + ": bad\\nname.weight: non-finite")) << r.err;
   EXPECT_EQ(count_of(r.err, "\n"), 1u) << r.err;
   EXPECT_FALSE(fs::exists(path("n.wq")));
