@@ -102,8 +102,11 @@ void install_interrupt_handlers() {
   fatal.sa_handler = on_fatal;
   fatal.sa_flags = SA_RESETHAND | SA_NODEFER | SA_ONSTACK;
   sigemptyset(&fatal.sa_mask);
-  for (int sig : {SIGHUP, SIGQUIT, SIGPIPE, SIGUSR1, SIGUSR2, SIGALRM, SIGVTALRM, SIGPROF, SIGXCPU, SIGXFSZ, SIGSYS,
-                  SIGTRAP, SIGIO, SIGSTKFLT, SIGSEGV, SIGILL, SIGFPE, SIGABRT}) {
+  std::vector<int> fatal_signals = {SIGHUP,  SIGQUIT, SIGPIPE,   SIGUSR1, SIGUSR2, SIGALRM, SIGVTALRM,
+                                    SIGPROF, SIGXCPU, SIGXFSZ,   SIGSYS,  SIGTRAP, SIGIO,   SIGSTKFLT,
+                                    SIGPWR,  SIGSEGV, SIGILL,    SIGFPE,  SIGABRT};
+  for (int sig = SIGRTMIN; sig <= SIGRTMAX; ++sig) fatal_signals.push_back(sig);  // default: terminate
+  for (int sig : fatal_signals) {
     struct sigaction old {};
     // A signal the parent set to be ignored (nohup's SIGHUP) stays ignored.
     if (sigaction(sig, nullptr, &old) == 0 && old.sa_handler == SIG_IGN) continue;

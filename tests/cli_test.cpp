@@ -952,7 +952,7 @@ TEST_F(Cli, TrustEverySignalRemovesTheTemporaryFile) {
   write_synthetic_safetensors(in, 12, 1024, 2048);
   fs::create_directory(path("out"));
   const std::string out = path("out/big.wq");
-  for (const int sig : {SIGHUP, SIGQUIT, SIGPIPE, SIGUSR1, SIGUSR2, SIGALRM}) {
+  for (const int sig : {SIGHUP, SIGQUIT, SIGPIPE, SIGUSR1, SIGUSR2, SIGALRM, int(SIGRTMIN)}) {
     SCOPED_TRACE(strsignal(sig));
     struct sigaction old {};
     if (sigaction(sig, nullptr, &old) == 0 && old.sa_handler == SIG_IGN) continue;  // inherited as ignored: no signal
