@@ -54,18 +54,6 @@ CLI::Validator finite_number() {
       "");
 }
 
-// CLI11 runs no validator on an empty value ('--bits ""' became 0): refused here.
-void refuse_empty_numbers(const CLI::App* sub) {
-  for (const char* name : {"--bits", "--block", "--hqq-steps", "--hqq-p", "--hqq-beta", "--hqq-kappa", "--threads",
-                           "--top", "--size"}) {
-    const CLI::Option* opt = sub->get_option_no_throw(name);
-    if (!opt || opt->count() == 0) continue;
-    for (const std::string& v : opt->results()) {
-      if (v.empty()) throw usage(std::string(name) + ": expected a number, got ''");
-    }
-  }
-}
-
 // More threads than this is a typo, not a machine: refused instead of starting them.
 constexpr int64_t kMaxThreads = 1024;
 
@@ -417,9 +405,6 @@ CommandLine parse_command_line(const std::vector<std::string>& raw) {
   else if (o.app.got_subcommand(o.bench)) cl.kind = CommandKind::Bench;
   else throw usage("unknown command '" + raw[0] + "' (quantize, inspect, verify, dequantize, bench); see 'wquant help'");
 
-  for (const CLI::App* sub : {o.quantize, o.inspect, o.verify, o.dequantize, o.bench}) {
-    if (o.app.got_subcommand(sub)) refuse_empty_numbers(sub);
-  }
   cl.verbosity = Verbosity{b.quiet, b.verbose, b.json};
   switch (cl.kind) {
     case CommandKind::Quantize:
