@@ -1041,8 +1041,9 @@ TEST_F(Cli, TrustManyTinyTensorsTakeLinearTime) {
   const auto t0 = std::chrono::steady_clock::now();
   expect(0, {"quantize", path("many.safetensors"), path("many-q.safetensors"), "-q"});
   expect(0, {"dequantize", path("many-q.safetensors"), path("many-d.safetensors"), "-q"});
+  expect(0, {"verify", path("many.safetensors"), path("many-q.safetensors"), "-q"});
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  EXPECT_LT(secs, 20.0) << "200k zero-size tensors, quantize + dequantize";
+  EXPECT_LT(secs, 20.0) << "200k zero-size tensors, quantize + dequantize + verify";
 }
 
 // Items 17, 18: names and paths that are not UTF-8 or hold control characters: --json
