@@ -832,6 +832,31 @@ void write_raw_safetensors(const std::string& file, const std::string& header, c
   write_bytes(file, b + h + data);
 }
 
+// A GGUF v3 file with general.architecture and one tensor [rows, cols] of ggml type
+// `type` holding `data`.
+std::string one_tensor_gguf(const std::string& name, uint32_t type, uint64_t rows, uint64_t cols, const std::string& data) {
+  std::string g = "GGUF";
+  auto put = [&](auto v) { g.append(reinterpret_cast<const char*>(&v), sizeof v); };
+  auto str = [&](const std::string& t) {
+    put(uint64_t(t.size()));
+    g += t;
+  };
+  put(uint32_t(3));
+  put(uint64_t(1));
+  put(uint64_t(1));
+  str("general.architecture");
+  put(uint32_t(8));
+  str("llama");
+  str(name);
+  put(uint32_t(2));
+  put(cols);
+  put(rows);
+  put(type);
+  put(uint64_t(0));
+  g.append((32 - g.size() % 32) % 32, '\0');
+  return g + data;
+}
+
 // Waits (up to 15 s) until `dir` holds a file whose name contains "wquant-tmp".
 bool wait_for_temp(const std::string& dir) {
   for (int i = 0; i < 3000; ++i) {
@@ -1058,26 +1083,12 @@ TEST_F(Cli, TrustOddNamesGiveOneLineErrorsAndValidJson) {
   EXPECT_EQ(d["command"], "dequantize");
   // A GGUF tensor whose name is not UTF-8 (and holds a newline): --json documents stay
   // JSON; safetensors output, whose header is JSON, refuses it in one line.
-  std::string g = "GGUF";
-  auto put = [&](auto v) { g.append(reinterpret_cast<const char*>(&v), sizeof v); };
-  auto str = [&](const std::string& t) {
-    put(uint64_t(t.size()));
-    g += t;
-  };
-  put(uint32_t(3));
-  put(uint64_t(1));
-  put(uint64_t(1));
-  str("general.architecture");
-  put(uint32_t(8));
-  str("llama");
-  str("\xff\n.weight");
-  put(uint32_t(2));
-  put(uint64_t(32));
-  put(uint64_t(32));
-  put(uint32_t(0));
-  put(uint64_t(0));
-  g.append((32 - g.size() % 32) % 32, '\0');
-  for (int i = 0; i < 32 * 32; ++i) put(float(i % 7) * 0.01f);
+  std::string g;
+  for (int i = 0; i < 32 * 32; ++i) {
+    const float v = float(i % 7) * 0.01f;
+    g.append(reinterpret_cast<const char*>(&v), 4);
+  }
+  g = one_tensor_gguf("\xff\n.weight", 0, 32, 32, g);
   write_bytes(path("odd.gguf"), g);
   const json q = json_of({"quantize", path("odd.gguf"), path("odd.wq"), "--json"});
   EXPECT_EQ(q["tensors"].size(), 1u);
@@ -1096,6 +1107,18 @@ TEST_F(Cli, TrustOddNamesGiveOneLineErrorsAndValidJson) {
   EXPECT_TRUE(contains(r.err, "wquant: error: " + path("nan.safetensors") + ": bad\\nname.weight: non-finite")) << r.err;
   EXPECT_EQ(count_of(r.err, "\n"), 1u) << r.err;
   EXPECT_FALSE(fs::exists(path("n.wq")));
+}
+
+// Item 18: a tensor the output format cannot hold: the error names OUT (it named no file).
+TEST_F(Cli, TrustTypeTheOutputCannotHoldNamesTheOutput) {
+  write_bytes(path("k.gguf"), one_tensor_gguf("k.weight", 12 /* Q4_K */, 1, 256, std::string(144, '\0')));
+  for (const std::vector<std::string>& a : {std::vector<std::string>{"quantize", path("k.gguf"), path("k.safetensors")},
+                                            {"dequantize", path("k.gguf"), path("k.safetensors")}}) {
+    const Result r = expect(2, a);
+    EXPECT_TRUE(contains(r.err, "wquant: error: " + path("k.safetensors") + ": k.weight: a Q4_K tensor cannot be stored"))
+        << r.err;
+  }
+  EXPECT_FALSE(fs::exists(path("k.safetensors")));
 }
 
 // Item 19: OUT names up to NAME_MAX work: the temporary name is cut to fit.
