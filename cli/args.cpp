@@ -148,7 +148,7 @@ void build(Options& o, Bound& b) {
                ->type_name("Q4_0|Q4_1|Q5_0|Q5_1|Q8_0");
   o.params = q->add_option("--params,--compressionParamsFile", b.params,
                            "Per-tensor rules (JSON, wquant's or MNN's form). If FILE does not exist, the "
-                           "parameters used are written to it after the run")
+                           "parameters used are written to it at the end of the run, before OUT")
                  ->type_name("FILE");
   o.framework = q->add_option("-f,--framework", b.framework, "MNNConvert's source framework (TF, CAFFE, ONNX, TFLITE, MNN, "
                                                         "TORCH, JSON): checked, then ignored; the format is read from the file")
