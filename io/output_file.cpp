@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 
@@ -64,8 +65,8 @@ void remove_dead_leftovers(const std::string& dir, const std::string& prefix) {
     if (n.size() <= prefix.size() || n.compare(0, prefix.size(), prefix) != 0) continue;
     const std::string digits = n.substr(prefix.size());
     if (digits.size() > 10 || digits.find_first_not_of("0123456789") != std::string::npos) continue;
-    const long pid = std::stol(digits);
-    if (pid <= 0 || pid == long(::getpid())) continue;
+    const long long pid = std::stoll(digits);
+    if (pid <= 0 || pid > INT32_MAX || pid == ::getpid()) continue;
     if (::kill(pid_t(pid), 0) != 0 && errno == ESRCH) ::unlinkat(::dirfd(d), n.c_str(), 0);
   }
   ::closedir(d);
