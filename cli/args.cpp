@@ -4,6 +4,11 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
 
 #include "cli/help_text.h"
 #include "cli/mnn_compat.h"
@@ -18,6 +23,39 @@ namespace wq::cli {
 namespace {
 
 Error usage(const std::string& msg) { return Error(msg, ErrorKind::Usage); }
+
+// Whole-text integer checks before CLI11 converts: its conversion accepts '' (as 0) and
+// clamps a value out of range (2^64 became INT64_MAX). The message names the value.
+CLI::Validator integer_in(int64_t lo, int64_t hi) {
+  return CLI::Validator(
+      [lo, hi](std::string& text) -> std::string {
+        int64_t v = 0;
+        const char* end = text.data() + text.size();
+        const auto [ptr, ec] = std::from_chars(text.data(), end, v);
+        if (text.empty() || ec == std::errc::invalid_argument || ptr != end) return "expected an integer, got '" + text + "'";
+        if (ec == std::errc::result_out_of_range || v < lo || v > hi) {
+          return "'" + text + "' is out of range (" + std::to_string(lo) + " to " + std::to_string(hi) + ")";
+        }
+        return "";
+      },
+      "");
+}
+
+CLI::Validator finite_number() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        char* end = nullptr;
+        errno = 0;
+        const double v = std::strtod(text.c_str(), &end);
+        if (text.empty() || end != text.c_str() + text.size()) return "expected a number, got '" + text + "'";
+        if (errno == ERANGE || !std::isfinite(v) || !std::isfinite(float(v))) return "'" + text + "' is out of range";
+        return "";
+      },
+      "");
+}
+
+// More threads than this is a typo, not a machine: refused instead of starting them.
+constexpr int64_t kMaxThreads = 1024;
 
 // Values the CLI11 options write into; copied into the CommandLine after parsing, when
 // an option's count() tells whether the user gave it.
@@ -59,7 +97,9 @@ void add_verbosity(CLI::App* sub, Bound& b) {
 
 void add_run(CLI::App* sub, Bound& b, const char* isa_help) {
   sub->add_option("--isa", b.isa, isa_help)->type_name("scalar|avx2|avx512|neon");
-  sub->add_option("--threads", b.threads, "Worker threads (default: every core)")->type_name("N");
+  sub->add_option("--threads", b.threads, "Worker threads (default: every core)")
+      ->type_name("N")
+      ->check(integer_in(INT32_MIN, INT32_MAX));
 }
 
 void build(Options& o, Bound& b) {
@@ -74,19 +114,27 @@ void build(Options& o, Bound& b) {
   o.model_file = q->add_option("--modelFile", b.model_file, "MNNConvert spelling of IN")->type_name("IN");
   o.mnn_model = q->add_option("--MNNModel", b.mnn_model, "MNNConvert spelling of OUT")->type_name("OUT");
   o.bits = q->add_option("--bits,--weightQuantBits", b.bits, "Bits per weight, 2..8; 0 keeps every tensor float (default 4)")
-               ->type_name("N");
+               ->type_name("N")
+               ->check(integer_in(INT32_MIN, INT32_MAX));
   o.block = q->add_option("--block,--weightQuantBlock", b.block,
                           "Weights per block along a row; -1 = channel-wise (default). A block that does not divide "
                           "a row falls back to channel-wise for that tensor, saying so")
-                ->type_name("N");
+                ->type_name("N")
+                ->check(integer_in(INT64_MIN, INT64_MAX));
   q->add_flag("--asym,--weightQuantAsymmetric", b.asym_for_help,
               "Asymmetric (min + scale per block). Takes an optional 1/0/true/false: a bare flag, =1, ' 1' "
               "and ' true' all mean on (default: symmetric)");
   o.hqq = q->add_flag("--hqq", b.hqq, "HQQ: affine start refined by the half-quadratic solver (implies --asym)");
-  o.hqq_steps = q->add_option("--hqq-steps", b.hqq_steps, "HQQ: most solver steps (default 20)")->type_name("N");
-  o.hqq_p = q->add_option("--hqq-p", b.hqq_p, "HQQ: lp-norm of the shrinkage, in (0, 1) (default 0.7)")->type_name("X");
-  o.hqq_beta = q->add_option("--hqq-beta", b.hqq_beta, "HQQ: initial penalty (default 10)")->type_name("X");
-  o.hqq_kappa = q->add_option("--hqq-kappa", b.hqq_kappa, "HQQ: penalty growth per step, >= 1 (default 1.01)")->type_name("X");
+  o.hqq_steps = q->add_option("--hqq-steps", b.hqq_steps, "HQQ: most solver steps (default 20)")
+                    ->type_name("N")
+                    ->check(integer_in(INT32_MIN, INT32_MAX));
+  o.hqq_p = q->add_option("--hqq-p", b.hqq_p, "HQQ: lp-norm of the shrinkage, in (0, 1) (default 0.7)")
+                ->type_name("X")
+                ->check(finite_number());
+  o.hqq_beta = q->add_option("--hqq-beta", b.hqq_beta, "HQQ: initial penalty (default 10)")->type_name("X")->check(finite_number());
+  o.hqq_kappa = q->add_option("--hqq-kappa", b.hqq_kappa, "HQQ: penalty growth per step, >= 1 (default 1.01)")
+                    ->type_name("X")
+                    ->check(finite_number());
   o.hqq_round_zero = q->add_flag("--hqq-round-zero", b.hqq_round_zero, "HQQ: round zero points to integers");
   o.hqq_stop = q->add_option("--hqq-stop", b.hqq_stop,
                              "HQQ: when the solver stops. block (default): each block when its error stops "
@@ -100,7 +148,7 @@ void build(Options& o, Bound& b) {
                ->type_name("Q4_0|Q4_1|Q5_0|Q5_1|Q8_0");
   o.params = q->add_option("--params,--compressionParamsFile", b.params,
                            "Per-tensor rules (JSON, wquant's or MNN's form). If FILE does not exist, the "
-                           "parameters used are written to it after the run")
+                           "parameters used are written to it at the end of the run, before OUT")
                  ->type_name("FILE");
   o.framework = q->add_option("-f,--framework", b.framework, "MNNConvert's source framework (TF, CAFFE, ONNX, TFLITE, MNN, "
                                                         "TORCH, JSON): checked, then ignored; the format is read from the file")
@@ -119,7 +167,9 @@ void build(Options& o, Bound& b) {
   CLI::App* v = o.verify = app.add_subcommand("verify", "Error of a quantized model against its float original, per tensor, worst first");
   v->add_option("FLOAT", b.pos[0], "The float model")->type_name("");
   v->add_option("QUANT", b.pos[1], "The quantized model")->type_name("");
-  v->add_option("--top", b.top, "Show only the N worst tensors (default: all)")->type_name("N");
+  v->add_option("--top", b.top, "Show only the N worst tensors (default: all)")
+      ->type_name("N")
+      ->check(integer_in(0, INT64_MAX));
   add_run(v, b, "Force the kernels' ISA used to dequantize");
   add_verbosity(v, b);
   v->footer(verify_footer());
@@ -152,6 +202,10 @@ RunSettings run_settings(const CLI::App* sub, const Bound& b) {
   RunSettings r;
   r.isa = parse_isa_flag(sub, b.isa);
   if (b.threads < 0) throw usage("--threads: expected a number of threads >= 1 (0: every core), got " + std::to_string(b.threads));
+  if (b.threads > kMaxThreads) {
+    throw usage("--threads: " + std::to_string(b.threads) + " is more than wquant runs (at most " +
+                std::to_string(kMaxThreads) + "; 0: every core)");
+  }
   r.threads = b.threads;
   return r;
 }

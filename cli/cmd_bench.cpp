@@ -160,7 +160,7 @@ int run_bench(const BenchArgs& a, Console& con) {
                       {"read_bytes_per_second", read_wps * 4},
                       {"read_weights_per_second", read_wps},
                       {"isas", table}};
-    std::printf("%s\n", doc.dump(2).c_str());
+    std::printf("%s\n", doc.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     return 0;
   }
   if (!con.human()) return 0;

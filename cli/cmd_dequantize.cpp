@@ -45,6 +45,7 @@ std::vector<uint8_t> to_bytes(const std::vector<float>& v, DType t, const Kernel
 
 int run_dequantize(const DequantizeArgs& a, Console& con) {
   const Isa isa = choose_isa(a.run);
+  set_signal_input(a.input);
   const Kernels& k = *kernels_for(isa);
   OutputFormat format;
   try {
@@ -68,7 +69,9 @@ int run_dequantize(const DequantizeArgs& a, Console& con) {
     p.action = infos[i].kind == StoredKind::Other ? TensorAction::CopyRaw : TensorAction::KeepFloat;
     p.out_dtype = a.dtype;
   }
-  check_free_space(a.output, planned_output_bytes(plan, infos, OutputFormat::Safetensors, *r));
+  check_free_space(a.output, naming_file(a.output, {a.output}, [&] {
+                     return planned_output_bytes(plan, infos, OutputFormat::Safetensors, *r);
+                   }));
 
   Scheduler sched(a.run.threads);
   std::unique_ptr<ModelWriter> writer = make_writer(a.output, OutputFormat::Safetensors, plan, *r);
@@ -93,7 +96,7 @@ int run_dequantize(const DequantizeArgs& a, Console& con) {
     const nlohmann::json doc = {{"command", "dequantize"}, {"input", a.input}, {"output", a.output},
                                 {"dtype", dtype_name(a.dtype)}, {"tensors", plan.size()},
                                 {"output_bytes", total_file_bytes({a.output})}};
-    std::printf("%s\n", doc.dump(2).c_str());
+    std::printf("%s\n", doc.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   }
   return 0;
 }

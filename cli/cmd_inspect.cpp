@@ -102,7 +102,7 @@ int run_inspect(const InspectArgs& a, Console& con) {
     }
     const json doc = {{"command", "inspect"}, {"file", a.file}, {"format", r->format()}, {"tensors", tensors},
                       {"totals", totals}};
-    std::printf("%s\n", doc.dump(2).c_str());
+    std::printf("%s\n", doc.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     return 0;
   }
   if (!con.human()) return 0;

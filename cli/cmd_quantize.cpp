@@ -82,11 +82,26 @@ Setup prepare(const QuantizeArgs& a, Console& con) {
   }
   const SpecSettings merged = a.said.or_else(s.params.defaults);
   s.eff = resolve_settings(merged, have_params ? a.params_file + " (defaults) with the command line" : "quantize");
-  if (s.eff.asym_implied) con.note("--hqq implies asymmetric quantization (HQQ fits a zero point per block)");
+  // GGUF output: the block type (Q4_1 / Q5_1) says asymmetric already; nothing implied.
+  if (s.eff.asym_implied && s.format != OutputFormat::Gguf) {
+    con.note("--hqq implies asymmetric quantization (HQQ fits a zero point per block)");
+  }
 
   s.reader = open_model(a.input);
   const std::vector<TensorInfo>& infos = s.reader->tensors();
+  for (const TensorInfo& t : infos) {
+    // Codes of an earlier run are not weights: quantizing them again would only copy
+    // bytes the writers cannot lay out. Say what to do instead.
+    if (t.kind == StoredKind::Quantized) {
+      throw Error(s.reader->path() + ": " + t.name + ": is already quantized by wquant (" + t.type_name +
+                  "); re-quantizing is not supported: run 'wquant dequantize " + a.input +
+                  " float.safetensors' first and quantize that");
+    }
+  }
   if (!a.dry_run) check_output_path(a.output, s.inputs, a.force);
+  // The params file to write must be writable too, before any work: it is written before
+  // OUT is committed, so a run never ends with OUT in place but its parameters lost.
+  if (!a.dry_run && !s.params_to_write.empty()) check_output_path(s.params_to_write, s.inputs, false);
 
   if (s.format == OutputFormat::Gguf) {
     if (std::string(s.reader->format()) != "gguf") {
@@ -117,11 +132,11 @@ Setup prepare(const QuantizeArgs& a, Console& con) {
       con.warn(a.params_file + ": " + e + " matches no tensor of " + a.input);
     }
   }
-  s.plan = make_plan(infos, po);
+  s.plan = naming_file(a.input, s.inputs, [&] { return make_plan(infos, po); });
   for (const TensorPlan& p : s.plan) {
     if (!p.note.empty()) con.note(p.note);
   }
-  s.planned_bytes = planned_output_bytes(s.plan, infos, s.format, *s.reader);
+  s.planned_bytes = naming_file(a.output, {a.output}, [&] { return planned_output_bytes(s.plan, infos, s.format, *s.reader); });
   return s;
 }
 
@@ -169,7 +184,7 @@ int dry_run(const QuantizeArgs& a, const Setup& s, Console& con) {
                 {"compression_ratio", s.planned_bytes ? double(in_bytes) / double(s.planned_bytes) : 0.0},
                 {"tensors", plan_json(s)},
                 {"notes", con.said()}};
-    std::printf("%s\n", doc.dump(2).c_str());
+    std::printf("%s\n", doc.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   } else if (con.human()) {
     print_plan(s);
     std::printf("dry run: %s (%s) -> %s (%s): exactly %s (%llu bytes), ratio %sx; nothing written\n", a.input.c_str(),
@@ -240,7 +255,7 @@ void print_summary(const QuantizeArgs& a, const Setup& s, const RunResult& r, Is
                 {"tensors", tensors},
                 {"params_written", s.params_to_write.empty() ? json(nullptr) : json(s.params_to_write)},
                 {"notes", con.said()}};
-    std::printf("%s\n", doc.dump(2).c_str());
+    std::printf("%s\n", doc.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     return;
   }
   if (!con.human()) return;
@@ -288,6 +303,7 @@ uint64_t quantized_weights(const std::vector<TensorPlan>& plan) {
 
 int run_quantize(const QuantizeArgs& a, Console& con) {
   const Isa isa = choose_isa(a.run);
+  set_signal_input(a.input);
   Setup s = prepare(a, con);
   if (a.dry_run) return dry_run(a, s, con);
   check_free_space(a.output, s.planned_bytes);
@@ -301,13 +317,24 @@ int run_quantize(const QuantizeArgs& a, Console& con) {
     ProgressLine progress(con);
     PipelineOptions opts;
     opts.on_progress = [&progress](const Progress& p) { progress.update(p); };
-    sched.run([&] { r.stats = run_pipeline(s.plan, s.reader->tensors(), *s.reader, *writer, opts); });
-    writer->commit();
+    std::vector<std::string> files = s.inputs;
+    files.push_back(a.output);
+    naming_file(a.input, files, [&] {
+      sched.run([&] { r.stats = run_pipeline(s.plan, s.reader->tensors(), *s.reader, *writer, opts); });
+    });
+    if (!s.params_to_write.empty()) {
+      write_json_file(s.params_to_write, params_used(s.eff, s.format, s.ggml, s.plan, s.reader->tensors()));
+    }
+    try {
+      writer->commit();
+    } catch (...) {
+      if (!s.params_to_write.empty()) std::remove(s.params_to_write.c_str());  // OUT failed: no half result
+      throw;
+    }
   }
   r.output_bytes = total_file_bytes({a.output});
   r.weights = quantized_weights(s.plan);
   if (!s.params_to_write.empty()) {
-    write_json_file(s.params_to_write, params_used(s.eff, s.format, s.ggml, s.plan, s.reader->tensors()));
     con.note("wrote the parameters used to " + s.params_to_write + ": edit them and rerun with --params " +
              s.params_to_write);
   }

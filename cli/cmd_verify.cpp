@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <string>
+#include <unordered_map>
 
 #include <nlohmann/json.hpp>
 
@@ -49,6 +51,7 @@ std::string join(const std::vector<std::string>& v) {
 
 int run_verify(const VerifyArgs& a, Console& con) {
   const Isa isa = choose_isa(a.run);
+  set_signal_input(a.float_file + " or " + a.quant_file);
   const Kernels& k = *kernels_for(isa);
   std::unique_ptr<ModelReader> ref = open_model(a.float_file);
   std::unique_ptr<ModelReader> quant = open_model(a.quant_file);
@@ -57,11 +60,15 @@ int run_verify(const VerifyArgs& a, Console& con) {
   std::vector<std::string> only_in_float, only_in_quant, skipped;
   std::vector<bool> quant_matched(quant->tensors().size(), false);
   Pooled pool;
+  // Names of QUANT looked up once (ModelReader::find is a linear scan: quadratic here).
+  std::unordered_map<std::string, size_t> quant_index;
+  for (size_t j = 0; j < quant->tensors().size(); ++j) quant_index.emplace(quant->tensors()[j].name, j);
   Scheduler sched(a.run.threads);
   sched.run([&] {
     const std::vector<TensorInfo>& ti = ref->tensors();
     for (size_t i = 0; i < ti.size(); ++i) {
-      const long j = quant->find(ti[i].name);
+      const auto found = quant_index.find(ti[i].name);
+      const long j = found == quant_index.end() ? -1 : long(found->second);
       if (j < 0) {
         only_in_float.push_back(ti[i].name);
         continue;
@@ -136,7 +143,7 @@ int run_verify(const VerifyArgs& a, Console& con) {
                       {"tensors", tensors},        {"summary", summary},
                       {"only_in_float", only_in_float}, {"only_in_quant", only_in_quant},
                       {"not_compared", skipped}};
-    std::printf("%s\n", doc.dump(2).c_str());
+    std::printf("%s\n", doc.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     return 0;
   }
   if (!con.human()) return 0;

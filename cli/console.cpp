@@ -12,7 +12,7 @@ Console::Console(Verbosity v) : v_(v) {}
 void Console::say(const char* prefix, const std::string& text) {
   if (!seen_.insert(text).second) return;
   said_.push_back(text);
-  if (!v_.quiet) std::fprintf(stderr, "wquant: %s%s\n", prefix, text.c_str());
+  if (!v_.quiet) std::fprintf(stderr, "wquant: %s%s\n", prefix, printable(text).c_str());
 }
 
 void Console::note(const std::string& text) { say("note: ", text); }
@@ -86,6 +86,71 @@ std::string format_shape(const std::vector<int64_t>& shape) {
   std::string s = "[";
   for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
   return s + "]";
+}
+
+namespace {
+
+// Length of the well-formed UTF-8 sequence at s[i] (shortest form, no surrogates, at
+// most U+10FFFF), or 0.
+size_t utf8_length(const std::string& s, size_t i) {
+  const auto b = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
+  const unsigned char c = b(i);
+  size_t n;
+  unsigned char lo = 0x80, hi = 0xBF;
+  if (c >= 0xC2 && c <= 0xDF) n = 2;
+  else if (c >= 0xE0 && c <= 0xEF) {
+    n = 3;
+    if (c == 0xE0) lo = 0xA0;
+    if (c == 0xED) hi = 0x9F;
+  } else if (c >= 0xF0 && c <= 0xF4) {
+    n = 4;
+    if (c == 0xF0) lo = 0x90;
+    if (c == 0xF4) hi = 0x8F;
+  } else {
+    return 0;
+  }
+  if (i + n > s.size()) return 0;
+  if (b(i + 1) < lo || b(i + 1) > hi) return 0;
+  for (size_t k = 2; k < n; ++k) {
+    if (b(i + k) < 0x80 || b(i + k) > 0xBF) return 0;
+  }
+  return n;
+}
+
+}  // namespace
+
+std::string printable(const std::string& text) {
+  std::string r;
+  r.reserve(text.size());
+  char buf[8];
+  for (size_t i = 0; i < text.size();) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    if (c >= 0x20 && c < 0x7F) {
+      r += char(c);
+      ++i;
+    } else if (c == '\n') {
+      r += "\\n";
+      ++i;
+    } else if (c == '\r') {
+      r += "\\r";
+      ++i;
+    } else if (c == '\t') {
+      r += "\\t";
+      ++i;
+    } else if (c < 0x20 || c == 0x7F) {
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      r += buf;
+      ++i;
+    } else if (const size_t n = utf8_length(text, i)) {
+      r.append(text, i, n);
+      i += n;
+    } else {
+      std::snprintf(buf, sizeof buf, "\\x%02X", c);
+      r += buf;
+      ++i;
+    }
+  }
+  return r;
 }
 
 }  // namespace wq::cli

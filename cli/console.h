@@ -63,5 +63,9 @@ std::string format_seconds(double s);
 std::string format_fixed(double v, int digits);
 // "[64, 172]".
 std::string format_shape(const std::vector<int64_t>& shape);
+// Text safe for one line of a terminal or log: control characters as JSON escapes (\n,
+// \t, \u0000, ...), bytes that are not UTF-8 as \xFF; everything else unchanged. Names
+// come from input files and may hold anything.
+std::string printable(const std::string& text);
 
 }  // namespace wq::cli

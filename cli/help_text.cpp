@@ -9,11 +9,15 @@ const char* const kExitCodes = R"(Exit codes:
   1    internal error (a bug in wquant: please report it with the command line)
   2    usage: unknown flag or command, missing argument, bad value (--bits 9, --block 0),
        contradictory flags, a malformed params file
-  3    bad input: a missing, unreadable, truncated or unsupported input file
+  3    bad input: a missing, unreadable, truncated or unsupported input file, an input
+       that changes while it is read, a model wquant already quantized (dequantize first)
   4    output: the directory is missing or not writable, the disk is full, OUT exists
-       (without --force), or OUT is the input itself (refused even with --force)
+       (without --force) or appeared during the run, OUT is not a regular file, OUT is
+       the input itself (refused even with --force), the params file cannot be written
   130  interrupted by Ctrl-C or SIGTERM; the temporary output is removed, so no partial
        file is ever left under OUT's name
+  128+N  killed by another catchable signal N (SIGHUP, SIGQUIT, SIGPIPE, ...), after
+       removing the temporary output
 Every error is one line on stderr: "wquant: error: <file>: <tensor>: <problem>".)";
 
 }  // namespace

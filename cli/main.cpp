@@ -55,7 +55,7 @@ int main(int argc, char** argv) {
     return run(parse_command_line(std::vector<std::string>(argv + 1, argv + argc)));
   } catch (const wq::Error& e) {
     std::fflush(stdout);
-    std::fprintf(stderr, "wquant: error: %s\n", e.what());
+    std::fprintf(stderr, "wquant: error: %s\n", printable(e.message()).c_str());
     return exit_code(e.kind());
   } catch (const std::bad_alloc&) {
     std::fflush(stdout);
@@ -63,7 +63,7 @@ int main(int argc, char** argv) {
     return kExitInternal;
   } catch (const std::exception& e) {
     std::fflush(stdout);
-    std::fprintf(stderr, "wquant: error: internal: %s\n", e.what());
+    std::fprintf(stderr, "wquant: error: internal: %s\n", printable(e.what()).c_str());
     return kExitInternal;
   }
 }

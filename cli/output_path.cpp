@@ -40,6 +40,20 @@ bool same_file(const std::string& a, const std::string& b) {
 
 std::vector<std::string> input_files(const std::string& in) {
   std::vector<std::string> files{in};
+  std::error_code ec;
+  if (fs::is_directory(in, ec)) {
+    // A checkpoint directory is read through its index or its single file (as
+    // open_model resolves it): those, and the index's shards, are the input too.
+    for (const char* name : {"model.safetensors.index.json", "model.safetensors"}) {
+      const std::string c = (fs::path(in) / name).string();
+      if (fs::exists(c, ec)) {
+        std::vector<std::string> inner = input_files(c);
+        files.insert(files.end(), inner.begin(), inner.end());
+        break;
+      }
+    }
+    return files;
+  }
   if (fs::path(in).extension() != ".json") return files;
   std::ifstream f(in, std::ios::binary);
   if (!f) return files;
@@ -62,6 +76,8 @@ void check_output_path(const std::string& out, const std::vector<std::string>& i
   struct stat st;
   if (::stat(out.c_str(), &st) == 0) {
     if (S_ISDIR(st.st_mode)) throw output_error(out, "is a directory; OUT must be a file name");
+    // A device, FIFO or socket would be replaced by a regular file by the final rename.
+    if (!S_ISREG(st.st_mode)) throw output_error(out, "is not a regular file (a device, FIFO or socket); OUT must be a file name");
     if (!force) throw output_error(out, "already exists (pass --force to replace it)");
   }
   const std::string dir = parent_dir(out);

@@ -1,7 +1,11 @@
 #include "kernels/ggml_types.h"
 #include "cli/params_file.h"
 
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -14,6 +18,38 @@ namespace wq::cli {
 using nlohmann::json;
 
 namespace {
+
+// Deeper nesting than this is no params file; refused before parsing, so no recursive
+// walk (destruction, dump) of a hostile document can run out of stack.
+constexpr int kMaxDepth = 64;
+
+// A value for an error message: scalars as JSON, containers by kind (a dump of a large
+// or deeply nested container is no help and may be huge).
+std::string brief(const json& v) {
+  if (v.is_object()) return "an object";
+  if (v.is_array()) return "an array";
+  return v.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+// Deepest nesting of arrays and objects in JSON text (strings skipped).
+int json_depth(const std::string& text) {
+  int depth = 0, most = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\') ++i;
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      most = std::max(most, ++depth);
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return most;
+}
 
 size_t row_length(const std::vector<int64_t>& shape) {
   TensorView v;
@@ -49,14 +85,18 @@ class Fields {
   std::optional<int64_t> integer(const char* key, const json* v = nullptr) const {
     if (!v) v = find(key);
     if (!v) return std::nullopt;
-    if (!v->is_number_integer()) fail(key, "expected an integer, got " + v->dump());
+    if (!v->is_number_integer()) fail(key, "expected an integer, got " + brief(*v));
+    // get<int64_t> would wrap an unsigned value above INT64_MAX to a negative one.
+    if (v->is_number_unsigned() && v->get<uint64_t>() > uint64_t(INT64_MAX)) fail(key, v->dump() + " is out of range");
     return v->get<int64_t>();
   }
   std::optional<double> number(const char* key) const {
     const json* v = find(key);
     if (!v) return std::nullopt;
-    if (!v->is_number()) fail(key, "expected a number, got " + v->dump());
-    return v->get<double>();
+    if (!v->is_number()) fail(key, "expected a number, got " + brief(*v));
+    const double d = v->get<double>();
+    if (!std::isfinite(float(d))) fail(key, v->dump() + " is out of range");
+    return d;
   }
   // true/false, or 1/0 as MNN users write them.
   std::optional<bool> boolean(const char* key, const json* v = nullptr) const {
@@ -64,12 +104,12 @@ class Fields {
     if (!v) return std::nullopt;
     if (v->is_boolean()) return v->get<bool>();
     if (v->is_number_integer() && (v->get<int64_t>() == 0 || v->get<int64_t>() == 1)) return v->get<int64_t>() == 1;
-    fail(key, "expected true or false, got " + v->dump());
+    fail(key, "expected true or false, got " + brief(*v));
   }
   std::optional<std::string> string(const char* key, const json* v = nullptr) const {
     if (!v) v = find(key);
     if (!v) return std::nullopt;
-    if (!v->is_string()) fail(key, "expected a string, got " + v->dump());
+    if (!v->is_string()) fail(key, "expected a string, got " + brief(*v));
     return v->get<std::string>();
   }
   std::optional<GgmlBlock> ggml(const char* key) const {
@@ -135,7 +175,10 @@ void parse_wquant_form(const json& doc, ParamsFile& p) {
     s.hqq = f.boolean("hqq");
     s.fp16 = f.boolean("fp16");
     s.ggml = f.ggml("type");
-    if (auto v = f.integer("hqq_steps")) s.hqq_steps = int(*v);
+    if (auto v = f.integer("hqq_steps")) {
+      if (*v < 0 || *v > 10000) f.fail("hqq_steps", "HQQ steps must be between 0 and 10000, got " + std::to_string(*v));
+      s.hqq_steps = int(*v);
+    }
     if (auto v = f.number("hqq_p")) s.hqq_p = float(*v);
     if (auto v = f.number("hqq_beta")) s.hqq_beta = float(*v);
     if (auto v = f.number("hqq_kappa")) s.hqq_kappa = float(*v);
@@ -177,7 +220,7 @@ bool is_quantize_algo(const Fields& f) {
   if (!t) return true;  // proto2 default: QUANTIZE
   if (t->is_string()) return t->get<std::string>() == "QUANTIZE";
   if (t->is_number_integer()) return t->get<int64_t>() == 0;
-  f.fail("type", "expected \"QUANTIZE\" or \"PRUNE\", got " + t->dump());
+  f.fail("type", "expected \"QUANTIZE\" or \"PRUNE\", got " + brief(*t));
 }
 
 void parse_mnn_form(const json& doc, ParamsFile& p) {
@@ -246,14 +289,22 @@ ParamsFile parse_params_json(const json& doc, const std::string& path) {
 }
 
 ParamsFile read_params_file(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    throw Error(path + ": is a directory, not a params file", ErrorKind::Usage);
+  }
   std::ifstream in(path, std::ios::binary);
   std::stringstream text;
   if (in) text << in.rdbuf();
   if (!in || in.bad()) throw Error(path + ": cannot read the params file", ErrorKind::Input);
+  if (json_depth(text.str()) > kMaxDepth) {
+    throw Error(path + ": nested more than " + std::to_string(kMaxDepth) + " levels deep: not a params file",
+                ErrorKind::Usage);
+  }
   json doc;
   try {
     doc = json::parse(text.str());
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for 1e400
     throw Error(path + ": not valid JSON: " + e.what(), ErrorKind::Usage);
   }
   return parse_params_json(doc, path);
@@ -333,7 +384,7 @@ void write_json_file(const std::string& path, const json& doc) {
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
     if (!out) throw Error(path + ": cannot create the params file", ErrorKind::Output);
-    out << doc.dump(2) << "\n";
+    out << doc.dump(2, ' ', false, json::error_handler_t::replace) << "\n";
     out.flush();
     if (!out) {
       std::remove(tmp.c_str());

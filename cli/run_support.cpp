@@ -7,8 +7,11 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <stdexcept>
+#include <vector>
 
 #include "engine/error.h"
 #include "engine/tensor.h"
@@ -30,6 +33,19 @@ Isa choose_isa(const RunSettings& run) {
 
 namespace {
 
+// The input named by the SIGBUS message: fixed storage, written before any input is
+// mapped, read only by the handler.
+char g_input[4096] = "the input";
+
+void write_all(const char* s, size_t n) {
+  while (n > 0) {
+    const ssize_t w = ::write(STDERR_FILENO, s, n);
+    if (w <= 0) return;
+    s += w;
+    n -= size_t(w);
+  }
+}
+
 void on_interrupt(int) {
   // Only async-signal-safe calls: unlink the temporary outputs, then _exit (no atexit
   // handlers, no stdio flush from a state the signal may have interrupted).
@@ -37,9 +53,41 @@ void on_interrupt(int) {
   _exit(130);
 }
 
+// SIGBUS: a page of a mapped input is no longer backed by the file, i.e. the file was
+// truncated (or replaced in place) while wquant read it. Input error, not a crash.
+void on_bus(int) {
+  wq::remove_temp_outputs_from_signal();
+  static const char head[] = "wquant: error: ";
+  static const char tail[] = ": input changed while reading (truncated or rewritten by another process)\n";
+  write_all(head, sizeof head - 1);
+  write_all(g_input, ::strlen(g_input));
+  write_all(tail, sizeof tail - 1);
+  _exit(3);
+}
+
+// Every other signal whose default ends the process: remove the temporary outputs, then
+// die of the same signal (SA_RESETHAND restored the default), so the parent sees it.
+void on_fatal(int sig) {
+  wq::remove_temp_outputs_from_signal();
+  ::raise(sig);
+}
+
 }  // namespace
 
+void set_signal_input(const std::string& path) {
+  const size_t n = std::min(path.size(), sizeof g_input - 1);
+  std::memcpy(g_input, path.data(), n);
+  g_input[n] = '\0';
+}
+
 void install_interrupt_handlers() {
+  // Crash handlers run on their own stack, so a stack overflow is cleaned up too.
+  static std::vector<char> alt(size_t(std::max<long>(SIGSTKSZ, 64 * 1024)));
+  stack_t ss{};
+  ss.ss_sp = alt.data();
+  ss.ss_size = alt.size();
+  sigaltstack(&ss, nullptr);
+
   struct sigaction sa {};
   sa.sa_handler = on_interrupt;
   sigemptyset(&sa.sa_mask);
@@ -47,6 +95,27 @@ void install_interrupt_handlers() {
   sigaddset(&sa.sa_mask, SIGTERM);
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
+
+  struct sigaction bus {};
+  bus.sa_handler = on_bus;
+  bus.sa_flags = SA_ONSTACK;
+  sigfillset(&bus.sa_mask);
+  sigaction(SIGBUS, &bus, nullptr);
+
+  struct sigaction fatal {};
+  fatal.sa_handler = on_fatal;
+  fatal.sa_flags = SA_RESETHAND | SA_NODEFER | SA_ONSTACK;
+  sigemptyset(&fatal.sa_mask);
+  std::vector<int> fatal_signals = {SIGHUP,  SIGQUIT, SIGPIPE,   SIGUSR1, SIGUSR2, SIGALRM, SIGVTALRM,
+                                    SIGPROF, SIGXCPU, SIGXFSZ,   SIGSYS,  SIGTRAP, SIGIO,   SIGSTKFLT,
+                                    SIGPWR,  SIGSEGV, SIGILL,    SIGFPE,  SIGABRT};
+  for (int sig = SIGRTMIN; sig <= SIGRTMAX; ++sig) fatal_signals.push_back(sig);  // default: terminate
+  for (int sig : fatal_signals) {
+    struct sigaction old {};
+    // A signal the parent set to be ignored (nohup's SIGHUP) stays ignored.
+    if (sigaction(sig, nullptr, &old) == 0 && old.sa_handler == SIG_IGN) continue;
+    sigaction(sig, &fatal, nullptr);
+  }
 }
 
 const char* action_name(TensorAction a) {

@@ -3,10 +3,12 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "cli/args.h"
+#include "engine/error.h"
 #include "engine/metrics.h"
 #include "engine/plan.h"
 #include "kernels/kernels.h"
@@ -22,10 +24,31 @@ namespace wq::cli {
 Isa choose_isa(const RunSettings& run);
 
 // SIGINT and SIGTERM: remove every temporary output file still registered with
-// io/output_file.h, then exit 130. Nothing else runs in the handler (it must be
-// async-signal-safe); the final output name is only ever created by rename, so it is
-// either complete or absent.
+// io/output_file.h, then exit 130. SIGBUS (a mapped input shrank while it was read):
+// remove them, print one error line naming the input (set_signal_input), exit 3. Every
+// other catchable signal that would end the process (SIGHUP, SIGQUIT, SIGPIPE, SIGUSR1,
+// SIGSEGV, ...): remove them, then die of that signal. Nothing else runs in the handlers
+// (they must be async-signal-safe); the final output name is only ever created by
+// rename, so it is either complete or absent. SIGKILL cannot be caught: its temporary
+// file is removed by the next run writing the same OUT (io/output_file.h).
 void install_interrupt_handlers();
+// The input named by the SIGBUS error line.
+void set_signal_input(const std::string& path);
+
+// Runs f(). An Error from it whose message starts with none of `known` (the files of the
+// run) is rethrown with `file` in front, so every error line names a file: the engine
+// and the plan know tensors, not files.
+template <class F>
+auto naming_file(const std::string& file, const std::vector<std::string>& known, F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const Error& e) {
+    for (const std::string& k : known) {
+      if (!k.empty() && e.message().compare(0, k.size() + 1, k + ":") == 0) throw;
+    }
+    throw Error(file + ": " + e.message(), e.kind());
+  }
+}
 
 // "quantize", "ggml", "float", "copy".
 const char* action_name(TensorAction a);

@@ -143,9 +143,10 @@ std::vector<TensorPlan> make_plan(const std::vector<TensorInfo>& tensors, const 
       p.out_dtype = (opts.defaults.fp16 && t.dtype == DType::F32) ? DType::F16 : t.dtype;
     } else if (opts.format == OutputFormat::Gguf) {
       if (!ruled_type && is_output_matrix(t, has_output) && p.ggml != GgmlBlock::Q8_0) {
+        p.note = t.name + ": quantized to Q8_0, not " + ggml_block_name(p.ggml) +
+                 " (llama-quantize uses Q6_K here when the row is a multiple of 256, Q8_0 otherwise; wquant has "
+                 "no K-quants)";
         p.ggml = GgmlBlock::Q8_0;
-        p.note = t.name + ": kept as Q8_0 (llama-quantize uses Q6_K here when the row is a multiple of 256, "
-                          "Q8_0 otherwise; wquant has no K-quants)";
       }
       if (p.spec.hqq && p.ggml != GgmlBlock::Q4_1 && p.ggml != GgmlBlock::Q5_1) {
         if (is_output_matrix(t, has_output) && !ruled_type) {

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <set>
+#include <string>
 
 #include "engine/error.h"
 #include "io/gguf_format.h"
@@ -100,9 +102,12 @@ class GgufReaderImpl final : public GgufReader {
     const uint64_t n_kv = c.get<uint64_t>("metadata count");
     if (n_tensors > kMaxTensors) throw Error(p + ": tensor count " + std::to_string(n_tensors) + " is absurd");
     if (n_kv > kMaxKVs) throw Error(p + ": metadata count " + std::to_string(n_kv) + " is absurd");
+    std::set<std::string> keys;
     for (uint64_t i = 0; i < n_kv; ++i) {
       GgufKV kv;
       kv.key = c.str("metadata key #" + std::to_string(i));
+      // A reader keeps the first or the last of two equal keys: either way one is lost.
+      if (!keys.insert(kv.key).second) throw Error(p + ": metadata key " + kv.key + " appears twice");
       kv.type = c.get<uint32_t>(kv.key + " (type)");
       const uint64_t begin = c.pos();
       c.skip_value(kv.type, kv.key);
@@ -115,7 +120,15 @@ class GgufReaderImpl final : public GgufReader {
       }
       meta_.kvs.push_back(std::move(kv));
     }
-    for (uint64_t i = 0; i < n_tensors; ++i) entries_.push_back(read_info(c, i));
+    std::set<std::string> names;
+    for (uint64_t i = 0; i < n_tensors; ++i) {
+      entries_.push_back(read_info(c, i));
+      const std::string& n = entries_.back().info.name;
+      if (n.empty()) throw Error(p + ": tensor #" + std::to_string(i) + " has an empty name");
+      // ggml and llama.cpp read names as C strings: "a\0x" would be "a".
+      if (n.find('\0') != std::string::npos) throw Error(p + ": " + n + ": the tensor name holds a NUL byte");
+      if (!names.insert(n).second) throw Error(p + ": " + n + ": two tensors have this name");
+    }
     const uint64_t a = meta_.alignment;
     const uint64_t data_start = (c.pos() + a - 1) / a * a;
     for (Entry& e : entries_) {

@@ -1,11 +1,15 @@
 #include "io/output_file.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 
@@ -39,6 +43,54 @@ void unregister_temp(int slot) {
 
 constexpr size_t kBuffer = 4u << 20;  // large sequential writes
 
+constexpr const char* kTempMark = ".wquant-tmp-";
+
+// "." + OUT's file name + ".wquant-tmp-": the temporary names of OUT start with this.
+// OUT's name is cut so that the temporary name (with a pid of up to 10 digits) stays
+// within NAME_MAX: a legal OUT name must never be refused because of it.
+std::string temp_prefix(const std::string& name) {
+  constexpr size_t kNameMax = 255, kPidDigits = 10;
+  const size_t room = kNameMax - 1 - std::strlen(kTempMark) - kPidDigits;
+  return "." + name.substr(0, room) + kTempMark;
+}
+
+// Removes temporary files of OUT left by runs that were killed (SIGKILL, power loss):
+// `.<OUT>.wquant-tmp-<pid>` whose pid no longer exists. A live pid's file is another
+// run's work in progress and is left alone.
+void remove_dead_leftovers(const std::string& dir, const std::string& prefix) {
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return;
+  while (const dirent* e = ::readdir(d)) {
+    const std::string n = e->d_name;
+    if (n.size() <= prefix.size() || n.compare(0, prefix.size(), prefix) != 0) continue;
+    const std::string digits = n.substr(prefix.size());
+    if (digits.size() > 10 || digits.find_first_not_of("0123456789") != std::string::npos) continue;
+    const long long pid = std::stoll(digits);
+    if (pid <= 0 || pid > INT32_MAX || pid == ::getpid()) continue;
+    if (::kill(pid_t(pid), 0) != 0 && errno == ESRCH) ::unlinkat(::dirfd(d), n.c_str(), 0);
+  }
+  ::closedir(d);
+}
+
+// rename(from, to) that fails with EEXIST instead of replacing a file at `to`.
+int rename_no_replace(const char* from, const char* to) {
+  if (::renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0) return 0;
+  if (errno != EINVAL && errno != ENOSYS && errno != ENOTSUP) return -1;
+  // No RENAME_NOREPLACE on this file system: link() never replaces either.
+  if (::link(from, to) == 0) {
+    ::unlink(from);
+    return 0;
+  }
+  if (errno == EEXIST) return -1;
+  // No hard links either (some FUSE and network file systems): check, then rename.
+  struct stat st;
+  if (::lstat(to, &st) == 0) {
+    errno = EEXIST;
+    return -1;
+  }
+  return ::rename(from, to);
+}
+
 }  // namespace
 
 void remove_temp_outputs_from_signal() {
@@ -58,7 +110,13 @@ OutputFile::OutputFile(const std::string& path) : path_(path), buf_(kBuffer) {
   }
   if (p.filename().empty()) throw Error(path + ": the output is a directory, not a file name", ErrorKind::Output);
   if (fs::is_directory(p, ec)) throw Error(path + ": is a directory", ErrorKind::Output);
-  temp_ = (dir / ("." + p.filename().string() + ".wquant-tmp-" + std::to_string(::getpid()))).string();
+  const std::string prefix = temp_prefix(p.filename().string());
+  remove_dead_leftovers(dir.string(), prefix);
+  temp_ = (dir / (prefix + std::to_string(::getpid()))).string();
+  // Only a file that was there at the start may be replaced (the caller checked --force);
+  // one that appears while we write (another run) is never clobbered.
+  struct stat st;
+  replace_ = ::lstat(path.c_str(), &st) == 0;
   slot_ = register_temp(temp_);
   fd_ = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd_ < 0) {
@@ -149,7 +207,16 @@ void OutputFile::commit() {
     fail("close failed", errno);
   }
   fd_ = -1;
-  if (::rename(temp_.c_str(), path_.c_str()) != 0) fail("cannot rename the finished file into place", errno);
+  if (replace_) {
+    if (::rename(temp_.c_str(), path_.c_str()) != 0) fail("cannot rename the finished file into place", errno);
+  } else if (rename_no_replace(temp_.c_str(), path_.c_str()) != 0) {
+    if (errno == EEXIST) {
+      throw Error(path_ + ": appeared while wquant was writing it (another run?); it was not replaced (pass --force "
+                  "to replace it)",
+                  ErrorKind::Output);
+    }
+    fail("cannot rename the finished file into place", errno);
+  }
   committed_ = true;
 }
 

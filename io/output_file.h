@@ -13,8 +13,9 @@ namespace wq {
 
 class OutputFile {
  public:
-  // Creates <dir>/.<name>.wquant-tmp-<pid>. Throws Error (ErrorKind::Output) naming the
-  // directory if it does not exist or cannot be written.
+  // Creates <dir>/.<name>.wquant-tmp-<pid> (<name> cut to fit NAME_MAX), after removing
+  // such files of <name> whose pid is dead (left by a killed run). Throws Error
+  // (ErrorKind::Output) naming the directory if it does not exist or cannot be written.
   explicit OutputFile(const std::string& path);
   ~OutputFile();
   OutputFile(const OutputFile&) = delete;
@@ -31,8 +32,10 @@ class OutputFile {
   // Overwrites bytes already written at [at, at + n) (e.g. a header field known only at
   // the end). at + n must not exceed offset().
   void patch(uint64_t at, const void* data, size_t n);
-  // Flush, fsync, rename over the final name. Throws Error naming the output on failure
-  // (and the temporary file is then removed).
+  // Flush, fsync, rename to the final name. A file at the final name is replaced only if
+  // it was there when this OutputFile was created; one that appeared since (a concurrent
+  // run) makes commit() throw instead. Throws Error naming the output on failure (and the
+  // temporary file is then removed).
   void commit();
 
  private:
@@ -45,6 +48,7 @@ class OutputFile {
   size_t used_ = 0;
   uint64_t offset_ = 0;
   bool committed_ = false;
+  bool replace_ = false;  // OUT existed when the run started: commit() may replace it
   int slot_ = -1;
 };
 

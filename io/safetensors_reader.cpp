@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <regex>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -22,6 +23,64 @@ using nlohmann::json;
 // length from making us parse (or allocate) gigabytes.
 constexpr uint64_t kMaxHeader = 100ull << 20;
 
+// Finds the first key that appears twice in one object (a SAX pass: nlohmann's DOM keeps
+// the last of two equal keys silently, and its parse callback costs a scan of the parent
+// object per value, quadratic in the tensor count).
+struct DuplicateKeys : nlohmann::json_sax<json> {
+  std::vector<std::set<std::string>> open;
+  std::string dup;
+  size_t dup_depth = 0;
+  bool null() override { return true; }
+  bool boolean(bool) override { return true; }
+  bool number_integer(number_integer_t) override { return true; }
+  bool number_unsigned(number_unsigned_t) override { return true; }
+  bool number_float(number_float_t, const string_t&) override { return true; }
+  bool string(string_t&) override { return true; }
+  bool binary(binary_t&) override { return true; }
+  bool start_object(std::size_t) override {
+    open.emplace_back();
+    return true;
+  }
+  bool key(string_t& k) override {
+    if (!open.back().insert(k).second) {
+      dup = k;
+      dup_depth = open.size();
+      return false;  // stop: one is enough
+    }
+    return true;
+  }
+  bool end_object() override {
+    open.pop_back();
+    return true;
+  }
+  bool start_array(std::size_t) override { return true; }
+  bool end_array() override { return true; }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override { return false; }
+};
+
+// Parses JSON text, refusing a key that appears twice in one object (a tensor, or
+// __metadata__, would be lost). `file` names the error.
+json parse_strict(const uint8_t* begin, const uint8_t* end, const std::string& file, const std::string& what) {
+  json j;
+  try {
+    j = json::parse(begin, end);
+  } catch (const json::exception& e) {
+    throw Error(file + ": " + what + " does not parse as JSON: " + e.what());
+  }
+  DuplicateKeys keys;
+  json::sax_parse(begin, end, &keys);
+  if (!keys.dup.empty()) {
+    if (keys.dup_depth == 1 && keys.dup != "__metadata__") {
+      throw Error(file + ": " + keys.dup + ": the tensor appears twice in " + what);
+    }
+    throw Error(file + ": " + keys.dup + " appears twice in one object of " + what);
+  }
+  return j;
+}
+
+// weight_map of a sharded checkpoint's index: tensor name -> shard file name.
+using WeightMap = std::map<std::string, std::string>;
+
 struct Entry {
   TensorInfo info;
   size_t shard = 0;
@@ -34,13 +93,20 @@ struct Entry {
 
 class SafetensorsReader final : public ModelReader {
  public:
-  SafetensorsReader(std::string path, std::vector<std::string> shard_paths) : path_(std::move(path)) {
+  SafetensorsReader(std::string path, std::vector<std::string> shard_paths, const WeightMap* weight_map)
+      : path_(std::move(path)) {
     std::set<std::string> names;
     for (size_t s = 0; s < shard_paths.size(); ++s) {
       files_.push_back(std::make_unique<MappedFile>(shard_paths[s]));
       parse_shard(s, names);
     }
-    if (metadata_.count("wquant.format_version")) group_quantized();
+    if (weight_map) check_index(*weight_map, names);
+    if (auto v = metadata_.find("wquant.format_version"); v != metadata_.end()) {
+      if (v->second != "1") {
+        throw Error(path_ + ": wquant.format_version \"" + v->second + "\" is not supported (this wquant reads 1)");
+      }
+      group_quantized();
+    }
     for (const Entry& e : entries_) infos_.push_back(e.info);
   }
 
@@ -125,6 +191,24 @@ class SafetensorsReader final : public ModelReader {
     return entries_[i];
   }
 
+  // Every tensor of every shard is in the index, in its own shard, and every tensor of
+  // the index is in its shard: otherwise a reader of the index sees another model.
+  void check_index(const WeightMap& wm, const std::set<std::string>& names) const {
+    for (const Entry& e : entries_) {
+      const std::string shard = std::filesystem::path(files_[e.shard]->path()).filename().string();
+      const auto it = wm.find(e.info.name);
+      if (it == wm.end()) {
+        throw Error(path_ + ": " + e.info.name + ": is in shard " + shard + " but not in the index's weight_map");
+      }
+      if (it->second != shard) {
+        throw Error(path_ + ": " + e.info.name + ": the index puts it in " + it->second + ", but it is in " + shard);
+      }
+    }
+    for (const auto& [name, shard] : wm) {
+      if (!names.count(name)) throw Error(path_ + ": " + name + ": the index lists it in " + shard + ", which does not hold it");
+    }
+  }
+
   void parse_shard(size_t s, std::set<std::string>& names) {
     const MappedFile& f = *files_[s];
     const std::string& p = f.path();
@@ -135,15 +219,13 @@ class SafetensorsReader final : public ModelReader {
     }
     const uint8_t* h = f.span(8, hlen, "JSON header");
     const uint64_t data_start = 8 + hlen;
-    json header;
-    try {
-      header = json::parse(h, h + hlen);
-    } catch (const json::exception& e) {
-      throw Error(p + ": the JSON header does not parse: " + e.what());
-    }
+    const json header = parse_strict(h, h + hlen, p, "the JSON header");
     if (!header.is_object()) throw Error(p + ": the JSON header is not an object");
     std::vector<Entry> shard_entries;
     for (auto it = header.begin(); it != header.end(); ++it) {
+      if (it.key().empty()) throw Error(p + ": a tensor has an empty name");
+      // Written to GGUF or read by C code, "a\0x" would become "a".
+      if (it.key().find('\0') != std::string::npos) throw Error(p + ": " + it.key() + ": the tensor name holds a NUL byte");
       if (it.key() == "__metadata__") {
         if (!it->is_object()) throw Error(p + ": __metadata__ is not an object");
         for (auto m = it->begin(); m != it->end(); ++m) {
@@ -261,15 +343,10 @@ class SafetensorsReader final : public ModelReader {
   std::map<size_t, std::vector<float>> aligned_;  // copies of misaligned float tensors, until released
 };
 
-std::vector<std::string> shards_of_index(const std::string& index_path) {
+std::vector<std::string> shards_of_index(const std::string& index_path, WeightMap& wm) {
   MappedFile f(index_path);
-  json j;
-  try {
-    const uint8_t* d = f.size() ? f.data() : reinterpret_cast<const uint8_t*>("");
-    j = json::parse(d, d + f.size());
-  } catch (const json::exception& e) {
-    throw Error(index_path + ": the index does not parse as JSON: " + e.what());
-  }
+  const uint8_t* d = f.size() ? f.data() : reinterpret_cast<const uint8_t*>("");
+  const json j = parse_strict(d, d + f.size(), index_path, "the index");
   if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
     throw Error(index_path + ": no weight_map object: not a safetensors index");
   std::set<std::string> files;
@@ -279,8 +356,26 @@ std::vector<std::string> shards_of_index(const std::string& index_path) {
     if (file.find('/') != std::string::npos || file == ".." || file.empty())
       throw Error(index_path + ": shard name '" + file + "' is not a plain file name");
     files.insert(file);
+    wm[it.key()] = file;
   }
   if (files.empty()) throw Error(index_path + ": weight_map is empty");
+  // Shards named PREFIX-00001-of-00003.safetensors: the index must name all three, or a
+  // whole shard's tensors would be left out without a word.
+  static const std::regex numbered(R"((.*)-([0-9]+)-of-([0-9]+)\.safetensors)");
+  for (const std::string& file : files) {
+    std::smatch m;
+    if (!std::regex_match(file, m, numbered) || m[3].length() > 6) continue;
+    const size_t width = size_t(m[2].length()), total = std::stoul(m[3].str());
+    for (size_t k = 1; k <= total; ++k) {
+      std::string n = std::to_string(k);
+      if (n.size() < width) n.insert(0, width - n.size(), '0');
+      const std::string shard = m[1].str() + "-" + n + "-of-" + m[3].str() + ".safetensors";
+      if (!files.count(shard)) {
+        throw Error(index_path + ": shard " + shard + " (" + std::to_string(k) + " of " + std::to_string(total) +
+                    ") has no tensor in the weight_map: the index is incomplete");
+      }
+    }
+  }
   const std::filesystem::path dir = std::filesystem::path(index_path).parent_path();
   std::vector<std::string> out;
   for (const std::string& file : files) {
@@ -303,7 +398,10 @@ bool looks_like_safetensors(const uint8_t* head, size_t n, uint64_t file_size) {
 
 std::unique_ptr<ModelReader> open_safetensors(const std::string& path) {
   const bool index = path.size() >= 5 && path.compare(path.size() - 5, 5, ".json") == 0;
-  return std::make_unique<SafetensorsReader>(path, index ? shards_of_index(path) : std::vector<std::string>{path});
+  if (!index) return std::make_unique<SafetensorsReader>(path, std::vector<std::string>{path}, nullptr);
+  WeightMap wm;
+  std::vector<std::string> shards = shards_of_index(path, wm);
+  return std::make_unique<SafetensorsReader>(path, std::move(shards), &wm);
 }
 
 }  // namespace wq

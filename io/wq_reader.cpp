@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <set>
+#include <string>
 
 #include "engine/error.h"
 #include "io/mapped_file.h"
@@ -42,12 +44,16 @@ class WqReader final : public ModelReader {
       throw Error(p + ": data offset " + std::to_string(pre.data_offset) + " is outside the file");
     if (!model_->tensors()) throw Error(p + ": the header lists no tensors");
     std::vector<std::pair<uint64_t, uint64_t>> ranges;
+    std::set<std::string> names;
     for (const fb::Tensor* t : *model_->tensors()) {
       Entry e;
       e.t = t;
       if (!t->name() || !t->shape() || !t->dtype()) throw Error(p + ": a tensor lacks its name, shape or dtype");
       e.info.name = t->name()->str();
       const std::string at = p + ": " + e.info.name;
+      if (e.info.name.empty()) throw Error(p + ": a tensor has an empty name");
+      if (e.info.name.find('\0') != std::string::npos) throw Error(at + ": the name holds a NUL byte");
+      if (!names.insert(e.info.name).second) throw Error(at + ": two tensors have this name");
       for (int64_t d : *t->shape()) e.info.shape.push_back(d);
       const size_t numel = checked_numel(at, e.info.shape);
       e.info.type_name = t->dtype()->str();
@@ -156,7 +162,10 @@ class WqReader final : public ModelReader {
     const std::string at = path() + ": " + e.info.name;
     const fb::Tensor& t = *e.t;
     if (t.bits() < 2 || t.bits() > 8) throw Error(at + ": bits " + std::to_string(t.bits()) + " outside 2..8");
-    if (int(t.scheme()) > 2) throw Error(at + ": unknown scheme " + std::to_string(int(t.scheme())));
+    if (int(t.scheme()) < 0 || int(t.scheme()) > 2) throw Error(at + ": unknown scheme " + std::to_string(int(t.scheme())));
+    // The dtype names what the codes are ("wq4"); another one means another layout.
+    if (e.info.type_name != "wq" + std::to_string(t.bits()))
+      throw Error(at + ": dtype " + e.info.type_name + " does not match a quantized tensor of " + std::to_string(t.bits()) + " bits (wq" + std::to_string(t.bits()) + ")");
     const QuantizedTensor q = geometry(e);
     if (q.block == 0 || q.cols % q.block) throw Error(at + ": block " + std::to_string(q.block) + " does not divide rows of " + std::to_string(q.cols));
     if (q.packed_row_bytes != (q.cols * size_t(q.spec.bits) + 7) / 8 || e.pieces[0].size != q.rows * q.packed_row_bytes)

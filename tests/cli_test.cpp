@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -818,6 +819,325 @@ TEST_F(Cli, CtrlCLeavesNoOutputAndExits130) {
     EXPECT_TRUE(fs::is_empty(path("out"))) << "left behind: " << fs::directory_iterator(path("out"))->path();
     EXPECT_FALSE(fs::exists(out));
   }
+}
+
+// --- issue 11 ("Trust"): data safety, validation, crashes, messages -------------------
+
+// A safetensors file from a raw JSON header and `data` bytes.
+void write_raw_safetensors(const std::string& file, const std::string& header, const std::string& data) {
+  std::string h = header;
+  h.append((8 - h.size() % 8) % 8, ' ');
+  const uint64_t n = h.size();
+  std::string b(reinterpret_cast<const char*>(&n), 8);
+  write_bytes(file, b + h + data);
+}
+
+// A GGUF v3 file with general.architecture and one tensor [rows, cols] of ggml type
+// `type` holding `data`.
+std::string one_tensor_gguf(const std::string& name, uint32_t type, uint64_t rows, uint64_t cols, const std::string& data) {
+  std::string g = "GGUF";
+  auto put = [&](auto v) { g.append(reinterpret_cast<const char*>(&v), sizeof v); };
+  auto str = [&](const std::string& t) {
+    put(uint64_t(t.size()));
+    g += t;
+  };
+  put(uint32_t(3));
+  put(uint64_t(1));
+  put(uint64_t(1));
+  str("general.architecture");
+  put(uint32_t(8));
+  str("llama");
+  str(name);
+  put(uint32_t(2));
+  put(cols);
+  put(rows);
+  put(type);
+  put(uint64_t(0));
+  g.append((32 - g.size() % 32) % 32, '\0');
+  return g + data;
+}
+
+// Waits (up to 15 s) until `dir` holds a file whose name contains "wquant-tmp".
+bool wait_for_temp(const std::string& dir) {
+  for (int i = 0; i < 3000; ++i) {
+    for (const auto& e : fs::directory_iterator(dir)) {
+      if (contains(e.path().filename().string(), "wquant-tmp")) return true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return false;
+}
+
+bool has_temp(const std::string& dir) {
+  for (const auto& e : fs::directory_iterator(dir)) {
+    if (contains(e.path().filename().string(), "wquant-tmp")) return true;
+  }
+  return false;
+}
+
+// A slow run (scalar HQQ, one thread) of a 96 MiB model into out/.
+std::vector<std::string> slow_run(const std::string& in, const std::string& out) {
+  return {"quantize", in, out, "--hqq", "--block", "64", "--isa", "scalar", "--threads", "1"};
+}
+
+// Item 1: IN as a directory, or a sharded index, and OUT one of the files it reads.
+TEST_F(Cli, TrustInputDirectoryOrShardIsNeverOverwritten) {
+  fs::create_directory(path("d"));
+  write_synthetic_safetensors(path("d/model.safetensors"), 2, 8, 32);
+  const std::string original = read_bytes(path("d/model.safetensors"));
+  Result r = expect(4, {"quantize", path("d"), path("d/model.safetensors"), "--force", "--format", "safetensors"});
+  EXPECT_TRUE(contains(r.err, "is the input")) << r.err;
+  EXPECT_EQ(read_bytes(path("d/model.safetensors")), original);
+
+  fs::create_directory(path("s"));
+  write_synthetic_safetensors(path("s/model-00001-of-00002.safetensors"), 1, 8, 32);
+  write_raw_safetensors(path("s/model-00002-of-00002.safetensors"),
+                        R"({"other.weight":{"dtype":"F32","shape":[8,32],"data_offsets":[0,1024]}})", std::string(1024, '\0'));
+  const json idx = {{"weight_map", {{"layer0.weight", "model-00001-of-00002.safetensors"},
+                                    {"other.weight", "model-00002-of-00002.safetensors"}}}};
+  write_bytes(path("s/model.safetensors.index.json"), idx.dump());
+  const std::string shard = path("s/model-00002-of-00002.safetensors");
+  const std::string shard_bytes = read_bytes(shard);
+  for (const std::string& in : {path("s"), path("s/model.safetensors.index.json")}) {
+    r = expect(4, {"quantize", in, shard, "--force"});
+    EXPECT_TRUE(contains(r.err, "is the input")) << r.err;
+    r = expect(4, {"dequantize", in, shard, "--force"});
+    EXPECT_TRUE(contains(r.err, "is the input")) << r.err;
+  }
+  EXPECT_EQ(read_bytes(shard), shard_bytes);
+}
+
+// Item 2: the final rename would replace a device, FIFO or socket by a regular file.
+TEST_F(Cli, TrustOutputThatIsNotARegularFileIsRefused) {
+  write_synthetic_safetensors(path("m.safetensors"), 1, 8, 32);
+  ASSERT_EQ(mkfifo(path("fifo.wq").c_str(), 0600), 0);
+  const Result r = expect(4, {"quantize", path("m.safetensors"), path("fifo.wq"), "--force"});
+  EXPECT_TRUE(contains(r.err, "not a regular file")) << r.err;
+  struct stat st;
+  ASSERT_EQ(lstat(path("fifo.wq").c_str(), &st), 0);
+  EXPECT_TRUE(S_ISFIFO(st.st_mode));
+  EXPECT_FALSE(has_temp(dir_));
+}
+
+// Item 3: without --force, a file that appears at OUT during the run (another run) is
+// never replaced; the run fails with exit 4 and leaves no temporary file.
+TEST_F(Cli, TrustOutputCreatedDuringTheRunIsNotClobbered) {
+  const std::string in = path("big.safetensors");
+  write_synthetic_safetensors(in, 12, 1024, 2048);
+  fs::create_directory(path("out"));
+  const std::string out = path("out/big.wq");
+  Child c = spawn(slow_run(in, out));
+  ASSERT_TRUE(wait_for_temp(path("out")));
+  write_bytes(out, "theirs");
+  const Result r = finish(c);
+  EXPECT_EQ(r.code, 4) << r.err;
+  EXPECT_TRUE(contains(r.err, "appeared while")) << r.err;
+  EXPECT_EQ(read_bytes(out), "theirs");
+  EXPECT_FALSE(has_temp(path("out")));
+}
+
+// Item 4: the params file to write is checked first and written before OUT is committed:
+// if it cannot be written, OUT is not left in place.
+TEST_F(Cli, TrustParamsFileThatCannotBeWrittenLeavesNoOutput) {
+  write_synthetic_safetensors(path("m.safetensors"), 2, 8, 32);
+  Result r = expect(4, {"quantize", path("m.safetensors"), path("o.wq"), "--params", path("no/such/dir/p.json")});
+  EXPECT_TRUE(contains(r.err, "no/such/dir/p.json")) << r.err;
+  EXPECT_FALSE(fs::exists(path("o.wq")));
+  // A directory that takes no files, whatever the permissions say.
+  r = expect(4, {"quantize", path("m.safetensors"), path("o.wq"), "--params", "/proc/wquant-trust-params.json"});
+  EXPECT_TRUE(contains(r.err, "/proc/wquant-trust-params.json")) << r.err;
+  EXPECT_FALSE(fs::exists(path("o.wq")));
+  EXPECT_FALSE(has_temp(dir_));
+  expect(0, {"quantize", path("m.safetensors"), path("o.wq"), "--params", path("p.json"), "-q"});
+  EXPECT_TRUE(fs::exists(path("o.wq")));
+  EXPECT_TRUE(fs::exists(path("p.json")));
+}
+
+// Item 5: the input truncated while it is read (SIGBUS on the mapping) is bad input,
+// exit 3, one line naming the input, and the temporary file is removed.
+TEST_F(Cli, TrustInputTruncatedWhileReadingIsBadInputNotACrash) {
+  const std::string in = path("big.safetensors");
+  write_synthetic_safetensors(in, 12, 1024, 2048);
+  fs::create_directory(path("out"));
+  Child c = spawn(slow_run(in, path("out/big.wq")));
+  ASSERT_TRUE(wait_for_temp(path("out")));
+  ASSERT_EQ(truncate(in.c_str(), 4096), 0);
+  const Result r = finish(c);
+  EXPECT_EQ(r.code, 3) << r.err;
+  EXPECT_TRUE(contains(r.err, "wquant: error: " + in + ": input changed while reading")) << r.err;
+  EXPECT_EQ(count_of(r.err, "wquant: error: "), 1u) << r.err;
+  EXPECT_TRUE(fs::is_empty(path("out"))) << "left behind: " << fs::directory_iterator(path("out"))->path();
+}
+
+// Item 6: every catchable signal that ends the run removes the temporary file; the
+// process still dies of that signal. A leftover of a dead run (SIGKILL) is removed by
+// the next run writing the same OUT.
+TEST_F(Cli, TrustEverySignalRemovesTheTemporaryFile) {
+  const std::string in = path("big.safetensors");
+  write_synthetic_safetensors(in, 12, 1024, 2048);
+  fs::create_directory(path("out"));
+  const std::string out = path("out/big.wq");
+  for (const int sig : {SIGHUP, SIGQUIT, SIGPIPE, SIGUSR1, SIGUSR2, SIGALRM, int(SIGRTMIN)}) {
+    SCOPED_TRACE(strsignal(sig));
+    struct sigaction old {};
+    if (sigaction(sig, nullptr, &old) == 0 && old.sa_handler == SIG_IGN) continue;  // inherited as ignored: no signal
+    Child c = spawn(slow_run(in, out));
+    ASSERT_TRUE(wait_for_temp(path("out")));
+    kill(c.pid, sig);
+    const Result r = finish(c);
+    EXPECT_EQ(r.code, 128 + sig) << r.err;
+    EXPECT_TRUE(fs::is_empty(path("out"))) << "left behind: " << fs::directory_iterator(path("out"))->path();
+  }
+  // A SIGKILLed run's leftover: its pid is dead, so the next run removes it.
+  Child c = spawn(slow_run(in, out));
+  ASSERT_TRUE(wait_for_temp(path("out")));
+  kill(c.pid, SIGKILL);
+  EXPECT_EQ(finish(c).code, 128 + SIGKILL);
+  ASSERT_TRUE(has_temp(path("out")));
+  write_synthetic_safetensors(path("small.safetensors"), 1, 8, 32);
+  expect(0, {"quantize", path("small.safetensors"), out, "-q"});
+  std::vector<std::string> left;
+  for (const auto& e : fs::directory_iterator(path("out"))) left.push_back(e.path().filename().string());
+  EXPECT_EQ(left, std::vector<std::string>{"big.wq"});
+}
+
+// Item 11: wquant's own outputs are codes, not weights: refused, saying what to do.
+TEST_F(Cli, TrustRequantizingAWquantOutputIsRefusedSayingDequantizeFirst) {
+  write_synthetic_safetensors(path("m.safetensors"), 2, 8, 32);
+  expect(0, {"quantize", path("m.safetensors"), path("q.wq"), "-q"});
+  expect(0, {"quantize", path("m.safetensors"), path("q.safetensors"), "-q"});
+  for (const std::string& q : {path("q.wq"), path("q.safetensors")}) {
+    const Result r = expect(3, {"quantize", q, path("again.wq")});
+    EXPECT_TRUE(contains(r.err, "wquant: error: " + q + ": layer0.weight: is already quantized")) << r.err;
+    EXPECT_TRUE(contains(r.err, "wquant dequantize")) << r.err;
+    EXPECT_EQ(count_of(r.err, "\n"), 1u) << r.err;
+  }
+  EXPECT_FALSE(fs::exists(path("again.wq")));
+}
+
+// Items 10, 13, 14, 17: values that wrapped, clamped, crashed or exited 1.
+TEST_F(Cli, TrustOutOfRangeValuesAreUsageErrorsNamingTheValue) {
+  write_synthetic_safetensors(path("m.safetensors"), 2, 8, 32);
+  const std::string m = path("m.safetensors"), o = path("o.wq");
+  struct Case {
+    std::vector<std::string> args;
+    const char* says;
+  } cases[] = {
+      {{"quantize", m, o, "--block", "18446744073709551616"}, "18446744073709551616"},
+      {{"quantize", m, o, "--bits", ""}, "--bits: expected an integer, got ''"},
+      {{"quantize", m, o, "--hqq", "--hqq-steps", "4294967301"}, "4294967301"},
+      {{"quantize", m, o, "--threads", "100000"}, "--threads: 100000"},
+      {{"verify", m, m, "--threads", "100000"}, "--threads: 100000"},
+      {{"dequantize", m, path("d.safetensors"), "--threads", "100000"}, "--threads: 100000"},
+  };
+  for (const Case& c : cases) {
+    const Result r = expect(2, c.args);
+    EXPECT_TRUE(contains(r.err, c.says)) << c.says << "\n" << r.err;
+    EXPECT_EQ(count_of(r.err, "\n"), 1u) << r.err;
+  }
+  const std::pair<std::string, const char*> params[] = {
+      {R"({"defaults": {"hqq": true, "hqq_steps": 4294967301}})", "4294967301"},
+      {R"({"defaults": {"bits": 1e400}})", "1e400"},
+      {R"({"defaults": {"block": 18446744073709551615}})", "18446744073709551615"},
+      {R"({"defaults": {"hqq": true, "hqq_beta": 1e300}})", "out of range"},
+      {"{\"defaults\": {\"bits\": " + std::string(60000, '[') + std::string(60000, ']') + "}}", "nested"},
+  };
+  for (const auto& [text, says] : params) {
+    write_bytes(path("p.json"), text);
+    const Result r = expect(2, {"quantize", m, o, "--params", path("p.json")});
+    EXPECT_TRUE(contains(r.err, says)) << says << "\n" << r.err;
+    EXPECT_EQ(count_of(r.err, "\n"), 1u) << r.err.substr(0, 300);
+  }
+  fs::create_directory(path("pdir"));
+  const Result r = expect(2, {"quantize", m, o, "--params", path("pdir")});
+  EXPECT_TRUE(contains(r.err, "is a directory")) << r.err;
+  EXPECT_FALSE(fs::exists(o));
+}
+
+// Item 15: zero-size tensors by the hundred thousand: linear, not quadratic (the
+// safetensors header was built by a linear search per key: 130 s for 200k).
+TEST_F(Cli, TrustManyTinyTensorsTakeLinearTime) {
+  std::string h = "{";
+  for (int i = 0; i < 200000; ++i) {
+    h += (i ? "," : "") + std::string("\"t") + std::to_string(i) + "\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]}";
+  }
+  h += "}";
+  write_raw_safetensors(path("many.safetensors"), h, "");
+  const auto t0 = std::chrono::steady_clock::now();
+  expect(0, {"quantize", path("many.safetensors"), path("many-q.safetensors"), "-q"});
+  expect(0, {"dequantize", path("many-q.safetensors"), path("many-d.safetensors"), "-q"});
+  expect(0, {"verify", path("many.safetensors"), path("many-q.safetensors"), "-q"});
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_LT(secs, 20.0) << "200k zero-size tensors, quantize + dequantize + verify";
+}
+
+// Items 17, 18: names and paths that are not UTF-8 or hold control characters: --json
+// still succeeds, and every error is one line naming the file.
+TEST_F(Cli, TrustOddNamesGiveOneLineErrorsAndValidJson) {
+  write_synthetic_safetensors(path("m.safetensors"), 2, 8, 32);
+  const std::string odd = path("o\xff\x01.wq");
+  const json j = json_of({"quantize", path("m.safetensors"), odd, "--json"});
+  EXPECT_EQ(j["command"], "quantize");
+  EXPECT_TRUE(fs::exists(odd));
+  const json d = json_of({"dequantize", odd, path("d\xfe.safetensors"), "--json"});
+  EXPECT_EQ(d["command"], "dequantize");
+  // A GGUF tensor whose name is not UTF-8 (and holds a newline): --json documents stay
+  // JSON; safetensors output, whose header is JSON, refuses it in one line.
+  std::string g;
+  for (int i = 0; i < 32 * 32; ++i) {
+    const float v = float(i % 7) * 0.01f;
+    g.append(reinterpret_cast<const char*>(&v), 4);
+  }
+  g = one_tensor_gguf("\xff\n.weight", 0, 32, 32, g);
+  write_bytes(path("odd.gguf"), g);
+  const json q = json_of({"quantize", path("odd.gguf"), path("odd.wq"), "--json"});
+  EXPECT_EQ(q["tensors"].size(), 1u);
+  EXPECT_EQ(inspect(path("odd.wq"))["tensors"].size(), 1u);
+  Result r = expect(2, {"quantize", path("odd.gguf"), path("odd.safetensors")});
+  EXPECT_TRUE(contains(r.err, "wquant: error: " + path("odd.safetensors") + ": \\xFF\\n.weight: the name is not valid UTF-8"))
+      << r.err;
+  EXPECT_EQ(count_of(r.err, "\n"), 1u) << r.err;
+  // A tensor whose name holds a newline, with a NaN: the error names file, tensor, row.
+  std::string data(8 * 32 * 4, '\0');
+  const float nan = std::nanf("");
+  std::memcpy(&data[4 * 37], &nan, 4);
+  write_raw_safetensors(path("nan.safetensors"),
+                        R"({"bad\nname.weight":{"dtype":"F32","shape":[8,32],"data_offsets":[0,1024]}})", data);
+  r = expect(3, {"quantize", path("nan.safetensors"), path("n.wq")});
+  EXPECT_TRUE(contains(r.err, "wquant: error: " + path("nan.safetensors") + ": bad\\nname.weight: non-finite")) << r.err;
+  EXPECT_EQ(count_of(r.err, "\n"), 1u) << r.err;
+  EXPECT_FALSE(fs::exists(path("n.wq")));
+}
+
+// Item 18: a tensor the output format cannot hold: the error names OUT (it named no file).
+TEST_F(Cli, TrustTypeTheOutputCannotHoldNamesTheOutput) {
+  write_bytes(path("k.gguf"), one_tensor_gguf("k.weight", 12 /* Q4_K */, 1, 256, std::string(144, '\0')));
+  for (const std::vector<std::string>& a : {std::vector<std::string>{"quantize", path("k.gguf"), path("k.safetensors")},
+                                            {"dequantize", path("k.gguf"), path("k.safetensors")}}) {
+    const Result r = expect(2, a);
+    EXPECT_TRUE(contains(r.err, "wquant: error: " + path("k.safetensors") + ": k.weight: a Q4_K tensor cannot be stored"))
+        << r.err;
+  }
+  EXPECT_FALSE(fs::exists(path("k.safetensors")));
+}
+
+// Item 19: OUT names up to NAME_MAX work: the temporary name is cut to fit.
+TEST_F(Cli, TrustLongOutputNameIsAccepted) {
+  write_synthetic_safetensors(path("m.safetensors"), 1, 8, 32);
+  const std::string name = std::string(252, 'a') + ".wq";  // 255 bytes
+  expect(0, {"quantize", path("m.safetensors"), path(name), "-q"});
+  EXPECT_TRUE(fs::exists(path(name)));
+  EXPECT_FALSE(has_temp(dir_));
+}
+
+// Item 20: the GGUF output matrix is quantized to Q8_0 (said so), and with --type Q4_1
+// --hqq nothing is "implied".
+TEST_F(Cli, TrustGgufNotesSayWhatHappened) {
+  WQ_REQUIRE_SHARED(src, kStoriesGguf);
+  const Result r = expect(0, {"quantize", src, path("o.gguf"), "--type", "Q4_1", "--hqq"});
+  EXPECT_TRUE(contains(r.err, "token_embd.weight: quantized to Q8_0, not Q4_1")) << r.err;
+  EXPECT_FALSE(contains(r.err, "kept as Q8_0")) << r.err;
+  EXPECT_FALSE(contains(r.err, "implies asymmetric")) << r.err;
 }
 
 }  // namespace

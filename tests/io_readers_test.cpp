@@ -79,7 +79,7 @@ void expect_error(const std::string& path, const std::string& fragment) {
     }
     FAIL() << "no error for " << path << " (expected '" << fragment << "')";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
+    EXPECT_NE(e.message().find(fragment), std::string::npos) << e.message();
   }
 }
 
@@ -175,6 +175,73 @@ TEST(SafetensorsReader, ShardedCheckpointThroughItsIndex) {
   // A missing shard is named.
   fs::remove(d.file("model-00002-of-00002.safetensors"));
   expect_error(d.file("model.safetensors.index.json"), "shard model-00002-of-00002.safetensors is missing");
+}
+
+// Issue 11 item 9: an index that omits a tensor or a shard, or names a tensor that is not
+// in its shard, would load another model than the files hold.
+TEST(SafetensorsReader, IndexMustListEveryTensorOfEveryShardAndNothingElse) {
+  TempDir d;
+  nlohmann::json h1, h2;
+  h1["x"] = {{"dtype", "F32"}, {"shape", {2}}, {"data_offsets", {0, 8}}};
+  h1["z"] = {{"dtype", "F32"}, {"shape", {2}}, {"data_offsets", {8, 16}}};
+  h2["y"] = {{"dtype", "F32"}, {"shape", {2}}, {"data_offsets", {0, 8}}};
+  const std::string s1 = "model-00001-of-00002.safetensors", s2 = "model-00002-of-00002.safetensors";
+  write_bytes(d.file(s1), safetensors_bytes(h1, std::vector<uint8_t>(16)));
+  write_bytes(d.file(s2), safetensors_bytes(h2, std::vector<uint8_t>(8)));
+  const std::string index = d.file("model.safetensors.index.json");
+  auto write_index = [&](const nlohmann::json& wm) {
+    nlohmann::json idx;
+    idx["weight_map"] = wm;
+    std::ofstream(index, std::ios::trunc) << idx.dump();
+  };
+  write_index({{"x", s1}, {"z", s1}, {"y", s2}});
+  EXPECT_EQ(open_model(index)->tensors().size(), 3u);
+  write_index({{"x", s1}, {"y", s2}});  // z omitted
+  expect_error(index, "z: is in shard " + s1 + " but not in the index");
+  write_index({{"x", s1}, {"z", s1}});  // the second shard omitted
+  expect_error(index, "shard " + s2 + " (2 of 2) has no tensor in the weight_map");
+  write_index({{"x", s1}, {"z", s2}, {"y", s2}});
+  expect_error(index, "z: the index puts it in " + s2 + ", but it is in " + s1);
+  write_index({{"x", s1}, {"z", s1}, {"y", s2}, {"w", s2}});
+  expect_error(index, "w: the index lists it in " + s2 + ", which does not hold it");
+}
+
+// Issue 11 items 8/10: JSON keeps the last of two equal keys, silently; a reader must not.
+TEST(SafetensorsReader, DuplicateKeysEmptyNamesAndUnknownFormatVersionAreRefused) {
+  TempDir d;
+  auto raw = [&](const std::string& name, const std::string& header, size_t data) {
+    std::vector<uint8_t> b(8 + header.size() + data);
+    const uint64_t n = header.size();
+    std::memcpy(b.data(), &n, 8);
+    std::memcpy(b.data() + 8, header.data(), header.size());
+    write_bytes(d.file(name), b);
+    return d.file(name);
+  };
+  const std::string t = R"("dtype":"F32","shape":[2],"data_offsets")";
+  expect_error(raw("dup.safetensors", "{\"a\":{" + t + ":[0,8]},\"a\":{" + t + ":[8,16]}}", 16),
+               "a: the tensor appears twice");
+  expect_error(raw("meta.safetensors",
+                   "{\"__metadata__\":{\"k\":\"1\"},\"a\":{" + t + ":[0,8]},\"__metadata__\":{\"k\":\"2\"}}", 8),
+               "__metadata__ appears twice");
+  expect_error(raw("metakey.safetensors", "{\"__metadata__\":{\"k\":\"1\",\"k\":\"2\"},\"a\":{" + t + ":[0,8]}}", 8),
+               "k appears twice");
+  expect_error(raw("empty.safetensors", "{\"\":{" + t + ":[0,8]}}", 8), "empty name");
+  expect_error(raw("nul.safetensors", "{\"a\\u0000b\":{" + t + ":[0,8]}}", 8), "NUL");
+  expect_error(raw("v2.safetensors", "{\"__metadata__\":{\"wquant.format_version\":\"2\"},\"a\":{" + t + ":[0,8]}}", 8),
+               "wquant.format_version \"2\" is not supported");
+}
+
+// Issue 11 item 16: a zero-element tensor may have no data pointer; dequantize must not
+// pass it to memcpy (UBSan: null pointer passed as argument 2).
+TEST(SafetensorsReader, ZeroElementTensorsDequantizeToNothing) {
+  TempDir d;
+  nlohmann::json h;
+  h["e"] = {{"dtype", "F32"}, {"shape", {0, 4}}, {"data_offsets", {0, 0}}};
+  const std::string p = d.file("zero.safetensors");
+  write_bytes(p, safetensors_bytes(h, {}));
+  auto r = open_model(p);
+  ASSERT_EQ(r->tensors().size(), 1u);
+  EXPECT_TRUE(test::read_f32(*r, 0).empty());
 }
 
 TEST(SafetensorsReader, Stories260K) {
@@ -294,6 +361,47 @@ TEST(GgufReader, BrokenFilesGiveErrorsNamingTheProblem) {
   expect_error(patched("overlap.gguf", t1 + 4 + 8 + 4, &overlapping, 8), "overlap");
   const uint64_t misaligned = 260;
   expect_error(patched("align.gguf", t1 + 4 + 8 + 4, &misaligned, 8), "not aligned");
+}
+
+// A GGUF v3 file with u32 keys `keys` and f32 [32] tensors named `names`.
+std::vector<uint8_t> gguf_with(const std::vector<std::string>& keys, const std::vector<std::string>& names) {
+  GgufBuilder g;
+  g.put<uint32_t>(kGgufMagic);
+  g.put<uint32_t>(3);
+  g.put<uint64_t>(names.size());
+  g.put<uint64_t>(keys.size());
+  for (const std::string& k : keys) {
+    g.str(k);
+    g.put<uint32_t>(4);
+    g.put<uint32_t>(1);
+  }
+  for (size_t i = 0; i < names.size(); ++i) {
+    g.str(names[i]);
+    g.put<uint32_t>(1);
+    g.put<uint64_t>(32);
+    g.put<uint32_t>(0);
+    g.put<uint64_t>(i * 128);
+  }
+  while (g.b.size() % 32) g.b.push_back(0);
+  for (size_t i = 0; i < names.size() * 32; ++i) g.put<float>(float(i));
+  return g.b;
+}
+
+// Issue 11 item 8/10: two tensors (or keys) of one name lose one of them in any reader
+// that looks names up; a NUL in a name makes two names one for C code.
+TEST(GgufReader, DuplicateNamesKeysNulAndEmptyNamesAreRefused) {
+  TempDir d;
+  const std::string ok = d.file("ok.gguf");
+  write_bytes(ok, gguf_with({"general.a", "general.b"}, {"x", "y"}));
+  EXPECT_EQ(open_model(ok)->tensors().size(), 2u);
+  write_bytes(d.file("dup.gguf"), gguf_with({"general.a"}, {"x", "x"}));
+  expect_error(d.file("dup.gguf"), "x: two tensors have this name");
+  write_bytes(d.file("nul.gguf"), gguf_with({"general.a"}, {"x", std::string("x\0y", 3)}));
+  expect_error(d.file("nul.gguf"), "NUL");
+  write_bytes(d.file("empty.gguf"), gguf_with({"general.a"}, {"x", ""}));
+  expect_error(d.file("empty.gguf"), "empty name");
+  write_bytes(d.file("dupkey.gguf"), gguf_with({"general.a", "general.a"}, {"x"}));
+  expect_error(d.file("dupkey.gguf"), "metadata key general.a appears twice");
 }
 
 TEST(GgufReader, Stories260K) {

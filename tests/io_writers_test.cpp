@@ -17,6 +17,8 @@
 #include "io/model_reader.h"
 #include "io/model_writer.h"
 #include "io/safetensors_writer.h"
+#include "io/wq_layout.h"
+#include "wq_format_generated.h"
 #include "tests/test_support.h"
 
 namespace wq {
@@ -190,6 +192,64 @@ TEST(WqReader, BrokenFilesAreErrorsNeverCrashes) {
   const uint64_t huge = uint64_t(1) << 62;
   std::memcpy(b.data() + 24, &huge, 8);  // header size
   EXPECT_FALSE(try_open(b));
+}
+
+// A .wq file of quantized [1, 32] tensors (4 bits, block 32, one f32 scale; zeros when
+// the scheme is not symmetric), each given as (name, dtype, scheme).
+struct WqTensorSpec {
+  std::string name, dtype;
+  int scheme;
+};
+void write_wq(const std::string& path, const std::vector<WqTensorSpec>& ts) {
+  flatbuffers::FlatBufferBuilder fbb;
+  std::vector<flatbuffers::Offset<fb::Tensor>> tensors;
+  const std::vector<int64_t> shape{1, 32};
+  uint64_t off = 0;
+  for (const WqTensorSpec& t : ts) {
+    const uint64_t codes = off, scales = off + 64, zeros = off + 128;
+    const bool z = t.scheme != 0;
+    tensors.push_back(fb::CreateTensorDirect(fbb, t.name.c_str(), &shape, fb::TensorKind_Quantized, t.dtype.c_str(), 4, 32,
+                                             fb::QuantScheme(int8_t(t.scheme)), false, false, 0, 0, 0, 0, false, 16,
+                                             codes, 16, scales, 4, z ? zeros : 0, z ? 4 : 0));
+    off += 192;
+  }
+  fbb.Finish(fb::CreateModelDirect(fbb, kWqVersion, "safetensors", nullptr, &tensors), fb::ModelIdentifier());
+  WqPreamble pre{};
+  std::memcpy(pre.magic, kWqMagic, 8);
+  pre.version = kWqVersion;
+  pre.header_offset = 64;
+  pre.header_size = fbb.GetSize();
+  pre.data_offset = (64 + fbb.GetSize() + 63) / 64 * 64;
+  std::vector<uint8_t> b(pre.data_offset + off);
+  std::memcpy(b.data(), &pre, 64);
+  std::memcpy(b.data() + 64, fbb.GetBufferPointer(), fbb.GetSize());
+  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
+}
+
+std::string open_error(const std::string& path) {
+  try {
+    auto r = open_model(path);
+    for (size_t i = 0; i < r->tensors().size(); ++i) test::read_f32(*r, i);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// Issue 11 items 8/10: a .wq with two tensors of one name, a negative or unknown scheme,
+// an empty name, or a dtype that does not say "wq<bits>" is refused, naming the value.
+TEST(WqReader, DuplicateNamesBadSchemesDtypesAndEmptyNamesAreRefused) {
+  Dir d;
+  write_wq(d("ok.wq"), {{"a", "wq4", 0}, {"b", "wq4", 2}});
+  EXPECT_EQ(open_error(d("ok.wq")), "");
+  write_wq(d("dup.wq"), {{"a", "wq4", 0}, {"a", "wq4", 0}});
+  EXPECT_NE(open_error(d("dup.wq")).find("a: two tensors have this name"), std::string::npos) << open_error(d("dup.wq"));
+  write_wq(d("neg.wq"), {{"a", "wq4", -1}});
+  EXPECT_NE(open_error(d("neg.wq")).find("unknown scheme -1"), std::string::npos) << open_error(d("neg.wq"));
+  write_wq(d("dtype.wq"), {{"a", "F32", 0}});
+  EXPECT_NE(open_error(d("dtype.wq")).find("dtype F32"), std::string::npos) << open_error(d("dtype.wq"));
+  write_wq(d("empty.wq"), {{"", "wq4", 0}});
+  EXPECT_NE(open_error(d("empty.wq")).find("empty name"), std::string::npos) << open_error(d("empty.wq"));
 }
 
 }  // namespace
