@@ -871,6 +871,16 @@ TEST_F(Cli, WeightsWhoseParametersOverflowAreRefusedAndVerifyCatchesNan) {
   EXPECT_TRUE(contains(b.err, "wquant: error: " + q + ": big.weight: dequantizes to ")) << b.err;
   EXPECT_EQ(count_of(b.err, "\n"), 1u) << "one line: " << b.err;
   expect(3, {"verify", in_min, q, "--json"});
+  // A kept-float tensor (one row) that --fp16 would turn into Inf.
+  std::vector<float> norm(64, 1.0f);
+  norm[3] = 1e5f;
+  const std::string in_norm = path("norm.safetensors");
+  write_f32_safetensors(in_norm, {{"norm.weight", norm}}, 1, 64);
+  const std::string out_norm = path("norm.wq");
+  const Result n = expect(3, {"quantize", in_norm, out_norm, "--fp16", "-q"});
+  EXPECT_TRUE(contains(n.err, "norm.weight: row 0, column 3: the weight 100000 does not fit in f16")) << n.err;
+  EXPECT_FALSE(fs::exists(out_norm));
+  expect(0, {"quantize", in_norm, out_norm, "-q"});
 }
 
 TEST_F(Cli, CtrlCLeavesNoOutputAndExits130) {

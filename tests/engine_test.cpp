@@ -8,6 +8,8 @@
 #include <random>
 
 #include "engine/error.h"
+#include "engine/ggml_quantize.h"
+#include "kernels/ggml_blocks.h"
 #include "engine/metrics.h"
 #include "engine/quantize.h"
 #include "engine/scheduler.h"
@@ -184,6 +186,50 @@ TEST(Quantize, ParametersThatOverflowAreAnErrorNamingThePlace) {
           EXPECT_EQ(m.find('\n'), std::string::npos) << at << ": one line: " << m;
           if (block) EXPECT_NE(m.find("columns 0-31"), std::string::npos) << at << ": " << m;
         }
+      }
+    }
+  }
+}
+
+// The same for llama.cpp blocks, whose scale d and min m are f16 fields.
+TEST(Quantize, GgmlBlocksWhoseF16FieldsOverflowAreAnError) {
+  struct Case {
+    GgmlBlock t;
+    bool hqq;
+    float big;  // at row 2, column 40 (block 1)
+    const char* says;
+  } cases[] = {
+      {GgmlBlock::Q8_0, false, 1e7f, "Q8_0 block's scale does not fit"},  // 1e7 / 127 > 65504
+      {GgmlBlock::Q4_0, false, 1e6f, "Q4_0 block's scale does not fit"},
+      {GgmlBlock::Q4_1, false, -1e5f, "Q4_1 block's min does not fit"},
+      {GgmlBlock::Q5_1, false, -4e6f, "Q5_1 block's scale and min do not fit"},
+      {GgmlBlock::Q4_1, true, -1e5f, "Q4_1 block's min does not fit"},
+      {GgmlBlock::Q8_0, false, 6e4f, ""},  // 6e4 / 127 fits
+  };
+  for (Isa isa : test::all_isas()) {
+    if (!isa_available(isa)) continue;
+    for (const Case& c : cases) {
+      std::vector<float> v = normal(4 * 64, 0.02f, 4);
+      v[2 * 64 + 40] = c.big;
+      const TensorView w = view_of(v, 4, 64, "blk.0.ffn_up.weight");
+      QuantSpec s;
+      s.hqq = c.hqq;
+      s.asym = c.hqq;
+      std::vector<uint8_t> out;
+      const std::string at = std::string(ggml_block_name(c.t)) + (c.hqq ? " hqq " : " ") + isa_name(isa);
+      if (!*c.says) {
+        quantize_ggml_tensor(w, c.t, s, out, kernels_for(isa));
+        const ErrorMetrics m = ggml_tensor_error(w, c.t, out.data(), kernels_for(isa));
+        EXPECT_TRUE(std::isfinite(m.rel_rmse)) << at;
+        continue;
+      }
+      try {
+        quantize_ggml_tensor(w, c.t, s, out, kernels_for(isa));
+        ADD_FAILURE() << at << ": accepted";
+      } catch (const Error& e) {
+        const std::string m = e.what();
+        EXPECT_EQ(m.find("blk.0.ffn_up.weight: row 2, columns 32-63: "), 0u) << at << ": " << m;
+        EXPECT_NE(m.find(c.says), std::string::npos) << at << ": " << m;
       }
     }
   }
