@@ -27,19 +27,24 @@ struct Compared {
   ErrorMetrics m;
 };
 
-struct Pooled {
-  double err2 = 0, ref2 = 0, max_abs = 0;
-  size_t count = 0;
-  ErrorMetrics metrics() const {
-    ErrorMetrics m;
-    m.count = count;
-    m.max_abs = max_abs;
-    m.rmse = count ? std::sqrt(err2 / double(count)) : 0.0;
-    m.rel_rmse = ref2 > 0 ? std::sqrt(err2 / ref2) : (err2 > 0 ? INFINITY : 0.0);
-    m.snr_db = err2 > 0 ? 10.0 * std::log10(ref2 / err2) : INFINITY;
-    return m;
-  }
-};
+// "exact" only when every difference is 0; a NaN or Inf figure is printed as such.
+bool is_exact(const ErrorMetrics& m) { return m.rel_rmse == 0.0 && m.max_abs == 0.0; }
+std::string snr_text(const ErrorMetrics& m) {
+  if (is_exact(m)) return "exact";
+  if (std::isnan(m.snr_db)) return "nan";
+  if (std::isinf(m.snr_db)) return m.snr_db > 0 ? "inf" : "-inf";
+  return format_fixed(m.snr_db, 2);
+}
+// Worst first: NaN counts as worse than any number.
+double badness(double rel_rmse) { return std::isnan(rel_rmse) ? INFINITY : rel_rmse; }
+
+// The first element of w_hat that is NaN or Inf where w is finite, or n.
+size_t first_broken(const std::vector<float>& w, const std::vector<float>& w_hat, const Kernels& k) {
+  const size_t n = w_hat.size();
+  size_t i = k.find_nonfinite(w_hat.data(), DType::F32, n);
+  while (i < n && !std::isfinite(w[i])) i = i + 1 + k.find_nonfinite(w_hat.data() + i + 1, DType::F32, n - i - 1);
+  return i;
+}
 
 std::string join(const std::vector<std::string>& v) {
   std::string s;
@@ -59,7 +64,9 @@ int run_verify(const VerifyArgs& a, Console& con) {
   std::vector<Compared> rows;
   std::vector<std::string> only_in_float, only_in_quant, skipped;
   std::vector<bool> quant_matched(quant->tensors().size(), false);
-  Pooled pool;
+  std::vector<ErrorSums> pool;  // tensor order
+  std::string broken;           // the first tensor that dequantizes to NaN/Inf from finite weights
+  size_t n_broken = 0;
   // Names of QUANT looked up once (ModelReader::find is a linear scan: quadratic here).
   std::unordered_map<std::string, size_t> quant_index;
   for (size_t j = 0; j < quant->tensors().size(); ++j) quant_index.emplace(quant->tensors()[j].name, j);
@@ -88,13 +95,18 @@ int run_verify(const VerifyArgs& a, Console& con) {
       const std::vector<float> w_hat = read_f32(*quant, size_t(j));
       ref->release(i);
       quant->release(size_t(j));
-      Compared c{ti[i].name, tq.type_name, array_error(w.data(), w_hat.data(), w.size(), &k)};
-      double err2 = 0, ref2 = 0;
-      k.sq_err(w.data(), w_hat.data(), w.size(), &err2, &ref2);
-      pool.err2 += err2;
-      pool.ref2 += ref2;
-      pool.count += w.size();
-      pool.max_abs = std::max(pool.max_abs, c.m.max_abs);
+      const ErrorSums sums = error_sums(w.data(), w_hat.data(), w.size(), k);
+      Compared c{ti[i].name, tq.type_name, combine_error_sums({sums})};
+      pool.push_back(sums);
+      if (const size_t bad = first_broken(w, w_hat, k); bad < w.size()) {
+        if (!n_broken++) {
+          const size_t cols = ti[i].shape.size() <= 1 ? w.size() : w.size() / size_t(ti[i].shape[0]);
+          char what[160];
+          std::snprintf(what, sizeof what, "%s at row %zu, column %zu, where the float weight is %.6g",
+                        std::isnan(w_hat[bad]) ? "NaN" : "Inf", bad / cols, bad % cols, double(w[bad]));
+          broken = a.quant_file + ": " + ti[i].name + ": dequantizes to " + what;
+        }
+      }
       rows.push_back(std::move(c));
     }
   });
@@ -102,7 +114,7 @@ int run_verify(const VerifyArgs& a, Console& con) {
     if (!quant_matched[j]) only_in_quant.push_back(quant->tensors()[j].name);
   }
   std::stable_sort(rows.begin(), rows.end(), [](const Compared& x, const Compared& y) {
-    return x.m.rel_rmse > y.m.rel_rmse;
+    return badness(x.m.rel_rmse) > badness(y.m.rel_rmse);
   });
   if (!only_in_float.empty()) {
     con.warn(std::to_string(only_in_float.size()) + " tensors of " + a.float_file + " are not in " + a.quant_file +
@@ -119,10 +131,17 @@ int run_verify(const VerifyArgs& a, Console& con) {
                     "with a safetensors or .wq model)",
                 ErrorKind::Input);
   }
-  const ErrorMetrics total = pool.metrics();
+  const ErrorMetrics total = combine_error_sums(pool);
   const size_t shown = a.top ? std::min(a.top, rows.size()) : rows.size();
   size_t exact = 0;
-  for (const Compared& c : rows) exact += c.m.rel_rmse == 0.0;
+  for (const Compared& c : rows) exact += is_exact(c.m);
+  // After the report: the tensors that dequantize to NaN/Inf make verify fail.
+  const auto fail_if_broken = [&] {
+    if (n_broken) {
+      throw Error(broken + (n_broken > 1 ? " (and " + std::to_string(n_broken - 1) + " more tensors)" : ""),
+                  ErrorKind::Input);
+    }
+  };
 
   if (con.verbosity().json) {
     json tensors = json::array();
@@ -144,9 +163,13 @@ int run_verify(const VerifyArgs& a, Console& con) {
                       {"only_in_float", only_in_float}, {"only_in_quant", only_in_quant},
                       {"not_compared", skipped}};
     std::printf("%s\n", doc.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+    fail_if_broken();
     return 0;
   }
-  if (!con.human()) return 0;
+  if (!con.human()) {
+    fail_if_broken();
+    return 0;
+  }
   size_t w = 6;
   for (const Compared& c : rows) w = std::max(w, c.name.size());
   std::printf("%-*s  %-8s  %10s  %8s  %12s\n", int(w), "tensor", "type", "rel RMSE", "SNR dB", "max abs");
@@ -154,16 +177,17 @@ int run_verify(const VerifyArgs& a, Console& con) {
     const Compared& c = rows[i];
     std::printf("%-*s  %-8s  %10s  %8s  %12s\n", int(w), c.name.c_str(), c.quant_type.c_str(),
                 format_fixed(c.m.rel_rmse, 6).c_str(),
-                std::isfinite(c.m.snr_db) ? format_fixed(c.m.snr_db, 2).c_str() : "exact",
+                snr_text(c.m).c_str(),
                 format_fixed(c.m.max_abs, 6).c_str());
   }
   if (shown < rows.size()) std::printf("(%zu more; --top 0 shows all)\n", rows.size() - shown);
   std::printf("summary: %zu tensors compared (%zu exact), %llu weights; pooled rel RMSE %s, SNR %s dB, max abs error "
               "%s; worst %s (rel RMSE %s)\n",
               rows.size(), exact, static_cast<unsigned long long>(total.count), format_fixed(total.rel_rmse, 6).c_str(),
-              std::isfinite(total.snr_db) ? format_fixed(total.snr_db, 2).c_str() : "inf",
+              is_exact(total) ? "inf" : snr_text(total).c_str(),
               format_fixed(total.max_abs, 6).c_str(), rows.front().name.c_str(),
               format_fixed(rows.front().m.rel_rmse, 6).c_str());
+  fail_if_broken();
   return 0;
 }
 

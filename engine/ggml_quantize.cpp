@@ -1,5 +1,6 @@
 #include "engine/ggml_quantize.h"
 
+#include <cstdio>
 #include <cstring>
 
 #include "engine/error.h"
@@ -50,6 +51,40 @@ void hqq_to_ggml(const QuantizedTensor& q, GgmlBlock t, uint8_t* out, const Kern
   }
 }
 
+// Every legacy block type starts with its f16 scale d; Q4_1 / Q5_1 follow it with the f16
+// min m (a type laid out otherwise needs its own offsets here).
+// Finite weights give an Inf there when the block's scale or min passes f16's 65504 (a
+// Q8_0 block with |w| > 127 x 65504, a Q4_1 block whose min is below -65504, ...), and the
+// block then dequantizes to Inf/NaN: refused, naming the tensor, row and block, instead.
+// Reads two or four bytes a block, of rows just written (in cache). Returns the message
+// for the first bad block of rows [r0, r1), or "".
+std::string check_ggml_rows(const TensorView& w, GgmlBlock t, const uint8_t* out, size_t r0, size_t r1, size_t row_bytes,
+                     const Kernels& k) {
+  const size_t bb = ggml_traits(t).bytes, nb = row_bytes / bb, wpb = ggml_traits(t).weights;
+  const bool has_min = ggml_traits(t).has_min;
+  for (size_t r = r0; r < r1; ++r) {
+    for (size_t b = 0; b < nb; ++b) {
+      const uint8_t* p = out + r * row_bytes + b * bb;
+      uint16_t d, m = 0;
+      std::memcpy(&d, p, 2);
+      if (has_min) std::memcpy(&m, p + 2, 2);
+      const bool d_bad = (d & 0x7c00u) == 0x7c00u, m_bad = (m & 0x7c00u) == 0x7c00u;
+      if (!d_bad && !m_bad) continue;
+      std::vector<float> buf;
+      float mn, mx;
+      k.minmax(row_as_f32(w, r, w.cols(), buf, k) + b * wpb, wpb, &mn, &mx);
+      char range[96];
+      std::snprintf(range, sizeof range, "weights from %.6g to %.6g", double(mn), double(mx));
+      return w.name + ": row " + std::to_string(r) + ", columns " + std::to_string(b * wpb) + "-" +
+                  std::to_string(b * wpb + wpb - 1) + ": " + range + ": the " +
+                  ggml_block_name(t) + " block's " + (d_bad && m_bad ? "scale and min do" : d_bad ? "scale does" : "min does") +
+                  " not fit in its f16 field (largest 65504); keep this tensor float (a params rule with \"skip\": "
+                  "true) or choose another type for it";
+    }
+  }
+  return {};
+}
+
 }  // namespace
 
 void quantize_ggml_tensor(const TensorView& w, GgmlBlock t, const QuantSpec& spec, std::vector<uint8_t>& out,
@@ -74,16 +109,23 @@ void quantize_ggml_tensor(const TensorView& w, GgmlBlock t, const QuantSpec& spe
     s.fp16 = false;
     const QuantizedTensor q = quantize_tensor(w, s, ggml_traits(t).weights, &k);
     hqq_to_ggml(q, t, out.data(), k);
+    const std::string bad = check_ggml_rows(w, t, out.data(), 0, rows, row_bytes, k);
+    if (!bad.empty()) throw Error(bad);
     return;
   }
   check_finite(w, &k);
   const size_t tile = tile_rows_for(rows, cols * dtype_size(w.dtype));
+  std::vector<std::string> bad((rows + tile - 1) / tile);  // reported in tile order: not thread-dependent
   parallel_row_tiles(rows, tile, [&](size_t r0, size_t r1) {
     std::vector<float> buf;
     for (size_t r = r0; r < r1; ++r) {
       k.quantize_ggml[int(t)](row_as_f32(w, r, cols, buf, k), out.data() + r * row_bytes, cols);
     }
+    bad[r0 / tile] = check_ggml_rows(w, t, out.data(), r0, r1, row_bytes, k);
   });
+  for (const std::string& msg : bad) {
+    if (!msg.empty()) throw Error(msg);
+  }
 }
 
 ErrorMetrics ggml_tensor_error(const TensorView& w, GgmlBlock t, const uint8_t* blocks, const Kernels* kp) {

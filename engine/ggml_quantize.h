@@ -18,7 +18,8 @@ namespace wq {
 // llama.cpp's quantize_row_*_ref does, into out (resized). With spec.hqq and t Q4_1 or
 // Q5_1, each 32-weight block is solved by HQQ instead and stored as d = scale,
 // m = -zero * scale (both f16): zero points no other tool refines. Throws Error naming
-// the tensor for a row that is not a multiple of 32 or a non-finite weight.
+// the tensor for a row that is not a multiple of 32, a non-finite weight, or a block
+// whose f16 scale or min would be Inf (finite weights past 65504 x the type's range).
 void quantize_ggml_tensor(const TensorView& w, GgmlBlock t, const QuantSpec& spec, std::vector<uint8_t>& out,
                           const Kernels* k = nullptr);
 

@@ -3,10 +3,12 @@
 //
 // Stopping. The reference steps every group of the tensor in lockstep and stops all of
 // them when the mean |W - W_r| over the WHOLE tensor stops falling, returning the zero of
-// the last update, which was never evaluated. wquant's default (HqqStop::Block) stops each
-// block when its own error stops falling and keeps the zero of its lowest error: a block
+// the last update, which was never evaluated. wquant's default (HqqStop::Block) runs each
+// block over the whole step budget (stopping early only where its zero provably stays
+// put, kernels/hqq_solver.h) and keeps the zero of its lowest error: a block
 // is solved start to finish while it sits in L1 (one kernel call per row of blocks), tiles
-// need no barrier per step, and no block ends worse than its start. On the golden set its
+// need no barrier per step, and no block ends worse than its start or than the reference's
+// rule (tests/hqq_test.cpp, HqqBlockRule). On the golden set its
 // relative error is at or below the reference's (tests/hqq_test.cpp). HqqStop::Tensor
 // reproduces the reference: one parallel pass per step, then a reduction over the
 // per-block sums in block order, so the stop decision does not depend on threads.

@@ -27,6 +27,23 @@ ErrorSums error_sums(const float* a, const float* b, size_t n, const Kernels& k)
     m = std::max(m, k.absmax(diff, c));
   }
   s.max_abs = m;
+  // The kernel sums in float: past |w| ~ 1e19 a square overflows to Inf and the figures
+  // would say "exact" (Inf / Inf) or Inf for finite weights. Sum again in double then
+  // (finite floats cannot overflow it), and a NaN anywhere makes the max a NaN too
+  // (absmax skips NaN).
+  if (!std::isfinite(s.err2) || !std::isfinite(s.ref2)) {
+    double e = 0, r = 0;
+    bool nan = false;
+    for (size_t i = 0; i < n; ++i) {
+      const double d = double(a[i]) - double(b[i]);
+      e += d * d;
+      r += double(a[i]) * double(a[i]);
+      nan = nan || d != d;
+    }
+    s.err2 = e;
+    s.ref2 = r;
+    if (nan) s.max_abs = std::numeric_limits<double>::quiet_NaN();
+  }
   return s;
 }
 
@@ -36,7 +53,7 @@ ErrorMetrics combine_error_sums(const std::vector<ErrorSums>& parts) {
   for (const ErrorSums& s : parts) {  // vector order: independent of threads
     e += s.err2;
     r += s.ref2;
-    m = std::max(m, s.max_abs);
+    m = s.max_abs != s.max_abs ? s.max_abs : std::max(m, s.max_abs);  // a NaN stays
     count += s.count;
   }
   ErrorMetrics out;
@@ -45,6 +62,9 @@ ErrorMetrics combine_error_sums(const std::vector<ErrorSums>& parts) {
   out.rmse = count ? std::sqrt(e / double(count)) : 0.0;
   out.rel_rmse = r > 0 ? std::sqrt(e / r) : (e > 0 ? std::numeric_limits<double>::infinity() : 0.0);
   out.snr_db = e > 0 ? 10.0 * std::log10(r / e) : std::numeric_limits<double>::infinity();
+  if (e != e || r != r) {  // NaN weights on either side: no figure means anything
+    out.rmse = out.rel_rmse = out.snr_db = out.max_abs = std::numeric_limits<double>::quiet_NaN();
+  }
   return out;
 }
 

@@ -10,6 +10,8 @@
 namespace wq {
 
 struct ErrorMetrics {
+  // Every figure is NaN when a weight on either side is NaN (never "exact"); an Inf
+  // w_hat gives Inf errors.
   double rel_rmse = 0.0;  // sqrt(sum (w - w_hat)^2 / sum w^2); 0 when both are 0
   double snr_db = 0.0;    // 10 log10(sum w^2 / sum (w - w_hat)^2); +Inf when exact
   double max_abs = 0.0;   // max |w - w_hat|

@@ -5,12 +5,15 @@
 #include <tbb/task_arena.h>
 
 #include <chrono>
+#include <cmath>
+#include <cstdio>
 #include <memory>
 
 #include "engine/error.h"
 #include "engine/ggml_quantize.h"
 #include "engine/quantize.h"
 #include "kernels/ggml_blocks.h"
+#include "kernels/reference.h"
 
 namespace wq {
 namespace {
@@ -40,6 +43,21 @@ void convert_float(const TensorView& v, DType to, std::vector<uint8_t>& out, con
     k.narrow_f16(tmp.data(), reinterpret_cast<uint16_t*>(out.data()), n);
   } else {
     throw Error(v.name + ": cannot convert " + dtype_name(v.dtype) + " to " + dtype_name(to), ErrorKind::Internal);
+  }
+  if (to != DType::F16) return;
+  // A finite weight beyond f16's 65504 became Inf: refused, as a quantized tensor's
+  // parameters are (a NaN or Inf already in the source is copied as it is).
+  const auto* h = reinterpret_cast<const uint16_t*>(out.data());
+  for (size_t i = k.find_nonfinite(h, DType::F16, n); i < n; i = i + 1 + k.find_nonfinite(h + i + 1, DType::F16, n - i - 1)) {
+    const float x = v.dtype == DType::F32 ? static_cast<const float*>(v.data)[i]
+                                          : ref::bf16_to_f32(static_cast<const uint16_t*>(v.data)[i]);
+    if (!std::isfinite(x)) continue;
+    const size_t cols = v.cols();
+    char what[64];
+    std::snprintf(what, sizeof what, "%.6g", double(x));
+    throw Error(v.name + ": row " + std::to_string(i / cols) + ", column " + std::to_string(i % cols) + ": the weight " +
+                what + " does not fit in f16 (largest 65504), the type --fp16 keeps float tensors in; quantize "
+                "without --fp16");
   }
 }
 

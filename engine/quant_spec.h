@@ -10,8 +10,9 @@ namespace wq {
 
 // HQQ's half-quadratic solver options; the defaults are the reference's
 // (mobiusml/hqq optimize_weights_proximal).
-// When the solver stops. Block: each block stops on its own when its error stops falling
-// and keeps its best zero: no barrier between blocks, never worse than the affine start.
+// When the solver stops. Block: each block runs on its own over the whole step budget
+// (stopping early only where its zero provably stays put) and keeps its best zero: no
+// barrier between blocks, never worse than the affine start or the Tensor rule.
 // Tensor: the reference's rule: every block steps in lockstep and all stop together when
 // the mean error over the whole tensor stops falling, returning the last zero.
 enum class HqqStop : uint8_t { Block, Tensor };

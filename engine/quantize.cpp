@@ -1,11 +1,15 @@
 #include "engine/quantize.h"
 
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <vector>
 
 #include "engine/error.h"
 #include "engine/hqq.h"
+#include "engine/rows.h"
 #include "engine/scheduler.h"
+#include "kernels/reference.h"
 
 namespace wq {
 
@@ -29,6 +33,63 @@ static void check_finite_rows(const TensorView& w, size_t cols, size_t r0, size_
   const size_t row = r0 + i / cols, col = i % cols;
   throw Error(w.name + ": non-finite weight (NaN or Inf) at row " + std::to_string(row) + ", column " +
               std::to_string(col) + "; wquant does not quantize tensors with NaN or Inf");
+}
+
+static std::string num(double x) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.6g", x);
+  return b;
+}
+
+// The codes a scheme can store for finite weights: MnnSym never stores code 0 (|w / s| is
+// at most 2^(b-1) - 1), the others use all of [0, 2^b - 1]. w_hat is monotonic in the
+// code, so these two ends bound every w_hat of the block.
+static bool block_is_finite(const QuantizedTensor& q, size_t b) {
+  const BlockCodec c{q.scheme, q.spec.bits, q.scales[b], q.zeros.empty() ? 0.0f : q.zeros[b], 0.0f};
+  const uint8_t lo = q.scheme == Scheme::MnnSym ? 1 : 0, hi = uint8_t(ref::qmax_of(q.spec.bits));
+  return std::isfinite(ref::dequantize_one(lo, c)) && std::isfinite(ref::dequantize_one(hi, c));
+}
+
+// Finite weights can still give parameters that are not: a block whose max - min exceeds
+// FLT_MAX (scale Inf; MNN asym and HQQ), or, with --fp16, a scale or zero beyond f16's
+// 65504 (Inf once stored). Such a tensor would dequantize to Inf or NaN, so it is refused
+// here, naming the row and the reason. The common case costs two absmax passes over the
+// scales and zeros (a 64th of the weights at block 64; the RTN path takes them per tile,
+// while they are in cache, and passes them in): when the bound below is far from FLT_MAX,
+// every w_hat of the tensor is finite and no block is looked at. fp16_stage: the
+// parameters have just been rounded to f16 (the f32 ones passed).
+static void check_params_finite(const TensorView& w, const QuantizedTensor& q, const Kernels& k, bool fp16_stage,
+                                const float* abs_max = nullptr) {
+  const double smax = abs_max ? abs_max[0] : k.absmax(q.scales.data(), q.scales.size());
+  const double zmax = abs_max ? abs_max[1] : q.zeros.empty() ? 0.0 : k.absmax(q.zeros.data(), q.zeros.size());
+  const double qmax = ref::qmax_of(q.spec.bits);
+  // |w_hat| <= MnnSym: 2^(b-1) s; MnnAsym: qmax s + |min|; Affine: (qmax + |z|) s.
+  const double bound = q.scheme == Scheme::MnnSym ? (qmax + 1) / 2 * smax
+                       : q.scheme == Scheme::MnnAsym ? qmax * smax + zmax
+                                                     : (qmax + zmax) * smax;
+  if (bound < 1e38) return;  // NaN parameters come only from NaN/Inf weights, refused before
+  const size_t nb = q.blocks_per_row();
+  for (size_t b = 0; b < q.scales.size(); ++b) {
+    if (block_is_finite(q, b)) continue;
+    const size_t r = b / nb, c0 = (b % nb) * q.block;
+    const std::string where = w.name + ": row " + std::to_string(r) +
+                              (nb > 1 ? ", columns " + std::to_string(c0) + "-" + std::to_string(c0 + q.block - 1) : "");
+    if (fp16_stage) {
+      const bool zero_bad = !q.zeros.empty() && !std::isfinite(q.zeros[b]), scale_bad = !std::isfinite(q.scales[b]);
+      const std::string zero = q.scheme == Scheme::MnnAsym ? "minimum" : "zero point";
+      throw Error(where + ": with --fp16 its " +
+                  (scale_bad && zero_bad ? "scale and " + zero + " do not" : (zero_bad ? zero : "scale") + " does not") +
+                  " fit in f16 (largest 65504); quantize without --fp16 or keep this tensor float (a params rule with "
+                  "\"skip\": true)");
+    }
+    std::vector<float> buf;
+    const float* row = row_as_f32(w, r, q.cols, buf, k);
+    float mn, mx;
+    k.minmax(row + c0, q.block, &mn, &mx);
+    throw Error(where + ": weights from " + num(mn) + " to " + num(mx) + ": the range is too wide for float (3.4e38), " +
+                "so the " + q.spec.describe() + " parameters overflow; keep this tensor float (a params rule with " +
+                "\"skip\": true) or scale it down");
+  }
 }
 
 void check_finite(const TensorView& w, const Kernels* k) {
@@ -58,6 +119,7 @@ QuantizedTensor quantize_tensor(const TensorView& w, const QuantSpec& spec, size
   q.scales.resize(nblocks);
   if (q.scheme != Scheme::MnnSym) q.zeros.resize(nblocks);
 
+  float abs_max[2] = {0.0f, 0.0f};  // of the scales and zeros, from the RTN tiles
   if (spec.hqq) {
     hqq_quantize(w, q, k);
   } else {
@@ -79,6 +141,8 @@ QuantizedTensor quantize_tensor(const TensorView& w, const QuantSpec& spec, size
     // The first bad element of each tile; reported in tile order so the message does
     // not depend on which thread found it first.
     std::vector<std::string> bad(ntiles);
+    std::vector<float> tile_max(2 * ntiles, 0.0f);
+    const size_t nb = q.blocks_per_row();
     parallel_row_tiles(q.rows, tile, [&](size_t r0, size_t r1) {
       try {
         check_finite_rows(w, q.cols, r0, r1, k);  // the tile is then warm in cache
@@ -87,12 +151,22 @@ QuantizedTensor quantize_tensor(const TensorView& w, const QuantSpec& spec, size
         return;
       }
       k.quantize_rows(job, r0, r1);
+      tile_max[2 * (r0 / tile)] = k.absmax(q.scales.data() + r0 * nb, (r1 - r0) * nb);
+      if (job.zeros) tile_max[2 * (r0 / tile) + 1] = k.absmax(q.zeros.data() + r0 * nb, (r1 - r0) * nb);
     });
     for (const std::string& msg : bad) {
       if (!msg.empty()) throw Error(msg);
     }
+    for (size_t t = 0; t < ntiles; ++t) {
+      abs_max[0] = std::max(abs_max[0], tile_max[2 * t]);
+      abs_max[1] = std::max(abs_max[1], tile_max[2 * t + 1]);
+    }
   }
-  if (spec.fp16) round_params_to_f16(q, &k);
+  check_params_finite(w, q, k, false, spec.hqq ? nullptr : abs_max);
+  if (spec.fp16) {
+    round_params_to_f16(q, &k);
+    check_params_finite(w, q, k, true);
+  }
   return q;
 }
 

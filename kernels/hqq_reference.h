@@ -92,11 +92,12 @@ inline float hqq_q(float w, float inv, float z, float qmax) {
   return clamp_nan_lo(rint_f((w * inv) + z), 0.0f, qmax) + 0.0f;
 }
 
-// One step for one block: returns sum |w - w_r|, sets *sq to sum (w - w_r)^2 and *z_new
-// to the updated zero. One pass where the shrinkage is provably zero (emax below
-// skip_below), which is every block of an LLM's weights; a second pass otherwise.
+// One step for one block: returns sum |w - w_r|, sets *sq to sum (w - w_r)^2, *emax_out
+// to max |w - w_r| and *z_new to the updated zero. One pass where the shrinkage is
+// provably zero (emax below skip_below), which is every block of an LLM's weights; a
+// second pass otherwise.
 inline float hqq_block_step(const float* w, size_t n, float inv, float z, float qmax, float pm1, float beta,
-                            float skip_below, float* z_new, float* sq) {
+                            float skip_below, float* z_new, float* sq, float* emax_out) {
   const float s = 1.0f / inv;
   float perr[16] = {}, psq[16] = {}, pz[16] = {};
   float emax = 0.0f;
@@ -111,6 +112,7 @@ inline float hqq_block_step(const float* w, size_t n, float inv, float z, float 
     emax = a > emax ? a : emax;
   }
   *sq = sum16(psq);
+  *emax_out = emax;
   if (!(emax < skip_below)) {
     for (float& p : pz) p = 0.0f;
     for (size_t i = 0; i < n; ++i) {

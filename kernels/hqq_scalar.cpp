@@ -10,8 +10,8 @@ namespace {
 
 struct ScalarHqqStep {
   static float step(const float* w, size_t n, float inv, float z, float qmax, float pm1, float beta, float skip,
-                    float* z_new, float* sq) {
-    return ref::hqq_block_step(w, n, inv, z, qmax, pm1, beta, skip, z_new, sq);
+                    float* z_new, float* sq, float* emax) {
+    return ref::hqq_block_step(w, n, inv, z, qmax, pm1, beta, skip, z_new, sq, emax);
   }
   static float sq(const float* w, size_t n, float inv, float z, float qmax) {
     return ref::hqq_block_sq(w, n, inv, z, qmax);

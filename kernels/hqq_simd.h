@@ -102,7 +102,7 @@ struct HqqSimd {
   }
 
   static float step(const float* w, size_t n, float inv_s, float z_s, float qmax_s, float pm1_s, float beta_s,
-                    float skip_below, float* z_new, float* sq) {
+                    float skip_below, float* z_new, float* sq, float* emax_out) {
     const F inv(inv_s), z(z_s), qmax(qmax_s), s(1.0f / inv_s);
     F err[kAcc], sqa[kAcc], zs[kAcc];
     for (size_t k = 0; k < kAcc; ++k) err[k] = sqa[k] = zs[k] = F(0.0f);
@@ -122,6 +122,7 @@ struct HqqSimd {
     emax.store_aligned(lanes);
     float m = 0.0f;
     for (size_t j = 0; j < L; ++j) m = lanes[j] > m ? lanes[j] : m;
+    *emax_out = m;
     if (!(m < skip_below)) {
       const F pm1(pm1_s), beta(beta_s);
       for (size_t k = 0; k < kAcc; ++k) zs[k] = F(0.0f);

@@ -26,31 +26,45 @@ inline ScratchBuffer<float> hqq_thresholds(const HqqParams& hp) {
 }
 
 // Per block: the reference's zero updates, every candidate zero evaluated, the one of
-// least squared error kept. A block's zero trajectory is the reference's own (it does
-// not depend on other blocks), so keeping the best candidate per block can only match
-// or beat the reference's tensor-wide choice; the start (affine RTN) is a candidate, so
-// no block ends worse than RTN. Stops early only when the zero stops moving.
+// least squared error kept. A block's zero trajectory is the reference's own: step i
+// depends only on the block's weights, its zero and beta_i = beta * kappa^i (the same
+// float sequence and skip thresholds as the lockstep rule), never on other blocks. The
+// reference returns, for every block, one of the points z_0 .. z_N of that trajectory
+// (N <= max_steps, the step the tensor stops at), so keeping the best over the whole
+// budget can only match or beat it, block by block; z_0 (affine RTN) is a candidate, so
+// no block ends worse than RTN.
+// The one early stop is exact: if step i leaves the zero where it was (z_new == z) and
+// the largest residual is below the skip threshold of step i and of every later step,
+// then step i took the shrinkage-free path, and so does every later step (same z, so the
+// same codes and residuals), giving z_new == z again: the rest of the trajectory is z,
+// already evaluated. z_new == z alone is not enough: where the shrinkage is active, a
+// larger beta changes the update, and a block on a plateau can leave it steps later.
 template <class S>
 void hqq_solve_blocks_body(const float* w, size_t nblocks, size_t block, const HqqParams& hp, const float* inv_scale,
                            float* zero, uint8_t* codes, int* steps) {
   const float qmax = float((1 << hp.bits) - 1);
   const float pm1 = hp.p - 1.0f;
+  const size_t nsteps = size_t(hp.max_steps > 0 ? hp.max_steps : 0);
   ScratchBuffer<float> skip = hqq_thresholds(hp);
+  ScratchBuffer<float> skip_rest(nsteps);  // min of skip[i..]: any kappa, not only >= 1
+  for (size_t i = nsteps; i-- > 0;) {
+    skip_rest[i] = (i + 1 < nsteps && skip_rest[i + 1] < skip[i]) ? skip_rest[i + 1] : skip[i];
+  }
   for (size_t b = 0; b < nblocks; ++b) {
     const float* x = w + b * block;
     const float inv = inv_scale[b];
     float z = zero[b], best_z = z, best = INFINITY, beta = hp.beta;
     int st = 0, done = 0;
     for (int i = 0; i < hp.max_steps; ++i) {
-      float z_new, sq;
-      S::step(x, block, inv, z, qmax, pm1, beta, skip[size_t(i)], &z_new, &sq);
+      float z_new, sq, emax;
+      S::step(x, block, inv, z, qmax, pm1, beta, skip[size_t(i)], &z_new, &sq, &emax);
       if (sq < best) {
         best = sq;
         best_z = z;
         st = i;
       }
       done = i + 1;
-      if (z_new == z) break;
+      if (z_new == z && emax < skip_rest[size_t(i)]) break;
       z = z_new;
       beta = beta * hp.kappa;
     }
@@ -72,8 +86,9 @@ void hqq_step_blocks_body(const float* w, size_t nblocks, size_t block, const Hq
   const float qmax = float((1 << hp.bits) - 1);
   const float skip = ref::hqq_skip_threshold(hp.p, beta);
   for (size_t b = 0; b < nblocks; ++b) {
-    float sq;
-    err_sum[b] = S::step(w + b * block, block, inv_scale[b], zero_in[b], qmax, hp.p - 1.0f, beta, skip, &zero_out[b], &sq);
+    float sq, emax;
+    err_sum[b] = S::step(w + b * block, block, inv_scale[b], zero_in[b], qmax, hp.p - 1.0f, beta, skip, &zero_out[b], &sq,
+                         &emax);
   }
 }
 

@@ -797,6 +797,93 @@ void write_synthetic_safetensors(const std::string& file, int tensors, int rows,
   }
 }
 
+// A safetensors file of f32 tensors given as name -> (rows, cols, values).
+void write_f32_safetensors(const std::string& file,
+                           const std::vector<std::pair<std::string, std::vector<float>>>& tensors, int rows, int cols) {
+  json header = json::object();
+  uint64_t off = 0;
+  for (const auto& [name, v] : tensors) {
+    header[name] = {{"dtype", "F32"}, {"shape", {rows, cols}}, {"data_offsets", {off, off + v.size() * 4}}};
+    off += v.size() * 4;
+  }
+  std::string h = header.dump();
+  h.append((8 - h.size() % 8) % 8, ' ');
+  std::ofstream f(file, std::ios::binary);
+  const uint64_t n = h.size();
+  f.write(reinterpret_cast<const char*>(&n), 8);
+  f << h;
+  for (const auto& t : tensors) f.write(reinterpret_cast<const char*>(t.second.data()), std::streamsize(t.second.size() * 4));
+}
+
+// Sets the first f32 of tensor `name` in a safetensors file.
+void poke_first_f32(const std::string& file, const std::string& name, float value) {
+  std::string bytes = read_bytes(file);
+  uint64_t n;
+  std::memcpy(&n, bytes.data(), 8);
+  const json h = json::parse(bytes.substr(8, n));
+  ASSERT_EQ(h.at(name).at("dtype"), "F32");
+  const uint64_t off = 8 + n + h.at(name).at("data_offsets")[0].get<uint64_t>();
+  std::memcpy(bytes.data() + off, &value, 4);
+  write_bytes(file, bytes);
+}
+
+// Issue 11 item 7: finite weights whose parameters overflow are refused (exit 3, one
+// line naming the tensor and row, nothing written); verify never calls a NaN "exact" and
+// fails on a file that dequantizes to NaN/Inf.
+TEST_F(Cli, WeightsWhoseParametersOverflowAreRefusedAndVerifyCatchesNan) {
+  std::mt19937 g(5);
+  std::normal_distribution<float> d(0.0f, 0.02f);
+  std::vector<float> ok(4 * 64), range(4 * 64), big_min(4 * 64);
+  for (std::vector<float>* v : {&ok, &range, &big_min}) {
+    for (float& x : *v) x = d(g);
+  }
+  range[64 + 3] = -3e38f;
+  range[64 + 4] = 3e38f;
+  big_min[64 + 3] = -1e5f;
+  const std::string in_range = path("range.safetensors"), in_min = path("min.safetensors"), out = path("o.wq");
+  write_f32_safetensors(in_range, {{"ok.weight", ok}, {"big.weight", range}}, 4, 64);
+  write_f32_safetensors(in_min, {{"ok.weight", ok}, {"big.weight", big_min}}, 4, 64);
+  for (const auto& [in, flags] : std::vector<std::pair<std::string, std::vector<std::string>>>{
+           {in_range, {"--asym"}}, {in_range, {"--hqq"}}, {in_range, {"--fp16"}}, {in_min, {"--asym", "--fp16"}}}) {
+    std::vector<std::string> args{"quantize", in, out, "-q"};
+    args.insert(args.end(), flags.begin(), flags.end());
+    const Result r = expect(3, args);
+    EXPECT_TRUE(contains(r.err, "wquant: error: ")) << r.err;
+    EXPECT_TRUE(contains(r.err, "big.weight: row 1: ")) << r.err;
+    EXPECT_EQ(count_of(r.err, "\n"), 1u) << "one line: " << r.err;
+    EXPECT_FALSE(fs::exists(out));
+  }
+  // Symmetric: s = absmax / 7 is finite and so is every w_hat; verify's figures for it
+  // are finite and not "exact" (its squares overflow a float sum).
+  expect(0, {"quantize", in_range, out, "-q"});
+  const Result v = expect(0, {"verify", in_range, out});
+  EXPECT_FALSE(contains(v.out, " exact ")) << v.out;
+  EXPECT_FALSE(contains(v.out, "nan")) << v.out;
+  EXPECT_TRUE(contains(v.out, "(0 exact)")) << v.out;
+  // A file whose scale is Inf (as an older wquant wrote for --asym --fp16): NaN, not
+  // "exact", and exit 3 naming the tensor and the place.
+  const std::string q = path("q.safetensors");
+  expect(0, {"quantize", in_min, q, "--asym", "-q"});
+  poke_first_f32(q, "big.weight.scales", INFINITY);
+  const Result b = expect(3, {"verify", in_min, q});
+  EXPECT_TRUE(contains(b.out, "nan")) << b.out;
+  EXPECT_FALSE(contains(b.out, " exact ")) << b.out;
+  EXPECT_TRUE(contains(b.out, "(0 exact)")) << b.out;
+  EXPECT_TRUE(contains(b.err, "wquant: error: " + q + ": big.weight: dequantizes to ")) << b.err;
+  EXPECT_EQ(count_of(b.err, "\n"), 1u) << "one line: " << b.err;
+  expect(3, {"verify", in_min, q, "--json"});
+  // A kept-float tensor (one row) that --fp16 would turn into Inf.
+  std::vector<float> norm(64, 1.0f);
+  norm[3] = 1e5f;
+  const std::string in_norm = path("norm.safetensors");
+  write_f32_safetensors(in_norm, {{"norm.weight", norm}}, 1, 64);
+  const std::string out_norm = path("norm.wq");
+  const Result n = expect(3, {"quantize", in_norm, out_norm, "--fp16", "-q"});
+  EXPECT_TRUE(contains(n.err, "norm.weight: row 0, column 3: the weight 100000 does not fit in f16")) << n.err;
+  EXPECT_FALSE(fs::exists(out_norm));
+  expect(0, {"quantize", in_norm, out_norm, "-q"});
+}
+
 TEST_F(Cli, CtrlCLeavesNoOutputAndExits130) {
   const std::string in = path("big.safetensors");
   write_synthetic_safetensors(in, 12, 1024, 2048);  // 24M weights, 96 MiB: about a second of work

@@ -8,6 +8,8 @@
 #include <random>
 
 #include "engine/error.h"
+#include "engine/ggml_quantize.h"
+#include "kernels/ggml_blocks.h"
 #include "engine/metrics.h"
 #include "engine/quantize.h"
 #include "engine/scheduler.h"
@@ -129,10 +131,136 @@ TEST(Quantize, NonFiniteWeightIsAnErrorNamingThePlace) {
   EXPECT_THROW(quantize_tensor(view_of(w, 4, 16), s, 16), Error);
 }
 
+// Issue 11 item 7: finite weights whose parameters are not finite (a range beyond
+// FLT_MAX, or a scale / minimum beyond f16's 65504 with --fp16) are refused, naming the
+// tensor and row, on every ISA; where the parameters are finite the output dequantizes to
+// finite weights.
+TEST(Quantize, ParametersThatOverflowAreAnErrorNamingThePlace) {
+  struct Case {
+    const char* what;
+    float lo, hi;  // put at row 1, columns 3 and 4
+    bool asym, hqq, fp16;
+    const char* says;  // "" = accepted
+  } cases[] = {
+      {"range > FLT_MAX, asym", -3e38f, 3e38f, true, false, false, "range is too wide for float"},
+      {"range > FLT_MAX, hqq", -3e38f, 3e38f, true, true, false, "range is too wide for float"},
+      {"range > FLT_MAX, hqq fp16", -3e38f, 3e38f, true, true, true, "range is too wide for float"},
+      {"range > FLT_MAX, sym: s = absmax / 7 is finite", -3e38f, 3e38f, false, false, false, ""},
+      {"sym fp16, scale 1e6 / 7 > 65504", -1e6f, 0.0f, false, false, true, "its scale does not fit in f16"},
+      {"asym fp16, minimum -1e5", -1e5f, 0.0f, true, false, true, "its minimum does not fit in f16"},
+      {"asym fp16, scale 2e6 / 15 > 65504", -1e3f, 2e6f, true, false, true, "its scale does not fit in f16"},
+      {"asym fp16, both", -1e6f, 1e6f, true, false, true, "its scale and minimum do not fit in f16"},
+      {"hqq fp16, minimum -1e5: z = 15, s = 6667 fit", -1e5f, 0.0f, true, true, true, ""},
+      {"asym, minimum -1e5 without fp16", -1e5f, 0.0f, true, false, false, ""},
+  };
+  for (Isa isa : test::all_isas()) {
+    if (!isa_available(isa)) continue;
+    const Kernels* k = kernels_for(isa);
+    for (const Case& c : cases) {
+      for (int64_t block : {0, 32}) {
+        std::vector<float> v = normal(4 * 64, 0.02f, 9);
+        v[64 + 3] = c.lo;
+        v[64 + 4] = c.hi;
+        const TensorView w = view_of(v, 4, 64, "big.weight");
+        QuantSpec s;
+        s.asym = c.asym;
+        s.hqq = c.hqq;
+        s.fp16 = c.fp16;
+        s.block = block;
+        const std::string at = std::string(c.what) + ", block " + std::to_string(block) + ", " + isa_name(isa);
+        if (!*c.says) {
+          const QuantizedTensor q = quantize_tensor(w, s, block ? size_t(block) : 64, k);
+          std::vector<float> wh(v.size());
+          dequantize_tensor(q, wh.data(), k);
+          for (float x : wh) ASSERT_TRUE(std::isfinite(x)) << at;
+          continue;
+        }
+        try {
+          quantize_tensor(w, s, block ? size_t(block) : 64, k);
+          ADD_FAILURE() << at << ": accepted";
+        } catch (const Error& e) {
+          const std::string m = e.what();
+          EXPECT_EQ(e.kind(), ErrorKind::Input) << at;
+          EXPECT_EQ(m.find("big.weight: row 1"), 0u) << at << ": " << m;
+          EXPECT_NE(m.find(c.says), std::string::npos) << at << ": " << m;
+          EXPECT_EQ(m.find('\n'), std::string::npos) << at << ": one line: " << m;
+          if (block) EXPECT_NE(m.find("columns 0-31"), std::string::npos) << at << ": " << m;
+        }
+      }
+    }
+  }
+}
+
+// The same for llama.cpp blocks, whose scale d and min m are f16 fields.
+TEST(Quantize, GgmlBlocksWhoseF16FieldsOverflowAreAnError) {
+  struct Case {
+    GgmlBlock t;
+    bool hqq;
+    float big;  // at row 2, column 40 (block 1)
+    const char* says;
+  } cases[] = {
+      {GgmlBlock::Q8_0, false, 1e7f, "Q8_0 block's scale does not fit"},  // 1e7 / 127 > 65504
+      {GgmlBlock::Q4_0, false, 1e6f, "Q4_0 block's scale does not fit"},
+      {GgmlBlock::Q4_1, false, -1e5f, "Q4_1 block's min does not fit"},
+      {GgmlBlock::Q5_1, false, -4e6f, "Q5_1 block's scale and min do not fit"},
+      {GgmlBlock::Q4_1, true, -1e5f, "Q4_1 block's min does not fit"},
+      {GgmlBlock::Q8_0, false, 6e4f, ""},  // 6e4 / 127 fits
+  };
+  for (Isa isa : test::all_isas()) {
+    if (!isa_available(isa)) continue;
+    for (const Case& c : cases) {
+      std::vector<float> v = normal(4 * 64, 0.02f, 4);
+      v[2 * 64 + 40] = c.big;
+      const TensorView w = view_of(v, 4, 64, "blk.0.ffn_up.weight");
+      QuantSpec s;
+      s.hqq = c.hqq;
+      s.asym = c.hqq;
+      std::vector<uint8_t> out;
+      const std::string at = std::string(ggml_block_name(c.t)) + (c.hqq ? " hqq " : " ") + isa_name(isa);
+      if (!*c.says) {
+        quantize_ggml_tensor(w, c.t, s, out, kernels_for(isa));
+        const ErrorMetrics m = ggml_tensor_error(w, c.t, out.data(), kernels_for(isa));
+        EXPECT_TRUE(std::isfinite(m.rel_rmse)) << at;
+        continue;
+      }
+      try {
+        quantize_ggml_tensor(w, c.t, s, out, kernels_for(isa));
+        ADD_FAILURE() << at << ": accepted";
+      } catch (const Error& e) {
+        const std::string m = e.what();
+        EXPECT_EQ(m.find("blk.0.ffn_up.weight: row 2, columns 32-63: "), 0u) << at << ": " << m;
+        EXPECT_NE(m.find(c.says), std::string::npos) << at << ": " << m;
+      }
+    }
+  }
+}
+
 TEST(Quantize, SizeMismatchIsAnError) {
   std::vector<float> w(10);
   TensorView t = view_of(w, 3, 4);  // 12 elements claimed, 10 present
   EXPECT_THROW(quantize_tensor(t, QuantSpec{}, 4), Error);
+}
+
+// A NaN never reads as exact, and weights past 1e19 (whose squares overflow the kernel's
+// float sums) still give finite, non-zero figures.
+TEST(Metrics, NanIsNanAndHugeWeightsAreNotExact) {
+  const std::vector<float> w = {1.0f, 2.0f, 3.0f, 4.0f};
+  const std::vector<float> nan_hat = {1.0f, NAN, 3.0f, 4.0f};
+  const ErrorMetrics m = array_error(w.data(), nan_hat.data(), w.size());
+  EXPECT_TRUE(std::isnan(m.rel_rmse));
+  EXPECT_TRUE(std::isnan(m.snr_db));
+  EXPECT_TRUE(std::isnan(m.max_abs));
+  const std::vector<float> inf_hat = {1.0f, INFINITY, 3.0f, 4.0f};
+  const ErrorMetrics mi = array_error(w.data(), inf_hat.data(), w.size());
+  EXPECT_TRUE(std::isinf(mi.rel_rmse));
+  EXPECT_FALSE(mi.snr_db > 0);
+  const std::vector<float> big = {-3e38f, 3e38f, 1e20f, 0.0f};
+  const std::vector<float> big_hat = {-3e38f, 3e38f, 1e20f, 0.5f};
+  const ErrorMetrics mb = array_error(big.data(), big_hat.data(), big.size());
+  EXPECT_GT(mb.rel_rmse, 0.0);
+  EXPECT_TRUE(std::isfinite(mb.rel_rmse));
+  EXPECT_TRUE(std::isfinite(mb.snr_db));
+  EXPECT_EQ(mb.max_abs, 0.5);
 }
 
 TEST(Metrics, ExactReconstructionHasInfiniteSnr) {

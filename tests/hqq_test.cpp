@@ -12,6 +12,7 @@
 #include "engine/quantize.h"
 #include "engine/scheduler.h"
 #include "io/model_reader.h"
+#include "kernels/hqq_reference.h"
 #include "tests/test_support.h"
 
 namespace wq {
@@ -169,6 +170,11 @@ TEST_P(HqqGolden, PerBlockRuleIsNeverWorseThanTheReference) {
       const double want = std::stod(g.meta.at(M + "_rel_err"));
       const double got = rel_err(w, q, k);
       EXPECT_LE(got, want * 1.001) << f << " " << M;
+      // Against wquant's own reference rule, the same trajectories: never above it but
+      // for the last bits of a float sum.
+      const QuantizedTensor qt =
+          quantize_tensor(w, hqq_spec(g.bits, g.group, 20, m.kappa, m.round_zero, HqqStop::Tensor), g.group, k);
+      EXPECT_LE(got, rel_err(w, qt, k) * (1 + 1e-6)) << f << " " << M;
       const double ratio = want > 0 ? got / want : 1.0;
       sum_ratio += ratio;
       max_ratio = std::max(max_ratio, ratio);
@@ -235,10 +241,110 @@ TEST(HqqHeavyTailed, NeverWorseThanRtn) {
       const double e_ten = tensor_error(w, quantize_tensor(w, hqq_spec(bits, block, 20, 1.01f, false, HqqStop::Tensor), block)).rel_rmse;
       std::printf("%4d %5zu  %12.6f  %10.6f  %11.6f  %11.6f\n", bits, block, e_mnn, e_rtn, e_blk, e_ten);
       EXPECT_LE(e_blk, e_rtn) << bits << " bits, block " << block;
+      EXPECT_LE(e_blk, e_ten * (1 + 1e-6)) << bits << " bits, block " << block;
       EXPECT_LE(e_ten, e_rtn) << bits << " bits, block " << block;
     }
   }
 }
+
+}  // namespace
+}  // namespace wq
+
+namespace wq {
+namespace {
+
+// Issue 11 item 12: 1024x4096 normal(0, 0.02) with 1% of the columns (41, the same in every
+// row) scaled x20, 2-bit block 128. With this seed, block 19445 sits on a plateau: its
+// zero does not move at step 1 (the shrinkage is active, so a growing beta still changes
+// the update), it leaves the plateau at step 6 and ends with 26x less error under the
+// reference's lockstep rule. A block rule that stopped where the zero first stood still
+// kept the start there and ended the tensor 2000 ppm worse than the reference.
+std::vector<float> outlier_columns_tensor(size_t rows, size_t cols) {
+  std::mt19937 gen(33);
+  std::normal_distribution<float> d(0.0f, 0.02f);
+  std::vector<float> v(rows * cols);
+  for (float& x : v) x = d(gen);
+  std::vector<bool> outlier(cols, false);
+  for (size_t picked = 0; picked < cols / 100;) {
+    const size_t c = size_t(gen() % cols);
+    if (!outlier[c]) {
+      outlier[c] = true;
+      ++picked;
+    }
+  }
+  for (size_t r = 0; r < rows; ++r) {
+    for (size_t c = 0; c < cols; ++c) {
+      if (outlier[c]) v[r * cols + c] *= 20.0f;
+    }
+  }
+  return v;
+}
+
+// Per block, the squared error the solver minimises (ref::hqq_block_sq: float, 16
+// partial sums in a fixed order) for the stored zero, and the same error in double from
+// the dequantized weights.
+void block_errors(const std::vector<float>& v, const QuantizedTensor& q, std::vector<float>* solver,
+                  std::vector<double>* exact) {
+  const size_t nb = q.blocks_per_row();
+  const float qmax = float((1 << q.spec.bits) - 1);
+  std::vector<float> wh(q.rows * q.cols);
+  dequantize_tensor(q, wh.data(), kernels_for(Isa::Scalar));
+  solver->assign(q.rows * nb, 0.0f);
+  exact->assign(q.rows * nb, 0.0);
+  for (size_t b = 0; b < q.rows * nb; ++b) {
+    const float* x = v.data() + b * q.block;
+    const float mn = *std::min_element(x, x + q.block), mx = *std::max_element(x, x + q.block);
+    const float inv = ref::block_codec(Scheme::Affine, q.spec.bits, mn, mx, false).inv_scale;
+    (*solver)[b] = ref::hqq_block_sq(x, q.block, inv, q.zeros[b], qmax);
+    for (size_t i = 0; i < q.block; ++i) {
+      const double d = double(x[i]) - double(wh[b * q.block + i]);
+      (*exact)[b] += d * d;
+    }
+  }
+}
+
+class HqqBlockRule : public ::testing::TestWithParam<Isa> {};
+
+TEST_P(HqqBlockRule, NeverWorseThanTheReferenceRuleOnAPlateau) {
+  WQ_REQUIRE_ISA(GetParam());
+  const Kernels* k = kernels_for(GetParam());
+  const size_t rows = 1024, cols = 4096, block = 128;
+  const std::vector<float> v = outlier_columns_tensor(rows, cols);
+  const TensorView w{"outlier_cols", {int64_t(rows), int64_t(cols)}, DType::F32, v.data(), v.size() * 4};
+  const QuantizedTensor qb = quantize_tensor(w, hqq_spec(2, block, 20, 1.01f, false, HqqStop::Block), block, k);
+  const QuantizedTensor qt = quantize_tensor(w, hqq_spec(2, block, 20, 1.01f, false, HqqStop::Tensor), block, k);
+  const QuantizedTensor q0 = quantize_tensor(w, hqq_spec(2, block, 0, 1.01f, false, HqqStop::Block), block, k);
+  std::vector<float> fb, ft, f0;
+  std::vector<double> eb, et, e0;
+  block_errors(v, qb, &fb, &eb);
+  block_errors(v, qt, &ft, &et);
+  block_errors(v, q0, &f0, &e0);
+  // The case is still the one of the issue: the plateau block gains 20x under the
+  // reference's rule.
+  ASSERT_LT(et[19445] * 20, e0[19445]);
+  size_t worse = 0, worse_exact = 0;
+  double sb = 0, st = 0;
+  for (size_t b = 0; b < eb.size(); ++b) {
+    sb += eb[b];
+    st += et[b];
+    // In the solver's own metric the choice is exact; in double, two candidates whose
+    // float errors tie or differ in the last bit may order the other way (1e-7).
+    worse += fb[b] > ft[b];
+    worse_exact += eb[b] > et[b] * (1 + 1e-6);
+    EXPECT_LE(fb[b], ft[b]) << "block " << b;
+    EXPECT_LE(eb[b], et[b] * (1 + 1e-6)) << "block " << b;
+    EXPECT_LE(fb[b], f0[b]) << "block " << b;
+  }
+  std::printf("outlier columns, 2-bit block 128: block rule %.9g, tensor rule %.9g (%+.1f ppm); plateau block %.4g "
+              "vs %.4g (start %.4g)\n",
+              sb, st, 1e6 * (sb / st - 1), eb[19445], et[19445], e0[19445]);
+  EXPECT_EQ(worse, 0u);
+  EXPECT_EQ(worse_exact, 0u);
+  EXPECT_LE(sb, st);
+  EXPECT_LE(tensor_error(w, qb, k).rel_rmse, tensor_error(w, qt, k).rel_rmse);
+}
+
+INSTANTIATE_TEST_SUITE_P(AllIsas, HqqBlockRule, ::testing::ValuesIn(test::all_isas()), test::isa_param_name);
 
 }  // namespace
 }  // namespace wq

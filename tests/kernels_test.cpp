@@ -653,6 +653,33 @@ struct HqqCase {
   HqqParams hp;
 };
 
+// A block on a plateau (tests/hqq_test.cpp, outlier columns): with the shrinkage
+// active its zero stands still at step 1 and moves again from step 2 as beta grows;
+// the solver must not stop there.
+const float kPlateau[128] = {
+  0x1.f1902p-9f, 0x1.7690b8p-5f, -0x1.fc3df8p-6f, 0x1.498edep-6f, -0x1.50913cp-8f, 0x1.9d83a4p-6f,
+  -0x1.473108p-7f, 0x1.1f0c3ep-8f, 0x1.4b854ep-8f, 0x1.7e9042p-6f, 0x1.0d7622p-8f, 0x1.2954bp-7f,
+  -0x1.52235ap-6f, 0x1.00b10ep-1f, 0x1.e5da56p-12f, -0x1.2dc7fp-7f, -0x1.ca0cb8p-9f, -0x1.62b7a8p-5f,
+  -0x1.53fcc4p-8f, 0x1.99daa6p-6f, 0x1.210a1ep-9f, 0x1.1e3fcep-8f, -0x1.76f4a6p-6f, 0x1.6030b8p-6f,
+  -0x1.62a93p-6f, 0x1.5e9a9cp-5f, -0x1.c79bcp-7f, -0x1.3c5352p-7f, 0x1.560464p-7f, -0x1.721244p-7f,
+  -0x1.0748cep-6f, 0x1.a28e2ap-6f, -0x1.896c9ap-6f, -0x1.00aa4p-5f, -0x1.3030eep-6f, -0x1.a1ff52p-6f,
+  0x1.37bdbap-6f, -0x1.da9296p-8f, -0x1.391384p-5f, -0x1.662db2p-7f, 0x1.336f7ap-5f, -0x1.18c972p-6f,
+  -0x1.ea624p-10f, -0x1.95136ep-8f, 0x1.6d3388p-8f, -0x1.894be6p-6f, -0x1.265d94p-6f, -0x1.b50684p-8f,
+  -0x1.b09264p-8f, -0x1.9b08f8p-9f, -0x1.693f2ap-6f, 0x1.161d7p-11f, 0x1.6140ep-8f, 0x1.cfc20ap-7f,
+  0x1.eef0dcp-6f, 0x1.9ecf04p-9f, 0x1.b7c7bcp-10f, -0x1.2a0644p-8f, -0x1.91b344p-5f, -0x1.e1f48p-7f,
+  0x1.7e3644p-5f, 0x1.d6f498p-7f, -0x1.a29d18p-8f, -0x1.2d9ddcp-4f, -0x1.0213a4p-1f, 0x1.8257fap-8f,
+  -0x1.857f68p-11f, 0x1.5c15aep-7f, 0x1.a2bc5cp-7f, 0x1.7b0d54p-6f, 0x1.60c0bap-6f, -0x1.b0331cp-6f,
+  0x1.34d236p-6f, -0x1.1c5f6p-6f, 0x1.124d96p-5f, 0x1.19f6d6p-14f, -0x1.82074ap-6f, -0x1.91927ap-7f,
+  -0x1.5dcacap-5f, 0x1.94d466p-6f, -0x1.8f2228p-6f, -0x1.02e84cp-7f, 0x1.8a2f02p-6f, -0x1.68027cp-7f,
+  -0x1.942af8p-7f, 0x1.fe680cp-7f, 0x1.601382p-5f, -0x1.083108p-6f, 0x1.fec24cp-7f, -0x1.0753bcp-5f,
+  -0x1.5b2232p-8f, -0x1.9befd6p-6f, -0x1.6a86f2p-6f, 0x1.a20ccap-9f, -0x1.299a0cp-6f, -0x1.b8ab82p-8f,
+  0x1.41a55p-6f, 0x1.71308ap-9f, -0x1.7006ccp-8f, 0x1.561eccp-7f, 0x1.a16db2p-8f, 0x1.90e426p-7f,
+  0x1.a9d392p-9f, -0x1.ad4596p-6f, 0x1.de9d8cp-9f, -0x1.939894p-5f, 0x1.f68c92p-6f, 0x1.39d172p-7f,
+  0x1.d268a6p-10f, -0x1.8faa66p-7f, 0x1.2de25p-7f, -0x1.3dd2a4p-7f, -0x1.4794acp-8f, 0x1.67706ep-7f,
+  0x1.d9e07ap-8f, 0x1.22fa6ep-5f, 0x1.b6e9d4p-6f, 0x1.db6ef2p-9f, 0x1.0d500cp-8f, 0x1.c66276p-6f,
+  -0x1.8aa6bcp-6f, -0x1.7234b2p-10f, -0x1.8531a4p-10f, -0x1.e365eep-7f, 0x1.398f8p-11f, -0x1.7008ep-7f,
+  -0x1.815e92p-7f, 0x1.e925ap-9f};
+
 std::vector<HqqCase> hqq_cases(size_t lanes) {
   std::vector<HqqCase> cases;
   const std::vector<size_t> blocks = {1, lanes - 1, lanes, lanes + 1, 32, 64, 172, 256};
@@ -679,6 +706,21 @@ std::vector<HqqCase> hqq_cases(size_t lanes) {
         }
       }
     }
+  }
+  for (size_t copies : {1, 3}) {  // three copies: other offsets in the buffer too
+    HqqCase c;
+    c.block = 128;
+    c.nblocks = copies;
+    for (size_t b = 0; b < copies; ++b) c.w.insert(c.w.end(), kPlateau, kPlateau + 128);
+    c.hp = HqqParams{2, 20, 0.7f, 10.0f, 1.01f};
+    for (size_t b = 0; b < c.nblocks; ++b) {
+      float mn, mx;
+      kernels_for(Isa::Scalar)->minmax(c.w.data() + b * c.block, c.block, &mn, &mx);
+      const BlockCodec cc = ref::block_codec(Scheme::Affine, 2, mn, mx, false);
+      c.inv.push_back(cc.inv_scale);
+      c.zero.push_back(cc.zero);
+    }
+    cases.push_back(std::move(c));
   }
   return cases;
 }
@@ -725,6 +767,36 @@ constexpr size_t kCheckCount = sizeof(kChecks) / sizeof(kChecks[0]);
 
 // Every member of Kernels after `isa` is a function pointer (or an array of them).
 constexpr size_t kTableSlots = (sizeof(Kernels) - offsetof(Kernels, widen_f16)) / sizeof(void (*)());
+
+// The per-block solver keeps the best zero of the whole step budget: on the plateau
+// block, every ISA ends at or below the least error of the reference's 20-step
+// trajectory (and far below the start, which a stop at the first still step keeps).
+TEST(HqqSolver, LeavesAPlateau) {
+  const HqqParams hp{2, 20, 0.7f, 10.0f, 1.01f};
+  float mn, mx;
+  kernels_for(Isa::Scalar)->minmax(kPlateau, 128, &mn, &mx);
+  const BlockCodec cc = ref::block_codec(Scheme::Affine, 2, mn, mx, false);
+  float z = cc.zero, beta = hp.beta, best = INFINITY;
+  for (int i = 0; i <= hp.max_steps; ++i) {
+    float z_new, sq, emax;
+    ref::hqq_block_step(kPlateau, 128, cc.inv_scale, z, 3.0f, hp.p - 1.0f, beta, ref::hqq_skip_threshold(hp.p, beta),
+                        &z_new, &sq, &emax);
+    best = std::min(best, sq);
+    z = z_new;
+    beta = beta * hp.kappa;
+  }
+  const float start = ref::hqq_block_sq(kPlateau, 128, cc.inv_scale, cc.zero, 3.0f);
+  ASSERT_LT(best * 20, start);
+  for (Isa isa : test::all_isas()) {
+    if (!isa_available(isa)) continue;
+    float zero = cc.zero;
+    int steps = 0;
+    std::vector<uint8_t> codes(128);
+    kernels_for(isa)->hqq_solve_blocks(kPlateau, 1, 128, hp, &cc.inv_scale, &zero, codes.data(), &steps);
+    EXPECT_LE(ref::hqq_block_sq(kPlateau, 128, cc.inv_scale, zero, 3.0f), best) << isa_name(isa);
+    EXPECT_GT(steps, 1) << isa_name(isa);
+  }
+}
 
 TEST(KernelRegistry, CoversEveryEntryOfTheTable) {
   size_t covered = 0;
