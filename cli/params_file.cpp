@@ -209,6 +209,7 @@ void parse_mnn_form(const json& doc, ParamsFile& p) {
       r.asym = w.boolean("asymmetric");
       if (auto v = w.integer("blockSize", w.find("blockSize", "block_size"))) {
         r.block = checked_block(w, "blockSize", *v) <= 0 ? -1 : *v;
+        r.mnn_block = true;  // MNNConvert reads it with --weightQuantBlock's rule
       }
       const std::string label = where + " \"" + *op + "\"";
       r.pattern = escape_glob(*op);

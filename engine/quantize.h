@@ -26,6 +26,10 @@ void dequantize_tensor(const QuantizedTensor& q, float* out, const Kernels* k = 
 // Rounds scales and zeros to f16 and back, as spec.fp16 stores them.
 void round_params_to_f16(QuantizedTensor& q, const Kernels* k = nullptr);
 
+// Rounds scales and zeros to f16 toward zero and back, as spec.fp16 with
+// spec.fp16_truncate stores them (MNN's --weightQuantScaleBit 16).
+void truncate_params_to_f16(QuantizedTensor& q);
+
 // Throws Error naming the tensor, row and column of the first NaN or Inf in w.
 void check_finite(const TensorView& w, const Kernels* k = nullptr);
 
