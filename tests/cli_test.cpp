@@ -1004,6 +1004,45 @@ TEST_F(Cli, MnnScaleBit16StoresF16ScalesRoundedTowardZero) {
   EXPECT_TRUE(contains(r.err, "scale bits must be 32")) << r.err;
 }
 
+// --- what the files say (README "Output layouts") ------------------------------------------
+
+TEST_F(Cli, TheSameInputByTwoPathsGivesIdenticalWqBytes) {
+  const std::string in = path("in.safetensors");
+  write_f32_safetensors(in, {{"w", {8, 64}, normal_weights(8 * 64, 11)}});
+  fs::create_directory(path("sub"));
+  expect(0, {"quantize", in, path("a.wq"), "--bits", "4", "--block", "32"});
+  expect(0, {"quantize", path("sub/../in.safetensors"), path("b.wq"), "--bits", "4", "--block", "32"});
+  const std::string a = read_bytes(path("a.wq"));
+  ASSERT_FALSE(a.empty());
+  EXPECT_TRUE(a == read_bytes(path("b.wq")));
+  // The input is named by its base name, never by the directory it was read from.
+  EXPECT_TRUE(contains(a, "in.safetensors"));
+  EXPECT_FALSE(contains(a, dir_));
+}
+
+TEST_F(Cli, SafetensorsHqqRecordNamesStepsLikeTheParamsFile) {
+  const std::string in = path("in.safetensors");
+  write_f32_safetensors(in, {{"w", {8, 64}, normal_weights(8 * 64, 12)}});
+  const std::string out = path("o.safetensors");
+  expect(0, {"quantize", in, out, "--bits", "4", "--block", "32", "--hqq", "--hqq-steps", "7"});
+  const std::string all = read_bytes(out);
+  uint64_t n = 0;
+  std::memcpy(&n, all.data(), 8);
+  const json h = json::parse(all.substr(8, n));
+  const json rec = json::parse(h["__metadata__"]["wquant.w"].get<std::string>());
+  EXPECT_EQ(rec["hqq_steps"], 7) << rec.dump();
+  EXPECT_FALSE(rec.contains("hqq_steps_max")) << rec.dump();
+  EXPECT_FALSE(rec.contains("solver_steps")) << rec.dump();  // was always 0: the header precedes the data
+  EXPECT_EQ(rec["scheme"], "affine");
+  EXPECT_EQ(rec["block"], 32);
+  // Channel-wise: the record's block is the row length.
+  expect(0, {"quantize", in, path("c.safetensors"), "--bits", "4"});
+  const std::string c = read_bytes(path("c.safetensors"));
+  std::memcpy(&n, c.data(), 8);
+  const json rc = json::parse(json::parse(c.substr(8, n))["__metadata__"]["wquant.w"].get<std::string>());
+  EXPECT_EQ(rc["block"], 64) << rc.dump();
+}
+
 // --- Ctrl-C -------------------------------------------------------------------------------
 
 // A safetensors file of `tensors` f32 matrices [rows, cols] of random weights.
