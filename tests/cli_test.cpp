@@ -1020,6 +1020,32 @@ TEST_F(Cli, TheSameInputByTwoPathsGivesIdenticalWqBytes) {
   EXPECT_FALSE(contains(a, dir_));
 }
 
+TEST_F(Cli, KeptTensorsFollowTheReadmeRule) {
+  // README "What wquant quantizes": float, >= 2 dims, rows >= 2 and cols >= 2, and no name
+  // containing norm / position_embd / token_types / ffn_gate_inp or ending with bias.
+  const std::string in = path("in.safetensors");
+  write_f32_safetensors(in, {{"normal.weight", {4, 64}, normal_weights(256, 1)},
+                             {"layers.0.denorm_proj", {4, 64}, normal_weights(256, 2)},
+                             {"proj.bias", {4, 64}, normal_weights(256, 3)},
+                             {"row.weight", {1, 64}, normal_weights(64, 4)},
+                             {"col.weight", {64, 1}, normal_weights(64, 5)},
+                             {"scale", {64}, normal_weights(64, 6)},
+                             {"conv.weight", {4, 2, 2, 2}, normal_weights(32, 7)},
+                             {"lin.weight", {4, 64}, normal_weights(256, 8)}});
+  const std::string out = path("o.safetensors");
+  const Result r = expect(0, {"quantize", in, out, "--bits", "4", "--fp16"});
+  for (const char* kept : {"normal.weight", "layers.0.denorm_proj", "proj.bias", "row.weight", "col.weight", "scale"}) {
+    EXPECT_EQ(st_tensor(out, kept).dtype, "F16") << kept;  // kept, and f32 -> F16 with --fp16
+    EXPECT_FALSE(contains(r.err, kept)) << "kept silently: " << r.err;
+  }
+  EXPECT_EQ(st_tensor(out, "conv.weight.qweight").shape, (std::vector<int64_t>{4, 4}));  // rows 4, cols 2*2*2
+  EXPECT_EQ(st_tensor(out, "lin.weight.qweight").dtype, "U8");
+  // A rule that sets a field quantizes a tensor the default choice keeps.
+  write_bytes(path("p.json"), R"({"rules": [{"match": "normal.weight", "bits": 8}]})");
+  expect(0, {"quantize", in, path("r.safetensors"), "--params", path("p.json")});
+  EXPECT_EQ(st_tensor(path("r.safetensors"), "normal.weight.qweight").dtype, "U8");
+}
+
 TEST_F(Cli, SafetensorsHqqRecordNamesStepsLikeTheParamsFile) {
   const std::string in = path("in.safetensors");
   write_f32_safetensors(in, {{"w", {8, 64}, normal_weights(8 * 64, 12)}});
