@@ -445,5 +445,28 @@ TEST(CliParams, ParamsUsedReadBackGiveTheSameSettings) {
   EXPECT_EQ(p.rules[2].block, 32);
 }
 
+TEST(CliParams, ParamsUsedKeepTheScaleBitWidthApartFromFp16) {
+  // --weightQuantScaleBit 16 (f16 scales rounded toward zero, kept tensors f32) and --fp16
+  // (f16 scales rounded to nearest, kept tensors f16) read back as they were.
+  for (const bool fp16 : {false, true}) {
+    SCOPED_TRACE(fp16);
+    SpecSettings said;
+    said.scale_bits = 16;
+    if (fp16) said.fp16 = true;
+    const EffectiveSpec e = resolve_settings(said, "");
+    const json doc = params_used(e, OutputFormat::Wq, GgmlBlock::Q4_0, {}, {});
+    EXPECT_EQ(doc["defaults"]["scale_bits"], 16);
+    const ParamsFile p = parse_params_json(json::parse(doc.dump()), "used.json");
+    const EffectiveSpec back = resolve_settings(p.defaults, "");
+    EXPECT_TRUE(back.spec.fp16 && back.spec.fp16_truncate);
+    EXPECT_EQ(back.kept_f16, fp16);
+  }
+  SpecSettings plain;
+  plain.fp16 = true;
+  const json doc = params_used(resolve_settings(plain, ""), OutputFormat::Wq, GgmlBlock::Q4_0, {}, {});
+  EXPECT_FALSE(doc["defaults"].contains("scale_bits"));
+  EXPECT_EQ(doc["defaults"]["fp16"], true);
+}
+
 }  // namespace
 }  // namespace wq::cli
