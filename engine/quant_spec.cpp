@@ -49,7 +49,6 @@ size_t resolve_block(const QuantSpec& spec, size_t cols, const std::string& tens
   return cols;
 }
 
-
 size_t resolve_mnn_block(const QuantSpec& spec, const std::vector<int64_t>& shape, const std::string& tensor,
                          std::string* note) {
   size_t cols = 1, kernel = 1;
