@@ -61,7 +61,8 @@ constexpr int64_t kMaxThreads = 1024;
 // an option's count() tells whether the user gave it.
 struct Bound {
   int bits = 0;
-  int64_t block = 0;
+  int64_t block = 0, mnn_block = 0;
+  int scale_bits = 0;
   bool hqq = false, fp16 = false, bf16 = false, asym_for_help = false;  // asym: see mnn_compat.h
   int hqq_steps = 0;
   float hqq_p = 0, hqq_beta = 0, hqq_kappa = 0;
@@ -83,7 +84,7 @@ struct Options {
   CLI::App* dequantize = nullptr;
   CLI::App* bench = nullptr;
   // quantize options whose presence matters
-  CLI::Option *bits, *block, *hqq, *fp16, *format, *type, *params, *framework, *biz_code;
+  CLI::Option *bits, *block, *mnn_block, *scale_bits, *hqq, *fp16, *format, *type, *params, *framework, *biz_code;
   CLI::Option *hqq_steps, *hqq_p, *hqq_beta, *hqq_kappa, *hqq_round_zero, *hqq_stop;
   CLI::Option *model_file, *mnn_model;
 };
@@ -116,11 +117,22 @@ void build(Options& o, Bound& b) {
   o.bits = q->add_option("--bits,--weightQuantBits", b.bits, "Bits per weight, 2..8; 0 keeps every tensor float (default 4)")
                ->type_name("N")
                ->check(integer_in(INT32_MIN, INT32_MAX));
-  o.block = q->add_option("--block,--weightQuantBlock", b.block,
+  o.block = q->add_option("--block", b.block,
                           "Weights per block along a row; -1 = channel-wise (default). A block that does not divide "
                           "a row falls back to channel-wise for that tensor, saying so")
                 ->type_name("N")
                 ->check(integer_in(INT64_MIN, INT64_MAX));
+  o.mnn_block = q->add_option("--weightQuantBlock", b.mnn_block,
+                              "MNNConvert's block: N input channels, spanning a conv's whole kernel (N*kh*kw "
+                              "weights); only N >= 16 and a multiple of 16 that divides the input channels, else "
+                              "channel-wise, as MNNConvert does; -1 = channel-wise")
+                    ->type_name("N")
+                    ->check(integer_in(INT64_MIN, INT64_MAX));
+  o.scale_bits = q->add_option("--weightQuantScaleBit", b.scale_bits,
+                               "MNNConvert's scale storage: 32 = f32 (default), 16 = f16 scales and zeros, "
+                               "rounded toward zero as MNNConvert stores them (kept float tensors stay f32)")
+                     ->type_name("32|16")
+                     ->check(integer_in(INT32_MIN, INT32_MAX));
   q->add_flag("--asym,--weightQuantAsymmetric", b.asym_for_help,
               "Asymmetric (min + scale per block). Takes an optional 1/0/true/false: a bare flag, =1, ' 1' "
               "and ' true' all mean on (default: symmetric)");
@@ -281,7 +293,17 @@ void fill_quantize(const Options& o, const Bound& b, const MnnNormalised& norm, 
 
   SpecSettings& s = a.said;
   if (o.bits->count()) s.bits = b.bits;
+  if (o.block->count() && o.mnn_block->count()) {
+    throw usage("quantize: the block is given twice (--block and --weightQuantBlock); they count differently, "
+                "so use one");
+  }
   if (o.block->count()) s.block = b.block;
+  if (o.mnn_block->count()) {
+    s.block = b.mnn_block;
+    s.mnn_block = true;
+  }
+  if (o.scale_bits->count()) s.scale_bits = b.scale_bits;
+  s.mnn_form = norm.mnn_form;
   s.asym = norm.asym;
   if (o.hqq->count()) s.hqq = b.hqq;
   if (o.fp16->count()) s.fp16 = b.fp16;

@@ -116,6 +116,7 @@ Setup prepare(const QuantizeArgs& a, Console& con) {
 
   PlanOptions po;
   po.defaults = s.eff.spec;
+  po.keep_f16 = s.eff.kept_f16;
   po.format = s.format;
   po.ggml = s.ggml;
   if (s.eff.keep_float) {

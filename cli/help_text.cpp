@@ -58,8 +58,13 @@ MNNConvert spellings (accepted as they are; `wquant --modelFile ...` needs no co
                                is 0; wquant's is 4)
   --weightQuantAsymmetric V  = --asym. A bare flag, =1, ' 1' and ' true' all mean on;
                                0 / false mean off. (MNNConvert reads ' 1' and ' true' as
-                               false, and then silently drops --hqq too.)
-  --weightQuantBlock N       = --block N; -1 = channel-wise
+                               false, and then turns --hqq off with a warning.)
+  --weightQuantBlock N       MNNConvert's block: N input channels times the whole kernel
+                               (N*kh*kw weights for a conv), only for N >= 16, a multiple
+                               of 16 dividing the input channels, else channel-wise;
+                               -1 = channel-wise. (--block N: N weights along the row)
+  --weightQuantScaleBit B    32: f32 scales (default); 16: f16 scales and zeros rounded
+                               toward zero, as MNNConvert stores them
   --hqq                      HQQ; implies asymmetric (said once on stderr). --hqq with
                                --weightQuantAsymmetric 0 is refused as contradictory
   --fp16                     scales, zeros and kept-float tensors in f16
@@ -67,6 +72,8 @@ MNNConvert spellings (accepted as they are; `wquant --modelFile ...` needs no co
   -f FW                      checked against MNNConvert's list, then ignored (with
                              --verbose it says so): the input format is read from the file
   --bizCode CODE             accepted and ignored
+With any of MNNConvert's own spellings, weights with |w| < FLT_MIN are read as 0 before
+quantizing, as MNNConvert does.
 A block must divide a tensor's row (input channels x kernel size for a conv); where it
 does not, that tensor is quantized channel-wise and one line says so.
 

@@ -17,6 +17,17 @@ std::string upper(std::string_view s) {
 
 bool is_asym_flag(std::string_view a) { return a == "--asym" || a == "--weightQuantAsymmetric"; }
 
+bool is_mnn_spelling(std::string_view a) {
+  static constexpr std::array<std::string_view, 7> kNames = {
+      "--modelFile", "--MNNModel", "--weightQuantBits", "--weightQuantBlock", "--weightQuantAsymmetric",
+      "--weightQuantScaleBit", "--compressionParamsFile"};
+  const std::string_view name = a.substr(0, a.find('='));
+  for (std::string_view n : kNames) {
+    if (name == n) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 std::optional<bool> parse_bool_literal(std::string_view text) {
@@ -59,6 +70,7 @@ MnnNormalised normalise_mnn_args(std::vector<std::string> args) {
       r.args.push_back(a);
       continue;
     }
+    r.mnn_form = r.mnn_form || is_mnn_spelling(a);
     const size_t eq = a.find('=');
     if (eq != std::string::npos && is_asym_flag(std::string_view(a).substr(0, eq))) {
       const std::string value = a.substr(eq + 1);

@@ -18,6 +18,11 @@ struct MnnNormalised {
   std::vector<std::string> args;  // what the general parser gets
   std::optional<bool> asym;       // the last --asym / --weightQuantAsymmetric, if any
   bool implied_quantize = false;  // no command given: `quantize` was put first
+  // A quantize command line that uses one of MNNConvert's own spellings (--modelFile,
+  // --MNNModel, --weightQuantBits, --weightQuantBlock, --weightQuantAsymmetric,
+  // --weightQuantScaleBit, --compressionParamsFile): the run then follows MNNConvert's
+  // rules where they differ from wquant's (see QuantSpec::mnn_*).
+  bool mnn_form = false;
 };
 
 // Puts "quantize" first when the arguments begin with a flag other than help/version

@@ -166,14 +166,15 @@ void parse_wquant_form(const json& doc, ParamsFile& p) {
   top.only({"defaults", "rules", "wquant"});
   if (const json* d = top.find("defaults")) {
     const Fields f(*d, p.path, "defaults");
-    f.only({"bits", "block", "asym", "hqq", "fp16", "type", "hqq_steps", "hqq_p", "hqq_beta", "hqq_kappa",
-            "hqq_round_zero", "hqq_stop"});
+    f.only({"bits", "block", "asym", "hqq", "fp16", "scale_bits", "type", "hqq_steps", "hqq_p", "hqq_beta",
+            "hqq_kappa", "hqq_round_zero", "hqq_stop"});
     SpecSettings& s = p.defaults;
     if (auto v = f.integer("bits")) s.bits = checked_bits(f, "bits", *v);
     if (auto v = f.integer("block")) s.block = checked_block(f, "block", *v) == 0 ? -1 : *v;
     s.asym = f.boolean("asym");
     s.hqq = f.boolean("hqq");
     s.fp16 = f.boolean("fp16");
+    if (auto v = f.integer("scale_bits")) s.scale_bits = int(*v);  // checked once merged (resolve_settings)
     s.ggml = f.ggml("type");
     if (auto v = f.integer("hqq_steps")) {
       if (*v < 0 || *v > 10000) f.fail("hqq_steps", "HQQ steps must be between 0 and 10000, got " + std::to_string(*v));
@@ -253,6 +254,7 @@ void parse_mnn_form(const json& doc, ParamsFile& p) {
       r.asym = w.boolean("asymmetric");
       if (auto v = w.integer("blockSize", w.find("blockSize", "block_size"))) {
         r.block = checked_block(w, "blockSize", *v) <= 0 ? -1 : *v;
+        r.mnn_block = true;  // MNNConvert reads it with --weightQuantBlock's rule
       }
       const std::string label = where + " \"" + *op + "\"";
       r.pattern = escape_glob(*op);
@@ -336,7 +338,8 @@ json params_used(const EffectiveSpec& e, OutputFormat format, GgmlBlock ggml_def
   defaults["block"] = s.block > 0 ? s.block : int64_t(-1);
   defaults["asym"] = s.asym;
   defaults["hqq"] = s.hqq;
-  defaults["fp16"] = s.fp16;
+  defaults["fp16"] = e.kept_f16;  // --fp16 (scales f16 for scale_bits 16 alone do not count)
+  if (s.fp16_truncate) defaults["scale_bits"] = 16;  // --weightQuantScaleBit 16
   if (format == OutputFormat::Gguf) defaults["type"] = ggml_block_name(ggml_default);
   if (s.hqq) {
     defaults["hqq_steps"] = s.hqq_opts.max_steps;

@@ -3,7 +3,7 @@
 // Two JSON forms are read (which one is told by the keys: "algo" is MNN's):
 //
 // wquant's form
-//   {"defaults": {"bits": 4, "block": 32, "asym": false, "hqq": false, "fp16": false,
+//   {"defaults": {"bits": 4, "block": 32, "asym": false, "hqq": false, "fp16": false, "scale_bits": 32,
 //                 "type": "Q4_0", "hqq_steps": 20, "hqq_p": 0.7, "hqq_beta": 10,
 //                 "hqq_kappa": 1.01, "hqq_round_zero": false, "hqq_stop": "block"},
 //    "rules": [{"match": "blk.*.ffn_*", "bits": 8, "block": 32, "asym": true,

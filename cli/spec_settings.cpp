@@ -23,7 +23,12 @@ Error usage(const std::string& where, const std::string& problem) {
 SpecSettings SpecSettings::or_else(const SpecSettings& fallback) const {
   SpecSettings r = *this;
   take(r.bits, fallback.bits);
-  take(r.block, fallback.block);
+  if (!r.block) {
+    r.block = fallback.block;
+    r.mnn_block = fallback.mnn_block;
+  }
+  take(r.scale_bits, fallback.scale_bits);
+  r.mnn_form = r.mnn_form || fallback.mnn_form;
   take(r.asym, fallback.asym);
   take(r.hqq, fallback.hqq);
   take(r.fp16, fallback.fp16);
@@ -62,6 +67,21 @@ EffectiveSpec resolve_settings(const SpecSettings& s, const std::string& where) 
   e.spec.asym = s.asym.value_or(false) || e.spec.hqq;
   e.asym_implied = e.spec.hqq && !s.asym;
   e.spec.fp16 = s.fp16.value_or(false);
+  e.kept_f16 = e.spec.fp16;
+  e.spec.mnn_blocks = s.mnn_block && e.spec.block > 0;
+  e.spec.mnn_flush = s.mnn_form;
+  if (s.scale_bits) {
+    // MNNConvert stores scales as f16 for 16 and as f32 otherwise; 8 and 4 are "reserved"
+    // there (source/core/IDSTEncoder.hpp EncodeOptions::scaleBit), so refused here.
+    if (*s.scale_bits != 32 && *s.scale_bits != 16) {
+      throw usage(where, "scale bits must be 32 (f32 scales) or 16 (f16 scales), got " +
+                             std::to_string(*s.scale_bits));
+    }
+    if (*s.scale_bits == 16) {
+      e.spec.fp16 = true;
+      e.spec.fp16_truncate = true;
+    }
+  }
   HqqOptions& h = e.spec.hqq_opts;
   if (s.hqq_steps) h.max_steps = *s.hqq_steps;
   if (s.hqq_p) h.p = *s.hqq_p;

@@ -24,6 +24,9 @@ struct SpecSettings {
   std::optional<float> hqq_p, hqq_beta, hqq_kappa;
   std::optional<bool> hqq_round_zero;
   std::optional<HqqStop> hqq_stop;
+  bool mnn_block = false;         // `block` follows MNNConvert's rule (--weightQuantBlock)
+  std::optional<int> scale_bits;  // MNNConvert's --weightQuantScaleBit: 32 (f32) or 16 (f16, truncated)
+  bool mnn_form = false;          // MNNConvert's spellings were used: flush |w| < FLT_MIN to 0
 
   // Fields set here win; unset ones come from `fallback`.
   SpecSettings or_else(const SpecSettings& fallback) const;
@@ -35,12 +38,14 @@ struct EffectiveSpec {
   bool keep_float = false; // bits 0: no tensor is quantized
   bool asym_implied = false;  // hqq turned asym on without the user asking: say so once
   std::optional<GgmlBlock> ggml;  // as set; GGUF output picks a default from bits when unset
+  bool kept_f16 = false;     // float tensors kept as f16 (--fp16; not --weightQuantScaleBit 16)
 };
 
 // Fills unset fields with the built-in defaults (4 bits, channel-wise, symmetric, no HQQ,
 // f32 storage, the reference's HQQ options) and checks the combination. Throws Error
 // (Usage) naming `where` for bits outside {0, 2..8}, a block of 0 or below -1, HQQ with
-// asymmetric explicitly off, or HQQ options out of range.
+// asymmetric explicitly off, HQQ options out of range, or a scale bit width other than
+// 32 or 16.
 EffectiveSpec resolve_settings(const SpecSettings& s, const std::string& where);
 
 // The GGUF block type of a run: the one set, else the one that stores `bits` (4 -> Q4_0,

@@ -123,7 +123,10 @@ std::vector<TensorPlan> make_plan(const std::vector<TensorInfo>& tensors, const 
     for (const TensorRule& r : opts.rules) {
       if (!glob_match(r.pattern, t.name)) continue;
       if (r.bits) p.spec.bits = *r.bits;
-      if (r.block) p.spec.block = *r.block < 0 ? 0 : *r.block;
+      if (r.block) {
+        p.spec.block = *r.block < 0 ? 0 : *r.block;
+        p.spec.mnn_blocks = r.mnn_block;
+      }
       if (r.asym) p.spec.asym = *r.asym;
       if (r.hqq) p.spec.hqq = *r.hqq;
       if (r.ggml) {
@@ -140,7 +143,7 @@ std::vector<TensorPlan> make_plan(const std::vector<TensorInfo>& tensors, const 
     } else if (!quantize) {
       p.action = TensorAction::KeepFloat;
       // --fp16 stores kept f32 tensors as f16, as MNNConvert --fp16 does; f16/bf16 stay.
-      p.out_dtype = (opts.defaults.fp16 && t.dtype == DType::F32) ? DType::F16 : t.dtype;
+      p.out_dtype = (opts.keep_f16.value_or(opts.defaults.fp16) && t.dtype == DType::F32) ? DType::F16 : t.dtype;
     } else if (opts.format == OutputFormat::Gguf) {
       if (!ruled_type && is_output_matrix(t, has_output) && p.ggml != GgmlBlock::Q8_0) {
         p.note = t.name + ": quantized to Q8_0, not " + ggml_block_name(p.ggml) +
@@ -168,7 +171,8 @@ std::vector<TensorPlan> make_plan(const std::vector<TensorInfo>& tensors, const 
       }
     } else {
       p.action = TensorAction::Quantize;
-      p.block = resolve_block(p.spec, cols_of(t), t.name, BlockFallback::ChannelWise, &p.note);
+      p.block = p.spec.mnn_blocks ? resolve_mnn_block(p.spec, t.shape, t.name, &p.note)
+                                  : resolve_block(p.spec, cols_of(t), t.name, BlockFallback::ChannelWise, &p.note);
     }
     plan.push_back(std::move(p));
   }

@@ -61,6 +61,7 @@ struct TensorRule {
   std::optional<bool> hqq;
   std::optional<bool> skip;      // keep the tensor as float
   std::optional<GgmlBlock> ggml; // GGUF output: this tensor's block type
+  bool mnn_block = false;        // `block` follows MNNConvert's rule (an MNN-form params file)
 };
 
 enum class OutputFormat : uint8_t { Wq, Safetensors, Gguf };
@@ -70,6 +71,9 @@ struct PlanOptions {
   std::vector<TensorRule> rules;
   OutputFormat format = OutputFormat::Wq;
   GgmlBlock ggml = GgmlBlock::Q4_0;  // GGUF output default type
+  // Kept float tensors stored as f16 (f32 ones only); unset: as defaults.fp16 says (--fp16).
+  // Set apart when scales are f16 for another reason (MNN's --weightQuantScaleBit 16).
+  std::optional<bool> keep_f16;
 };
 
 // Glob match: * any run, ? one char, [abc] / [a-z] / [!a] a class. Whole-name match.

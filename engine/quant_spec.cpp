@@ -55,4 +55,29 @@ size_t resolve_block(const QuantSpec& spec, size_t cols, const std::string& tens
   return cols;
 }
 
+size_t resolve_mnn_block(const QuantSpec& spec, const std::vector<int64_t>& shape, const std::string& tensor,
+                         std::string* note) {
+  size_t cols = 1, kernel = 1;
+  for (size_t i = shape.size() <= 1 ? 0 : 1; i < shape.size(); ++i) cols *= size_t(shape[i]);
+  for (size_t i = 2; i < shape.size(); ++i) kernel *= size_t(shape[i]);
+  if (cols == 0) throw Error(tensor + ": cannot quantize a tensor with 0 columns");
+  if (spec.block <= 0) return cols;
+  const size_t b = size_t(spec.block);
+  const size_t ic = cols / kernel;
+  if (b >= 16 && b % 16 == 0 && ic % b == 0) return b * kernel;
+  if (note) {
+    if (b < 16 || b % 16 != 0) {
+      *note = tensor + ": block " + std::to_string(b) + " is not a multiple of 16 (MNNConvert blocks only by 16, 32, "
+              "48, ... input channels)";
+    } else if (kernel > 1) {
+      *note = tensor + ": block " + std::to_string(b) + " does not divide the " + std::to_string(ic) +
+              " input channels";
+    } else {
+      *note = tensor + ": block " + std::to_string(b) + " does not divide the row length " + std::to_string(cols);
+    }
+    *note += "; quantized channel-wise instead, as MNNConvert does";
+  }
+  return cols;
+}
+
 }  // namespace wq

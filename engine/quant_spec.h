@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "kernels/kernels.h"
 
@@ -33,6 +34,14 @@ struct QuantSpec {
   bool hqq = false;       // HQQ: affine start refined by the half-quadratic solver
   bool fp16 = false;      // scales and zeros stored as f16 (and float tensors kept as f16)
   HqqOptions hqq_opts;
+  // MNNConvert's own rules, set when the run is spelled the MNNConvert way (cli/args.cpp);
+  // wquant's own flags leave them off. Verified against alibaba/MNN (files named below).
+  bool mnn_blocks = false;     // block counts input channels: resolve_mnn_block
+  bool mnn_flush = false;      // |w| < FLT_MIN (and -0) read as +0 before quantizing,
+                               // as tools/converter/source/common/AlignDenormalizedValue.cpp does
+  bool fp16_truncate = false;  // with fp16: scales and zeros rounded toward zero, as MNN's
+                               // --weightQuantScaleBit 16 stores them (source/core/IDSTEncoder.hpp:
+                               // half_float::half at its default HALF_ROUND_STYLE -1, truncation)
 
   Scheme scheme() const { return hqq ? Scheme::Affine : (asym ? Scheme::MnnAsym : Scheme::MnnSym); }
   std::string describe() const;  // e.g. "4-bit asym block 64 hqq"
@@ -53,5 +62,13 @@ enum class BlockFallback { Error, ChannelWise };
 // which case *note says so. Throws Error naming the tensor otherwise.
 size_t resolve_block(const QuantSpec& spec, size_t cols, const std::string& tensor,
                      BlockFallback fallback, std::string* note);
+
+// MNNConvert's block rule (tools/converter/source/common/WeightQuantAndCoding.cpp,
+// WeightQuantAndCoding): for a weight [oc, ic, k...] the block counts input channels and
+// spans the whole kernel, so the effective block is spec.block * (product of k...) weights
+// (a linear [out, in] has a kernel of 1). It is used only when spec.block >= 16, a multiple
+// of 16, and divides ic; otherwise the tensor is channel-wise and *note says why.
+size_t resolve_mnn_block(const QuantSpec& spec, const std::vector<int64_t>& shape, const std::string& tensor,
+                         std::string* note);
 
 }  // namespace wq

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <vector>
 
 #include "engine/error.h"
@@ -97,10 +98,75 @@ void check_finite(const TensorView& w, const Kernels* k) {
   check_finite_rows(w, w.cols(), 0, w.rows(), table(k));
 }
 
-QuantizedTensor quantize_tensor(const TensorView& w, const QuantSpec& spec, size_t block, const Kernels* kp) {
+// MNNConvert's AlignDenormalizedValue: every |w| < FLT_MIN becomes +0 (-0 included,
+// since fabs(-0) < FLT_MIN) before quantizing. Returns the flushed tensor as f32 in *buf
+// and a view of it, or w itself when nothing would change (the common case: one read-only
+// pass, no copy). f16 and bf16 widen to f32 exactly, so quantizing the copy gives the
+// bytes quantizing the original would, apart from the flushed values.
+static TensorView flush_subnormals(const TensorView& w, std::vector<float>* buf, const Kernels& k) {
+  const size_t n = w.numel();
+  const size_t es = dtype_size(w.dtype);
+  const auto* base = static_cast<const uint8_t*>(w.data);
+  auto widen = [&](size_t i) -> float {
+    if (w.dtype == DType::F32) {
+      float f;
+      std::memcpy(&f, base + i * 4, 4);
+      return f;
+    }
+    uint16_t h;
+    std::memcpy(&h, base + i * es, 2);
+    if (w.dtype == DType::BF16) {
+      const uint32_t u = uint32_t(h) << 16;
+      float f;
+      std::memcpy(&f, &u, 4);
+      return f;
+    }
+    float f;
+    k.widen_f16(&h, &f, 1);
+    return f;
+  };
+  // Zero exponent and not +0: a subnormal or -0. Every f16 subnormal is above FLT_MIN, so
+  // only -0 flushes there. Branch-free scans, so the compiler vectorises them.
+  auto flushes = [](float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    return (u & 0x7f800000u) == 0 && u != 0;
+  };
+  bool any = false;
+  if (w.dtype == DType::F32) {
+    for (size_t i = 0; i < n; ++i) {
+      uint32_t u;
+      std::memcpy(&u, base + i * 4, 4);
+      any |= ((u & 0x7f800000u) == 0) & (u != 0);
+    }
+  } else {
+    const uint16_t exp_mask = w.dtype == DType::BF16 ? 0x7f80u : 0xffffu;
+    const uint16_t zero_exp = w.dtype == DType::BF16 ? 0u : 0x8000u;  // f16: only -0
+    for (size_t i = 0; i < n; ++i) {
+      uint16_t h;
+      std::memcpy(&h, base + i * 2, 2);
+      any |= (uint16_t(h & exp_mask) == zero_exp) & (h != 0);
+    }
+  }
+  if (!any) return w;
+  buf->resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    const float f = widen(i);
+    (*buf)[i] = flushes(f) ? 0.0f : f;
+  }
+  TensorView v = w;
+  v.dtype = DType::F32;
+  v.data = buf->data();
+  v.nbytes = n * 4;
+  return v;
+}
+
+QuantizedTensor quantize_tensor(const TensorView& w_in, const QuantSpec& spec, size_t block, const Kernels* kp) {
   const Kernels& k = table(kp);
-  validate_spec(spec, w.name);
-  check_view(w);
+  validate_spec(spec, w_in.name);
+  check_view(w_in);
+  std::vector<float> flushed;
+  const TensorView w = spec.mnn_flush ? flush_subnormals(w_in, &flushed, k) : w_in;
   QuantizedTensor q;
   q.name = w.name;
   q.shape = w.shape;
@@ -164,10 +230,36 @@ QuantizedTensor quantize_tensor(const TensorView& w, const QuantSpec& spec, size
   }
   check_params_finite(w, q, k, false, spec.hqq ? nullptr : abs_max);
   if (spec.fp16) {
-    round_params_to_f16(q, &k);
+    if (spec.fp16_truncate) truncate_params_to_f16(q, &k);
+    else round_params_to_f16(q, &k);
     check_params_finite(w, q, k, true);
   }
   return q;
+}
+
+// IEEE f32 -> f16 rounded toward zero (overflow to Inf, NaN kept NaN): MNN's
+// half_float::half with its default round style.
+static uint16_t truncate_to_f16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  const uint32_t sign = (u >> 16) & 0x8000u;
+  const int exp = int((u >> 23) & 0xff);
+  const uint32_t mant = u & 0x7fffffu;
+  if (exp == 0xff) return uint16_t(sign | 0x7c00u | (mant ? 0x200u : 0u));
+  if (exp > 142) return uint16_t(sign | 0x7c00u);  // >= 2^16: beyond f16's largest finite value
+  if (exp > 112) return uint16_t(sign | uint32_t(exp - 112) << 10 | mant >> 13);  // normal: drop 13 bits
+  if (exp > 101) return uint16_t(sign | (mant | 0x800000u) >> (126 - exp));       // subnormal
+  return uint16_t(sign);
+}
+
+void truncate_params_to_f16(QuantizedTensor& q, const Kernels* kp) {
+  const Kernels& k = table(kp);
+  q.scales_f16.resize(q.scales.size());
+  q.zeros_f16.resize(q.zeros.size());
+  for (size_t i = 0; i < q.scales.size(); ++i) q.scales_f16[i] = truncate_to_f16(q.scales[i]);
+  for (size_t i = 0; i < q.zeros.size(); ++i) q.zeros_f16[i] = truncate_to_f16(q.zeros[i]);
+  k.widen_f16(q.scales_f16.data(), q.scales.data(), q.scales.size());  // exact
+  k.widen_f16(q.zeros_f16.data(), q.zeros.data(), q.zeros.size());
 }
 
 void round_params_to_f16(QuantizedTensor& q, const Kernels* kp) {

@@ -28,6 +28,10 @@ void round_params_to_f16(QuantizedTensor& q, const Kernels* k = nullptr);
 // A stored record read with spec.fp16: scales and zeros from their stored halves.
 void widen_f16_params(QuantizedTensor& q, const Kernels* k = nullptr);
 
+// Rounds scales and zeros to f16 toward zero and back, as spec.fp16 with
+// spec.fp16_truncate stores them (MNN's --weightQuantScaleBit 16).
+void truncate_params_to_f16(QuantizedTensor& q, const Kernels* k = nullptr);
+
 // Throws Error naming the tensor, row and column of the first NaN or Inf in w.
 void check_finite(const TensorView& w, const Kernels* k = nullptr);
 

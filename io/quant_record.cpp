@@ -25,12 +25,11 @@ std::string quant_record_json(const QuantizedTensor& q) {
   j["fp16"] = q.spec.fp16;
   j["hqq"] = q.spec.hqq;
   if (q.spec.hqq) {
-    j["hqq_steps_max"] = q.spec.hqq_opts.max_steps;
+    j["hqq_steps"] = q.spec.hqq_opts.max_steps;  // the --hqq-steps budget, as the params file names it
     j["hqq_p"] = q.spec.hqq_opts.p;
     j["hqq_beta"] = q.spec.hqq_opts.beta;
     j["hqq_kappa"] = q.spec.hqq_opts.kappa;
     j["hqq_round_zero"] = q.spec.hqq_opts.round_zero;
-    j["solver_steps"] = q.solver_steps;
   }
   j["packed_row_bytes"] = q.packed_row_bytes;
   return j.dump();
@@ -55,12 +54,14 @@ QuantizedTensor parse_quant_record(const std::string& text, const std::string& n
     q.spec.hqq = j.at("hqq").get<bool>();
     q.spec.asym = q.scheme != Scheme::MnnSym;
     if (q.spec.hqq) {
-      q.spec.hqq_opts.max_steps = j.at("hqq_steps_max").get<int>();
+      // "hqq_steps_max" in records written before the names were unified.
+      q.spec.hqq_opts.max_steps = (j.contains("hqq_steps") ? j.at("hqq_steps") : j.at("hqq_steps_max")).get<int>();
       q.spec.hqq_opts.p = j.at("hqq_p").get<float>();
       q.spec.hqq_opts.beta = j.at("hqq_beta").get<float>();
       q.spec.hqq_opts.kappa = j.at("hqq_kappa").get<float>();
       q.spec.hqq_opts.round_zero = j.at("hqq_round_zero").get<bool>();
-      q.solver_steps = j.at("solver_steps").get<int>();
+      // Older records carry "solver_steps", always 0 (the header is written before any
+      // tensor is solved); the steps a run took are in its summary (--json), not in files.
     }
     q.packed_row_bytes = j.at("packed_row_bytes").get<size_t>();
     if (q.spec.bits < 2 || q.spec.bits > 8) throw Error(at + ": bits " + std::to_string(q.spec.bits) + " outside 2..8");

@@ -43,8 +43,8 @@ std::string header_for(const std::vector<TensorPlan>& plan, const std::vector<Te
       off += piece.nbytes;
     }
     if (p.action == TensorAction::Quantize) {
-      // The record's data-independent fields; solver steps are known only after the
-      // run, so HQQ records carry the step budget, not the steps used.
+      // The record's data-independent fields (the header is written before any tensor
+      // is quantized): HQQ records carry the step budget, not the steps used.
       QuantizedTensor q;
       q.shape = p.shape;
       q.spec = p.spec;

@@ -142,7 +142,7 @@ class WqReader final : public ModelReader {
     q.spec.bits = t.bits();
     q.spec.fp16 = t.fp16();
     q.spec.hqq = t.hqq();
-    q.spec.hqq_opts.max_steps = t.hqq_max_steps();
+    q.spec.hqq_opts.max_steps = t.hqq_steps();
     q.spec.hqq_opts.p = t.hqq_p();
     q.spec.hqq_opts.beta = t.hqq_beta();
     q.spec.hqq_opts.kappa = t.hqq_kappa();

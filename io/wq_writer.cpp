@@ -2,6 +2,7 @@
 #include "io/wq_writer.h"
 
 #include <cstring>
+#include <filesystem>
 
 #include "engine/error.h"
 #include "io/output_file.h"
@@ -58,8 +59,10 @@ Layout plan_layout(const std::vector<TensorPlan>& plan, const std::vector<Tensor
         offs[2], szs[2]));
     l.piece_sizes.push_back(std::move(sizes));
   }
+  // The input's base name only: the same input named by two paths gives the same bytes.
+  const std::string source_name = std::filesystem::path(source.path()).filename().string();
   std::vector<flatbuffers::Offset<fb::KeyValue>> meta{
-      fb::CreateKeyValueDirect(fbb, "wquant.source", source.path().c_str())};
+      fb::CreateKeyValueDirect(fbb, "wquant.source", source_name.c_str())};
   fbb.Finish(fb::CreateModelDirect(fbb, kWqVersion, source.format(), &meta, &tensors), fb::ModelIdentifier());
   l.header.assign(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
   l.data_offset = align_up(sizeof(WqPreamble) + l.header.size());

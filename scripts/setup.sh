@@ -13,9 +13,19 @@ host_pkgs=(build-essential cmake ninja-build pkg-config
 arm_pkgs=(libc6:arm64 libstdc++6:arm64 libtbb-dev:arm64 libhwy-dev:arm64 libgtest-dev:arm64 libgmock-dev:arm64
   libflatbuffers-dev:arm64 libstdc++-12-dev:arm64)
 
+# Installed means "ii" for the architecture asked for: NAME:ARCH, or for a bare NAME the
+# native architecture (or "all"). `dpkg -s NAME` cannot say: once NAME:arm64 is installed
+# beside NAME:amd64 it fails ("ambiguous package name"), which made every run update apt.
+native=$(dpkg --print-architecture)
+installed() {
+  local name=${1%%:*} arch=$native
+  if [ "$name" != "$1" ]; then arch=${1#*:}; fi
+  dpkg-query -W -f='${Architecture} ${db:Status-Abbrev}\n' "$name" 2>/dev/null |
+    awk -v a="$arch" '$2 == "ii" && ($1 == a || $1 == "all") { found = 1 } END { exit !found }'
+}
 missing=()
 for p in "${host_pkgs[@]}" "${arm_pkgs[@]}"; do
-  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  installed "$p" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   if ! dpkg --print-foreign-architectures | grep -qx arm64; then

@@ -129,6 +129,32 @@ TEST(CliArgs, MnnSpellingsGiveTheSameSettingsAsOurs) {
   }
 }
 
+TEST(CliArgs, MnnSpellingsTurnOnMnnRulesAndOursDoNot) {
+  const CommandLine ours = parse_command_line({"quantize", "a", "b.wq", "--block", "32", "--bits", "4", "--asym"});
+  EXPECT_FALSE(ours.quantize.said.mnn_block);
+  EXPECT_FALSE(ours.quantize.said.mnn_form);
+  const EffectiveSpec e = resolve_settings(ours.quantize.said, "");
+  EXPECT_FALSE(e.spec.mnn_blocks || e.spec.mnn_flush || e.spec.fp16_truncate);
+  for (const Args& a : {Args{"quantize", "a", "b.wq", "--weightQuantBlock", "32"},
+                        Args{"--modelFile", "a", "--MNNModel", "b.wq", "--weightQuantBlock=32"}}) {
+    const CommandLine cl = parse_command_line(a);
+    EXPECT_TRUE(cl.quantize.said.mnn_block);
+    EXPECT_TRUE(cl.quantize.said.mnn_form);
+    const EffectiveSpec m = resolve_settings(cl.quantize.said, "");
+    EXPECT_TRUE(m.spec.mnn_blocks && m.spec.mnn_flush);
+    EXPECT_EQ(m.spec.block, 32);
+  }
+  // Any MNN-only spelling is MNNConvert's form, even with wquant's --block.
+  EXPECT_TRUE(parse_command_line({"quantize", "a", "b", "--weightQuantBits", "4"}).quantize.said.mnn_form);
+  EXPECT_FALSE(parse_command_line({"quantize", "a", "b", "--weightQuantBits", "4", "--block", "32"}).quantize.said.mnn_block);
+  const EffectiveSpec s16 =
+      resolve_settings(parse_command_line({"quantize", "a", "b", "--weightQuantScaleBit", "16"}).quantize.said, "");
+  EXPECT_TRUE(s16.spec.fp16 && s16.spec.fp16_truncate);
+  EXPECT_FALSE(s16.kept_f16);
+  EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--weightQuantScaleBit", "8"}), "scale bits"));
+  EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--block", "32", "--weightQuantBlock", "32"}), "twice"));
+}
+
 TEST(CliArgs, FrameworkFlagIsCheckedAndReportedAsInformative) {
   const CommandLine cl = parse_command_line({"-f", "onnx", "--modelFile", "a", "--MNNModel", "b.wq"});
   EXPECT_EQ(cl.quantize.framework, "ONNX");
@@ -417,6 +443,29 @@ TEST(CliParams, ParamsUsedReadBackGiveTheSameSettings) {
   EXPECT_FALSE(glob_match(p.rules[2].pattern, "odd1"));
   EXPECT_EQ(p.rules[2].bits, 8);
   EXPECT_EQ(p.rules[2].block, 32);
+}
+
+TEST(CliParams, ParamsUsedKeepTheScaleBitWidthApartFromFp16) {
+  // --weightQuantScaleBit 16 (f16 scales rounded toward zero, kept tensors f32) and --fp16
+  // (f16 scales rounded to nearest, kept tensors f16) read back as they were.
+  for (const bool fp16 : {false, true}) {
+    SCOPED_TRACE(fp16);
+    SpecSettings said;
+    said.scale_bits = 16;
+    if (fp16) said.fp16 = true;
+    const EffectiveSpec e = resolve_settings(said, "");
+    const json doc = params_used(e, OutputFormat::Wq, GgmlBlock::Q4_0, {}, {});
+    EXPECT_EQ(doc["defaults"]["scale_bits"], 16);
+    const ParamsFile p = parse_params_json(json::parse(doc.dump()), "used.json");
+    const EffectiveSpec back = resolve_settings(p.defaults, "");
+    EXPECT_TRUE(back.spec.fp16 && back.spec.fp16_truncate);
+    EXPECT_EQ(back.kept_f16, fp16);
+  }
+  SpecSettings plain;
+  plain.fp16 = true;
+  const json doc = params_used(resolve_settings(plain, ""), OutputFormat::Wq, GgmlBlock::Q4_0, {}, {});
+  EXPECT_FALSE(doc["defaults"].contains("scale_bits"));
+  EXPECT_EQ(doc["defaults"]["fp16"], true);
 }
 
 }  // namespace

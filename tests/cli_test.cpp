@@ -23,6 +23,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -237,6 +238,14 @@ TEST_F(Cli, VersionAndHelp) {
   }
   r = expect(2, {"help", "nope"});
   EXPECT_TRUE(contains(r.err, "wquant: error: ")) << r.err;
+}
+
+TEST_F(Cli, HelpSaysMnnConvertWarnsWhenItTurnsHqqOff) {
+  // MNNConvert prints "Warning, MNN Convert only support Hqq with weight asymmetric quant!
+  // Disable Hqq currently" (tools/converter/source/common/cli.cpp): not silent.
+  const Result r = expect(0, {"help", "quantize"});
+  EXPECT_FALSE(contains(r.out, "silently")) << r.out;
+  EXPECT_TRUE(contains(r.out, "turns --hqq off with a warning")) << r.out;
 }
 
 TEST_F(Cli, NoCommandAndUnknownCommandAreUsageErrors) {
@@ -770,6 +779,294 @@ TEST_F(Cli, TheInputIsNeverOverwritten) {
   r = expect(4, {"dequantize", in, in, "--force"});
   EXPECT_TRUE(contains(r.err, "is the input")) << r.err;
   EXPECT_TRUE(read_bytes(in) == original);
+}
+
+// --- MNNConvert fidelity ------------------------------------------------------------------
+// Expected values below follow MNNConvert's rules as read in alibaba/MNN:
+// tools/converter/source/common/WeightQuantAndCoding.cpp (blocks),
+// tools/converter/source/common/AlignDenormalizedValue.cpp (|w| < FLT_MIN -> 0),
+// source/core/IDSTEncoder.hpp + 3rd_party/half/half.hpp (f16 scales, truncated).
+
+struct NamedTensor {
+  std::string name;
+  std::vector<int64_t> shape;
+  std::vector<float> data;
+};
+
+void write_f32_safetensors(const std::string& file, const std::vector<NamedTensor>& tensors) {
+  json header = json::object();
+  uint64_t off = 0;
+  for (const NamedTensor& t : tensors) {
+    header[t.name] = {{"dtype", "F32"}, {"shape", t.shape}, {"data_offsets", {off, off + t.data.size() * 4}}};
+    off += t.data.size() * 4;
+  }
+  std::string h = header.dump();
+  h.append((8 - h.size() % 8) % 8, ' ');
+  std::ofstream f(file, std::ios::binary);
+  const uint64_t n = h.size();
+  f.write(reinterpret_cast<const char*>(&n), 8);
+  f << h;
+  for (const NamedTensor& t : tensors) f.write(reinterpret_cast<const char*>(t.data.data()), std::streamsize(t.data.size() * 4));
+}
+
+// One tensor of a safetensors file, read by hand: dtype, shape and raw bytes.
+struct StTensor {
+  std::string dtype;
+  std::vector<int64_t> shape;
+  std::string bytes;
+};
+
+StTensor st_tensor(const std::string& file, const std::string& name) {
+  const std::string all = read_bytes(file);
+  StTensor t;
+  if (all.size() < 8) {
+    ADD_FAILURE() << file << " is too short";
+    return t;
+  }
+  uint64_t n = 0;
+  std::memcpy(&n, all.data(), 8);
+  const json h = json::parse(all.substr(8, n));
+  if (!h.contains(name)) {
+    ADD_FAILURE() << file << " has no tensor " << name << ": " << h.dump();
+    return t;
+  }
+  t.dtype = h[name]["dtype"];
+  t.shape = h[name]["shape"].get<std::vector<int64_t>>();
+  const uint64_t b = h[name]["data_offsets"][0], e = h[name]["data_offsets"][1];
+  t.bytes = all.substr(8 + n + b, e - b);
+  return t;
+}
+
+std::vector<float> st_f32(const StTensor& t) {
+  EXPECT_EQ(t.dtype, "F32");
+  std::vector<float> v(t.bytes.size() / 4);
+  std::memcpy(v.data(), t.bytes.data(), v.size() * 4);
+  return v;
+}
+
+uint32_t bits_of(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+
+std::vector<float> normal_weights(size_t n, uint32_t seed) {
+  std::mt19937 g(seed);
+  std::normal_distribution<float> d(0.0f, 0.05f);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(g);
+  return v;
+}
+
+TEST_F(Cli, MnnBlockCountsInputChannelsSpansTheKernelAndNeedsAMultipleOf16) {
+  const std::string in = path("conv.safetensors");
+  write_f32_safetensors(in, {{"conv.weight", {8, 64, 3, 3}, normal_weights(8 * 64 * 9, 1)},
+                             {"conv48.weight", {8, 48, 3, 3}, normal_weights(8 * 48 * 9, 2)},
+                             {"lin.weight", {4, 96}, normal_weights(4 * 96, 3)}});
+  struct Case {
+    std::vector<std::string> flags;
+    int64_t conv, conv48, lin;  // expected weights per block (-1: channel-wise)
+  };
+  // MNN: a block of B input channels holds B*kh*kw weights, used only when B >= 16,
+  // B % 16 == 0 and B divides the input channels (64, 48, 96 here); else channel-wise.
+  // wquant's --block counts weights along the flattened row (576, 432, 96).
+  const std::vector<Case> cases = {
+      {{"--weightQuantBlock", "32"}, 32 * 9, -1, 32},
+      {{"--weightQuantBlock", "16"}, 16 * 9, 16 * 9, 16},
+      {{"--weightQuantBlock", "24"}, -1, -1, -1},
+      {{"--weightQuantBlock", "8"}, -1, -1, -1},
+      {{"--weightQuantBlock", "48"}, -1, -1, 48},  // conv48: one block of 48*9, the whole row
+      {{"--block", "32"}, 32, -1, 32},
+      {{"--block", "24"}, 24, 24, 24},
+      {{"--block", "8"}, 8, 8, 8},
+  };
+  for (size_t i = 0; i < cases.size(); ++i) {
+    SCOPED_TRACE(i);
+    const std::string out = path("c" + std::to_string(i) + ".safetensors");
+    std::vector<std::string> args{"quantize", in, out, "--bits", "4"};
+    args.insert(args.end(), cases[i].flags.begin(), cases[i].flags.end());
+    const Result r = expect(0, args);
+    const json in_json = inspect(out);
+    for (const auto& [name, cols, want] : {std::tuple<std::string, int64_t, int64_t>{"conv.weight", 576, cases[i].conv},
+                                           {"conv48.weight", 432, cases[i].conv48},
+                                           {"lin.weight", 96, cases[i].lin}}) {
+      EXPECT_EQ(tensor(in_json, name)["quantization"]["block"], want) << name << "\n" << r.err;
+      // The stored scales: one per block, [rows, cols / block].
+      const StTensor s = st_tensor(out, name + ".scales");
+      ASSERT_EQ(s.shape.size(), 2u);
+      EXPECT_EQ(s.shape[1], want < 0 ? 1 : cols / want) << name;
+    }
+  }
+  // The MNN spelling's fallback is said once per tensor, naming why.
+  const Result r = expect(0, {"quantize", in, path("n.wq"), "--weightQuantBlock", "24"});
+  EXPECT_EQ(count_of(r.err, "conv.weight: block 24 is not a multiple of 16"), 1u) << r.err;
+  const Result r2 = expect(0, {"quantize", in, path("n2.wq"), "--weightQuantBlock", "32"});
+  EXPECT_EQ(count_of(r2.err, "conv48.weight: block 32 does not divide the 48 input channels"), 1u) << r2.err;
+  // Both spellings at once count differently: refused.
+  const Result r3 = expect(2, {"quantize", in, path("x.wq"), "--block", "32", "--weightQuantBlock", "32"});
+  EXPECT_TRUE(contains(r3.err, "given twice")) << r3.err;
+}
+
+TEST_F(Cli, MnnSpellingsFlushWeightsBelowFltMinToZero) {
+  const std::string in = path("tiny.safetensors");
+  std::vector<float> w(2 * 32);
+  w[0] = 1e-40f;  // row 0: a subnormal minimum among positive weights
+  for (int j = 1; j < 32; ++j) w[j] = 0.03125f * float(j);
+  for (int j = 0; j < 32; ++j) w[32 + j] = j % 3 == 0 ? -1e-40f : j % 3 == 1 ? 2e-39f : -0.0f;  // row 1: all below FLT_MIN
+  write_f32_safetensors(in, {{"w", {2, 32}, w}});
+
+  // Asymmetric: MNN stores the block minimum; flushed, it is +0 for both rows, and row 1
+  // (all zeros after the flush) has scale 0.
+  expect(0, {"--modelFile", in, "--MNNModel", path("mnn.safetensors"), "--weightQuantBits", "4",
+             "--weightQuantAsymmetric", "1"});
+  std::vector<float> zeros = st_f32(st_tensor(path("mnn.safetensors"), "w.zeros"));
+  std::vector<float> scales = st_f32(st_tensor(path("mnn.safetensors"), "w.scales"));
+  ASSERT_EQ(zeros.size(), 2u);
+  ASSERT_EQ(scales.size(), 2u);
+  EXPECT_EQ(bits_of(zeros[0]), 0u);
+  EXPECT_EQ(bits_of(zeros[1]), 0u);
+  EXPECT_EQ(bits_of(scales[1]), 0u);
+  EXPECT_EQ(scales[0], (0.03125f * 31.0f - 0.0f) / 15.0f);
+  // wquant's own spelling keeps the weights as they are.
+  expect(0, {"quantize", in, path("ours.safetensors"), "--bits", "4", "--asym"});
+  zeros = st_f32(st_tensor(path("ours.safetensors"), "w.zeros"));
+  EXPECT_EQ(bits_of(zeros[0]), bits_of(1e-40f));
+  EXPECT_EQ(bits_of(zeros[1]), bits_of(-1e-40f));
+
+  // Symmetric: row 1's absmax is 0 after the flush, so its scale is 0.
+  expect(0, {"--modelFile", in, "--MNNModel", path("mnn-sym.safetensors"), "--weightQuantBits", "4"});
+  scales = st_f32(st_tensor(path("mnn-sym.safetensors"), "w.scales"));
+  EXPECT_EQ(bits_of(scales[1]), 0u);
+  EXPECT_EQ(scales[0], 0.03125f * 31.0f / 7.0f);
+  expect(0, {"quantize", in, path("ours-sym.safetensors"), "--bits", "4"});
+  scales = st_f32(st_tensor(path("ours-sym.safetensors"), "w.scales"));
+  EXPECT_NE(bits_of(scales[1]), 0u);
+}
+
+// The f16 value MNN stores for x: the largest f16 not above |x| in magnitude (rounding
+// toward zero), found by search over every finite f16 rather than by bit manipulation.
+uint16_t f16_toward_zero(float x) {
+  auto value = [](uint16_t h) {
+    const int e = (h >> 10) & 0x1f, m = h & 0x3ff;
+    return e == 0 ? std::ldexp(float(m), -24) : std::ldexp(float(1024 + m), e - 25);
+  };
+  const float a = std::fabs(x);
+  uint16_t lo = 0, hi = 0x7bff;  // largest finite f16
+  while (lo < hi) {
+    const uint16_t mid = uint16_t((lo + hi + 1) / 2);
+    if (value(mid) <= a) lo = mid;
+    else hi = uint16_t(mid - 1);
+  }
+  return uint16_t(lo | (std::signbit(x) ? 0x8000 : 0));
+}
+
+TEST_F(Cli, MnnScaleBit16StoresF16ScalesRoundedTowardZero) {
+  const std::string in = path("m.safetensors");
+  const int rows = 64, cols = 32;
+  const std::vector<float> w = normal_weights(size_t(rows) * cols, 7);
+  write_f32_safetensors(in, {{"w", {rows, cols}, w}, {"norm.weight", {cols}, normal_weights(cols, 8)}});
+  const std::string s16 = path("s16.safetensors"), s32 = path("s32.safetensors");
+  expect(0, {"--modelFile", in, "--MNNModel", s16, "--weightQuantBits", "4", "--weightQuantAsymmetric", "1",
+             "--weightQuantScaleBit", "16"});
+  expect(0, {"--modelFile", in, "--MNNModel", s32, "--weightQuantBits", "4", "--weightQuantAsymmetric", "1",
+             "--weightQuantScaleBit", "32"});
+  const StTensor scales = st_tensor(s16, "w.scales"), zeros = st_tensor(s16, "w.zeros");
+  ASSERT_EQ(scales.dtype, "F16");
+  ASSERT_EQ(zeros.dtype, "F16");
+  ASSERT_EQ(scales.bytes.size(), size_t(rows) * 2);
+  int differs_from_nearest = 0;
+  for (int r = 0; r < rows; ++r) {
+    float mn = w[size_t(r) * cols], mx = mn;
+    for (int j = 0; j < cols; ++j) {
+      mn = std::min(mn, w[size_t(r) * cols + j]);
+      mx = std::max(mx, w[size_t(r) * cols + j]);
+    }
+    const float s = (mx - mn) / 15.0f;  // MNN: (max - min) / (threshold - clampMin)
+    uint16_t hs, hz;
+    std::memcpy(&hs, scales.bytes.data() + 2 * r, 2);
+    std::memcpy(&hz, zeros.bytes.data() + 2 * r, 2);
+    EXPECT_EQ(hs, f16_toward_zero(s)) << "row " << r;
+    EXPECT_EQ(hz, f16_toward_zero(mn)) << "row " << r;
+    // Round-to-nearest would pick the next f16 up when the dropped part is above half.
+    const uint32_t dropped = bits_of(s) & 0x1fff;
+    differs_from_nearest += dropped > 0x1000;
+  }
+  EXPECT_GT(differs_from_nearest, 0) << "the data should tell truncation from rounding";
+  // The codes come from the f32 scale (MNN quantizes before storing the scales).
+  EXPECT_TRUE(st_tensor(s16, "w.qweight").bytes == st_tensor(s32, "w.qweight").bytes);
+  EXPECT_EQ(st_tensor(s32, "w.scales").dtype, "F32");
+  // Only the scales change width: a kept float tensor stays f32 (unlike --fp16).
+  EXPECT_EQ(st_tensor(s16, "norm.weight").dtype, "F32");
+  expect(0, {"--modelFile", in, "--MNNModel", path("both.safetensors"), "--weightQuantBits", "4", "--fp16",
+             "--weightQuantScaleBit", "16"});
+  EXPECT_EQ(st_tensor(path("both.safetensors"), "norm.weight").dtype, "F16");
+  const Result r = expect(2, {"--modelFile", in, "--MNNModel", path("x.safetensors"), "--weightQuantScaleBit", "8"});
+  EXPECT_TRUE(contains(r.err, "scale bits must be 32")) << r.err;
+}
+
+// --- what the files say (README "Output layouts") ------------------------------------------
+
+TEST_F(Cli, TheSameInputByTwoPathsGivesIdenticalWqBytes) {
+  const std::string in = path("in.safetensors");
+  write_f32_safetensors(in, {{"w", {8, 64}, normal_weights(8 * 64, 11)}});
+  fs::create_directory(path("sub"));
+  expect(0, {"quantize", in, path("a.wq"), "--bits", "4", "--block", "32"});
+  expect(0, {"quantize", path("sub/../in.safetensors"), path("b.wq"), "--bits", "4", "--block", "32"});
+  const std::string a = read_bytes(path("a.wq"));
+  ASSERT_FALSE(a.empty());
+  EXPECT_TRUE(a == read_bytes(path("b.wq")));
+  // The input is named by its base name, never by the directory it was read from.
+  EXPECT_TRUE(contains(a, "in.safetensors"));
+  EXPECT_FALSE(contains(a, dir_));
+}
+
+TEST_F(Cli, KeptTensorsFollowTheReadmeRule) {
+  // README "What wquant quantizes": float, >= 2 dims, rows >= 2 and cols >= 2, and no name
+  // containing norm / position_embd / token_types / ffn_gate_inp or ending with bias.
+  const std::string in = path("in.safetensors");
+  write_f32_safetensors(in, {{"normal.weight", {4, 64}, normal_weights(256, 1)},
+                             {"layers.0.denorm_proj", {4, 64}, normal_weights(256, 2)},
+                             {"proj.bias", {4, 64}, normal_weights(256, 3)},
+                             {"row.weight", {1, 64}, normal_weights(64, 4)},
+                             {"col.weight", {64, 1}, normal_weights(64, 5)},
+                             {"scale", {64}, normal_weights(64, 6)},
+                             {"conv.weight", {4, 2, 2, 2}, normal_weights(32, 7)},
+                             {"lin.weight", {4, 64}, normal_weights(256, 8)}});
+  const std::string out = path("o.safetensors");
+  const Result r = expect(0, {"quantize", in, out, "--bits", "4", "--fp16"});
+  for (const char* kept : {"normal.weight", "layers.0.denorm_proj", "proj.bias", "row.weight", "col.weight", "scale"}) {
+    EXPECT_EQ(st_tensor(out, kept).dtype, "F16") << kept;  // kept, and f32 -> F16 with --fp16
+    EXPECT_FALSE(contains(r.err, kept)) << "kept silently: " << r.err;
+  }
+  EXPECT_EQ(st_tensor(out, "conv.weight.qweight").shape, (std::vector<int64_t>{4, 4}));  // rows 4, cols 2*2*2
+  EXPECT_EQ(st_tensor(out, "lin.weight.qweight").dtype, "U8");
+  // A rule that sets a field quantizes a tensor the default choice keeps.
+  write_bytes(path("p.json"), R"({"rules": [{"match": "normal.weight", "bits": 8}]})");
+  expect(0, {"quantize", in, path("r.safetensors"), "--params", path("p.json")});
+  EXPECT_EQ(st_tensor(path("r.safetensors"), "normal.weight.qweight").dtype, "U8");
+}
+
+TEST_F(Cli, SafetensorsHqqRecordNamesStepsLikeTheParamsFile) {
+  const std::string in = path("in.safetensors");
+  write_f32_safetensors(in, {{"w", {8, 64}, normal_weights(8 * 64, 12)}});
+  const std::string out = path("o.safetensors");
+  expect(0, {"quantize", in, out, "--bits", "4", "--block", "32", "--hqq", "--hqq-steps", "7"});
+  const std::string all = read_bytes(out);
+  uint64_t n = 0;
+  std::memcpy(&n, all.data(), 8);
+  const json h = json::parse(all.substr(8, n));
+  const json rec = json::parse(h["__metadata__"]["wquant.w"].get<std::string>());
+  EXPECT_EQ(rec["hqq_steps"], 7) << rec.dump();
+  EXPECT_FALSE(rec.contains("hqq_steps_max")) << rec.dump();
+  EXPECT_FALSE(rec.contains("solver_steps")) << rec.dump();  // was always 0: the header precedes the data
+  EXPECT_EQ(rec["scheme"], "affine");
+  EXPECT_EQ(rec["block"], 32);
+  // Channel-wise: the record's block is the row length.
+  expect(0, {"quantize", in, path("c.safetensors"), "--bits", "4"});
+  const std::string c = read_bytes(path("c.safetensors"));
+  std::memcpy(&n, c.data(), 8);
+  const json rc = json::parse(json::parse(c.substr(8, n))["__metadata__"]["wquant.w"].get<std::string>());
+  EXPECT_EQ(rc["block"], 64) << rc.dump();
 }
 
 // --- Ctrl-C -------------------------------------------------------------------------------

@@ -114,6 +114,63 @@ TEST(Quantize, MnnAsymmetricFollowsTheFormula) {
   for (size_t i = 0; i < w.size(); ++i) EXPECT_NEAR(back[i], w[i], scale / 2 + 1e-6f);
 }
 
+// MNNConvert's AlignDenormalizedValue: |w| < FLT_MIN (subnormals and -0) is +0 before
+// quantizing, for every input dtype; without mnn_flush the weights are used as they are.
+TEST(Quantize, MnnFlushTurnsWeightsBelowFltMinIntoPlusZeroForEveryDtype) {
+  // Row: a negative tiny value as the block minimum, then positives. bf16 0x8001 is a
+  // negative subnormal; f16 has no value below FLT_MIN but -0 (0x8000).
+  struct Case {
+    DType dt;
+    uint16_t tiny;
+  };
+  for (const Case c : {Case{DType::BF16, 0x8001}, Case{DType::F16, 0x8000}}) {
+    SCOPED_TRACE(dtype_name(c.dt));
+    std::vector<uint16_t> w(16);
+    w[0] = c.tiny;
+    for (size_t j = 1; j < w.size(); ++j) w[j] = c.dt == DType::BF16 ? 0x3f80 : 0x3c00;  // 1.0
+    TensorView v;
+    v.name = "w";
+    v.shape = {1, 16};
+    v.dtype = c.dt;
+    v.data = w.data();
+    v.nbytes = w.size() * 2;
+    QuantSpec s;
+    s.bits = 4;
+    s.asym = true;
+    const QuantizedTensor plain = quantize_tensor(v, s, 16, kernels_for(Isa::Scalar));
+    uint32_t bits;
+    std::memcpy(&bits, &plain.zeros[0], 4);
+    // A zero statistic is always +0 (kernels/reference.h canon_zero), so only the
+    // subnormal shows the difference.
+    if (c.dt == DType::BF16) EXPECT_NE(bits, 0u) << "the minimum is the tiny negative value as given";
+    s.mnn_flush = true;
+    const QuantizedTensor flushed = quantize_tensor(v, s, 16, kernels_for(Isa::Scalar));
+    std::memcpy(&bits, &flushed.zeros[0], 4);
+    EXPECT_EQ(bits, 0u) << "+0 after the flush";
+    EXPECT_EQ(flushed.scales[0], 1.0f / 15.0f);
+  }
+}
+
+TEST(Quantize, Fp16TruncateRoundsScalesTowardZero) {
+  // 1/15 = 0x3D888889: f16 nearest is 0x2C44 (0.066650390625), truncation too (dropped
+  // bits 0x0889 < half); 0.1f/15 rounds up to nearest but truncates down.
+  std::vector<float> w(16, 0.0f);
+  w[15] = 0.1f;
+  QuantSpec s;
+  s.bits = 4;
+  s.asym = true;
+  s.fp16 = true;
+  const QuantizedTensor nearest = quantize_tensor(view_of(w, 1, 16), s, 16, kernels_for(Isa::Scalar));
+  s.fp16_truncate = true;
+  const QuantizedTensor trunc = quantize_tensor(view_of(w, 1, 16), s, 16, kernels_for(Isa::Scalar));
+  const float exact = 0.1f / 15.0f;
+  EXPECT_LE(trunc.scales[0], exact);
+  EXPECT_LT(exact - trunc.scales[0], std::ldexp(1.0f, -8 - 10));  // within one f16 ulp at 2^-8
+  EXPECT_NE(trunc.scales[0], nearest.scales[0]);
+  EXPECT_GT(nearest.scales[0], exact);
+  EXPECT_TRUE(trunc.packed == nearest.packed) << "codes come from the f32 scale";
+}
+
 TEST(Quantize, NonFiniteWeightIsAnErrorNamingThePlace) {
   std::vector<float> w(4 * 16, 0.5f);
   w[2 * 16 + 5] = NAN;

@@ -1,0 +1,205 @@
+// The synthetic model generator (bench/synthetic_model.h): its GGUF must be one that
+// llama.cpp runs. Checked through wquant's own GGUF reader: 1-D norms in f32 whatever the
+// matrices' dtype (llama.cpp's CPU backend asserts src1->type == GGML_TYPE_F32 for the norm
+// multiply), and a llama SentencePiece vocabulary with the 256 byte tokens its byte
+// fallback needs, laid out as in stories260K-f32.gguf (llama.cpp's own converter output).
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "bench/synthetic_model.h"
+#include "io/gguf_format.h"
+#include "io/gguf_reader.h"
+#include "io/model_reader.h"
+#include "tests/test_support.h"
+
+namespace wq {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Decoders for the value bytes of a GGUF key (after its type field).
+struct Cursor {
+  const std::vector<uint8_t>& b;
+  size_t pos = 0;
+  template <typename T>
+  T get() {
+    T v{};
+    EXPECT_LE(pos + sizeof(T), b.size());
+    if (pos + sizeof(T) <= b.size()) std::memcpy(&v, b.data() + pos, sizeof(T));
+    pos += sizeof(T);
+    return v;
+  }
+  std::string str() {
+    const uint64_t n = get<uint64_t>();
+    std::string s;
+    if (pos + n <= b.size()) s.assign(reinterpret_cast<const char*>(b.data() + pos), n);
+    pos += n;
+    return s;
+  }
+};
+
+const GgufKV& kv(const GgufMetadata& m, const std::string& key) {
+  const GgufKV* p = m.find(key);
+  static const GgufKV none;
+  EXPECT_NE(p, nullptr) << "no key " << key;
+  return p ? *p : none;
+}
+
+std::string kv_string(const GgufMetadata& m, const std::string& key) {
+  const GgufKV& k = kv(m, key);
+  EXPECT_EQ(k.type, uint32_t(GgufValueType::String)) << key;
+  return Cursor{k.value}.str();
+}
+
+uint32_t kv_u32(const GgufMetadata& m, const std::string& key) {
+  const GgufKV& k = kv(m, key);
+  EXPECT_EQ(k.type, uint32_t(GgufValueType::U32)) << key;
+  return Cursor{k.value}.get<uint32_t>();
+}
+
+// An array key: its element type and raw cursor positioned at the first element.
+Cursor kv_array(const GgufMetadata& m, const std::string& key, uint32_t elem_type, uint64_t* n) {
+  const GgufKV& k = kv(m, key);
+  EXPECT_EQ(k.type, uint32_t(GgufValueType::Array)) << key;
+  Cursor c{k.value};
+  EXPECT_EQ(c.get<uint32_t>(), elem_type) << key;
+  *n = c.get<uint64_t>();
+  return c;
+}
+
+class GenModel : public ::testing::TestWithParam<DType> {
+ protected:
+  void SetUp() override {
+    std::string tmpl = ::testing::TempDir() + "wquant-gen-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+  static SyntheticConfig tiny(DType dt) {
+    SyntheticConfig c;
+    c.layers = 2;
+    c.dim = 64;
+    c.ffn = 128;
+    c.heads = 4;
+    c.kv_heads = 2;
+    c.vocab = 600;
+    c.context = 128;
+    c.dtype = dt;
+    return c;
+  }
+  std::string dir_;
+};
+
+TEST_P(GenModel, GgufNormsAreF32AndMatricesHaveTheAskedDtype) {
+  const DType dt = GetParam();
+  const std::string out = dir_ + "/m.gguf";
+  write_synthetic_model(out, OutputFormat::Gguf, tiny(dt));
+  const std::unique_ptr<GgufReader> r = open_gguf(out);
+  const uint32_t want = dt == DType::F32 ? kGgmlF32 : dt == DType::F16 ? kGgmlF16 : kGgmlBF16;
+  size_t norms = 0, matrices = 0;
+  for (size_t i = 0; i < r->tensors().size(); ++i) {
+    const TensorInfo& t = r->tensors()[i];
+    if (t.shape.size() == 1) {
+      ++norms;
+      EXPECT_NE(t.name.find("norm"), std::string::npos) << t.name;
+      EXPECT_EQ(r->ggml_type(i), uint32_t(kGgmlF32)) << t.name;
+      EXPECT_EQ(t.dtype, DType::F32) << t.name;
+    } else {
+      ++matrices;
+      EXPECT_EQ(r->ggml_type(i), want) << t.name;
+    }
+  }
+  EXPECT_EQ(norms, 2u * 2 + 1);  // attn_norm, ffn_norm per layer, output_norm
+  EXPECT_EQ(matrices, 2u * 7 + 2);
+  EXPECT_EQ(kv_u32(r->metadata(), "general.file_type"), dt == DType::F32 ? 0u : dt == DType::F16 ? 1u : 32u);
+}
+
+TEST_P(GenModel, SafetensorsKeepsEveryTensorInTheAskedDtype) {
+  const DType dt = GetParam();
+  const std::string out = dir_ + "/m.safetensors";
+  write_synthetic_model(out, OutputFormat::Safetensors, tiny(dt));
+  const std::unique_ptr<ModelReader> r = open_model(out);
+  for (const TensorInfo& t : r->tensors()) EXPECT_EQ(t.dtype, dt) << t.name;
+}
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, GenModel, ::testing::Values(DType::F32, DType::F16, DType::BF16),
+                         [](const ::testing::TestParamInfo<DType>& i) { return std::string(dtype_name(i.param)); });
+
+TEST(GenModelVocab, LlamaSentencePieceVocabularyWithByteTokens) {
+  SyntheticConfig c;
+  c.layers = 1;
+  c.dim = 64;
+  c.ffn = 128;
+  c.heads = 4;
+  c.kv_heads = 2;
+  c.vocab = 1000;
+  std::string tmpl = ::testing::TempDir() + "wquant-gen-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
+  const std::string out = tmpl + "/v.gguf";
+  write_synthetic_model(out, OutputFormat::Gguf, c);
+  const std::unique_ptr<GgufReader> r = open_gguf(out);
+  const GgufMetadata& m = r->metadata();
+  EXPECT_EQ(kv_string(m, "general.architecture"), "llama");
+  EXPECT_EQ(kv_string(m, "tokenizer.ggml.model"), "llama");
+  EXPECT_EQ(kv_u32(m, "tokenizer.ggml.bos_token_id"), 1u);
+  EXPECT_EQ(kv_u32(m, "tokenizer.ggml.eos_token_id"), 2u);
+  EXPECT_EQ(kv_u32(m, "tokenizer.ggml.unknown_token_id"), 0u);
+  EXPECT_EQ(kv_u32(m, "llama.embedding_length"), 64u);
+  EXPECT_EQ(kv_u32(m, "llama.attention.head_count_kv"), 2u);
+
+  uint64_t n = 0;
+  Cursor tok = kv_array(m, "tokenizer.ggml.tokens", uint32_t(GgufValueType::String), &n);
+  ASSERT_EQ(n, 1000u);
+  std::vector<std::string> tokens;
+  for (uint64_t i = 0; i < n; ++i) tokens.push_back(tok.str());
+  Cursor ty = kv_array(m, "tokenizer.ggml.token_type", uint32_t(GgufValueType::I32), &n);
+  ASSERT_EQ(n, 1000u);
+  std::vector<int32_t> types;
+  for (uint64_t i = 0; i < n; ++i) types.push_back(ty.get<int32_t>());
+  Cursor sc = kv_array(m, "tokenizer.ggml.scores", uint32_t(GgufValueType::F32), &n);
+  ASSERT_EQ(n, 1000u);
+  std::vector<float> scores;
+  for (uint64_t i = 0; i < n; ++i) scores.push_back(sc.get<float>());
+
+  EXPECT_EQ(tokens[0], "<unk>");
+  EXPECT_EQ(tokens[1], "<s>");
+  EXPECT_EQ(tokens[2], "</s>");
+  EXPECT_EQ(types[0], 2);  // UNKNOWN
+  EXPECT_EQ(types[1], 3);  // CONTROL
+  EXPECT_EQ(types[2], 3);
+  for (int b = 0; b < 256; ++b) {
+    char hex[8];
+    std::snprintf(hex, sizeof hex, "<0x%02X>", b);
+    EXPECT_EQ(tokens[size_t(3 + b)], hex);
+    EXPECT_EQ(types[size_t(3 + b)], 6) << hex;  // BYTE
+  }
+  const std::string space = "\xe2\x96\x81";
+  size_t with_space = 0;
+  for (size_t i = 259; i < tokens.size(); ++i) {
+    EXPECT_EQ(types[i], 1) << tokens[i];  // NORMAL
+    EXPECT_FALSE(tokens[i].empty());
+    with_space += tokens[i].rfind(space, 0) == 0;
+    if (i > 259) EXPECT_LT(scores[i], scores[i - 1]) << "scores fall with the piece's rank";
+  }
+  EXPECT_GT(with_space, 100u);
+  // Every lowercase letter and its spaced form is a piece, so plain text needs no bytes.
+  const std::set<std::string> all(tokens.begin(), tokens.end());
+  EXPECT_EQ(all.size(), tokens.size()) << "pieces must be distinct";
+  for (char ch = 'a'; ch <= 'z'; ++ch) {
+    EXPECT_TRUE(all.count(std::string(1, ch)) && all.count(space + std::string(1, ch))) << ch;
+  }
+  std::error_code ec;
+  fs::remove_all(tmpl, ec);
+}
+
+}  // namespace
+}  // namespace wq
