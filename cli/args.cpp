@@ -149,9 +149,10 @@ void build(Options& o, Bound& b) {
                     ->check(finite_number());
   o.hqq_round_zero = q->add_flag("--hqq-round-zero", b.hqq_round_zero, "HQQ: round zero points to integers");
   o.hqq_stop = q->add_option("--hqq-stop", b.hqq_stop,
-                             "HQQ: when the solver stops. block (default): each block when its error stops "
-                             "falling, keeping its best zero; tensor: the reference's rule, all blocks together "
-                             "when the tensor's mean error stops falling")
+                             "HQQ: when the solver stops. block (default): each block on its own over the whole "
+                             "step budget (early only where its zero provably stays put), keeping its best zero; "
+                             "tensor: the reference's rule, all blocks together when the tensor's mean error "
+                             "stops falling")
                    ->type_name("block|tensor");
   o.fp16 = q->add_flag("--fp16", b.fp16, "Store scales, zeros and kept-float tensors as f16");
   o.format = q->add_option("--format", b.format, "Output format (default: from OUT's extension)")

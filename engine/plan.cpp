@@ -143,7 +143,11 @@ std::vector<TensorPlan> make_plan(const std::vector<TensorInfo>& tensors, const 
     } else if (!quantize) {
       p.action = TensorAction::KeepFloat;
       // --fp16 stores kept f32 tensors as f16, as MNNConvert --fp16 does; f16/bf16 stay.
-      p.out_dtype = (opts.keep_f16.value_or(opts.defaults.fp16) && t.dtype == DType::F32) ? DType::F16 : t.dtype;
+      // Not 1-D tensors in GGUF: llama.cpp's CPU backend needs its norm weights in f32.
+      const bool gguf_vector = opts.format == OutputFormat::Gguf && t.shape.size() < 2;
+      p.out_dtype = (opts.keep_f16.value_or(opts.defaults.fp16) && t.dtype == DType::F32 && !gguf_vector)
+                        ? DType::F16
+                        : t.dtype;
     } else if (opts.format == OutputFormat::Gguf) {
       if (!ruled_type && is_output_matrix(t, has_output) && p.ggml != GgmlBlock::Q8_0) {
         p.note = t.name + ": quantized to Q8_0, not " + ggml_block_name(p.ggml) +
@@ -151,7 +155,7 @@ std::vector<TensorPlan> make_plan(const std::vector<TensorInfo>& tensors, const 
                  "no K-quants)";
         p.ggml = GgmlBlock::Q8_0;
       }
-      if (p.spec.hqq && p.ggml != GgmlBlock::Q4_1 && p.ggml != GgmlBlock::Q5_1) {
+      if (p.spec.hqq && !ggml_traits(p.ggml).has_min) {
         if (is_output_matrix(t, has_output) && !ruled_type) {
           p.spec.hqq = false;  // the output matrix is Q8_0, which has no zero point to refine
         } else {
@@ -160,10 +164,11 @@ std::vector<TensorPlan> make_plan(const std::vector<TensorInfo>& tensors, const 
                       ErrorKind::Usage);
         }
       }
-      if (cols_of(t) % 32 != 0) {
+      if (cols_of(t) % ggml_traits(p.ggml).weights != 0) {
         p.action = TensorAction::KeepFloat;
         p.out_dtype = t.dtype == DType::BF16 ? DType::BF16 : DType::F16;
-        p.note = t.name + ": rows of " + std::to_string(cols_of(t)) + " are not a multiple of 32, so no " +
+        p.note = t.name + ": rows of " + std::to_string(cols_of(t)) + " are not a multiple of " +
+                 std::to_string(ggml_traits(p.ggml).weights) + ", so no " +
                  ggml_block_name(p.ggml) + " block fits; kept as " + dtype_name(p.out_dtype) +
                  " (llama-quantize aborts the whole model here)";
       } else {

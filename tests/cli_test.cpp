@@ -368,6 +368,18 @@ TEST_F(Cli, QuantizeGgufToEachGgufType) {
   EXPECT_FALSE(fs::exists(path("x.gguf")));
 }
 
+// llama.cpp's CPU backend needs 1-D norm weights in f32: --fp16 keeps them so in GGUF
+// output, while 2-D kept tensors (the 172-wide FFN ones of stories260K) become F16.
+TEST_F(Cli, GgufFp16KeepsNormsF32) {
+  WQ_REQUIRE_SHARED(src, kStoriesGguf);
+  expect(0, {"quantize", src, path("f16.gguf"), "--type", "Q4_0", "--fp16"});
+  const json in = inspect(path("f16.gguf"));
+  EXPECT_EQ(tensor(in, "blk.0.attn_norm.weight")["type"], "F32");
+  EXPECT_EQ(tensor(in, "output_norm.weight")["type"], "F32");
+  EXPECT_EQ(tensor(in, "blk.0.ffn_down.weight")["type"], "F16");
+  EXPECT_EQ(tensor(in, "blk.0.attn_q.weight")["type"], "Q4_0");
+}
+
 TEST_F(Cli, GgufOutputNeedsGgufInputAndTypeNeedsGguf) {
   WQ_REQUIRE_SHARED(src, kStoriesSt);
   Result r = expect(2, {"quantize", src, path("x.gguf")});
