@@ -104,7 +104,9 @@ const Data& data() {
     for (uint8_t& c : x.codes) c = uint8_t(g() & 15u);
     x.bytes.resize(kTensorWeights);
     for (uint8_t& b : x.bytes) b = uint8_t(g());
-    x.ggml.assign(kTensorWeights / 32 * sizeof(BlockQ8_0), 0);
+    size_t ggml_bytes = 0;  // the largest of any block type
+    for (const GgmlTypeTraits& t : kGgmlTraits) ggml_bytes = std::max(ggml_bytes, ggml_row_bytes(t.type, kTensorWeights));
+    x.ggml.assign(ggml_bytes, 0);
     return x;
   }();
   return d;
@@ -125,10 +127,7 @@ void set_rates(benchmark::State& s, size_t in_bytes, size_t weights) {
 const char* scheme_name(Scheme s) {
   return s == Scheme::MnnSym ? "mnn_sym" : (s == Scheme::MnnAsym ? "mnn_asym" : "affine");
 }
-const char* ggml_name(int t) {
-  static const char* names[] = {"q8_0", "q4_0", "q4_1", "q5_0", "q5_1"};
-  return names[t];
-}
+const char* ggml_name(int t) { return ggml_traits(GgmlBlock(t)).name; }
 
 // ---- baselines: what one core can stream ---------------------------------------------
 
@@ -222,247 +221,9 @@ struct KernelBench {
   void (*add)(const Kernels& k, size_t weights, std::vector<std::pair<std::string, Bench>>& out);
 };
 
-void bench_widen_f16(const Kernels& k, size_t n, std::vector<std::pair<std::string, Bench>>& v) {
-  v.emplace_back("widen_f16", [&k, n](benchmark::State& s) {
-    for (auto _ : s) {
-      k.widen_f16(data().f16.data(), out(data().f32_out), n);
-      benchmark::ClobberMemory();
-    }
-    set_rates(s, 2 * n, n);
-  });
-}
-void bench_widen_bf16(const Kernels& k, size_t n, std::vector<std::pair<std::string, Bench>>& v) {
-  v.emplace_back("widen_bf16", [&k, n](benchmark::State& s) {
-    for (auto _ : s) {
-      k.widen_bf16(data().bf16.data(), out(data().f32_out), n);
-      benchmark::ClobberMemory();
-    }
-    set_rates(s, 2 * n, n);
-  });
-}
-void bench_narrow_f16(const Kernels& k, size_t n, std::vector<std::pair<std::string, Bench>>& v) {
-  v.emplace_back("narrow_f16", [&k, n](benchmark::State& s) {
-    for (auto _ : s) {
-      k.narrow_f16(data().f32.data(), out(data().f16), n);
-      benchmark::ClobberMemory();
-    }
-    set_rates(s, 4 * n, n);
-  });
-}
-// Block statistics are called once per block by the quantizers: benchmarked that way.
-void bench_minmax(const Kernels& k, size_t n, std::vector<std::pair<std::string, Bench>>& v) {
-  v.emplace_back("minmax/g64", [&k, n](benchmark::State& s) {
-    const float* x = data().f32.data();
-    for (auto _ : s) {
-      float acc = 0.0f;
-      for (size_t b = 0; b < n / kBlock; ++b) {
-        float mn, mx;
-        k.minmax(x + b * kBlock, kBlock, &mn, &mx);
-        acc += mx - mn;
-      }
-      benchmark::DoNotOptimize(acc);
-    }
-    set_rates(s, 4 * n, n);
-  });
-}
-void bench_absmax(const Kernels& k, size_t n, std::vector<std::pair<std::string, Bench>>& v) {
-  v.emplace_back("absmax/g64", [&k, n](benchmark::State& s) {
-    const float* x = data().f32.data();
-    for (auto _ : s) {
-      float acc = 0.0f;
-      for (size_t b = 0; b < n / kBlock; ++b) acc += k.absmax(x + b * kBlock, kBlock);
-      benchmark::DoNotOptimize(acc);
-    }
-    set_rates(s, 4 * n, n);
-  });
-}
-void bench_find_nonfinite(const Kernels& k, size_t n, std::vector<std::pair<std::string, Bench>>& v) {
-  v.emplace_back("find_nonfinite/f32", [&k, n](benchmark::State& s) {
-    for (auto _ : s) benchmark::DoNotOptimize(k.find_nonfinite(data().f32.data(), DType::F32, n));
-    set_rates(s, 4 * n, n);
-  });
-  v.emplace_back("find_nonfinite/f16", [&k, n](benchmark::State& s) {
-    for (auto _ : s) benchmark::DoNotOptimize(k.find_nonfinite(data().f16.data(), DType::F16, n));
-    set_rates(s, 2 * n, n);
-  });
-}
-BlockCodec codec_for(Scheme scheme, int bits) {
-  return ref::block_codec(scheme, bits, -0.05f, 0.06f, false);
-}
-void bench_quantize_codes(const Kernels& k, size_t n, std::vector<std::pair<std::string, Bench>>& v) {
-  for (Scheme scheme : {Scheme::MnnSym, Scheme::MnnAsym, Scheme::Affine}) {
-    v.emplace_back(std::string("quantize_codes/") + scheme_name(scheme) + "/b4/g64", [&k, n, scheme](benchmark::State& s) {
-      const BlockCodec c = codec_for(scheme, 4);
-      const float* x = data().f32.data();
-      uint8_t* codes = out(data().codes);
-      for (auto _ : s) {
-        for (size_t b = 0; b < n / kBlock; ++b) k.quantize_codes(x + b * kBlock, kBlock, c, codes + b * kBlock);
-        benchmark::ClobberMemory();
-      }
-      set_rates(s, 4 * n, n);
-    });
-  }
-}
-void bench_dequantize_codes(const Kernels& k, size_t n, std::vector<std::pair<std::string, Bench>>& v) {
-  for (Scheme scheme : {Scheme::MnnSym, Scheme::MnnAsym, Scheme::Affine}) {
-    v.emplace_back(std::string("dequantize_codes/") + scheme_name(scheme) + "/b4/g64",
-                   [&k, n, scheme](benchmark::State& s) {
-                     const BlockCodec c = codec_for(scheme, 4);
-                     float* y = out(data().f32_out);
-                     for (auto _ : s) {
-                       for (size_t b = 0; b < n / kBlock; ++b) {
-                         k.dequantize_codes(data().codes.data() + b * kBlock, kBlock, c, y + b * kBlock);
-                       }
-                       benchmark::ClobberMemory();
-                     }
-                     set_rates(s, n, n);
-                   });
-  }
-}
-void bench_pack_codes(const Kernels& k, size_t n, std::vector<std::pair<std::string, Bench>>& v) {
-  for (int bits = 2; bits <= 8; ++bits) {
-    v.emplace_back("pack_codes/b" + std::to_string(bits), [&k, n, bits](benchmark::State& s) {
-      std::vector<uint8_t> codes(data().codes.begin(), data().codes.begin() + std::ptrdiff_t(n));
-      for (uint8_t& c : codes) c &= uint8_t((1u << bits) - 1u);
-      for (auto _ : s) {
-        k.pack_codes(codes.data(), n, bits, out(data().bytes));
-        benchmark::ClobberMemory();
-      }
-      set_rates(s, n, n);
-    });
-  }
-}
-void bench_unpack_codes(const Kernels& k, size_t n, std::vector<std::pair<std::string, Bench>>& v) {
-  for (int bits = 2; bits <= 8; ++bits) {
-    v.emplace_back("unpack_codes/b" + std::to_string(bits), [&k, n, bits](benchmark::State& s) {
-      for (auto _ : s) {
-        k.unpack_codes(data().bytes.data(), n, bits, out(data().codes));
-        benchmark::ClobberMemory();
-      }
-      set_rates(s, (n * size_t(bits) + 7) / 8, n);
-    });
-  }
-}
-void bench_sq_err(const Kernels& k, size_t n, std::vector<std::pair<std::string, Bench>>& v) {
-  v.emplace_back("sq_err", [&k, n](benchmark::State& s) {
-    for (auto _ : s) {
-      double e, r;
-      k.sq_err(data().f32.data(), data().f32_out.data(), n, &e, &r);
-      benchmark::DoNotOptimize(e);
-      benchmark::DoNotOptimize(r);
-    }
-    set_rates(s, 8 * n, n);
-  });
-}
-// A [n / kCols, kCols] tensor quantized in one call, as one engine tile would be.
-void bench_quantize_rows(const Kernels& k, size_t n, std::vector<std::pair<std::string, Bench>>& v) {
-  struct Case {
-    Scheme scheme;
-    int bits;
-    DType dtype;
-  };
-  std::vector<Case> cases;
-  for (Scheme scheme : {Scheme::MnnSym, Scheme::MnnAsym, Scheme::Affine}) {
-    for (int bits : {2, 3, 4, 8}) cases.push_back({scheme, bits, DType::F32});
-  }
-  cases.push_back({Scheme::MnnAsym, 4, DType::F16});
-  cases.push_back({Scheme::MnnAsym, 4, DType::BF16});
-  for (const Case& c : cases) {
-    const std::string name = std::string("quantize_rows/") + scheme_name(c.scheme) + "/b" + std::to_string(c.bits) +
-                             "/g64/" + dtype_name(c.dtype);
-    v.emplace_back(name, [&k, n, c](benchmark::State& s) {
-      const size_t rows = n / kCols;
-      const size_t prb = (kCols * size_t(c.bits) + 7) / 8;
-      Buffer<uint8_t> packed(rows * prb);
-      Buffer<float> scales(rows * kCols / kBlock), zeros(scales.size());
-      RowQuantJob job{};
-      job.src = c.dtype == DType::F32 ? static_cast<const void*>(data().f32.data())
-                                      : (c.dtype == DType::F16 ? static_cast<const void*>(data().f16.data())
-                                                               : static_cast<const void*>(data().bf16.data()));
-      job.src_dtype = c.dtype;
-      job.src_row_stride = kCols;
-      job.cols = kCols;
-      job.block = kBlock;
-      job.scheme = c.scheme;
-      job.bits = c.bits;
-      job.packed = packed.data();
-      job.packed_row_bytes = prb;
-      job.scales = scales.data();
-      job.zeros = zeros.data();
-      for (auto _ : s) {
-        k.quantize_rows(job, 0, rows);
-        benchmark::ClobberMemory();
-      }
-      set_rates(s, n * dtype_size(c.dtype), n);
-    });
-  }
-}
-void bench_quantize_ggml(const Kernels& k, size_t n, std::vector<std::pair<std::string, Bench>>& v) {
-  for (int t = 0; t < kGgmlBlockCount; ++t) {
-    v.emplace_back(std::string("quantize_ggml/") + ggml_name(t), [&k, n, t](benchmark::State& s) {
-      for (auto _ : s) {
-        k.quantize_ggml[t](data().f32.data(), out(data().ggml), n);
-        benchmark::ClobberMemory();
-      }
-      set_rates(s, 4 * n, n);
-    });
-  }
-}
-void bench_dequantize_ggml(const Kernels& k, size_t n, std::vector<std::pair<std::string, Bench>>& v) {
-  for (int t = 0; t < kGgmlBlockCount; ++t) {
-    v.emplace_back(std::string("dequantize_ggml/") + ggml_name(t), [&k, n, t](benchmark::State& s) {
-      std::vector<uint8_t> blocks(ggml_row_bytes(GgmlBlock(t), n));
-      kernels_for(Isa::Scalar)->quantize_ggml[t](data().f32.data(), blocks.data(), n);
-      for (auto _ : s) {
-        k.dequantize_ggml[t](blocks.data(), out(data().f32_out), n);
-        benchmark::ClobberMemory();
-      }
-      set_rates(s, blocks.size(), n);
-    });
-  }
-}
-
-// HQQ's kernels on 64-weight blocks of LLM-scale weights, 4 bits, the default settings.
-HqqParams bench_hqq_params() { return HqqParams{4, 20, 0.7f, 10.0f, 1.01f}; }
-void hqq_start(const Kernels& k, size_t nblocks, std::vector<float>& inv, std::vector<float>& zero) {
-  inv.resize(nblocks);
-  zero.resize(nblocks);
-  for (size_t b = 0; b < nblocks; ++b) {
-    float mn, mx;
-    k.minmax(data().f32.data() + b * kBlock, kBlock, &mn, &mx);
-    const BlockCodec c = ref::block_codec(Scheme::Affine, 4, mn, mx, false);
-    inv[b] = c.inv_scale;
-    zero[b] = c.zero;
-  }
-}
-void bench_hqq_solve_blocks(const Kernels& k, size_t n, std::vector<std::pair<std::string, Bench>>& v) {
-  v.emplace_back("hqq_solve_blocks/b4/g64", [&k, n](benchmark::State& s) {
-    const size_t nblocks = n / kBlock;
-    std::vector<float> inv, zero0, zero;
-    hqq_start(k, nblocks, inv, zero0);
-    std::vector<int> steps(nblocks);
-    for (auto _ : s) {
-      zero = zero0;
-      k.hqq_solve_blocks(data().f32.data(), nblocks, kBlock, bench_hqq_params(), inv.data(), zero.data(),
-                         out(data().codes), steps.data());
-      benchmark::ClobberMemory();
-    }
-    set_rates(s, 4 * n, n);
-  });
-}
-void bench_hqq_step_blocks(const Kernels& k, size_t n, std::vector<std::pair<std::string, Bench>>& v) {
-  v.emplace_back("hqq_step_blocks/b4/g64", [&k, n](benchmark::State& s) {
-    const size_t nblocks = n / kBlock;
-    std::vector<float> inv, zero, zero_out(nblocks), err(nblocks);
-    hqq_start(k, nblocks, inv, zero);
-    for (auto _ : s) {
-      k.hqq_step_blocks(data().f32.data(), nblocks, kBlock, bench_hqq_params(), 10.0f, inv.data(), zero.data(),
-                        zero_out.data(), err.data());
-      benchmark::ClobberMemory();
-    }
-    set_rates(s, 4 * n, n);
-  });
-}
+#define WQ_KERNEL_CASES_BENCHES
+#include "tests/kernel_cases.inc"
+#undef WQ_KERNEL_CASES_BENCHES
 
 // One entry per slot of kernels/kernel_slots.inc: a slot without its bench_<name> does
 // not compile.

@@ -1,4 +1,3 @@
-#include "kernels/ggml_types.h"
 #include "cli/params_file.h"
 
 #include <algorithm>
@@ -11,6 +10,8 @@
 
 #include "engine/error.h"
 #include "engine/tensor.h"
+#include "io/output_file.h"
+#include "kernels/ggml_types.h"
 #include "kernels/ggml_blocks.h"
 
 namespace wq::cli {
@@ -383,21 +384,12 @@ json params_used(const EffectiveSpec& e, OutputFormat format, GgmlBlock ggml_def
 }
 
 void write_json_file(const std::string& path, const json& doc) {
-  const std::string tmp = path + ".wquant-tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw Error(path + ": cannot create the params file", ErrorKind::Output);
-    out << doc.dump(2, ' ', false, json::error_handler_t::replace) << "\n";
-    out.flush();
-    if (!out) {
-      std::remove(tmp.c_str());
-      throw Error(path + ": cannot write the params file (disk full?)", ErrorKind::Output);
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    throw Error(path + ": cannot rename the params file into place", ErrorKind::Output);
-  }
+  // Through OutputFile like every output: a temporary beside it, fsync, and a rename that
+  // never replaces a file that appeared during the run.
+  OutputFile out(path);
+  const std::string text = doc.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
+  out.write(text.data(), text.size());
+  out.commit();
 }
 
 }  // namespace wq::cli

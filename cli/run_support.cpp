@@ -1,8 +1,8 @@
-#include "kernels/ggml_types.h"
 #include "cli/run_support.h"
 
 #include "engine/stored_tensor.h"
 #include "io/model_reader.h"
+#include "kernels/ggml_types.h"
 
 #include <signal.h>
 #include <unistd.h>

@@ -1,4 +1,3 @@
-#include "kernels/ggml_types.h"
 #include "engine/pipeline.h"
 
 #include <tbb/parallel_pipeline.h>
@@ -13,6 +12,7 @@
 #include "engine/ggml_quantize.h"
 #include "engine/quantize.h"
 #include "kernels/ggml_blocks.h"
+#include "kernels/ggml_types.h"
 #include "kernels/reference.h"
 
 namespace wq {

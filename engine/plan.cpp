@@ -1,9 +1,9 @@
-#include "engine/tensor.h"
-#include "kernels/ggml_types.h"
 #include "engine/plan.h"
 
 #include "engine/error.h"
+#include "engine/tensor.h"
 #include "kernels/ggml_blocks.h"
+#include "kernels/ggml_types.h"
 
 namespace wq {
 

@@ -1,10 +1,10 @@
-#include "kernels/ggml_types.h"
 #include "io/planned_tensor.h"
 
 #include "engine/error.h"
 #include "engine/tensor.h"
 #include "io/safetensors_types.h"
 #include "kernels/ggml_blocks.h"
+#include "kernels/ggml_types.h"
 
 namespace wq {
 

@@ -1,9 +1,9 @@
-#include "engine/tensor.h"
 #include "io/quant_record.h"
 
 #include <nlohmann/json.hpp>
 
 #include "engine/error.h"
+#include "engine/tensor.h"
 
 namespace wq {
 

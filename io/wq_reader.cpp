@@ -1,4 +1,3 @@
-#include "engine/tensor.h"
 #include "io/wq_reader.h"
 
 #include <algorithm>
@@ -7,6 +6,7 @@
 #include <string>
 
 #include "engine/error.h"
+#include "engine/tensor.h"
 #include "io/mapped_file.h"
 #include "io/wq_layout.h"
 #include "wq_format_generated.h"

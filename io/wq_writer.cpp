@@ -1,10 +1,10 @@
-#include "engine/tensor.h"
 #include "io/wq_writer.h"
 
 #include <cstring>
 #include <filesystem>
 
 #include "engine/error.h"
+#include "engine/tensor.h"
 #include "io/output_file.h"
 #include "io/planned_tensor.h"
 #include "io/wq_layout.h"
