@@ -46,6 +46,9 @@ check() {  # label, command...: one pass or fail
 }
 step() { echo "== $*"; }
 
+step "setup: a second run installs and prints nothing"
+check "setup.sh is idempotent" bash -c 'out=$(bash scripts/setup.sh 2>&1) && [ -z "$out" ] || { echo "$out"; exit 1; }'
+
 step "build: x86-64 release"
 if bash scripts/build.sh release; then run_ctest build "x86-64"; else echo "x86-64 build failed"; failed=$((failed + 1)); status=1; fi
 
