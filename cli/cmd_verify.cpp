@@ -4,7 +4,6 @@
 #include <cmath>
 #include <cstdio>
 #include <string>
-#include <unordered_map>
 
 #include <nlohmann/json.hpp>
 
@@ -67,15 +66,11 @@ int run_verify(const VerifyArgs& a, Console& con) {
   std::vector<ErrorSums> pool;  // tensor order
   std::string broken;           // the first tensor that dequantizes to NaN/Inf from finite weights
   size_t n_broken = 0;
-  // Names of QUANT looked up once (ModelReader::find is a linear scan: quadratic here).
-  std::unordered_map<std::string, size_t> quant_index;
-  for (size_t j = 0; j < quant->tensors().size(); ++j) quant_index.emplace(quant->tensors()[j].name, j);
   Scheduler sched(a.run.threads);
   sched.run([&] {
     const std::vector<TensorInfo>& ti = ref->tensors();
     for (size_t i = 0; i < ti.size(); ++i) {
-      const auto found = quant_index.find(ti[i].name);
-      const long j = found == quant_index.end() ? -1 : long(found->second);
+      const long j = quant->find(ti[i].name);  // indexed: linear in the tensor count
       if (j < 0) {
         only_in_float.push_back(ti[i].name);
         continue;

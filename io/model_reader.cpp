@@ -23,11 +23,13 @@ uint64_t ModelReader::data_bytes() const {
 }
 
 long ModelReader::find(const std::string& name) const {
-  const std::vector<TensorInfo>& ts = tensors();
-  for (size_t i = 0; i < ts.size(); ++i) {
-    if (ts[i].name == name) return long(i);
-  }
-  return -1;
+  std::call_once(index_once_, [this] {
+    const std::vector<TensorInfo>& ts = tensors();
+    index_.reserve(ts.size());
+    for (size_t i = 0; i < ts.size(); ++i) index_.emplace(ts[i].name, i);
+  });
+  const auto it = index_.find(name);
+  return it == index_.end() ? -1 : long(it->second);
 }
 
 QuantizedTensor ModelReader::load_quantized(size_t i) {

@@ -7,7 +7,9 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "engine/pipeline.h"
@@ -26,7 +28,8 @@ class ModelReader : public TensorSource {
   virtual const std::vector<TensorInfo>& tensors() const = 0;
   // Total bytes of tensor data.
   uint64_t data_bytes() const;
-  // Index of the tensor called name, or -1.
+  // Index of the tensor called name, or -1. The first call builds a name index (readers
+  // refuse duplicate names), so a lookup per tensor stays linear in the tensor count.
   long find(const std::string& name) const;
 
   // The file's free-form string metadata (safetensors' __metadata__); empty where the
@@ -37,6 +40,10 @@ class ModelReader : public TensorSource {
   // stored (TensorSource::load_quantized). Throws otherwise, naming the file.
   QuantizedTensor load_quantized(size_t i) override;
   // Any tensor as f32 is engine's tensor_as_f32 (engine/stored_tensor.h): io only reads.
+
+ private:
+  mutable std::once_flag index_once_;
+  mutable std::unordered_map<std::string, size_t> index_;
 };
 
 // Opens by content: safetensors (an index .json of a sharded checkpoint, or a
