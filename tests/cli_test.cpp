@@ -805,6 +805,18 @@ struct NamedTensor {
   std::vector<float> data;
 };
 
+// A new safetensors file with `header` written (8-byte size, JSON padded to 8 bytes),
+// open for the tensor data that follows.
+std::ofstream open_safetensors(const std::string& file, const json& header) {
+  std::string h = header.dump();
+  h.append((8 - h.size() % 8) % 8, ' ');
+  std::ofstream f(file, std::ios::binary);
+  const uint64_t n = h.size();
+  f.write(reinterpret_cast<const char*>(&n), 8);
+  f << h;
+  return f;
+}
+
 void write_f32_safetensors(const std::string& file, const std::vector<NamedTensor>& tensors) {
   json header = json::object();
   uint64_t off = 0;
@@ -812,12 +824,7 @@ void write_f32_safetensors(const std::string& file, const std::vector<NamedTenso
     header[t.name] = {{"dtype", "F32"}, {"shape", t.shape}, {"data_offsets", {off, off + t.data.size() * 4}}};
     off += t.data.size() * 4;
   }
-  std::string h = header.dump();
-  h.append((8 - h.size() % 8) % 8, ' ');
-  std::ofstream f(file, std::ios::binary);
-  const uint64_t n = h.size();
-  f.write(reinterpret_cast<const char*>(&n), 8);
-  f << h;
+  std::ofstream f = open_safetensors(file, header);
   for (const NamedTensor& t : tensors) f.write(reinterpret_cast<const char*>(t.data.data()), std::streamsize(t.data.size() * 4));
 }
 
@@ -1091,12 +1098,7 @@ void write_synthetic_safetensors(const std::string& file, int tensors, int rows,
     header["layer" + std::to_string(t) + ".weight"] = {
         {"dtype", "F32"}, {"shape", {rows, cols}}, {"data_offsets", {bytes * t, bytes * (t + 1)}}};
   }
-  std::string h = header.dump();
-  h.append((8 - h.size() % 8) % 8, ' ');
-  std::ofstream f(file, std::ios::binary);
-  const uint64_t n = h.size();
-  f.write(reinterpret_cast<const char*>(&n), 8);
-  f << h;
+  std::ofstream f = open_safetensors(file, header);
   std::mt19937 g(1);
   std::normal_distribution<float> d(0.0f, 0.02f);
   std::vector<float> row(size_t(cols) * rows);
