@@ -166,7 +166,10 @@ std::vector<TensorPlan> make_plan(const std::vector<TensorInfo>& tensors, const 
       }
       if (cols_of(t) % ggml_traits(p.ggml).weights != 0) {
         p.action = TensorAction::KeepFloat;
-        p.out_dtype = t.dtype == DType::BF16 ? DType::BF16 : DType::F16;
+        // The source's float type (f16 only with --fp16): stored as F16, stories260K's
+        // 172-wide FFN tensors made llama.cpp's output degenerate (<unk> tokens; it
+        // multiplies an F16 weight with activations converted to f16).
+        p.out_dtype = (opts.keep_f16.value_or(opts.defaults.fp16) && t.dtype == DType::F32) ? DType::F16 : t.dtype;
         p.note = t.name + ": rows of " + std::to_string(cols_of(t)) + " are not a multiple of " +
                  std::to_string(ggml_traits(p.ggml).weights) + ", so no " +
                  ggml_block_name(p.ggml) + " block fits; kept as " + dtype_name(p.out_dtype) +

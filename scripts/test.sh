@@ -32,7 +32,7 @@ run_ctest() {  # dir, label, extra ctest args...
     if [ "$skip" -gt 0 ] && [ -f "$dir/Testing/Temporary/LastTest.log" ]; then
       # gtest prints "file:line: Skipped" and the reason on the next line.
       skip_notes+=$(grep -h -A1 ": Skipped$" "$dir/Testing/Temporary/LastTest.log" | grep -vE ": Skipped$|^--$" |
-                    sort | uniq -c | sed "s/^/  [$label] /")$'\n'
+                    sort | uniq -c | sed "s|^|  [$label] |")$'\n'
     fi
   elif [ "$rc" -ne 0 ]; then
     failed=$((failed + 1))

@@ -369,9 +369,12 @@ TEST_F(Cli, QuantizeGgufToEachGgufType) {
 }
 
 // llama.cpp's CPU backend needs 1-D norm weights in f32: --fp16 keeps them so in GGUF
-// output, while 2-D kept tensors (the 172-wide FFN ones of stories260K) become F16.
+// output, while 2-D kept tensors (the 172-wide FFN ones of stories260K) become F16; without
+// --fp16 those stay in the source's F32.
 TEST_F(Cli, GgufFp16KeepsNormsF32) {
   WQ_REQUIRE_SHARED(src, kStoriesGguf);
+  expect(0, {"quantize", src, path("f32.gguf"), "--type", "Q4_0"});
+  EXPECT_EQ(tensor(inspect(path("f32.gguf")), "blk.0.ffn_down.weight")["type"], "F32");
   expect(0, {"quantize", src, path("f16.gguf"), "--type", "Q4_0", "--fp16"});
   const json in = inspect(path("f16.gguf"));
   EXPECT_EQ(tensor(in, "blk.0.attn_norm.weight")["type"], "F32");
