@@ -97,7 +97,7 @@ void add_verbosity(CLI::App* sub, Bound& b) {
 }
 
 void add_run(CLI::App* sub, Bound& b, const char* isa_help) {
-  sub->add_option("--isa", b.isa, isa_help)->type_name("scalar|avx2|avx512|neon");
+  sub->add_option("--isa", b.isa, isa_help)->type_name(isa_choices());
   sub->add_option("--threads", b.threads, "Worker threads (default: every core)")
       ->type_name("N")
       ->check(integer_in(INT32_MIN, INT32_MAX));
@@ -207,7 +207,7 @@ void build(Options& o, Bound& b) {
 std::optional<Isa> parse_isa_flag(const CLI::App* sub, const std::string& text) {
   if (sub->count("--isa") == 0) return std::nullopt;
   Isa isa;
-  if (!parse_isa(text, &isa)) throw usage("--isa: expected scalar, avx2, avx512 or neon, got '" + text + "'");
+  if (!parse_isa(text, &isa)) throw usage("--isa: expected one of " + isa_names() + ", got '" + text + "'");
   return isa;
 }
 

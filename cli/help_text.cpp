@@ -1,5 +1,7 @@
 #include "cli/help_text.h"
 
+#include "kernels/kernels.h"
+
 namespace wq::cli {
 
 namespace {
@@ -22,6 +24,13 @@ Every error is one line on stderr: "wquant: error: <file>: <tensor>: <problem>".
 
 }  // namespace
 
+// The ISA names of kernels/isa_list.inc as "scalar|avx2|avx512|neon".
+std::string isa_choices() {
+  std::string s;
+  for (int i = 0; i < kIsaCount; ++i) s += (i ? "|" : "") + std::string(isa_name(Isa(i)));
+  return s;
+}
+
 std::string top_level_footer() {
   return std::string(R"(
 Commands:
@@ -33,10 +42,11 @@ Commands:
   wquant bench [--size N] [--threads N]
   wquant help [COMMAND]    wquant --version
 
-Flags come after the command. Environment: WQUANT_ISA=scalar|avx2|avx512|neon forces the
+Flags come after the command. Environment: WQUANT_ISA=)") + isa_choices() +
+         R"( forces the
 kernels as --isa does; the program says which ISA ran.
 
-)") + kExitCodes;
+)" + kExitCodes;
 }
 
 std::string quantize_footer() {

@@ -6,6 +6,8 @@
 
 namespace wq::cli {
 
+// The ISA names of kernels/isa_list.inc, "|"-separated, for --isa and WQUANT_ISA in help.
+std::string isa_choices();
 std::string top_level_footer();
 std::string quantize_footer();
 std::string verify_footer();
