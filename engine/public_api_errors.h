@@ -1,11 +1,12 @@
-// The public API's one error type (wquant::Error) from the engine's (wq::Error): every
-// entry point of include/wquant/wquant.h runs its body through translate_errors.
+// What the public API's entry points share: the one error type (wquant::Error) from the
+// engine's (wq::Error), through translate_errors, and QuantOptions as an engine spec.
 #pragma once
 
 #include <new>
 #include <wquant/wquant.h>
 
 #include "engine/error.h"
+#include "engine/quant_spec.h"
 
 namespace wquant {
 
@@ -16,6 +17,18 @@ inline Error::Kind error_kind_of(wq::ErrorKind k) {
     case wq::ErrorKind::Output: return Error::Kind::Output;
     default: return Error::Kind::Internal;
   }
+}
+
+// The engine spec of QuantOptions (HQQ implies asymmetric, as on the command line).
+inline wq::QuantSpec spec_of(const QuantOptions& o) {
+  wq::QuantSpec s;
+  s.bits = o.bits;
+  s.block = o.block;
+  s.asym = o.asym || o.hqq;
+  s.hqq = o.hqq;
+  s.fp16 = o.fp16;
+  s.hqq_opts.max_steps = o.hqq_steps;
+  return s;
 }
 
 template <class F>

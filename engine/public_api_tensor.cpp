@@ -42,13 +42,7 @@ QuantizedTensor quantize(const float* weights, size_t rows, size_t cols, const Q
     w.dtype = wq::DType::F32;
     w.data = weights;
     w.nbytes = rows * cols * sizeof(float);
-    wq::QuantSpec spec;
-    spec.bits = opts.bits;
-    spec.block = opts.block;
-    spec.asym = opts.asym || opts.hqq;
-    spec.hqq = opts.hqq;
-    spec.fp16 = opts.fp16;
-    spec.hqq_opts.max_steps = opts.hqq_steps;
+    const wq::QuantSpec spec = spec_of(opts);
     wq::validate_spec(spec, "tensor");
     const size_t block = wq::resolve_block(spec, cols, "tensor", wq::BlockFallback::Error, nullptr);
     wq::Scheduler sched(opts.threads);

@@ -58,12 +58,7 @@ ConvertResult convert(const std::string& in, const std::string& out, const Conve
       if (!fs::is_regular_file(out, ec)) throw wq::Error(out + ": not a regular file", wq::ErrorKind::Output);
     }
     wq::PlanOptions po;
-    po.defaults.bits = opts.quant.bits;
-    po.defaults.block = opts.quant.block;
-    po.defaults.asym = opts.quant.asym || opts.quant.hqq;
-    po.defaults.hqq = opts.quant.hqq;
-    po.defaults.fp16 = opts.quant.fp16;
-    po.defaults.hqq_opts.max_steps = opts.quant.hqq_steps;
+    po.defaults = spec_of(opts.quant);
     wq::validate_spec(po.defaults, "convert");
     if (opts.format.empty()) po.format = wq::format_from_path(out);
     else if (opts.format == "wq") po.format = wq::OutputFormat::Wq;

@@ -73,6 +73,20 @@ Cursor kv_array(const GgufMetadata& m, const std::string& key, uint32_t elem_typ
   return c;
 }
 
+// A 2-layer model of the real shape classes, small enough for a unit test.
+SyntheticConfig tiny(DType dt) {
+  SyntheticConfig c;
+  c.layers = 2;
+  c.dim = 64;
+  c.ffn = 128;
+  c.heads = 4;
+  c.kv_heads = 2;
+  c.vocab = 600;
+  c.context = 128;
+  c.dtype = dt;
+  return c;
+}
+
 class GenModel : public ::testing::TestWithParam<DType> {
  protected:
   void SetUp() override {
@@ -83,18 +97,6 @@ class GenModel : public ::testing::TestWithParam<DType> {
   void TearDown() override {
     std::error_code ec;
     fs::remove_all(dir_, ec);
-  }
-  static SyntheticConfig tiny(DType dt) {
-    SyntheticConfig c;
-    c.layers = 2;
-    c.dim = 64;
-    c.ffn = 128;
-    c.heads = 4;
-    c.kv_heads = 2;
-    c.vocab = 600;
-    c.context = 128;
-    c.dtype = dt;
-    return c;
   }
   std::string dir_;
 };
@@ -135,12 +137,8 @@ INSTANTIATE_TEST_SUITE_P(Dtypes, GenModel, ::testing::Values(DType::F32, DType::
                          [](const ::testing::TestParamInfo<DType>& i) { return std::string(dtype_name(i.param)); });
 
 TEST(GenModelVocab, LlamaSentencePieceVocabularyWithByteTokens) {
-  SyntheticConfig c;
+  SyntheticConfig c = tiny(DType::F32);
   c.layers = 1;
-  c.dim = 64;
-  c.ffn = 128;
-  c.heads = 4;
-  c.kv_heads = 2;
   c.vocab = 1000;
   std::string tmpl = ::testing::TempDir() + "wquant-gen-XXXXXX";
   ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
