@@ -13,6 +13,7 @@
 #include "cli/help_text.h"
 #include "cli/mnn_compat.h"
 #include "engine/error.h"
+#include "engine/gguf_mix.h"
 
 #ifndef WQUANT_VERSION
 #error "WQUANT_VERSION must be defined by the build"
@@ -69,7 +70,9 @@ struct Bound {
   bool hqq_round_zero = false;
   std::string format, type, isa, size, params, framework, biz_code, hqq_stop;
   std::string model_file, mnn_model;
-  std::string pos[2];  // the positional arguments of the command, in order
+  std::string pos[4];  // the positional arguments of the command, in order
+  std::string output_tensor_type, token_embedding_type;
+  bool pure = false, leave_output = false;
   int threads = 0;
   bool quiet = false, verbose = false, json = false;
   bool dry_run = false, force = false;
@@ -87,6 +90,7 @@ struct Options {
   CLI::Option *bits, *block, *mnn_block, *scale_bits, *hqq, *fp16, *format, *type, *params, *framework, *biz_code;
   CLI::Option *hqq_steps, *hqq_p, *hqq_beta, *hqq_kappa, *hqq_round_zero, *hqq_stop;
   CLI::Option *model_file, *mnn_model;
+  CLI::Option *output_tensor_type, *token_embedding_type, *pure, *leave_output;
 };
 
 void add_verbosity(CLI::App* sub, Bound& b) {
@@ -112,6 +116,8 @@ void build(Options& o, Bound& b) {
   CLI::App* q = o.quantize = app.add_subcommand("quantize", "Quantize a model: IN (safetensors, GGUF) to OUT (.wq, .safetensors, .gguf)");
   q->add_option("IN", b.pos[0], "Input model (safetensors file or sharded index .json, GGUF); or --modelFile")->type_name("");
   q->add_option("OUT", b.pos[1], "Output model: .wq, .safetensors or .gguf; or --MNNModel")->type_name("");
+  q->add_option("TYPE", b.pos[2], "llama-quantize's form: the GGUF type or mix, as --type")->type_name("");
+  q->add_option("THREADS", b.pos[3], "llama-quantize's form: worker threads, as --threads")->type_name("");
   o.model_file = q->add_option("--modelFile", b.model_file, "MNNConvert spelling of IN")->type_name("IN");
   o.mnn_model = q->add_option("--MNNModel", b.mnn_model, "MNNConvert spelling of OUT")->type_name("OUT");
   o.bits = q->add_option("--bits,--weightQuantBits", b.bits, "Bits per weight, 2..8; 0 keeps every tensor float (default 4)")
@@ -157,8 +163,19 @@ void build(Options& o, Bound& b) {
   o.fp16 = q->add_flag("--fp16", b.fp16, "Store scales, zeros and kept-float tensors as f16");
   o.format = q->add_option("--format", b.format, "Output format (default: from OUT's extension)")
                  ->type_name("wq|safetensors|gguf");
-  o.type = q->add_option("--type", b.type, "GGUF block type (default: from --bits and --asym/--hqq)")
-               ->type_name("Q4_0|Q4_1|Q5_0|Q5_1|Q8_0");
+  o.type = q->add_option("--type", b.type,
+                          "GGUF type or llama-quantize mix: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q2_K_S, Q3_K_S, "
+                          "Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, IQ4_NL, IQ4_XS, F16, BF16 (default: "
+                          "from --bits and --asym/--hqq); per tensor the type llama-quantize picks")
+               ->type_name("TYPE");
+  o.output_tensor_type = q->add_option("--output-tensor-type", b.output_tensor_type,
+                                       "GGUF: this ggml type for output.weight (llama-quantize's option)")
+                             ->type_name("TYPE");
+  o.token_embedding_type = q->add_option("--token-embedding-type", b.token_embedding_type,
+                                         "GGUF: this ggml type for token_embd.weight (llama-quantize's option)")
+                               ->type_name("TYPE");
+  o.pure = q->add_flag("--pure", b.pure, "GGUF: every quantized tensor the mix's base type, no per-tensor choices");
+  o.leave_output = q->add_flag("--leave-output-tensor", b.leave_output, "GGUF: output.weight stays as it is");
   o.params = q->add_option("--params,--compressionParamsFile", b.params,
                            "Per-tensor rules (JSON, wquant's or MNN's form). If FILE does not exist, the "
                            "parameters used are written to it at the end of the run, before OUT")
@@ -271,10 +288,56 @@ void two_paths(const CLI::App* sub, const Bound& b, const char* what, std::strin
   *c = v[1];
 }
 
+// --type / TYPE: a legacy block type sets the block (checked against --bits and --asym as
+// before); any name is also the llama-quantize mix the GGUF plan follows.
+void set_type(const std::string& text, const char* flag, QuantizeArgs& a) {
+  const auto mix = gguf_mix_named(text);
+  if (!mix) {
+    std::string names;
+    for (const GgufMix& m : gguf_mixes()) names += std::string(names.empty() ? "" : ", ") + m.name;
+    throw usage(std::string(flag) + ": expected one of " + names + ", got '" + text + "'");
+  }
+  a.said.mix = mix->name;
+  GgmlBlock t;
+  if (parse_ggml_type(mix->name, &t)) a.said.ggml = t;
+}
+
+GgmlType ggml_type_option(const std::string& text, const char* flag) {
+  const auto t = ggml_type_named(text);
+  if (!t) {
+    throw usage(std::string(flag) + ": expected a ggml type wquant writes (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, "
+                                    "Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS), got '" + text + "'");
+  }
+  return *t;
+}
+
+// THREADS in llama-quantize's form: as --threads takes it.
+int parse_threads_positional(const std::string& text) {
+  int64_t v = 0;
+  const char* end = text.data() + text.size();
+  const auto [ptr, ec] = std::from_chars(text.data(), end, v);
+  if (text.empty() || ec != std::errc() || ptr != end || v < 0 || v > kMaxThreads) {
+    throw usage("quantize: THREADS: expected a number of threads from 0 (every core) to " + std::to_string(kMaxThreads) +
+                ", got '" + text + "'");
+  }
+  return int(v);
+}
+
 void fill_quantize(const Options& o, const Bound& b, const MnnNormalised& norm, CommandLine& cl) {
   QuantizeArgs& a = cl.quantize;
   // IN and OUT: positionals or the MNN flags, not both.
   std::vector<std::string> pos = positionals(o.quantize, b);
+  // llama-quantize's form: IN OUT TYPE [THREADS].
+  if (pos.size() >= 3) {
+    if (o.model_file->count() || o.mnn_model->count()) throw usage("quantize: TYPE after IN OUT is llama-quantize's form; it does not mix with --modelFile / --MNNModel");
+    if (o.type->count()) throw usage("quantize: the type is given twice (TYPE after IN OUT and --type)");
+    set_type(pos[2], "TYPE", a);
+    if (pos.size() == 4) {
+      if (o.quantize->count("--threads")) throw usage("quantize: the threads are given twice (THREADS after TYPE and --threads)");
+      a.positional_threads = parse_threads_positional(pos[3]);
+    }
+    pos.resize(2);
+  }
   if (o.model_file->count()) {
     if (pos.size() >= 2 || (pos.size() == 1 && o.mnn_model->count())) {
       throw usage("quantize: IN is given twice (as an argument and as --modelFile)");
@@ -327,12 +390,11 @@ void fill_quantize(const Options& o, const Bound& b, const MnnNormalised& norm, 
   resolve_settings(probe, "quantize");
 
   if (o.format->count()) a.format = parse_format(b.format);
-  if (o.type->count()) {
-    GgmlBlock t;
-    const std::string& text = b.type;
-    if (!parse_ggml_type(text, &t)) throw usage("--type: expected Q4_0, Q4_1, Q5_0, Q5_1 or Q8_0, got '" + text + "'");
-    s.ggml = t;
-  }
+  if (o.type->count()) set_type(b.type, "--type", a);
+  if (o.output_tensor_type->count()) a.gguf.output_type = ggml_type_option(b.output_tensor_type, "--output-tensor-type");
+  if (o.token_embedding_type->count()) a.gguf.token_embd_type = ggml_type_option(b.token_embedding_type, "--token-embedding-type");
+  a.gguf.pure = b.pure;
+  a.gguf.leave_output = b.leave_output;
   if (o.params->count()) {
     a.params_file = b.params;
     if (a.params_file.empty()) throw usage("--params: expected a file name");
@@ -352,6 +414,7 @@ void fill_quantize(const Options& o, const Bound& b, const MnnNormalised& norm, 
   }
   if (norm.implied_quantize) cl.notes.push_back("no command given: running 'quantize' (MNNConvert form)");
   a.run = run_settings(o.quantize, b);
+  if (a.positional_threads) a.run.threads = *a.positional_threads;
   a.dry_run = b.dry_run;
   a.force = b.force;
 }

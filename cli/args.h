@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "cli/spec_settings.h"
+#include "engine/gguf_mix.h"
 #include "engine/plan.h"
 #include "kernels/kernels.h"
 
@@ -28,6 +29,15 @@ struct RunSettings {
   int threads = 0;         // 0: every core
 };
 
+// llama-quantize's options for GGUF output.
+struct GgufArgs {
+  bool pure = false;                        // --pure
+  bool leave_output = false;                // --leave-output-tensor
+  std::optional<GgmlType> output_type;      // --output-tensor-type
+  std::optional<GgmlType> token_embd_type;  // --token-embedding-type
+  bool any_option() const { return pure || leave_output || output_type || token_embd_type; }
+};
+
 struct QuantizeArgs {
   std::string input, output;
   SpecSettings said;                   // what the command line set
@@ -36,6 +46,8 @@ struct QuantizeArgs {
   std::string framework;               // -f, validated, informative only
   std::string biz_code;                // --bizCode, accepted and ignored
   RunSettings run;
+  std::optional<int> positional_threads;  // THREADS in llama-quantize's form
+  GgufArgs gguf;
   bool dry_run = false;
   bool force = false;
 };

@@ -13,8 +13,13 @@
 #include "engine/pipeline.h"
 #include "engine/scheduler.h"
 #include "engine/tensor.h"
+#include "engine/gguf_mix.h"
+#include "io/gguf_hparams.h"
+#include "io/gguf_reader.h"
+#include "io/gguf_writer_keys.h"
 #include "io/model_reader.h"
 #include "io/model_writer.h"
+#include "kernels/ggml_types.h"
 
 namespace wq::cli {
 
@@ -52,7 +57,41 @@ struct Setup {
   std::vector<std::string> inputs;  // files the model is read from
   std::vector<TensorPlan> plan;
   uint64_t planned_bytes = 0;
+  // GGUF output: llama-quantize's mix and options, the model's hyper-parameters, the keys.
+  MixOptions mix;
+  MixModel model;
+  GgufOutputKeys gguf_keys;
 };
+
+// The mix of a GGUF run: --type / TYPE when it names a mix of K types or floats (its
+// types are llama-quantize's, so --bits, --block, --asym and --hqq have nothing to set),
+// else the legacy type from --type or --bits (resolve_ggml_type).
+void choose_mix(const QuantizeArgs& a, const SpecSettings& merged, Setup& s) {
+  GgmlBlock legacy;
+  const bool is_legacy = !merged.mix || parse_ggml_type(*merged.mix, &legacy);
+  if (is_legacy) {
+    s.ggml = resolve_ggml_type(s.eff, merged, "quantize");
+    s.mix.mix = *gguf_mix_named(ggml_block_name(s.ggml));
+  } else {
+    s.mix.mix = *gguf_mix_named(*merged.mix);
+    const char* said = merged.bits ? "--bits" : merged.block ? "--block" : merged.asym ? "--asym" : merged.hqq ? "--hqq" : nullptr;
+    if (said) {
+      throw Error(std::string("--type ") + s.mix.mix.name + " sets every tensor's type as llama-quantize does; " + said +
+                      " has nothing to set there (HQQ applies to Q4_1 / Q5_1 only)",
+                  ErrorKind::Usage);
+    }
+  }
+  if (s.mix.mix.llama_ftype == 21) {  // Q2_K_S
+    throw Error(std::string("--type ") + s.mix.mix.name + " needs an importance matrix, which wquant does not read "
+                "yet; llama-quantize refuses Q2_K_S without one too",
+                ErrorKind::Usage);
+  }
+  s.mix.pure = a.gguf.pure;
+  s.mix.leave_output = a.gguf.leave_output;
+  s.mix.output_type = a.gguf.output_type;
+  s.mix.token_embd_type = a.gguf.token_embd_type;
+  s.gguf_keys.file_type = s.mix.mix.llama_ftype;
+}
 
 void check_params_path(const QuantizeArgs& a, const Setup& s) {
   const fs::path p = fs::weakly_canonical(a.params_file);
@@ -109,9 +148,15 @@ Setup prepare(const QuantizeArgs& a, Console& con) {
                       " is " + s.reader->format(),
                   ErrorKind::Usage);
     }
-    s.ggml = resolve_ggml_type(s.eff, merged, "quantize");
-  } else if (a.said.ggml) {
-    throw Error(std::string("--type applies to GGUF output only; OUT is ") + format_name(s.format), ErrorKind::Usage);
+    choose_mix(a, merged, s);
+    const auto* g = dynamic_cast<const GgufReader*>(s.reader.get());
+    if (!g) throw Error(a.input + ": not read as GGUF", ErrorKind::Internal);
+    s.model = gguf_mix_model(g->metadata(), a.input);
+  } else if (a.said.mix || a.gguf.any_option()) {
+    throw Error(std::string(!a.said.mix ? "--pure, --leave-output-tensor and the tensor type options apply"
+                                        : "--type applies") +
+                    " to GGUF output only; OUT is " + format_name(s.format),
+                ErrorKind::Usage);
   }
 
   PlanOptions po;
@@ -119,6 +164,10 @@ Setup prepare(const QuantizeArgs& a, Console& con) {
   po.keep_f16 = s.eff.kept_f16;
   po.format = s.format;
   po.ggml = s.ggml;
+  if (s.format == OutputFormat::Gguf) {
+    po.gguf_mix = &s.mix;
+    po.gguf_model = &s.model;
+  }
   if (s.eff.keep_float) {
     TensorRule all;
     all.pattern = "*";
@@ -137,7 +186,7 @@ Setup prepare(const QuantizeArgs& a, Console& con) {
   for (const TensorPlan& p : s.plan) {
     if (!p.note.empty()) con.note(p.note);
   }
-  s.planned_bytes = naming_file(a.output, {a.output}, [&] { return planned_output_bytes(s.plan, infos, s.format, *s.reader); });
+  s.planned_bytes = naming_file(a.output, {a.output}, [&] { return planned_output_bytes(s.plan, infos, s.format, *s.reader, s.gguf_keys); });
   return s;
 }
 
@@ -311,7 +360,7 @@ int run_quantize(const QuantizeArgs& a, Console& con) {
 
   Scheduler sched(a.run.threads);
   con.detail(std::string("isa ") + isa_name(isa) + ", " + std::to_string(sched.threads()) + " threads");
-  std::unique_ptr<ModelWriter> writer = make_writer(a.output, s.format, s.plan, *s.reader);
+  std::unique_ptr<ModelWriter> writer = make_writer(a.output, s.format, s.plan, *s.reader, s.gguf_keys);
   RunResult r;
   r.threads = sched.threads();
   {
@@ -324,7 +373,7 @@ int run_quantize(const QuantizeArgs& a, Console& con) {
       sched.run([&] { r.stats = run_pipeline(s.plan, s.reader->tensors(), *s.reader, *writer, opts); });
     });
     if (!s.params_to_write.empty()) {
-      write_json_file(s.params_to_write, params_used(s.eff, s.format, s.ggml, s.plan, s.reader->tensors()));
+      write_json_file(s.params_to_write, params_used(s.eff, s.format, s.mix.mix.name ? s.mix.mix.name : "", s.plan, s.reader->tensors()));
     }
     try {
       writer->commit();

@@ -87,10 +87,15 @@ quantizing, as MNNConvert does.
 A block must divide a tensor's row (input channels x kernel size for a conv); where it
 does not, that tensor is quantized channel-wise and one line says so.
 
-GGUF output (.gguf, needs a GGUF input, whose keys are copied): --type Q4_0|Q4_1|Q5_0|
-Q5_1|Q8_0, default from --bits (4 -> Q4_0, 5 -> Q5_0, 8 -> Q8_0; with --asym/--hqq Q4_1 /
-Q5_1). Blocks are always 32 weights. Tensors whose rows are not a multiple of 32 stay
-float, with a note.
+GGUF output (.gguf, needs a GGUF input, whose keys are copied): --type names a
+llama-quantize mix (Q2_K, Q3_K_S/M/L, Q4_K_S/M, Q5_K_S/M, Q6_K, IQ4_NL, IQ4_XS, Q4_0,
+Q4_1, Q5_0, Q5_1, Q8_0, F16, BF16; default from --bits: 4 -> Q4_0, 5 -> Q5_0, 8 -> Q8_0,
+with --asym/--hqq Q4_1 / Q5_1), and each tensor gets the type llama-quantize picks for
+it, in llama-quantize's tensor order and key order: the same file. llama-quantize's form
+works too: wquant quantize [options] IN OUT TYPE [THREADS], with --pure,
+--leave-output-tensor, --output-tensor-type T, --token-embedding-type T. Where
+llama-quantize aborts (a row no block of a legacy type fits) the tensor stays float,
+with a note.
 
 Params file (--params / --compressionParamsFile FILE), wquant's form:
   {"defaults": {"bits": 4, "block": 32, "asym": false, "hqq": false, "fp16": false,

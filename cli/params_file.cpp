@@ -11,6 +11,7 @@
 #include "engine/error.h"
 #include "engine/tensor.h"
 #include "io/output_file.h"
+#include "engine/gguf_mix.h"
 #include "kernels/ggml_types.h"
 #include "kernels/ggml_blocks.h"
 
@@ -176,7 +177,14 @@ void parse_wquant_form(const json& doc, ParamsFile& p) {
     s.hqq = f.boolean("hqq");
     s.fp16 = f.boolean("fp16");
     if (auto v = f.integer("scale_bits")) s.scale_bits = int(*v);  // checked once merged (resolve_settings)
-    s.ggml = f.ggml("type");
+    if (auto v = f.string("type")) {
+      // A llama-quantize mix (Q4_K_M, ...) or a legacy block type, as --type takes it.
+      const auto mix = gguf_mix_named(*v);
+      if (!mix) f.fail("type", "expected a GGUF type or llama-quantize mix (Q4_0, Q4_K_M, ...), got \"" + *v + "\"");
+      s.mix = mix->name;
+      GgmlBlock b;
+      if (parse_ggml_type(mix->name, &b)) s.ggml = b;
+    }
     if (auto v = f.integer("hqq_steps")) {
       if (*v < 0 || *v > 10000) f.fail("hqq_steps", "HQQ steps must be between 0 and 10000, got " + std::to_string(*v));
       s.hqq_steps = int(*v);
@@ -208,7 +216,16 @@ void parse_wquant_form(const json& doc, ParamsFile& p) {
       if (auto v = f.integer("block")) r.block = checked_block(f, "block", *v);
       r.asym = f.boolean("asym");
       r.hqq = f.boolean("hqq");
-      r.ggml = f.ggml("type");
+      if (auto v = f.string("type")) {
+        // Any type GGUF output holds (Q4_K, F16, ...); a legacy block type also meets the
+        // bits / HQQ checks.
+        const auto t = ggml_type_named(*v);
+        if (!t) f.fail("type", "expected a ggml type (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, "
+                               "IQ4_XS, F16, BF16, F32), got \"" + *v + "\"");
+        r.gguf_type = t;
+        GgmlBlock b;
+        if (parse_ggml_type(*v, &b)) r.ggml = b;
+      }
       if (r.hqq && *r.hqq && r.asym && !*r.asym) {
         f.fail("asym", "HQQ is always asymmetric; this rule sets \"hqq\": true and \"asym\": false");
       }
@@ -331,7 +348,7 @@ std::vector<std::string> unmatched_entries(const ParamsFile& p, const std::vecto
   return r;
 }
 
-json params_used(const EffectiveSpec& e, OutputFormat format, GgmlBlock ggml_default,
+json params_used(const EffectiveSpec& e, OutputFormat format, const std::string& gguf_mix,
                  const std::vector<TensorPlan>& plan, const std::vector<TensorInfo>& infos) {
   const QuantSpec& s = e.spec;
   json defaults = json::object();
@@ -341,7 +358,7 @@ json params_used(const EffectiveSpec& e, OutputFormat format, GgmlBlock ggml_def
   defaults["hqq"] = s.hqq;
   defaults["fp16"] = e.kept_f16;  // --fp16 (scales f16 for scale_bits 16 alone do not count)
   if (s.fp16_truncate) defaults["scale_bits"] = 16;  // --weightQuantScaleBit 16
-  if (format == OutputFormat::Gguf) defaults["type"] = ggml_block_name(ggml_default);
+  if (format == OutputFormat::Gguf) defaults["type"] = gguf_mix;
   if (s.hqq) {
     defaults["hqq_steps"] = s.hqq_opts.max_steps;
     defaults["hqq_p"] = s.hqq_opts.p;
@@ -367,6 +384,13 @@ json params_used(const EffectiveSpec& e, OutputFormat format, GgmlBlock ggml_def
         r["hqq"] = t.spec.hqq;
         break;
       case TensorAction::KeepFloat:
+        if (format == OutputFormat::Gguf) {
+          // A float type the mix (or a rule) chose for a tensor llama-quantize converts.
+          if (!llama_quantizes(infos[t.source_index], false)) continue;
+          if (t.out_dtype == infos[t.source_index].dtype) r["skip"] = true;
+          else r["type"] = t.out_dtype == DType::F16 ? "F16" : t.out_dtype == DType::BF16 ? "BF16" : "F32";
+          break;
+        }
         // Kept by the default choice (1-D, norms) or by bits 0 in the defaults: nothing to say.
         if (e.keep_float || !is_quantizable_weight(infos[t.source_index])) continue;
         r["skip"] = true;

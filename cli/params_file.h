@@ -64,7 +64,7 @@ struct EffectiveSpec;
 // tensor the run quantized (its bits, block, asym, hqq, or GGUF type) and one "skip"
 // rule per tensor it kept float although the default choice would have quantized it.
 // Rerunning with this file (with or without the original flags) plans the same.
-nlohmann::json params_used(const EffectiveSpec& e, OutputFormat format, GgmlBlock ggml_default,
+nlohmann::json params_used(const EffectiveSpec& e, OutputFormat format, const std::string& gguf_mix,
                            const std::vector<TensorPlan>& plan, const std::vector<TensorInfo>& infos);
 
 // Writes `doc` to path through a temporary file and a rename. Throws Error (Output).

@@ -32,7 +32,10 @@ SpecSettings SpecSettings::or_else(const SpecSettings& fallback) const {
   take(r.asym, fallback.asym);
   take(r.hqq, fallback.hqq);
   take(r.fp16, fallback.fp16);
-  take(r.ggml, fallback.ggml);
+  if (!r.mix) {  // the type and the mix are one setting
+    r.mix = fallback.mix;
+    r.ggml = fallback.ggml;
+  }
   take(r.hqq_steps, fallback.hqq_steps);
   take(r.hqq_p, fallback.hqq_p);
   take(r.hqq_beta, fallback.hqq_beta);

@@ -19,7 +19,8 @@ struct SpecSettings {
   std::optional<bool> asym;
   std::optional<bool> hqq;
   std::optional<bool> fp16;
-  std::optional<GgmlBlock> ggml;  // GGUF output type
+  std::optional<GgmlBlock> ggml;  // GGUF output type, when a legacy block type is named
+  std::optional<std::string> mix; // GGUF output: the llama-quantize mix named ("Q4_K_M", "Q4_0")
   std::optional<int> hqq_steps;
   std::optional<float> hqq_p, hqq_beta, hqq_kappa;
   std::optional<bool> hqq_round_zero;

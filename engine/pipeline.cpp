@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <memory>
 
 #include "engine/error.h"
@@ -41,6 +42,22 @@ void convert_float(const TensorView& v, DType to, std::vector<uint8_t>& out, con
     std::vector<float> tmp(n);
     k.widen_bf16(static_cast<const uint16_t*>(v.data), tmp.data(), n);
     k.narrow_f16(tmp.data(), reinterpret_cast<uint16_t*>(out.data()), n);
+  } else if (to == DType::BF16 && (v.dtype == DType::F32 || v.dtype == DType::F16)) {
+    // llama-quantize's BF16 (ggml_fp32_to_bf16_row_ref): round to nearest even, a NaN
+    // kept quiet; an f16 source is widened first, as llama-quantize dequantizes it.
+    std::vector<float> tmp;
+    const float* src = static_cast<const float*>(v.data);
+    if (v.dtype == DType::F16) {
+      tmp.resize(n);
+      k.widen_f16(static_cast<const uint16_t*>(v.data), tmp.data(), n);
+      src = tmp.data();
+    }
+    auto* dst = reinterpret_cast<uint16_t*>(out.data());
+    for (size_t i = 0; i < n; ++i) {
+      uint32_t u;
+      std::memcpy(&u, &src[i], 4);
+      dst[i] = (u & 0x7fffffffu) > 0x7f800000u ? uint16_t((u >> 16) | 64) : uint16_t((u + (0x7fffu + ((u >> 16) & 1u))) >> 16);
+    }
   } else {
     throw Error(v.name + ": cannot convert " + dtype_name(v.dtype) + " to " + dtype_name(to), ErrorKind::Internal);
   }

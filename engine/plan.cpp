@@ -86,16 +86,6 @@ bool is_quantizable_weight(const TensorInfo& t) {
   return true;
 }
 
-namespace {
-
-// The block types llama-quantize's rules end up choosing for the legacy types, with the
-// one departure wquant has to make: it has no K-quants, so where llama-quantize picks
-// Q6_K for the output matrix, wquant picks Q8_0 (see gguf_type_for).
-bool is_output_matrix(const TensorInfo& t, bool has_output) {
-  return t.name == "output.weight" || (!has_output && t.name == "token_embd.weight");
-}
-
-}  // namespace
 
 std::vector<TensorPlan> make_plan(const std::vector<TensorInfo>& tensors, const PlanOptions& opts) {
   validate_spec(opts.defaults, "defaults");
@@ -105,8 +95,7 @@ std::vector<TensorPlan> make_plan(const std::vector<TensorInfo>& tensors, const 
     if (r.block) s.block = *r.block < 0 ? 0 : *r.block;
     validate_spec(s, "rule '" + r.pattern + "'");
   }
-  bool has_output = false;
-  for (const TensorInfo& t : tensors) has_output |= t.name == "output.weight";
+  if (opts.format == OutputFormat::Gguf) return make_gguf_plan(tensors, opts);
 
   std::vector<TensorPlan> plan;
   plan.reserve(tensors.size());
@@ -119,7 +108,6 @@ std::vector<TensorPlan> make_plan(const std::vector<TensorInfo>& tensors, const 
     p.spec = opts.defaults;
     p.ggml = opts.ggml;
     bool quantize = is_quantizable_weight(t);
-    bool ruled_type = false;
     for (const TensorRule& r : opts.rules) {
       if (!glob_match(r.pattern, t.name)) continue;
       if (r.bits) p.spec.bits = *r.bits;
@@ -129,12 +117,8 @@ std::vector<TensorPlan> make_plan(const std::vector<TensorInfo>& tensors, const 
       }
       if (r.asym) p.spec.asym = *r.asym;
       if (r.hqq) p.spec.hqq = *r.hqq;
-      if (r.ggml) {
-        p.ggml = *r.ggml;
-        ruled_type = true;
-      }
       if (r.skip) quantize = !*r.skip && t.kind == StoredKind::Float && t.shape.size() >= 1;
-      else if (r.bits || r.block || r.asym || r.hqq || r.ggml) quantize |= t.kind == StoredKind::Float && t.shape.size() >= 2;
+      else if (r.bits || r.block || r.asym || r.hqq || r.gguf_type) quantize |= t.kind == StoredKind::Float && t.shape.size() >= 2;
     }
     if (p.spec.hqq) p.spec.asym = true;
 
@@ -143,40 +127,9 @@ std::vector<TensorPlan> make_plan(const std::vector<TensorInfo>& tensors, const 
     } else if (!quantize) {
       p.action = TensorAction::KeepFloat;
       // --fp16 stores kept f32 tensors as f16, as MNNConvert --fp16 does; f16/bf16 stay.
-      // Not 1-D tensors in GGUF: llama.cpp's CPU backend needs its norm weights in f32.
-      const bool gguf_vector = opts.format == OutputFormat::Gguf && t.shape.size() < 2;
-      p.out_dtype = (opts.keep_f16.value_or(opts.defaults.fp16) && t.dtype == DType::F32 && !gguf_vector)
+      p.out_dtype = (opts.keep_f16.value_or(opts.defaults.fp16) && t.dtype == DType::F32)
                         ? DType::F16
                         : t.dtype;
-    } else if (opts.format == OutputFormat::Gguf) {
-      if (!ruled_type && is_output_matrix(t, has_output) && p.ggml != GgmlBlock::Q8_0) {
-        p.note = t.name + ": quantized to Q8_0, not " + ggml_block_name(p.ggml) +
-                 " (llama-quantize uses Q6_K here when the row is a multiple of 256, Q8_0 otherwise; wquant has "
-                 "no K-quants)";
-        p.ggml = GgmlBlock::Q8_0;
-      }
-      if (p.spec.hqq && !ggml_traits(p.ggml).has_min) {
-        if (is_output_matrix(t, has_output) && !ruled_type) {
-          p.spec.hqq = false;  // the output matrix is Q8_0, which has no zero point to refine
-        } else {
-          throw Error(t.name + ": --hqq with GGUF needs a type with a zero point (Q4_1 or Q5_1), not " +
-                          std::string(ggml_block_name(p.ggml)),
-                      ErrorKind::Usage);
-        }
-      }
-      if (cols_of(t) % ggml_traits(p.ggml).weights != 0) {
-        p.action = TensorAction::KeepFloat;
-        // The source's float type (f16 only with --fp16): stored as F16, stories260K's
-        // 172-wide FFN tensors made llama.cpp's output degenerate (<unk> tokens; it
-        // multiplies an F16 weight with activations converted to f16).
-        p.out_dtype = (opts.keep_f16.value_or(opts.defaults.fp16) && t.dtype == DType::F32) ? DType::F16 : t.dtype;
-        p.note = t.name + ": rows of " + std::to_string(cols_of(t)) + " are not a multiple of " +
-                 std::to_string(ggml_traits(p.ggml).weights) + ", so no " +
-                 ggml_block_name(p.ggml) + " block fits; kept as " + dtype_name(p.out_dtype) +
-                 " (llama-quantize aborts the whole model here)";
-      } else {
-        p.action = TensorAction::Ggml;
-      }
     } else {
       p.action = TensorAction::Quantize;
       p.block = p.spec.mnn_blocks ? resolve_mnn_block(p.spec, t.shape, t.name, &p.note)

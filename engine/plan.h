@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/ggml_type_id.h"
 #include "engine/quant_spec.h"
 #include "kernels/kernels.h"
 
@@ -60,11 +61,15 @@ struct TensorRule {
   std::optional<bool> asym;
   std::optional<bool> hqq;
   std::optional<bool> skip;      // keep the tensor as float
-  std::optional<GgmlBlock> ggml; // GGUF output: this tensor's block type
+  std::optional<GgmlBlock> ggml; // a legacy block type the rule names (checked against bits, HQQ)
+  std::optional<GgmlType> gguf_type;  // GGUF output: this tensor's type, any the output can hold
   bool mnn_block = false;        // `block` follows MNNConvert's rule (an MNN-form params file)
 };
 
 enum class OutputFormat : uint8_t { Wq, Safetensors, Gguf };
+
+struct MixOptions;  // engine/gguf_mix.h
+struct MixModel;
 
 struct PlanOptions {
   QuantSpec defaults;
@@ -74,6 +79,11 @@ struct PlanOptions {
   // Kept float tensors stored as f16 (f32 ones only); unset: as defaults.fp16 says (--fp16).
   // Set apart when scales are f16 for another reason (MNN's --weightQuantScaleBit 16).
   std::optional<bool> keep_f16;
+  // GGUF output: llama-quantize's mix and options (engine/gguf_mix.h) and the model's
+  // hyper-parameters (io/gguf_hparams.h). Unset: the mix named like `ggml` (Q4_0, ...)
+  // and hyper-parameters inferred from the tensor names and shapes.
+  const MixOptions* gguf_mix = nullptr;
+  const MixModel* gguf_model = nullptr;
 };
 
 // Glob match: * any run, ? one char, [abc] / [a-z] / [!a] a class. Whole-name match.
@@ -84,11 +94,18 @@ bool glob_match(const std::string& pattern, const std::string& name);
 // than 2 rows or columns.
 bool is_quantizable_weight(const TensorInfo& t);
 
-// Builds the plan. Every tensor of `tensors` appears once, in file order. Throws Error
+// Builds the plan. Every tensor of `tensors` appears once, in file order (GGUF output: in
+// llama-quantize's order, engine/gguf_mix.h llama_tensor_order). Throws Error
 // for a bad spec in the defaults or a rule (naming the rule's pattern). Notes (fallbacks
 // such as a block that does not divide a row, or a GGUF tensor kept in a wider type)
 // are in each entry's `note`.
 std::vector<TensorPlan> make_plan(const std::vector<TensorInfo>& tensors, const PlanOptions& opts);
+
+// make_plan for GGUF output (engine/plan_gguf.cpp): per tensor the type llama-quantize's
+// mix chooses, then the user's rules. Throws Error for a type this build cannot write
+// and for an already-quantized tensor the mix would quantize again (llama-quantize
+// refuses it without --allow-requantize).
+std::vector<TensorPlan> make_gguf_plan(const std::vector<TensorInfo>& tensors, const PlanOptions& opts);
 
 // What a plan entry does, in a few words: "4-bit asym block 64 hqq", "4-bit sym
 // channel-wise", "Q4_0", "Q4_1 (hqq)", "f16", "I64 (copied)". Every report (the

@@ -73,34 +73,35 @@ std::vector<OutTensor> layout(const std::vector<TensorPlan>& plan, const std::ve
   return out;
 }
 
-// The metadata as written: the source's pairs in order, with general.file_type and
-// general.quantization_version updated in place or appended, as llama-quantize does.
-std::vector<GgufKV> output_kvs(const GgufMetadata& meta, const std::vector<TensorPlan>& plan) {
-  std::vector<GgufKV> kvs = meta.kvs;
-  bool any_ggml = false;
-  GgmlBlock main = GgmlBlock::Q4_0;
-  size_t best = 0;
-  size_t counts[kGgmlBlockCount] = {};
-  for (const TensorPlan& p : plan) {
-    if (p.action != TensorAction::Ggml) continue;
-    any_ggml = true;
-    if (++counts[int(p.ggml)] > best) {
-      best = counts[int(p.ggml)];
-      main = p.ggml;
-    }
+// The metadata as llama-quantize writes it (GgufOutputKeys).
+std::vector<GgufKV> output_kvs(const GgufMetadata& meta, const std::vector<TensorPlan>& plan, const GgufOutputKeys& keys) {
+  std::vector<GgufKV> kvs;
+  for (const GgufKV& kv : meta.kvs) {
+    if (kv.key == "general.quantization_version" || kv.key == "general.file_type" || kv.key == "split.no" ||
+        kv.key == "split.count" || kv.key == "split.tensors.count")
+      continue;
+    kvs.push_back(kv);
   }
-  if (!any_ggml) return kvs;
-  auto set_u32 = [&](const std::string& key, uint32_t v) {
-    for (GgufKV& kv : kvs) {
-      if (kv.key == key) {
-        kv = gguf_kv_u32(key, v);
-        return;
+  uint32_t file_type = 0;
+  if (keys.file_type) {
+    file_type = *keys.file_type;
+  } else {
+    size_t best = 0;
+    size_t counts[kGgmlBlockCount] = {};
+    for (const TensorPlan& p : plan) {
+      if (p.action != TensorAction::Ggml) continue;
+      if (++counts[int(p.ggml)] > best) {
+        best = counts[int(p.ggml)];
+        file_type = ggml_traits(p.ggml).llama_ftype;
       }
     }
-    kvs.push_back(gguf_kv_u32(key, v));
-  };
-  set_u32("general.quantization_version", 2);
-  set_u32("general.file_type", ggml_traits(main).llama_ftype);
+  }
+  kvs.push_back(gguf_kv_u32("general.quantization_version", 2));
+  kvs.push_back(gguf_kv_u32("general.file_type", file_type));
+  for (const GgufKV& kv : keys.extra) {
+    std::erase_if(kvs, [&](const GgufKV& k) { return k.key == kv.key; });
+    kvs.push_back(kv);
+  }
   return kvs;
 }
 
@@ -161,8 +162,11 @@ class GgufWriter final : public ModelWriter {
     }
     for (const OutTensor& t : ts) {
       put_str(h, t.name);
-      put<uint32_t>(h, uint32_t(t.shape.size()));
-      for (auto it = t.shape.rbegin(); it != t.shape.rend(); ++it) put<uint64_t>(h, uint64_t(*it));
+      // ggml_n_dims: outer dimensions of size 1 are not written, as gguf_write_to_buf does.
+      size_t lead = 0;
+      while (lead + 1 < t.shape.size() && t.shape[lead] == 1) ++lead;
+      put<uint32_t>(h, uint32_t(t.shape.size() - lead));
+      for (size_t d = t.shape.size(); d-- > lead;) put<uint64_t>(h, uint64_t(t.shape[d]));
       put<uint32_t>(h, t.type);
       put<uint64_t>(h, t.offset);
     }
@@ -217,6 +221,11 @@ GgufKV gguf_kv_u32(const std::string& key, uint32_t v) {
   put<uint32_t>(b, v);
   return make_kv(key, GgufValueType::U32, std::move(b));
 }
+GgufKV gguf_kv_i32(const std::string& key, int32_t v) {
+  std::vector<uint8_t> b;
+  put<int32_t>(b, v);
+  return make_kv(key, GgufValueType::I32, std::move(b));
+}
 GgufKV gguf_kv_f32(const std::string& key, float v) {
   std::vector<uint8_t> b;
   put<float>(b, v);
@@ -242,22 +251,23 @@ GgufKV gguf_kv_i32_array(const std::string& key, const std::vector<int32_t>& v) 
 }
 
 uint64_t gguf_planned_bytes(const std::vector<TensorPlan>& plan, const std::vector<TensorInfo>& infos,
-                            const ModelReader& source) {
+                            const ModelReader& source, const GgufOutputKeys& keys) {
   const GgufReader& g = as_gguf(source);
-  return GgufWriter::planned_size(plan, infos, output_kvs(g.metadata(), plan), g.metadata().alignment, source_types(g));
+  return GgufWriter::planned_size(plan, infos, output_kvs(g.metadata(), plan, keys), g.metadata().alignment,
+                                  source_types(g));
 }
 
 std::unique_ptr<ModelWriter> make_gguf_writer(const std::string& path, const std::vector<TensorPlan>& plan,
-                                              const ModelReader& source) {
+                                              const ModelReader& source, const GgufOutputKeys& keys) {
   const GgufReader& g = as_gguf(source);
-  return std::make_unique<GgufWriter>(path, plan, g.tensors(), output_kvs(g.metadata(), plan), g.metadata().alignment,
-                                      source_types(g));
+  return std::make_unique<GgufWriter>(path, plan, g.tensors(), output_kvs(g.metadata(), plan, keys),
+                                      g.metadata().alignment, source_types(g));
 }
 
 std::unique_ptr<ModelWriter> make_gguf_writer(const std::string& path, const std::vector<TensorPlan>& plan,
                                               const std::vector<TensorInfo>& infos, const GgufMetadata& metadata,
                                               const std::vector<uint32_t>& ggml_types) {
-  return std::make_unique<GgufWriter>(path, plan, infos, output_kvs(metadata, plan), metadata.alignment, ggml_types);
+  return std::make_unique<GgufWriter>(path, plan, infos, metadata.kvs, metadata.alignment, ggml_types);
 }
 
 }  // namespace wq

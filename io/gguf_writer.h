@@ -1,29 +1,31 @@
-// GGUF v3 out: every metadata pair of the source copied in order (general.file_type and
-// general.quantization_version set as llama-quantize sets them), tensor infos in plan
-// order, data aligned to general.alignment and streamed in plan order.
+// GGUF v3 out: the source's metadata pairs in order with llama-quantize's own keys last
+// (GgufOutputKeys), tensor infos in plan order, data aligned to general.alignment and
+// streamed in plan order: for the same plan, llama-quantize's file byte for byte.
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "engine/plan.h"
 #include "io/gguf_reader.h"
+#include "io/gguf_writer_keys.h"
 #include "io/model_writer.h"
 
 namespace wq {
 
 // Exact file size for the plan.
 uint64_t gguf_planned_bytes(const std::vector<TensorPlan>& plan, const std::vector<TensorInfo>& infos,
-                            const ModelReader& source);
+                            const ModelReader& source, const GgufOutputKeys& keys = {});
 
 // The source must be a GGUF reader (its metadata is copied). Throws Error otherwise.
 std::unique_ptr<ModelWriter> make_gguf_writer(const std::string& path, const std::vector<TensorPlan>& plan,
-                                              const ModelReader& source);
+                                              const ModelReader& source, const GgufOutputKeys& keys = {});
 
 // For a source without GGUF metadata (the synthetic model generator): `metadata` is
-// written as given (plus general.alignment if absent), and `ggml_types[i]` gives the
+// written as given, and `ggml_types[i]` gives the
 // type of plan entry i for CopyRaw entries.
 std::unique_ptr<ModelWriter> make_gguf_writer(const std::string& path, const std::vector<TensorPlan>& plan,
                                               const std::vector<TensorInfo>& infos, const GgufMetadata& metadata,
@@ -31,6 +33,7 @@ std::unique_ptr<ModelWriter> make_gguf_writer(const std::string& path, const std
 
 // Encoders for building metadata by hand.
 GgufKV gguf_kv_u32(const std::string& key, uint32_t v);
+GgufKV gguf_kv_i32(const std::string& key, int32_t v);
 GgufKV gguf_kv_f32(const std::string& key, float v);
 GgufKV gguf_kv_string(const std::string& key, const std::string& v);
 GgufKV gguf_kv_string_array(const std::string& key, const std::vector<std::string>& v);

@@ -25,21 +25,22 @@ OutputFormat format_from_path(const std::string& path) {
 }
 
 uint64_t planned_output_bytes(const std::vector<TensorPlan>& plan, const std::vector<TensorInfo>& infos,
-                              OutputFormat format, const ModelReader& source) {
+                              OutputFormat format, const ModelReader& source, const GgufOutputKeys& gguf_keys) {
   switch (format) {
     case OutputFormat::Wq: return wq_planned_bytes(plan, infos, source);
     case OutputFormat::Safetensors: return safetensors_planned_bytes(plan, infos);
-    case OutputFormat::Gguf: return gguf_planned_bytes(plan, infos, source);
+    case OutputFormat::Gguf: return gguf_planned_bytes(plan, infos, source, gguf_keys);
   }
   return 0;
 }
 
 std::unique_ptr<ModelWriter> make_writer(const std::string& path, OutputFormat format,
-                                         const std::vector<TensorPlan>& plan, const ModelReader& source) {
+                                         const std::vector<TensorPlan>& plan, const ModelReader& source,
+                                         const GgufOutputKeys& gguf_keys) {
   switch (format) {
     case OutputFormat::Wq: return make_wq_writer(path, plan, source.tensors(), source);
     case OutputFormat::Safetensors: return make_safetensors_writer(path, plan, source.tensors());
-    case OutputFormat::Gguf: return make_gguf_writer(path, plan, source);
+    case OutputFormat::Gguf: return make_gguf_writer(path, plan, source, gguf_keys);
   }
   throw Error(path + ": unknown output format", ErrorKind::Internal);
 }

@@ -11,6 +11,7 @@
 
 #include "engine/pipeline.h"
 #include "engine/plan.h"
+#include "io/gguf_writer_keys.h"
 #include "io/model_reader.h"
 
 namespace wq {
@@ -30,11 +31,12 @@ OutputFormat format_from_path(const std::string& path);
 
 // Exact output size of a plan in the given format (for --dry-run and disk checks).
 uint64_t planned_output_bytes(const std::vector<TensorPlan>& plan, const std::vector<TensorInfo>& infos,
-                              OutputFormat format, const ModelReader& source);
+                              OutputFormat format, const ModelReader& source, const GgufOutputKeys& gguf_keys = {});
 
 // Creates the writer. GGUF output copies every metadata key of a GGUF source (and
-// updates general.file_type); it needs a GGUF source.
+// sets llama-quantize's keys, gguf_keys); it needs a GGUF source.
 std::unique_ptr<ModelWriter> make_writer(const std::string& path, OutputFormat format,
-                                         const std::vector<TensorPlan>& plan, const ModelReader& source);
+                                         const std::vector<TensorPlan>& plan, const ModelReader& source,
+                                         const GgufOutputKeys& gguf_keys = {});
 
 }  // namespace wq

@@ -180,7 +180,14 @@ TEST(CliArgs, BadValuesAreUsageErrorsNamingTheFlag) {
   EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--frobnicate"}), "--frobnicate"));
   EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--isa", "sse9"}), "--isa"));
   EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--threads", "-2"}), "--threads"));
-  EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--type", "Q3_K"}), "--type"));
+  EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--type", "Q3_K_X"}), "--type"));
+  EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--output-tensor-type", "Q4_K_M"}), "--output-tensor-type"));
+  EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--token-embedding-type", "IQ2_XXS"}), "--token-embedding-type"));
+  EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "Q4_K_X"}), "TYPE"));
+  EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "Q4_K_M", "-1"}), "THREADS"));
+  EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "Q4_K_M", "two"}), "THREADS"));
+  EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "Q4_K_M", "2", "--threads", "2"}), "threads are given twice"));
+  EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "Q4_K_M", "--type", "Q8_0"}), "type is given twice"));
   EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--format", "onnx"}), "--format"));
   EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--hqq-p", "1.5", "--hqq"}), "p must be"));
   EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--hqq-steps", "-5"}), "steps"));
@@ -343,7 +350,9 @@ TEST(CliParams, WquantFormErrorsNameTheFileAndEntry) {
   EXPECT_TRUE(contains(error_of(R"({"rules": [{"match": "a", "bitz": 4}]})"), "rules[0].bitz: unknown key"));
   EXPECT_TRUE(contains(error_of(R"({"rules": [{"bits": 4}]})"), "match"));
   EXPECT_TRUE(contains(error_of(R"({"rules": [{"match": "a", "skip": "yes"}]})"), "rules[0].skip"));
-  EXPECT_TRUE(contains(error_of(R"({"rules": [{"match": "a", "type": "Q2_K"}]})"), "rules[0].type"));
+  EXPECT_TRUE(contains(error_of(R"({"rules": [{"match": "a", "type": "Q9_K"}]})"), "rules[0].type"));
+  EXPECT_TRUE(contains(error_of(R"({"rules": [{"match": "a", "type": "Q4_K_M"}]})"), "rules[0].type"));  // a mix
+  EXPECT_TRUE(contains(error_of(R"({"defaults": {"type": "Q4_K_X"}})"), "defaults.type"));
   EXPECT_TRUE(contains(error_of(R"({"rules": [{"match": "a", "block": -2}]})"), "rules[0].block"));
   EXPECT_TRUE(contains(error_of(R"({"rules": [{"match": "a", "hqq": true, "asym": false}]})"), "asymmetric"));
   EXPECT_TRUE(contains(error_of(R"({"defaults": {"bits": 1}})"), "defaults.bits"));
@@ -426,7 +435,7 @@ TEST(CliParams, ParamsUsedReadBackGiveTheSameSettings) {
   plan[3].action = TensorAction::Quantize;
   plan[3].spec.bits = 8;
   plan[3].block = 32;
-  const json doc = params_used(e, OutputFormat::Wq, GgmlBlock::Q4_0, plan, infos);
+  const json doc = params_used(e, OutputFormat::Wq, "Q4_0", plan, infos);
   const ParamsFile p = parse_params_json(json::parse(doc.dump()), "used.json");
   EXPECT_EQ(p.defaults.bits, 4);
   EXPECT_EQ(p.defaults.block, 32);
@@ -454,7 +463,7 @@ TEST(CliParams, ParamsUsedKeepTheScaleBitWidthApartFromFp16) {
     said.scale_bits = 16;
     if (fp16) said.fp16 = true;
     const EffectiveSpec e = resolve_settings(said, "");
-    const json doc = params_used(e, OutputFormat::Wq, GgmlBlock::Q4_0, {}, {});
+    const json doc = params_used(e, OutputFormat::Wq, "Q4_0", {}, {});
     EXPECT_EQ(doc["defaults"]["scale_bits"], 16);
     const ParamsFile p = parse_params_json(json::parse(doc.dump()), "used.json");
     const EffectiveSpec back = resolve_settings(p.defaults, "");
@@ -463,7 +472,7 @@ TEST(CliParams, ParamsUsedKeepTheScaleBitWidthApartFromFp16) {
   }
   SpecSettings plain;
   plain.fp16 = true;
-  const json doc = params_used(resolve_settings(plain, ""), OutputFormat::Wq, GgmlBlock::Q4_0, {}, {});
+  const json doc = params_used(resolve_settings(plain, ""), OutputFormat::Wq, "Q4_0", {}, {});
   EXPECT_FALSE(doc["defaults"].contains("scale_bits"));
   EXPECT_EQ(doc["defaults"]["fp16"], true);
 }

@@ -28,6 +28,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tests/gguf_fixture.h"
+#include "tests/sha256.h"
 #include "tests/test_support.h"
 
 extern char** environ;
@@ -1528,14 +1530,70 @@ TEST_F(Cli, TrustLongOutputNameIsAccepted) {
   EXPECT_FALSE(has_temp(dir_));
 }
 
-// Item 20: the GGUF output matrix is quantized to Q8_0 (said so), and with --type Q4_1
-// --hqq nothing is "implied".
+// Item 20: the GGUF output matrix gets llama-quantize's type (Q6_K, falling back to Q8_0
+// on 64-wide rows: said so), and with --type Q4_1 --hqq nothing is "implied".
 TEST_F(Cli, TrustGgufNotesSayWhatHappened) {
   WQ_REQUIRE_SHARED(src, kStoriesGguf);
   const Result r = expect(0, {"quantize", src, path("o.gguf"), "--type", "Q4_1", "--hqq"});
-  EXPECT_TRUE(contains(r.err, "token_embd.weight: quantized to Q8_0, not Q4_1")) << r.err;
+  EXPECT_TRUE(contains(r.err, "token_embd.weight: rows of 64 are not a multiple of 256, required by Q6_K: Q8_0 instead"))
+      << r.err;
   EXPECT_FALSE(contains(r.err, "kept as Q8_0")) << r.err;
   EXPECT_FALSE(contains(r.err, "implies asymmetric")) << r.err;
 }
 
 }  // namespace
+
+namespace wq {
+namespace {
+
+// sha256 of llama-quantize's output for a run of tests/data/llama_quantize_mix_digests.json.
+std::string oracle_sha256(const std::string& fixture, const std::string& mix, const std::vector<std::string>& options) {
+  std::ifstream f(test::test_data_dir() + "/llama_quantize_mix_digests.json");
+  const json doc = json::parse(f);
+  for (const json& r : doc["runs"]) {
+    if (r["fixture"] == fixture && r["mix"] == mix && r["options"] == json(options)) return r["sha256"];
+  }
+  ADD_FAILURE() << "no run " << fixture << " " << mix;
+  return "";
+}
+
+// llama-quantize's own command lines (options, IN OUT TYPE [THREADS]) give its files.
+TEST_F(Cli, GgufLlamaQuantizeCommandLinesGiveItsFiles) {
+  WQ_REQUIRE_SHARED(stories, kStoriesGguf);
+  const std::string fx192 = path("fx-192.gguf"), fx256 = path("fx-256.gguf");
+  test::write_gguf_fixture(stories, fx192);
+  test::write_gguf_wide_fixture(stories, fx256, test::dense_fixture());
+  expect(0, {"quantize", fx192, path("a.gguf"), "Q8_0", "1", "-q"});
+  EXPECT_EQ(test::sha256_file(path("a.gguf")), oracle_sha256("192", "Q8_0", {}));
+  expect(0, {"quantize", "--leave-output-tensor", fx192, path("b.gguf"), "q4_0", "-q"});
+  EXPECT_EQ(test::sha256_file(path("b.gguf")), oracle_sha256("192", "Q4_0", {"--leave-output-tensor"}));
+  expect(0, {"quantize", fx256, path("c.gguf"), "--type", "BF16", "--threads", "2", "-q"});
+  EXPECT_EQ(test::sha256_file(path("c.gguf")), oracle_sha256("256", "BF16", {}));
+  expect(0, {"quantize", fx256, path("d.gguf"), "7", "2", "-q"});  // the file type's number, as llama-quantize takes it
+  EXPECT_EQ(test::sha256_file(path("d.gguf")), oracle_sha256("256", "Q8_0", {}));
+  expect(0, {"quantize", stories, path("e.gguf"), "F16", "-q"});
+  EXPECT_EQ(test::sha256_file(path("e.gguf")), oracle_sha256("stories", "F16", {}));
+}
+
+TEST_F(Cli, GgufMixOptionsAreCheckedBeforeAnyWork) {
+  WQ_REQUIRE_SHARED(stories, kStoriesGguf);
+  // llama-quantize refuses Q2_K_S without an importance matrix.
+  Result r = expect(2, {"quantize", stories, path("o.gguf"), "Q2_K_S"});
+  EXPECT_TRUE(contains(r.err, "importance matrix")) << r.err;
+  // A K mix sets every type: --bits has nothing to set.
+  r = expect(2, {"quantize", stories, path("o.gguf"), "--type", "Q4_K_M", "--bits", "4"});
+  EXPECT_TRUE(contains(r.err, "--bits")) << r.err;
+  // llama-quantize's options are for GGUF output.
+  r = expect(2, {"quantize", stories, path("o.wq"), "--pure"});
+  EXPECT_TRUE(contains(r.err, "GGUF output only")) << r.err;
+  r = expect(2, {"quantize", stories, path("o.safetensors"), "Q4_K_M"});
+  EXPECT_TRUE(contains(r.err, "GGUF output only")) << r.err;
+  EXPECT_FALSE(fs::exists(path("o.gguf")));
+  // --output-tensor-type / --token-embedding-type: stories260K's tied token_embd is the
+  // output matrix; --token-embedding-type then names it (llama-quantize applies it last).
+  expect(0, {"quantize", stories, path("t.gguf"), "Q8_0", "--token-embedding-type", "f16", "-q"});
+  EXPECT_EQ(tensor(inspect(path("t.gguf")), "token_embd.weight")["type"], "F16");
+}
+
+}  // namespace
+}  // namespace wq

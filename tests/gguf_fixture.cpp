@@ -92,4 +92,103 @@ void write_gguf_fixture(const std::string& stories_gguf, const std::string& out_
   w->commit();
 }
 
+namespace {
+
+struct FixtureTensor {
+  std::string name;
+  std::vector<int64_t> shape;  // outermost first
+};
+
+// A llama model's tensors in the order llama.cpp's converter writes them.
+std::vector<FixtureTensor> llama_tensors(const WideFixture& f) {
+  const int64_t head_dim = f.n_embd / f.n_head, kv = head_dim * f.n_head_kv;
+  std::vector<FixtureTensor> t;
+  t.push_back({"token_embd.weight", {f.n_vocab, f.n_embd}});
+  for (int i = 0; i < f.n_layer; ++i) {
+    const std::string b = "blk." + std::to_string(i) + ".";
+    t.push_back({b + "attn_norm.weight", {f.n_embd}});
+    t.push_back({b + "attn_q.weight", {f.n_embd, f.n_embd}});
+    t.push_back({b + "attn_k.weight", {kv, f.n_embd}});
+    t.push_back({b + "attn_v.weight", {kv, f.n_embd}});
+    t.push_back({b + "attn_output.weight", {f.n_embd, f.n_embd}});
+    t.push_back({b + "ffn_norm.weight", {f.n_embd}});
+    if (f.n_expert > 0) {
+      t.push_back({b + "ffn_gate_inp.weight", {f.n_expert, f.n_embd}});
+      t.push_back({b + "ffn_gate_exps.weight", {f.n_expert, f.n_ff, f.n_embd}});
+      t.push_back({b + "ffn_down_exps.weight", {f.n_expert, f.n_embd, f.n_ff}});
+      t.push_back({b + "ffn_up_exps.weight", {f.n_expert, f.n_ff, f.n_embd}});
+    } else {
+      t.push_back({b + "ffn_gate.weight", {f.n_ff, f.n_embd}});
+      t.push_back({b + "ffn_down.weight", {f.n_embd, f.n_ff}});
+      t.push_back({b + "ffn_up.weight", {f.n_ff, f.n_embd}});
+    }
+  }
+  t.push_back({"output_norm.weight", {f.n_embd}});
+  if (f.untied_output) t.push_back({"output.weight", {f.n_vocab, f.n_embd}});
+  return t;
+}
+
+}  // namespace
+
+void write_gguf_wide_fixture(const std::string& stories_gguf, const std::string& out_path, const WideFixture& f) {
+  auto src = open_gguf(stories_gguf);
+  GgufMetadata meta = src->metadata();
+  auto set_u32 = [&](const std::string& key, uint32_t v) {
+    for (GgufKV& kv : meta.kvs) {
+      if (kv.key == key) {
+        kv = gguf_kv_u32(key, v);
+        return;
+      }
+    }
+    meta.kvs.push_back(gguf_kv_u32(key, v));
+  };
+  for (GgufKV& kv : meta.kvs) {
+    if (kv.key == "general.name") kv = gguf_kv_string(kv.key, f.name);
+  }
+  set_u32("llama.embedding_length", uint32_t(f.n_embd));
+  set_u32("llama.feed_forward_length", uint32_t(f.n_ff));
+  set_u32("llama.block_count", uint32_t(f.n_layer));
+  set_u32("llama.attention.head_count", uint32_t(f.n_head));
+  set_u32("llama.attention.head_count_kv", uint32_t(f.n_head_kv));
+  set_u32("llama.rope.dimension_count", uint32_t(f.n_embd / f.n_head));
+  if (f.n_expert > 0) {
+    set_u32("llama.expert_count", uint32_t(f.n_expert));
+    set_u32("llama.expert_used_count", 2);
+  }
+  const std::vector<FixtureTensor> ts = llama_tensors(f);
+  std::vector<TensorInfo> infos;
+  std::vector<TensorPlan> plan;
+  std::vector<uint32_t> types;
+  for (size_t i = 0; i < ts.size(); ++i) {
+    TensorInfo info;
+    info.name = ts[i].name;
+    info.shape = ts[i].shape;
+    info.nbytes = checked_numel(info.name, info.shape) * 4;
+    infos.push_back(info);
+    TensorPlan p;
+    p.source_index = i;
+    p.name = info.name;
+    p.shape = info.shape;
+    p.action = TensorAction::KeepFloat;
+    p.out_dtype = DType::F32;
+    plan.push_back(p);
+    types.push_back(kGgmlF32);
+  }
+  auto w = make_gguf_writer(out_path, plan, infos, meta, types);
+  for (size_t i = 0; i < plan.size(); ++i) {
+    const size_t cols = size_t(ts[i].shape.back());
+    const size_t rows = checked_numel(ts[i].name, ts[i].shape) / cols;
+    std::vector<float> v = fixture_values(rows, cols, 5000 + i);
+    if (ts[i].shape.size() == 1) {
+      for (float& x : v) x = 1.0f + 0.1f * x;
+    }
+    TensorResult r;
+    r.plan = &plan[i];
+    r.bytes.resize(v.size() * 4);
+    std::memcpy(r.bytes.data(), v.data(), r.bytes.size());
+    w->write(r);
+  }
+  w->commit();
+}
+
 }  // namespace wq::test

@@ -1,18 +1,26 @@
-// Writes the GGUF fixture (tests/gguf_fixture.h) to a file, so llama-quantize can be run
-// on exactly what the test regenerates:
-//   wq_gguf_fixture ../shared/data/models/stories260K/stories260K-f32.gguf fixture.gguf
+// Writes the GGUF fixtures (tests/gguf_fixture.h) to files, so llama-quantize can be run
+// on exactly what the tests regenerate:
+//   wq_gguf_fixture ../shared/data/models/stories260K/stories260K-f32.gguf fixture.gguf [192|256|moe]
 #include <cstdio>
+#include <cstring>
 #include <exception>
 
 #include "tests/gguf_fixture.h"
 
 int main(int argc, char** argv) {
-  if (argc != 3) {
-    std::fprintf(stderr, "usage: %s STORIES260K_F32.gguf OUT.gguf\n", argv[0]);
+  const char* which = argc == 4 ? argv[3] : "192";
+  if ((argc != 3 && argc != 4) ||
+      (std::strcmp(which, "192") != 0 && std::strcmp(which, "256") != 0 && std::strcmp(which, "moe") != 0)) {
+    std::fprintf(stderr, "usage: %s STORIES260K_F32.gguf OUT.gguf [192|256|moe]\n", argv[0]);
     return 2;
   }
   try {
-    wq::test::write_gguf_fixture(argv[1], argv[2]);
+    if (std::strcmp(which, "192") == 0) {
+      wq::test::write_gguf_fixture(argv[1], argv[2]);
+    } else {
+      wq::test::write_gguf_wide_fixture(argv[1], argv[2],
+                                        std::strcmp(which, "256") == 0 ? wq::test::dense_fixture() : wq::test::moe_fixture());
+    }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "wq_gguf_fixture: %s\n", e.what());
     return 1;

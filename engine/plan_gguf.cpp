@@ -1,0 +1,117 @@
+// make_plan for GGUF output: llama-quantize's per-tensor types (engine/gguf_mix.h) in
+// llama-quantize's tensor order, then the user's rules on top.
+#include "engine/error.h"
+#include "engine/gguf_mix.h"
+#include "engine/plan.h"
+#include "engine/tensor.h"
+#include "kernels/ggml_types.h"
+
+namespace wq {
+namespace {
+
+// The legacy mix of the same name as a block type (Q4_0 -> the Q4_0 mix).
+GgufMix mix_of_block(GgmlBlock b) {
+  const auto m = gguf_mix_named(ggml_block_name(b));
+  if (!m) throw Error(std::string("no llama-quantize mix is named ") + ggml_block_name(b), ErrorKind::Internal);
+  return *m;
+}
+
+// A float type as the dtype a kept tensor is stored in.
+DType float_dtype(GgmlType t) { return t == GgmlType::F16 ? DType::F16 : t == GgmlType::BF16 ? DType::BF16 : DType::F32; }
+
+}  // namespace
+
+std::vector<TensorPlan> make_gguf_plan(const std::vector<TensorInfo>& tensors, const PlanOptions& opts) {
+  MixOptions mix;
+  if (opts.gguf_mix) {
+    mix = *opts.gguf_mix;
+  } else {
+    mix.mix = mix_of_block(opts.ggml);
+  }
+  const MixModel model = opts.gguf_model ? *opts.gguf_model : mix_model_from_names(tensors);
+  const std::vector<size_t> order = llama_tensor_order(tensors);
+  std::vector<TensorInfo> sorted;
+  sorted.reserve(order.size());
+  for (size_t i : order) sorted.push_back(tensors[i]);
+  const std::vector<MixChoice> choices = choose_mix_types(sorted, model, mix);
+
+  std::vector<TensorPlan> plan;
+  plan.reserve(tensors.size());
+  for (size_t k = 0; k < order.size(); ++k) {
+    const TensorInfo& t = sorted[k];
+    MixChoice c = choices[k];
+    TensorPlan p;
+    p.source_index = order[k];
+    p.name = t.name;
+    p.shape = t.shape;
+    p.spec = opts.defaults;
+    p.note = c.note;
+    bool ruled_type = false, skip = false;
+    for (const TensorRule& r : opts.rules) {
+      if (!glob_match(r.pattern, t.name)) continue;
+      if (r.hqq) p.spec.hqq = *r.hqq;
+      if (r.gguf_type) {
+        c.type = *r.gguf_type;
+        c.unsupported = (t.shape.empty() ? 1 : t.shape.back()) % ggml_type_block(c.type) != 0;
+        c.note = c.unsupported ? t.name + ": rows of " + std::to_string(t.shape.empty() ? 1 : t.shape.back()) + " are not a multiple of " +
+                                     std::to_string(ggml_type_block(c.type)) + ", required by " + ggml_type_name(c.type)
+                               : "";
+        ruled_type = true;
+      }
+      if (r.skip) {
+        skip = *r.skip;
+        c.quantize = !skip;
+      } else if (r.bits || r.block || r.asym || r.hqq || r.gguf_type) {
+        c.quantize |= t.kind == StoredKind::Float && t.shape.size() >= 2;
+      }
+      p.note = c.note;
+    }
+    if (c.quantize && t.type_name == ggml_type_name(c.type)) c.quantize = false;
+    if (p.spec.hqq) p.spec.asym = true;
+
+    if (!c.quantize || t.kind == StoredKind::Other) {
+      p.note.clear();
+      if (t.kind == StoredKind::Float) {
+        p.action = TensorAction::KeepFloat;
+        // --fp16 stores kept f32 matrices as f16; never 1-D tensors, which llama.cpp's
+        // CPU backend needs in f32 (norms).
+        const bool vector = t.shape.size() < 2;
+        p.out_dtype = (opts.keep_f16.value_or(opts.defaults.fp16) && t.dtype == DType::F32 && !vector) ? DType::F16 : t.dtype;
+      } else {
+        p.action = TensorAction::CopyRaw;
+      }
+    } else if (t.kind != StoredKind::Float) {
+      throw Error(t.name + ": requantizing from type " + t.type_name + " to " + ggml_type_name(c.type) +
+                      " is disabled, as in llama-quantize: quantize the float model instead");
+    } else if (c.unsupported) {
+      // llama-quantize aborts the whole model; wquant keeps this tensor in the source's
+      // float type (F16 made llama.cpp's output degenerate for stories260K's 172-wide FFN).
+      p.action = TensorAction::KeepFloat;
+      p.out_dtype = (opts.keep_f16.value_or(opts.defaults.fp16) && t.dtype == DType::F32) ? DType::F16 : t.dtype;
+      p.note += "; kept as " + std::string(dtype_name(p.out_dtype));
+    } else if (ggml_type_is_float(c.type)) {
+      p.action = TensorAction::KeepFloat;
+      p.out_dtype = float_dtype(c.type);
+    } else {
+      const auto block = ggml_block_of_gguf(uint32_t(c.type));
+      if (!block) {
+        throw Error(t.name + ": type " + ggml_type_name(c.type) + " needs the K-quant kernels, which this build lacks",
+                    ErrorKind::Usage);
+      }
+      p.action = TensorAction::Ggml;
+      p.ggml = *block;
+      if (p.spec.hqq && !ggml_traits(p.ggml).has_min) {
+        if (ruled_type || c.type == mix.mix.base) {
+          throw Error(t.name + ": --hqq with GGUF needs a type with a zero point (Q4_1 or Q5_1), not " +
+                          std::string(ggml_block_name(p.ggml)),
+                      ErrorKind::Usage);
+        }
+        p.spec.hqq = false;  // the mix chose another type here (the output matrix's Q8_0), with no zero point
+      }
+    }
+    plan.push_back(std::move(p));
+  }
+  return plan;
+}
+
+}  // namespace wq

@@ -1,0 +1,310 @@
+// llama-quantize's mixes: per-tensor types, tensor order and whole files, against what
+// llama-quantize (llama.cpp c392e5094) wrote for the fixtures of tests/gguf_fixture.h and
+// for stories260K (tests/data/llama_quantize_mix_digests.json, which names the commands).
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "engine/error.h"
+#include "engine/gguf_mix.h"
+#include "engine/pipeline.h"
+#include "engine/plan.h"
+#include "engine/scheduler.h"
+#include "io/gguf_hparams.h"
+#include "io/gguf_reader.h"
+#include "io/gguf_writer.h"
+#include "kernels/ggml_types.h"
+#include "tests/gguf_fixture.h"
+#include "tests/sha256.h"
+#include "tests/test_support.h"
+
+namespace wq {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+std::string temp_path(const std::string& name) {
+  return (fs::temp_directory_path() / ("wq-mix-" + std::to_string(::getpid()) + "-" + name)).string();
+}
+
+// The fixtures, written once per process (removed at exit); "" when stories260K is absent.
+class Fixtures : public ::testing::Environment {
+ public:
+  static std::string path(const std::string& which) {
+    static std::map<std::string, std::string> paths;
+    auto it = paths.find(which);
+    if (it != paths.end()) return it->second;
+    const std::string stories = test::shared_file("data/models/stories260K/stories260K-f32.gguf");
+    std::string p;
+    if (!stories.empty()) {
+      if (which == "stories") {
+        p = stories;
+      } else {
+        p = temp_path("fx-" + which + ".gguf");
+        if (which == "192") test::write_gguf_fixture(stories, p);
+        else test::write_gguf_wide_fixture(stories, p, which == "256" ? test::dense_fixture() : test::moe_fixture());
+        written().push_back(p);
+      }
+    }
+    return paths[which] = p;
+  }
+  void TearDown() override {
+    for (const std::string& p : written()) fs::remove(p);
+  }
+
+ private:
+  static std::vector<std::string>& written() {
+    static std::vector<std::string> w;
+    return w;
+  }
+};
+const auto* const kFixtures = ::testing::AddGlobalTestEnvironment(new Fixtures);
+
+const json& oracle() {
+  static const json doc = [] {
+    std::ifstream f(test::test_data_dir() + "/llama_quantize_mix_digests.json");
+    return f ? json::parse(f) : json();
+  }();
+  return doc;
+}
+
+// llama-quantize's options of a run as MixOptions; false for one this test does not model.
+bool mix_options(const json& run, MixOptions* o) {
+  const auto mix = gguf_mix_named(run["mix"].get<std::string>());
+  if (!mix) return false;
+  o->mix = *mix;
+  const std::vector<std::string> opts = run["options"].get<std::vector<std::string>>();
+  for (size_t i = 0; i < opts.size(); ++i) {
+    const std::string& a = opts[i];
+    if (a == "--pure") o->pure = true;
+    else if (a == "--leave-output-tensor") o->leave_output = true;
+    else if (a == "--output-tensor-type") o->output_type = ggml_type_named(opts.at(++i));
+    else if (a == "--token-embedding-type") o->token_embd_type = ggml_type_named(opts.at(++i));
+    else if (a == "--imatrix") o->has_imatrix = (++i, true);
+    else if (a == "--include-weights" || a == "--exclude-weights") ++i;  // which entries apply: data, not types
+    else return false;
+  }
+  return true;
+}
+
+bool uses_imatrix(const json& run) {
+  for (const json& a : run["options"]) {
+    if (a == "--imatrix") return true;
+  }
+  return false;
+}
+
+std::string run_name(const json& run) {
+  std::string s = run["fixture"].get<std::string>() + " " + run["mix"].get<std::string>();
+  for (const json& a : run["options"]) s += " " + a.get<std::string>();
+  return s;
+}
+
+struct Model {
+  std::unique_ptr<GgufReader> reader;
+  MixModel hparams;
+};
+
+Model open_fixture(const std::string& which) {
+  Model m;
+  const std::string p = Fixtures::path(which);
+  m.reader = open_gguf(p);
+  m.hparams = gguf_mix_model(m.reader->metadata(), p);
+  return m;
+}
+
+// Per tensor in llama-quantize's order: name and the type it ends up in.
+std::vector<std::pair<std::string, std::string>> our_types(const Model& m, const MixOptions& o) {
+  const std::vector<TensorInfo>& infos = m.reader->tensors();
+  std::vector<TensorInfo> sorted;
+  for (size_t i : llama_tensor_order(infos)) sorted.push_back(infos[i]);
+  const std::vector<MixChoice> c = choose_mix_types(sorted, m.hparams, o);
+  std::vector<std::pair<std::string, std::string>> out;
+  for (size_t i = 0; i < sorted.size(); ++i) {
+    out.emplace_back(sorted[i].name, c[i].quantize ? ggml_type_name(c[i].type) : sorted[i].type_name);
+  }
+  return out;
+}
+
+TEST(GgufMix, TypesAndTensorOrderEqualLlamaQuantizeForEveryRun) {
+  WQ_REQUIRE_SHARED(stories, "data/models/stories260K/stories260K-f32.gguf");
+  ASSERT_TRUE(oracle().contains("runs")) << "tests/data/llama_quantize_mix_digests.json is missing";
+  size_t checked = 0;
+  for (const json& run : oracle()["runs"]) {
+    if (run["exit"] != 0) continue;
+    MixOptions o;
+    ASSERT_TRUE(mix_options(run, &o)) << run_name(run);
+    const Model m = open_fixture(run["fixture"]);
+    const auto ours = our_types(m, o);
+    const json& want = run["tensors"];
+    ASSERT_EQ(ours.size(), want.size()) << run_name(run);
+    for (size_t i = 0; i < ours.size(); ++i) {
+      EXPECT_EQ(ours[i].first, want[i][0].get<std::string>()) << run_name(run) << ": tensor " << i;
+      EXPECT_EQ(ours[i].second, want[i][1].get<std::string>()) << run_name(run) << ": " << ours[i].first;
+    }
+    ++checked;
+  }
+  EXPECT_GE(checked, 140u);  // 4 fixtures x 19 mixes x with/without imatrix, less the refused, plus options
+}
+
+TEST(GgufMix, WhereLlamaQuantizeAbortsTheMixSaysSo) {
+  WQ_REQUIRE_SHARED(stories, "data/models/stories260K/stories260K-f32.gguf");
+  size_t checked = 0;
+  for (const json& run : oracle()["runs"]) {
+    if (run["exit"] == 0 || run["mix"] == "Q2_K_S" || !run["options"].empty()) continue;  // Q2_K_S: refused up front
+    MixOptions o;
+    ASSERT_TRUE(mix_options(run, &o));
+    const Model m = open_fixture(run["fixture"]);
+    std::vector<TensorInfo> sorted;
+    for (size_t i : llama_tensor_order(m.reader->tensors())) sorted.push_back(m.reader->tensors()[i]);
+    bool unsupported = false;
+    for (const MixChoice& c : choose_mix_types(sorted, m.hparams, o)) unsupported |= c.unsupported;
+    EXPECT_TRUE(unsupported) << run_name(run) << ": llama-quantize exited " << run["exit"];
+    ++checked;
+  }
+  EXPECT_EQ(checked, 6u);  // stories260K's 172-wide FFN: Q4_0 ... Q8_0 and IQ4_NL have no fallback
+}
+
+// Quantizes a fixture as `wquant quantize` does for the run and compares the whole file
+// and every tensor's bytes. Returns false (nothing compared) when a type the run needs
+// has no kernels in this build.
+bool same_file_as_llama_quantize(const json& run) {
+  MixOptions o;
+  EXPECT_TRUE(mix_options(run, &o)) << run_name(run);
+  const Model m = open_fixture(run["fixture"]);
+  for (const auto& [name, type] : our_types(m, o)) {
+    const auto t = ggml_type_named(type);
+    if (t && !ggml_type_is_float(*t) && !ggml_block_of_gguf(uint32_t(*t))) return false;
+  }
+  PlanOptions po;
+  po.format = OutputFormat::Gguf;
+  po.gguf_mix = &o;
+  po.gguf_model = &m.hparams;
+  const std::vector<TensorPlan> plan = make_plan(m.reader->tensors(), po);
+  GgufOutputKeys keys;
+  keys.file_type = o.mix.llama_ftype;
+  const std::string out = temp_path("out.gguf");
+  {
+    auto w = make_gguf_writer(out, plan, *m.reader, keys);
+    Scheduler s(2);
+    s.run([&] { run_pipeline(plan, m.reader->tensors(), *m.reader, *w, PipelineOptions{}); });
+    w->commit();
+  }
+  EXPECT_EQ(test::sha256_file(out), run["sha256"].get<std::string>()) << run_name(run);
+  auto q = open_gguf(out);
+  const json& want = run["tensors"];
+  EXPECT_EQ(q->tensors().size(), want.size()) << run_name(run);
+  for (size_t i = 0; i < q->tensors().size() && i < want.size(); ++i) {
+    size_t n;
+    const uint8_t* d = q->raw(i, &n);
+    char hex[17];
+    std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(test::fnv1a64(d, n)));
+    EXPECT_EQ(q->tensors()[i].name, want[i][0].get<std::string>()) << run_name(run);
+    EXPECT_EQ(std::string(hex), want[i][2].get<std::string>()) << run_name(run) << ": " << q->tensors()[i].name;
+  }
+  q.reset();
+  fs::remove(out);
+  return true;
+}
+
+TEST(GgufMix, WholeFilesEqualLlamaQuantizeForTheTypesThisBuildWrites) {
+  WQ_REQUIRE_SHARED(stories, "data/models/stories260K/stories260K-f32.gguf");
+  size_t compared = 0;
+  for (const json& run : oracle()["runs"]) {
+    if (run["exit"] != 0 || uses_imatrix(run)) continue;
+    compared += same_file_as_llama_quantize(run);
+  }
+  // Q4_0 ... Q8_0 on the 192 fixture, F16 and BF16 everywhere, Q8_0 on the wide ones, and
+  // the K mixes of the 192 fixture whose every fallback is a legacy type (Q4_K_M ...).
+  EXPECT_GE(compared, 20u);
+}
+
+TEST(GgufMix, WholeFilesEqualLlamaQuantizeForTheKMixes) {
+  WQ_REQUIRE_SHARED(stories, "data/models/stories260K/stories260K-f32.gguf");
+  for (const char* t : {"Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS"}) {
+    if (!ggml_block_named(t)) GTEST_SKIP() << t << " has no kernels in this build (the K-quant kernels come from branch kquant)";
+  }
+  size_t compared = 0, runs = 0;
+  for (const json& run : oracle()["runs"]) {
+    if (run["exit"] != 0 || uses_imatrix(run)) continue;
+    ++runs;
+    compared += same_file_as_llama_quantize(run);
+  }
+  EXPECT_EQ(compared, runs);
+}
+
+TEST(GgufMix, NamesAsLlamaQuantizeTakesThem) {
+  // QUANT_OPTIONS of tools/quantize/quantize.cpp: names case-insensitive, three aliases,
+  // and the file type's number.
+  EXPECT_EQ(std::string(gguf_mix_named("q4_k_m")->name), "Q4_K_M");
+  EXPECT_EQ(std::string(gguf_mix_named("Q4_K")->name), "Q4_K_M");
+  EXPECT_EQ(std::string(gguf_mix_named("Q3_K")->name), "Q3_K_M");
+  EXPECT_EQ(std::string(gguf_mix_named("Q5_K")->name), "Q5_K_M");
+  EXPECT_EQ(std::string(gguf_mix_named("15")->name), "Q4_K_M");
+  EXPECT_EQ(std::string(gguf_mix_named("7")->name), "Q8_0");
+  EXPECT_EQ(gguf_mix_named("Q4_K_M")->llama_ftype, 15u);
+  EXPECT_EQ(gguf_mix_named("Q2_K_S")->llama_ftype, 21u);
+  EXPECT_EQ(gguf_mix_named("BF16")->llama_ftype, 32u);
+  EXPECT_FALSE(gguf_mix_named("Q4_K_X"));
+  EXPECT_FALSE(gguf_mix_named("IQ2_XXS"));  // a mix wquant does not write
+  EXPECT_FALSE(gguf_mix_named("99"));
+  EXPECT_EQ(ggml_type_named("q6_k"), GgmlType::Q6_K);
+  EXPECT_FALSE(ggml_type_named("Q4_K_M"));  // a mix, not a type
+}
+
+TEST(GgufMix, TensorOrderIsByLayerNumberThenName) {
+  // llama_model_loader's weight_name_comparer: blk.10 after blk.9, the rest (layer -1) first.
+  std::vector<TensorInfo> t(5);
+  t[0].name = "blk.10.attn_q.weight";
+  t[1].name = "blk.9.ffn_up.weight";
+  t[2].name = "token_embd.weight";
+  t[3].name = "blk.9.attn_k.weight";
+  t[4].name = "output_norm.weight";
+  EXPECT_EQ(llama_tensor_order(t), (std::vector<size_t>{4, 2, 3, 1, 0}));
+}
+
+TEST(GgufMix, WhatLlamaQuantizeLeavesAlone) {
+  auto info = [](const char* name, std::vector<int64_t> shape) {
+    TensorInfo t;
+    t.name = name;
+    t.shape = std::move(shape);
+    return t;
+  };
+  EXPECT_TRUE(llama_quantizes(info("blk.0.attn_q.weight", {64, 64}), false));
+  EXPECT_FALSE(llama_quantizes(info("blk.0.attn_norm.weight", {64}), false));
+  EXPECT_FALSE(llama_quantizes(info("blk.0.attn_q.bias", {64, 64}), false));       // does not end in "weight"
+  EXPECT_FALSE(llama_quantizes(info("blk.0.attn_q.weight", {1, 64}), false));      // ggml_n_dims 1
+  EXPECT_FALSE(llama_quantizes(info("blk.0.ffn_gate_inp.weight", {8, 64}), false));
+  EXPECT_FALSE(llama_quantizes(info("blk.0.attn_k_norm.weight", {8, 64}), false));
+  EXPECT_FALSE(llama_quantizes(info("blk.0.ssm_conv1d.weight", {8, 64}), false));
+  EXPECT_FALSE(llama_quantizes(info("position_embd.weight", {8, 64}), false));
+  EXPECT_TRUE(llama_quantizes(info("output.weight", {8, 64}), false));
+  EXPECT_FALSE(llama_quantizes(info("output.weight", {8, 64}), true));  // --leave-output-tensor
+  EXPECT_TRUE(llama_quantizes(info("blk.0.ffn_down_exps.weight", {8, 64, 256}), false));
+}
+
+TEST(GgufMix, AttentionTensorsThatDoNotMatchTheLayersAreRefused) {
+  std::vector<TensorInfo> t(1);
+  t[0].name = "blk.0.attn_v.weight";
+  t[0].shape = {256, 256};
+  MixModel m;
+  m.arch = "llama";
+  m.n_layer = 2;
+  m.n_attn_layer = 2;
+  MixOptions o;
+  o.mix = *gguf_mix_named("Q4_K_M");
+  try {
+    choose_mix_types(t, m, o);
+    FAIL() << "one attn_v for two attention layers was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("1 attention value tensors"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace wq
