@@ -71,7 +71,8 @@ struct Bound {
   std::string format, type, isa, size, params, framework, biz_code, hqq_stop;
   std::string model_file, mnn_model;
   std::string pos[4];  // the positional arguments of the command, in order
-  std::string output_tensor_type, token_embedding_type;
+  std::string output_tensor_type, token_embedding_type, imatrix;
+  std::vector<std::string> include_weights, exclude_weights;
   bool pure = false, leave_output = false;
   int threads = 0;
   bool quiet = false, verbose = false, json = false;
@@ -90,7 +91,8 @@ struct Options {
   CLI::Option *bits, *block, *mnn_block, *scale_bits, *hqq, *fp16, *format, *type, *params, *framework, *biz_code;
   CLI::Option *hqq_steps, *hqq_p, *hqq_beta, *hqq_kappa, *hqq_round_zero, *hqq_stop;
   CLI::Option *model_file, *mnn_model;
-  CLI::Option *output_tensor_type, *token_embedding_type, *pure, *leave_output;
+  CLI::Option *output_tensor_type, *token_embedding_type, *pure, *leave_output, *imatrix, *include_weights,
+      *exclude_weights;
 };
 
 void add_verbosity(CLI::App* sub, Bound& b) {
@@ -176,6 +178,19 @@ void build(Options& o, Bound& b) {
                                ->type_name("TYPE");
   o.pure = q->add_flag("--pure", b.pure, "GGUF: every quantized tensor the mix's base type, no per-tensor choices");
   o.leave_output = q->add_flag("--leave-output-tensor", b.leave_output, "GGUF: output.weight stays as it is");
+  o.imatrix = q->add_option("--imatrix", b.imatrix,
+                            "GGUF: importance matrix of llama-imatrix (legacy .dat or GGUF), used as llama-quantize uses it")
+                  ->type_name("FILE");
+  o.include_weights = q->add_option("--include-weights", b.include_weights,
+                                    "GGUF: use the imatrix only for tensors whose name contains this (repeatable)")
+                          ->type_name("NAME")
+                          ->allow_extra_args(false)  // one NAME an occurrence: IN OUT TYPE may follow
+                          ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  o.exclude_weights = q->add_option("--exclude-weights", b.exclude_weights,
+                                    "GGUF: do not use the imatrix for tensors whose name contains this (repeatable)")
+                          ->type_name("NAME")
+                          ->allow_extra_args(false)  // one NAME an occurrence: IN OUT TYPE may follow
+                          ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   o.params = q->add_option("--params,--compressionParamsFile", b.params,
                            "Per-tensor rules (JSON, wquant's or MNN's form). If FILE does not exist, the "
                            "parameters used are written to it at the end of the run, before OUT")
@@ -393,6 +408,19 @@ void fill_quantize(const Options& o, const Bound& b, const MnnNormalised& norm, 
   if (o.type->count()) set_type(b.type, "--type", a);
   if (o.output_tensor_type->count()) a.gguf.output_type = ggml_type_option(b.output_tensor_type, "--output-tensor-type");
   if (o.token_embedding_type->count()) a.gguf.token_embd_type = ggml_type_option(b.token_embedding_type, "--token-embedding-type");
+  if (o.imatrix->count()) {
+    a.gguf.imatrix = b.imatrix;
+    if (a.gguf.imatrix.empty()) throw usage("--imatrix: expected a file name");
+  }
+  a.gguf.include_weights = b.include_weights;
+  a.gguf.exclude_weights = b.exclude_weights;
+  if (!a.gguf.include_weights.empty() && !a.gguf.exclude_weights.empty()) {
+    throw usage("--include-weights and --exclude-weights cannot be used together (as in llama-quantize)");
+  }
+  if ((!a.gguf.include_weights.empty() || !a.gguf.exclude_weights.empty()) && a.gguf.imatrix.empty()) {
+    throw usage(std::string(a.gguf.include_weights.empty() ? "--exclude-weights" : "--include-weights") +
+                " selects imatrix entries: it needs --imatrix FILE");
+  }
   a.gguf.pure = b.pure;
   a.gguf.leave_output = b.leave_output;
   if (o.params->count()) {

@@ -35,7 +35,10 @@ struct GgufArgs {
   bool leave_output = false;                // --leave-output-tensor
   std::optional<GgmlType> output_type;      // --output-tensor-type
   std::optional<GgmlType> token_embd_type;  // --token-embedding-type
-  bool any_option() const { return pure || leave_output || output_type || token_embd_type; }
+  std::string imatrix;                      // --imatrix FILE (legacy .dat or GGUF)
+  std::vector<std::string> include_weights; // --include-weights: imatrix entries whose name contains one
+  std::vector<std::string> exclude_weights; // --exclude-weights: imatrix entries dropped
+  bool any_option() const { return pure || leave_output || output_type || token_embd_type || !imatrix.empty(); }
 };
 
 struct QuantizeArgs {

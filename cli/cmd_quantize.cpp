@@ -17,6 +17,7 @@
 #include "io/gguf_hparams.h"
 #include "io/gguf_reader.h"
 #include "io/gguf_writer_keys.h"
+#include "io/imatrix.h"
 #include "io/model_reader.h"
 #include "io/model_writer.h"
 #include "kernels/ggml_types.h"
@@ -61,6 +62,7 @@ struct Setup {
   MixOptions mix;
   MixModel model;
   GgufOutputKeys gguf_keys;
+  Imatrix imatrix;  // --imatrix, after --include-weights / --exclude-weights
 };
 
 // The mix of a GGUF run: --type / TYPE when it names a mix of K types or floats (its
@@ -81,9 +83,15 @@ void choose_mix(const QuantizeArgs& a, const SpecSettings& merged, Setup& s) {
                   ErrorKind::Usage);
     }
   }
-  if (s.mix.mix.llama_ftype == 21) {  // Q2_K_S
-    throw Error(std::string("--type ") + s.mix.mix.name + " needs an importance matrix, which wquant does not read "
-                "yet; llama-quantize refuses Q2_K_S without one too",
+  if (!a.gguf.imatrix.empty()) {
+    s.imatrix = read_imatrix(a.gguf.imatrix);
+    filter_imatrix(s.imatrix, a.gguf.include_weights, a.gguf.exclude_weights);
+    s.gguf_keys.extra = imatrix_keys(s.imatrix, a.gguf.imatrix);
+  }
+  if (s.mix.mix.llama_ftype == 21 && s.imatrix.entries.empty()) {  // Q2_K_S
+    throw Error(std::string("--type ") + s.mix.mix.name + " needs an importance matrix (--imatrix FILE" +
+                    (a.gguf.imatrix.empty() ? "" : " with entries left after --include/--exclude-weights") +
+                    "); llama-quantize refuses it without one too",
                 ErrorKind::Usage);
   }
   s.mix.pure = a.gguf.pure;
@@ -167,6 +175,7 @@ Setup prepare(const QuantizeArgs& a, Console& con) {
   if (s.format == OutputFormat::Gguf) {
     po.gguf_mix = &s.mix;
     po.gguf_model = &s.model;
+    po.imatrix = &s.imatrix.entries;
   }
   if (s.eff.keep_float) {
     TensorRule all;

@@ -88,7 +88,8 @@ std::string check_ggml_rows(const TensorView& w, GgmlBlock t, const uint8_t* out
 }  // namespace
 
 void quantize_ggml_tensor(const TensorView& w, GgmlBlock t, const QuantSpec& spec, std::vector<uint8_t>& out,
-                          const Kernels* kp) {
+                          const Kernels* kp, const float* imatrix) {
+  if (imatrix) throw Error(w.name + ": imatrix for " + ggml_block_name(t) + " needs the K-quant kernels");
   const Kernels& k = kp ? *kp : kernels();
   const size_t rows = w.rows(), cols = w.cols();
   if (cols % ggml_traits(t).weights) {

@@ -98,7 +98,22 @@ void process(Item& it, TensorSource& source, const PipelineOptions& opts) {
     }
     case TensorAction::Ggml: {
       const TensorView v = source.view(p.source_index);
-      quantize_ggml_tensor(v, p.ggml, p.spec, r.bytes, &k);
+      if (p.imatrix && v.shape.size() == 3) {
+        // Experts: each matrix with its own importance values, as llama-quantize does.
+        const size_t ne0 = size_t(v.shape[2]), matrix = size_t(v.shape[1]) * ne0, es = dtype_size(v.dtype);
+        std::vector<uint8_t> part;
+        r.bytes.clear();
+        for (int64_t e = 0; e < v.shape[0]; ++e) {
+          TensorView m = v;
+          m.shape = {v.shape[1], v.shape[2]};
+          m.data = static_cast<const uint8_t*>(v.data) + size_t(e) * matrix * es;
+          m.nbytes = matrix * es;
+          quantize_ggml_tensor(m, p.ggml, p.spec, part, &k, p.imatrix->data() + size_t(e) * ne0);
+          r.bytes.insert(r.bytes.end(), part.begin(), part.end());
+        }
+      } else {
+        quantize_ggml_tensor(v, p.ggml, p.spec, r.bytes, &k, p.imatrix ? p.imatrix->data() : nullptr);
+      }
       if (opts.compute_error) {
         r.error = ggml_tensor_error(v, p.ggml, r.bytes.data(), &k);
         r.has_error = true;

@@ -5,6 +5,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -50,6 +52,9 @@ struct TensorPlan {
   GgmlBlock ggml = GgmlBlock::Q4_0;  // Ggml
   DType out_dtype = DType::F32;      // KeepFloat
   std::string note;                  // a fallback or a kept-float reason, said once
+  // Ggml: the importance matrix llama-quantize would use here (ggml's ne0 values per
+  // matrix, one matrix per expert of a 3-D tensor); null without one.
+  std::shared_ptr<const std::vector<float>> imatrix;
 };
 
 // A user rule: tensors whose name matches `pattern` (an exact name or a glob with * ?
@@ -62,8 +67,8 @@ struct TensorRule {
   std::optional<bool> hqq;
   std::optional<bool> skip;      // keep the tensor as float
   std::optional<GgmlBlock> ggml; // a legacy block type the rule names (checked against bits, HQQ)
-  std::optional<GgmlType> gguf_type;  // GGUF output: this tensor's type, any the output can hold
   bool mnn_block = false;        // `block` follows MNNConvert's rule (an MNN-form params file)
+  std::optional<GgmlType> gguf_type = std::nullopt;  // GGUF output: this tensor's type, any the output can hold
 };
 
 enum class OutputFormat : uint8_t { Wq, Safetensors, Gguf };
@@ -84,6 +89,9 @@ struct PlanOptions {
   // and hyper-parameters inferred from the tensor names and shapes.
   const MixOptions* gguf_mix = nullptr;
   const MixModel* gguf_model = nullptr;
+  // GGUF output: llama-quantize's importance matrix by tensor name (io/imatrix.h), after
+  // --include-weights / --exclude-weights; null or empty without one.
+  const std::map<std::string, std::vector<float>>* imatrix = nullptr;
 };
 
 // Glob match: * any run, ? one char, [abc] / [a-z] / [!a] a class. Whole-name match.

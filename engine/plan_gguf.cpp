@@ -16,6 +16,28 @@ GgufMix mix_of_block(GgmlBlock b) {
   return *m;
 }
 
+// llama-quantize's use of the importance matrix for a tensor it converts: the entry of the
+// same name when it holds ne0 values per matrix (ne0 * ne2), none when absent; a size
+// that does not match is an error, but for token_embd.weight, where llama-quantize
+// ignores it (its entry is commonly of another size).
+std::shared_ptr<const std::vector<float>> imatrix_for(const TensorInfo& t, const PlanOptions& opts) {
+  if (!opts.imatrix) return nullptr;
+  const auto it = opts.imatrix->find(t.name);
+  if (it == opts.imatrix->end()) return nullptr;
+  const int64_t ne0 = t.shape.empty() ? 1 : t.shape.back();
+  const int64_t ne2 = t.shape.size() >= 3 ? t.shape[t.shape.size() - 3] : 1;
+  if (it->second.size() == size_t(ne0 * ne2)) {
+    if (t.shape.size() > 3) {
+      throw Error(t.name + ": an importance matrix for a tensor of " + std::to_string(t.shape.size()) +
+                  " dimensions (llama-quantize applies it to 2-D and 3-D tensors only)");
+    }
+    return std::make_shared<const std::vector<float>>(it->second);
+  }
+  if (t.name == "token_embd.weight") return nullptr;
+  throw Error(t.name + ": the imatrix has " + std::to_string(it->second.size()) + " values for it, the tensor needs " +
+              std::to_string(ne0 * ne2) + " (llama-quantize refuses this too: \"imatrix size is different from tensor size\")");
+}
+
 // A float type as the dtype a kept tensor is stored in.
 DType float_dtype(GgmlType t) { return t == GgmlType::F16 ? DType::F16 : t == GgmlType::BF16 ? DType::BF16 : DType::F32; }
 
@@ -28,6 +50,7 @@ std::vector<TensorPlan> make_gguf_plan(const std::vector<TensorInfo>& tensors, c
   } else {
     mix.mix = mix_of_block(opts.ggml);
   }
+  mix.has_imatrix = opts.imatrix && !opts.imatrix->empty();  // llama-quantize: entries left after the filters
   const MixModel model = opts.gguf_model ? *opts.gguf_model : mix_model_from_names(tensors);
   const std::vector<size_t> order = llama_tensor_order(tensors);
   std::vector<TensorInfo> sorted;
@@ -90,9 +113,16 @@ std::vector<TensorPlan> make_gguf_plan(const std::vector<TensorInfo>& tensors, c
       p.out_dtype = (opts.keep_f16.value_or(opts.defaults.fp16) && t.dtype == DType::F32) ? DType::F16 : t.dtype;
       p.note += "; kept as " + std::string(dtype_name(p.out_dtype));
     } else if (ggml_type_is_float(c.type)) {
+      imatrix_for(t, opts);  // checked as llama-quantize checks it; a float type does not use it
       p.action = TensorAction::KeepFloat;
       p.out_dtype = float_dtype(c.type);
     } else {
+      p.imatrix = imatrix_for(t, opts);
+      // llama-quantize: Q2_K_S without importance data for a tensor "will be garbage".
+      if (!p.imatrix && c.type == GgmlType::Q2_K && mix.mix.llama_ftype == 21 && t.name != "token_embd.weight") {
+        throw Error(t.name + ": missing importance matrix for this tensor in a very low-bit quantization (Q2_K_S); "
+                    "llama-quantize refuses it too");
+      }
       const auto block = ggml_block_of_gguf(uint32_t(c.type));
       if (!block) {
         throw Error(t.name + ": type " + ggml_type_name(c.type) + " needs the K-quant kernels, which this build lacks",

@@ -479,3 +479,32 @@ TEST(CliParams, ParamsUsedKeepTheScaleBitWidthApartFromFp16) {
 
 }  // namespace
 }  // namespace wq::cli
+
+namespace wq::cli {
+namespace {
+
+TEST(CliArgs, LlamaQuantizeFormAndOptions) {
+  // llama-quantize's order: options, IN OUT TYPE [THREADS]; repeated weight filters add up.
+  CommandLine cl = parse_command_line({"quantize", "--imatrix", "im.dat", "--exclude-weights", "ffn_down",
+                                       "--exclude-weights", "attn_q", "--pure", "--leave-output-tensor", "in.gguf",
+                                       "out.gguf", "q4_k", "3"});
+  const QuantizeArgs& a = cl.quantize;
+  EXPECT_EQ(a.input, "in.gguf");
+  EXPECT_EQ(a.output, "out.gguf");
+  EXPECT_EQ(a.said.mix, "Q4_K_M");  // llama-quantize's alias
+  EXPECT_FALSE(a.said.ggml.has_value());
+  EXPECT_EQ(a.run.threads, 3);
+  EXPECT_EQ(a.gguf.imatrix, "im.dat");
+  EXPECT_EQ(a.gguf.exclude_weights, (std::vector<std::string>{"ffn_down", "attn_q"}));
+  EXPECT_TRUE(a.gguf.pure);
+  EXPECT_TRUE(a.gguf.leave_output);
+  cl = parse_command_line({"quantize", "in.gguf", "out.gguf", "--type", "Q5_1", "--output-tensor-type", "q6_k",
+                           "--token-embedding-type", "F16"});
+  EXPECT_EQ(cl.quantize.said.mix, "Q5_1");
+  EXPECT_EQ(cl.quantize.said.ggml, GgmlBlock::Q5_1);  // a legacy type: checked against --bits as before
+  EXPECT_EQ(cl.quantize.gguf.output_type, GgmlType::Q6_K);
+  EXPECT_EQ(cl.quantize.gguf.token_embd_type, GgmlType::F16);
+}
+
+}  // namespace
+}  // namespace wq::cli

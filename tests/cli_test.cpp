@@ -1597,3 +1597,29 @@ TEST_F(Cli, GgufMixOptionsAreCheckedBeforeAnyWork) {
 
 }  // namespace
 }  // namespace wq
+
+namespace wq {
+namespace {
+
+TEST_F(Cli, GgufImatrixOptions) {
+  WQ_REQUIRE_SHARED(stories, kStoriesGguf);
+  const std::string im = test::test_data_dir() + "/imatrix-stories.dat";
+  expect(0, {"quantize", "--imatrix", im, stories, path("a.gguf"), "F16", "-q"});
+  // A truncated imatrix is bad input: exit 3, naming the file; nothing written.
+  std::ifstream in(im, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::ofstream(path("cut.dat"), std::ios::binary) << bytes.substr(0, bytes.size() / 2);
+  Result r = expect(3, {"quantize", "--imatrix", path("cut.dat"), stories, path("b.gguf"), "F16"});
+  EXPECT_TRUE(contains(r.err, path("cut.dat") + ": entry ")) << r.err;
+  EXPECT_FALSE(fs::exists(path("b.gguf")));
+  r = expect(2, {"quantize", stories, path("b.gguf"), "F16", "--include-weights", "attn"});
+  EXPECT_TRUE(contains(r.err, "needs --imatrix")) << r.err;
+  r = expect(2, {"quantize", "--imatrix", im, "--include-weights", "a", "--exclude-weights", "b", stories, path("b.gguf"), "F16"});
+  EXPECT_TRUE(contains(r.err, "cannot be used together")) << r.err;
+  // Q2_K_S with an imatrix whose entries the filter all dropped: refused as without one.
+  r = expect(2, {"quantize", "--imatrix", im, "--include-weights", "no-such-tensor", stories, path("b.gguf"), "Q2_K_S"});
+  EXPECT_TRUE(contains(r.err, "needs an importance matrix")) << r.err;
+}
+
+}  // namespace
+}  // namespace wq

@@ -17,6 +17,7 @@
 #include "io/gguf_hparams.h"
 #include "io/gguf_reader.h"
 #include "io/gguf_writer.h"
+#include "io/imatrix.h"
 #include "kernels/ggml_types.h"
 #include "tests/gguf_fixture.h"
 #include "tests/sha256.h"
@@ -170,9 +171,34 @@ TEST(GgufMix, WhereLlamaQuantizeAbortsTheMixSaysSo) {
   EXPECT_EQ(checked, 6u);  // stories260K's 172-wide FFN: Q4_0 ... Q8_0 and IQ4_NL have no fallback
 }
 
+// The K-quant kernels (branch kquant) bring the quantizers that take an importance matrix.
+bool have_k_kernels() {
+  for (const char* t : {"Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS"}) {
+    if (!ggml_block_named(t)) return false;
+  }
+  return true;
+}
+
+// The run's --imatrix, read from tests/data, filtered by its --include/--exclude-weights.
+Imatrix run_imatrix(const json& run, std::string* as_given) {
+  Imatrix m;
+  std::vector<std::string> include, exclude;
+  const std::vector<std::string> opts = run["options"].get<std::vector<std::string>>();
+  for (size_t i = 0; i + 1 < opts.size(); ++i) {
+    if (opts[i] == "--imatrix") {
+      *as_given = opts[i + 1];
+      m = read_imatrix(test::test_data_dir() + "/" + opts[i + 1]);
+    }
+    if (opts[i] == "--include-weights") include.push_back(opts[i + 1]);
+    if (opts[i] == "--exclude-weights") exclude.push_back(opts[i + 1]);
+  }
+  filter_imatrix(m, include, exclude);
+  return m;
+}
+
 // Quantizes a fixture as `wquant quantize` does for the run and compares the whole file
-// and every tensor's bytes. Returns false (nothing compared) when a type the run needs
-// has no kernels in this build.
+// and every tensor's bytes. Returns false (nothing compared) when the run needs a type
+// or an imatrix quantizer this build lacks.
 bool same_file_as_llama_quantize(const json& run) {
   MixOptions o;
   EXPECT_TRUE(mix_options(run, &o)) << run_name(run);
@@ -181,13 +207,20 @@ bool same_file_as_llama_quantize(const json& run) {
     const auto t = ggml_type_named(type);
     if (t && !ggml_type_is_float(*t) && !ggml_block_of_gguf(uint32_t(*t))) return false;
   }
+  std::string imatrix_as_given;
+  const Imatrix im = run_imatrix(run, &imatrix_as_given);
   PlanOptions po;
   po.format = OutputFormat::Gguf;
   po.gguf_mix = &o;
   po.gguf_model = &m.hparams;
+  po.imatrix = &im.entries;
   const std::vector<TensorPlan> plan = make_plan(m.reader->tensors(), po);
+  for (const TensorPlan& p : plan) {
+    if (p.imatrix && !have_k_kernels()) return false;
+  }
   GgufOutputKeys keys;
   keys.file_type = o.mix.llama_ftype;
+  keys.extra = imatrix_keys(im, imatrix_as_given);
   const std::string out = temp_path("out.gguf");
   {
     auto w = make_gguf_writer(out, plan, *m.reader, keys);
@@ -214,24 +247,27 @@ bool same_file_as_llama_quantize(const json& run) {
 
 TEST(GgufMix, WholeFilesEqualLlamaQuantizeForTheTypesThisBuildWrites) {
   WQ_REQUIRE_SHARED(stories, "data/models/stories260K/stories260K-f32.gguf");
-  size_t compared = 0;
+  size_t compared = 0, with_imatrix = 0;
   for (const json& run : oracle()["runs"]) {
-    if (run["exit"] != 0 || uses_imatrix(run)) continue;
-    compared += same_file_as_llama_quantize(run);
+    if (run["exit"] != 0) continue;
+    const bool same = same_file_as_llama_quantize(run);
+    compared += same;
+    with_imatrix += same && uses_imatrix(run);
   }
-  // Q4_0 ... Q8_0 on the 192 fixture, F16 and BF16 everywhere, Q8_0 on the wide ones, and
-  // the K mixes of the 192 fixture whose every fallback is a legacy type (Q4_K_M ...).
-  EXPECT_GE(compared, 20u);
+  // Q4_0 ... Q8_0 on the 192 fixture, F16 and BF16 everywhere, Q8_0 on the wide ones;
+  // F16 and BF16 with an imatrix (its quantize.imatrix.* keys: the data does not use it).
+  EXPECT_GE(compared, 25u);
+  EXPECT_GE(with_imatrix, 8u);
 }
 
-TEST(GgufMix, WholeFilesEqualLlamaQuantizeForTheKMixes) {
+TEST(GgufMix, WholeFilesEqualLlamaQuantizeForTheKMixesAndImatrices) {
   WQ_REQUIRE_SHARED(stories, "data/models/stories260K/stories260K-f32.gguf");
-  for (const char* t : {"Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS"}) {
-    if (!ggml_block_named(t)) GTEST_SKIP() << t << " has no kernels in this build (the K-quant kernels come from branch kquant)";
+  if (!have_k_kernels()) {
+    GTEST_SKIP() << "the K-quant kernels and the quantizers that take an imatrix are not in this build (branch kquant)";
   }
   size_t compared = 0, runs = 0;
   for (const json& run : oracle()["runs"]) {
-    if (run["exit"] != 0 || uses_imatrix(run)) continue;
+    if (run["exit"] != 0) continue;
     ++runs;
     compared += same_file_as_llama_quantize(run);
   }
