@@ -73,7 +73,7 @@ struct Bound {
   std::string pos[4];  // the positional arguments of the command, in order
   std::string output_tensor_type, token_embedding_type, imatrix;
   std::vector<std::string> include_weights, exclude_weights;
-  bool pure = false, leave_output = false;
+  bool pure = false, leave_output = false, allow_requantize = false;
   int threads = 0;
   bool quiet = false, verbose = false, json = false;
   bool dry_run = false, force = false;
@@ -178,6 +178,9 @@ void build(Options& o, Bound& b) {
                                ->type_name("TYPE");
   o.pure = q->add_flag("--pure", b.pure, "GGUF: every quantized tensor the mix's base type, no per-tensor choices");
   o.leave_output = q->add_flag("--leave-output-tensor", b.leave_output, "GGUF: output.weight stays as it is");
+  q->add_flag("--allow-requantize", b.allow_requantize,
+              "GGUF: tensors already in llama.cpp blocks are dequantized and quantized again where the type "
+              "changes (refused otherwise, as llama-quantize refuses it); loses more than quantizing the float model");
   o.imatrix = q->add_option("--imatrix", b.imatrix,
                             "GGUF: importance matrix of llama-imatrix (legacy .dat or GGUF), used as llama-quantize uses it")
                   ->type_name("FILE");
@@ -422,6 +425,7 @@ void fill_quantize(const Options& o, const Bound& b, const MnnNormalised& norm, 
                 " selects imatrix entries: it needs --imatrix FILE");
   }
   a.gguf.pure = b.pure;
+  a.gguf.allow_requantize = b.allow_requantize;
   a.gguf.leave_output = b.leave_output;
   if (o.params->count()) {
     a.params_file = b.params;

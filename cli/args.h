@@ -38,7 +38,10 @@ struct GgufArgs {
   std::string imatrix;                      // --imatrix FILE (legacy .dat or GGUF)
   std::vector<std::string> include_weights; // --include-weights: imatrix entries whose name contains one
   std::vector<std::string> exclude_weights; // --exclude-weights: imatrix entries dropped
-  bool any_option() const { return pure || leave_output || output_type || token_embd_type || !imatrix.empty(); }
+  bool allow_requantize = false;            // --allow-requantize
+  bool any_option() const {
+    return pure || leave_output || output_type || token_embd_type || !imatrix.empty() || allow_requantize;
+  }
 };
 
 struct QuantizeArgs {

@@ -176,6 +176,7 @@ Setup prepare(const QuantizeArgs& a, Console& con) {
     po.gguf_mix = &s.mix;
     po.gguf_model = &s.model;
     po.imatrix = &s.imatrix.entries;
+    po.allow_requantize = a.gguf.allow_requantize;
   }
   if (s.eff.keep_float) {
     TensorRule all;
@@ -192,8 +193,14 @@ Setup prepare(const QuantizeArgs& a, Console& con) {
     }
   }
   s.plan = naming_file(a.input, s.inputs, [&] { return make_plan(infos, po); });
+  size_t requantized = 0;
   for (const TensorPlan& p : s.plan) {
     if (!p.note.empty()) con.note(p.note);
+    requantized += p.requantize;
+  }
+  if (requantized) {
+    con.warn("--allow-requantize: " + std::to_string(requantized) + " tensors already in llama.cpp blocks are "
+             "dequantized and quantized again, which loses more than quantizing the float model");
   }
   s.planned_bytes = naming_file(a.output, {a.output}, [&] { return planned_output_bytes(s.plan, infos, s.format, *s.reader, s.gguf_keys); });
   return s;

@@ -78,6 +78,29 @@ void convert_float(const TensorView& v, DType to, std::vector<uint8_t>& out, con
   }
 }
 
+// A tensor stored in llama.cpp blocks, dequantized to f32 into `buf` (--allow-requantize).
+TensorView dequantized_view(TensorSource& source, const TensorPlan& p, const TensorInfo& info, std::vector<float>& buf,
+                            const Kernels& k) {
+  const auto block = ggml_block_named(info.type_name);
+  if (!block) throw Error(p.name + ": cannot dequantize type " + info.type_name, ErrorKind::Internal);
+  const size_t numel = checked_numel(p.name, p.shape);
+  size_t n = 0;
+  const uint8_t* raw = source.raw(p.source_index, &n);
+  if (numel % ggml_traits(*block).weights != 0 || n != ggml_row_bytes(*block, numel)) {
+    throw Error(p.name + ": " + std::to_string(n) + " bytes do not hold " + std::to_string(numel) + " " +
+                info.type_name + " weights");
+  }
+  buf.resize(numel);
+  k.dequantize_ggml[int(*block)](raw, buf.data(), numel);
+  TensorView v;
+  v.name = p.name;
+  v.shape = p.shape;
+  v.dtype = DType::F32;
+  v.data = buf.data();
+  v.nbytes = numel * 4;
+  return v;
+}
+
 // The parallel stage for one tensor. Runs isolated: while this thread waits for the
 // tensor's own row tiles it must not pick up another tensor of the pipeline.
 void process(Item& it, TensorSource& source, const PipelineOptions& opts) {
@@ -97,7 +120,8 @@ void process(Item& it, TensorSource& source, const PipelineOptions& opts) {
       break;
     }
     case TensorAction::Ggml: {
-      const TensorView v = source.view(p.source_index);
+      std::vector<float> deq;
+      const TensorView v = p.requantize ? dequantized_view(source, p, *it.info, deq, k) : source.view(p.source_index);
       if (p.imatrix && v.shape.size() == 3) {
         // Experts: each matrix with its own importance values, as llama-quantize does.
         const size_t ne0 = size_t(v.shape[2]), matrix = size_t(v.shape[1]) * ne0, es = dtype_size(v.dtype);
@@ -122,7 +146,17 @@ void process(Item& it, TensorSource& source, const PipelineOptions& opts) {
       break;
     }
     case TensorAction::KeepFloat: {
-      if (it.info->dtype == p.out_dtype) {
+      if (p.requantize) {
+        std::vector<float> deq;
+        const TensorView v = dequantized_view(source, p, *it.info, deq, k);
+        if (p.out_dtype == DType::F32) {
+          r.bytes.resize(v.nbytes);
+          std::memcpy(r.bytes.data(), v.data, v.nbytes);
+        } else {
+          convert_float(v, p.out_dtype, r.bytes, k);
+        }
+        source.release(p.source_index);
+      } else if (it.info->dtype == p.out_dtype) {
         r.raw = source.raw(p.source_index, &r.raw_bytes);
         it.release_after_write = true;
       } else {

@@ -55,6 +55,9 @@ struct TensorPlan {
   // Ggml: the importance matrix llama-quantize would use here (ggml's ne0 values per
   // matrix, one matrix per expert of a 3-D tensor); null without one.
   std::shared_ptr<const std::vector<float>> imatrix;
+  // Ggml / KeepFloat: the source holds llama.cpp blocks (the type in TensorInfo::type_name),
+  // dequantized to f32 first (--allow-requantize).
+  bool requantize = false;
 };
 
 // A user rule: tensors whose name matches `pattern` (an exact name or a glob with * ?
@@ -92,6 +95,9 @@ struct PlanOptions {
   // GGUF output: llama-quantize's importance matrix by tensor name (io/imatrix.h), after
   // --include-weights / --exclude-weights; null or empty without one.
   const std::map<std::string, std::vector<float>>* imatrix = nullptr;
+  // GGUF output: tensors already in llama.cpp blocks that the mix gives another type are
+  // dequantized and quantized again (llama-quantize's --allow-requantize); else refused.
+  bool allow_requantize = false;
 };
 
 // Glob match: * any run, ? one char, [abc] / [a-z] / [!a] a class. Whole-name match.

@@ -91,6 +91,12 @@ std::vector<TensorPlan> make_gguf_plan(const std::vector<TensorInfo>& tensors, c
     }
     if (c.quantize && t.type_name == ggml_type_name(c.type)) c.quantize = false;
     if (p.spec.hqq) p.spec.asym = true;
+    if (c.quantize && t.kind == StoredKind::Ggml && opts.allow_requantize) {
+      if (!ggml_block_named(t.type_name)) {
+        throw Error(t.name + ": dequantizing type " + t.type_name + " needs the K-quant kernels, which this build lacks");
+      }
+      p.requantize = true;
+    }
 
     if (!c.quantize || t.kind == StoredKind::Other) {
       p.note.clear();
@@ -103,9 +109,10 @@ std::vector<TensorPlan> make_gguf_plan(const std::vector<TensorInfo>& tensors, c
       } else {
         p.action = TensorAction::CopyRaw;
       }
-    } else if (t.kind != StoredKind::Float) {
+    } else if (t.kind != StoredKind::Float && !(t.kind == StoredKind::Ggml && opts.allow_requantize)) {
       throw Error(t.name + ": requantizing from type " + t.type_name + " to " + ggml_type_name(c.type) +
-                      " is disabled, as in llama-quantize: quantize the float model instead");
+                  " is disabled, as in llama-quantize: quantize the float model, or pass --allow-requantize to "
+                  "dequantize it and quantize it again (which loses more)");
     } else if (c.unsupported) {
       // llama-quantize aborts the whole model; wquant keeps this tensor in the source's
       // float type (F16 made llama.cpp's output degenerate for stories260K's 172-wide FFN).

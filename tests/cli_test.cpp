@@ -1623,3 +1623,23 @@ TEST_F(Cli, GgufImatrixOptions) {
 
 }  // namespace
 }  // namespace wq
+
+namespace wq {
+namespace {
+
+TEST_F(Cli, GgufRequantizeIsRefusedUnlessAllowed) {
+  WQ_REQUIRE_SHARED(stories, kStoriesGguf);
+  const std::string fx = path("fx-192.gguf"), q8 = path("q8.gguf");
+  test::write_gguf_fixture(stories, fx);
+  expect(0, {"quantize", fx, q8, "Q8_0", "-q"});
+  Result r = expect(3, {"quantize", q8, path("a.gguf"), "Q4_0"});
+  EXPECT_TRUE(contains(r.err, "blk.0.attn_k.weight: requantizing from type Q8_0 to Q4_0 is disabled")) << r.err;
+  EXPECT_TRUE(contains(r.err, "--allow-requantize")) << r.err;
+  EXPECT_FALSE(fs::exists(path("a.gguf")));
+  r = expect(0, {"quantize", "--allow-requantize", q8, path("a.gguf"), "Q4_0"});
+  EXPECT_TRUE(contains(r.err, "warning: --allow-requantize: 35 tensors")) << r.err;
+  EXPECT_EQ(test::sha256_file(path("a.gguf")), oracle_sha256("192-Q8_0", "Q4_0", {"--allow-requantize"}));
+}
+
+}  // namespace
+}  // namespace wq

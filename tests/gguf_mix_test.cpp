@@ -33,6 +33,26 @@ std::string temp_path(const std::string& name) {
   return (fs::temp_directory_path() / ("wq-mix-" + std::to_string(::getpid()) + "-" + name)).string();
 }
 
+// llama-quantize's `IN OUT Q8_0`, which the already-quantized fixture is (the whole-file
+// test checks that this is byte for byte what llama-quantize wrote).
+void quantize_q8_0(const std::string& in, const std::string& out) {
+  auto src = open_gguf(in);
+  const MixModel model = gguf_mix_model(src->metadata(), in);
+  MixOptions o;
+  o.mix = *gguf_mix_named("Q8_0");
+  PlanOptions po;
+  po.format = OutputFormat::Gguf;
+  po.gguf_mix = &o;
+  po.gguf_model = &model;
+  const std::vector<TensorPlan> plan = make_plan(src->tensors(), po);
+  GgufOutputKeys keys;
+  keys.file_type = o.mix.llama_ftype;
+  auto w = make_gguf_writer(out, plan, *src, keys);
+  Scheduler s(1);
+  s.run([&] { run_pipeline(plan, src->tensors(), *src, *w, PipelineOptions{}); });
+  w->commit();
+}
+
 // The fixtures, written once per process (removed at exit); "" when stories260K is absent.
 class Fixtures : public ::testing::Environment {
  public:
@@ -45,6 +65,10 @@ class Fixtures : public ::testing::Environment {
     if (!stories.empty()) {
       if (which == "stories") {
         p = stories;
+      } else if (which == "192-Q8_0") {
+        p = temp_path("fx-192-Q8_0.gguf");
+        quantize_q8_0(path("192"), p);
+        written().push_back(p);
       } else {
         p = temp_path("fx-" + which + ".gguf");
         if (which == "192") test::write_gguf_fixture(stories, p);
@@ -87,6 +111,7 @@ bool mix_options(const json& run, MixOptions* o) {
     else if (a == "--output-tensor-type") o->output_type = ggml_type_named(opts.at(++i));
     else if (a == "--token-embedding-type") o->token_embd_type = ggml_type_named(opts.at(++i));
     else if (a == "--imatrix") o->has_imatrix = (++i, true);
+    else if (a == "--allow-requantize") continue;  // whether a quantized source may change: not a type choice
     else if (a == "--include-weights" || a == "--exclude-weights") ++i;  // which entries apply: data, not types
     else return false;
   }
@@ -157,7 +182,8 @@ TEST(GgufMix, WhereLlamaQuantizeAbortsTheMixSaysSo) {
   WQ_REQUIRE_SHARED(stories, "data/models/stories260K/stories260K-f32.gguf");
   size_t checked = 0;
   for (const json& run : oracle()["runs"]) {
-    if (run["exit"] == 0 || run["mix"] == "Q2_K_S" || !run["options"].empty()) continue;  // Q2_K_S: refused up front
+    // Q2_K_S: refused up front; an already-quantized input: GgufMix.RequantizingIsRefusedAsLlamaQuantizeRefusesIt
+    if (run["exit"] == 0 || run["mix"] == "Q2_K_S" || !run["options"].empty() || run["fixture"] == "192-Q8_0") continue;
     MixOptions o;
     ASSERT_TRUE(mix_options(run, &o));
     const Model m = open_fixture(run["fixture"]);
@@ -214,6 +240,7 @@ bool same_file_as_llama_quantize(const json& run) {
   po.gguf_mix = &o;
   po.gguf_model = &m.hparams;
   po.imatrix = &im.entries;
+  for (const json& a : run["options"]) po.allow_requantize |= a == "--allow-requantize";
   const std::vector<TensorPlan> plan = make_plan(m.reader->tensors(), po);
   for (const TensorPlan& p : plan) {
     if (p.imatrix && !have_k_kernels()) return false;
@@ -247,13 +274,15 @@ bool same_file_as_llama_quantize(const json& run) {
 
 TEST(GgufMix, WholeFilesEqualLlamaQuantizeForTheTypesThisBuildWrites) {
   WQ_REQUIRE_SHARED(stories, "data/models/stories260K/stories260K-f32.gguf");
-  size_t compared = 0, with_imatrix = 0;
+  size_t compared = 0, with_imatrix = 0, requantized = 0;
   for (const json& run : oracle()["runs"]) {
     if (run["exit"] != 0) continue;
     const bool same = same_file_as_llama_quantize(run);
     compared += same;
     with_imatrix += same && uses_imatrix(run);
+    requantized += same && run["fixture"] == "192-Q8_0";
   }
+  EXPECT_EQ(requantized, 4u);  // --allow-requantize: Q8_0 to Q4_0, Q5_1, Q8_0 (a copy) and F16
   // Q4_0 ... Q8_0 on the 192 fixture, F16 and BF16 everywhere, Q8_0 on the wide ones;
   // F16 and BF16 with an imatrix (its quantize.imatrix.* keys: the data does not use it).
   EXPECT_GE(compared, 25u);
@@ -272,6 +301,34 @@ TEST(GgufMix, WholeFilesEqualLlamaQuantizeForTheKMixesAndImatrices) {
     compared += same_file_as_llama_quantize(run);
   }
   EXPECT_EQ(compared, runs);
+}
+
+TEST(GgufMix, RequantizingIsRefusedAsLlamaQuantizeRefusesIt) {
+  WQ_REQUIRE_SHARED(stories, "data/models/stories260K/stories260K-f32.gguf");
+  // llama-quantize: "requantizing from type q8_0 is disabled" for the first tensor it
+  // would change, in its order.
+  const Model m = open_fixture("192-Q8_0");
+  MixOptions o;
+  o.mix = *gguf_mix_named("Q4_0");
+  PlanOptions po;
+  po.format = OutputFormat::Gguf;
+  po.gguf_mix = &o;
+  po.gguf_model = &m.hparams;
+  try {
+    make_plan(m.reader->tensors(), po);
+    FAIL() << "a Q8_0 model was quantized to Q4_0 without --allow-requantize";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Input);
+    EXPECT_NE(std::string(e.what()).find("blk.0.attn_k.weight: requantizing from type Q8_0 to Q4_0 is disabled"),
+              std::string::npos)
+        << e.what();
+  }
+  // The same type throughout: nothing to requantize, every tensor copied.
+  o.mix = *gguf_mix_named("Q8_0");
+  for (const TensorPlan& p : make_plan(m.reader->tensors(), po)) {
+    EXPECT_NE(p.action, TensorAction::Ggml) << p.name;
+    EXPECT_FALSE(p.requantize) << p.name;
+  }
 }
 
 TEST(GgufMix, NamesAsLlamaQuantizeTakesThem) {
