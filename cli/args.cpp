@@ -72,7 +72,7 @@ struct Bound {
   std::string model_file, mnn_model;
   std::string pos[4];  // the positional arguments of the command, in order
   std::string output_tensor_type, token_embedding_type, imatrix;
-  std::vector<std::string> include_weights, exclude_weights;
+  std::vector<std::string> include_weights, exclude_weights, tensor_types;
   bool pure = false, leave_output = false, allow_requantize = false;
   int threads = 0;
   bool quiet = false, verbose = false, json = false;
@@ -178,6 +178,13 @@ void build(Options& o, Bound& b) {
                                ->type_name("TYPE");
   o.pure = q->add_flag("--pure", b.pure, "GGUF: every quantized tensor the mix's base type, no per-tensor choices");
   o.leave_output = q->add_flag("--leave-output-tensor", b.leave_output, "GGUF: output.weight stays as it is");
+  q->add_option("--tensor-type", b.tensor_types,
+                "GGUF: PATTERN=TYPE, repeatable: tensors whose name contains a match of the regex PATTERN (lower "
+                "case) get TYPE instead of the mix's choice, the first such pattern winning (later llama-quantize's "
+                "option)")
+      ->type_name("PATTERN=TYPE")
+      ->allow_extra_args(false)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   q->add_flag("--allow-requantize", b.allow_requantize,
               "GGUF: tensors already in llama.cpp blocks are dequantized and quantized again where the type "
               "changes (refused otherwise, as llama-quantize refuses it); loses more than quantizing the float model");
@@ -426,6 +433,16 @@ void fill_quantize(const Options& o, const Bound& b, const MnnNormalised& norm, 
   }
   a.gguf.pure = b.pure;
   a.gguf.allow_requantize = b.allow_requantize;
+  for (const std::string& text : b.tensor_types) {
+    // llama-quantize's parse_tensor_type: NAME=TYPE, the name lower-cased.
+    const size_t eq = text.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == text.size()) {
+      throw usage("--tensor-type: expected PATTERN=TYPE (e.g. attn_v=q8_0), got '" + text + "'");
+    }
+    std::string pattern = text.substr(0, eq);
+    for (char& c : pattern) c = char(std::tolower(static_cast<unsigned char>(c)));
+    a.gguf.tensor_types.emplace_back(pattern, ggml_type_option(text.substr(eq + 1), "--tensor-type"));
+  }
   a.gguf.leave_output = b.leave_output;
   if (o.params->count()) {
     a.params_file = b.params;

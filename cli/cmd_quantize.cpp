@@ -98,6 +98,7 @@ void choose_mix(const QuantizeArgs& a, const SpecSettings& merged, Setup& s) {
   s.mix.leave_output = a.gguf.leave_output;
   s.mix.output_type = a.gguf.output_type;
   s.mix.token_embd_type = a.gguf.token_embd_type;
+  s.mix.tensor_types = a.gguf.tensor_types;
   s.gguf_keys.file_type = s.mix.mix.llama_ftype;
 }
 

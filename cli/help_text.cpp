@@ -93,9 +93,10 @@ Q4_1, Q5_0, Q5_1, Q8_0, F16, BF16; default from --bits: 4 -> Q4_0, 5 -> Q5_0, 8 
 with --asym/--hqq Q4_1 / Q5_1), and each tensor gets the type llama-quantize picks for
 it, in llama-quantize's tensor order and key order: the same file. llama-quantize's form
 works too: wquant quantize [options] IN OUT TYPE [THREADS], with --pure,
---leave-output-tensor, --output-tensor-type T, --token-embedding-type T. Where
-llama-quantize aborts (a row no block of a legacy type fits) the tensor stays float,
-with a note.
+--leave-output-tensor, --output-tensor-type T, --token-embedding-type T, --tensor-type
+PATTERN=T, --imatrix FILE (llama-imatrix's .dat or GGUF; --include-weights /
+--exclude-weights NAME pick its entries), --allow-requantize. Where llama-quantize aborts
+(a row no block of a legacy type fits) the tensor stays float, with a note.
 
 Params file (--params / --compressionParamsFile FILE), wquant's form:
   {"defaults": {"bits": 4, "block": 32, "asym": false, "hqq": false, "fp16": false,

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
+#include <regex>
 
 #include "engine/error.h"
 #include "engine/tensor.h"
@@ -330,6 +331,15 @@ std::vector<MixChoice> choose_mix_types(const std::vector<TensorInfo>& tensors, 
                 " attention layers: llama-quantize refuses such a model (\"n_attention_wv is unexpected\")");
   }
   const bool quantized_base = !ggml_type_is_float(opts.mix.base);
+  std::vector<std::pair<std::regex, GgmlType>> overrides;
+  for (const auto& [pattern, type] : opts.tensor_types) {
+    try {
+      overrides.emplace_back(std::regex(pattern), type);
+    } catch (const std::regex_error& e) {
+      throw Error("--tensor-type " + pattern + "=" + ggml_type_name(type) + ": not a regular expression (" + e.what() + ")",
+                  ErrorKind::Usage);
+    }
+  }
   std::vector<MixChoice> out;
   out.reserve(tensors.size());
   for (const TensorInfo& t : tensors) {
@@ -337,6 +347,18 @@ std::vector<MixChoice> choose_mix_types(const std::vector<TensorInfo>& tensors, 
     if (t.kind != StoredKind::Other && llama_quantizes(t, opts.leave_output)) {
       if (!opts.pure && quantized_base) {
         c = tensor_type(qs, opts.mix.base, t, opts.mix.llama_ftype, model, opts);
+        for (const auto& [re, type] : overrides) {
+          if (std::regex_search(t.name, re) && type != c.type) {
+            c.type = type;
+            c.fallback = false;
+            c.unsupported = ne0(t) % facts(type).block != 0;
+            c.note = c.unsupported ? t.name + ": rows of " + std::to_string(ne0(t)) + " are not a multiple of " +
+                                         std::to_string(facts(type).block) + ", required by " + facts(type).name +
+                                         " (--tensor-type)"
+                                   : "";
+            break;
+          }
+        }
       } else {
         c.quantize = true;
         c.type = opts.mix.base;

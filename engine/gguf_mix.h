@@ -56,6 +56,10 @@ struct MixOptions {
   std::optional<GgmlType> output_type;    // --output-tensor-type
   std::optional<GgmlType> token_embd_type;// --token-embedding-type
   bool has_imatrix = false;               // an importance matrix is given (its rules differ)
+  // --tensor-type PATTERN=TYPE, in order (later llama.cpp): after the mix's choice, the
+  // first pattern found anywhere in the name (ECMAScript regex search) whose type differs
+  // from that choice replaces it. Not with --pure nor for the F16/BF16 mixes.
+  std::vector<std::pair<std::string, GgmlType>> tensor_types;
 };
 
 // What llama-quantize does with one tensor.
@@ -81,8 +85,8 @@ std::vector<size_t> llama_tensor_order(const std::vector<TensorInfo>& tensors);
 bool llama_quantizes(const TensorInfo& t, bool leave_output);
 
 // The choice for every tensor, `tensors` in llama_tensor_order. Throws Error for a model
-// whose attention tensors do not match its layer count (llama-quantize asserts) or an MoE
-// tensor name without a layer.
+// whose attention tensors do not match its layer count (llama-quantize asserts), an MoE
+// tensor name without a layer, or a --tensor-type pattern that is not a regex.
 std::vector<MixChoice> choose_mix_types(const std::vector<TensorInfo>& tensors, const MixModel& model,
                                         const MixOptions& opts);
 

@@ -184,6 +184,9 @@ TEST(CliArgs, BadValuesAreUsageErrorsNamingTheFlag) {
   EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--output-tensor-type", "Q4_K_M"}), "--output-tensor-type"));
   EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--token-embedding-type", "IQ2_XXS"}), "--token-embedding-type"));
   EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "Q4_K_X"}), "TYPE"));
+  EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--tensor-type", "attn_v"}), "PATTERN=TYPE"));
+  EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--tensor-type", "=q8_0"}), "PATTERN=TYPE"));
+  EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--tensor-type", "attn_v=q9_9"}), "--tensor-type"));
   EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "Q4_K_M", "-1"}), "THREADS"));
   EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "Q4_K_M", "two"}), "THREADS"));
   EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "Q4_K_M", "2", "--threads", "2"}), "threads are given twice"));
@@ -504,6 +507,10 @@ TEST(CliArgs, LlamaQuantizeFormAndOptions) {
   EXPECT_EQ(cl.quantize.said.ggml, GgmlBlock::Q5_1);  // a legacy type: checked against --bits as before
   EXPECT_EQ(cl.quantize.gguf.output_type, GgmlType::Q6_K);
   EXPECT_EQ(cl.quantize.gguf.token_embd_type, GgmlType::F16);
+  cl = parse_command_line({"quantize", "--tensor-type", "ATTN_V=q8_0", "--tensor-type", "ffn_down=Q6_K", "in.gguf",
+                           "out.gguf", "Q4_K_M"});
+  using TT = std::vector<std::pair<std::string, GgmlType>>;
+  EXPECT_EQ(cl.quantize.gguf.tensor_types, (TT{{"attn_v", GgmlType::Q8_0}, {"ffn_down", GgmlType::Q6_K}}));
 }
 
 }  // namespace

@@ -331,6 +331,48 @@ TEST(GgufMix, RequantizingIsRefusedAsLlamaQuantizeRefusesIt) {
   }
 }
 
+const json& oracle_run(const std::string& fixture, const std::string& mix) {
+  for (const json& r : oracle()["runs"]) {
+    if (r["fixture"] == fixture && r["mix"] == mix && r["options"].empty()) return r;
+  }
+  static const json none;
+  ADD_FAILURE() << "no run " << fixture << " " << mix;
+  return none;
+}
+
+TEST(GgufMix, TensorTypePatternsOverrideTheMixAsLaterLlamaQuantizeDoes) {
+  WQ_REQUIRE_SHARED(stories, "data/models/stories260K/stories260K-f32.gguf");
+  // --tensor-type (llama.cpp after c392e5094): the first pattern found in the name whose
+  // type differs from the mix's choice wins; other tensors keep llama-quantize's choice.
+  const Model m = open_fixture("256");
+  MixOptions o;
+  o.mix = *gguf_mix_named("Q4_K_M");
+  o.tensor_types = {{"attn", GgmlType::Q4_K}, {"attn_v", GgmlType::Q8_0}, {"ffn_(up|gate)", GgmlType::Q5_K}};
+  const auto ours = our_types(m, o);
+  const json& want = oracle_run("256", "Q4_K_M")["tensors"];
+  ASSERT_EQ(ours.size(), want.size());
+  size_t attn_v_q8 = 0, attn_v_q4 = 0;
+  for (size_t i = 0; i < ours.size(); ++i) {
+    const std::string& name = ours[i].first;
+    const std::string mix_choice = want[i][1];
+    if (name.find("attn_v") != std::string::npos) {
+      // "attn" first: Q4_K where the mix chose Q6_K; where it chose Q4_K, "attn_v" applies.
+      EXPECT_EQ(ours[i].second, mix_choice == "Q4_K" ? "Q8_0" : "Q4_K") << name;
+      (ours[i].second == "Q8_0" ? attn_v_q8 : attn_v_q4)++;
+    } else if (name.find("attn_") != std::string::npos && name.find("norm") == std::string::npos) {
+      EXPECT_EQ(ours[i].second, "Q4_K") << name;
+    } else if (name.find("ffn_up") != std::string::npos || name.find("ffn_gate") != std::string::npos) {
+      EXPECT_EQ(ours[i].second, "Q5_K") << name;
+    } else {
+      EXPECT_EQ(ours[i].second, mix_choice) << name;
+    }
+  }
+  EXPECT_GT(attn_v_q8, 0u);
+  EXPECT_GT(attn_v_q4, 0u);
+  o.tensor_types = {{"attn_v(", GgmlType::Q8_0}};
+  EXPECT_THROW(our_types(m, o), Error);
+}
+
 TEST(GgufMix, NamesAsLlamaQuantizeTakesThem) {
   // QUANT_OPTIONS of tools/quantize/quantize.cpp: names case-insensitive, three aliases,
   // and the file type's number.
