@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -14,6 +15,7 @@
 
 #include "cli/console.h"
 #include "engine/error.h"
+#include "io/gguf_split_reader.h"
 
 namespace wq::cli {
 
@@ -52,6 +54,16 @@ std::vector<std::string> input_files(const std::string& in) {
         break;
       }
     }
+    return files;
+  }
+  // A split GGUF's first shard (PREFIX-00001-of-0000N.gguf): the other shards, named as
+  // llama.cpp names them, are the input too.
+  const std::string name = fs::path(in).filename().string();
+  int count = 0;
+  const size_t tail = std::strlen("-00001-of-00000.gguf");
+  if (name.size() > tail && std::sscanf(name.c_str() + name.size() - tail, "-00001-of-%5d.gguf", &count) == 1 &&
+      count > 1 && count <= 99999 && gguf_split_path(in.substr(0, in.size() - tail), 0, count) == in) {
+    for (int s = 1; s < count; ++s) files.push_back(gguf_split_path(in.substr(0, in.size() - tail), s, count));
     return files;
   }
   if (fs::path(in).extension() != ".json") return files;

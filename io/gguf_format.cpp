@@ -28,6 +28,8 @@ std::optional<GgufTensorType> gguf_tensor_type(uint32_t type) {
     case 13: return GgufTensorType{"Q5_K", 256, 176};
     case 14: return GgufTensorType{"Q6_K", 256, 210};
     case 15: return GgufTensorType{"Q8_K", 256, 292};
+    case 20: return GgufTensorType{"IQ4_NL", 32, 18};
+    case 23: return GgufTensorType{"IQ4_XS", 256, 136};
     case 24: return GgufTensorType{"I8", 1, 1};
     case 25: return GgufTensorType{"I16", 1, 2};
     case 26: return GgufTensorType{"I32", 1, 4};

@@ -221,6 +221,11 @@ GgufKV gguf_kv_u32(const std::string& key, uint32_t v) {
   put<uint32_t>(b, v);
   return make_kv(key, GgufValueType::U32, std::move(b));
 }
+GgufKV gguf_kv_u16(const std::string& key, uint16_t v) {
+  std::vector<uint8_t> b;
+  put<uint16_t>(b, v);
+  return make_kv(key, GgufValueType::U16, std::move(b));
+}
 GgufKV gguf_kv_i32(const std::string& key, int32_t v) {
   std::vector<uint8_t> b;
   put<int32_t>(b, v);

@@ -34,6 +34,7 @@ std::unique_ptr<ModelWriter> make_gguf_writer(const std::string& path, const std
 // Encoders for building metadata by hand.
 GgufKV gguf_kv_u32(const std::string& key, uint32_t v);
 GgufKV gguf_kv_i32(const std::string& key, int32_t v);
+GgufKV gguf_kv_u16(const std::string& key, uint16_t v);
 GgufKV gguf_kv_f32(const std::string& key, float v);
 GgufKV gguf_kv_string(const std::string& key, const std::string& v);
 GgufKV gguf_kv_string_array(const std::string& key, const std::vector<std::string>& v);

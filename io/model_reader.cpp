@@ -10,6 +10,7 @@
 #include "engine/error.h"
 #include "io/gguf_format.h"
 #include "io/gguf_reader.h"
+#include "io/gguf_split_reader.h"
 #include "io/safetensors_reader.h"
 #include "io/wq_reader.h"
 #include "kernels/ggml_types.h"
@@ -56,7 +57,7 @@ std::unique_ptr<ModelReader> open_model(const std::string& path) {
   if (n >= 4) {
     uint32_t magic;
     std::memcpy(&magic, head, 4);
-    if (magic == kGgufMagic) return open_gguf(p);
+    if (magic == kGgufMagic) return join_gguf_splits(open_gguf(p), p);
   }
   if (n >= 8 && is_wq_file(head)) return open_wq(p);
   if (p.size() >= 5 && p.compare(p.size() - 5, 5, ".json") == 0) return open_safetensors(p);

@@ -1643,3 +1643,21 @@ TEST_F(Cli, GgufRequantizeIsRefusedUnlessAllowed) {
 
 }  // namespace
 }  // namespace wq
+
+namespace wq {
+namespace {
+
+// A split GGUF input (llama.cpp's shard names): read as one model, written as one file
+// (llama-quantize's without --keep-split); OUT may not be one of its shards.
+TEST_F(Cli, GgufSplitInputGivesLlamaQuantizesSingleFile) {
+  WQ_REQUIRE_SHARED(stories, kStoriesGguf);
+  const std::string prefix = path("m");
+  test::write_gguf_fixture_split(stories, prefix, 20);
+  expect(0, {"quantize", prefix + "-00001-of-00003.gguf", path("a.gguf"), "Q8_0", "-q"});
+  EXPECT_EQ(test::sha256_file(path("a.gguf")), oracle_sha256("split", "Q8_0", {}));
+  const Result r = expect(4, {"quantize", prefix + "-00001-of-00003.gguf", prefix + "-00003-of-00003.gguf", "Q8_0", "--force"});
+  EXPECT_TRUE(contains(r.err, "-00003-of-00003.gguf")) << r.err;
+}
+
+}  // namespace
+}  // namespace wq

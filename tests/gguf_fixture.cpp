@@ -1,6 +1,8 @@
 #include "tests/gguf_fixture.h"
 
 #include <cmath>
+#include <algorithm>
+#include <cstdio>
 #include <cstring>
 
 #include "engine/pipeline.h"
@@ -189,6 +191,48 @@ void write_gguf_wide_fixture(const std::string& stories_gguf, const std::string&
     w->write(r);
   }
   w->commit();
+}
+
+void write_gguf_fixture_split(const std::string& stories_gguf, const std::string& prefix, int per_shard) {
+  // The 192 fixture first, then its tensors dealt out in file order, gguf-split's way:
+  // the first shard keeps every key, the others only the split keys.
+  const std::string whole = prefix + ".whole.gguf";
+  write_gguf_fixture(stories_gguf, whole);
+  auto src = open_gguf(whole);
+  const std::vector<TensorInfo>& infos = src->tensors();
+  const int total = int(infos.size()), count = (total + per_shard - 1) / per_shard;
+  for (int s = 0; s < count; ++s) {
+    GgufMetadata meta;
+    if (s == 0) meta = src->metadata();
+    meta.kvs.push_back(gguf_kv_u16("split.no", uint16_t(s)));
+    meta.kvs.push_back(gguf_kv_u16("split.count", uint16_t(count)));
+    meta.kvs.push_back(gguf_kv_i32("split.tensors.count", total));
+    std::vector<TensorInfo> part;
+    std::vector<TensorPlan> plan;
+    for (int i = s * per_shard; i < std::min(total, (s + 1) * per_shard); ++i) {
+      TensorPlan p;
+      p.source_index = part.size();
+      p.name = infos[size_t(i)].name;
+      p.shape = infos[size_t(i)].shape;
+      p.action = TensorAction::KeepFloat;
+      plan.push_back(p);
+      part.push_back(infos[size_t(i)]);
+    }
+    char tail[32];
+    std::snprintf(tail, sizeof tail, "-%05d-of-%05d.gguf", s + 1, count);
+    auto w = make_gguf_writer(prefix + tail, plan, part, meta, std::vector<uint32_t>(part.size(), kGgmlF32));
+    for (size_t k = 0; k < plan.size(); ++k) {
+      size_t n;
+      const uint8_t* d = src->raw(size_t(s * per_shard) + k, &n);
+      TensorResult r;
+      r.plan = &plan[k];
+      r.bytes.assign(d, d + n);
+      w->write(r);
+    }
+    w->commit();
+  }
+  src.reset();
+  std::remove(whole.c_str());
 }
 
 }  // namespace wq::test

@@ -39,6 +39,10 @@ inline WideFixture moe_fixture() {
   return f;
 }
 
+// The 192 fixture split into shards of `per_shard` tensors as gguf-split lays them out:
+// PREFIX-00001-of-0000N.gguf ... (split.no, split.count, split.tensors.count).
+void write_gguf_fixture_split(const std::string& stories_gguf, const std::string& prefix, int per_shard);
+
 void write_gguf_wide_fixture(const std::string& stories_gguf, const std::string& out_path, const WideFixture& f);
 
 // 64-bit FNV-1a, as bench/gguf_tensors.py computes it.

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -16,6 +17,7 @@
 #include "engine/scheduler.h"
 #include "io/gguf_hparams.h"
 #include "io/gguf_reader.h"
+#include "io/gguf_split_reader.h"
 #include "io/gguf_writer.h"
 #include "io/imatrix.h"
 #include "kernels/ggml_types.h"
@@ -36,7 +38,7 @@ std::string temp_path(const std::string& name) {
 // llama-quantize's `IN OUT Q8_0`, which the already-quantized fixture is (the whole-file
 // test checks that this is byte for byte what llama-quantize wrote).
 void quantize_q8_0(const std::string& in, const std::string& out) {
-  auto src = open_gguf(in);
+  auto src = join_gguf_splits(open_gguf(in), in);
   const MixModel model = gguf_mix_model(src->metadata(), in);
   MixOptions o;
   o.mix = *gguf_mix_named("Q8_0");
@@ -65,6 +67,11 @@ class Fixtures : public ::testing::Environment {
     if (!stories.empty()) {
       if (which == "stories") {
         p = stories;
+      } else if (which == "split") {
+        const std::string prefix = temp_path("fx-split");
+        test::write_gguf_fixture_split(stories, prefix, 20);
+        for (int k = 0; k < 3; ++k) written().push_back(gguf_split_path(prefix, k, 3));
+        p = gguf_split_path(prefix, 0, 3);
       } else if (which == "192-Q8_0") {
         p = temp_path("fx-192-Q8_0.gguf");
         quantize_q8_0(path("192"), p);
@@ -139,7 +146,7 @@ struct Model {
 Model open_fixture(const std::string& which) {
   Model m;
   const std::string p = Fixtures::path(which);
-  m.reader = open_gguf(p);
+  m.reader = join_gguf_splits(open_gguf(p), p);
   m.hparams = gguf_mix_model(m.reader->metadata(), p);
   return m;
 }
@@ -272,6 +279,17 @@ bool same_file_as_llama_quantize(const json& run) {
   return true;
 }
 
+TEST(GgufMix, FixturesAreWhatLlamaQuantizeWasRunOn) {
+  WQ_REQUIRE_SHARED(stories, "data/models/stories260K/stories260K-f32.gguf");
+  const json& want = oracle()["fixtures"];
+  for (const char* f : {"192", "256", "moe", "stories"}) EXPECT_EQ(test::sha256_file(Fixtures::path(f)), want[f]) << f;
+  const std::string first = Fixtures::path("split");
+  const std::string prefix = first.substr(0, first.size() - std::strlen("-00001-of-00003.gguf"));
+  for (int k = 0; k < 3; ++k) {
+    EXPECT_EQ(test::sha256_file(gguf_split_path(prefix, k, 3)), want["split shard " + std::to_string(k + 1)]) << k;
+  }
+}
+
 TEST(GgufMix, WholeFilesEqualLlamaQuantizeForTheTypesThisBuildWrites) {
   WQ_REQUIRE_SHARED(stories, "data/models/stories260K/stories260K-f32.gguf");
   size_t compared = 0, with_imatrix = 0, requantized = 0;
@@ -283,6 +301,9 @@ TEST(GgufMix, WholeFilesEqualLlamaQuantizeForTheTypesThisBuildWrites) {
     requantized += same && run["fixture"] == "192-Q8_0";
   }
   EXPECT_EQ(requantized, 4u);  // --allow-requantize: Q8_0 to Q4_0, Q5_1, Q8_0 (a copy) and F16
+  size_t split = 0;
+  for (const json& run : oracle()["runs"]) split += run["fixture"] == "split" && run["exit"] == 0;
+  EXPECT_EQ(split, 3u);  // a split input: Q8_0 and F16 compared here, Q4_K_M with the K-quant kernels
   // Q4_0 ... Q8_0 on the 192 fixture, F16 and BF16 everywhere, Q8_0 on the wide ones;
   // F16 and BF16 with an imatrix (its quantize.imatrix.* keys: the data does not use it).
   EXPECT_GE(compared, 25u);

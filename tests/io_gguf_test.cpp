@@ -15,6 +15,7 @@
 #include "engine/scheduler.h"
 #include "io/gguf_format.h"
 #include "io/gguf_reader.h"
+#include "io/gguf_split_reader.h"
 #include "io/gguf_writer.h"
 #include "io/model_writer.h"
 #include "kernels/ggml_blocks.h"
@@ -221,6 +222,46 @@ TEST(GgufPlan, HqqNeedsAZeroPointType) {
   EXPECT_THROW(make_plan({t}, opts), Error);
   opts.ggml = GgmlBlock::Q4_1;
   EXPECT_EQ(make_plan({t}, opts)[0].action, TensorAction::Ggml);
+}
+
+TEST(GgufSplit, ShardsReadAsOneModelAndBadShardsAreNamed) {
+  WQ_REQUIRE_SHARED(stories, "data/models/stories260K/stories260K-f32.gguf");
+  const std::string prefix = temp_path("split");
+  test::write_gguf_fixture_split(stories, prefix, 20);
+  const std::string s1 = gguf_split_path(prefix, 0, 3), s2 = gguf_split_path(prefix, 1, 3), s3 = gguf_split_path(prefix, 2, 3);
+  Removed r1{s1}, r2{s2}, r3{s3}, whole{temp_path("whole.gguf")};
+  test::write_gguf_fixture(stories, whole.path);
+  auto joined = open_model(s1);
+  auto single = open_gguf(whole.path);
+  ASSERT_EQ(joined->tensors().size(), single->tensors().size());
+  for (size_t i = 0; i < joined->tensors().size(); ++i) {
+    EXPECT_EQ(joined->tensors()[i].name, single->tensors()[i].name);
+    size_t a, b;
+    const uint8_t* da = joined->raw(i, &a);
+    const uint8_t* db = single->raw(i, &b);
+    ASSERT_EQ(a, b);
+    EXPECT_EQ(std::memcmp(da, db, a), 0) << joined->tensors()[i].name;
+  }
+  joined.reset();
+  auto error_of = [](const std::string& p) {
+    try {
+      open_model(p);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  // Not the first shard.
+  EXPECT_NE(error_of(s2).find("give the first shard"), std::string::npos) << error_of(s2);
+  // A shard missing.
+  fs::rename(s3, s3 + ".away");
+  EXPECT_NE(error_of(s1).find(s3), std::string::npos) << error_of(s1);
+  fs::rename(s3 + ".away", s3);
+  // The first shard under another name: the others cannot be found.
+  const std::string renamed = temp_path("renamed.gguf");
+  fs::copy_file(s1, renamed);
+  Removed rr{renamed};
+  EXPECT_NE(error_of(renamed).find("must be named PREFIX-00001-of-00003.gguf"), std::string::npos) << error_of(renamed);
 }
 
 }  // namespace
