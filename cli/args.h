@@ -38,6 +38,7 @@ struct QuantizeArgs {
   RunSettings run;
   bool dry_run = false;
   bool force = false;
+  bool external_data = false;          // --external-data (ONNX output)
 };
 
 struct InspectArgs {

@@ -28,8 +28,15 @@ const char* format_name(OutputFormat f) {
     case OutputFormat::Wq: return "wq";
     case OutputFormat::Safetensors: return "safetensors";
     case OutputFormat::Gguf: return "gguf";
+    case OutputFormat::Onnx: return "onnx";
   }
   return "?";
+}
+
+WriterOptions writer_options(const QuantizeArgs& a) {
+  WriterOptions o;
+  o.external_data = a.external_data;
+  return o;
 }
 
 OutputFormat output_format(const QuantizeArgs& a) {
@@ -37,7 +44,7 @@ OutputFormat output_format(const QuantizeArgs& a) {
   try {
     return format_from_path(a.output);
   } catch (const Error& e) {
-    throw Error(std::string(e.what()) + " (name OUT .wq, .safetensors or .gguf, or pass --format)", ErrorKind::Usage);
+    throw Error(std::string(e.what()) + " (name OUT .wq, .safetensors, .gguf or .onnx, or pass --format)", ErrorKind::Usage);
   }
 }
 
@@ -137,7 +144,7 @@ Setup prepare(const QuantizeArgs& a, Console& con) {
   for (const TensorPlan& p : s.plan) {
     if (!p.note.empty()) con.note(p.note);
   }
-  s.planned_bytes = naming_file(a.output, {a.output}, [&] { return planned_output_bytes(s.plan, infos, s.format, *s.reader); });
+  s.planned_bytes = naming_file(a.output, {a.output}, [&] { return planned_output_bytes(s.plan, infos, s.format, *s.reader, writer_options(a)); });
   return s;
 }
 
@@ -311,7 +318,7 @@ int run_quantize(const QuantizeArgs& a, Console& con) {
 
   Scheduler sched(a.run.threads);
   con.detail(std::string("isa ") + isa_name(isa) + ", " + std::to_string(sched.threads()) + " threads");
-  std::unique_ptr<ModelWriter> writer = make_writer(a.output, s.format, s.plan, *s.reader);
+  std::unique_ptr<ModelWriter> writer = make_writer(a.output, s.format, s.plan, *s.reader, writer_options(a));
   RunResult r;
   r.threads = sched.threads();
   {

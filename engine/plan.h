@@ -64,7 +64,7 @@ struct TensorRule {
   bool mnn_block = false;        // `block` follows MNNConvert's rule (an MNN-form params file)
 };
 
-enum class OutputFormat : uint8_t { Wq, Safetensors, Gguf };
+enum class OutputFormat : uint8_t { Wq, Safetensors, Gguf, Onnx };  // Onnx: io/onnx_hooks.h
 
 struct PlanOptions {
   QuantSpec defaults;

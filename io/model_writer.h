@@ -25,16 +25,23 @@ class ModelWriter : public TensorSink {
   virtual const std::string& temp_path() const = 0;
 };
 
-// Output format from the extension: .wq, .safetensors, .gguf. Throws Error otherwise.
+// Choices a format may offer beyond the plan.
+struct WriterOptions {
+  bool external_data = false;  // ONNX: payloads in OUT.onnx.data (always past 2 GB)
+};
+
+// Output format from the extension: .wq, .safetensors, .gguf, .onnx. Throws Error otherwise.
 OutputFormat format_from_path(const std::string& path);
 
 // Exact output size of a plan in the given format (for --dry-run and disk checks).
 uint64_t planned_output_bytes(const std::vector<TensorPlan>& plan, const std::vector<TensorInfo>& infos,
-                              OutputFormat format, const ModelReader& source);
+                              OutputFormat format, const ModelReader& source, const WriterOptions& opts = {});
 
 // Creates the writer. GGUF output copies every metadata key of a GGUF source (and
-// updates general.file_type); it needs a GGUF source.
+// updates general.file_type); it needs a GGUF source. ONNX output needs an ONNX source
+// (the graph it rewrites) and a program with ONNX support (io/onnx_hooks.h).
 std::unique_ptr<ModelWriter> make_writer(const std::string& path, OutputFormat format,
-                                         const std::vector<TensorPlan>& plan, const ModelReader& source);
+                                         const std::vector<TensorPlan>& plan, const ModelReader& source,
+                                         const WriterOptions& opts = {});
 
 }  // namespace wq
