@@ -141,8 +141,12 @@ class Planner {
     const size_t rows = d.rows, cols = d.cols, block = p.block, nb = cols / block;
     const int bits = p.spec.bits;
     const bool pow2 = block >= 16 && (block & (block - 1)) == 0;
-    const bool nbits = in.matmul_only && info.dtype == DType::F32 && (bits == 2 || bits == 4 || bits == 8) && pow2;
     const Scheme scheme = p.spec.scheme();
+    // onnxruntime's CPU MatMulNBits (1.30) takes float zero points only with 2 and 4 bits
+    // ("only 2b and 4b quantization is supported for unpacked compute"): 8-bit blocks with
+    // zero points take the standard-op form.
+    const bool bits_ok = bits == 2 || bits == 4 || (bits == 8 && scheme == Scheme::MnnSym);
+    const bool nbits = in.matmul_only && info.dtype == DType::F32 && bits_ok && pow2;
     QuantizedTensor rq;
     rq.shape = p.shape;
     rq.spec = p.spec;
