@@ -181,7 +181,7 @@ TEST(CliArgs, BadValuesAreUsageErrorsNamingTheFlag) {
   EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--isa", "sse9"}), "--isa"));
   EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--threads", "-2"}), "--threads"));
   EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--type", "Q3_K"}), "--type"));
-  EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--format", "onnx"}), "--format"));
+  EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--format", "tflite"}), "--format"));
   EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--hqq-p", "1.5", "--hqq"}), "p must be"));
   EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--hqq-steps", "-5"}), "steps"));
   EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--hqq", "--weightQuantAsymmetric", "0"}), "asymmetric"));

@@ -11,6 +11,8 @@
 // Skips, saying why, without ../shared or without node/onnxruntime-node.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -52,7 +54,8 @@ class OnnxRuntime : public ::testing::Test {
   static void SetUpTestSuite() {
     enable_onnx();
     if (stories_gguf().empty() || !ort_missing().empty()) return;
-    dir_ = scratch_dir("onnx_runtime");
+    // One directory per process: ctest runs these tests as parallel processes.
+    dir_ = scratch_dir("onnx_runtime." + std::to_string(::getpid()));
     fs::create_directories(dir_ + "/ext");
     const std::string gen = quote(WQ_GEN_ONNX_BIN) + " ";
     const CmdResult a = run(gen + quote(stories_gguf()) + " " + quote(dir_ + "/float.onnx"));
@@ -62,6 +65,10 @@ class OnnxRuntime : public ::testing::Test {
       return;
     }
     float_logits_ = ort_logits(dir_ + "/float.onnx", kIds);
+  }
+
+  static void TearDownTestSuite() {
+    if (!dir_.empty()) fs::remove_all(dir_);
   }
 
   void SetUp() override {
