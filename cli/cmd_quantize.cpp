@@ -105,7 +105,10 @@ Setup prepare(const QuantizeArgs& a, Console& con) {
                   " float.safetensors' first and quantize that");
     }
   }
+  // Files the reader found it reads (ONNX external data) are inputs too.
+  for (const std::string& f : s.reader->data_files()) s.inputs.push_back(f);
   if (!a.dry_run) check_output_path(a.output, s.inputs, a.force);
+  if (!a.dry_run && s.format == OutputFormat::Onnx) check_output_path(a.output + ".data", s.inputs, a.force);
   // The params file to write must be writable too, before any work: it is written before
   // OUT is committed, so a run never ends with OUT in place but its parameters lost.
   if (!a.dry_run && !s.params_to_write.empty()) check_output_path(s.params_to_write, s.inputs, false);

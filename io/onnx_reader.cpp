@@ -135,6 +135,11 @@ class OnnxReaderImpl final : public OnnxReader {
     for (const auto& p : model_.metadata_props()) m[p.key()] = p.value();
     return m;
   }
+  std::vector<std::string> data_files() const override {
+    std::vector<std::string> v;
+    for (const auto& [file, map] : externals_) v.push_back(file);
+    return v;
+  }
   const onnx::ModelProto& model() const override { return model_; }
   const std::vector<OnnxInitializer>& initializers() const override { return inits_; }
   size_t initializer_of(size_t i) const override { return entries_.at(i).init; }

@@ -241,5 +241,26 @@ TEST_F(OnnxReaderTest, ExternalDataMissingOutsidePastTheEndOrOverlappingIsRefuse
   expect_refused(m, "weight", "overlaps");
 }
 
+TEST_F(OnnxReaderTest, NeverReplacesTheInputsExternalData) {
+  const std::vector<float> emb = ramp(10 * 64, 2.0f);
+  auto make_input = [&] {
+    std::ofstream(dir_ + "/in.onnx.data", std::ios::binary)
+        .write(reinterpret_cast<const char*>(emb.data()), std::streamsize(emb.size() * 4));
+    save_model(with_external(small_model(), "emb.weight", "in.onnx.data", 0, emb.size() * 4), dir_ + "/in.onnx");
+  };
+  make_input();
+  save_model(small_model(), dir_ + "/other.onnx");
+  const std::string w = quote(WQUANT_BIN) + " quantize ";
+  // OUT the data file itself, or an OUT whose own data file would be it.
+  CmdResult r = run(w + quote(dir_ + "/in.onnx") + " " + quote(dir_ + "/in.onnx.data") + " --format wq --force");
+  EXPECT_EQ(r.code, 4) << r.out;
+  r = run(w + quote(dir_ + "/other.onnx") + " " + quote(dir_ + "/in.onnx") + " --force --external-data");
+  EXPECT_EQ(r.code, 0) << r.out;  // other.onnx reads no data file: replacing in.onnx is asked for
+  make_input();
+  r = run(w + quote(dir_ + "/in.onnx") + " " + quote(dir_ + "/in.onnx") + " --force");
+  EXPECT_EQ(r.code, 4) << r.out;
+  EXPECT_NE(r.out.find("never overwrites its input"), std::string::npos) << r.out;
+}
+
 }  // namespace
 }  // namespace wq::test
