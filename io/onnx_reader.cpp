@@ -14,6 +14,7 @@
 #include "io/onnx_layout.h"
 #include "io/onnx_wire.h"
 #include "io/quant_record.h"
+#include "io/transpose.h"
 
 namespace wq {
 namespace {
@@ -160,17 +161,17 @@ class OnnxReaderImpl final : public OnnxReader {
       // A transposed weight (MatMul's [K, N] listed as [N, K]) or a misaligned payload
       // (an embedded raw_data sits wherever protobuf put it): one copy, dropped on
       // release(), so no kernel reads through a misaligned pointer.
-      std::lock_guard<std::mutex> lock(copies_mutex_);
-      std::vector<uint8_t>& c = copies_[i];
-      c.resize(in.nbytes);
+      // Filled outside the lock: other threads read and transpose their own tensors.
+      std::vector<uint8_t> c(in.nbytes);
       if (in.transposed) {
-        const size_t rows = size_t(info.shape[0]), cols = size_t(info.shape[1]);  // listed [N, K]
-        for (size_t k = 0; k < cols; ++k)
-          for (size_t n = 0; n < rows; ++n) std::memcpy(&c[(n * cols + k) * es], in.data + (k * rows + n) * es, es);
+        // Stored [K, N], listed [N, K].
+        transpose_2d(in.data, size_t(info.shape[1]), size_t(info.shape[0]), es, c.data());
       } else {
         std::memcpy(c.data(), in.data, in.nbytes);
       }
-      v.data = c.data();
+      v.data = c.data();  // the buffer moves into the map; its heap block stays put
+      std::lock_guard<std::mutex> lock(copies_mutex_);
+      copies_[i] = std::move(c);
     }
     return v;
   }
@@ -182,8 +183,18 @@ class OnnxReaderImpl final : public OnnxReader {
   }
 
   void release(size_t i) override {
-    std::lock_guard<std::mutex> lock(copies_mutex_);
-    copies_.erase(i);
+    {
+      std::lock_guard<std::mutex> lock(copies_mutex_);
+      copies_.erase(i);
+    }
+    // Drop the payload's pages too, so streaming a large model keeps the resident set
+    // near the tensors in flight.
+    const OnnxInitializer& in = inits_[entries_.at(i).init];
+    auto drop = [&](const MappedFile& f) {
+      if (in.data >= f.data() && in.data < f.data() + f.size()) f.release(uint64_t(in.data - f.data()), in.nbytes);
+    };
+    drop(file_);
+    for (const auto& [path, f] : externals_) drop(*f);
   }
 
   QuantizedTensor load_quantized(size_t i) override {

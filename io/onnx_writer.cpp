@@ -8,6 +8,7 @@
 #include "io/onnx_graph.h"
 #include "io/onnx_wire.h"
 #include "io/output_file.h"
+#include "io/transpose.h"
 
 namespace wq {
 namespace {
@@ -158,10 +159,9 @@ class OnnxWriter final : public ModelWriter {
         std::string s(reinterpret_cast<const char*>(r.data()), r.size());
         if (!l_.plan.transposed[o.plan_index]) return s;
         // Listed [N, K] for quantization; the graph's tensor is [K, N].
-        const size_t es = dtype_size(p.out_dtype), n = size_t(p.shape[0]), kk = size_t(p.shape[1]);
         std::string t(s.size(), '\0');
-        for (size_t i = 0; i < n; ++i)
-          for (size_t j = 0; j < kk; ++j) std::memcpy(&t[(j * n + i) * es], &s[(i * kk + j) * es], es);
+        transpose_2d(reinterpret_cast<const uint8_t*>(s.data()), size_t(p.shape[0]), size_t(p.shape[1]),
+                     dtype_size(p.out_dtype), reinterpret_cast<uint8_t*>(t.data()));
         return t;
       }
       case OnnxPiece::Codes: {
