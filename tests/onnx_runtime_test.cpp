@@ -203,7 +203,7 @@ std::string detokenize(const std::vector<std::string>& vocab, const std::vector<
     if (id < 3 || size_t(id) >= vocab.size()) continue;  // <unk>, <s>, </s>
     std::string p = vocab[size_t(id)];
     if (p == "<0x0A>") p = "\n";
-    for (size_t at; (at = p.find("\xE2\x96\x81")) != std::string::npos;) p.replace(at, 3, " ");
+    for (size_t at; (at = p.find("\xE2\x96\x81")) != std::string::npos;) p.replace(at, 3, 1, ' ');
     s += p;
   }
   return s;

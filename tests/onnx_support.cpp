@@ -39,7 +39,10 @@ std::string ort_dir() { return std::string(WQUANT_SOURCE_DIR) + "/tests/ort"; }
 
 std::string join(const std::vector<int64_t>& ids) {
   std::string s;
-  for (size_t i = 0; i < ids.size(); ++i) s += (i ? "," : "") + std::to_string(ids[i]);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (i) s += ',';
+    s += std::to_string(ids[i]);
+  }
   return s;
 }
 
