@@ -36,6 +36,7 @@ const char* format_name(OutputFormat f) {
 WriterOptions writer_options(const QuantizeArgs& a) {
   WriterOptions o;
   o.external_data = a.external_data;
+  o.output_path = a.output;
   return o;
 }
 

@@ -28,6 +28,9 @@ class ModelWriter : public TensorSink {
 // Choices a format may offer beyond the plan.
 struct WriterOptions {
   bool external_data = false;  // ONNX: payloads in OUT.onnx.data (always past 2 GB)
+  // OUT, for planned_output_bytes: ONNX headers name the data file, so their size
+  // depends on it (make_writer has the path already).
+  std::string output_path;
 };
 
 // Output format from the extension: .wq, .safetensors, .gguf, .onnx. Throws Error otherwise.

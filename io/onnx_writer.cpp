@@ -238,7 +238,7 @@ class OnnxWriter final : public ModelWriter {
 }  // namespace
 
 uint64_t onnx_planned_bytes(const std::vector<TensorPlan>& plan, const OnnxReader& src, const WriterOptions& opts) {
-  const Layout l = make_layout("model.onnx", plan, src, opts);
+  const Layout l = make_layout(opts.output_path.empty() ? "model.onnx" : opts.output_path, plan, src, opts);
   return l.model_bytes + l.data_bytes;
 }
 

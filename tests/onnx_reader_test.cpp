@@ -188,6 +188,25 @@ TEST_F(OnnxReaderTest, StoresTheCodesOfTheSafetensorsWriter) {
   }
 }
 
+// --dry-run's size is the bytes written, data file included (its name is in every
+// external tensor's header, so the size depends on OUT's name).
+TEST_F(OnnxReaderTest, PlannedBytesAreTheBytesWritten) {
+  save_model(small_model(), dir_ + "/m.onnx");
+  for (const std::string extra : {"", " --external-data"}) {
+    const std::string out = dir_ + "/a-rather-long-output-name.onnx";
+    const CmdResult r = run(quote(WQUANT_BIN) + " quantize " + quote(dir_ + "/m.onnx") + " " + quote(out) +
+                            " --bits 4 --block 16 --hqq --force --json" + extra);
+    ASSERT_EQ(r.code, 0) << r.out;
+    const size_t at = r.out.find("\"planned_output_bytes\":");
+    ASSERT_NE(at, std::string::npos) << r.out;
+    const uint64_t planned = std::stoull(r.out.substr(at + 23));
+    uint64_t written = fs::file_size(out);
+    if (!extra.empty()) written += fs::file_size(out + ".data");
+    EXPECT_EQ(planned, written) << extra;
+    EXPECT_EQ(fs::exists(out + ".data"), !extra.empty());
+  }
+}
+
 TEST_F(OnnxReaderTest, TruncatedProtobufIsRefused) {
   save_model(small_model(), dir_ + "/full.onnx");
   std::ifstream f(dir_ + "/full.onnx", std::ios::binary);
