@@ -53,7 +53,7 @@ class Planner {
 
   OnnxOutPlan run() {
     o_.model = src_.model();
-    o_.matmulnbits.assign(plan_.size(), false);
+    o_.packed.assign(plan_.size(), false);
     o_.transposed.assign(plan_.size(), false);
     for (size_t pi = 0; pi < plan_.size(); ++pi) entry(pi);
     auto* g = o_.model.mutable_graph();
@@ -147,23 +147,26 @@ class Planner {
     // zero points take the standard-op form.
     const bool bits_ok = bits == 2 || bits == 4 || (bits == 8 && scheme == Scheme::MnnSym);
     const bool nbits = in.matmul_only && info.dtype == DType::F32 && bits_ok && pow2;
+    // GatherBlockQuantized's zero points are integers in the data's type: symmetric codes.
+    const bool gather = !nbits && in.gather_only && info.dtype == DType::F32 && (bits == 4 || bits == 8) &&
+                        scheme == Scheme::MnnSym && pow2;
     QuantizedTensor rq;
     rq.shape = p.shape;
     rq.spec = p.spec;
     rq.block = block;
     rq.scheme = scheme;
     rq.packed_row_bytes = (cols * size_t(bits) + 7) / 8;
-    if (nbits) {
-      rq.spec.fp16 = false;                                // MatMulNBits' scales have A's type
+    if (nbits || gather) {
+      rq.spec.fp16 = false;                                // the scales have the output's type
       if (scheme == Scheme::MnnAsym) rq.scheme = Scheme::Affine;  // min + q s stored as (q - z) s
     }
     nlohmann::json j = nlohmann::json::parse(quant_record_json(rq));
-    j["onnx_form"] = nbits ? kFormMatMulNBits : kFormDequant;
+    j["onnx_form"] = nbits ? kFormMatMulNBits : gather ? kFormGather : kFormDequant;
     j["transposed"] = in.transposed;
     auto* meta = o_.model.add_metadata_props();
     meta->set_key(kOnnxRecordPrefix + name);
     meta->set_value(j.dump());
-    o_.matmulnbits[pi] = nbits;
+    o_.packed[pi] = nbits || gather;
     auto add = [&](OnnxPiece piece, onnx::TensorProto h, uint64_t nbytes, std::string constant = {}) {
       OnnxOutInit o;
       o.plan_index = pi;
@@ -183,6 +186,24 @@ class Planner {
       if (has_zeros)
         add(OnnxPiece::Zeros, header_of(name + ".zeros", onnx::TensorProto::FLOAT, {int64_t(rows * nb)}), rows * nb * 4);
       rewrite_matmuls(name, rows, cols, block, bits, has_zeros);
+      return;
+    }
+    if (gather) {
+      any_nbits_ = true;
+      add(OnnxPiece::Codes, header_of(name + ".qweight", onnx::TensorProto::UINT8, {int64_t(rows), int64_t(rq.packed_row_bytes)}),
+          rows * rq.packed_row_bytes);
+      add(OnnxPiece::Scales, header_of(name + ".scales", onnx::TensorProto::FLOAT, {int64_t(rows), int64_t(nb)}), rows * nb * 4);
+      // 2^(b-1) for every block, packed as the data is (low nibble first for 4 bits).
+      const size_t zrow = (nb * size_t(bits) + 7) / 8;
+      std::string z(rows * zrow, '\0');
+      for (size_t r = 0; r < rows; ++r)
+        for (size_t b = 0; b < nb; ++b) {
+          const size_t bit = b * size_t(bits);
+          z[r * zrow + (bit >> 3)] = char(uint8_t(z[r * zrow + (bit >> 3)]) | uint8_t((1u << (bits - 1)) << (bit & 7)));
+        }
+      add(OnnxPiece::Constant, header_of(name + ".gather_zeros", onnx::TensorProto::UINT8, {int64_t(rows), int64_t(zrow)}),
+          z.size(), z);
+      rewrite_gathers(name, block, bits);
       return;
     }
     const int ptype = p.spec.fp16 ? onnx::TensorProto::FLOAT16 : onnx::TensorProto::FLOAT;
@@ -254,6 +275,25 @@ class Planner {
       last = t;
     }
     if (narrow) cast(last, name, onnx_type_of(dtype));
+  }
+
+  void rewrite_gathers(const std::string& name, size_t block, int bits) {
+    for (auto& n : *o_.model.mutable_graph()->mutable_node()) {
+      if (n.op_type() != "Gather" || n.input_size() != 2 || n.input(0) != name) continue;
+      const std::string indices = n.input(1);
+      n.clear_input();
+      n.add_input(name + ".qweight");
+      n.add_input(indices);
+      n.add_input(name + ".scales");
+      n.add_input(name + ".gather_zeros");
+      n.clear_attribute();  // Gather's axis is 0 (the reader checked): gather_axis below
+      n.set_op_type("GatherBlockQuantized");
+      n.set_domain("com.microsoft");
+      add_int(n, "gather_axis", 0);
+      add_int(n, "quantize_axis", 1);
+      add_int(n, "block_size", int64_t(block));
+      add_int(n, "bits", bits);
+    }
   }
 
   void rewrite_matmuls(const std::string& name, size_t rows, size_t cols, size_t block, int bits, bool has_zeros) {

@@ -35,7 +35,7 @@ struct OnnxOutInit {
 struct OnnxOutPlan {
   onnx::ModelProto model;            // without initializers
   std::vector<OnnxOutInit> inits;    // streaming order
-  std::vector<bool> matmulnbits;     // per plan entry: Quantize through MatMulNBits
+  std::vector<bool> packed;          // per plan entry: codes packed, f32 scales (MatMulNBits, GatherBlockQuantized)
   std::vector<bool> transposed;      // per plan entry: listed transposed (see onnx_reader.h)
 };
 

@@ -11,7 +11,7 @@ namespace wq {
 
 std::vector<size_t> OnnxQuantParts::all() const {
   std::vector<size_t> v;
-  for (size_t j : {codes, scales, zeros, shape, offset})
+  for (size_t j : {codes, scales, zeros, shape, offset, gather_zeros})
     if (j != kNone) v.push_back(j);
   return v;
 }
@@ -28,6 +28,7 @@ OnnxQuantParts find_quant_parts(const std::string& file, const std::string& name
   p.zeros = find(".zeros");
   p.shape = find(".dq_shape");
   p.offset = find(".dq_offset");
+  p.gather_zeros = find(".gather_zeros");
   if (p.codes == OnnxQuantParts::kNone) throw Error(file + ": " + name + ": the record has no " + name + ".qweight initializer");
   if (p.scales == OnnxQuantParts::kNone) throw Error(file + ": " + name + ": the record has no " + name + ".scales initializer");
   return p;
@@ -46,7 +47,7 @@ QuantizedTensor load_onnx_quantized(const std::string& file, const std::string& 
   const OnnxInitializer& codes = inits[parts.codes];
   const std::string at = file + ": " + name;
   if (codes.header.data_type() != onnx::TensorProto::UINT8) throw Error(at + ".qweight: is not uint8");
-  if (form == kFormMatMulNBits) {
+  if (form == kFormMatMulNBits || form == kFormGather) {
     if (codes.nbytes != q.rows * q.packed_row_bytes)
       throw Error(at + ".qweight: " + std::to_string(codes.nbytes) + " bytes, the record says " + std::to_string(q.rows * q.packed_row_bytes));
     q.packed.assign(codes.data, codes.data + codes.nbytes);

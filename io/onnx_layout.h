@@ -9,6 +9,10 @@
 //                point 2^(b-1) is MNN's symmetric code), f32 [N, k_blocks] (w = (q-z)s),
 //                or uint8 packed [N, ceil(k_blocks*bits/8)] when every z is an integer.
 //                Asymmetric min+scale is stored as z = -min/s (scheme "affine").
+//   "onnx_form": "GatherBlockQuantized" - a symmetric 4- or 8-bit embedding read only by
+//                Gather: codes packed as above [rows, cols * bits / 8], scales f32
+//                [rows, k_blocks], and zero points 2^(b-1) packed in uint8 (the same
+//                code as MNN's symmetric one, given rather than left to a default).
 //   "onnx_form": "dequant" - codes one per byte [rows, k_blocks, block], scales and zeros
 //                [rows, k_blocks, 1] (f16 with --fp16), and standard ops that compute
 //                the weight exactly as wquant's dequantization does, named NAME, in
@@ -33,15 +37,16 @@ inline constexpr const char* kOnnxVersionKey = "wquant.onnx_version";
 inline constexpr const char* kOnnxRecordPrefix = "wquant.quant.";
 inline constexpr const char* kFormMatMulNBits = "MatMulNBits";
 inline constexpr const char* kFormDequant = "dequant";
+inline constexpr const char* kFormGather = "GatherBlockQuantized";
 
 // The initializers of one quantized weight, as indices into the reader's list.
 struct OnnxQuantParts {
   static constexpr size_t kNone = SIZE_MAX;
-  size_t codes = kNone, scales = kNone, zeros = kNone, shape = kNone, offset = kNone;
+  size_t codes = kNone, scales = kNone, zeros = kNone, shape = kNone, offset = kNone, gather_zeros = kNone;
   std::vector<size_t> all() const;
 };
 
-// Finds NAME.qweight, .scales, .zeros, .dq_shape, .dq_offset; throws naming the file and
+// Finds NAME.qweight, .scales, .zeros, .dq_shape, .dq_offset, .gather_zeros; throws naming the file and
 // the weight when codes or scales are missing.
 OnnxQuantParts find_quant_parts(const std::string& file, const std::string& name,
                                 const std::map<std::string, size_t>& by_name,

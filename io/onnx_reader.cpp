@@ -60,6 +60,7 @@ struct Uses {
   int transposed = 0;  // of which MatMul B or Gemm B without transB ([K, N] stored)
   int other = 0;       // anything else (another input slot, a graph output, a subgraph)
   int matmul = 0;      // of which MatMul B
+  int gather = 0;      // of which Gather data
 };
 
 int64_t attr_int(const onnx::NodeProto& n, const char* name, int64_t dflt) {
@@ -88,6 +89,7 @@ void count_uses(const onnx::GraphProto& g, std::map<std::string, Uses>& uses) {
         ++it->second.weight;
       } else if (std_domain && k == 0 && op == "Gather" && attr_int(n, "axis", 0) == 0) {
         ++it->second.weight;
+        ++it->second.gather;
       } else {
         ++it->second.other;
       }
@@ -374,6 +376,7 @@ class OnnxReaderImpl final : public OnnxReader {
       in.weight = is_float && in.header.dims_size() >= 2 && u.weight > 0 && u.other == 0;
       in.transposed = in.weight && in.header.dims_size() == 2 && u.transposed == u.weight;
       in.matmul_only = in.transposed && u.matmul == u.weight;
+      in.gather_only = in.weight && in.header.dims_size() == 2 && u.gather == u.weight;
     }
   }
 

@@ -35,6 +35,7 @@ struct OnnxInitializer {
   bool weight = false;      // a candidate for quantization (see above)
   bool transposed = false;  // listed as the transpose of the stored 2-D tensor
   bool matmul_only = false; // every consumer is a MatMul (it may become MatMulNBits)
+  bool gather_only = false; // 2-D, every consumer a Gather (it may become GatherBlockQuantized)
 };
 
 class OnnxReader : public ModelReader {

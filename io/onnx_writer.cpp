@@ -151,7 +151,7 @@ class OnnxWriter final : public ModelWriter {
   // The payload of one output initializer, from the pipeline's result.
   std::string payload(const OnnxOutInit& o, const TensorResult& r) {
     const TensorPlan& p = *r.plan;
-    const bool nbits = l_.plan.matmulnbits[o.plan_index];
+    const bool nbits = l_.plan.packed[o.plan_index];
     switch (o.piece) {
       case OnnxPiece::Constant: return o.constant;
       case OnnxPiece::Raw: return std::string(reinterpret_cast<const char*>(r.data()), r.size());

@@ -207,6 +207,48 @@ TEST_F(OnnxReaderTest, PlannedBytesAreTheBytesWritten) {
   }
 }
 
+// An embedding read only by Gather: symmetric 4- and 8-bit become GatherBlockQuantized,
+// and onnxruntime gathers exactly wquant's dequantized rows; asymmetric takes standard ops.
+TEST_F(OnnxReaderTest, GatherOnlyEmbeddingRunsAsGatherBlockQuantized) {
+  if (const std::string why = ort_missing(); !why.empty()) GTEST_SKIP() << why;
+  onnx::ModelProto m;
+  m.set_ir_version(8);
+  m.add_opset_import()->set_version(17);
+  auto* g = m.mutable_graph();
+  g->set_name("embedding");
+  const std::vector<float> emb = ramp(40 * 128, 1.5f);
+  add_init(g, "emb.weight", onnx::TensorProto::FLOAT, {40, 128})->set_raw_data(emb.data(), emb.size() * 4);
+  add_node(g, "Gather", {"emb.weight", "input_ids"}, "logits");
+  auto* in = g->add_input();
+  in->set_name("input_ids");
+  in->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto::INT64);
+  auto* out = g->add_output();
+  out->set_name("logits");
+  out->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto::FLOAT);
+  save_model(m, dir_ + "/emb.onnx");
+  const std::vector<int64_t> ids = {3, 0, 39, 17, 3};
+  for (const auto& [flags, op] : std::vector<std::pair<std::string, std::string>>{
+           {"--bits 4 --block 32", "GatherBlockQuantized"}, {"--bits 8 --block 64", "GatherBlockQuantized"},
+           {"--bits 4", "GatherBlockQuantized"}, {"--bits 4 --block 32 --asym", "Reshape"}, {"--bits 3 --block 32", "Reshape"}}) {
+    SCOPED_TRACE(flags);
+    const std::string q = dir_ + "/q.onnx", d = dir_ + "/d.safetensors", w = quote(WQUANT_BIN);
+    CmdResult r = run(w + " quantize " + quote(dir_ + "/emb.onnx") + " " + quote(q) + " " + flags + " --force -q");
+    ASSERT_EQ(r.code, 0) << r.out;
+    bool found = false;
+    const onnx::ModelProto qm = load_model(q);
+    for (const auto& n : qm.graph().node()) found |= n.op_type() == op;
+    EXPECT_TRUE(found) << op;
+    r = run(w + " dequantize " + quote(q) + " " + quote(d) + " --force -q");
+    ASSERT_EQ(r.code, 0) << r.out;
+    std::unique_ptr<ModelReader> dq = open_model(d);
+    const std::vector<float> rows = read_f32(*dq, size_t(dq->find("emb.weight")));
+    std::vector<float> want;
+    for (int64_t id : ids) want.insert(want.end(), rows.begin() + id * 128, rows.begin() + (id + 1) * 128);
+    EXPECT_EQ(ort_logits(q, ids), want);
+    EXPECT_NE(want, std::vector<float>(emb.begin(), emb.begin() + long(want.size())));  // it was quantized
+  }
+}
+
 TEST_F(OnnxReaderTest, TruncatedProtobufIsRefused) {
   save_model(small_model(), dir_ + "/full.onnx");
   std::ifstream f(dir_ + "/full.onnx", std::ios::binary);
