@@ -92,6 +92,13 @@ Q5_1|Q8_0, default from --bits (4 -> Q4_0, 5 -> Q5_0, 8 -> Q8_0; with --asym/--h
 Q5_1). Blocks are always 32 weights. Tensors whose rows are not a multiple of 32 stay
 float, with a note.
 
+ONNX output (.onnx, needs an ONNX input, whose graph is rewritten): MatMul weights become
+com.microsoft MatMulNBits (2 and 4 bits, 8 bits symmetric; power-of-two blocks >= 16),
+symmetric 4/8-bit embeddings read only by Gather GatherBlockQuantized; every other
+quantized weight (other bits and blocks, Gemm, Conv) is stored as codes with standard ops
+that compute exactly wquant's dequantized weight. --external-data puts tensor data in
+OUT.data beside OUT (always when the model passes 2 GB).
+
 Params file (--params / --compressionParamsFile FILE), wquant's form:
   {"defaults": {"bits": 4, "block": 32, "asym": false, "hqq": false, "fp16": false,
                 "type": "Q4_0", "hqq_steps": 20, "hqq_p": 0.7, "hqq_beta": 10,
