@@ -1,6 +1,7 @@
 #include "io/onnx_graph.h"
 
 #include <cstring>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "engine/error.h"
@@ -63,6 +64,12 @@ class Planner {
     for (auto& n : front_) *nodes.Add() = std::move(n);
     for (auto& n : *g->mutable_node()) *nodes.Add() = std::move(n);
     g->mutable_node()->Swap(&nodes);
+    // Models of IR < 4 list initializers among the graph's inputs too; a weight that is
+    // now computed (or gone) must not stay an input the caller would have to feed.
+    google::protobuf::RepeatedPtrField<onnx::ValueInfoProto> inputs;
+    for (auto& v : *g->mutable_input())
+      if (!replaced_.count(v.name())) *inputs.Add() = std::move(v);
+    g->mutable_input()->Swap(&inputs);
     if (any_nbits_) {
       bool have = false;
       for (const auto& op : o_.model.opset_import()) have |= op.domain() == "com.microsoft";
@@ -124,6 +131,7 @@ class Planner {
     o.header = clean(in.header);
     o.nbytes = uint64_t(checked_numel(p.name, info.shape)) * dtype_size(p.out_dtype);
     if (p.out_dtype != info.dtype) {
+      replaced_.insert(in.header.name());
       // Stored narrower (--fp16): a Cast gives the graph the type it was built for.
       const std::string stored = in.header.name() + "." + dtype_name(p.out_dtype);
       o.header.set_name(stored);
@@ -137,6 +145,7 @@ class Planner {
 
   void quantized(size_t pi, const TensorPlan& p, const TensorInfo& info, const OnnxInitializer& in) {
     const std::string& name = in.header.name();
+    replaced_.insert(name);
     const MatrixDims d = matrix_dims(p.shape);
     const size_t rows = d.rows, cols = d.cols, block = p.block, nb = cols / block;
     const int bits = p.spec.bits;
@@ -320,6 +329,7 @@ class Planner {
   const OnnxReader& src_;
   OnnxOutPlan o_;
   std::vector<onnx::NodeProto> front_;
+  std::set<std::string> replaced_;  // initializers no longer stored under their name
   bool any_nbits_ = false;
 };
 
