@@ -76,7 +76,7 @@ struct Bound {
   bool pure = false, leave_output = false, allow_requantize = false;
   int threads = 0;
   bool quiet = false, verbose = false, json = false;
-  bool dry_run = false, force = false;
+  bool dry_run = false, force = false, external_data = false;
   size_t top = 0;
 };
 
@@ -164,7 +164,7 @@ void build(Options& o, Bound& b) {
                    ->type_name("block|tensor");
   o.fp16 = q->add_flag("--fp16", b.fp16, "Store scales, zeros and kept-float tensors as f16");
   o.format = q->add_option("--format", b.format, "Output format (default: from OUT's extension)")
-                 ->type_name("wq|safetensors|gguf");
+                 ->type_name("wq|safetensors|gguf|onnx");
   o.type = q->add_option("--type", b.type,
                           "GGUF type or llama-quantize mix: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q2_K_S, Q3_K_S, "
                           "Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, IQ4_NL, IQ4_XS, F16, BF16 (default: "
@@ -211,6 +211,8 @@ void build(Options& o, Bound& b) {
   o.biz_code = q->add_option("--bizCode", b.biz_code, "MNNConvert's model flag: accepted and ignored")->type_name("CODE");
   add_run(q, b, "Force the kernels' ISA (default: the best this CPU runs, or WQUANT_ISA)");
   q->add_flag("--dry-run", b.dry_run, "Print the plan and the exact output size; write nothing");
+  q->add_flag("--external-data", b.external_data,
+              "ONNX output: tensor data in OUT.data beside OUT (always when the model passes 2 GB)");
   q->add_flag("--force", b.force, "Replace OUT if it exists (never the input itself)");
   add_verbosity(q, b);
   q->footer(quantize_footer());
@@ -292,7 +294,8 @@ OutputFormat parse_format(const std::string& text) {
   if (s == "wq") return OutputFormat::Wq;
   if (s == "safetensors") return OutputFormat::Safetensors;
   if (s == "gguf") return OutputFormat::Gguf;
-  throw usage("--format: expected wq, safetensors or gguf, got '" + text + "'");
+  if (s == "onnx") return OutputFormat::Onnx;
+  throw usage("--format: expected wq, safetensors, gguf or onnx, got '" + text + "'");
 }
 
 // The positional arguments given (CLI11 fills them in order).
@@ -465,6 +468,7 @@ void fill_quantize(const Options& o, const Bound& b, const MnnNormalised& norm, 
   a.run = run_settings(o.quantize, b);
   if (a.positional_threads) a.run.threads = *a.positional_threads;
   a.dry_run = b.dry_run;
+  a.external_data = b.external_data;
   a.force = b.force;
 }
 

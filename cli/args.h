@@ -58,6 +58,7 @@ struct QuantizeArgs {
   GgufArgs gguf;
   bool dry_run = false;
   bool force = false;
+  bool external_data = false;          // --external-data (ONNX output)
 };
 
 struct InspectArgs {

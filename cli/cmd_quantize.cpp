@@ -34,8 +34,17 @@ const char* format_name(OutputFormat f) {
     case OutputFormat::Wq: return "wq";
     case OutputFormat::Safetensors: return "safetensors";
     case OutputFormat::Gguf: return "gguf";
+    case OutputFormat::Onnx: return "onnx";
   }
   return "?";
+}
+
+WriterOptions writer_options(const QuantizeArgs& a, const GgufOutputKeys& gguf_keys) {
+  WriterOptions o;
+  o.external_data = a.external_data;
+  o.output_path = a.output;
+  o.gguf_keys = gguf_keys;
+  return o;
 }
 
 OutputFormat output_format(const QuantizeArgs& a) {
@@ -43,7 +52,7 @@ OutputFormat output_format(const QuantizeArgs& a) {
   try {
     return format_from_path(a.output);
   } catch (const Error& e) {
-    throw Error(std::string(e.what()) + " (name OUT .wq, .safetensors or .gguf, or pass --format)", ErrorKind::Usage);
+    throw Error(std::string(e.what()) + " (name OUT .wq, .safetensors, .gguf or .onnx, or pass --format)", ErrorKind::Usage);
   }
 }
 
@@ -146,7 +155,10 @@ Setup prepare(const QuantizeArgs& a, Console& con) {
                   " float.safetensors' first and quantize that");
     }
   }
+  // Files the reader found it reads (ONNX external data) are inputs too.
+  for (const std::string& f : s.reader->data_files()) s.inputs.push_back(f);
   if (!a.dry_run) check_output_path(a.output, s.inputs, a.force);
+  if (!a.dry_run && s.format == OutputFormat::Onnx) check_output_path(a.output + ".data", s.inputs, a.force);
   // The params file to write must be writable too, before any work: it is written before
   // OUT is committed, so a run never ends with OUT in place but its parameters lost.
   if (!a.dry_run && !s.params_to_write.empty()) check_output_path(s.params_to_write, s.inputs, false);
@@ -203,7 +215,7 @@ Setup prepare(const QuantizeArgs& a, Console& con) {
     con.warn("--allow-requantize: " + std::to_string(requantized) + " tensors already in llama.cpp blocks are "
              "dequantized and quantized again, which loses more than quantizing the float model");
   }
-  s.planned_bytes = naming_file(a.output, {a.output}, [&] { return planned_output_bytes(s.plan, infos, s.format, *s.reader, s.gguf_keys); });
+  s.planned_bytes = naming_file(a.output, {a.output}, [&] { return planned_output_bytes(s.plan, infos, s.format, *s.reader, writer_options(a, s.gguf_keys)); });
   return s;
 }
 
@@ -377,7 +389,7 @@ int run_quantize(const QuantizeArgs& a, Console& con) {
 
   Scheduler sched(a.run.threads);
   con.detail(std::string("isa ") + isa_name(isa) + ", " + std::to_string(sched.threads()) + " threads");
-  std::unique_ptr<ModelWriter> writer = make_writer(a.output, s.format, s.plan, *s.reader, s.gguf_keys);
+  std::unique_ptr<ModelWriter> writer = make_writer(a.output, s.format, s.plan, *s.reader, writer_options(a, s.gguf_keys));
   RunResult r;
   r.threads = sched.threads();
   {

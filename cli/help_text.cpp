@@ -98,6 +98,13 @@ PATTERN=T, --imatrix FILE (llama-imatrix's .dat or GGUF; --include-weights /
 --exclude-weights NAME pick its entries), --allow-requantize. Where llama-quantize aborts
 (a row no block of a legacy type fits) the tensor stays float, with a note.
 
+ONNX output (.onnx, needs an ONNX input, whose graph is rewritten): MatMul weights become
+com.microsoft MatMulNBits (2 and 4 bits, 8 bits symmetric; power-of-two blocks >= 16),
+symmetric 4/8-bit embeddings read only by Gather GatherBlockQuantized; every other
+quantized weight (other bits and blocks, Gemm, Conv) is stored as codes with standard ops
+that compute exactly wquant's dequantized weight. --external-data puts tensor data in
+OUT.data beside OUT (always when the model passes 2 GB).
+
 Params file (--params / --compressionParamsFile FILE), wquant's form:
   {"defaults": {"bits": 4, "block": 32, "asym": false, "hqq": false, "fp16": false,
                 "type": "Q4_0", "hqq_steps": 20, "hqq_p": 0.7, "hqq_beta": 10,

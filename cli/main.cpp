@@ -13,6 +13,9 @@
 #include "cli/exit_codes.h"
 #include "cli/run_support.h"
 #include "engine/error.h"
+#ifdef WQUANT_HAVE_ONNX
+#include "io/onnx_support.h"
+#endif
 
 namespace {
 
@@ -51,6 +54,9 @@ int main(int argc, char** argv) {
   mallopt(M_MMAP_THRESHOLD, 1 << 30);
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
   install_interrupt_handlers();
+#ifdef WQUANT_HAVE_ONNX
+  wq::enable_onnx();
+#endif
   try {
     return run(parse_command_line(std::vector<std::string>(argv + 1, argv + argc)));
   } catch (const wq::Error& e) {

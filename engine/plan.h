@@ -74,7 +74,7 @@ struct TensorRule {
   std::optional<GgmlType> gguf_type = std::nullopt;  // GGUF output: this tensor's type, any the output can hold
 };
 
-enum class OutputFormat : uint8_t { Wq, Safetensors, Gguf };
+enum class OutputFormat : uint8_t { Wq, Safetensors, Gguf, Onnx };  // Onnx: io/onnx_hooks.h
 
 struct MixOptions;  // engine/gguf_mix.h
 struct MixModel;

@@ -11,6 +11,7 @@
 #include "io/gguf_format.h"
 #include "io/gguf_reader.h"
 #include "io/gguf_split_reader.h"
+#include "io/onnx_hooks.h"
 #include "io/safetensors_reader.h"
 #include "io/wq_reader.h"
 #include "kernels/ggml_types.h"
@@ -63,7 +64,8 @@ std::unique_ptr<ModelReader> open_model(const std::string& path) {
   if (p.size() >= 5 && p.compare(p.size() - 5, 5, ".json") == 0) return open_safetensors(p);
   if (n > 0 && looks_like_safetensors(head, size_t(n), size)) return open_safetensors(p);
   if (size == 0) throw Error(path + ": is empty");
-  throw Error(path + ": is not a model wquant reads (safetensors, GGUF, .wq): unrecognised content");
+  if (const OnnxHooks* onnx = onnx_hooks(); onnx && onnx->sniff(p, head, size_t(n > 0 ? n : 0))) return onnx->open(p);
+  throw Error(path + ": is not a model wquant reads (safetensors, GGUF, .wq, ONNX): unrecognised content");
 }
 
 }  // namespace wq

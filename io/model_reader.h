@@ -35,6 +35,9 @@ class ModelReader : public TensorSource {
   // The file's free-form string metadata (safetensors' __metadata__); empty where the
   // format has none.
   virtual std::map<std::string, std::string> string_metadata() const { return {}; }
+  // Files besides path() that tensor data is read from (ONNX external data); output must
+  // never replace one.
+  virtual std::vector<std::string> data_files() const { return {}; }
 
   // Stored record of a wquant-quantized tensor (kind == Quantized), scales and zeros as
   // stored (TensorSource::load_quantized). Throws otherwise, naming the file.

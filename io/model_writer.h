@@ -26,17 +26,27 @@ class ModelWriter : public TensorSink {
   virtual const std::string& temp_path() const = 0;
 };
 
-// Output format from the extension: .wq, .safetensors, .gguf. Throws Error otherwise.
+// Choices a format may offer beyond the plan.
+struct WriterOptions {
+  bool external_data = false;  // ONNX: payloads in OUT.onnx.data (always past 2 GB)
+  // OUT, for planned_output_bytes: ONNX headers name the data file, so their size
+  // depends on it (make_writer has the path already).
+  std::string output_path;
+  GgufOutputKeys gguf_keys;  // GGUF: llama-quantize's keys on top of the source's
+};
+
+// Output format from the extension: .wq, .safetensors, .gguf, .onnx. Throws Error otherwise.
 OutputFormat format_from_path(const std::string& path);
 
 // Exact output size of a plan in the given format (for --dry-run and disk checks).
 uint64_t planned_output_bytes(const std::vector<TensorPlan>& plan, const std::vector<TensorInfo>& infos,
-                              OutputFormat format, const ModelReader& source, const GgufOutputKeys& gguf_keys = {});
+                              OutputFormat format, const ModelReader& source, const WriterOptions& opts = {});
 
 // Creates the writer. GGUF output copies every metadata key of a GGUF source (and
-// sets llama-quantize's keys, gguf_keys); it needs a GGUF source.
+// sets llama-quantize's keys, opts.gguf_keys); it needs a GGUF source. ONNX output needs an ONNX source
+// (the graph it rewrites) and a program with ONNX support (io/onnx_hooks.h).
 std::unique_ptr<ModelWriter> make_writer(const std::string& path, OutputFormat format,
                                          const std::vector<TensorPlan>& plan, const ModelReader& source,
-                                         const GgufOutputKeys& gguf_keys = {});
+                                         const WriterOptions& opts = {});
 
 }  // namespace wq

@@ -9,7 +9,8 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 host_pkgs=(build-essential cmake ninja-build pkg-config
   libxsimd-dev libtbb-dev libhwy-dev libflatbuffers-dev flatbuffers-compiler
   libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev
-  g++-aarch64-linux-gnu qemu-user python3 time lld)
+  g++-aarch64-linux-gnu qemu-user python3 time lld
+  libonnx-dev libprotobuf-dev)
 arm_pkgs=(libc6:arm64 libstdc++6:arm64 libtbb-dev:arm64 libhwy-dev:arm64 libgtest-dev:arm64 libgmock-dev:arm64
   libflatbuffers-dev:arm64 libstdc++-12-dev:arm64)
 
@@ -33,4 +34,18 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# onnxruntime-node for the ONNX runtime tests (tests/ort/package-lock.json pins it).
+# --ignore-scripts skips its post-install step, which downloads extra GPU binaries; the
+# CPU runtime ships in the package. Installed only when the lock's version is not there.
+# The machine's Node.js serves; Debian's is installed only where there is none.
+if ! command -v npm >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends nodejs npm
+fi
+ort_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/ort"
+ort_want=$(sed -n 's/.*"onnxruntime-node": "\([0-9.]*\)".*/\1/p' "$ort_dir/package.json")
+ort_have=$(sed -n 's/.*"version": "\([0-9.]*\)".*/\1/p' "$ort_dir/node_modules/onnxruntime-node/package.json" 2>/dev/null | head -1)
+if [ "$ort_have" != "$ort_want" ]; then
+  (cd "$ort_dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
 fi

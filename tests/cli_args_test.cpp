@@ -191,7 +191,7 @@ TEST(CliArgs, BadValuesAreUsageErrorsNamingTheFlag) {
   EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "Q4_K_M", "two"}), "THREADS"));
   EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "Q4_K_M", "2", "--threads", "2"}), "threads are given twice"));
   EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "Q4_K_M", "--type", "Q8_0"}), "type is given twice"));
-  EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--format", "onnx"}), "--format"));
+  EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--format", "tflite"}), "--format"));
   EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--hqq-p", "1.5", "--hqq"}), "p must be"));
   EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--hqq-steps", "-5"}), "steps"));
   EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--hqq", "--weightQuantAsymmetric", "0"}), "asymmetric"));

@@ -391,7 +391,9 @@ TEST_F(Cli, GgufOutputNeedsGgufInputAndTypeNeedsGguf) {
   EXPECT_TRUE(contains(r.err, "GGUF input")) << r.err;
   r = expect(2, {"quantize", src, path("x.wq"), "--type", "Q4_0"});
   EXPECT_TRUE(contains(r.err, "--type")) << r.err;
-  r = expect(2, {"quantize", src, path("x.onnx")});
+  r = expect(2, {"quantize", src, path("x.onnx")});  // ONNX output rewrites an ONNX input's graph
+  EXPECT_TRUE(contains(r.err, "ONNX output needs an ONNX model")) << r.err;
+  r = expect(2, {"quantize", src, path("x.tflite")});
   EXPECT_TRUE(contains(r.err, "--format")) << r.err;
   // --format overrides the extension.
   expect(0, {"quantize", src, path("x.bin"), "--format", "wq", "--quiet"});

@@ -1,0 +1,484 @@
+#include "io/onnx_reader.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <set>
+
+#include "engine/error.h"
+#include "io/mapped_file.h"
+#include "io/onnx_layout.h"
+#include "io/onnx_wire.h"
+#include "io/quant_record.h"
+#include "io/transpose.h"
+
+namespace wq {
+namespace {
+
+namespace fs = std::filesystem;
+using onnxwire::Field;
+
+// TensorProto field numbers (onnx.proto) of the payload, which the reader keeps out of
+// the header it hands to protobuf.
+constexpr uint32_t kFloatData = 4, kInt32Data = 5, kStringData = 6, kInt64Data = 7, kRawData = 9,
+                   kDoubleData = 10, kUint64Data = 11;
+constexpr uint32_t kModelGraph = 7, kGraphInitializer = 5;
+
+struct ElemType {
+  const char* name;
+  size_t size;  // 0: not a fixed-size element (strings)
+};
+
+// The element types of onnx.proto's TensorProto.DataType that 1.12 knows.
+bool elem_type(int t, ElemType* out) {
+  switch (t) {
+    case onnx::TensorProto::FLOAT: *out = {"F32", 4}; return true;
+    case onnx::TensorProto::UINT8: *out = {"U8", 1}; return true;
+    case onnx::TensorProto::INT8: *out = {"I8", 1}; return true;
+    case onnx::TensorProto::UINT16: *out = {"U16", 2}; return true;
+    case onnx::TensorProto::INT16: *out = {"I16", 2}; return true;
+    case onnx::TensorProto::INT32: *out = {"I32", 4}; return true;
+    case onnx::TensorProto::INT64: *out = {"I64", 8}; return true;
+    case onnx::TensorProto::STRING: *out = {"STRING", 0}; return true;
+    case onnx::TensorProto::BOOL: *out = {"BOOL", 1}; return true;
+    case onnx::TensorProto::FLOAT16: *out = {"F16", 2}; return true;
+    case onnx::TensorProto::DOUBLE: *out = {"F64", 8}; return true;
+    case onnx::TensorProto::UINT32: *out = {"U32", 4}; return true;
+    case onnx::TensorProto::UINT64: *out = {"U64", 8}; return true;
+    case onnx::TensorProto::BFLOAT16: *out = {"BF16", 2}; return true;
+    default: return false;
+  }
+}
+
+// Where each initializer is consumed, to tell weights from other constants.
+struct Uses {
+  int weight = 0;      // as MatMul/Gemm B, Conv W, Gather data
+  int transposed = 0;  // of which MatMul B or Gemm B without transB ([K, N] stored)
+  int other = 0;       // anything else (another input slot, a graph output, a subgraph)
+  int matmul = 0;      // of which MatMul B
+  int gather = 0;      // of which Gather data
+};
+
+int64_t attr_int(const onnx::NodeProto& n, const char* name, int64_t dflt) {
+  for (const auto& a : n.attribute())
+    if (a.name() == name) return a.i();
+  return dflt;
+}
+
+void count_subgraph_names(const onnx::GraphProto& g, std::map<std::string, Uses>& uses);
+
+void count_uses(const onnx::GraphProto& g, std::map<std::string, Uses>& uses) {
+  for (const onnx::NodeProto& n : g.node()) {
+    const bool std_domain = n.domain().empty() || n.domain() == "ai.onnx";
+    for (int k = 0; k < n.input_size(); ++k) {
+      const auto it = uses.find(n.input(k));
+      if (it == uses.end()) continue;
+      const std::string& op = n.op_type();
+      if (std_domain && k == 1 && op == "MatMul") {
+        ++it->second.weight;
+        ++it->second.transposed;
+        ++it->second.matmul;
+      } else if (std_domain && k == 1 && op == "Gemm") {
+        ++it->second.weight;
+        if (attr_int(n, "transB", 0) == 0) ++it->second.transposed;
+      } else if (std_domain && k == 1 && op == "Conv") {
+        ++it->second.weight;
+      } else if (std_domain && k == 0 && op == "Gather" && attr_int(n, "axis", 0) == 0) {
+        ++it->second.weight;
+        ++it->second.gather;
+      } else {
+        ++it->second.other;
+      }
+    }
+    for (const auto& a : n.attribute()) {
+      if (a.has_g()) count_subgraph_names(a.g(), uses);
+      for (const auto& sg : a.graphs()) count_subgraph_names(sg, uses);
+    }
+  }
+  for (const auto& o : g.output()) {
+    const auto it = uses.find(o.name());
+    if (it != uses.end()) ++it->second.other;
+  }
+}
+
+// A subgraph may read an outer initializer by name: any such read is an "other" use.
+void count_subgraph_names(const onnx::GraphProto& g, std::map<std::string, Uses>& uses) {
+  std::map<std::string, Uses> inner;
+  for (const auto& [name, u] : uses) inner.emplace(name, Uses{});
+  count_uses(g, inner);
+  for (const auto& [name, u] : inner) uses[name].other += u.weight + u.other;
+}
+
+bool has_dotdot(const fs::path& p) {
+  for (const auto& part : p)
+    if (part == "..") return true;
+  return false;
+}
+
+class OnnxReaderImpl final : public OnnxReader {
+ public:
+  explicit OnnxReaderImpl(const std::string& path) : path_(path), file_(path) {
+    dir_ = fs::path(path).parent_path();
+    if (dir_.empty()) dir_ = ".";
+    std::error_code ec;
+    dir_real_ = fs::weakly_canonical(dir_, ec);
+    if (ec) throw Error(path_ + ": cannot resolve the model's folder: " + ec.message());
+    parse();
+  }
+
+  const char* format() const override { return "onnx"; }
+  const std::string& path() const override { return path_; }
+  const std::vector<TensorInfo>& tensors() const override { return infos_; }
+  std::map<std::string, std::string> string_metadata() const override {
+    std::map<std::string, std::string> m;
+    for (const auto& p : model_.metadata_props()) m[p.key()] = p.value();
+    return m;
+  }
+  std::vector<std::string> data_files() const override {
+    std::vector<std::string> v;
+    for (const auto& [file, map] : externals_) v.push_back(file);
+    return v;
+  }
+  const onnx::ModelProto& model() const override { return model_; }
+  const std::vector<OnnxInitializer>& initializers() const override { return inits_; }
+  size_t initializer_of(size_t i) const override { return entries_.at(i).init; }
+
+  TensorView view(size_t i) override {
+    const Entry& e = entries_.at(i);
+    const TensorInfo& info = infos_[i];
+    if (info.kind != StoredKind::Float) throw Error(path_ + ": " + info.name + ": is " + info.type_name + ", not a float tensor");
+    const OnnxInitializer& in = inits_[e.init];
+    TensorView v;
+    v.name = info.name;
+    v.shape = info.shape;
+    v.dtype = info.dtype;
+    v.nbytes = info.nbytes;
+    v.data = in.data;
+    const size_t es = dtype_size(info.dtype);
+    if (in.transposed || reinterpret_cast<uintptr_t>(in.data) % es != 0) {
+      // A transposed weight (MatMul's [K, N] listed as [N, K]) or a misaligned payload
+      // (an embedded raw_data sits wherever protobuf put it): one copy, dropped on
+      // release(), so no kernel reads through a misaligned pointer.
+      // Filled outside the lock: other threads read and transpose their own tensors.
+      std::vector<uint8_t> c(in.nbytes);
+      if (in.transposed) {
+        // Stored [K, N], listed [N, K].
+        transpose_2d(in.data, size_t(info.shape[1]), size_t(info.shape[0]), es, c.data());
+      } else {
+        std::memcpy(c.data(), in.data, in.nbytes);
+      }
+      v.data = c.data();  // the buffer moves into the map; its heap block stays put
+      std::lock_guard<std::mutex> lock(copies_mutex_);
+      copies_[i] = std::move(c);
+    }
+    return v;
+  }
+
+  const uint8_t* raw(size_t i, size_t* nbytes) override {
+    const Entry& e = entries_.at(i);
+    *nbytes = inits_[e.init].nbytes;
+    return inits_[e.init].data;
+  }
+
+  void release(size_t i) override {
+    {
+      std::lock_guard<std::mutex> lock(copies_mutex_);
+      copies_.erase(i);
+    }
+    // Drop the payload's pages too, so streaming a large model keeps the resident set
+    // near the tensors in flight.
+    const OnnxInitializer& in = inits_[entries_.at(i).init];
+    auto drop = [&](const MappedFile& f) {
+      if (in.data >= f.data() && in.data < f.data() + f.size()) f.release(uint64_t(in.data - f.data()), in.nbytes);
+    };
+    drop(file_);
+    for (const auto& [path, f] : externals_) drop(*f);
+  }
+
+  QuantizedTensor load_quantized(size_t i) override {
+    const Entry& e = entries_.at(i);
+    if (infos_[i].kind != StoredKind::Quantized) return ModelReader::load_quantized(i);
+    return load_onnx_quantized(path_, infos_[i].name, e.record, e.parts, inits_);
+  }
+
+ private:
+  struct Entry {
+    size_t init = 0;
+    std::string record;        // Quantized: its record
+    OnnxQuantParts parts;      // Quantized: its initializers
+  };
+
+  void parse() {
+    const std::string what = path_;
+    if (file_.size() == 0) throw Error(path_ + ": is empty");
+    std::string model_rest;
+    const Field* graph = nullptr;
+    const std::vector<Field> top = onnxwire::fields(file_.data(), file_.size(), what);
+    for (const Field& f : top) {
+      if (f.number == kModelGraph && f.type == onnxwire::kLen) {
+        if (graph) throw Error(path_ + ": two graphs in one model");
+        graph = &f;
+      } else {
+        model_rest.append(reinterpret_cast<const char*>(f.whole), f.whole_len);
+      }
+    }
+    if (!model_.ParseFromString(model_rest)) throw Error(path_ + ": is not an ONNX model (the ModelProto does not parse)");
+    if (!graph) throw Error(path_ + ": the model has no graph");
+    if (model_.ir_version() <= 0) throw Error(path_ + ": is not an ONNX model (no ir_version)");
+    std::string graph_rest;
+    std::vector<Field> init_fields;
+    for (const Field& f : onnxwire::fields(graph->data, graph->len, path_ + ": graph")) {
+      if (f.number == kGraphInitializer && f.type == onnxwire::kLen) init_fields.push_back(f);
+      else graph_rest.append(reinterpret_cast<const char*>(f.whole), f.whole_len);
+    }
+    if (!model_.mutable_graph()->ParseFromString(graph_rest)) throw Error(path_ + ": the graph does not parse");
+    std::set<std::string> names;
+    for (const Field& f : init_fields) {
+      inits_.push_back(parse_initializer(f));
+      if (!names.insert(inits_.back().header.name()).second)
+        throw Error(path_ + ": " + inits_.back().header.name() + ": two initializers have this name");
+    }
+    check_external_overlaps();
+    classify();
+    list_tensors();
+  }
+
+  OnnxInitializer parse_initializer(const Field& f) {
+    OnnxInitializer in;
+    std::string header;
+    std::vector<const Field*> payload;
+    const std::vector<Field> tf = onnxwire::fields(f.data, f.len, path_ + ": initializer #" + std::to_string(inits_.size()));
+    for (const Field& x : tf) {
+      const bool is_payload = x.number == kFloatData || x.number == kInt32Data || x.number == kInt64Data ||
+                              x.number == kRawData || x.number == kDoubleData || x.number == kUint64Data;
+      if (is_payload) payload.push_back(&x);
+      else header.append(reinterpret_cast<const char*>(x.whole), x.whole_len);
+    }
+    if (!in.header.ParseFromString(header)) throw Error(path_ + ": initializer #" + std::to_string(inits_.size()) + ": its TensorProto does not parse");
+    const std::string at = path_ + ": " + in.header.name();
+    if (in.header.name().empty()) throw Error(path_ + ": initializer #" + std::to_string(inits_.size()) + ": has no name");
+    if (in.header.has_segment()) throw Error(at + ": segmented tensors are not supported");
+    ElemType et{};
+    if (!elem_type(in.header.data_type(), &et)) throw Error(at + ": data type " + std::to_string(in.header.data_type()) + " is not one wquant reads");
+    std::vector<int64_t> shape(in.header.dims().begin(), in.header.dims().end());
+    const size_t numel = checked_numel(at, shape);
+    if (et.size == 0) {  // strings: kept verbatim, no payload to validate beyond protobuf's
+      in.verbatim.assign(reinterpret_cast<const char*>(f.data), f.len);
+      return in;
+    }
+    if (numel > UINT64_MAX / et.size) throw Error(at + ": shape overflows");
+    const uint64_t expect = uint64_t(numel) * et.size;
+    if (in.header.data_location() == onnx::TensorProto::EXTERNAL) {
+      if (!payload.empty()) throw Error(at + ": external data and an embedded payload at once");
+      map_external(in, expect);
+      return in;
+    }
+    if (payload.size() > 1) throw Error(at + ": more than one payload field");
+    if (payload.empty()) {
+      if (expect != 0) throw Error(at + ": no data for " + std::to_string(numel) + " elements");
+      return in;
+    }
+    const Field& p = *payload[0];
+    if (p.type != onnxwire::kLen) throw Error(at + ": payload field " + std::to_string(p.number) + " is not packed");
+    const int t = in.header.data_type();
+    auto count_mismatch = [&](uint64_t have) {
+      return Error(at + ": holds " + std::to_string(have) + " elements, the shape says " + std::to_string(numel));
+    };
+    if (p.number == kRawData || (p.number == kFloatData && t == onnx::TensorProto::FLOAT) ||
+        (p.number == kDoubleData && t == onnx::TensorProto::DOUBLE)) {
+      // Packed floats and doubles are the little-endian elements themselves.
+      if (p.len != expect) {
+        if (p.number == kRawData) throw Error(at + ": raw_data has " + std::to_string(p.len) + " bytes, the shape and type need " + std::to_string(expect));
+        throw count_mismatch(p.len / et.size);
+      }
+      in.data = p.data;
+      in.nbytes = expect;
+      return in;
+    }
+    const bool int32_field = p.number == kInt32Data &&
+                             (t == onnx::TensorProto::INT32 || t == onnx::TensorProto::INT16 || t == onnx::TensorProto::INT8 ||
+                              t == onnx::TensorProto::UINT16 || t == onnx::TensorProto::UINT8 || t == onnx::TensorProto::BOOL ||
+                              t == onnx::TensorProto::FLOAT16 || t == onnx::TensorProto::BFLOAT16);
+    const bool int64_field = p.number == kInt64Data && t == onnx::TensorProto::INT64;
+    const bool uint64_field = p.number == kUint64Data && (t == onnx::TensorProto::UINT32 || t == onnx::TensorProto::UINT64);
+    if (!int32_field && !int64_field && !uint64_field)
+      throw Error(at + ": payload field " + std::to_string(p.number) + " does not hold " + et.name + " elements");
+    const std::vector<uint64_t> v = onnxwire::packed_varints(p.data, p.len, at);
+    if (v.size() != numel) throw count_mismatch(v.size());
+    std::vector<uint8_t>& owned = decoded_.emplace_back(expect);
+    for (size_t k = 0; k < numel; ++k) std::memcpy(&owned[k * et.size], &v[k], et.size);  // little-endian low bytes
+    in.data = owned.data();
+    in.nbytes = expect;
+    return in;
+  }
+
+  void map_external(OnnxInitializer& in, uint64_t expect) {
+    const std::string at = path_ + ": " + in.header.name();
+    std::string location;
+    uint64_t offset = 0, length = UINT64_MAX;
+    auto number = [&](const std::string& key, const std::string& s) {
+      if (s.empty() || s.size() > 19 || s.find_first_not_of("0123456789") != std::string::npos)
+        throw Error(at + ": external data " + key + " \"" + s + "\" is not a number");
+      return uint64_t(std::stoull(s));
+    };
+    for (const auto& kv : in.header.external_data()) {
+      if (kv.key() == "location") location = kv.value();
+      else if (kv.key() == "offset") offset = number("offset", kv.value());
+      else if (kv.key() == "length") length = number("length", kv.value());
+    }
+    if (location.empty()) throw Error(at + ": external data without a location");
+    const fs::path loc(location);
+    if (loc.is_absolute() || has_dotdot(loc) || location.find('\0') != std::string::npos)
+      throw Error(at + ": external data location \"" + location + "\" is outside the model's folder");
+    const fs::path full = dir_ / loc;
+    std::error_code ec;
+    const fs::path real = fs::canonical(full, ec);
+    if (ec) throw Error(at + ": external data file " + full.string() + ": " + ec.message());
+    const std::string rs = real.string(), ds = dir_real_.string();
+    if (rs.compare(0, ds.size(), ds) != 0 || (rs.size() > ds.size() && rs[ds.size()] != '/' && ds != "/"))
+      throw Error(at + ": external data location \"" + location + "\" resolves outside the model's folder");
+    if (length == UINT64_MAX) length = expect;
+    if (length != expect) throw Error(at + ": external data length " + std::to_string(length) + ", the shape and type need " + std::to_string(expect));
+    auto it = externals_.find(rs);
+    if (it == externals_.end()) it = externals_.emplace(rs, std::make_unique<MappedFile>(rs)).first;
+    const MappedFile& m = *it->second;
+    if (!m.contains(offset, length))
+      throw Error(at + ": external data [" + std::to_string(offset) + ", +" + std::to_string(length) + ") is past the end of " + location + " (" + std::to_string(m.size()) + " bytes)");
+    in.data = m.span(offset, length, in.header.name());
+    in.nbytes = length;
+    ranges_.push_back({rs, offset, length, in.header.name()});
+  }
+
+  void check_external_overlaps() {
+    std::sort(ranges_.begin(), ranges_.end(), [](const Range& a, const Range& b) {
+      return a.file != b.file ? a.file < b.file : a.offset < b.offset;
+    });
+    for (size_t k = 1; k < ranges_.size(); ++k) {
+      const Range& a = ranges_[k - 1];
+      const Range& b = ranges_[k];
+      if (a.file == b.file && a.len > 0 && b.len > 0 && b.offset < a.offset + a.len)
+        throw Error(path_ + ": " + b.name + ": external data overlaps that of " + a.name);
+    }
+  }
+
+  void classify() {
+    std::map<std::string, Uses> uses;
+    for (const OnnxInitializer& in : inits_) uses.emplace(in.header.name(), Uses{});
+    count_uses(model_.graph(), uses);
+    for (OnnxInitializer& in : inits_) {
+      const Uses& u = uses[in.header.name()];
+      const int t = in.header.data_type();
+      const bool is_float = t == onnx::TensorProto::FLOAT || t == onnx::TensorProto::FLOAT16 || t == onnx::TensorProto::BFLOAT16;
+      in.weight = is_float && in.header.dims_size() >= 2 && u.weight > 0 && u.other == 0;
+      in.transposed = in.weight && in.header.dims_size() == 2 && u.transposed == u.weight;
+      in.matmul_only = in.transposed && u.matmul == u.weight;
+      in.gather_only = in.weight && in.header.dims_size() == 2 && u.gather == u.weight;
+    }
+  }
+
+  void list_tensors() {
+    const auto meta = string_metadata();
+    const bool ours = meta.count(kOnnxVersionKey) > 0;
+    if (ours && meta.at(kOnnxVersionKey) != "1")
+      throw Error(path_ + ": " + kOnnxVersionKey + " \"" + meta.at(kOnnxVersionKey) + "\" is not supported (this wquant reads 1)");
+    std::map<std::string, size_t> by_name;
+    for (size_t j = 0; j < inits_.size(); ++j) by_name[inits_[j].header.name()] = j;
+    std::set<size_t> owned;  // initializers that belong to a quantized weight
+    std::map<size_t, Entry> quantized_at;  // by the index of its codes
+    std::map<size_t, TensorInfo> quantized_info;
+    if (ours) {
+      for (const auto& [key, value] : meta) {
+        if (key.rfind(kOnnxRecordPrefix, 0) != 0) continue;
+        const std::string name = key.substr(std::strlen(kOnnxRecordPrefix));
+        const QuantizedTensor q = parse_quant_record(value, name, path_);
+        Entry e;
+        e.record = value;
+        e.parts = find_quant_parts(path_, name, by_name, inits_);
+        TensorInfo info;
+        info.name = name;
+        info.shape = q.shape;
+        info.kind = StoredKind::Quantized;
+        info.type_name = "wq" + std::to_string(q.spec.bits);
+        for (size_t j : e.parts.all()) {
+          owned.insert(j);
+          info.nbytes += inits_[j].nbytes;
+        }
+        e.init = e.parts.codes;
+        quantized_info[e.init] = info;
+        quantized_at[e.init] = e;
+      }
+    }
+    for (size_t j = 0; j < inits_.size(); ++j) {
+      if (quantized_at.count(j)) {
+        entries_.push_back(quantized_at[j]);
+        infos_.push_back(quantized_info[j]);
+        continue;
+      }
+      if (owned.count(j)) continue;
+      const OnnxInitializer& in = inits_[j];
+      TensorInfo info;
+      info.name = in.header.name();
+      info.shape.assign(in.header.dims().begin(), in.header.dims().end());
+      if (in.transposed) std::swap(info.shape[0], info.shape[1]);
+      ElemType et{};
+      elem_type(in.header.data_type(), &et);
+      info.type_name = et.name;
+      info.nbytes = in.nbytes;
+      info.kind = StoredKind::Other;
+      if (in.weight) {
+        info.kind = StoredKind::Float;
+        const int t = in.header.data_type();
+        info.dtype = t == onnx::TensorProto::FLOAT ? DType::F32 : t == onnx::TensorProto::FLOAT16 ? DType::F16 : DType::BF16;
+      }
+      Entry e;
+      e.init = j;
+      entries_.push_back(e);
+      infos_.push_back(info);
+    }
+  }
+
+  struct Range {
+    std::string file;
+    uint64_t offset, len;
+    std::string name;
+  };
+
+  std::string path_;
+  MappedFile file_;
+  fs::path dir_, dir_real_;
+  onnx::ModelProto model_;
+  std::vector<OnnxInitializer> inits_;
+  std::vector<std::vector<uint8_t>> decoded_;  // typed payloads as little-endian elements
+  std::map<std::string, std::unique_ptr<MappedFile>> externals_;
+  std::vector<Range> ranges_;
+  std::vector<Entry> entries_;
+  std::vector<TensorInfo> infos_;
+  std::mutex copies_mutex_;
+  std::map<size_t, std::vector<uint8_t>> copies_;
+};
+
+}  // namespace
+
+std::unique_ptr<OnnxReader> open_onnx(const std::string& path) { return std::make_unique<OnnxReaderImpl>(path); }
+
+bool looks_like_onnx(const std::string& path, const uint8_t* head, size_t n) {
+  const std::string ext = ".onnx";
+  if (path.size() > ext.size() && path.compare(path.size() - ext.size(), ext.size(), ext) == 0) return true;
+  // ModelProto starts with ir_version (field 1, varint): key 0x08, then a small version.
+  return n >= 2 && head[0] == 0x08 && head[1] >= 1 && head[1] < 0x40;
+}
+
+int onnx_type_of(DType t) {
+  switch (t) {
+    case DType::F32: return onnx::TensorProto::FLOAT;
+    case DType::F16: return onnx::TensorProto::FLOAT16;
+    case DType::BF16: return onnx::TensorProto::BFLOAT16;
+  }
+  return onnx::TensorProto::UNDEFINED;
+}
+
+}  // namespace wq

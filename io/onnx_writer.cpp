@@ -1,0 +1,250 @@
+#include "io/onnx_writer.h"
+
+#include <cstring>
+#include <filesystem>
+
+#include "engine/error.h"
+#include "engine/quantize.h"
+#include "io/onnx_graph.h"
+#include "io/onnx_wire.h"
+#include "io/output_file.h"
+#include "io/transpose.h"
+
+namespace wq {
+namespace {
+
+constexpr uint64_t kExternalMin = 1024;  // smaller payloads stay in the model file
+constexpr uint64_t kAlign = 64;
+// protobuf refuses messages of 2 GiB and more; keep a margin for the graph itself.
+constexpr uint64_t kEmbeddedMax = (uint64_t(2) << 30) - (uint64_t(64) << 20);
+constexpr uint32_t kModelGraph = 7, kGraphInitializer = 5, kTensorRawData = 9;
+
+// Every byte of the output but the payloads: model and graph framing, and each
+// initializer's serialized header, with the external offsets filled in.
+struct Layout {
+  OnnxOutPlan plan;
+  bool external = false;
+  std::string head;                     // ModelProto fields, graph key and length, graph fields
+  std::vector<std::string> init_heads;  // per init: field key + length + TensorProto header (+ raw_data key)
+  std::vector<bool> in_data;            // per init: payload in the data file
+  std::vector<uint64_t> data_offset;
+  uint64_t model_bytes = 0, data_bytes = 0;
+};
+
+Layout make_layout(const std::string& path, const std::vector<TensorPlan>& plan, const OnnxReader& src,
+                   const WriterOptions& opts) {
+  Layout l;
+  l.plan = plan_onnx_output(path, plan, src);
+  uint64_t payload = 0;
+  for (const OnnxOutInit& o : l.plan.inits) payload += o.nbytes;
+  l.external = opts.external_data || payload > kEmbeddedMax;
+  const std::string data_name = std::filesystem::path(path).filename().string() + ".data";
+  uint64_t graph_len = 0;
+  for (OnnxOutInit& o : l.plan.inits) {
+    std::string head;
+    bool in_data = false;
+    uint64_t offset = 0;
+    if (o.piece == OnnxPiece::Verbatim) {
+      // The source's TensorProto as it was: framing here, its bytes streamed by put().
+      onnxwire::put_len_header(head, kGraphInitializer, o.nbytes);
+      graph_len += head.size() + o.nbytes;
+    } else {
+      in_data = l.external && o.nbytes >= kExternalMin;
+      onnx::TensorProto h = o.header;
+      if (in_data) {
+        offset = l.data_bytes = (l.data_bytes + kAlign - 1) / kAlign * kAlign;
+        h.set_data_location(onnx::TensorProto::EXTERNAL);
+        for (const auto& [k, v] : std::vector<std::pair<std::string, std::string>>{
+                 {"location", data_name}, {"offset", std::to_string(offset)}, {"length", std::to_string(o.nbytes)}}) {
+          auto* e = h.add_external_data();
+          e->set_key(k);
+          e->set_value(v);
+        }
+        l.data_bytes += o.nbytes;
+      }
+      std::string tp;
+      if (!h.SerializeToString(&tp)) throw Error(path + ": " + o.header.name() + ": header does not serialize", ErrorKind::Internal);
+      const uint64_t raw = in_data ? 0 : onnxwire::len_header_size(kTensorRawData, o.nbytes) + o.nbytes;
+      onnxwire::put_len_header(head, kGraphInitializer, tp.size() + raw);
+      head += tp;
+      if (!in_data) onnxwire::put_len_header(head, kTensorRawData, o.nbytes);
+      graph_len += head.size() + (in_data ? 0 : o.nbytes);
+    }
+    l.init_heads.push_back(std::move(head));
+    l.in_data.push_back(in_data);
+    l.data_offset.push_back(offset);
+  }
+  onnx::ModelProto rest = l.plan.model;
+  rest.clear_graph();
+  std::string graph;
+  if (!rest.SerializeToString(&l.head) || !l.plan.model.graph().SerializeToString(&graph))
+    throw Error(path + ": the graph does not serialize", ErrorKind::Internal);
+  graph_len += graph.size();
+  if (!l.external && graph_len > kEmbeddedMax) throw Error(path + ": the graph alone passes 2 GB", ErrorKind::Internal);
+  onnxwire::put_len_header(l.head, kModelGraph, graph_len);
+  l.head += graph;
+  l.model_bytes = l.head.size() + graph_len - graph.size();
+  return l;
+}
+
+void unpack_row(const uint8_t* in, size_t n, int bits, uint8_t* codes) {
+  const uint32_t mask = (1u << bits) - 1u;
+  const size_t nbytes = (n * size_t(bits) + 7) / 8;
+  for (size_t i = 0; i < n; ++i) {
+    const size_t bit = i * size_t(bits);
+    uint32_t v = in[bit >> 3];
+    if ((bit >> 3) + 1 < nbytes) v |= uint32_t(in[(bit >> 3) + 1]) << 8;
+    codes[i] = uint8_t((v >> (bit & 7)) & mask);
+  }
+}
+
+class OnnxWriter final : public ModelWriter {
+ public:
+  OnnxWriter(const std::string& path, const std::vector<TensorPlan>& plan, const OnnxReader& src, const WriterOptions& opts)
+      : l_(make_layout(path, plan, src, opts)), out_(path), plan_(plan) {
+    if (l_.external) data_ = std::make_unique<OutputFile>(path + ".data");
+    out_.write(l_.head.data(), l_.head.size());
+  }
+
+  void write(const TensorResult& r) override {
+    // Results arrive in plan order (engine/pipeline.h).
+    const size_t pi = next_plan_++;
+    if (!r.plan || pi >= plan_.size() || r.plan->name != plan_[pi].name)
+      throw Error(out_.path() + ": " + (r.plan ? r.plan->name : std::string("?")) + ": out of plan order", ErrorKind::Internal);
+    prepared_ = false;
+    while (next_init_ < l_.plan.inits.size() && l_.plan.inits[next_init_].plan_index == pi) {
+      put(next_init_, r);
+      ++next_init_;
+    }
+  }
+
+  void commit() override {
+    if (next_init_ != l_.plan.inits.size() || next_plan_ != plan_.size())
+      throw Error(out_.path() + ": not every tensor was written", ErrorKind::Internal);
+    if (data_) data_->commit();
+    out_.commit();
+  }
+  uint64_t bytes_written() const override { return out_.offset() + (data_ ? data_->offset() : 0); }
+  const std::string& temp_path() const override { return out_.temp_path(); }
+
+ private:
+  void put(size_t k, const TensorResult& r) {
+    const OnnxOutInit& o = l_.plan.inits[k];
+    const std::string& h = l_.init_heads[k];
+    out_.write(h.data(), h.size());
+    if (o.piece == OnnxPiece::Verbatim) {
+      out_.write(o.constant.data(), o.constant.size());
+      return;
+    }
+    const std::string bytes = payload(o, r);
+    if (bytes.size() != o.nbytes)
+      throw Error(out_.path() + ": " + o.header.name() + ": " + std::to_string(bytes.size()) + " bytes, planned " + std::to_string(o.nbytes), ErrorKind::Internal);
+    if (l_.in_data[k]) {
+      data_->pad_to(kAlign);
+      if (data_->offset() != l_.data_offset[k]) throw Error(data_->path() + ": offset drift", ErrorKind::Internal);
+      data_->write(bytes.data(), bytes.size());
+    } else {
+      out_.write(bytes.data(), bytes.size());
+    }
+  }
+
+  // The payload of one output initializer, from the pipeline's result.
+  std::string payload(const OnnxOutInit& o, const TensorResult& r) {
+    const TensorPlan& p = *r.plan;
+    const bool nbits = l_.plan.packed[o.plan_index];
+    switch (o.piece) {
+      case OnnxPiece::Constant: return o.constant;
+      case OnnxPiece::Raw: return std::string(reinterpret_cast<const char*>(r.data()), r.size());
+      case OnnxPiece::Float: {
+        std::string s(reinterpret_cast<const char*>(r.data()), r.size());
+        if (!l_.plan.transposed[o.plan_index]) return s;
+        // Listed [N, K] for quantization; the graph's tensor is [K, N].
+        std::string t(s.size(), '\0');
+        transpose_2d(reinterpret_cast<const uint8_t*>(s.data()), size_t(p.shape[0]), size_t(p.shape[1]),
+                     dtype_size(p.out_dtype), reinterpret_cast<uint8_t*>(t.data()));
+        return t;
+      }
+      case OnnxPiece::Codes: {
+        const QuantizedTensor& q = r.quantized;
+        if (nbits) return std::string(reinterpret_cast<const char*>(q.packed.data()), q.packed.size());
+        std::string s(q.rows * q.cols, '\0');
+        for (size_t row = 0; row < q.rows; ++row)
+          unpack_row(&q.packed[row * q.packed_row_bytes], q.cols, q.spec.bits, reinterpret_cast<uint8_t*>(&s[row * q.cols]));
+        return s;
+      }
+      case OnnxPiece::Scales:
+      case OnnxPiece::Zeros: {
+        const QuantizedTensor& q = r.quantized;
+        const bool scales = o.piece == OnnxPiece::Scales;
+        if (!nbits) {
+          if (q.spec.fp16) return bytes(scales ? q.scales_f16 : q.zeros_f16);
+          return bytes(scales ? q.scales : q.zeros);
+        }
+        prepare_nbits(q);
+        return bytes(scales ? nb_scales_ : nb_zeros_);
+      }
+      case OnnxPiece::Verbatim: return o.constant;
+    }
+    return {};
+  }
+
+  template <typename T>
+  static std::string bytes(const std::vector<T>& v) {
+    return std::string(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
+  }
+
+  // MatMulNBits' f32 scales and zero points of q, once per tensor: the f16 halves
+  // widened; min + q s (MNN asymmetric) as (q - z) s with z = -min / s, and a block whose
+  // scale MNN treats as zero (every code 0, weight = min) as s' = min, z = -1.
+  void prepare_nbits(const QuantizedTensor& q) {
+    if (prepared_) return;
+    prepared_ = true;
+    QuantizedTensor w;
+    const QuantizedTensor* src = &q;
+    if (q.spec.fp16) {
+      w.spec = q.spec;
+      w.scheme = q.scheme;
+      w.scales_f16 = q.scales_f16;
+      w.zeros_f16 = q.zeros_f16;
+      widen_f16_params(w);
+      src = &w;
+    }
+    nb_scales_ = src->scales;
+    nb_zeros_.clear();
+    if (q.scheme == Scheme::Affine) nb_zeros_ = src->zeros;
+    if (q.scheme == Scheme::MnnAsym) {
+      nb_zeros_.resize(nb_scales_.size());
+      for (size_t b = 0; b < nb_scales_.size(); ++b) {
+        const float s = nb_scales_[b], mn = src->zeros[b];
+        if (double(s) <= 1e-6) {
+          nb_scales_[b] = mn;
+          nb_zeros_[b] = -1.0f;
+        } else {
+          nb_zeros_[b] = -mn / s;
+        }
+      }
+    }
+  }
+
+  Layout l_;
+  OutputFile out_;
+  std::unique_ptr<OutputFile> data_;
+  std::vector<TensorPlan> plan_;
+  size_t next_plan_ = 0, next_init_ = 0;
+  bool prepared_ = false;  // nb_scales_, nb_zeros_ hold this plan entry's
+  std::vector<float> nb_scales_, nb_zeros_;
+};
+
+}  // namespace
+
+uint64_t onnx_planned_bytes(const std::vector<TensorPlan>& plan, const OnnxReader& src, const WriterOptions& opts) {
+  const Layout l = make_layout(opts.output_path.empty() ? "model.onnx" : opts.output_path, plan, src, opts);
+  return l.model_bytes + l.data_bytes;
+}
+
+std::unique_ptr<ModelWriter> make_onnx_writer(const std::string& path, const std::vector<TensorPlan>& plan,
+                                              const OnnxReader& src, const WriterOptions& opts) {
+  return std::make_unique<OnnxWriter>(path, plan, src, opts);
+}
+
+}  // namespace wq

@@ -1,0 +1,332 @@
+// The ONNX reader and writer on small models built here: every payload form (raw_data,
+// typed fields, external data), which initializers are weights and how they are listed,
+// the same codes as the safetensors writer for MatMul, Gemm, Conv and Gather weights,
+// and hostile files (truncated protobuf, wrong types, external data missing / outside
+// the folder / past the end / overlapping, overflowing shapes): a clean error naming the
+// initializer, exit 3, and no output left.
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "engine/error.h"
+#include "engine/stored_tensor.h"
+#include "io/model_reader.h"
+#include "io/onnx_reader.h"
+#include "io/onnx_support.h"
+#include "tests/onnx_support.h"
+#include "tests/test_support.h"
+
+namespace wq::test {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::vector<float> ramp(size_t n, float scale) {
+  std::vector<float> v(n);
+  for (size_t i = 0; i < n; ++i) v[i] = scale * float(int((i * 7919) % 97) - 48) / 48.0f;
+  return v;
+}
+
+onnx::TensorProto* add_init(onnx::GraphProto* g, const std::string& name, int type, const std::vector<int64_t>& dims) {
+  auto* t = g->add_initializer();
+  t->set_name(name);
+  t->set_data_type(type);
+  for (int64_t d : dims) t->add_dims(d);
+  return t;
+}
+
+void add_node(onnx::GraphProto* g, const std::string& op, const std::vector<std::string>& in, const std::string& out,
+              int64_t trans_b = -1) {
+  auto* n = g->add_node();
+  n->set_op_type(op);
+  for (const auto& s : in) n->add_input(s);
+  n->add_output(out);
+  if (trans_b >= 0) {
+    auto* a = n->add_attribute();
+    a->set_name("transB");
+    a->set_type(onnx::AttributeProto::INT);
+    a->set_i(trans_b);
+  }
+}
+
+// Four weights, one per consumer kind, in four payload forms, and a non-weight constant.
+onnx::ModelProto small_model() {
+  onnx::ModelProto m;
+  m.set_ir_version(8);
+  auto* op = m.add_opset_import();
+  op->set_version(17);
+  auto* g = m.mutable_graph();
+  g->set_name("small");
+  const std::vector<float> mm = ramp(32 * 64, 0.5f), gemm = ramp(16 * 64, 0.25f), conv = ramp(8 * 4 * 3 * 3, 1.0f),
+                           emb = ramp(10 * 64, 2.0f);
+  add_init(g, "mm.weight", onnx::TensorProto::FLOAT, {64, 32})->set_raw_data(mm.data(), mm.size() * 4);
+  auto* ge = add_init(g, "gemm.weight", onnx::TensorProto::FLOAT, {16, 64});
+  for (float f : gemm) ge->add_float_data(f);
+  add_init(g, "conv.weight", onnx::TensorProto::FLOAT, {8, 4, 3, 3})->set_raw_data(conv.data(), conv.size() * 4);
+  add_init(g, "emb.weight", onnx::TensorProto::FLOAT, {10, 64})->set_raw_data(emb.data(), emb.size() * 4);
+  auto* sh = add_init(g, "shape", onnx::TensorProto::INT64, {2});
+  sh->add_int64_data(1);
+  sh->add_int64_data(64);
+  add_node(g, "Gather", {"emb.weight", "ids"}, "x");
+  add_node(g, "Reshape", {"x", "shape"}, "x2");
+  add_node(g, "MatMul", {"x2", "mm.weight"}, "y1");
+  add_node(g, "Gemm", {"x2", "gemm.weight"}, "y2", 1);
+  add_node(g, "Conv", {"img", "conv.weight"}, "y3");
+  return m;
+}
+
+class OnnxReaderTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    enable_onnx();
+    dir_ = scratch_dir(::testing::UnitTest::GetInstance()->current_test_info()->name());
+  }
+
+  // Runs `wquant quantize` on model and expects a clean refusal naming `what`.
+  void expect_refused(const onnx::ModelProto& m, const std::string& what, const std::string& problem) {
+    save_model(m, dir_ + "/in.onnx");
+    expect_refused_file(dir_ + "/in.onnx", what, problem);
+  }
+  void expect_refused_file(const std::string& in, const std::string& what, const std::string& problem) {
+    const CmdResult r = run(quote(WQUANT_BIN) + " quantize " + quote(in) + " " + quote(dir_ + "/out.onnx") + " --bits 4");
+    EXPECT_EQ(r.code, 3) << r.out;
+    EXPECT_NE(r.out.find(what), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find(problem), std::string::npos) << r.out;
+    EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << "one line: " << r.out;
+    EXPECT_FALSE(fs::exists(dir_ + "/out.onnx"));
+    EXPECT_FALSE(fs::exists(dir_ + "/out.onnx.data"));
+    for (const auto& e : fs::directory_iterator(dir_))
+      EXPECT_EQ(e.path().filename().string().find("wquant-tmp"), std::string::npos) << e.path();
+  }
+
+  // The model with mm.weight moved to external data at `location` (offset, length).
+  static onnx::ModelProto with_external(onnx::ModelProto m, const std::string& init, const std::string& location,
+                                        uint64_t offset, uint64_t length) {
+    for (auto& t : *m.mutable_graph()->mutable_initializer()) {
+      if (t.name() != init) continue;
+      t.clear_raw_data();
+      t.clear_float_data();
+      t.set_data_location(onnx::TensorProto::EXTERNAL);
+      for (const auto& [k, v] : std::vector<std::pair<std::string, std::string>>{
+               {"location", location}, {"offset", std::to_string(offset)}, {"length", std::to_string(length)}}) {
+        auto* e = t.add_external_data();
+        e->set_key(k);
+        e->set_value(v);
+      }
+    }
+    return m;
+  }
+
+  void write_data(const std::string& path, size_t bytes) {
+    std::vector<char> v(bytes, 1);
+    std::ofstream(path, std::ios::binary).write(v.data(), std::streamsize(v.size()));
+  }
+
+  std::string dir_;
+};
+
+TEST_F(OnnxReaderTest, ListsWeightsByConsumerInTheOrientationQuantizedAndReadsEveryPayloadForm) {
+  const onnx::ModelProto m = small_model();
+  save_model(m, dir_ + "/m.onnx");
+  std::unique_ptr<ModelReader> r = open_model(dir_ + "/m.onnx");
+  ASSERT_STREQ(r->format(), "onnx");
+  auto info = [&](const std::string& n) { return r->tensors().at(size_t(r->find(n))); };
+  EXPECT_EQ(info("mm.weight").shape, (std::vector<int64_t>{32, 64}));  // MatMul B [K, N] listed [N, K]
+  EXPECT_EQ(info("gemm.weight").shape, (std::vector<int64_t>{16, 64}));  // transB: already [N, K]
+  EXPECT_EQ(info("conv.weight").shape, (std::vector<int64_t>{8, 4, 3, 3}));
+  for (const char* w : {"mm.weight", "gemm.weight", "conv.weight", "emb.weight"}) EXPECT_EQ(info(w).kind, StoredKind::Float) << w;
+  EXPECT_EQ(info("shape").kind, StoredKind::Other);
+  // The transposed listing holds the stored tensor's transpose; float_data reads as raw.
+  const std::vector<float> mm = read_f32(*r, size_t(r->find("mm.weight")));
+  const std::vector<float> stored = ramp(32 * 64, 0.5f);
+  for (size_t n = 0; n < 32; ++n)
+    for (size_t k = 0; k < 64; ++k) ASSERT_EQ(mm[n * 64 + k], stored[k * 32 + n]);
+  EXPECT_EQ(read_f32(*r, size_t(r->find("gemm.weight"))), ramp(16 * 64, 0.25f));
+  size_t n = 0;
+  const uint8_t* shape = r->raw(size_t(r->find("shape")), &n);
+  ASSERT_EQ(n, 16u);
+  int64_t dims[2];
+  std::memcpy(dims, shape, 16);
+  EXPECT_EQ(dims[0], 1);
+  EXPECT_EQ(dims[1], 64);
+  // External data gives the same tensors.
+  std::vector<float> emb = ramp(10 * 64, 2.0f);
+  std::ofstream(dir_ + "/w.data", std::ios::binary).write(reinterpret_cast<const char*>(emb.data()), std::streamsize(emb.size() * 4));
+  save_model(with_external(m, "emb.weight", "w.data", 0, emb.size() * 4), dir_ + "/e.onnx");
+  std::unique_ptr<ModelReader> e = open_model(dir_ + "/e.onnx");
+  EXPECT_EQ(read_f32(*e, size_t(e->find("emb.weight"))), emb);
+}
+
+// The ONNX output stores the very codes and scales of the safetensors output, for every
+// consumer kind: dequantizing both gives the same floats (symmetric: MatMulNBits and the
+// standard-op form store MNN's codes and scales unchanged).
+TEST_F(OnnxReaderTest, StoresTheCodesOfTheSafetensorsWriter) {
+  save_model(small_model(), dir_ + "/m.onnx");
+  for (const std::string flags : {"--bits 4 --block 16", "--bits 3 --block 16 --hqq", "--bits 8", "--bits 5 --asym --fp16"}) {
+    SCOPED_TRACE(flags);
+    const std::string w = quote(WQUANT_BIN);
+    for (const char* out : {"q.onnx", "q.safetensors"}) {
+      const CmdResult r = run(w + " quantize " + quote(dir_ + "/m.onnx") + " " + quote(dir_ + "/" + out) + " " + flags + " --force -q");
+      ASSERT_EQ(r.code, 0) << r.out;
+    }
+    for (const char* q : {"q.onnx", "q.safetensors"}) {
+      const CmdResult r = run(w + " dequantize " + quote(dir_ + "/" + q) + " " + quote(dir_ + "/" + q + ".d.safetensors") + " --force -q");
+      ASSERT_EQ(r.code, 0) << r.out;
+    }
+    std::unique_ptr<ModelReader> a = open_model(dir_ + "/q.onnx.d.safetensors"), b = open_model(dir_ + "/q.safetensors.d.safetensors");
+    for (const char* name : {"mm.weight", "gemm.weight", "conv.weight", "emb.weight"}) {
+      const long ia = a->find(name), ib = b->find(name);
+      ASSERT_GE(ia, 0);
+      ASSERT_GE(ib, 0);
+      EXPECT_EQ(a->tensors()[size_t(ia)].shape, b->tensors()[size_t(ib)].shape) << name;
+      EXPECT_EQ(read_f32(*a, size_t(ia)), read_f32(*b, size_t(ib))) << name;
+    }
+  }
+}
+
+// --dry-run's size is the bytes written, data file included (its name is in every
+// external tensor's header, so the size depends on OUT's name).
+TEST_F(OnnxReaderTest, PlannedBytesAreTheBytesWritten) {
+  save_model(small_model(), dir_ + "/m.onnx");
+  for (const std::string extra : {"", " --external-data"}) {
+    const std::string out = dir_ + "/a-rather-long-output-name.onnx";
+    const CmdResult r = run(quote(WQUANT_BIN) + " quantize " + quote(dir_ + "/m.onnx") + " " + quote(out) +
+                            " --bits 4 --block 16 --hqq --force --json" + extra);
+    ASSERT_EQ(r.code, 0) << r.out;
+    const size_t at = r.out.find("\"planned_output_bytes\":");
+    ASSERT_NE(at, std::string::npos) << r.out;
+    const uint64_t planned = std::stoull(r.out.substr(at + 23));
+    uint64_t written = fs::file_size(out);
+    if (!extra.empty()) written += fs::file_size(out + ".data");
+    EXPECT_EQ(planned, written) << extra;
+    EXPECT_EQ(fs::exists(out + ".data"), !extra.empty());
+  }
+}
+
+// An embedding read only by Gather: symmetric 4- and 8-bit become GatherBlockQuantized,
+// and onnxruntime gathers exactly wquant's dequantized rows; asymmetric takes standard ops.
+TEST_F(OnnxReaderTest, GatherOnlyEmbeddingRunsAsGatherBlockQuantized) {
+  if (const std::string why = ort_missing(); !why.empty()) GTEST_SKIP() << why;
+  onnx::ModelProto m;
+  m.set_ir_version(8);
+  m.add_opset_import()->set_version(17);
+  auto* g = m.mutable_graph();
+  g->set_name("embedding");
+  const std::vector<float> emb = ramp(40 * 128, 1.5f);
+  add_init(g, "emb.weight", onnx::TensorProto::FLOAT, {40, 128})->set_raw_data(emb.data(), emb.size() * 4);
+  add_node(g, "Gather", {"emb.weight", "input_ids"}, "logits");
+  auto* in = g->add_input();
+  in->set_name("input_ids");
+  in->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto::INT64);
+  // Listed among the inputs too, as models of IR < 4 list every initializer: the
+  // quantized model must not ask the caller for it.
+  auto* as_input = g->add_input();
+  as_input->set_name("emb.weight");
+  as_input->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto::FLOAT);
+  auto* out = g->add_output();
+  out->set_name("logits");
+  out->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto::FLOAT);
+  save_model(m, dir_ + "/emb.onnx");
+  const std::vector<int64_t> ids = {3, 0, 39, 17, 3};
+  for (const auto& [flags, op] : std::vector<std::pair<std::string, std::string>>{
+           {"--bits 4 --block 32", "GatherBlockQuantized"}, {"--bits 8 --block 64", "GatherBlockQuantized"},
+           {"--bits 4", "GatherBlockQuantized"}, {"--bits 4 --block 32 --asym", "Reshape"}, {"--bits 3 --block 32", "Reshape"}}) {
+    SCOPED_TRACE(flags);
+    const std::string q = dir_ + "/q.onnx", d = dir_ + "/d.safetensors", w = quote(WQUANT_BIN);
+    CmdResult r = run(w + " quantize " + quote(dir_ + "/emb.onnx") + " " + quote(q) + " " + flags + " --force -q");
+    ASSERT_EQ(r.code, 0) << r.out;
+    bool found = false;
+    const onnx::ModelProto qm = load_model(q);
+    for (const auto& n : qm.graph().node()) found |= n.op_type() == op;
+    EXPECT_TRUE(found) << op;
+    r = run(w + " dequantize " + quote(q) + " " + quote(d) + " --force -q");
+    ASSERT_EQ(r.code, 0) << r.out;
+    std::unique_ptr<ModelReader> dq = open_model(d);
+    const std::vector<float> rows = read_f32(*dq, size_t(dq->find("emb.weight")));
+    std::vector<float> want;
+    for (int64_t id : ids) want.insert(want.end(), rows.begin() + id * 128, rows.begin() + (id + 1) * 128);
+    EXPECT_EQ(ort_logits(q, ids), want);
+    EXPECT_NE(want, std::vector<float>(emb.begin(), emb.begin() + long(want.size())));  // it was quantized
+  }
+}
+
+TEST_F(OnnxReaderTest, TruncatedProtobufIsRefused) {
+  save_model(small_model(), dir_ + "/full.onnx");
+  std::ifstream f(dir_ + "/full.onnx", std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(f)), {});
+  std::ofstream(dir_ + "/cut.onnx", std::ios::binary).write(bytes.data(), std::streamsize(bytes.size() * 3 / 5));
+  expect_refused_file(dir_ + "/cut.onnx", "cut.onnx", "truncated");
+}
+
+TEST_F(OnnxReaderTest, WrongTypesAreRefused) {
+  onnx::ModelProto m = small_model();
+  m.mutable_graph()->mutable_initializer(0)->mutable_raw_data()->resize(100);
+  expect_refused(m, "mm.weight", "raw_data has 100 bytes");
+  m = small_model();
+  m.mutable_graph()->mutable_initializer(0)->set_data_type(99);
+  expect_refused(m, "mm.weight", "data type 99");
+  m = small_model();
+  auto* t = m.mutable_graph()->mutable_initializer(1);  // gemm.weight: floats in int64_data
+  t->clear_float_data();
+  for (int i = 0; i < 16 * 64; ++i) t->add_int64_data(i);
+  expect_refused(m, "gemm.weight", "does not hold F32");
+  m = small_model();
+  m.mutable_graph()->mutable_initializer(1)->add_float_data(1.0f);
+  expect_refused(m, "gemm.weight", "elements, the shape says");
+}
+
+TEST_F(OnnxReaderTest, OverflowingAndNegativeShapesAreRefused) {
+  onnx::ModelProto m = small_model();
+  auto* t = m.mutable_graph()->mutable_initializer(0);
+  t->set_dims(0, int64_t(1) << 40);
+  t->set_dims(1, int64_t(1) << 40);
+  expect_refused(m, "mm.weight", "overflow");
+  m = small_model();
+  m.mutable_graph()->mutable_initializer(0)->set_dims(0, -64);
+  expect_refused(m, "mm.weight", "negative");
+}
+
+TEST_F(OnnxReaderTest, ExternalDataMissingOutsidePastTheEndOrOverlappingIsRefused) {
+  const uint64_t len = 32 * 64 * 4;
+  expect_refused(with_external(small_model(), "mm.weight", "absent.data", 0, len), "mm.weight", "absent.data");
+  expect_refused(with_external(small_model(), "mm.weight", "../w.data", 0, len), "mm.weight", "outside the model's folder");
+  expect_refused(with_external(small_model(), "mm.weight", "/etc/hostname", 0, len), "mm.weight", "outside the model's folder");
+  write_data(dir_ + "/../outside.data", len);
+  fs::create_symlink(dir_ + "/../outside.data", dir_ + "/link.data");
+  expect_refused(with_external(small_model(), "mm.weight", "link.data", 0, len), "mm.weight", "resolves outside");
+  write_data(dir_ + "/w.data", len + 100);
+  expect_refused(with_external(small_model(), "mm.weight", "w.data", 200, len), "mm.weight", "past the end");
+  expect_refused(with_external(small_model(), "mm.weight", "w.data", 0, len - 4), "mm.weight", "the shape and type need");
+  write_data(dir_ + "/two.data", 2 * len);
+  onnx::ModelProto m = with_external(small_model(), "mm.weight", "two.data", 0, len);
+  m = with_external(m, "emb.weight", "two.data", len - 64, 10 * 64 * 4);
+  expect_refused(m, "weight", "overlaps");
+}
+
+TEST_F(OnnxReaderTest, NeverReplacesTheInputsExternalData) {
+  const std::vector<float> emb = ramp(10 * 64, 2.0f);
+  auto make_input = [&] {
+    std::ofstream(dir_ + "/in.onnx.data", std::ios::binary)
+        .write(reinterpret_cast<const char*>(emb.data()), std::streamsize(emb.size() * 4));
+    save_model(with_external(small_model(), "emb.weight", "in.onnx.data", 0, emb.size() * 4), dir_ + "/in.onnx");
+  };
+  make_input();
+  save_model(small_model(), dir_ + "/other.onnx");
+  const std::string w = quote(WQUANT_BIN) + " quantize ";
+  // OUT the data file itself, or an OUT whose own data file would be it.
+  CmdResult r = run(w + quote(dir_ + "/in.onnx") + " " + quote(dir_ + "/in.onnx.data") + " --format wq --force");
+  EXPECT_EQ(r.code, 4) << r.out;
+  r = run(w + quote(dir_ + "/other.onnx") + " " + quote(dir_ + "/in.onnx") + " --force --external-data");
+  EXPECT_EQ(r.code, 0) << r.out;  // other.onnx reads no data file: replacing in.onnx is asked for
+  make_input();
+  r = run(w + quote(dir_ + "/in.onnx") + " " + quote(dir_ + "/in.onnx") + " --force");
+  EXPECT_EQ(r.code, 4) << r.out;
+  EXPECT_NE(r.out.find("never overwrites its input"), std::string::npos) << r.out;
+}
+
+}  // namespace
+}  // namespace wq::test

@@ -1,0 +1,135 @@
+#include "tests/onnx_support.h"
+
+#include <sys/wait.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "tests/test_support.h"
+
+namespace wq::test {
+
+namespace fs = std::filesystem;
+
+std::string quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+CmdResult run(const std::string& cmd) {
+  CmdResult r;
+  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  const int st = ::pclose(p);
+  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  return r;
+}
+
+namespace {
+
+std::string ort_dir() { return std::string(WQUANT_SOURCE_DIR) + "/tests/ort"; }
+
+std::string join(const std::vector<int64_t>& ids) {
+  std::string s;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (i) s += ',';
+    s += std::to_string(ids[i]);
+  }
+  return s;
+}
+
+}  // namespace
+
+std::string ort_missing() {
+  if (run("node --version").code != 0) return "node is not installed (scripts/setup.sh installs it)";
+  if (!fs::exists(ort_dir() + "/node_modules/onnxruntime-node/package.json"))
+    return "tests/ort/node_modules has no onnxruntime-node (scripts/setup.sh installs it)";
+  return "";
+}
+
+std::vector<float> ort_logits(const std::string& model, const std::vector<int64_t>& ids) {
+  const std::string out = model + ".logits.f32";
+  const CmdResult r = run("node " + quote(ort_dir() + "/run_model.js") + " " + quote(model) + " " + join(ids) + " " + quote(out));
+  if (r.code != 0) ADD_FAILURE() << "onnxruntime on " << model << ": " << r.out;
+  std::ifstream f(out, std::ios::binary);
+  std::vector<char> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  std::vector<float> v(bytes.size() / 4);
+  std::memcpy(v.data(), bytes.data(), v.size() * 4);
+  return v;
+}
+
+std::vector<int64_t> ort_greedy(const std::string& model, const std::vector<int64_t>& ids, int n) {
+  const std::string out = model + ".greedy.txt";
+  const CmdResult r = run("node " + quote(ort_dir() + "/run_model.js") + " " + quote(model) + " " + join(ids) + " " + quote(out) +
+                    " --greedy " + std::to_string(n));
+  if (r.code != 0) ADD_FAILURE() << "onnxruntime on " << model << ": " << r.out;
+  std::ifstream f(out);
+  std::vector<int64_t> v;
+  std::string tok;
+  while (std::getline(f, tok, ',')) v.push_back(std::stoll(tok));
+  return v;
+}
+
+std::string stories_gguf() { return shared_file("data/models/stories260K/stories260K-f32.gguf"); }
+
+std::string scratch_dir(const std::string& name) {
+  const fs::path d = fs::path(WQUANT_TEST_SCRATCH) / name;
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d.string();
+}
+
+double mean_kl(const std::vector<float>& p, const std::vector<float>& q, size_t vocab) {
+  const size_t rows = p.size() / vocab;
+  double total = 0;
+  for (size_t r = 0; r < rows; ++r) {
+    const float* a = &p[r * vocab];
+    const float* b = &q[r * vocab];
+    double ma = a[0], mb = b[0];
+    for (size_t v = 1; v < vocab; ++v) {
+      ma = std::max(ma, double(a[v]));
+      mb = std::max(mb, double(b[v]));
+    }
+    double za = 0, zb = 0;
+    for (size_t v = 0; v < vocab; ++v) {
+      za += std::exp(a[v] - ma);
+      zb += std::exp(b[v] - mb);
+    }
+    double kl = 0;
+    for (size_t v = 0; v < vocab; ++v) {
+      const double la = a[v] - ma - std::log(za), lb = b[v] - mb - std::log(zb);
+      kl += std::exp(la) * (la - lb);
+    }
+    total += kl;
+  }
+  return rows ? total / double(rows) : 0;
+}
+
+float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  if (a.size() != b.size() || a.empty()) return INFINITY;
+  float m = 0;
+  for (size_t i = 0; i < a.size(); ++i) m = std::max(m, std::fabs(a[i] - b[i]));
+  return m;
+}
+
+void save_model(const onnx::ModelProto& m, const std::string& path) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  ASSERT_TRUE(m.SerializeToOstream(&f)) << path;
+}
+
+onnx::ModelProto load_model(const std::string& path) {
+  onnx::ModelProto m;
+  std::ifstream f(path, std::ios::binary);
+  EXPECT_TRUE(m.ParseFromIstream(&f)) << path;
+  return m;
+}
+
+}  // namespace wq::test
