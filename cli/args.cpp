@@ -73,6 +73,7 @@ struct Bound {
   int threads = 0;
   bool quiet = false, verbose = false, json = false;
   bool dry_run = false, force = false;
+  bool no_metrics = false;
   size_t top = 0;
 };
 
@@ -170,6 +171,7 @@ void build(Options& o, Bound& b) {
   add_run(q, b, "Force the kernels' ISA (default: the best this CPU runs, or WQUANT_ISA)");
   q->add_flag("--dry-run", b.dry_run, "Print the plan and the exact output size; write nothing");
   q->add_flag("--force", b.force, "Replace OUT if it exists (never the input itself)");
+  q->add_flag("--no-metrics", b.no_metrics, "Do not measure each tensor's error (rel RMSE, SNR, max); output unchanged");
   add_verbosity(q, b);
   q->footer(quantize_footer());
 
@@ -354,6 +356,7 @@ void fill_quantize(const Options& o, const Bound& b, const MnnNormalised& norm, 
   a.run = run_settings(o.quantize, b);
   a.dry_run = b.dry_run;
   a.force = b.force;
+  a.no_metrics = b.no_metrics;
 }
 
 }  // namespace

@@ -38,6 +38,7 @@ struct QuantizeArgs {
   RunSettings run;
   bool dry_run = false;
   bool force = false;
+  bool no_metrics = false;  // --no-metrics: skip the per-tensor error (output bytes unchanged)
 };
 
 struct InspectArgs {

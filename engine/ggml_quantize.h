@@ -20,8 +20,10 @@ namespace wq {
 // m = -zero * scale (both f16): zero points no other tool refines. Throws Error naming
 // the tensor for a row that is not a multiple of 32, a non-finite weight, or a block
 // whose f16 scale or min would be Inf (finite weights past 65504 x the type's range).
+// With row_sums, also measures the error row by row as each row is quantized (resized to
+// rows; the sums ggml_tensor_error would compute).
 void quantize_ggml_tensor(const TensorView& w, GgmlBlock t, const QuantSpec& spec, std::vector<uint8_t>& out,
-                          const Kernels* k = nullptr);
+                          const Kernels* k = nullptr, std::vector<ErrorSums>* row_sums = nullptr);
 
 // Error of blocks against the float tensor they came from, tile by tile.
 ErrorMetrics ggml_tensor_error(const TensorView& w, GgmlBlock t, const uint8_t* blocks, const Kernels* k = nullptr);

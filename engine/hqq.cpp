@@ -48,7 +48,9 @@ void pack_row(QuantizedTensor& q, size_t r, const uint8_t* codes, const Kernels&
   k.pack_codes(codes, q.cols, q.spec.bits, q.packed.data() + r * q.packed_row_bytes);
 }
 
-void solve_per_block(const TensorView& w, QuantizedTensor& q, const Kernels& k) {
+using RowsDone = std::function<void(size_t, size_t)>;
+
+void solve_per_block(const TensorView& w, QuantizedTensor& q, const Kernels& k, const RowsDone& rows_done) {
   const size_t nb = q.blocks_per_row();
   const HqqParams hp = params_of(q);
   const size_t tile = tile_rows_for(q.rows, q.cols * dtype_size(w.dtype));
@@ -66,11 +68,12 @@ void solve_per_block(const TensorView& w, QuantizedTensor& q, const Kernels& k) 
       for (int s : steps) most = std::max(most, s);
     }
     tile_steps[r0 / tile] = most;
+    if (rows_done) rows_done(r0, r1);
   });
   q.solver_steps = tile_steps.empty() ? 0 : *std::max_element(tile_steps.begin(), tile_steps.end());
 }
 
-void solve_lockstep(const TensorView& w, QuantizedTensor& q, const Kernels& k) {
+void solve_lockstep(const TensorView& w, QuantizedTensor& q, const Kernels& k, const RowsDone& rows_done) {
   const size_t nb = q.blocks_per_row();
   const size_t nblocks = q.rows * nb;
   const HqqParams hp = params_of(q);
@@ -114,16 +117,17 @@ void solve_lockstep(const TensorView& w, QuantizedTensor& q, const Kernels& k) {
       }
       pack_row(q, r, codes.data(), k);
     }
+    if (rows_done) rows_done(r0, r1);
   });
 }
 
 }  // namespace
 
-void hqq_quantize(const TensorView& w, QuantizedTensor& q, const Kernels& k) {
+void hqq_quantize(const TensorView& w, QuantizedTensor& q, const Kernels& k, const RowsDone& rows_done) {
   check_finite(w, &k);
   if (q.zeros.size() != q.scales.size()) q.zeros.resize(q.scales.size());
-  if (q.spec.hqq_opts.stop == HqqStop::Tensor) solve_lockstep(w, q, k);
-  else solve_per_block(w, q, k);
+  if (q.spec.hqq_opts.stop == HqqStop::Tensor) solve_lockstep(w, q, k, rows_done);
+  else solve_per_block(w, q, k, rows_done);
 }
 
 }  // namespace wq

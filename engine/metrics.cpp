@@ -68,6 +68,11 @@ ErrorMetrics combine_error_sums(const std::vector<ErrorSums>& parts) {
   return out;
 }
 
+void RowErrorSink::add(size_t r, const float* w_hat, std::vector<float>& buf, const Kernels& k) const {
+  const size_t cols = ref->cols();
+  rows[r] = error_sums(row_as_f32(*ref, r, cols, buf, k), w_hat, cols, k);
+}
+
 ErrorMetrics array_error(const float* ref, const float* approx, size_t n, const Kernels* kp) {
   const Kernels& k = kp ? *kp : kernels();
   return combine_error_sums({error_sums(ref, approx, n, k)});

@@ -70,9 +70,10 @@ void process(Item& it, TensorSource& source, const PipelineOptions& opts) {
   switch (p.action) {
     case TensorAction::Quantize: {
       const TensorView v = source.view(p.source_index);
-      r.quantized = quantize_tensor(v, p.spec, p.block, &k);
+      std::vector<ErrorSums> sums;  // per row, filled while each tile is in cache
+      r.quantized = quantize_tensor(v, p.spec, p.block, &k, opts.compute_error ? &sums : nullptr);
       if (opts.compute_error) {
-        r.error = tensor_error(v, r.quantized, &k);
+        r.error = combine_error_sums(sums);
         r.has_error = true;
       }
       it.solver_steps = r.quantized.solver_steps;
@@ -81,9 +82,10 @@ void process(Item& it, TensorSource& source, const PipelineOptions& opts) {
     }
     case TensorAction::Ggml: {
       const TensorView v = source.view(p.source_index);
-      quantize_ggml_tensor(v, p.ggml, p.spec, r.bytes, &k);
+      std::vector<ErrorSums> sums;
+      quantize_ggml_tensor(v, p.ggml, p.spec, r.bytes, &k, opts.compute_error ? &sums : nullptr);
       if (opts.compute_error) {
-        r.error = ggml_tensor_error(v, p.ggml, r.bytes.data(), &k);
+        r.error = combine_error_sums(sums);
         r.has_error = true;
       }
       source.release(p.source_index);

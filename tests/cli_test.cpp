@@ -24,6 +24,7 @@
 #include <string>
 #include <thread>
 #include <tuple>
+#include <tuple>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -603,6 +604,35 @@ TEST_F(Cli, JsonSummaryHasTheFields) {
   EXPECT_FALSE(bench["isas"].empty());
   EXPECT_GT(bench["read_bytes_per_second"].get<double>(), 0.0);
   EXPECT_GT(bench["isas"][0]["rtn_weights_per_second"].get<double>(), 0.0);
+}
+
+// --no-metrics skips the error measurement only: the same bytes, and the report says the
+// figures were not measured instead of showing none.
+TEST_F(Cli, NoMetricsGivesTheSameBytesAndSaysSo) {
+  WQ_REQUIRE_SHARED(st, kStoriesSt);
+  WQ_REQUIRE_SHARED(gguf, kStoriesGguf);
+  for (const auto& [src, ext, flags] : {std::tuple<std::string, std::string, std::vector<std::string>>{
+                                            st, ".wq", {"--block", "32", "--asym"}},
+                                        {st, ".wq", {"--block", "32", "--hqq", "--fp16"}},
+                                        {gguf, ".gguf", {"--type", "Q4_0"}}}) {
+    const std::string with = path("with" + ext), without = path("without" + ext);
+    std::vector<std::string> a = {"quantize", src, with, "--json", "--force"};
+    a.insert(a.end(), flags.begin(), flags.end());
+    const json measured = json_of(a);
+    EXPECT_EQ(measured["metrics_measured"], true);
+    EXPECT_FALSE(measured["worst"].empty());
+    a[2] = without;
+    a.push_back("--no-metrics");
+    const json skipped = json_of(a);
+    EXPECT_EQ(skipped["metrics_measured"], false);
+    EXPECT_TRUE(skipped["worst"].empty());
+    for (const json& t : skipped["tensors"]) EXPECT_FALSE(t.contains("error")) << t.dump();
+    EXPECT_TRUE(read_bytes(with) == read_bytes(without)) << ext;
+    a.erase(std::find(a.begin(), a.end(), "--json"));  // the human summary, still --no-metrics
+    const Result human = expect(0, a);
+    EXPECT_TRUE(contains(human.out, "not measured (--no-metrics)")) << human.out;
+    EXPECT_FALSE(contains(human.out, "worst tensors")) << human.out;
+  }
 }
 
 TEST_F(Cli, OutputBytesDoNotDependOnIsaOrThreads) {
