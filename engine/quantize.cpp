@@ -93,6 +93,15 @@ static void check_params_finite(const TensorView& w, const QuantizedTensor& q, c
   }
 }
 
+std::string nonfinite_in_rows(const TensorView& w, size_t r0, size_t r1, const Kernels& k) {
+  try {
+    check_finite_rows(w, w.cols(), r0, r1, k);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return {};
+}
+
 void check_finite(const TensorView& w, const Kernels* k) {
   check_view(w);
   check_finite_rows(w, w.cols(), 0, w.rows(), table(k));

@@ -3,6 +3,7 @@
 // depend only on the tensor, the spec and the block, never on threads or ISA.
 #pragma once
 
+#include <string>
 #include <vector>
 
 #include "engine/metrics.h"
@@ -39,5 +40,8 @@ void truncate_params_to_f16(QuantizedTensor& q, const Kernels* k = nullptr);
 
 // Throws Error naming the tensor, row and column of the first NaN or Inf in w.
 void check_finite(const TensorView& w, const Kernels* k = nullptr);
+// The same check for rows [r0, r1) only (a tile about to be quantized, so the pass warms
+// the cache instead of costing one of its own): that Error's message, or "" when finite.
+std::string nonfinite_in_rows(const TensorView& w, size_t r0, size_t r1, const Kernels& k);
 
 }  // namespace wq
