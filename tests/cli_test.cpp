@@ -635,6 +635,26 @@ TEST_F(Cli, NoMetricsGivesTheSameBytesAndSaysSo) {
   }
 }
 
+// The measuring knobs of the conversion path (output through O_DIRECT, no fsync, input
+// read-ahead strategies) change how bytes move, never which bytes are written.
+TEST_F(Cli, IoStrategiesGiveTheSameBytes) {
+  WQ_REQUIRE_SHARED(st, kStoriesSt);
+  expect(0, {"quantize", st, path("ref.wq"), "--block", "32", "--asym"});
+  const std::vector<std::map<std::string, std::string>> envs = {
+      {{"WQUANT_OUTPUT_IO", "direct"}},
+      {{"WQUANT_OUTPUT_IO", "buffered"}, {"WQUANT_NO_FSYNC", "1"}},
+      {{"WQUANT_OUTPUT_IO", "direct"}, {"WQUANT_NO_FSYNC", "1"}},
+  };
+  for (size_t i = 0; i < envs.size(); ++i) {
+    const std::string out = path("io" + std::to_string(i) + ".wq");
+    expect(0, {"quantize", st, out, "--block", "32", "--asym"}, envs[i]);
+    EXPECT_TRUE(read_bytes(out) == read_bytes(path("ref.wq"))) << i;
+  }
+  const Result r = expect(2, {"quantize", st, path("bad.wq")}, {{"WQUANT_OUTPUT_IO", "mmap"}});
+  EXPECT_TRUE(contains(r.err, "WQUANT_OUTPUT_IO")) << r.err;
+  EXPECT_FALSE(fs::exists(path("bad.wq")));
+}
+
 TEST_F(Cli, OutputBytesDoNotDependOnIsaOrThreads) {
   WQ_REQUIRE_SHARED(src, kStoriesSt);
   Result r = expect(0, {"quantize", src, path("best.wq"), "--block", "32", "--hqq", "--threads", "2"});
