@@ -321,6 +321,7 @@ int run_quantize(const QuantizeArgs& a, Console& con) {
     PipelineOptions opts;
     opts.on_progress = [&progress](const Progress& p) { progress.update(p); };
     opts.compute_error = !a.no_metrics;
+    opts.read_ahead = read_ahead_from_env();
     std::vector<std::string> files = s.inputs;
     files.push_back(a.output);
     naming_file(a.input, files, [&] {

@@ -141,6 +141,13 @@ PipelineStats run_pipeline(const std::vector<TensorPlan>& plan, const std::vecto
                                       it->info = &infos[plan[next].source_index];
                                       it->result.plan = it->plan;
                                       ++next;
+                                      // At most `tokens` tensors are admitted ahead of the
+                                      // writer: the read-ahead stays within that budget.
+                                      if (opts.read_ahead != ReadAhead::Off) {
+                                        size_t n = 0;
+                                        const uint8_t* bytes = source.raw(it->plan->source_index, &n);
+                                        read_ahead(bytes, n, opts.read_ahead);
+                                      }
                                       return it;
                                     }) &
           tbb::make_filter<Item*, Item*>(tbb::filter_mode::parallel,

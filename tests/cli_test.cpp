@@ -644,6 +644,9 @@ TEST_F(Cli, IoStrategiesGiveTheSameBytes) {
       {{"WQUANT_OUTPUT_IO", "direct"}},
       {{"WQUANT_OUTPUT_IO", "buffered"}, {"WQUANT_NO_FSYNC", "1"}},
       {{"WQUANT_OUTPUT_IO", "direct"}, {"WQUANT_NO_FSYNC", "1"}},
+      {{"WQUANT_READAHEAD", "off"}},
+      {{"WQUANT_READAHEAD", "touch"}},
+      {{"WQUANT_READAHEAD", "willneed"}, {"WQUANT_OUTPUT_IO", "direct"}},
   };
   for (size_t i = 0; i < envs.size(); ++i) {
     const std::string out = path("io" + std::to_string(i) + ".wq");
@@ -652,6 +655,8 @@ TEST_F(Cli, IoStrategiesGiveTheSameBytes) {
   }
   const Result r = expect(2, {"quantize", st, path("bad.wq")}, {{"WQUANT_OUTPUT_IO", "mmap"}});
   EXPECT_TRUE(contains(r.err, "WQUANT_OUTPUT_IO")) << r.err;
+  const Result ra = expect(2, {"quantize", st, path("bad.wq")}, {{"WQUANT_READAHEAD", "always"}});
+  EXPECT_TRUE(contains(ra.err, "WQUANT_READAHEAD")) << ra.err;
   EXPECT_FALSE(fs::exists(path("bad.wq")));
 }
 
