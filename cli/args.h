@@ -61,6 +61,8 @@ struct DequantizeArgs {
 struct BenchArgs {
   uint64_t size = 16ull << 20;  // weights per measurement (f32: 64 MiB)
   RunSettings run;              // --isa limits the table to one ISA
+  std::string model;            // --model FILE: sweep the schemes over this model instead
+  bool csv = false;             // --csv: the --model table as CSV
 };
 
 struct CommandLine {

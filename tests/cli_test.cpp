@@ -726,6 +726,35 @@ TEST_F(Cli, BenchPrintsATablePerIsa) {
   expect(2, {"bench", "--size", "lots"});
 }
 
+// bench --model: the scheme sweep over stories260K as JSON (every field a plot or a
+// script needs), CSV (a header and one line a scheme) and a table.
+TEST_F(Cli, BenchModelSweepsTheSchemes) {
+  WQ_REQUIRE_SHARED(st, kStoriesSt);
+  const json j = json_of({"bench", "--model", st, "--threads", "2", "--json"});
+  ASSERT_TRUE(j.contains("schemes")) << j.dump(2);
+  EXPECT_EQ(j["tensors"], 36);
+  size_t pareto = 0;
+  for (const json& r : j["schemes"]) {
+    for (const char* key : {"scheme", "family", "bits", "block", "bits_per_weight", "rel_rmse", "snr_db", "max_abs",
+                            "worst_tensor", "worst_rel_rmse", "tensors_kept_float", "seconds", "pareto"}) {
+      EXPECT_TRUE(r.contains(key)) << key << " in " << r.dump();
+    }
+    EXPECT_GT(r["bits_per_weight"].get<double>(), double(r["bits"].get<int>())) << r.dump();
+    pareto += r["pareto"].get<bool>();
+  }
+  EXPECT_GT(pareto, 0u);
+  EXPECT_LT(pareto, j["schemes"].size());
+  const Result csv = expect(0, {"bench", "--model", st, "--csv"});
+  EXPECT_EQ(csv.out.rfind("scheme,family,bits,block,bits_per_weight,rel_rmse", 0), 0u) << csv.out.substr(0, 200);
+  EXPECT_EQ(count_of(csv.out, "\n"), j["schemes"].size() + 1);
+  const Result table = expect(0, {"bench", "--model", st});
+  EXPECT_TRUE(contains(table.out, "| * | ")) << table.out;
+  EXPECT_TRUE(contains(table.out, "Q4_0")) << table.out;
+  const Result bad = expect(2, {"bench", "--csv"});
+  EXPECT_TRUE(contains(bad.err, "--model")) << bad.err;
+  expect(3, {"bench", "--model", path("absent.safetensors")});
+}
+
 // --- bad input, outputs that cannot be written --------------------------------------------
 
 TEST_F(Cli, MissingInputIsBadInput) {
