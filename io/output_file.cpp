@@ -198,6 +198,7 @@ void OutputFile::flush_buffer(size_t n) {
 }
 
 void OutputFile::write(const void* data, size_t n) {
+  if (n == 0) return;  // data may be null then (an empty vector's)
   const auto* p = static_cast<const uint8_t*>(data);
   offset_ += n;
   if (dfd_ < 0) {
