@@ -1,47 +1,170 @@
 #!/usr/bin/env bash
-# End-to-end benchmark: the synthetic 1.1 B-parameter TinyLlama-shaped model as f32 GGUF,
-# quantized to Q4_0 with 2 threads by wquant and, when LLAMA_QUANTIZE names a
-# llama-quantize binary, by llama-quantize in the same run. Prints wall time, input GB/s,
-# peak RSS and page faults for each, then compares the output tensors byte for byte.
+# End-to-end benchmark against the machine's own floor, measured in the same run.
+#
+# The floor of a conversion is what moving its bytes costs on this machine today: reading
+# the input from a warm page cache (cat), and writing an output of the same size (dd),
+# with and without fsync. Disks on virtual machines swing by 2x within an hour, so every
+# job is printed as a ratio to the floor measured minutes before it: wall time against
+# read + write (with fsync, and without), and CPU time (user + sys) against the floor's CPU
+# time (cat of the input + dd of the output without fsync). Each job runs WQ_E2E_RUNS
+# times (medians); wquant runs once more per repetition with WQUANT_NO_FSYNC=1 for the
+# no-fsync ratio. With LLAMA_QUANTIZE set, llama-quantize runs alternately with wquant
+# (A B A B ...) on the GGUF jobs, and the ratio is of the medians.
+#
+# Jobs: the synthetic TinyLlama-shaped model (bench/gen_model.cpp) as
+#   f32 GGUF      -> Q4_0, 2 threads and 1 thread
+#   bf16 sharded safetensors (model-0000N-of-0000M + index) -> .wq 4-bit block 64 asym,
+#                    without and with --hqq
+#   bf16 GGUF     -> Q4_0 (wquant's GGUF output needs a GGUF input: its vocabulary and
+#                    keys are copied)
+#
 #   LLAMA_QUANTIZE=/path/to/llama-quantize bash bench/e2e_bench.sh
-# Environment: WQ_E2E_DIR (default /tmp/wq-e2e), WQ_E2E_LAYERS (default 22), WQ_E2E_THREADS (2).
+# Environment: WQ_E2E_DIR (default /tmp/wq-e2e), WQ_E2E_LAYERS (22: 1.1 B parameters;
+# 1 for a quick check), WQ_E2E_RUNS (3), WQ_E2E_COLD (1: also a cold-cache read of each
+# input, after `echo 3 > /proc/sys/vm/drop_caches`, where permitted), WQUANT, WQ_GEN_MODEL.
+# wquant's own measuring knobs pass through: WQUANT_OUTPUT_IO (buffered|direct),
+# WQUANT_READAHEAD (populate|touch|willneed|off); the header prints them.
 # Run it on an idle machine: a second busy process halves every figure on 2 cores.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 dir=${WQ_E2E_DIR:-/tmp/wq-e2e}
 layers=${WQ_E2E_LAYERS:-22}
-threads=${WQ_E2E_THREADS:-2}
+runs=${WQ_E2E_RUNS:-3}
+cold=${WQ_E2E_COLD:-1}
 wq=${WQUANT:-$root/build/cli/wquant}
 gen=${WQ_GEN_MODEL:-$root/build/bench/wq_gen_model}
 mkdir -p "$dir"
-in=$dir/tinyllama-${layers}l-f32.gguf
-[ -f "$in" ] || "$gen" --layers "$layers" --dtype f32 "$in"
-in_bytes=$(stat -c %s "$in")
-cat "$in" > /dev/null  # both tools start from a warm page cache
 
-measure() {  # label, command...
+f32_gguf=$dir/tinyllama-${layers}l-f32.gguf
+bf16_gguf=$dir/tinyllama-${layers}l-bf16.gguf
+bf16_st=$dir/tinyllama-${layers}l-bf16-hf/model.safetensors.index.json
+[ -f "$f32_gguf" ] || "$gen" --layers "$layers" --dtype f32 "$f32_gguf" > /dev/null
+[ -f "$bf16_gguf" ] || "$gen" --layers "$layers" --dtype bf16 "$bf16_gguf" > /dev/null
+if [ ! -f "$bf16_st" ]; then
+  mkdir -p "$(dirname "$bf16_st")"
+  "$gen" --layers "$layers" --dtype bf16 --shard-size 1G "$bf16_st" > /dev/null
+fi
+
+# The files a model is read from (the shards of an index).
+input_files() {
+  case $1 in
+    *.index.json) ls "$(dirname "$1")"/model-*-of-*.safetensors ;;
+    *) echo "$1" ;;
+  esac
+}
+input_bytes() { input_files "$1" | xargs stat -c %s | awk '{s += $1} END {print s}'; }
+
+# timed LABEL command...: runs it under /usr/bin/time, appends "wall cpu rss_kib" to
+# $dir/LABEL.runs, and fails loudly (with the tool's last lines) if the command does.
+timed() {
   local label=$1; shift
-  local log=$dir/$label.time
-  /usr/bin/time -v "$@" > "$dir/$label.out" 2> "$log" || { echo "$label failed:"; tail -20 "$log"; return 1; }
-  local wall rss major minor
-  wall=$(grep "Elapsed (wall clock)" "$log" | awk '{print $NF}' | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
-  rss=$(grep "Maximum resident set size" "$log" | awk '{print $NF}')
-  major=$(grep "Major (requiring I/O) page faults" "$log" | awk '{print $NF}')
-  minor=$(grep "Minor (reclaiming a frame) page faults" "$log" | awk '{print $NF}')
-  awk -v l="$label" -v w="$wall" -v r="$rss" -v b="$in_bytes" -v ma="$major" -v mi="$minor" 'BEGIN {
-    printf "%-34s wall %7.2f s   input %6.2f GB/s   peak RSS %7.0f MiB   page faults: %d major, %d minor\n",
-           l, w, b / w / 1e9, r / 1024, ma, mi }'
-  echo "$wall" > "$dir/$label.wall"
+  local t=$dir/.time
+  if ! /usr/bin/time -f "%e %U %S %M" -o "$t" "$@" > "$dir/.out" 2> "$dir/.err"; then
+    echo "$label failed: $*" >&2
+    tail -5 "$dir/.err" >&2
+    exit 1
+  fi
+  awk '{printf "%s %.3f %s\n", $1, $2 + $3, $4}' "$t" >> "$dir/$label.runs"
 }
 
-echo "input: $in ($(awk -v b="$in_bytes" 'BEGIN{printf "%.2f GB", b/1e9}')), Q4_0, $threads threads"
-measure "wquant" "$wq" quantize "$in" "$dir/wquant-Q4_0.gguf" --type Q4_0 --threads "$threads" --force --quiet
-if [ -n "${LLAMA_QUANTIZE:-}" ]; then
-  measure "llama-quantize" "$LLAMA_QUANTIZE" "$in" "$dir/llama-Q4_0.gguf" Q4_0 "$threads"
-  # llama-quantize stores output.weight as Q6_K, which wquant does not write (it keeps
-  # Q8_0): the identity check uses llama-quantize's own Q8_0 output-tensor option.
-  measure "llama-quantize --output-tensor-type q8_0" "$LLAMA_QUANTIZE" --output-tensor-type q8_0 "$in" \
-    "$dir/llama-Q4_0-q8out.gguf" Q4_0 "$threads"
-  awk -v a="$(cat "$dir/wquant.wall")" -v b="$(cat "$dir/llama-quantize.wall")" 'BEGIN { printf "speed-up over llama-quantize: %.2fx\n", b / a }'
-  python3 "$root/bench/gguf_tensors.py" compare "$dir/wquant-Q4_0.gguf" "$dir/llama-Q4_0-q8out.gguf" | tail -1
-fi
+# median LABEL FIELD (1 wall, 2 cpu, 3 rss KiB) over the runs so far.
+median() {
+  sort -g -k"$2" "$dir/$1.runs" | awk -v f="$2" '{v[NR] = $f} END {
+    if (NR == 0) { print "nan"; exit }
+    print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else printf "-" }'; }
+
+# floor NAME INPUT OUT_BYTES: cat of the input (warm; cold where permitted), dd of an
+# output-sized file with and without fsync. Leaves floor_{read,read_cpu,sync,nosync,nosync_cpu}.
+floor() {
+  local name=$1 in=$2 out_bytes=$3
+  local files mib
+  files=$(input_files "$in")
+  mib=$(( (out_bytes + 1048575) / 1048576 ))
+  rm -f "$dir"/floor-"$name"-*.runs
+  # shellcheck disable=SC2086
+  cat $files > /dev/null  # warm
+  for _ in $(seq "$runs"); do
+    # shellcheck disable=SC2086
+    timed "floor-$name-read" sh -c "cat $files > /dev/null"
+    timed "floor-$name-sync" dd if=/dev/zero of="$dir/floor.out" bs=1M count="$mib" conv=fsync status=none
+    rm -f "$dir/floor.out"
+    timed "floor-$name-nosync" dd if=/dev/zero of="$dir/floor.out" bs=1M count="$mib" status=none
+    rm -f "$dir/floor.out"
+  done
+  floor_read=$(median "floor-$name-read" 1); floor_read_cpu=$(median "floor-$name-read" 2)
+  floor_sync=$(median "floor-$name-sync" 1)
+  floor_nosync=$(median "floor-$name-nosync" 1); floor_nosync_cpu=$(median "floor-$name-nosync" 2)
+  local cold_note="cold read: not measured (WQ_E2E_COLD=0)"
+  if [ "$cold" = 1 ]; then
+    if sync && (echo 3 > /proc/sys/vm/drop_caches) 2> /dev/null; then
+      rm -f "$dir/floor-$name-cold.runs"
+      # shellcheck disable=SC2086
+      timed "floor-$name-cold" sh -c "cat $files > /dev/null"
+      cold_note="cold read $(median "floor-$name-cold" 1) s"
+    else
+      cold_note="cold read: not permitted here (/proc/sys/vm/drop_caches)"
+    fi
+  fi
+  printf "  floor  %-44s read %6.2f s (cpu %.2f s), write %s MiB: %6.2f s with fsync, %6.2f s without (cpu %.2f s); %s\n" \
+    "$name" "$floor_read" "$floor_read_cpu" "$mib" "$floor_sync" "$floor_nosync" "$floor_nosync_cpu" "$cold_note"
+}
+
+# report LABEL [LLAMA_LABEL]: one line of medians and ratios for a wquant job.
+report() {
+  local label=$1 llama=${2:-}
+  local wall cpu rss wall_nf cpu_floor vs_llama="-"
+  wall=$(median "$label" 1); cpu=$(median "$label" 2); rss=$(median "$label" 3)
+  wall_nf=$(median "$label-nofsync" 1)
+  cpu_floor=$(awk -v a="$floor_read_cpu" -v b="$floor_nosync_cpu" 'BEGIN {print a + b}')
+  if [ -n "$llama" ]; then
+    vs_llama=$(ratio "$(median "$llama" 1)" "$wall")
+    printf "  %-52s wall %6.2f s  cpu %6.2f s  peak RSS %6.0f MiB\n" "$llama" "$(median "$llama" 1)" \
+      "$(median "$llama" 2)" "$(awk -v r="$(median "$llama" 3)" 'BEGIN {print r / 1024}')"
+  fi
+  printf "  %-52s wall %6.2f s  cpu %6.2f s  peak RSS %6.0f MiB | vs floor: wall %s (fsync), %s (no fsync: %.2f s), cpu %s | llama-quantize / wquant: %s\n" \
+    "$label" "$wall" "$cpu" "$(awk -v r="$rss" 'BEGIN {print r / 1024}')" \
+    "$(ratio "$wall" "$(awk -v a="$floor_read" -v b="$floor_sync" 'BEGIN {print a + b}')")" \
+    "$(ratio "$wall_nf" "$(awk -v a="$floor_read" -v b="$floor_nosync" 'BEGIN {print a + b}')")" "$wall_nf" \
+    "$(ratio "$cpu" "$cpu_floor")" "$vs_llama"
+}
+
+# job LABEL INPUT OUTPUT [LLAMA_ARGS | -] -- WQUANT_FLAGS...: floor, then the runs.
+job() {
+  local label=$1 in=$2 out=$3 llama_type=$4; shift 5
+  local out_bytes threads
+  if ! "$wq" quantize "$in" "$out" "$@" --dry-run --json > "$dir/.plan" 2> "$dir/.err"; then
+    echo "$label: wquant --dry-run failed:" >&2
+    tail -5 "$dir/.err" >&2
+    exit 1
+  fi
+  out_bytes=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["planned_output_bytes"])' "$dir/.plan")
+  threads=$(printf '%s\n' "$@" | awk 'p {print; exit} $0 == "--threads" {p = 1}')
+  echo "$label: $(input_bytes "$in" | awk '{printf "%.2f GB", $1 / 1e9}') in, $(awk -v b="$out_bytes" 'BEGIN{printf "%.2f GB", b/1e9}') out"
+  floor "$label" "$in" "$out_bytes"
+  rm -f "$dir/$label.runs" "$dir/$label-nofsync.runs" "$dir/llama-quantize $label.runs"
+  local llama_label=""
+  for _ in $(seq "$runs"); do
+    timed "$label" "$wq" quantize "$in" "$out" "$@" --force --quiet
+    timed "$label-nofsync" env WQUANT_NO_FSYNC=1 "$wq" quantize "$in" "$out" "$@" --force --quiet
+    if [ -n "${LLAMA_QUANTIZE:-}" ] && [ "$llama_type" != - ]; then
+      llama_label="llama-quantize $label"
+      # Q8_0 for the output tensor: the type wquant writes there (README, GGUF).
+      timed "$llama_label" "$LLAMA_QUANTIZE" --output-tensor-type q8_0 "$in" "$dir/llama.gguf" "$llama_type" "$threads"
+    fi
+  done
+  rm -f "$dir/llama.gguf"
+  report "$label" "$llama_label"
+}
+
+echo "wquant e2e: $layers layers, $runs runs each (medians), $(nproc) cores, $(date -u +%FT%TZ)"
+echo "  WQUANT_OUTPUT_IO=${WQUANT_OUTPUT_IO:-buffered} WQUANT_READAHEAD=${WQUANT_READAHEAD:-populate}" \
+     "llama-quantize: ${LLAMA_QUANTIZE:-not set}"
+job "f32-gguf-Q4_0-2t" "$f32_gguf" "$dir/q4_0.gguf" Q4_0 -- --type Q4_0 --threads 2
+job "f32-gguf-Q4_0-1t" "$f32_gguf" "$dir/q4_0.gguf" Q4_0 -- --type Q4_0 --threads 1
+job "bf16-st-wq-b4-g64-asym-2t" "$bf16_st" "$dir/out.wq" - -- --bits 4 --block 64 --asym --threads 2
+job "bf16-st-wq-b4-g64-hqq-2t" "$bf16_st" "$dir/out.wq" - -- --bits 4 --block 64 --hqq --threads 2
+job "bf16-gguf-Q4_0-2t" "$bf16_gguf" "$dir/q4_0.gguf" Q4_0 -- --type Q4_0 --threads 2
+rm -f "$dir/q4_0.gguf" "$dir/out.wq" "$dir"/.time "$dir"/.out "$dir"/.err "$dir"/.plan

@@ -2,10 +2,12 @@
 // 4 KV heads, vocab 32000: about 1.1 B parameters) for benchmarks and scale tests, as
 // GGUF (llama.cpp names, llama.* metadata and a llama-style SentencePiece vocabulary, so
 // llama-quantize accepts it and llama.cpp runs it) or safetensors (Hugging Face names), in
-// f32, f16 or bf16 (GGUF norms stay f32). See bench/synthetic_model.h.
+// f32, f16 or bf16 (GGUF norms stay f32). See bench/synthetic_model.h. OUT ending in
+// .index.json writes a sharded Hugging Face checkpoint beside it (model-0000N-of-0000M
+// .safetensors, at most --shard-size bytes of tensors each, default 1G).
 //
 //   wq_gen_model [--layers N] [--dtype f32|f16|bf16] [--format gguf|safetensors] [--seed S]
-//                OUT.gguf|OUT.safetensors
+//                [--shard-size BYTES[K|M|G]] OUT.gguf|OUT.safetensors|OUT.index.json
 #include <cstdio>
 #include <exception>
 #include <optional>
@@ -18,6 +20,20 @@
 namespace wq {
 namespace {
 
+uint64_t parse_size(const std::string& flag, const std::string& v) {
+  size_t used = 0;
+  unsigned long long n = 0;
+  try {
+    n = std::stoull(v, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  const std::string unit = v.substr(used);
+  const uint64_t mul = unit.empty() ? 1 : unit == "K" ? 1ull << 10 : unit == "M" ? 1ull << 20 : unit == "G" ? 1ull << 30 : 0;
+  if (used == 0 || mul == 0 || n == 0) throw Error(flag + ": expected a size like 512M or 2G, got '" + v + "'", ErrorKind::Usage);
+  return uint64_t(n) * mul;
+}
+
 int run(int argc, char** argv) {
   SyntheticConfig c;
   std::optional<OutputFormat> format;
@@ -29,6 +45,7 @@ int run(int argc, char** argv) {
       return argv[++i];
     };
     if (a == "--layers") c.layers = std::stoi(next());
+    else if (a == "--shard-size") c.shard_bytes = parse_size(a, next());
     else if (a == "--seed") c.seed = std::stoull(next());
     else if (a == "--dtype") {
       const std::string d = next();
@@ -49,10 +66,11 @@ int run(int argc, char** argv) {
   }
   if (out.empty() || c.layers < 1 || c.layers > 1000) {
     std::fprintf(stderr, "usage: wq_gen_model [--layers 1..1000] [--dtype f32|f16|bf16] [--format gguf|safetensors] "
-                         "[--seed S] OUT.gguf|OUT.safetensors\n");
+                         "[--seed S] [--shard-size BYTES[K|M|G]] OUT.gguf|OUT.safetensors|OUT.index.json\n");
     return 2;
   }
-  const OutputFormat fmt = format ? *format : format_from_path(out);
+  const bool index = out.size() > 11 && out.compare(out.size() - 11, 11, ".index.json") == 0;
+  const OutputFormat fmt = format ? *format : index ? OutputFormat::Safetensors : format_from_path(out);
   const uint64_t params = write_synthetic_model(out, fmt, c);
   std::printf("%s: %llu parameters, %s\n", out.c_str(), (unsigned long long)params, dtype_name(c.dtype));
   return 0;

@@ -3,7 +3,10 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <memory>
+
+#include <nlohmann/json.hpp>
 
 #include "engine/error.h"
 #include "engine/scheduler.h"
@@ -11,6 +14,7 @@
 #include "io/gguf_format.h"
 #include "io/gguf_writer.h"
 #include "io/model_writer.h"
+#include "io/output_file.h"
 #include "io/safetensors_writer.h"
 
 namespace wq {
@@ -105,6 +109,65 @@ std::vector<std::string> normal_pieces(size_t n) {
   return v;
 }
 
+// Tensors [first[s], first[s + 1]) go to shard s.
+std::vector<size_t> shard_starts(const std::vector<TensorInfo>& infos, uint64_t shard_bytes) {
+  std::vector<size_t> first{0};
+  uint64_t in_shard = 0;
+  for (size_t i = 0; i < infos.size(); ++i) {
+    if (in_shard > 0 && in_shard + infos[i].nbytes > shard_bytes) {
+      first.push_back(i);
+      in_shard = 0;
+    }
+    in_shard += infos[i].nbytes;
+  }
+  first.push_back(infos.size());
+  return first;
+}
+
+std::string shard_name(size_t k, size_t total) {
+  char b[64];
+  std::snprintf(b, sizeof b, "model-%05zu-of-%05zu.safetensors", k, total);
+  return b;
+}
+
+uint64_t write_shards(const std::string& index, const SyntheticConfig& c, const std::vector<Shape>& shapes,
+                      const std::vector<TensorInfo>& infos, const std::vector<TensorPlan>& plan,
+                      const std::vector<DType>& dtypes) {
+  const std::filesystem::path dir = std::filesystem::path(index).parent_path();
+  const std::vector<size_t> first = shard_starts(infos, c.shard_bytes ? c.shard_bytes : UINT64_MAX);
+  const size_t total = first.size() - 1;
+  nlohmann::ordered_json weight_map = nlohmann::ordered_json::object();
+  uint64_t params = 0, bytes = 0;
+  Scheduler sched(0);
+  for (size_t s = 0; s < total; ++s) {
+    const std::string name = shard_name(s + 1, total);
+    std::vector<TensorInfo> sub_infos(infos.begin() + long(first[s]), infos.begin() + long(first[s + 1]));
+    std::vector<TensorPlan> sub_plan;
+    for (size_t i = first[s]; i < first[s + 1]; ++i) {
+      sub_plan.push_back(plan[i]);
+      sub_plan.back().source_index = i - first[s];
+    }
+    std::unique_ptr<ModelWriter> w = make_safetensors_writer((dir / name).string(), sub_plan, sub_infos);
+    TensorResult r;
+    for (size_t j = 0; j < sub_plan.size(); ++j) {
+      const size_t i = first[s] + j;
+      r.plan = &sub_plan[j];
+      sched.run([&] { fill(r.bytes, dtypes[i], c.seed, i, shapes[i]); });
+      w->write(r);
+      weight_map[infos[i].name] = name;
+      params += checked_numel(infos[i].name, infos[i].shape);
+      bytes += infos[i].nbytes;
+    }
+    w->commit();
+  }
+  const nlohmann::ordered_json doc = {{"metadata", {{"total_size", bytes}}}, {"weight_map", weight_map}};
+  const std::string text = doc.dump(2) + "\n";
+  OutputFile f(index);
+  f.write(text.data(), text.size());
+  f.commit();
+  return params;
+}
+
 }  // namespace
 
 GgufMetadata synthetic_llama_metadata(const SyntheticConfig& c) {
@@ -180,6 +243,9 @@ uint64_t write_synthetic_model(const std::string& out, OutputFormat fmt, const S
     plan.push_back(p);
     dtypes.push_back(dt);
   }
+  const bool sharded = fmt == OutputFormat::Safetensors && out.size() > 11 &&
+                       out.compare(out.size() - 11, 11, ".index.json") == 0;
+  if (sharded) return write_shards(out, c, shapes, infos, plan, dtypes);
   std::unique_ptr<ModelWriter> w;
   if (fmt == OutputFormat::Gguf) {
     w = make_gguf_writer(out, plan, infos, synthetic_llama_metadata(c), std::vector<uint32_t>(plan.size(), kGgmlF32));

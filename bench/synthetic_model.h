@@ -18,6 +18,9 @@ struct SyntheticConfig {
   int64_t dim = 2048, ffn = 5632, heads = 32, kv_heads = 4, vocab = 32000, context = 2048;
   DType dtype = DType::F32;  // of the matrices; GGUF norms are always f32 (below)
   uint64_t seed = 1;
+  // Sharded safetensors (OUT ending in .index.json): the most bytes of tensors per shard
+  // (a larger tensor gets a shard of its own), as Hugging Face's max_shard_size.
+  uint64_t shard_bytes = uint64_t(1) << 30;
 };
 
 // The llama.* and tokenizer.* keys: a llama-style SentencePiece vocabulary laid out as
@@ -34,6 +37,10 @@ GgufMetadata synthetic_llama_metadata(const SyntheticConfig& c);
 // backend asserts an f32 operand for them, and its converters keep 1-D tensors f32); in
 // safetensors every tensor has c.dtype, as Hugging Face checkpoints do. Returns the number
 // of parameters. The bytes depend only on c (not on threads).
+// Safetensors to a path ending in .index.json is written as Hugging Face shards a
+// checkpoint: model-0000N-of-0000M.safetensors beside it (tensors in order, at most
+// c.shard_bytes of them each), then the index {"metadata": {"total_size"}, "weight_map"}
+// last, so an interrupted run leaves no index to load.
 uint64_t write_synthetic_model(const std::string& out, OutputFormat format, const SyntheticConfig& c);
 
 }  // namespace wq

@@ -77,6 +77,9 @@ struct Bound {
   int threads = 0;
   bool quiet = false, verbose = false, json = false;
   bool dry_run = false, force = false, external_data = false;
+  bool no_metrics = false;
+  std::string bench_model;
+  bool csv = false;
   size_t top = 0;
 };
 
@@ -214,6 +217,7 @@ void build(Options& o, Bound& b) {
   q->add_flag("--external-data", b.external_data,
               "ONNX output: tensor data in OUT.data beside OUT (always when the model passes 2 GB)");
   q->add_flag("--force", b.force, "Replace OUT if it exists (never the input itself)");
+  q->add_flag("--no-metrics", b.no_metrics, "Do not measure each tensor's error (rel RMSE, SNR, max); output unchanged");
   add_verbosity(q, b);
   q->footer(quantize_footer());
 
@@ -244,6 +248,10 @@ void build(Options& o, Bound& b) {
   CLI::App* be = o.bench = app.add_subcommand("bench", "Quantize and read throughput per ISA on this machine, as a table");
   be->add_option("--size", b.size, "Weights per measurement, with K/M/G suffixes (default 16M)")->type_name("N");
   add_run(be, b, "Measure this ISA only (default: every ISA this CPU runs)");
+  be->add_option("--model", b.bench_model, "Sweep every scheme (bits 2-8 x blocks x sym/asym/HQQ, GGUF types) over "
+                                            "this model's weights: bits per weight, error, time, Pareto front")
+      ->type_name("FILE");
+  be->add_flag("--csv", b.csv, "With --model: the table as CSV on stdout");
   add_verbosity(be, b);
   be->footer(bench_footer());
 }
@@ -470,6 +478,7 @@ void fill_quantize(const Options& o, const Bound& b, const MnnNormalised& norm, 
   a.dry_run = b.dry_run;
   a.external_data = b.external_data;
   a.force = b.force;
+  a.no_metrics = b.no_metrics;
 }
 
 }  // namespace
@@ -567,6 +576,10 @@ CommandLine parse_command_line(const std::vector<std::string>& raw) {
     case CommandKind::Bench:
       if (o.bench->count("--size")) cl.bench.size = parse_size(b.size);
       cl.bench.run = run_settings(o.bench, b);
+      cl.bench.model = b.bench_model;
+      cl.bench.csv = b.csv;
+      if (cl.bench.csv && cl.bench.model.empty()) throw usage("--csv: only with --model FILE");
+      if (cl.bench.csv && cl.verbosity.json) throw usage("--csv and --json: choose one");
       break;
     default:
       break;

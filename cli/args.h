@@ -59,6 +59,7 @@ struct QuantizeArgs {
   bool dry_run = false;
   bool force = false;
   bool external_data = false;          // --external-data (ONNX output)
+  bool no_metrics = false;  // --no-metrics: skip the per-tensor error (output bytes unchanged)
 };
 
 struct InspectArgs {
@@ -81,6 +82,8 @@ struct DequantizeArgs {
 struct BenchArgs {
   uint64_t size = 16ull << 20;  // weights per measurement (f32: 64 MiB)
   RunSettings run;              // --isa limits the table to one ISA
+  std::string model;            // --model FILE: sweep the schemes over this model instead
+  bool csv = false;             // --csv: the --model table as CSV
 };
 
 struct CommandLine {

@@ -11,9 +11,12 @@
 
 #include "cli/commands.h"
 #include "cli/run_support.h"
+#include "cli/scheme_sweep.h"
 #include "engine/error.h"
+#include "engine/plan.h"
 #include "engine/quantize.h"
 #include "engine/scheduler.h"
+#include "io/model_reader.h"
 
 namespace wq::cli {
 
@@ -110,9 +113,90 @@ std::string rate(double weights_per_s) {
   return format_fixed(weights_per_s / 1e6, 1) + " M";
 }
 
+// wquant bench --model: the scheme sweep (cli/scheme_sweep.h) as a table, JSON or CSV.
+int run_bench_model(const BenchArgs& a, Console& con) {
+  const Isa isa = choose_isa(a.run);
+  set_signal_input(a.model);
+  std::unique_ptr<ModelReader> reader = open_model(a.model);
+  std::vector<TensorView> views;
+  uint64_t weights = 0;
+  for (size_t i = 0; i < reader->tensors().size(); ++i) {
+    const TensorInfo& t = reader->tensors()[i];
+    if (!is_quantizable_weight(t)) continue;
+    views.push_back(reader->view(i));
+    weights += views.back().numel();
+  }
+  if (views.empty()) throw Error(a.model + ": no weight matrix to quantize (every tensor is 1-D or not float)");
+  for (const TensorView& v : views) check_finite(v);  // one clear error, not one per scheme
+  Scheduler sched(a.run.threads);
+  const std::vector<SweepScheme> schemes = sweep_schemes();
+  if (con.human() && !a.csv) {
+    std::fprintf(stderr, "wquant: bench: %zu schemes over %zu tensors (%s M weights) of %s, isa %s, %d threads ...\n",
+                 schemes.size(), views.size(), format_fixed(double(weights) / 1e6, 2).c_str(), a.model.c_str(),
+                 isa_name(isa), sched.threads());
+  }
+  std::vector<SchemeResult> results;
+  sched.run([&] {
+    for (const SweepScheme& s : schemes) results.push_back(run_scheme(s, views, kernels()));
+  });
+  mark_pareto(results);
+  auto num = [](double x) { return std::isfinite(x) ? json(x) : json(nullptr); };
+  if (con.verbosity().json) {
+    json rows = json::array();
+    for (const SchemeResult& r : results) {
+      const SweepScheme& s = r.scheme;
+      rows.push_back({{"scheme", s.name},
+                      {"family", s.family},
+                      {"bits", s.spec.bits},
+                      {"block", s.ggml ? json(ggml_traits(s.type).weights) : json(s.spec.block)},
+                      {"gguf_type", s.ggml ? json(ggml_block_name(s.type)) : json(nullptr)},
+                      {"bits_per_weight", r.bits_per_weight},
+                      {"rel_rmse", num(r.error.rel_rmse)},
+                      {"snr_db", num(r.error.snr_db)},
+                      {"max_abs", num(r.error.max_abs)},
+                      {"worst_tensor", r.worst_tensor},
+                      {"worst_rel_rmse", num(r.worst_rel_rmse)},
+                      {"tensors", r.tensors},
+                      {"tensors_kept_float", r.kept_float},
+                      {"seconds", r.seconds},
+                      {"pareto", r.pareto}});
+    }
+    const json doc = {{"command", "bench"}, {"model", a.model},     {"isa", isa_name(isa)},
+                      {"threads", sched.threads()}, {"tensors", views.size()}, {"weights", weights},
+                      {"schemes", rows}};
+    std::printf("%s\n", doc.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+    return 0;
+  }
+  if (a.csv) {
+    std::printf("scheme,family,bits,block,bits_per_weight,rel_rmse,snr_db,max_abs,worst_tensor,worst_rel_rmse,"
+                "tensors_kept_float,seconds,pareto\n");
+    for (const SchemeResult& r : results) {
+      const SweepScheme& s = r.scheme;
+      std::printf("%s,%s,%d,%lld,%.6f,%.9g,%.6g,%.9g,%s,%.9g,%zu,%.6f,%d\n", s.name.c_str(), s.family.c_str(), s.spec.bits,
+                  s.ggml ? (long long)ggml_traits(s.type).weights : (long long)s.spec.block, r.bits_per_weight,
+                  r.error.rel_rmse, r.error.snr_db, r.error.max_abs, r.worst_tensor.c_str(), r.worst_rel_rmse, r.kept_float,
+                  r.seconds, r.pareto ? 1 : 0);
+    }
+    return 0;
+  }
+  if (!con.human()) return 0;
+  std::printf("%s: %zu weight tensors, %s M weights; isa %s, %d threads; * = Pareto front\n\n", a.model.c_str(),
+              views.size(), format_fixed(double(weights) / 1e6, 2).c_str(), isa_name(isa), sched.threads());
+  std::printf("|   | scheme | bits/weight | rel RMSE | SNR dB | worst tensor (rel RMSE) | kept float | time |\n");
+  std::printf("| - | --- | ---: | ---: | ---: | --- | ---: | ---: |\n");
+  for (const SchemeResult& r : results) {
+    std::printf("| %s | %s | %s | %s | %s | %s (%s) | %zu | %s |\n", r.pareto ? "*" : " ", r.scheme.name.c_str(),
+                format_fixed(r.bits_per_weight, 3).c_str(), format_fixed(r.error.rel_rmse, 5).c_str(),
+                format_fixed(r.error.snr_db, 1).c_str(), r.worst_tensor.c_str(), format_fixed(r.worst_rel_rmse, 5).c_str(),
+                r.kept_float, format_seconds(r.seconds).c_str());
+  }
+  return 0;
+}
+
 }  // namespace
 
 int run_bench(const BenchArgs& a, Console& con) {
+  if (!a.model.empty()) return run_bench_model(a, con);
   std::vector<Isa> isas;
   if (a.run.isa) {
     choose_isa(a.run);  // refuses an ISA this CPU or build lacks

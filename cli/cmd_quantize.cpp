@@ -330,6 +330,7 @@ void print_summary(const QuantizeArgs& a, const Setup& s, const RunResult& r, Is
                 {"tensors_kept", kept},
                 {"isa", isa_name(isa)},
                 {"threads", r.threads},
+                {"metrics_measured", !a.no_metrics},
                 {"worst", worst_json},
                 {"tensors", tensors},
                 {"params_written", s.params_to_write.empty() ? json(nullptr) : json(s.params_to_write)},
@@ -358,6 +359,7 @@ void print_summary(const QuantizeArgs& a, const Setup& s, const RunResult& r, Is
   std::printf("  time        %s, %s/s, %s M weights/s\n", format_seconds(st.seconds).c_str(),
               format_bytes(uint64_t(double(st.bytes_in) / secs)).c_str(), format_fixed(double(r.weights) / secs / 1e6, 2).c_str());
   std::printf("  ran on      isa %s, %d threads\n", isa_name(isa), r.threads);
+  if (a.no_metrics) std::printf("  error       not measured (--no-metrics)\n");
   if (!worst.empty()) {
     std::printf("  worst tensors by relative RMSE:\n");
     std::printf("    %9s  %7s  %10s  %s\n", "rel RMSE", "SNR dB", "max abs", "tensor");
@@ -396,6 +398,8 @@ int run_quantize(const QuantizeArgs& a, Console& con) {
     ProgressLine progress(con);
     PipelineOptions opts;
     opts.on_progress = [&progress](const Progress& p) { progress.update(p); };
+    opts.compute_error = !a.no_metrics;
+    opts.read_ahead = read_ahead_from_env();
     std::vector<std::string> files = s.inputs;
     files.push_back(a.output);
     naming_file(a.input, files, [&] {

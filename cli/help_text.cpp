@@ -149,6 +149,13 @@ the streaming read bandwidth (a plain read loop over the f32 buffer, 4 bytes a w
 how close quantization runs to the speed of reading its input. Best of several timed
 repetitions; run it on an otherwise idle machine.
 
+With --model FILE: every scheme (bits 2-8 x blocks 32, 64, 128 and channel-wise x
+symmetric, asymmetric and HQQ; the GGUF block types, and HQQ on Q4_1 / Q5_1) applied to
+the model's weight matrices (what quantize quantizes by default): bits per weight (codes,
+scales and zeros), relative RMSE and SNR over all of them, the worst tensor, the time,
+and '*' on the Pareto front (no scheme both smaller and closer). --json or --csv for
+scripts; bench/pareto_plot.py draws the front from the JSON.
+
 )") + kExitCodes;
 }
 

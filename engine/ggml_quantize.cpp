@@ -85,10 +85,23 @@ std::string check_ggml_rows(const TensorView& w, GgmlBlock t, const uint8_t* out
   return {};
 }
 
+// Per-row error sums of blocks against w, tile by tile.
+void ggml_row_sums(const TensorView& w, GgmlBlock t, const uint8_t* blocks, ErrorSums* sums, const Kernels& k) {
+  const size_t rows = w.rows(), cols = w.cols();
+  const size_t row_bytes = ggml_row_bytes(t, cols);
+  parallel_row_tiles(rows, tile_rows_for(rows, cols * 8), [&](size_t r0, size_t r1) {
+    std::vector<float> buf, wh(cols);
+    for (size_t r = r0; r < r1; ++r) {
+      k.dequantize_ggml[int(t)](blocks + r * row_bytes, wh.data(), cols);
+      sums[r] = error_sums(row_as_f32(w, r, cols, buf, k), wh.data(), cols, k);
+    }
+  });
+}
+
 }  // namespace
 
 void quantize_ggml_tensor(const TensorView& w, GgmlBlock t, const QuantSpec& spec, std::vector<uint8_t>& out,
-                          const Kernels* kp, const float* imatrix) {
+                          const Kernels* kp, const float* imatrix, std::vector<ErrorSums>* row_sums) {
   if (imatrix) throw Error(w.name + ": imatrix for " + ggml_block_name(t) + " needs the K-quant kernels");
   const Kernels& k = kp ? *kp : kernels();
   const size_t rows = w.rows(), cols = w.cols();
@@ -98,6 +111,7 @@ void quantize_ggml_tensor(const TensorView& w, GgmlBlock t, const QuantSpec& spe
   }
   const size_t row_bytes = ggml_row_bytes(t, cols);
   out.resize(rows * row_bytes);
+  if (row_sums) row_sums->assign(rows, ErrorSums{});
   if (spec.hqq) {
     if (!ggml_traits(t).has_min || ggml_traits(t).weights != 32) {
       throw Error(w.name + ": HQQ needs a block type with a zero point (Q4_1 or Q5_1), not " +
@@ -112,15 +126,22 @@ void quantize_ggml_tensor(const TensorView& w, GgmlBlock t, const QuantSpec& spe
     hqq_to_ggml(q, t, out.data(), k);
     const std::string bad = check_ggml_rows(w, t, out.data(), 0, rows, row_bytes, k);
     if (!bad.empty()) throw Error(bad);
+    if (row_sums) ggml_row_sums(w, t, out.data(), row_sums->data(), k);  // HQQ's solve dominates: a pass of its own
     return;
   }
   check_finite(w, &k);
   const size_t tile = tile_rows_for(rows, cols * dtype_size(w.dtype));
   std::vector<std::string> bad((rows + tile - 1) / tile);  // reported in tile order: not thread-dependent
   parallel_row_tiles(rows, tile, [&](size_t r0, size_t r1) {
-    std::vector<float> buf;
+    std::vector<float> buf, wh(row_sums ? cols : 0);
     for (size_t r = r0; r < r1; ++r) {
-      k.quantize_ggml[int(t)](row_as_f32(w, r, cols, buf, k), out.data() + r * row_bytes, cols);
+      const float* row = row_as_f32(w, r, cols, buf, k);
+      uint8_t* dst = out.data() + r * row_bytes;
+      k.quantize_ggml[int(t)](row, dst, cols);
+      if (row_sums) {  // the row and its blocks are in L1: the error costs no memory traffic
+        k.dequantize_ggml[int(t)](dst, wh.data(), cols);
+        (*row_sums)[r] = error_sums(row, wh.data(), cols, k);
+      }
     }
     bad[r0 / tile] = check_ggml_rows(w, t, out.data(), r0, r1, row_bytes, k);
   });
@@ -131,16 +152,8 @@ void quantize_ggml_tensor(const TensorView& w, GgmlBlock t, const QuantSpec& spe
 
 ErrorMetrics ggml_tensor_error(const TensorView& w, GgmlBlock t, const uint8_t* blocks, const Kernels* kp) {
   const Kernels& k = kp ? *kp : kernels();
-  const size_t rows = w.rows(), cols = w.cols();
-  const size_t row_bytes = ggml_row_bytes(t, cols);
-  std::vector<ErrorSums> sums(rows);
-  parallel_row_tiles(rows, tile_rows_for(rows, cols * 8), [&](size_t r0, size_t r1) {
-    std::vector<float> buf, wh(cols);
-    for (size_t r = r0; r < r1; ++r) {
-      k.dequantize_ggml[int(t)](blocks + r * row_bytes, wh.data(), cols);
-      sums[r] = error_sums(row_as_f32(w, r, cols, buf, k), wh.data(), cols, k);
-    }
-  });
+  std::vector<ErrorSums> sums(w.rows());
+  ggml_row_sums(w, t, blocks, sums.data(), k);
   return combine_error_sums(sums);
 }
 

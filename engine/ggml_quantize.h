@@ -23,8 +23,11 @@ namespace wq {
 // `imatrix`: w.cols() importance values (llama-quantize's quant_weights) or null; the
 // quantizers that use one come with the K-quant kernels: until then a non-null one is an
 // Error.
+// With row_sums, also measures the error row by row as each row is quantized (resized to
+// rows; the sums ggml_tensor_error would compute).
 void quantize_ggml_tensor(const TensorView& w, GgmlBlock t, const QuantSpec& spec, std::vector<uint8_t>& out,
-                          const Kernels* k = nullptr, const float* imatrix = nullptr);
+                          const Kernels* k = nullptr, const float* imatrix = nullptr,
+                          std::vector<ErrorSums>* row_sums = nullptr);
 
 // Error of blocks against the float tensor they came from, tile by tile.
 ErrorMetrics ggml_tensor_error(const TensorView& w, GgmlBlock t, const uint8_t* blocks, const Kernels* k = nullptr);

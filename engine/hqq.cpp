@@ -48,12 +48,20 @@ void pack_row(QuantizedTensor& q, size_t r, const uint8_t* codes, const Kernels&
   k.pack_codes(codes, q.cols, q.spec.bits, q.packed.data() + r * q.packed_row_bytes);
 }
 
-void solve_per_block(const TensorView& w, QuantizedTensor& q, const Kernels& k) {
+using RowsDone = std::function<void(size_t, size_t)>;
+
+void solve_per_block(const TensorView& w, QuantizedTensor& q, const Kernels& k, const RowsDone& rows_done) {
   const size_t nb = q.blocks_per_row();
   const HqqParams hp = params_of(q);
   const size_t tile = tile_rows_for(q.rows, q.cols * dtype_size(w.dtype));
   std::vector<int> tile_steps((q.rows + tile - 1) / tile, 0);
+  // The first non-finite weight of each tile, found as the tile is read (no pass of its
+  // own over the tensor) and reported in tile order, so the message does not depend on
+  // which thread saw one first.
+  std::vector<std::string> bad(tile_steps.size());
   parallel_row_tiles(q.rows, tile, [&](size_t r0, size_t r1) {
+    bad[r0 / tile] = nonfinite_in_rows(w, r0, r1, k);
+    if (!bad[r0 / tile].empty()) return;
     std::vector<float> buf, inv(nb);
     std::vector<uint8_t> codes(q.cols);
     std::vector<int> steps(nb);
@@ -66,11 +74,15 @@ void solve_per_block(const TensorView& w, QuantizedTensor& q, const Kernels& k) 
       for (int s : steps) most = std::max(most, s);
     }
     tile_steps[r0 / tile] = most;
+    if (rows_done) rows_done(r0, r1);
   });
+  for (const std::string& msg : bad) {
+    if (!msg.empty()) throw Error(msg);
+  }
   q.solver_steps = tile_steps.empty() ? 0 : *std::max_element(tile_steps.begin(), tile_steps.end());
 }
 
-void solve_lockstep(const TensorView& w, QuantizedTensor& q, const Kernels& k) {
+void solve_lockstep(const TensorView& w, QuantizedTensor& q, const Kernels& k, const RowsDone& rows_done) {
   const size_t nb = q.blocks_per_row();
   const size_t nblocks = q.rows * nb;
   const HqqParams hp = params_of(q);
@@ -114,16 +126,20 @@ void solve_lockstep(const TensorView& w, QuantizedTensor& q, const Kernels& k) {
       }
       pack_row(q, r, codes.data(), k);
     }
+    if (rows_done) rows_done(r0, r1);
   });
 }
 
 }  // namespace
 
-void hqq_quantize(const TensorView& w, QuantizedTensor& q, const Kernels& k) {
-  check_finite(w, &k);
+void hqq_quantize(const TensorView& w, QuantizedTensor& q, const Kernels& k, const RowsDone& rows_done) {
   if (q.zeros.size() != q.scales.size()) q.zeros.resize(q.scales.size());
-  if (q.spec.hqq_opts.stop == HqqStop::Tensor) solve_lockstep(w, q, k);
-  else solve_per_block(w, q, k);
+  if (q.spec.hqq_opts.stop == HqqStop::Tensor) {
+    check_finite(w, &k);  // before the first of its passes over every tile
+    solve_lockstep(w, q, k, rows_done);
+  } else {
+    solve_per_block(w, q, k, rows_done);  // checks each tile as it reads it
+  }
 }
 
 }  // namespace wq

@@ -15,17 +15,8 @@ namespace wq {
 ErrorSums error_sums(const float* a, const float* b, size_t n, const Kernels& k) {
   ErrorSums s;
   s.count = n;
-  k.sq_err(a, b, n, &s.err2, &s.ref2);
-  // max |a - b| through the table's absmax, a chunk of differences at a time (the
-  // subtraction is exact and the max order-free, so any ISA gives the same value).
-  constexpr size_t kChunk = 1024;
-  float diff[kChunk];
-  float m = 0.0f;
-  for (size_t i = 0; i < n; i += kChunk) {
-    const size_t c = std::min(kChunk, n - i);
-    for (size_t j = 0; j < c; ++j) diff[j] = a[i + j] - b[i + j];
-    m = std::max(m, k.absmax(diff, c));
-  }
+  float m = 0.0f;  // max |a - b|, NaN differences skipped, in the same pass as the sums
+  k.sq_err(a, b, n, &s.err2, &s.ref2, &m);
   s.max_abs = m;
   // The kernel sums in float: past |w| ~ 1e19 a square overflows to Inf and the figures
   // would say "exact" (Inf / Inf) or Inf for finite weights. Sum again in double then
@@ -66,6 +57,11 @@ ErrorMetrics combine_error_sums(const std::vector<ErrorSums>& parts) {
     out.rmse = out.rel_rmse = out.snr_db = out.max_abs = std::numeric_limits<double>::quiet_NaN();
   }
   return out;
+}
+
+void RowErrorSink::add(size_t r, const float* w_hat, std::vector<float>& buf, const Kernels& k) const {
+  const size_t cols = ref->cols();
+  rows[r] = error_sums(row_as_f32(*ref, r, cols, buf, k), w_hat, cols, k);
 }
 
 ErrorMetrics array_error(const float* ref, const float* approx, size_t n, const Kernels* kp) {

@@ -29,6 +29,20 @@ ErrorSums error_sums(const float* ref, const float* approx, size_t n, const Kern
 // Combines in vector order.
 ErrorMetrics combine_error_sums(const std::vector<ErrorSums>& parts);
 
+// A quantizer measuring its own error as it goes: rows[r] receives the sums of row r of
+// ref (the tensor as the caller gave it, before any flush of tiny weights) against the
+// row's w_hat, computed right after the row is quantized, while both are in cache. The
+// per-row sums equal those tensor_error computes (same kernels, same order), so
+// combine_error_sums(rows) gives identical figures without a second pass over memory.
+// rows must hold ref->rows() entries; different rows may be written from different threads.
+struct RowErrorSink {
+  const TensorView* ref = nullptr;
+  ErrorSums* rows = nullptr;
+  explicit operator bool() const { return rows != nullptr; }
+  // buf: the caller's scratch for widening an f16/bf16 row.
+  void add(size_t r, const float* w_hat, std::vector<float>& buf, const Kernels& k) const;
+};
+
 // Dequantizes q tile by tile (never the whole tensor at once) and compares with w.
 // Per-row sums are combined in row order, so the figures do not depend on threads.
 ErrorMetrics tensor_error(const TensorView& w, const QuantizedTensor& q, const Kernels* k = nullptr);

@@ -110,9 +110,10 @@ void process(Item& it, TensorSource& source, const PipelineOptions& opts) {
   switch (p.action) {
     case TensorAction::Quantize: {
       const TensorView v = source.view(p.source_index);
-      r.quantized = quantize_tensor(v, p.spec, p.block, &k);
+      std::vector<ErrorSums> sums;  // per row, filled while each tile is in cache
+      r.quantized = quantize_tensor(v, p.spec, p.block, &k, opts.compute_error ? &sums : nullptr);
       if (opts.compute_error) {
-        r.error = tensor_error(v, r.quantized, &k);
+        r.error = combine_error_sums(sums);
         r.has_error = true;
       }
       it.solver_steps = r.quantized.solver_steps;
@@ -121,25 +122,30 @@ void process(Item& it, TensorSource& source, const PipelineOptions& opts) {
     }
     case TensorAction::Ggml: {
       std::vector<float> deq;
+      std::vector<ErrorSums> sums;
       const TensorView v = p.requantize ? dequantized_view(source, p, *it.info, deq, k) : source.view(p.source_index);
       if (p.imatrix && v.shape.size() == 3) {
         // Experts: each matrix with its own importance values, as llama-quantize does.
         const size_t ne0 = size_t(v.shape[2]), matrix = size_t(v.shape[1]) * ne0, es = dtype_size(v.dtype);
         std::vector<uint8_t> part;
+        std::vector<ErrorSums> part_sums;
         r.bytes.clear();
         for (int64_t e = 0; e < v.shape[0]; ++e) {
           TensorView m = v;
           m.shape = {v.shape[1], v.shape[2]};
           m.data = static_cast<const uint8_t*>(v.data) + size_t(e) * matrix * es;
           m.nbytes = matrix * es;
-          quantize_ggml_tensor(m, p.ggml, p.spec, part, &k, p.imatrix->data() + size_t(e) * ne0);
+          quantize_ggml_tensor(m, p.ggml, p.spec, part, &k, p.imatrix->data() + size_t(e) * ne0,
+                               opts.compute_error ? &part_sums : nullptr);
+          sums.insert(sums.end(), part_sums.begin(), part_sums.end());
           r.bytes.insert(r.bytes.end(), part.begin(), part.end());
         }
       } else {
-        quantize_ggml_tensor(v, p.ggml, p.spec, r.bytes, &k, p.imatrix ? p.imatrix->data() : nullptr);
+        quantize_ggml_tensor(v, p.ggml, p.spec, r.bytes, &k, p.imatrix ? p.imatrix->data() : nullptr,
+                             opts.compute_error ? &sums : nullptr);
       }
       if (opts.compute_error) {
-        r.error = ggml_tensor_error(v, p.ggml, r.bytes.data(), &k);
+        r.error = combine_error_sums(sums);
         r.has_error = true;
       }
       source.release(p.source_index);
@@ -205,6 +211,13 @@ PipelineStats run_pipeline(const std::vector<TensorPlan>& plan, const std::vecto
                                       it->info = &infos[plan[next].source_index];
                                       it->result.plan = it->plan;
                                       ++next;
+                                      // At most `tokens` tensors are admitted ahead of the
+                                      // writer: the read-ahead stays within that budget.
+                                      if (opts.read_ahead != ReadAhead::Off) {
+                                        size_t n = 0;
+                                        const uint8_t* bytes = source.raw(it->plan->source_index, &n);
+                                        read_ahead(bytes, n, opts.read_ahead);
+                                      }
                                       return it;
                                     }) &
           tbb::make_filter<Item*, Item*>(tbb::filter_mode::parallel,

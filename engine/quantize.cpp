@@ -93,6 +93,15 @@ static void check_params_finite(const TensorView& w, const QuantizedTensor& q, c
   }
 }
 
+std::string nonfinite_in_rows(const TensorView& w, size_t r0, size_t r1, const Kernels& k) {
+  try {
+    check_finite_rows(w, w.cols(), r0, r1, k);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return {};
+}
+
 void check_finite(const TensorView& w, const Kernels* k) {
   check_view(w);
   check_finite_rows(w, w.cols(), 0, w.rows(), table(k));
@@ -161,7 +170,61 @@ static TensorView flush_subnormals(const TensorView& w, std::vector<float>* buf,
   return v;
 }
 
-QuantizedTensor quantize_tensor(const TensorView& w_in, const QuantSpec& spec, size_t block, const Kernels* kp) {
+// IEEE f32 -> f16 rounded toward zero (overflow to Inf, NaN kept NaN): MNN's
+// half_float::half with its default round style.
+static uint16_t truncate_to_f16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  const uint32_t sign = (u >> 16) & 0x8000u;
+  const int exp = int((u >> 23) & 0xff);
+  const uint32_t mant = u & 0x7fffffu;
+  if (exp == 0xff) return uint16_t(sign | 0x7c00u | (mant ? 0x200u : 0u));
+  if (exp > 142) return uint16_t(sign | 0x7c00u);  // >= 2^16: beyond f16's largest finite value
+  if (exp > 112) return uint16_t(sign | uint32_t(exp - 112) << 10 | mant >> 13);  // normal: drop 13 bits
+  if (exp > 101) return uint16_t(sign | (mant | 0x800000u) >> (126 - exp));       // subnormal
+  return uint16_t(sign);
+}
+
+// n parameters as the record will store them: through f16 (rounded to nearest or toward
+// zero) with spec.fp16, as round_params_to_f16 / truncate_params_to_f16 do afterwards.
+static void as_stored(const QuantSpec& spec, const float* in, float* out, size_t n, const Kernels& k) {
+  if (!spec.fp16) {
+    std::memcpy(out, in, n * sizeof(float));
+    return;
+  }
+  uint16_t h[256];
+  for (size_t i = 0; i < n; i += 256) {
+    const size_t c = std::min<size_t>(256, n - i);
+    if (spec.fp16_truncate) {
+      for (size_t j = 0; j < c; ++j) h[j] = truncate_to_f16(in[i + j]);
+    } else {
+      k.narrow_f16(in + i, h, c);
+    }
+    k.widen_f16(h, out + i, c);
+  }
+}
+
+// The error of rows [r0, r1), just quantized (their input and codes still in cache),
+// against w_hat as a loader will reconstruct it: what tensor_error gives for these rows
+// once the parameters are stored.
+static void measure_rows(const QuantizedTensor& q, size_t r0, size_t r1, const RowErrorSink& err, const Kernels& k) {
+  const size_t nb = q.blocks_per_row();
+  std::vector<uint8_t> codes(q.cols);
+  std::vector<float> w_hat(q.cols), buf, s(nb), z(q.zeros.empty() ? 0 : nb);
+  for (size_t r = r0; r < r1; ++r) {
+    as_stored(q.spec, q.scales.data() + r * nb, s.data(), nb, k);
+    if (!z.empty()) as_stored(q.spec, q.zeros.data() + r * nb, z.data(), nb, k);
+    k.unpack_codes(q.packed.data() + r * q.packed_row_bytes, q.cols, q.spec.bits, codes.data());
+    for (size_t b = 0; b < nb; ++b) {
+      const BlockCodec c{q.scheme, q.spec.bits, s[b], z.empty() ? 0.0f : z[b], 0.0f};
+      k.dequantize_codes(codes.data() + b * q.block, q.block, c, w_hat.data() + b * q.block);
+    }
+    err.add(r, w_hat.data(), buf, k);
+  }
+}
+
+QuantizedTensor quantize_tensor(const TensorView& w_in, const QuantSpec& spec, size_t block, const Kernels* kp,
+                                std::vector<ErrorSums>* row_sums) {
   const Kernels& k = table(kp);
   validate_spec(spec, w_in.name);
   check_view(w_in);
@@ -185,9 +248,15 @@ QuantizedTensor quantize_tensor(const TensorView& w_in, const QuantSpec& spec, s
   q.scales.resize(nblocks);
   if (q.scheme != Scheme::MnnSym) q.zeros.resize(nblocks);
 
+  RowErrorSink err;
+  if (row_sums) {
+    row_sums->assign(q.rows, ErrorSums{});
+    err = RowErrorSink{&w_in, row_sums->data()};  // against the input as given, before any flush
+  }
   float abs_max[2] = {0.0f, 0.0f};  // of the scales and zeros, from the RTN tiles
   if (spec.hqq) {
-    hqq_quantize(w, q, k);
+    if (err) hqq_quantize(w, q, k, [&](size_t r0, size_t r1) { measure_rows(q, r0, r1, err, k); });
+    else hqq_quantize(w, q, k);
   } else {
     RowQuantJob job{};
     job.src = w.data;
@@ -219,6 +288,7 @@ QuantizedTensor quantize_tensor(const TensorView& w_in, const QuantSpec& spec, s
       k.quantize_rows(job, r0, r1);
       tile_max[2 * (r0 / tile)] = k.absmax(q.scales.data() + r0 * nb, (r1 - r0) * nb);
       if (job.zeros) tile_max[2 * (r0 / tile) + 1] = k.absmax(q.zeros.data() + r0 * nb, (r1 - r0) * nb);
+      if (err) measure_rows(q, r0, r1, err, k);
     });
     for (const std::string& msg : bad) {
       if (!msg.empty()) throw Error(msg);
@@ -235,21 +305,6 @@ QuantizedTensor quantize_tensor(const TensorView& w_in, const QuantSpec& spec, s
     check_params_finite(w, q, k, true);
   }
   return q;
-}
-
-// IEEE f32 -> f16 rounded toward zero (overflow to Inf, NaN kept NaN): MNN's
-// half_float::half with its default round style.
-static uint16_t truncate_to_f16(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  const uint32_t sign = (u >> 16) & 0x8000u;
-  const int exp = int((u >> 23) & 0xff);
-  const uint32_t mant = u & 0x7fffffu;
-  if (exp == 0xff) return uint16_t(sign | 0x7c00u | (mant ? 0x200u : 0u));
-  if (exp > 142) return uint16_t(sign | 0x7c00u);  // >= 2^16: beyond f16's largest finite value
-  if (exp > 112) return uint16_t(sign | uint32_t(exp - 112) << 10 | mant >> 13);  // normal: drop 13 bits
-  if (exp > 101) return uint16_t(sign | (mant | 0x800000u) >> (126 - exp));       // subnormal
-  return uint16_t(sign);
 }
 
 void truncate_params_to_f16(QuantizedTensor& q, const Kernels* kp) {

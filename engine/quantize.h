@@ -3,6 +3,10 @@
 // depend only on the tensor, the spec and the block, never on threads or ISA.
 #pragma once
 
+#include <string>
+#include <vector>
+
+#include "engine/metrics.h"
 #include "engine/quant_spec.h"
 #include "engine/tensor.h"
 #include "kernels/kernels.h"
@@ -13,9 +17,11 @@ namespace wq {
 // block (resolve_block's result). Throws Error naming the tensor for a bad spec, a block
 // that does not divide the row, a size mismatch, or a non-finite weight (NaN/Inf make
 // every scheme's scale meaningless; the message gives the row and column).
-// k defaults to the process table.
+// k defaults to the process table. With row_sums, also measures the error while each tile
+// is in cache: row_sums is resized to rows and receives the per-row sums of w against
+// w_hat as stored (f16 parameters included), the sums tensor_error would compute.
 QuantizedTensor quantize_tensor(const TensorView& w, const QuantSpec& spec, size_t block,
-                                const Kernels* k = nullptr);
+                                const Kernels* k = nullptr, std::vector<ErrorSums>* row_sums = nullptr);
 
 // Writes rows*cols floats: w_hat for every element, rows [row_begin, row_end) only when
 // given. Uses the stored scales and zeros, so it is exactly what a loader reconstructs.
@@ -34,5 +40,8 @@ void truncate_params_to_f16(QuantizedTensor& q, const Kernels* k = nullptr);
 
 // Throws Error naming the tensor, row and column of the first NaN or Inf in w.
 void check_finite(const TensorView& w, const Kernels* k = nullptr);
+// The same check for rows [r0, r1) only (a tile about to be quantized, so the pass warms
+// the cache instead of costing one of its own): that Error's message, or "" when finite.
+std::string nonfinite_in_rows(const TensorView& w, size_t r0, size_t r1, const Kernels& k);
 
 }  // namespace wq

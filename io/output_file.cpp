@@ -7,9 +7,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 
@@ -93,13 +95,30 @@ int rename_no_replace(const char* from, const char* to) {
 
 }  // namespace
 
+OutputIo OutputIo::from_env() {
+  OutputIo io;
+  if (const char* v = std::getenv("WQUANT_OUTPUT_IO"); v && *v) {
+    const std::string m = v;
+    if (m == "direct") io.direct = true;
+    else if (m != "buffered") throw Error("WQUANT_OUTPUT_IO: expected buffered or direct, got '" + m + "'", ErrorKind::Usage);
+  }
+  if (const char* v = std::getenv("WQUANT_NO_FSYNC"); v && *v) {
+    const std::string m = v;
+    if (m != "0" && m != "1") throw Error("WQUANT_NO_FSYNC: expected 0 or 1, got '" + m + "'", ErrorKind::Usage);
+    io.fsync = m == "0";
+  }
+  return io;
+}
+
+void OutputFile::FreeDeleter::operator()(uint8_t* p) const { std::free(p); }
+
 void remove_temp_outputs_from_signal() {
   for (int i = 0; i < kSlots; ++i) {
     if (g_live[i].load()) ::unlink(g_paths[i]);
   }
 }
 
-OutputFile::OutputFile(const std::string& path) : path_(path), buf_(kBuffer) {
+OutputFile::OutputFile(const std::string& path, const OutputIo& io) : path_(path), io_(io) {
   namespace fs = std::filesystem;
   const fs::path p(path);
   fs::path dir = p.parent_path();
@@ -124,9 +143,22 @@ OutputFile::OutputFile(const std::string& path) : path_(path), buf_(kBuffer) {
     unregister_temp(slot_);
     throw Error(path + ": cannot write in " + dir.string() + ": " + std::strerror(e), ErrorKind::Output);
   }
+  void* mem = nullptr;
+  const size_t align = io_.direct ? io_.direct_block : 64;
+  if (::posix_memalign(&mem, align, kBuffer) != 0) {
+    ::close(fd_);
+    ::unlink(temp_.c_str());
+    unregister_temp(slot_);
+    throw Error(path + ": cannot allocate the write buffer", ErrorKind::Output);
+  }
+  buf_.reset(static_cast<uint8_t*>(mem));
+  // A second descriptor for the bulk: O_DIRECT is refused by some file systems at open
+  // (then everything stays buffered) and by others at the first write (flush_buffer).
+  if (io_.direct) dfd_ = ::open(temp_.c_str(), O_WRONLY | O_DIRECT | O_CLOEXEC);
 }
 
 OutputFile::~OutputFile() {
+  if (dfd_ >= 0) ::close(dfd_);
   if (fd_ >= 0) ::close(fd_);
   if (!committed_) ::unlink(temp_.c_str());
   unregister_temp(slot_);
@@ -137,42 +169,59 @@ void OutputFile::fail(const std::string& what, int err) {
   throw Error(path_ + ": " + what + ": " + reason, ErrorKind::Output);
 }
 
-void OutputFile::flush() {
+void OutputFile::write_at(int fd, const uint8_t* p, size_t n, uint64_t at) {
   size_t done = 0;
-  while (done < used_) {
-    const ssize_t w = ::write(fd_, buf_.data() + done, used_ - done);
+  while (done < n) {
+    const ssize_t w = ::pwrite(fd, p + done, n - done, off_t(at + done));
     if (w < 0) {
       if (errno == EINTR) continue;
+      if (fd == dfd_ && errno == EINVAL) {  // O_DIRECT refused here: the rest goes buffered
+        ::close(dfd_);
+        dfd_ = -1;
+        direct_refused_ = true;
+        fd = fd_;
+        continue;
+      }
       fail("write failed", errno);
     }
     done += size_t(w);
+    // A short O_DIRECT write can leave the offset unaligned: finish through the cache.
+    if (fd == dfd_ && (at + done) % io_.direct_block != 0) fd = fd_;
   }
-  used_ = 0;
+}
+
+void OutputFile::flush_buffer(size_t n) {
+  write_at(dfd_ >= 0 ? dfd_ : fd_, buf_.get(), n, file_off_);
+  file_off_ += n;
+  std::memmove(buf_.get(), buf_.get() + n, used_ - n);
+  used_ -= n;
 }
 
 void OutputFile::write(const void* data, size_t n) {
+  if (n == 0) return;  // data may be null then (an empty vector's)
   const auto* p = static_cast<const uint8_t*>(data);
   offset_ += n;
-  if (used_ + n <= buf_.size()) {
-    std::memcpy(buf_.data() + used_, p, n);
-    used_ += n;
-    return;
-  }
-  flush();
-  if (n >= buf_.size()) {  // large payloads go straight to the file
-    size_t done = 0;
-    while (done < n) {
-      const ssize_t w = ::write(fd_, p + done, n - done);
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        fail("write failed", errno);
-      }
-      done += size_t(w);
+  if (dfd_ < 0) {
+    if (used_ + n > kBuffer) flush_buffer(used_);
+    if (n >= kBuffer) {  // large payloads go straight to the file
+      write_at(fd_, p, n, file_off_);
+      file_off_ += n;
+    } else {
+      std::memcpy(buf_.get() + used_, p, n);
+      used_ += n;
     }
     return;
   }
-  std::memcpy(buf_.data(), p, n);
-  used_ = n;
+  // O_DIRECT needs aligned memory: everything passes through the buffer, written out
+  // whenever it is full (kBuffer is a multiple of the direct block).
+  while (n) {
+    const size_t c = std::min(n, kBuffer - used_);
+    std::memcpy(buf_.get() + used_, p, c);
+    used_ += c;
+    p += c;
+    n -= c;
+    if (used_ == kBuffer) flush_buffer(kBuffer);
+  }
 }
 
 void OutputFile::pad_to(uint64_t alignment) {
@@ -187,21 +236,28 @@ void OutputFile::pad_to(uint64_t alignment) {
 
 void OutputFile::patch(uint64_t at, const void* data, size_t n) {
   if (at + n > offset_) throw Error(path_ + ": patch past the written bytes", ErrorKind::Internal);
-  flush();
-  size_t done = 0;
-  while (done < n) {
-    const ssize_t w = ::pwrite(fd_, static_cast<const uint8_t*>(data) + done, n - done, off_t(at + done));
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      fail("write failed", errno);
-    }
-    done += size_t(w);
+  // Bytes already in the file are rewritten through the page cache (a few header bytes:
+  // O_DIRECT would need a whole aligned block); bytes still in the buffer are patched there.
+  const auto* p = static_cast<const uint8_t*>(data);
+  if (at < file_off_) {
+    const size_t in_file = size_t(std::min<uint64_t>(n, file_off_ - at));
+    write_at(fd_, p, in_file, at);
+    at += in_file;
+    p += in_file;
+    n -= in_file;
   }
+  if (n) std::memcpy(buf_.get() + (at - file_off_), p, n);
 }
 
 void OutputFile::commit() {
-  flush();
-  if (::fsync(fd_) != 0) fail("fsync failed", errno);
+  // The aligned bulk of what is left through O_DIRECT, the unaligned tail through the cache.
+  if (dfd_ >= 0) flush_buffer(used_ / io_.direct_block * io_.direct_block);
+  if (dfd_ >= 0) {
+    ::close(dfd_);
+    dfd_ = -1;
+  }
+  if (used_) flush_buffer(used_);
+  if (io_.fsync && ::fsync(fd_) != 0) fail("fsync failed", errno);
   if (::close(fd_) != 0) {
     fd_ = -1;
     fail("close failed", errno);

@@ -6,17 +6,37 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
-#include <vector>
 
 namespace wq {
+
+// How the bytes reach the disk; chosen by environment variables so that the cost of each
+// way can be measured on a given machine (bench/e2e_bench.sh):
+//   WQUANT_OUTPUT_IO=buffered (default): write(2) through the page cache.
+//   WQUANT_OUTPUT_IO=direct: O_DIRECT from an aligned 4 MiB buffer, each byte copied once
+//     (into that buffer) and never held in the page cache; the unaligned tail of the file
+//     and patches of earlier bytes go through the page cache. Where the file system
+//     refuses O_DIRECT (at open, or EINVAL on a write) the file continues buffered, with
+//     the same bytes.
+//   WQUANT_NO_FSYNC=1: commit() skips the fsync. A measuring aid only (the cost of the
+//     fsync apart from the rest): the output is then not durable when wquant exits.
+struct OutputIo {
+  bool direct = false;
+  bool fsync = true;
+  size_t direct_block = 4096;  // O_DIRECT alignment of buffer, lengths and offsets
+  // From the variables above; another value of WQUANT_OUTPUT_IO (or WQUANT_NO_FSYNC other
+  // than 0/1) throws Error (ErrorKind::Usage) naming the variable.
+  static OutputIo from_env();
+};
 
 class OutputFile {
  public:
   // Creates <dir>/.<name>.wquant-tmp-<pid> (<name> cut to fit NAME_MAX), after removing
   // such files of <name> whose pid is dead (left by a killed run). Throws Error
   // (ErrorKind::Output) naming the directory if it does not exist or cannot be written.
-  explicit OutputFile(const std::string& path);
+  explicit OutputFile(const std::string& path) : OutputFile(path, OutputIo::from_env()) {}
+  OutputFile(const std::string& path, const OutputIo& io);
   ~OutputFile();
   OutputFile(const OutputFile&) = delete;
   OutputFile& operator=(const OutputFile&) = delete;
@@ -25,6 +45,11 @@ class OutputFile {
   const std::string& temp_path() const { return temp_; }
   // Bytes written so far (buffered ones included).
   uint64_t offset() const { return offset_; }
+  // Whether bulk writes still go through O_DIRECT (false when buffered was asked, or the
+  // file system refused it).
+  bool direct() const { return dfd_ >= 0; }
+  // Whether a write through O_DIRECT was refused (EINVAL) and the file went on buffered.
+  bool direct_refused() const { return direct_refused_; }
 
   void write(const void* data, size_t n);
   // Zero bytes up to the next multiple of alignment.
@@ -39,15 +64,25 @@ class OutputFile {
   void commit();
 
  private:
-  void flush();
+  struct FreeDeleter {
+    void operator()(uint8_t* p) const;
+  };
+  // Writes the buffer's first n bytes at file_off_ (n a multiple of the direct block
+  // while direct() holds, except for the file's last bytes).
+  void flush_buffer(size_t n);
+  void write_at(int fd, const uint8_t* p, size_t n, uint64_t at);
   [[noreturn]] void fail(const std::string& what, int err);
 
   std::string path_, temp_;
-  int fd_ = -1;
-  std::vector<uint8_t> buf_;
+  OutputIo io_;
+  int fd_ = -1;   // buffered descriptor: always open
+  int dfd_ = -1;  // O_DIRECT descriptor of the same file, while in use
+  std::unique_ptr<uint8_t, FreeDeleter> buf_;
   size_t used_ = 0;
-  uint64_t offset_ = 0;
+  uint64_t offset_ = 0;    // bytes written by the caller
+  uint64_t file_off_ = 0;  // bytes handed to the file (offset_ - used_)
   bool committed_ = false;
+  bool direct_refused_ = false;
   bool replace_ = false;  // OUT existed when the run started: commit() may replace it
   int slot_ = -1;
 };

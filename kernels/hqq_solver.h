@@ -25,6 +25,17 @@ inline ScratchBuffer<float> hqq_thresholds(const HqqParams& hp) {
   return t;
 }
 
+// The skip threshold of every step (skip) and the least of those from step i on (rest,
+// for any kappa, not only >= 1): what the early stop below compares against.
+struct HqqSkip {
+  ScratchBuffer<float> skip, rest;
+  explicit HqqSkip(const HqqParams& hp) : skip(hqq_thresholds(hp)), rest(size_t(hp.max_steps > 0 ? hp.max_steps : 0)) {
+    for (size_t i = size_t(hp.max_steps > 0 ? hp.max_steps : 0); i-- > 0;) {
+      rest[i] = (i + 1 < size_t(hp.max_steps) && rest[i + 1] < skip[i]) ? rest[i + 1] : skip[i];
+    }
+  }
+};
+
 // Per block: the reference's zero updates, every candidate zero evaluated, the one of
 // least squared error kept. A block's zero trajectory is the reference's own: step i
 // depends only on the block's weights, its zero and beta_i = beta * kappa^i (the same
@@ -44,12 +55,9 @@ void hqq_solve_blocks_body(const float* w, size_t nblocks, size_t block, const H
                            float* zero, uint8_t* codes, int* steps) {
   const float qmax = float((1 << hp.bits) - 1);
   const float pm1 = hp.p - 1.0f;
-  const size_t nsteps = size_t(hp.max_steps > 0 ? hp.max_steps : 0);
-  ScratchBuffer<float> skip = hqq_thresholds(hp);
-  ScratchBuffer<float> skip_rest(nsteps);  // min of skip[i..]: any kappa, not only >= 1
-  for (size_t i = nsteps; i-- > 0;) {
-    skip_rest[i] = (i + 1 < nsteps && skip_rest[i + 1] < skip[i]) ? skip_rest[i + 1] : skip[i];
-  }
+  HqqSkip th(hp);
+  float* skip = th.skip.data();
+  float* skip_rest = th.rest.data();
   for (size_t b = 0; b < nblocks; ++b) {
     const float* x = w + b * block;
     const float inv = inv_scale[b];

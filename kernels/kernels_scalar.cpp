@@ -84,13 +84,17 @@ struct ScalarPrims {
       codes[i] = uint8_t((v >> (bit & 7)) & mask);
     }
   }
-  static void sq_err(const float* a, const float* b, size_t n, double* err2, double* ref2) {
+  static void sq_err(const float* a, const float* b, size_t n, double* err2, double* ref2, float* max_abs) {
     float pe[16] = {}, pr[16] = {};
+    float m = 0.0f;
     for (size_t i = 0; i < n; ++i) {
       const float d = a[i] - b[i];
       pe[i % 16] += d * d;
       pr[i % 16] += a[i] * a[i];
+      const float ad = ref::abs_f(d);
+      m = ad > m ? ad : m;  // a NaN difference compares false: skipped
     }
+    *max_abs = m;
     for (int w = 8; w >= 1; w /= 2) {
       for (int j = 0; j < w; ++j) {
         pe[j] += pe[j + w];

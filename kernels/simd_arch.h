@@ -24,6 +24,9 @@
 //   reduce_lanes<kMin>(v)  L vectors in, one out: lane j = hmin(v[j]) (kMin) or hmax(v[j]),
 //                       the same values (no NaN lanes; a zero's sign unspecified) for L
 //                       vectors at the cost of a few shuffles each.
+//   sum_lanes(v)        L vectors in, one out: lane j = the sum of v[j]'s lanes in
+//                       ref::sum16's tree order (lane i + lane i + L/2 first, then i + L/4,
+//                       ...), so the bits equal a store and that scalar tree.
 //   mask_bits(m)        bit i set when lane i of m is true.
 //   sign_bits(i)        bit i = sign bit of int32 lane i.
 //   load_f16(p)         L halves at p, widened exactly (NaN quieted, payload kept).

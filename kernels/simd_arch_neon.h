@@ -40,6 +40,15 @@ struct ArchOps<xsimd::neon64> {
     auto fold = [](float32x4_t a, float32x4_t b) { return kMin ? vpminq_f32(a, b) : vpmaxq_f32(a, b); };
     return fold(fold(v[0], v[1]), fold(v[2], v[3]));
   }
+  // FADDP would add lanes 0 + 1 first; ref::sum16's order is (0 + 2) + (1 + 3): halves
+  // added first (lane i with i + 2 of each input), then the even and odd lanes.
+  static F sum_lanes(const F* v) {
+    auto halves = [](float32x4_t a, float32x4_t b) {
+      return vaddq_f32(vcombine_f32(vget_low_f32(a), vget_low_f32(b)), vcombine_f32(vget_high_f32(a), vget_high_f32(b)));
+    };
+    const float32x4_t ab = halves(v[0], v[1]), cd = halves(v[2], v[3]);
+    return vaddq_f32(vuzp1q_f32(ab, cd), vuzp2q_f32(ab, cd));
+  }
   static uint32_t mask_bits(M m) {
     static const uint32_t kWeights[4] = {1, 2, 4, 8};
     return vaddvq_u32(vandq_u32(m, vld1q_u32(kWeights)));

@@ -42,11 +42,17 @@ struct ArchOps<xsimd::avx2> {
     m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
     return _mm_cvtss_f32(m);
   }
-  // A transposed reduction: three levels of (two shuffles, one min/max) over pairs. The
-  // shuffles leave lane j holding input slot (j % 4) * 2 + j / 4, so slot s reads v[perm(s)].
   template <bool kMin>
   static F reduce_lanes(const F* v) {
-    auto fold = [](__m256 a, __m256 b) { return kMin ? _mm256_min_ps(a, b) : _mm256_max_ps(a, b); };
+    return fold_lanes(v, [](__m256 a, __m256 b) { return kMin ? _mm256_min_ps(a, b) : _mm256_max_ps(a, b); });
+  }
+  static F sum_lanes(const F* v) { return fold_lanes(v, [](__m256 a, __m256 b) { return _mm256_add_ps(a, b); }); }
+  // A transposed reduction: three levels of (two shuffles, one fold) over pairs. The
+  // shuffles leave lane j holding input slot (j % 4) * 2 + j / 4, so slot s reads v[perm(s)].
+  // Each level folds lane i of a vector with lane i + 4, then i + 2, then i + 1: the order
+  // of ref::sum16's tree (what sum_lanes promises).
+  template <class Fold>
+  static F fold_lanes(const F* v, Fold fold) {
     auto in = [&](int s) -> __m256 { return v[(s % 2) * 4 + s / 2]; };
     __m256 l1[4], l2[2];
     for (int i = 0; i < 4; ++i) {
@@ -125,11 +131,17 @@ struct ArchOps<xsimd::avx512bw> {
   static F clamp(F x, F lo, F hi) { return _mm512_min_ps(_mm512_max_ps(x, lo), hi); }
   static float hmin(F v) { return _mm512_reduce_min_ps(v); }
   static float hmax(F v) { return _mm512_reduce_max_ps(v); }
-  // A transposed reduction: four levels of (two shuffles, one min/max) over pairs. The
-  // shuffles leave lane 4q + r holding input slot 4r + q, so slot s reads v[perm(s)].
   template <bool kMin>
   static F reduce_lanes(const F* v) {
-    auto fold = [](__m512 a, __m512 b) { return kMin ? _mm512_min_ps(a, b) : _mm512_max_ps(a, b); };
+    return fold_lanes(v, [](__m512 a, __m512 b) { return kMin ? _mm512_min_ps(a, b) : _mm512_max_ps(a, b); });
+  }
+  static F sum_lanes(const F* v) { return fold_lanes(v, [](__m512 a, __m512 b) { return _mm512_add_ps(a, b); }); }
+  // A transposed reduction: four levels of (two shuffles, one fold) over pairs. The
+  // shuffles leave lane 4q + r holding input slot 4r + q, so slot s reads v[perm(s)].
+  // Each level folds lane i of a vector with lane i + 8, then i + 4, i + 2, i + 1: the
+  // order of ref::sum16's tree (what sum_lanes promises).
+  template <class Fold>
+  static F fold_lanes(const F* v, Fold fold) {
     auto in = [&](int s) -> __m512 { return v[(s % 4) * 4 + s / 4]; };
     __m512 l1[8], l2[4], l3[2];
     for (int i = 0; i < 8; ++i) {

@@ -481,9 +481,9 @@ struct Prims {
 
   // ---- squared error ----------------------------------------------------------------
   // 16 / L vectors hold the 16 partial sums: lane j of vector k is partial k * L + j.
-  static void sq_err(const float* a, const float* b, size_t n, double* err2, double* ref2) {
+  static void sq_err(const float* a, const float* b, size_t n, double* err2, double* ref2, float* max_abs) {
     constexpr size_t K = 16 / L;
-    F pe[K], pr[K];
+    F pe[K], pr[K], mx(0.0f);
     for (size_t k = 0; k < K; ++k) pe[k] = pr[k] = F(0.0f);
     auto step = [&](const float* pa, const float* pb) {
       for (size_t k = 0; k < K; ++k) {
@@ -491,6 +491,7 @@ struct Prims {
         const F d = x - y;
         pe[k] = pe[k] + (d * d);
         pr[k] = pr[k] + (x * x);
+        mx = Ops::max_keep(xsimd::abs(d), mx);  // (|d| > mx) ? |d| : mx: NaN skipped, as the reference
       }
     };
     size_t i = 0;
@@ -514,6 +515,11 @@ struct Prims {
     }
     *err2 = ref::sum_result(e[0]);
     *ref2 = ref::sum_result(r[0]);
+    alignas(64) float lanes[L];
+    mx.store_aligned(lanes);  // every lane >= +0, no NaN: any order gives the max
+    float m = 0.0f;
+    for (size_t j = 0; j < L; ++j) m = lanes[j] > m ? lanes[j] : m;
+    *max_abs = m;
   }
 
   // ---- fused rows -------------------------------------------------------------------

@@ -24,6 +24,7 @@
 #include <string>
 #include <thread>
 #include <tuple>
+#include <tuple>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -609,6 +610,60 @@ TEST_F(Cli, JsonSummaryHasTheFields) {
   EXPECT_GT(bench["isas"][0]["rtn_weights_per_second"].get<double>(), 0.0);
 }
 
+// --no-metrics skips the error measurement only: the same bytes, and the report says the
+// figures were not measured instead of showing none.
+TEST_F(Cli, NoMetricsGivesTheSameBytesAndSaysSo) {
+  WQ_REQUIRE_SHARED(st, kStoriesSt);
+  WQ_REQUIRE_SHARED(gguf, kStoriesGguf);
+  for (const auto& [src, ext, flags] : {std::tuple<std::string, std::string, std::vector<std::string>>{
+                                            st, ".wq", {"--block", "32", "--asym"}},
+                                        {st, ".wq", {"--block", "32", "--hqq", "--fp16"}},
+                                        {gguf, ".gguf", {"--type", "Q4_0"}}}) {
+    const std::string with = path("with" + ext), without = path("without" + ext);
+    std::vector<std::string> a = {"quantize", src, with, "--json", "--force"};
+    a.insert(a.end(), flags.begin(), flags.end());
+    const json measured = json_of(a);
+    EXPECT_EQ(measured["metrics_measured"], true);
+    EXPECT_FALSE(measured["worst"].empty());
+    a[2] = without;
+    a.push_back("--no-metrics");
+    const json skipped = json_of(a);
+    EXPECT_EQ(skipped["metrics_measured"], false);
+    EXPECT_TRUE(skipped["worst"].empty());
+    for (const json& t : skipped["tensors"]) EXPECT_FALSE(t.contains("error")) << t.dump();
+    EXPECT_TRUE(read_bytes(with) == read_bytes(without)) << ext;
+    a.erase(std::find(a.begin(), a.end(), "--json"));  // the human summary, still --no-metrics
+    const Result human = expect(0, a);
+    EXPECT_TRUE(contains(human.out, "not measured (--no-metrics)")) << human.out;
+    EXPECT_FALSE(contains(human.out, "worst tensors")) << human.out;
+  }
+}
+
+// The measuring knobs of the conversion path (output through O_DIRECT, no fsync, input
+// read-ahead strategies) change how bytes move, never which bytes are written.
+TEST_F(Cli, IoStrategiesGiveTheSameBytes) {
+  WQ_REQUIRE_SHARED(st, kStoriesSt);
+  expect(0, {"quantize", st, path("ref.wq"), "--block", "32", "--asym"});
+  const std::vector<std::map<std::string, std::string>> envs = {
+      {{"WQUANT_OUTPUT_IO", "direct"}},
+      {{"WQUANT_OUTPUT_IO", "buffered"}, {"WQUANT_NO_FSYNC", "1"}},
+      {{"WQUANT_OUTPUT_IO", "direct"}, {"WQUANT_NO_FSYNC", "1"}},
+      {{"WQUANT_READAHEAD", "off"}},
+      {{"WQUANT_READAHEAD", "touch"}},
+      {{"WQUANT_READAHEAD", "willneed"}, {"WQUANT_OUTPUT_IO", "direct"}},
+  };
+  for (size_t i = 0; i < envs.size(); ++i) {
+    const std::string out = path("io" + std::to_string(i) + ".wq");
+    expect(0, {"quantize", st, out, "--block", "32", "--asym"}, envs[i]);
+    EXPECT_TRUE(read_bytes(out) == read_bytes(path("ref.wq"))) << i;
+  }
+  const Result r = expect(2, {"quantize", st, path("bad.wq")}, {{"WQUANT_OUTPUT_IO", "mmap"}});
+  EXPECT_TRUE(contains(r.err, "WQUANT_OUTPUT_IO")) << r.err;
+  const Result ra = expect(2, {"quantize", st, path("bad.wq")}, {{"WQUANT_READAHEAD", "always"}});
+  EXPECT_TRUE(contains(ra.err, "WQUANT_READAHEAD")) << ra.err;
+  EXPECT_FALSE(fs::exists(path("bad.wq")));
+}
+
 TEST_F(Cli, OutputBytesDoNotDependOnIsaOrThreads) {
   WQ_REQUIRE_SHARED(src, kStoriesSt);
   Result r = expect(0, {"quantize", src, path("best.wq"), "--block", "32", "--hqq", "--threads", "2"});
@@ -673,6 +728,35 @@ TEST_F(Cli, BenchPrintsATablePerIsa) {
   const Result one = expect(0, {"bench", "--size", "16K", "--isa", "scalar"});
   EXPECT_EQ(count_of(one.out, "| scalar |"), 1u) << one.out;
   expect(2, {"bench", "--size", "lots"});
+}
+
+// bench --model: the scheme sweep over stories260K as JSON (every field a plot or a
+// script needs), CSV (a header and one line a scheme) and a table.
+TEST_F(Cli, BenchModelSweepsTheSchemes) {
+  WQ_REQUIRE_SHARED(st, kStoriesSt);
+  const json j = json_of({"bench", "--model", st, "--threads", "2", "--json"});
+  ASSERT_TRUE(j.contains("schemes")) << j.dump(2);
+  EXPECT_EQ(j["tensors"], 36);
+  size_t pareto = 0;
+  for (const json& r : j["schemes"]) {
+    for (const char* key : {"scheme", "family", "bits", "block", "bits_per_weight", "rel_rmse", "snr_db", "max_abs",
+                            "worst_tensor", "worst_rel_rmse", "tensors_kept_float", "seconds", "pareto"}) {
+      EXPECT_TRUE(r.contains(key)) << key << " in " << r.dump();
+    }
+    EXPECT_GT(r["bits_per_weight"].get<double>(), double(r["bits"].get<int>())) << r.dump();
+    pareto += r["pareto"].get<bool>();
+  }
+  EXPECT_GT(pareto, 0u);
+  EXPECT_LT(pareto, j["schemes"].size());
+  const Result csv = expect(0, {"bench", "--model", st, "--csv"});
+  EXPECT_EQ(csv.out.rfind("scheme,family,bits,block,bits_per_weight,rel_rmse", 0), 0u) << csv.out.substr(0, 200);
+  EXPECT_EQ(count_of(csv.out, "\n"), j["schemes"].size() + 1);
+  const Result table = expect(0, {"bench", "--model", st});
+  EXPECT_TRUE(contains(table.out, "| * | ")) << table.out;
+  EXPECT_TRUE(contains(table.out, "Q4_0")) << table.out;
+  const Result bad = expect(2, {"bench", "--csv"});
+  EXPECT_TRUE(contains(bad.err, "--model")) << bad.err;
+  expect(3, {"bench", "--model", path("absent.safetensors")});
 }
 
 // --- bad input, outputs that cannot be written --------------------------------------------

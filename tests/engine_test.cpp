@@ -188,6 +188,33 @@ TEST(Quantize, NonFiniteWeightIsAnErrorNamingThePlace) {
   EXPECT_THROW(quantize_tensor(view_of(w, 4, 16), s, 16), Error);
 }
 
+// HQQ checks each tile as the solver reads it (no pass of its own): the first bad weight
+// in row order is the one named, whichever thread reaches its tile first.
+TEST(Quantize, HqqNamesTheFirstNonFiniteWeightForEveryThreadCount) {
+  const size_t rows = 20000, cols = 16;  // several tiles of rows
+  std::vector<float> w = normal(rows * cols, 0.02f, 3);
+  w[17000 * cols + 3] = NAN;
+  w[9000 * cols + 7] = -INFINITY;
+  for (HqqStop stop : {HqqStop::Block, HqqStop::Tensor}) {
+    for (int threads : {1, 2, 5}) {
+      QuantSpec s;
+      s.hqq = s.asym = true;
+      s.hqq_opts.stop = stop;
+      Scheduler sched(threads);
+      std::string m;
+      sched.run([&] {
+        try {
+          quantize_tensor(view_of(w, rows, cols, "blk.3.w"), s, cols);
+        } catch (const Error& e) {
+          m = e.what();
+        }
+      });
+      EXPECT_NE(m.find("blk.3.w"), std::string::npos) << m;
+      EXPECT_NE(m.find("row 9000, column 7"), std::string::npos) << m;
+    }
+  }
+}
+
 // Issue 11 item 7: finite weights whose parameters are not finite (a range beyond
 // FLT_MAX, or a scale / minimum beyond f16's 65504 with --fp16) are refused, naming the
 // tensor and row, on every ISA; where the parameters are finite the output dequantizes to

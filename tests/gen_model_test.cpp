@@ -5,9 +5,12 @@
 // fallback needs, laid out as in stories260K-f32.gguf (llama.cpp's own converter output).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <set>
 #include <string>
 #include <vector>
@@ -131,6 +134,50 @@ TEST_P(GenModel, SafetensorsKeepsEveryTensorInTheAskedDtype) {
   write_synthetic_model(out, OutputFormat::Safetensors, tiny(dt));
   const std::unique_ptr<ModelReader> r = open_model(out);
   for (const TensorInfo& t : r->tensors()) EXPECT_EQ(t.dtype, dt) << t.name;
+}
+
+// A Hugging Face style sharded checkpoint: numbered shards and an index, read back
+// through the index with every tensor (HF names, the asked dtype) byte-identical to the
+// single-file model of the same config.
+TEST_P(GenModel, ShardedSafetensorsReadBackThroughTheIndex) {
+  const DType dt = GetParam();
+  SyntheticConfig c = tiny(dt);
+  c.shard_bytes = 40000;  // several shards of this tiny model; the embedding alone is larger
+  const std::string index = dir_ + "/model.safetensors.index.json", single = dir_ + "/single.safetensors";
+  const uint64_t params = write_synthetic_model(index, OutputFormat::Safetensors, c);
+  EXPECT_EQ(write_synthetic_model(single, OutputFormat::Safetensors, c), params);
+  std::vector<std::string> shards;
+  for (const auto& e : fs::directory_iterator(dir_)) {
+    const std::string n = e.path().filename().string();
+    if (n.rfind("model-", 0) == 0) shards.push_back(n);
+  }
+  std::sort(shards.begin(), shards.end());
+  ASSERT_GE(shards.size(), 3u);
+  for (size_t k = 0; k < shards.size(); ++k) {
+    char want[64];
+    std::snprintf(want, sizeof want, "model-%05zu-of-%05zu.safetensors", k + 1, shards.size());
+    EXPECT_EQ(shards[k], want);
+  }
+  const std::unique_ptr<ModelReader> sharded = open_model(index), one = open_model(single);
+  ASSERT_EQ(sharded->tensors().size(), one->tensors().size());
+  uint64_t total = 0;
+  for (size_t i = 0; i < one->tensors().size(); ++i) {
+    const TensorInfo& t = one->tensors()[i];
+    EXPECT_EQ(t.name.rfind("model.", 0) == 0 || t.name == "lm_head.weight", true) << t.name;
+    const long found = sharded->find(t.name);
+    ASSERT_GE(found, 0) << t.name;
+    const size_t j = size_t(found);
+    EXPECT_EQ(sharded->tensors()[j].dtype, dt) << t.name;
+    size_t na = 0, nb = 0;
+    const uint8_t* a = sharded->raw(j, &na);
+    const uint8_t* b = one->raw(i, &nb);
+    ASSERT_EQ(na, nb) << t.name;
+    EXPECT_EQ(std::memcmp(a, b, na), 0) << t.name;
+    total += na;
+  }
+  std::ifstream f(index);
+  const std::string text{std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+  EXPECT_NE(text.find("\"total_size\": " + std::to_string(total)), std::string::npos) << text.substr(0, 200);
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, GenModel, ::testing::Values(DType::F32, DType::F16, DType::BF16),

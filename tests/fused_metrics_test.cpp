@@ -1,0 +1,164 @@
+// The error measured while quantizing (row sums filled tile by tile, in cache) against
+// the two-pass measurement (tensor_error / ggml_tensor_error after the fact): the same
+// figures to the last bit, and the same output bytes with and without measuring, for every
+// scheme, every input dtype, f16 parameters, MNN's flush of tiny weights, HQQ's two stop
+// rules, every GGUF block type, every ISA and several thread counts.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+
+#include "engine/ggml_quantize.h"
+#include "engine/metrics.h"
+#include "engine/quantize.h"
+#include "engine/scheduler.h"
+#include "kernels/ggml_types.h"
+#include "kernels/reference.h"
+#include "tests/test_support.h"
+
+namespace wq {
+namespace {
+
+// A weight matrix in one dtype: f32 values, and their f16/bf16 encodings when asked (the
+// f32 values are the encodings widened, so every dtype holds the same weights).
+struct Weights {
+  size_t rows, cols;
+  DType dtype;
+  std::vector<float> f32;
+  std::vector<uint16_t> half;
+  TensorView view() const {
+    TensorView t;
+    t.name = "w";
+    t.shape = {int64_t(rows), int64_t(cols)};
+    t.dtype = dtype;
+    t.data = dtype == DType::F32 ? static_cast<const void*>(f32.data()) : half.data();
+    t.nbytes = rows * cols * dtype_size(dtype);
+    return t;
+  }
+};
+
+// bf16 by truncation: any bf16 values do here.
+uint16_t upper_half(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return uint16_t(u >> 16);
+}
+
+// Normal weights with a few subnormals and -0s (so MNN's flush changes something).
+Weights make_weights(size_t rows, size_t cols, DType dtype, uint32_t seed) {
+  std::mt19937 g(seed);
+  std::normal_distribution<float> d(0.0f, 0.02f);
+  Weights w{rows, cols, dtype, std::vector<float>(rows * cols), {}};
+  for (float& x : w.f32) x = d(g);
+  for (size_t i = 3; i < w.f32.size(); i += 97) w.f32[i] = (i % 2) ? -0.0f : 1e-39f;
+  if (dtype == DType::F32) return w;
+  w.half.resize(w.f32.size());
+  for (size_t i = 0; i < w.f32.size(); ++i) {
+    w.half[i] = dtype == DType::F16 ? ref::f32_to_f16(w.f32[i]) : upper_half(w.f32[i]);
+  }
+  return w;
+}
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * 4) == 0);
+}
+
+void expect_same_figures(const ErrorMetrics& a, const ErrorMetrics& b, const std::string& what) {
+  // Bit equality: the fused sums must be the very same doubles, not close ones.
+  EXPECT_EQ(std::memcmp(&a.rel_rmse, &b.rel_rmse, sizeof(double)), 0) << what << ": " << a.rel_rmse << " vs " << b.rel_rmse;
+  EXPECT_EQ(std::memcmp(&a.snr_db, &b.snr_db, sizeof(double)), 0) << what;
+  EXPECT_EQ(std::memcmp(&a.max_abs, &b.max_abs, sizeof(double)), 0) << what;
+  EXPECT_EQ(std::memcmp(&a.rmse, &b.rmse, sizeof(double)), 0) << what;
+  EXPECT_EQ(a.count, b.count) << what;
+  EXPECT_GT(a.rel_rmse, 0.0) << what << ": a lossy scheme measured as exact";
+}
+
+QuantSpec spec(int bits, int64_t block, bool asym) {
+  QuantSpec s;
+  s.bits = bits;
+  s.block = block;
+  s.asym = asym;
+  return s;
+}
+
+std::vector<QuantSpec> specs() {
+  std::vector<QuantSpec> v = {spec(4, 64, false), spec(3, 128, true), spec(8, 0, true), spec(2, 32, false)};
+  QuantSpec f16 = spec(4, 32, true);
+  f16.fp16 = true;
+  v.push_back(f16);
+  QuantSpec trunc = spec(5, 64, false);
+  trunc.fp16 = trunc.fp16_truncate = true;
+  v.push_back(trunc);
+  QuantSpec flush = spec(4, 64, true);
+  flush.mnn_flush = true;
+  v.push_back(flush);
+  QuantSpec hqq = spec(4, 64, true);
+  hqq.hqq = true;
+  v.push_back(hqq);
+  QuantSpec hqq_tensor = hqq;
+  hqq_tensor.hqq_opts.stop = HqqStop::Tensor;
+  hqq_tensor.fp16 = true;
+  hqq_tensor.mnn_flush = true;
+  v.push_back(hqq_tensor);
+  return v;
+}
+
+class FusedMetrics : public ::testing::TestWithParam<Isa> {};
+
+TEST_P(FusedMetrics, SchemesGiveTheTwoPassFiguresAndTheSameBytes) {
+  WQ_REQUIRE_ISA(GetParam());
+  const Kernels* k = kernels_for(GetParam());
+  for (DType dt : {DType::F32, DType::BF16, DType::F16}) {
+    const Weights w = make_weights(70, 256, dt, 11);  // 70 rows: tiles of uneven sizes
+    for (const QuantSpec& s : specs()) {
+      const size_t block = s.block ? size_t(s.block) : w.cols;
+      const std::string what = s.describe() + " from " + dtype_name(dt);
+      for (int threads : {1, 3}) {
+        Scheduler sched(threads);
+        sched.run([&] {
+          const QuantizedTensor plain = quantize_tensor(w.view(), s, block, k);
+          std::vector<ErrorSums> sums;
+          const QuantizedTensor fused = quantize_tensor(w.view(), s, block, k, &sums);
+          ASSERT_EQ(sums.size(), w.rows);
+          EXPECT_EQ(fused.packed, plain.packed) << what;
+          EXPECT_EQ(fused.scales_f16, plain.scales_f16) << what;
+          EXPECT_TRUE(same_bits(fused.scales, plain.scales)) << what;
+          EXPECT_TRUE(same_bits(fused.zeros, plain.zeros)) << what;
+          expect_same_figures(combine_error_sums(sums), tensor_error(w.view(), plain, k), what);
+        });
+      }
+    }
+  }
+}
+
+TEST_P(FusedMetrics, GgmlTypesGiveTheTwoPassFiguresAndTheSameBytes) {
+  WQ_REQUIRE_ISA(GetParam());
+  const Kernels* k = kernels_for(GetParam());
+  for (DType dt : {DType::F32, DType::BF16}) {
+    const Weights w = make_weights(40, 512, dt, 5);
+    for (const GgmlTypeTraits& t : kGgmlTraits) {
+      for (bool hqq : {false, true}) {
+        if (hqq && !(t.has_min && t.weights == 32)) continue;  // HQQ needs a zero point
+        QuantSpec s;
+        s.hqq = s.asym = hqq;
+        const std::string what = std::string(t.name) + (hqq ? " hqq" : "") + " from " + dtype_name(dt);
+        Scheduler sched(2);
+        sched.run([&] {
+          std::vector<uint8_t> plain, fused;
+          std::vector<ErrorSums> sums;
+          quantize_ggml_tensor(w.view(), t.type, s, plain, k);
+          quantize_ggml_tensor(w.view(), t.type, s, fused, k, &sums);
+          EXPECT_EQ(fused, plain) << what;
+          ASSERT_EQ(sums.size(), w.rows);
+          expect_same_figures(combine_error_sums(sums), ggml_tensor_error(w.view(), t.type, plain.data(), k), what);
+        });
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllIsas, FusedMetrics, ::testing::ValuesIn(test::all_isas()), test::isa_param_name);
+
+}  // namespace
+}  // namespace wq

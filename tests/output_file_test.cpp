@@ -1,0 +1,158 @@
+// OutputFile's ways to the disk (buffered, O_DIRECT with its buffered tail and fallback,
+// no fsync) all give the bytes the caller wrote: writes of every size around the 4 MiB
+// buffer, padding, patches of bytes already in the file and of bytes still buffered.
+#include <fcntl.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "engine/error.h"
+#include "io/output_file.h"
+
+namespace wq {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::vector<uint8_t> file_bytes(const std::string& p) {
+  std::ifstream f(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+}
+
+// The same operations on an OutputFile and on a vector: the file must equal the vector.
+// total_tail: bytes appended last, so the file ends unaligned.
+std::vector<uint8_t> write_pattern(OutputFile& out, size_t total_tail) {
+  std::vector<uint8_t> expect;
+  std::mt19937 g(5);
+  auto put = [&](size_t n) {
+    std::vector<uint8_t> b(n);
+    for (uint8_t& x : b) x = uint8_t(g());
+    out.write(b.data(), n);
+    expect.insert(expect.end(), b.begin(), b.end());
+  };
+  auto patch = [&](uint64_t at, uint32_t v) {
+    out.patch(at, &v, 4);
+    std::memcpy(expect.data() + at, &v, 4);
+  };
+  put(13);                    // a header
+  put(3u << 20);              // under the buffer
+  put(5u << 20);              // over it: spans two flushes
+  patch(4, 0xdeadbeef);       // in the file by now
+  out.pad_to(4096);
+  expect.resize((expect.size() + 4095) / 4096 * 4096, 0);
+  for (int i = 0; i < 300; ++i) put(1 + g() % 9000);  // many small writes
+  put(9u << 20);              // larger than the buffer at an unaligned offset
+  patch(expect.size() - 10, 0x01020304);  // still in the buffer
+  patch((8u << 20) - 2, 0xa5a5a5a5);      // straddles a 4 MiB boundary
+  put(total_tail);
+  EXPECT_EQ(out.offset(), expect.size());
+  return expect;
+}
+
+bool accepts_direct(const std::string& dir) {
+  const std::string p = dir + "/probe";
+  const int fd = ::open(p.c_str(), O_WRONLY | O_CREAT | O_DIRECT, 0644);
+  if (fd >= 0) ::close(fd);
+  ::unlink(p.c_str());
+  return fd >= 0;
+}
+
+class OutputIoTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl = ::testing::TempDir() + "wquant-out-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+  std::string dir_;
+};
+
+TEST_F(OutputIoTest, EveryModeWritesTheSameBytes) {
+  std::vector<std::string> dirs = {dir_};
+  if (fs::is_directory("/dev/shm")) dirs.push_back("/dev/shm");  // tmpfs: O_DIRECT may be refused at open
+  for (const std::string& dir : dirs) {
+    for (bool direct : {false, true}) {
+      for (const auto& [tail, sync] : {std::pair<size_t, bool>{0, true}, {1, false}, {4097, false}}) {
+        {
+          const std::string path = dir + "/out-" + std::to_string(::getpid()) + ".bin";
+          OutputIo io;
+          io.direct = direct;
+          io.fsync = sync;
+          std::vector<uint8_t> expect;
+          {
+            OutputFile out(path, io);
+            EXPECT_EQ(out.direct(), direct && accepts_direct(dir)) << dir;
+            expect = write_pattern(out, tail);
+            out.commit();
+            EXPECT_FALSE(out.direct_refused()) << dir;
+          }
+          EXPECT_TRUE(file_bytes(path) == expect) << dir << " direct " << direct << " fsync " << sync << " tail " << tail;
+          fs::remove(path);
+        }
+      }
+    }
+  }
+}
+
+// A block below every device's logical block (512) makes the kernel refuse the final
+// O_DIRECT write of an odd number of 256-byte blocks with EINVAL: the file goes on
+// buffered, with the same bytes.
+TEST_F(OutputIoTest, RefusedDirectWriteFallsBackToBuffered) {
+  if (!accepts_direct(dir_)) GTEST_SKIP() << dir_ << " refuses O_DIRECT at open";
+  OutputIo io;
+  io.direct = true;
+  io.direct_block = 256;
+  const std::string path = dir_ + "/fallback.bin";
+  std::vector<uint8_t> expect;
+  {
+    OutputFile out(path, io);
+    std::vector<uint8_t> b(256 * 3 + 17);
+    for (size_t i = 0; i < b.size(); ++i) b[i] = uint8_t(i * 7);
+    out.write(b.data(), b.size());
+    expect = b;
+    out.commit();
+    EXPECT_TRUE(out.direct_refused());
+  }
+  EXPECT_TRUE(file_bytes(path) == expect);
+}
+
+TEST_F(OutputIoTest, EnvironmentChoosesTheModeAndRefusesOtherValues) {
+  ::setenv("WQUANT_OUTPUT_IO", "direct", 1);
+  ::setenv("WQUANT_NO_FSYNC", "1", 1);
+  OutputIo io = OutputIo::from_env();
+  EXPECT_TRUE(io.direct);
+  EXPECT_FALSE(io.fsync);
+  ::setenv("WQUANT_OUTPUT_IO", "mmap", 1);
+  try {
+    OutputIo::from_env();
+    ADD_FAILURE() << "mmap accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("WQUANT_OUTPUT_IO"), std::string::npos) << e.what();
+    EXPECT_EQ(e.kind(), ErrorKind::Usage);
+  }
+  ::setenv("WQUANT_OUTPUT_IO", "buffered", 1);
+  ::setenv("WQUANT_NO_FSYNC", "yes", 1);
+  EXPECT_THROW(OutputIo::from_env(), Error);
+  ::unsetenv("WQUANT_NO_FSYNC");
+  ::unsetenv("WQUANT_OUTPUT_IO");
+  io = OutputIo::from_env();
+  EXPECT_FALSE(io.direct);
+  EXPECT_TRUE(io.fsync);
+}
+
+}  // namespace
+}  // namespace wq
