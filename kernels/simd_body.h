@@ -31,6 +31,7 @@
 #include <cstring>
 
 #include "kernels/ggml_blocks.h"
+#include "kernels/ggml_row_reference.h"
 #include "kernels/kernel_tables.h"
 #include "kernels/kernels.h"
 #include "kernels/reference.h"
@@ -904,14 +905,17 @@ struct SimdKernels : Prims<A> {
   static constexpr auto hqq_solve_blocks = &::wq::hqq_solve_blocks;
   static constexpr auto hqq_step_blocks = &::wq::hqq_step_blocks;
 
+  // Types without a SIMD body here, and the importance-matrix path of the legacy types,
+  // run the scalar reference (kernels/ggml_row_reference.h) compiled for this ISA.
   template <GgmlBlock T>
-  static void quantize_ggml(const float* x, void* y, size_t n) {
-    if constexpr (T == GgmlBlock::Q8_0) P::quantize_q8_0(x, y, n);
+  static void quantize_ggml(const float* x, void* y, size_t n, const float* imatrix) {
+    if (imatrix && ref::kLegacyImatrix<T>) ref::quantize_row<T>(x, static_cast<Block<T>*>(y), n, imatrix);
+    else if constexpr (T == GgmlBlock::Q8_0) P::quantize_q8_0(x, y, n);
     else if constexpr (T == GgmlBlock::Q4_0) P::template quantize_x_0<BlockQ4_0, 8, 15>(x, y, n);
     else if constexpr (T == GgmlBlock::Q4_1) P::template quantize_x_1<BlockQ4_1, 15, 15>(x, y, n);
     else if constexpr (T == GgmlBlock::Q5_0) P::template quantize_x_0<BlockQ5_0, 16, 31>(x, y, n);
     else if constexpr (T == GgmlBlock::Q5_1) P::template quantize_x_1<BlockQ5_1, 31, 255>(x, y, n);
-    else static_assert(T != T, "no SIMD quantizer for this block type");
+    else ref::quantize_row<T>(x, static_cast<Block<T>*>(y), n, imatrix);
   }
   template <GgmlBlock T>
   static void dequantize_ggml(const void* y, float* x, size_t n) {
@@ -920,7 +924,7 @@ struct SimdKernels : Prims<A> {
     else if constexpr (T == GgmlBlock::Q4_1) P::template dequantize_x<BlockQ4_1, true, false>(y, x, n);
     else if constexpr (T == GgmlBlock::Q5_0) P::template dequantize_x<BlockQ5_0, false, true>(y, x, n);
     else if constexpr (T == GgmlBlock::Q5_1) P::template dequantize_x<BlockQ5_1, true, true>(y, x, n);
-    else static_assert(T != T, "no SIMD dequantizer for this block type");
+    else ref::dequantize_row<T>(static_cast<const Block<T>*>(y), x, n);
   }
 };
 

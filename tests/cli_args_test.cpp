@@ -180,7 +180,7 @@ TEST(CliArgs, BadValuesAreUsageErrorsNamingTheFlag) {
   EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--frobnicate"}), "--frobnicate"));
   EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--isa", "sse9"}), "--isa"));
   EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--threads", "-2"}), "--threads"));
-  EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--type", "Q3_K"}), "--type"));
+  EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--type", "Q8_K"}), "--type"));
   EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--format", "onnx"}), "--format"));
   EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--hqq-p", "1.5", "--hqq"}), "p must be"));
   EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--hqq-steps", "-5"}), "steps"));
@@ -296,7 +296,7 @@ TEST(CliSettings, GgufTypeFollowsBitsAndRefusesContradictions) {
   GgmlBlock parsed;
   EXPECT_TRUE(parse_ggml_type("q5_1", &parsed));
   EXPECT_EQ(parsed, GgmlBlock::Q5_1);
-  EXPECT_FALSE(parse_ggml_type("Q4_K", &parsed));
+  EXPECT_FALSE(parse_ggml_type("Q8_K", &parsed));
 }
 
 TEST(CliParams, WquantFormRulesAndDefaults) {
@@ -343,7 +343,7 @@ TEST(CliParams, WquantFormErrorsNameTheFileAndEntry) {
   EXPECT_TRUE(contains(error_of(R"({"rules": [{"match": "a", "bitz": 4}]})"), "rules[0].bitz: unknown key"));
   EXPECT_TRUE(contains(error_of(R"({"rules": [{"bits": 4}]})"), "match"));
   EXPECT_TRUE(contains(error_of(R"({"rules": [{"match": "a", "skip": "yes"}]})"), "rules[0].skip"));
-  EXPECT_TRUE(contains(error_of(R"({"rules": [{"match": "a", "type": "Q2_K"}]})"), "rules[0].type"));
+  EXPECT_TRUE(contains(error_of(R"({"rules": [{"match": "a", "type": "Q8_K"}]})"), "rules[0].type"));
   EXPECT_TRUE(contains(error_of(R"({"rules": [{"match": "a", "block": -2}]})"), "rules[0].block"));
   EXPECT_TRUE(contains(error_of(R"({"rules": [{"match": "a", "hqq": true, "asym": false}]})"), "asymmetric"));
   EXPECT_TRUE(contains(error_of(R"({"defaults": {"bits": 1}})"), "defaults.bits"));
