@@ -229,23 +229,44 @@ inline void quantize_block_Q3_K(const float* x, BlockQ3_K* y, const float* qw) {
 }
 
 // Q4_K (kNmax 15) and Q5_K (kNmax 31): 8 sub-blocks of 32 with 6-bit scales and mins.
+// The sub-block searches (kx_search, kx_weights) are separate from what follows them
+// (k4_finish), so SIMD bodies run their own searches across sub-blocks and finish here.
 template <int kNmax>
-inline void k4_scales(const float* x, const float* qw, uint8_t* L, uint8_t* scales12, uint16_t* d16, uint16_t* dmin16) {
+inline void k4_search(const float* xb, const float* weights, uint8_t* L, float* the_min, float* scale, bool imatrix) {
   uint8_t Laux[32];
-  float weights[32];
-  float mins[8];
-  float scales[8];
-  if (!qw) {
+  if (imatrix) *scale = make_qkx_quants<true>(32, kNmax, xb, weights, L, the_min, Laux, -0.9f, 0.05f, 36, false);
+  else if (kNmax == 15) *scale = make_qkx_quants<false>(32, 15, xb, weights, L, the_min, Laux, -1.f, 0.1f, 20, false);
+  else *scale = make_qkx_quants<false>(32, 31, xb, weights, L, the_min, Laux, -0.5f, 0.1f, 15, false);
+}
+// The sigma2 of a super-block's importance weights (quantize_row_q4_K_impl and alike).
+inline float k_sigma2(const float* x) {
+  float sum_x2 = 0;
+  for (int l = 0; l < 256; ++l) sum_x2 += x[l] * x[l];
+  return 2 * sum_x2 / 256;
+}
+// A 32-weight sub-block's search weights and, for the imatrix path, their sum.
+inline void k4_weights(const float* xb, const float* qw, float sigma2, float* weights, float* sw) {
+  if (qw) {
+    for (int l = 0; l < 32; ++l) weights[l] = qw[l] * sqrt_f(sigma2 + xb[l] * xb[l]);
+    float sumw = 0;
+    for (int l = 0; l < 32; ++l) sumw += weights[l];
+    *sw = sumw;
+  } else {
+    float sum_x2 = 0;
+    for (int l = 0; l < 32; ++l) sum_x2 += xb[l] * xb[l];
+    const float av_x = sqrt_f(sum_x2 / 32);
+    for (int l = 0; l < 32; ++l) weights[l] = av_x + abs_f(xb[l]);
+  }
+}
+// From the 8 sub-block scales and mins (and, with an imatrix, their weight sums sw):
+// the 6-bit scales, d, dmin, and the codes requantized with them.
+template <int kNmax>
+inline void k4_finish(const float* x, const float* scales, const float* mins, const float* sw, uint8_t* L,
+                      uint8_t* scales12, uint16_t* d16, uint16_t* dmin16) {
+  if (!sw) {
     float max_scale = 0;
     float max_min = 0;
     for (int j = 0; j < 8; ++j) {
-      float sum_x2 = 0;
-      for (int l = 0; l < 32; ++l) sum_x2 += x[32 * j + l] * x[32 * j + l];
-      const float av_x = sqrt_f(sum_x2 / 32);
-      for (int l = 0; l < 32; ++l) weights[l] = av_x + abs_f(x[32 * j + l]);
-      scales[j] = kNmax == 15
-                      ? make_qkx_quants<false>(32, 15, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, -1.f, 0.1f, 20, false)
-                      : make_qkx_quants<false>(32, 31, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, -0.5f, 0.1f, 15, false);
       if (scales[j] > max_scale) max_scale = scales[j];
       if (mins[j] > max_min) max_min = mins[j];
     }
@@ -262,18 +283,6 @@ inline void k4_scales(const float* x, const float* qw, uint8_t* L, uint8_t* scal
     *dmin16 = f32_to_f16(max_min / 63.f);
   } else {
     uint8_t Ls[8], Lm[8];
-    float sw[8];
-    float sum_x2 = 0;
-    for (int l = 0; l < 256; ++l) sum_x2 += x[l] * x[l];
-    const float sigma2 = 2 * sum_x2 / 256;
-    for (int j = 0; j < 8; ++j) {
-      const float* q = qw + 32 * j;
-      for (int l = 0; l < 32; ++l) weights[l] = q[l] * sqrt_f(sigma2 + x[32 * j + l] * x[32 * j + l]);
-      float sumw = 0;
-      for (int l = 0; l < 32; ++l) sumw += weights[l];
-      sw[j] = sumw;
-      scales[j] = make_qkx_quants<true>(32, kNmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, -0.9f, 0.05f, 36, false);
-    }
     const float d_block = make_qp_quants(8, 63, scales, Ls, sw);
     const float m_block = make_qp_quants(8, 63, mins, Lm, sw);
     for (int j = 0; j < 8; ++j) {
@@ -290,9 +299,20 @@ inline void k4_scales(const float* x, const float* qw, uint8_t* L, uint8_t* scal
   requantize_k4(x, scales12, *d16, *dmin16, kNmax, L);
 }
 
-inline void quantize_block_Q4_K(const float* x, BlockQ4_K* y, const float* qw) {
-  uint8_t L[256];
-  k4_scales<15>(x, qw, L, y->scales, &y->d, &y->dmin);
+template <int kNmax>
+inline void k4_scales(const float* x, const float* qw, uint8_t* L, uint8_t* scales12, uint16_t* d16, uint16_t* dmin16) {
+  float weights[32];
+  float mins[8], scales[8], sw[8];
+  const float sigma2 = qw ? k_sigma2(x) : 0.0f;
+  for (int j = 0; j < 8; ++j) {
+    k4_weights(x + 32 * j, qw ? qw + 32 * j : nullptr, sigma2, weights, &sw[j]);
+    k4_search<kNmax>(x + 32 * j, weights, L + 32 * j, &mins[j], &scales[j], qw != nullptr);
+  }
+  k4_finish<kNmax>(x, scales, mins, qw ? sw : nullptr, L, scales12, d16, dmin16);
+}
+
+// The 256 codes of a Q4_K / Q5_K super-block into its qs (and qh).
+inline void pack_q4_K(const uint8_t* L, BlockQ4_K* y) {
   uint8_t* q = y->qs;
   for (int j = 0; j < 256; j += 64) {
     for (int l = 0; l < 32; ++l) q[l] = uint8_t(L[j + l] | (L[j + l + 32] << 4));
@@ -300,9 +320,7 @@ inline void quantize_block_Q4_K(const float* x, BlockQ4_K* y, const float* qw) {
   }
 }
 
-inline void quantize_block_Q5_K(const float* x, BlockQ5_K* y, const float* qw) {
-  uint8_t L[256];
-  k4_scales<31>(x, qw, L, y->scales, &y->d, &y->dmin);
+inline void pack_q5_K(const uint8_t* L, BlockQ5_K* y) {
   uint8_t* qh = y->qh;
   uint8_t* ql = y->qs;
   std::memset(qh, 0, 32);
@@ -327,18 +345,26 @@ inline void quantize_block_Q5_K(const float* x, BlockQ5_K* y, const float* qw) {
   }
 }
 
-inline void quantize_block_Q6_K(const float* x, BlockQ6_K* y, const float* qw) {
-  int8_t L[256];
-  float scales[16];
+inline void quantize_block_Q4_K(const float* x, BlockQ4_K* y, const float* qw) {
+  uint8_t L[256];
+  k4_scales<15>(x, qw, L, y->scales, &y->d, &y->dmin);
+  pack_q4_K(L, y);
+}
+inline void quantize_block_Q5_K(const float* x, BlockQ5_K* y, const float* qw) {
+  uint8_t L[256];
+  k4_scales<31>(x, qw, L, y->scales, &y->d, &y->dmin);
+  pack_q5_K(L, y);
+}
+
+// Q6_K after its 16 sub-block searches (scales and codes L from make_qx_quants).
+inline void q6_finish(const float* x, BlockQ6_K* y, const float* scales, int8_t* L) {
   float max_scale = 0;
   float max_abs_scale = 0;
   for (int ib = 0; ib < 16; ++ib) {
-    const float scale = make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib, 1, qw ? qw + 16 * ib : nullptr);
-    scales[ib] = scale;
-    const float abs_scale = abs_f(scale);
+    const float abs_scale = abs_f(scales[ib]);
     if (abs_scale > max_abs_scale) {
       max_abs_scale = abs_scale;
-      max_scale = scale;
+      max_scale = scales[ib];
     }
   }
   if (max_abs_scale < kGroupMaxEps) {
@@ -374,6 +400,15 @@ inline void quantize_block_Q6_K(const float* x, BlockQ6_K* y, const float* qw) {
     ql += 64;
     qh += 32;
   }
+}
+
+inline void quantize_block_Q6_K(const float* x, BlockQ6_K* y, const float* qw) {
+  int8_t L[256];
+  float scales[16];
+  for (int ib = 0; ib < 16; ++ib) {
+    scales[ib] = make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib, 1, qw ? qw + 16 * ib : nullptr);
+  }
+  q6_finish(x, y, scales, L);
 }
 
 // quantize_row_iq4_nl_impl with ntry 7 for a super-block of kSuper weights in 32-weight
