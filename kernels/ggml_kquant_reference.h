@@ -101,19 +101,16 @@ inline void requantize_q2(const float* x, const BlockQ2_K* y, float dm_all, floa
   }
 }
 
-inline void quantize_block_Q2_K(const float* x, BlockQ2_K* y, const float* qw) {
-  uint8_t L[256];
-  uint8_t Laux[16];
-  float weights[16];
-  float mins[16];
-  float scales[16];
-  if (!qw) {
+// Q2_K after its 16 sub-block searches: 4-bit scales and mins (from the largest ones, or
+// with an imatrix by make_qp_quants weighted by the sub-blocks' weight sums sw), d, dmin,
+// the codes requantized with them, packed.
+inline void q2_finish(const float* x, BlockQ2_K* y, const float* scales, const float* mins, const float* sw,
+                      uint8_t* L) {
+  if (!sw) {
     const float q4scale = 15.f;
     float max_scale = 0;
     float max_min = 0;
     for (int j = 0; j < 16; ++j) {
-      for (int l = 0; l < 16; ++l) weights[l] = abs_f(x[16 * j + l]);
-      scales[j] = make_qkx_quants<false>(16, 3, x + 16 * j, weights, L + 16 * j, &mins[j], Laux, -0.5f, 0.1f, 15, true);
       if (scales[j] > max_scale) max_scale = scales[j];
       if (mins[j] > max_min) max_min = mins[j];
     }
@@ -132,27 +129,45 @@ inline void quantize_block_Q2_K(const float* x, BlockQ2_K* y, const float* qw) {
     } else {
       y->dmin = f32_to_f16(0.f);
     }
-    requantize_q2(x, y, half(y->d), half(y->dmin), L);
   } else {
-    float sw[16] = {};
     uint8_t Ls[16], Lm[16];
-    float sumx2 = 0;
-    for (int j = 0; j < 256; ++j) sumx2 += x[j] * x[j];
-    const float sigma2 = sumx2 / 256;
-    for (int j = 0; j < 16; ++j) {
-      const float* q = qw + 16 * j;
-      for (int l = 0; l < 16; ++l) weights[l] = q[l] * sqrt_f(sigma2 + x[16 * j + l] * x[16 * j + l]);
-      for (int l = 0; l < 16; ++l) sw[j] += weights[l];
-      scales[j] = make_qkx_quants<true>(16, 3, x + 16 * j, weights, L + 16 * j, &mins[j], Laux, -0.9f, 0.05f, 36, false);
-    }
     const float dm = make_qp_quants(16, 15, scales, Ls, sw);
     const float mm = make_qp_quants(16, 15, mins, Lm, sw);
     y->d = f32_to_f16(dm);
     y->dmin = f32_to_f16(mm);
     for (int j = 0; j < 16; ++j) y->scales[j] = uint8_t(Ls[j] | (Lm[j] << 4));
-    requantize_q2(x, y, half(y->d), half(y->dmin), L);
   }
+  requantize_q2(x, y, half(y->d), half(y->dmin), L);
   pack_2bit(L, y->qs);
+}
+
+// The sigma2 of quantize_row_q2_K_impl (no factor 2, unlike the other K-quants).
+inline float q2_sigma2(const float* x) {
+  float sumx2 = 0;
+  for (int j = 0; j < 256; ++j) sumx2 += x[j] * x[j];
+  return sumx2 / 256;
+}
+
+inline void quantize_block_Q2_K(const float* x, BlockQ2_K* y, const float* qw) {
+  uint8_t L[256];
+  uint8_t Laux[16];
+  float weights[16];
+  float mins[16];
+  float scales[16];
+  float sw[16] = {};
+  const float sigma2 = qw ? q2_sigma2(x) : 0.0f;
+  for (int j = 0; j < 16; ++j) {
+    if (!qw) {
+      for (int l = 0; l < 16; ++l) weights[l] = abs_f(x[16 * j + l]);
+      scales[j] = make_qkx_quants<false>(16, 3, x + 16 * j, weights, L + 16 * j, &mins[j], Laux, -0.5f, 0.1f, 15, true);
+    } else {
+      const float* q = qw + 16 * j;
+      for (int l = 0; l < 16; ++l) weights[l] = q[l] * sqrt_f(sigma2 + x[16 * j + l] * x[16 * j + l]);
+      for (int l = 0; l < 16; ++l) sw[j] += weights[l];
+      scales[j] = make_qkx_quants<true>(16, 3, x + 16 * j, weights, L + 16 * j, &mins[j], Laux, -0.9f, 0.05f, 36, false);
+    }
+  }
+  q2_finish(x, y, scales, mins, qw ? sw : nullptr, L);
 }
 
 inline void quantize_block_Q3_K(const float* x, BlockQ3_K* y, const float* qw) {

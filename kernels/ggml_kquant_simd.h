@@ -5,7 +5,7 @@
 // independent, though: here lane k runs sub-block k's search with exactly the scalar
 // operations, in the same order, so every lane ends with the scalar bits. What follows
 // the searches (super-block scales, requantization, packing) is the reference's own code
-// (k4_finish, q6_finish), run on the searched scales and codes.
+// (q2_finish, k4_finish, q6_finish), run on the searched scales and codes.
 #pragma once
 
 #include "kernels/isa_namespace.h"
@@ -197,6 +197,44 @@ struct KquantSearch {
                             codes.data() + 256 * b, out[b].scales, &out[b].d, &out[b].dmin);
       if constexpr (kNmax == 15) ref::pack_q4_K(codes.data() + 256 * b, &out[b]);
       else ref::pack_q5_K(codes.data() + 256 * b, &out[b]);
+    }
+  }
+
+  // Q2_K: the 16 sub-block searches of every super-block, L at a time.
+  static void quantize_q2(const float* x, void* y, size_t n, const float* imatrix) {
+    const size_t nsub = n / 16;
+    ScratchBuffer<float> scales(nsub), mins(nsub), sw(nsub), sigma2(n / 256);
+    ScratchBuffer<uint8_t> codes(n);
+    for (size_t b = 0; imatrix && b < n / 256; ++b) sigma2[b] = ref::q2_sigma2(x + 256 * b);
+    for (size_t s0 = 0; s0 < nsub; s0 += L) {
+      const size_t count = nsub - s0 < L ? nsub - s0 : L;
+      F xs[16], ws[16], c[16], the_min, scale;
+      gather(x + 16 * s0, count, 16, xs);
+      if (imatrix) {
+        alignas(64) float sg[16];
+        for (size_t k = 0; k < L; ++k) sg[k] = k < count ? sigma2[(s0 + k) / 16] : 0.0f;
+        const F s2 = F::load_aligned(sg);
+        F q[16];
+        gather(imatrix + 16 * s0, count, 16, q);
+        F sumw(0.0f);
+        for (size_t i = 0; i < 16; ++i) {
+          ws[i] = q[i] * xsimd::sqrt(s2 + xs[i] * xs[i]);
+          sumw += ws[i];
+        }
+        scatter(sumw, count, sw.data() + s0);
+        scale = qkx<true, 16>(3, xs, ws, c, &the_min, -0.9f, 0.05f, 36, false);
+      } else {
+        for (size_t i = 0; i < 16; ++i) ws[i] = xsimd::abs(xs[i]);
+        scale = qkx<false, 16>(3, xs, ws, c, &the_min, -0.5f, 0.1f, 15, true);
+      }
+      scatter(scale, count, scales.data() + s0);
+      scatter(the_min, count, mins.data() + s0);
+      scatter_codes(c, count, 16, codes.data() + 16 * s0);
+    }
+    auto* out = static_cast<BlockQ2_K*>(y);
+    for (size_t b = 0; b < n / 256; ++b) {
+      ref::q2_finish(x + 256 * b, &out[b], scales.data() + 16 * b, mins.data() + 16 * b,
+                     imatrix ? sw.data() + 16 * b : nullptr, codes.data() + 256 * b);
     }
   }
 
