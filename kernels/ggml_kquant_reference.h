@@ -426,82 +426,83 @@ inline void quantize_block_Q6_K(const float* x, BlockQ6_K* y, const float* qw) {
   q6_finish(x, y, scales, L);
 }
 
-// quantize_row_iq4_nl_impl with ntry 7 for a super-block of kSuper weights in 32-weight
-// blocks (kSuper 32: IQ4_NL, one f16 scale; 256: IQ4_XS, 6-bit block scales).
+// quantize_row_iq4_nl_impl with ntry 7, split in three: the super-block's sigma2 (for
+// importance weights), each 32-weight block's scale search, and the finish.
 template <int kSuper>
-inline void quantize_iq4(const float* x, const float* qw, uint16_t* dh, uint8_t* q4, uint16_t* scales_h,
-                         uint8_t* scales_l) {
-  constexpr int kBlocks = kSuper / 32;
-  constexpr int ntry = 7;
-  const int8_t* values = kValuesIq4nl;
-  uint8_t L[kSuper];
-  float weight[32];
-  float scales[kBlocks];
+inline float iq4_sigma2(const float* x) {
   float sigma2 = 0;
   for (int j = 0; j < kSuper; ++j) sigma2 += x[j] * x[j];
   sigma2 *= 2.f / kSuper;
-  std::memset(q4, 0, kSuper / 2);
-  dh[0] = f32_to_f16(0.f);
-  float max_scale = 0, amax_scale = 0;
-  for (int ib = 0; ib < kBlocks; ++ib) {
-    const float* xb = x + ib * 32;
-    uint8_t* Lb = L + ib * 32;
-    if (qw) {
-      const float* q = qw + ib * 32;
-      for (int j = 0; j < 32; ++j) weight[j] = q[j] * sqrt_f(sigma2 + xb[j] * xb[j]);
-    } else {
-      for (int j = 0; j < 32; ++j) weight[j] = xb[j] * xb[j];
+  return sigma2;
+}
+inline void iq4_weights(const float* xb, const float* qw, float sigma2, float* weight) {
+  if (qw) {
+    for (int j = 0; j < 32; ++j) weight[j] = qw[j] * sqrt_f(sigma2 + xb[j] * xb[j]);
+  } else {
+    for (int j = 0; j < 32; ++j) weight[j] = xb[j] * xb[j];
+  }
+}
+// The scale of one 32-weight block (0 for a block of zeros); the codes of the search are
+// not kept: the finish requantizes every block.
+inline float iq4_search(const float* xb, const float* weight) {
+  constexpr int ntry = 7;
+  const int8_t* values = kValuesIq4nl;
+  float amax = 0, max = 0;
+  for (int j = 0; j < 32; ++j) {
+    const float ax = abs_f(xb[j]);
+    if (ax > amax) {
+      amax = ax;
+      max = xb[j];
     }
-    float amax = 0, max = 0;
-    for (int j = 0; j < 32; ++j) {
-      const float ax = abs_f(xb[j]);
-      if (ax > amax) {
-        amax = ax;
-        max = xb[j];
-      }
-    }
-    if (amax < kGroupMaxEps) {
-      scales[ib] = 0;
-      continue;
-    }
-    float d = -max / values[0];
-    float id = 1 / d;
-    float sumqx = 0, sumq2 = 0;
+  }
+  if (amax < kGroupMaxEps) return 0;
+  float d = -max / values[0];
+  float id = 1 / d;
+  float sumqx = 0, sumq2 = 0;
+  for (int j = 0; j < 32; ++j) {
+    const float al = id * xb[j];
+    const int l = best_index_int8(16, values, al);
+    const float q = values[l];
+    const float w = weight[j];
+    sumqx += w * q * xb[j];
+    sumq2 += w * q * q;
+  }
+  d = x86_nan(sumqx / sumq2);
+  float best = d * sumqx;
+  for (int itry = -ntry; itry <= ntry; ++itry) {
+    id = (itry + values[0]) / max;
+    sumqx = sumq2 = 0;
     for (int j = 0; j < 32; ++j) {
       const float al = id * xb[j];
       const int l = best_index_int8(16, values, al);
-      Lb[j] = uint8_t(l);
       const float q = values[l];
       const float w = weight[j];
       sumqx += w * q * xb[j];
       sumq2 += w * q * q;
     }
-    d = x86_nan(sumqx / sumq2);
-    float best = d * sumqx;
-    for (int itry = -ntry; itry <= ntry; ++itry) {
-      id = (itry + values[0]) / max;
-      sumqx = sumq2 = 0;
-      for (int j = 0; j < 32; ++j) {
-        const float al = id * xb[j];
-        const int l = best_index_int8(16, values, al);
-        const float q = values[l];
-        const float w = weight[j];
-        sumqx += w * q * xb[j];
-        sumq2 += w * q * q;
-      }
-      if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
-        d = sumqx / sumq2;
-        best = d * sumqx;
-      }
-    }
-    scales[ib] = d;
-    const float abs_d = abs_f(d);
-    if (abs_d > amax_scale) {
-      amax_scale = abs_d;
-      max_scale = d;
+    if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
+      d = sumqx / sumq2;
+      best = d * sumqx;
     }
   }
+  return d;
+}
+// From the block scales: the f16 scale (and IQ4_XS's 6-bit block scales), the codes.
+template <int kSuper>
+inline void iq4_finish(const float* x, const float* scales, uint16_t* dh, uint8_t* q4, uint16_t* scales_h,
+                       uint8_t* scales_l) {
+  constexpr int kBlocks = kSuper / 32;
+  const int8_t* values = kValuesIq4nl;
+  uint8_t L[kSuper];
   if constexpr (kBlocks > 1) {
+    float max_scale = 0, amax_scale = 0;
+    for (int ib = 0; ib < kBlocks; ++ib) {
+      const float abs_d = abs_f(scales[ib]);
+      if (abs_d > amax_scale) {
+        amax_scale = abs_d;
+        max_scale = scales[ib];
+      }
+    }
     scales_h[0] = 0;
     const float d = -max_scale / 32;
     dh[0] = f32_to_f16(d);
@@ -529,6 +530,20 @@ inline void quantize_iq4(const float* x, const float* qw, uint16_t* dh, uint8_t*
   for (int i = 0; i < kSuper / 32; ++i) {
     for (int j = 0; j < 16; ++j) q4[16 * i + j] = uint8_t(L[32 * i + j] | (L[32 * i + 16 + j] << 4));
   }
+}
+
+template <int kSuper>
+inline void quantize_iq4(const float* x, const float* qw, uint16_t* dh, uint8_t* q4, uint16_t* scales_h,
+                         uint8_t* scales_l) {
+  constexpr int kBlocks = kSuper / 32;
+  float weight[32];
+  float scales[kBlocks];
+  const float sigma2 = iq4_sigma2<kSuper>(x);
+  for (int ib = 0; ib < kBlocks; ++ib) {
+    iq4_weights(x + ib * 32, qw ? qw + ib * 32 : nullptr, sigma2, weight);
+    scales[ib] = iq4_search(x + ib * 32, weight);
+  }
+  iq4_finish<kSuper>(x, scales, dh, q4, scales_h, scales_l);
 }
 
 inline void quantize_block_IQ4_NL(const float* x, BlockIQ4_NL* y, const float* qw) {

@@ -5,7 +5,7 @@
 // independent, though: here lane k runs sub-block k's search with exactly the scalar
 // operations, in the same order, so every lane ends with the scalar bits. What follows
 // the searches (super-block scales, requantization, packing) is the reference's own code
-// (q2_finish, k4_finish, q6_finish), run on the searched scales and codes.
+// (q2_finish, k4_finish, q6_finish, iq4_finish), run on the searched scales and codes.
 #pragma once
 
 #include "kernels/isa_namespace.h"
@@ -151,6 +151,87 @@ struct KquantSearch {
     for (size_t i = 0; i < n; ++i) c[i] = xsimd::select(flat, F(0.0f), c[i]);
     *the_min = -min;
     return xsimd::select(flat, F(0.0f), scale);
+  }
+
+  // ref::best_index_int8 over kValuesIq4nl, lane by lane: the level itself (as a float).
+  // Between the end levels the binary search ends at the first level above x; a NaN
+  // fails every compare there and ends at the top.
+  static F iq4_level(F x) {
+    const int8_t* v = ref::kValuesIq4nl;
+    F lo = F(float(v[0])), hi = F(float(v[15]));
+    for (int k = 1; k < 15; ++k) lo = xsimd::select(F(float(v[k])) <= x, F(float(v[k])), lo);
+    for (int k = 14; k >= 1; --k) hi = xsimd::select(F(float(v[k])) > x, F(float(v[k])), hi);
+    F q = xsimd::select(x - lo < hi - x, lo, hi);
+    q = xsimd::select(x <= F(float(v[0])), F(float(v[0])), q);
+    q = xsimd::select((x >= F(float(v[15]))) | xsimd::isnan(x), F(float(v[15])), q);
+    return q;
+  }
+  // ref::iq4_search per lane.
+  static F iq4_search(const F* x, const F* w) {
+    const float v0 = float(ref::kValuesIq4nl[0]);
+    F amax(0.0f), max(0.0f);
+    for (size_t j = 0; j < 32; ++j) {
+      const F ax = xsimd::abs(x[j]);
+      const M m = ax > amax;
+      amax = xsimd::select(m, ax, amax);
+      max = xsimd::select(m, x[j], max);
+    }
+    const M zero = amax < F(ref::kGroupMaxEps);
+    auto sums = [&](F id, F& sumqx, F& sumq2) {
+      sumqx = F(0.0f);
+      sumq2 = F(0.0f);
+      for (size_t j = 0; j < 32; ++j) {
+        const F q = iq4_level(id * x[j]);
+        sumqx += w[j] * q * x[j];
+        sumq2 += w[j] * q * q;
+      }
+    };
+    F d = -max / F(v0);
+    F sumqx, sumq2;
+    sums(F(1.0f) / d, sumqx, sumq2);
+    d = sumqx / sumq2;
+    d = xsimd::select(d == d, d, xsimd::bitwise_cast<F>(I(int32_t(0xffc00000u))));  // ref::x86_nan
+    F best = d * sumqx;
+    for (int itry = -7; itry <= 7; ++itry) {
+      sums(F(float(itry + ref::kValuesIq4nl[0])) / max, sumqx, sumq2);
+      const M take = (sumq2 > F(0.0f)) & (sumqx * sumqx > best * sumq2);
+      const F nd = sumqx / sumq2;
+      d = xsimd::select(take, nd, d);
+      best = xsimd::select(take, nd * sumqx, best);
+    }
+    return xsimd::select(zero, F(0.0f), d);
+  }
+  // IQ4_NL (kSuper 32) and IQ4_XS (256): the 32-weight block searches L at a time.
+  template <int kSuper, class Block>
+  static void quantize_iq4(const float* x, void* y, size_t n, const float* imatrix) {
+    const size_t nsub = n / 32;
+    ScratchBuffer<float> scales(nsub), sigma2(n / kSuper);
+    for (size_t b = 0; imatrix && b < n / kSuper; ++b) sigma2[b] = ref::iq4_sigma2<kSuper>(x + kSuper * b);
+    for (size_t s0 = 0; s0 < nsub; s0 += L) {
+      const size_t count = nsub - s0 < L ? nsub - s0 : L;
+      F xs[32], ws[32];
+      gather(x + 32 * s0, count, 32, xs);
+      if (imatrix) {
+        alignas(64) float sg[16];
+        for (size_t k = 0; k < L; ++k) sg[k] = k < count ? sigma2[(s0 + k) / (kSuper / 32)] : 0.0f;
+        const F s2 = F::load_aligned(sg);
+        gather(imatrix + 32 * s0, count, 32, ws);
+        for (size_t i = 0; i < 32; ++i) ws[i] = ws[i] * xsimd::sqrt(s2 + xs[i] * xs[i]);
+      } else {
+        for (size_t i = 0; i < 32; ++i) ws[i] = xs[i] * xs[i];
+      }
+      scatter(iq4_search(xs, ws), count, scales.data() + s0);
+    }
+    auto* out = static_cast<Block*>(y);
+    for (size_t b = 0; b < n / kSuper; ++b) {
+      if constexpr (kSuper == 32) {
+        ref::iq4_finish<32>(x + 32 * b, scales.data() + b, &out[b].d, out[b].qs, nullptr, nullptr);
+      } else {
+        uint16_t scales_h;
+        ref::iq4_finish<256>(x + 256 * b, scales.data() + 8 * b, &out[b].d, out[b].qs, &scales_h, out[b].scales_l);
+        out[b].scales_h = scales_h;
+      }
+    }
   }
 
   // Q4_K / Q5_K: the 8 sub-block searches of every super-block of the row, L at a time,

@@ -920,6 +920,8 @@ struct SimdKernels : Prims<A> {
     else if constexpr (T == GgmlBlock::Q4_K) KquantSearch<A>::template quantize_k4<15, BlockQ4_K>(x, y, n, imatrix);
     else if constexpr (T == GgmlBlock::Q5_K) KquantSearch<A>::template quantize_k4<31, BlockQ5_K>(x, y, n, imatrix);
     else if constexpr (T == GgmlBlock::Q6_K) KquantSearch<A>::quantize_q6(x, y, n, imatrix);
+    else if constexpr (T == GgmlBlock::IQ4_NL) KquantSearch<A>::template quantize_iq4<32, BlockIQ4_NL>(x, y, n, imatrix);
+    else if constexpr (T == GgmlBlock::IQ4_XS) KquantSearch<A>::template quantize_iq4<256, BlockIQ4_XS>(x, y, n, imatrix);
     else ref::quantize_row<T>(x, static_cast<Block<T>*>(y), n, imatrix);
   }
   template <GgmlBlock T>
