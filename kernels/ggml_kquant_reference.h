@@ -170,15 +170,28 @@ inline void quantize_block_Q2_K(const float* x, BlockQ2_K* y, const float* qw) {
   q2_finish(x, y, scales, mins, qw ? sw : nullptr, L);
 }
 
-inline void quantize_block_Q3_K(const float* x, BlockQ3_K* y, const float* qw) {
-  int8_t L[256];
-  float scales[16];
+// The sigma2 of a super-block's importance weights (quantize_row_q3_K_impl, q4_K's, q5_K's).
+inline float k_sigma2(const float* x) {
+  float sum_x2 = 0;
+  for (int l = 0; l < 256; ++l) sum_x2 += x[l] * x[l];
+  return 2 * sum_x2 / 256;
+}
+
+// Q3_K's sub-block search weights with an importance matrix (x^2 is make_q3_quants' own).
+inline void q3_weights(const float* xb, const float* qw, float sigma2, float* weight, float* sw) {
+  for (int l = 0; l < 16; ++l) weight[l] = qw[l] * sqrt_f(sigma2 + xb[l] * xb[l]);
+  float sumw = 0;
+  for (int l = 0; l < 16; ++l) sumw += weight[l];
+  *sw = sumw;
+}
+// Q3_K after its 16 sub-block searches (make_q3_quants, or make_qx_quants with importance
+// weights and their sums sw): 6-bit scales, d, requantized codes, high bits, packing.
+inline void q3_finish(const float* x, BlockQ3_K* y, const float* scales, const float* sw, int8_t* L) {
   std::memset(y->scales, 0, 12);
-  if (!qw) {
+  if (!sw) {
     float max_scale = 0;
     float amax = 0;
     for (int j = 0; j < 16; ++j) {
-      scales[j] = make_q3_quants(16, 4, x + 16 * j, L + 16 * j);
       const float scale = abs_f(scales[j]);
       if (scale > amax) {
         amax = scale;
@@ -197,20 +210,7 @@ inline void quantize_block_Q3_K(const float* x, BlockQ3_K* y, const float* qw) {
       y->d = f32_to_f16(0.f);
     }
   } else {
-    float weight[16];
-    float sw[16];
     int8_t Ls[16];
-    float sumx2 = 0;
-    for (int j = 0; j < 256; ++j) sumx2 += x[j] * x[j];
-    const float sigma2 = 2 * sumx2 / 256;
-    for (int j = 0; j < 16; ++j) {
-      const float* q = qw + 16 * j;
-      for (int l = 0; l < 16; ++l) weight[l] = q[l] * sqrt_f(sigma2 + x[16 * j + l] * x[16 * j + l]);
-      float sumw = 0;
-      for (int l = 0; l < 16; ++l) sumw += weight[l];
-      sw[j] = sumw;
-      scales[j] = make_qx_quants(16, 4, x + 16 * j, L + 16 * j, 1, weight);
-    }
     const float d_block = make_qx_quants(16, 32, scales, Ls, 1, sw);
     for (int j = 0; j < 16; ++j) put_scale_q3(j, Ls[j], y->scales);
     y->d = f32_to_f16(d_block);
@@ -243,6 +243,22 @@ inline void quantize_block_Q3_K(const float* x, BlockQ3_K* y, const float* qw) {
   pack_2bit(low, y->qs);
 }
 
+inline void quantize_block_Q3_K(const float* x, BlockQ3_K* y, const float* qw) {
+  int8_t L[256];
+  float scales[16];
+  float weight[16], sw[16];
+  const float sigma2 = qw ? k_sigma2(x) : 0.0f;
+  for (int j = 0; j < 16; ++j) {
+    if (!qw) {
+      scales[j] = make_q3_quants(16, 4, x + 16 * j, L + 16 * j);
+    } else {
+      q3_weights(x + 16 * j, qw + 16 * j, sigma2, weight, &sw[j]);
+      scales[j] = make_qx_quants(16, 4, x + 16 * j, L + 16 * j, 1, weight);
+    }
+  }
+  q3_finish(x, y, scales, qw ? sw : nullptr, L);
+}
+
 // Q4_K (kNmax 15) and Q5_K (kNmax 31): 8 sub-blocks of 32 with 6-bit scales and mins.
 // The sub-block searches (kx_search, kx_weights) are separate from what follows them
 // (k4_finish), so SIMD bodies run their own searches across sub-blocks and finish here.
@@ -252,12 +268,6 @@ inline void k4_search(const float* xb, const float* weights, uint8_t* L, float* 
   if (imatrix) *scale = make_qkx_quants<true>(32, kNmax, xb, weights, L, the_min, Laux, -0.9f, 0.05f, 36, false);
   else if (kNmax == 15) *scale = make_qkx_quants<false>(32, 15, xb, weights, L, the_min, Laux, -1.f, 0.1f, 20, false);
   else *scale = make_qkx_quants<false>(32, 31, xb, weights, L, the_min, Laux, -0.5f, 0.1f, 15, false);
-}
-// The sigma2 of a super-block's importance weights (quantize_row_q4_K_impl and alike).
-inline float k_sigma2(const float* x) {
-  float sum_x2 = 0;
-  for (int l = 0; l < 256; ++l) sum_x2 += x[l] * x[l];
-  return 2 * sum_x2 / 256;
 }
 // A 32-weight sub-block's search weights and, for the imatrix path, their sum.
 inline void k4_weights(const float* xb, const float* qw, float sigma2, float* weights, float* sw) {

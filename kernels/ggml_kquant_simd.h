@@ -5,7 +5,8 @@
 // independent, though: here lane k runs sub-block k's search with exactly the scalar
 // operations, in the same order, so every lane ends with the scalar bits. What follows
 // the searches (super-block scales, requantization, packing) is the reference's own code
-// (q2_finish, k4_finish, q6_finish, iq4_finish), run on the searched scales and codes.
+// (q2_finish, q3_finish, k4_finish, q6_finish, iq4_finish), run on the searched scales
+// and codes.
 #pragma once
 
 #include "kernels/isa_namespace.h"
@@ -151,6 +152,84 @@ struct KquantSearch {
     for (size_t i = 0; i < n; ++i) c[i] = xsimd::select(flat, F(0.0f), c[i]);
     *the_min = -min;
     return xsimd::select(flat, F(0.0f), scale);
+  }
+
+  // ref::make_q3_quants(16, nmax, x, L) per lane. A lane whose pass changed nothing would
+  // change nothing in the next one either (same state, same steps), so running the five
+  // passes until no lane changes is the scalar early exit lane by lane.
+  static F q3(int nmax, const F* x, F* c) {
+    F amax(0.0f), max(0.0f);
+    for (size_t i = 0; i < 16; ++i) {
+      const F ax = xsimd::abs(x[i]);
+      const M m = ax > amax;
+      amax = xsimd::select(m, ax, amax);
+      max = xsimd::select(m, x[i], max);
+    }
+    const M zero = amax < F(ref::kGroupMaxEps);
+    const F iscale = F(float(-nmax)) / max;
+    F sumlx(0.0f), suml2(0.0f);
+    for (size_t i = 0; i < 16; ++i) {
+      c[i] = code(iscale * x[i], -nmax, nmax - 1);
+      const F w = x[i] * x[i];
+      sumlx += w * x[i] * c[i];
+      suml2 += w * c[i] * c[i];
+    }
+    for (int itry = 0; itry < 5; ++itry) {
+      M changed(false);
+      for (size_t i = 0; i < 16; ++i) {
+        const F w = x[i] * x[i];
+        F slx = sumlx - w * x[i] * c[i];
+        F sl2 = suml2 - w * c[i] * c[i];
+        const F new_l = code(x[i] * sl2 / slx, -nmax, nmax - 1);
+        slx += w * x[i] * new_l;
+        sl2 += w * new_l * new_l;
+        const M take = (sumlx - w * x[i] * c[i] > F(0.0f)) & (new_l != c[i]) & (sl2 > F(0.0f)) &
+                       (slx * slx * suml2 > sumlx * sumlx * sl2);
+        c[i] = xsimd::select(take, new_l, c[i]);
+        sumlx = xsimd::select(take, slx, sumlx);
+        suml2 = xsimd::select(take, sl2, suml2);
+        changed = changed | take;
+      }
+      if (!xsimd::any(changed)) break;
+    }
+    for (size_t i = 0; i < 16; ++i) c[i] = xsimd::select(zero, F(0.0f), c[i] + F(float(nmax)));
+    return xsimd::select(zero, F(0.0f), sumlx / suml2);
+  }
+
+  // Q3_K: the 16 sub-block searches of every super-block, L at a time.
+  static void quantize_q3(const float* x, void* y, size_t n, const float* imatrix) {
+    const size_t nsub = n / 16;
+    ScratchBuffer<float> scales(nsub), sw(nsub), sigma2(n / 256);
+    ScratchBuffer<uint8_t> codes(n);
+    for (size_t b = 0; imatrix && b < n / 256; ++b) sigma2[b] = ref::k_sigma2(x + 256 * b);
+    for (size_t s0 = 0; s0 < nsub; s0 += L) {
+      const size_t count = nsub - s0 < L ? nsub - s0 : L;
+      F xs[16], c[16], scale;
+      gather(x + 16 * s0, count, 16, xs);
+      if (imatrix) {
+        alignas(64) float sg[16];
+        for (size_t k = 0; k < L; ++k) sg[k] = k < count ? sigma2[(s0 + k) / 16] : 0.0f;
+        const F s2 = F::load_aligned(sg);
+        F ws[16];
+        gather(imatrix + 16 * s0, count, 16, ws);
+        F sumw(0.0f);
+        for (size_t i = 0; i < 16; ++i) {
+          ws[i] = ws[i] * xsimd::sqrt(s2 + xs[i] * xs[i]);
+          sumw += ws[i];
+        }
+        scatter(sumw, count, sw.data() + s0);
+        scale = qx<16>(4, xs, ws, c);
+      } else {
+        scale = q3(4, xs, c);
+      }
+      scatter(scale, count, scales.data() + s0);
+      scatter_codes(c, count, 16, codes.data() + 16 * s0);
+    }
+    auto* out = static_cast<BlockQ3_K*>(y);
+    for (size_t b = 0; b < n / 256; ++b) {
+      ref::q3_finish(x + 256 * b, &out[b], scales.data() + 16 * b, imatrix ? sw.data() + 16 * b : nullptr,
+                     reinterpret_cast<int8_t*>(codes.data() + 256 * b));
+    }
   }
 
   // ref::best_index_int8 over kValuesIq4nl, lane by lane: the level itself (as a float).

@@ -917,6 +917,7 @@ struct SimdKernels : Prims<A> {
     else if constexpr (T == GgmlBlock::Q5_0) P::template quantize_x_0<BlockQ5_0, 16, 31>(x, y, n);
     else if constexpr (T == GgmlBlock::Q5_1) P::template quantize_x_1<BlockQ5_1, 31, 255>(x, y, n);
     else if constexpr (T == GgmlBlock::Q2_K) KquantSearch<A>::quantize_q2(x, y, n, imatrix);
+    else if constexpr (T == GgmlBlock::Q3_K) KquantSearch<A>::quantize_q3(x, y, n, imatrix);
     else if constexpr (T == GgmlBlock::Q4_K) KquantSearch<A>::template quantize_k4<15, BlockQ4_K>(x, y, n, imatrix);
     else if constexpr (T == GgmlBlock::Q5_K) KquantSearch<A>::template quantize_k4<31, BlockQ5_K>(x, y, n, imatrix);
     else if constexpr (T == GgmlBlock::Q6_K) KquantSearch<A>::quantize_q6(x, y, n, imatrix);
