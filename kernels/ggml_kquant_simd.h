@@ -16,6 +16,7 @@
 
 #include "kernels/ggml_blocks.h"
 #include "kernels/ggml_kquant_reference.h"
+#include "kernels/ggml_reference.h"
 #include "kernels/scratch_buffer.h"
 #include "kernels/simd_arch.h"
 
@@ -35,6 +36,8 @@ struct KquantSearch {
     const I i = xsimd::bitwise_cast<I>(v + F(12582912.f));
     return (i & I(0x007fffff)) - I(0x00400000);
   }
+  // -v as C's unary minus: the sign bit flipped (xsimd's AVX-512 negation is 0 - v, +0 for +0).
+  static F neg(F v) { return xsimd::bitwise_cast<F>(xsimd::bitwise_cast<I>(v) ^ I(int32_t(0x80000000u))); }
   static F code(F v, int lo, int hi) { return Ops::to_float(xsimd::max(I(lo), xsimd::min(I(hi), nearest(v)))); }
 
   // n elements of each of up to L sub-blocks (count of them, from x + s * n for sub-block s)
@@ -82,7 +85,8 @@ struct KquantSearch {
     };
     F sumlx, suml2;
     sums(iscale, sumlx, suml2);
-    F scale = xsimd::select(suml2 != F(0.0f), sumlx / suml2, F(0.0f));
+    // C's `suml2 ? ... : 0`: a NaN suml2 counts as true (an ordered != would not).
+    F scale = xsimd::select(suml2 == F(0.0f), F(0.0f), sumlx / suml2);
     F best = scale * sumlx;
     F best_iscale = iscale;
     for (int is = -9; is <= 9; ++is) {
@@ -150,7 +154,7 @@ struct KquantSearch {
       min = xsimd::select(take, this_min, min);
     }
     for (size_t i = 0; i < n; ++i) c[i] = xsimd::select(flat, F(0.0f), c[i]);
-    *the_min = -min;
+    *the_min = neg(min);
     return xsimd::select(flat, F(0.0f), scale);
   }
 
@@ -265,7 +269,7 @@ struct KquantSearch {
         sumq2 += w[j] * q * q;
       }
     };
-    F d = -max / F(v0);
+    F d = neg(max) / F(v0);
     F sumqx, sumq2;
     sums(F(1.0f) / d, sumqx, sumq2);
     d = sumqx / sumq2;
@@ -309,6 +313,40 @@ struct KquantSearch {
         uint16_t scales_h;
         ref::iq4_finish<256>(x + 256 * b, scales.data() + 8 * b, &out[b].d, out[b].qs, &scales_h, out[b].scales_l);
         out[b].scales_h = scales_h;
+      }
+    }
+  }
+
+  // The importance-matrix path of Q4_0, Q5_0 (make_qx_quants) and Q4_1, Q5_1
+  // (make_qkx3_quants): the 32-weight block searches L at a time, with the row's sigma2.
+  template <class Block, int kNmax, bool kMin>
+  static void quantize_legacy_imatrix(const float* x, void* y, size_t n, const float* imatrix) {
+    const size_t nb = n / 32;
+    const F s2(ref::legacy_sigma2(x, n));
+    auto* out = static_cast<Block*>(y);
+    for (size_t s0 = 0; s0 < nb; s0 += L) {
+      const size_t count = nb - s0 < L ? nb - s0 : L;
+      F xs[32], ws[32], c[32], the_min(0.0f), scale;
+      gather(x + 32 * s0, count, 32, xs);
+      gather(imatrix + 32 * s0, count, 32, ws);
+      for (size_t i = 0; i < 32; ++i) ws[i] = ws[i] * xsimd::sqrt(s2 + xs[i] * xs[i]);
+      if constexpr (kMin) scale = qkx<true, 32>(kNmax, xs, ws, c, &the_min, -0.9f, 0.05f, 36, false);
+      else scale = qx<32>(kNmax, xs, ws, c);
+      alignas(64) float sc[16], mn[16];
+      scale.store_aligned(sc);
+      neg(the_min).store_aligned(mn);
+      uint8_t codes[16 * 32];
+      scatter_codes(c, count, 32, codes);
+      for (size_t k = 0; k < count; ++k) {
+        Block& b = out[s0 + k];
+        const uint8_t* q = codes + 32 * k;
+        b.d = ref::f32_to_f16(sc[k]);
+        if constexpr (kMin) b.m = ref::f32_to_f16(mn[k]);
+        if constexpr (kNmax == 8 || kNmax == 15) {
+          for (int j = 0; j < 16; ++j) b.qs[j] = uint8_t(q[j] | (q[j + 16] << 4));
+        } else {
+          ref::pack_q5_high(q, b.qs, b.qh);
+        }
       }
     }
   }

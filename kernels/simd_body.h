@@ -906,12 +906,18 @@ struct SimdKernels : Prims<A> {
   static constexpr auto hqq_solve_blocks = &::wq::hqq_solve_blocks;
   static constexpr auto hqq_step_blocks = &::wq::hqq_step_blocks;
 
-  // Types without a SIMD body here, and the importance-matrix path of the legacy types,
-  // run the scalar reference (kernels/ggml_row_reference.h) compiled for this ISA.
+  // K-quants, IQ4 and the legacy types' importance-matrix path: the searches one block
+  // per lane (kernels/ggml_kquant_simd.h); dequantizers without a body here run the
+  // scalar reference (kernels/ggml_row_reference.h) compiled for this ISA.
   template <GgmlBlock T>
   static void quantize_ggml(const float* x, void* y, size_t n, const float* imatrix) {
-    if (imatrix && ref::kLegacyImatrix<T>) ref::quantize_row<T>(x, static_cast<Block<T>*>(y), n, imatrix);
-    else if constexpr (T == GgmlBlock::Q8_0) P::quantize_q8_0(x, y, n);
+    using KQ = KquantSearch<A>;
+    if (imatrix && ref::kLegacyImatrix<T>) {
+      if constexpr (T == GgmlBlock::Q4_0) KQ::template quantize_legacy_imatrix<BlockQ4_0, 8, false>(x, y, n, imatrix);
+      else if constexpr (T == GgmlBlock::Q5_0) KQ::template quantize_legacy_imatrix<BlockQ5_0, 16, false>(x, y, n, imatrix);
+      else if constexpr (T == GgmlBlock::Q4_1) KQ::template quantize_legacy_imatrix<BlockQ4_1, 15, true>(x, y, n, imatrix);
+      else if constexpr (T == GgmlBlock::Q5_1) KQ::template quantize_legacy_imatrix<BlockQ5_1, 31, true>(x, y, n, imatrix);
+    } else if constexpr (T == GgmlBlock::Q8_0) P::quantize_q8_0(x, y, n);
     else if constexpr (T == GgmlBlock::Q4_0) P::template quantize_x_0<BlockQ4_0, 8, 15>(x, y, n);
     else if constexpr (T == GgmlBlock::Q4_1) P::template quantize_x_1<BlockQ4_1, 15, 15>(x, y, n);
     else if constexpr (T == GgmlBlock::Q5_0) P::template quantize_x_0<BlockQ5_0, 16, 31>(x, y, n);
