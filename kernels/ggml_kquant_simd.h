@@ -36,6 +36,8 @@ struct KquantSearch {
     const I i = xsimd::bitwise_cast<I>(v + F(12582912.f));
     return (i & I(0x007fffff)) - I(0x00400000);
   }
+  // IEEE division (xsimd 8.1's float division on NEON is an estimate plus Newton steps).
+  static F div(F a, F b) { return Ops::div(a, b); }
   // -v as C's unary minus: the sign bit flipped (xsimd's AVX-512 negation is 0 - v, +0 for +0).
   static F neg(F v) { return xsimd::bitwise_cast<F>(xsimd::bitwise_cast<I>(v) ^ I(int32_t(0x80000000u))); }
   static F code(F v, int lo, int hi) { return Ops::to_float(xsimd::max(I(lo), xsimd::min(I(hi), nearest(v)))); }
@@ -73,7 +75,7 @@ struct KquantSearch {
       max = xsimd::select(m, x[i], max);
     }
     const M zero = amax < F(ref::kGroupMaxEps);
-    F iscale = F(float(-nmax)) / max;
+    F iscale = div(F(float(-nmax)), max);
     auto sums = [&](F is, F& sumlx, F& suml2) {
       sumlx = F(0.0f);
       suml2 = F(0.0f);
@@ -86,15 +88,15 @@ struct KquantSearch {
     F sumlx, suml2;
     sums(iscale, sumlx, suml2);
     // C's `suml2 ? ... : 0`: a NaN suml2 counts as true (an ordered != would not).
-    F scale = xsimd::select(suml2 == F(0.0f), F(0.0f), sumlx / suml2);
+    F scale = xsimd::select(suml2 == F(0.0f), F(0.0f), div(sumlx, suml2));
     F best = scale * sumlx;
     F best_iscale = iscale;
     for (int is = -9; is <= 9; ++is) {
       if (is == 0) continue;
-      iscale = F(-(float(nmax) + 0.1f * float(is))) / max;
+      iscale = div(F(-(float(nmax) + 0.1f * float(is))), max);
       sums(iscale, sumlx, suml2);
       const M take = (suml2 > F(0.0f)) & (sumlx * sumlx > best * suml2);
-      const F s = sumlx / suml2;
+      const F s = div(sumlx, suml2);
       best_iscale = xsimd::select(take, iscale, best_iscale);
       scale = xsimd::select(take, s, scale);
       best = xsimd::select(take, s * sumlx, best);
@@ -120,8 +122,8 @@ struct KquantSearch {
     }
     min = xsimd::select(min > F(0.0f), F(0.0f), min);
     const M flat = kx3 ? (max <= min) : (max == min);
-    F iscale = F(float(nmax)) / (max - min);
-    F scale = F(1.0f) / iscale;
+    F iscale = div(F(float(nmax)), max - min);
+    F scale = div(F(1.0f), iscale);
     const F fmax(float(nmax));
     auto err = [&](F d) { return use_mad ? xsimd::abs(d) : d * d; };
     F best_mad(0.0f);
@@ -131,7 +133,7 @@ struct KquantSearch {
     }
     F aux[32];
     for (int is = 0; is <= nstep; ++is) {
-      iscale = F(rmin + rdelta * float(is) + float(nmax)) / (max - min);
+      iscale = div(F(rmin + rdelta * float(is) + float(nmax)), max - min);
       F sum_l(0.0f), sum_l2(0.0f), sum_xl(0.0f);
       for (size_t i = 0; i < n; ++i) {
         aux[i] = code(iscale * (x[i] - min), 0, nmax);
@@ -140,11 +142,11 @@ struct KquantSearch {
         sum_xl += w[i] * aux[i] * x[i];
       }
       const F D = sum_w * sum_l2 - sum_l * sum_l;
-      F this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
-      F this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
+      F this_scale = div(sum_w * sum_xl - sum_x * sum_l, D);
+      F this_min = div(sum_l2 * sum_x - sum_l * sum_xl, D);
       const M pos = this_min > F(0.0f);
       this_min = xsimd::select(pos, F(0.0f), this_min);
-      this_scale = xsimd::select(pos, sum_xl / sum_l2, this_scale);
+      this_scale = xsimd::select(pos, div(sum_xl, sum_l2), this_scale);
       F mad(0.0f);
       for (size_t i = 0; i < n; ++i) mad += w[i] * err(this_scale * aux[i] + this_min - x[i]);
       const M take = (D > F(0.0f)) & (mad < best_mad);
@@ -170,7 +172,7 @@ struct KquantSearch {
       max = xsimd::select(m, x[i], max);
     }
     const M zero = amax < F(ref::kGroupMaxEps);
-    const F iscale = F(float(-nmax)) / max;
+    const F iscale = div(F(float(-nmax)), max);
     F sumlx(0.0f), suml2(0.0f);
     for (size_t i = 0; i < 16; ++i) {
       c[i] = code(iscale * x[i], -nmax, nmax - 1);
@@ -184,7 +186,7 @@ struct KquantSearch {
         const F w = x[i] * x[i];
         F slx = sumlx - w * x[i] * c[i];
         F sl2 = suml2 - w * c[i] * c[i];
-        const F new_l = code(x[i] * sl2 / slx, -nmax, nmax - 1);
+        const F new_l = code(div(x[i] * sl2, slx), -nmax, nmax - 1);
         slx += w * x[i] * new_l;
         sl2 += w * new_l * new_l;
         const M take = (sumlx - w * x[i] * c[i] > F(0.0f)) & (new_l != c[i]) & (sl2 > F(0.0f)) &
@@ -197,7 +199,7 @@ struct KquantSearch {
       if (!xsimd::any(changed)) break;
     }
     for (size_t i = 0; i < 16; ++i) c[i] = xsimd::select(zero, F(0.0f), c[i] + F(float(nmax)));
-    return xsimd::select(zero, F(0.0f), sumlx / suml2);
+    return xsimd::select(zero, F(0.0f), div(sumlx, suml2));
   }
 
   // Q3_K: the 16 sub-block searches of every super-block, L at a time.
@@ -218,7 +220,7 @@ struct KquantSearch {
         gather(imatrix + 16 * s0, count, 16, ws);
         F sumw(0.0f);
         for (size_t i = 0; i < 16; ++i) {
-          ws[i] = ws[i] * xsimd::sqrt(s2 + xs[i] * xs[i]);
+          ws[i] = ws[i] * Ops::sqrt(s2 + xs[i] * xs[i]);
           sumw += ws[i];
         }
         scatter(sumw, count, sw.data() + s0);
@@ -269,16 +271,16 @@ struct KquantSearch {
         sumq2 += w[j] * q * q;
       }
     };
-    F d = neg(max) / F(v0);
+    F d = div(neg(max), F(v0));
     F sumqx, sumq2;
-    sums(F(1.0f) / d, sumqx, sumq2);
-    d = sumqx / sumq2;
+    sums(div(F(1.0f), d), sumqx, sumq2);
+    d = div(sumqx, sumq2);
     d = xsimd::select(d == d, d, xsimd::bitwise_cast<F>(I(int32_t(0xffc00000u))));  // ref::x86_nan
     F best = d * sumqx;
     for (int itry = -7; itry <= 7; ++itry) {
-      sums(F(float(itry + ref::kValuesIq4nl[0])) / max, sumqx, sumq2);
+      sums(div(F(float(itry + ref::kValuesIq4nl[0])), max), sumqx, sumq2);
       const M take = (sumq2 > F(0.0f)) & (sumqx * sumqx > best * sumq2);
-      const F nd = sumqx / sumq2;
+      const F nd = div(sumqx, sumq2);
       d = xsimd::select(take, nd, d);
       best = xsimd::select(take, nd * sumqx, best);
     }
@@ -299,7 +301,7 @@ struct KquantSearch {
         for (size_t k = 0; k < L; ++k) sg[k] = k < count ? sigma2[(s0 + k) / (kSuper / 32)] : 0.0f;
         const F s2 = F::load_aligned(sg);
         gather(imatrix + 32 * s0, count, 32, ws);
-        for (size_t i = 0; i < 32; ++i) ws[i] = ws[i] * xsimd::sqrt(s2 + xs[i] * xs[i]);
+        for (size_t i = 0; i < 32; ++i) ws[i] = ws[i] * Ops::sqrt(s2 + xs[i] * xs[i]);
       } else {
         for (size_t i = 0; i < 32; ++i) ws[i] = xs[i] * xs[i];
       }
@@ -329,7 +331,7 @@ struct KquantSearch {
       F xs[32], ws[32], c[32], the_min(0.0f), scale;
       gather(x + 32 * s0, count, 32, xs);
       gather(imatrix + 32 * s0, count, 32, ws);
-      for (size_t i = 0; i < 32; ++i) ws[i] = ws[i] * xsimd::sqrt(s2 + xs[i] * xs[i]);
+      for (size_t i = 0; i < 32; ++i) ws[i] = ws[i] * Ops::sqrt(s2 + xs[i] * xs[i]);
       if constexpr (kMin) scale = qkx<true, 32>(kNmax, xs, ws, c, &the_min, -0.9f, 0.05f, 36, false);
       else scale = qx<32>(kNmax, xs, ws, c);
       alignas(64) float sc[16], mn[16];
@@ -371,14 +373,14 @@ struct KquantSearch {
         gather(imatrix + 32 * s0, count, 32, q);
         F sumw(0.0f);
         for (size_t i = 0; i < 32; ++i) {
-          ws[i] = q[i] * xsimd::sqrt(s2 + xs[i] * xs[i]);
+          ws[i] = q[i] * Ops::sqrt(s2 + xs[i] * xs[i]);
           sumw += ws[i];
         }
         scatter(sumw, count, sw.data() + s0);
       } else {
         F sum_x2(0.0f);
         for (size_t i = 0; i < 32; ++i) sum_x2 += xs[i] * xs[i];
-        const F av_x = xsimd::sqrt(sum_x2 / F(32.0f));
+        const F av_x = Ops::sqrt(div(sum_x2, F(32.0f)));
         for (size_t i = 0; i < 32; ++i) ws[i] = av_x + xsimd::abs(xs[i]);
       }
       F scale;
@@ -416,7 +418,7 @@ struct KquantSearch {
         gather(imatrix + 16 * s0, count, 16, q);
         F sumw(0.0f);
         for (size_t i = 0; i < 16; ++i) {
-          ws[i] = q[i] * xsimd::sqrt(s2 + xs[i] * xs[i]);
+          ws[i] = q[i] * Ops::sqrt(s2 + xs[i] * xs[i]);
           sumw += ws[i];
         }
         scatter(sumw, count, sw.data() + s0);

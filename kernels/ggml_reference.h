@@ -1,5 +1,6 @@
-// llama.cpp's quantize_row_*_ref / dequantize_row_* for one 32-weight block, written
-// from ggml-quants.c's formulas. Differences, all for input llama.cpp cannot quantize
+// llama.cpp's quantize_row_*_ref / dequantize_row_* for one 32-weight block of the legacy
+// types, written from ggml-quants.c's formulas, and their importance-matrix path
+// (quantize_row_q4_0_impl etc., transcribed with kernels/ggml_quant_search.h). Differences, all for input llama.cpp cannot quantize
 // meaningfully either: NaN is ignored by the max searches and its code is 0; casts that
 // would overflow saturate instead of being undefined; a NaN d or m of Q4_1/Q5_1 is
 // dequantized as the canonical NaN.
