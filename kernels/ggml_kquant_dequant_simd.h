@@ -1,4 +1,4 @@
-// SIMD bodies of the Q4_K and Q6_K dequantizers: the reference's per-element formula
+// SIMD bodies of the Q2_K, Q4_K, Q5_K and Q6_K dequantizers: the reference's per-element formula
 // (kernels/ggml_kquant_reference.h) lane by lane, with the per-sub-block factors computed
 // by the same scalar expressions first.
 #pragma once
@@ -44,6 +44,61 @@ struct KquantDequant {
         }
         q += 32;
         out += 64;
+      }
+    }
+  }
+
+  // Q5_K: as Q4_K with bit 2j (low half) or 2j + 1 (high half) of qh adding 16.
+  static void q5_K(const void* y, float* x, size_t n) {
+    const auto* in = static_cast<const BlockQ5_K*>(y);
+    for (size_t b = 0; b < n / 256; ++b) {
+      const BlockQ5_K& blk = in[b];
+      const float d = ref::x86_nan(ref::half(blk.d));
+      const float min = ref::x86_nan(ref::half(blk.dmin));
+      const uint8_t* ql = blk.qs;
+      float* out = x + 256 * b;
+      for (int j = 0; j < 4; ++j) {
+        uint8_t sc, m;
+        ref::get_scale_min_k4(2 * j, blk.scales, &sc, &m);
+        const F d1(d * sc), m1(min * m);
+        ref::get_scale_min_k4(2 * j + 1, blk.scales, &sc, &m);
+        const F d2(d * sc), m2(min * m);
+        for (size_t l = 0; l < 32; l += L) {
+          const I v = Ops::load_u8(ql + l), h = Ops::load_u8(blk.qh + l);
+          const I lo = (v & I(0xF)) + (((h >> (2 * j)) & I(1)) << 4);
+          const I hi = (v >> 4) + (((h >> (2 * j + 1)) & I(1)) << 4);
+          (d1 * Ops::to_float(lo) - m1).store_unaligned(out + l);
+          (d2 * Ops::to_float(hi) - m2).store_unaligned(out + 32 + l);
+        }
+        ql += 32;
+        out += 64;
+      }
+    }
+  }
+
+  // Q2_K: dl * ((q >> shift) & 3) - ml over each 16 weights.
+  static void q2_K(const void* y, float* x, size_t n) {
+    const auto* in = static_cast<const BlockQ2_K*>(y);
+    for (size_t b = 0; b < n / 256; ++b) {
+      const BlockQ2_K& blk = in[b];
+      const float d = ref::x86_nan(ref::half(blk.d));
+      const float min = ref::x86_nan(ref::half(blk.dmin));
+      const uint8_t* q = blk.qs;
+      float* out = x + 256 * b;
+      int is = 0;
+      for (int half = 0; half < 2; ++half) {
+        for (int shift = 0; shift < 8; shift += 2) {
+          for (int part = 0; part < 2; ++part) {
+            const uint8_t sc = blk.scales[is++];
+            const F dl(d * (sc & 0xF)), ml(min * (sc >> 4));
+            for (size_t l = 0; l < 16; l += L) {
+              const I c = (Ops::load_u8(q + 16 * part + l) >> shift) & I(3);
+              (dl * Ops::to_float(c) - ml).store_unaligned(out + l);
+            }
+            out += 16;
+          }
+        }
+        q += 32;
       }
     }
   }

@@ -939,7 +939,9 @@ struct SimdKernels : Prims<A> {
     else if constexpr (T == GgmlBlock::Q4_1) P::template dequantize_x<BlockQ4_1, true, false>(y, x, n);
     else if constexpr (T == GgmlBlock::Q5_0) P::template dequantize_x<BlockQ5_0, false, true>(y, x, n);
     else if constexpr (T == GgmlBlock::Q5_1) P::template dequantize_x<BlockQ5_1, true, true>(y, x, n);
+    else if constexpr (T == GgmlBlock::Q2_K) KquantDequant<A>::q2_K(y, x, n);
     else if constexpr (T == GgmlBlock::Q4_K) KquantDequant<A>::q4_K(y, x, n);
+    else if constexpr (T == GgmlBlock::Q5_K) KquantDequant<A>::q5_K(y, x, n);
     else if constexpr (T == GgmlBlock::Q6_K) KquantDequant<A>::q6_K(y, x, n);
     else ref::dequantize_row<T>(static_cast<const Block<T>*>(y), x, n);
   }
