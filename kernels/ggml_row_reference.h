@@ -9,6 +9,7 @@
 #include <cstddef>
 
 #include "kernels/ggml_blocks.h"
+#include "kernels/ggml_kquant_dequant_reference.h"
 #include "kernels/ggml_kquant_reference.h"
 #include "kernels/ggml_reference.h"
 #include "kernels/ggml_types.h"
