@@ -84,6 +84,7 @@ struct Data {
   Buffer<uint8_t> codes;   // 4-bit codes
   Buffer<uint8_t> bytes;   // packed output / random packed input
   Buffer<uint8_t> ggml;    // room for the largest block type
+  Buffer<float> imatrix;   // importance weights, uniform in [0.5, 1.5)
 };
 
 const Data& data() {
@@ -107,6 +108,9 @@ const Data& data() {
     size_t ggml_bytes = 0;  // the largest of any block type
     for (const GgmlTypeTraits& t : kGgmlTraits) ggml_bytes = std::max(ggml_bytes, ggml_row_bytes(t.type, kTensorWeights));
     x.ggml.assign(ggml_bytes, 0);
+    std::uniform_real_distribution<float> importance(0.5f, 1.5f);
+    x.imatrix.resize(kTensorWeights);
+    for (float& v : x.imatrix) v = importance(g);
     return x;
   }();
   return d;

@@ -51,23 +51,23 @@ void hqq_to_ggml(const QuantizedTensor& q, GgmlBlock t, uint8_t* out, const Kern
   }
 }
 
-// Every legacy block type starts with its f16 scale d; Q4_1 / Q5_1 follow it with the f16
-// min m (a type laid out otherwise needs its own offsets here).
+// Each block type's f16 scale d (and min or dmin) sits at its traits' offsets.
 // Finite weights give an Inf there when the block's scale or min passes f16's 65504 (a
-// Q8_0 block with |w| > 127 x 65504, a Q4_1 block whose min is below -65504, ...), and the
-// block then dequantizes to Inf/NaN: refused, naming the tensor, row and block, instead.
+// Q8_0 block with |w| > 127 x 65504, a Q4_1 block whose min is below -65504, a K-quant
+// super-block whose largest sub-block scale does, ...), and the block then dequantizes to
+// Inf/NaN: refused, naming the tensor, row and block, instead.
 // Reads two or four bytes a block, of rows just written (in cache). Returns the message
 // for the first bad block of rows [r0, r1), or "".
 std::string check_ggml_rows(const TensorView& w, GgmlBlock t, const uint8_t* out, size_t r0, size_t r1, size_t row_bytes,
                      const Kernels& k) {
   const size_t bb = ggml_traits(t).bytes, nb = row_bytes / bb, wpb = ggml_traits(t).weights;
-  const bool has_min = ggml_traits(t).has_min;
+  const int d_at = ggml_traits(t).d_offset, m_at = ggml_traits(t).m_offset;
   for (size_t r = r0; r < r1; ++r) {
     for (size_t b = 0; b < nb; ++b) {
       const uint8_t* p = out + r * row_bytes + b * bb;
       uint16_t d, m = 0;
-      std::memcpy(&d, p, 2);
-      if (has_min) std::memcpy(&m, p + 2, 2);
+      std::memcpy(&d, p + d_at, 2);
+      if (m_at >= 0) std::memcpy(&m, p + m_at, 2);
       const bool d_bad = (d & 0x7c00u) == 0x7c00u, m_bad = (m & 0x7c00u) == 0x7c00u;
       if (!d_bad && !m_bad) continue;
       std::vector<float> buf;
@@ -102,7 +102,6 @@ void ggml_row_sums(const TensorView& w, GgmlBlock t, const uint8_t* blocks, Erro
 
 void quantize_ggml_tensor(const TensorView& w, GgmlBlock t, const QuantSpec& spec, std::vector<uint8_t>& out,
                           const Kernels* kp, const float* imatrix, std::vector<ErrorSums>* row_sums) {
-  if (imatrix) throw Error(w.name + ": imatrix for " + ggml_block_name(t) + " needs the K-quant kernels");
   const Kernels& k = kp ? *kp : kernels();
   const size_t rows = w.rows(), cols = w.cols();
   if (cols % ggml_traits(t).weights) {
@@ -113,6 +112,9 @@ void quantize_ggml_tensor(const TensorView& w, GgmlBlock t, const QuantSpec& spe
   out.resize(rows * row_bytes);
   if (row_sums) row_sums->assign(rows, ErrorSums{});
   if (spec.hqq) {
+    if (imatrix) {
+      throw Error(w.name + ": HQQ takes no importance matrix (it solves each block's zero on its own)", ErrorKind::Usage);
+    }
     if (!ggml_traits(t).has_min || ggml_traits(t).weights != 32) {
       throw Error(w.name + ": HQQ needs a block type with a zero point (Q4_1 or Q5_1), not " +
                   std::string(ggml_block_name(t)), ErrorKind::Usage);
@@ -130,6 +132,13 @@ void quantize_ggml_tensor(const TensorView& w, GgmlBlock t, const QuantSpec& spe
     return;
   }
   check_finite(w, &k);
+  if (imatrix) {
+    for (size_t c = 0; c < cols; ++c) {
+      if (!(imatrix[c] - imatrix[c] == 0.0f)) {
+        throw Error(w.name + ": importance matrix entry " + std::to_string(c) + " is not finite");
+      }
+    }
+  }
   const size_t tile = tile_rows_for(rows, cols * dtype_size(w.dtype));
   std::vector<std::string> bad((rows + tile - 1) / tile);  // reported in tile order: not thread-dependent
   parallel_row_tiles(rows, tile, [&](size_t r0, size_t r1) {
@@ -137,7 +146,7 @@ void quantize_ggml_tensor(const TensorView& w, GgmlBlock t, const QuantSpec& spe
     for (size_t r = r0; r < r1; ++r) {
       const float* row = row_as_f32(w, r, cols, buf, k);
       uint8_t* dst = out.data() + r * row_bytes;
-      k.quantize_ggml[int(t)](row, dst, cols);
+      k.quantize_ggml[int(t)](row, dst, cols, imatrix);
       if (row_sums) {  // the row and its blocks are in L1: the error costs no memory traffic
         k.dequantize_ggml[int(t)](dst, wh.data(), cols);
         (*row_sums)[r] = error_sums(row, wh.data(), cols, k);

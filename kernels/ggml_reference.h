@@ -1,5 +1,6 @@
-// llama.cpp's quantize_row_*_ref / dequantize_row_* for one 32-weight block, written
-// from ggml-quants.c's formulas. Differences, all for input llama.cpp cannot quantize
+// llama.cpp's quantize_row_*_ref / dequantize_row_* for one 32-weight block of the legacy
+// types, written from ggml-quants.c's formulas, and their importance-matrix path
+// (quantize_row_q4_0_impl etc., transcribed with kernels/ggml_quant_search.h). Differences, all for input llama.cpp cannot quantize
 // meaningfully either: NaN is ignored by the max searches and its code is 0; casts that
 // would overflow saturate instead of being undefined; a NaN d or m of Q4_1/Q5_1 is
 // dequantized as the canonical NaN.
@@ -8,9 +9,12 @@
 #include "kernels/isa_namespace.h"
 
 #include <cmath>
+#include <cstddef>
+#include <cstdint>
 #include <cstring>
 
 #include "kernels/ggml_blocks.h"
+#include "kernels/ggml_quant_search.h"
 #include "kernels/reference.h"
 
 namespace wq::ref {
@@ -152,18 +156,64 @@ inline void dequantize_block_Q5_1(const BlockQ5_1* y, float* x) {
   }
 }
 
-// RefBlock<T>: the reference functions of type T, for templated callers (the scalar
-// table, kernels/kernels_scalar.cpp). Declared per type by naming convention.
-template <GgmlBlock T>
-struct RefBlock;
-#define WQ_GGML_TYPE(id, ...)                                                                   \
-  template <>                                                                                   \
-  struct RefBlock<GgmlBlock::id> {                                                              \
-    static void quantize(const float* x, Block##id* y) { quantize_block_##id(x, y); }          \
-    static void dequantize(const Block##id* y, float* x) { dequantize_block_##id(y, x); }      \
-  };
-#include "kernels/ggml_types.inc"
-#undef WQ_GGML_TYPE
+// The importance-matrix path of Q4_0, Q4_1, Q5_0, Q5_1 (quantize_row_q4_0_impl etc.):
+// per block, weights qw * sqrt(sigma2 + x^2) with sigma2 the mean x^2 of the whole ROW,
+// then make_qx_quants (symmetric types) or make_qkx3_quants (types with a min).
+inline float legacy_sigma2(const float* x, size_t n) {
+  float sum_x2 = 0;
+  for (size_t j = 0; j < n; ++j) sum_x2 += x[j] * x[j];
+  return sum_x2 / float(int64_t(n));
+}
+inline void legacy_weights(const float* xb, const float* qw, float sigma2, float* weight) {
+  for (int j = 0; j < 32; ++j) weight[j] = qw[j] * sqrt_f(sigma2 + xb[j] * xb[j]);
+}
+inline void pack_q5_high(const uint8_t* L, uint8_t* qs, uint8_t* qh_bytes) {
+  uint32_t qh = 0;
+  for (int j = 0; j < 16; ++j) {
+    const uint8_t xi0 = L[j];
+    const uint8_t xi1 = L[j + 16];
+    qs[j] = uint8_t((xi0 & 0x0F) | ((xi1 & 0x0F) << 4));
+    qh |= ((xi0 & 0x10u) >> 4) << (j + 0);
+    qh |= ((xi1 & 0x10u) >> 4) << (j + 16);
+  }
+  std::memcpy(qh_bytes, &qh, 4);
+}
+inline void quantize_block_imatrix(const float* xb, BlockQ4_0* y, const float* qw, float sigma2) {
+  float weight[32];
+  int8_t L[32];
+  legacy_weights(xb, qw, sigma2, weight);
+  y->d = f32_to_f16(make_qx_quants(32, 8, xb, L, 1, weight));
+  for (int j = 0; j < 16; ++j) y->qs[j] = uint8_t(L[j] | (L[j + 16] << 4));
+}
+inline void quantize_block_imatrix(const float* xb, BlockQ4_1* y, const float* qw, float sigma2) {
+  float weight[32];
+  uint8_t L[32], Laux[32];
+  legacy_weights(xb, qw, sigma2, weight);
+  float min;
+  const float d = make_qkx_quants<true>(32, 15, xb, weight, L, &min, Laux, -0.9f, 0.05f, 36, false);
+  y->d = f32_to_f16(d);
+  y->m = f32_to_f16(-min);
+  for (int j = 0; j < 16; ++j) y->qs[j] = uint8_t(L[j] | (L[j + 16] << 4));
+}
+inline void quantize_block_imatrix(const float* xb, BlockQ5_0* y, const float* qw, float sigma2) {
+  float weight[32];
+  int8_t L[32];
+  legacy_weights(xb, qw, sigma2, weight);
+  y->d = f32_to_f16(make_qx_quants(32, 16, xb, L, 1, weight));
+  uint8_t u[32];
+  for (int j = 0; j < 32; ++j) u[j] = uint8_t(L[j]);
+  pack_q5_high(u, y->qs, y->qh);
+}
+inline void quantize_block_imatrix(const float* xb, BlockQ5_1* y, const float* qw, float sigma2) {
+  float weight[32];
+  uint8_t L[32], Laux[32];
+  legacy_weights(xb, qw, sigma2, weight);
+  float min;
+  const float d = make_qkx_quants<true>(32, 31, xb, weight, L, &min, Laux, -0.9f, 0.05f, 36, false);
+  y->d = f32_to_f16(d);
+  y->m = f32_to_f16(-min);
+  pack_q5_high(L, y->qs, y->qh);
+}
 
 WQ_END_ISA_NAMESPACE
 }  // namespace wq::ref

@@ -25,11 +25,13 @@ struct GgmlTypeTraits {
   uint32_t llama_ftype;  // general.file_type of a model mostly of this type
   int bits;              // bits per code
   bool has_min;          // the block stores a minimum (an affine zero)
+  int d_offset;          // byte offset of the block's f16 scale d
+  int m_offset;          // byte offset of its f16 min (dmin), or -1
 };
 
 inline constexpr GgmlTypeTraits kGgmlTraits[kGgmlBlockCount] = {
-#define WQ_GGML_TYPE(id, weights, bytes, gguf, ftype, bits, has_min) \
-  {GgmlBlock::id, #id, weights, bytes, gguf, ftype, bits, has_min},
+#define WQ_GGML_TYPE(id, weights, bytes, gguf, ftype, bits, has_min, d_at, m_at) \
+  {GgmlBlock::id, #id, weights, bytes, gguf, ftype, bits, has_min, d_at, m_at},
 #include "kernels/ggml_types.inc"
 #undef WQ_GGML_TYPE
 };

@@ -4,7 +4,7 @@
 #include <cstring>
 
 #include "kernels/fused_rows.h"
-#include "kernels/ggml_reference.h"
+#include "kernels/ggml_row_reference.h"
 #include "kernels/ggml_types.h"
 #include "kernels/kernel_tables.h"
 #include "kernels/reference.h"
@@ -113,14 +113,12 @@ struct ScalarKernels : ScalarPrims {
   static constexpr auto hqq_step_blocks = &::wq::hqq_step_blocks;
 
   template <GgmlBlock T>
-  static void quantize_ggml(const float* x, void* y, size_t n) {
-    Block<T>* out = static_cast<Block<T>*>(y);
-    for (size_t i = 0; i < n / ggml_traits(T).weights; ++i) ref::RefBlock<T>::quantize(x + ggml_traits(T).weights * i, out + i);
+  static void quantize_ggml(const float* x, void* y, size_t n, const float* imatrix) {
+    ref::quantize_row<T>(x, static_cast<Block<T>*>(y), n, imatrix);
   }
   template <GgmlBlock T>
   static void dequantize_ggml(const void* y, float* x, size_t n) {
-    const Block<T>* in = static_cast<const Block<T>*>(y);
-    for (size_t i = 0; i < n / ggml_traits(T).weights; ++i) ref::RefBlock<T>::dequantize(in + i, x + ggml_traits(T).weights * i);
+    ref::dequantize_row<T>(static_cast<const Block<T>*>(y), x, n);
   }
 };
 

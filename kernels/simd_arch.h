@@ -13,6 +13,8 @@
 // Contract every specialisation meets (F = batch<float>, I = batch<int32_t>,
 // U16 = batch<uint16_t>, M = batch_bool<float>, L = F::size lanes):
 //   div(a, b)           IEEE a / b, round to nearest even.
+//   sqrt(x)             IEEE square root, round to nearest even (xsimd 8.1's float sqrt
+//                       on NEON is an estimate plus Newton steps too).
 //   rint(x)             round to nearest even; NaN stays NaN, +-Inf stays.
 //   to_int(x)           truncation toward zero; x must be within int32 range.
 //   to_float(i)         exact for |i| < 2^24.

@@ -22,6 +22,7 @@ struct ArchOps<xsimd::neon64> {
   using M = xsimd::batch_bool<float, xsimd::neon64>;
 
   static F div(F a, F b) { return vdivq_f32(a, b); }
+  static F sqrt(F x) { return vsqrtq_f32(x); }
   static F rint(F x) { return vrndnq_f32(x); }
   static I to_int(F x) { return vcvtq_s32_f32(x); }
   static F to_float(I x) { return vcvtq_f32_s32(x); }

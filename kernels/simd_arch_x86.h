@@ -22,6 +22,7 @@ struct ArchOps<xsimd::avx2> {
   using M = xsimd::batch_bool<float, xsimd::avx2>;
 
   static F div(F a, F b) { return _mm256_div_ps(a, b); }
+  static F sqrt(F x) { return _mm256_sqrt_ps(x); }
   static F rint(F x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
   static I to_int(F x) { return _mm256_cvttps_epi32(x); }
   static F to_float(I x) { return _mm256_cvtepi32_ps(x); }
@@ -122,6 +123,7 @@ struct ArchOps<xsimd::avx512bw> {
   using M = xsimd::batch_bool<float, xsimd::avx512bw>;
 
   static F div(F a, F b) { return _mm512_div_ps(a, b); }
+  static F sqrt(F x) { return _mm512_sqrt_ps(x); }
   static F rint(F x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
   static I to_int(F x) { return _mm512_cvttps_epi32(x); }
   static F to_float(I x) { return _mm512_cvtepi32_ps(x); }

@@ -31,6 +31,9 @@
 #include <cstring>
 
 #include "kernels/ggml_blocks.h"
+#include "kernels/ggml_kquant_dequant_simd.h"
+#include "kernels/ggml_kquant_simd.h"
+#include "kernels/ggml_row_reference.h"
 #include "kernels/kernel_tables.h"
 #include "kernels/kernels.h"
 #include "kernels/reference.h"
@@ -910,14 +913,30 @@ struct SimdKernels : Prims<A> {
   static constexpr auto hqq_solve_blocks = &::wq::hqq_solve_blocks;
   static constexpr auto hqq_step_blocks = &::wq::hqq_step_blocks;
 
+  // K-quants, IQ4 and the legacy types' importance-matrix path: the searches one block
+  // per lane (kernels/ggml_kquant_simd.h); dequantizers without a body here run the
+  // scalar reference (kernels/ggml_row_reference.h) compiled for this ISA.
   template <GgmlBlock T>
-  static void quantize_ggml(const float* x, void* y, size_t n) {
-    if constexpr (T == GgmlBlock::Q8_0) P::quantize_q8_0(x, y, n);
+  static void quantize_ggml(const float* x, void* y, size_t n, const float* imatrix) {
+    using KQ = KquantSearch<A>;
+    if (imatrix && ref::kLegacyImatrix<T>) {
+      if constexpr (T == GgmlBlock::Q4_0) KQ::template quantize_legacy_imatrix<BlockQ4_0, 8, false>(x, y, n, imatrix);
+      else if constexpr (T == GgmlBlock::Q5_0) KQ::template quantize_legacy_imatrix<BlockQ5_0, 16, false>(x, y, n, imatrix);
+      else if constexpr (T == GgmlBlock::Q4_1) KQ::template quantize_legacy_imatrix<BlockQ4_1, 15, true>(x, y, n, imatrix);
+      else if constexpr (T == GgmlBlock::Q5_1) KQ::template quantize_legacy_imatrix<BlockQ5_1, 31, true>(x, y, n, imatrix);
+    } else if constexpr (T == GgmlBlock::Q8_0) P::quantize_q8_0(x, y, n);
     else if constexpr (T == GgmlBlock::Q4_0) P::template quantize_x_0<BlockQ4_0, 8, 15>(x, y, n);
     else if constexpr (T == GgmlBlock::Q4_1) P::template quantize_x_1<BlockQ4_1, 15, 15>(x, y, n);
     else if constexpr (T == GgmlBlock::Q5_0) P::template quantize_x_0<BlockQ5_0, 16, 31>(x, y, n);
     else if constexpr (T == GgmlBlock::Q5_1) P::template quantize_x_1<BlockQ5_1, 31, 255>(x, y, n);
-    else static_assert(T != T, "no SIMD quantizer for this block type");
+    else if constexpr (T == GgmlBlock::Q2_K) KquantSearch<A>::quantize_q2(x, y, n, imatrix);
+    else if constexpr (T == GgmlBlock::Q3_K) KquantSearch<A>::quantize_q3(x, y, n, imatrix);
+    else if constexpr (T == GgmlBlock::Q4_K) KquantSearch<A>::template quantize_k4<15, BlockQ4_K>(x, y, n, imatrix);
+    else if constexpr (T == GgmlBlock::Q5_K) KquantSearch<A>::template quantize_k4<31, BlockQ5_K>(x, y, n, imatrix);
+    else if constexpr (T == GgmlBlock::Q6_K) KquantSearch<A>::quantize_q6(x, y, n, imatrix);
+    else if constexpr (T == GgmlBlock::IQ4_NL) KquantSearch<A>::template quantize_iq4<32, BlockIQ4_NL>(x, y, n, imatrix);
+    else if constexpr (T == GgmlBlock::IQ4_XS) KquantSearch<A>::template quantize_iq4<256, BlockIQ4_XS>(x, y, n, imatrix);
+    else ref::quantize_row<T>(x, static_cast<Block<T>*>(y), n, imatrix);
   }
   template <GgmlBlock T>
   static void dequantize_ggml(const void* y, float* x, size_t n) {
@@ -926,7 +945,11 @@ struct SimdKernels : Prims<A> {
     else if constexpr (T == GgmlBlock::Q4_1) P::template dequantize_x<BlockQ4_1, true, false>(y, x, n);
     else if constexpr (T == GgmlBlock::Q5_0) P::template dequantize_x<BlockQ5_0, false, true>(y, x, n);
     else if constexpr (T == GgmlBlock::Q5_1) P::template dequantize_x<BlockQ5_1, true, true>(y, x, n);
-    else static_assert(T != T, "no SIMD dequantizer for this block type");
+    else if constexpr (T == GgmlBlock::Q2_K) KquantDequant<A>::q2_K(y, x, n);
+    else if constexpr (T == GgmlBlock::Q4_K) KquantDequant<A>::q4_K(y, x, n);
+    else if constexpr (T == GgmlBlock::Q5_K) KquantDequant<A>::q5_K(y, x, n);
+    else if constexpr (T == GgmlBlock::Q6_K) KquantDequant<A>::q6_K(y, x, n);
+    else ref::dequantize_row<T>(static_cast<const Block<T>*>(y), x, n);
   }
 };
 

@@ -306,7 +306,7 @@ TEST(CliSettings, GgufTypeFollowsBitsAndRefusesContradictions) {
   GgmlBlock parsed;
   EXPECT_TRUE(parse_ggml_type("q5_1", &parsed));
   EXPECT_EQ(parsed, GgmlBlock::Q5_1);
-  EXPECT_FALSE(parse_ggml_type("Q4_K", &parsed));
+  EXPECT_FALSE(parse_ggml_type("Q8_K", &parsed));
 }
 
 TEST(CliParams, WquantFormRulesAndDefaults) {

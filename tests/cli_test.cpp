@@ -1597,11 +1597,11 @@ TEST_F(Cli, TrustOddNamesGiveOneLineErrorsAndValidJson) {
 
 // Item 18: a tensor the output format cannot hold: the error names OUT (it named no file).
 TEST_F(Cli, TrustTypeTheOutputCannotHoldNamesTheOutput) {
-  write_bytes(path("k.gguf"), one_tensor_gguf("k.weight", 12 /* Q4_K */, 1, 256, std::string(144, '\0')));
+  write_bytes(path("k.gguf"), one_tensor_gguf("k.weight", 15 /* Q8_K */, 1, 256, std::string(292, '\0')));
   for (const std::vector<std::string>& a : {std::vector<std::string>{"quantize", path("k.gguf"), path("k.safetensors")},
                                             {"dequantize", path("k.gguf"), path("k.safetensors")}}) {
     const Result r = expect(2, a);
-    EXPECT_TRUE(contains(r.err, "wquant: error: " + path("k.safetensors") + ": k.weight: a Q4_K tensor cannot be stored"))
+    EXPECT_TRUE(contains(r.err, "wquant: error: " + path("k.safetensors") + ": k.weight: a Q8_K tensor cannot be stored"))
         << r.err;
   }
   EXPECT_FALSE(fs::exists(path("k.safetensors")));

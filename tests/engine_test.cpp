@@ -319,6 +319,93 @@ TEST(Quantize, GgmlBlocksWhoseF16FieldsOverflowAreAnError) {
   }
 }
 
+// K-quants and IQ4 keep their f16 super-block scale (and dmin) elsewhere in the block
+// (kernels/ggml_types.inc offsets): an overflow there is found too, naming the block of
+// the type's own size.
+TEST(Quantize, KQuantF16FieldsThatOverflowAreAnError) {
+  struct Case {
+    GgmlBlock t;
+    float big;  // at row 2, column 300
+    const char* columns;
+    const char* says;
+  } cases[] = {
+      {GgmlBlock::Q2_K, -1e9f, "256-511", "Q2_K block's scale and min do not fit"},
+      {GgmlBlock::Q3_K, 1e9f, "256-511", "Q3_K block's scale does not fit"},
+      {GgmlBlock::Q4_K, -1e9f, "256-511", "Q4_K block's scale and min do not fit"},
+      {GgmlBlock::Q5_K, 1e9f, "256-511", "Q5_K block's scale does not fit"},
+      {GgmlBlock::Q6_K, 1e9f, "256-511", "Q6_K block's scale does not fit"},
+      {GgmlBlock::IQ4_NL, 1e9f, "288-319", "IQ4_NL block's scale does not fit"},
+      {GgmlBlock::IQ4_XS, 1e9f, "256-511", "IQ4_XS block's scale does not fit"},
+      {GgmlBlock::Q4_K, 6e4f, "", ""},  // (6e4 / 15) / 63 fits
+  };
+  for (Isa isa : test::all_isas()) {
+    if (!isa_available(isa)) continue;
+    for (const Case& c : cases) {
+      std::vector<float> v = normal(4 * 512, 0.02f, 4);
+      v[2 * 512 + 300] = c.big;
+      const TensorView w = view_of(v, 4, 512, "blk.0.ffn_up.weight");
+      std::vector<uint8_t> out;
+      const std::string at = std::string(ggml_block_name(c.t)) + " " + isa_name(isa);
+      if (!*c.says) {
+        quantize_ggml_tensor(w, c.t, QuantSpec{}, out, kernels_for(isa));
+        EXPECT_TRUE(std::isfinite(ggml_tensor_error(w, c.t, out.data(), kernels_for(isa)).rel_rmse)) << at;
+        continue;
+      }
+      try {
+        quantize_ggml_tensor(w, c.t, QuantSpec{}, out, kernels_for(isa));
+        ADD_FAILURE() << at << ": accepted";
+      } catch (const Error& e) {
+        const std::string m = e.what();
+        EXPECT_EQ(m.find(std::string("blk.0.ffn_up.weight: row 2, columns ") + c.columns + ": "), 0u) << at << ": " << m;
+        EXPECT_NE(m.find(c.says), std::string::npos) << at << ": " << m;
+      }
+    }
+  }
+}
+
+// An importance matrix reaches every row's kernel (one row of the tensor at a time, so
+// the legacy types' row statistic is the row's); a non-finite entry, HQQ with one, and a
+// row that is not a multiple of the type's block are errors naming the tensor.
+TEST(Quantize, GgmlImportanceMatrixReachesEveryRow) {
+  const std::vector<float> v = normal(3 * 512, 0.02f, 5);
+  const TensorView w = view_of(v, 3, 512, "blk.0.ffn_up.weight");
+  std::vector<float> im(512);
+  for (size_t i = 0; i < im.size(); ++i) im[i] = float(i % 11) * 0.25f;
+  const Kernels& k = *kernels_for(Isa::Scalar);
+  for (GgmlBlock t : {GgmlBlock::Q4_0, GgmlBlock::Q4_K, GgmlBlock::IQ4_XS}) {
+    std::vector<uint8_t> with, without;
+    quantize_ggml_tensor(w, t, QuantSpec{}, with, &k, im.data());
+    quantize_ggml_tensor(w, t, QuantSpec{}, without, &k);
+    const size_t rb = ggml_row_bytes(t, 512);
+    std::vector<uint8_t> row(rb);
+    for (size_t r = 0; r < 3; ++r) {
+      k.quantize_ggml[int(t)](v.data() + r * 512, row.data(), 512, im.data());
+      EXPECT_EQ(0, std::memcmp(row.data(), with.data() + r * rb, rb)) << ggml_block_name(t) << " row " << r;
+    }
+    EXPECT_NE(with, without) << ggml_block_name(t);
+  }
+  im[7] = std::nanf("");
+  std::vector<uint8_t> out;
+  try {
+    quantize_ggml_tensor(w, GgmlBlock::Q4_K, QuantSpec{}, out, &k, im.data());
+    ADD_FAILURE() << "NaN importance accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), "blk.0.ffn_up.weight: importance matrix entry 7 is not finite");
+  }
+  im[7] = 1.0f;
+  QuantSpec hqq;
+  hqq.hqq = true;
+  hqq.asym = true;
+  EXPECT_THROW(quantize_ggml_tensor(w, GgmlBlock::Q4_1, hqq, out, &k, im.data()), Error);
+  const std::vector<float> odd = normal(2 * 288, 0.02f, 6);
+  try {
+    quantize_ggml_tensor(view_of(odd, 2, 288, "blk.0.attn_q.weight"), GgmlBlock::Q6_K, QuantSpec{}, out, &k);
+    ADD_FAILURE() << "288 columns accepted for Q6_K";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), "blk.0.attn_q.weight: rows of 288 are not a multiple of 256, required by Q6_K");
+  }
+}
+
 TEST(Quantize, SizeMismatchIsAnError) {
   std::vector<float> w(10);
   TensorView t = view_of(w, 3, 4);  // 12 elements claimed, 10 present

@@ -8,12 +8,14 @@
 // outputs with memcmp, floats as bits, including a guard zone after each output that
 // neither table may write.
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <cstddef>
 #include <cstring>
+#include <fstream>
 #include <functional>
 #include <random>
 #include <set>
@@ -224,6 +226,122 @@ TEST(KernelRegistry, EveryAvailableTableIsCompleteAndNamesItsIsa) {
       void (*f)() = nullptr;
       std::memcpy(&f, slots + i * sizeof(f), sizeof(f));
       EXPECT_NE(f, nullptr) << isa_name(isa) << " table slot " << i << " is empty";
+    }
+  }
+}
+
+// ---- llama.cpp's own bytes ------------------------------------------------------------
+// tests/data/ggml_quants_digests.json holds digests of what llama.cpp c392e5094 itself
+// wrote (ggml_quantize_chunk, then its to_float) for kq_input: a program outside this
+// repository, linked against that commit's libggml-base, generated the same input with the
+// same code and printed them. Every ISA's table must write those bytes, with and without
+// the importance matrix, and read them back to those floats.
+constexpr size_t kKqRows = 6, kKqCols = 768;
+
+uint32_t kq_next(uint32_t* s) {
+  *s = *s * 1664525u + 1013904223u;
+  return *s;
+}
+// 24 random bits as a float in [-1, 1), exactly.
+float kq_unit(uint32_t* s) { return float(int32_t(kq_next(s) >> 8) - 8388608) * (1.0f / 8388608.0f); }
+
+// Six rows of 768 weights: plain; 16-weight groups scaled by 2^-4..2^4; outliers, a zero
+// group, a constant group and an all-negative group; magnitudes near 2^-100 with denormal
+// groups; magnitudes near 30000; small integers and half-integers (rounding ties). And one
+// importance weight per column: random in [0, 4), every 13th zero, columns 256-511 all 1.
+void kq_input(std::vector<float>& x, std::vector<float>& imatrix) {
+  x.assign(kKqRows * kKqCols, 0.0f);
+  uint32_t s = 12345u;
+  for (size_t r = 0; r < kKqRows; ++r) {
+    for (size_t c = 0; c < kKqCols; ++c) {
+      const float v = kq_unit(&s);
+      const size_t g = c / 16;
+      float w;
+      switch (r) {
+        case 0: w = v; break;
+        case 1: w = v * (float(1 << (g % 9)) / 16.0f); break;
+        case 2: w = g == 5 ? 0.0f : g == 9 ? 0.25f : g == 12 ? -(v < 0 ? -v : v) : (c % 37 == 0 ? v * 8.0f : v); break;
+        case 3: w = g % 4 == 1 ? v * 0x1p-140f : v * 0x1p-100f; break;
+        case 4: w = v * 30000.0f; break;
+        default: w = float(int32_t(kq_next(&s) >> 28) - 8) + ((g % 2) ? 0.5f : 0.0f); break;
+      }
+      x[r * kKqCols + c] = w;
+    }
+  }
+  imatrix.assign(kKqCols, 0.0f);
+  uint32_t t = 777u;
+  for (size_t c = 0; c < kKqCols; ++c) {
+    float w = float(kq_next(&t) >> 8) * 0x1p-22f;
+    if (c % 13 == 5) w = 0.0f;
+    if (c >= 256 && c < 512) w = 1.0f;
+    imatrix[c] = w;
+  }
+}
+
+// 64-bit FNV-1a of n bytes, as hex (the oracle program's digest).
+std::string fnv1a64_hex(const void* p, size_t n) {
+  const auto* b = static_cast<const uint8_t*>(p);
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 0x100000001b3ull;
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
+  return buf;
+}
+
+TEST(GgmlBlocks, EveryIsaWritesLlamaCppsBytes) {
+  std::ifstream f(test::test_data_dir() + "/ggml_quants_digests.json");
+  ASSERT_TRUE(f.good()) << "tests/data/ggml_quants_digests.json is missing";
+  const nlohmann::json want = nlohmann::json::parse(f);
+  std::vector<float> x, imatrix;
+  kq_input(x, imatrix);
+  for (const GgmlTypeTraits& tt : kGgmlTraits) {
+    ASSERT_TRUE(want.contains(tt.name)) << tt.name << " has no llama.cpp digest";
+    const nlohmann::json& d = want[tt.name];
+    for (Isa isa : test::all_isas()) {
+      if (!isa_available(isa)) continue;
+      const Kernels& k = *kernels_for(isa);
+      for (const bool with : {false, true}) {
+        const std::string kind = with ? "imatrix" : "plain";
+        const size_t row_bytes = ggml_row_bytes(tt.type, kKqCols);
+        std::vector<uint8_t> q(kKqRows * row_bytes, 0xAB);
+        for (size_t r = 0; r < kKqRows; ++r) {
+          k.quantize_ggml[int(tt.type)](x.data() + r * kKqCols, q.data() + r * row_bytes, kKqCols,
+                                        with ? imatrix.data() : nullptr);
+        }
+        EXPECT_EQ(fnv1a64_hex(q.data(), q.size()), d[kind].get<std::string>())
+            << tt.name << " " << kind << " on " << isa_name(isa);
+        std::vector<float> back(x.size());
+        k.dequantize_ggml[int(tt.type)](q.data(), back.data(), back.size());
+        EXPECT_EQ(fnv1a64_hex(back.data(), back.size() * sizeof(float)),
+                  d[kind + "_dequantized"].get<std::string>())
+            << tt.name << " " << kind << " dequantized on " << isa_name(isa);
+      }
+    }
+  }
+}
+
+// Dequantizing what a type wrote gives back the weights within its resolution: the
+// largest error of a block is a fraction of that block's magnitude.
+TEST(GgmlBlocks, RoundTripStaysWithinTheTypesResolution) {
+  std::vector<float> x, imatrix;
+  kq_input(x, imatrix);
+  x.resize(kKqCols);  // the plain row: uniform in [-1, 1)
+  for (const GgmlTypeTraits& tt : kGgmlTraits) {
+    for (Isa isa : test::all_isas()) {
+      if (!isa_available(isa)) continue;
+      const Kernels& k = *kernels_for(isa);
+      for (const bool with : {false, true}) {
+        std::vector<uint8_t> q(ggml_row_bytes(tt.type, kKqCols));
+        std::vector<float> back(kKqCols);
+        k.quantize_ggml[int(tt.type)](x.data(), q.data(), kKqCols, with ? imatrix.data() : nullptr);
+        k.dequantize_ggml[int(tt.type)](q.data(), back.data(), kKqCols);
+        double worst = 0;
+        for (size_t i = 0; i < kKqCols; ++i) worst = std::max(worst, double(std::fabs(back[i] - x[i])));
+        // One step of a b-bit grid over [-1, 1) is 2 / 2^b; a search may trade up to a
+        // step for a lower weighted error, and 2-bit codes have 4 levels for a range of 2.
+        const double step = 2.0 / double(1 << tt.bits);
+        EXPECT_LT(worst, 1.5 * step) << tt.name << (with ? " imatrix" : "") << " on " << isa_name(isa);
+      }
     }
   }
 }
