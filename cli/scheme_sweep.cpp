@@ -74,7 +74,7 @@ SchemeResult run_scheme(const SweepScheme& s, const std::vector<TensorView>& ten
     if (s.ggml) {
       if (w.cols() % ggml_traits(s.type).weights != 0) return keep_float(w, o, k);
       std::vector<uint8_t> blocks;
-      quantize_ggml_tensor(w, s.type, s.spec, blocks, &k, &o.rows);
+      quantize_ggml_tensor(w, s.type, s.spec, blocks, &k, nullptr, &o.rows);
       o.bits = double(blocks.size()) * 8.0;
       return;
     }

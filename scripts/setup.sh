@@ -45,7 +45,10 @@ if ! command -v npm >/dev/null; then
 fi
 ort_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/ort"
 ort_want=$(sed -n 's/.*"onnxruntime-node": "\([0-9.]*\)".*/\1/p' "$ort_dir/package.json")
-ort_have=$(sed -n 's/.*"version": "\([0-9.]*\)".*/\1/p' "$ort_dir/node_modules/onnxruntime-node/package.json" 2>/dev/null | head -1)
+ort_have=""  # (a missing file must not stop the script under set -e / pipefail)
+if [ -f "$ort_dir/node_modules/onnxruntime-node/package.json" ]; then
+  ort_have=$(sed -n 's/.*"version": "\([0-9.]*\)".*/\1/p' "$ort_dir/node_modules/onnxruntime-node/package.json" | head -1)
+fi
 if [ "$ort_have" != "$ort_want" ]; then
   (cd "$ort_dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
 fi

@@ -148,7 +148,7 @@ TEST_P(FusedMetrics, GgmlTypesGiveTheTwoPassFiguresAndTheSameBytes) {
           std::vector<uint8_t> plain, fused;
           std::vector<ErrorSums> sums;
           quantize_ggml_tensor(w.view(), t.type, s, plain, k);
-          quantize_ggml_tensor(w.view(), t.type, s, fused, k, &sums);
+          quantize_ggml_tensor(w.view(), t.type, s, fused, k, nullptr, &sums);
           EXPECT_EQ(fused, plain) << what;
           ASSERT_EQ(sums.size(), w.rows);
           expect_same_figures(combine_error_sums(sums), ggml_tensor_error(w.view(), t.type, plain.data(), k), what);
