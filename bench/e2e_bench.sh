@@ -81,7 +81,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; els
 floor() {
   local name=$1 in=$2 out_bytes=$3
   local files mib
-  files=$(input_files "$in")
+  files=$(input_files "$in" | tr "\n" " ")
   mib=$(( (out_bytes + 1048575) / 1048576 ))
   rm -f "$dir"/floor-"$name"-*.runs
   # shellcheck disable=SC2086
