@@ -14,7 +14,7 @@ namespace {
 
 const OnnxHooks* onnx_hooks_or_throw(const std::string& path) {
   const OnnxHooks* h = onnx_hooks();
-  if (!h) throw Error(path + ": this build of wquant has no ONNX support (libonnx-dev was missing)", ErrorKind::Usage);
+  if (!h) throw Error(path + ": this build of wquant has no ONNX support (built without libonnx-dev and libprotobuf-dev)", ErrorKind::Usage);
   return h;
 }
 
