@@ -56,10 +56,12 @@ step "build: ASan+UBSan, RelWithDebInfo (readers and writers fed broken files, t
 asan_targets="io_readers_test io_writers_test io_gguf_test pipeline_test kernels_test hqq_test imatrix_test gguf_mix_test fused_metrics_test output_file_test onnx_reader_test"
 if WQUANT_TARGETS="$asan_targets" bash scripts/build.sh asan; then
   # The peak-RSS test measures memory, which ASan's shadow pages distort: it runs in the
-  # plain builds only.
+  # plain builds only. The ~150 whole-file K-mix conversions take minutes under ASan; the
+  # legacy-type whole files, the imatrix readers and the K kernels (KernelsMatchScalar) run.
+  echo "asan+ubsan: Pipeline.PeakMemory* and GgufMix.WholeFiles...KMixes not run here (plain builds run them)"
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     run_ctest build-asan "asan+ubsan" -R '^(SafetensorsReader|GgufReader|GgufWriter|GgufPlan|GgufMix|Imatrix|ModelReader|Writers|WqReader|Pipeline|Plan|Glob|AllIsas/KernelsMatchScalar|AllIsas/HqqGolden|AllIsas/FusedMetrics|OutputIoTest|OnnxReaderTest)' \
-    -E 'PeakMemory'
+    -E 'PeakMemory|GgufMix.WholeFilesEqualLlamaQuantizeForTheKMixes'
 else echo "asan build failed"; failed=$((failed + 1)); status=1; fi
 
 step "library: installed package (find_package, pkg-config) and add_subdirectory (MinSizeRel, lld)"
