@@ -18,17 +18,13 @@ TYPES = {0: ("F32", 1, 4), 1: ("F16", 1, 2), 2: ("Q4_0", 32, 18), 3: ("Q4_1", 32
 SCALAR = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
 
 
-def read_gguf(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    pos = 0
-
+def read_header(f, path):
+    """The tensor infos [(name, ne, type, offset)] of the GGUF open as f, and where its
+    data section starts. Reads only the header."""
     def take(n):
-        nonlocal pos
-        b = data[pos:pos + n]
+        b = f.read(n)
         if len(b) != n:
-            raise ValueError(f"{path}: truncated at byte {pos}")
-        pos += n
+            raise ValueError(f"{path}: truncated at byte {f.tell()}")
         return b
 
     def u32():
@@ -67,15 +63,21 @@ def read_gguf(path):
         ne = [u64() for _ in range(u32())]
         t, off = u32(), u64()
         infos.append((name, ne, t, off))
-    start = (pos + alignment - 1) // alignment * alignment
+    return infos, (f.tell() + alignment - 1) // alignment * alignment
+
+
+def read_gguf(path):
+    """{name: (type name, data bytes)} of every tensor."""
     out = {}
-    for name, ne, t, off in infos:
-        tname, bw, bb = TYPES[t]
-        n = 1
-        for d in ne:
-            n *= d
-        size = n // bw * bb
-        out[name] = (tname, data[start + off:start + off + size])
+    with open(path, "rb") as f:
+        infos, start = read_header(f, path)
+        for name, ne, t, off in infos:
+            tname, bw, bb = TYPES[t]
+            n = 1
+            for d in ne:
+                n *= d
+            f.seek(start + off)
+            out[name] = (tname, f.read(n // bw * bb))
     return out
 
 

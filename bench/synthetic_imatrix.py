@@ -8,59 +8,18 @@ llama-quantize read the same file, so the comparison is fair.
 
   synthetic_imatrix.py MODEL.gguf OUT.dat
 
-Reads only the GGUF header (standard library only).
+Reads only the GGUF header (bench/gguf_tensors.py's reader; standard library only).
 """
 import random
 import struct
 import sys
 
+from gguf_tensors import read_header  # bench/gguf_tensors.py, beside this script
+
 
 def tensor_shapes(path):
     with open(path, "rb") as f:
-        def take(n):
-            b = f.read(n)
-            if len(b) != n:
-                raise SystemExit(f"{path}: truncated GGUF header")
-            return b
-
-        def u32():
-            return struct.unpack("<I", take(4))[0]
-
-        def u64():
-            return struct.unpack("<Q", take(8))[0]
-
-        def string():
-            return take(u64()).decode("utf-8", "replace")
-
-        sizes = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
-
-        def skip_value(t):
-            if t in sizes:
-                take(sizes[t])
-            elif t == 8:
-                string()
-            elif t == 9:
-                et, n = u32(), u64()
-                for _ in range(n):
-                    skip_value(et)
-            else:
-                raise SystemExit(f"{path}: unknown GGUF value type {t}")
-
-        if take(4) != b"GGUF":
-            raise SystemExit(f"{path}: not a GGUF file")
-        u32()
-        n_tensors, n_kv = u64(), u64()
-        for _ in range(n_kv):
-            string()
-            skip_value(u32())
-        out = []
-        for _ in range(n_tensors):
-            name = string()
-            dims = [u64() for _ in range(u32())]
-            u32()
-            u64()
-            out.append((name, dims))
-        return out
+        return [(name, ne) for name, ne, _, _ in read_header(f, path)[0]]
 
 
 def main(argv):

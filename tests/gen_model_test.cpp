@@ -92,16 +92,8 @@ SyntheticConfig tiny(DType dt) {
 
 class GenModel : public ::testing::TestWithParam<DType> {
  protected:
-  void SetUp() override {
-    std::string tmpl = ::testing::TempDir() + "wquant-gen-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
-    dir_ = tmpl;
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-  std::string dir_;
+  test::ScratchDir scratch_{"wquant-gen"};
+  const std::string& dir_ = scratch_.path();
 };
 
 TEST_P(GenModel, GgufNormsAreF32AndMatricesHaveTheAskedDtype) {
@@ -187,9 +179,8 @@ TEST(GenModelVocab, LlamaSentencePieceVocabularyWithByteTokens) {
   SyntheticConfig c = tiny(DType::F32);
   c.layers = 1;
   c.vocab = 1000;
-  std::string tmpl = ::testing::TempDir() + "wquant-gen-XXXXXX";
-  ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
-  const std::string out = tmpl + "/v.gguf";
+  const test::ScratchDir dir("wquant-gen");
+  const std::string out = dir.path() + "/v.gguf";
   write_synthetic_model(out, OutputFormat::Gguf, c);
   const std::unique_ptr<GgufReader> r = open_gguf(out);
   const GgufMetadata& m = r->metadata();
@@ -242,8 +233,6 @@ TEST(GenModelVocab, LlamaSentencePieceVocabularyWithByteTokens) {
   for (char ch = 'a'; ch <= 'z'; ++ch) {
     EXPECT_TRUE(all.count(std::string(1, ch)) && all.count(space + std::string(1, ch))) << ch;
   }
-  std::error_code ec;
-  fs::remove_all(tmpl, ec);
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include "io/gguf_format.h"
 #include "io/gguf_reader.h"
 #include "io/gguf_writer.h"
+#include "tests/test_support.h"
 
 namespace wq::test {
 namespace {
@@ -68,11 +69,7 @@ void write_gguf_fixture(const std::string& stories_gguf, const std::string& out_
       if (d == 172) d = 192;
     }
     infos[i].nbytes = checked_numel(infos[i].name, infos[i].shape) * 4;
-    TensorPlan p;
-    p.source_index = i;
-    p.name = infos[i].name;
-    p.shape = infos[i].shape;
-    p.action = TensorAction::KeepFloat;
+    TensorPlan p = keep_float_entry(i, infos[i]);
     p.out_dtype = DType::F32;
     plan.push_back(p);
     types.push_back(kGgmlF32);
@@ -167,11 +164,7 @@ void write_gguf_wide_fixture(const std::string& stories_gguf, const std::string&
     info.shape = ts[i].shape;
     info.nbytes = checked_numel(info.name, info.shape) * 4;
     infos.push_back(info);
-    TensorPlan p;
-    p.source_index = i;
-    p.name = info.name;
-    p.shape = info.shape;
-    p.action = TensorAction::KeepFloat;
+    TensorPlan p = keep_float_entry(i, info);
     p.out_dtype = DType::F32;
     plan.push_back(p);
     types.push_back(kGgmlF32);
@@ -210,12 +203,7 @@ void write_gguf_fixture_split(const std::string& stories_gguf, const std::string
     std::vector<TensorInfo> part;
     std::vector<TensorPlan> plan;
     for (int i = s * per_shard; i < std::min(total, (s + 1) * per_shard); ++i) {
-      TensorPlan p;
-      p.source_index = part.size();
-      p.name = infos[size_t(i)].name;
-      p.shape = infos[size_t(i)].shape;
-      p.action = TensorAction::KeepFloat;
-      plan.push_back(p);
+      plan.push_back(keep_float_entry(part.size(), infos[size_t(i)]));
       part.push_back(infos[size_t(i)]);
     }
     char tail[32];

@@ -184,14 +184,7 @@ void write_gguf_imatrix(const std::string& path, const std::vector<std::pair<std
     }
   }
   std::vector<TensorPlan> plan;
-  for (size_t i = 0; i < infos.size(); ++i) {
-    TensorPlan p;
-    p.source_index = i;
-    p.name = infos[i].name;
-    p.shape = infos[i].shape;
-    p.action = TensorAction::KeepFloat;
-    plan.push_back(p);
-  }
+  for (size_t i = 0; i < infos.size(); ++i) plan.push_back(test::keep_float_entry(i, infos[i]));
   auto w = make_gguf_writer(path, plan, infos, meta, std::vector<uint32_t>(infos.size(), 0));
   for (size_t i = 0; i < plan.size(); ++i) {
     TensorResult r;

@@ -44,14 +44,7 @@ std::string make_source(const Dir& d) {
       {"norm.weight", {128}, StoredKind::Float, DType::F32, "F32", 128 * 4},
       {"c.weight", {16, 256}, StoredKind::Float, DType::F32, "F32", 16 * 256 * 4}};
   std::vector<TensorPlan> plan;
-  for (size_t i = 0; i < infos.size(); ++i) {
-    TensorPlan p;
-    p.source_index = i;
-    p.name = infos[i].name;
-    p.shape = infos[i].shape;
-    p.action = TensorAction::KeepFloat;
-    plan.push_back(p);
-  }
+  for (size_t i = 0; i < infos.size(); ++i) plan.push_back(test::keep_float_entry(i, infos[i]));
   const std::string path = d("source.safetensors");
   auto w = make_safetensors_writer(path, plan, infos);
   std::mt19937 g(9);

@@ -18,6 +18,7 @@
 
 #include "engine/error.h"
 #include "io/output_file.h"
+#include "tests/test_support.h"
 
 namespace wq {
 namespace {
@@ -69,16 +70,8 @@ bool accepts_direct(const std::string& dir) {
 
 class OutputIoTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    std::string tmpl = ::testing::TempDir() + "wquant-out-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
-    dir_ = tmpl;
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-  std::string dir_;
+  test::ScratchDir scratch_{"wquant-out"};
+  const std::string& dir_ = scratch_.path();
 };
 
 TEST_F(OutputIoTest, EveryModeWritesTheSameBytes) {

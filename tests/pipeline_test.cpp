@@ -242,12 +242,7 @@ std::string write_model(const std::string& path, int tensors, size_t rows, size_
   std::vector<TensorPlan> plan;
   for (int i = 0; i < tensors; ++i) {
     infos.push_back(info("layers." + std::to_string(i) + ".weight", {int64_t(rows), int64_t(cols)}));
-    TensorPlan p;
-    p.source_index = size_t(i);
-    p.name = infos.back().name;
-    p.shape = infos.back().shape;
-    p.action = TensorAction::KeepFloat;
-    plan.push_back(p);
+    plan.push_back(test::keep_float_entry(size_t(i), infos.back()));
   }
   auto w = make_safetensors_writer(path, plan, infos);
   TensorResult r;

@@ -1,10 +1,33 @@
 #include "tests/test_support.h"
 
+#include <stdlib.h>
+
 #include <filesystem>
+#include <stdexcept>
 
 #include "engine/stored_tensor.h"
 
 namespace wq::test {
+
+ScratchDir::ScratchDir(const std::string& prefix) {
+  std::string tmpl = ::testing::TempDir() + prefix + "-XXXXXX";
+  if (!mkdtemp(tmpl.data())) throw std::runtime_error("cannot make a scratch directory from " + tmpl);
+  path_ = tmpl;
+}
+
+ScratchDir::~ScratchDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+TensorPlan keep_float_entry(size_t source_index, const TensorInfo& info) {
+  TensorPlan p;
+  p.source_index = source_index;
+  p.name = info.name;
+  p.shape = info.shape;
+  p.action = TensorAction::KeepFloat;
+  return p;
+}
 
 // The ISAs of kernels/isa_list.inc this build's architecture has kernels for; those the
 // CPU lacks are skipped (WQ_REQUIRE_ISA), so they show as skipped, not passed.

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "engine/pipeline.h"
+#include "engine/plan.h"
 #include "kernels/kernels.h"
 
 namespace wq::test {
@@ -22,6 +23,24 @@ template <class Reader>
 std::vector<float> read_f32(Reader& r, size_t i) {
   return read_f32(r, r.tensors(), i);
 }
+
+// A fresh directory under googletest's TempDir(), removed with its contents when the
+// object goes. Throws std::runtime_error if it cannot be made.
+class ScratchDir {
+ public:
+  explicit ScratchDir(const std::string& prefix);
+  ~ScratchDir();
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// A plan entry that keeps source tensor `source_index` (described by `info`) as it is:
+// what test writers of fixture models use.
+TensorPlan keep_float_entry(size_t source_index, const TensorInfo& info);
 
 // ../shared beside the checkout (WQUANT_SHARED_DIR); "" if absent.
 std::string shared_dir();
