@@ -3,10 +3,11 @@
 # ONNX with external data (wq_gen_model's GGUF through wq_gen_onnx) and as f32
 # safetensors, quantized 4-bit block 64 asymmetric RTN and HQQ with 2 threads: ONNX ->
 # ONNX (MatMulNBits, external data) against safetensors -> safetensors in the same run.
-# Prints wall time and peak RSS of each and the ONNX / safetensors time ratio.
+# Prints the median wall time, CPU time and peak RSS of each and the ONNX / safetensors
+# ratio of the medians.
 #   bash bench/onnx_bench.sh
 # Environment: WQ_ONNX_DIR (default /tmp/wq-onnx), WQ_ONNX_LAYERS (default 22),
-# WQ_ONNX_THREADS (2). Needs about 3 x 4.4 GB of disk at 22 layers. Run it on an idle
+# WQ_ONNX_THREADS (2), WQ_ONNX_RUNS (3). Needs about 3 x 4.4 GB of disk at 22 layers. Run it on an idle
 # machine: a second busy process halves every figure on 2 cores.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -23,25 +24,40 @@ onnx=$dir/onnx/tinyllama-${layers}l-f32.onnx
 [ -f "$st" ] || "$bin/wq_gen_model" --layers "$layers" --dtype f32 --format safetensors "$st"
 [ -f "$onnx" ] || "$bin/wq_gen_onnx" --external-data "$gguf" "$onnx"
 rm -f "$gguf"  # only the ONNX and safetensors inputs are measured
-cat "$onnx" "$onnx.data" "$st" > /dev/null  # every run starts from a warm page cache
+runs=${WQ_ONNX_RUNS:-3}
 
-measure() {  # label, command...
+# Every run starts from a warm page cache: the input is read just before it (these VMs
+# reclaim page-cache pages idle for a minute, so a warm-up at the start is not enough).
+warm() { cat "$@" > /dev/null; }
+
+# measure LABEL command...: one run, appends "wall cpu rss_kib" to $dir/LABEL.runs.
+measure() {
   local label=$1; shift
-  local log=$dir/$label.time
-  /usr/bin/time -v "$@" > "$dir/$label.out" 2> "$log" || { echo "$label failed:"; tail -20 "$log"; return 1; }
-  local wall rss
-  wall=$(grep "Elapsed (wall clock)" "$log" | awk '{print $NF}' | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
-  rss=$(grep "Maximum resident set size" "$log" | awk '{print $NF}')
-  printf "%-28s wall %8.2f s   peak RSS %7.0f MiB\n" "$label" "$wall" "$(awk -v r="$rss" 'BEGIN{print r/1024}')"
-  echo "$wall" > "$dir/$label.wall"
+  local t=$dir/.time
+  /usr/bin/time -f "%e %U %S %M" -o "$t" "$@" > "$dir/$label.out" 2> "$dir/$label.err" ||
+    { echo "$label failed:"; tail -20 "$dir/$label.err"; return 1; }
+  awk '{printf "%s %.2f %s\n", $1, $2 + $3, $4}' "$t" >> "$dir/$label.runs"
+}
+median() {  # LABEL FIELD (1 wall, 2 cpu, 3 rss KiB)
+  sort -g -k"$2" "$dir/$1.runs" | awk -v f="$2" '{v[NR] = $f} END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
 common=(--bits 4 --block 64 --asym --threads "$threads" --force --quiet)
+echo "ONNX (external data) vs safetensors, 4-bit block 64 asym, $threads threads, $runs runs each, alternating (A B A B), medians"
 for scheme in rtn hqq; do
   extra=()
   [ "$scheme" = hqq ] && extra=(--hqq)
-  measure "onnx-$scheme" "$wq" quantize "$onnx" "$dir/onnx/q-$scheme.onnx" "${common[@]}" "${extra[@]}" --external-data
-  measure "safetensors-$scheme" "$wq" quantize "$st" "$dir/q-$scheme.safetensors" "${common[@]}" "${extra[@]}"
-  awk -v a="$(cat "$dir/onnx-$scheme.wall")" -v b="$(cat "$dir/safetensors-$scheme.wall")" -v s="$scheme" \
+  rm -f "$dir/onnx-$scheme.runs" "$dir/safetensors-$scheme.runs"
+  for _ in $(seq "$runs"); do
+    warm "$onnx" "$onnx.data"
+    measure "onnx-$scheme" "$wq" quantize "$onnx" "$dir/onnx/q-$scheme.onnx" "${common[@]}" "${extra[@]}" --external-data
+    warm "$st"
+    measure "safetensors-$scheme" "$wq" quantize "$st" "$dir/q-$scheme.safetensors" "${common[@]}" "${extra[@]}"
+  done
+  for label in "onnx-$scheme" "safetensors-$scheme"; do
+    printf "%-20s wall %6.2f s  cpu %6.2f s  peak RSS %5.0f MiB   (runs: %s)\n" "$label" "$(median "$label" 1)" \
+      "$(median "$label" 2)" "$(awk -v r="$(median "$label" 3)" 'BEGIN{print r/1024}')" "$(awk '{printf "%s ", $1}' "$dir/$label.runs")"
+  done
+  awk -v a="$(median "onnx-$scheme" 1)" -v b="$(median "safetensors-$scheme" 1)" -v s="$scheme" \
     'BEGIN { printf "%s: ONNX / safetensors wall time %.2fx (goal <= 1.2x)\n", s, a / b }'
 done

@@ -48,33 +48,35 @@ void pack_row(QuantizedTensor& q, size_t r, const uint8_t* codes, const Kernels&
   k.pack_codes(codes, q.cols, q.spec.bits, q.packed.data() + r * q.packed_row_bytes);
 }
 
-using RowsDone = std::function<void(size_t, size_t)>;
+using RowsDone = std::function<void(size_t, size_t, const TensorView&)>;
 
-void solve_per_block(const TensorView& w, QuantizedTensor& q, const Kernels& k, const RowsDone& rows_done) {
+void solve_per_block(const RowSource& w, QuantizedTensor& q, const Kernels& k, const RowsDone& rows_done) {
   const size_t nb = q.blocks_per_row();
   const HqqParams hp = params_of(q);
-  const size_t tile = tile_rows_for(q.rows, q.cols * dtype_size(w.dtype));
+  const size_t tile = w.tile_rows();
   std::vector<int> tile_steps((q.rows + tile - 1) / tile, 0);
   // The first non-finite weight of each tile, found as the tile is read (no pass of its
   // own over the tensor) and reported in tile order, so the message does not depend on
   // which thread saw one first.
   std::vector<std::string> bad(tile_steps.size());
   parallel_row_tiles(q.rows, tile, [&](size_t r0, size_t r1) {
-    bad[r0 / tile] = nonfinite_in_rows(w, r0, r1, k);
+    thread_local std::vector<uint8_t> scratch;  // one per worker, reused by every tile it takes
+    const TensorView t = w.tile(r0, r1, &scratch);
+    bad[r0 / tile] = nonfinite_in_tile(t, r0, k);
     if (!bad[r0 / tile].empty()) return;
     std::vector<float> buf, inv(nb);
     std::vector<uint8_t> codes(q.cols);
     std::vector<int> steps(nb);
     int most = 0;
     for (size_t r = r0; r < r1; ++r) {
-      const float* row = row_as_f32(w, r, q.cols, buf, k);
+      const float* row = row_as_f32(t, r - r0, q.cols, buf, k);
       start_row(row, q, r, inv.data(), k);
       k.hqq_solve_blocks(row, nb, q.block, hp, inv.data(), q.zeros.data() + r * nb, codes.data(), steps.data());
       pack_row(q, r, codes.data(), k);
       for (int s : steps) most = std::max(most, s);
     }
     tile_steps[r0 / tile] = most;
-    if (rows_done) rows_done(r0, r1);
+    if (rows_done) rows_done(r0, r1, t);
   });
   for (const std::string& msg : bad) {
     if (!msg.empty()) throw Error(msg);
@@ -126,17 +128,18 @@ void solve_lockstep(const TensorView& w, QuantizedTensor& q, const Kernels& k, c
       }
       pack_row(q, r, codes.data(), k);
     }
-    if (rows_done) rows_done(r0, r1);
+    if (rows_done) rows_done(r0, r1, RowSource::rows_of(w).tile(r0, r1, nullptr));
   });
 }
 
 }  // namespace
 
-void hqq_quantize(const TensorView& w, QuantizedTensor& q, const Kernels& k, const RowsDone& rows_done) {
+void hqq_quantize(const RowSource& w, QuantizedTensor& q, const Kernels& k, const RowsDone& rows_done) {
   if (q.zeros.size() != q.scales.size()) q.zeros.resize(q.scales.size());
   if (q.spec.hqq_opts.stop == HqqStop::Tensor) {
-    check_finite(w, &k);  // before the first of its passes over every tile
-    solve_lockstep(w, q, k, rows_done);
+    if (w.transposed) throw Error(w.view.name + ": HQQ's lockstep solver needs the rows contiguous", ErrorKind::Internal);
+    check_finite(w.view, &k);  // before the first of its passes over every tile
+    solve_lockstep(w.view, q, k, rows_done);
   } else {
     solve_per_block(w, q, k, rows_done);  // checks each tile as it reads it
   }

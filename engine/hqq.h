@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <functional>
 
+#include "engine/row_source.h"
 #include "engine/tensor.h"
 #include "kernels/kernels.h"
 
@@ -14,7 +15,9 @@ namespace wq {
 // q.block and q.spec.bits. q's buffers are already sized by quantize_tensor.
 // rows_done(r0, r1), when given, is called on the tile's thread once rows [r0, r1) hold
 // their final codes and parameters, while the tile is still in cache.
-void hqq_quantize(const TensorView& w, QuantizedTensor& q, const Kernels& k,
-                  const std::function<void(size_t, size_t)>& rows_done = {});
+// rows_done(r0, r1, tile): rows [r0, r1) are final; tile holds their input (row 0 = r0).
+// The lockstep solver (HqqStop::Tensor) needs a contiguous source.
+void hqq_quantize(const RowSource& w, QuantizedTensor& q, const Kernels& k,
+                  const std::function<void(size_t, size_t, const TensorView&)>& rows_done = {});
 
 }  // namespace wq

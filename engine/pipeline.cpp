@@ -109,9 +109,11 @@ void process(Item& it, TensorSource& source, const PipelineOptions& opts) {
   const Kernels& k = kernels();
   switch (p.action) {
     case TensorAction::Quantize: {
-      const TensorView v = source.view(p.source_index);
       std::vector<ErrorSums> sums;  // per row, filled while each tile is in cache
-      r.quantized = quantize_tensor(v, p.spec, p.block, &k, opts.compute_error ? &sums : nullptr);
+      TensorView stored;
+      const RowSource src = source.stored_transposed(p.source_index, &stored) ? RowSource::transposed_of(stored)
+                                                                              : RowSource::rows_of(source.view(p.source_index));
+      r.quantized = quantize_tensor(src, p.spec, p.block, &k, opts.compute_error ? &sums : nullptr);
       if (opts.compute_error) {
         r.error = combine_error_sums(sums);
         r.has_error = true;

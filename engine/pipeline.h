@@ -32,6 +32,11 @@ class TensorSource {
   virtual const uint8_t* raw(size_t source_index, size_t* nbytes) = 0;
   // The pipeline is done with tensor i: the reader may drop its pages from memory.
   virtual void release(size_t source_index) = 0;
+  // A float tensor the reader lists transposed (ONNX MatMul's B [K, N], listed [N, K]):
+  // true, and *stored = its view with the listed shape and data pointing at the stored
+  // [K, N] matrix, so a quantizer can transpose it tile by tile (engine/row_source.h)
+  // instead of asking view() for a whole transposed copy. False for every other tensor.
+  virtual bool stored_transposed(size_t /*source_index*/, TensorView* /*stored*/) { return false; }
   // The stored record of a wquant-quantized tensor (kind == Quantized): codes, and
   // scales/zeros as stored (f16 halves when spec.fp16; engine widens them). Throws Error
   // for any other tensor.

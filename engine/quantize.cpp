@@ -8,6 +8,7 @@
 
 #include "engine/error.h"
 #include "engine/hqq.h"
+#include "engine/row_source.h"
 #include "engine/rows.h"
 #include "engine/scheduler.h"
 #include "kernels/reference.h"
@@ -25,13 +26,15 @@ static void check_view(const TensorView& w) {
   if (n && !w.data) throw Error(w.name + ": no data");
 }
 
-static void check_finite_rows(const TensorView& w, size_t cols, size_t r0, size_t r1, const Kernels& k) {
+// row_base: the tensor row of w's row 0 (w a tile of the tensor), for the message.
+static void check_finite_rows(const TensorView& w, size_t cols, size_t r0, size_t r1, const Kernels& k,
+                              size_t row_base = 0) {
   const auto* base = static_cast<const uint8_t*>(w.data);
   const size_t es = dtype_size(w.dtype);
   const size_t n = (r1 - r0) * cols;
   const size_t i = k.find_nonfinite(base + r0 * cols * es, w.dtype, n);
   if (i == n) return;
-  const size_t row = r0 + i / cols, col = i % cols;
+  const size_t row = row_base + r0 + i / cols, col = i % cols;
   throw Error(w.name + ": non-finite weight (NaN or Inf) at row " + std::to_string(row) + ", column " +
               std::to_string(col) + "; wquant does not quantize tensors with NaN or Inf");
 }
@@ -59,7 +62,7 @@ static bool block_is_finite(const QuantizedTensor& q, size_t b) {
 // while they are in cache, and passes them in): when the bound below is far from FLT_MAX,
 // every w_hat of the tensor is finite and no block is looked at. fp16_stage: the
 // parameters have just been rounded to f16 (the f32 ones passed).
-static void check_params_finite(const TensorView& w, const QuantizedTensor& q, const Kernels& k, bool fp16_stage,
+static void check_params_finite(const RowSource& w, const QuantizedTensor& q, const Kernels& k, bool fp16_stage,
                                 const float* abs_max = nullptr) {
   const double smax = abs_max ? abs_max[0] : k.absmax(q.scales.data(), q.scales.size());
   const double zmax = abs_max ? abs_max[1] : q.zeros.empty() ? 0.0 : k.absmax(q.zeros.data(), q.zeros.size());
@@ -73,7 +76,7 @@ static void check_params_finite(const TensorView& w, const QuantizedTensor& q, c
   for (size_t b = 0; b < q.scales.size(); ++b) {
     if (block_is_finite(q, b)) continue;
     const size_t r = b / nb, c0 = (b % nb) * q.block;
-    const std::string where = w.name + ": row " + std::to_string(r) +
+    const std::string where = w.view.name + ": row " + std::to_string(r) +
                               (nb > 1 ? ", columns " + std::to_string(c0) + "-" + std::to_string(c0 + q.block - 1) : "");
     if (fp16_stage) {
       const bool zero_bad = !q.zeros.empty() && !std::isfinite(q.zeros[b]), scale_bad = !std::isfinite(q.scales[b]);
@@ -84,13 +87,23 @@ static void check_params_finite(const TensorView& w, const QuantizedTensor& q, c
                   "\"skip\": true)");
     }
     std::vector<float> buf;
-    const float* row = row_as_f32(w, r, q.cols, buf, k);
+    std::vector<uint8_t> scratch;
+    const float* row = row_as_f32(w.tile(r, r + 1, &scratch), 0, q.cols, buf, k);
     float mn, mx;
     k.minmax(row + c0, q.block, &mn, &mx);
     throw Error(where + ": weights from " + num(mn) + " to " + num(mx) + ": the range is too wide for float (3.4e38), " +
                 "so the " + q.spec.describe() + " parameters overflow; keep this tensor float (a params rule with " +
                 "\"skip\": true) or scale it down");
   }
+}
+
+std::string nonfinite_in_tile(const TensorView& tile, size_t row_base, const Kernels& k) {
+  try {
+    check_finite_rows(tile, tile.cols(), 0, tile.rows(), k, row_base);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return {};
 }
 
 std::string nonfinite_in_rows(const TensorView& w, size_t r0, size_t r1, const Kernels& k) {
@@ -206,7 +219,7 @@ static void as_stored(const QuantSpec& spec, const float* in, float* out, size_t
 
 // The error of rows [r0, r1), just quantized (their input and codes still in cache),
 // against w_hat as a loader will reconstruct it: what tensor_error gives for these rows
-// once the parameters are stored.
+// once the parameters are stored. err is the tile's: its row 0 is row r0.
 static void measure_rows(const QuantizedTensor& q, size_t r0, size_t r1, const RowErrorSink& err, const Kernels& k) {
   const size_t nb = q.blocks_per_row();
   std::vector<uint8_t> codes(q.cols);
@@ -219,26 +232,38 @@ static void measure_rows(const QuantizedTensor& q, size_t r0, size_t r1, const R
       const BlockCodec c{q.scheme, q.spec.bits, s[b], z.empty() ? 0.0f : z[b], 0.0f};
       k.dequantize_codes(codes.data() + b * q.block, q.block, c, w_hat.data() + b * q.block);
     }
-    err.add(r, w_hat.data(), buf, k);
+    err.add(r - r0, w_hat.data(), buf, k);
   }
 }
 
-QuantizedTensor quantize_tensor(const TensorView& w_in, const QuantSpec& spec, size_t block, const Kernels* kp,
+QuantizedTensor quantize_tensor(const TensorView& w, const QuantSpec& spec, size_t block, const Kernels* kp,
+                                std::vector<ErrorSums>* row_sums) {
+  return quantize_tensor(RowSource::rows_of(w), spec, block, kp, row_sums);
+}
+
+QuantizedTensor quantize_tensor(const RowSource& src, const QuantSpec& spec, size_t block, const Kernels* kp,
                                 std::vector<ErrorSums>* row_sums) {
   const Kernels& k = table(kp);
-  validate_spec(spec, w_in.name);
-  check_view(w_in);
+  validate_spec(spec, src.view.name);
+  check_view(src.view);
+  // MNN's subnormal flush and HQQ's lockstep solver pass over the whole tensor: a
+  // transposed source is transposed whole for them. Every other path reads tile by tile.
+  std::vector<uint8_t> whole;
+  const bool needs_whole = spec.mnn_flush || (spec.hqq && spec.hqq_opts.stop == HqqStop::Tensor);
+  const RowSource in = needs_whole ? RowSource::rows_of(contiguous_view(src, &whole)) : src;
   std::vector<float> flushed;
-  const TensorView w = spec.mnn_flush ? flush_subnormals(w_in, &flushed, k) : w_in;
+  RowSource w = in;
+  if (spec.mnn_flush) w.view = flush_subnormals(in.view, &flushed, k);
+  const bool flushed_copy = w.view.data != in.view.data;
   QuantizedTensor q;
-  q.name = w.name;
-  q.shape = w.shape;
+  q.name = w.view.name;
+  q.shape = w.view.shape;
   q.spec = spec;
   q.scheme = spec.scheme();
-  q.rows = w.rows();
-  q.cols = w.cols();
+  q.rows = w.view.rows();
+  q.cols = w.view.cols();
   if (block == 0 || q.cols % block != 0) {
-    throw Error(w.name + ": block " + std::to_string(block) + " does not divide the row length " +
+    throw Error(w.view.name + ": block " + std::to_string(block) + " does not divide the row length " +
                 std::to_string(q.cols), ErrorKind::Usage);
   }
   q.block = block;
@@ -248,30 +273,19 @@ QuantizedTensor quantize_tensor(const TensorView& w_in, const QuantSpec& spec, s
   q.scales.resize(nblocks);
   if (q.scheme != Scheme::MnnSym) q.zeros.resize(nblocks);
 
-  RowErrorSink err;
-  if (row_sums) {
-    row_sums->assign(q.rows, ErrorSums{});
-    err = RowErrorSink{&w_in, row_sums->data()};  // against the input as given, before any flush
-  }
+  if (row_sums) row_sums->assign(q.rows, ErrorSums{});
+  // The error of a tile's rows, against the input as given (before any flush).
+  auto measure = [&](size_t r0, size_t r1, const TensorView& tile) {
+    TensorView ref = tile;
+    if (flushed_copy) ref = in.tile(r0, r1, nullptr);  // contiguous: a slice, no scratch
+    measure_rows(q, r0, r1, RowErrorSink{&ref, row_sums->data() + r0}, k);
+  };
   float abs_max[2] = {0.0f, 0.0f};  // of the scales and zeros, from the RTN tiles
   if (spec.hqq) {
-    if (err) hqq_quantize(w, q, k, [&](size_t r0, size_t r1) { measure_rows(q, r0, r1, err, k); });
+    if (row_sums) hqq_quantize(w, q, k, measure);
     else hqq_quantize(w, q, k);
   } else {
-    RowQuantJob job{};
-    job.src = w.data;
-    job.src_dtype = w.dtype;
-    job.src_row_stride = q.cols;
-    job.cols = q.cols;
-    job.block = block;
-    job.scheme = q.scheme;
-    job.bits = spec.bits;
-    job.round_zero = false;
-    job.packed = q.packed.data();
-    job.packed_row_bytes = q.packed_row_bytes;
-    job.scales = q.scales.data();
-    job.zeros = q.zeros.empty() ? nullptr : q.zeros.data();
-    const size_t tile = tile_rows_for(q.rows, q.cols * dtype_size(w.dtype));
+    const size_t tile = w.tile_rows();
     const size_t ntiles = (q.rows + tile - 1) / tile;
     // The first bad element of each tile; reported in tile order so the message does
     // not depend on which thread found it first.
@@ -279,16 +293,27 @@ QuantizedTensor quantize_tensor(const TensorView& w_in, const QuantSpec& spec, s
     std::vector<float> tile_max(2 * ntiles, 0.0f);
     const size_t nb = q.blocks_per_row();
     parallel_row_tiles(q.rows, tile, [&](size_t r0, size_t r1) {
-      try {
-        check_finite_rows(w, q.cols, r0, r1, k);  // the tile is then warm in cache
-      } catch (const Error& e) {
-        bad[r0 / tile] = e.what();
-        return;
-      }
-      k.quantize_rows(job, r0, r1);
+      thread_local std::vector<uint8_t> scratch;  // one per worker, reused by every tile it takes
+      const TensorView t = w.tile(r0, r1, &scratch);
+      bad[r0 / tile] = nonfinite_in_tile(t, r0, k);  // the tile is then warm in cache
+      if (!bad[r0 / tile].empty()) return;
+      RowQuantJob job{};
+      job.src = t.data;
+      job.src_dtype = t.dtype;
+      job.src_row_stride = q.cols;
+      job.cols = q.cols;
+      job.block = block;
+      job.scheme = q.scheme;
+      job.bits = spec.bits;
+      job.round_zero = false;
+      job.packed = q.packed.data() + r0 * q.packed_row_bytes;
+      job.packed_row_bytes = q.packed_row_bytes;
+      job.scales = q.scales.data() + r0 * nb;
+      job.zeros = q.zeros.empty() ? nullptr : q.zeros.data() + r0 * nb;
+      k.quantize_rows(job, 0, r1 - r0);
       tile_max[2 * (r0 / tile)] = k.absmax(q.scales.data() + r0 * nb, (r1 - r0) * nb);
       if (job.zeros) tile_max[2 * (r0 / tile) + 1] = k.absmax(q.zeros.data() + r0 * nb, (r1 - r0) * nb);
-      if (err) measure_rows(q, r0, r1, err, k);
+      if (row_sums) measure(r0, r1, t);
     });
     for (const std::string& msg : bad) {
       if (!msg.empty()) throw Error(msg);

@@ -8,6 +8,7 @@
 
 #include "engine/metrics.h"
 #include "engine/quant_spec.h"
+#include "engine/row_source.h"
 #include "engine/tensor.h"
 #include "kernels/kernels.h"
 
@@ -21,6 +22,10 @@ namespace wq {
 // is in cache: row_sums is resized to rows and receives the per-row sums of w against
 // w_hat as stored (f16 parameters included), the sums tensor_error would compute.
 QuantizedTensor quantize_tensor(const TensorView& w, const QuantSpec& spec, size_t block,
+                                const Kernels* k = nullptr, std::vector<ErrorSums>* row_sums = nullptr);
+// The same, reading rows tile by tile from src (a transposed source is transposed one
+// tile at a time, engine/row_source.h). Same bytes and figures as the view of those rows.
+QuantizedTensor quantize_tensor(const RowSource& src, const QuantSpec& spec, size_t block,
                                 const Kernels* k = nullptr, std::vector<ErrorSums>* row_sums = nullptr);
 
 // Writes rows*cols floats: w_hat for every element, rows [row_begin, row_end) only when
@@ -43,5 +48,7 @@ void check_finite(const TensorView& w, const Kernels* k = nullptr);
 // The same check for rows [r0, r1) only (a tile about to be quantized, so the pass warms
 // the cache instead of costing one of its own): that Error's message, or "" when finite.
 std::string nonfinite_in_rows(const TensorView& w, size_t r0, size_t r1, const Kernels& k);
+// The same for a whole tile whose row 0 is tensor row row_base.
+std::string nonfinite_in_tile(const TensorView& tile, size_t row_base, const Kernels& k);
 
 }  // namespace wq

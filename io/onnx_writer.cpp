@@ -8,7 +8,7 @@
 #include "io/onnx_graph.h"
 #include "io/onnx_wire.h"
 #include "io/output_file.h"
-#include "io/transpose.h"
+#include "engine/transpose.h"
 
 namespace wq {
 namespace {
@@ -136,7 +136,7 @@ class OnnxWriter final : public ModelWriter {
       out_.write(o.constant.data(), o.constant.size());
       return;
     }
-    const std::string bytes = payload(o, r);
+    const Bytes bytes = payload(o, r);
     if (bytes.size() != o.nbytes)
       throw Error(out_.path() + ": " + o.header.name() + ": " + std::to_string(bytes.size()) + " bytes, planned " + std::to_string(o.nbytes), ErrorKind::Internal);
     if (l_.in_data[k]) {
@@ -148,49 +148,64 @@ class OnnxWriter final : public ModelWriter {
     }
   }
 
+  // A payload: bytes owned elsewhere (the pipeline's result, the layout), or built here.
+  // Most payloads are written straight from where they already are: a copy of every
+  // code would cost a pass over the output for nothing.
+  struct Bytes {
+    const char* ptr = nullptr;
+    size_t len = 0;
+    std::string owned;
+    const char* data() const { return ptr; }
+    size_t size() const { return len; }
+  };
+  static Bytes view(const void* p, size_t n) { return Bytes{static_cast<const char*>(p), n, {}}; }
+  static Bytes own(std::string s) {
+    Bytes b;
+    b.owned = std::move(s);
+    b.ptr = b.owned.data();
+    b.len = b.owned.size();
+    return b;
+  }
+  template <typename T>
+  static Bytes view(const std::vector<T>& v) { return view(v.data(), v.size() * sizeof(T)); }
+
   // The payload of one output initializer, from the pipeline's result.
-  std::string payload(const OnnxOutInit& o, const TensorResult& r) {
+  Bytes payload(const OnnxOutInit& o, const TensorResult& r) {
     const TensorPlan& p = *r.plan;
     const bool nbits = l_.plan.packed[o.plan_index];
     switch (o.piece) {
-      case OnnxPiece::Constant: return o.constant;
-      case OnnxPiece::Raw: return std::string(reinterpret_cast<const char*>(r.data()), r.size());
+      case OnnxPiece::Constant: return view(o.constant.data(), o.constant.size());
+      case OnnxPiece::Raw: return view(r.data(), r.size());
       case OnnxPiece::Float: {
-        std::string s(reinterpret_cast<const char*>(r.data()), r.size());
-        if (!l_.plan.transposed[o.plan_index]) return s;
+        if (!l_.plan.transposed[o.plan_index]) return view(r.data(), r.size());
         // Listed [N, K] for quantization; the graph's tensor is [K, N].
-        std::string t(s.size(), '\0');
-        transpose_2d(reinterpret_cast<const uint8_t*>(s.data()), size_t(p.shape[0]), size_t(p.shape[1]),
-                     dtype_size(p.out_dtype), reinterpret_cast<uint8_t*>(t.data()));
-        return t;
+        std::string t(r.size(), '\0');
+        transpose_2d(r.data(), size_t(p.shape[0]), size_t(p.shape[1]), dtype_size(p.out_dtype),
+                     reinterpret_cast<uint8_t*>(t.data()));
+        return own(std::move(t));
       }
       case OnnxPiece::Codes: {
         const QuantizedTensor& q = r.quantized;
-        if (nbits) return std::string(reinterpret_cast<const char*>(q.packed.data()), q.packed.size());
+        if (nbits) return view(q.packed);
         std::string s(q.rows * q.cols, '\0');
         for (size_t row = 0; row < q.rows; ++row)
           unpack_row(&q.packed[row * q.packed_row_bytes], q.cols, q.spec.bits, reinterpret_cast<uint8_t*>(&s[row * q.cols]));
-        return s;
+        return own(std::move(s));
       }
       case OnnxPiece::Scales:
       case OnnxPiece::Zeros: {
         const QuantizedTensor& q = r.quantized;
         const bool scales = o.piece == OnnxPiece::Scales;
         if (!nbits) {
-          if (q.spec.fp16) return bytes(scales ? q.scales_f16 : q.zeros_f16);
-          return bytes(scales ? q.scales : q.zeros);
+          if (q.spec.fp16) return view(scales ? q.scales_f16 : q.zeros_f16);
+          return view(scales ? q.scales : q.zeros);
         }
         prepare_nbits(q);
-        return bytes(scales ? nb_scales_ : nb_zeros_);
+        return view(scales ? nb_scales_ : nb_zeros_);
       }
-      case OnnxPiece::Verbatim: return o.constant;
+      case OnnxPiece::Verbatim: return view(o.constant.data(), o.constant.size());
     }
     return {};
-  }
-
-  template <typename T>
-  static std::string bytes(const std::vector<T>& v) {
-    return std::string(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
   }
 
   // MatMulNBits' f32 scales and zero points of q, once per tensor: the f16 halves

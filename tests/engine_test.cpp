@@ -445,6 +445,100 @@ TEST(Metrics, ExactReconstructionHasInfiniteSnr) {
   EXPECT_DOUBLE_EQ(m2.max_abs, 1.0);
 }
 
+// A source stored transposed (ONNX MatMul's [K, N], quantized as [N, K]) is transposed
+// one row tile at a time: the codes, parameters, per-row error sums and the non-finite
+// message are those of quantizing the transposed matrix itself, for every scheme, for
+// the paths that need the whole tensor (MNN's flush, HQQ's lockstep solver), for every
+// dtype, with several tiles and a tail, on 1 and 3 threads.
+TEST(Quantize, TransposedSourceGivesTheBytesOfTheTransposedMatrix) {
+  const size_t K = 128, N = 2600;  // listed [N, K]: many row tiles, the last one short
+  for (DType dt : {DType::F32, DType::F16, DType::BF16}) {
+    std::vector<float> f = normal(K * N, 0.02f, 11);
+    f[5] = 1e-40f;  // a subnormal for MNN's flush
+    f[7] = -0.0f;
+    std::vector<uint16_t> h(K * N);
+    const size_t es = dtype_size(dt);
+    const void* stored = f.data();
+    if (dt != DType::F32) {
+      if (dt == DType::F16) kernels_for(Isa::Scalar)->narrow_f16(f.data(), h.data(), h.size());
+      else
+        for (size_t i = 0; i < f.size(); ++i) {
+          uint32_t u;
+          std::memcpy(&u, &f[i], 4);
+          h[i] = uint16_t(u >> 16);
+        }
+      stored = h.data();
+    }
+    std::vector<uint8_t> listed(K * N * es);  // [N, K]
+    for (size_t k = 0; k < K; ++k)
+      for (size_t n = 0; n < N; ++n)
+        std::memcpy(&listed[(n * K + k) * es], static_cast<const uint8_t*>(stored) + (k * N + n) * es, es);
+    TensorView lv;
+    lv.name = "mm.weight";
+    lv.shape = {int64_t(N), int64_t(K)};
+    lv.dtype = dt;
+    lv.data = listed.data();
+    lv.nbytes = listed.size();
+    TensorView sv = lv;
+    sv.data = stored;
+    auto spec = [](int bits, int64_t block, bool asym, bool hqq, bool flush, bool fp16, HqqStop stop) {
+      QuantSpec s;
+      s.bits = bits;
+      s.block = block;
+      s.asym = asym || hqq;
+      s.hqq = hqq;
+      s.mnn_flush = flush;
+      s.fp16 = fp16;
+      s.hqq_opts.stop = stop;
+      return s;
+    };
+    for (const QuantSpec& s : {spec(4, 64, false, false, false, false, HqqStop::Block),
+                               spec(3, 32, true, false, false, true, HqqStop::Block),
+                               spec(4, 64, true, true, false, false, HqqStop::Block),
+                               spec(2, 128, true, true, false, false, HqqStop::Tensor),
+                               spec(8, 0, false, false, true, false, HqqStop::Block)}) {
+      SCOPED_TRACE(s.describe() + " " + dtype_name(dt));
+      const size_t block = s.block ? size_t(s.block) : K;
+      for (int threads : {1, 3}) {
+        Scheduler sched(threads);
+        std::vector<ErrorSums> ra, rb;
+        QuantizedTensor a, b;
+        sched.run([&] {
+          a = quantize_tensor(lv, s, block, nullptr, &ra);
+          b = quantize_tensor(RowSource::transposed_of(sv), s, block, nullptr, &rb);
+        });
+        EXPECT_EQ(a.packed, b.packed);
+        ASSERT_EQ(a.scales.size(), b.scales.size());
+        EXPECT_EQ(std::memcmp(a.scales.data(), b.scales.data(), a.scales.size() * 4), 0);
+        ASSERT_EQ(a.zeros.size(), b.zeros.size());
+        EXPECT_EQ(std::memcmp(a.zeros.data(), b.zeros.data(), a.zeros.size() * 4), 0);
+        EXPECT_EQ(a.scales_f16, b.scales_f16);
+        ASSERT_EQ(ra.size(), rb.size());
+        EXPECT_EQ(std::memcmp(ra.data(), rb.data(), ra.size() * sizeof(ErrorSums)), 0);
+      }
+    }
+  }
+  // A NaN at listed row 2000, column 9 (stored row 9, column 2000), in a later tile.
+  std::vector<float> f = normal(K * N, 0.02f, 12);
+  f[9 * N + 2000] = NAN;
+  TensorView sv;
+  sv.name = "mm.weight";
+  sv.shape = {int64_t(N), int64_t(K)};
+  sv.data = f.data();
+  sv.nbytes = f.size() * 4;
+  for (bool hqq : {false, true}) {
+    QuantSpec s;
+    s.hqq = s.asym = hqq;
+    try {
+      quantize_tensor(RowSource::transposed_of(sv), s, 64);
+      FAIL() << "NaN accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("mm.weight: non-finite weight (NaN or Inf) at row 2000, column 9"),
+                std::string::npos) << e.what();
+    }
+  }
+}
+
 // Output bytes depend on neither the number of threads nor the ISA.
 class Determinism : public ::testing::TestWithParam<Isa> {};
 

@@ -14,6 +14,8 @@
 #include "io/gguf_reader.h"
 #include "io/model_reader.h"
 #include "io/safetensors_reader.h"
+#include "io/scratch_pool.h"
+#include "engine/transpose.h"
 #include "tests/test_support.h"
 
 namespace wq {
@@ -427,6 +429,69 @@ TEST(ModelReader, UnknownContentIsAnError) {
   expect_error(d.file("x.bin"), "unrecognised content");
   write_bytes(d.file("empty.safetensors"), {});
   expect_error(d.file("empty.safetensors"), "");
+}
+
+// transpose_2d moves bits: against the element-by-element definition, for 2- and 4-byte
+// elements, at sizes that leave tails in both the 256-wide macro tiles and the 4 x 4 /
+// 8 x 8 register tiles, from a misaligned source, with NaN payloads and signed zeros.
+TEST(Transpose2d, EqualsTheDefinitionAtEveryTailAndAlignment) {
+  uint64_t state = 0x9E3779B97F4A7C15ull;
+  auto next = [&] {
+    state ^= state << 13, state ^= state >> 7, state ^= state << 17;
+    return state;
+  };
+  for (size_t es : {size_t(2), size_t(4)}) {
+    for (size_t rows : {1, 3, 4, 7, 8, 9, 17, 255, 256, 257, 300}) {
+      for (size_t cols : {1, 2, 5, 8, 15, 16, 33, 256, 261}) {
+        std::vector<uint8_t> src(rows * cols * es + 1);
+        for (auto& b : src) b = uint8_t(next());
+        if (es == 4) {  // a NaN with payload and a negative zero among the random bits
+          const uint32_t nan = 0x7FA00001u, nzero = 0x80000000u;
+          std::memcpy(&src[1], &nan, 4);
+          if (rows * cols > 1) std::memcpy(&src[1 + 4 * (rows * cols - 1)], &nzero, 4);
+        }
+        const uint8_t* s = src.data() + 1;  // misaligned, as an embedded raw_data can be
+        std::vector<uint8_t> want(rows * cols * es), got(rows * cols * es, 0xAB);
+        for (size_t r = 0; r < rows; ++r)
+          for (size_t c = 0; c < cols; ++c) std::memcpy(&want[(c * rows + r) * es], s + (r * cols + c) * es, es);
+        transpose_2d(s, rows, cols, es, got.data());
+        ASSERT_EQ(got, want) << "elem " << es << " rows " << rows << " cols " << cols;
+      }
+    }
+  }
+}
+
+TEST(ScratchPool, BuffersAreWritableAlignedAndReusedWithinTheBudget) {
+  for (size_t n : {size_t(0), size_t(1), size_t(4096), size_t(3) << 20}) {
+    ScratchBytes b = ScratchBytes::make(n);
+    EXPECT_EQ(b.size, n);
+    if (n == 0) continue;
+    ASSERT_NE(b.data(), nullptr);
+    std::memset(b.data(), 0x5A, n);
+    EXPECT_EQ(b.data()[n - 1], 0x5A);
+    if (n >= (size_t(2) << 20)) {
+      EXPECT_EQ(reinterpret_cast<uintptr_t>(b.data()) % (size_t(2) << 20), 0u);
+    }
+  }
+  const size_t MiB = size_t(1) << 20;
+  ScratchPool pool(10 * MiB);
+  ScratchBytes a = pool.take(4 * MiB);
+  const uint8_t* pa = a.data();
+  pool.give(std::move(a));
+  EXPECT_EQ(pool.kept_bytes(), 4 * MiB);
+  ScratchBytes again = pool.take(3 * MiB);  // fits: the same memory comes back
+  EXPECT_EQ(again.data(), pa);
+  EXPECT_EQ(again.size, 3 * MiB);
+  EXPECT_EQ(pool.kept_bytes(), 0u);
+  pool.give(std::move(again));
+  ScratchBytes small = pool.take(64 * 1024);  // far smaller: not pinned to a 4 MiB buffer
+  EXPECT_NE(small.data(), pa);
+  ScratchBytes big = pool.take(6 * MiB), big2 = pool.take(6 * MiB);
+  pool.give(std::move(big));
+  pool.give(std::move(big2));  // 4 + 6 + 6 MiB: over the budget, a largest one goes
+  EXPECT_LE(pool.kept_bytes(), 10 * MiB);
+  pool.give(ScratchBytes::make(11 * MiB));  // larger than the whole budget: not kept
+  EXPECT_LE(pool.kept_bytes(), 10 * MiB);
 }
 
 }  // namespace
