@@ -73,7 +73,7 @@ struct Bound {
   std::string pos[4];  // the positional arguments of the command, in order
   std::string output_tensor_type, token_embedding_type, imatrix;
   std::vector<std::string> include_weights, exclude_weights, tensor_types;
-  bool pure = false, leave_output = false, allow_requantize = false;
+  bool pure = false, leave_output = false, allow_requantize = false, keep_split = false;
   int threads = 0;
   bool quiet = false, verbose = false, json = false;
   bool dry_run = false, force = false, external_data = false;
@@ -191,6 +191,9 @@ void build(Options& o, Bound& b) {
   q->add_flag("--allow-requantize", b.allow_requantize,
               "GGUF: tensors already in llama.cpp blocks are dequantized and quantized again where the type "
               "changes (refused otherwise, as llama-quantize refuses it); loses more than quantizing the float model");
+  q->add_flag("--keep-split", b.keep_split,
+              "GGUF: a split IN (PREFIX-00001-of-0000N.gguf) gives N files OUT-0000K-of-0000N.gguf (OUT without "
+              ".gguf), shard K holding IN's shard K's tensors, with llama.cpp's split.* keys: llama-quantize's option");
   o.imatrix = q->add_option("--imatrix", b.imatrix,
                             "GGUF: importance matrix of llama-imatrix (legacy .dat or GGUF), used as llama-quantize uses it")
                   ->type_name("FILE");
@@ -455,6 +458,7 @@ void fill_quantize(const Options& o, const Bound& b, const MnnNormalised& norm, 
     a.gguf.tensor_types.emplace_back(pattern, ggml_type_option(text.substr(eq + 1), "--tensor-type"));
   }
   a.gguf.leave_output = b.leave_output;
+  a.gguf.keep_split = b.keep_split;
   if (o.params->count()) {
     a.params_file = b.params;
     if (a.params_file.empty()) throw usage("--params: expected a file name");

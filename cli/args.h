@@ -40,9 +40,10 @@ struct GgufArgs {
   std::vector<std::string> exclude_weights; // --exclude-weights: imatrix entries dropped
   bool allow_requantize = false;            // --allow-requantize
   std::vector<std::pair<std::string, GgmlType>> tensor_types;  // --tensor-type PATTERN=TYPE, in order
+  bool keep_split = false;                  // --keep-split: one output file a shard of IN
   bool any_option() const {
     return pure || leave_output || output_type || token_embd_type || !imatrix.empty() || allow_requantize ||
-           !tensor_types.empty();
+           !tensor_types.empty() || keep_split;
   }
 };
 

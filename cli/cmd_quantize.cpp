@@ -16,6 +16,7 @@
 #include "engine/gguf_mix.h"
 #include "io/gguf_hparams.h"
 #include "io/gguf_reader.h"
+#include "io/gguf_writer.h"
 #include "io/gguf_writer_keys.h"
 #include "io/imatrix.h"
 #include "io/model_reader.h"
@@ -49,6 +50,7 @@ WriterOptions writer_options(const QuantizeArgs& a, const GgufOutputKeys& gguf_k
 
 OutputFormat output_format(const QuantizeArgs& a) {
   if (a.format) return *a.format;
+  if (a.gguf.keep_split) return OutputFormat::Gguf;  // OUT is a shard prefix, perhaps without .gguf
   try {
     return format_from_path(a.output);
   } catch (const Error& e) {
@@ -72,6 +74,10 @@ struct Setup {
   MixModel model;
   GgufOutputKeys gguf_keys;
   Imatrix imatrix;  // --imatrix, after --include-weights / --exclude-weights
+  // The files written: OUT, or with --keep-split the shards PREFIX-0000K-of-0000N.gguf.
+  std::vector<std::string> outputs;
+  std::string split_prefix;       // --keep-split: PREFIX
+  std::vector<size_t> gguf_order;  // --keep-split: the input files' tensor order
 };
 
 // The mix of a GGUF run: --type / TYPE when it names a mix of K types or floats (its
@@ -123,6 +129,29 @@ void check_params_path(const QuantizeArgs& a, const Setup& s) {
   }
 }
 
+// --keep-split (llama-quantize's): the shards to write, one an input shard, checked as OUT
+// is; the tensors in the input files' order, which llama-quantize then visits them in.
+void keep_split(const QuantizeArgs& a, const GgufReader& g, Setup& s, Console& con) {
+  s.split_prefix = keep_split_prefix(a.output);
+  s.outputs = gguf_split_outputs(s.split_prefix, g);
+  if (g.shard_count() == 1) {
+    con.note(a.input + " is not split: --keep-split writes it as one shard, " + s.outputs[0] +
+             ", with its tensors in file order (as llama-quantize does)");
+  }
+  for (const std::string& out : s.outputs) {
+    if (!a.dry_run) check_output_path(out, s.inputs, a.force);
+    if (!a.params_file.empty() && (fs::weakly_canonical(a.params_file) == fs::weakly_canonical(out) || same_file(a.params_file, out))) {
+      throw Error(a.params_file + ": the params file and the output shard " + out + " are the same file", ErrorKind::Usage);
+    }
+  }
+  s.gguf_order = gguf_file_order(g);
+}
+
+// OUT as the messages name it: OUT, or the first and last shard.
+std::string output_label(const Setup& s) {
+  return s.outputs.size() == 1 ? s.outputs[0] : s.outputs.front() + " ... " + s.outputs.back();
+}
+
 Setup prepare(const QuantizeArgs& a, Console& con) {
   Setup s;
   s.format = output_format(a);
@@ -157,7 +186,8 @@ Setup prepare(const QuantizeArgs& a, Console& con) {
   }
   // Files the reader found it reads (ONNX external data) are inputs too.
   for (const std::string& f : s.reader->data_files()) s.inputs.push_back(f);
-  if (!a.dry_run) check_output_path(a.output, s.inputs, a.force);
+  if (!a.dry_run && !a.gguf.keep_split) check_output_path(a.output, s.inputs, a.force);
+  s.outputs = {a.output};
   if (!a.dry_run && s.format == OutputFormat::Onnx) check_output_path(a.output + ".data", s.inputs, a.force);
   // The params file to write must be writable too, before any work: it is written before
   // OUT is committed, so a run never ends with OUT in place but its parameters lost.
@@ -173,8 +203,9 @@ Setup prepare(const QuantizeArgs& a, Console& con) {
     const auto* g = dynamic_cast<const GgufReader*>(s.reader.get());
     if (!g) throw Error(a.input + ": not read as GGUF", ErrorKind::Internal);
     s.model = gguf_mix_model(g->metadata(), a.input);
+    if (a.gguf.keep_split) keep_split(a, *g, s, con);
   } else if (a.said.mix || a.gguf.any_option()) {
-    throw Error(std::string(!a.said.mix ? "--pure, --leave-output-tensor and the tensor type options apply"
+    throw Error(std::string(!a.said.mix ? "--pure, --leave-output-tensor, --keep-split and the tensor type options apply"
                                         : "--type applies") +
                     " to GGUF output only; OUT is " + format_name(s.format),
                 ErrorKind::Usage);
@@ -190,6 +221,7 @@ Setup prepare(const QuantizeArgs& a, Console& con) {
     po.gguf_model = &s.model;
     po.imatrix = &s.imatrix.entries;
     po.allow_requantize = a.gguf.allow_requantize;
+    if (a.gguf.keep_split) po.gguf_order = &s.gguf_order;
   }
   if (s.eff.keep_float) {
     TensorRule all;
@@ -215,7 +247,12 @@ Setup prepare(const QuantizeArgs& a, Console& con) {
     con.warn("--allow-requantize: " + std::to_string(requantized) + " tensors already in llama.cpp blocks are "
              "dequantized and quantized again, which loses more than quantizing the float model");
   }
-  s.planned_bytes = naming_file(a.output, {a.output}, [&] { return planned_output_bytes(s.plan, infos, s.format, *s.reader, writer_options(a, s.gguf_keys)); });
+  std::vector<std::string> known = s.outputs;
+  known.insert(known.end(), s.inputs.begin(), s.inputs.end());
+  s.planned_bytes = naming_file(a.output, known, [&] {
+    return a.gguf.keep_split ? gguf_split_planned_bytes(s.split_prefix, s.plan, *s.reader, s.gguf_keys)
+                             : planned_output_bytes(s.plan, infos, s.format, *s.reader, writer_options(a, s.gguf_keys));
+  });
   return s;
 }
 
@@ -257,6 +294,7 @@ int dry_run(const QuantizeArgs& a, const Setup& s, Console& con) {
                 {"dry_run", true},
                 {"input", a.input},
                 {"output", a.output},
+                {"outputs", s.outputs},
                 {"format", format_name(s.format)},
                 {"input_bytes", in_bytes},
                 {"planned_output_bytes", s.planned_bytes},
@@ -267,7 +305,7 @@ int dry_run(const QuantizeArgs& a, const Setup& s, Console& con) {
   } else if (con.human()) {
     print_plan(s);
     std::printf("dry run: %s (%s) -> %s (%s): exactly %s (%llu bytes), ratio %sx; nothing written\n", a.input.c_str(),
-                format_bytes(in_bytes).c_str(), a.output.c_str(), format_name(s.format),
+                format_bytes(in_bytes).c_str(), output_label(s).c_str(), format_name(s.format),
                 format_bytes(s.planned_bytes).c_str(), static_cast<unsigned long long>(s.planned_bytes),
                 format_fixed(s.planned_bytes ? double(in_bytes) / double(s.planned_bytes) : 0.0, 2).c_str());
   }
@@ -316,6 +354,7 @@ void print_summary(const QuantizeArgs& a, const Setup& s, const RunResult& r, Is
     json doc = {{"command", "quantize"},
                 {"input", a.input},
                 {"output", a.output},
+                {"outputs", s.outputs},
                 {"input_format", s.reader->format()},
                 {"format", format_name(s.format)},
                 {"input_bytes", in_bytes},
@@ -351,7 +390,7 @@ void print_summary(const QuantizeArgs& a, const Setup& s, const RunResult& r, Is
                   t.has_error ? format_fixed(t.error.snr_db, 1).c_str() : "-");
     }
   }
-  std::printf("quantized %s -> %s: %zu tensors (%zu quantized, %zu kept)\n", a.input.c_str(), a.output.c_str(),
+  std::printf("quantized %s -> %s: %zu tensors (%zu quantized, %zu kept)\n", a.input.c_str(), output_label(s).c_str(),
               st.tensors.size(), quantized, kept);
   std::printf("  size        %s -> %s (%s), ratio %sx\n", format_bytes(in_bytes).c_str(),
               format_bytes(r.output_bytes).c_str(), format_name(s.format),
@@ -387,11 +426,13 @@ int run_quantize(const QuantizeArgs& a, Console& con) {
   set_signal_input(a.input);
   Setup s = prepare(a, con);
   if (a.dry_run) return dry_run(a, s, con);
-  check_free_space(a.output, s.planned_bytes);
+  check_free_space(s.outputs.front(), s.planned_bytes);
 
   Scheduler sched(a.run.threads);
   con.detail(std::string("isa ") + isa_name(isa) + ", " + std::to_string(sched.threads()) + " threads");
-  std::unique_ptr<ModelWriter> writer = make_writer(a.output, s.format, s.plan, *s.reader, writer_options(a, s.gguf_keys));
+  std::unique_ptr<ModelWriter> writer =
+      a.gguf.keep_split ? make_gguf_split_writer(s.split_prefix, s.plan, *s.reader, s.gguf_keys)
+                        : make_writer(a.output, s.format, s.plan, *s.reader, writer_options(a, s.gguf_keys));
   RunResult r;
   r.threads = sched.threads();
   {
@@ -401,7 +442,7 @@ int run_quantize(const QuantizeArgs& a, Console& con) {
     opts.compute_error = !a.no_metrics;
     opts.read_ahead = read_ahead_from_env();
     std::vector<std::string> files = s.inputs;
-    files.push_back(a.output);
+    files.insert(files.end(), s.outputs.begin(), s.outputs.end());
     naming_file(a.input, files, [&] {
       sched.run([&] { r.stats = run_pipeline(s.plan, s.reader->tensors(), *s.reader, *writer, opts); });
     });
@@ -415,7 +456,7 @@ int run_quantize(const QuantizeArgs& a, Console& con) {
       throw;
     }
   }
-  r.output_bytes = total_file_bytes({a.output});
+  r.output_bytes = total_file_bytes(s.outputs);
   r.weights = quantized_weights(s.plan);
   if (!s.params_to_write.empty()) {
     con.note("wrote the parameters used to " + s.params_to_write + ": edit them and rerun with --params " +

@@ -95,8 +95,11 @@ it, in llama-quantize's tensor order and key order: the same file. llama-quantiz
 works too: wquant quantize [options] IN OUT TYPE [THREADS], with --pure,
 --leave-output-tensor, --output-tensor-type T, --token-embedding-type T, --tensor-type
 PATTERN=T, --imatrix FILE (llama-imatrix's .dat or GGUF; --include-weights /
---exclude-weights NAME pick its entries), --allow-requantize. Where llama-quantize aborts
-(a row no block of a legacy type fits) the tensor stays float, with a note.
+--exclude-weights NAME pick its entries), --allow-requantize, --keep-split (a split IN,
+PREFIX-00001-of-0000N.gguf, gives OUT-00001-of-0000N.gguf ... with OUT's .gguf dropped, one
+file an input shard, with llama.cpp's split.* keys; an IN that is not split gives
+OUT-00001-of-00001.gguf). Where llama-quantize aborts (a row no block of a legacy type
+fits) the tensor stays float, with a note.
 
 ONNX output (.onnx, needs an ONNX input, whose graph is rewritten): MatMul weights become
 com.microsoft MatMulNBits (2 and 4 bits, 8 bits symmetric; power-of-two blocks >= 16),

@@ -104,6 +104,24 @@ void check_output_path(const std::string& out, const std::vector<std::string>& i
   }
 }
 
+std::string keep_split_prefix(const std::string& out) {
+  const std::string suffix = ".gguf";
+  std::string prefix = out;
+  if (out.size() >= suffix.size() && out.compare(out.size() - suffix.size(), suffix.size(), suffix) == 0) {
+    prefix.resize(out.size() - suffix.size());
+  } else if (out.find(suffix) != std::string::npos) {
+    throw Error(out + ": with --keep-split OUT is PREFIX or PREFIX.gguf (shards PREFIX-00001-of-0000N.gguf ...); "
+                      "llama-quantize would cut the last 5 characters off this name",
+                ErrorKind::Usage);
+  }
+  if (prefix.empty() || prefix.back() == '/') {
+    throw Error(out + ": with --keep-split OUT is PREFIX or PREFIX.gguf, and PREFIX must name a file (shards "
+                      "PREFIX-00001-of-0000N.gguf ...)",
+                ErrorKind::Usage);
+  }
+  return prefix;
+}
+
 void check_free_space(const std::string& out, uint64_t bytes) {
   struct statvfs vfs;
   // Unknown (or a pseudo file system such as /proc, which reports no blocks at all): the

@@ -20,6 +20,12 @@ std::vector<std::string> input_files(const std::string& in);
 //   - OUT's directory does not exist, is not a directory, or cannot be written.
 void check_output_path(const std::string& out, const std::vector<std::string>& inputs, bool force);
 
+// The shard prefix llama-quantize --keep-split makes of OUT: OUT without a final ".gguf"
+// (the shards are PREFIX-0000K-of-0000N.gguf). llama-quantize cuts OUT's last five
+// characters whenever ".gguf" appears anywhere in it; a name with ".gguf" elsewhere than at
+// its end, and one that leaves no file name, throw Error (Usage) naming OUT instead.
+std::string keep_split_prefix(const std::string& out);
+
 // Throws Error (Output) when the file system of OUT's directory has fewer than `bytes`
 // bytes available (the temporary file needs all of them before the rename).
 void check_free_space(const std::string& out, uint64_t bytes);

@@ -84,9 +84,11 @@ std::vector<size_t> llama_tensor_order(const std::vector<TensorInfo>& tensors);
 // dimensions, not norms, gating inputs, position tables and the other exceptions).
 bool llama_quantizes(const TensorInfo& t, bool leave_output);
 
-// The choice for every tensor, `tensors` in llama_tensor_order. Throws Error for a model
-// whose attention tensors do not match its layer count (llama-quantize asserts), an MoE
-// tensor name without a layer, or a --tensor-type pattern that is not a regex.
+// The choice for every tensor, `tensors` in the order llama-quantize visits them
+// (llama_tensor_order; with --keep-split the files' order, io/gguf_reader.h
+// gguf_file_order). Throws Error for a model whose attention tensors do not match its
+// layer count (llama-quantize asserts), an MoE tensor name without a layer, or a
+// --tensor-type pattern that is not a regex.
 std::vector<MixChoice> choose_mix_types(const std::vector<TensorInfo>& tensors, const MixModel& model,
                                         const MixOptions& opts);
 

@@ -98,6 +98,11 @@ struct PlanOptions {
   // GGUF output: tensors already in llama.cpp blocks that the mix gives another type are
   // dequantized and quantized again (llama-quantize's --allow-requantize); else refused.
   bool allow_requantize = false;
+  // GGUF output: the order llama-quantize visits the tensors in (indices into `tensors`,
+  // each once), which is also the plan's order and, through the position counters of the
+  // mixes (the i-th attn_v / ffn_down), decides types. Unset: llama_tensor_order (by layer,
+  // then name); --keep-split sets the files' order (io/gguf_reader.h gguf_file_order).
+  const std::vector<size_t>* gguf_order = nullptr;
 };
 
 // Glob match: * any run, ? one char, [abc] / [a-z] / [!a] a class. Whole-name match.
@@ -109,7 +114,7 @@ bool glob_match(const std::string& pattern, const std::string& name);
 bool is_quantizable_weight(const TensorInfo& t);
 
 // Builds the plan. Every tensor of `tensors` appears once, in file order (GGUF output: in
-// llama-quantize's order, engine/gguf_mix.h llama_tensor_order). Throws Error
+// llama-quantize's order, engine/gguf_mix.h llama_tensor_order, or opts.gguf_order). Throws Error
 // for a bad spec in the defaults or a rule (naming the rule's pattern). Notes (fallbacks
 // such as a block that does not divide a row, or a GGUF tensor kept in a wider type)
 // are in each entry's `note`.

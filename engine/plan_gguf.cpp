@@ -52,10 +52,15 @@ std::vector<TensorPlan> make_gguf_plan(const std::vector<TensorInfo>& tensors, c
   }
   mix.has_imatrix = opts.imatrix && !opts.imatrix->empty();  // llama-quantize: entries left after the filters
   const MixModel model = opts.gguf_model ? *opts.gguf_model : mix_model_from_names(tensors);
-  const std::vector<size_t> order = llama_tensor_order(tensors);
+  const std::vector<size_t> order = opts.gguf_order ? *opts.gguf_order : llama_tensor_order(tensors);
+  if (order.size() != tensors.size()) {
+    throw Error("GGUF tensor order of " + std::to_string(order.size()) + " entries for " +
+                    std::to_string(tensors.size()) + " tensors",
+                ErrorKind::Internal);
+  }
   std::vector<TensorInfo> sorted;
   sorted.reserve(order.size());
-  for (size_t i : order) sorted.push_back(tensors[i]);
+  for (size_t i : order) sorted.push_back(tensors.at(i));
   const std::vector<MixChoice> choices = choose_mix_types(sorted, model, mix);
 
   std::vector<TensorPlan> plan;

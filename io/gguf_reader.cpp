@@ -171,6 +171,7 @@ class GgufReaderImpl final : public GgufReader {
     return file_.span(e.offset, e.info.nbytes, e.info.name);
   }
   void release(size_t i) override { file_.release(at(i).offset, at(i).info.nbytes); }
+  uint64_t data_offset(size_t i) const override { return at(i).offset; }
 
  private:
   const Entry& at(size_t i) const {
@@ -221,5 +222,16 @@ class GgufReaderImpl final : public GgufReader {
 }  // namespace
 
 std::unique_ptr<GgufReader> open_gguf(const std::string& path) { return std::make_unique<GgufReaderImpl>(path); }
+
+std::vector<size_t> gguf_file_order(const GgufReader& r) {
+  std::vector<size_t> order(r.tensors().size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  // Stable: tensors of no bytes may share an offset; they keep the header's order.
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    const uint32_t sa = r.shard(a), sb = r.shard(b);
+    return sa != sb ? sa < sb : r.data_offset(a) < r.data_offset(b);
+  });
+  return order;
+}
 
 }  // namespace wq

@@ -30,7 +30,18 @@ class GgufReader : public ModelReader {
   virtual const GgufMetadata& metadata() const = 0;
   // The ggml type id of tensor i.
   virtual uint32_t ggml_type(size_t i) const = 0;
+  // Where tensor i's data lies: its shard (0 for a single file; gguf_split_reader.h) and
+  // its absolute offset in that shard's file.
+  virtual uint32_t shard(size_t i) const { return (void)i, 0; }
+  virtual uint64_t data_offset(size_t i) const = 0;
+  // The files of the model: 1 (path()) unless split.
+  virtual uint32_t shard_count() const { return 1; }
+  virtual const std::string& shard_path(uint32_t s) const { return (void)s, path(); }
 };
+
+// The tensors in the order their data lies: by shard, then by offset in the shard's file
+// (llama-quantize --keep-split visits them so). Indices into tensors().
+std::vector<size_t> gguf_file_order(const GgufReader& r);
 
 // Throws Error naming the file and the key or tensor for anything malformed.
 std::unique_ptr<GgufReader> open_gguf(const std::string& path);

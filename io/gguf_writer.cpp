@@ -1,9 +1,13 @@
 #include "io/gguf_writer.h"
 
+#include <sys/stat.h>
+
+#include <cstdio>
 #include <cstring>
 
 #include "engine/error.h"
 #include "io/gguf_format.h"
+#include "io/gguf_split_reader.h"
 #include "io/output_file.h"
 #include "kernels/ggml_types.h"
 
@@ -131,10 +135,16 @@ class GgufWriter final : public ModelWriter {
   }
 
   void commit() override {
-    if (next_ != tensors_.size())
-      throw Error(out_.path() + ": " + std::to_string(tensors_.size() - next_) + " tensors were not written", ErrorKind::Internal);
+    finish();
     out_.commit();
   }
+  // Complete but not yet under its final name (OutputFile::finish).
+  void finish() {
+    if (next_ != tensors_.size())
+      throw Error(out_.path() + ": " + std::to_string(tensors_.size() - next_) + " tensors were not written", ErrorKind::Internal);
+    out_.finish();
+  }
+  bool full() const { return next_ == tensors_.size(); }
   uint64_t bytes_written() const override { return out_.offset(); }
   const std::string& temp_path() const override { return out_.temp_path(); }
 
@@ -214,6 +224,130 @@ GgufKV scalar_array(const std::string& key, GgufValueType et, const std::vector<
   return make_kv(key, GgufValueType::Array, std::move(b));
 }
 
+// llama-quantize --keep-split (llama_model_quantize_impl): output shard k holds the plan
+// entries of the tensors that source shard k holds. The first shard has the metadata of a
+// single-file output, the others none (a fresh gguf_context: alignment 32, whatever
+// general.alignment says); each then gets split.no (u16), split.count (u16) and
+// split.tensors.count (i32, all shards' tensors) appended, unless there is one shard.
+constexpr uint32_t kGgufDefaultAlignment = 32;  // GGUF_DEFAULT_ALIGNMENT
+
+struct Shard {
+  std::string path;
+  std::vector<TensorPlan> plan;
+  std::vector<GgufKV> kvs;
+  uint32_t alignment = kGgufDefaultAlignment;
+};
+
+std::vector<Shard> split_shards(const std::string& prefix, const std::vector<TensorPlan>& plan, const GgufReader& g,
+                                const GgufOutputKeys& keys) {
+  const uint32_t n = g.shard_count();
+  if (n > 65535) throw Error(g.path() + ": " + std::to_string(n) + " shards; GGUF's split.count holds at most 65535", ErrorKind::Usage);
+  std::vector<Shard> shards(n);
+  uint32_t last = 0;
+  for (const TensorPlan& p : plan) {
+    const uint32_t s = g.shard(p.source_index);
+    if (s < last) throw Error(p.name + ": planned after a tensor of a later shard", ErrorKind::Internal);
+    last = s;
+    shards[s].plan.push_back(p);
+  }
+  // llama-quantize counts the shards from the last that holds a tensor and has no output
+  // for a shard without one (it crashes on one in the middle); the first may be empty
+  // (gguf-split --no-tensor-first-split): its output then holds the metadata alone.
+  for (uint32_t s = 1; s < n; ++s) {
+    if (shards[s].plan.empty()) {
+      throw Error(g.shard_path(s) + ": this shard holds no tensors; --keep-split writes one output a shard and "
+                                    "llama-quantize cannot write this one either (join the shards, or drop --keep-split)",
+                  ErrorKind::Usage);
+    }
+  }
+  for (uint32_t s = 0; s < n; ++s) {
+    Shard& sh = shards[s];
+    sh.path = gguf_split_path(prefix, int(s), int(n));
+    if (s == 0) {
+      sh.kvs = output_kvs(g.metadata(), plan, keys);
+      sh.alignment = g.metadata().alignment;  // as the single-file writer
+    } else {
+      sh.alignment = kGgufDefaultAlignment;
+    }
+    if (n > 1) {
+      sh.kvs.push_back(gguf_kv_u16("split.no", uint16_t(s)));
+      sh.kvs.push_back(gguf_kv_u16("split.count", uint16_t(n)));
+      sh.kvs.push_back(gguf_kv_i32("split.tensors.count", int32_t(g.tensors().size())));
+    }
+  }
+  return shards;
+}
+
+// Writes the shards one after another, each into its temporary file; only when the last
+// is complete are they all renamed into place. One shard is open at a time (one write
+// buffer); the finished ones hold only their temporary names.
+class GgufSplitWriter final : public ModelWriter {
+ public:
+  GgufSplitWriter(std::vector<Shard> shards, const GgufReader& g) : shards_(std::move(shards)), types_(source_types(g)), infos_(g.tensors()) {
+    // Which final names may be replaced is decided now, for every shard, as OutputFile
+    // decides it for one file: a shard opened later must not replace a file that
+    // appeared in the meantime.
+    for (const Shard& s : shards_) {
+      struct stat st;
+      existed_.push_back(::lstat(s.path.c_str(), &st) == 0);
+    }
+    open_next();
+  }
+
+  void write(const TensorResult& r) override {
+    while (writers_.back()->full()) {
+      if (writers_.size() == shards_.size()) throw Error(shards_.back().path + ": more tensors than planned", ErrorKind::Internal);
+      open_next();
+    }
+    writers_.back()->write(r);
+  }
+
+  void commit() override {
+    while (writers_.size() < shards_.size()) open_next();
+    writers_.back()->finish();
+    size_t done = 0;
+    try {
+      for (; done < writers_.size(); ++done) writers_[done]->commit();
+    } catch (...) {
+      // No part of a split model under the final names: remove the shards already renamed.
+      for (size_t k = 0; k < done; ++k) std::remove(shards_[k].path.c_str());
+      throw;
+    }
+  }
+  uint64_t bytes_written() const override { return finished_bytes_ + writers_.back()->bytes_written(); }
+  const std::string& temp_path() const override { return writers_.back()->temp_path(); }
+
+  static uint64_t planned_size(const std::vector<Shard>& shards, const std::vector<TensorInfo>& infos,
+                               const std::vector<uint32_t>& types) {
+    uint64_t size = 0;
+    for (const Shard& s : shards) size += GgufWriter::planned_size(s.plan, infos, s.kvs, s.alignment, types);
+    return size;
+  }
+
+ private:
+  void open_next() {
+    if (!writers_.empty()) {
+      writers_.back()->finish();
+      finished_bytes_ += writers_.back()->bytes_written();
+    }
+    const Shard& s = shards_[writers_.size()];
+    struct stat st;
+    if (!existed_[writers_.size()] && ::lstat(s.path.c_str(), &st) == 0) {
+      throw Error(s.path + ": appeared while wquant was writing the shards before it (another run?); it was not "
+                           "replaced (pass --force to replace it)",
+                  ErrorKind::Output);
+    }
+    writers_.push_back(std::make_unique<GgufWriter>(s.path, s.plan, infos_, s.kvs, s.alignment, types_));
+  }
+
+  std::vector<Shard> shards_;
+  std::vector<uint32_t> types_;
+  const std::vector<TensorInfo>& infos_;
+  std::vector<std::unique_ptr<GgufWriter>> writers_;
+  std::vector<bool> existed_;  // the shard's final name was taken when the writer was made
+  uint64_t finished_bytes_ = 0;
+};
+
 }  // namespace
 
 GgufKV gguf_kv_u32(const std::string& key, uint32_t v) {
@@ -273,6 +407,25 @@ std::unique_ptr<ModelWriter> make_gguf_writer(const std::string& path, const std
                                               const std::vector<TensorInfo>& infos, const GgufMetadata& metadata,
                                               const std::vector<uint32_t>& ggml_types) {
   return std::make_unique<GgufWriter>(path, plan, infos, metadata.kvs, metadata.alignment, ggml_types);
+}
+
+std::vector<std::string> gguf_split_outputs(const std::string& prefix, const ModelReader& source) {
+  const GgufReader& g = as_gguf(source);
+  std::vector<std::string> paths;
+  for (uint32_t s = 0; s < g.shard_count(); ++s) paths.push_back(gguf_split_path(prefix, int(s), int(g.shard_count())));
+  return paths;
+}
+
+uint64_t gguf_split_planned_bytes(const std::string& prefix, const std::vector<TensorPlan>& plan, const ModelReader& source,
+                                  const GgufOutputKeys& keys) {
+  const GgufReader& g = as_gguf(source);
+  return GgufSplitWriter::planned_size(split_shards(prefix, plan, g, keys), g.tensors(), source_types(g));
+}
+
+std::unique_ptr<ModelWriter> make_gguf_split_writer(const std::string& prefix, const std::vector<TensorPlan>& plan,
+                                                    const ModelReader& source, const GgufOutputKeys& keys) {
+  const GgufReader& g = as_gguf(source);
+  return std::make_unique<GgufSplitWriter>(split_shards(prefix, plan, g, keys), g);
 }
 
 }  // namespace wq

@@ -24,6 +24,20 @@ uint64_t gguf_planned_bytes(const std::vector<TensorPlan>& plan, const std::vect
 std::unique_ptr<ModelWriter> make_gguf_writer(const std::string& path, const std::vector<TensorPlan>& plan,
                                               const ModelReader& source, const GgufOutputKeys& keys = {});
 
+// llama-quantize --keep-split: one file a shard of the source (io/gguf_split_reader.h),
+// PREFIX-0000K-of-0000N.gguf, shard K holding the plan entries of source shard K's tensors
+// (the plan must list them shard by shard: make_plan with PlanOptions::gguf_order =
+// gguf_file_order), with llama.cpp's split.no / split.count / split.tensors.count keys when
+// N > 1. An unsplit source gives PREFIX-00001-of-00001.gguf, as llama-quantize does. All
+// shards are temporary files until commit() renames them together; a failure there
+// removes those already renamed. Throws Error (Usage) naming the source shard when one
+// but the first holds no tensors.
+std::vector<std::string> gguf_split_outputs(const std::string& prefix, const ModelReader& source);
+uint64_t gguf_split_planned_bytes(const std::string& prefix, const std::vector<TensorPlan>& plan,
+                                  const ModelReader& source, const GgufOutputKeys& keys = {});
+std::unique_ptr<ModelWriter> make_gguf_split_writer(const std::string& prefix, const std::vector<TensorPlan>& plan,
+                                                    const ModelReader& source, const GgufOutputKeys& keys = {});
+
 // For a source without GGUF metadata (the synthetic model generator): `metadata` is
 // written as given, and `ggml_types[i]` gives the
 // type of plan entry i for CopyRaw entries.

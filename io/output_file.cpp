@@ -22,7 +22,9 @@ namespace {
 
 // Live temporary paths, readable from a signal handler: fixed storage, each slot
 // published with an atomic flag after its path is complete.
-constexpr int kSlots = 16;
+// Enough for the shards of a split model (--keep-split), each a temporary file until the
+// last is done: the storage is untouched (and costs no memory) until used.
+constexpr int kSlots = 1024;
 constexpr size_t kPathMax = 4096;
 char g_paths[kSlots][kPathMax];
 std::atomic<bool> g_live[kSlots];
@@ -199,6 +201,7 @@ void OutputFile::flush_buffer(size_t n) {
 
 void OutputFile::write(const void* data, size_t n) {
   if (n == 0) return;  // data may be null then (an empty vector's)
+  if (fd_ < 0) throw Error(path_ + ": written after it was finished", ErrorKind::Internal);
   const auto* p = static_cast<const uint8_t*>(data);
   offset_ += n;
   if (dfd_ < 0) {
@@ -236,6 +239,7 @@ void OutputFile::pad_to(uint64_t alignment) {
 
 void OutputFile::patch(uint64_t at, const void* data, size_t n) {
   if (at + n > offset_) throw Error(path_ + ": patch past the written bytes", ErrorKind::Internal);
+  if (fd_ < 0) throw Error(path_ + ": patched after it was finished", ErrorKind::Internal);
   // Bytes already in the file are rewritten through the page cache (a few header bytes:
   // O_DIRECT would need a whole aligned block); bytes still in the buffer are patched there.
   const auto* p = static_cast<const uint8_t*>(data);
@@ -249,7 +253,8 @@ void OutputFile::patch(uint64_t at, const void* data, size_t n) {
   if (n) std::memcpy(buf_.get() + (at - file_off_), p, n);
 }
 
-void OutputFile::commit() {
+void OutputFile::finish() {
+  if (fd_ < 0) return;  // finished already
   // The aligned bulk of what is left through O_DIRECT, the unaligned tail through the cache.
   if (dfd_ >= 0) flush_buffer(used_ / io_.direct_block * io_.direct_block);
   if (dfd_ >= 0) {
@@ -263,6 +268,11 @@ void OutputFile::commit() {
     fail("close failed", errno);
   }
   fd_ = -1;
+  buf_.reset();
+}
+
+void OutputFile::commit() {
+  finish();
   if (replace_) {
     if (::rename(temp_.c_str(), path_.c_str()) != 0) fail("cannot rename the finished file into place", errno);
   } else if (rename_no_replace(temp_.c_str(), path_.c_str()) != 0) {

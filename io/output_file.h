@@ -57,6 +57,10 @@ class OutputFile {
   // Overwrites bytes already written at [at, at + n) (e.g. a header field known only at
   // the end). at + n must not exceed offset().
   void patch(uint64_t at, const void* data, size_t n);
+  // Flush, fsync and close the temporary file, and free the write buffer, without the
+  // rename: for outputs of several files (GGUF shards) that are renamed together once all
+  // are complete. Nothing may be written or patched after it. commit() does it if needed.
+  void finish();
   // Flush, fsync, rename to the final name. A file at the final name is replaced only if
   // it was there when this OutputFile was created; one that appeared since (a concurrent
   // run) makes commit() throw instead. Throws Error naming the output on failure (and the

@@ -21,6 +21,7 @@
 #include <fstream>
 #include <map>
 #include <random>
+#include <set>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -1747,6 +1748,61 @@ TEST_F(Cli, GgufSplitInputGivesLlamaQuantizesSingleFile) {
   EXPECT_EQ(test::sha256_file(path("a.gguf")), oracle_sha256("split", "Q8_0", {}));
   const Result r = expect(4, {"quantize", prefix + "-00001-of-00003.gguf", prefix + "-00003-of-00003.gguf", "Q8_0", "--force"});
   EXPECT_TRUE(contains(r.err, "-00003-of-00003.gguf")) << r.err;
+}
+
+// llama-quantize's sha256 of shard k (0-based) of a --keep-split run
+// (tests/data/llama_quantize_split_digests.json).
+std::string oracle_shard_sha256(const std::string& fixture, const std::string& mix, size_t k) {
+  std::ifstream f(test::test_data_dir() + "/llama_quantize_split_digests.json");
+  const json doc = json::parse(f);
+  for (const json& r : doc["runs"]) {
+    if (r["fixture"] == fixture && r["mix"] == mix && r["options"].empty() && k < r["shards"].size()) {
+      return r["shards"][k]["sha256"];
+    }
+  }
+  ADD_FAILURE() << "no --keep-split run " << fixture << " " << mix << " shard " << k;
+  return "";
+}
+
+// --keep-split: one output shard an input shard, llama-quantize's files; OUT loses a final
+// .gguf; what llama-quantize cannot do or would mangle is refused before any work.
+TEST_F(Cli, GgufKeepSplitGivesLlamaQuantizesShards) {
+  WQ_REQUIRE_SHARED(stories, kStoriesGguf);
+  const std::string prefix = path("m"), first = prefix + "-00001-of-00003.gguf";
+  test::write_gguf_fixture_split(stories, prefix, 20);
+  expect(0, {"quantize", "--keep-split", first, path("q.gguf"), "Q4_K_M", "-q"});
+  expect(0, {"quantize", first, path("r"), "Q8_0", "2", "--keep-split", "-q"});  // llama-quantize's form, OUT without .gguf
+  for (size_t k = 0; k < 3; ++k) {
+    const std::string tail = "-0000" + std::to_string(k + 1) + "-of-00003.gguf";
+    EXPECT_EQ(test::sha256_file(path("q" + tail)), oracle_shard_sha256("split", "Q4_K_M", k)) << k;
+    EXPECT_EQ(test::sha256_file(path("r" + tail)), oracle_shard_sha256("split", "Q8_0", k)) << k;
+  }
+  EXPECT_FALSE(fs::exists(path("q.gguf")));
+  // An input that is not split: one shard, OUT-00001-of-00001.gguf, tensors in file order.
+  test::write_gguf_fixture(stories, path("fx-192.gguf"));
+  Result r = expect(0, {"quantize", "--keep-split", path("fx-192.gguf"), path("u.gguf"), "Q4_K_M"});
+  EXPECT_TRUE(contains(r.err, "is not split")) << r.err;
+  EXPECT_EQ(test::sha256_file(path("u-00001-of-00001.gguf")), oracle_shard_sha256("192", "Q4_K_M", 0));
+  // An output shard that is an input shard: never overwritten, even with --force.
+  r = expect(4, {"quantize", "--keep-split", first, prefix + ".gguf", "Q8_0", "--force"});
+  EXPECT_TRUE(contains(r.err, first + ": is the input file")) << r.err;
+  // An existing shard without --force.
+  r = expect(4, {"quantize", "--keep-split", first, path("q"), "Q8_0"});
+  EXPECT_TRUE(contains(r.err, path("q-00001-of-00003.gguf") + ": already exists")) << r.err;
+  // ".gguf" inside OUT: llama-quantize would cut OUT's last five characters.
+  r = expect(2, {"quantize", "--keep-split", first, path("x.gguf.d"), "Q8_0"});
+  EXPECT_TRUE(contains(r.err, path("x.gguf.d") + ": with --keep-split")) << r.err;
+  r = expect(2, {"quantize", "--keep-split", first, path("o.wq"), "--format", "wq", "--bits", "4"});
+  EXPECT_TRUE(contains(r.err, "GGUF output only")) << r.err;
+  // Nothing but the finished shards (no temporary files, no shards of refused runs).
+  std::set<std::string> names;
+  for (const auto& e : fs::directory_iterator(path(""))) names.insert(e.path().filename().string());
+  for (const char* n : {"r-00001-of-00003.gguf", "q-00003-of-00003.gguf", "u-00001-of-00001.gguf"}) EXPECT_TRUE(names.count(n)) << n;
+  for (const std::string& n : names) {
+    EXPECT_EQ(n.find("wquant-tmp"), std::string::npos) << n;
+    EXPECT_NE(n.rfind("x.gguf", 0), 0u) << n;
+    EXPECT_NE(n.rfind("o", 0), 0u) << n;
+  }
 }
 
 }  // namespace

@@ -186,14 +186,14 @@ void write_gguf_wide_fixture(const std::string& stories_gguf, const std::string&
   w->commit();
 }
 
-void write_gguf_fixture_split(const std::string& stories_gguf, const std::string& prefix, int per_shard) {
+void write_gguf_fixture_split(const std::string& stories_gguf, const std::string& prefix, int per_shard, bool empty_first) {
   // The 192 fixture first, then its tensors dealt out in file order, gguf-split's way:
   // the first shard keeps every key, the others only the split keys.
   const std::string whole = prefix + ".whole.gguf";
   write_gguf_fixture(stories_gguf, whole);
   auto src = open_gguf(whole);
   const std::vector<TensorInfo>& infos = src->tensors();
-  const int total = int(infos.size()), count = (total + per_shard - 1) / per_shard;
+  const int total = int(infos.size()), first = empty_first ? 1 : 0, count = first + (total + per_shard - 1) / per_shard;
   for (int s = 0; s < count; ++s) {
     GgufMetadata meta;
     if (s == 0) meta = src->metadata();
@@ -202,7 +202,8 @@ void write_gguf_fixture_split(const std::string& stories_gguf, const std::string
     meta.kvs.push_back(gguf_kv_i32("split.tensors.count", total));
     std::vector<TensorInfo> part;
     std::vector<TensorPlan> plan;
-    for (int i = s * per_shard; i < std::min(total, (s + 1) * per_shard); ++i) {
+    const int begin = (s - first) * per_shard;
+    for (int i = std::max(0, begin); s >= first && i < std::min(total, begin + per_shard); ++i) {
       plan.push_back(keep_float_entry(part.size(), infos[size_t(i)]));
       part.push_back(infos[size_t(i)]);
     }
@@ -211,7 +212,7 @@ void write_gguf_fixture_split(const std::string& stories_gguf, const std::string
     auto w = make_gguf_writer(prefix + tail, plan, part, meta, std::vector<uint32_t>(part.size(), kGgmlF32));
     for (size_t k = 0; k < plan.size(); ++k) {
       size_t n;
-      const uint8_t* d = src->raw(size_t(s * per_shard) + k, &n);
+      const uint8_t* d = src->raw(size_t(begin) + k, &n);
       TensorResult r;
       r.plan = &plan[k];
       r.bytes.assign(d, d + n);

@@ -41,7 +41,10 @@ inline WideFixture moe_fixture() {
 
 // The 192 fixture split into shards of `per_shard` tensors as gguf-split lays them out:
 // PREFIX-00001-of-0000N.gguf ... (split.no, split.count, split.tensors.count).
-void write_gguf_fixture_split(const std::string& stories_gguf, const std::string& prefix, int per_shard);
+// `empty_first`: the first shard holds the keys alone, no tensors (gguf-split's
+// --no-tensor-first-split).
+void write_gguf_fixture_split(const std::string& stories_gguf, const std::string& prefix, int per_shard,
+                              bool empty_first = false);
 
 void write_gguf_wide_fixture(const std::string& stories_gguf, const std::string& out_path, const WideFixture& f);
 

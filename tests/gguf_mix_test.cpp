@@ -1,6 +1,7 @@
 // llama-quantize's mixes: per-tensor types, tensor order and whole files, against what
 // llama-quantize (llama.cpp c392e5094) wrote for the fixtures of tests/gguf_fixture.h and
-// for stories260K (tests/data/llama_quantize_mix_digests.json, which names the commands).
+// for stories260K (tests/data/llama_quantize_mix_digests.json, which names the commands),
+// and the shards of its --keep-split (tests/data/llama_quantize_split_digests.json).
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -67,11 +68,13 @@ class Fixtures : public ::testing::Environment {
     if (!stories.empty()) {
       if (which == "stories") {
         p = stories;
-      } else if (which == "split") {
-        const std::string prefix = temp_path("fx-split");
-        test::write_gguf_fixture_split(stories, prefix, 20);
-        for (int k = 0; k < 3; ++k) written().push_back(gguf_split_path(prefix, k, 3));
-        p = gguf_split_path(prefix, 0, 3);
+      } else if (which == "split" || which == "split0") {
+        // split0: a first shard of keys alone (gguf-split --no-tensor-first-split).
+        const std::string prefix = temp_path("fx-" + which);
+        const int n = which == "split" ? 3 : 4;
+        test::write_gguf_fixture_split(stories, prefix, 20, which == "split0");
+        for (int k = 0; k < n; ++k) written().push_back(gguf_split_path(prefix, k, n));
+        p = gguf_split_path(prefix, 0, n);
       } else if (which == "192-Q8_0") {
         p = temp_path("fx-192-Q8_0.gguf");
         quantize_q8_0(path("192"), p);
@@ -222,16 +225,26 @@ Imatrix run_imatrix(const json& run, std::string* as_given) {
   return m;
 }
 
-// Quantizes a fixture as `wquant quantize` does for the run and compares the whole file
-// and every tensor's bytes. Returns false (nothing compared) when the run needs a type
-// wquant has no kernel for.
-bool same_file_as_llama_quantize(const json& run) {
+// A run as `wquant quantize` plans it: the fixture, the plan and llama-quantize's keys.
+struct RunPlan {
+  Model m;
+  std::vector<TensorPlan> plan;
+  GgufOutputKeys keys;
+};
+
+// Null when the run needs a type wquant has no kernel for. `keep_split`: the tensors in the
+// input files' order, as llama-quantize --keep-split takes them.
+std::unique_ptr<RunPlan> plan_run(const json& run, bool keep_split) {
+  auto r = std::make_unique<RunPlan>();
   MixOptions o;
   EXPECT_TRUE(mix_options(run, &o)) << run_name(run);
-  const Model m = open_fixture(run["fixture"]);
-  for (const auto& [name, type] : our_types(m, o)) {
-    const auto t = ggml_type_named(type);
-    if (t && !ggml_type_is_float(*t) && !ggml_block_of_gguf(uint32_t(*t))) return false;
+  r->m = open_fixture(run["fixture"]);
+  const Model& m = r->m;
+  const std::vector<size_t> order = keep_split ? gguf_file_order(*m.reader) : llama_tensor_order(m.reader->tensors());
+  std::vector<TensorInfo> sorted;
+  for (size_t i : order) sorted.push_back(m.reader->tensors()[i]);
+  for (const MixChoice& c : choose_mix_types(sorted, m.hparams, o)) {
+    if (c.quantize && !ggml_type_is_float(c.type) && !ggml_block_of_gguf(uint32_t(c.type))) return nullptr;
   }
   std::string imatrix_as_given;
   const Imatrix im = run_imatrix(run, &imatrix_as_given);
@@ -240,18 +253,28 @@ bool same_file_as_llama_quantize(const json& run) {
   po.gguf_mix = &o;
   po.gguf_model = &m.hparams;
   po.imatrix = &im.entries;
+  po.gguf_order = &order;
   for (const json& a : run["options"]) po.allow_requantize |= a == "--allow-requantize";
-  const std::vector<TensorPlan> plan = make_plan(m.reader->tensors(), po);
-  GgufOutputKeys keys;
-  keys.file_type = o.mix.llama_ftype;
-  keys.extra = imatrix_keys(im, imatrix_as_given);
+  r->plan = make_plan(m.reader->tensors(), po);
+  r->keys.file_type = o.mix.llama_ftype;
+  r->keys.extra = imatrix_keys(im, imatrix_as_given);
+  return r;
+}
+
+void write_plan(const RunPlan& r, ModelWriter& w) {
+  Scheduler s(2);
+  s.run([&] { run_pipeline(r.plan, r.m.reader->tensors(), *r.m.reader, w, PipelineOptions{}); });
+  w.commit();
+}
+
+// Quantizes a fixture as `wquant quantize` does for the run and compares the whole file
+// and every tensor's bytes. Returns false (nothing compared) when the run needs a type
+// wquant has no kernel for.
+bool same_file_as_llama_quantize(const json& run) {
+  const std::unique_ptr<RunPlan> r = plan_run(run, false);
+  if (!r) return false;
   const std::string out = temp_path("out.gguf");
-  {
-    auto w = make_gguf_writer(out, plan, *m.reader, keys);
-    Scheduler s(2);
-    s.run([&] { run_pipeline(plan, m.reader->tensors(), *m.reader, *w, PipelineOptions{}); });
-    w->commit();
-  }
+  write_plan(*r, *make_gguf_writer(out, r->plan, *r->m.reader, r->keys));
   EXPECT_EQ(test::sha256_file(out), run["sha256"].get<std::string>()) << run_name(run);
   auto q = open_gguf(out);
   const json& want = run["tensors"];
@@ -267,6 +290,81 @@ bool same_file_as_llama_quantize(const json& run) {
   q.reset();
   fs::remove(out);
   return true;
+}
+
+const json& split_oracle() {
+  static const json doc = [] {
+    std::ifstream f(test::test_data_dir() + "/llama_quantize_split_digests.json");
+    return f ? json::parse(f) : json();
+  }();
+  return doc;
+}
+
+// --keep-split: wquant's shards for a run of llama_quantize_split_digests.json against
+// llama-quantize's, shard by shard. False (nothing compared) for a type this build lacks.
+bool same_shards_as_llama_quantize(const json& run) {
+  const std::unique_ptr<RunPlan> r = plan_run(run, true);
+  if (!r) return false;
+  const std::string prefix = temp_path("ks");
+  write_plan(*r, *make_gguf_split_writer(prefix, r->plan, *r->m.reader, r->keys));
+  const std::vector<std::string> shards = gguf_split_outputs(prefix, *r->m.reader);
+  const json& want = run["shards"];
+  EXPECT_EQ(shards.size(), want.size()) << run_name(run);
+  for (size_t k = 0; k < shards.size(); ++k) {
+    if (k < want.size()) {
+      // The name as llama_split_path makes it of llama-quantize's OUT, out.gguf.
+      const std::string tail = shards[k].substr(prefix.size());
+      EXPECT_EQ("out" + tail, want[k]["file"].get<std::string>()) << run_name(run);
+      EXPECT_EQ(test::sha256_file(shards[k]), want[k]["sha256"].get<std::string>()) << run_name(run) << ": " << shards[k];
+    }
+    fs::remove(shards[k]);
+  }
+  return true;
+}
+
+TEST(GgufMix, KeepSplitShardsEqualLlamaQuantizes) {
+  WQ_REQUIRE_SHARED(stories, "data/models/stories260K/stories260K-f32.gguf");
+  ASSERT_TRUE(split_oracle().contains("runs")) << "tests/data/llama_quantize_split_digests.json is missing";
+  const json& want = split_oracle()["fixtures"];
+  for (const auto& [which, n] : {std::pair<std::string, int>{"split", 3}, {"split0", 4}}) {
+    const std::string first = Fixtures::path(which);
+    const std::string prefix = first.substr(0, first.size() - gguf_split_path("", 0, n).size());
+    for (int k = 0; k < n; ++k) {
+      EXPECT_EQ(test::sha256_file(gguf_split_path(prefix, k, n)), want[which + " shard " + std::to_string(k + 1)]) << which << k;
+    }
+  }
+  EXPECT_EQ(test::sha256_file(Fixtures::path("192")), want["192"]);
+  size_t compared = 0, split = 0, empty_first = 0, unsplit = 0, with_imatrix = 0;
+  for (const json& run : split_oracle()["runs"]) {
+    ASSERT_EQ(run["exit"], 0) << run_name(run);
+    const bool same = same_shards_as_llama_quantize(run);
+    compared += same;
+    split += same && run["fixture"] == "split";
+    empty_first += same && run["fixture"] == "split0";
+    unsplit += same && run["shards"].size() == 1;
+    with_imatrix += same && uses_imatrix(run);
+  }
+  EXPECT_EQ(compared, split_oracle()["runs"].size());
+  EXPECT_EQ(split, 18u);  // 9 mixes, with and without imatrix-192.dat
+  EXPECT_EQ(empty_first, 3u);
+  EXPECT_EQ(unsplit, 2u);
+  EXPECT_GE(with_imatrix, 10u);
+}
+
+// The files' order (llama-quantize --keep-split's) is by shard, then by data offset.
+TEST(GgufMix, KeepSplitOrderIsTheFilesOrder) {
+  WQ_REQUIRE_SHARED(stories, "data/models/stories260K/stories260K-f32.gguf");
+  const Model m = open_fixture("split");
+  const std::vector<size_t> order = gguf_file_order(*m.reader);
+  ASSERT_EQ(order.size(), m.reader->tensors().size());
+  for (size_t k = 1; k < order.size(); ++k) {
+    const size_t a = order[k - 1], b = order[k];
+    EXPECT_TRUE(m.reader->shard(a) < m.reader->shard(b) ||
+                (m.reader->shard(a) == m.reader->shard(b) && m.reader->data_offset(a) < m.reader->data_offset(b)))
+        << m.reader->tensors()[a].name << " before " << m.reader->tensors()[b].name;
+  }
+  EXPECT_EQ(m.reader->shard_count(), 3u);
+  EXPECT_EQ(m.reader->shard(order.back()), 2u);
 }
 
 TEST(GgufMix, FixturesAreWhatLlamaQuantizeWasRunOn) {

@@ -6,6 +6,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "kernels/ggml_types.h"
@@ -262,6 +264,93 @@ TEST(GgufSplit, ShardsReadAsOneModelAndBadShardsAreNamed) {
   fs::copy_file(s1, renamed);
   Removed rr{renamed};
   EXPECT_NE(error_of(renamed).find("must be named PREFIX-00001-of-00003.gguf"), std::string::npos) << error_of(renamed);
+}
+
+// --keep-split's writer: the shards appear together, complete, or not at all.
+// Passes tensors on, running `before` ahead of tensor number n (0-based).
+class Interfere final : public TensorSink {
+ public:
+  Interfere(TensorSink& to, size_t n, std::function<void()> before) : to_(to), n_(n), before_(std::move(before)) {}
+  void write(const TensorResult& r) override {
+    if (n_-- == 0) before_();
+    to_.write(r);
+  }
+
+ private:
+  TensorSink& to_;
+  size_t n_;
+  std::function<void()> before_;
+};
+
+TEST(GgufSplit, KeepSplitShardsAppearTogetherOrNotAtAll) {
+  WQ_REQUIRE_SHARED(stories, "data/models/stories260K/stories260K-f32.gguf");
+  const test::ScratchDir dir("wq-keep-split");
+  const std::string in = dir.path() + "/m", out = dir.path() + "/q";
+  test::write_gguf_fixture_split(stories, in, 20);
+  const std::string first = gguf_split_path(in, 0, 3);
+  auto src = join_gguf_splits(open_gguf(first), first);
+  const std::vector<size_t> order = gguf_file_order(*src);
+  PlanOptions opts;
+  opts.format = OutputFormat::Gguf;
+  opts.ggml = GgmlBlock::Q8_0;
+  opts.gguf_order = &order;
+  const std::vector<TensorPlan> plan = make_plan(src->tensors(), opts);
+  auto names = [&] {
+    std::set<std::string> n;
+    for (const auto& e : fs::directory_iterator(dir.path())) n.insert(e.path().filename().string());
+    return n;
+  };
+  const std::set<std::string> inputs = names();
+  auto run = [&](ModelWriter& w, size_t n, std::function<void()> before) {
+    Interfere sink(w, n, std::move(before));
+    Scheduler s(1);
+    s.run([&] { run_pipeline(plan, src->tensors(), *src, sink, PipelineOptions{}); });
+  };
+  // A run that fails in the second shard: no shard, no temporary file.
+  {
+    auto w = make_gguf_split_writer(out, plan, *src);
+    EXPECT_THROW(run(*w, 25, [] { throw Error("stopped on purpose"); }), Error);
+  }
+  EXPECT_EQ(names(), inputs);
+  // The last shard's name taken by another file while the first shards are written: the
+  // run stops there and removes its own; the other file stays.
+  const std::string last = gguf_split_path(out, 2, 3);
+  auto intrude = [&] { std::ofstream(last) << "someone else's"; };
+  {
+    auto w = make_gguf_split_writer(out, plan, *src);
+    try {
+      run(*w, 30, intrude);
+      FAIL() << "the writer replaced a file that appeared";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(last + ": appeared"), std::string::npos) << e.what();
+    }
+  }
+  std::set<std::string> expected = inputs;
+  expected.insert(fs::path(last).filename().string());
+  EXPECT_EQ(names(), expected);
+  fs::remove(last);
+  // It appears after the last shard was opened: the renames fail at it, and the shards
+  // renamed before it are removed again.
+  {
+    auto w = make_gguf_split_writer(out, plan, *src);
+    run(*w, plan.size(), [] {});
+    intrude();
+    EXPECT_THROW(w->commit(), Error);
+  }
+  EXPECT_EQ(names(), expected);
+  std::ifstream kept(last);
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(kept), {}), "someone else's");
+  fs::remove(last);
+  // And without interference: three shards, of the planned size.
+  {
+    auto w = make_gguf_split_writer(out, plan, *src);
+    run(*w, plan.size(), [] {});
+    w->commit();
+  }
+  uint64_t total = 0;
+  for (const std::string& p : gguf_split_outputs(out, *src)) total += fs::file_size(p);
+  EXPECT_EQ(total, gguf_split_planned_bytes(out, plan, *src));
+  EXPECT_EQ(names().size(), inputs.size() + 3);
 }
 
 }  // namespace
