@@ -146,13 +146,30 @@ job() {
   floor "$label" "$in" "$out_bytes"
   rm -f "$dir/$label.runs" "$dir/$label-nofsync.runs" "$dir/llama-quantize $label.runs"
   local llama_label=""
+  local files
+  files=$(input_files "$in" | tr "\n" " ")
+  # Every run writes a new file, as the floor's dd does: replacing an existing output
+  # makes ext4 flush the new file at rename (auto_da_alloc), an fsync in all but name,
+  # which would make the no-fsync figure meaningless. And every run starts from a warm
+  # page cache: these VMs reclaim page-cache pages idle for a minute (DAMON).
   for _ in $(seq "$runs"); do
-    timed "$label" "$wq" quantize "$in" "$out" "$@" --force --quiet
-    timed "$label-nofsync" env WQUANT_NO_FSYNC=1 "$wq" quantize "$in" "$out" "$@" --force --quiet
+    rm -f "$out"
+    # shellcheck disable=SC2086
+    cat $files > /dev/null
+    timed "$label" "$wq" quantize "$in" "$out" "$@" --quiet
+    rm -f "$out"
+    timed "$label-nofsync" env WQUANT_NO_FSYNC=1 "$wq" quantize "$in" "$out" "$@" --quiet
     if [ -n "${LLAMA_QUANTIZE:-}" ] && [ "$llama_type" != - ]; then
       llama_label="llama-quantize $label"
-      # Q8_0 for the output tensor: the type wquant writes there (README, GGUF).
-      timed "$llama_label" "$LLAMA_QUANTIZE" --output-tensor-type q8_0 "$in" "$dir/llama.gguf" "$llama_type" "$threads"
+      rm -f "$dir/llama.gguf"
+      # shellcheck disable=SC2086
+      cat $files > /dev/null
+      # llama-quantize's own mix (Q6_K output tensor, as wquant's --type Q4_0 writes it).
+      timed "$llama_label" "$LLAMA_QUANTIZE" "$in" "$dir/llama.gguf" "$llama_type" "$threads"
+      if ! cmp -s "$dir/llama.gguf" "$out"; then
+        echo "$label: llama-quantize's file differs from wquant's" >&2
+        exit 1
+      fi
     fi
   done
   rm -f "$dir/llama.gguf"

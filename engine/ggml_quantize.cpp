@@ -131,7 +131,7 @@ void quantize_ggml_tensor(const TensorView& w, GgmlBlock t, const QuantSpec& spe
     if (row_sums) ggml_row_sums(w, t, out.data(), row_sums->data(), k);  // HQQ's solve dominates: a pass of its own
     return;
   }
-  check_finite(w, &k);
+  check_view_size(w);
   if (imatrix) {
     for (size_t c = 0; c < cols; ++c) {
       if (!(imatrix[c] - imatrix[c] == 0.0f)) {
@@ -142,6 +142,11 @@ void quantize_ggml_tensor(const TensorView& w, GgmlBlock t, const QuantSpec& spe
   const size_t tile = tile_rows_for(rows, cols * dtype_size(w.dtype));
   std::vector<std::string> bad((rows + tile - 1) / tile);  // reported in tile order: not thread-dependent
   parallel_row_tiles(rows, tile, [&](size_t r0, size_t r1) {
+    // The searches need finite weights: each tile is checked before any of its rows is
+    // quantized (the check reads it into cache for the quantizer; a whole-tensor pass of
+    // its own, before the tiles, ran on one thread while the others waited).
+    bad[r0 / tile] = nonfinite_in_rows(w, r0, r1, k);
+    if (!bad[r0 / tile].empty()) return;
     std::vector<float> buf, wh(row_sums ? cols : 0);
     for (size_t r = r0; r < r1; ++r) {
       const float* row = row_as_f32(w, r, cols, buf, k);

@@ -17,7 +17,7 @@ namespace wq {
 
 static const Kernels& table(const Kernels* k) { return k ? *k : kernels(); }
 
-static void check_view(const TensorView& w) {
+void check_view_size(const TensorView& w) {
   const size_t n = w.numel();
   if (n * dtype_size(w.dtype) != w.nbytes) {
     throw Error(w.name + ": " + std::to_string(w.nbytes) + " bytes of data for " + std::to_string(n) + " " +
@@ -116,7 +116,7 @@ std::string nonfinite_in_rows(const TensorView& w, size_t r0, size_t r1, const K
 }
 
 void check_finite(const TensorView& w, const Kernels* k) {
-  check_view(w);
+  check_view_size(w);
   check_finite_rows(w, w.cols(), 0, w.rows(), table(k));
 }
 
@@ -245,7 +245,7 @@ QuantizedTensor quantize_tensor(const RowSource& src, const QuantSpec& spec, siz
                                 std::vector<ErrorSums>* row_sums) {
   const Kernels& k = table(kp);
   validate_spec(spec, src.view.name);
-  check_view(src.view);
+  check_view_size(src.view);
   // MNN's subnormal flush and HQQ's lockstep solver pass over the whole tensor: a
   // transposed source is transposed whole for them. Every other path reads tile by tile.
   std::vector<uint8_t> whole;

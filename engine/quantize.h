@@ -43,6 +43,9 @@ void widen_f16_params(QuantizedTensor& q, const Kernels* k = nullptr);
 // spec.fp16_truncate stores them (MNN's --weightQuantScaleBit 16).
 void truncate_params_to_f16(QuantizedTensor& q, const Kernels* k = nullptr);
 
+// Throws Error naming the tensor if w's byte count is not its element count's, or its
+// data is missing.
+void check_view_size(const TensorView& w);
 // Throws Error naming the tensor, row and column of the first NaN or Inf in w.
 void check_finite(const TensorView& w, const Kernels* k = nullptr);
 // The same check for rows [r0, r1) only (a tile about to be quantized, so the pass warms

@@ -197,6 +197,18 @@ void OutputFile::flush_buffer(size_t n) {
   file_off_ += n;
   std::memmove(buf_.get(), buf_.get() + n, used_ - n);
   used_ -= n;
+  if (dfd_ < 0) start_writeback();
+}
+
+void OutputFile::start_writeback() {
+#if defined(__linux__) && defined(SYNC_FILE_RANGE_WRITE)
+  constexpr uint64_t kChunk = uint64_t(16) << 20;
+  if (!io_.fsync || file_off_ - writeback_ < kChunk) return;
+  // Advice for the disk's schedule only: a failure here changes nothing the fsync at the
+  // end does not check.
+  (void)::sync_file_range(fd_, off_t(writeback_), off_t(file_off_ - writeback_), SYNC_FILE_RANGE_WRITE);
+  writeback_ = file_off_;
+#endif
 }
 
 void OutputFile::write(const void* data, size_t n) {
@@ -209,6 +221,7 @@ void OutputFile::write(const void* data, size_t n) {
     if (n >= kBuffer) {  // large payloads go straight to the file
       write_at(fd_, p, n, file_off_);
       file_off_ += n;
+      start_writeback();
     } else {
       std::memcpy(buf_.get() + used_, p, n);
       used_ += n;

@@ -215,6 +215,32 @@ TEST(Quantize, HqqNamesTheFirstNonFiniteWeightForEveryThreadCount) {
   }
 }
 
+// llama.cpp's block types check each tile before quantizing it (the searches need finite
+// weights; no pass of its own over the tensor): the first bad weight in row order is the
+// one named, whichever thread reaches its tile first, for a legacy and a K-quant type.
+TEST(Quantize, GgmlNamesTheFirstNonFiniteWeightForEveryThreadCount) {
+  const size_t rows = 3000, cols = 256;  // several tiles of rows
+  std::vector<float> w = normal(rows * cols, 0.02f, 5);
+  w[2900 * cols + 3] = NAN;
+  w[1700 * cols + 200] = INFINITY;
+  for (GgmlBlock t : {GgmlBlock::Q4_0, GgmlBlock::Q4_K}) {
+    for (int threads : {1, 2, 5}) {
+      Scheduler sched(threads);
+      std::string m;
+      std::vector<uint8_t> out;
+      sched.run([&] {
+        try {
+          quantize_ggml_tensor(view_of(w, rows, cols, "blk.7.ffn_up.weight"), t, QuantSpec{}, out);
+        } catch (const Error& e) {
+          m = e.what();
+        }
+      });
+      EXPECT_NE(m.find("blk.7.ffn_up.weight"), std::string::npos) << m;
+      EXPECT_NE(m.find("row 1700, column 200"), std::string::npos) << m;
+    }
+  }
+}
+
 // Issue 11 item 7: finite weights whose parameters are not finite (a range beyond
 // FLT_MAX, or a scale / minimum beyond f16's 65504 with --fp16) are refused, naming the
 // tensor and row, on every ISA; where the parameters are finite the output dequantizes to
