@@ -12,7 +12,7 @@
 # (A B A B ...) on the GGUF jobs, and the ratio is of the medians.
 #
 # Jobs: the synthetic TinyLlama-shaped model (bench/gen_model.cpp) as
-#   f32 GGUF      -> Q4_0, 2 threads and 1 thread
+#   f32 GGUF      -> Q4_0, 2 threads, 1 thread and 8 threads (more than the cores)
 #   bf16 sharded safetensors (model-0000N-of-0000M + index) -> .wq 4-bit block 64 asym,
 #                    without and with --hqq
 #   bf16 GGUF     -> Q4_0 (wquant's GGUF output needs a GGUF input: its vocabulary and
@@ -20,7 +20,7 @@
 #
 #   LLAMA_QUANTIZE=/path/to/llama-quantize bash bench/e2e_bench.sh
 # Environment: WQ_E2E_DIR (default /tmp/wq-e2e), WQ_E2E_LAYERS (22: 1.1 B parameters;
-# 1 for a quick check), WQ_E2E_RUNS (3), WQ_E2E_COLD (1: also a cold-cache read of each
+# 1 for a quick check), WQ_E2E_RUNS (3), WQ_E2E_JOBS (labels of the jobs to run; all by default), WQ_E2E_COLD (1: also a cold-cache read of each
 # input, after `echo 3 > /proc/sys/vm/drop_caches`, where permitted), WQUANT, WQ_GEN_MODEL.
 # wquant's own measuring knobs pass through: WQUANT_OUTPUT_IO (buffered|direct),
 # WQUANT_READAHEAD (populate|touch|willneed|off); the header prints them.
@@ -134,6 +134,7 @@ report() {
 # job LABEL INPUT OUTPUT [LLAMA_ARGS | -] -- WQUANT_FLAGS...: floor, then the runs.
 job() {
   local label=$1 in=$2 out=$3 llama_type=$4; shift 5
+  if [ -n "${WQ_E2E_JOBS:-}" ] && ! printf ' %s ' "$WQ_E2E_JOBS" | grep -q " $label "; then return 0; fi
   local out_bytes threads
   if ! "$wq" quantize "$in" "$out" "$@" --dry-run --json > "$dir/.plan" 2> "$dir/.err"; then
     echo "$label: wquant --dry-run failed:" >&2
@@ -181,6 +182,8 @@ echo "  WQUANT_OUTPUT_IO=${WQUANT_OUTPUT_IO:-buffered} WQUANT_READAHEAD=${WQUANT
      "llama-quantize: ${LLAMA_QUANTIZE:-not set}"
 job "f32-gguf-Q4_0-2t" "$f32_gguf" "$dir/q4_0.gguf" Q4_0 -- --type Q4_0 --threads 2
 job "f32-gguf-Q4_0-1t" "$f32_gguf" "$dir/q4_0.gguf" Q4_0 -- --type Q4_0 --threads 1
+# More threads than cores must not cost: the scaling check this 2-core machine can make.
+job "f32-gguf-Q4_0-8t" "$f32_gguf" "$dir/q4_0.gguf" - -- --type Q4_0 --threads 8
 job "bf16-st-wq-b4-g64-asym-2t" "$bf16_st" "$dir/out.wq" - -- --bits 4 --block 64 --asym --threads 2
 job "bf16-st-wq-b4-g64-hqq-2t" "$bf16_st" "$dir/out.wq" - -- --bits 4 --block 64 --hqq --threads 2
 job "bf16-gguf-Q4_0-2t" "$bf16_gguf" "$dir/q4_0.gguf" Q4_0 -- --type Q4_0 --threads 2

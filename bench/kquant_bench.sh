@@ -38,7 +38,10 @@ for t in ${WQ_KQ_TYPES:-Q4_K_M Q6_K Q2_K IQ4_XS}; do
       opts=()
       [ "$use_im" = yes ] && opts=(--imatrix "$im")
       rm -f "$dir/kq-wq.gguf" "$dir/kq-lq.gguf"
+      # Each run from a warm page cache: these VMs reclaim pages idle for a minute.
+      cat "$in" > /dev/null
       timed a "$wq" quantize --quiet "${opts[@]}" "$in" "$dir/kq-wq.gguf" "$t" "$th"
+      cat "$in" > /dev/null
       timed b "$lq" "${opts[@]}" "$in" "$dir/kq-lq.gguf" "$t" "$th"
       same=no
       [ "$(sha256sum < "$dir/kq-wq.gguf")" = "$(sha256sum < "$dir/kq-lq.gguf")" ] && same=yes

@@ -203,11 +203,16 @@ void OutputFile::flush_buffer(size_t n) {
 void OutputFile::start_writeback() {
 #if defined(__linux__) && defined(SYNC_FILE_RANGE_WRITE)
   constexpr uint64_t kChunk = uint64_t(16) << 20;
-  if (!io_.fsync || file_off_ - writeback_ < kChunk) return;
+  // Stop a MiB short of the end, on a page boundary: a write into a page under writeback
+  // waits for its I/O (stable pages), and the next write begins in the last page written.
+  constexpr uint64_t kBehind = uint64_t(1) << 20;
+  if (!io_.fsync || file_off_ < kBehind) return;
+  const uint64_t end = (file_off_ - kBehind) / 4096 * 4096;
+  if (end < writeback_ + kChunk) return;
   // Advice for the disk's schedule only: a failure here changes nothing the fsync at the
   // end does not check.
-  (void)::sync_file_range(fd_, off_t(writeback_), off_t(file_off_ - writeback_), SYNC_FILE_RANGE_WRITE);
-  writeback_ = file_off_;
+  (void)::sync_file_range(fd_, off_t(writeback_), off_t(end - writeback_), SYNC_FILE_RANGE_WRITE);
+  writeback_ = end;
 #endif
 }
 
