@@ -101,8 +101,8 @@ OutputIo OutputIo::from_env() {
   OutputIo io;
   if (const char* v = std::getenv("WQUANT_OUTPUT_IO"); v && *v) {
     const std::string m = v;
-    if (m == "buffered") io.direct = false;
-    else if (m != "direct") throw Error("WQUANT_OUTPUT_IO: expected buffered or direct, got '" + m + "'", ErrorKind::Usage);
+    if (m == "direct") io.direct = true;
+    else if (m != "buffered") throw Error("WQUANT_OUTPUT_IO: expected buffered or direct, got '" + m + "'", ErrorKind::Usage);
   }
   if (const char* v = std::getenv("WQUANT_NO_FSYNC"); v && *v) {
     const std::string m = v;

@@ -13,21 +13,19 @@ namespace wq {
 
 // How the bytes reach the disk; chosen by environment variables so that the cost of each
 // way can be measured on a given machine (bench/e2e_bench.sh):
-//   WQUANT_OUTPUT_IO=direct (default): O_DIRECT from an aligned 4 MiB buffer, each byte
-//     copied once (into that buffer) and never held in the page cache; the unaligned tail
-//     of the file and patches of earlier bytes go through the page cache. Where the file
-//     system refuses O_DIRECT (tmpfs, at open; or EINVAL on a write) the file continues
-//     buffered, with the same bytes. The default since 2026-12-02: against buffered, A B
-//     alternated 4 times (1.1 B model, 2 threads), it cost 20-30% less CPU (1.8 vs 2.5 s
-//     bf16 -> .wq, 2.0 vs 2.5 s f32 GGUF -> Q4_0) and no more wall time.
-//   WQUANT_OUTPUT_IO=buffered: write(2) through the page cache.
+//   WQUANT_OUTPUT_IO=buffered (default): write(2) through the page cache.
+//   WQUANT_OUTPUT_IO=direct: O_DIRECT from an aligned 4 MiB buffer, each byte copied once
+//     (into that buffer) and never held in the page cache; the unaligned tail of the file
+//     and patches of earlier bytes go through the page cache. Where the file system
+//     refuses O_DIRECT (at open, or EINVAL on a write) the file continues buffered, with
+//     the same bytes.
 //   Buffered output with fsync starts the writeback of every 16 MiB as it is written
 //   (Linux's sync_file_range), so the disk works while wquant computes; the final fsync
 //   then waits for the tail only (ext4 would otherwise hold the whole file dirty until it).
 //   WQUANT_NO_FSYNC=1: commit() skips the fsync. A measuring aid only (the cost of the
 //     fsync apart from the rest): the output is then not durable when wquant exits.
 struct OutputIo {
-  bool direct = true;
+  bool direct = false;
   bool fsync = true;
   size_t direct_block = 4096;  // O_DIRECT alignment of buffer, lengths and offsets
   // From the variables above; another value of WQUANT_OUTPUT_IO (or WQUANT_NO_FSYNC other
