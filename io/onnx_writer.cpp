@@ -177,8 +177,10 @@ class OnnxWriter final : public ModelWriter {
       case OnnxPiece::Constant: return view(o.constant.data(), o.constant.size());
       case OnnxPiece::Raw: return view(r.data(), r.size());
       case OnnxPiece::Float: {
-        if (!l_.plan.transposed[o.plan_index]) return view(r.data(), r.size());
-        // Listed [N, K] for quantization; the graph's tensor is [K, N].
+        // The source's own bytes (kept in their dtype: r.raw) are as stored, already the
+        // graph's [K, N]. A converted copy was made from the listed view, [N, K]: it is
+        // transposed back.
+        if (!l_.plan.transposed[o.plan_index] || r.raw) return view(r.data(), r.size());
         std::string t(r.size(), '\0');
         transpose_2d(r.data(), size_t(p.shape[0]), size_t(p.shape[1]), dtype_size(p.out_dtype),
                      reinterpret_cast<uint8_t*>(t.data()));

@@ -8,6 +8,7 @@
 
 #include <unistd.h>
 
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -184,6 +185,49 @@ TEST_F(OnnxReaderTest, StoresTheCodesOfTheSafetensorsWriter) {
       ASSERT_GE(ib, 0);
       EXPECT_EQ(a->tensors()[size_t(ia)].shape, b->tensors()[size_t(ib)].shape) << name;
       EXPECT_EQ(read_f32(*a, size_t(ia)), read_f32(*b, size_t(ib))) << name;
+    }
+  }
+}
+
+// A MatMul weight kept float (a skip rule) is written in the graph's own layout: read back,
+// it is the input's weight, whether its bytes are copied as stored or converted (--fp16,
+// stored as f16 beside a Cast, within f16's rounding). mm.weight is [64, 32], so a
+// transposition too many would change its values, not only its shape.
+TEST_F(OnnxReaderTest, KeptFloatMatMulWeightKeepsItsValues) {
+  save_model(small_model(), dir_ + "/m.onnx");
+  std::ofstream(dir_ + "/skip.json") << R"({"rules": [{"match": "mm.weight", "skip": true}]})";
+  std::unique_ptr<ModelReader> in = open_model(dir_ + "/m.onnx");
+  const std::vector<float> want = read_f32(*in, size_t(in->find("mm.weight")));
+  for (const std::string extra : {"", " --fp16"}) {
+    SCOPED_TRACE(extra);
+    const std::string out = dir_ + "/q.onnx";
+    const CmdResult r = run(quote(WQUANT_BIN) + " quantize " + quote(dir_ + "/m.onnx") + " " + quote(out) +
+                            " --bits 4 --block 16 --params " + quote(dir_ + "/skip.json") + " --force -q" + extra);
+    ASSERT_EQ(r.code, 0) << r.out;
+    std::unique_ptr<ModelReader> q = open_model(out);
+    const long i = q->find(extra.empty() ? "mm.weight" : "mm.weight.f16");
+    ASSERT_GE(i, 0);
+    std::vector<float> got;
+    if (extra.empty()) {
+      got = read_f32(*q, size_t(i));
+    } else {  // a Cast's f16 input: carried as an ordinary initializer, read as its bytes
+      size_t n = 0;
+      const uint8_t* bytes = q->raw(size_t(i), &n);
+      std::vector<uint16_t> h(n / 2);
+      std::memcpy(h.data(), bytes, n);
+      got.resize(h.size());
+      kernels().widen_f16(h.data(), got.data(), h.size());
+    }
+    ASSERT_EQ(got.size(), want.size());
+    if (extra.empty()) {
+      EXPECT_EQ(q->tensors()[size_t(i)].shape, in->tensors()[size_t(in->find("mm.weight"))].shape);
+      EXPECT_EQ(got, want);
+    } else {
+      // Stored [K, N] = [64, 32] as the graph has it (a Cast's input is no MatMul B).
+      ASSERT_EQ(q->tensors()[size_t(i)].shape, (std::vector<int64_t>{64, 32}));
+      for (size_t k = 0; k < 64; ++k)
+        for (size_t n = 0; n < 32; ++n)
+          ASSERT_NEAR(got[k * 32 + n], want[n * 64 + k], 1e-3f * std::fabs(want[n * 64 + k]) + 1e-7f) << k << "," << n;
     }
   }
 }
