@@ -97,18 +97,9 @@ static void check_params_finite(const RowSource& w, const QuantizedTensor& q, co
   }
 }
 
-std::string nonfinite_in_tile(const TensorView& tile, size_t row_base, const Kernels& k) {
+std::string nonfinite_in_rows(const TensorView& w, size_t r0, size_t r1, const Kernels& k, size_t row_base) {
   try {
-    check_finite_rows(tile, tile.cols(), 0, tile.rows(), k, row_base);
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return {};
-}
-
-std::string nonfinite_in_rows(const TensorView& w, size_t r0, size_t r1, const Kernels& k) {
-  try {
-    check_finite_rows(w, w.cols(), r0, r1, k);
+    check_finite_rows(w, w.cols(), r0, r1, k, row_base);
   } catch (const Error& e) {
     return e.what();
   }
@@ -295,7 +286,7 @@ QuantizedTensor quantize_tensor(const RowSource& src, const QuantSpec& spec, siz
     parallel_row_tiles(q.rows, tile, [&](size_t r0, size_t r1) {
       thread_local std::vector<uint8_t> scratch;  // one per worker, reused by every tile it takes
       const TensorView t = w.tile(r0, r1, &scratch);
-      bad[r0 / tile] = nonfinite_in_tile(t, r0, k);  // the tile is then warm in cache
+      bad[r0 / tile] = nonfinite_in_rows(t, 0, r1 - r0, k, r0);  // the tile is then warm in cache
       if (!bad[r0 / tile].empty()) return;
       RowQuantJob job{};
       job.src = t.data;

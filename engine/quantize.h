@@ -50,8 +50,8 @@ void check_view_size(const TensorView& w);
 void check_finite(const TensorView& w, const Kernels* k = nullptr);
 // The same check for rows [r0, r1) only (a tile about to be quantized, so the pass warms
 // the cache instead of costing one of its own): that Error's message, or "" when finite.
-std::string nonfinite_in_rows(const TensorView& w, size_t r0, size_t r1, const Kernels& k);
-// The same for a whole tile whose row 0 is tensor row row_base.
-std::string nonfinite_in_tile(const TensorView& tile, size_t row_base, const Kernels& k);
+// row_base: the tensor row of w's row 0, where w is a tile of the tensor (the message
+// names tensor rows).
+std::string nonfinite_in_rows(const TensorView& w, size_t r0, size_t r1, const Kernels& k, size_t row_base = 0);
 
 }  // namespace wq

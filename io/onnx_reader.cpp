@@ -477,8 +477,9 @@ class OnnxReaderImpl final : public OnnxReader {
   std::vector<TensorInfo> infos_;
   std::mutex copies_mutex_;
   std::map<size_t, ScratchBytes> copies_;
-  // Released copies, reused by the next view(): the MLP weights of a 1.1 B model are
-  // 46 MiB each, so 192 MiB keeps a layer's worth in flight without zeroing new pages.
+  // Released copies, reused by the next view() (reading a model whole: verify,
+  // dequantize): the MLP weights of a 1.1 B model are 46 MiB each, so 192 MiB keeps a
+  // few of them without zeroing new pages.
   ScratchPool scratch_{size_t(192) << 20};
 };
 

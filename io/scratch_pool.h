@@ -1,9 +1,11 @@
 // Whole-tensor scratch buffers that readers fill before handing out a view (a transposed
-// ONNX MatMul weight, a misaligned embedded payload). Filling fresh memory costs the
-// kernel a zeroed page per 4 KiB first touched: on an ONNX conversion of the 1.1 B model
-// that zeroing (clear_page) was a fifth of the CPU time (perf, 2026-12-02). So released
-// buffers are kept and reused, up to a byte budget that bounds what the pool adds to the
-// resident set.
+// ONNX MatMul weight read whole, as verify, dequantize and float outputs read it; a
+// misaligned embedded payload). The quantizer no longer asks for these: it transposes
+// tile by tile (engine/row_source.h). Filling fresh memory costs the kernel a zeroed page
+// per 4 KiB first touched: when every MatMul weight of the 1.1 B model went through here,
+// that zeroing (clear_page) was a fifth of the conversion's CPU (perf, 2026-12-02). So
+// released buffers are kept and reused, up to a byte budget that bounds what the pool adds
+// to the resident set.
 #pragma once
 
 #include <cstddef>
