@@ -81,7 +81,8 @@ struct Setup {
 };
 
 // The mix of a GGUF run: --type / TYPE when it names a mix of K types or floats (its
-// types are llama-quantize's, so --bits, --block, --asym and --hqq have nothing to set),
+// types are llama-quantize's, so --bits, --block and --asym have nothing to set; --hqq refines
+// the minima of its Q2_K / Q4_K / Q5_K tensors),
 // else the legacy type from --type or --bits (resolve_ggml_type).
 void choose_mix(const QuantizeArgs& a, const SpecSettings& merged, Setup& s) {
   GgmlBlock legacy;
@@ -91,10 +92,11 @@ void choose_mix(const QuantizeArgs& a, const SpecSettings& merged, Setup& s) {
     s.mix.mix = *gguf_mix_named(ggml_block_name(s.ggml));
   } else {
     s.mix.mix = *gguf_mix_named(*merged.mix);
-    const char* said = merged.bits ? "--bits" : merged.block ? "--block" : merged.asym ? "--asym" : merged.hqq ? "--hqq" : nullptr;
+    // --hqq stays: it refines the minima of the tensors the mix gives Q2_K, Q4_K or Q5_K.
+    const char* said = merged.bits ? "--bits" : merged.block ? "--block" : merged.asym ? "--asym" : nullptr;
     if (said) {
       throw Error(std::string("--type ") + s.mix.mix.name + " sets every tensor's type as llama-quantize does; " + said +
-                      " has nothing to set there (HQQ applies to Q4_1 / Q5_1 only)",
+                      " has nothing to set there",
                   ErrorKind::Usage);
     }
   }

@@ -90,7 +90,8 @@ does not, that tensor is quantized channel-wise and one line says so.
 GGUF output (.gguf, needs a GGUF input, whose keys are copied): --type names a
 llama-quantize mix (Q2_K, Q3_K_S/M/L, Q4_K_S/M, Q5_K_S/M, Q6_K, IQ4_NL, IQ4_XS, Q4_0,
 Q4_1, Q5_0, Q5_1, Q8_0, F16, BF16; default from --bits: 4 -> Q4_0, 5 -> Q5_0, 8 -> Q8_0,
-with --asym/--hqq Q4_1 / Q5_1), and each tensor gets the type llama-quantize picks for
+with --asym/--hqq Q4_1 / Q5_1; with a mix, --hqq refines the sub-block minima of its
+Q2_K / Q4_K / Q5_K tensors), and each tensor gets the type llama-quantize picks for
 it, in llama-quantize's tensor order and key order: the same file. llama-quantize's form
 works too: wquant quantize [options] IN OUT TYPE [THREADS], with --pure,
 --leave-output-tensor, --output-tensor-type T, --token-embedding-type T, --tensor-type
@@ -153,7 +154,8 @@ how close quantization runs to the speed of reading its input. Best of several t
 repetitions; run it on an otherwise idle machine.
 
 With --model FILE: every scheme (bits 2-8 x blocks 32, 64, 128 and channel-wise x
-symmetric, asymmetric and HQQ; the GGUF block types, and HQQ on Q4_1 / Q5_1) applied to
+symmetric, asymmetric and HQQ; the GGUF block types, and HQQ on Q4_1 / Q5_1 and on the
+minima of Q2_K / Q4_K / Q5_K) applied to
 the model's weight matrices (what quantize quantizes by default): bits per weight (codes,
 scales and zeros), relative RMSE and SNR over all of them, the worst tensor, the time,
 and '*' on the Pareto front (no scheme both smaller and closer). --json or --csv for

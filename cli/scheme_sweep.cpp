@@ -29,7 +29,7 @@ std::vector<SweepScheme> sweep_schemes() {
   }
   for (const GgmlTypeTraits& t : kGgmlTraits) {
     for (bool hqq : {false, true}) {
-      if (hqq && !(t.has_min && t.weights == 32)) continue;  // HQQ needs a zero point
+      if (hqq && !t.has_min) continue;  // HQQ needs a zero point (Q4_1, Q5_1) or a minimum (Q2_K, Q4_K, Q5_K)
       SweepScheme s;
       s.family = hqq ? "gguf-hqq" : "gguf";
       s.ggml = true;

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "engine/error.h"
+#include "engine/ggml_kquant_hqq.h"
 #include "engine/quantize.h"
 #include "engine/rows.h"
 #include "engine/scheduler.h"
@@ -111,12 +112,18 @@ void quantize_ggml_tensor(const TensorView& w, GgmlBlock t, const QuantSpec& spe
   const size_t row_bytes = ggml_row_bytes(t, cols);
   out.resize(rows * row_bytes);
   if (row_sums) row_sums->assign(rows, ErrorSums{});
-  if (spec.hqq) {
+  const bool hqq_kquant = spec.hqq && hqq_refines_kquant(t);
+  if (hqq_kquant) {
+    if (spec.hqq_opts.stop == HqqStop::Tensor || spec.hqq_opts.round_zero) {
+      throw Error(w.name + ": " + ggml_block_name(t) + " refines each sub-block's minimum on its own grid: --hqq-stop tensor and "
+                  "--hqq-round-zero do not apply to it", ErrorKind::Usage);
+    }
+  } else if (spec.hqq) {
     if (imatrix) {
       throw Error(w.name + ": HQQ takes no importance matrix (it solves each block's zero on its own)", ErrorKind::Usage);
     }
     if (!ggml_traits(t).has_min || ggml_traits(t).weights != 32) {
-      throw Error(w.name + ": HQQ needs a block type with a zero point (Q4_1 or Q5_1), not " +
+      throw Error(w.name + ": HQQ needs a block type with a minimum (Q4_1, Q5_1, Q2_K, Q4_K or Q5_K), not " +
                   std::string(ggml_block_name(t)), ErrorKind::Usage);
     }
     QuantSpec s = spec;
@@ -139,6 +146,7 @@ void quantize_ggml_tensor(const TensorView& w, GgmlBlock t, const QuantSpec& spe
       }
     }
   }
+  const HqqParams hp{ggml_traits(t).bits, spec.hqq_opts.max_steps, spec.hqq_opts.p, spec.hqq_opts.beta, spec.hqq_opts.kappa};
   const size_t tile = tile_rows_for(rows, cols * dtype_size(w.dtype));
   std::vector<std::string> bad((rows + tile - 1) / tile);  // reported in tile order: not thread-dependent
   parallel_row_tiles(rows, tile, [&](size_t r0, size_t r1) {
@@ -152,6 +160,7 @@ void quantize_ggml_tensor(const TensorView& w, GgmlBlock t, const QuantSpec& spe
       const float* row = row_as_f32(w, r, cols, buf, k);
       uint8_t* dst = out.data() + r * row_bytes;
       k.quantize_ggml[int(t)](row, dst, cols, imatrix);
+      if (hqq_kquant) hqq_refine_kquant_row(t, row, dst, cols, imatrix, hp, k);
       if (row_sums) {  // the row and its blocks are in L1: the error costs no memory traffic
         k.dequantize_ggml[int(t)](dst, wh.data(), cols);
         (*row_sums)[r] = error_sums(row, wh.data(), cols, k);

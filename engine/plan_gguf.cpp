@@ -144,7 +144,7 @@ std::vector<TensorPlan> make_gguf_plan(const std::vector<TensorInfo>& tensors, c
       p.ggml = *block;
       if (p.spec.hqq && !ggml_traits(p.ggml).has_min) {
         if (ruled_type || c.type == mix.mix.base) {
-          throw Error(t.name + ": --hqq with GGUF needs a type with a zero point (Q4_1 or Q5_1), not " +
+          throw Error(t.name + ": --hqq with GGUF needs a type with a minimum (Q4_1, Q5_1, Q2_K, Q4_K or Q5_K), not " +
                           std::string(ggml_block_name(p.ggml)),
                       ErrorKind::Usage);
         }

@@ -16,6 +16,7 @@
 #include <filesystem>
 
 #include "engine/error.h"
+#include "io/background_writer.h"
 
 namespace wq {
 namespace {
@@ -157,9 +158,19 @@ OutputFile::OutputFile(const std::string& path, const OutputIo& io) : path_(path
   // A second descriptor for the bulk: O_DIRECT is refused by some file systems at open
   // (then everything stays buffered) and by others at the first write (flush_buffer).
   if (io_.direct) dfd_ = ::open(temp_.c_str(), O_WRONLY | O_DIRECT | O_CLOEXEC);
+  if (dfd_ >= 0) {
+    if (::posix_memalign(&mem, align, kBuffer) != 0) {
+      ::close(dfd_);
+      dfd_ = -1;  // no second buffer: buffered, as where O_DIRECT is refused
+    } else {
+      spare_.reset(static_cast<uint8_t*>(mem));
+      bg_ = std::make_unique<BackgroundWriter>();
+    }
+  }
 }
 
 OutputFile::~OutputFile() {
+  bg_.reset();  // waits for a write in flight, which reads spare_ and uses the descriptors
   if (dfd_ >= 0) ::close(dfd_);
   if (fd_ >= 0) ::close(fd_);
   if (!committed_) ::unlink(temp_.c_str());
@@ -172,24 +183,40 @@ void OutputFile::fail(const std::string& what, int err) {
 }
 
 void OutputFile::write_at(int fd, const uint8_t* p, size_t n, uint64_t at) {
-  size_t done = 0;
-  while (done < n) {
-    const ssize_t w = ::pwrite(fd, p + done, n - done, off_t(at + done));
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      if (fd == dfd_ && errno == EINVAL) {  // O_DIRECT refused here: the rest goes buffered
-        ::close(dfd_);
-        dfd_ = -1;
-        direct_refused_ = true;
-        fd = fd_;
-        continue;
-      }
-      fail("write failed", errno);
-    }
-    done += size_t(w);
-    // A short O_DIRECT write can leave the offset unaligned: finish through the cache.
-    if (fd == dfd_ && (at + done) % io_.direct_block != 0) fd = fd_;
+  const WriteResult r = pwrite_all(fd == dfd_ ? dfd_ : -1, fd_, io_.direct_block, p, n, at);
+  take(r);
+}
+
+// What a write reported: O_DIRECT refused (EINVAL) means the rest goes buffered.
+void OutputFile::take(const WriteResult& r) {
+  if (r.refused && dfd_ >= 0) {
+    ::close(dfd_);
+    dfd_ = -1;
+    direct_refused_ = true;
   }
+  if (r.err) fail("write failed", r.err);
+}
+
+void OutputFile::drain() {
+  if (!in_flight_) return;
+  in_flight_ = false;
+  take(bg_->wait());
+}
+
+// A full buffer goes to the background writer, and the caller fills the other one
+// meanwhile: the serial writer stage never waits for the device, only for the write
+// before (two buffers in turn).
+void OutputFile::hand_over_buffer() {
+  drain();
+  if (dfd_ < 0) {  // refused by the write just drained: buffered from here
+    flush_buffer(used_);
+    return;
+  }
+  bg_->submit(dfd_, fd_, io_.direct_block, buf_.get(), used_, file_off_);
+  in_flight_ = true;
+  file_off_ += used_;
+  used_ = 0;
+  std::swap(buf_, spare_);
 }
 
 void OutputFile::flush_buffer(size_t n) {
@@ -241,7 +268,7 @@ void OutputFile::write(const void* data, size_t n) {
     used_ += c;
     p += c;
     n -= c;
-    if (used_ == kBuffer) flush_buffer(kBuffer);
+    if (used_ == kBuffer) hand_over_buffer();
   }
 }
 
@@ -262,6 +289,7 @@ void OutputFile::patch(uint64_t at, const void* data, size_t n) {
   // O_DIRECT would need a whole aligned block); bytes still in the buffer are patched there.
   const auto* p = static_cast<const uint8_t*>(data);
   if (at < file_off_) {
+    drain();  // the bytes may be in the write in flight
     const size_t in_file = size_t(std::min<uint64_t>(n, file_off_ - at));
     write_at(fd_, p, in_file, at);
     at += in_file;
@@ -273,6 +301,7 @@ void OutputFile::patch(uint64_t at, const void* data, size_t n) {
 
 void OutputFile::finish() {
   if (fd_ < 0) return;  // finished already
+  drain();
   // The aligned bulk of what is left through O_DIRECT, the unaligned tail through the cache.
   if (dfd_ >= 0) flush_buffer(used_ / io_.direct_block * io_.direct_block);
   if (dfd_ >= 0) {
@@ -286,7 +315,9 @@ void OutputFile::finish() {
     fail("close failed", errno);
   }
   fd_ = -1;
+  bg_.reset();
   buf_.reset();
+  spare_.reset();
 }
 
 void OutputFile::commit() {

@@ -18,8 +18,10 @@ namespace wq {
 //   18-30% less CPU, but its writes block the serial writer stage, so wall time was the
 //   same for f32 GGUF -> Q4_0 and 17% longer for bf16 GGUF -> Q4_0 (2.19 vs 1.87 s).
 //   Buffered stays the default until direct writes are asynchronous.)
-//   WQUANT_OUTPUT_IO=direct: O_DIRECT from an aligned 4 MiB buffer, each byte copied once
-//     (into that buffer) and never held in the page cache; the unaligned tail of the file
+//   WQUANT_OUTPUT_IO=direct: O_DIRECT from aligned 4 MiB buffers, each byte copied once
+//     (into a buffer) and never held in the page cache. A full buffer is written by a
+//     thread of the file's own (io/background_writer.h) while the next one fills, so the
+//     caller waits for the device only when it is two buffers ahead; the unaligned tail of the file
 //     and patches of earlier bytes go through the page cache. Where the file system
 //     refuses O_DIRECT (at open, or EINVAL on a write) the file continues buffered, with
 //     the same bytes.
@@ -36,6 +38,9 @@ struct OutputIo {
   // than 0/1) throws Error (ErrorKind::Usage) naming the variable.
   static OutputIo from_env();
 };
+
+class BackgroundWriter;
+struct WriteResult;
 
 class OutputFile {
  public:
@@ -82,6 +87,10 @@ class OutputFile {
   // while direct() holds, except for the file's last bytes).
   void flush_buffer(size_t n);
   void write_at(int fd, const uint8_t* p, size_t n, uint64_t at);
+  void take(const WriteResult& r);
+  // Direct output: waits for the background write in flight, if any, and takes its result.
+  void drain();
+  void hand_over_buffer();
   // Buffered, durable output: starts the disk writing what has been handed to the file
   // (sync_file_range's WRITE, which does not wait) every few MiB, so the fsync at the end
   // waits for the last few MiB instead of the whole file.
@@ -93,6 +102,9 @@ class OutputFile {
   int fd_ = -1;   // buffered descriptor: always open
   int dfd_ = -1;  // O_DIRECT descriptor of the same file, while in use
   std::unique_ptr<uint8_t, FreeDeleter> buf_;
+  std::unique_ptr<uint8_t, FreeDeleter> spare_;  // direct: the buffer being written while buf_ fills
+  std::unique_ptr<BackgroundWriter> bg_;         // direct: writes spare_ meanwhile
+  bool in_flight_ = false;
   size_t used_ = 0;
   uint64_t offset_ = 0;    // bytes written by the caller
   uint64_t file_off_ = 0;  // bytes handed to the file (offset_ - used_)

@@ -30,6 +30,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/metrics.h"
+#include "io/gguf_reader.h"
 #include "tests/gguf_fixture.h"
 #include "tests/sha256.h"
 #include "tests/test_support.h"
@@ -1684,6 +1686,48 @@ TEST_F(Cli, GgufMixOptionsAreCheckedBeforeAnyWork) {
   // output matrix; --token-embedding-type then names it (llama-quantize applies it last).
   expect(0, {"quantize", stories, path("t.gguf"), "Q8_0", "--token-embedding-type", "f16", "-q"});
   EXPECT_EQ(tensor(inspect(path("t.gguf")), "token_embd.weight")["type"], "F16");
+}
+
+// --hqq with a K mix refines the minima of its Q4_K tensors (engine/ggml_kquant_hqq.h)
+// and leaves every other tensor exactly as llama-quantize writes it.
+TEST_F(Cli, HqqRefinesTheQ4KTensorsOfAMixAndNothingElse) {
+  WQ_REQUIRE_SHARED(stories, kStoriesGguf);
+  const std::string fx256 = path("fx-256.gguf");
+  test::write_gguf_wide_fixture(stories, fx256, test::dense_fixture());
+  expect(0, {"quantize", fx256, path("plain.gguf"), "Q4_K_M", "-q"});
+  EXPECT_EQ(test::sha256_file(path("plain.gguf")), oracle_sha256("256", "Q4_K_M", {}));
+  expect(0, {"quantize", fx256, path("hqq.gguf"), "Q4_K_M", "--hqq", "--threads", "2", "-q"});
+  auto src = open_gguf(fx256), plain = open_gguf(path("plain.gguf")), hqq = open_gguf(path("hqq.gguf"));
+  ASSERT_EQ(plain->tensors().size(), hqq->tensors().size());
+  int refined = 0, same = 0;
+  for (size_t i = 0; i < plain->tensors().size(); ++i) {
+    const TensorInfo& t = plain->tensors()[i];
+    ASSERT_EQ(t.name, hqq->tensors()[i].name);
+    ASSERT_EQ(t.type_name, hqq->tensors()[i].type_name) << t.name;
+    size_t na, nb;
+    const uint8_t* a = plain->raw(i, &na);
+    const uint8_t* b = hqq->raw(i, &nb);
+    ASSERT_EQ(na, nb) << t.name;
+    if (t.type_name != "Q4_K") {
+      EXPECT_EQ(0, std::memcmp(a, b, na)) << t.name << " (" << t.type_name << ") must be llama-quantize's";
+      ++same;
+      continue;
+    }
+    const std::vector<float> w = test::read_f32(*src, size_t(src->find(t.name)));
+    const std::vector<float> wa = test::read_f32(*plain, i), wb = test::read_f32(*hqq, i);
+    EXPECT_LE(array_error(w.data(), wb.data(), w.size()).rel_rmse, array_error(w.data(), wa.data(), w.size()).rel_rmse)
+        << t.name;
+    refined += std::memcmp(a, b, na) != 0;
+  }
+  EXPECT_GT(refined, 10);
+  EXPECT_GT(same, 10);
+  // Its bytes are the same with one thread and the scalar kernels.
+  expect(0, {"quantize", fx256, path("hqq1.gguf"), "Q4_K_M", "--hqq", "--threads", "1", "--isa", "scalar", "-q"});
+  EXPECT_EQ(test::sha256_file(path("hqq1.gguf")), test::sha256_file(path("hqq.gguf")));
+  // A mix whose own type stores no minimum has nothing for HQQ to refine.
+  Result r = expect(2, {"quantize", fx256, path("x.gguf"), "Q3_K_M", "--hqq"});
+  EXPECT_TRUE(contains(r.err, "needs a type with a minimum")) << r.err;
+  EXPECT_FALSE(fs::exists(path("x.gguf")));
 }
 
 }  // namespace

@@ -44,9 +44,9 @@ TEST(SchemeSweep, SchemesCoverBitsBlocksKindsAndGgufTypes) {
   std::set<std::string> names;
   for (const SweepScheme& s : all) names.insert(s.name);
   EXPECT_EQ(names.size(), all.size()) << "scheme names must be unique";
-  EXPECT_EQ(all.size(), 3u * 7 * 4 + kGgmlBlockCount + 2);  // + HQQ on Q4_1 and Q5_1
+  EXPECT_EQ(all.size(), 3u * 7 * 4 + kGgmlBlockCount + 5);  // + HQQ on Q4_1, Q5_1, Q2_K, Q4_K, Q5_K
   for (const char* n : {"2-bit sym block 32", "8-bit asym channel-wise", "4-bit hqq block 64", "Q4_0", "Q8_0",
-                        "Q5_1 hqq"}) {
+                        "Q5_1 hqq", "Q4_K hqq"}) {
     EXPECT_TRUE(names.count(n)) << n;
   }
 }

@@ -1,0 +1,55 @@
+// One write at a time on a thread of its own, so that the caller (OutputFile's O_DIRECT
+// path, whose writes wait for the device) fills its next buffer meanwhile instead of
+// blocking the serial writer stage of the pipeline.
+#pragma once
+
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <thread>
+
+namespace wq {
+
+struct WriteResult {
+  int err = 0;           // errno of a failed write, 0 if it completed
+  bool refused = false;  // the O_DIRECT descriptor refused it (EINVAL); it went through `fd` instead
+};
+
+// pwrite until p[0, n) is at `at`: through dfd (O_DIRECT; -1 for none) while the offset is
+// aligned to `block`, through fd (buffered) where dfd refuses it (EINVAL) or a short write
+// leaves the offset unaligned.
+WriteResult pwrite_all(int dfd, int fd, size_t block, const uint8_t* p, size_t n, uint64_t at);
+
+class BackgroundWriter {
+ public:
+  BackgroundWriter();
+  // Waits for the write in flight (its result is dropped), then stops the thread.
+  ~BackgroundWriter();
+  BackgroundWriter(const BackgroundWriter&) = delete;
+  BackgroundWriter& operator=(const BackgroundWriter&) = delete;
+
+  using Result = WriteResult;
+
+  // Starts pwrite_all(dfd, fd, block, p, n, at) on the thread. p must stay untouched until
+  // wait() returns. Only one write may be in flight: call wait() first.
+  void submit(int dfd, int fd, size_t block, const uint8_t* p, size_t n, uint64_t at);
+  // Blocks until the write in flight (if any) has finished; returns its result.
+  Result wait();
+
+ private:
+  void run();
+
+  std::mutex m_;
+  std::condition_variable cv_;
+  bool busy_ = false, stop_ = false;
+  int dfd_ = -1, fd_ = -1;
+  size_t block_ = 4096;
+  const uint8_t* p_ = nullptr;
+  size_t n_ = 0;
+  uint64_t at_ = 0;
+  Result result_;
+  std::thread thread_;  // last: starts after the state above exists
+};
+
+}  // namespace wq
