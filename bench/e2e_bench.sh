@@ -12,7 +12,8 @@
 # (A B A B ...) on the GGUF jobs, and the ratio is of the medians.
 #
 # Jobs: the synthetic TinyLlama-shaped model (bench/gen_model.cpp) as
-#   f32 GGUF      -> Q4_0, 2 threads, 1 thread and 8 threads (more than the cores)
+#   f32 GGUF      -> Q4_0, 2 threads (also with --output-tensor-type q8_0), 1 thread and
+#                    8 threads (more than the cores)
 #   bf16 sharded safetensors (model-0000N-of-0000M + index) -> .wq 4-bit block 64 asym,
 #                    without and with --hqq
 #   bf16 GGUF     -> Q4_0 (wquant's GGUF output needs a GGUF input: its vocabulary and
@@ -131,9 +132,11 @@ report() {
     "$(ratio "$cpu" "$cpu_floor")" "$vs_llama"
 }
 
-# job LABEL INPUT OUTPUT [LLAMA_ARGS | -] -- WQUANT_FLAGS...: floor, then the runs.
+# job LABEL INPUT OUTPUT ["[LLAMA_OPTIONS...] TYPE" | -] -- WQUANT_FLAGS...: floor, then the runs.
 job() {
-  local label=$1 in=$2 out=$3 llama_type=$4; shift 5
+  local label=$1 in=$2 out=$3 llama_args=$4; shift 5
+  local llama_type=${llama_args##* } llama_opts=""
+  [ "$llama_type" = "$llama_args" ] || llama_opts=${llama_args% *}
   if [ -n "${WQ_E2E_JOBS:-}" ] && ! printf ' %s ' "$WQ_E2E_JOBS" | grep -q " $label "; then return 0; fi
   local out_bytes threads
   if ! "$wq" quantize "$in" "$out" "$@" --dry-run --json > "$dir/.plan" 2> "$dir/.err"; then
@@ -165,8 +168,10 @@ job() {
       rm -f "$dir/llama.gguf"
       # shellcheck disable=SC2086
       cat $files > /dev/null
-      # llama-quantize's own mix (Q6_K output tensor, as wquant's --type Q4_0 writes it).
-      timed "$llama_label" "$LLAMA_QUANTIZE" "$in" "$dir/llama.gguf" "$llama_type" "$threads"
+      # llama-quantize's own mix (Q6_K output tensor, as wquant's --type Q4_0 writes it),
+      # or with the job's options.
+      # shellcheck disable=SC2086
+      timed "$llama_label" "$LLAMA_QUANTIZE" $llama_opts "$in" "$dir/llama.gguf" "$llama_type" "$threads"
       if ! cmp -s "$dir/llama.gguf" "$out"; then
         echo "$label: llama-quantize's file differs from wquant's" >&2
         exit 1
@@ -181,6 +186,10 @@ echo "wquant e2e: $layers layers, $runs runs each (medians), $(nproc) cores, $(d
 echo "  WQUANT_OUTPUT_IO=${WQUANT_OUTPUT_IO:-buffered} WQUANT_READAHEAD=${WQUANT_READAHEAD:-populate}" \
      "llama-quantize: ${LLAMA_QUANTIZE:-not set}"
 job "f32-gguf-Q4_0-2t" "$f32_gguf" "$dir/q4_0.gguf" Q4_0 -- --type Q4_0 --threads 2
+# The job as the issue measured it: the output matrix Q8_0 instead of the mix's Q6_K,
+# whose scale search costs more than all the Q4_0 tensors together.
+job "f32-gguf-Q4_0-q8out-2t" "$f32_gguf" "$dir/q4_0.gguf" "--output-tensor-type q8_0 Q4_0" -- --type Q4_0 \
+  --output-tensor-type q8_0 --threads 2
 job "f32-gguf-Q4_0-1t" "$f32_gguf" "$dir/q4_0.gguf" Q4_0 -- --type Q4_0 --threads 1
 # More threads than cores must not cost: the scaling check this 2-core machine can make.
 job "f32-gguf-Q4_0-8t" "$f32_gguf" "$dir/q4_0.gguf" - -- --type Q4_0 --threads 8

@@ -1,9 +1,12 @@
 #include "io/gguf_writer.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <memory>
 
 #include "engine/error.h"
 #include "io/gguf_format.h"
@@ -14,9 +17,13 @@
 namespace wq {
 namespace {
 
+// resize + memcpy rather than insert: GCC 12 sees insert's copy into a freshly grown
+// empty vector as a write past a zero-sized region (-Wstringop-overflow, a false alarm).
 void put(std::vector<uint8_t>& b, const void* p, size_t n) {
-  const auto* c = static_cast<const uint8_t*>(p);
-  b.insert(b.end(), c, c + n);
+  if (n == 0) return;
+  const size_t at = b.size();
+  b.resize(at + n);
+  std::memcpy(b.data() + at, p, n);
 }
 template <class T>
 void put(std::vector<uint8_t>& b, T v) {
@@ -278,6 +285,13 @@ std::vector<Shard> split_shards(const std::string& prefix, const std::vector<Ten
   return shards;
 }
 
+// WQUANT_TEST_RENAME_PAUSE_MS: a pause between the shards' renames, for the test that
+// signals into that window (tests/cli_test.cpp); 0 otherwise.
+int rename_pause_ms() {
+  const char* v = std::getenv("WQUANT_TEST_RENAME_PAUSE_MS");
+  return v ? std::atoi(v) : 0;
+}
+
 // Writes the shards one after another, each into its temporary file; only when the last
 // is complete are they all renamed into place. One shard is open at a time (one write
 // buffer); the finished ones hold only their temporary names.
@@ -306,8 +320,15 @@ class GgufSplitWriter final : public ModelWriter {
     while (writers_.size() < shards_.size()) open_next();
     writers_.back()->finish();
     size_t done = 0;
+    // A shard in place stays removable by Ctrl-C until all are: none or all, as on errors.
+    std::vector<std::unique_ptr<RemovedOnSignal>> placed;
+    const int pause_ms = rename_pause_ms();
     try {
-      for (; done < writers_.size(); ++done) writers_[done]->commit();
+      for (; done < writers_.size(); ++done) {
+        if (done > 0 && pause_ms > 0) ::usleep(useconds_t(pause_ms) * 1000);
+        writers_[done]->commit();
+        placed.push_back(std::make_unique<RemovedOnSignal>(shards_[done].path));
+      }
     } catch (...) {
       // No part of a split model under the final names: remove the shards already renamed.
       for (size_t k = 0; k < done; ++k) std::remove(shards_[k].path.c_str());

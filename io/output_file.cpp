@@ -115,6 +115,13 @@ OutputIo OutputIo::from_env() {
 
 void OutputFile::FreeDeleter::operator()(uint8_t* p) const { std::free(p); }
 
+RemovedOnSignal::RemovedOnSignal(const std::string& path) : slot_(register_temp(path)) {}
+
+void RemovedOnSignal::release() {
+  unregister_temp(slot_);
+  slot_ = -1;
+}
+
 void remove_temp_outputs_from_signal() {
   for (int i = 0; i < kSlots; ++i) {
     if (g_live[i].load()) ::unlink(g_paths[i]);

@@ -115,8 +115,25 @@ class OutputFile {
   int slot_ = -1;
 };
 
-// Async-signal-safe: unlinks every temporary output still open. For SIGINT/SIGTERM
-// handlers; the process must exit right after.
+// A complete file already under its final name that SIGINT/SIGTERM must still remove
+// while the guard lives: the shards of a split output, renamed one by one, so that a
+// signal during the renames leaves none of them (as an error does) instead of some.
+// Create it right after the rename (never before: the name may hold the user's old
+// file until then); release() when every shard is in place.
+class RemovedOnSignal {
+ public:
+  explicit RemovedOnSignal(const std::string& path);
+  ~RemovedOnSignal() { release(); }
+  RemovedOnSignal(const RemovedOnSignal&) = delete;
+  RemovedOnSignal& operator=(const RemovedOnSignal&) = delete;
+  void release();
+
+ private:
+  int slot_ = -1;
+};
+
+// Async-signal-safe: unlinks every temporary output still open (and every file a
+// RemovedOnSignal guards). For SIGINT/SIGTERM handlers; the process must exit right after.
 void remove_temp_outputs_from_signal();
 
 }  // namespace wq

@@ -1794,6 +1794,27 @@ TEST_F(Cli, GgufSplitInputGivesLlamaQuantizesSingleFile) {
   EXPECT_TRUE(contains(r.err, "-00003-of-00003.gguf")) << r.err;
 }
 
+// Ctrl-C while the shards of a --keep-split output are being renamed into place (the
+// test widens that window): the shards already renamed are removed too, none is left.
+TEST_F(Cli, CtrlCDuringTheShardRenamesLeavesNoShard) {
+  WQ_REQUIRE_SHARED(stories, kStoriesGguf);
+  test::write_gguf_fixture_split(stories, path("m"), 20);
+  fs::create_directory(path("out"));
+  Child c = spawn({"quantize", "--keep-split", path("m-00001-of-00003.gguf"), path("out/q.gguf"), "Q8_0", "-q"},
+                  {{"WQUANT_TEST_RENAME_PAUSE_MS", "3000"}});
+  bool first = false;
+  for (int i = 0; i < 6000 && !first; ++i) {
+    first = fs::exists(path("out/q-00001-of-00003.gguf"));
+    if (!first) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_TRUE(first) << "the first shard never appeared";
+  EXPECT_FALSE(fs::exists(path("out/q-00003-of-00003.gguf")));  // still in the window
+  kill(c.pid, SIGINT);
+  const Result r = finish(c);
+  EXPECT_EQ(r.code, 130) << r.out << r.err;
+  EXPECT_TRUE(fs::is_empty(path("out"))) << "left behind: " << fs::directory_iterator(path("out"))->path();
+}
+
 // llama-quantize's sha256 of shard k (0-based) of a --keep-split run
 // (tests/data/llama_quantize_split_digests.json).
 std::string oracle_shard_sha256(const std::string& fixture, const std::string& mix, size_t k) {
