@@ -6,12 +6,14 @@
 // with transB over the embedding when the model ties it, else MatMul). Linear weights
 // are stored [in, out] for MatMul, as exporters store them.
 //
-//   wq_gen_onnx [--external-data] IN.gguf OUT.onnx
+//   wq_gen_onnx [--external-data] [--opset 17|21] IN.gguf OUT.onnx
 //
 // Input "input_ids" int64 [1, T] (T <= the model's context), output "logits" f32
 // [1, T, vocab]. With --external-data (needed past 2 GB) every weight goes to
 // OUT.onnx.data, each at a 64-byte-aligned offset. Tensors are read and written one at a
-// time, so memory stays near the largest tensor.
+// time, so memory stays near the largest tensor. --opset 21 (IR 10) writes the same graph
+// at opset 21, the first with blocked DequantizeLinear (ReduceMean takes its axes as an
+// input from 18 on; nothing else the graph uses changed).
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -48,7 +50,8 @@ T gguf_number(const GgufReader& r, const std::string& key, T dflt) {
 
 class Writer {
  public:
-  Writer(GgufReader& src, const std::string& out, bool external) : src_(src), out_(out), external_(external) {
+  Writer(GgufReader& src, const std::string& out, bool external, int64_t opset)
+      : src_(src), out_(out), external_(external), opset_(opset) {
     if (external_) {
       data_name_ = std::filesystem::path(out).filename().string() + ".data";
       data_.open(out + ".data", std::ios::binary | std::ios::trunc);
@@ -59,11 +62,11 @@ class Writer {
 
   void build() {
     read_shape();
-    model_.set_ir_version(8);
+    model_.set_ir_version(opset_ >= 21 ? 10 : 8);
     model_.set_producer_name("wq_gen_onnx");
     auto* op = model_.add_opset_import();
     op->set_domain("");
-    op->set_version(17);
+    op->set_version(opset_);
     g_->set_name("llama");
     auto* in = g_->add_input();
     in->set_name("input_ids");
@@ -257,7 +260,8 @@ class Writer {
 
   std::string rms_norm(const std::string& x, const std::string& w, const std::string& p) {
     node("Mul", {x, x}, {p + "_sq"});
-    node("ReduceMean", {p + "_sq"}, {p + "_ms"}, {{"keepdims", 1}}, {{"axes", {-1}}});
+    if (opset_ >= 18) node("ReduceMean", {p + "_sq", "minus1"}, {p + "_ms"}, {{"keepdims", 1}});
+    else node("ReduceMean", {p + "_sq"}, {p + "_ms"}, {{"keepdims", 1}}, {{"axes", {-1}}});
     node("Add", {p + "_ms", "eps"}, {p + "_mse"});
     node("Sqrt", {p + "_mse"}, {p + "_rms"});
     node("Div", {x, p + "_rms"}, {p + "_n"});
@@ -338,6 +342,7 @@ class Writer {
   std::string data_name_;
   std::ofstream data_;
   uint64_t data_offset_ = 0;
+  int64_t opset_ = 17;
   onnx::ModelProto model_;
   onnx::GraphProto* g_;
   LlamaShape s_;
@@ -345,16 +350,19 @@ class Writer {
 
 int run(int argc, char** argv) {
   bool external = false;
+  int64_t opset = 17;
   std::vector<std::string> pos;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--external-data") external = true;
+    else if (a == "--opset" && i + 1 < argc && (std::string(argv[i + 1]) == "17" || std::string(argv[i + 1]) == "21"))
+      opset = std::stoll(argv[++i]);
     else if (!a.empty() && a[0] == '-') throw Error("unknown flag " + a, ErrorKind::Usage);
     else pos.push_back(a);
   }
-  if (pos.size() != 2) throw Error("usage: wq_gen_onnx [--external-data] IN.gguf OUT.onnx", ErrorKind::Usage);
+  if (pos.size() != 2) throw Error("usage: wq_gen_onnx [--external-data] [--opset 17|21] IN.gguf OUT.onnx", ErrorKind::Usage);
   std::unique_ptr<GgufReader> src = open_gguf(pos[0]);
-  Writer(*src, pos[1], external).build();
+  Writer(*src, pos[1], external, opset).build();
   return 0;
 }
 

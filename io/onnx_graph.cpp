@@ -6,6 +6,7 @@
 
 #include "engine/error.h"
 #include "io/onnx_layout.h"
+#include "io/onnx_zero_points.h"
 #include "io/quant_record.h"
 
 namespace wq {
@@ -50,11 +51,14 @@ std::string bytes_of(const std::vector<T>& v) {
 class Planner {
  public:
   Planner(const std::string& out, const std::vector<TensorPlan>& plan, const OnnxReader& src)
-      : out_(out), plan_(plan), src_(src) {}
+      : out_(out), plan_(plan), src_(src) {
+    for (const auto& op : src_.model().opset_import())
+      if (op.domain().empty() || op.domain() == "ai.onnx") opset_ = op.version();
+  }
 
   OnnxOutPlan run() {
     o_.model = src_.model();
-    o_.packed.assign(plan_.size(), false);
+    o_.form.assign(plan_.size(), OnnxWeightForm::None);
     o_.transposed.assign(plan_.size(), false);
     for (size_t pi = 0; pi < plan_.size(); ++pi) entry(pi);
     auto* g = o_.model.mutable_graph();
@@ -151,31 +155,39 @@ class Planner {
     const int bits = p.spec.bits;
     const bool pow2 = block >= 16 && (block & (block - 1)) == 0;
     const Scheme scheme = p.spec.scheme();
+    // Integral zero points are stored as integers: MatMulNBits' packed uint8 zero points,
+    // and DequantizeLinear's (io/onnx_zero_points.h).
+    const bool integral = zero_points_are_integral(p.spec);
     // onnxruntime's CPU MatMulNBits (1.30) takes float zero points only with 2 and 4 bits
     // ("only 2b and 4b quantization is supported for unpacked compute"): 8-bit blocks with
-    // zero points take the standard-op form.
-    const bool bits_ok = bits == 2 || bits == 4 || (bits == 8 && scheme == Scheme::MnnSym);
+    // float zero points take the standard-op form; packed uint8 ones it takes.
+    const bool bits_ok = bits == 2 || bits == 4 || (bits == 8 && integral);
     const bool nbits = in.matmul_only && info.dtype == DType::F32 && bits_ok && pow2;
     // GatherBlockQuantized's zero points are integers in the data's type: symmetric codes.
     const bool gather = !nbits && in.gather_only && info.dtype == DType::F32 && (bits == 4 || bits == 8) &&
                         scheme == Scheme::MnnSym && pow2;
+    // Opset 21's blocked DequantizeLinear, only where the model already runs at 21 or later
+    // (raising its opset would change other ops' meaning): (q - z) * s in f32, exactly
+    // kernels/reference.h dequantize_one for an integral z.
+    const bool dql = !nbits && !gather && integral && opset_ >= 21;
     QuantizedTensor rq;
     rq.shape = p.shape;
     rq.spec = p.spec;
     rq.block = block;
     rq.scheme = scheme;
     rq.packed_row_bytes = (cols * size_t(bits) + 7) / 8;
-    if (nbits || gather) {
+    if (nbits || gather || dql) {
       rq.spec.fp16 = false;                                // the scales have the output's type
       if (scheme == Scheme::MnnAsym) rq.scheme = Scheme::Affine;  // min + q s stored as (q - z) s
     }
     nlohmann::json j = nlohmann::json::parse(quant_record_json(rq));
-    j["onnx_form"] = nbits ? kFormMatMulNBits : gather ? kFormGather : kFormDequant;
+    j["onnx_form"] = nbits ? kFormMatMulNBits : gather ? kFormGather : dql ? kFormDequantizeLinear : kFormDequant;
     j["transposed"] = in.transposed;
     auto* meta = o_.model.add_metadata_props();
     meta->set_key(kOnnxRecordPrefix + name);
     meta->set_value(j.dump());
-    o_.packed[pi] = nbits || gather;
+    o_.form[pi] = nbits ? OnnxWeightForm::MatMulNBits : gather ? OnnxWeightForm::Gather
+                  : dql ? OnnxWeightForm::DequantizeLinear : OnnxWeightForm::Dequant;
     auto add = [&](OnnxPiece piece, onnx::TensorProto h, uint64_t nbytes, std::string constant = {}) {
       OnnxOutInit o;
       o.plan_index = pi;
@@ -192,8 +204,12 @@ class Planner {
       add(OnnxPiece::Codes, header_of(name + ".qweight", onnx::TensorProto::UINT8, {int64_t(rows), int64_t(nb), blob}),
           rows * nb * uint64_t(blob));
       add(OnnxPiece::Scales, header_of(name + ".scales", onnx::TensorProto::FLOAT, {int64_t(rows * nb)}), rows * nb * 4);
-      if (has_zeros)
+      if (has_zeros && integral) {
+        const uint64_t zb = rows * zero_point_row_bytes(nb, bits);
+        add(OnnxPiece::Zeros, header_of(name + ".zeros", onnx::TensorProto::UINT8, {int64_t(zb)}), zb);
+      } else if (has_zeros) {
         add(OnnxPiece::Zeros, header_of(name + ".zeros", onnx::TensorProto::FLOAT, {int64_t(rows * nb)}), rows * nb * 4);
+      }
       rewrite_matmuls(name, rows, cols, block, bits, has_zeros);
       return;
     }
@@ -213,6 +229,23 @@ class Planner {
       add(OnnxPiece::Constant, header_of(name + ".gather_zeros", onnx::TensorProto::UINT8, {int64_t(rows), int64_t(zrow)}),
           z.size(), z);
       rewrite_gathers(name, block, bits);
+      return;
+    }
+    if (dql) {
+      const std::vector<int64_t> qdims{int64_t(rows), int64_t(nb)};
+      add(OnnxPiece::Codes, header_of(name + ".qweight", onnx::TensorProto::UINT8, {int64_t(rows), int64_t(cols)}), rows * cols);
+      add(OnnxPiece::Scales, header_of(name + ".scales", onnx::TensorProto::FLOAT, qdims), rows * nb * 4);
+      add(OnnxPiece::Zeros, header_of(name + ".zeros", onnx::TensorProto::UINT8, qdims), rows * nb);
+      const bool reshape = p.shape.size() != 2;
+      if (reshape)
+        add(OnnxPiece::Constant, header_of(name + ".dq_shape", onnx::TensorProto::INT64, {int64_t(p.shape.size())}),
+            p.shape.size() * 8, bytes_of(p.shape));
+      const std::string out = reshape || in.transposed || info.dtype != DType::F32 ? name + "/dequant/blocks" : name;
+      onnx::NodeProto n = make_node("DequantizeLinear", {name + ".qweight", name + ".scales", name + ".zeros"}, out, out);
+      add_int(n, "axis", 1);
+      add_int(n, "block_size", int64_t(block));
+      front_.push_back(std::move(n));
+      shape_back(name, out, reshape, in.transposed, info.dtype);
       return;
     }
     const int ptype = p.spec.fp16 ? onnx::TensorProto::FLOAT16 : onnx::TensorProto::FLOAT;
@@ -268,11 +301,21 @@ class Planner {
         op("Mul", pre + "centred", s, pre + "blocks");
         break;
     }
+    shape_back(name, pre + "blocks", true, transposed, dtype);
+  }
+
+  // From the dequantized blocks `from` to the graph's tensor NAME: reshaped to the
+  // weight's shape, transposed back to MatMul's [K, N], cast to the weight's own type.
+  void shape_back(const std::string& name, const std::string& from, bool reshape, bool transposed, DType dtype) {
+    const std::string pre = name + "/dequant/";
     const bool narrow = dtype != DType::F32;
-    const std::string shaped = transposed || narrow ? pre + "shaped" : name;
-    op("Reshape", pre + "blocks", name + ".dq_shape", shaped);
-    std::string last = shaped;
+    std::string last = from;
+    if (reshape) {
+      last = transposed || narrow ? pre + "shaped" : name;
+      front_.push_back(make_node("Reshape", {from, name + ".dq_shape"}, last, last));
+    }
     if (transposed) {
+      const std::string shaped = last;
       const std::string t = narrow ? pre + "transposed" : name;
       onnx::NodeProto n = make_node("Transpose", {shaped}, t, t);
       auto* a = n.add_attribute();
@@ -283,7 +326,11 @@ class Planner {
       front_.push_back(std::move(n));
       last = t;
     }
-    if (narrow) cast(last, name, onnx_type_of(dtype));
+    if (narrow) {
+      onnx::NodeProto n = make_node("Cast", {last}, name, name);
+      add_int(n, "to", onnx_type_of(dtype));
+      front_.push_back(std::move(n));
+    }
   }
 
   void rewrite_gathers(const std::string& name, size_t block, int bits) {
@@ -331,6 +378,7 @@ class Planner {
   std::vector<onnx::NodeProto> front_;
   std::set<std::string> replaced_;  // initializers no longer stored under their name
   bool any_nbits_ = false;
+  int64_t opset_ = 0;  // the model's default-domain opset
 };
 
 }  // namespace

@@ -17,7 +17,8 @@ namespace wq {
 enum class OnnxPiece : uint8_t {
   Codes,        // MatMulNBits: q.packed; dequant: one code per byte
   Scales,       // f32 (MatMulNBits, or dequant without fp16) or the f16 halves
-  Zeros,        // likewise; MatMulNBits: z (-min/s for min+scale blocks)
+  Zeros,        // likewise; MatMulNBits: z (-min/s for min+scale blocks); uint8 headers: integer
+                //   zero points, packed at `bits` (MatMulNBits) or one per byte (DequantizeLinear)
   Constant,     // `constant` below (shapes, offsets)
   Float,        // the plan's float payload (KeepFloat, transposed back when needed)
   Raw,          // the source bytes (CopyRaw)
@@ -32,10 +33,19 @@ struct OnnxOutInit {
   std::string constant;          // Constant: the payload
 };
 
+// How a plan entry's quantized weight is stored (io/onnx_layout.h).
+enum class OnnxWeightForm : uint8_t {
+  None,              // not quantized
+  MatMulNBits,       // codes packed, f32 scales, zeros f32 or packed uint8
+  Gather,            // GatherBlockQuantized: codes packed, f32 scales
+  Dequant,           // codes one per byte, scales and zeros as the spec stores them, standard ops
+  DequantizeLinear,  // codes one per byte, f32 scales, uint8 zero points, opset 21's blocked op
+};
+
 struct OnnxOutPlan {
-  onnx::ModelProto model;            // without initializers
-  std::vector<OnnxOutInit> inits;    // streaming order
-  std::vector<bool> packed;          // per plan entry: codes packed, f32 scales (MatMulNBits, GatherBlockQuantized)
+  onnx::ModelProto model;              // without initializers
+  std::vector<OnnxOutInit> inits;      // streaming order
+  std::vector<OnnxWeightForm> form;    // per plan entry
   std::vector<bool> transposed;      // per plan entry: listed transposed (see onnx_reader.h)
 };
 

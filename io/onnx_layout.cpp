@@ -5,9 +5,37 @@
 
 #include "engine/error.h"
 #include "io/onnx_reader.h"
+#include "io/onnx_zero_points.h"
 #include "io/quant_record.h"
 
 namespace wq {
+namespace {
+
+// Integer zero points, `width` bits each (io/onnx_zero_points.h), into q.zeros; symmetric
+// codes must have 2^(b-1) in every block, which q, having no zeros, implies.
+void load_integer_zero_points(const std::string& at, QuantizedTensor& q, const OnnxQuantParts& parts,
+                              const std::vector<OnnxInitializer>& inits, int width) {
+  if (parts.zeros == OnnxQuantParts::kNone) throw Error(at + ": no .zeros initializer");
+  const OnnxInitializer& z = inits[parts.zeros];
+  const size_t bpr = q.blocks_per_row(), want = q.rows * zero_point_row_bytes(bpr, width);
+  if (z.header.data_type() != onnx::TensorProto::UINT8 || z.nbytes != want)
+    throw Error(at + ".zeros: " + std::to_string(z.nbytes) + " bytes of type " + std::to_string(z.header.data_type()) +
+                ", " + std::to_string(want) + " uint8 zero points expected");
+  std::vector<float> v(q.rows * bpr);
+  unpack_zero_points(z.data, q.rows, bpr, width, v.data());
+  if (q.scheme == Scheme::MnnSym) {
+    const float half = float(1 << (q.spec.bits - 1));
+    for (size_t i = 0; i < v.size(); ++i)
+      if (v[i] != half)
+        throw Error(at + ".zeros: block " + std::to_string(i) + " has zero point " + std::to_string(int(v[i])) +
+                    ", symmetric codes have " + std::to_string(int(half)));
+    return;
+  }
+  if (q.scheme != Scheme::Affine) throw Error(at + ": integer zero points with a scheme that has a minimum");
+  q.zeros = std::move(v);
+}
+
+}  // namespace
 
 std::vector<size_t> OnnxQuantParts::all() const {
   std::vector<size_t> v;
@@ -51,7 +79,7 @@ QuantizedTensor load_onnx_quantized(const std::string& file, const std::string& 
     if (codes.nbytes != q.rows * q.packed_row_bytes)
       throw Error(at + ".qweight: " + std::to_string(codes.nbytes) + " bytes, the record says " + std::to_string(q.rows * q.packed_row_bytes));
     q.packed.assign(codes.data, codes.data + codes.nbytes);
-  } else if (form == kFormDequant) {
+  } else if (form == kFormDequant || form == kFormDequantizeLinear) {
     if (codes.nbytes != q.rows * q.cols)
       throw Error(at + ".qweight: " + std::to_string(codes.nbytes) + " codes, the record says " + std::to_string(q.rows * q.cols));
     const unsigned qmax = (1u << q.spec.bits) - 1;
@@ -85,22 +113,13 @@ QuantizedTensor load_onnx_quantized(const std::string& file, const std::string& 
     }
   };
   params(parts.scales, ".scales", q.scales, q.scales_f16);
-  if (q.scheme != Scheme::MnnSym) {
+  if (form == kFormDequantizeLinear) {
+    load_integer_zero_points(at, q, parts, inits, 8);
+  } else if (q.scheme != Scheme::MnnSym) {
     if (parts.zeros == OnnxQuantParts::kNone) throw Error(at + ": no .zeros for an asymmetric tensor");
     const OnnxInitializer& z = inits[parts.zeros];
     if (form == kFormMatMulNBits && z.header.data_type() == onnx::TensorProto::UINT8) {
-      // Packed integer zero points: ceil(k_blocks * bits / 8) bytes per row.
-      const size_t bpr = q.blocks_per_row(), row_bytes = (bpr * size_t(q.spec.bits) + 7) / 8;
-      if (z.nbytes != q.rows * row_bytes)
-        throw Error(at + ".zeros: " + std::to_string(z.nbytes) + " bytes, " + std::to_string(q.rows * row_bytes) + " expected");
-      q.zeros.resize(nb);
-      for (size_t r = 0; r < q.rows; ++r)
-        for (size_t b = 0; b < bpr; ++b) {
-          const size_t bit = b * size_t(q.spec.bits);
-          uint32_t v = z.data[r * row_bytes + (bit >> 3)];
-          if ((bit >> 3) + 1 < row_bytes) v |= uint32_t(z.data[r * row_bytes + (bit >> 3) + 1]) << 8;
-          q.zeros[r * bpr + b] = float((v >> (bit & 7)) & ((1u << q.spec.bits) - 1));
-        }
+      load_integer_zero_points(at, q, parts, inits, q.spec.bits);
     } else {
       params(parts.zeros, ".zeros", q.zeros, q.zeros_f16);
     }

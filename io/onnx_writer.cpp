@@ -7,6 +7,7 @@
 #include "engine/quantize.h"
 #include "io/onnx_graph.h"
 #include "io/onnx_wire.h"
+#include "io/onnx_zero_points.h"
 #include "io/output_file.h"
 #include "engine/transpose.h"
 
@@ -172,7 +173,8 @@ class OnnxWriter final : public ModelWriter {
   // The payload of one output initializer, from the pipeline's result.
   Bytes payload(const OnnxOutInit& o, const TensorResult& r) {
     const TensorPlan& p = *r.plan;
-    const bool nbits = l_.plan.packed[o.plan_index];
+    const OnnxWeightForm form = l_.plan.form[o.plan_index];
+    const bool packed_codes = form == OnnxWeightForm::MatMulNBits || form == OnnxWeightForm::Gather;
     switch (o.piece) {
       case OnnxPiece::Constant: return view(o.constant.data(), o.constant.size());
       case OnnxPiece::Raw: return view(r.data(), r.size());
@@ -188,7 +190,7 @@ class OnnxWriter final : public ModelWriter {
       }
       case OnnxPiece::Codes: {
         const QuantizedTensor& q = r.quantized;
-        if (nbits) return view(q.packed);
+        if (packed_codes) return view(q.packed);
         std::string s(q.rows * q.cols, '\0');
         for (size_t row = 0; row < q.rows; ++row)
           unpack_row(&q.packed[row * q.packed_row_bytes], q.cols, q.spec.bits, reinterpret_cast<uint8_t*>(&s[row * q.cols]));
@@ -198,7 +200,9 @@ class OnnxWriter final : public ModelWriter {
       case OnnxPiece::Zeros: {
         const QuantizedTensor& q = r.quantized;
         const bool scales = o.piece == OnnxPiece::Scales;
-        if (!nbits) {
+        if (!scales && o.header.data_type() == onnx::TensorProto::UINT8)
+          return own(integer_zero_points(q, form == OnnxWeightForm::MatMulNBits ? q.spec.bits : 8, p.name));
+        if (form == OnnxWeightForm::Dequant) {
           if (q.spec.fp16) return view(scales ? q.scales_f16 : q.zeros_f16);
           return view(scales ? q.scales : q.zeros);
         }
@@ -210,7 +214,20 @@ class OnnxWriter final : public ModelWriter {
     return {};
   }
 
-  // MatMulNBits' f32 scales and zero points of q, once per tensor: the f16 halves
+  // Integer zero points, `width` bits each: 2^(b-1) for symmetric codes, else HQQ's
+  // rounded zeros, each checked to fit.
+  std::string integer_zero_points(const QuantizedTensor& q, int width, const std::string& name) {
+    const size_t nb = q.rows * q.blocks_per_row();
+    if (q.scheme == Scheme::MnnSym) {
+      const std::vector<float> half(nb, float(1 << (q.spec.bits - 1)));
+      return pack_zero_points(half.data(), q.rows, q.blocks_per_row(), width, out_.path() + ": " + name);
+    }
+    prepare_nbits(q);
+    if (nb_zeros_.size() != nb) throw Error(out_.path() + ": " + name + ": no zero points", ErrorKind::Internal);
+    return pack_zero_points(nb_zeros_.data(), q.rows, q.blocks_per_row(), width, out_.path() + ": " + name);
+  }
+
+  // MatMulNBits' (and DequantizeLinear's) f32 scales and zero points of q, once per tensor: the f16 halves
   // widened; min + q s (MNN asymmetric) as (q - z) s with z = -min / s, and a block whose
   // scale MNN treats as zero (every code 0, weight = min) as s' = min, z = -1.
   void prepare_nbits(const QuantizedTensor& q) {

@@ -7,7 +7,10 @@
 //  - KL divergence of each variant against float on a fixed 35-token sequence (printed
 //    as the README's table);
 //  - greedy text of 4-bit HQQ block 32; MNN spellings give the native flags' bytes;
-//    external data in and out.
+//    external data in and out;
+//  - integral zero points: packed uint8 in MatMulNBits (8-bit included), and opset 21's
+//    blocked DequantizeLinear for a graph written at opset 21 (bit-exact: the runtime
+//    computes (q - z) * s in f32 as wquant does), the opset-17 graph keeping standard ops.
 // Skips, saying why, without ../shared or without node/onnxruntime-node.
 #include <gtest/gtest.h>
 
@@ -82,8 +85,9 @@ class OnnxRuntime : public ::testing::Test {
 
   // The float graph with every weight of `dequantized` (a safetensors of `wquant
   // dequantize`) in place of its own; weights listed [N, K] go back to the graph's [K, N].
-  static std::string float_with_weights(const std::string& dequantized, const std::string& out) {
-    onnx::ModelProto m = load_model(dir_ + "/float.onnx");
+  static std::string float_with_weights(const std::string& dequantized, const std::string& out,
+                                       const std::string& base = "float.onnx") {
+    onnx::ModelProto m = load_model(dir_ + "/" + base);
     std::unique_ptr<ModelReader> d = open_model(dequantized);
     for (auto& init : *m.mutable_graph()->mutable_initializer()) {
       const long i = d->find(init.name());
@@ -255,6 +259,80 @@ TEST_F(OnnxRuntime, ExternalDataInAndOut) {
   const nlohmann::json j = nlohmann::json::parse(v.out);
   ASSERT_EQ(j.at("tensors").size(), 36u);  // every quantized weight (stories260K: 5 x 7 + the embedding)
   for (const auto& t : j.at("tensors")) EXPECT_EQ(t.at("max_abs").get<double>(), 0.0) << t.at("name");
+}
+
+// HQQ with --hqq-round-zero and no solver steps has integer zero points: MatMulNBits
+// takes them packed in uint8, at 8 bits too (float ones it refuses at 8 bits).
+TEST_F(OnnxRuntime, IntegralZeroPointsArePackedForMatMulNBits) {
+  for (int bits : {2, 4, 8})
+    for (int block : {32, 64}) {
+      const std::string label = std::to_string(bits) + "-bit block " + std::to_string(block);
+      SCOPED_TRACE(label);
+      const std::string q = dir_ + "/zp.onnx", d = dir_ + "/zp.safetensors";
+      const CmdResult r = run(wquant() + " quantize " + quote(dir_ + "/float.onnx") + " " + quote(q) + " --bits " + std::to_string(bits) +
+                              " --block " + std::to_string(block) + " --hqq --hqq-round-zero --hqq-steps 0 --force -q");
+      ASSERT_EQ(r.code, 0) << r.out;
+      // Every MatMul weight but ffn_down (5 layers x 6): its rows of 172 fall back to one
+      // block of 172, not a power of two.
+      EXPECT_EQ(count_ops(q, "MatMulNBits"), 30);
+      const onnx::ModelProto m = load_model(q);
+      int uint8_zeros = 0;
+      for (const auto& t : m.graph().initializer())
+        uint8_zeros += t.name().size() > 6 && t.name().rfind(".zeros") == t.name().size() - 6 && t.data_type() == onnx::TensorProto::UINT8;
+      EXPECT_EQ(uint8_zeros, 30);
+      const std::vector<float> ql = ort_logits(q, kIds);
+      const CmdResult dr = run(wquant() + " dequantize " + quote(q) + " " + quote(d) + " --force -q");
+      ASSERT_EQ(dr.code, 0) << dr.out;
+      const float diff = max_abs_diff(ql, ort_logits(float_with_weights(d, dir_ + "/dq_float.onnx"), kIds));
+      EXPECT_LE(diff, kDequantTolerance);
+      std::printf("| %s HQQ round-zero, 0 steps (uint8 zero points) | KL %.5f | max diff %.2g |\n", label.c_str(),
+                  mean_kl(float_logits_, ql, kVocab), double(diff));
+    }
+}
+
+// The graph written at opset 21: weights with integral zero points that MatMulNBits does
+// not take go through one blocked DequantizeLinear each; the runtime's logits are bit for
+// bit those of the float graph holding wquant's dequantized weights. The opset-17 graph
+// with the same flags keeps the standard ops.
+TEST_F(OnnxRuntime, Opset21UsesBlockedDequantizeLinear) {
+  const CmdResult g = run(quote(WQ_GEN_ONNX_BIN) + " --opset 21 " + quote(stories_gguf()) + " " + quote(dir_ + "/float21.onnx"));
+  ASSERT_EQ(g.code, 0) << g.out;
+  EXPECT_EQ(load_model(dir_ + "/float21.onnx").opset_import(0).version(), 21);
+  EXPECT_LE(max_abs_diff(ort_logits(dir_ + "/float21.onnx", kIds), float_logits_), 1e-5f);
+  struct Case {
+    std::string flags;
+    int dql, nbits;
+  };
+  for (const Case& c : std::vector<Case>{{"--bits 3 --block 32", 36, 0},
+                                        // ffn_down (rows of 172) and the tied embedding (Gather + Gemm)
+                                        {"--bits 4 --block 32", 6, 30},
+                                        {"--bits 5 --block 32 --fp16", 36, 0},
+                                        {"--bits 6 --block 32 --hqq --hqq-round-zero --hqq-steps 0", 36, 0},
+                                        {"--bits 8 --block 32 --hqq --hqq-round-zero --hqq-steps 0", 6, 30},
+                                        {"--bits 3 --block 32 --asym", 0, 0}}) {
+    SCOPED_TRACE(c.flags);
+    const std::string q = dir_ + "/q21.onnx", d = dir_ + "/q21.safetensors";
+    CmdResult r = run(wquant() + " quantize " + quote(dir_ + "/float21.onnx") + " " + quote(q) + " " + c.flags + " --force -q");
+    ASSERT_EQ(r.code, 0) << r.out;
+    EXPECT_EQ(count_ops(q, "DequantizeLinear"), c.dql);
+    EXPECT_EQ(count_ops(q, "MatMulNBits"), c.nbits);
+    const std::vector<float> ql = ort_logits(q, kIds);
+    r = run(wquant() + " dequantize " + quote(q) + " " + quote(d) + " --force -q");
+    ASSERT_EQ(r.code, 0) << r.out;
+    const std::vector<float> dl = ort_logits(float_with_weights(d, dir_ + "/dq_float21.onnx", "float21.onnx"), kIds);
+    if (c.nbits == 0 && c.dql > 0) EXPECT_EQ(ql, dl);
+    else EXPECT_LE(max_abs_diff(ql, dl), kDequantTolerance);
+    std::printf("| opset 21 %s | DequantizeLinear %d | KL %.5f |\n", c.flags.c_str(), c.dql, mean_kl(float_logits_, ql, kVocab));
+    // verify reads the form back as the weights of the same quantization at opset 17.
+    r = run(wquant() + " quantize " + quote(dir_ + "/float.onnx") + " " + quote(dir_ + "/q17.onnx") + " " + c.flags + " --force -q");
+    ASSERT_EQ(r.code, 0) << r.out;
+    EXPECT_EQ(count_ops(dir_ + "/q17.onnx", "DequantizeLinear"), 0);
+    const CmdResult v = run(wquant() + " verify " + quote(dir_ + "/q17.onnx") + " " + quote(q) + " --json -q");
+    ASSERT_EQ(v.code, 0) << v.out;
+    const nlohmann::json j = nlohmann::json::parse(v.out);
+    ASSERT_EQ(j.at("tensors").size(), 36u);
+    for (const auto& t : j.at("tensors")) EXPECT_EQ(t.at("max_abs").get<double>(), 0.0) << t.at("name");
+  }
 }
 
 }  // namespace
