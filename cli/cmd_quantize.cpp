@@ -14,11 +14,10 @@
 #include "engine/scheduler.h"
 #include "engine/tensor.h"
 #include "engine/gguf_mix.h"
-#include "io/gguf_hparams.h"
+#include "io/gguf_output.h"
 #include "io/gguf_reader.h"
 #include "io/gguf_writer.h"
 #include "io/gguf_writer_keys.h"
-#include "io/imatrix.h"
 #include "io/model_reader.h"
 #include "io/model_writer.h"
 #include "kernels/ggml_types.h"
@@ -69,11 +68,9 @@ struct Setup {
   std::vector<std::string> inputs;  // files the model is read from
   std::vector<TensorPlan> plan;
   uint64_t planned_bytes = 0;
-  // GGUF output: llama-quantize's mix and options, the model's hyper-parameters, the keys.
-  MixOptions mix;
-  MixModel model;
-  GgufOutputKeys gguf_keys;
-  Imatrix imatrix;  // --imatrix, after --include-weights / --exclude-weights
+  // GGUF output: llama-quantize's mix and options, the model's hyper-parameters, the
+  // importance matrix (after --include-weights / --exclude-weights), the keys.
+  GgufOutput gguf;
   // The files written: OUT, or with --keep-split the shards PREFIX-0000K-of-0000N.gguf.
   std::vector<std::string> outputs;
   std::string split_prefix;       // --keep-split: PREFIX
@@ -82,41 +79,34 @@ struct Setup {
 
 // The mix of a GGUF run: --type / TYPE when it names a mix of K types or floats (its
 // types are llama-quantize's, so --bits, --block and --asym have nothing to set; --hqq refines
-// the minima of its Q2_K / Q4_K / Q5_K tensors),
-// else the legacy type from --type or --bits (resolve_ggml_type).
+// the minima of its Q2_K / Q4_K / Q5_K tensors), else the legacy type from --type or --bits
+// (resolve_ggml_type). The rest, as the public API's convert() does it: io/gguf_output.h.
 void choose_mix(const QuantizeArgs& a, const SpecSettings& merged, Setup& s) {
   GgmlBlock legacy;
   const bool is_legacy = !merged.mix || parse_ggml_type(*merged.mix, &legacy);
+  GgufOutputRequest r;
   if (is_legacy) {
     s.ggml = resolve_ggml_type(s.eff, merged, "quantize");
-    s.mix.mix = *gguf_mix_named(ggml_block_name(s.ggml));
+    r.mix = *gguf_mix_named(ggml_block_name(s.ggml));
   } else {
-    s.mix.mix = *gguf_mix_named(*merged.mix);
+    r.mix = *gguf_mix_named(*merged.mix);
     // --hqq stays: it refines the minima of the tensors the mix gives Q2_K, Q4_K or Q5_K.
     const char* said = merged.bits ? "--bits" : merged.block ? "--block" : merged.asym ? "--asym" : nullptr;
     if (said) {
-      throw Error(std::string("--type ") + s.mix.mix.name + " sets every tensor's type as llama-quantize does; " + said +
+      throw Error(std::string("--type ") + r.mix.name + " sets every tensor's type as llama-quantize does; " + said +
                       " has nothing to set there",
                   ErrorKind::Usage);
     }
   }
-  if (!a.gguf.imatrix.empty()) {
-    s.imatrix = read_imatrix(a.gguf.imatrix);
-    filter_imatrix(s.imatrix, a.gguf.include_weights, a.gguf.exclude_weights);
-    s.gguf_keys.extra = imatrix_keys(s.imatrix, a.gguf.imatrix);
-  }
-  if (s.mix.mix.llama_ftype == 21 && s.imatrix.entries.empty()) {  // Q2_K_S
-    throw Error(std::string("--type ") + s.mix.mix.name + " needs an importance matrix (--imatrix FILE" +
-                    (a.gguf.imatrix.empty() ? "" : " with entries left after --include/--exclude-weights") +
-                    "); llama-quantize refuses it without one too",
-                ErrorKind::Usage);
-  }
-  s.mix.pure = a.gguf.pure;
-  s.mix.leave_output = a.gguf.leave_output;
-  s.mix.output_type = a.gguf.output_type;
-  s.mix.token_embd_type = a.gguf.token_embd_type;
-  s.mix.tensor_types = a.gguf.tensor_types;
-  s.gguf_keys.file_type = s.mix.mix.llama_ftype;
+  r.imatrix = a.gguf.imatrix;
+  r.include_weights = a.gguf.include_weights;
+  r.exclude_weights = a.gguf.exclude_weights;
+  r.pure = a.gguf.pure;
+  r.leave_output = a.gguf.leave_output;
+  r.output_type = a.gguf.output_type;
+  r.token_embd_type = a.gguf.token_embd_type;
+  r.tensor_types = a.gguf.tensor_types;
+  s.gguf = prepare_gguf_output(*s.reader, a.input, a.output, r);
 }
 
 void check_params_path(const QuantizeArgs& a, const Setup& s) {
@@ -196,16 +186,8 @@ Setup prepare(const QuantizeArgs& a, Console& con) {
   if (!a.dry_run && !s.params_to_write.empty()) check_output_path(s.params_to_write, s.inputs, false);
 
   if (s.format == OutputFormat::Gguf) {
-    if (std::string(s.reader->format()) != "gguf") {
-      throw Error(a.output + ": GGUF output needs a GGUF input (its metadata and vocabulary are copied); " + a.input +
-                      " is " + s.reader->format(),
-                  ErrorKind::Usage);
-    }
     choose_mix(a, merged, s);
-    const auto* g = dynamic_cast<const GgufReader*>(s.reader.get());
-    if (!g) throw Error(a.input + ": not read as GGUF", ErrorKind::Internal);
-    s.model = gguf_mix_model(g->metadata(), a.input);
-    if (a.gguf.keep_split) keep_split(a, *g, s, con);
+    if (a.gguf.keep_split) keep_split(a, dynamic_cast<const GgufReader&>(*s.reader), s, con);
   } else if (a.said.mix || a.gguf.any_option()) {
     throw Error(std::string(!a.said.mix ? "--pure, --leave-output-tensor, --keep-split and the tensor type options apply"
                                         : "--type applies") +
@@ -219,9 +201,7 @@ Setup prepare(const QuantizeArgs& a, Console& con) {
   po.format = s.format;
   po.ggml = s.ggml;
   if (s.format == OutputFormat::Gguf) {
-    po.gguf_mix = &s.mix;
-    po.gguf_model = &s.model;
-    po.imatrix = &s.imatrix.entries;
+    s.gguf.apply(po);
     po.allow_requantize = a.gguf.allow_requantize;
     if (a.gguf.keep_split) po.gguf_order = &s.gguf_order;
   }
@@ -252,8 +232,8 @@ Setup prepare(const QuantizeArgs& a, Console& con) {
   std::vector<std::string> known = s.outputs;
   known.insert(known.end(), s.inputs.begin(), s.inputs.end());
   s.planned_bytes = naming_file(a.output, known, [&] {
-    return a.gguf.keep_split ? gguf_split_planned_bytes(s.split_prefix, s.plan, *s.reader, s.gguf_keys)
-                             : planned_output_bytes(s.plan, infos, s.format, *s.reader, writer_options(a, s.gguf_keys));
+    return a.gguf.keep_split ? gguf_split_planned_bytes(s.split_prefix, s.plan, *s.reader, s.gguf.keys)
+                             : planned_output_bytes(s.plan, infos, s.format, *s.reader, writer_options(a, s.gguf.keys));
   });
   return s;
 }
@@ -433,8 +413,8 @@ int run_quantize(const QuantizeArgs& a, Console& con) {
   Scheduler sched(a.run.threads);
   con.detail(std::string("isa ") + isa_name(isa) + ", " + std::to_string(sched.threads()) + " threads");
   std::unique_ptr<ModelWriter> writer =
-      a.gguf.keep_split ? make_gguf_split_writer(s.split_prefix, s.plan, *s.reader, s.gguf_keys)
-                        : make_writer(a.output, s.format, s.plan, *s.reader, writer_options(a, s.gguf_keys));
+      a.gguf.keep_split ? make_gguf_split_writer(s.split_prefix, s.plan, *s.reader, s.gguf.keys)
+                        : make_writer(a.output, s.format, s.plan, *s.reader, writer_options(a, s.gguf.keys));
   RunResult r;
   r.threads = sched.threads();
   {
@@ -449,7 +429,7 @@ int run_quantize(const QuantizeArgs& a, Console& con) {
       sched.run([&] { r.stats = run_pipeline(s.plan, s.reader->tensors(), *s.reader, *writer, opts); });
     });
     if (!s.params_to_write.empty()) {
-      write_json_file(s.params_to_write, params_used(s.eff, s.format, s.mix.mix.name ? s.mix.mix.name : "", s.plan, s.reader->tensors()));
+      write_json_file(s.params_to_write, params_used(s.eff, s.format, s.gguf.mix.mix.name ? s.gguf.mix.mix.name : "", s.plan, s.reader->tensors()));
     }
     try {
       writer->commit();

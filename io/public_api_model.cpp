@@ -10,9 +10,10 @@
 #include "engine/public_api_errors.h"
 #include "engine/scheduler.h"
 #include "engine/stored_tensor.h"
+#include "io/gguf_output.h"
 #include "io/model_reader.h"
 #include "io/model_writer.h"
-#include "kernels/ggml_types.h"
+#include "io/public_api_gguf.h"
 
 namespace wquant {
 
@@ -65,30 +66,22 @@ ConvertResult convert(const std::string& in, const std::string& out, const Conve
     else if (opts.format == "safetensors") po.format = wq::OutputFormat::Safetensors;
     else if (opts.format == "gguf") po.format = wq::OutputFormat::Gguf;
     else throw wq::Error("format '" + opts.format + "' is not wq, safetensors or gguf", wq::ErrorKind::Usage);
+    // GGUF output: the mix, hyper-parameters, importance matrix and keys exactly as
+    // `wquant quantize` prepares them (io/gguf_output.h).
+    wq::GgufOutput gguf;
     if (po.format == wq::OutputFormat::Gguf) {
-      if (std::string(reader->format()) != "gguf") {
-        throw wq::Error(out + ": GGUF output needs a GGUF input; " + in + " is " + reader->format(), wq::ErrorKind::Usage);
-      }
-      if (!opts.gguf_type.empty()) {
-        const auto t = wq::ggml_block_named(opts.gguf_type);
-        if (!t) throw wq::Error("unknown GGUF type '" + opts.gguf_type + "'", wq::ErrorKind::Usage);
-        po.ggml = *t;
-      } else {
-        // As the program chooses from --bits: 4 -> Q4_0 / Q4_1, 5 -> Q5_0 / Q5_1, 8 -> Q8_0.
-        const bool with_min = opts.quant.asym || opts.quant.hqq;
-        bool found = false;
-        for (const wq::GgmlTypeTraits& t : wq::kGgmlTraits) {
-          if (t.bits == opts.quant.bits && t.has_min == with_min && t.weights == 32) {
-            po.ggml = t.type;
-            found = true;
-            break;
-          }
-        }
-        if (!found) throw wq::Error("no GGUF block type for these bits; set gguf_type", wq::ErrorKind::Usage);
-      }
+      gguf = wq::prepare_gguf_output(*reader, in, out, gguf_request(opts, &po.ggml));
+      gguf.apply(po);
+      po.allow_requantize = opts.allow_requantize;
+    } else if (has_gguf_options(opts)) {
+      throw wq::Error(out + ": gguf_type, imatrix and llama-quantize's other options apply to GGUF output only",
+                      wq::ErrorKind::Usage);
     }
     const std::vector<wq::TensorPlan> plan = wq::make_plan(reader->tensors(), po);
-    std::unique_ptr<wq::ModelWriter> writer = wq::make_writer(out, po.format, plan, *reader);
+    wq::WriterOptions wo;
+    wo.output_path = out;
+    wo.gguf_keys = gguf.keys;
+    std::unique_ptr<wq::ModelWriter> writer = wq::make_writer(out, po.format, plan, *reader, wo);
     wq::Scheduler sched(opts.quant.threads);
     wq::PipelineStats st;
     sched.run([&] { st = wq::run_pipeline(plan, reader->tensors(), *reader, *writer, {}); });

@@ -124,7 +124,6 @@ struct KquantSearch {
     const M flat = kx3 ? (max <= min) : (max == min);
     F iscale = div(F(float(nmax)), max - min);
     F scale = div(F(1.0f), iscale);
-    const F fmax = F(float(nmax));
     auto err = [&](F d) { return use_mad ? xsimd::abs(d) : d * d; };
     F best_mad(0.0f);
     for (size_t i = 0; i < n; ++i) {

@@ -41,6 +41,8 @@
 //   store_u8x4(p,a,b,c,d)  4L bytes: a's lanes, then b's, c's, d's; saturated as store_u8.
 //   store_nibbles_x4(p,a,b,c,d)  the 4L lanes (each in [0, 15] after saturating as
 //                       store_u8) as 2L bytes, lane 2k in the low nibble of byte k.
+//   lookup16(t, i)      lane k = t[i_k], sign-extended; t holds 16 int8, every i_k is in
+//                       [0, 15] (IQ4's non-linear levels, kValuesIq4nl).
 //   load_u8_as_u16(p)   U16::size bytes at p, zero-extended to uint16 lanes.
 //   store_u16_as_u8(p, v)  U16::size bytes; every lane must be in [0, 255].
 // No pointer needs any alignment.

@@ -86,6 +86,12 @@ struct ArchOps<xsimd::neon64> {
     const uint16x8_t v = vreinterpretq_u16_u8(bytes_x4(a, b, c, d));  // (c0, c1) as c0 | c1 << 8
     vst1_u8(p, vmovn_u16(vorrq_u16(v, vshrq_n_u16(v, 4))));
   }
+  // TBL on the indices narrowed to bytes, then widened back with their sign.
+  static I lookup16(const int8_t* t, I i) {
+    const uint16x4_t h = vmovn_u32(vreinterpretq_u32_s32(i));
+    const int8x8_t v = vqtbl1_s8(vld1q_s8(t), vmovn_u16(vcombine_u16(h, h)));
+    return vmovl_s16(vget_low_s16(vmovl_s8(v)));
+  }
   static U16 load_u8_as_u16(const uint8_t* p) { return vmovl_u8(vld1_u8(p)); }
   static void store_u16_as_u8(uint8_t* p, U16 v) { vst1_u8(p, vmovn_u16(v)); }
 };

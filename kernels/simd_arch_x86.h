@@ -105,6 +105,12 @@ struct ArchOps<xsimd::avx2> {
     const __m256i w = _mm256_packus_epi16(nib, nib);  // [n0-7 n0-7 | n8-15 n8-15]
     _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_castsi256_si128(_mm256_permute4x64_epi64(w, 0x08)));
   }
+  // PSHUFB looks byte 0 of each lane up in the table (the other bytes look up t[0]); the
+  // shifts keep that byte, sign-extended.
+  static I lookup16(const int8_t* t, I i) {
+    const __m256i tbl = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(t)));
+    return _mm256_srai_epi32(_mm256_slli_epi32(_mm256_shuffle_epi8(tbl, i), 24), 24);
+  }
   static U16 load_u8_as_u16(const uint8_t* p) {
     return _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
   }
@@ -192,6 +198,9 @@ struct ArchOps<xsimd::avx512bw> {
     const __m512i abcd = _mm512_packus_epi16(_mm512_packus_epi32(a, b), _mm512_packus_epi32(c, d));
     const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
     return _mm512_permutexvar_epi32(order, abcd);
+  }
+  static I lookup16(const int8_t* t, I i) {
+    return _mm512_permutexvar_epi32(i, _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(t))));
   }
   static U16 load_u8_as_u16(const uint8_t* p) {
     return _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));

@@ -946,8 +946,9 @@ struct SimdKernels : Prims<A> {
   static constexpr auto hqq_step_blocks = &::wq::hqq_step_blocks;
 
   // K-quants, IQ4 and the legacy types' importance-matrix path: the searches one block
-  // per lane (kernels/ggml_kquant_simd.h); dequantizers without a body here run the
-  // scalar reference (kernels/ggml_row_reference.h) compiled for this ISA.
+  // per lane (kernels/ggml_kquant_simd.h); the K-quant and IQ4 dequantizers are
+  // kernels/ggml_kquant_dequant_simd.h's. A type without a body here would run the scalar
+  // reference (kernels/ggml_row_reference.h) compiled for this ISA; none is left.
   template <GgmlBlock T>
   static void quantize_ggml(const float* x, void* y, size_t n, const float* imatrix) {
     using KQ = KquantSearch<A>;
@@ -981,6 +982,9 @@ struct SimdKernels : Prims<A> {
     else if constexpr (T == GgmlBlock::Q4_K) KquantDequant<A>::q4_K(y, x, n);
     else if constexpr (T == GgmlBlock::Q5_K) KquantDequant<A>::q5_K(y, x, n);
     else if constexpr (T == GgmlBlock::Q6_K) KquantDequant<A>::q6_K(y, x, n);
+    else if constexpr (T == GgmlBlock::Q3_K) KquantDequant<A>::q3_K(y, x, n);
+    else if constexpr (T == GgmlBlock::IQ4_NL) KquantDequant<A>::iq4_nl(y, x, n);
+    else if constexpr (T == GgmlBlock::IQ4_XS) KquantDequant<A>::iq4_xs(y, x, n);
     else ref::dequantize_row<T>(static_cast<const Block<T>*>(y), x, n);
   }
 };

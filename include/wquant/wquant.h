@@ -98,8 +98,30 @@ class Model {
 struct ConvertOptions {
   QuantOptions quant;       // the scheme for every tensor wquant quantizes by default
   std::string format;       // "wq", "safetensors", "gguf"; "" = from OUT's extension
-  std::string gguf_type;    // GGUF output: "Q4_0", ...; "" = from bits (as the program)
+  // GGUF output (needs a GGUF input, whose keys and vocabulary are copied): what
+  // `wquant quantize --type` takes, llama-quantize's file types by its names,
+  // case-insensitive: the mixes Q2_K, Q2_K_S, Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M,
+  // Q5_K_S, Q5_K_M, Q6_K, IQ4_NL, IQ4_XS, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, F16, BF16, its
+  // aliases Q3_K, Q4_K, Q5_K (the _M mixes) and its numbers ("15" = Q4_K_M). Each tensor
+  // gets the type llama-quantize gives it in that mix (output and token embedding,
+  // attn_v / ffn_down by layer, GQA and MoE rules, fallbacks where a row fits no block),
+  // so the file equals llama-quantize's (and `wquant quantize`'s) for the same input and
+  // options. "" = a legacy type from quant.bits: 4 -> Q4_0, 5 -> Q5_0, 8 -> Q8_0, with
+  // quant.asym or quant.hqq Q4_1 / Q5_1. quant.bits and quant.block are not read when
+  // gguf_type is set; quant.asym / quant.hqq are checked as --asym / --hqq are with
+  // --type: refused with a mix of several types (Q4_K_M, F16, ...) and with a block type
+  // that stores no minimum (Q4_0, Q8_0, ...).
+  std::string gguf_type;
   bool overwrite = false;   // replace an existing OUT (never an input)
+  // GGUF output, llama-quantize's options (each refused for other outputs):
+  std::string imatrix;                       // --imatrix: llama-imatrix's .dat or GGUF imatrix file
+  std::vector<std::string> include_weights;  // --include-weights: only imatrix entries whose name contains one
+  std::vector<std::string> exclude_weights;  // --exclude-weights: imatrix entries dropped (not with include)
+  bool pure = false;                         // --pure: every quantized tensor the mix's base type
+  bool leave_output = false;                 // --leave-output-tensor: output.weight kept as it is
+  std::string output_tensor_type;            // --output-tensor-type: "Q8_0", "F16", ...; "" = the mix's
+  std::string token_embedding_type;          // --token-embedding-type; "" = the mix's
+  bool allow_requantize = false;             // --allow-requantize: blocks dequantized and quantized again
 };
 
 struct ConvertResult {
@@ -109,7 +131,10 @@ struct ConvertResult {
 };
 
 // Streams IN to OUT (temporary file, renamed when complete), as `wquant quantize` does
-// with the same settings.
+// with the same settings: the same bytes. Throws Error (Usage) for an unknown gguf_type or
+// type name, a GGUF option with another output, include and exclude together, a filter
+// without an imatrix, Q2_K_S without an importance matrix; (Input) for a bad imatrix file
+// or one whose entry does not fit its tensor, naming the file or tensor.
 ConvertResult convert(const std::string& in, const std::string& out, const ConvertOptions& opts);
 
 }  // namespace wquant

@@ -1,6 +1,6 @@
 // Uses wquant through its public header only: ISA list, one tensor quantized and
-// dequantized, a small safetensors model converted to .wq and read back. Exits non-zero
-// with a message on any mismatch.
+// dequantized, a small safetensors model converted to .wq and read back, GGUF-only
+// options refused for it. Exits non-zero with a message on any mismatch.
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -73,6 +73,16 @@ int main(int argc, char** argv) {
   co.overwrite = true;
   const wquant::ConvertResult r = wquant::convert(in, out, co);
   if (r.tensors != 1 || r.quantized != 1) return fail("convert: expected one quantized tensor");
+  // llama-quantize's options (a mix name, an importance matrix) are for GGUF output only.
+  wquant::ConvertOptions gguf_only = co;
+  gguf_only.gguf_type = "Q4_K_M";
+  gguf_only.imatrix = dir + "/imatrix.dat";
+  try {
+    wquant::convert(in, dir + "/consumer-gguf-only.wq", gguf_only);
+    return fail("gguf_type Q4_K_M was accepted for .wq output");
+  } catch (const wquant::Error& e) {
+    if (e.kind() != wquant::Error::Kind::Usage) return fail(std::string("gguf_type with .wq: wrong error kind: ") + e.what());
+  }
   wquant::Model m = wquant::Model::open(out);
   if (std::string(m.format()) != "wq" || m.tensors().size() != 1) return fail("the .wq does not read back");
   if (m.read_f32("w.weight") != back) return fail("the .wq's weights differ from dequantize()");

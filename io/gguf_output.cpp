@@ -1,0 +1,41 @@
+// io/gguf_output.h: the mix, hyper-parameters, importance matrix and keys of a GGUF output.
+#include "io/gguf_output.h"
+
+#include "engine/error.h"
+#include "io/gguf_hparams.h"
+#include "io/gguf_reader.h"
+
+namespace wq {
+
+GgufOutput prepare_gguf_output(const ModelReader& source, const std::string& input, const std::string& output,
+                               const GgufOutputRequest& r) {
+  const auto* g = dynamic_cast<const GgufReader*>(&source);
+  if (!g) {
+    throw Error(output + ": GGUF output needs a GGUF input (its metadata and vocabulary are copied); " + input +
+                    " is " + source.format(),
+                ErrorKind::Usage);
+  }
+  GgufOutput o;
+  if (!r.imatrix.empty()) {
+    o.imatrix = read_imatrix(r.imatrix);
+    filter_imatrix(o.imatrix, r.include_weights, r.exclude_weights);
+    o.keys.extra = imatrix_keys(o.imatrix, r.imatrix);
+  }
+  if (r.mix.llama_ftype == 21 && o.imatrix.entries.empty()) {  // Q2_K_S
+    throw Error(std::string(r.mix.name) + " needs an importance matrix (an imatrix file" +
+                    (r.imatrix.empty() ? "" : " with entries left after the include / exclude filter") +
+                    "); llama-quantize refuses it without one too",
+                ErrorKind::Usage);
+  }
+  o.mix.mix = r.mix;
+  o.mix.pure = r.pure;
+  o.mix.leave_output = r.leave_output;
+  o.mix.output_type = r.output_type;
+  o.mix.token_embd_type = r.token_embd_type;
+  o.mix.tensor_types = r.tensor_types;
+  o.keys.file_type = r.mix.llama_ftype;
+  o.model = gguf_mix_model(g->metadata(), input);
+  return o;
+}
+
+}  // namespace wq
