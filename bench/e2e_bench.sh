@@ -183,7 +183,7 @@ job() {
 }
 
 echo "wquant e2e: $layers layers, $runs runs each (medians), $(nproc) cores, $(date -u +%FT%TZ)"
-echo "  WQUANT_OUTPUT_IO=${WQUANT_OUTPUT_IO:-buffered} WQUANT_READAHEAD=${WQUANT_READAHEAD:-populate}" \
+echo "  WQUANT_OUTPUT_IO=${WQUANT_OUTPUT_IO:-direct} WQUANT_READAHEAD=${WQUANT_READAHEAD:-populate}" \
      "llama-quantize: ${LLAMA_QUANTIZE:-not set}"
 job "f32-gguf-Q4_0-2t" "$f32_gguf" "$dir/q4_0.gguf" Q4_0 -- --type Q4_0 --threads 2
 # The job as the issue measured it: the output matrix Q8_0 instead of the mix's Q6_K,

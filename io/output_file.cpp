@@ -56,7 +56,10 @@ constexpr const char* kTempMark = ".wquant-tmp-";
 std::string temp_prefix(const std::string& name) {
   constexpr size_t kNameMax = 255, kPidDigits = 10;
   const size_t room = kNameMax - 1 - std::strlen(kTempMark) - kPidDigits;
-  return "." + name.substr(0, room) + kTempMark;
+  std::string p = ".";  // appended, not "." + ...: GCC 12 warns falsely (-Wrestrict) on that operator+
+  p.append(name, 0, room);
+  p += kTempMark;
+  return p;
 }
 
 // Removes temporary files of OUT left by runs that were killed (SIGKILL, power loss):
@@ -102,8 +105,8 @@ OutputIo OutputIo::from_env() {
   OutputIo io;
   if (const char* v = std::getenv("WQUANT_OUTPUT_IO"); v && *v) {
     const std::string m = v;
-    if (m == "direct") io.direct = true;
-    else if (m != "buffered") throw Error("WQUANT_OUTPUT_IO: expected buffered or direct, got '" + m + "'", ErrorKind::Usage);
+    if (m == "buffered") io.direct = false;
+    else if (m != "direct") throw Error("WQUANT_OUTPUT_IO: expected buffered or direct, got '" + m + "'", ErrorKind::Usage);
   }
   if (const char* v = std::getenv("WQUANT_NO_FSYNC"); v && *v) {
     const std::string m = v;

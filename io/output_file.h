@@ -13,25 +13,26 @@ namespace wq {
 
 // How the bytes reach the disk; chosen by environment variables so that the cost of each
 // way can be measured on a given machine (bench/e2e_bench.sh):
-//   WQUANT_OUTPUT_IO=buffered (default): write(2) through the page cache.
-//   (Measured 2026-12-02, 1.1 B model, 2 threads, A B alternated 4 times: direct costs
-//   18-30% less CPU, but its writes block the serial writer stage, so wall time was the
-//   same for f32 GGUF -> Q4_0 and 17% longer for bf16 GGUF -> Q4_0 (2.19 vs 1.87 s).
-//   Buffered stays the default until direct writes are asynchronous.)
-//   WQUANT_OUTPUT_IO=direct: O_DIRECT from aligned 4 MiB buffers, each byte copied once
-//     (into a buffer) and never held in the page cache. A full buffer is written by a
-//     thread of the file's own (io/background_writer.h) while the next one fills, so the
-//     caller waits for the device only when it is two buffers ahead; the unaligned tail of the file
-//     and patches of earlier bytes go through the page cache. Where the file system
-//     refuses O_DIRECT (at open, or EINVAL on a write) the file continues buffered, with
-//     the same bytes.
+//   WQUANT_OUTPUT_IO=direct (default): O_DIRECT from aligned 4 MiB buffers, each byte
+//     copied once (into a buffer) and never held in the page cache. A full buffer is
+//     written by a thread of the file's own (io/background_writer.h) while the next one
+//     fills, so the caller waits for the device only when it is two buffers ahead; the
+//     unaligned tail of the file and patches of earlier bytes go through the page cache.
+//     Where the file system refuses O_DIRECT (at open, or EINVAL on a write) the file
+//     continues buffered, with the same bytes.
+//     (Measured 2026-12-02 on the 1.1 B model, 2 threads, buffered and direct alternated
+//     5 times, medians: f32 GGUF -> Q4_0 with a Q8_0 output matrix 1.97 s vs 2.18 s wall,
+//     1.89 vs 2.57 s CPU; bf16 safetensors -> .wq 1.68 vs 2.23 s, 1.63 vs 2.44 s CPU;
+//     bf16 GGUF -> Q4_0 1.94 vs 2.40 s, 2.11 vs 2.88 s CPU. Before the writes were
+//     asynchronous, direct saved CPU but blocked the serial writer stage.)
+//   WQUANT_OUTPUT_IO=buffered: write(2) through the page cache.
 //   Buffered output with fsync starts the writeback of every 16 MiB as it is written
 //   (Linux's sync_file_range), so the disk works while wquant computes; the final fsync
 //   then waits for the tail only (ext4 would otherwise hold the whole file dirty until it).
 //   WQUANT_NO_FSYNC=1: commit() skips the fsync. A measuring aid only (the cost of the
 //     fsync apart from the rest): the output is then not durable when wquant exits.
 struct OutputIo {
-  bool direct = false;
+  bool direct = true;
   bool fsync = true;
   size_t direct_block = 4096;  // O_DIRECT alignment of buffer, lengths and offsets
   // From the variables above; another value of WQUANT_OUTPUT_IO (or WQUANT_NO_FSYNC other

@@ -164,11 +164,13 @@ TEST_F(OutputIoTest, BackgroundWriterFallsBackAndReportsErrors) {
 }
 
 TEST_F(OutputIoTest, EnvironmentChoosesTheModeAndRefusesOtherValues) {
-  ::setenv("WQUANT_OUTPUT_IO", "direct", 1);
+  ::setenv("WQUANT_OUTPUT_IO", "buffered", 1);
   ::setenv("WQUANT_NO_FSYNC", "1", 1);
   OutputIo io = OutputIo::from_env();
-  EXPECT_TRUE(io.direct);
+  EXPECT_FALSE(io.direct);
   EXPECT_FALSE(io.fsync);
+  ::setenv("WQUANT_OUTPUT_IO", "direct", 1);
+  EXPECT_TRUE(OutputIo::from_env().direct);
   ::setenv("WQUANT_OUTPUT_IO", "mmap", 1);
   try {
     OutputIo::from_env();
@@ -183,7 +185,7 @@ TEST_F(OutputIoTest, EnvironmentChoosesTheModeAndRefusesOtherValues) {
   ::unsetenv("WQUANT_NO_FSYNC");
   ::unsetenv("WQUANT_OUTPUT_IO");
   io = OutputIo::from_env();
-  EXPECT_FALSE(io.direct);
+  EXPECT_TRUE(io.direct);  // the default: O_DIRECT with a background writer
   EXPECT_TRUE(io.fsync);
 }
 
