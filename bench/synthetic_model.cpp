@@ -63,7 +63,7 @@ float value(uint64_t seed, size_t t, size_t r, size_t c, size_t cols, bool norm)
   return 0.02f * n * outlier;
 }
 
-void fill(std::vector<uint8_t>& out, DType dt, uint64_t seed, size_t t, const Shape& s) {
+void fill(OutputBytes& out, DType dt, uint64_t seed, size_t t, const Shape& s) {
   const size_t rows = s.dims.size() == 1 ? 1 : size_t(s.dims[0]);
   const size_t cols = s.dims.size() == 1 ? size_t(s.dims[0]) : size_t(s.dims[1]);
   out.resize(rows * cols * dtype_size(dt));

@@ -31,8 +31,8 @@ void narrow_bf16(const float* src, uint16_t* dst, size_t n) {
   }
 }
 
-std::vector<uint8_t> to_bytes(const std::vector<float>& v, DType t, const Kernels& k) {
-  std::vector<uint8_t> out(v.size() * dtype_size(t));
+OutputBytes to_bytes(const std::vector<float>& v, DType t, const Kernels& k) {
+  OutputBytes out(v.size() * dtype_size(t));
   switch (t) {
     case DType::F32: std::memcpy(out.data(), v.data(), out.size()); break;
     case DType::F16: k.narrow_f16(v.data(), reinterpret_cast<uint16_t*>(out.data()), v.size()); break;

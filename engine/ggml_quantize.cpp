@@ -101,8 +101,12 @@ void ggml_row_sums(const TensorView& w, GgmlBlock t, const uint8_t* blocks, Erro
 
 }  // namespace
 
-void quantize_ggml_tensor(const TensorView& w, GgmlBlock t, const QuantSpec& spec, std::vector<uint8_t>& out,
-                          const Kernels* kp, const float* imatrix, std::vector<ErrorSums>* row_sums) {
+namespace {
+
+// Both public overloads: out is resized to the tensor's blocks, every byte then written.
+template <class Bytes>
+void quantize_ggml_into(const TensorView& w, GgmlBlock t, const QuantSpec& spec, Bytes& out, const Kernels* kp,
+                        const float* imatrix, std::vector<ErrorSums>* row_sums) {
   const Kernels& k = kp ? *kp : kernels();
   const size_t rows = w.rows(), cols = w.cols();
   if (cols % ggml_traits(t).weights) {
@@ -171,6 +175,17 @@ void quantize_ggml_tensor(const TensorView& w, GgmlBlock t, const QuantSpec& spe
   for (const std::string& msg : bad) {
     if (!msg.empty()) throw Error(msg);
   }
+}
+
+}  // namespace
+
+void quantize_ggml_tensor(const TensorView& w, GgmlBlock t, const QuantSpec& spec, std::vector<uint8_t>& out,
+                          const Kernels* k, const float* imatrix, std::vector<ErrorSums>* row_sums) {
+  quantize_ggml_into(w, t, spec, out, k, imatrix, row_sums);
+}
+void quantize_ggml_tensor(const TensorView& w, GgmlBlock t, const QuantSpec& spec, OutputBytes& out,
+                          const Kernels* k, const float* imatrix, std::vector<ErrorSums>* row_sums) {
+  quantize_ggml_into(w, t, spec, out, k, imatrix, row_sums);
 }
 
 ErrorMetrics ggml_tensor_error(const TensorView& w, GgmlBlock t, const uint8_t* blocks, const Kernels* kp) {

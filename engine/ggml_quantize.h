@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "engine/metrics.h"
+#include "engine/output_bytes.h"
 #include "engine/quant_spec.h"
 #include "engine/tensor.h"
 #include "kernels/ggml_types.h"
@@ -24,6 +25,10 @@ namespace wq {
 // With row_sums, also measures the error row by row as each row is quantized (resized to
 // rows; the sums ggml_tensor_error would compute).
 void quantize_ggml_tensor(const TensorView& w, GgmlBlock t, const QuantSpec& spec, std::vector<uint8_t>& out,
+                          const Kernels* k = nullptr, const float* imatrix = nullptr,
+                          std::vector<ErrorSums>* row_sums = nullptr);
+// The same into a buffer whose new bytes resize() leaves uninitialised (the pipeline's).
+void quantize_ggml_tensor(const TensorView& w, GgmlBlock t, const QuantSpec& spec, OutputBytes& out,
                           const Kernels* k = nullptr, const float* imatrix = nullptr,
                           std::vector<ErrorSums>* row_sums = nullptr);
 

@@ -29,7 +29,7 @@ struct Item {
 
 // Converts a float view to another float dtype (the plan only asks for widening, or
 // f32 -> f16 narrowing).
-void convert_float(const TensorView& v, DType to, std::vector<uint8_t>& out, const Kernels& k) {
+void convert_float(const TensorView& v, DType to, OutputBytes& out, const Kernels& k) {
   const size_t n = v.numel();
   out.resize(n * dtype_size(to));
   if (v.dtype == DType::F32 && to == DType::F16) {

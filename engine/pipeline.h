@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "engine/metrics.h"
+#include "engine/output_bytes.h"
 #include "engine/plan.h"
 #include "engine/read_ahead.h"
 #include "engine/tensor.h"
@@ -47,7 +48,7 @@ class TensorSource {
 struct TensorResult {
   const TensorPlan* plan = nullptr;
   QuantizedTensor quantized;     // action Quantize
-  std::vector<uint8_t> bytes;    // action Ggml (blocks), or KeepFloat converted to out_dtype
+  OutputBytes bytes;             // action Ggml (blocks), or KeepFloat converted to out_dtype
   const uint8_t* raw = nullptr;  // CopyRaw, or KeepFloat in its source dtype: source bytes
   size_t raw_bytes = 0;
   bool has_error = false;        // error figures computed (quantized tensors, when asked)
