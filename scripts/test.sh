@@ -52,6 +52,26 @@ check "setup.sh is idempotent" bash -c 'out=$(bash scripts/setup.sh 2>&1) && [ -
 step "build: x86-64 release"
 if bash scripts/build.sh release; then run_ctest build "x86-64"; else echo "x86-64 build failed"; failed=$((failed + 1)); status=1; fi
 
+step "memcheck: no uninitialised byte reaches an output file (valgrind; the pipeline's buffers are not zeroed first)"
+stories=$root/../shared/data/models/stories260K/stories260K-f32.gguf
+if ! command -v valgrind > /dev/null; then
+  skipped=$((skipped + 1)); skip_notes+="  [memcheck] valgrind is not installed"$'\n'
+elif [ ! -f "$stories" ]; then
+  skipped=$((skipped + 1)); skip_notes+="  [memcheck] ../shared (stories260K) is absent"$'\n'
+else
+  vg=$(mktemp -d)
+  # stories260K zero-padded to K widths (bench/pad_model.cpp), so the K types are written as such.
+  build/bench/wq_pad_model "$stories" "$vg/m.gguf" > /dev/null
+  for args in "Q4_K_M" "Q2_K --hqq" "Q3_K_S" "IQ4_XS" "Q6_K" "Q5_1 --hqq" "BF16"; do
+    # shellcheck disable=SC2086
+    check "memcheck: $args" valgrind -q --error-exitcode=9 build/cli/wquant quantize "$vg/m.gguf" "$vg/o.gguf" $args \
+      --threads 2 --force -q
+  done
+  check "memcheck: .wq 4-bit block 32 hqq" valgrind -q --error-exitcode=9 build/cli/wquant quantize "$vg/m.gguf" \
+    "$vg/o.wq" --bits 4 --block 32 --hqq --threads 2 --force -q
+  rm -rf "$vg"
+fi
+
 step "build: ASan+UBSan, RelWithDebInfo (readers and writers fed broken files, the pipeline, the kernels)"
 asan_targets="io_readers_test io_writers_test io_gguf_test pipeline_test kernels_test hqq_test imatrix_test gguf_mix_test fused_metrics_test output_file_test onnx_reader_test"
 if WQUANT_TARGETS="$asan_targets" bash scripts/build.sh asan; then
