@@ -9,7 +9,7 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 host_pkgs=(build-essential cmake ninja-build pkg-config
   libxsimd-dev libtbb-dev libhwy-dev libflatbuffers-dev flatbuffers-compiler
   libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev
-  g++-aarch64-linux-gnu qemu-user python3 python3-matplotlib time lld
+  g++-aarch64-linux-gnu qemu-user python3 python3-matplotlib time lld valgrind
   libonnx-dev libprotobuf-dev)
 arm_pkgs=(libc6:arm64 libstdc++6:arm64 libtbb-dev:arm64 libhwy-dev:arm64 libgtest-dev:arm64 libgmock-dev:arm64
   libflatbuffers-dev:arm64 libstdc++-12-dev:arm64)
