@@ -2,8 +2,8 @@
 // types, written from ggml-quants.c's formulas, and their importance-matrix path
 // (quantize_row_q4_0_impl etc., transcribed with kernels/ggml_quant_search.h). Differences, all for input llama.cpp cannot quantize
 // meaningfully either: NaN is ignored by the max searches and its code is 0; casts that
-// would overflow saturate instead of being undefined; a NaN d or m of Q4_1/Q5_1 is
-// dequantized as the canonical NaN.
+// would overflow saturate instead of being undefined; a NaN d or m of Q4_1/Q5_1, and any
+// NaN a Q4_1/Q5_1 block dequantizes to, is the canonical NaN.
 #pragma once
 
 #include "kernels/isa_namespace.h"
@@ -125,12 +125,15 @@ inline void dequantize_block_Q4_0(const BlockQ4_0* y, float* x) {
     x[j + 16] = float(int(y->qs[j] >> 4) - 8) * d;
   }
 }
-// Q4_1 and Q5_1 add two block scalars: NaN ones are made canonical (canon_nan_params).
+// Q4_1 and Q5_1 add two block scalars: NaN ones are made canonical (canon_nan_params),
+// and so is a NaN result: a code of 0 times an infinite d makes the ISA's default NaN
+// (x86: -NaN), and where it meets a NaN m, which of the two the addition keeps depends on
+// the operand order the compiler picks (an ASan build and a Release build differed).
 inline void dequantize_block_Q4_1(const BlockQ4_1* y, float* x) {
   const float d = canon_nan(f16_to_f32(y->d)), m = canon_nan(f16_to_f32(y->m));
   for (int j = 0; j < 16; ++j) {
-    x[j] = (float(y->qs[j] & 0x0f) * d) + m;
-    x[j + 16] = (float(y->qs[j] >> 4) * d) + m;
+    x[j] = canon_nan((float(y->qs[j] & 0x0f) * d) + m);
+    x[j + 16] = canon_nan((float(y->qs[j] >> 4) * d) + m);
   }
 }
 inline void dequantize_block_Q5_0(const BlockQ5_0* y, float* x) {
@@ -151,8 +154,8 @@ inline void dequantize_block_Q5_1(const BlockQ5_1* y, float* x) {
   for (int j = 0; j < 16; ++j) {
     const int h0 = int(((qh >> j) << 4) & 0x10);
     const int h1 = int((qh >> (j + 12)) & 0x10);
-    x[j] = (float((y->qs[j] & 0x0f) | h0) * d) + m;
-    x[j + 16] = (float((y->qs[j] >> 4) | h1) * d) + m;
+    x[j] = canon_nan((float((y->qs[j] & 0x0f) | h0) * d) + m);
+    x[j + 16] = canon_nan((float((y->qs[j] >> 4) | h1) * d) + m);
   }
 }
 

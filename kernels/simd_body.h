@@ -924,9 +924,10 @@ struct Prims {
           lo = lo | high_nibble_bit(qh, k * L);
           hi = hi | high_nibble_bit(qh, 16 + k * L);
         }
-        if constexpr (kHasMin) {
-          ((Ops::to_float(lo) * d) + vm).store_unaligned(xb + k * L);
-          ((Ops::to_float(hi) * d) + vm).store_unaligned(xb + 16 + k * L);
+        if constexpr (kHasMin) {  // a NaN result made canonical, as the reference does
+          const F a = (Ops::to_float(lo) * d) + vm, b2 = (Ops::to_float(hi) * d) + vm;
+          xsimd::select(xsimd::isnan(a), bits(0x7fc00000u), a).store_unaligned(xb + k * L);
+          xsimd::select(xsimd::isnan(b2), bits(0x7fc00000u), b2).store_unaligned(xb + 16 + k * L);
         } else {
           (Ops::to_float(lo - off) * d).store_unaligned(xb + k * L);
           (Ops::to_float(hi - off) * d).store_unaligned(xb + 16 + k * L);
