@@ -282,7 +282,11 @@ TEST(Pipeline, PeakMemoryDoesNotGrowWithTheModel) {
     std::printf("read-ahead %s: peak RSS growth: 6 x 16 MiB model %.1f MiB, 24 x 16 MiB model %.1f MiB (bound %.1f MiB)\n",
                 read_ahead_name(ra), double(g_small) / 1048576.0, double(g_large) / 1048576.0,
                 double(3 * (tensor + quantized) + (8u << 20)) / 1048576.0);
-    EXPECT_LE(g_large, g_small + g_small / 4 + (4u << 20)) << "peak memory grew with the model";
+    // 18 more tensors held in memory would add 288 MiB; a bounded pipeline adds nothing
+    // beyond its tokens. The slack is two tensors: the 6-tensor run may end before its
+    // tokens are all in use (its peak measured 30 to 47 MiB against 42 to 50 MiB for 24
+    // tensors, so a ratio to it, the earlier check, was flaky); the bound is checked below.
+    EXPECT_LE(g_large, g_small + 2 * tensor + (4u << 20)) << "peak memory grew with the model";
     EXPECT_LE(g_large, 3 * (tensor + quantized) + (8u << 20)) << "over the stated bound";
     std::ifstream f(dir / "large.wq", std::ios::binary);
     const std::string bytes{std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
