@@ -15,13 +15,19 @@ namespace {
 template <class B>
 struct KMin;
 
-template <>
-struct KMin<BlockQ4_K> {
-  static constexpr int kSub = 32, kNsub = 8, kMmax = 63, kNmax = 15, kBits = 4;
-  static void get(const BlockQ4_K& b, int j, uint8_t* sc, uint8_t* m) { ref::get_scale_min_k4(j, b.scales, sc, m); }
-  static void put(BlockQ4_K& b, const uint8_t* sc, const uint8_t* m) {
+// Q4_K and Q5_K share their head: d, dmin and 8 6-bit scales and mins in 12 bytes.
+template <class B>
+struct K4Head {
+  static constexpr int kSub = 32, kNsub = 8, kMmax = 63;
+  static void get(const B& b, int j, uint8_t* sc, uint8_t* m) { ref::get_scale_min_k4(j, b.scales, sc, m); }
+  static void put(B& b, const uint8_t* sc, const uint8_t* m) {
     for (int j = 0; j < kNsub; ++j) ref::put_scale_min_k4(j, sc[j], m[j], b.scales);  // ascending: j >= 4 ORs into j - 4's
   }
+};
+
+template <>
+struct KMin<BlockQ4_K> : K4Head<BlockQ4_K> {
+  static constexpr int kNmax = 15, kBits = 4;
   static void unpack(const BlockQ4_K& b, uint8_t* L) {
     const uint8_t* q = b.qs;
     for (int j = 0; j < 256; j += 64, q += 32) {
@@ -35,12 +41,8 @@ struct KMin<BlockQ4_K> {
 };
 
 template <>
-struct KMin<BlockQ5_K> {
-  static constexpr int kSub = 32, kNsub = 8, kMmax = 63, kNmax = 31, kBits = 5;
-  static void get(const BlockQ5_K& b, int j, uint8_t* sc, uint8_t* m) { ref::get_scale_min_k4(j, b.scales, sc, m); }
-  static void put(BlockQ5_K& b, const uint8_t* sc, const uint8_t* m) {
-    for (int j = 0; j < kNsub; ++j) ref::put_scale_min_k4(j, sc[j], m[j], b.scales);
-  }
+struct KMin<BlockQ5_K> : K4Head<BlockQ5_K> {
+  static constexpr int kNmax = 31, kBits = 5;
   static void unpack(const BlockQ5_K& b, uint8_t* L) {
     const uint8_t* ql = b.qs;
     for (int n = 0; n < 4; ++n, ql += 32) {
