@@ -3,8 +3,10 @@
 #include <gtest/gtest.h>
 #include <tbb/global_control.h>
 
+#include <cfloat>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <random>
 
 #include "engine/error.h"
@@ -471,6 +473,58 @@ TEST(Metrics, ExactReconstructionHasInfiniteSnr) {
   EXPECT_DOUBLE_EQ(m2.max_abs, 1.0);
 }
 
+// f ([K, N] f32) as ONNX would store it in dt (f16 rounded to nearest, bf16 truncated),
+// and its transpose [N, K]: the one weight as stored (stored_view, listed shape [N, K],
+// data [K, N]) and as quantized (listed_view). fix_half may edit the 16-bit copy.
+struct StoredTransposed {
+  std::vector<uint16_t> half;
+  std::vector<uint8_t> listed;
+  TensorView listed_view, stored_view;
+  StoredTransposed(const std::vector<float>& f, size_t K, size_t N, DType dt,
+                   const std::function<void(std::vector<uint16_t>&)>& fix_half = {}) {
+    const void* stored = f.data();
+    if (dt != DType::F32) {
+      half.resize(K * N);
+      if (dt == DType::F16) {
+        kernels_for(Isa::Scalar)->narrow_f16(f.data(), half.data(), half.size());
+        if (fix_half) fix_half(half);
+      } else {
+        for (size_t i = 0; i < f.size(); ++i) {
+          uint32_t u;
+          std::memcpy(&u, &f[i], 4);
+          half[i] = uint16_t(u >> 16);
+        }
+      }
+      stored = half.data();
+    }
+    const size_t es = dtype_size(dt);
+    listed.resize(K * N * es);
+    for (size_t k = 0; k < K; ++k)
+      for (size_t n = 0; n < N; ++n)
+        std::memcpy(&listed[(n * K + k) * es], static_cast<const uint8_t*>(stored) + (k * N + n) * es, es);
+    listed_view.name = "mm.weight";
+    listed_view.shape = {int64_t(N), int64_t(K)};
+    listed_view.dtype = dt;
+    listed_view.data = listed.data();
+    listed_view.nbytes = listed.size();
+    stored_view = listed_view;
+    stored_view.data = stored;
+  }
+};
+
+// Codes, parameters (their bits) and per-row error sums (their bits) of two quantizations.
+void expect_same_quantized(const QuantizedTensor& a, const std::vector<ErrorSums>& ra, const QuantizedTensor& b,
+                           const std::vector<ErrorSums>& rb) {
+  EXPECT_EQ(a.packed, b.packed);
+  ASSERT_EQ(a.scales.size(), b.scales.size());
+  EXPECT_EQ(std::memcmp(a.scales.data(), b.scales.data(), a.scales.size() * 4), 0);
+  ASSERT_EQ(a.zeros.size(), b.zeros.size());
+  EXPECT_EQ(std::memcmp(a.zeros.data(), b.zeros.data(), a.zeros.size() * 4), 0);
+  EXPECT_EQ(a.scales_f16, b.scales_f16);
+  ASSERT_EQ(ra.size(), rb.size());
+  EXPECT_EQ(std::memcmp(ra.data(), rb.data(), ra.size() * sizeof(ErrorSums)), 0);
+}
+
 // A source stored transposed (ONNX MatMul's [K, N], quantized as [N, K]) is transposed
 // one row tile at a time: the codes, parameters, per-row error sums and the non-finite
 // message are those of quantizing the transposed matrix itself, for every scheme, for
@@ -482,31 +536,9 @@ TEST(Quantize, TransposedSourceGivesTheBytesOfTheTransposedMatrix) {
     std::vector<float> f = normal(K * N, 0.02f, 11);
     f[5] = 1e-40f;  // a subnormal for MNN's flush
     f[7] = -0.0f;
-    std::vector<uint16_t> h(K * N);
-    const size_t es = dtype_size(dt);
-    const void* stored = f.data();
-    if (dt != DType::F32) {
-      if (dt == DType::F16) kernels_for(Isa::Scalar)->narrow_f16(f.data(), h.data(), h.size());
-      else
-        for (size_t i = 0; i < f.size(); ++i) {
-          uint32_t u;
-          std::memcpy(&u, &f[i], 4);
-          h[i] = uint16_t(u >> 16);
-        }
-      stored = h.data();
-    }
-    std::vector<uint8_t> listed(K * N * es);  // [N, K]
-    for (size_t k = 0; k < K; ++k)
-      for (size_t n = 0; n < N; ++n)
-        std::memcpy(&listed[(n * K + k) * es], static_cast<const uint8_t*>(stored) + (k * N + n) * es, es);
-    TensorView lv;
-    lv.name = "mm.weight";
-    lv.shape = {int64_t(N), int64_t(K)};
-    lv.dtype = dt;
-    lv.data = listed.data();
-    lv.nbytes = listed.size();
-    TensorView sv = lv;
-    sv.data = stored;
+    const StoredTransposed m(f, K, N, dt);
+    const TensorView& lv = m.listed_view;
+    const TensorView& sv = m.stored_view;
     auto spec = [](int bits, int64_t block, bool asym, bool hqq, bool flush, bool fp16, HqqStop stop) {
       QuantSpec s;
       s.bits = bits;
@@ -533,25 +565,14 @@ TEST(Quantize, TransposedSourceGivesTheBytesOfTheTransposedMatrix) {
           a = quantize_tensor(lv, s, block, nullptr, &ra);
           b = quantize_tensor(RowSource::transposed_of(sv), s, block, nullptr, &rb);
         });
-        EXPECT_EQ(a.packed, b.packed);
-        ASSERT_EQ(a.scales.size(), b.scales.size());
-        EXPECT_EQ(std::memcmp(a.scales.data(), b.scales.data(), a.scales.size() * 4), 0);
-        ASSERT_EQ(a.zeros.size(), b.zeros.size());
-        EXPECT_EQ(std::memcmp(a.zeros.data(), b.zeros.data(), a.zeros.size() * 4), 0);
-        EXPECT_EQ(a.scales_f16, b.scales_f16);
-        ASSERT_EQ(ra.size(), rb.size());
-        EXPECT_EQ(std::memcmp(ra.data(), rb.data(), ra.size() * sizeof(ErrorSums)), 0);
+        expect_same_quantized(a, ra, b, rb);
       }
     }
   }
   // A NaN at listed row 2000, column 9 (stored row 9, column 2000), in a later tile.
   std::vector<float> f = normal(K * N, 0.02f, 12);
   f[9 * N + 2000] = NAN;
-  TensorView sv;
-  sv.name = "mm.weight";
-  sv.shape = {int64_t(N), int64_t(K)};
-  sv.data = f.data();
-  sv.nbytes = f.size() * 4;
+  const TensorView sv = StoredTransposed(f, K, N, DType::F32).stored_view;  // data: f itself
   for (bool hqq : {false, true}) {
     QuantSpec s;
     s.hqq = s.asym = hqq;
@@ -562,6 +583,58 @@ TEST(Quantize, TransposedSourceGivesTheBytesOfTheTransposedMatrix) {
       EXPECT_NE(std::string(e.what()).find("mm.weight: non-finite weight (NaN or Inf) at row 2000, column 9"),
                 std::string::npos) << e.what();
     }
+  }
+}
+
+// A tall transposed weight (several row tiles, K = 1344 past any one cache-sized piece):
+// the codes, parameters and per-row error sums equal those of quantizing the transposed
+// matrix itself with the scalar kernels, for every ISA table, dtype, bit width and a
+// block of each size class (16, 64, and 448 = a third of the row); squares beyond float
+// take error_sums' double re-sum as the row path does; of two non-finite weights the
+// message names the first in row order, not the first in storage order.
+TEST(Quantize, TallTransposedWeightGivesTheRowPathsBytesAndFigures) {
+  const size_t K = 1344, N = 300;
+  for (DType dt : {DType::F32, DType::F16, DType::BF16}) {
+    std::vector<float> f = normal(K * N, 0.02f, 21);
+    for (size_t k = 0; k < K; ++k) f[k * N + 17] *= 1e21f;  // listed row 17: squares overflow float (f32)
+    const StoredTransposed m(f, K, N, dt, [&](std::vector<uint16_t>& h) {
+      for (size_t k = 0; k < K; ++k) h[k * N + 17] = h[k * N + 18];  // f16 has no room for 1e19: a plain row there
+    });
+    const TensorView& lv = m.listed_view;
+    const TensorView& sv = m.stored_view;
+    for (int bits : {2, 3, 4, 8})
+      for (size_t block : {size_t(16), size_t(64), size_t(448)})
+        for (bool asym : {false, true}) {
+          QuantSpec s;
+          s.bits = bits;
+          s.block = int64_t(block);
+          s.asym = asym;
+          s.fp16 = bits == 3 && dt == DType::F16;  // (row 17's scales fit f16 only there)
+          SCOPED_TRACE(s.describe() + " " + dtype_name(dt));
+          std::vector<ErrorSums> ra;
+          const QuantizedTensor a = quantize_tensor(lv, s, block, kernels_for(Isa::Scalar), &ra);
+          if (dt != DType::F16) EXPECT_GT(ra[17].ref2, double(FLT_MAX));  // the double re-sum ran
+          for (Isa isa : test::all_isas()) {
+            if (!isa_available(isa)) continue;
+            SCOPED_TRACE(isa_name(isa));
+            std::vector<ErrorSums> rb;
+            const QuantizedTensor b = quantize_tensor(RowSource::transposed_of(sv), s, block, kernels_for(isa), &rb);
+            expect_same_quantized(a, ra, b, rb);
+          }
+        }
+  }
+  // A NaN at listed (row 250, column 40), stored first, and an Inf at (row 30, column
+  // 1300), first in row order: the message names the Inf.
+  std::vector<float> f = normal(K * N, 0.02f, 22);
+  f[40 * N + 250] = NAN;
+  f[1300 * N + 30] = INFINITY;
+  const TensorView sv = StoredTransposed(f, K, N, DType::F32).stored_view;  // data: f itself
+  try {
+    quantize_tensor(RowSource::transposed_of(sv), QuantSpec{}, 64);
+    FAIL() << "NaN accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("mm.weight: non-finite weight (NaN or Inf) at row 30, column 1300"),
+              std::string::npos) << e.what();
   }
 }
 
