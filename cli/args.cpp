@@ -1,5 +1,7 @@
 #include "cli/args.h"
 
+#include "io/gguf_output.h"
+
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -341,15 +343,6 @@ void set_type(const std::string& text, const char* flag, QuantizeArgs& a) {
   if (parse_ggml_type(mix->name, &t)) a.said.ggml = t;
 }
 
-GgmlType ggml_type_option(const std::string& text, const char* flag) {
-  const auto t = ggml_type_named(text);
-  if (!t) {
-    throw usage(std::string(flag) + ": expected a ggml type wquant writes (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, "
-                                    "Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS), got '" + text + "'");
-  }
-  return *t;
-}
-
 // THREADS in llama-quantize's form: as --threads takes it.
 int parse_threads_positional(const std::string& text) {
   int64_t v = 0;
@@ -430,8 +423,8 @@ void fill_quantize(const Options& o, const Bound& b, const MnnNormalised& norm, 
 
   if (o.format->count()) a.format = parse_format(b.format);
   if (o.type->count()) set_type(b.type, "--type", a);
-  if (o.output_tensor_type->count()) a.gguf.output_type = ggml_type_option(b.output_tensor_type, "--output-tensor-type");
-  if (o.token_embedding_type->count()) a.gguf.token_embd_type = ggml_type_option(b.token_embedding_type, "--token-embedding-type");
+  if (o.output_tensor_type->count()) a.gguf.output_type = ggml_type_argument(b.output_tensor_type, "--output-tensor-type");
+  if (o.token_embedding_type->count()) a.gguf.token_embd_type = ggml_type_argument(b.token_embedding_type, "--token-embedding-type");
   if (o.imatrix->count()) {
     a.gguf.imatrix = b.imatrix;
     if (a.gguf.imatrix.empty()) throw usage("--imatrix: expected a file name");
@@ -447,16 +440,7 @@ void fill_quantize(const Options& o, const Bound& b, const MnnNormalised& norm, 
   }
   a.gguf.pure = b.pure;
   a.gguf.allow_requantize = b.allow_requantize;
-  for (const std::string& text : b.tensor_types) {
-    // llama-quantize's parse_tensor_type: NAME=TYPE, the name lower-cased.
-    const size_t eq = text.find('=');
-    if (eq == std::string::npos || eq == 0 || eq + 1 == text.size()) {
-      throw usage("--tensor-type: expected PATTERN=TYPE (e.g. attn_v=q8_0), got '" + text + "'");
-    }
-    std::string pattern = text.substr(0, eq);
-    for (char& c : pattern) c = char(std::tolower(static_cast<unsigned char>(c)));
-    a.gguf.tensor_types.emplace_back(pattern, ggml_type_option(text.substr(eq + 1), "--tensor-type"));
-  }
+  for (const std::string& text : b.tensor_types) a.gguf.tensor_types.push_back(tensor_type_rule(text, "--tensor-type"));
   a.gguf.leave_output = b.leave_output;
   a.gguf.keep_split = b.keep_split;
   if (o.params->count()) {

@@ -46,6 +46,14 @@ struct GgufOutput {
   }
 };
 
+// A ggml type wquant writes, by llama-quantize's name (any case), for the option named
+// `option` (--output-tensor-type, token_embedding_type, ...). Throws Error (Usage).
+GgmlType ggml_type_argument(const std::string& text, const std::string& option);
+
+// llama-quantize's --tensor-type PATTERN=TYPE (its parse_tensor_type): the pattern
+// lower-cased, the type by name. Throws Error (Usage) naming `option`.
+std::pair<std::string, GgmlType> tensor_type_rule(const std::string& text, const std::string& option);
+
 // Checks that `source` (read from `input`) is GGUF, which a GGUF output needs (its keys
 // and vocabulary are copied), reads and filters the importance matrix, and refuses what
 // llama-quantize refuses up front (Q2_K_S without an importance matrix). Throws Error

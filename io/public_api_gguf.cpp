@@ -22,12 +22,7 @@ wq::GgmlBlock block_from_bits(const QuantOptions& q) {
 // "" = unset; else a ggml type by name, as --output-tensor-type reads it.
 std::optional<wq::GgmlType> type_option(const std::string& text, const char* option) {
   if (text.empty()) return std::nullopt;
-  const auto t = wq::ggml_type_named(text);
-  if (!t) {
-    throw usage(std::string(option) + ": expected a ggml type wquant writes (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, "
-                                      "Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS), got '" + text + "'");
-  }
-  return t;
+  return wq::ggml_type_argument(text, option);
 }
 
 }  // namespace
@@ -35,7 +30,7 @@ std::optional<wq::GgmlType> type_option(const std::string& text, const char* opt
 bool has_gguf_options(const ConvertOptions& o) {
   return !o.gguf_type.empty() || !o.imatrix.empty() || !o.include_weights.empty() || !o.exclude_weights.empty() ||
          o.pure || o.leave_output || !o.output_tensor_type.empty() || !o.token_embedding_type.empty() ||
-         o.allow_requantize;
+         o.allow_requantize || !o.tensor_types.empty();
 }
 
 wq::GgufOutputRequest gguf_request(const ConvertOptions& o, wq::GgmlBlock* block) {
@@ -79,6 +74,7 @@ wq::GgufOutputRequest gguf_request(const ConvertOptions& o, wq::GgmlBlock* block
   r.leave_output = o.leave_output;
   r.output_type = type_option(o.output_tensor_type, "output_tensor_type");
   r.token_embd_type = type_option(o.token_embedding_type, "token_embedding_type");
+  for (const std::string& rule : o.tensor_types) r.tensor_types.push_back(wq::tensor_type_rule(rule, "tensor_types"));
   return r;
 }
 

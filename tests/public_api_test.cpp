@@ -146,6 +146,29 @@ TEST_F(PublicApiGguf, MixNameIsTheProgramsAndLlamaQuantizesFile) {
   EXPECT_EQ(wq::test::sha256_file(g), oracle_sha256("Q3_K_M", {"--output-tensor-type", "f16", "--token-embedding-type", "q4_0"}));
 }
 
+// tensor_types (--tensor-type): the program's file, and the rules applied in order (the
+// first pattern found in a name sets its type).
+TEST_F(PublicApiGguf, TensorTypesAreTheProgramsFile) {
+  wquant::ConvertOptions o;
+  o.gguf_type = "Q4_K_M";
+  o.tensor_types = {"ATTN_V=q8_0", "ffn_(up|gate)=Q5_K"};
+  const std::string f = both("q4km-tt", o, {"--type", "Q4_K_M", "--tensor-type", "ATTN_V=q8_0", "--tensor-type",
+                                            "ffn_(up|gate)=Q5_K"});
+  size_t attn_v = 0, up_gate = 0;
+  for (const auto& [name, type] : types(f)) {
+    if (name.find("attn_v") != std::string::npos) {
+      EXPECT_EQ(type, "Q8_0") << name;
+      ++attn_v;
+    }
+    if (name.find("ffn_up") != std::string::npos || name.find("ffn_gate") != std::string::npos) {
+      EXPECT_EQ(type, "Q5_K") << name;
+      ++up_gate;
+    }
+  }
+  EXPECT_GT(attn_v, 0u);
+  EXPECT_GT(up_gate, 0u);
+}
+
 // An importance matrix (with a filter), and Q2_K_S, which needs one; a legacy type from bits.
 TEST_F(PublicApiGguf, ImatrixAndLegacyTypesAreTheProgramsFiles) {
   const std::string im = wq::test::test_data_dir() + "/imatrix-256.dat";
@@ -206,6 +229,13 @@ TEST_F(PublicApiGguf, BadGgufOptionsAreRefusedNamingTheOption) {
   o = wquant::ConvertOptions();
   o.token_embedding_type = "int4";
   refused(fx256_, o, K::Usage, "token_embedding_type: expected a ggml type");
+  o = wquant::ConvertOptions();
+  o.tensor_types = {"attn_v"};
+  refused(fx256_, o, K::Usage, "tensor_types: expected PATTERN=TYPE");
+  o.tensor_types = {"attn_v=q9_9"};
+  refused(fx256_, o, K::Usage, "tensor_types: expected a ggml type");
+  o.tensor_types = {"attn_v(=q8_0"};
+  refused(fx256_, o, K::Usage, "attn_v(");
   // llama-quantize's options need a GGUF output, and a GGUF output a GGUF input.
   o = wquant::ConvertOptions();
   o.gguf_type = "Q4_K_M";

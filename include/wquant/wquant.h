@@ -122,6 +122,10 @@ struct ConvertOptions {
   std::string output_tensor_type;            // --output-tensor-type: "Q8_0", "F16", ...; "" = the mix's
   std::string token_embedding_type;          // --token-embedding-type; "" = the mix's
   bool allow_requantize = false;             // --allow-requantize: blocks dequantized and quantized again
+  // --tensor-type, in order: "PATTERN=TYPE" (e.g. "attn_v=q8_0"; PATTERN a regular
+  // expression searched for in the lower-cased tensor name): the first rule whose pattern
+  // is found sets that tensor's type, as later llama-quantize releases do.
+  std::vector<std::string> tensor_types;
 };
 
 struct ConvertResult {
