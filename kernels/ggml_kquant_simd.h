@@ -13,6 +13,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/ggml_blocks.h"
 #include "kernels/ggml_kquant_reference.h"
@@ -64,99 +65,158 @@ struct KquantSearch {
     for (size_t k = 0; k < count; ++k) out[k] = t[k];
   }
 
-  // ref::make_qx_quants(n, nmax, x, L, 1, w) per lane; codes (biased by nmax) in c.
-  template <size_t n>
-  static F qx(int nmax, const F* x, const F* w, F* c) {
-    F amax(0.0f), max(0.0f);
-    for (size_t i = 0; i < n; ++i) {
-      const F ax = xsimd::abs(x[i]);
-      const M m = ax > amax;
-      amax = xsimd::select(m, ax, amax);
-      max = xsimd::select(m, x[i], max);
-    }
-    const M zero = amax < F(ref::kGroupMaxEps);
-    F iscale = div(F(float(-nmax)), max);
-    auto sums = [&](F is, F& sumlx, F& suml2) {
-      sumlx = F(0.0f);
-      suml2 = F(0.0f);
+  // The searches below run G independent groups of L sub-blocks (G vectors of each
+  // quantity, group g's element i at [g * n + i]) in the same loops: each group's sums are
+  // one add chain, so two groups overlap their latencies. Groups never mix: group g's lanes
+  // see exactly the operations a single group would.
+
+  // ref::make_qx_quants(n, nmax, x, L, 1, w) per lane; codes (biased by nmax) in c,
+  // scales in scale. `w * x[i] * l` is (w * x[i]) * l, so w * x[i] is computed once.
+  template <size_t n, size_t G>
+  static void qx(int nmax, const F* x, const F* w, F* c, F* scale_out) {
+    F max[G], wx[G * n];
+    M zero[G];
+    for (size_t g = 0; g < G; ++g) {
+      F amax(0.0f);
+      max[g] = F(0.0f);
       for (size_t i = 0; i < n; ++i) {
-        const F l = code(is * x[i], -nmax, nmax - 1);
-        sumlx += w[i] * x[i] * l;
-        suml2 += w[i] * l * l;
+        const F ax = xsimd::abs(x[g * n + i]);
+        const M m = ax > amax;
+        amax = xsimd::select(m, ax, amax);
+        max[g] = xsimd::select(m, x[g * n + i], max[g]);
+        wx[g * n + i] = w[g * n + i] * x[g * n + i];
+      }
+      zero[g] = amax < F(ref::kGroupMaxEps);
+    }
+    F sumlx[G], suml2[G];
+    auto sums = [&](const F* is) {
+      for (size_t g = 0; g < G; ++g) sumlx[g] = suml2[g] = F(0.0f);
+      for (size_t i = 0; i < n; ++i) {
+        for (size_t g = 0; g < G; ++g) {
+          const F l = code(is[g] * x[g * n + i], -nmax, nmax - 1);
+          sumlx[g] += wx[g * n + i] * l;
+          suml2[g] += w[g * n + i] * l * l;
+        }
       }
     };
-    F sumlx, suml2;
-    sums(iscale, sumlx, suml2);
-    // C's `suml2 ? ... : 0`: a NaN suml2 counts as true (an ordered != would not).
-    F scale = xsimd::select(suml2 == F(0.0f), F(0.0f), div(sumlx, suml2));
-    F best = scale * sumlx;
-    F best_iscale = iscale;
+    F iscale[G], scale[G], best[G], best_iscale[G];
+    for (size_t g = 0; g < G; ++g) iscale[g] = best_iscale[g] = div(F(float(-nmax)), max[g]);
+    sums(iscale);
+    for (size_t g = 0; g < G; ++g) {
+      // C's `suml2 ? ... : 0`: a NaN suml2 counts as true (an ordered != would not).
+      scale[g] = xsimd::select(suml2[g] == F(0.0f), F(0.0f), div(sumlx[g], suml2[g]));
+      best[g] = scale[g] * sumlx[g];
+    }
     for (int is = -9; is <= 9; ++is) {
       if (is == 0) continue;
-      iscale = div(F(-(float(nmax) + 0.1f * float(is))), max);
-      sums(iscale, sumlx, suml2);
-      const M take = (suml2 > F(0.0f)) & (sumlx * sumlx > best * suml2);
-      const F s = div(sumlx, suml2);
-      best_iscale = xsimd::select(take, iscale, best_iscale);
-      scale = xsimd::select(take, s, scale);
-      best = xsimd::select(take, s * sumlx, best);
+      const F num(-(float(nmax) + 0.1f * float(is)));
+      for (size_t g = 0; g < G; ++g) iscale[g] = div(num, max[g]);
+      sums(iscale);
+      for (size_t g = 0; g < G; ++g) {
+        const M take = (suml2[g] > F(0.0f)) & (sumlx[g] * sumlx[g] > best[g] * suml2[g]);
+        const F s = div(sumlx[g], suml2[g]);
+        best_iscale[g] = xsimd::select(take, iscale[g], best_iscale[g]);
+        scale[g] = xsimd::select(take, s, scale[g]);
+        best[g] = xsimd::select(take, s * sumlx[g], best[g]);
+      }
     }
-    for (size_t i = 0; i < n; ++i) {
-      c[i] = xsimd::select(zero, F(0.0f), code(best_iscale * x[i], -nmax, nmax - 1) + F(float(nmax)));
+    for (size_t g = 0; g < G; ++g) {
+      for (size_t i = 0; i < n; ++i) {
+        c[g * n + i] = xsimd::select(zero[g], F(0.0f), code(best_iscale[g] * x[g * n + i], -nmax, nmax - 1) + F(float(nmax)));
+      }
+      scale_out[g] = xsimd::select(zero[g], F(0.0f), scale[g]);
     }
-    return xsimd::select(zero, F(0.0f), scale);
   }
 
   // ref::make_qkx_quants<kx3>(n, nmax, x, w, L, the_min, Laux, rmin, rdelta, nstep, use_mad)
-  // per lane (weights given); codes in c, -min in *the_min.
-  template <bool kx3, size_t n>
-  static F qkx(int nmax, const F* x, const F* w, F* c, F* the_min, float rmin, float rdelta, int nstep, bool use_mad) {
-    F min = x[0], max = x[0];
-    F sum_w = w[0];
-    F sum_x = sum_w * x[0];
-    for (size_t i = 1; i < n; ++i) {
-      min = xsimd::select(x[i] < min, x[i], min);
-      max = xsimd::select(x[i] > max, x[i], max);
-      sum_w += w[i];
-      sum_x += w[i] * x[i];
-    }
-    min = xsimd::select(min > F(0.0f), F(0.0f), min);
-    const M flat = kx3 ? (max <= min) : (max == min);
-    F iscale = div(F(float(nmax)), max - min);
-    F scale = div(F(1.0f), iscale);
-    auto err = [&](F d) { return use_mad ? xsimd::abs(d) : d * d; };
-    F best_mad(0.0f);
-    for (size_t i = 0; i < n; ++i) {
-      c[i] = code(iscale * (x[i] - min), 0, nmax);
-      best_mad += w[i] * err(scale * c[i] + min - x[i]);
-    }
-    F aux[32];
-    for (int is = 0; is <= nstep; ++is) {
-      iscale = div(F(rmin + rdelta * float(is) + float(nmax)), max - min);
-      F sum_l(0.0f), sum_l2(0.0f), sum_xl(0.0f);
-      for (size_t i = 0; i < n; ++i) {
-        aux[i] = code(iscale * (x[i] - min), 0, nmax);
-        sum_l += w[i] * aux[i];
-        sum_l2 += w[i] * aux[i] * aux[i];
-        sum_xl += w[i] * aux[i] * x[i];
+  // per lane (weights given); codes in c, scales in scale, -min in the_min. The reference
+  // copies a trial's codes when it takes the trial; here a lane remembers the iscale and
+  // the min that trial's codes came from instead, and the codes are computed once at the
+  // end with the same expression, so they are the same codes.
+  template <bool kx3, size_t n, size_t G>
+  static void qkx(int nmax, const F* x, const F* w, F* c, F* the_min, F* scale_out, float rmin, float rdelta, int nstep,
+                  bool use_mad) {
+    F min[G], max[G], sum_w[G], sum_x[G];
+    M flat[G];
+    for (size_t g = 0; g < G; ++g) {
+      const F* xg = x + g * n;
+      const F* wg = w + g * n;
+      min[g] = max[g] = xg[0];
+      sum_w[g] = wg[0];
+      sum_x[g] = sum_w[g] * xg[0];
+      for (size_t i = 1; i < n; ++i) {
+        min[g] = xsimd::select(xg[i] < min[g], xg[i], min[g]);
+        max[g] = xsimd::select(xg[i] > max[g], xg[i], max[g]);
+        sum_w[g] += wg[i];
+        sum_x[g] += wg[i] * xg[i];
       }
-      const F D = sum_w * sum_l2 - sum_l * sum_l;
-      F this_scale = div(sum_w * sum_xl - sum_x * sum_l, D);
-      F this_min = div(sum_l2 * sum_x - sum_l * sum_xl, D);
-      const M pos = this_min > F(0.0f);
-      this_min = xsimd::select(pos, F(0.0f), this_min);
-      this_scale = xsimd::select(pos, div(sum_xl, sum_l2), this_scale);
-      F mad(0.0f);
-      for (size_t i = 0; i < n; ++i) mad += w[i] * err(this_scale * aux[i] + this_min - x[i]);
-      const M take = (D > F(0.0f)) & (mad < best_mad);
-      for (size_t i = 0; i < n; ++i) c[i] = xsimd::select(take, aux[i], c[i]);
-      best_mad = xsimd::select(take, mad, best_mad);
-      scale = xsimd::select(take, this_scale, scale);
-      min = xsimd::select(take, this_min, min);
+      min[g] = xsimd::select(min[g] > F(0.0f), F(0.0f), min[g]);
+      flat[g] = kx3 ? (max[g] <= min[g]) : (max[g] == min[g]);
     }
-    for (size_t i = 0; i < n; ++i) c[i] = xsimd::select(flat, F(0.0f), c[i]);
-    *the_min = neg(min);
-    return xsimd::select(flat, F(0.0f), scale);
+    auto err = [&](F d) { return use_mad ? xsimd::abs(d) : d * d; };
+    // code_is, code_min: the iscale and min the lane's current best codes came from.
+    F iscale[G], scale[G], best_mad[G], code_is[G], code_min[G];
+    for (size_t g = 0; g < G; ++g) {
+      iscale[g] = code_is[g] = div(F(float(nmax)), max[g] - min[g]);
+      scale[g] = div(F(1.0f), iscale[g]);
+      code_min[g] = min[g];
+      best_mad[g] = F(0.0f);
+    }
+    for (size_t i = 0; i < n; ++i) {
+      for (size_t g = 0; g < G; ++g) {
+        const F l = code(iscale[g] * (x[g * n + i] - min[g]), 0, nmax);
+        best_mad[g] += w[g * n + i] * err(scale[g] * l + min[g] - x[g * n + i]);
+      }
+    }
+    F aux[G * n];
+    for (int is = 0; is <= nstep; ++is) {
+      const F num(rmin + rdelta * float(is) + float(nmax));
+      F sum_l[G], sum_l2[G], sum_xl[G];
+      for (size_t g = 0; g < G; ++g) {
+        iscale[g] = div(num, max[g] - min[g]);
+        sum_l[g] = sum_l2[g] = sum_xl[g] = F(0.0f);
+      }
+      for (size_t i = 0; i < n; ++i) {
+        for (size_t g = 0; g < G; ++g) {
+          const F l = code(iscale[g] * (x[g * n + i] - min[g]), 0, nmax);
+          aux[g * n + i] = l;
+          const F wl = w[g * n + i] * l;
+          sum_l[g] += wl;
+          sum_l2[g] += wl * l;
+          sum_xl[g] += wl * x[g * n + i];
+        }
+      }
+      F this_scale[G], this_min[G], D[G], mad[G];
+      for (size_t g = 0; g < G; ++g) {
+        D[g] = sum_w[g] * sum_l2[g] - sum_l[g] * sum_l[g];
+        this_scale[g] = div(sum_w[g] * sum_xl[g] - sum_x[g] * sum_l[g], D[g]);
+        this_min[g] = div(sum_l2[g] * sum_x[g] - sum_l[g] * sum_xl[g], D[g]);
+        const M pos = this_min[g] > F(0.0f);
+        this_min[g] = xsimd::select(pos, F(0.0f), this_min[g]);
+        this_scale[g] = xsimd::select(pos, div(sum_xl[g], sum_l2[g]), this_scale[g]);
+        mad[g] = F(0.0f);
+      }
+      for (size_t i = 0; i < n; ++i) {
+        for (size_t g = 0; g < G; ++g) {
+          mad[g] += w[g * n + i] * err(this_scale[g] * aux[g * n + i] + this_min[g] - x[g * n + i]);
+        }
+      }
+      for (size_t g = 0; g < G; ++g) {
+        const M take = (D[g] > F(0.0f)) & (mad[g] < best_mad[g]);
+        code_is[g] = xsimd::select(take, iscale[g], code_is[g]);
+        code_min[g] = xsimd::select(take, min[g], code_min[g]);
+        best_mad[g] = xsimd::select(take, mad[g], best_mad[g]);
+        scale[g] = xsimd::select(take, this_scale[g], scale[g]);
+        min[g] = xsimd::select(take, this_min[g], min[g]);
+      }
+    }
+    for (size_t g = 0; g < G; ++g) {
+      for (size_t i = 0; i < n; ++i) {
+        c[g * n + i] = xsimd::select(flat[g], F(0.0f), code(code_is[g] * (x[g * n + i] - code_min[g]), 0, nmax));
+      }
+      the_min[g] = neg(min[g]);
+      scale_out[g] = xsimd::select(flat[g], F(0.0f), scale[g]);
+    }
   }
 
   // ref::make_q3_quants(16, nmax, x, L) per lane. A lane whose pass changed nothing would
@@ -212,18 +272,9 @@ struct KquantSearch {
       F xs[16], c[16], scale;
       gather(x + 16 * s0, count, 16, xs);
       if (imatrix) {
-        alignas(64) float sg[16];
-        for (size_t k = 0; k < L; ++k) sg[k] = k < count ? sigma2[(s0 + k) / 16] : 0.0f;
-        const F s2 = F::load_aligned(sg);
         F ws[16];
-        gather(imatrix + 16 * s0, count, 16, ws);
-        F sumw(0.0f);
-        for (size_t i = 0; i < 16; ++i) {
-          ws[i] = ws[i] * Ops::sqrt(s2 + xs[i] * xs[i]);
-          sumw += ws[i];
-        }
-        scatter(sumw, count, sw.data() + s0);
-        scale = qx<16>(4, xs, ws, c);
+        imatrix_weights<16>(imatrix, sigma2.data(), 16, s0, count, xs, ws, sw.data());
+        qx<16, 1>(4, xs, ws, c, &scale);
       } else {
         scale = q3(4, xs, c);
       }
@@ -296,9 +347,7 @@ struct KquantSearch {
       F xs[32], ws[32];
       gather(x + 32 * s0, count, 32, xs);
       if (imatrix) {
-        alignas(64) float sg[16];
-        for (size_t k = 0; k < L; ++k) sg[k] = k < count ? sigma2[(s0 + k) / (kSuper / 32)] : 0.0f;
-        const F s2 = F::load_aligned(sg);
+        const F s2 = lane_sigma2(sigma2.data(), s0, count, kSuper / 32);
         gather(imatrix + 32 * s0, count, 32, ws);
         for (size_t i = 0; i < 32; ++i) ws[i] = ws[i] * Ops::sqrt(s2 + xs[i] * xs[i]);
       } else {
@@ -331,8 +380,8 @@ struct KquantSearch {
       gather(x + 32 * s0, count, 32, xs);
       gather(imatrix + 32 * s0, count, 32, ws);
       for (size_t i = 0; i < 32; ++i) ws[i] = ws[i] * Ops::sqrt(s2 + xs[i] * xs[i]);
-      if constexpr (kMin) scale = qkx<true, 32>(kNmax, xs, ws, c, &the_min, -0.9f, 0.05f, 36, false);
-      else scale = qx<32>(kNmax, xs, ws, c);
+      if constexpr (kMin) qkx<true, 32, 1>(kNmax, xs, ws, c, &the_min, &scale, -0.9f, 0.05f, 36, false);
+      else qx<32, 1>(kNmax, xs, ws, c, &scale);
       alignas(64) float sc[16], mn[16];
       scale.store_aligned(sc);
       neg(the_min).store_aligned(mn);
@@ -352,6 +401,51 @@ struct KquantSearch {
     }
   }
 
+  // Runs step(std::integral_constant<size_t, G>(), s0) over sub-blocks [0, nsub): G groups
+  // of L from s0 on, 2 while more than L remain, then 1 (group g holds sub_count(nsub,
+  // s0 + g * L) sub-blocks).
+  template <size_t kMaxG = 2, class Step>
+  static void in_groups(size_t nsub, Step step) {
+    for (size_t s0 = 0; s0 < nsub; s0 += kMaxG * L) {
+      if (kMaxG == 2 && nsub - s0 > L) step(std::integral_constant<size_t, kMaxG>(), s0);
+      else step(std::integral_constant<size_t, 1>(), s0);
+    }
+  }
+  static size_t sub_count(size_t nsub, size_t s0) { return nsub - s0 < L ? nsub - s0 : L; }
+  // Lane k: sigma2[(s0 + k) / per] (the super-block of sub-block s0 + k), 0 past count.
+  static F lane_sigma2(const float* sigma2, size_t s0, size_t count, size_t per) {
+    alignas(64) float sg[16];
+    for (size_t k = 0; k < L; ++k) sg[k] = k < count ? sigma2[(s0 + k) / per] : 0.0f;
+    return F::load_aligned(sg);
+  }
+  // Group g's results (scale, -min when mins is given, codes) into the row's arrays from
+  // sub-block s0 + g * L on.
+  template <size_t n, size_t G>
+  static void scatter_groups(size_t nsub, size_t s0, const F* scale, const F* the_min, const F* c, float* scales,
+                             float* mins, uint8_t* codes) {
+    for (size_t g = 0; g < G; ++g) {
+      const size_t sg = s0 + g * L, count = sub_count(nsub, sg);
+      scatter(scale[g], count, scales + sg);
+      if (mins) scatter(the_min[g], count, mins + sg);
+      scatter_codes(c + n * g, count, n, codes + n * sg);
+    }
+  }
+  // The importance weights q * sqrt(sigma2 + x^2) of count sub-blocks of n from s0 (xs
+  // gathered already) into ws, and their sums into sw + s0.
+  template <size_t n>
+  static void imatrix_weights(const float* imatrix, const float* sigma2, size_t per, size_t s0, size_t count,
+                              const F* xs, F* ws, float* sw) {
+    const F s2 = lane_sigma2(sigma2, s0, count, per);
+    F q[n];
+    gather(imatrix + n * s0, count, n, q);
+    F sumw(0.0f);
+    for (size_t i = 0; i < n; ++i) {
+      ws[i] = q[i] * Ops::sqrt(s2 + xs[i] * xs[i]);
+      sumw += ws[i];
+    }
+    scatter(sumw, count, sw + s0);
+  }
+
   // Q4_K / Q5_K: the 8 sub-block searches of every super-block of the row, L at a time,
   // then each super-block finished by the reference.
   template <int kNmax, class Block>
@@ -360,36 +454,28 @@ struct KquantSearch {
     ScratchBuffer<float> scales(nsub), mins(nsub), sw(nsub), sigma2(n / 256);
     ScratchBuffer<uint8_t> codes(n);
     for (size_t b = 0; imatrix && b < n / 256; ++b) sigma2[b] = ref::k_sigma2(x + 256 * b);
-    for (size_t s0 = 0; s0 < nsub; s0 += L) {
-      const size_t count = nsub - s0 < L ? nsub - s0 : L;
-      F xs[32], ws[32], c[32], the_min;
-      gather(x + 32 * s0, count, 32, xs);
-      if (imatrix) {
-        alignas(64) float sg[16];
-        for (size_t k = 0; k < L; ++k) sg[k] = k < count ? sigma2[(s0 + k) / 8] : 0.0f;
-        const F s2 = F::load_aligned(sg);
-        F q[32];
-        gather(imatrix + 32 * s0, count, 32, q);
-        F sumw(0.0f);
-        for (size_t i = 0; i < 32; ++i) {
-          ws[i] = q[i] * Ops::sqrt(s2 + xs[i] * xs[i]);
-          sumw += ws[i];
+    in_groups(nsub, [&](auto groups, size_t s0) {
+      constexpr size_t G = decltype(groups)::value;
+      F xs[G * 32], ws[G * 32], c[G * 32], the_min[G], scale[G];
+      for (size_t g = 0; g < G; ++g) {
+        const size_t sg = s0 + g * L, count = sub_count(nsub, sg);
+        F* xg = xs + 32 * g;
+        F* wg = ws + 32 * g;
+        gather(x + 32 * sg, count, 32, xg);
+        if (imatrix) {
+          imatrix_weights<32>(imatrix, sigma2.data(), 8, sg, count, xg, wg, sw.data());
+        } else {
+          F sum_x2(0.0f);
+          for (size_t i = 0; i < 32; ++i) sum_x2 += xg[i] * xg[i];
+          const F av_x = Ops::sqrt(div(sum_x2, F(32.0f)));
+          for (size_t i = 0; i < 32; ++i) wg[i] = av_x + xsimd::abs(xg[i]);
         }
-        scatter(sumw, count, sw.data() + s0);
-      } else {
-        F sum_x2(0.0f);
-        for (size_t i = 0; i < 32; ++i) sum_x2 += xs[i] * xs[i];
-        const F av_x = Ops::sqrt(div(sum_x2, F(32.0f)));
-        for (size_t i = 0; i < 32; ++i) ws[i] = av_x + xsimd::abs(xs[i]);
       }
-      F scale;
-      if (imatrix) scale = qkx<true, 32>(kNmax, xs, ws, c, &the_min, -0.9f, 0.05f, 36, false);
-      else if (kNmax == 15) scale = qkx<false, 32>(15, xs, ws, c, &the_min, -1.f, 0.1f, 20, false);
-      else scale = qkx<false, 32>(31, xs, ws, c, &the_min, -0.5f, 0.1f, 15, false);
-      scatter(scale, count, scales.data() + s0);
-      scatter(the_min, count, mins.data() + s0);
-      scatter_codes(c, count, 32, codes.data() + 32 * s0);
-    }
+      if (imatrix) qkx<true, 32, G>(kNmax, xs, ws, c, the_min, scale, -0.9f, 0.05f, 36, false);
+      else if (kNmax == 15) qkx<false, 32, G>(15, xs, ws, c, the_min, scale, -1.f, 0.1f, 20, false);
+      else qkx<false, 32, G>(31, xs, ws, c, the_min, scale, -0.5f, 0.1f, 15, false);
+      scatter_groups<32, G>(nsub, s0, scale, the_min, c, scales.data(), mins.data(), codes.data());
+    });
     auto* out = static_cast<Block*>(y);
     for (size_t b = 0; b < n / 256; ++b) {
       ref::k4_finish<kNmax>(x + 256 * b, scales.data() + 8 * b, mins.data() + 8 * b, imatrix ? sw.data() + 8 * b : nullptr,
@@ -405,31 +491,19 @@ struct KquantSearch {
     ScratchBuffer<float> scales(nsub), mins(nsub), sw(nsub), sigma2(n / 256);
     ScratchBuffer<uint8_t> codes(n);
     for (size_t b = 0; imatrix && b < n / 256; ++b) sigma2[b] = ref::q2_sigma2(x + 256 * b);
-    for (size_t s0 = 0; s0 < nsub; s0 += L) {
-      const size_t count = nsub - s0 < L ? nsub - s0 : L;
-      F xs[16], ws[16], c[16], the_min, scale;
-      gather(x + 16 * s0, count, 16, xs);
-      if (imatrix) {
-        alignas(64) float sg[16];
-        for (size_t k = 0; k < L; ++k) sg[k] = k < count ? sigma2[(s0 + k) / 16] : 0.0f;
-        const F s2 = F::load_aligned(sg);
-        F q[16];
-        gather(imatrix + 16 * s0, count, 16, q);
-        F sumw(0.0f);
-        for (size_t i = 0; i < 16; ++i) {
-          ws[i] = q[i] * Ops::sqrt(s2 + xs[i] * xs[i]);
-          sumw += ws[i];
-        }
-        scatter(sumw, count, sw.data() + s0);
-        scale = qkx<true, 16>(3, xs, ws, c, &the_min, -0.9f, 0.05f, 36, false);
-      } else {
-        for (size_t i = 0; i < 16; ++i) ws[i] = xsimd::abs(xs[i]);
-        scale = qkx<false, 16>(3, xs, ws, c, &the_min, -0.5f, 0.1f, 15, true);
+    in_groups(nsub, [&](auto groups, size_t s0) {
+      constexpr size_t G = decltype(groups)::value;
+      F xs[G * 16], ws[G * 16], c[G * 16], the_min[G], scale[G];
+      for (size_t g = 0; g < G; ++g) {
+        const size_t sg = s0 + g * L, count = sub_count(nsub, sg);
+        gather(x + 16 * sg, count, 16, xs + 16 * g);
+        if (imatrix) imatrix_weights<16>(imatrix, sigma2.data(), 16, sg, count, xs + 16 * g, ws + 16 * g, sw.data());
+        else for (size_t i = 0; i < 16; ++i) ws[16 * g + i] = xsimd::abs(xs[16 * g + i]);
       }
-      scatter(scale, count, scales.data() + s0);
-      scatter(the_min, count, mins.data() + s0);
-      scatter_codes(c, count, 16, codes.data() + 16 * s0);
-    }
+      if (imatrix) qkx<true, 16, G>(3, xs, ws, c, the_min, scale, -0.9f, 0.05f, 36, false);
+      else qkx<false, 16, G>(3, xs, ws, c, the_min, scale, -0.5f, 0.1f, 15, true);
+      scatter_groups<16, G>(nsub, s0, scale, the_min, c, scales.data(), mins.data(), codes.data());
+    });
     auto* out = static_cast<BlockQ2_K*>(y);
     for (size_t b = 0; b < n / 256; ++b) {
       ref::q2_finish(x + 256 * b, &out[b], scales.data() + 16 * b, mins.data() + 16 * b,
@@ -442,15 +516,18 @@ struct KquantSearch {
     const size_t nsub = n / 16;
     ScratchBuffer<float> scales(nsub);
     ScratchBuffer<uint8_t> codes(n);
-    for (size_t s0 = 0; s0 < nsub; s0 += L) {
-      const size_t count = nsub - s0 < L ? nsub - s0 : L;
-      F xs[16], ws[16], c[16];
-      gather(x + 16 * s0, count, 16, xs);
-      if (imatrix) gather(imatrix + 16 * s0, count, 16, ws);
-      else for (size_t i = 0; i < 16; ++i) ws[i] = xs[i] * xs[i];
-      scatter(qx<16>(32, xs, ws, c), count, scales.data() + s0);
-      scatter_codes(c, count, 16, codes.data() + 16 * s0);
-    }
+    in_groups<1>(nsub, [&](auto groups, size_t s0) {
+      constexpr size_t G = decltype(groups)::value;
+      F xs[G * 16], ws[G * 16], c[G * 16], scale[G];
+      for (size_t g = 0; g < G; ++g) {
+        const size_t sg = s0 + g * L, count = sub_count(nsub, sg);
+        gather(x + 16 * sg, count, 16, xs + 16 * g);
+        if (imatrix) gather(imatrix + 16 * sg, count, 16, ws + 16 * g);
+        else for (size_t i = 0; i < 16; ++i) ws[16 * g + i] = xs[16 * g + i] * xs[16 * g + i];
+      }
+      qx<16, G>(32, xs, ws, c, scale);
+      scatter_groups<16, G>(nsub, s0, scale, nullptr, c, scales.data(), nullptr, codes.data());
+    });
     auto* out = static_cast<BlockQ6_K*>(y);
     for (size_t b = 0; b < n / 256; ++b) {
       ref::q6_finish(x + 256 * b, &out[b], scales.data() + 16 * b, reinterpret_cast<int8_t*>(codes.data() + 256 * b));
