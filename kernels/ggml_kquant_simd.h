@@ -45,12 +45,13 @@ struct KquantSearch {
 
   // n elements of each of up to L sub-blocks (count of them, from x + s * n for sub-block s)
   // as n vectors: out[i] lane k = element i of sub-block k; missing lanes are 0.
+  // n is a multiple of L: each L x L tile is loaded by rows and transposed in registers.
   static void gather(const float* x, size_t count, size_t n, F* out) {
-    alignas(64) float t[32 * 16];
-    for (size_t i = 0; i < n; ++i) {
-      for (size_t k = 0; k < L; ++k) t[i * L + k] = k < count ? x[k * n + i] : 0.0f;
+    for (size_t i0 = 0; i0 < n; i0 += L) {
+      F* t = out + i0;
+      for (size_t k = 0; k < L; ++k) t[k] = k < count ? F::load_unaligned(x + k * n + i0) : F(0.0f);
+      Ops::transpose(t);
     }
-    for (size_t i = 0; i < n; ++i) out[i] = F::load_aligned(t + i * L);
   }
   static void scatter_codes(const F* c, size_t count, size_t n, uint8_t* L8) {
     alignas(64) float t[16];
