@@ -447,6 +447,18 @@ struct KquantSearch {
     scatter(sumw, count, sw + s0);
   }
 
+  // The finishes' requantization of one sub-block of n weights with its stored scale d
+  // (d != 0) and min m: nearest_int((x + m) / d) (kMin) or nearest_int(x / d), clamped to
+  // [lo, hi], plus bias, as bytes: the reference's float operations, L weights at a time.
+  template <size_t n, bool kMin>
+  static void requantize(const float* x, float d, float m, int lo, int hi, int bias, uint8_t* out) {
+    for (size_t i = 0; i < n; i += L) {
+      F v = F::load_unaligned(x + i);
+      if constexpr (kMin) v = v + F(m);
+      Ops::store_u8(out + i, xsimd::max(I(lo), xsimd::min(I(hi), nearest(div(v, F(d))))) + I(bias));
+    }
+  }
+
   // Q4_K / Q5_K: the 8 sub-block searches of every super-block of the row, L at a time,
   // then each super-block finished by the reference.
   template <int kNmax, class Block>
@@ -479,8 +491,16 @@ struct KquantSearch {
     });
     auto* out = static_cast<Block*>(y);
     for (size_t b = 0; b < n / 256; ++b) {
-      ref::k4_finish<kNmax>(x + 256 * b, scales.data() + 8 * b, mins.data() + 8 * b, imatrix ? sw.data() + 8 * b : nullptr,
-                            codes.data() + 256 * b, out[b].scales, &out[b].d, &out[b].dmin);
+      ref::k4_finish_scales<kNmax>(scales.data() + 8 * b, mins.data() + 8 * b, imatrix ? sw.data() + 8 * b : nullptr,
+                                   out[b].scales, &out[b].d, &out[b].dmin);
+      for (int j = 0; j < 8; ++j) {  // ref::requantize_k4
+        uint8_t sc, m;
+        ref::get_scale_min_k4(j, out[b].scales, &sc, &m);
+        const float d = ref::half(out[b].d) * sc;
+        if (!d) continue;
+        requantize<32, true>(x + 256 * b + 32 * j, d, ref::half(out[b].dmin) * m, 0, kNmax, 0,
+                             codes.data() + 256 * b + 32 * j);
+      }
       if constexpr (kNmax == 15) ref::pack_q4_K(codes.data() + 256 * b, &out[b]);
       else ref::pack_q5_K(codes.data() + 256 * b, &out[b]);
     }
@@ -507,8 +527,15 @@ struct KquantSearch {
     });
     auto* out = static_cast<BlockQ2_K*>(y);
     for (size_t b = 0; b < n / 256; ++b) {
-      ref::q2_finish(x + 256 * b, &out[b], scales.data() + 16 * b, mins.data() + 16 * b,
-                     imatrix ? sw.data() + 16 * b : nullptr, codes.data() + 256 * b);
+      ref::q2_finish_scales(&out[b], scales.data() + 16 * b, mins.data() + 16 * b, imatrix ? sw.data() + 16 * b : nullptr);
+      const float dm_all = ref::half(out[b].d), mm_all = ref::half(out[b].dmin);
+      for (int j = 0; j < 16; ++j) {  // ref::requantize_q2
+        const float d = dm_all * (out[b].scales[j] & 0xF);
+        if (!d) continue;
+        requantize<16, true>(x + 256 * b + 16 * j, d, mm_all * (out[b].scales[j] >> 4), 0, 3, 0,
+                             codes.data() + 256 * b + 16 * j);
+      }
+      ref::pack_2bit(codes.data() + 256 * b, out[b].qs);
     }
   }
 
@@ -531,7 +558,13 @@ struct KquantSearch {
     });
     auto* out = static_cast<BlockQ6_K*>(y);
     for (size_t b = 0; b < n / 256; ++b) {
-      ref::q6_finish(x + 256 * b, &out[b], scales.data() + 16 * b, reinterpret_cast<int8_t*>(codes.data() + 256 * b));
+      if (!ref::q6_finish_scales(&out[b], scales.data() + 16 * b)) continue;
+      for (int j = 0; j < 16; ++j) {  // ref::q6_finish's requantization
+        const float d = ref::half(out[b].d) * out[b].scales[j];
+        if (!d) continue;
+        requantize<16, false>(x + 256 * b + 16 * j, d, 0.0f, -32, 31, 32, codes.data() + 256 * b + 16 * j);
+      }
+      ref::pack_q6_K(reinterpret_cast<const int8_t*>(codes.data() + 256 * b), &out[b]);
     }
   }
 };
