@@ -513,13 +513,12 @@ inline float iq4_search(const float* xb, const float* weight) {
   }
   return d;
 }
-// From the block scales: the f16 scale (and IQ4_XS's 6-bit block scales), the codes.
+// From the block scales: the f16 scale (and IQ4_XS's 6-bit block scales), and for each
+// 32-weight block the factor idl that its weights are multiplied by before they are
+// matched to a level.
 template <int kSuper>
-inline void iq4_finish(const float* x, const float* scales, uint16_t* dh, uint8_t* q4, uint16_t* scales_h,
-                       uint8_t* scales_l) {
+inline void iq4_finish_scales(const float* scales, uint16_t* dh, uint16_t* scales_h, uint8_t* scales_l, float* idls) {
   constexpr int kBlocks = kSuper / 32;
-  const int8_t* values = kValuesIq4nl;
-  uint8_t L[kSuper];
   if constexpr (kBlocks > 1) {
     float max_scale = 0, amax_scale = 0;
     for (int ib = 0; ib < kBlocks; ++ib) {
@@ -537,10 +536,7 @@ inline void iq4_finish(const float* x, const float* scales, uint16_t* dh, uint8_
       int l = nearest_int(id * scales[ib]);
       l = max_i(-32, min_i(31, l));
       const float dl = d * l;
-      const float idl = dl ? 1 / dl : 0.f;
-      uint8_t* Lb = L + ib * 32;
-      const float* xb = x + ib * 32;
-      for (int j = 0; j < 32; ++j) Lb[j] = uint8_t(best_index_int8(16, values, idl * xb[j]));
+      idls[ib] = dl ? 1 / dl : 0.f;
       l += 32;
       const uint8_t l_l = uint8_t(l & 0xf);
       const uint8_t l_h = uint8_t(l >> 4);
@@ -550,12 +546,24 @@ inline void iq4_finish(const float* x, const float* scales, uint16_t* dh, uint8_
     }
   } else {
     dh[0] = f32_to_f16(scales[0]);
-    const float id = scales[0] ? 1 / scales[0] : 0;
-    for (int j = 0; j < kSuper; ++j) L[j] = uint8_t(best_index_int8(16, values, id * x[j]));
+    idls[0] = scales[0] ? 1 / scales[0] : 0;
   }
+}
+// The codes (level indices 0..15) of kSuper weights into q4, two a byte.
+template <int kSuper>
+inline void pack_iq4(const uint8_t* L, uint8_t* q4) {
   for (int i = 0; i < kSuper / 32; ++i) {
     for (int j = 0; j < 16; ++j) q4[16 * i + j] = uint8_t(L[32 * i + j] | (L[32 * i + 16 + j] << 4));
   }
+}
+template <int kSuper>
+inline void iq4_finish(const float* x, const float* scales, uint16_t* dh, uint8_t* q4, uint16_t* scales_h,
+                       uint8_t* scales_l) {
+  float idls[kSuper / 32];
+  uint8_t L[kSuper];
+  iq4_finish_scales<kSuper>(scales, dh, scales_h, scales_l, idls);
+  for (int j = 0; j < kSuper; ++j) L[j] = uint8_t(best_index_int8(16, kValuesIq4nl, idls[j / 32] * x[j]));
+  pack_iq4<kSuper>(L, q4);
 }
 
 template <int kSuper>

@@ -289,18 +289,33 @@ struct KquantSearch {
     }
   }
 
-  // ref::best_index_int8 over kValuesIq4nl, lane by lane: the level itself (as a float).
-  // Between the end levels the binary search ends at the first level above x; a NaN
-  // fails every compare there and ends at the top.
-  static F iq4_level(F x) {
+  // ref::best_index_int8 over kValuesIq4nl, lane by lane. For v[0] < x < v[15] the binary
+  // search ends at mu = the first level above x, which is 1 + the count c of inner levels
+  // v[1..14] <= x, and picks v[c] (index c) when `x - v[c] < v[c + 1] - x`, else v[c + 1].
+  // That same compare also gives the ends: for x <= v[0] (c = 0) it picks v[0], for
+  // x >= v[15] (c = 14) v[15], Inf included. A NaN fails every compare in the reference
+  // and ends at index 15; here it counts 0 and is set apart by the callers.
+  struct Iq4Pick {
+    I c;
+    F lo, hi;
+    M low;  // v[c] is the pick
+  };
+  static Iq4Pick iq4_pick(F x) {
     const int8_t* v = ref::kValuesIq4nl;
-    F lo = F(float(v[0])), hi = F(float(v[15]));
-    for (int k = 1; k < 15; ++k) lo = xsimd::select(F(float(v[k])) <= x, F(float(v[k])), lo);
-    for (int k = 14; k >= 1; --k) hi = xsimd::select(F(float(v[k])) > x, F(float(v[k])), hi);
-    F q = xsimd::select(x - lo < hi - x, lo, hi);
-    q = xsimd::select(x <= F(float(v[0])), F(float(v[0])), q);
-    q = xsimd::select((x >= F(float(v[15]))) | xsimd::isnan(x), F(float(v[15])), q);
-    return q;
+    I c(0);
+    for (int k = 1; k < 15; ++k) c -= Ops::mask_ones(F(float(v[k])) <= x);
+    const F lo = Ops::to_float(Ops::lookup16(v, c)), hi = Ops::to_float(Ops::lookup16(v, c + I(1)));
+    return {c, lo, hi, x - lo < hi - x};
+  }
+  // The level itself, as a float.
+  static F iq4_level(F x) {
+    const Iq4Pick p = iq4_pick(x);
+    return xsimd::select(xsimd::isnan(x), F(float(ref::kValuesIq4nl[15])), xsimd::select(p.low, p.lo, p.hi));
+  }
+  // The index (a NaN's is 15: the pick's c + 1 = 1, or 15).
+  static I iq4_index(F x) {
+    const Iq4Pick p = iq4_pick(x);
+    return (p.c + I(1) + Ops::mask_ones(p.low)) | (Ops::mask_ones(xsimd::isnan(x)) & I(15));
   }
   // ref::iq4_search per lane.
   static F iq4_search(const F* x, const F* w) {
@@ -318,8 +333,9 @@ struct KquantSearch {
       sumq2 = F(0.0f);
       for (size_t j = 0; j < 32; ++j) {
         const F q = iq4_level(id * x[j]);
-        sumqx += w[j] * q * x[j];
-        sumq2 += w[j] * q * q;
+        const F wq = w[j] * q;
+        sumqx += wq * x[j];
+        sumq2 += wq * q;
       }
     };
     F d = div(neg(max), F(v0));
@@ -358,13 +374,19 @@ struct KquantSearch {
     }
     auto* out = static_cast<Block*>(y);
     for (size_t b = 0; b < n / kSuper; ++b) {
+      float idls[kSuper / 32];
       if constexpr (kSuper == 32) {
-        ref::iq4_finish<32>(x + 32 * b, scales.data() + b, &out[b].d, out[b].qs, nullptr, nullptr);
+        ref::iq4_finish_scales<32>(scales.data() + b, &out[b].d, nullptr, nullptr, idls);
       } else {
         uint16_t scales_h;
-        ref::iq4_finish<256>(x + 256 * b, scales.data() + 8 * b, &out[b].d, out[b].qs, &scales_h, out[b].scales_l);
+        ref::iq4_finish_scales<256>(scales.data() + 8 * b, &out[b].d, &scales_h, out[b].scales_l, idls);
         out[b].scales_h = scales_h;
       }
+      uint8_t codes[kSuper];  // ref::iq4_finish's best_index_int8(16, kValuesIq4nl, idl * x)
+      for (size_t j = 0; j < kSuper; j += L) {
+        Ops::store_u8(codes + j, iq4_index(F(idls[j / 32]) * F::load_unaligned(x + kSuper * b + j)));
+      }
+      ref::pack_iq4<kSuper>(codes, out[b].qs);
     }
   }
 

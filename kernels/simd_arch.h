@@ -30,6 +30,7 @@
 //                       ref::sum16's tree order (lane i + lane i + L/2 first, then i + L/4,
 //                       ...), so the bits equal a store and that scalar tree.
 //   mask_bits(m)        bit i set when lane i of m is true.
+//   mask_ones(m)        int32 lanes: -1 where m is true, 0 elsewhere.
 //   sign_bits(i)        bit i = sign bit of int32 lane i.
 //   load_f16(p)         L halves at p, widened exactly (NaN quieted, payload kept).
 //   store_f16(p, x)     L halves, round to nearest even, overflow to Inf; a NaN keeps its

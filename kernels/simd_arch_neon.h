@@ -50,6 +50,7 @@ struct ArchOps<xsimd::neon64> {
     const float32x4_t ab = halves(v[0], v[1]), cd = halves(v[2], v[3]);
     return vaddq_f32(vuzp1q_f32(ab, cd), vuzp2q_f32(ab, cd));
   }
+  static I mask_ones(M m) { return vreinterpretq_s32_u32(m); }
   static uint32_t mask_bits(M m) {
     static const uint32_t kWeights[4] = {1, 2, 4, 8};
     return vaddvq_u32(vandq_u32(m, vld1q_u32(kWeights)));

@@ -66,6 +66,7 @@ struct ArchOps<xsimd::avx2> {
     return fold(_mm256_shuffle_ps(l2[0], l2[1], 0x88), _mm256_shuffle_ps(l2[0], l2[1], 0xDD));
   }
   static uint32_t mask_bits(M m) { return uint32_t(_mm256_movemask_ps(m)); }
+  static I mask_ones(M m) { return _mm256_castps_si256(m); }
   static uint32_t sign_bits(I v) { return uint32_t(_mm256_movemask_ps(_mm256_castsi256_ps(v))); }
 
   static F load_f16(const uint16_t* p) {
@@ -184,6 +185,7 @@ struct ArchOps<xsimd::avx512bw> {
     return fold(_mm512_shuffle_ps(l3[0], l3[1], 0x88), _mm512_shuffle_ps(l3[0], l3[1], 0xDD));
   }
   static uint32_t mask_bits(M m) { return uint32_t(m.data); }
+  static I mask_ones(M m) { return _mm512_movm_epi32(m); }
   static uint32_t sign_bits(I v) { return uint32_t(_mm512_movepi32_mask(v)); }
 
   static F load_f16(const uint16_t* p) {
