@@ -53,11 +53,14 @@ struct KquantSearch {
       Ops::transpose(t);
     }
   }
+  // gather's inverse for codes (small non-negative integers as floats): sub-block k's n
+  // codes as bytes at L8 + k * n, for k < count.
   static void scatter_codes(const F* c, size_t count, size_t n, uint8_t* L8) {
-    alignas(64) float t[16];
-    for (size_t i = 0; i < n; ++i) {
-      c[i].store_aligned(t);
-      for (size_t k = 0; k < count; ++k) L8[k * n + i] = uint8_t(int(t[k]));
+    for (size_t i0 = 0; i0 < n; i0 += L) {
+      F t[L];
+      for (size_t k = 0; k < L; ++k) t[k] = c[i0 + k];
+      Ops::transpose(t);
+      for (size_t k = 0; k < count; ++k) Ops::store_u8(L8 + k * n + i0, Ops::to_int(t[k]));
     }
   }
   static void scatter(F v, size_t count, float* out) {
