@@ -42,6 +42,20 @@ struct KquantSearch {
   // -v as C's unary minus: the sign bit flipped (xsimd's AVX-512 negation is 0 - v, +0 for +0).
   static F neg(F v) { return xsimd::bitwise_cast<F>(xsimd::bitwise_cast<I>(v) ^ I(int32_t(0x80000000u))); }
   static F code(F v, int lo, int hi) { return Ops::to_float(xsimd::max(I(lo), xsimd::min(I(hi), nearest(v)))); }
+  // code(v, lo, hi) when every lane's |v| < 2^22 (no NaN): v + 1.5 * 2^23 then holds the
+  // rounded integer in its mantissa with the magic's exponent, so the clamp can be done on
+  // it in float and the subtraction is exact. Outside that range the bit trick's result
+  // (huge v, Inf) is not the clamp of the rounded value, so callers check the range.
+  static F code_small(F v, int lo, int hi) {
+    const F m(12582912.f);
+    return xsimd::min(xsimd::max(v + m, F(12582912.f + float(lo))), F(12582912.f + float(hi))) - m;
+  }
+  // Whether |s * (x - m)| < 2^22 for every x of a lane in [lo, hi] (rounding is monotone,
+  // so the ends bound every x in between): code_small may stand for code.
+  static bool small_codes(F s, F lo, F hi, F m) {
+    const F a = xsimd::abs(s * (lo - m)), b = xsimd::abs(s * (hi - m));
+    return xsimd::all((a < F(0x1p22f)) & (b < F(0x1p22f)));
+  }
 
   // n elements of each of up to L sub-blocks (count of them, from x + s * n for sub-block s)
   // as n vectors: out[i] lane k = element i of sub-block k; missing lanes are 0.
@@ -140,8 +154,9 @@ struct KquantSearch {
   template <bool kx3, size_t n, size_t G>
   static void qkx(int nmax, const F* x, const F* w, F* c, F* the_min, F* scale_out, float rmin, float rdelta, int nstep,
                   bool use_mad) {
-    F min[G], max[G], sum_w[G], sum_x[G];
+    F min[G], max[G], sum_w[G], sum_x[G], lo_x[G];
     M flat[G];
+    bool no_nan = true;
     for (size_t g = 0; g < G; ++g) {
       const F* xg = x + g * n;
       const F* wg = w + g * n;
@@ -154,8 +169,12 @@ struct KquantSearch {
         sum_w[g] += wg[i];
         sum_x[g] += wg[i] * xg[i];
       }
+      lo_x[g] = min[g];
       min[g] = xsimd::select(min[g] > F(0.0f), F(0.0f), min[g]);
       flat[g] = kx3 ? (max[g] <= min[g]) : (max[g] == min[g]);
+      M nan(false);
+      for (size_t i = 0; i < n; ++i) nan = nan | xsimd::isnan(xg[i]);
+      no_nan = no_nan && !xsimd::any(nan);
     }
     auto err = [&](F d) { return use_mad ? xsimd::abs(d) : d * d; };
     // code_is, code_min: the iscale and min the lane's current best codes came from.
@@ -176,20 +195,27 @@ struct KquantSearch {
     for (int is = 0; is <= nstep; ++is) {
       const F num(rmin + rdelta * float(is) + float(nmax));
       F sum_l[G], sum_l2[G], sum_xl[G];
+      bool small = no_nan;
       for (size_t g = 0; g < G; ++g) {
         iscale[g] = div(num, max[g] - min[g]);
         sum_l[g] = sum_l2[g] = sum_xl[g] = F(0.0f);
+        small = small && small_codes(iscale[g], lo_x[g], max[g], min[g]);
       }
-      for (size_t i = 0; i < n; ++i) {
-        for (size_t g = 0; g < G; ++g) {
-          const F l = code(iscale[g] * (x[g * n + i] - min[g]), 0, nmax);
-          aux[g * n + i] = l;
-          const F wl = w[g * n + i] * l;
-          sum_l[g] += wl;
-          sum_l2[g] += wl * l;
-          sum_xl[g] += wl * x[g * n + i];
+      auto trial = [&](auto is_small) {
+        for (size_t i = 0; i < n; ++i) {
+          for (size_t g = 0; g < G; ++g) {
+            const F v = iscale[g] * (x[g * n + i] - min[g]);
+            const F l = decltype(is_small)::value ? code_small(v, 0, nmax) : code(v, 0, nmax);
+            aux[g * n + i] = l;
+            const F wl = w[g * n + i] * l;
+            sum_l[g] += wl;
+            sum_l2[g] += wl * l;
+            sum_xl[g] += wl * x[g * n + i];
+          }
         }
-      }
+      };
+      if (small) trial(std::true_type());
+      else trial(std::false_type());
       F this_scale[G], this_min[G], D[G], mad[G];
       for (size_t g = 0; g < G; ++g) {
         D[g] = sum_w[g] * sum_l2[g] - sum_l[g] * sum_l[g];
