@@ -4,9 +4,10 @@
 // they cannot be split along the elements without changing the bits. Sub-blocks are
 // independent, though: here lane k runs sub-block k's search with exactly the scalar
 // operations, in the same order, so every lane ends with the scalar bits. What follows
-// the searches (super-block scales, requantization, packing) is the reference's own code
-// (q2_finish, q3_finish, k4_finish, q6_finish, iq4_finish), run on the searched scales
-// and codes.
+// the searches is the reference's own code run on the searched scales and codes: the
+// super-block scales and the packing (q3_finish whole; k4_finish_scales, q6_finish_scales,
+// q2_finish_scales and iq4_finish_scales, then pack_*), except the requantization of each
+// weight with the stored scales, done here L weights at a time with the same operations.
 #pragma once
 
 #include "kernels/isa_namespace.h"
