@@ -99,10 +99,9 @@ inline void requantize_q2(const float* x, const BlockQ2_K* y, float dm_all, floa
 }
 
 // Q2_K after its 16 sub-block searches: 4-bit scales and mins (from the largest ones, or
-// with an imatrix by make_qp_quants weighted by the sub-blocks' weight sums sw), d, dmin,
-// the codes requantized with them, packed.
-inline void q2_finish(const float* x, BlockQ2_K* y, const float* scales, const float* mins, const float* sw,
-                      uint8_t* L) {
+// with an imatrix by make_qp_quants weighted by the sub-blocks' weight sums sw), d and
+// dmin (q2_finish_scales); then the codes requantized with them, packed (q2_finish).
+inline void q2_finish_scales(BlockQ2_K* y, const float* scales, const float* mins, const float* sw) {
   if (!sw) {
     const float q4scale = 15.f;
     float max_scale = 0;
@@ -134,6 +133,10 @@ inline void q2_finish(const float* x, BlockQ2_K* y, const float* scales, const f
     y->dmin = f32_to_f16(mm);
     for (int j = 0; j < 16; ++j) y->scales[j] = uint8_t(Ls[j] | (Lm[j] << 4));
   }
+}
+inline void q2_finish(const float* x, BlockQ2_K* y, const float* scales, const float* mins, const float* sw,
+                      uint8_t* L) {
+  q2_finish_scales(y, scales, mins, sw);
   requantize_q2(x, y, half(y->d), half(y->dmin), L);
   pack_2bit(L, y->qs);
 }
@@ -282,9 +285,10 @@ inline void k4_weights(const float* xb, const float* qw, float sigma2, float* we
 }
 // From the 8 sub-block scales and mins (and, with an imatrix, their weight sums sw):
 // the 6-bit scales, d, dmin, and the codes requantized with them.
+// k4_finish without the requantization (SIMD bodies requantize on their own).
 template <int kNmax>
-inline void k4_finish(const float* x, const float* scales, const float* mins, const float* sw, uint8_t* L,
-                      uint8_t* scales12, uint16_t* d16, uint16_t* dmin16) {
+inline void k4_finish_scales(const float* scales, const float* mins, const float* sw, uint8_t* scales12, uint16_t* d16,
+                             uint16_t* dmin16) {
   if (!sw) {
     float max_scale = 0;
     float max_min = 0;
@@ -318,6 +322,11 @@ inline void k4_finish(const float* x, const float* scales, const float* mins, co
     *d16 = f32_to_f16(d_block);
     *dmin16 = f32_to_f16(m_block);
   }
+}
+template <int kNmax>
+inline void k4_finish(const float* x, const float* scales, const float* mins, const float* sw, uint8_t* L,
+                      uint8_t* scales12, uint16_t* d16, uint16_t* dmin16) {
+  k4_finish_scales<kNmax>(scales, mins, sw, scales12, d16, dmin16);
   requantize_k4(x, scales12, *d16, *dmin16, kNmax, L);
 }
 
@@ -378,8 +387,9 @@ inline void quantize_block_Q5_K(const float* x, BlockQ5_K* y, const float* qw) {
   pack_q5_K(L, y);
 }
 
-// Q6_K after its 16 sub-block searches (scales and codes L from make_qx_quants).
-inline void q6_finish(const float* x, BlockQ6_K* y, const float* scales, int8_t* L) {
+// Q6_K's super-block scale and 8-bit sub-block scales; false when the block is all zero
+// (then y is written whole and there is nothing to requantize).
+inline bool q6_finish_scales(BlockQ6_K* y, const float* scales) {
   float max_scale = 0;
   float max_abs_scale = 0;
   for (int ib = 0; ib < 16; ++ib) {
@@ -392,20 +402,15 @@ inline void q6_finish(const float* x, BlockQ6_K* y, const float* scales, int8_t*
   if (max_abs_scale < kGroupMaxEps) {
     std::memset(y, 0, sizeof *y);
     y->d = f32_to_f16(0.f);
-    return;
+    return false;
   }
   const float iscale = -128.f / max_scale;
   y->d = f32_to_f16(1 / iscale);
   for (int ib = 0; ib < 16; ++ib) y->scales[ib] = int8_t(min_i(127, nearest_int(iscale * scales[ib])));
-  for (int j = 0; j < 16; ++j) {
-    const float d = half(y->d) * y->scales[j];
-    if (!d) continue;
-    for (int ii = 0; ii < 16; ++ii) {
-      int l = nearest_int(x[16 * j + ii] / d);
-      l = max_i(-32, min_i(31, l));
-      L[16 * j + ii] = int8_t(l + 32);
-    }
-  }
+  return true;
+}
+// The 256 codes (0..63) of a Q6_K super-block into its ql and qh.
+inline void pack_q6_K(const int8_t* L, BlockQ6_K* y) {
   uint8_t* ql = y->ql;
   uint8_t* qh = y->qh;
   for (int j = 0; j < 256; j += 128) {
@@ -422,6 +427,20 @@ inline void q6_finish(const float* x, BlockQ6_K* y, const float* scales, int8_t*
     ql += 64;
     qh += 32;
   }
+}
+// Q6_K after its 16 sub-block searches (scales and codes L from make_qx_quants).
+inline void q6_finish(const float* x, BlockQ6_K* y, const float* scales, int8_t* L) {
+  if (!q6_finish_scales(y, scales)) return;
+  for (int j = 0; j < 16; ++j) {
+    const float d = half(y->d) * y->scales[j];
+    if (!d) continue;
+    for (int ii = 0; ii < 16; ++ii) {
+      int l = nearest_int(x[16 * j + ii] / d);
+      l = max_i(-32, min_i(31, l));
+      L[16 * j + ii] = int8_t(l + 32);
+    }
+  }
+  pack_q6_K(L, y);
 }
 
 inline void quantize_block_Q6_K(const float* x, BlockQ6_K* y, const float* qw) {
@@ -494,13 +513,12 @@ inline float iq4_search(const float* xb, const float* weight) {
   }
   return d;
 }
-// From the block scales: the f16 scale (and IQ4_XS's 6-bit block scales), the codes.
+// From the block scales: the f16 scale (and IQ4_XS's 6-bit block scales), and for each
+// 32-weight block the factor idl that its weights are multiplied by before they are
+// matched to a level.
 template <int kSuper>
-inline void iq4_finish(const float* x, const float* scales, uint16_t* dh, uint8_t* q4, uint16_t* scales_h,
-                       uint8_t* scales_l) {
+inline void iq4_finish_scales(const float* scales, uint16_t* dh, uint16_t* scales_h, uint8_t* scales_l, float* idls) {
   constexpr int kBlocks = kSuper / 32;
-  const int8_t* values = kValuesIq4nl;
-  uint8_t L[kSuper];
   if constexpr (kBlocks > 1) {
     float max_scale = 0, amax_scale = 0;
     for (int ib = 0; ib < kBlocks; ++ib) {
@@ -518,10 +536,7 @@ inline void iq4_finish(const float* x, const float* scales, uint16_t* dh, uint8_
       int l = nearest_int(id * scales[ib]);
       l = max_i(-32, min_i(31, l));
       const float dl = d * l;
-      const float idl = dl ? 1 / dl : 0.f;
-      uint8_t* Lb = L + ib * 32;
-      const float* xb = x + ib * 32;
-      for (int j = 0; j < 32; ++j) Lb[j] = uint8_t(best_index_int8(16, values, idl * xb[j]));
+      idls[ib] = dl ? 1 / dl : 0.f;
       l += 32;
       const uint8_t l_l = uint8_t(l & 0xf);
       const uint8_t l_h = uint8_t(l >> 4);
@@ -531,12 +546,24 @@ inline void iq4_finish(const float* x, const float* scales, uint16_t* dh, uint8_
     }
   } else {
     dh[0] = f32_to_f16(scales[0]);
-    const float id = scales[0] ? 1 / scales[0] : 0;
-    for (int j = 0; j < kSuper; ++j) L[j] = uint8_t(best_index_int8(16, values, id * x[j]));
+    idls[0] = scales[0] ? 1 / scales[0] : 0;
   }
+}
+// The codes (level indices 0..15) of kSuper weights into q4, two a byte.
+template <int kSuper>
+inline void pack_iq4(const uint8_t* L, uint8_t* q4) {
   for (int i = 0; i < kSuper / 32; ++i) {
     for (int j = 0; j < 16; ++j) q4[16 * i + j] = uint8_t(L[32 * i + j] | (L[32 * i + 16 + j] << 4));
   }
+}
+template <int kSuper>
+inline void iq4_finish(const float* x, const float* scales, uint16_t* dh, uint8_t* q4, uint16_t* scales_h,
+                       uint8_t* scales_l) {
+  float idls[kSuper / 32];
+  uint8_t L[kSuper];
+  iq4_finish_scales<kSuper>(scales, dh, scales_h, scales_l, idls);
+  for (int j = 0; j < kSuper; ++j) L[j] = uint8_t(best_index_int8(16, kValuesIq4nl, idls[j / 32] * x[j]));
+  pack_iq4<kSuper>(L, q4);
 }
 
 template <int kSuper>

@@ -4,15 +4,17 @@
 // they cannot be split along the elements without changing the bits. Sub-blocks are
 // independent, though: here lane k runs sub-block k's search with exactly the scalar
 // operations, in the same order, so every lane ends with the scalar bits. What follows
-// the searches (super-block scales, requantization, packing) is the reference's own code
-// (q2_finish, q3_finish, k4_finish, q6_finish, iq4_finish), run on the searched scales
-// and codes.
+// the searches is the reference's own code run on the searched scales and codes: the
+// super-block scales and the packing (q3_finish whole; k4_finish_scales, q6_finish_scales,
+// q2_finish_scales and iq4_finish_scales, then pack_*), except the requantization of each
+// weight with the stored scales, done here L weights at a time with the same operations.
 #pragma once
 
 #include "kernels/isa_namespace.h"
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/ggml_blocks.h"
 #include "kernels/ggml_kquant_reference.h"
@@ -41,21 +43,39 @@ struct KquantSearch {
   // -v as C's unary minus: the sign bit flipped (xsimd's AVX-512 negation is 0 - v, +0 for +0).
   static F neg(F v) { return xsimd::bitwise_cast<F>(xsimd::bitwise_cast<I>(v) ^ I(int32_t(0x80000000u))); }
   static F code(F v, int lo, int hi) { return Ops::to_float(xsimd::max(I(lo), xsimd::min(I(hi), nearest(v)))); }
+  // code(v, lo, hi) when every lane's |v| < 2^22 (no NaN): v + 1.5 * 2^23 then holds the
+  // rounded integer in its mantissa with the magic's exponent, so the clamp can be done on
+  // it in float and the subtraction is exact. Outside that range the bit trick's result
+  // (huge v, Inf) is not the clamp of the rounded value, so callers check the range.
+  static F code_small(F v, int lo, int hi) {
+    const F m(12582912.f);
+    return xsimd::min(xsimd::max(v + m, F(12582912.f + float(lo))), F(12582912.f + float(hi))) - m;
+  }
+  // Whether |s * (x - m)| < 2^22 for every x of a lane in [lo, hi] (rounding is monotone,
+  // so the ends bound every x in between): code_small may stand for code.
+  static bool small_codes(F s, F lo, F hi, F m) {
+    const F a = xsimd::abs(s * (lo - m)), b = xsimd::abs(s * (hi - m));
+    return xsimd::all((a < F(0x1p22f)) & (b < F(0x1p22f)));
+  }
 
   // n elements of each of up to L sub-blocks (count of them, from x + s * n for sub-block s)
   // as n vectors: out[i] lane k = element i of sub-block k; missing lanes are 0.
+  // n is a multiple of L: each L x L tile is loaded by rows and transposed in registers.
   static void gather(const float* x, size_t count, size_t n, F* out) {
-    alignas(64) float t[32 * 16];
-    for (size_t i = 0; i < n; ++i) {
-      for (size_t k = 0; k < L; ++k) t[i * L + k] = k < count ? x[k * n + i] : 0.0f;
+    for (size_t i0 = 0; i0 < n; i0 += L) {
+      F* t = out + i0;
+      for (size_t k = 0; k < L; ++k) t[k] = k < count ? F::load_unaligned(x + k * n + i0) : F(0.0f);
+      Ops::transpose(t);
     }
-    for (size_t i = 0; i < n; ++i) out[i] = F::load_aligned(t + i * L);
   }
+  // gather's inverse for codes (small non-negative integers as floats): sub-block k's n
+  // codes as bytes at L8 + k * n, for k < count.
   static void scatter_codes(const F* c, size_t count, size_t n, uint8_t* L8) {
-    alignas(64) float t[16];
-    for (size_t i = 0; i < n; ++i) {
-      c[i].store_aligned(t);
-      for (size_t k = 0; k < count; ++k) L8[k * n + i] = uint8_t(int(t[k]));
+    for (size_t i0 = 0; i0 < n; i0 += L) {
+      F t[L];
+      for (size_t k = 0; k < L; ++k) t[k] = c[i0 + k];
+      Ops::transpose(t);
+      for (size_t k = 0; k < count; ++k) Ops::store_u8(L8 + k * n + i0, Ops::to_int(t[k]));
     }
   }
   static void scatter(F v, size_t count, float* out) {
@@ -64,99 +84,170 @@ struct KquantSearch {
     for (size_t k = 0; k < count; ++k) out[k] = t[k];
   }
 
-  // ref::make_qx_quants(n, nmax, x, L, 1, w) per lane; codes (biased by nmax) in c.
-  template <size_t n>
-  static F qx(int nmax, const F* x, const F* w, F* c) {
-    F amax(0.0f), max(0.0f);
-    for (size_t i = 0; i < n; ++i) {
-      const F ax = xsimd::abs(x[i]);
-      const M m = ax > amax;
-      amax = xsimd::select(m, ax, amax);
-      max = xsimd::select(m, x[i], max);
-    }
-    const M zero = amax < F(ref::kGroupMaxEps);
-    F iscale = div(F(float(-nmax)), max);
-    auto sums = [&](F is, F& sumlx, F& suml2) {
-      sumlx = F(0.0f);
-      suml2 = F(0.0f);
+  // The searches below run G independent groups of L sub-blocks (G vectors of each
+  // quantity, group g's element i at [g * n + i]) in the same loops: each group's sums are
+  // one add chain, so two groups overlap their latencies. Groups never mix: group g's lanes
+  // see exactly the operations a single group would.
+
+  // ref::make_qx_quants(n, nmax, x, L, 1, w) per lane; codes (biased by nmax) in c,
+  // scales in scale. `w * x[i] * l` is (w * x[i]) * l, so w * x[i] is computed once.
+  template <size_t n, size_t G>
+  static void qx(int nmax, const F* x, const F* w, F* c, F* scale_out) {
+    F max[G], wx[G * n];
+    M zero[G];
+    for (size_t g = 0; g < G; ++g) {
+      F amax(0.0f);
+      max[g] = F(0.0f);
       for (size_t i = 0; i < n; ++i) {
-        const F l = code(is * x[i], -nmax, nmax - 1);
-        sumlx += w[i] * x[i] * l;
-        suml2 += w[i] * l * l;
+        const F ax = xsimd::abs(x[g * n + i]);
+        const M m = ax > amax;
+        amax = xsimd::select(m, ax, amax);
+        max[g] = xsimd::select(m, x[g * n + i], max[g]);
+        wx[g * n + i] = w[g * n + i] * x[g * n + i];
+      }
+      zero[g] = amax < F(ref::kGroupMaxEps);
+    }
+    F sumlx[G], suml2[G];
+    auto sums = [&](const F* is) {
+      for (size_t g = 0; g < G; ++g) sumlx[g] = suml2[g] = F(0.0f);
+      for (size_t i = 0; i < n; ++i) {
+        for (size_t g = 0; g < G; ++g) {
+          const F l = code(is[g] * x[g * n + i], -nmax, nmax - 1);
+          sumlx[g] += wx[g * n + i] * l;
+          suml2[g] += w[g * n + i] * l * l;
+        }
       }
     };
-    F sumlx, suml2;
-    sums(iscale, sumlx, suml2);
-    // C's `suml2 ? ... : 0`: a NaN suml2 counts as true (an ordered != would not).
-    F scale = xsimd::select(suml2 == F(0.0f), F(0.0f), div(sumlx, suml2));
-    F best = scale * sumlx;
-    F best_iscale = iscale;
+    F iscale[G], scale[G], best[G], best_iscale[G];
+    for (size_t g = 0; g < G; ++g) iscale[g] = best_iscale[g] = div(F(float(-nmax)), max[g]);
+    sums(iscale);
+    for (size_t g = 0; g < G; ++g) {
+      // C's `suml2 ? ... : 0`: a NaN suml2 counts as true (an ordered != would not).
+      scale[g] = xsimd::select(suml2[g] == F(0.0f), F(0.0f), div(sumlx[g], suml2[g]));
+      best[g] = scale[g] * sumlx[g];
+    }
     for (int is = -9; is <= 9; ++is) {
       if (is == 0) continue;
-      iscale = div(F(-(float(nmax) + 0.1f * float(is))), max);
-      sums(iscale, sumlx, suml2);
-      const M take = (suml2 > F(0.0f)) & (sumlx * sumlx > best * suml2);
-      const F s = div(sumlx, suml2);
-      best_iscale = xsimd::select(take, iscale, best_iscale);
-      scale = xsimd::select(take, s, scale);
-      best = xsimd::select(take, s * sumlx, best);
+      const F num(-(float(nmax) + 0.1f * float(is)));
+      for (size_t g = 0; g < G; ++g) iscale[g] = div(num, max[g]);
+      sums(iscale);
+      for (size_t g = 0; g < G; ++g) {
+        const M take = (suml2[g] > F(0.0f)) & (sumlx[g] * sumlx[g] > best[g] * suml2[g]);
+        const F s = div(sumlx[g], suml2[g]);
+        best_iscale[g] = xsimd::select(take, iscale[g], best_iscale[g]);
+        scale[g] = xsimd::select(take, s, scale[g]);
+        best[g] = xsimd::select(take, s * sumlx[g], best[g]);
+      }
     }
-    for (size_t i = 0; i < n; ++i) {
-      c[i] = xsimd::select(zero, F(0.0f), code(best_iscale * x[i], -nmax, nmax - 1) + F(float(nmax)));
+    for (size_t g = 0; g < G; ++g) {
+      for (size_t i = 0; i < n; ++i) {
+        c[g * n + i] = xsimd::select(zero[g], F(0.0f), code(best_iscale[g] * x[g * n + i], -nmax, nmax - 1) + F(float(nmax)));
+      }
+      scale_out[g] = xsimd::select(zero[g], F(0.0f), scale[g]);
     }
-    return xsimd::select(zero, F(0.0f), scale);
   }
 
   // ref::make_qkx_quants<kx3>(n, nmax, x, w, L, the_min, Laux, rmin, rdelta, nstep, use_mad)
-  // per lane (weights given); codes in c, -min in *the_min.
-  template <bool kx3, size_t n>
-  static F qkx(int nmax, const F* x, const F* w, F* c, F* the_min, float rmin, float rdelta, int nstep, bool use_mad) {
-    F min = x[0], max = x[0];
-    F sum_w = w[0];
-    F sum_x = sum_w * x[0];
-    for (size_t i = 1; i < n; ++i) {
-      min = xsimd::select(x[i] < min, x[i], min);
-      max = xsimd::select(x[i] > max, x[i], max);
-      sum_w += w[i];
-      sum_x += w[i] * x[i];
-    }
-    min = xsimd::select(min > F(0.0f), F(0.0f), min);
-    const M flat = kx3 ? (max <= min) : (max == min);
-    F iscale = div(F(float(nmax)), max - min);
-    F scale = div(F(1.0f), iscale);
-    auto err = [&](F d) { return use_mad ? xsimd::abs(d) : d * d; };
-    F best_mad(0.0f);
-    for (size_t i = 0; i < n; ++i) {
-      c[i] = code(iscale * (x[i] - min), 0, nmax);
-      best_mad += w[i] * err(scale * c[i] + min - x[i]);
-    }
-    F aux[32];
-    for (int is = 0; is <= nstep; ++is) {
-      iscale = div(F(rmin + rdelta * float(is) + float(nmax)), max - min);
-      F sum_l(0.0f), sum_l2(0.0f), sum_xl(0.0f);
-      for (size_t i = 0; i < n; ++i) {
-        aux[i] = code(iscale * (x[i] - min), 0, nmax);
-        sum_l += w[i] * aux[i];
-        sum_l2 += w[i] * aux[i] * aux[i];
-        sum_xl += w[i] * aux[i] * x[i];
+  // per lane (weights given); codes in c, scales in scale, -min in the_min. The reference
+  // copies a trial's codes when it takes the trial; here a lane remembers the iscale and
+  // the min that trial's codes came from instead, and the codes are computed once at the
+  // end with the same expression, so they are the same codes.
+  template <bool kx3, size_t n, size_t G>
+  static void qkx(int nmax, const F* x, const F* w, F* c, F* the_min, F* scale_out, float rmin, float rdelta, int nstep,
+                  bool use_mad) {
+    F min[G], max[G], sum_w[G], sum_x[G], lo_x[G];
+    M flat[G];
+    bool no_nan = true;
+    for (size_t g = 0; g < G; ++g) {
+      const F* xg = x + g * n;
+      const F* wg = w + g * n;
+      min[g] = max[g] = xg[0];
+      sum_w[g] = wg[0];
+      sum_x[g] = sum_w[g] * xg[0];
+      for (size_t i = 1; i < n; ++i) {
+        min[g] = xsimd::select(xg[i] < min[g], xg[i], min[g]);
+        max[g] = xsimd::select(xg[i] > max[g], xg[i], max[g]);
+        sum_w[g] += wg[i];
+        sum_x[g] += wg[i] * xg[i];
       }
-      const F D = sum_w * sum_l2 - sum_l * sum_l;
-      F this_scale = div(sum_w * sum_xl - sum_x * sum_l, D);
-      F this_min = div(sum_l2 * sum_x - sum_l * sum_xl, D);
-      const M pos = this_min > F(0.0f);
-      this_min = xsimd::select(pos, F(0.0f), this_min);
-      this_scale = xsimd::select(pos, div(sum_xl, sum_l2), this_scale);
-      F mad(0.0f);
-      for (size_t i = 0; i < n; ++i) mad += w[i] * err(this_scale * aux[i] + this_min - x[i]);
-      const M take = (D > F(0.0f)) & (mad < best_mad);
-      for (size_t i = 0; i < n; ++i) c[i] = xsimd::select(take, aux[i], c[i]);
-      best_mad = xsimd::select(take, mad, best_mad);
-      scale = xsimd::select(take, this_scale, scale);
-      min = xsimd::select(take, this_min, min);
+      lo_x[g] = min[g];
+      min[g] = xsimd::select(min[g] > F(0.0f), F(0.0f), min[g]);
+      flat[g] = kx3 ? (max[g] <= min[g]) : (max[g] == min[g]);
+      M nan(false);
+      for (size_t i = 0; i < n; ++i) nan = nan | xsimd::isnan(xg[i]);
+      no_nan = no_nan && !xsimd::any(nan);
     }
-    for (size_t i = 0; i < n; ++i) c[i] = xsimd::select(flat, F(0.0f), c[i]);
-    *the_min = neg(min);
-    return xsimd::select(flat, F(0.0f), scale);
+    auto err = [&](F d) { return use_mad ? xsimd::abs(d) : d * d; };
+    // code_is, code_min: the iscale and min the lane's current best codes came from.
+    F iscale[G], scale[G], best_mad[G], code_is[G], code_min[G];
+    for (size_t g = 0; g < G; ++g) {
+      iscale[g] = code_is[g] = div(F(float(nmax)), max[g] - min[g]);
+      scale[g] = div(F(1.0f), iscale[g]);
+      code_min[g] = min[g];
+      best_mad[g] = F(0.0f);
+    }
+    for (size_t i = 0; i < n; ++i) {
+      for (size_t g = 0; g < G; ++g) {
+        const F l = code(iscale[g] * (x[g * n + i] - min[g]), 0, nmax);
+        best_mad[g] += w[g * n + i] * err(scale[g] * l + min[g] - x[g * n + i]);
+      }
+    }
+    F aux[G * n];
+    for (int is = 0; is <= nstep; ++is) {
+      const F num(rmin + rdelta * float(is) + float(nmax));
+      F sum_l[G], sum_l2[G], sum_xl[G];
+      bool small = no_nan;
+      for (size_t g = 0; g < G; ++g) {
+        iscale[g] = div(num, max[g] - min[g]);
+        sum_l[g] = sum_l2[g] = sum_xl[g] = F(0.0f);
+        small = small && small_codes(iscale[g], lo_x[g], max[g], min[g]);
+      }
+      auto trial = [&](auto is_small) {
+        for (size_t i = 0; i < n; ++i) {
+          for (size_t g = 0; g < G; ++g) {
+            const F v = iscale[g] * (x[g * n + i] - min[g]);
+            const F l = decltype(is_small)::value ? code_small(v, 0, nmax) : code(v, 0, nmax);
+            aux[g * n + i] = l;
+            const F wl = w[g * n + i] * l;
+            sum_l[g] += wl;
+            sum_l2[g] += wl * l;
+            sum_xl[g] += wl * x[g * n + i];
+          }
+        }
+      };
+      if (small) trial(std::true_type());
+      else trial(std::false_type());
+      F this_scale[G], this_min[G], D[G], mad[G];
+      for (size_t g = 0; g < G; ++g) {
+        D[g] = sum_w[g] * sum_l2[g] - sum_l[g] * sum_l[g];
+        this_scale[g] = div(sum_w[g] * sum_xl[g] - sum_x[g] * sum_l[g], D[g]);
+        this_min[g] = div(sum_l2[g] * sum_x[g] - sum_l[g] * sum_xl[g], D[g]);
+        const M pos = this_min[g] > F(0.0f);
+        this_min[g] = xsimd::select(pos, F(0.0f), this_min[g]);
+        this_scale[g] = xsimd::select(pos, div(sum_xl[g], sum_l2[g]), this_scale[g]);
+        mad[g] = F(0.0f);
+      }
+      for (size_t i = 0; i < n; ++i) {
+        for (size_t g = 0; g < G; ++g) {
+          mad[g] += w[g * n + i] * err(this_scale[g] * aux[g * n + i] + this_min[g] - x[g * n + i]);
+        }
+      }
+      for (size_t g = 0; g < G; ++g) {
+        const M take = (D[g] > F(0.0f)) & (mad[g] < best_mad[g]);
+        code_is[g] = xsimd::select(take, iscale[g], code_is[g]);
+        code_min[g] = xsimd::select(take, min[g], code_min[g]);
+        best_mad[g] = xsimd::select(take, mad[g], best_mad[g]);
+        scale[g] = xsimd::select(take, this_scale[g], scale[g]);
+        min[g] = xsimd::select(take, this_min[g], min[g]);
+      }
+    }
+    for (size_t g = 0; g < G; ++g) {
+      for (size_t i = 0; i < n; ++i) {
+        c[g * n + i] = xsimd::select(flat[g], F(0.0f), code(code_is[g] * (x[g * n + i] - code_min[g]), 0, nmax));
+      }
+      the_min[g] = neg(min[g]);
+      scale_out[g] = xsimd::select(flat[g], F(0.0f), scale[g]);
+    }
   }
 
   // ref::make_q3_quants(16, nmax, x, L) per lane. A lane whose pass changed nothing would
@@ -212,18 +303,9 @@ struct KquantSearch {
       F xs[16], c[16], scale;
       gather(x + 16 * s0, count, 16, xs);
       if (imatrix) {
-        alignas(64) float sg[16];
-        for (size_t k = 0; k < L; ++k) sg[k] = k < count ? sigma2[(s0 + k) / 16] : 0.0f;
-        const F s2 = F::load_aligned(sg);
         F ws[16];
-        gather(imatrix + 16 * s0, count, 16, ws);
-        F sumw(0.0f);
-        for (size_t i = 0; i < 16; ++i) {
-          ws[i] = ws[i] * Ops::sqrt(s2 + xs[i] * xs[i]);
-          sumw += ws[i];
-        }
-        scatter(sumw, count, sw.data() + s0);
-        scale = qx<16>(4, xs, ws, c);
+        imatrix_weights<16>(imatrix, sigma2.data(), 16, s0, count, xs, ws, sw.data());
+        qx<16, 1>(4, xs, ws, c, &scale);
       } else {
         scale = q3(4, xs, c);
       }
@@ -237,18 +319,33 @@ struct KquantSearch {
     }
   }
 
-  // ref::best_index_int8 over kValuesIq4nl, lane by lane: the level itself (as a float).
-  // Between the end levels the binary search ends at the first level above x; a NaN
-  // fails every compare there and ends at the top.
-  static F iq4_level(F x) {
+  // ref::best_index_int8 over kValuesIq4nl, lane by lane. For v[0] < x < v[15] the binary
+  // search ends at mu = the first level above x, which is 1 + the count c of inner levels
+  // v[1..14] <= x, and picks v[c] (index c) when `x - v[c] < v[c + 1] - x`, else v[c + 1].
+  // That same compare also gives the ends: for x <= v[0] (c = 0) it picks v[0], for
+  // x >= v[15] (c = 14) v[15], Inf included. A NaN fails every compare in the reference
+  // and ends at index 15; here it counts 0 and is set apart by the callers.
+  struct Iq4Pick {
+    I c;
+    F lo, hi;
+    M low;  // v[c] is the pick
+  };
+  static Iq4Pick iq4_pick(F x) {
     const int8_t* v = ref::kValuesIq4nl;
-    F lo = F(float(v[0])), hi = F(float(v[15]));
-    for (int k = 1; k < 15; ++k) lo = xsimd::select(F(float(v[k])) <= x, F(float(v[k])), lo);
-    for (int k = 14; k >= 1; --k) hi = xsimd::select(F(float(v[k])) > x, F(float(v[k])), hi);
-    F q = xsimd::select(x - lo < hi - x, lo, hi);
-    q = xsimd::select(x <= F(float(v[0])), F(float(v[0])), q);
-    q = xsimd::select((x >= F(float(v[15]))) | xsimd::isnan(x), F(float(v[15])), q);
-    return q;
+    I c(0);
+    for (int k = 1; k < 15; ++k) c -= Ops::mask_ones(F(float(v[k])) <= x);
+    const F lo = Ops::to_float(Ops::lookup16(v, c)), hi = Ops::to_float(Ops::lookup16(v, c + I(1)));
+    return {c, lo, hi, x - lo < hi - x};
+  }
+  // The level itself, as a float.
+  static F iq4_level(F x) {
+    const Iq4Pick p = iq4_pick(x);
+    return xsimd::select(xsimd::isnan(x), F(float(ref::kValuesIq4nl[15])), xsimd::select(p.low, p.lo, p.hi));
+  }
+  // The index (a NaN's is 15: the pick's c + 1 = 1, or 15).
+  static I iq4_index(F x) {
+    const Iq4Pick p = iq4_pick(x);
+    return (p.c + I(1) + Ops::mask_ones(p.low)) | (Ops::mask_ones(xsimd::isnan(x)) & I(15));
   }
   // ref::iq4_search per lane.
   static F iq4_search(const F* x, const F* w) {
@@ -266,8 +363,9 @@ struct KquantSearch {
       sumq2 = F(0.0f);
       for (size_t j = 0; j < 32; ++j) {
         const F q = iq4_level(id * x[j]);
-        sumqx += w[j] * q * x[j];
-        sumq2 += w[j] * q * q;
+        const F wq = w[j] * q;
+        sumqx += wq * x[j];
+        sumq2 += wq * q;
       }
     };
     F d = div(neg(max), F(v0));
@@ -296,9 +394,7 @@ struct KquantSearch {
       F xs[32], ws[32];
       gather(x + 32 * s0, count, 32, xs);
       if (imatrix) {
-        alignas(64) float sg[16];
-        for (size_t k = 0; k < L; ++k) sg[k] = k < count ? sigma2[(s0 + k) / (kSuper / 32)] : 0.0f;
-        const F s2 = F::load_aligned(sg);
+        const F s2 = lane_sigma2(sigma2.data(), s0, count, kSuper / 32);
         gather(imatrix + 32 * s0, count, 32, ws);
         for (size_t i = 0; i < 32; ++i) ws[i] = ws[i] * Ops::sqrt(s2 + xs[i] * xs[i]);
       } else {
@@ -308,13 +404,19 @@ struct KquantSearch {
     }
     auto* out = static_cast<Block*>(y);
     for (size_t b = 0; b < n / kSuper; ++b) {
+      float idls[kSuper / 32];
       if constexpr (kSuper == 32) {
-        ref::iq4_finish<32>(x + 32 * b, scales.data() + b, &out[b].d, out[b].qs, nullptr, nullptr);
+        ref::iq4_finish_scales<32>(scales.data() + b, &out[b].d, nullptr, nullptr, idls);
       } else {
         uint16_t scales_h;
-        ref::iq4_finish<256>(x + 256 * b, scales.data() + 8 * b, &out[b].d, out[b].qs, &scales_h, out[b].scales_l);
+        ref::iq4_finish_scales<256>(scales.data() + 8 * b, &out[b].d, &scales_h, out[b].scales_l, idls);
         out[b].scales_h = scales_h;
       }
+      uint8_t codes[kSuper];  // ref::iq4_finish's best_index_int8(16, kValuesIq4nl, idl * x)
+      for (size_t j = 0; j < kSuper; j += L) {
+        Ops::store_u8(codes + j, iq4_index(F(idls[j / 32]) * F::load_unaligned(x + kSuper * b + j)));
+      }
+      ref::pack_iq4<kSuper>(codes, out[b].qs);
     }
   }
 
@@ -331,8 +433,8 @@ struct KquantSearch {
       gather(x + 32 * s0, count, 32, xs);
       gather(imatrix + 32 * s0, count, 32, ws);
       for (size_t i = 0; i < 32; ++i) ws[i] = ws[i] * Ops::sqrt(s2 + xs[i] * xs[i]);
-      if constexpr (kMin) scale = qkx<true, 32>(kNmax, xs, ws, c, &the_min, -0.9f, 0.05f, 36, false);
-      else scale = qx<32>(kNmax, xs, ws, c);
+      if constexpr (kMin) qkx<true, 32, 1>(kNmax, xs, ws, c, &the_min, &scale, -0.9f, 0.05f, 36, false);
+      else qx<32, 1>(kNmax, xs, ws, c, &scale);
       alignas(64) float sc[16], mn[16];
       scale.store_aligned(sc);
       neg(the_min).store_aligned(mn);
@@ -352,6 +454,63 @@ struct KquantSearch {
     }
   }
 
+  // Runs step(std::integral_constant<size_t, G>(), s0) over sub-blocks [0, nsub): G groups
+  // of L from s0 on, 2 while more than L remain, then 1 (group g holds sub_count(nsub,
+  // s0 + g * L) sub-blocks).
+  template <size_t kMaxG = 2, class Step>
+  static void in_groups(size_t nsub, Step step) {
+    for (size_t s0 = 0; s0 < nsub; s0 += kMaxG * L) {
+      if (kMaxG == 2 && nsub - s0 > L) step(std::integral_constant<size_t, kMaxG>(), s0);
+      else step(std::integral_constant<size_t, 1>(), s0);
+    }
+  }
+  static size_t sub_count(size_t nsub, size_t s0) { return nsub - s0 < L ? nsub - s0 : L; }
+  // Lane k: sigma2[(s0 + k) / per] (the super-block of sub-block s0 + k), 0 past count.
+  static F lane_sigma2(const float* sigma2, size_t s0, size_t count, size_t per) {
+    alignas(64) float sg[16];
+    for (size_t k = 0; k < L; ++k) sg[k] = k < count ? sigma2[(s0 + k) / per] : 0.0f;
+    return F::load_aligned(sg);
+  }
+  // Group g's results (scale, -min when mins is given, codes) into the row's arrays from
+  // sub-block s0 + g * L on.
+  template <size_t n, size_t G>
+  static void scatter_groups(size_t nsub, size_t s0, const F* scale, const F* the_min, const F* c, float* scales,
+                             float* mins, uint8_t* codes) {
+    for (size_t g = 0; g < G; ++g) {
+      const size_t sg = s0 + g * L, count = sub_count(nsub, sg);
+      scatter(scale[g], count, scales + sg);
+      if (mins) scatter(the_min[g], count, mins + sg);
+      scatter_codes(c + n * g, count, n, codes + n * sg);
+    }
+  }
+  // The importance weights q * sqrt(sigma2 + x^2) of count sub-blocks of n from s0 (xs
+  // gathered already) into ws, and their sums into sw + s0.
+  template <size_t n>
+  static void imatrix_weights(const float* imatrix, const float* sigma2, size_t per, size_t s0, size_t count,
+                              const F* xs, F* ws, float* sw) {
+    const F s2 = lane_sigma2(sigma2, s0, count, per);
+    F q[n];
+    gather(imatrix + n * s0, count, n, q);
+    F sumw(0.0f);
+    for (size_t i = 0; i < n; ++i) {
+      ws[i] = q[i] * Ops::sqrt(s2 + xs[i] * xs[i]);
+      sumw += ws[i];
+    }
+    scatter(sumw, count, sw + s0);
+  }
+
+  // The finishes' requantization of one sub-block of n weights with its stored scale d
+  // (d != 0) and min m: nearest_int((x + m) / d) (kMin) or nearest_int(x / d), clamped to
+  // [lo, hi], plus bias, as bytes: the reference's float operations, L weights at a time.
+  template <size_t n, bool kMin>
+  static void requantize(const float* x, float d, float m, int lo, int hi, int bias, uint8_t* out) {
+    for (size_t i = 0; i < n; i += L) {
+      F v = F::load_unaligned(x + i);
+      if constexpr (kMin) v = v + F(m);
+      Ops::store_u8(out + i, xsimd::max(I(lo), xsimd::min(I(hi), nearest(div(v, F(d))))) + I(bias));
+    }
+  }
+
   // Q4_K / Q5_K: the 8 sub-block searches of every super-block of the row, L at a time,
   // then each super-block finished by the reference.
   template <int kNmax, class Block>
@@ -360,40 +519,40 @@ struct KquantSearch {
     ScratchBuffer<float> scales(nsub), mins(nsub), sw(nsub), sigma2(n / 256);
     ScratchBuffer<uint8_t> codes(n);
     for (size_t b = 0; imatrix && b < n / 256; ++b) sigma2[b] = ref::k_sigma2(x + 256 * b);
-    for (size_t s0 = 0; s0 < nsub; s0 += L) {
-      const size_t count = nsub - s0 < L ? nsub - s0 : L;
-      F xs[32], ws[32], c[32], the_min;
-      gather(x + 32 * s0, count, 32, xs);
-      if (imatrix) {
-        alignas(64) float sg[16];
-        for (size_t k = 0; k < L; ++k) sg[k] = k < count ? sigma2[(s0 + k) / 8] : 0.0f;
-        const F s2 = F::load_aligned(sg);
-        F q[32];
-        gather(imatrix + 32 * s0, count, 32, q);
-        F sumw(0.0f);
-        for (size_t i = 0; i < 32; ++i) {
-          ws[i] = q[i] * Ops::sqrt(s2 + xs[i] * xs[i]);
-          sumw += ws[i];
+    in_groups(nsub, [&](auto groups, size_t s0) {
+      constexpr size_t G = decltype(groups)::value;
+      F xs[G * 32], ws[G * 32], c[G * 32], the_min[G], scale[G];
+      for (size_t g = 0; g < G; ++g) {
+        const size_t sg = s0 + g * L, count = sub_count(nsub, sg);
+        F* xg = xs + 32 * g;
+        F* wg = ws + 32 * g;
+        gather(x + 32 * sg, count, 32, xg);
+        if (imatrix) {
+          imatrix_weights<32>(imatrix, sigma2.data(), 8, sg, count, xg, wg, sw.data());
+        } else {
+          F sum_x2(0.0f);
+          for (size_t i = 0; i < 32; ++i) sum_x2 += xg[i] * xg[i];
+          const F av_x = Ops::sqrt(div(sum_x2, F(32.0f)));
+          for (size_t i = 0; i < 32; ++i) wg[i] = av_x + xsimd::abs(xg[i]);
         }
-        scatter(sumw, count, sw.data() + s0);
-      } else {
-        F sum_x2(0.0f);
-        for (size_t i = 0; i < 32; ++i) sum_x2 += xs[i] * xs[i];
-        const F av_x = Ops::sqrt(div(sum_x2, F(32.0f)));
-        for (size_t i = 0; i < 32; ++i) ws[i] = av_x + xsimd::abs(xs[i]);
       }
-      F scale;
-      if (imatrix) scale = qkx<true, 32>(kNmax, xs, ws, c, &the_min, -0.9f, 0.05f, 36, false);
-      else if (kNmax == 15) scale = qkx<false, 32>(15, xs, ws, c, &the_min, -1.f, 0.1f, 20, false);
-      else scale = qkx<false, 32>(31, xs, ws, c, &the_min, -0.5f, 0.1f, 15, false);
-      scatter(scale, count, scales.data() + s0);
-      scatter(the_min, count, mins.data() + s0);
-      scatter_codes(c, count, 32, codes.data() + 32 * s0);
-    }
+      if (imatrix) qkx<true, 32, G>(kNmax, xs, ws, c, the_min, scale, -0.9f, 0.05f, 36, false);
+      else if (kNmax == 15) qkx<false, 32, G>(15, xs, ws, c, the_min, scale, -1.f, 0.1f, 20, false);
+      else qkx<false, 32, G>(31, xs, ws, c, the_min, scale, -0.5f, 0.1f, 15, false);
+      scatter_groups<32, G>(nsub, s0, scale, the_min, c, scales.data(), mins.data(), codes.data());
+    });
     auto* out = static_cast<Block*>(y);
     for (size_t b = 0; b < n / 256; ++b) {
-      ref::k4_finish<kNmax>(x + 256 * b, scales.data() + 8 * b, mins.data() + 8 * b, imatrix ? sw.data() + 8 * b : nullptr,
-                            codes.data() + 256 * b, out[b].scales, &out[b].d, &out[b].dmin);
+      ref::k4_finish_scales<kNmax>(scales.data() + 8 * b, mins.data() + 8 * b, imatrix ? sw.data() + 8 * b : nullptr,
+                                   out[b].scales, &out[b].d, &out[b].dmin);
+      for (int j = 0; j < 8; ++j) {  // ref::requantize_k4
+        uint8_t sc, m;
+        ref::get_scale_min_k4(j, out[b].scales, &sc, &m);
+        const float d = ref::half(out[b].d) * sc;
+        if (!d) continue;
+        requantize<32, true>(x + 256 * b + 32 * j, d, ref::half(out[b].dmin) * m, 0, kNmax, 0,
+                             codes.data() + 256 * b + 32 * j);
+      }
       if constexpr (kNmax == 15) ref::pack_q4_K(codes.data() + 256 * b, &out[b]);
       else ref::pack_q5_K(codes.data() + 256 * b, &out[b]);
     }
@@ -405,35 +564,30 @@ struct KquantSearch {
     ScratchBuffer<float> scales(nsub), mins(nsub), sw(nsub), sigma2(n / 256);
     ScratchBuffer<uint8_t> codes(n);
     for (size_t b = 0; imatrix && b < n / 256; ++b) sigma2[b] = ref::q2_sigma2(x + 256 * b);
-    for (size_t s0 = 0; s0 < nsub; s0 += L) {
-      const size_t count = nsub - s0 < L ? nsub - s0 : L;
-      F xs[16], ws[16], c[16], the_min, scale;
-      gather(x + 16 * s0, count, 16, xs);
-      if (imatrix) {
-        alignas(64) float sg[16];
-        for (size_t k = 0; k < L; ++k) sg[k] = k < count ? sigma2[(s0 + k) / 16] : 0.0f;
-        const F s2 = F::load_aligned(sg);
-        F q[16];
-        gather(imatrix + 16 * s0, count, 16, q);
-        F sumw(0.0f);
-        for (size_t i = 0; i < 16; ++i) {
-          ws[i] = q[i] * Ops::sqrt(s2 + xs[i] * xs[i]);
-          sumw += ws[i];
-        }
-        scatter(sumw, count, sw.data() + s0);
-        scale = qkx<true, 16>(3, xs, ws, c, &the_min, -0.9f, 0.05f, 36, false);
-      } else {
-        for (size_t i = 0; i < 16; ++i) ws[i] = xsimd::abs(xs[i]);
-        scale = qkx<false, 16>(3, xs, ws, c, &the_min, -0.5f, 0.1f, 15, true);
+    in_groups(nsub, [&](auto groups, size_t s0) {
+      constexpr size_t G = decltype(groups)::value;
+      F xs[G * 16], ws[G * 16], c[G * 16], the_min[G], scale[G];
+      for (size_t g = 0; g < G; ++g) {
+        const size_t sg = s0 + g * L, count = sub_count(nsub, sg);
+        gather(x + 16 * sg, count, 16, xs + 16 * g);
+        if (imatrix) imatrix_weights<16>(imatrix, sigma2.data(), 16, sg, count, xs + 16 * g, ws + 16 * g, sw.data());
+        else for (size_t i = 0; i < 16; ++i) ws[16 * g + i] = xsimd::abs(xs[16 * g + i]);
       }
-      scatter(scale, count, scales.data() + s0);
-      scatter(the_min, count, mins.data() + s0);
-      scatter_codes(c, count, 16, codes.data() + 16 * s0);
-    }
+      if (imatrix) qkx<true, 16, G>(3, xs, ws, c, the_min, scale, -0.9f, 0.05f, 36, false);
+      else qkx<false, 16, G>(3, xs, ws, c, the_min, scale, -0.5f, 0.1f, 15, true);
+      scatter_groups<16, G>(nsub, s0, scale, the_min, c, scales.data(), mins.data(), codes.data());
+    });
     auto* out = static_cast<BlockQ2_K*>(y);
     for (size_t b = 0; b < n / 256; ++b) {
-      ref::q2_finish(x + 256 * b, &out[b], scales.data() + 16 * b, mins.data() + 16 * b,
-                     imatrix ? sw.data() + 16 * b : nullptr, codes.data() + 256 * b);
+      ref::q2_finish_scales(&out[b], scales.data() + 16 * b, mins.data() + 16 * b, imatrix ? sw.data() + 16 * b : nullptr);
+      const float dm_all = ref::half(out[b].d), mm_all = ref::half(out[b].dmin);
+      for (int j = 0; j < 16; ++j) {  // ref::requantize_q2
+        const float d = dm_all * (out[b].scales[j] & 0xF);
+        if (!d) continue;
+        requantize<16, true>(x + 256 * b + 16 * j, d, mm_all * (out[b].scales[j] >> 4), 0, 3, 0,
+                             codes.data() + 256 * b + 16 * j);
+      }
+      ref::pack_2bit(codes.data() + 256 * b, out[b].qs);
     }
   }
 
@@ -442,18 +596,27 @@ struct KquantSearch {
     const size_t nsub = n / 16;
     ScratchBuffer<float> scales(nsub);
     ScratchBuffer<uint8_t> codes(n);
-    for (size_t s0 = 0; s0 < nsub; s0 += L) {
-      const size_t count = nsub - s0 < L ? nsub - s0 : L;
-      F xs[16], ws[16], c[16];
-      gather(x + 16 * s0, count, 16, xs);
-      if (imatrix) gather(imatrix + 16 * s0, count, 16, ws);
-      else for (size_t i = 0; i < 16; ++i) ws[i] = xs[i] * xs[i];
-      scatter(qx<16>(32, xs, ws, c), count, scales.data() + s0);
-      scatter_codes(c, count, 16, codes.data() + 16 * s0);
-    }
+    in_groups<1>(nsub, [&](auto groups, size_t s0) {
+      constexpr size_t G = decltype(groups)::value;
+      F xs[G * 16], ws[G * 16], c[G * 16], scale[G];
+      for (size_t g = 0; g < G; ++g) {
+        const size_t sg = s0 + g * L, count = sub_count(nsub, sg);
+        gather(x + 16 * sg, count, 16, xs + 16 * g);
+        if (imatrix) gather(imatrix + 16 * sg, count, 16, ws + 16 * g);
+        else for (size_t i = 0; i < 16; ++i) ws[16 * g + i] = xs[16 * g + i] * xs[16 * g + i];
+      }
+      qx<16, G>(32, xs, ws, c, scale);
+      scatter_groups<16, G>(nsub, s0, scale, nullptr, c, scales.data(), nullptr, codes.data());
+    });
     auto* out = static_cast<BlockQ6_K*>(y);
     for (size_t b = 0; b < n / 256; ++b) {
-      ref::q6_finish(x + 256 * b, &out[b], scales.data() + 16 * b, reinterpret_cast<int8_t*>(codes.data() + 256 * b));
+      if (!ref::q6_finish_scales(&out[b], scales.data() + 16 * b)) continue;
+      for (int j = 0; j < 16; ++j) {  // ref::q6_finish's requantization
+        const float d = ref::half(out[b].d) * out[b].scales[j];
+        if (!d) continue;
+        requantize<16, false>(x + 256 * b + 16 * j, d, 0.0f, -32, 31, 32, codes.data() + 256 * b + 16 * j);
+      }
+      ref::pack_q6_K(reinterpret_cast<const int8_t*>(codes.data() + 256 * b), &out[b]);
     }
   }
 };

@@ -30,6 +30,7 @@
 //                       ref::sum16's tree order (lane i + lane i + L/2 first, then i + L/4,
 //                       ...), so the bits equal a store and that scalar tree.
 //   mask_bits(m)        bit i set when lane i of m is true.
+//   mask_ones(m)        int32 lanes: -1 where m is true, 0 elsewhere.
 //   sign_bits(i)        bit i = sign bit of int32 lane i.
 //   load_f16(p)         L halves at p, widened exactly (NaN quieted, payload kept).
 //   store_f16(p, x)     L halves, round to nearest even, overflow to Inf; a NaN keeps its
@@ -43,6 +44,8 @@
 //                       store_u8) as 2L bytes, lane 2k in the low nibble of byte k.
 //   lookup16(t, i)      lane k = t[i_k], sign-extended; t holds 16 int8, every i_k is in
 //                       [0, 15] (IQ4's non-linear levels, kValuesIq4nl).
+//   transpose(v)        L vectors in place: lane j of v[i] becomes lane i of v[j] (bits moved,
+//                       never computed on).
 //   load_u8_as_u16(p)   U16::size bytes at p, zero-extended to uint16 lanes.
 //   store_u16_as_u8(p, v)  U16::size bytes; every lane must be in [0, 255].
 // No pointer needs any alignment.

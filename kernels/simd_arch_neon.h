@@ -50,6 +50,7 @@ struct ArchOps<xsimd::neon64> {
     const float32x4_t ab = halves(v[0], v[1]), cd = halves(v[2], v[3]);
     return vaddq_f32(vuzp1q_f32(ab, cd), vuzp2q_f32(ab, cd));
   }
+  static I mask_ones(M m) { return vreinterpretq_s32_u32(m); }
   static uint32_t mask_bits(M m) {
     static const uint32_t kWeights[4] = {1, 2, 4, 8};
     return vaddvq_u32(vandq_u32(m, vld1q_u32(kWeights)));
@@ -91,6 +92,14 @@ struct ArchOps<xsimd::neon64> {
     const uint16x4_t h = vmovn_u32(vreinterpretq_u32_s32(i));
     const int8x8_t v = vqtbl1_s8(vld1q_s8(t), vmovn_u16(vcombine_u16(h, h)));
     return vmovl_s16(vget_low_s16(vmovl_s8(v)));
+  }
+  static void transpose(F* v) {
+    const float32x4x2_t a = vtrnq_f32(v[0], v[1]);  // v0[0] v1[0] v0[2] v1[2] | v0[1] v1[1] v0[3] v1[3]
+    const float32x4x2_t b = vtrnq_f32(v[2], v[3]);
+    v[0] = vcombine_f32(vget_low_f32(a.val[0]), vget_low_f32(b.val[0]));
+    v[1] = vcombine_f32(vget_low_f32(a.val[1]), vget_low_f32(b.val[1]));
+    v[2] = vcombine_f32(vget_high_f32(a.val[0]), vget_high_f32(b.val[0]));
+    v[3] = vcombine_f32(vget_high_f32(a.val[1]), vget_high_f32(b.val[1]));
   }
   static U16 load_u8_as_u16(const uint8_t* p) { return vmovl_u8(vld1_u8(p)); }
   static void store_u16_as_u8(uint8_t* p, U16 v) { vst1_u8(p, vmovn_u16(v)); }

@@ -66,6 +66,7 @@ struct ArchOps<xsimd::avx2> {
     return fold(_mm256_shuffle_ps(l2[0], l2[1], 0x88), _mm256_shuffle_ps(l2[0], l2[1], 0xDD));
   }
   static uint32_t mask_bits(M m) { return uint32_t(_mm256_movemask_ps(m)); }
+  static I mask_ones(M m) { return _mm256_castps_si256(m); }
   static uint32_t sign_bits(I v) { return uint32_t(_mm256_movemask_ps(_mm256_castsi256_ps(v))); }
 
   static F load_f16(const uint16_t* p) {
@@ -110,6 +111,24 @@ struct ArchOps<xsimd::avx2> {
   static I lookup16(const int8_t* t, I i) {
     const __m256i tbl = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(t)));
     return _mm256_srai_epi32(_mm256_slli_epi32(_mm256_shuffle_epi8(tbl, i), 24), 24);
+  }
+  // Pairs of lanes (unpack), then pairs of pairs (shuffle), then 128-bit halves.
+  static void transpose(F* v) {
+    __m256 t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+      t[i] = _mm256_unpacklo_ps(v[i], v[i + 1]);
+      t[i + 1] = _mm256_unpackhi_ps(v[i], v[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+      u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+      u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+      u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+      u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; ++i) {
+      v[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+      v[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+    }
   }
   static U16 load_u8_as_u16(const uint8_t* p) {
     return _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
@@ -166,6 +185,7 @@ struct ArchOps<xsimd::avx512bw> {
     return fold(_mm512_shuffle_ps(l3[0], l3[1], 0x88), _mm512_shuffle_ps(l3[0], l3[1], 0xDD));
   }
   static uint32_t mask_bits(M m) { return uint32_t(m.data); }
+  static I mask_ones(M m) { return _mm512_movm_epi32(m); }
   static uint32_t sign_bits(I v) { return uint32_t(_mm512_movepi32_mask(v)); }
 
   static F load_f16(const uint16_t* p) {
@@ -201,6 +221,16 @@ struct ArchOps<xsimd::avx512bw> {
   }
   static I lookup16(const int8_t* t, I i) {
     return _mm512_permutexvar_epi32(i, _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(t))));
+  }
+  // Through memory: this CPU family is not at hand to test a shuffle network on, and the
+  // callers transpose once per sub-block group, outside the searches.
+  static void transpose(F* v) {
+    alignas(64) float t[256], u[256];
+    for (int i = 0; i < 16; ++i) _mm512_store_ps(t + 16 * i, v[i]);
+    for (int i = 0; i < 16; ++i) {
+      for (int j = 0; j < 16; ++j) u[16 * j + i] = t[16 * i + j];
+    }
+    for (int i = 0; i < 16; ++i) v[i] = _mm512_load_ps(u + 16 * i);
   }
   static U16 load_u8_as_u16(const uint8_t* p) {
     return _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
