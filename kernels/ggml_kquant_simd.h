@@ -93,30 +93,45 @@ struct KquantSearch {
   // scales in scale. `w * x[i] * l` is (w * x[i]) * l, so w * x[i] is computed once.
   template <size_t n, size_t G>
   static void qx(int nmax, const F* x, const F* w, F* c, F* scale_out) {
-    F max[G], wx[G * n];
+    F max[G], amax[G], wx[G * n];
     M zero[G];
+    bool no_nan = true;
     for (size_t g = 0; g < G; ++g) {
-      F amax(0.0f);
+      amax[g] = F(0.0f);
       max[g] = F(0.0f);
+      M nan(false);
       for (size_t i = 0; i < n; ++i) {
         const F ax = xsimd::abs(x[g * n + i]);
-        const M m = ax > amax;
-        amax = xsimd::select(m, ax, amax);
+        const M m = ax > amax[g];
+        amax[g] = xsimd::select(m, ax, amax[g]);
         max[g] = xsimd::select(m, x[g * n + i], max[g]);
         wx[g * n + i] = w[g * n + i] * x[g * n + i];
+        nan = nan | xsimd::isnan(x[g * n + i]);
       }
-      zero[g] = amax < F(ref::kGroupMaxEps);
+      zero[g] = amax[g] < F(ref::kGroupMaxEps);
+      no_nan = no_nan && !xsimd::any(nan & !zero[g]);
     }
     F sumlx[G], suml2[G];
     auto sums = [&](const F* is) {
-      for (size_t g = 0; g < G; ++g) sumlx[g] = suml2[g] = F(0.0f);
-      for (size_t i = 0; i < n; ++i) {
-        for (size_t g = 0; g < G; ++g) {
-          const F l = code(is[g] * x[g * n + i], -nmax, nmax - 1);
-          sumlx[g] += wx[g * n + i] * l;
-          suml2[g] += w[g * n + i] * l * l;
+      // Without a NaN, every |is * x| is at most |is| * amax (rounding is monotone): where
+      // that is below 2^22 (an Inf fails the compare), code_small gives code's values with
+      // two operations fewer. A zero lane (all |x| below the eps, a missing lane) ends as
+      // zeros whatever its sums, so its lanes (infinite iscale, NaN products) do not count.
+      bool small = no_nan;
+      for (size_t g = 0; g < G; ++g) small = small && xsimd::all((xsimd::abs(is[g]) * amax[g] < F(0x1p22f)) | zero[g]);
+      auto run = [&](auto is_small) {
+        for (size_t g = 0; g < G; ++g) sumlx[g] = suml2[g] = F(0.0f);
+        for (size_t i = 0; i < n; ++i) {
+          for (size_t g = 0; g < G; ++g) {
+            const F v = is[g] * x[g * n + i];
+            const F l = decltype(is_small)::value ? code_small(v, -nmax, nmax - 1) : code(v, -nmax, nmax - 1);
+            sumlx[g] += wx[g * n + i] * l;
+            suml2[g] += w[g * n + i] * l * l;
+          }
         }
-      }
+      };
+      if (small) run(std::true_type());
+      else run(std::false_type());
     };
     F iscale[G], scale[G], best[G], best_iscale[G];
     for (size_t g = 0; g < G; ++g) iscale[g] = best_iscale[g] = div(F(float(-nmax)), max[g]);
@@ -596,7 +611,7 @@ struct KquantSearch {
     const size_t nsub = n / 16;
     ScratchBuffer<float> scales(nsub);
     ScratchBuffer<uint8_t> codes(n);
-    in_groups<1>(nsub, [&](auto groups, size_t s0) {
+    in_groups<2>(nsub, [&](auto groups, size_t s0) {
       constexpr size_t G = decltype(groups)::value;
       F xs[G * 16], ws[G * 16], c[G * 16], scale[G];
       for (size_t g = 0; g < G; ++g) {
