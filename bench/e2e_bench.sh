@@ -24,7 +24,7 @@
 # 1 for a quick check), WQ_E2E_RUNS (3), WQ_E2E_JOBS (labels of the jobs to run; all by default), WQ_E2E_COLD (1: also a cold-cache read of each
 # input, after `echo 3 > /proc/sys/vm/drop_caches`, where permitted), WQUANT, WQ_GEN_MODEL.
 # wquant's own measuring knobs pass through: WQUANT_OUTPUT_IO (buffered|direct),
-# WQUANT_READAHEAD (populate|touch|willneed|off); the header prints them.
+# WQUANT_READAHEAD (pread|populate|touch|willneed|off); the header prints them.
 # Run it on an idle machine: a second busy process halves every figure on 2 cores.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -183,7 +183,7 @@ job() {
 }
 
 echo "wquant e2e: $layers layers, $runs runs each (medians), $(nproc) cores, $(date -u +%FT%TZ)"
-echo "  WQUANT_OUTPUT_IO=${WQUANT_OUTPUT_IO:-direct} WQUANT_READAHEAD=${WQUANT_READAHEAD:-populate}" \
+echo "  WQUANT_OUTPUT_IO=${WQUANT_OUTPUT_IO:-direct} WQUANT_READAHEAD=${WQUANT_READAHEAD:-pread}" \
      "llama-quantize: ${LLAMA_QUANTIZE:-not set}"
 job "f32-gguf-Q4_0-2t" "$f32_gguf" "$dir/q4_0.gguf" Q4_0 -- --type Q4_0 --threads 2
 # The job as the issue measured it: the output matrix Q8_0 instead of the mix's Q6_K,

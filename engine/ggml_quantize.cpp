@@ -6,6 +6,7 @@
 #include "engine/error.h"
 #include "engine/ggml_kquant_hqq.h"
 #include "engine/quantize.h"
+#include "engine/row_source.h"
 #include "engine/rows.h"
 #include "engine/scheduler.h"
 #include "kernels/ggml_blocks.h"
@@ -157,11 +158,13 @@ void quantize_ggml_into(const TensorView& w, GgmlBlock t, const QuantSpec& spec,
     // The searches need finite weights: each tile is checked before any of its rows is
     // quantized (the check reads it into cache for the quantizer; a whole-tensor pass of
     // its own, before the tiles, ran on one thread while the others waited).
-    bad[r0 / tile] = nonfinite_in_rows(w, r0, r1, k);
+    thread_local std::vector<uint8_t> scratch;  // one per worker, reused by every tile it takes
+    const TensorView rows_in = RowSource::rows_of(w).tile(r0, r1, &scratch);
+    bad[r0 / tile] = nonfinite_in_rows(rows_in, 0, r1 - r0, k, r0);
     if (!bad[r0 / tile].empty()) return;
     std::vector<float> buf, wh(row_sums ? cols : 0);
     for (size_t r = r0; r < r1; ++r) {
-      const float* row = row_as_f32(w, r, cols, buf, k);
+      const float* row = row_as_f32(rows_in, r - r0, cols, buf, k);
       uint8_t* dst = out.data() + r * row_bytes;
       k.quantize_ggml[int(t)](row, dst, cols, imatrix);
       if (hqq_kquant) hqq_refine_kquant_row(t, row, dst, cols, imatrix, hp, k);

@@ -101,6 +101,15 @@ TensorView dequantized_view(TensorSource& source, const TensorPlan& p, const Ten
   return v;
 }
 
+// A float tensor's view for the quantizers: with ReadAhead::Pread its row tiles are pread
+// from the file (RowSource::tile); with the other modes they are read through the
+// mapping, which the reader stage has prepared as that mode says.
+TensorView quantizer_view(TensorSource& source, size_t i, const PipelineOptions& opts) {
+  TensorView v = source.view(i);
+  if (opts.read_ahead != ReadAhead::Pread) v.mapped = {};
+  return v;
+}
+
 // The parallel stage for one tensor. Runs isolated: while this thread waits for the
 // tensor's own row tiles it must not pick up another tensor of the pipeline.
 void process(Item& it, TensorSource& source, const PipelineOptions& opts) {
@@ -112,7 +121,7 @@ void process(Item& it, TensorSource& source, const PipelineOptions& opts) {
       std::vector<ErrorSums> sums;  // per row, filled while each tile is in cache
       TensorView stored;
       const RowSource src = source.stored_transposed(p.source_index, &stored) ? RowSource::transposed_of(stored)
-                                                                              : RowSource::rows_of(source.view(p.source_index));
+                                                                              : RowSource::rows_of(quantizer_view(source, p.source_index, opts));
       r.quantized = quantize_tensor(src, p.spec, p.block, &k, opts.compute_error ? &sums : nullptr);
       if (opts.compute_error) {
         r.error = combine_error_sums(sums);
@@ -125,7 +134,7 @@ void process(Item& it, TensorSource& source, const PipelineOptions& opts) {
     case TensorAction::Ggml: {
       std::vector<float> deq;
       std::vector<ErrorSums> sums;
-      const TensorView v = p.requantize ? dequantized_view(source, p, *it.info, deq, k) : source.view(p.source_index);
+      const TensorView v = p.requantize ? dequantized_view(source, p, *it.info, deq, k) : quantizer_view(source, p.source_index, opts);
       if (p.imatrix && v.shape.size() == 3) {
         // Experts: each matrix with its own importance values, as llama-quantize does.
         const size_t ne0 = size_t(v.shape[2]), matrix = size_t(v.shape[1]) * ne0, es = dtype_size(v.dtype);

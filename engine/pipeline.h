@@ -78,7 +78,7 @@ struct PipelineOptions {
   size_t max_tensors_in_flight = 0;         // 0: threads of the current arena + 1
   bool compute_error = true;                // ErrorMetrics per quantized tensor
   // How the reader stage brings each admitted tensor's bytes in (engine/read_ahead.h).
-  ReadAhead read_ahead = ReadAhead::Populate;
+  ReadAhead read_ahead = ReadAhead::Pread;
   std::function<void(const Progress&)> on_progress;  // called from the writer stage
 };
 

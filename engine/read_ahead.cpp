@@ -12,12 +12,12 @@ namespace wq {
 
 ReadAhead read_ahead_from_env() {
   const char* v = std::getenv("WQUANT_READAHEAD");
-  if (!v || !*v) return ReadAhead::Populate;
+  if (!v || !*v) return ReadAhead::Pread;
   const std::string s = v;
-  for (ReadAhead r : {ReadAhead::Off, ReadAhead::WillNeed, ReadAhead::Populate, ReadAhead::Touch}) {
+  for (ReadAhead r : {ReadAhead::Off, ReadAhead::WillNeed, ReadAhead::Populate, ReadAhead::Touch, ReadAhead::Pread}) {
     if (s == read_ahead_name(r)) return r;
   }
-  throw Error("WQUANT_READAHEAD: expected populate, touch, willneed or off, got '" + s + "'", ErrorKind::Usage);
+  throw Error("WQUANT_READAHEAD: expected pread, populate, touch, willneed or off, got '" + s + "'", ErrorKind::Usage);
 }
 
 const char* read_ahead_name(ReadAhead r) {
@@ -26,6 +26,7 @@ const char* read_ahead_name(ReadAhead r) {
     case ReadAhead::WillNeed: return "willneed";
     case ReadAhead::Populate: return "populate";
     case ReadAhead::Touch: return "touch";
+    case ReadAhead::Pread: return "pread";
   }
   return "?";
 }
@@ -50,6 +51,7 @@ void read_ahead(const uint8_t* p, size_t n, ReadAhead how) {
   const size_t len = size_t(end - begin);
   switch (how) {
     case ReadAhead::WillNeed:
+    case ReadAhead::Pread:  // the tiles are pread: only start the file's read-in
       ::madvise(begin, len, MADV_WILLNEED);
       return;
     case ReadAhead::Populate:

@@ -2,7 +2,13 @@
 // most `tokens` tensors ahead of the writer, so memory stays bounded), its mapped bytes
 // are brought in before a worker reads them, so workers do not stall on first-touch page
 // faults. Chosen by WQUANT_READAHEAD, so each strategy can be measured on a machine:
-//   populate (default): madvise(MADV_POPULATE_READ) maps the tensor's pages in one call
+//   pread (default): the quantizers do not read float tensors through the mapping at
+//     all: each row tile is pread into a per-thread buffer (RowSource::tile, and
+//     engine/tensor.h for the measurements), and the reader stage only asks the kernel to
+//     start reading the admitted tensor (MADV_WILLNEED), so a cold file streams in ahead.
+//     Tensors copied as they are (and whole-tensor passes: HQQ, MNN's flush) still read
+//     the mapping;
+//   populate: madvise(MADV_POPULATE_READ) maps the tensor's pages in one call
 //     (Linux 5.14+; elsewhere `touch`);
 //   touch: one read per page, the same effect on any kernel;
 //   willneed: madvise(MADV_WILLNEED): starts reading a cold file into the page cache,
@@ -17,7 +23,7 @@
 
 namespace wq {
 
-enum class ReadAhead { Off, WillNeed, Populate, Touch };
+enum class ReadAhead { Off, WillNeed, Populate, Touch, Pread };
 
 // From WQUANT_READAHEAD; another value throws Error (ErrorKind::Usage) naming it.
 ReadAhead read_ahead_from_env();

@@ -26,8 +26,10 @@ struct RowSource {
   static RowSource transposed_of(const TensorView& v) { return RowSource{v, true}; }
 
   // Rows [r0, r1) as a contiguous view of shape [r1 - r0, cols] (same name and dtype):
-  // a slice of view, or their transpose written into *scratch (grown as needed, never
-  // shrunk, so a thread reuses one buffer for every tile it takes).
+  // a slice of view; or, when view.mapped names the file it is mapped from and scratch
+  // is given, the rows pread from the file into *scratch (engine/tensor.h says why); or
+  // their transpose written into *scratch. *scratch is grown as needed, never shrunk, so
+  // a thread reuses one buffer for every tile it takes. A null scratch always slices.
   TensorView tile(size_t r0, size_t r1, std::vector<uint8_t>* scratch) const;
 
   // Rows per tile for the quantizer's parallel loop (scheduler.h's tile_rows_for, and

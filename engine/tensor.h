@@ -24,12 +24,36 @@ struct MatrixDims {
 // validated (checked_numel) by whoever read the shape.
 MatrixDims matrix_dims(const std::vector<int64_t>& shape);
 
+// The read-only file mapping a view's bytes are a slice of, when they are: the mapping's
+// start and length and the open file. RowSource::tile then preads each row tile into a
+// per-thread buffer instead of reading it through the mapping. On these VMs (kernel 6.18,
+// ext4) a mapping read runs at 6 to 20 GB/s depending on how much of the file's page
+// cache the kernel maps with 2 MiB entries, which depends on how the file got into the
+// cache; pread copies through the kernel's own map at 13-17 GB/s whatever the state
+// (a warm 4.4 GB GGUF, 60% of it 2 MiB-mapped: 6.6 GB/s mapped, 13-17 GB/s pread,
+// 2026-12-03 Zen 5). Only a view whose data lies inside [base, base + size) is read so:
+// a view pointed at other memory (a copy, a dequantized buffer) is read where it points.
+struct MappedSource {
+  const uint8_t* base = nullptr;
+  uint64_t size = 0;
+  int fd = -1;
+
+  // The file offset of [p, p + n) when it lies inside the mapping, else false.
+  bool offset_of(const void* p, size_t n, uint64_t* offset) const {
+    const auto* q = static_cast<const uint8_t*>(p);
+    if (fd < 0 || !base || q < base || uint64_t(q - base) > size || n > size - uint64_t(q - base)) return false;
+    *offset = uint64_t(q - base);
+    return true;
+  }
+};
+
 struct TensorView {
   std::string name;
   std::vector<int64_t> shape;
   DType dtype = DType::F32;
   const void* data = nullptr;
   size_t nbytes = 0;
+  MappedSource mapped;  // where data came from, when a file mapping (see above)
 
   size_t numel() const;
   size_t rows() const;

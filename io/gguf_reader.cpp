@@ -163,6 +163,7 @@ class GgufReaderImpl final : public GgufReader {
     v.dtype = e.info.dtype;
     v.nbytes = e.info.nbytes;
     v.data = file_.span(e.offset, e.info.nbytes, e.info.name);
+    v.mapped = file_.source();
     return v;
   }
   const uint8_t* raw(size_t i, size_t* nbytes) override {

@@ -35,12 +35,15 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
     }
     ::madvise(p, size_, MADV_SEQUENTIAL);
     data_ = static_cast<const uint8_t*>(p);
+    fd_ = fd;
+    return;
   }
   ::close(fd);
 }
 
 MappedFile::~MappedFile() {
   if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
+  if (fd_ >= 0) ::close(fd_);
 }
 
 const uint8_t* MappedFile::span(uint64_t offset, uint64_t len, const std::string& what) const {

@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <string>
 
+#include "engine/tensor.h"
+
 namespace wq {
 
 class MappedFile {
@@ -20,6 +22,8 @@ class MappedFile {
   const std::string& path() const { return path_; }
   uint64_t size() const { return size_; }
   const uint8_t* data() const { return data_; }
+  // The mapping and the open file, for views that may pread their tiles (engine/tensor.h).
+  MappedSource source() const { return MappedSource{data_, size_, fd_}; }
 
   // [offset, offset + len) of the file; throws naming `what` if it is not inside.
   const uint8_t* span(uint64_t offset, uint64_t len, const std::string& what) const;
@@ -35,6 +39,7 @@ class MappedFile {
   std::string path_;
   uint64_t size_ = 0;
   const uint8_t* data_ = nullptr;
+  int fd_ = -1;  // kept open for pread (RowSource::tile)
 };
 
 }  // namespace wq

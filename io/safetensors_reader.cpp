@@ -126,6 +126,7 @@ class SafetensorsReader final : public ModelReader {
     v.dtype = e.info.dtype;
     v.nbytes = e.info.nbytes;
     v.data = files_[e.shard]->span(e.offset, e.info.nbytes, e.info.name);
+    v.mapped = files_[e.shard]->source();
     if (reinterpret_cast<uintptr_t>(v.data) % dtype_size(v.dtype) != 0) {
       // The format does not promise aligned data (headers are usually padded to 8, but
       // need not be): a misaligned tensor is copied once, so no kernel reads a float
@@ -135,6 +136,7 @@ class SafetensorsReader final : public ModelReader {
       copy.resize((v.nbytes + 3) / 4);
       std::memcpy(copy.data(), v.data, v.nbytes);
       v.data = copy.data();
+      v.mapped = {};
     }
     return v;
   }

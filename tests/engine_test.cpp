@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 #include <tbb/global_control.h>
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <cfloat>
 #include <cmath>
 #include <cstring>
@@ -14,6 +17,7 @@
 #include "kernels/ggml_blocks.h"
 #include "engine/metrics.h"
 #include "engine/quantize.h"
+#include "engine/row_source.h"
 #include "engine/scheduler.h"
 #include "tests/test_support.h"
 
@@ -240,6 +244,121 @@ TEST(Quantize, GgmlNamesTheFirstNonFiniteWeightForEveryThreadCount) {
       EXPECT_NE(m.find("blk.7.ffn_up.weight"), std::string::npos) << m;
       EXPECT_NE(m.find("row 1700, column 200"), std::string::npos) << m;
     }
+  }
+}
+
+// A float tensor mapped from a file, as the GGUF and safetensors readers give it, with
+// its MappedSource set: RowSource::tile preads each tile into the worker's buffer, and
+// every quantizer gives the bytes, figures and messages it gives reading the mapping.
+class MappedTensorFile {
+ public:
+  // The floats after a 12-byte header (the data need not be page- or vector-aligned).
+  explicit MappedTensorFile(const std::vector<float>& w) {
+    char path[] = "/tmp/wq-pread-XXXXXX";
+    fd_ = ::mkstemp(path);
+    ::unlink(path);
+    const char header[12] = "wq-pread-ht";
+    EXPECT_EQ(::write(fd_, header, sizeof header), ssize_t(sizeof header));
+    EXPECT_EQ(::write(fd_, w.data(), w.size() * 4), ssize_t(w.size() * 4));
+    size_ = sizeof header + w.size() * 4;
+    base_ = static_cast<const uint8_t*>(::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd_, 0));
+    EXPECT_NE(base_, MAP_FAILED);
+  }
+  ~MappedTensorFile() {
+    ::munmap(const_cast<uint8_t*>(base_), size_);
+    ::close(fd_);
+  }
+  TensorView view(size_t rows, size_t cols, bool with_source) const {
+    TensorView v;
+    v.name = "blk.3.ffn_down.weight";
+    v.shape = {int64_t(rows), int64_t(cols)};
+    v.data = base_ + 12;
+    v.nbytes = rows * cols * 4;
+    if (with_source) v.mapped = MappedSource{base_, size_, fd_};
+    return v;
+  }
+  const uint8_t* base() const { return base_; }
+
+ private:
+  int fd_ = -1;
+  size_t size_ = 0;
+  const uint8_t* base_ = nullptr;
+};
+
+TEST(Quantize, TilesPreadFromTheMappedFileGiveTheMappingsBytes) {
+  const size_t rows = 1500, cols = 512;  // several tiles of rows
+  std::vector<float> w = normal(rows * cols, 0.02f, 17);
+  const MappedTensorFile file(w);
+  const TensorView mapped = file.view(rows, cols, false), preadable = file.view(rows, cols, true);
+
+  // The tile is read into the buffer, with the file's bytes; without a buffer, or for a
+  // view pointed outside the mapping, it is a slice of what the view points at.
+  std::vector<uint8_t> scratch;
+  const TensorView t = RowSource::rows_of(preadable).tile(700, 900, &scratch);
+  ASSERT_EQ(t.data, static_cast<const void*>(scratch.data()));
+  EXPECT_EQ(std::memcmp(t.data, w.data() + 700 * cols, 200 * cols * 4), 0);
+  EXPECT_LT(t.mapped.fd, 0) << "a tile in the buffer must not claim to be in the file";
+  EXPECT_EQ(RowSource::rows_of(preadable).tile(700, 900, nullptr).data, file.base() + 12 + 700 * cols * 4);
+  TensorView elsewhere = preadable;
+  elsewhere.data = w.data();
+  EXPECT_EQ(RowSource::rows_of(elsewhere).tile(700, 900, &scratch).data, static_cast<const void*>(w.data() + 700 * cols));
+  // A file that cannot give the bytes (here: none left at that offset) falls back to the
+  // mapping rather than quantizing a buffer pread did not fill.
+  TensorView short_file = preadable;
+  char empty_path[] = "/tmp/wq-pread-empty-XXXXXX";
+  const int empty = ::mkstemp(empty_path);
+  ::unlink(empty_path);
+  short_file.mapped.fd = empty;
+  EXPECT_EQ(RowSource::rows_of(short_file).tile(0, 10, &scratch).data, static_cast<const void*>(file.base() + 12));
+  ::close(empty);
+
+  for (int threads : {1, 3}) {
+    Scheduler sched(threads);
+    sched.run([&] {
+      for (GgmlBlock b : {GgmlBlock::Q4_0, GgmlBlock::Q8_0, GgmlBlock::Q4_K, GgmlBlock::Q6_K}) {
+        SCOPED_TRACE(ggml_block_name(b));
+        std::vector<uint8_t> a, p;
+        std::vector<ErrorSums> sa, sp;
+        quantize_ggml_tensor(mapped, b, QuantSpec{}, a, nullptr, nullptr, &sa);
+        quantize_ggml_tensor(preadable, b, QuantSpec{}, p, nullptr, nullptr, &sp);
+        EXPECT_TRUE(a == p);
+        ASSERT_EQ(sa.size(), sp.size());
+        EXPECT_EQ(std::memcmp(sa.data(), sp.data(), sa.size() * sizeof(ErrorSums)), 0);
+      }
+      for (bool hqq : {false, true}) {
+        QuantSpec s;
+        s.bits = 4;
+        s.block = 64;
+        s.asym = true;
+        s.hqq = hqq;
+        std::vector<ErrorSums> sa, sp;
+        const QuantizedTensor a = quantize_tensor(RowSource::rows_of(mapped), s, 64, nullptr, &sa);
+        const QuantizedTensor p = quantize_tensor(RowSource::rows_of(preadable), s, 64, nullptr, &sp);
+        EXPECT_TRUE(a.packed == p.packed && a.scales == p.scales && a.zeros == p.zeros) << "hqq " << hqq;
+        ASSERT_EQ(sa.size(), sp.size());
+        EXPECT_EQ(std::memcmp(sa.data(), sp.data(), sa.size() * sizeof(ErrorSums)), 0);
+      }
+    });
+  }
+
+  // A non-finite weight read through pread is named at the same place.
+  w[1234 * cols + 77] = NAN;
+  const MappedTensorFile bad(w);
+  for (GgmlBlock b : {GgmlBlock::Q4_0, GgmlBlock::Q4_K}) {
+    std::vector<uint8_t> out;
+    try {
+      quantize_ggml_tensor(bad.view(rows, cols, true), b, QuantSpec{}, out);
+      ADD_FAILURE() << "NaN accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("blk.3.ffn_down.weight: non-finite weight (NaN or Inf) at row 1234, column 77"),
+                std::string::npos) << e.what();
+    }
+  }
+  try {
+    quantize_tensor(RowSource::rows_of(bad.view(rows, cols, true)), QuantSpec{}, 64);
+    ADD_FAILURE() << "NaN accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("row 1234, column 77"), std::string::npos) << e.what();
   }
 }
 
