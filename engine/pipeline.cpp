@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <mutex>
 
 #include "engine/error.h"
 #include "engine/ggml_quantize.h"
@@ -25,6 +26,38 @@ struct Item {
   TensorResult result;
   bool release_after_write = false;  // the payload points into the source mapping
   int solver_steps = 0;
+};
+
+// Output buffers handed from the writer stage back to the reader stage: a tensor's
+// blocks or codes are written into memory an earlier tensor's output used, already
+// mapped. The large ones are mappings of their own with 2 MiB pages
+// (engine/output_bytes.h), which a new mapping per tensor would have the kernel fault in
+// and zero again. Every buffer belongs to a tensor in flight or waits here, so there are
+// at most `tokens` of each kind and the bound on peak memory is unchanged.
+class BufferPool {
+ public:
+  OutputBytes take_bytes() { return take(bytes_); }
+  std::vector<uint8_t> take_packed() { return take(packed_); }
+  void give(TensorResult& r) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (r.bytes.capacity()) bytes_.push_back(std::move(r.bytes));
+    if (r.quantized.packed.capacity()) packed_.push_back(std::move(r.quantized.packed));
+  }
+
+ private:
+  template <class V>
+  V take(std::vector<V>& list) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (list.empty()) return V();
+    V v = std::move(list.back());
+    list.pop_back();
+    v.clear();  // keeps the capacity
+    WQ_MARK_UNDEFINED(v.data(), v.capacity() * sizeof(typename V::value_type));
+    return v;
+  }
+  std::mutex mutex_;
+  std::vector<OutputBytes> bytes_;
+  std::vector<std::vector<uint8_t>> packed_;
 };
 
 // Converts a float view to another float dtype (the plan only asks for widening, or
@@ -112,7 +145,7 @@ TensorView quantizer_view(TensorSource& source, size_t i, const PipelineOptions&
 
 // The parallel stage for one tensor. Runs isolated: while this thread waits for the
 // tensor's own row tiles it must not pick up another tensor of the pipeline.
-void process(Item& it, TensorSource& source, const PipelineOptions& opts) {
+void process(Item& it, TensorSource& source, const PipelineOptions& opts, BufferPool& pool) {
   const TensorPlan& p = *it.plan;
   TensorResult& r = it.result;
   const Kernels& k = kernels();
@@ -122,7 +155,8 @@ void process(Item& it, TensorSource& source, const PipelineOptions& opts) {
       TensorView stored;
       const RowSource src = source.stored_transposed(p.source_index, &stored) ? RowSource::transposed_of(stored)
                                                                               : RowSource::rows_of(quantizer_view(source, p.source_index, opts));
-      r.quantized = quantize_tensor(src, p.spec, p.block, &k, opts.compute_error ? &sums : nullptr);
+      std::vector<uint8_t> packed = pool.take_packed();
+      r.quantized = quantize_tensor(src, p.spec, p.block, &k, opts.compute_error ? &sums : nullptr, &packed);
       if (opts.compute_error) {
         r.error = combine_error_sums(sums);
         r.has_error = true;
@@ -207,6 +241,7 @@ PipelineStats run_pipeline(const std::vector<TensorPlan>& plan, const std::vecto
   // Items live here, not only in the pipeline's hands: if a stage throws, tbb drops the
   // items in flight and this vector still frees them.
   std::vector<std::unique_ptr<Item>> slots(plan.size());
+  BufferPool pool;
   size_t next = 0;
   tbb::parallel_pipeline(
       tokens,
@@ -221,6 +256,7 @@ PipelineStats run_pipeline(const std::vector<TensorPlan>& plan, const std::vecto
                                       it->plan = &plan[next];
                                       it->info = &infos[plan[next].source_index];
                                       it->result.plan = it->plan;
+                                      it->result.bytes = pool.take_bytes();
                                       ++next;
                                       // At most `tokens` tensors are admitted ahead of the
                                       // writer: the read-ahead stays within that budget.
@@ -233,13 +269,14 @@ PipelineStats run_pipeline(const std::vector<TensorPlan>& plan, const std::vecto
                                     }) &
           tbb::make_filter<Item*, Item*>(tbb::filter_mode::parallel,
                                          [&](Item* it) -> Item* {
-                                           tbb::this_task_arena::isolate([&] { process(*it, source, opts); });
+                                           tbb::this_task_arena::isolate([&] { process(*it, source, opts, pool); });
                                            return it;
                                          }) &
           tbb::make_filter<Item*, void>(tbb::filter_mode::serial_in_order, [&](Item* it) {
             const TensorPlan& p = *it->plan;
             sink.write(it->result);
             if (it->release_after_write) source.release(p.source_index);
+            pool.give(it->result);
             TensorReport rep;
             rep.name = p.name;
             rep.action = p.action;

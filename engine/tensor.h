@@ -53,7 +53,7 @@ struct TensorView {
   DType dtype = DType::F32;
   const void* data = nullptr;
   size_t nbytes = 0;
-  MappedSource mapped;  // where data came from, when a file mapping (see above)
+  MappedSource mapped{};  // where data came from, when a file mapping (see above)
 
   size_t numel() const;
   size_t rows() const;

@@ -16,6 +16,7 @@
 #include "engine/ggml_quantize.h"
 #include "kernels/ggml_blocks.h"
 #include "engine/metrics.h"
+#include "engine/output_bytes.h"
 #include "engine/quantize.h"
 #include "engine/row_source.h"
 #include "engine/scheduler.h"
@@ -360,6 +361,29 @@ TEST(Quantize, TilesPreadFromTheMappedFileGiveTheMappingsBytes) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("row 1234, column 77"), std::string::npos) << e.what();
   }
+}
+
+// Output buffers of 4 MiB and more are mappings of their own on a 2 MiB boundary (where the
+// kernel can back them with 2 MiB pages); growing one copies its bytes, as std::vector's
+// contract says, and the small ones stay on the heap.
+TEST(OutputBytes, LargeBuffersAreAlignedMappingsThatKeepTheirBytes) {
+  OutputBytes b;
+  b.resize(5u << 20);
+  ASSERT_EQ(reinterpret_cast<uintptr_t>(b.data()) % (2u << 20), 0u);
+  for (size_t i = 0; i < b.size(); ++i) b[i] = uint8_t(i * 7 + 3);
+  b.resize(9u << 20);  // reallocates: a new mapping, the old one unmapped
+  ASSERT_EQ(reinterpret_cast<uintptr_t>(b.data()) % (2u << 20), 0u);
+  bool same = true;
+  for (size_t i = 0; i < (5u << 20); ++i) same = same && b[i] == uint8_t(i * 7 + 3);
+  EXPECT_TRUE(same);
+  b[b.size() - 1] = 1;  // the whole length is writable
+  OutputBytes moved = std::move(b);
+  EXPECT_EQ(moved[(5u << 20) - 1], uint8_t(((5u << 20) - 1) * 7 + 3));
+  moved.clear();
+  moved.shrink_to_fit();
+  OutputBytes small(1000);
+  small[999] = 5;
+  EXPECT_EQ(small[999], 5);
 }
 
 // Issue 11 item 7: finite weights whose parameters are not finite (a range beyond
