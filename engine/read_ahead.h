@@ -6,8 +6,8 @@
 //     all: each row tile is pread into a per-thread buffer (RowSource::tile, and
 //     engine/tensor.h for the measurements), and the reader stage only asks the kernel to
 //     start reading the admitted tensor (MADV_WILLNEED), so a cold file streams in ahead.
-//     Tensors copied as they are (and whole-tensor passes: HQQ, MNN's flush) still read
-//     the mapping;
+//     Tensors copied as they are, ONNX inputs and the whole-tensor passes (HQQ's lockstep
+//     solver of --hqq-stop tensor, MNN's flush) still read the mapping;
 //   populate: madvise(MADV_POPULATE_READ) maps the tensor's pages in one call
 //     (Linux 5.14+; elsewhere `touch`);
 //   touch: one read per page, the same effect on any kernel;
