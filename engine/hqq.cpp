@@ -89,7 +89,8 @@ void solve_lockstep(const TensorView& w, QuantizedTensor& q, const Kernels& k, c
   const size_t nblocks = q.rows * nb;
   const HqqParams hp = params_of(q);
   const size_t tile = tile_rows_for(q.rows, q.cols * dtype_size(w.dtype));
-  std::vector<float> inv(nblocks), z_next(nblocks), err(nblocks);
+  std::vector<float> inv(nblocks), err(nblocks);
+  OutputVector<float> z_next(nblocks);  // swapped with q.zeros each step
   parallel_row_tiles(q.rows, tile, [&](size_t r0, size_t r1) {
     std::vector<float> buf;
     for (size_t r = r0; r < r1; ++r) start_row(row_as_f32(w, r, q.cols, buf, k), q, r, inv.data() + r * nb, k);

@@ -88,6 +88,8 @@ struct DefaultInitAllocator : std::allocator<T> {
   }
 };
 
-using OutputBytes = std::vector<uint8_t, DefaultInitAllocator<uint8_t>>;
+template <class T>
+using OutputVector = std::vector<T, DefaultInitAllocator<T>>;
+using OutputBytes = OutputVector<uint8_t>;
 
 }  // namespace wq

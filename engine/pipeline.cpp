@@ -37,11 +37,20 @@ struct Item {
 class BufferPool {
  public:
   OutputBytes take_bytes() { return take(bytes_); }
-  std::vector<uint8_t> take_packed() { return take(packed_); }
+  // A quantized tensor's codes, scales and zeros buffers (quantize_tensor's storage).
+  QuantizedTensor take_quantized() {
+    QuantizedTensor q;
+    q.packed = take(packed_);
+    q.scales = take(scales_);
+    q.zeros = take(zeros_);
+    return q;
+  }
   void give(TensorResult& r) {
     std::lock_guard<std::mutex> lock(mutex_);
     if (r.bytes.capacity()) bytes_.push_back(std::move(r.bytes));
     if (r.quantized.packed.capacity()) packed_.push_back(std::move(r.quantized.packed));
+    if (r.quantized.scales.capacity()) scales_.push_back(std::move(r.quantized.scales));
+    if (r.quantized.zeros.capacity()) zeros_.push_back(std::move(r.quantized.zeros));
   }
 
  private:
@@ -56,8 +65,8 @@ class BufferPool {
     return v;
   }
   std::mutex mutex_;
-  std::vector<OutputBytes> bytes_;
-  std::vector<std::vector<uint8_t>> packed_;
+  std::vector<OutputBytes> bytes_, packed_;
+  std::vector<OutputVector<float>> scales_, zeros_;
 };
 
 // Converts a float view to another float dtype (the plan only asks for widening, or
@@ -155,8 +164,8 @@ void process(Item& it, TensorSource& source, const PipelineOptions& opts, Buffer
       TensorView stored;
       const RowSource src = source.stored_transposed(p.source_index, &stored) ? RowSource::transposed_of(stored)
                                                                               : RowSource::rows_of(quantizer_view(source, p.source_index, opts));
-      std::vector<uint8_t> packed = pool.take_packed();
-      r.quantized = quantize_tensor(src, p.spec, p.block, &k, opts.compute_error ? &sums : nullptr, &packed);
+      QuantizedTensor storage = pool.take_quantized();
+      r.quantized = quantize_tensor(src, p.spec, p.block, &k, opts.compute_error ? &sums : nullptr, &storage);
       if (opts.compute_error) {
         r.error = combine_error_sums(sums);
         r.has_error = true;

@@ -55,9 +55,9 @@ QuantizedTensor quantize(const float* weights, size_t rows, size_t cols, const Q
     out.block = q.block;
     out.scheme = q.scheme == wq::Scheme::MnnSym ? "mnn_sym" : q.scheme == wq::Scheme::MnnAsym ? "mnn_asym" : "affine";
     out.packed_row_bytes = q.packed_row_bytes;
-    out.packed = std::move(q.packed);
-    out.scales = std::move(q.scales);
-    out.zeros = std::move(q.zeros);
+    out.packed.assign(q.packed.begin(), q.packed.end());  // the public type is a plain vector
+    out.scales.assign(q.scales.begin(), q.scales.end());
+    out.zeros.assign(q.zeros.begin(), q.zeros.end());
     return out;
   });
 }
@@ -83,9 +83,9 @@ std::vector<float> dequantize(const QuantizedTensor& q) {
                       wq::ErrorKind::Usage);
     }
     t.packed_row_bytes = q.packed_row_bytes;
-    t.packed = q.packed;
-    t.scales = q.scales;
-    t.zeros = q.zeros;
+    t.packed.assign(q.packed.begin(), q.packed.end());
+    t.scales.assign(q.scales.begin(), q.scales.end());
+    t.zeros.assign(q.zeros.begin(), q.zeros.end());
     std::vector<float> out(q.rows * q.cols);
     wq::dequantize_tensor(t, out.data());
     return out;

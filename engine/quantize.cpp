@@ -233,7 +233,7 @@ QuantizedTensor quantize_tensor(const TensorView& w, const QuantSpec& spec, size
 }
 
 QuantizedTensor quantize_tensor(const RowSource& src, const QuantSpec& spec, size_t block, const Kernels* kp,
-                                std::vector<ErrorSums>* row_sums, std::vector<uint8_t>* packed_storage) {
+                                std::vector<ErrorSums>* row_sums, QuantizedTensor* storage) {
   const Kernels& k = table(kp);
   validate_spec(spec, src.view.name);
   check_view_size(src.view);
@@ -259,9 +259,13 @@ QuantizedTensor quantize_tensor(const RowSource& src, const QuantSpec& spec, siz
   }
   q.block = block;
   q.packed_row_bytes = (q.cols * size_t(spec.bits) + 7) / 8;
-  if (packed_storage) {
-    q.packed.swap(*packed_storage);
+  if (storage) {
+    q.packed.swap(storage->packed);
+    q.scales.swap(storage->scales);
+    q.zeros.swap(storage->zeros);
     q.packed.clear();
+    q.scales.clear();
+    q.zeros.clear();
   }
   q.packed.resize(q.rows * q.packed_row_bytes);
   const size_t nblocks = q.rows * q.blocks_per_row();

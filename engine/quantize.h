@@ -25,11 +25,11 @@ QuantizedTensor quantize_tensor(const TensorView& w, const QuantSpec& spec, size
                                 const Kernels* k = nullptr, std::vector<ErrorSums>* row_sums = nullptr);
 // The same, reading rows tile by tile from src (a transposed source is transposed one
 // tile at a time, engine/row_source.h). Same bytes and figures as the view of those rows.
-// packed_storage: a buffer whose memory q.packed is built in (taken, its contents
-// ignored), so a caller can hand back an earlier tensor's already-mapped buffer.
+// storage: an earlier tensor whose packed, scales and zeros buffers q's are built in
+// (taken, their contents ignored), so a caller can hand back memory already mapped.
 QuantizedTensor quantize_tensor(const RowSource& src, const QuantSpec& spec, size_t block,
                                 const Kernels* k = nullptr, std::vector<ErrorSums>* row_sums = nullptr,
-                                std::vector<uint8_t>* packed_storage = nullptr);
+                                QuantizedTensor* storage = nullptr);
 
 // Writes rows*cols floats: w_hat for every element, rows [row_begin, row_end) only when
 // given. Uses the stored scales and zeros, so it is exactly what a loader reconstructs.

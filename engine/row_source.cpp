@@ -1,33 +1,11 @@
 #include "engine/row_source.h"
 
-#include <unistd.h>
-
-#include <cerrno>
-
 #include "engine/scheduler.h"
 #include "engine/transpose.h"
 
 #include <algorithm>
 
 namespace wq {
-
-namespace {
-
-// The whole range or false (an I/O error, or a file that shrank under its mapping: the
-// caller then reads the mapping, which raises the same fault it always would have).
-bool pread_all(int fd, uint8_t* dst, size_t n, uint64_t offset) {
-  while (n) {
-    const ssize_t got = ::pread(fd, dst, n, off_t(offset));
-    if (got < 0 && errno == EINTR) continue;
-    if (got <= 0) return false;
-    dst += got;
-    n -= size_t(got);
-    offset += uint64_t(got);
-  }
-  return true;
-}
-
-}  // namespace
 
 TensorView RowSource::tile(size_t r0, size_t r1, std::vector<uint8_t>* scratch) const {
   const size_t cols = view.cols(), es = dtype_size(view.dtype);
@@ -41,7 +19,7 @@ TensorView RowSource::tile(size_t r0, size_t r1, std::vector<uint8_t>* scratch) 
     uint64_t offset = 0;
     if (scratch && t.nbytes && view.mapped.offset_of(t.data, t.nbytes, &offset)) {
       if (scratch->size() < t.nbytes) scratch->resize(t.nbytes);
-      if (pread_all(view.mapped.fd, scratch->data(), t.nbytes, offset)) t.data = scratch->data();
+      if (view.mapped.read(t.data, t.nbytes, scratch->data())) t.data = scratch->data();
     }
     return t;
   }

@@ -1,5 +1,8 @@
 #include "engine/tensor.h"
 
+#include <unistd.h>
+
+#include <cerrno>
 #include <limits>
 
 #include "engine/error.h"
@@ -15,6 +18,21 @@ size_t checked_numel(const std::string& name, const std::vector<int64_t>& shape)
     n *= size_t(d);
   }
   return n;
+}
+
+bool MappedSource::read(const void* p, size_t n, void* dst) const {
+  uint64_t offset = 0;
+  if (!offset_of(p, n, &offset)) return false;
+  auto* d = static_cast<uint8_t*>(dst);
+  while (n) {
+    const ssize_t got = ::pread(fd, d, n, off_t(offset));
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) return false;
+    d += got;
+    n -= size_t(got);
+    offset += uint64_t(got);
+  }
+  return true;
 }
 
 size_t TensorView::numel() const { return checked_numel(name, shape); }

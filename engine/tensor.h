@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/output_bytes.h"
 #include "engine/quant_spec.h"
 #include "kernels/kernels.h"
 
@@ -45,6 +46,11 @@ struct MappedSource {
     *offset = uint64_t(q - base);
     return true;
   }
+  // Copies [p, p + n), which must lie inside the mapping, from the file with pread into
+  // dst. False when it does not lie inside, on an I/O error, or when the file shrank
+  // under its mapping: the caller then reads the mapping, which raises the same fault it
+  // always would have.
+  bool read(const void* p, size_t n, void* dst) const;
 };
 
 struct TensorView {
@@ -72,9 +78,10 @@ struct QuantizedTensor {
   size_t rows = 0, cols = 0;
   size_t block = 0;       // effective block (== cols when channel-wise)
   size_t packed_row_bytes = 0;
-  std::vector<uint8_t> packed;  // rows * packed_row_bytes, bitstream per row (kernels.h)
-  std::vector<float> scales;    // rows * blocks_per_row; exactly the stored values
-  std::vector<float> zeros;     // same shape; empty for MnnSym
+  // Filled whole by their producers, so resize() leaves them uninitialised (output_bytes.h).
+  OutputBytes packed;           // rows * packed_row_bytes, bitstream per row (kernels.h)
+  OutputVector<float> scales;   // rows * blocks_per_row; exactly the stored values
+  OutputVector<float> zeros;    // same shape; empty for MnnSym
   // spec.fp16: the stored halves of scales and zeros (the floats above are their exact
   // values). Writers store these; readers fill them and leave the floats to
   // widen_f16_params (engine/quantize.h), so io only moves bytes.

@@ -7,10 +7,11 @@
 // 43% of an ONNX conversion's CPU (perf, 2026-12-02).
 //
 // Macro tiles of 256 x 256 touch 256 pages on each side (the TLB covers them) and sit in
-// L2. Inside them, 4 x 4 (4-byte) or 8 x 8 (2-byte) micro tiles are transposed in
-// registers with SSE2's unpack instructions, which every x86-64 CPU has (so this header
-// needs no dispatch); other targets use the portable micro tile, which compilers turn
-// into vector shuffles.
+// L2. Inside them, 4-byte elements go through the kernel table's transpose32 (L x L tiles
+// in registers, whole destination rows stored: 16 x 16 on AVX-512, where SSE2's 4 x 4
+// tiles ran at 0.6-1 ns an element); 8 x 8 tiles of 2-byte elements are transposed with
+// SSE2's unpack instructions, which every x86-64 CPU has; other targets use the portable
+// micro tile, which compilers turn into vector shuffles.
 #pragma once
 
 #include <tbb/blocked_range.h>
@@ -20,6 +21,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+
+#include "kernels/kernels.h"
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -42,19 +45,6 @@ inline void tile_generic(const uint8_t* src, size_t ld_src, T* dst, size_t ld_ds
 }
 
 #if defined(__SSE2__)
-// 4 x 4 of 32-bit elements (src may be misaligned).
-inline void micro_4x4(const uint8_t* src, size_t ld_src, uint32_t* dst, size_t ld_dst) {
-  auto ld = [&](size_t r) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + r * ld_src * 4)); };
-  const __m128i a = ld(0), b = ld(1), c = ld(2), d = ld(3);
-  const __m128i ab0 = _mm_unpacklo_epi32(a, b), ab1 = _mm_unpackhi_epi32(a, b);
-  const __m128i cd0 = _mm_unpacklo_epi32(c, d), cd1 = _mm_unpackhi_epi32(c, d);
-  auto st = [&](size_t col, __m128i v) { _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + col * ld_dst), v); };
-  st(0, _mm_unpacklo_epi64(ab0, cd0));
-  st(1, _mm_unpackhi_epi64(ab0, cd0));
-  st(2, _mm_unpacklo_epi64(ab1, cd1));
-  st(3, _mm_unpackhi_epi64(ab1, cd1));
-}
-
 // 8 x 8 of 16-bit elements.
 inline void micro_8x8(const uint8_t* src, size_t ld_src, uint16_t* dst, size_t ld_dst) {
   __m128i r[8];
@@ -89,8 +79,12 @@ inline void micro_8x8(const uint8_t* src, size_t ld_src, uint16_t* dst, size_t l
 template <class T>
 inline void macro_tile(const uint8_t* src, size_t cols, T* d, size_t rows, size_t R0, size_t R1, size_t C0, size_t C1) {
   // cols: the source's row pitch in elements; rows: the destination's.
+  if constexpr (sizeof(T) == 4) {
+    kernels().transpose32(reinterpret_cast<const uint32_t*>(src) + R0 * cols + C0, cols, R1 - R0, C1 - C0,
+                          reinterpret_cast<uint32_t*>(d) + C0 * rows + R0, rows);
+  } else {
 #if defined(__SSE2__)
-  constexpr size_t M = sizeof(T) == 4 ? 4 : 8;  // register micro tile
+  constexpr size_t M = 8;  // register micro tile
   constexpr size_t L = 64 / sizeof(T);           // one cache line of elements
   const size_t r_full = R0 + (R1 - R0) / L * L, c_full = C0 + (C1 - C0) / L * L;
   for (size_t r0 = R0; r0 < r_full; r0 += L) {
@@ -105,8 +99,7 @@ inline void macro_tile(const uint8_t* src, size_t cols, T* d, size_t rows, size_
         for (size_t mr = 0; mr < L; mr += M) {
           const size_t r = r0 + mr, c = c0 + mc;
           const uint8_t* s = src + (r * cols + c) * sizeof(T);
-          if constexpr (sizeof(T) == 4) micro_4x4(s, cols, d + c * rows + r, rows);
-          else micro_8x8(s, cols, d + c * rows + r, rows);
+          micro_8x8(s, cols, d + c * rows + r, rows);
         }
   }
   // The right edge (columns past c_full, every row) and the bottom edge.
@@ -118,27 +111,36 @@ inline void macro_tile(const uint8_t* src, size_t cols, T* d, size_t rows, size_
     for (size_t c = C0; c < C1; c += M)
       tile_generic(src + (r * cols + c) * sizeof(T), cols, d + c * rows + r, rows, r + M < R1 ? M : R1 - r, c + M < C1 ? M : C1 - c);
 #endif
+  }
 }
 
 }  // namespace transpose_detail
 
-// dst [cols, rows] = transpose of src [rows, cols], whose rows are ld_src elements apart
-// (ld_src >= cols: a column slice of a wider matrix); elem_size 2 or 4 (else bytewise).
-// src may be misaligned (an embedded raw_data). Serial, macro tile by macro tile.
-inline void transpose_block(const uint8_t* src, size_t ld_src, size_t rows, size_t cols, size_t elem_size, uint8_t* dst) {
+// dst[c * ld_dst + r] = src[r * ld_src + c] for r < rows, c < cols: a band of rows of a
+// matrix written into its place in the transpose of the whole (ld_dst: the whole's row
+// count). elem_size 2 or 4 (else bytewise). Serial, macro tile by macro tile.
+inline void transpose_band(const uint8_t* src, size_t ld_src, size_t rows, size_t cols, size_t elem_size, uint8_t* dst,
+                           size_t ld_dst) {
   constexpr size_t kMacro = 256;
   auto run = [&](auto tag) {
     using T = decltype(tag);
     for (size_t R0 = 0; R0 < rows; R0 += kMacro)
       for (size_t C0 = 0; C0 < cols; C0 += kMacro)
-        transpose_detail::macro_tile(src, ld_src, reinterpret_cast<T*>(dst), rows, R0, std::min(R0 + kMacro, rows), C0,
+        transpose_detail::macro_tile(src, ld_src, reinterpret_cast<T*>(dst), ld_dst, R0, std::min(R0 + kMacro, rows), C0,
                                      std::min(C0 + kMacro, cols));
   };
   if (elem_size == 4) run(uint32_t{});
   else if (elem_size == 2) run(uint16_t{});
   else
     for (size_t r = 0; r < rows; ++r)
-      for (size_t c = 0; c < cols; ++c) std::memcpy(dst + (c * rows + r) * elem_size, src + (r * ld_src + c) * elem_size, elem_size);
+      for (size_t c = 0; c < cols; ++c) std::memcpy(dst + (c * ld_dst + r) * elem_size, src + (r * ld_src + c) * elem_size, elem_size);
+}
+
+// dst [cols, rows] = transpose of src [rows, cols], whose rows are ld_src elements apart
+// (ld_src >= cols: a column slice of a wider matrix); elem_size 2 or 4 (else bytewise).
+// src may be misaligned (an embedded raw_data). Serial, macro tile by macro tile.
+inline void transpose_block(const uint8_t* src, size_t ld_src, size_t rows, size_t cols, size_t elem_size, uint8_t* dst) {
+  transpose_band(src, ld_src, rows, cols, elem_size, dst, rows);
 }
 
 // The whole of src [rows, cols] (contiguous), spread over the worker threads.

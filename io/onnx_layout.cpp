@@ -21,7 +21,7 @@ void load_integer_zero_points(const std::string& at, QuantizedTensor& q, const O
   if (z.header.data_type() != onnx::TensorProto::UINT8 || z.nbytes != want)
     throw Error(at + ".zeros: " + std::to_string(z.nbytes) + " bytes of type " + std::to_string(z.header.data_type()) +
                 ", " + std::to_string(want) + " uint8 zero points expected");
-  std::vector<float> v(q.rows * bpr);
+  OutputVector<float> v(q.rows * bpr);
   unpack_zero_points(z.data, q.rows, bpr, width, v.data());
   if (q.scheme == Scheme::MnnSym) {
     const float half = float(1 << (q.spec.bits - 1));
@@ -99,7 +99,7 @@ QuantizedTensor load_onnx_quantized(const std::string& file, const std::string& 
     throw Error(at + ": quantization record: unknown onnx_form \"" + form + "\"");
   }
   // Scales and zeros: f32, or f16 halves when the record says fp16 (engine widens them).
-  auto params = [&](size_t j, const char* suffix, std::vector<float>& out, std::vector<uint16_t>& half) {
+  auto params = [&](size_t j, const char* suffix, OutputVector<float>& out, std::vector<uint16_t>& half) {
     const OnnxInitializer& in = inits[j];
     const int want = q.spec.fp16 ? onnx::TensorProto::FLOAT16 : onnx::TensorProto::FLOAT;
     if (in.header.data_type() != want || in.nbytes != nb * (q.spec.fp16 ? 2 : 4))

@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -168,13 +169,15 @@ class OnnxReaderImpl final : public OnnxReader {
       ScratchBytes c = scratch_.take(in.nbytes);
       if (in.transposed) {
         // Stored [K, N], listed [N, K].
-        transpose_2d(in.data, size_t(info.shape[1]), size_t(info.shape[0]), es, c.data());
+        transpose_from_file(in, size_t(info.shape[1]), size_t(info.shape[0]), es, c.data());
       } else {
         std::memcpy(c.data(), in.data, in.nbytes);
       }
       v.data = c.data();  // the buffer moves into the map; its heap block stays put
       std::lock_guard<std::mutex> lock(copies_mutex_);
       copies_[i] = std::move(c);
+    } else {
+      v.mapped = source_of(in);  // the quantizers pread its row tiles (engine/tensor.h says why)
     }
     return v;
   }
@@ -184,6 +187,11 @@ class OnnxReaderImpl final : public OnnxReader {
     const TensorInfo& info = infos_[i];
     const OnnxInitializer& in = inits_[e.init];
     if (info.kind != StoredKind::Float || !in.transposed) return false;
+    // Up to kBandedTransposeMax bytes, view() reads the file in bands and transposes them
+    // into a copy of the whole (transpose_from_file), which the quantizer reads as rows.
+    // A larger weight (a 128k-vocabulary output matrix) is transposed tile by tile
+    // from the mapping, so no copy of it is held: memory stays bounded by the cap.
+    if (source_of(in).fd >= 0 && in.nbytes <= kBandedTransposeMax) return false;
     stored->name = info.name;
     stored->shape = info.shape;  // listed [N, K]
     stored->dtype = info.dtype;
@@ -215,6 +223,44 @@ class OnnxReaderImpl final : public OnnxReader {
     };
     drop(file_);
     for (const auto& [path, f] : externals_) drop(*f);
+  }
+
+  // The transpose of in's stored [rows, cols] into dst: bands of stored rows pread from
+  // the file into a per-thread buffer the size of L2, each transposed into its place, in
+  // parallel. Every destination line is written whole and the file is read in order
+  // once, with no page of the mapping touched (engine/tensor.h says what that costs).
+  // Where the file cannot be read so, the mapping is transposed as it is.
+  void transpose_from_file(const OnnxInitializer& in, size_t rows, size_t cols, size_t es, uint8_t* dst) const {
+    const MappedSource src = source_of(in);
+    const size_t band = std::max<size_t>(16, std::min<size_t>(rows, (size_t(2) << 20) / std::max<size_t>(cols * es, 1)) / 16 * 16);
+    std::atomic<bool> failed{false};
+    if (src.fd >= 0) {
+      tbb::parallel_for(tbb::blocked_range<size_t>(0, (rows + band - 1) / band, 1), [&](const tbb::blocked_range<size_t>& r) {
+        thread_local std::vector<uint8_t> buf;
+        for (size_t b = r.begin(); b != r.end() && !failed; ++b) {
+          const size_t r0 = b * band, n = std::min(band, rows - r0);
+          if (buf.size() < n * cols * es) buf.resize(n * cols * es);
+          if (!src.read(in.data + r0 * cols * es, n * cols * es, buf.data())) {
+            failed = true;
+            return;
+          }
+          transpose_band(buf.data(), cols, n, cols, es, dst + r0 * es, rows);
+        }
+      });
+      if (!failed) return;
+    }
+    transpose_2d(in.data, rows, cols, es, dst);
+  }
+
+  // The mapped file in.data lies in (the model, or an external data file).
+  MappedSource source_of(const OnnxInitializer& in) const {
+    auto inside = [&](const MappedFile& f) {
+      return f.size() && in.data >= f.data() && in.nbytes <= f.size() - size_t(in.data - f.data());
+    };
+    if (inside(file_)) return file_.source();
+    for (const auto& [path, f] : externals_)
+      if (inside(*f)) return f->source();
+    return {};
   }
 
   QuantizedTensor load_quantized(size_t i) override {
@@ -481,6 +527,7 @@ class OnnxReaderImpl final : public OnnxReader {
   // dequantize): the MLP weights of a 1.1 B model are 46 MiB each, so 192 MiB keeps a
   // few of them without zeroing new pages.
   ScratchPool scratch_{size_t(192) << 20};
+  static constexpr size_t kBandedTransposeMax = size_t(128) << 20;
 };
 
 }  // namespace

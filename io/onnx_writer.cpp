@@ -155,20 +155,21 @@ class OnnxWriter final : public ModelWriter {
   struct Bytes {
     const char* ptr = nullptr;
     size_t len = 0;
-    std::string owned;
+    OutputBytes owned;  // filled whole, so never zeroed first (engine/output_bytes.h)
     const char* data() const { return ptr; }
     size_t size() const { return len; }
   };
   static Bytes view(const void* p, size_t n) { return Bytes{static_cast<const char*>(p), n, {}}; }
-  static Bytes own(std::string s) {
+  static Bytes own(OutputBytes s) {
     Bytes b;
     b.owned = std::move(s);
-    b.ptr = b.owned.data();
+    b.ptr = reinterpret_cast<const char*>(b.owned.data());
     b.len = b.owned.size();
     return b;
   }
-  template <typename T>
-  static Bytes view(const std::vector<T>& v) { return view(v.data(), v.size() * sizeof(T)); }
+  static Bytes own(const std::string& s) { return own(OutputBytes(s.begin(), s.end())); }
+  template <typename T, typename A>
+  static Bytes view(const std::vector<T, A>& v) { return view(v.data(), v.size() * sizeof(T)); }
 
   // The payload of one output initializer, from the pipeline's result.
   Bytes payload(const OnnxOutInit& o, const TensorResult& r) {
@@ -183,17 +184,16 @@ class OnnxWriter final : public ModelWriter {
         // graph's [K, N]. A converted copy was made from the listed view, [N, K]: it is
         // transposed back.
         if (!l_.plan.transposed[o.plan_index] || r.raw) return view(r.data(), r.size());
-        std::string t(r.size(), '\0');
-        transpose_2d(r.data(), size_t(p.shape[0]), size_t(p.shape[1]), dtype_size(p.out_dtype),
-                     reinterpret_cast<uint8_t*>(t.data()));
+        OutputBytes t(r.size());
+        transpose_2d(r.data(), size_t(p.shape[0]), size_t(p.shape[1]), dtype_size(p.out_dtype), t.data());
         return own(std::move(t));
       }
       case OnnxPiece::Codes: {
         const QuantizedTensor& q = r.quantized;
         if (packed_codes) return view(q.packed);
-        std::string s(q.rows * q.cols, '\0');
+        OutputBytes s(q.rows * q.cols);
         for (size_t row = 0; row < q.rows; ++row)
-          unpack_row(&q.packed[row * q.packed_row_bytes], q.cols, q.spec.bits, reinterpret_cast<uint8_t*>(&s[row * q.cols]));
+          unpack_row(&q.packed[row * q.packed_row_bytes], q.cols, q.spec.bits, &s[row * q.cols]);
         return own(std::move(s));
       }
       case OnnxPiece::Scales:
@@ -266,7 +266,7 @@ class OnnxWriter final : public ModelWriter {
   std::vector<TensorPlan> plan_;
   size_t next_plan_ = 0, next_init_ = 0;
   bool prepared_ = false;  // nb_scales_, nb_zeros_ hold this plan entry's
-  std::vector<float> nb_scales_, nb_zeros_;
+  OutputVector<float> nb_scales_, nb_zeros_;
 };
 
 }  // namespace

@@ -166,7 +166,7 @@ class SafetensorsReader final : public ModelReader {
     const uint8_t* c = f.span(codes.offset, codes.info.nbytes, e.info.name + ".qweight");
     q.packed.assign(c, c + codes.info.nbytes);
     // The stored values: f32 into out, or f16 halves into half (widen_f16_params, engine).
-    auto params = [&](const Entry& part, std::vector<float>& out, std::vector<uint16_t>& half) {
+    auto params = [&](const Entry& part, OutputVector<float>& out, std::vector<uint16_t>& half) {
       const size_t es = q.spec.fp16 ? 2 : 4;
       if (part.info.nbytes != nb * es || part.info.type_name != (q.spec.fp16 ? "F16" : "F32"))
         throw Error(f.path() + ": " + part.info.name + ": " + part.info.type_name + " of " + std::to_string(part.info.nbytes) + " bytes does not hold " + std::to_string(nb) + " block parameters");

@@ -176,7 +176,7 @@ class WqReader final : public ModelReader {
   }
 
   // The stored values: f32 into out, or f16 halves into half (widen_f16_params, engine).
-  void load_params(const Piece& pc, bool fp16, std::vector<float>& out, std::vector<uint16_t>& half) {
+  void load_params(const Piece& pc, bool fp16, OutputVector<float>& out, std::vector<uint16_t>& half) {
     const uint8_t* d = file_.span(pc.offset, pc.size, "block parameters");
     if (fp16) {
       half.resize(pc.size / 2);

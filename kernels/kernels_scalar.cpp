@@ -23,6 +23,15 @@ struct ScalarPrims {
   static void narrow_f16(const float* src, uint16_t* dst, size_t n) {
     for (size_t i = 0; i < n; ++i) dst[i] = ref::f32_to_f16(src[i]);
   }
+  // In 16 x 16 tiles (a cache line of each side), so that the table without SIMD, which
+  // CPUs without AVX2 run, is not a stride-per-element walk over the destination.
+  static void transpose32(const uint32_t* src, size_t ld_src, size_t rows, size_t cols, uint32_t* dst, size_t ld_dst) {
+    constexpr size_t T = 16;
+    for (size_t r0 = 0; r0 < rows; r0 += T)
+      for (size_t c0 = 0; c0 < cols; c0 += T)
+        for (size_t c = c0; c < std::min(c0 + T, cols); ++c)
+          for (size_t r = r0; r < std::min(r0 + T, rows); ++r) dst[c * ld_dst + r] = src[r * ld_src + c];
+  }
   static void minmax(const float* x, size_t n, float* mn, float* mx) {
     float lo = INFINITY, hi = -INFINITY;
     for (size_t i = 0; i < n; ++i) {

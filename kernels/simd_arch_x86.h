@@ -222,15 +222,33 @@ struct ArchOps<xsimd::avx512bw> {
   static I lookup16(const int8_t* t, I i) {
     return _mm512_permutexvar_epi32(i, _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(t))));
   }
-  // Through memory: this CPU family is not at hand to test a shuffle network on, and the
-  // callers transpose once per sub-block group, outside the searches.
+  // Four levels of 16 shuffles. After the 32- and 64-bit unpacks, u[4 i + c] holds in its
+  // 128-bit lane k the elements 4 k + c of rows 4 i .. 4 i + 3; two levels of 128-bit
+  // lane shuffles then gather, for output row 4 k + c, lane k of u[c], u[4 + c],
+  // u[8 + c] and u[12 + c]. (Through memory, as this was until a Zen 5 was at hand to
+  // test it, a 16 x 16 tile cost 256 scalar moves.)
   static void transpose(F* v) {
-    alignas(64) float t[256], u[256];
-    for (int i = 0; i < 16; ++i) _mm512_store_ps(t + 16 * i, v[i]);
-    for (int i = 0; i < 16; ++i) {
-      for (int j = 0; j < 16; ++j) u[16 * j + i] = t[16 * i + j];
+    __m512 t[16], u[16];
+    for (int i = 0; i < 16; i += 2) {
+      t[i] = _mm512_unpacklo_ps(v[i], v[i + 1]);
+      t[i + 1] = _mm512_unpackhi_ps(v[i], v[i + 1]);
     }
-    for (int i = 0; i < 16; ++i) v[i] = _mm512_load_ps(u + 16 * i);
+    auto lo64 = [](__m512 a, __m512 b) { return _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(a), _mm512_castps_pd(b))); };
+    auto hi64 = [](__m512 a, __m512 b) { return _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(a), _mm512_castps_pd(b))); };
+    for (int i = 0; i < 16; i += 4) {
+      u[i] = lo64(t[i], t[i + 2]);
+      u[i + 1] = hi64(t[i], t[i + 2]);
+      u[i + 2] = lo64(t[i + 1], t[i + 3]);
+      u[i + 3] = hi64(t[i + 1], t[i + 3]);
+    }
+    for (int c = 0; c < 4; ++c) {
+      const __m512 p_lo = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x44), p_hi = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xEE);
+      const __m512 q_lo = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x44), q_hi = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xEE);
+      v[c] = _mm512_shuffle_f32x4(p_lo, q_lo, 0x88);
+      v[4 + c] = _mm512_shuffle_f32x4(p_lo, q_lo, 0xDD);
+      v[8 + c] = _mm512_shuffle_f32x4(p_hi, q_hi, 0x88);
+      v[12 + c] = _mm512_shuffle_f32x4(p_hi, q_hi, 0xDD);
+    }
   }
   static U16 load_u8_as_u16(const uint8_t* p) {
     return _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));

@@ -115,6 +115,37 @@ struct Prims {
     }
   }
 
+  // ---- transpose ----------------------------------------------------------------------
+  // L x L tiles loaded by rows, transposed in registers (Ops::transpose moves bits), stored
+  // as whole destination rows of L elements; the edges element by element. Loads and
+  // stores of float vectors never touch the bits, NaN payloads included.
+  // Rows go 16 at a time where they can (16 / L tiles), so each destination row receives
+  // a whole cache line at once: with L < 16, tile by tile left 16 lines half written at
+  // a time and AVX2 ran slower than the scalar table's 16 x 16 loop.
+  static void transpose32(const uint32_t* src, size_t ld_src, size_t rows, size_t cols, uint32_t* dst, size_t ld_dst) {
+    constexpr size_t K = 16 / L;
+    const size_t r16 = rows / 16 * 16, rf = rows / L * L, cf = cols / L * L;
+    auto tile = [&](size_t r0, size_t c0, F* v) {
+      for (size_t i = 0; i < L; ++i) v[i] = F::load_unaligned(reinterpret_cast<const float*>(src + (r0 + i) * ld_src + c0));
+      Ops::transpose(v);
+    };
+    for (size_t c0 = 0; c0 < cf; c0 += L) {
+      for (size_t r0 = 0; r0 < r16; r0 += 16) {
+        F v[K][L];
+        for (size_t t = 0; t < K; ++t) tile(r0 + t * L, c0, v[t]);
+        for (size_t j = 0; j < L; ++j)
+          for (size_t t = 0; t < K; ++t) v[t][j].store_unaligned(reinterpret_cast<float*>(dst + (c0 + j) * ld_dst + r0 + t * L));
+      }
+      for (size_t r0 = r16; r0 < rf; r0 += L) {
+        F v[L];
+        tile(r0, c0, v);
+        for (size_t j = 0; j < L; ++j) v[j].store_unaligned(reinterpret_cast<float*>(dst + (c0 + j) * ld_dst + r0));
+      }
+    }
+    for (size_t r = 0; r < rows; ++r)
+      for (size_t c = (r < rf ? cf : 0); c < cols; ++c) dst[c * ld_dst + r] = src[r * ld_src + c];
+  }
+
   // A NaN becomes sign | 0x7FC00000, which every ISA's f32 -> f16 conversion turns into
   // sign | 0x7E00 (quiet NaN, top payload bits kept): the reference's f16 NaN.
   static F nan_for_f16(F x) {

@@ -149,7 +149,9 @@ TEST(Quantize, MnnFlushTurnsWeightsBelowFltMinIntoPlusZeroForEveryDtype) {
     std::memcpy(&bits, &plain.zeros[0], 4);
     // A zero statistic is always +0 (kernels/reference.h canon_zero), so only the
     // subnormal shows the difference.
-    if (c.dt == DType::BF16) EXPECT_NE(bits, 0u) << "the minimum is the tiny negative value as given";
+    if (c.dt == DType::BF16) {
+      EXPECT_NE(bits, 0u) << "the minimum is the tiny negative value as given";
+    }
     s.mnn_flush = true;
     const QuantizedTensor flushed = quantize_tensor(v, s, 16, kernels_for(Isa::Scalar));
     std::memcpy(&bits, &flushed.zeros[0], 4);
@@ -439,7 +441,9 @@ TEST(Quantize, ParametersThatOverflowAreAnErrorNamingThePlace) {
           EXPECT_EQ(m.find("big.weight: row 1"), 0u) << at << ": " << m;
           EXPECT_NE(m.find(c.says), std::string::npos) << at << ": " << m;
           EXPECT_EQ(m.find('\n'), std::string::npos) << at << ": one line: " << m;
-          if (block) EXPECT_NE(m.find("columns 0-31"), std::string::npos) << at << ": " << m;
+          if (block) {
+            EXPECT_NE(m.find("columns 0-31"), std::string::npos) << at << ": " << m;
+          }
         }
       }
     }
@@ -756,7 +760,9 @@ TEST(Quantize, TallTransposedWeightGivesTheRowPathsBytesAndFigures) {
           SCOPED_TRACE(s.describe() + " " + dtype_name(dt));
           std::vector<ErrorSums> ra;
           const QuantizedTensor a = quantize_tensor(lv, s, block, kernels_for(Isa::Scalar), &ra);
-          if (dt != DType::F16) EXPECT_GT(ra[17].ref2, double(FLT_MAX));  // the double re-sum ran
+          if (dt != DType::F16) {
+            EXPECT_GT(ra[17].ref2, double(FLT_MAX));  // the double re-sum ran
+          }
           for (Isa isa : test::all_isas()) {
             if (!isa_available(isa)) continue;
             SCOPED_TRACE(isa_name(isa));

@@ -60,7 +60,8 @@ Weights make_weights(size_t rows, size_t cols, DType dtype, uint32_t seed) {
   return w;
 }
 
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+template <class A, class B>
+bool same_bits(const A& a, const B& b) {
   return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * 4) == 0);
 }
 

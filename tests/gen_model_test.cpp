@@ -224,7 +224,9 @@ TEST(GenModelVocab, LlamaSentencePieceVocabularyWithByteTokens) {
     EXPECT_EQ(types[i], 1) << tokens[i];  // NORMAL
     EXPECT_FALSE(tokens[i].empty());
     with_space += tokens[i].rfind(space, 0) == 0;
-    if (i > 259) EXPECT_LT(scores[i], scores[i - 1]) << "scores fall with the piece's rank";
+    if (i > 259) {
+      EXPECT_LT(scores[i], scores[i - 1]) << "scores fall with the piece's rank";
+    }
   }
   EXPECT_GT(with_space, 100u);
   // Every lowercase letter and its spaced form is a piece, so plain text needs no bytes.

@@ -487,9 +487,14 @@ TEST(ScratchPool, BuffersAreWritableAlignedAndReusedWithinTheBudget) {
   ScratchBytes small = pool.take(64 * 1024);  // far smaller: not pinned to a 4 MiB buffer
   EXPECT_NE(small.data(), pa);
   ScratchBytes big = pool.take(6 * MiB), big2 = pool.take(6 * MiB);
+  const uint8_t* pb2 = big2.data();
   pool.give(std::move(big));
-  pool.give(std::move(big2));  // 4 + 6 + 6 MiB: over the budget, a largest one goes
-  EXPECT_LE(pool.kept_bytes(), 10 * MiB);
+  pool.give(std::move(big2));  // 4 + 6 + 6 MiB: over the budget, the smallest go first
+  EXPECT_EQ(pool.kept_bytes(), 6 * MiB);
+  ScratchBytes kept = pool.take(5 * MiB), fresh = pool.take(5 * MiB);
+  EXPECT_EQ(kept.data(), pb2);        // a 6 MiB buffer came back (of two equal, the later kept) ...
+  EXPECT_EQ(pool.kept_bytes(), 0u);  // ... and it was the only one kept
+  EXPECT_NE(fresh.data(), kept.data());
   pool.give(ScratchBytes::make(11 * MiB));  // larger than the whole budget: not kept
   EXPECT_LE(pool.kept_bytes(), 10 * MiB);
 }

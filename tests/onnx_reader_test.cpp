@@ -32,6 +32,20 @@ std::vector<float> ramp(size_t n, float scale) {
   return v;
 }
 
+// One f32 tensor as a safetensors file (8-byte header length, JSON header, data).
+void write_f32_safetensors(const std::string& path, const std::string& name, const std::vector<int64_t>& shape,
+                           const std::vector<float>& v) {
+  std::string dims;
+  for (int64_t d : shape) dims += (dims.empty() ? "" : ",") + std::to_string(d);
+  const std::string h = "{\"" + name + "\":{\"dtype\":\"F32\",\"shape\":[" + dims + "],\"data_offsets\":[0," +
+                        std::to_string(v.size() * 4) + "]}}";
+  const uint64_t n = h.size();
+  std::ofstream f(path, std::ios::binary);
+  f.write(reinterpret_cast<const char*>(&n), 8);
+  f.write(h.data(), std::streamsize(h.size()));
+  f.write(reinterpret_cast<const char*>(v.data()), std::streamsize(v.size() * 4));
+}
+
 onnx::TensorProto* add_init(onnx::GraphProto* g, const std::string& name, int type, const std::vector<int64_t>& dims) {
   auto* t = g->add_initializer();
   t->set_name(name);
@@ -160,6 +174,69 @@ TEST_F(OnnxReaderTest, ListsWeightsByConsumerInTheOrientationQuantizedAndReadsEv
   save_model(with_external(m, "emb.weight", "w.data", 0, emb.size() * 4), dir_ + "/e.onnx");
   std::unique_ptr<ModelReader> e = open_model(dir_ + "/e.onnx");
   EXPECT_EQ(read_f32(*e, size_t(e->find("emb.weight"))), emb);
+}
+
+// A MatMul weight is read from its file in bands of stored rows, each transposed into
+// its place (io/onnx_reader.cpp): with K = 1000 stored rows of N = 600 floats, several
+// bands and a last short one, columns past the last whole 16 (and 8, and 4), from
+// external data at an offset. Every element lands where the transpose puts it, bit for
+// bit (a NaN payload and a negative zero included), and quantizing it gives the bytes of
+// the same matrix given as rows in safetensors.
+TEST_F(OnnxReaderTest, MatMulWeightsReadInBandsAreTheExactTranspose) {
+  constexpr size_t K = 1000, N = 600, kOffset = 4096;
+  std::vector<float> stored = ramp(K * N, 0.75f);
+  for (size_t i = 0; i < stored.size(); ++i) stored[i] += float(i % 1013) * 1e-4f;  // every element its own value
+  uint32_t nan_payload = 0x7FC01234u;
+  std::memcpy(&stored[1], &nan_payload, 4);
+  stored[K * N - 2] = -0.0f;
+  onnx::ModelProto m;
+  m.set_ir_version(8);
+  m.add_opset_import()->set_version(17);
+  auto* g = m.mutable_graph();
+  g->set_name("bands");
+  add_init(g, "mm.weight", onnx::TensorProto::FLOAT, {int64_t(K), int64_t(N)})->set_raw_data(stored.data(), stored.size() * 4);
+  add_node(g, "MatMul", {"x", "mm.weight"}, "y");
+  {
+    std::ofstream f(dir_ + "/w.data", std::ios::binary);
+    const std::vector<char> pad(kOffset, 0);
+    f.write(pad.data(), std::streamsize(pad.size()));
+    f.write(reinterpret_cast<const char*>(stored.data()), std::streamsize(stored.size() * 4));
+  }
+  save_model(with_external(m, "mm.weight", "w.data", kOffset, K * N * 4), dir_ + "/m.onnx");
+  std::unique_ptr<ModelReader> r = open_model(dir_ + "/m.onnx");
+  const size_t i = size_t(r->find("mm.weight"));
+  ASSERT_EQ(r->tensors()[i].shape, (std::vector<int64_t>{int64_t(N), int64_t(K)}));
+  const std::vector<float> listed = read_f32(*r, i);
+  ASSERT_EQ(listed.size(), K * N);
+  size_t wrong = 0;
+  for (size_t n = 0; n < N; ++n)
+    for (size_t k = 0; k < K; ++k) wrong += std::memcmp(&listed[n * K + k], &stored[k * N + n], 4) != 0;
+  EXPECT_EQ(wrong, 0u);
+  // NaN is refused by the quantizers: the quantized comparison uses a finite copy.
+  stored[1] = 0.5f;
+  {
+    std::fstream f(dir_ + "/w.data", std::ios::binary | std::ios::in | std::ios::out);
+    f.seekp(std::streamoff(kOffset + 4));
+    f.write(reinterpret_cast<const char*>(&stored[1]), 4);
+  }
+  std::vector<float> rows(K * N);
+  for (size_t n = 0; n < N; ++n)
+    for (size_t k = 0; k < K; ++k) rows[n * K + k] = stored[k * N + n];
+  write_f32_safetensors(dir_ + "/rows.safetensors", "mm.weight", {int64_t(N), int64_t(K)}, rows);
+  const std::string w = quote(WQUANT_BIN);
+  for (const char* flags : {"--bits 4 --block 40", "--bits 3 --block 8 --hqq"}) {
+    SCOPED_TRACE(flags);
+    for (const char* io : {"m.onnx q.safetensors", "rows.safetensors q2.safetensors"}) {
+      const std::string in = std::string(io).substr(0, std::string(io).find(' ')), out = std::string(io).substr(std::string(io).find(' ') + 1);
+      const CmdResult q = run(w + " quantize " + quote(dir_ + "/" + in) + " " + quote(dir_ + "/" + out) + " " + flags + " --force -q");
+      ASSERT_EQ(q.code, 0) << q.out;
+    }
+    std::unique_ptr<ModelReader> a = open_model(dir_ + "/q.safetensors"), b = open_model(dir_ + "/q2.safetensors");
+    const QuantizedTensor qa = a->load_quantized(size_t(a->find("mm.weight"))), qb = b->load_quantized(size_t(b->find("mm.weight")));
+    EXPECT_TRUE(qa.packed == qb.packed);
+    EXPECT_TRUE(qa.scales == qb.scales);
+    EXPECT_TRUE(qa.zeros == qb.zeros);
+  }
 }
 
 // The ONNX output stores the very codes and scales of the safetensors output, for every
