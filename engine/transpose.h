@@ -69,23 +69,19 @@ inline void micro_8x8(const uint8_t* src, size_t ld_src, uint16_t* dst, size_t l
 }
 #endif
 
-// One macro tile [R0, R1) x [C0, C1). Tiles of one cache line square (16 x 16 of 4-byte
-// elements, 32 x 32 of 2-byte ones) are moved whole, column group by column group, so
-// every destination line is finished while it is in L1. Row-major micro order instead
-// left each destination line a quarter written for a whole pass over the macro tile;
-// with a power-of-two row pitch (2048 x 4 bytes) those lines all share one L1 set and
-// were evicted and re-read before being finished: 1.9 ns an element, against 0.65 now
-// (memcpy: 0.5; one thread, 2048 x 5632 f32, Zen 5, 2026-12-02).
-template <class T>
-inline void macro_tile(const uint8_t* src, size_t cols, T* d, size_t rows, size_t R0, size_t R1, size_t C0, size_t C1) {
-  // cols: the source's row pitch in elements; rows: the destination's.
-  if constexpr (sizeof(T) == 4) {
-    kernels().transpose32(reinterpret_cast<const uint32_t*>(src) + R0 * cols + C0, cols, R1 - R0, C1 - C0,
-                          reinterpret_cast<uint32_t*>(d) + C0 * rows + R0, rows);
-  } else {
+// A macro tile [R0, R1) x [C0, C1) of 2-byte elements, in tiles of one cache line square
+// (32 x 32), column group by column group, so every destination line is finished while
+// it is in L1. Row-major micro order instead left each destination line a quarter
+// written for a whole pass over the macro tile; with a power-of-two row pitch those
+// lines all share one L1 set and were evicted and re-read before being finished: 1.9 ns
+// an element, against 0.65 (memcpy: 0.5; one thread, 2048 x 5632 f32 with the 4 x 4
+// SSE2 tiles 4-byte elements had then, Zen 5, 2026-12-02).
+inline void macro_tile_u16(const uint8_t* src, size_t cols, uint16_t* d, size_t rows, size_t R0, size_t R1, size_t C0,
+                           size_t C1) {
+  using T = uint16_t;
 #if defined(__SSE2__)
-  constexpr size_t M = 8;  // register micro tile
-  constexpr size_t L = 64 / sizeof(T);           // one cache line of elements
+  constexpr size_t M = 8;   // register micro tile (micro_8x8)
+  constexpr size_t L = 32;  // one cache line of 2-byte elements
   const size_t r_full = R0 + (R1 - R0) / L * L, c_full = C0 + (C1 - C0) / L * L;
   for (size_t r0 = R0; r0 < r_full; r0 += L) {
     // The source rows two line-blocks ahead: each row gives only (C1 - C0) elements
@@ -98,8 +94,7 @@ inline void macro_tile(const uint8_t* src, size_t cols, T* d, size_t rows, size_
       for (size_t mc = 0; mc < L; mc += M)
         for (size_t mr = 0; mr < L; mr += M) {
           const size_t r = r0 + mr, c = c0 + mc;
-          const uint8_t* s = src + (r * cols + c) * sizeof(T);
-          micro_8x8(s, cols, d + c * rows + r, rows);
+          micro_8x8(src + (r * cols + c) * sizeof(T), cols, d + c * rows + r, rows);
         }
   }
   // The right edge (columns past c_full, every row) and the bottom edge.
@@ -111,6 +106,19 @@ inline void macro_tile(const uint8_t* src, size_t cols, T* d, size_t rows, size_
     for (size_t c = C0; c < C1; c += M)
       tile_generic(src + (r * cols + c) * sizeof(T), cols, d + c * rows + r, rows, r + M < R1 ? M : R1 - r, c + M < C1 ? M : C1 - c);
 #endif
+}
+
+// One macro tile [R0, R1) x [C0, C1); cols: the source's row pitch in elements, rows:
+// the destination's. 4-byte elements go to the kernel table's transpose32
+// (kernels/simd_body.h: L x L tiles in registers, whole destination lines stored).
+template <class T>
+inline void macro_tile(const uint8_t* src, size_t cols, T* d, size_t rows, size_t R0, size_t R1, size_t C0, size_t C1) {
+  static_assert(sizeof(T) == 2 || sizeof(T) == 4, "2- or 4-byte elements");
+  if constexpr (sizeof(T) == 4) {
+    kernels().transpose32(reinterpret_cast<const uint32_t*>(src) + R0 * cols + C0, cols, R1 - R0, C1 - C0,
+                          reinterpret_cast<uint32_t*>(d) + C0 * rows + R0, rows);
+  } else {
+    macro_tile_u16(src, cols, d, rows, R0, R1, C0, C1);
   }
 }
 

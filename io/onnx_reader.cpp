@@ -191,7 +191,7 @@ class OnnxReaderImpl final : public OnnxReader {
     // into a copy of the whole (transpose_from_file), which the quantizer reads as rows.
     // A larger weight (a 128k-vocabulary output matrix) is transposed tile by tile
     // from the mapping, so no copy of it is held: memory stays bounded by the cap.
-    if (source_of(in).fd >= 0 && in.nbytes <= kBandedTransposeMax) return false;
+    if (file_of(in) && in.nbytes <= kBandedTransposeMax) return false;
     stored->name = info.name;
     stored->shape = info.shape;  // listed [N, K]
     stored->dtype = info.dtype;
@@ -218,11 +218,7 @@ class OnnxReaderImpl final : public OnnxReader {
     // Drop the payload's pages too, so streaming a large model keeps the resident set
     // near the tensors in flight.
     const OnnxInitializer& in = inits_[entries_.at(i).init];
-    auto drop = [&](const MappedFile& f) {
-      if (in.data >= f.data() && in.data < f.data() + f.size()) f.release(uint64_t(in.data - f.data()), in.nbytes);
-    };
-    drop(file_);
-    for (const auto& [path, f] : externals_) drop(*f);
+    if (const MappedFile* f = file_of(in)) f->release(uint64_t(in.data - f->data()), in.nbytes);
   }
 
   // The transpose of in's stored [rows, cols] into dst: bands of stored rows pread from
@@ -252,15 +248,17 @@ class OnnxReaderImpl final : public OnnxReader {
     transpose_2d(in.data, rows, cols, es, dst);
   }
 
-  // The mapped file in.data lies in (the model, or an external data file).
-  MappedSource source_of(const OnnxInitializer& in) const {
-    auto inside = [&](const MappedFile& f) {
-      return f.size() && in.data >= f.data() && in.nbytes <= f.size() - size_t(in.data - f.data());
-    };
-    if (inside(file_)) return file_.source();
+  // The mapped file in's payload lies in (the model, or an external data file), or null.
+  const MappedFile* file_of(const OnnxInitializer& in) const {
+    uint64_t offset = 0;
+    if (file_.source().offset_of(in.data, in.nbytes, &offset)) return &file_;
     for (const auto& [path, f] : externals_)
-      if (inside(*f)) return f->source();
-    return {};
+      if (f->source().offset_of(in.data, in.nbytes, &offset)) return f.get();
+    return nullptr;
+  }
+  MappedSource source_of(const OnnxInitializer& in) const {
+    const MappedFile* f = file_of(in);
+    return f ? f->source() : MappedSource{};
   }
 
   QuantizedTensor load_quantized(size_t i) override {
