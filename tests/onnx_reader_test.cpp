@@ -239,6 +239,36 @@ TEST_F(OnnxReaderTest, MatMulWeightsReadInBandsAreTheExactTranspose) {
   }
 }
 
+// Up to 128 MiB a MatMul weight reaches the quantizer as a transposed copy (view(), read
+// in bands); a larger one is handed over as stored, to be transposed tile by tile, so no
+// copy of it is held (README, "Design"). The large weight's external data is a sparse
+// file: nothing of it is read here.
+TEST_F(OnnxReaderTest, OnlyMatMulWeightsUpTo128MiBAreCopiedForTheQuantizer) {
+  constexpr int64_t K = 4096, kSmallN = 64, kLargeN = 8200;  // 1 MiB and 128.1 MiB of f32
+  onnx::ModelProto m;
+  m.set_ir_version(8);
+  m.add_opset_import()->set_version(17);
+  auto* g = m.mutable_graph();
+  g->set_name("caps");
+  add_init(g, "small.weight", onnx::TensorProto::FLOAT, {K, kSmallN});
+  add_init(g, "large.weight", onnx::TensorProto::FLOAT, {K, kLargeN});
+  add_node(g, "MatMul", {"x", "small.weight"}, "y1");
+  add_node(g, "MatMul", {"x", "large.weight"}, "y2");
+  const uint64_t small_bytes = uint64_t(K * kSmallN * 4), large_bytes = uint64_t(K * kLargeN * 4);
+  ASSERT_GT(large_bytes, uint64_t(128) << 20);
+  std::ofstream(dir_ + "/w.data").close();
+  std::filesystem::resize_file(dir_ + "/w.data", small_bytes + large_bytes);
+  m = with_external(m, "small.weight", "w.data", 0, small_bytes);
+  m = with_external(m, "large.weight", "w.data", small_bytes, large_bytes);
+  save_model(m, dir_ + "/m.onnx");
+  std::unique_ptr<ModelReader> r = open_model(dir_ + "/m.onnx");
+  TensorView stored;
+  EXPECT_FALSE(r->stored_transposed(size_t(r->find("small.weight")), &stored));
+  ASSERT_TRUE(r->stored_transposed(size_t(r->find("large.weight")), &stored));
+  EXPECT_EQ(stored.shape, (std::vector<int64_t>{kLargeN, K}));  // listed [N, K]; the data as stored
+  EXPECT_EQ(stored.nbytes, large_bytes);
+}
+
 // The ONNX output stores the very codes and scales of the safetensors output, for every
 // consumer kind: dequantizing both gives the same floats (symmetric: MatMulNBits and the
 // standard-op form store MNN's codes and scales unchanged).
