@@ -87,7 +87,7 @@ double rtn_seconds(const Buffer& b, const Kernels& k) {
   std::vector<uint8_t> packed(b.rows * row_bytes);
   std::vector<float> scales(b.rows * (b.cols / kBlock));
   RowQuantJob job{b.w.data(), DType::F32, b.cols, b.cols, kBlock, Scheme::MnnSym, kBits, false,
-                  packed.data(), row_bytes, scales.data(), nullptr};
+                  packed.data(), row_bytes, scales.data(), nullptr, nullptr};
   const size_t tile = tile_rows_for(b.rows, b.cols * 4);
   return best_seconds(
       [&] { parallel_row_tiles(b.rows, tile, [&](size_t r0, size_t r1) { k.quantize_rows(job, r0, r1); }); }, 3, 0.5);

@@ -291,8 +291,13 @@ QuantizedTensor quantize_tensor(const RowSource& src, const QuantSpec& spec, siz
     std::vector<std::string> bad(ntiles);
     std::vector<float> tile_max(2 * ntiles, 0.0f);
     const size_t nb = q.blocks_per_row();
+    // The kernel measures each row as it codes it, against the parameters as it stores
+    // them: not with f16 parameters (rounded afterwards) nor after MNN's flush (the error
+    // is against the input as given); those tiles are measured by measure_rows.
+    const bool kernel_measures = row_sums && !flushed_copy && !spec.fp16;
     parallel_row_tiles(q.rows, tile, [&](size_t r0, size_t r1) {
       thread_local std::vector<uint8_t> scratch;  // one per worker, reused by every tile it takes
+      thread_local std::vector<RowError> row_errors;
       const TensorView t = w.tile(r0, r1, &scratch);
       bad[r0 / tile] = nonfinite_in_rows(t, 0, r1 - r0, k, r0);  // the tile is then warm in cache
       if (!bad[r0 / tile].empty()) return;
@@ -309,10 +314,29 @@ QuantizedTensor quantize_tensor(const RowSource& src, const QuantSpec& spec, siz
       job.packed_row_bytes = q.packed_row_bytes;
       job.scales = q.scales.data() + r0 * nb;
       job.zeros = q.zeros.empty() ? nullptr : q.zeros.data() + r0 * nb;
+      if (kernel_measures) {
+        row_errors.resize(r1 - r0);
+        job.errors = row_errors.data();
+      }
       k.quantize_rows(job, 0, r1 - r0);
       tile_max[2 * (r0 / tile)] = k.absmax(q.scales.data() + r0 * nb, (r1 - r0) * nb);
       if (job.zeros) tile_max[2 * (r0 / tile) + 1] = k.absmax(q.zeros.data() + r0 * nb, (r1 - r0) * nb);
-      if (row_sums) measure(r0, r1, t);
+      if (kernel_measures) {
+        std::vector<float> w_hat, buf;
+        for (size_t i = 0; i < r1 - r0; ++i) {
+          const RowError& e = row_errors[i];
+          if (std::isfinite(e.err2) && std::isfinite(e.ref2)) {
+            (*row_sums)[r0 + i] = ErrorSums{e.err2, e.ref2, e.max_abs, q.cols};
+            continue;
+          }
+          // A float sum overflowed (|w| past ~1e19): error_sums sums that row in double.
+          w_hat.resize(q.cols);
+          dequantize_rows(q, r0 + i, r0 + i + 1, w_hat.data(), &k);
+          (*row_sums)[r0 + i] = error_sums(row_as_f32(t, i, q.cols, buf, k), w_hat.data(), q.cols, k);
+        }
+      } else if (row_sums) {
+        measure(r0, r1, t);
+      }
     });
     for (const std::string& msg : bad) {
       if (!msg.empty()) throw Error(msg);

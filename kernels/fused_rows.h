@@ -22,6 +22,7 @@ void quantize_rows_body(const RowQuantJob& job, size_t row_begin, size_t row_end
   const size_t nblocks = cols / job.block;
   ScratchBuffer<float> wide(job.src_dtype == DType::F32 ? 0 : cols);
   ScratchBuffer<uint8_t> codes(cols);
+  ScratchBuffer<float> w_hat(job.errors ? cols : 0);
   for (size_t r = row_begin; r < row_end; ++r) {
     const float* row;
     const size_t offset = r * job.src_row_stride;
@@ -48,6 +49,15 @@ void quantize_rows_body(const RowQuantJob& job, size_t row_begin, size_t row_end
       if (job.zeros) job.zeros[r * nblocks + b] = c.zero;
     }
     P::pack_codes(codes.data(), cols, job.bits, job.packed + r * job.packed_row_bytes);
+    if (job.errors) {  // the definition: the row against its codes dequantized, through sq_err
+      for (size_t b = 0; b < nblocks; ++b) {
+        const BlockCodec c{job.scheme, job.bits, job.scales[r * nblocks + b],
+                           job.zeros ? job.zeros[r * nblocks + b] : 0.0f, 0.0f};
+        P::dequantize_codes(codes.data() + b * job.block, job.block, c, w_hat.data() + b * job.block);
+      }
+      RowError& e = job.errors[r];
+      P::sq_err(row, w_hat.data(), cols, &e.err2, &e.ref2, &e.max_abs);
+    }
   }
 }
 

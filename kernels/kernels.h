@@ -70,6 +70,12 @@ struct BlockCodec {
   float inv_scale;  // Affine only: the multiplier used to quantize (HQQ's inv_scale)
 };
 
+// sq_err's three results for one row (RowQuantJob::errors).
+struct RowError {
+  double err2, ref2;
+  float max_abs;
+};
+
 // One tile of rows of an [rows, cols] weight, quantized block-wise with a fixed scheme.
 // Codes are stored per row as a little-endian bitstream: code j of a row occupies bits
 // [j*bits, (j+1)*bits) counted from bit 0 of the row's first byte; each row starts on a
@@ -87,6 +93,10 @@ struct RowQuantJob {
   size_t packed_row_bytes;
   float* scales;         // [rows][cols / block]
   float* zeros;          // [rows][cols / block]; may be null for MnnSym
+  // Optional (null: not measured): errors[r] receives what sq_err gives for row r (as
+  // widened) against its codes dequantized with the parameters just stored, measured
+  // while the row is in registers or L1 instead of in a second pass over the tensor.
+  RowError* errors;
 };
 
 // HQQ's half-quadratic solver settings for one call (engine/quant_spec.h HqqOptions).

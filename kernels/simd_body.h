@@ -29,6 +29,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 #include "kernels/ggml_blocks.h"
 #include "kernels/ggml_kquant_dequant_simd.h"
@@ -257,15 +258,39 @@ struct Prims {
 
   // ---- codes ------------------------------------------------------------------------
 
+  // What a caller sees of each whole vector coded: seen(i, x, q) with the element offset
+  // i, the inputs and their codes before the store saturates them, in increasing i.
+  // Partial vectors (n % L) are not shown. The default sees nothing and costs nothing.
+  struct Unseen {
+    void operator()(size_t, const F&, const I&) const {}
+  };
+
+  // The four vectors at x (element offset i) coded, shown to seen in order, then stored.
+  template <class Code, class Seen, class Store>
+  [[gnu::always_inline]] static void code_four(const float* x, size_t i, const Code& code, const Seen& seen,
+                                               const Store& store) {
+    F v[4];
+    I q[4];
+    for (size_t k = 0; k < 4; ++k) v[k] = F::load_unaligned(x + k * L);
+    for (size_t k = 0; k < 4; ++k) q[k] = code(v[k]);
+    for (size_t k = 0; k < 4; ++k) seen(i + k * L, v[k], q[k]);
+    store(q[0], q[1], q[2], q[3]);
+  }
+
   // codes[i] = code(x[i]) for a lane function code: F -> I, saturated to [0, 255] by the store.
-  template <class Code>
-  [[gnu::always_inline]] static void map_to_codes(const float* x, size_t n, uint8_t* codes, const Code& code) {
+  template <class Code, class Seen = Unseen>
+  [[gnu::always_inline]] static void map_to_codes(const float* x, size_t n, uint8_t* codes, const Code& code,
+                                                  const Seen& seen = {}) {
     size_t i = 0;
     for (; i + 4 * L <= n; i += 4 * L) {
-      Ops::store_u8x4(codes + i, code(F::load_unaligned(x + i)), code(F::load_unaligned(x + i + L)),
-                      code(F::load_unaligned(x + i + 2 * L)), code(F::load_unaligned(x + i + 3 * L)));
+      code_four(x + i, i, code, seen, [&](I a, I b, I c, I d) { Ops::store_u8x4(codes + i, a, b, c, d); });
     }
-    for (; i + L <= n; i += L) Ops::store_u8(codes + i, code(F::load_unaligned(x + i)));
+    for (; i + L <= n; i += L) {
+      const F v = F::load_unaligned(x + i);
+      const I q = code(v);
+      seen(i, v, q);
+      Ops::store_u8(codes + i, q);
+    }
     if (i < n) {
       alignas(64) uint8_t buf[L];
       Ops::store_u8(buf, code(load_pad(x + i, n - i, 0.0f)));
@@ -274,31 +299,36 @@ struct Prims {
   }
 
   // 4-bit codes straight to the bitstream: n must be a multiple of 4L, n / 2 bytes out.
-  template <class Code>
-  [[gnu::always_inline]] static void map_to_nibbles(const float* x, size_t n, uint8_t* out, const Code& code) {
+  template <class Code, class Seen = Unseen>
+  [[gnu::always_inline]] static void map_to_nibbles(const float* x, size_t n, uint8_t* out, const Code& code,
+                                                    const Seen& seen = {}) {
     for (size_t i = 0; i < n; i += 4 * L) {
-      Ops::store_nibbles_x4(out + i / 2, code(F::load_unaligned(x + i)), code(F::load_unaligned(x + i + L)),
-                            code(F::load_unaligned(x + i + 2 * L)), code(F::load_unaligned(x + i + 3 * L)));
+      code_four(x + i, i, code, seen, [&](I a, I b, I c, I d) { Ops::store_nibbles_x4(out + i / 2, a, b, c, d); });
     }
   }
 
   // One block's codes under scheme S (c.scheme == S), as bytes or (kNibbles, 4 bits,
   // n a multiple of 4L) packed. Inlined into quantize_rows' block loop, so the scheme's
   // constants are set up once per block without a call.
-  template <Scheme S, bool kNibbles = false>
-  [[gnu::always_inline]] static void quantize_block(const float* x, size_t n, const BlockCodec& c, uint8_t* out) {
+  // seen (see Unseen) is shown every whole vector, also when one code fills the block.
+  template <Scheme S, bool kNibbles = false, class Seen = Unseen>
+  [[gnu::always_inline]] static void quantize_block(const float* x, size_t n, const BlockCodec& c, uint8_t* out,
+                                                    const Seen& seen = {}) {
     auto fill = [&](int code) {
       if constexpr (kNibbles) {
         std::memset(out, code | (code << 4), n / 2);
       } else {
         std::memset(out, code, n);
       }
+      if constexpr (!std::is_same_v<Seen, Unseen>) {
+        for (size_t i = 0; i + L <= n; i += L) seen(i, F::load_unaligned(x + i), I(code));
+      }
     };
     auto map = [&](const auto& code) {
       if constexpr (kNibbles) {
-        map_to_nibbles(x, n, out, code);
+        map_to_nibbles(x, n, out, code, seen);
       } else {
-        map_to_codes(x, n, out, code);
+        map_to_codes(x, n, out, code, seen);
       }
     };
     if constexpr (S == Scheme::MnnSym) {
@@ -337,21 +367,30 @@ struct Prims {
     }
   }
 
+  // w_hat of codes q (in [0, 255]) under scheme S, with c's parameters made canonical
+  // (ref::canon_nan_params) and half = 2^(bits-1): ref::dequantize_one lane by lane.
+  template <Scheme S>
+  [[gnu::always_inline]] static F dequantize_lanes(I q, F s, F z, I half) {
+    if constexpr (S == Scheme::MnnSym) {
+      return Ops::to_float(q - half) * s;
+    } else if constexpr (S == Scheme::MnnAsym) {
+      return (Ops::to_float(q) * s) + z;
+    } else {
+      return (Ops::to_float(q) - z) * s;
+    }
+  }
+  template <Scheme S>
+  static void dequantize_as(const uint8_t* codes, size_t n, const BlockCodec& c, float* out) {
+    const F s(c.scale), z(c.zero);
+    const I half(1 << (c.bits - 1));
+    map_from_codes(codes, n, out, [&](I q) { return dequantize_lanes<S>(q, s, z, half); });
+  }
   static void dequantize_codes(const uint8_t* codes, size_t n, const BlockCodec& codec, float* out) {
     const BlockCodec c = ref::canon_nan_params(codec);
-    const F s(c.scale), z(c.zero);
     switch (c.scheme) {
-      case Scheme::MnnSym: {
-        const I half(1 << (c.bits - 1));
-        map_from_codes(codes, n, out, [&](I q) { return Ops::to_float(q - half) * s; });
-        return;
-      }
-      case Scheme::MnnAsym:
-        map_from_codes(codes, n, out, [&](I q) { return (Ops::to_float(q) * s) + z; });
-        return;
-      case Scheme::Affine:
-        map_from_codes(codes, n, out, [&](I q) { return (Ops::to_float(q) - z) * s; });
-        return;
+      case Scheme::MnnSym: return dequantize_as<Scheme::MnnSym>(codes, n, c, out);
+      case Scheme::MnnAsym: return dequantize_as<Scheme::MnnAsym>(codes, n, c, out);
+      case Scheme::Affine: return dequantize_as<Scheme::Affine>(codes, n, c, out);
     }
   }
 
@@ -536,6 +575,14 @@ struct Prims {
       std::memcpy(tb, b + i, (n - i) * sizeof(float));
       step(ta, tb);
     }
+    const RowError out = sq_err_result(pe, pr, mx);
+    *err2 = out.err2;
+    *ref2 = out.ref2;
+    *max_abs = out.max_abs;
+  }
+  // sq_err's partials (lane j of pe[k]: partial k * L + j) reduced in the reference's tree.
+  static RowError sq_err_result(const F* pe, const F* pr, F mx) {
+    constexpr size_t K = 16 / L;
     alignas(64) float e[16], r[16];
     for (size_t k = 0; k < K; ++k) {
       pe[k].store_aligned(e + k * L);
@@ -547,14 +594,50 @@ struct Prims {
         r[j] += r[j + w];
       }
     }
-    *err2 = ref::sum_result(e[0]);
-    *ref2 = ref::sum_result(r[0]);
     alignas(64) float lanes[L];
     mx.store_aligned(lanes);  // every lane >= +0, no NaN: any order gives the max
     float m = 0.0f;
     for (size_t j = 0; j < L; ++j) m = lanes[j] > m ? lanes[j] : m;
-    *max_abs = m;
+    return {ref::sum_result(e[0]), ref::sum_result(r[0]), m};
   }
+
+  // A row's sq_err against its dequantized codes, gathered vector by vector while the
+  // codes are made (quantize_rows with job.errors). sq_err gives vector v of a row to
+  // partial vector v % K; here the vector being added is always acc[0] and the K
+  // accumulators rotate after each add, a renaming the unrolled block loops resolve at
+  // compile time, so the same partials receive the same terms in the same order.
+  struct RowErrorAcc {
+    static constexpr size_t K = 16 / L;
+    F pe[K], pr[K], mx;
+    size_t vectors;  // added so far: how far the accumulators have rotated
+    RowErrorAcc() : mx(0.0f), vectors(0) {
+      for (size_t k = 0; k < K; ++k) pe[k] = pr[k] = F(0.0f);
+    }
+    [[gnu::always_inline]] void add(F x, F w_hat) {
+      const F d = x - w_hat;
+      pe[0] = pe[0] + (d * d);
+      pr[0] = pr[0] + (x * x);
+      mx = Ops::max_keep(xsimd::abs(d), mx);  // as sq_err
+      if constexpr (K > 1) {
+        const F e0 = pe[0], r0 = pr[0];
+        for (size_t k = 0; k + 1 < K; ++k) {
+          pe[k] = pe[k + 1];
+          pr[k] = pr[k + 1];
+        }
+        pe[K - 1] = e0;
+        pr[K - 1] = r0;
+      }
+      ++vectors;
+    }
+    RowError result() const {
+      F e[K], r[K];
+      for (size_t k = 0; k < K; ++k) {  // pe[m] holds partial vector (m + vectors) % K
+        e[(k + vectors) % K] = pe[k];
+        r[(k + vectors) % K] = pr[k];
+      }
+      return sq_err_result(e, r, mx);
+    }
+  };
 
   // ---- fused rows -------------------------------------------------------------------
   // The stages of kernels/fused_rows.h (widen, block statistics, ref::block_codec, codes,
@@ -642,6 +725,10 @@ struct Prims {
     // Blocks of whole vectors go in groups of L (below); the rest one by one.
     const size_t grouped = block % L == 0 ? nblocks / L * L : 0;
     RowScratch t(cols, nblocks, job.src_dtype != DType::F32);
+    // The error, with job.errors: gathered as the codes are made where blocks are whole
+    // vectors (always so for direct4), else from the row's codes dequantized afterwards.
+    const bool measure_fused = job.errors && block % L == 0;
+    ScratchBuffer<float> w_hat(job.errors && !measure_fused ? cols : 0);
     for (size_t r = row_begin; r < row_end; ++r) {
       const size_t offset = r * job.src_row_stride;
       const float* row = t.wide;
@@ -653,10 +740,24 @@ struct Prims {
       float* scales = job.scales + r * nblocks;
       float* zeros = job.zeros ? job.zeros + r * nblocks : nullptr;
       uint8_t* packed = job.packed + r * job.packed_row_bytes;
-      auto code_block = [&](size_t b) {
+      RowErrorAcc acc;
+      auto code_block = [&](size_t b) __attribute__((always_inline)) {
         const float* x = row + b * block;
         const BlockCodec c{S, job.bits, t.scale[b], t.zero[b], t.inv[b]};
-        if (direct4) {
+        if (measure_fused) {
+          // w_hat as dequantize_codes makes it from the stored code (the store saturates).
+          const BlockCodec d = ref::canon_nan_params(c);
+          const F ds(d.scale), dz(d.zero);
+          const I half(1 << (job.bits - 1)), lo(0), hi(255);
+          auto seen = [&](size_t, const F& v, const I& q) __attribute__((always_inline)) {
+            acc.add(v, dequantize_lanes<S>(xsimd::min(xsimd::max(q, lo), hi), ds, dz, half));
+          };
+          if (direct4) {
+            quantize_block<S, true>(x, block, c, packed + b * block / 2, seen);
+          } else {
+            quantize_block<S>(x, block, c, (direct8 ? packed : t.codes) + b * block, seen);
+          }
+        } else if (direct4) {
           quantize_block<S, true>(x, block, c, packed + b * block / 2);
         } else {
           quantize_block<S>(x, block, c, (direct8 ? packed : t.codes) + b * block);
@@ -714,6 +815,17 @@ struct Prims {
         prefetch_next(b);
       }
       if (!direct8 && !direct4) pack_codes(t.codes, cols, job.bits, packed);
+      if (measure_fused) {
+        job.errors[r] = acc.result();
+      } else if (job.errors) {  // blocks of partial vectors: the definition, from L1
+        const uint8_t* codes = direct8 ? packed : t.codes;  // direct4 blocks are whole vectors
+        for (size_t b = 0; b < nblocks; ++b) {
+          const BlockCodec c{S, job.bits, t.scale[b], t.zero[b], 0.0f};
+          dequantize_codes(codes + b * block, block, c, w_hat.data() + b * block);
+        }
+        RowError& e = job.errors[r];
+        sq_err(row, w_hat.data(), cols, &e.err2, &e.ref2, &e.max_abs);
+      }
     }
   }
 

@@ -84,7 +84,11 @@ QuantSpec spec(int bits, int64_t block, bool asym) {
 }
 
 std::vector<QuantSpec> specs() {
-  std::vector<QuantSpec> v = {spec(4, 64, false), spec(3, 128, true), spec(8, 0, true), spec(2, 32, false)};
+  // Blocks of whole vectors on every ISA (measured by the kernel as it codes), 8-bit
+  // (codes stored straight), and block 8 (partial vectors on AVX-512: measured from L1
+  // after the row is coded).
+  std::vector<QuantSpec> v = {spec(4, 64, false), spec(3, 128, true), spec(8, 0, true), spec(2, 32, false),
+                              spec(8, 64, false), spec(6, 16, true), spec(4, 8, true), spec(5, 8, false)};
   QuantSpec f16 = spec(4, 32, true);
   f16.fp16 = true;
   v.push_back(f16);
@@ -130,6 +134,33 @@ TEST_P(FusedMetrics, SchemesGiveTheTwoPassFiguresAndTheSameBytes) {
         });
       }
     }
+  }
+}
+
+// Weights near float's limit: the kernel's float sums overflow to Inf, so those rows are
+// summed again in double as the two-pass measurement does; finite, equal figures.
+TEST_P(FusedMetrics, RowsWhoseFloatSumsOverflowGiveTheDoubleFigures) {
+  WQ_REQUIRE_ISA(GetParam());
+  const Kernels* k = kernels_for(GetParam());
+  Weights w = make_weights(24, 128, DType::F32, 7);
+  for (size_t r = 0; r < w.rows; r += 3) {
+    for (size_t c = 0; c < w.cols; ++c) w.f32[r * w.cols + c] *= 1e22f;  // squares past FLT_MAX
+  }
+  for (const QuantSpec& s : {spec(4, 64, true), spec(4, 8, false)}) {
+    const size_t block = size_t(s.block);
+    Scheduler sched(2);
+    sched.run([&] {
+      const QuantizedTensor plain = quantize_tensor(w.view(), s, block, k);
+      std::vector<ErrorSums> sums;
+      const QuantizedTensor fused = quantize_tensor(w.view(), s, block, k, &sums);
+      EXPECT_EQ(fused.packed, plain.packed) << s.describe();
+      ASSERT_EQ(sums.size(), w.rows);
+      EXPECT_TRUE(std::isfinite(sums[0].err2) && std::isfinite(sums[0].ref2)) << s.describe();
+      EXPECT_GT(sums[0].ref2, 1e30) << s.describe() << ": the scaled row's sum is beyond float";
+      const ErrorMetrics m = combine_error_sums(sums);
+      EXPECT_TRUE(std::isfinite(m.rel_rmse)) << s.describe();
+      expect_same_figures(m, tensor_error(w.view(), plain, k), s.describe());
+    });
   }
 }
 
