@@ -50,7 +50,8 @@ void pack_row(QuantizedTensor& q, size_t r, const uint8_t* codes, const Kernels&
 
 using RowsDone = std::function<void(size_t, size_t, const TensorView&)>;
 
-void solve_per_block(const RowSource& w, QuantizedTensor& q, const Kernels& k, const RowsDone& rows_done) {
+void solve_per_block(const RowSource& w, QuantizedTensor& q, const Kernels& k, const RowsDone& rows_done,
+                     ErrorSums* row_sums) {
   const size_t nb = q.blocks_per_row();
   const HqqParams hp = params_of(q);
   const size_t tile = w.tile_rows();
@@ -64,7 +65,7 @@ void solve_per_block(const RowSource& w, QuantizedTensor& q, const Kernels& k, c
     const TensorView t = w.tile(r0, r1, &scratch);
     bad[r0 / tile] = nonfinite_in_rows(t, 0, r1 - r0, k, r0);
     if (!bad[r0 / tile].empty()) return;
-    std::vector<float> buf, inv(nb);
+    std::vector<float> buf, inv(nb), w_hat(row_sums ? q.cols : 0);
     std::vector<uint8_t> codes(q.cols);
     std::vector<int> steps(nb);
     int most = 0;
@@ -74,6 +75,13 @@ void solve_per_block(const RowSource& w, QuantizedTensor& q, const Kernels& k, c
       k.hqq_solve_blocks(row, nb, q.block, hp, inv.data(), q.zeros.data() + r * nb, codes.data(), steps.data());
       pack_row(q, r, codes.data(), k);
       for (int s : steps) most = std::max(most, s);
+      if (row_sums) {  // what measure_rows would find, without widening and unpacking again
+        for (size_t b = 0; b < nb; ++b) {
+          const BlockCodec c{Scheme::Affine, q.spec.bits, q.scales[r * nb + b], q.zeros[r * nb + b], 0.0f};
+          k.dequantize_codes(codes.data() + b * q.block, q.block, c, w_hat.data() + b * q.block);
+        }
+        row_sums[r] = error_sums(row, w_hat.data(), q.cols, k);
+      }
     }
     tile_steps[r0 / tile] = most;
     if (rows_done) rows_done(r0, r1, t);
@@ -135,14 +143,16 @@ void solve_lockstep(const TensorView& w, QuantizedTensor& q, const Kernels& k, c
 
 }  // namespace
 
-void hqq_quantize(const RowSource& w, QuantizedTensor& q, const Kernels& k, const RowsDone& rows_done) {
+void hqq_quantize(const RowSource& w, QuantizedTensor& q, const Kernels& k, const RowsDone& rows_done,
+                  ErrorSums* row_sums) {
   if (q.zeros.size() != q.scales.size()) q.zeros.resize(q.scales.size());
   if (q.spec.hqq_opts.stop == HqqStop::Tensor) {
     if (w.transposed) throw Error(w.view.name + ": HQQ's lockstep solver needs the rows contiguous", ErrorKind::Internal);
+    if (row_sums) throw Error(w.view.name + ": HQQ's lockstep solver measures through rows_done", ErrorKind::Internal);
     check_finite(w.view, &k);  // before the first of its passes over every tile
     solve_lockstep(w.view, q, k, rows_done);
   } else {
-    solve_per_block(w, q, k, rows_done);  // checks each tile as it reads it
+    solve_per_block(w, q, k, rows_done, row_sums);  // checks each tile as it reads it
   }
 }
 

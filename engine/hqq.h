@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <functional>
 
+#include "engine/metrics.h"
 #include "engine/row_source.h"
 #include "engine/tensor.h"
 #include "kernels/kernels.h"
@@ -17,7 +18,11 @@ namespace wq {
 // their final codes and parameters, while the tile is still in cache.
 // rows_done(r0, r1, tile): rows [r0, r1) are final; tile holds their input (row 0 = r0).
 // The lockstep solver (HqqStop::Tensor) needs a contiguous source.
+// row_sums, when given (per-block solver only), receives each row's error against w as
+// the solver leaves it (parameters as they are now, not rounded to f16), measured from
+// the widened row and its codes right after the row is solved.
 void hqq_quantize(const RowSource& w, QuantizedTensor& q, const Kernels& k,
-                  const std::function<void(size_t, size_t, const TensorView&)>& rows_done = {});
+                  const std::function<void(size_t, size_t, const TensorView&)>& rows_done = {},
+                  ErrorSums* row_sums = nullptr);
 
 }  // namespace wq

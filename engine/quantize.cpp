@@ -281,8 +281,15 @@ QuantizedTensor quantize_tensor(const RowSource& src, const QuantSpec& spec, siz
   };
   float abs_max[2] = {0.0f, 0.0f};  // of the scales and zeros, from the RTN tiles
   if (spec.hqq) {
-    if (row_sums) hqq_quantize(w, q, k, measure);
-    else hqq_quantize(w, q, k);
+    // The per-block solver measures each row itself, against the parameters as it leaves
+    // them: not with f16 parameters (rounded afterwards) nor after MNN's flush.
+    if (row_sums && !flushed_copy && !spec.fp16 && spec.hqq_opts.stop != HqqStop::Tensor) {
+      hqq_quantize(w, q, k, {}, row_sums->data());
+    } else if (row_sums) {
+      hqq_quantize(w, q, k, measure);
+    } else {
+      hqq_quantize(w, q, k);
+    }
   } else {
     const size_t tile = w.tile_rows();
     const size_t ntiles = (q.rows + tile - 1) / tile;

@@ -101,6 +101,12 @@ std::vector<QuantSpec> specs() {
   QuantSpec hqq = spec(4, 64, true);
   hqq.hqq = true;
   v.push_back(hqq);
+  QuantSpec hqq3 = spec(3, 32, true);  // the per-block solver measures its own rows
+  hqq3.hqq = true;
+  v.push_back(hqq3);
+  QuantSpec hqq_f16 = hqq;  // f16 parameters: measured after the rounding, from the tile
+  hqq_f16.fp16 = true;
+  v.push_back(hqq_f16);
   QuantSpec hqq_tensor = hqq;
   hqq_tensor.hqq_opts.stop = HqqStop::Tensor;
   hqq_tensor.fp16 = true;
