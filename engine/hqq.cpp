@@ -34,14 +34,8 @@ HqqParams params_of(const QuantizedTensor& q) {
 // The affine start of every block of row r: inv, zero, scale.
 void start_row(const float* row, QuantizedTensor& q, size_t r, float* inv, const Kernels& k) {
   const size_t nb = q.blocks_per_row();
-  for (size_t b = 0; b < nb; ++b) {
-    float mn, mx;
-    k.minmax(row + b * q.block, q.block, &mn, &mx);
-    const BlockCodec c = ref::block_codec(Scheme::Affine, q.spec.bits, mn, mx, q.spec.hqq_opts.round_zero);
-    inv[b] = c.inv_scale;
-    q.zeros[r * nb + b] = c.zero;
-    q.scales[r * nb + b] = c.scale;
-  }
+  k.affine_params(row, nb, q.block, q.spec.bits, q.spec.hqq_opts.round_zero, q.scales.data() + r * nb,
+                  q.zeros.data() + r * nb, inv);
 }
 
 void pack_row(QuantizedTensor& q, size_t r, const uint8_t* codes, const Kernels& k) {

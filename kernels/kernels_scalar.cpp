@@ -41,6 +41,17 @@ struct ScalarPrims {
     *mn = ref::canon_zero(lo);
     *mx = ref::canon_zero(hi);
   }
+  static void affine_params(const float* x, size_t nblocks, size_t block, int bits, bool round_zero, float* scale,
+                            float* zero, float* inv_scale) {
+    for (size_t b = 0; b < nblocks; ++b) {
+      float mn, mx;
+      minmax(x + b * block, block, &mn, &mx);
+      const BlockCodec c = ref::block_codec(Scheme::Affine, bits, mn, mx, round_zero);
+      scale[b] = c.scale;
+      zero[b] = c.zero;
+      inv_scale[b] = c.inv_scale;
+    }
+  }
   static float absmax(const float* x, size_t n) {
     float m = 0.0f;
     for (size_t i = 0; i < n; ++i) {

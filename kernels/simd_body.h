@@ -711,6 +711,42 @@ struct Prims {
     }
   }
 
+  // The parameters of L blocks whose lanes fold_block folded into lo[] and hi[]: one
+  // transposed reduction gives the L minima (maxima) in one vector, zeros made +0 as
+  // minmax does, then codec_lanes.
+  template <Scheme S>
+  [[gnu::always_inline]] static CodecLanes codec_group(const F* lo, const F* hi, int bits, bool round_zero) {
+    const F zero(0.0f);
+    F l = Ops::template reduce_lanes<true>(lo), h = Ops::template reduce_lanes<false>(hi);
+    l = xsimd::select(l == zero, zero, l);
+    h = xsimd::select(h == zero, zero, h);
+    return codec_lanes<S>(l, h, bits, round_zero);
+  }
+
+  // HQQ's start, L blocks at a time where blocks are whole vectors.
+  static void affine_params(const float* x, size_t nblocks, size_t block, int bits, bool round_zero, float* scale,
+                            float* zero, float* inv_scale) {
+    size_t b = 0;
+    if (block % L == 0) {
+      for (; b + L <= nblocks; b += L) {
+        F lo[L], hi[L];
+        for (size_t j = 0; j < L; ++j) fold_block(x + (b + j) * block, block, &lo[j], &hi[j]);
+        const CodecLanes c = codec_group<Scheme::Affine>(lo, hi, bits, round_zero);
+        c.scale.store_unaligned(scale + b);
+        c.zero.store_unaligned(zero + b);
+        c.inv.store_unaligned(inv_scale + b);
+      }
+    }
+    for (; b < nblocks; ++b) {
+      float mn, mx;
+      minmax(x + b * block, block, &mn, &mx);
+      const BlockCodec c = ref::block_codec(Scheme::Affine, bits, mn, mx, round_zero);
+      scale[b] = c.scale;
+      zero[b] = c.zero;
+      inv_scale[b] = c.inv_scale;
+    }
+  }
+
   // kBlock: the block size as a compile-time constant (0: job.block at run time), so the
   // per-block loops of the common sizes unroll.
   template <Scheme S, size_t kBlock>
@@ -763,15 +799,9 @@ struct Prims {
           quantize_block<S>(x, block, c, (direct8 ? packed : t.codes) + b * block);
         }
       };
-      // The statistics of blocks [b, b + L), folded into lo[] and hi[], to parameters:
-      // one transposed reduction gives the L minima (maxima) in one vector, zeros made +0
-      // as minmax does, then codec_lanes.
+      // The statistics of blocks [b, b + L), folded into lo[] and hi[], to parameters.
       auto set_group = [&](size_t b, const F* lo, const F* hi) {
-        const F zero(0.0f);
-        F l = Ops::template reduce_lanes<true>(lo), h = Ops::template reduce_lanes<false>(hi);
-        l = xsimd::select(l == zero, zero, l);
-        h = xsimd::select(h == zero, zero, h);
-        const CodecLanes c = codec_lanes<S>(l, h, job.bits, job.round_zero);
+        const CodecLanes c = codec_group<S>(lo, hi, job.bits, job.round_zero);
         c.scale.store_unaligned(t.scale + b);
         c.zero.store_unaligned(t.zero + b);
         c.inv.store_unaligned(t.inv + b);
