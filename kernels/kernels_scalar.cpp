@@ -43,14 +43,7 @@ struct ScalarPrims {
   }
   static void affine_params(const float* x, size_t nblocks, size_t block, int bits, bool round_zero, float* scale,
                             float* zero, float* inv_scale) {
-    for (size_t b = 0; b < nblocks; ++b) {
-      float mn, mx;
-      minmax(x + b * block, block, &mn, &mx);
-      const BlockCodec c = ref::block_codec(Scheme::Affine, bits, mn, mx, round_zero);
-      scale[b] = c.scale;
-      zero[b] = c.zero;
-      inv_scale[b] = c.inv_scale;
-    }
+    ref::affine_params_each(x, 0, nblocks, block, bits, round_zero, scale, zero, inv_scale, minmax);
   }
   static float absmax(const float* x, size_t n) {
     float m = 0.0f;

@@ -135,6 +135,21 @@ inline BlockCodec block_codec(Scheme scheme, int bits, float mn, float mx, bool 
   return canon_nan_params(c);
 }
 
+// Scheme::Affine's parameters of blocks [b0, nblocks) of x, each from the caller's minmax
+// (the ISA's own: every table's minmax gives the same bits) through block_codec.
+template <class MinMax>
+inline void affine_params_each(const float* x, size_t b0, size_t nblocks, size_t block, int bits, bool round_zero,
+                               float* scale, float* zero, float* inv_scale, const MinMax& minmax) {
+  for (size_t b = b0; b < nblocks; ++b) {
+    float mn, mx;
+    minmax(x + b * block, block, &mn, &mx);
+    const BlockCodec c = block_codec(Scheme::Affine, bits, mn, mx, round_zero);
+    scale[b] = c.scale;
+    zero[b] = c.zero;
+    inv_scale[b] = c.inv_scale;
+  }
+}
+
 // MNN's threshold: "s <= 1e-6" compares a float with a double literal.
 inline bool mnn_scale_is_zero(float s) { return double(s) <= 1e-6; }
 

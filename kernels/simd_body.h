@@ -737,14 +737,8 @@ struct Prims {
         c.inv.store_unaligned(inv_scale + b);
       }
     }
-    for (; b < nblocks; ++b) {
-      float mn, mx;
-      minmax(x + b * block, block, &mn, &mx);
-      const BlockCodec c = ref::block_codec(Scheme::Affine, bits, mn, mx, round_zero);
-      scale[b] = c.scale;
-      zero[b] = c.zero;
-      inv_scale[b] = c.inv_scale;
-    }
+    ref::affine_params_each(x, b, nblocks, block, bits, round_zero, scale, zero, inv_scale,
+                            [](const float* p, size_t n, float* mn, float* mx) { minmax(p, n, mn, mx); });
   }
 
   // kBlock: the block size as a compile-time constant (0: job.block at run time), so the
