@@ -603,14 +603,16 @@ struct Prims {
 
   // A row's sq_err against its dequantized codes, gathered vector by vector while the
   // codes are made (quantize_rows with job.errors). sq_err gives vector v of a row to
-  // partial vector v % K; here the vector being added is always acc[0] and the K
+  // partial vector v % K; here the vector being added always goes to pe[0] and the K
   // accumulators rotate after each add, a renaming the unrolled block loops resolve at
-  // compile time, so the same partials receive the same terms in the same order.
+  // compile time, so the same partials receive the same terms in the same order. At the
+  // end they may be rotated by whole vectors: sq_err's tree adds partial p to p + 8, then
+  // p + 4, ..., and for L >= 4 such a rotation only swaps the two operands of some of
+  // those additions, which IEEE addition does not see.
   struct RowErrorAcc {
     static constexpr size_t K = 16 / L;
     F pe[K], pr[K], mx;
-    size_t vectors;  // added so far: how far the accumulators have rotated
-    RowErrorAcc() : mx(0.0f), vectors(0) {
+    RowErrorAcc() : mx(0.0f) {
       for (size_t k = 0; k < K; ++k) pe[k] = pr[k] = F(0.0f);
     }
     [[gnu::always_inline]] void add(F x, F w_hat) {
@@ -627,16 +629,8 @@ struct Prims {
         pe[K - 1] = e0;
         pr[K - 1] = r0;
       }
-      ++vectors;
     }
-    RowError result() const {
-      F e[K], r[K];
-      for (size_t k = 0; k < K; ++k) {  // pe[m] holds partial vector (m + vectors) % K
-        e[(k + vectors) % K] = pe[k];
-        r[(k + vectors) % K] = pr[k];
-      }
-      return sq_err_result(e, r, mx);
-    }
+    RowError result() const { return sq_err_result(pe, pr, mx); }
   };
 
   // ---- fused rows -------------------------------------------------------------------
