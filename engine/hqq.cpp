@@ -70,10 +70,7 @@ void solve_per_block(const RowSource& w, QuantizedTensor& q, const Kernels& k, c
       pack_row(q, r, codes.data(), k);
       for (int s : steps) most = std::max(most, s);
       if (row_sums) {  // what measure_rows would find, without widening and unpacking again
-        for (size_t b = 0; b < nb; ++b) {
-          const BlockCodec c{Scheme::Affine, q.spec.bits, q.scales[r * nb + b], q.zeros[r * nb + b], 0.0f};
-          k.dequantize_codes(codes.data() + b * q.block, q.block, c, w_hat.data() + b * q.block);
-        }
+        dequantize_row_codes(q, codes.data(), q.scales.data() + r * nb, q.zeros.data() + r * nb, w_hat.data(), k);
         row_sums[r] = error_sums(row, w_hat.data(), q.cols, k);
       }
     }

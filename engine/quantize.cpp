@@ -219,10 +219,7 @@ static void measure_rows(const QuantizedTensor& q, size_t r0, size_t r1, const R
     as_stored(q.spec, q.scales.data() + r * nb, s.data(), nb, k);
     if (!z.empty()) as_stored(q.spec, q.zeros.data() + r * nb, z.data(), nb, k);
     k.unpack_codes(q.packed.data() + r * q.packed_row_bytes, q.cols, q.spec.bits, codes.data());
-    for (size_t b = 0; b < nb; ++b) {
-      const BlockCodec c{q.scheme, q.spec.bits, s[b], z.empty() ? 0.0f : z[b], 0.0f};
-      k.dequantize_codes(codes.data() + b * q.block, q.block, c, w_hat.data() + b * q.block);
-    }
+    dequantize_row_codes(q, codes.data(), s.data(), z.empty() ? nullptr : z.data(), w_hat.data(), k);
     err.add(r - r0, w_hat.data(), buf, k);
   }
 }
@@ -280,10 +277,13 @@ QuantizedTensor quantize_tensor(const RowSource& src, const QuantSpec& spec, siz
     measure_rows(q, r0, r1, RowErrorSink{&ref, row_sums->data() + r0}, k);
   };
   float abs_max[2] = {0.0f, 0.0f};  // of the scales and zeros, from the RTN tiles
+  // Where the rows are made (the RTN kernel, HQQ's per-block solver), each row is measured
+  // right there, against the parameters as they are stored: not with f16 parameters
+  // (rounded afterwards) nor after MNN's flush (the error is against the input as given);
+  // those tiles are measured by measure_rows.
+  const bool measured_in_place = row_sums && !flushed_copy && !spec.fp16;
   if (spec.hqq) {
-    // The per-block solver measures each row itself, against the parameters as it leaves
-    // them: not with f16 parameters (rounded afterwards) nor after MNN's flush.
-    if (row_sums && !flushed_copy && !spec.fp16 && spec.hqq_opts.stop != HqqStop::Tensor) {
+    if (measured_in_place && spec.hqq_opts.stop != HqqStop::Tensor) {
       hqq_quantize(w, q, k, {}, row_sums->data());
     } else if (row_sums) {
       hqq_quantize(w, q, k, measure);
@@ -298,10 +298,6 @@ QuantizedTensor quantize_tensor(const RowSource& src, const QuantSpec& spec, siz
     std::vector<std::string> bad(ntiles);
     std::vector<float> tile_max(2 * ntiles, 0.0f);
     const size_t nb = q.blocks_per_row();
-    // The kernel measures each row as it codes it, against the parameters as it stores
-    // them: not with f16 parameters (rounded afterwards) nor after MNN's flush (the error
-    // is against the input as given); those tiles are measured by measure_rows.
-    const bool kernel_measures = row_sums && !flushed_copy && !spec.fp16;
     parallel_row_tiles(q.rows, tile, [&](size_t r0, size_t r1) {
       thread_local std::vector<uint8_t> scratch;  // one per worker, reused by every tile it takes
       thread_local std::vector<RowError> row_errors;
@@ -321,14 +317,14 @@ QuantizedTensor quantize_tensor(const RowSource& src, const QuantSpec& spec, siz
       job.packed_row_bytes = q.packed_row_bytes;
       job.scales = q.scales.data() + r0 * nb;
       job.zeros = q.zeros.empty() ? nullptr : q.zeros.data() + r0 * nb;
-      if (kernel_measures) {
+      if (measured_in_place) {
         row_errors.resize(r1 - r0);
         job.errors = row_errors.data();
       }
       k.quantize_rows(job, 0, r1 - r0);
       tile_max[2 * (r0 / tile)] = k.absmax(q.scales.data() + r0 * nb, (r1 - r0) * nb);
       if (job.zeros) tile_max[2 * (r0 / tile) + 1] = k.absmax(q.zeros.data() + r0 * nb, (r1 - r0) * nb);
-      if (kernel_measures) {
+      if (measured_in_place) {
         std::vector<float> w_hat, buf;
         for (size_t i = 0; i < r1 - r0; ++i) {
           const RowError& e = row_errors[i];
@@ -397,12 +393,16 @@ void dequantize_rows(const QuantizedTensor& q, size_t row_begin, size_t row_end,
   std::vector<uint8_t> codes(q.cols);
   for (size_t r = row_begin; r < row_end; ++r) {
     k.unpack_codes(q.packed.data() + r * q.packed_row_bytes, q.cols, q.spec.bits, codes.data());
-    float* dst = out + (r - row_begin) * q.cols;
-    for (size_t b = 0; b < nb; ++b) {
-      BlockCodec c{q.scheme, q.spec.bits, q.scales[r * nb + b], q.zeros.empty() ? 0.0f : q.zeros[r * nb + b],
-                   0.0f};
-      k.dequantize_codes(codes.data() + b * q.block, q.block, c, dst + b * q.block);
-    }
+    dequantize_row_codes(q, codes.data(), q.scales.data() + r * nb, q.zeros.empty() ? nullptr : q.zeros.data() + r * nb,
+                         out + (r - row_begin) * q.cols, k);
+  }
+}
+
+void dequantize_row_codes(const QuantizedTensor& q, const uint8_t* codes, const float* s, const float* z, float* w_hat,
+                          const Kernels& k) {
+  for (size_t b = 0; b < q.blocks_per_row(); ++b) {
+    const BlockCodec c{q.scheme, q.spec.bits, s[b], z ? z[b] : 0.0f, 0.0f};
+    k.dequantize_codes(codes + b * q.block, q.block, c, w_hat + b * q.block);
   }
 }
 

@@ -36,6 +36,10 @@ QuantizedTensor quantize_tensor(const RowSource& src, const QuantSpec& spec, siz
 void dequantize_rows(const QuantizedTensor& q, size_t row_begin, size_t row_end, float* out,
                      const Kernels* k = nullptr);
 void dequantize_tensor(const QuantizedTensor& q, float* out, const Kernels* k = nullptr);
+// w_hat of one row of q from its codes (one per byte), with that row's per-block scales s
+// and zeros z (z null: none, MNN symmetric).
+void dequantize_row_codes(const QuantizedTensor& q, const uint8_t* codes, const float* s, const float* z, float* w_hat,
+                          const Kernels& k);
 
 // Rounds scales and zeros to f16 (scales_f16, zeros_f16: what is stored) and back.
 void round_params_to_f16(QuantizedTensor& q, const Kernels* k = nullptr);

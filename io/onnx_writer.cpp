@@ -89,7 +89,6 @@ Layout make_layout(const std::string& path, const std::vector<TensorPlan>& plan,
   return l;
 }
 
-
 class OnnxWriter final : public ModelWriter {
  public:
   OnnxWriter(const std::string& path, const std::vector<TensorPlan>& plan, const OnnxReader& src, const WriterOptions& opts)

@@ -16,6 +16,22 @@
 namespace wq {
 WQ_BEGIN_ISA_NAMESPACE
 
+// RowQuantJob::errors[r] by its definition: row r (as widened) against its codes (one per
+// byte) dequantized with the parameters stored in job, through sq_err. w_hat: cols floats
+// of scratch. The scalar table measures every row this way; the SIMD tables those whose
+// blocks are not whole vectors.
+template <class P>
+void measure_row(const RowQuantJob& job, size_t r, const float* row, const uint8_t* codes, float* w_hat) {
+  const size_t nblocks = job.cols / job.block;
+  for (size_t b = 0; b < nblocks; ++b) {
+    const BlockCodec c{job.scheme, job.bits, job.scales[r * nblocks + b], job.zeros ? job.zeros[r * nblocks + b] : 0.0f,
+                       0.0f};
+    P::dequantize_codes(codes + b * job.block, job.block, c, w_hat + b * job.block);
+  }
+  RowError& e = job.errors[r];
+  P::sq_err(row, w_hat, job.cols, &e.err2, &e.ref2, &e.max_abs);
+}
+
 template <class P>
 void quantize_rows_body(const RowQuantJob& job, size_t row_begin, size_t row_end) {
   const size_t cols = job.cols;
@@ -49,15 +65,7 @@ void quantize_rows_body(const RowQuantJob& job, size_t row_begin, size_t row_end
       if (job.zeros) job.zeros[r * nblocks + b] = c.zero;
     }
     P::pack_codes(codes.data(), cols, job.bits, job.packed + r * job.packed_row_bytes);
-    if (job.errors) {  // the definition: the row against its codes dequantized, through sq_err
-      for (size_t b = 0; b < nblocks; ++b) {
-        const BlockCodec c{job.scheme, job.bits, job.scales[r * nblocks + b],
-                           job.zeros ? job.zeros[r * nblocks + b] : 0.0f, 0.0f};
-        P::dequantize_codes(codes.data() + b * job.block, job.block, c, w_hat.data() + b * job.block);
-      }
-      RowError& e = job.errors[r];
-      P::sq_err(row, w_hat.data(), cols, &e.err2, &e.ref2, &e.max_abs);
-    }
+    if (job.errors) measure_row<P>(job, r, row, codes.data(), w_hat.data());
   }
 }
 

@@ -31,6 +31,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "kernels/fused_rows.h"
 #include "kernels/ggml_blocks.h"
 #include "kernels/ggml_kquant_dequant_simd.h"
 #include "kernels/ggml_kquant_simd.h"
@@ -258,22 +259,21 @@ struct Prims {
 
   // ---- codes ------------------------------------------------------------------------
 
-  // What a caller sees of each whole vector coded: seen(i, x, q) with the element offset
-  // i, the inputs and their codes before the store saturates them, in increasing i.
-  // Partial vectors (n % L) are not shown. The default sees nothing and costs nothing.
+  // What a caller sees of each whole vector coded: seen(x, q) with the inputs and their
+  // codes before the store saturates them, vector after vector in element order. Partial
+  // vectors (n % L) are not shown. The default sees nothing and costs nothing.
   struct Unseen {
-    void operator()(size_t, const F&, const I&) const {}
+    void operator()(const F&, const I&) const {}
   };
 
-  // The four vectors at x (element offset i) coded, shown to seen in order, then stored.
+  // The four vectors at x coded, shown to seen in order, then stored.
   template <class Code, class Seen, class Store>
-  [[gnu::always_inline]] static void code_four(const float* x, size_t i, const Code& code, const Seen& seen,
-                                               const Store& store) {
+  [[gnu::always_inline]] static void code_four(const float* x, const Code& code, const Seen& seen, const Store& store) {
     F v[4];
     I q[4];
     for (size_t k = 0; k < 4; ++k) v[k] = F::load_unaligned(x + k * L);
     for (size_t k = 0; k < 4; ++k) q[k] = code(v[k]);
-    for (size_t k = 0; k < 4; ++k) seen(i + k * L, v[k], q[k]);
+    for (size_t k = 0; k < 4; ++k) seen(v[k], q[k]);
     store(q[0], q[1], q[2], q[3]);
   }
 
@@ -283,12 +283,12 @@ struct Prims {
                                                   const Seen& seen = {}) {
     size_t i = 0;
     for (; i + 4 * L <= n; i += 4 * L) {
-      code_four(x + i, i, code, seen, [&](I a, I b, I c, I d) { Ops::store_u8x4(codes + i, a, b, c, d); });
+      code_four(x + i, code, seen, [&](I a, I b, I c, I d) { Ops::store_u8x4(codes + i, a, b, c, d); });
     }
     for (; i + L <= n; i += L) {
       const F v = F::load_unaligned(x + i);
       const I q = code(v);
-      seen(i, v, q);
+      seen(v, q);
       Ops::store_u8(codes + i, q);
     }
     if (i < n) {
@@ -303,7 +303,7 @@ struct Prims {
   [[gnu::always_inline]] static void map_to_nibbles(const float* x, size_t n, uint8_t* out, const Code& code,
                                                     const Seen& seen = {}) {
     for (size_t i = 0; i < n; i += 4 * L) {
-      code_four(x + i, i, code, seen, [&](I a, I b, I c, I d) { Ops::store_nibbles_x4(out + i / 2, a, b, c, d); });
+      code_four(x + i, code, seen, [&](I a, I b, I c, I d) { Ops::store_nibbles_x4(out + i / 2, a, b, c, d); });
     }
   }
 
@@ -321,7 +321,7 @@ struct Prims {
         std::memset(out, code, n);
       }
       if constexpr (!std::is_same_v<Seen, Unseen>) {
-        for (size_t i = 0; i + L <= n; i += L) seen(i, F::load_unaligned(x + i), I(code));
+        for (size_t i = 0; i + L <= n; i += L) seen(F::load_unaligned(x + i), I(code));
       }
     };
     auto map = [&](const auto& code) {
@@ -773,7 +773,7 @@ struct Prims {
           const BlockCodec d = ref::canon_nan_params(c);
           const F ds(d.scale), dz(d.zero);
           const I half(1 << (job.bits - 1)), lo(0), hi(255);
-          auto seen = [&](size_t, const F& v, const I& q) __attribute__((always_inline)) {
+          auto seen = [&](const F& v, const I& q) __attribute__((always_inline)) {
             acc.add(v, dequantize_lanes<S>(xsimd::min(xsimd::max(q, lo), hi), ds, dz, half));
           };
           if (direct4) {
@@ -836,13 +836,8 @@ struct Prims {
       if (measure_fused) {
         job.errors[r] = acc.result();
       } else if (job.errors) {  // blocks of partial vectors: the definition, from L1
-        const uint8_t* codes = direct8 ? packed : t.codes;  // direct4 blocks are whole vectors
-        for (size_t b = 0; b < nblocks; ++b) {
-          const BlockCodec c{S, job.bits, t.scale[b], t.zero[b], 0.0f};
-          dequantize_codes(codes + b * block, block, c, w_hat.data() + b * block);
-        }
-        RowError& e = job.errors[r];
-        sq_err(row, w_hat.data(), cols, &e.err2, &e.ref2, &e.max_abs);
+        // (direct4 blocks are whole vectors, so the codes are bytes here)
+        measure_row<Prims>(job, r, row, direct8 ? packed : t.codes, w_hat.data());
       }
     }
   }
