@@ -33,8 +33,11 @@ TensorView RowSource::tile(size_t r0, size_t r1, std::vector<uint8_t>* scratch) 
 // A transposed tile reads (tile rows x element size) bytes from each stored row, one
 // stored row pitch apart: 32 rows (the contiguous rule's 256 KiB at K = 2048) read 128
 // bytes a row and ran at 1.0 ns an element in a whole conversion; 128 rows run at 0.6-0.7
-// (a streaming read is 0.27), and wider tiles gained nothing (2026-12-02, AVX2 EPYC).
-constexpr size_t kTransposedTileRows = 128;
+// (a streaming read is 0.27; 2026-12-02, AVX2 EPYC). With the band transpose's prefetch
+// (engine/transpose.h), 256 rows (1 KiB a stored row, a 2 MiB tile at K = 2048) were
+// faster again on Zen 5: the 1.1 B model's ONNX conversion 1.24 s against 1.36 s at 128,
+// and 1.57 s at 64 (medians of 3, 2026-12-03).
+constexpr size_t kTransposedTileRows = 256;
 
 size_t RowSource::tile_rows() const {
   const size_t rows = view.rows(), t = tile_rows_for(rows, view.cols() * dtype_size(view.dtype));

@@ -1,10 +1,10 @@
 // Where the quantizer reads a tensor's rows from, one row tile at a time: a contiguous
 // view (the tile is a slice of it), or a matrix stored transposed. ONNX's MatMul keeps
 // its weight as B [K, N]; wquant quantizes it as [N, K] (blocks along K, as MatMulNBits
-// stores them). The ONNX reader transposes weights up to 128 MiB into a copy, reading the
-// file in bands (io/onnx_reader.cpp); a larger one comes here as stored, and each tile of
-// N-rows is transposed from the stored columns into a per-thread buffer as the quantizer
-// reaches it, so no copy of the whole is held.
+// stores them). The ONNX reader hands a MatMul weight that lies in a mapped file to the
+// quantizer as stored (io/onnx_reader.cpp), and each tile of N-rows is transposed from the
+// stored columns into a per-thread buffer as the quantizer reaches it, so no copy of the
+// whole is held.
 #pragma once
 
 #include <cstddef>

@@ -127,15 +127,33 @@ inline void macro_tile(const uint8_t* src, size_t cols, T* d, size_t rows, size_
 // dst[c * ld_dst + r] = src[r * ld_src + c] for r < rows, c < cols: a band of rows of a
 // matrix written into its place in the transpose of the whole (ld_dst: the whole's row
 // count). elem_size 2 or 4 (else bytewise). Serial, macro tile by macro tile.
+//
+// A narrow band (each source row gives at most 1 KiB: a quantizer tile of a MatMul weight
+// read from the mapping, engine/row_source.h) reads a few lines from each of thousands of
+// rows a whole row pitch apart, which the hardware prefetchers do not follow: every line
+// is a miss to memory in turn. So it walks kNarrowStep rows at a time and first asks for
+// the lines of the rows one step further on, so the misses overlap. On the 1.1 B model's
+// ONNX conversion (Zen 5, 2 threads) the tiles' transposes took 47% of the CPU without
+// it, and the conversion went from 1.39 s to 1.23 s with it (2026-12-03).
 inline void transpose_band(const uint8_t* src, size_t ld_src, size_t rows, size_t cols, size_t elem_size, uint8_t* dst,
                            size_t ld_dst) {
-  constexpr size_t kMacro = 256;
+  constexpr size_t kMacro = 256, kNarrowStep = 128, kNarrowBytes = 1024;
+  const size_t row_bytes = cols * elem_size, pitch = ld_src * elem_size;
+  const bool narrow = row_bytes <= kNarrowBytes;
+  auto prefetch_rows = [&](size_t r0, size_t r1) {
+    for (size_t r = r0; r < r1; ++r)
+      for (size_t c = 0; c < row_bytes; c += 64) __builtin_prefetch(src + r * pitch + c);
+  };
   auto run = [&](auto tag) {
     using T = decltype(tag);
-    for (size_t R0 = 0; R0 < rows; R0 += kMacro)
+    const size_t step = narrow ? kNarrowStep : kMacro;
+    if (narrow) prefetch_rows(0, std::min(step, rows));
+    for (size_t R0 = 0; R0 < rows; R0 += step) {
+      if (narrow && R0 + step < rows) prefetch_rows(R0 + step, std::min(R0 + 2 * step, rows));
       for (size_t C0 = 0; C0 < cols; C0 += kMacro)
-        transpose_detail::macro_tile(src, ld_src, reinterpret_cast<T*>(dst), ld_dst, R0, std::min(R0 + kMacro, rows), C0,
+        transpose_detail::macro_tile(src, ld_src, reinterpret_cast<T*>(dst), ld_dst, R0, std::min(R0 + step, rows), C0,
                                      std::min(C0 + kMacro, cols));
+    }
   };
   if (elem_size == 4) run(uint32_t{});
   else if (elem_size == 2) run(uint16_t{});

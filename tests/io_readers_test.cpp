@@ -461,6 +461,33 @@ TEST(Transpose2d, EqualsTheDefinitionAtEveryTailAndAlignment) {
   }
 }
 
+// transpose_block of a column slice of a wider matrix (a quantizer tile of a MatMul
+// weight, engine/row_source.cpp): against the definition, for slices up to the narrow
+// walk's 1 KiB a row (prefetching a step of rows ahead) and wider, with row counts around
+// the step, from a misaligned source.
+TEST(TransposeBlock, ColumnSlicesEqualTheDefinition) {
+  uint64_t state = 0x2545F4914F6CDD1Dull;
+  auto next = [&] {
+    state ^= state << 13, state ^= state >> 7, state ^= state << 17;
+    return state;
+  };
+  for (size_t es : {size_t(2), size_t(4)}) {
+    for (size_t rows : {1, 127, 128, 129, 255, 256, 300, 513}) {
+      for (size_t cols : {1, 16, 33, 256, 300, 512, 520}) {
+        const size_t ld = cols + 37, c0 = 5;  // the slice [c0, c0 + cols) of rows ld wide
+        std::vector<uint8_t> src((rows * ld + c0) * es + 1);
+        for (auto& b : src) b = uint8_t(next());
+        const uint8_t* s = src.data() + 1;
+        std::vector<uint8_t> want(rows * cols * es), got(rows * cols * es, 0xAB);
+        for (size_t r = 0; r < rows; ++r)
+          for (size_t c = 0; c < cols; ++c) std::memcpy(&want[(c * rows + r) * es], s + (r * ld + c0 + c) * es, es);
+        transpose_block(s + c0 * es, ld, rows, cols, es, got.data());
+        ASSERT_EQ(got, want) << "elem " << es << " rows " << rows << " cols " << cols;
+      }
+    }
+  }
+}
+
 TEST(ScratchPool, BuffersAreWritableAlignedAndReusedWithinTheBudget) {
   for (size_t n : {size_t(0), size_t(1), size_t(4096), size_t(3) << 20}) {
     ScratchBytes b = ScratchBytes::make(n);

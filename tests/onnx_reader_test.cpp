@@ -239,11 +239,11 @@ TEST_F(OnnxReaderTest, MatMulWeightsReadInBandsAreTheExactTranspose) {
   }
 }
 
-// Up to 128 MiB a MatMul weight reaches the quantizer as a transposed copy (view(), read
-// in bands); a larger one is handed over as stored, to be transposed tile by tile, so no
-// copy of it is held (README, "Design"). The large weight's external data is a sparse
-// file: nothing of it is read here.
-TEST_F(OnnxReaderTest, OnlyMatMulWeightsUpTo128MiBAreCopiedForTheQuantizer) {
+// Every MatMul weight reaches the quantizer as stored, to be transposed tile by tile
+// from the mapping, so no copy of it is held (README, "Design"), whatever its size; a
+// weight used by Gather is not transposed. The external data is a sparse file: nothing of
+// the large weight is read here.
+TEST_F(OnnxReaderTest, MatMulWeightsReachTheQuantizerAsStored) {
   constexpr int64_t K = 4096, kSmallN = 64, kLargeN = 8200;  // 1 MiB and 128.1 MiB of f32
   onnx::ModelProto m;
   m.set_ir_version(8);
@@ -252,21 +252,26 @@ TEST_F(OnnxReaderTest, OnlyMatMulWeightsUpTo128MiBAreCopiedForTheQuantizer) {
   g->set_name("caps");
   add_init(g, "small.weight", onnx::TensorProto::FLOAT, {K, kSmallN});
   add_init(g, "large.weight", onnx::TensorProto::FLOAT, {K, kLargeN});
+  add_init(g, "emb.weight", onnx::TensorProto::FLOAT, {kSmallN, K});
   add_node(g, "MatMul", {"x", "small.weight"}, "y1");
   add_node(g, "MatMul", {"x", "large.weight"}, "y2");
+  add_node(g, "Gather", {"emb.weight", "ids"}, "y3");
   const uint64_t small_bytes = uint64_t(K * kSmallN * 4), large_bytes = uint64_t(K * kLargeN * 4);
-  ASSERT_GT(large_bytes, uint64_t(128) << 20);
   std::ofstream(dir_ + "/w.data").close();
-  std::filesystem::resize_file(dir_ + "/w.data", small_bytes + large_bytes);
+  std::filesystem::resize_file(dir_ + "/w.data", 2 * small_bytes + large_bytes);
   m = with_external(m, "small.weight", "w.data", 0, small_bytes);
   m = with_external(m, "large.weight", "w.data", small_bytes, large_bytes);
+  m = with_external(m, "emb.weight", "w.data", small_bytes + large_bytes, small_bytes);
   save_model(m, dir_ + "/m.onnx");
   std::unique_ptr<ModelReader> r = open_model(dir_ + "/m.onnx");
   TensorView stored;
-  EXPECT_FALSE(r->stored_transposed(size_t(r->find("small.weight")), &stored));
+  ASSERT_TRUE(r->stored_transposed(size_t(r->find("small.weight")), &stored));
+  EXPECT_EQ(stored.shape, (std::vector<int64_t>{kSmallN, K}));  // listed [N, K]; the data as stored
+  EXPECT_EQ(stored.nbytes, small_bytes);
   ASSERT_TRUE(r->stored_transposed(size_t(r->find("large.weight")), &stored));
-  EXPECT_EQ(stored.shape, (std::vector<int64_t>{kLargeN, K}));  // listed [N, K]; the data as stored
+  EXPECT_EQ(stored.shape, (std::vector<int64_t>{kLargeN, K}));
   EXPECT_EQ(stored.nbytes, large_bytes);
+  EXPECT_FALSE(r->stored_transposed(size_t(r->find("emb.weight")), &stored));
 }
 
 // The ONNX output stores the very codes and scales of the safetensors output, for every
