@@ -8,6 +8,8 @@
 
 #include "engine/error.h"
 #include "engine/hqq.h"
+#include "engine/quantize_columns.h"
+#include "engine/read_ahead.h"
 #include "engine/row_source.h"
 #include "engine/rows.h"
 #include "engine/scheduler.h"
@@ -282,6 +284,14 @@ QuantizedTensor quantize_tensor(const RowSource& src, const QuantSpec& spec, siz
   // (rounded afterwards) nor after MNN's flush (the error is against the input as given);
   // those tiles are measured by measure_rows.
   const bool measured_in_place = row_sums && !flushed_copy && !spec.fp16;
+  // A transposed source: RTN reads it in bands of stored rows (engine/quantize_columns.h);
+  // the rest transposes tiles from the mapping, whose pages are then mapped up front (the
+  // tiles read a few lines from every stored row: one call instead of a fault per page).
+  const bool columns = stored_columns_apply(w, spec, block);
+  if (w.transposed && !columns && w.view.mapped.fd >= 0) {
+    read_ahead(static_cast<const uint8_t*>(w.view.data), w.view.nbytes, ReadAhead::Populate);
+  }
+  bool by_columns = false;
   if (spec.hqq) {
     if (measured_in_place && spec.hqq_opts.stop != HqqStop::Tensor) {
       hqq_quantize(w, q, k, {}, row_sums->data());
@@ -290,6 +300,8 @@ QuantizedTensor quantize_tensor(const RowSource& src, const QuantSpec& spec, siz
     } else {
       hqq_quantize(w, q, k);
     }
+  } else if (columns && quantize_stored_columns(w, q, row_sums, k)) {
+    by_columns = true;  // (false: a band holds a NaN or Inf, which the tiles report)
   } else {
     const size_t tile = w.tile_rows();
     const size_t ntiles = (q.rows + tile - 1) / tile;
@@ -349,7 +361,7 @@ QuantizedTensor quantize_tensor(const RowSource& src, const QuantSpec& spec, siz
       abs_max[1] = std::max(abs_max[1], tile_max[2 * t + 1]);
     }
   }
-  check_params_finite(w, q, k, false, spec.hqq ? nullptr : abs_max);
+  check_params_finite(w, q, k, false, spec.hqq || by_columns ? nullptr : abs_max);
   if (spec.fp16) {
     if (spec.fp16_truncate) truncate_params_to_f16(q, &k);
     else round_params_to_f16(q, &k);

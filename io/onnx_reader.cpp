@@ -16,7 +16,6 @@
 #include "io/onnx_wire.h"
 #include "io/quant_record.h"
 #include "io/scratch_pool.h"
-#include "engine/read_ahead.h"
 #include "engine/transpose.h"
 
 namespace wq {
@@ -188,14 +187,12 @@ class OnnxReaderImpl final : public OnnxReader {
     const TensorInfo& info = infos_[i];
     const OnnxInitializer& in = inits_[e.init];
     if (info.kind != StoredKind::Float || !in.transposed) return false;
-    // The quantizer transposes it tile by tile from the mapping (engine/row_source.h), so
-    // no copy of the whole is made. The whole copy view() makes (bands pread and transposed
-    // into place, transpose_from_file) cost the 1.1 B model's ONNX conversion a write and
-    // a read of every weight through memory, and zeroed pages for the copies: 1.55-1.72 s
-    // against 1.24 s this way, the safetensors job taking 0.87-1.04 s (2026-12-03).
-    // The tiles read a few lines from every stored row: the payload's pages are mapped
-    // up front (MADV_POPULATE_READ), one call instead of a page fault per page.
-    if (file_of(in)) read_ahead(in.data, in.nbytes, ReadAhead::Populate);
+    // The quantizer reads it as stored: RTN in bands of stored rows pread from the file
+    // (engine/quantize_columns.h), other schemes tile by tile from the mapping
+    // (engine/row_source.h). The whole transposed copy view() makes (bands pread and
+    // transposed into place, transpose_from_file) cost the 1.1 B model's ONNX conversion a
+    // write and a read of every weight through memory, and zeroed pages for the copies.
+    stored->mapped = source_of(in);
     stored->name = info.name;
     stored->shape = info.shape;  // listed [N, K]
     stored->dtype = info.dtype;

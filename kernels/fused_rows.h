@@ -9,6 +9,8 @@
 #include "kernels/isa_namespace.h"
 
 
+#include <cstring>
+
 #include "kernels/kernels.h"
 #include "kernels/reference.h"
 #include "kernels/scratch_buffer.h"
@@ -66,6 +68,53 @@ void quantize_rows_body(const RowQuantJob& job, size_t row_begin, size_t row_end
     }
     P::pack_codes(codes.data(), cols, job.bits, job.packed + r * job.packed_row_bytes);
     if (job.errors) measure_row<P>(job, r, row, codes.data(), w_hat.data());
+  }
+}
+
+// ColumnQuantJob by its definition: each stored column gathered (widened) into a row,
+// its blocks quantized as quantize_rows_body quantizes a row's, the codes packed, and with
+// job.partials the row's w - w_hat added to the running partial sums element by element,
+// as sq_err adds them. The scalar table's quantize_columns.
+template <class P>
+void quantize_columns_body(const ColumnQuantJob& job) {
+  const size_t rows = job.rows, nblocks = rows / job.block;
+  ScratchBuffer<float> x(rows), w_hat(job.partials ? rows : 0);
+  ScratchBuffer<uint8_t> codes(rows);
+  const auto* src = static_cast<const uint8_t*>(job.src);
+  const size_t es = dtype_size(job.src_dtype);
+  for (size_t c = 0; c < job.cols; ++c) {
+    for (size_t k = 0; k < rows; ++k) {
+      const uint8_t* e = src + (k * job.src_row_stride + c) * es;
+      if (job.src_dtype == DType::F32) {
+        std::memcpy(&x.data()[k], e, 4);
+      } else {
+        uint16_t h;
+        std::memcpy(&h, e, 2);
+        if (job.src_dtype == DType::F16) P::widen_f16(&h, &x.data()[k], 1);
+        else P::widen_bf16(&h, &x.data()[k], 1);
+      }
+    }
+    for (size_t b = 0; b < nblocks; ++b) {
+      const float* xb = x.data() + b * job.block;
+      float mn, mx;
+      P::minmax(xb, job.block, &mn, &mx);
+      const BlockCodec cc = ref::block_codec(job.scheme, job.bits, mn, mx, job.round_zero);
+      P::quantize_codes(xb, job.block, cc, codes.data() + b * job.block);
+      job.scales[c * job.params_stride + b] = cc.scale;
+      if (job.zeros) job.zeros[c * job.params_stride + b] = cc.zero;
+      if (job.partials) P::dequantize_codes(codes.data() + b * job.block, job.block, cc, w_hat.data() + b * job.block);
+    }
+    P::pack_codes(codes.data(), rows, job.bits, job.packed + c * job.packed_row_bytes);
+    if (!job.partials) continue;
+    float* pp = job.partials;
+    for (size_t k = 0; k < rows; ++k) {
+      const float d = x.data()[k] - w_hat.data()[k];
+      pp[column_partial(c, k % 16)] += d * d;
+      pp[column_partial(c, 16 + k % 16)] += x.data()[k] * x.data()[k];
+      float& m = pp[column_partial(c, 32)];
+      const float ad = ref::abs_f(d);
+      m = ad > m ? ad : m;  // a NaN difference is skipped
+    }
   }
 }
 

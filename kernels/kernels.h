@@ -99,6 +99,43 @@ struct RowQuantJob {
   RowError* errors;
 };
 
+// A band of a matrix stored transposed (ONNX MatMul's B [K, N], quantized as [N, K] with
+// blocks along K): stored rows [0, rows) of stored columns [0, cols). Each stored column
+// c is a quantized row, and the band is `rows` consecutive weights of it, cut into blocks
+// of `block` stored rows, quantized as RowQuantJob quantizes a row's blocks (same
+// parameters, codes and packing). The band is read row by row, as a file stores it, so no
+// transposed copy of the matrix is needed.
+struct ColumnQuantJob {
+  const void* src;        // stored row k, column c at src + k * src_row_stride + c elements
+  DType src_dtype;
+  size_t src_row_stride;  // in elements
+  size_t rows;            // a multiple of block
+  size_t cols;
+  size_t block;           // a multiple of 16
+  Scheme scheme;
+  int bits;
+  bool round_zero;        // Affine only, as RowQuantJob
+  uint8_t* packed;        // column c's rows*bits bits at packed + c * packed_row_bytes
+  size_t packed_row_bytes;
+  float* scales;          // column c's block b at scales[c * params_stride + b]
+  float* zeros;           // the same layout; may be null for MnnSym
+  size_t params_stride;
+  // Optional (null: not measured): the running sums of sq_err for every column, kept
+  // between bands, in groups of 16 columns: column c's err partial p at
+  // partials[column_partial(c, p)], its ref partial p at column_partial(c, 16 + p), its
+  // max |w - w_hat| at column_partial(c, 32); column_partials(cols) floats, started at +0.
+  // Band element k is added to partial k % 16 as sq_err adds a row's element k: a column's
+  // bands given in order leave sq_err's partial sums of the whole row, which
+  // ref::column_error reduces to sq_err's results. (A group's 33 planes are contiguous, so
+  // a band reads and writes them as one run of memory.)
+  float* partials;
+};
+inline constexpr size_t kColumnPartialPlanes = 33;
+inline constexpr size_t column_partial(size_t c, size_t plane) {
+  return c / 16 * (16 * kColumnPartialPlanes) + plane * 16 + c % 16;
+}
+inline constexpr size_t column_partials(size_t cols) { return (cols + 15) / 16 * 16 * kColumnPartialPlanes; }
+
 // HQQ's half-quadratic solver settings for one call (engine/quant_spec.h HqqOptions).
 struct HqqParams {
   int bits;       // 2..8

@@ -122,6 +122,7 @@ struct ScalarPrims {
 // The registry's view of the scalar reference (kernels/kernel_tables.h make_kernels).
 struct ScalarKernels : ScalarPrims {
   static constexpr auto quantize_rows = quantize_rows_body<ScalarPrims>;
+  static constexpr auto quantize_columns = quantize_columns_body<ScalarPrims>;
   static constexpr auto hqq_solve_blocks = &::wq::hqq_solve_blocks;
   static constexpr auto hqq_step_blocks = &::wq::hqq_step_blocks;
 

@@ -150,6 +150,23 @@ inline void affine_params_each(const float* x, size_t b0, size_t nblocks, size_t
   }
 }
 
+// sq_err's results from the partial sums ColumnQuantJob::partials keeps for column c:
+// the same tree, sum_result and max as sq_err.
+inline RowError column_error(const float* partials, size_t c) {
+  float pe[16], pr[16];
+  for (size_t p = 0; p < 16; ++p) {
+    pe[p] = partials[column_partial(c, p)];
+    pr[p] = partials[column_partial(c, 16 + p)];
+  }
+  for (int w = 8; w >= 1; w /= 2) {
+    for (int j = 0; j < w; ++j) {
+      pe[j] += pe[j + w];
+      pr[j] += pr[j + w];
+    }
+  }
+  return {sum_result(pe[0]), sum_result(pr[0]), partials[column_partial(c, 32)]};
+}
+
 // MNN's threshold: "s <= 1e-6" compares a float with a double literal.
 inline bool mnn_scale_is_zero(float s) { return double(s) <= 1e-6; }
 

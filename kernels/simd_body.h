@@ -861,6 +861,144 @@ struct Prims {
     }
   }
 
+  // ---- columns of a matrix stored transposed (ColumnQuantJob) ----------------------------
+  // Lane j is stored column c + j: a block's statistics are vertical min/max over its
+  // stored rows (no reduction across lanes), codec_lanes gives the L blocks' parameters
+  // (quantize_rows' groups use the same function), each element is coded with its lane's
+  // parameters by quantize_block's formulas, and the error is added to the partial sums
+  // with sq_err's operations. Codes are transposed in registers (L stored rows x L
+  // columns) into each column's byte row, then packed.
+
+  // quantize_block's code of every lane of v under that lane's parameters p (the blocks
+  // whose MNN scale counts as zero take the code quantize_block fills them with).
+  template <Scheme S>
+  [[gnu::always_inline]] static I code_lanes(F v, const CodecLanes& p, int bits) {
+    if constexpr (S == Scheme::MnnSym) {
+      const int half = 1 << (bits - 1);
+      const I q = round_away_clamped(Ops::div(v, p.scale), F(float(-half)), F(float(half - 1))) + I(half);
+      return xsimd::select(Ops::mask_ones(p.scale <= F(1e-6f)) != I(0), I(half), q);  // ref::mnn_scale_is_zero
+    } else if constexpr (S == Scheme::MnnAsym) {
+      const I q = code_nonneg_round_away(Ops::div(v - p.zero, p.scale), F(float(ref::qmax_of(bits))));
+      return xsimd::select(Ops::mask_ones(p.scale <= F(1e-6f)) != I(0), I(0), q);
+    } else {
+      return Ops::to_int(Ops::min_keep(F(float(ref::qmax_of(bits))), Ops::rint((v * p.inv) + p.zero)));
+    }
+  }
+
+  template <Scheme S>
+  static void quantize_columns_as(const ColumnQuantJob& job) {
+    const size_t rows = job.rows, block = job.block, nblocks = rows / block, cols = job.cols;
+    const bool direct_f32 = job.src_dtype == DType::F32;
+    // Partial column groups, and 16-bit sources, are widened into x first: [rows][L].
+    ScratchBuffer<float> x(rows * L);
+    ScratchBuffer<uint8_t> codes(rows * L);
+    const F zero(0.0f);
+    const I lo8(0), hi8(255), half(1 << (job.bits - 1));
+    for (size_t c = 0; c < cols; c += L) {
+      const size_t m = cols - c < L ? cols - c : L;  // (no std::min: kernels/isa_namespace.h)
+      const float* base;
+      size_t stride;
+      if (direct_f32 && m == L) {
+        base = static_cast<const float*>(job.src) + c;
+        stride = job.src_row_stride;
+      } else {
+        for (size_t k = 0; k < rows; ++k) {
+          float* dst = x.data() + k * L;
+          const size_t off = k * job.src_row_stride + c;
+          switch (job.src_dtype) {
+            case DType::F32: std::memcpy(dst, static_cast<const float*>(job.src) + off, m * sizeof(float)); break;
+            case DType::F16: widen_f16(static_cast<const uint16_t*>(job.src) + off, dst, m); break;
+            case DType::BF16: widen_bf16(static_cast<const uint16_t*>(job.src) + off, dst, m); break;
+          }
+          for (size_t j = m; j < L; ++j) dst[j] = 0.0f;
+        }
+        base = x.data();
+        stride = L;
+      }
+      auto load = [&](size_t k) { return F::load_unaligned(base + k * stride); };
+      // Each stored row gives this group one line, a whole row pitch from the last: no
+      // hardware prefetcher follows that, so the next group's lines are asked for while
+      // this one is coded (the band itself is in L2 or L3 after the caller's read).
+      const float* next = direct_f32 && c + 2 * L <= cols ? base + L : nullptr;
+      F pe[16], pr[16], mx(0.0f);
+      auto load_sums = [&](size_t plane) {
+        const float* q = job.partials + column_partial(c, plane);
+        return m == L ? F::load_unaligned(q) : load_pad(q, m, 0.0f);
+      };
+      auto store_sums = [&](size_t plane, F v) {
+        float* q = job.partials + column_partial(c, plane);
+        if (m == L) v.store_unaligned(q);
+        else store_part(q, m, v);
+      };
+      if (job.partials) {
+        for (size_t p = 0; p < 16; ++p) {
+          pe[p] = load_sums(p);
+          pr[p] = load_sums(16 + p);
+        }
+        mx = load_sums(32);
+      }
+      for (size_t b = 0; b < nblocks; ++b) {
+        const size_t k0 = b * block;
+        F l(INFINITY), h(-INFINITY);
+        for (size_t k = k0; k < k0 + block; ++k) {
+          const F v = load(k);
+          if (next) __builtin_prefetch(next + k * stride);
+          l = Ops::min_keep(v, l);
+          h = Ops::max_keep(v, h);
+        }
+        // minmax's zero, +0 whatever the sign (codec_group does the same).
+        l = xsimd::select(l == zero, zero, l);
+        h = xsimd::select(h == zero, zero, h);
+        const CodecLanes p = codec_lanes<S>(l, h, job.bits, job.round_zero);
+        alignas(64) float ts[L], tz[L];
+        p.scale.store_aligned(ts);
+        p.zero.store_aligned(tz);
+        for (size_t j = 0; j < m; ++j) {
+          job.scales[(c + j) * job.params_stride + b] = ts[j];
+          if (job.zeros) job.zeros[(c + j) * job.params_stride + b] = tz[j];
+        }
+        // 16 stored rows at a time (block % 16 == 0), so element k + i goes to partial i.
+        for (size_t k = k0; k < k0 + block; k += 16) {
+#pragma GCC unroll 16
+          for (size_t u = 0; u < 16 / L; ++u) {
+            F q[L];
+#pragma GCC unroll 16
+            for (size_t t = 0; t < L; ++t) {
+              const F v = load(k + u * L + t);
+              const I code = code_lanes<S>(v, p, job.bits);
+              q[t] = xsimd::bitwise_cast<F>(code);
+              if (job.partials) {
+                // w_hat as dequantize_codes makes it from the stored code (the store saturates).
+                const F d = v - dequantize_lanes<S>(xsimd::min(xsimd::max(code, lo8), hi8), p.scale, p.zero, half);
+                pe[u * L + t] = pe[u * L + t] + (d * d);
+                pr[u * L + t] = pr[u * L + t] + (v * v);
+                mx = Ops::max_keep(xsimd::abs(d), mx);  // as sq_err
+              }
+            }
+            Ops::transpose(q);  // q[j]: column c + j's codes of these L stored rows
+            for (size_t j = 0; j < m; ++j) Ops::store_u8(codes.data() + j * rows + k + u * L, xsimd::bitwise_cast<I>(q[j]));
+          }
+        }
+      }
+      for (size_t j = 0; j < m; ++j) pack_codes(codes.data() + j * rows, rows, job.bits, job.packed + (c + j) * job.packed_row_bytes);
+      if (job.partials) {
+        for (size_t p = 0; p < 16; ++p) {
+          store_sums(p, pe[p]);
+          store_sums(16 + p, pr[p]);
+        }
+        store_sums(32, mx);
+      }
+    }
+  }
+  static void quantize_columns(const ColumnQuantJob& job) {
+    if (job.rows == 0 || job.cols == 0) return;
+    switch (job.scheme) {
+      case Scheme::MnnSym: return quantize_columns_as<Scheme::MnnSym>(job);
+      case Scheme::MnnAsym: return quantize_columns_as<Scheme::MnnAsym>(job);
+      case Scheme::Affine: return quantize_columns_as<Scheme::Affine>(job);
+    }
+  }
+
   // ---- llama.cpp blocks ---------------------------------------------------------------
   static constexpr size_t NV = 32 / L;  // vectors per 32-weight block
   static constexpr size_t NH = NV / 2;  // vectors per 16-weight half

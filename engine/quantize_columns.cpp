@@ -1,0 +1,107 @@
+#include "engine/quantize_columns.h"
+
+#include <tbb/task_arena.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "engine/error.h"
+#include "engine/quantize.h"
+#include "engine/rows.h"
+#include "engine/scheduler.h"
+#include "kernels/reference.h"
+
+namespace wq {
+namespace {
+
+// A band is about this many bytes of stored rows: it is read once (pread lands it in L2)
+// and each column group of it is read by the kernel while it is there.
+constexpr size_t kBandBytes = size_t(1) << 20;
+constexpr size_t kMaxBandBytes = size_t(16) << 20;
+// Columns per task of a band: a multiple of every ISA's lane count.
+constexpr size_t kColumnsPerTask = 256;
+static_assert(kColumnsPerTask % 16 == 0, "tasks start on a group of ColumnQuantJob::partials");
+
+size_t band_rows(size_t block, size_t stored_row_bytes) {
+  const size_t per_block = block * stored_row_bytes;
+  return block * std::max<size_t>(1, kBandBytes / std::max<size_t>(per_block, 1));
+}
+
+}  // namespace
+
+bool stored_columns_apply(const RowSource& src, const QuantSpec& spec, size_t block) {
+  if (!src.transposed || spec.hqq || spec.mnn_flush || spec.fp16) return false;
+  if (block == 0 || block % 16 != 0) return false;
+  const size_t stored_row_bytes = size_t(src.view.rows()) * dtype_size(src.view.dtype);  // N listed rows
+  return block * stored_row_bytes <= kMaxBandBytes;
+}
+
+bool quantize_stored_columns(const RowSource& src, QuantizedTensor& q, std::vector<ErrorSums>* row_sums,
+                             const Kernels& k) {
+  const TensorView& v = src.view;  // listed [N, K]; data: the stored [K, N]
+  const size_t N = q.rows, K = q.cols, es = dtype_size(v.dtype), nb = q.blocks_per_row();
+  const size_t band = std::min(K, band_rows(q.block, N * es));
+  const auto* base = static_cast<const uint8_t*>(v.data);
+  uint64_t offset = 0;
+  const bool from_file = v.mapped.offset_of(v.data, v.nbytes, &offset);
+  // Kept by the thread between tensors: fresh pages cost a page fault and a zeroed page
+  // each (clear_page was 9% of an ONNX conversion's CPU with these made per tensor).
+  // (thread_local: the tasks below run on other threads, so they get pointers, never
+  // these names.)
+  thread_local std::vector<uint8_t> buf_kept;
+  thread_local std::vector<float> partials_kept;
+  if (from_file && buf_kept.size() < band * N * es) buf_kept.resize(band * N * es);
+  if (row_sums) partials_kept.assign(column_partials(N), 0.0f);
+  uint8_t* const buf = buf_kept.data();
+  float* const partials = partials_kept.data();
+  for (size_t k0 = 0; k0 < K; k0 += band) {
+    const size_t rows = std::min(band, K - k0);
+    const uint8_t* b = base + k0 * N * es;
+    // Read like a contiguous tensor's tiles (engine/tensor.h says why pread); where the
+    // file cannot be read so, the mapping is read as it is.
+    if (from_file && v.mapped.read(b, rows * N * es, buf)) b = buf;
+    if (k.find_nonfinite(b, v.dtype, rows * N) != rows * N) return false;
+    auto columns_of_band = [&](size_t c0, size_t c1) {
+      ColumnQuantJob job{};
+      job.src = b + c0 * es;
+      job.src_dtype = v.dtype;
+      job.src_row_stride = N;
+      job.rows = rows;
+      job.cols = c1 - c0;
+      job.block = q.block;
+      job.scheme = q.scheme;
+      job.bits = q.spec.bits;
+      job.round_zero = false;
+      job.packed = q.packed.data() + c0 * q.packed_row_bytes + k0 * size_t(q.spec.bits) / 8;
+      job.packed_row_bytes = q.packed_row_bytes;
+      job.scales = q.scales.data() + c0 * nb + k0 / q.block;
+      job.zeros = q.zeros.empty() ? nullptr : q.zeros.data() + c0 * nb + k0 / q.block;
+      job.params_stride = nb;
+      job.partials = row_sums ? partials + column_partial(c0, 0) : nullptr;  // c0 % 16 == 0
+      k.quantize_columns(job);
+    };
+    // Isolated: while this thread waits for the band's tasks it must not start another
+    // tensor's bands, which would reuse this thread's buffers.
+    tbb::this_task_arena::isolate([&] { parallel_row_tiles(N, kColumnsPerTask, columns_of_band); });
+  }
+  if (!row_sums) return true;
+  std::vector<uint8_t> scratch;
+  std::vector<float> w_hat, row_buf;
+  for (size_t r = 0; r < N; ++r) {
+    const RowError e = ref::column_error(partials, r);
+    if (std::isfinite(e.err2) && std::isfinite(e.ref2)) {
+      (*row_sums)[r] = ErrorSums{e.err2, e.ref2, e.max_abs, K};
+      continue;
+    }
+    // A float sum overflowed (|w| past ~1e19): error_sums sums that row in double, as the
+    // tiles do.
+    const TensorView t = src.tile(r, r + 1, &scratch);
+    w_hat.resize(K);
+    dequantize_rows(q, r, r + 1, w_hat.data(), &k);
+    (*row_sums)[r] = error_sums(row_as_f32(t, 0, K, row_buf, k), w_hat.data(), K, k);
+  }
+  return true;
+}
+
+}  // namespace wq
