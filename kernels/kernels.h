@@ -127,14 +127,18 @@ struct ColumnQuantJob {
   // Band element k is added to partial k % 16 as sq_err adds a row's element k: a column's
   // bands given in order leave sq_err's partial sums of the whole row, which
   // ref::column_error reduces to sq_err's results. (A group's 33 planes are contiguous, so
-  // a band reads and writes them as one run of memory.)
+  // a band reads and writes them as one run of memory.) A partial that is NaN holds some
+  // NaN, its payload unspecified (the order of a NaN sum's operands is the compiler's);
+  // column_error returns sq_err's canonical NaN for it.
   float* partials;
 };
 inline constexpr size_t kColumnPartialPlanes = 33;
-inline constexpr size_t column_partial(size_t c, size_t plane) {
+// static: internal linkage, so an ISA's object that calls it out of line (-O0, -Os) has its
+// own copy instead of a weak one another ISA's code could share (kernels/isa_namespace.h).
+static constexpr size_t column_partial(size_t c, size_t plane) {
   return c / 16 * (16 * kColumnPartialPlanes) + plane * 16 + c % 16;
 }
-inline constexpr size_t column_partials(size_t cols) { return (cols + 15) / 16 * 16 * kColumnPartialPlanes; }
+static constexpr size_t column_partials(size_t cols) { return (cols + 15) / 16 * 16 * kColumnPartialPlanes; }
 
 // HQQ's half-quadratic solver settings for one call (engine/quant_spec.h HqqOptions).
 struct HqqParams {
