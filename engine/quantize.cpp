@@ -337,17 +337,8 @@ QuantizedTensor quantize_tensor(const RowSource& src, const QuantSpec& spec, siz
       tile_max[2 * (r0 / tile)] = k.absmax(q.scales.data() + r0 * nb, (r1 - r0) * nb);
       if (job.zeros) tile_max[2 * (r0 / tile) + 1] = k.absmax(q.zeros.data() + r0 * nb, (r1 - r0) * nb);
       if (measured_in_place) {
-        std::vector<float> w_hat, buf;
         for (size_t i = 0; i < r1 - r0; ++i) {
-          const RowError& e = row_errors[i];
-          if (std::isfinite(e.err2) && std::isfinite(e.ref2)) {
-            (*row_sums)[r0 + i] = ErrorSums{e.err2, e.ref2, e.max_abs, q.cols};
-            continue;
-          }
-          // A float sum overflowed (|w| past ~1e19): error_sums sums that row in double.
-          w_hat.resize(q.cols);
-          dequantize_rows(q, r0 + i, r0 + i + 1, w_hat.data(), &k);
-          (*row_sums)[r0 + i] = error_sums(row_as_f32(t, i, q.cols, buf, k), w_hat.data(), q.cols, k);
+          (*row_sums)[r0 + i] = measured_row_sums(row_errors[i], q, r0 + i, [&] { return RowSource::rows_of(t).tile(i, i + 1, nullptr); }, k);
         }
       } else if (row_sums) {
         measure(r0, r1, t);
@@ -408,6 +399,14 @@ void dequantize_rows(const QuantizedTensor& q, size_t row_begin, size_t row_end,
     dequantize_row_codes(q, codes.data(), q.scales.data() + r * nb, q.zeros.empty() ? nullptr : q.zeros.data() + r * nb,
                          out + (r - row_begin) * q.cols, k);
   }
+}
+
+ErrorSums measured_row_sums(const RowError& e, const QuantizedTensor& q, size_t r,
+                            const std::function<TensorView()>& row, const Kernels& k) {
+  if (std::isfinite(e.err2) && std::isfinite(e.ref2)) return ErrorSums{e.err2, e.ref2, e.max_abs, q.cols};
+  std::vector<float> w_hat(q.cols), buf;
+  dequantize_rows(q, r, r + 1, w_hat.data(), &k);
+  return error_sums(row_as_f32(row(), 0, q.cols, buf, k), w_hat.data(), q.cols, k);
 }
 
 void dequantize_row_codes(const QuantizedTensor& q, const uint8_t* codes, const float* s, const float* z, float* w_hat,

@@ -3,6 +3,7 @@
 // depend only on the tensor, the spec and the block, never on threads or ISA.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,13 @@ void dequantize_rows(const QuantizedTensor& q, size_t row_begin, size_t row_end,
 void dequantize_tensor(const QuantizedTensor& q, float* out, const Kernels* k = nullptr);
 // w_hat of one row of q from its codes (one per byte), with that row's per-block scales s
 // and zeros z (z null: none, MNN symmetric).
+// Row r's ErrorSums from the float sums a kernel measured as it coded it (e), or, where a
+// float sum overflowed (|w| past ~1e19), from the row summed again in double by error_sums
+// as measure_rows would: row(), called only then, gives row r as a contiguous view of one
+// row (the first).
+ErrorSums measured_row_sums(const RowError& e, const QuantizedTensor& q, size_t r,
+                            const std::function<TensorView()>& row, const Kernels& k);
+
 void dequantize_row_codes(const QuantizedTensor& q, const uint8_t* codes, const float* s, const float* z, float* w_hat,
                           const Kernels& k);
 

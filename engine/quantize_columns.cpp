@@ -3,12 +3,8 @@
 #include <tbb/task_arena.h>
 
 #include <algorithm>
-#include <cmath>
-#include <cstring>
 
-#include "engine/error.h"
 #include "engine/quantize.h"
-#include "engine/rows.h"
 #include "engine/scheduler.h"
 #include "kernels/reference.h"
 
@@ -87,19 +83,9 @@ bool quantize_stored_columns(const RowSource& src, QuantizedTensor& q, std::vect
   }
   if (!row_sums) return true;
   std::vector<uint8_t> scratch;
-  std::vector<float> w_hat, row_buf;
   for (size_t r = 0; r < N; ++r) {
-    const RowError e = ref::column_error(partials, r);
-    if (std::isfinite(e.err2) && std::isfinite(e.ref2)) {
-      (*row_sums)[r] = ErrorSums{e.err2, e.ref2, e.max_abs, K};
-      continue;
-    }
-    // A float sum overflowed (|w| past ~1e19): error_sums sums that row in double, as the
-    // tiles do.
-    const TensorView t = src.tile(r, r + 1, &scratch);
-    w_hat.resize(K);
-    dequantize_rows(q, r, r + 1, w_hat.data(), &k);
-    (*row_sums)[r] = error_sums(row_as_f32(t, 0, K, row_buf, k), w_hat.data(), K, k);
+    auto row = [&] { return src.tile(r, r + 1, &scratch); };  // only for a row whose float sums overflowed
+    (*row_sums)[r] = measured_row_sums(ref::column_error(partials, r), q, r, row, k);
   }
   return true;
 }
