@@ -7,7 +7,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 bash scripts/setup.sh
-bash scripts/build.sh release
+# Only what this script runs (scripts/test.sh builds the rest of the same tree).
+WQUANT_TARGETS="${WQUANT_TARGETS:-wquant wq_gen_model}" bash scripts/build.sh release
 wq=$root/build/cli/wquant
 out=$root/out
 mkdir -p "$out"
