@@ -11,9 +11,14 @@
 namespace wq {
 namespace {
 
-// A band is about this many bytes of stored rows: it is read once (pread lands it in L2)
-// and each column group of it is read by the kernel while it is there.
-constexpr size_t kBandBytes = size_t(1) << 20;
+// A band is about this many bytes of stored rows: it is read once (pread lands it in the
+// caches) and each column group of it is read by the kernel while it is there. Each band
+// also reads and writes every column's 33 partial sums (743 KiB for 5632 columns), so
+// taller bands cost less: the 1.1 B model's ONNX RTN job, binaries alternated
+// (bench/ab_bench.sh, 6-8 pairs, 2026-12-03): 4 MiB against 1 MiB 0.89-0.95x the wall
+// time and 0.90-0.93x the CPU; 2 MiB the same as 4; 8 MiB 1.09x the wall of 4 (past
+// what the caches hold).
+constexpr size_t kBandBytes = size_t(4) << 20;
 constexpr size_t kMaxBandBytes = size_t(16) << 20;
 // Columns per task of a band: a multiple of every ISA's lane count.
 constexpr size_t kColumnsPerTask = 256;

@@ -10,7 +10,11 @@ shift || true
 jobs=${WQUANT_JOBS:-$(nproc)}
 case "$flavour" in
   release) dir=$root/build; args=(-DCMAKE_BUILD_TYPE=Release -DWQUANT_BUILD_BENCH=ON) ;;
-  asan)    dir=$root/build-asan; args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DWQUANT_SANITIZE=ON -DWQUANT_BUILD_BENCH=OFF) ;;
+  # RelWithDebInfo with line tables only (-g1: what the sanitizers' reports need): full
+  # debug info made the ISA kernel units 1.4x slower to compile under ASan (309 s against
+  # 225 s for the AVX-512 one), and this build is a third of CI's time.
+  asan)    dir=$root/build-asan; args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O2 -g1 -DNDEBUG"
+             -DWQUANT_SANITIZE=ON -DWQUANT_BUILD_BENCH=OFF) ;;
   debug)   dir=$root/build-debug; args=(-DCMAKE_BUILD_TYPE=Debug -DWQUANT_BUILD_BENCH=OFF) ;;
   arm64)   dir=$root/build-arm64; args=(-DCMAKE_BUILD_TYPE=Release -DWQUANT_BUILD_BENCH=OFF
              -DCMAKE_TOOLCHAIN_FILE=$root/cmake/aarch64-linux-gnu.cmake) ;;
