@@ -11,6 +11,7 @@
 #include "cli/run_support.h"
 #include "engine/error.h"
 #include "engine/pipeline.h"
+#include "engine/quantize_columns.h"
 #include "engine/scheduler.h"
 #include "engine/tensor.h"
 #include "engine/gguf_mix.h"
@@ -423,6 +424,7 @@ int run_quantize(const QuantizeArgs& a, Console& con) {
     opts.on_progress = [&progress](const Progress& p) { progress.update(p); };
     opts.compute_error = !a.no_metrics;
     opts.read_ahead = read_ahead_from_env();
+    column_band_bytes_from_env();  // a bad value is a usage error now, not in a worker
     std::vector<std::string> files = s.inputs;
     files.insert(files.end(), s.outputs.begin(), s.outputs.end());
     naming_file(a.input, files, [&] {

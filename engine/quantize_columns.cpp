@@ -3,7 +3,10 @@
 #include <tbb/task_arena.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 
+#include "engine/error.h"
 #include "engine/quantize.h"
 #include "engine/scheduler.h"
 #include "kernels/reference.h"
@@ -18,18 +21,34 @@ namespace {
 // (bench/ab_bench.sh, 6-8 pairs, 2026-12-03): 4 MiB against 1 MiB 0.89-0.95x the wall
 // time and 0.90-0.93x the CPU; 2 MiB the same as 4; 8 MiB 1.09x the wall of 4 (past
 // what the caches hold).
-constexpr size_t kBandBytes = size_t(4) << 20;
+constexpr size_t kBandBytes = size_t(4) << 20;  // WQUANT_COLUMN_BAND_BYTES overrides it
 constexpr size_t kMaxBandBytes = size_t(16) << 20;
 // Columns per task of a band: a multiple of every ISA's lane count.
 constexpr size_t kColumnsPerTask = 256;
 static_assert(kColumnsPerTask % 16 == 0, "tasks start on a group of ColumnQuantJob::partials");
 
-size_t band_rows(size_t block, size_t stored_row_bytes) {
+size_t band_rows(size_t band_bytes, size_t block, size_t stored_row_bytes) {
   const size_t per_block = block * stored_row_bytes;
-  return block * std::max<size_t>(1, kBandBytes / std::max<size_t>(per_block, 1));
+  return block * std::max<size_t>(1, band_bytes / std::max<size_t>(per_block, 1));
 }
 
 }  // namespace
+
+size_t column_band_bytes_from_env() {
+  const char* v = std::getenv("WQUANT_COLUMN_BAND_BYTES");
+  if (!v || !*v) return kBandBytes;
+  const std::string s = v;
+  size_t n = 0;
+  bool ok = s.size() <= 15;  // (no overflow below)
+  for (char c : s) {
+    ok = ok && c >= '0' && c <= '9';
+    n = n * 10 + size_t(c - '0');
+  }
+  if (!ok || n == 0) {
+    throw Error("WQUANT_COLUMN_BAND_BYTES: expected a positive number of bytes, got '" + s + "'", ErrorKind::Usage);
+  }
+  return n;
+}
 
 bool stored_columns_apply(const RowSource& src, const QuantSpec& spec, size_t block) {
   if (!src.transposed || spec.hqq || spec.mnn_flush || spec.fp16) return false;
@@ -42,7 +61,7 @@ bool quantize_stored_columns(const RowSource& src, QuantizedTensor& q, std::vect
                              const Kernels& k) {
   const TensorView& v = src.view;  // listed [N, K]; data: the stored [K, N]
   const size_t N = q.rows, K = q.cols, es = dtype_size(v.dtype), nb = q.blocks_per_row();
-  const size_t band = std::min(K, band_rows(q.block, N * es));
+  const size_t band = std::min(K, band_rows(column_band_bytes_from_env(), q.block, N * es));
   const auto* base = static_cast<const uint8_t*>(v.data);
   uint64_t offset = 0;
   const bool from_file = v.mapped.offset_of(v.data, v.nbytes, &offset);

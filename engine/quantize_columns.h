@@ -5,6 +5,7 @@
 // no strided walk over the mapping: the bytes are read as a contiguous tensor's are.
 #pragma once
 
+#include <cstddef>
 #include <vector>
 
 #include "engine/metrics.h"
@@ -15,6 +16,12 @@
 namespace wq {
 
 struct QuantizedTensor;
+
+// The bytes of stored rows a band holds (whole blocks of rows, at least one):
+// WQUANT_COLUMN_BAND_BYTES when set (a positive decimal number; for measuring other
+// sizes, and for tests that make small tensors take several bands), else about 4 MiB.
+// Another value throws Error (ErrorKind::Usage) naming the variable.
+size_t column_band_bytes_from_env();
 
 // Whether quantize_stored_columns takes this source and spec: a transposed source, RTN
 // (no HQQ, no MNN flush, f32 parameters: --fp16 rounds and measures after the tiles), and

@@ -8,9 +8,11 @@
 
 #include <cfloat>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <random>
+#include <string>
 
 #include "engine/error.h"
 #include "engine/ggml_quantize.h"
@@ -18,6 +20,7 @@
 #include "engine/metrics.h"
 #include "engine/output_bytes.h"
 #include "engine/quantize.h"
+#include "engine/quantize_columns.h"
 #include "engine/row_source.h"
 #include "engine/scheduler.h"
 #include "tests/test_support.h"
@@ -733,13 +736,51 @@ TEST(Quantize, TransposedSourceGivesTheBytesOfTheTransposedMatrix) {
   }
 }
 
+// WQUANT_COLUMN_BAND_BYTES set for one scope (restored, or removed, when it ends).
+struct ColumnBandBytes {
+  std::string kept;
+  bool had;
+  explicit ColumnBandBytes(const char* v) {
+    const char* old = std::getenv("WQUANT_COLUMN_BAND_BYTES");
+    had = old != nullptr;
+    if (had) kept = old;
+    ::setenv("WQUANT_COLUMN_BAND_BYTES", v, 1);
+  }
+  ~ColumnBandBytes() {
+    if (had) ::setenv("WQUANT_COLUMN_BAND_BYTES", kept.c_str(), 1);
+    else ::unsetenv("WQUANT_COLUMN_BAND_BYTES");
+  }
+};
+
+TEST(Quantize, ColumnBandBytesFromTheEnvironment) {
+  {
+    const ColumnBandBytes set("65536");
+    EXPECT_EQ(column_band_bytes_from_env(), 65536u);
+  }
+  for (const char* bad : {"0", "-1", "4M", "1e6", " 4096", "99999999999999999999"}) {
+    const ColumnBandBytes set(bad);
+    try {
+      column_band_bytes_from_env();
+      ADD_FAILURE() << "'" << bad << "' accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("WQUANT_COLUMN_BAND_BYTES"), std::string::npos) << e.what();
+      EXPECT_EQ(e.kind(), ErrorKind::Usage);
+    }
+  }
+  const ColumnBandBytes empty("");
+  EXPECT_EQ(column_band_bytes_from_env(), size_t(4) << 20);  // the default
+}
+
 // A tall transposed weight (several row tiles, K = 1344 past any one cache-sized piece):
 // the codes, parameters and per-row error sums equal those of quantizing the transposed
 // matrix itself with the scalar kernels, for every ISA table, dtype, bit width and a
 // block of each size class (16, 64, and 448 = a third of the row); squares beyond float
 // take error_sums' double re-sum as the row path does; of two non-finite weights the
-// message names the first in row order, not the first in storage order.
+// message names the first in row order, not the first in storage order. RTN's bands of
+// stored rows are made small here (40 000 bytes: 3 to 42 bands, every block size and
+// dtype), so every row's sums are carried from band to band.
 TEST(Quantize, TallTransposedWeightGivesTheRowPathsBytesAndFigures) {
+  const ColumnBandBytes small_bands("40000");
   const size_t K = 1344, N = 300;
   for (DType dt : {DType::F32, DType::F16, DType::BF16}) {
     std::vector<float> f = normal(K * N, 0.02f, 21);
