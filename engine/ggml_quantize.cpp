@@ -77,7 +77,7 @@ std::string check_ggml_rows(const TensorView& w, GgmlBlock t, const uint8_t* out
       k.minmax(row_as_f32(w, r, w.cols(), buf, k) + b * wpb, wpb, &mn, &mx);
       char range[96];
       std::snprintf(range, sizeof range, "weights from %.6g to %.6g", double(mn), double(mx));
-      return w.name + ": row " + std::to_string(r) + ", columns " + std::to_string(b * wpb) + "-" +
+      return w.name + ": row " + std::to_string(w.first_row + r) + ", columns " + std::to_string(b * wpb) + "-" +
                   std::to_string(b * wpb + wpb - 1) + ": " + range + ": the " +
                   ggml_block_name(t) + " block's " + (d_bad && m_bad ? "scale and min do" : d_bad ? "scale does" : "min does") +
                   " not fit in its f16 field (largest 65504); keep this tensor float (a params rule with \"skip\": "
@@ -160,7 +160,7 @@ void quantize_ggml_into(const TensorView& w, GgmlBlock t, const QuantSpec& spec,
     // its own, before the tiles, ran on one thread while the others waited).
     thread_local std::vector<uint8_t> scratch;  // one per worker, reused by every tile it takes
     const TensorView rows_in = RowSource::rows_of(w).tile(r0, r1, &scratch);
-    bad[r0 / tile] = nonfinite_in_rows(rows_in, 0, r1 - r0, k, r0);
+    bad[r0 / tile] = nonfinite_in_rows(rows_in, 0, r1 - r0, k, w.first_row + r0);
     if (!bad[r0 / tile].empty()) return;
     std::vector<float> buf, wh(row_sums ? cols : 0);
     for (size_t r = r0; r < r1; ++r) {

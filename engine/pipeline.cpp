@@ -3,10 +3,12 @@
 #include <tbb/parallel_pipeline.h>
 #include <tbb/task_arena.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <memory>
 #include <mutex>
 
@@ -20,12 +22,85 @@
 namespace wq {
 namespace {
 
+// One item of the pipeline: a plan entry, or a run of rows of one (a row piece).
+struct Span {
+  size_t plan = 0;
+  size_t row0 = 0, row1 = 0;  // a row piece: rows [row0, row1) of the tensor; else 0, 0
+  bool first = true, last = true;
+  bool piece() const { return row1 != 0; }
+};
+
+// The plan's entries as pipeline items. A Ggml tensor of plain float rows whose input or
+// output is over twice `piece_bytes` becomes runs of whole rows of about `piece_bytes`
+// (0: none does): its rows are quantized independently of each other, so the bytes are
+// the same, and the pieces' buffers are as small as the layers' and are reused like them.
+std::vector<Span> spans_of(const std::vector<TensorPlan>& plan, const std::vector<TensorInfo>& infos, size_t piece_bytes) {
+  std::vector<Span> spans;
+  spans.reserve(plan.size());
+  for (size_t i = 0; i < plan.size(); ++i) {
+    const TensorPlan& p = plan[i];
+    const TensorInfo& info = infos[p.source_index];
+    size_t rows = 0, per = 0;
+    if (piece_bytes && p.action == TensorAction::Ggml && !p.requantize && !p.spec.hqq && p.shape.size() == 2 &&
+        info.kind == StoredKind::Float) {
+      const size_t numel = checked_numel(p.name, p.shape);
+      rows = size_t(p.shape[0]);
+      const size_t cols = rows ? numel / rows : 0;
+      if (cols && cols % ggml_traits(p.ggml).weights == 0) {
+        const size_t row_cost = std::max(cols * dtype_size(info.dtype), ggml_row_bytes(p.ggml, cols));
+        if (rows > 1 && rows * row_cost / 2 > piece_bytes) per = std::max<size_t>(1, piece_bytes / row_cost);
+      }
+    }
+    if (per == 0) {
+      spans.push_back(Span{i});
+      continue;
+    }
+    for (size_t r = 0; r < rows; r += per) spans.push_back(Span{i, r, std::min(rows, r + per), r == 0, r + per >= rows});
+  }
+  return spans;
+}
+
+// Rows [r0, r1) of a 2-D view, still pointing where the view points (so a piece of a
+// mapped tensor is pread like the whole).
+TensorView rows_of_view(const TensorView& v, size_t r0, size_t r1) {
+  const size_t cols = v.cols(), row = cols * dtype_size(v.dtype);
+  TensorView s = v;
+  s.shape = {int64_t(r1 - r0), int64_t(cols)};
+  s.data = static_cast<const uint8_t*>(v.data) + r0 * row;
+  s.nbytes = (r1 - r0) * row;
+  s.first_row = v.first_row + r0;
+  return s;
+}
+
+// What an item's output takes; see BufferPool and needs_of below.
+struct OutputNeeds {
+  size_t bytes = 0;   // Ggml blocks / converted floats (TensorResult::bytes)
+  size_t packed = 0;  // Quantize: codes, bytes
+  size_t scales = 0;  // Quantize: scales, floats
+  size_t zeros = 0;   // Quantize: zeros, floats (asymmetric schemes)
+  void at_least(const OutputNeeds& o) {
+    bytes = std::max(bytes, o.bytes);
+    packed = std::max(packed, o.packed);
+    scales = std::max(scales, o.scales);
+    zeros = std::max(zeros, o.zeros);
+  }
+};
+
 struct Item {
   const TensorPlan* plan = nullptr;
   const TensorInfo* info = nullptr;
+  size_t index = 0;  // in the item list
+  Span span;
+  TensorView piece;  // a row piece: its rows of the tensor's view (taken by the reader stage)
+  OutputNeeds needs;
   TensorResult result;
+  std::vector<ErrorSums> sums;  // Ggml: per row of the item, combined by the writer stage
   bool release_after_write = false;  // the payload points into the source mapping
   int solver_steps = 0;
+  // What the parallel stage threw for this item, rethrown by the writer stage when it
+  // reaches the item: the error reported is the first in plan order (for a tensor in
+  // pieces, its first bad row), whichever thread found it first.
+  std::exception_ptr failed;
 };
 
 // Output buffers handed from the writer stage back to the reader stage: a tensor's
@@ -34,15 +109,24 @@ struct Item {
 // (engine/output_bytes.h), which a new mapping per tensor would have the kernel fault in
 // and zero again. Every buffer belongs to a tensor in flight or waits here, so there are
 // at most `tokens` of each kind and the bound on peak memory is unchanged.
+//
+// Each buffer taken is the smallest waiting one that holds the item's output (the plan
+// says how large that is): taking the last one given back, whatever its size, had a
+// 6.5 MiB MLP output grow a 0.3 MiB buffer (a fresh mapping, faulted in and zeroed by the
+// kernel) while a larger one waited here, layer after layer. A buffer that must be
+// allocated or grown gets the capacity of the plan's largest output of its kind at once:
+// pages never written cost nothing, and a larger tensor later reuses the pages a smaller
+// one faulted in instead of zeroing a mapping of its own.
 class BufferPool {
  public:
-  OutputBytes take_bytes() { return take(bytes_); }
+  explicit BufferPool(const OutputNeeds& largest) : largest_(largest) {}
+  OutputBytes take_bytes(size_t need) { return take(bytes_, need, largest_.bytes); }
   // A quantized tensor's codes, scales and zeros buffers (quantize_tensor's storage).
-  QuantizedTensor take_quantized() {
+  QuantizedTensor take_quantized(const OutputNeeds& need) {
     QuantizedTensor q;
-    q.packed = take(packed_);
-    q.scales = take(scales_);
-    q.zeros = take(zeros_);
+    q.packed = take(packed_, need.packed, largest_.packed);
+    q.scales = take(scales_, need.scales, largest_.scales);
+    q.zeros = take(zeros_, need.zeros, largest_.zeros);
     return q;
   }
   void give(TensorResult& r) {
@@ -54,20 +138,56 @@ class BufferPool {
   }
 
  private:
+  // The smallest waiting buffer of at least `need` elements, else the largest, grown.
   template <class V>
-  V take(std::vector<V>& list) {
+  V take(std::vector<V>& list, size_t need, size_t largest) {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (list.empty()) return V();
-    V v = std::move(list.back());
-    list.pop_back();
-    v.clear();  // keeps the capacity
+    V v;
+    if (!list.empty()) {
+      size_t pick = 0;
+      for (size_t i = 1; i < list.size(); ++i) {
+        const size_t c = list[i].capacity(), best = list[pick].capacity();
+        if (c >= need ? best < need || c < best : best < need && c > best) pick = i;
+      }
+      v = std::move(list[pick]);
+      list.erase(list.begin() + std::ptrdiff_t(pick));
+      v.clear();  // keeps the capacity
+    }
+    if (need && v.capacity() < need) {
+      v = V();  // unmapped before the larger one is mapped
+      v.reserve(std::max(need, largest));
+    }
     WQ_MARK_UNDEFINED(v.data(), v.capacity() * sizeof(typename V::value_type));
     return v;
   }
+  const OutputNeeds largest_;
   std::mutex mutex_;
   std::vector<OutputBytes> bytes_, packed_;
   std::vector<OutputVector<float>> scales_, zeros_;
 };
+
+// What an item's output takes (OutputNeeds): a Ggml or converting KeepFloat item's
+// bytes, a Quantize item's codes and parameters; nothing for the others, which write
+// from the source.
+OutputNeeds needs_of(const TensorPlan& p, const TensorInfo& info, const Span& span) {
+  OutputNeeds n;
+  if (p.action == TensorAction::Ggml) {
+    const size_t numel = checked_numel(p.name, p.shape);
+    const size_t bytes = numel / ggml_traits(p.ggml).weights * ggml_traits(p.ggml).bytes;
+    n.bytes = span.piece() ? bytes / size_t(p.shape[0]) * (span.row1 - span.row0) : bytes;
+  } else if (p.action == TensorAction::KeepFloat && (p.requantize || info.dtype != p.out_dtype)) {
+    n.bytes = checked_numel(p.name, p.shape) * dtype_size(p.out_dtype);
+  } else if (p.action == TensorAction::Quantize && p.block) {
+    checked_numel(p.name, p.shape);
+    const MatrixDims d = matrix_dims(p.shape);
+    if (d.cols % p.block == 0) {  // (else quantize_tensor refuses it)
+      n.packed = d.rows * ((d.cols * size_t(p.spec.bits) + 7) / 8);
+      n.scales = d.rows * (d.cols / p.block);
+      n.zeros = p.spec.scheme() == Scheme::MnnSym ? 0 : n.scales;
+    }
+  }
+  return n;
+}
 
 // Converts a float view to another float dtype (the plan only asks for widening, or
 // f32 -> f16 narrowing).
@@ -164,7 +284,7 @@ void process(Item& it, TensorSource& source, const PipelineOptions& opts, Buffer
       TensorView stored;
       const RowSource src = source.stored_transposed(p.source_index, &stored) ? RowSource::transposed_of(stored)
                                                                               : RowSource::rows_of(quantizer_view(source, p.source_index, opts));
-      QuantizedTensor storage = pool.take_quantized();
+      QuantizedTensor storage = pool.take_quantized(it.needs);
       r.quantized = quantize_tensor(src, p.spec, p.block, &k, opts.compute_error ? &sums : nullptr, &storage);
       if (opts.compute_error) {
         r.error = combine_error_sums(sums);
@@ -176,8 +296,10 @@ void process(Item& it, TensorSource& source, const PipelineOptions& opts, Buffer
     }
     case TensorAction::Ggml: {
       std::vector<float> deq;
-      std::vector<ErrorSums> sums;
-      const TensorView v = p.requantize ? dequantized_view(source, p, *it.info, deq, k) : quantizer_view(source, p.source_index, opts);
+      std::vector<ErrorSums>& sums = it.sums;
+      const TensorView v = it.span.piece() ? it.piece
+                           : p.requantize  ? dequantized_view(source, p, *it.info, deq, k)
+                                           : quantizer_view(source, p.source_index, opts);
       if (p.imatrix && v.shape.size() == 3) {
         // Experts: each matrix with its own importance values, as llama-quantize does.
         const size_t ne0 = size_t(v.shape[2]), matrix = size_t(v.shape[1]) * ne0, es = dtype_size(v.dtype);
@@ -198,11 +320,7 @@ void process(Item& it, TensorSource& source, const PipelineOptions& opts, Buffer
         quantize_ggml_tensor(v, p.ggml, p.spec, r.bytes, &k, p.imatrix ? p.imatrix->data() : nullptr,
                              opts.compute_error ? &sums : nullptr);
       }
-      if (opts.compute_error) {
-        r.error = combine_error_sums(sums);
-        r.has_error = true;
-      }
-      source.release(p.source_index);
+      if (!it.span.piece()) source.release(p.source_index);  // a piece's: after the last (writer stage)
       break;
     }
     case TensorAction::KeepFloat: {
@@ -247,63 +365,113 @@ PipelineStats run_pipeline(const std::vector<TensorPlan>& plan, const std::vecto
   }
   const size_t tokens = opts.max_tensors_in_flight ? opts.max_tensors_in_flight
                                                     : size_t(tbb::this_task_arena::max_concurrency()) + 1;
+  const std::vector<Span> spans = spans_of(plan, infos, sink.takes_row_pieces() ? opts.row_piece_bytes : 0);
   // Items live here, not only in the pipeline's hands: if a stage throws, tbb drops the
   // items in flight and this vector still frees them.
-  std::vector<std::unique_ptr<Item>> slots(plan.size());
-  BufferPool pool;
+  std::vector<std::unique_ptr<Item>> slots(spans.size());
+  OutputNeeds largest;
+  for (const Span& s : spans) largest.at_least(needs_of(plan[s.plan], infos[plan[s.plan].source_index], s));
+  BufferPool pool(largest);
   size_t next = 0;
+  TensorView whole;  // the reader stage's view of the tensor whose pieces it is admitting
+  // The writer stage's totals of the tensor whose pieces it is writing.
+  std::vector<ErrorSums> piece_sums;
+  uint64_t piece_bytes_out = 0;
   tbb::parallel_pipeline(
       tokens,
       tbb::make_filter<void, Item*>(tbb::filter_mode::serial_in_order,
                                     [&](tbb::flow_control& fc) -> Item* {
-                                      if (next == plan.size()) {
+                                      if (next == spans.size()) {
                                         fc.stop();
                                         return nullptr;
                                       }
+                                      const Span& s = spans[next];
                                       slots[next] = std::make_unique<Item>();
                                       Item* it = slots[next].get();
-                                      it->plan = &plan[next];
-                                      it->info = &infos[plan[next].source_index];
+                                      it->index = next;
+                                      it->span = s;
+                                      it->plan = &plan[s.plan];
+                                      it->info = &infos[it->plan->source_index];
                                       it->result.plan = it->plan;
-                                      it->result.bytes = pool.take_bytes();
+                                      it->result.first_piece = s.first;
+                                      it->result.last_piece = s.last;
+                                      it->needs = needs_of(*it->plan, *it->info, s);
+                                      it->result.bytes = pool.take_bytes(it->needs.bytes);
                                       ++next;
-                                      // At most `tokens` tensors are admitted ahead of the
+                                      // A tensor's view is taken once, here, for all its
+                                      // pieces: calls for one index come from one thread.
+                                      if (s.piece()) {
+                                        try {
+                                          if (s.first) whole = quantizer_view(source, it->plan->source_index, opts);
+                                          it->piece = rows_of_view(whole, s.row0, s.row1);
+                                        } catch (...) {
+                                          it->failed = std::current_exception();  // in plan order, as below
+                                          return it;
+                                        }
+                                      }
+                                      // At most `tokens` items are admitted ahead of the
                                       // writer: the read-ahead stays within that budget.
                                       if (opts.read_ahead != ReadAhead::Off) {
                                         size_t n = 0;
                                         const uint8_t* bytes = source.raw(it->plan->source_index, &n);
+                                        if (s.piece()) {
+                                          const size_t row = n / size_t(it->plan->shape[0]);
+                                          bytes += s.row0 * row;
+                                          n = (s.row1 - s.row0) * row;
+                                        }
                                         read_ahead(bytes, n, opts.read_ahead);
                                       }
                                       return it;
                                     }) &
           tbb::make_filter<Item*, Item*>(tbb::filter_mode::parallel,
                                          [&](Item* it) -> Item* {
-                                           tbb::this_task_arena::isolate([&] { process(*it, source, opts, pool); });
+                                           if (it->failed) return it;
+                                           try {
+                                             tbb::this_task_arena::isolate([&] { process(*it, source, opts, pool); });
+                                           } catch (...) {
+                                             it->failed = std::current_exception();
+                                           }
                                            return it;
                                          }) &
           tbb::make_filter<Item*, void>(tbb::filter_mode::serial_in_order, [&](Item* it) {
+            if (it->failed) std::rethrow_exception(it->failed);
             const TensorPlan& p = *it->plan;
-            sink.write(it->result);
-            if (it->release_after_write) source.release(p.source_index);
-            pool.give(it->result);
-            TensorReport rep;
-            rep.name = p.name;
-            rep.action = p.action;
-            rep.what = describe_plan_entry(p, *it->info);
-            rep.bytes_in = it->info->nbytes;
-            rep.bytes_out = p.action == TensorAction::Quantize ? it->result.quantized.storage_bytes() : it->result.size();
-            rep.has_error = it->result.has_error;
-            rep.error = it->result.error;
-            rep.solver_steps = it->solver_steps;
-            stats.bytes_in += rep.bytes_in;
-            stats.bytes_out += rep.bytes_out;
-            stats.tensors.push_back(std::move(rep));
-            progress.tensors_done++;
-            progress.bytes_in_done += it->info->nbytes;
-            progress.bytes_out = stats.bytes_out;
-            progress.seconds = std::chrono::duration<double>(clock::now() - t0).count();
-            if (opts.on_progress) opts.on_progress(progress);
-            slots[size_t(it->plan - plan.data())].reset();
+            TensorResult& r = it->result;
+            if (p.action == TensorAction::Ggml && opts.compute_error) {
+              if (!it->span.piece()) {
+                r.error = combine_error_sums(it->sums);
+              } else {
+                piece_sums.insert(piece_sums.end(), it->sums.begin(), it->sums.end());
+                if (it->span.last) r.error = combine_error_sums(piece_sums);
+              }
+              r.has_error = it->span.last;
+            }
+            sink.write(r);
+            if (it->release_after_write || (it->span.piece() && it->span.last)) source.release(p.source_index);
+            piece_bytes_out += p.action == TensorAction::Quantize ? r.quantized.storage_bytes() : r.size();
+            pool.give(r);
+            if (it->span.last) {
+              TensorReport rep;
+              rep.name = p.name;
+              rep.action = p.action;
+              rep.what = describe_plan_entry(p, *it->info);
+              rep.bytes_in = it->info->nbytes;
+              rep.bytes_out = piece_bytes_out;
+              rep.has_error = r.has_error;
+              rep.error = r.error;
+              rep.solver_steps = it->solver_steps;
+              stats.bytes_in += rep.bytes_in;
+              stats.bytes_out += rep.bytes_out;
+              stats.tensors.push_back(std::move(rep));
+              progress.tensors_done++;
+              progress.bytes_in_done += it->info->nbytes;
+              progress.bytes_out = stats.bytes_out;
+              progress.seconds = std::chrono::duration<double>(clock::now() - t0).count();
+              if (opts.on_progress) opts.on_progress(progress);
+              piece_sums.clear();
+              piece_bytes_out = 0;
+            }
+            slots[it->index].reset();
           }));
   stats.seconds = std::chrono::duration<double>(clock::now() - t0).count();
   return stats;

@@ -53,6 +53,10 @@ struct TensorResult {
   size_t raw_bytes = 0;
   bool has_error = false;        // error figures computed (quantized tensors, when asked)
   ErrorMetrics error;
+  // A large Ggml tensor reaches a sink that takes row pieces (TensorSink::takes_row_pieces)
+  // as runs of whole rows, in order: bytes holds those rows' blocks, and error is set on
+  // the last piece only (for the whole tensor). Otherwise both are true.
+  bool first_piece = true, last_piece = true;
 
   // The bytes of the payload for Ggml / KeepFloat / CopyRaw, wherever they live.
   const uint8_t* data() const { return raw ? raw : bytes.data(); }
@@ -65,6 +69,10 @@ class TensorSink {
  public:
   virtual ~TensorSink() = default;
   virtual void write(const TensorResult& r) = 0;
+  // Whether write() accepts a tensor in row pieces (TensorResult::first_piece/last_piece).
+  // The pipeline then quantizes a large Ggml tensor as several items of at most
+  // PipelineOptions::row_piece_bytes, so its output buffers are as small as any other's.
+  virtual bool takes_row_pieces() const { return false; }
 };
 
 struct Progress {
@@ -74,11 +82,18 @@ struct Progress {
   double seconds = 0;
 };
 
+constexpr size_t kRowPieceBytes = size_t(32) << 20;
+
 struct PipelineOptions {
   size_t max_tensors_in_flight = 0;         // 0: threads of the current arena + 1
   bool compute_error = true;                // ErrorMetrics per quantized tensor
   // How the reader stage brings each admitted tensor's bytes in (engine/read_ahead.h).
   ReadAhead read_ahead = ReadAhead::Pread;
+  // A Ggml tensor whose input or output is over twice this many bytes goes to a sink that
+  // takes row pieces in pieces of about this many (0: never). Measured on the 1.1 B
+  // model's Q4_0 conversion (README, Benchmarks): its 262 MB embedding and output matrix
+  // whole needed 91 MB of fresh output buffers, which the kernel faults in and zeroes.
+  size_t row_piece_bytes = kRowPieceBytes;
   std::function<void(const Progress&)> on_progress;  // called from the writer stage
 };
 

@@ -3,11 +3,11 @@
 #include <tbb/task_arena.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <string>
 
 #include "engine/error.h"
 #include "engine/quantize.h"
+#include "engine/read_ahead.h"
 #include "engine/scheduler.h"
 #include "kernels/reference.h"
 
@@ -34,21 +34,7 @@ size_t band_rows(size_t band_bytes, size_t block, size_t stored_row_bytes) {
 
 }  // namespace
 
-size_t column_band_bytes_from_env() {
-  const char* v = std::getenv("WQUANT_COLUMN_BAND_BYTES");
-  if (!v || !*v) return kBandBytes;
-  const std::string s = v;
-  size_t n = 0;
-  bool ok = s.size() <= 15;  // (no overflow below)
-  for (char c : s) {
-    ok = ok && c >= '0' && c <= '9';
-    n = n * 10 + size_t(c - '0');
-  }
-  if (!ok || n == 0) {
-    throw Error("WQUANT_COLUMN_BAND_BYTES: expected a positive number of bytes, got '" + s + "'", ErrorKind::Usage);
-  }
-  return n;
-}
+size_t column_band_bytes_from_env() { return bytes_from_env("WQUANT_COLUMN_BAND_BYTES", kBandBytes); }
 
 bool stored_columns_apply(const RowSource& src, const QuantSpec& spec, size_t block) {
   if (!src.transposed || spec.hqq || spec.mnn_flush || spec.fp16) return false;

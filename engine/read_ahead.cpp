@@ -31,6 +31,20 @@ const char* read_ahead_name(ReadAhead r) {
   return "?";
 }
 
+size_t bytes_from_env(const char* name, size_t fallback) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return fallback;
+  const std::string s = v;
+  size_t n = 0;
+  bool ok = s.size() <= 15;  // (no overflow below)
+  for (char c : s) {
+    ok = ok && c >= '0' && c <= '9';
+    n = n * 10 + size_t(c - '0');
+  }
+  if (!ok || n == 0) throw Error(std::string(name) + ": expected a positive number of bytes, got '" + s + "'", ErrorKind::Usage);
+  return n;
+}
+
 namespace {
 
 void touch_pages(const uint8_t* begin, const uint8_t* end, size_t page) {

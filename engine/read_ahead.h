@@ -29,6 +29,12 @@ enum class ReadAhead { Off, WillNeed, Populate, Touch, Pread };
 ReadAhead read_ahead_from_env();
 const char* read_ahead_name(ReadAhead r);
 
+// A size in bytes from the environment variable `name` (a positive decimal number), or
+// `fallback` where it is unset or empty; another value throws Error (ErrorKind::Usage)
+// naming the variable. For the pipeline's measuring knobs (WQUANT_ROW_PIECE_BYTES,
+// WQUANT_COLUMN_BAND_BYTES).
+size_t bytes_from_env(const char* name, size_t fallback);
+
 // Brings [p, p + n) of a read-only mapping in as `how` says. Never fails: read-ahead is
 // advice, and a range it could not bring in is faulted in by its first reader.
 void read_ahead(const uint8_t* p, size_t n, ReadAhead how);

@@ -60,6 +60,9 @@ struct TensorView {
   const void* data = nullptr;
   size_t nbytes = 0;
   MappedSource mapped{};  // where data came from, when a file mapping (see above)
+  // The tensor row this view's row 0 is, when the view is a run of a larger tensor's rows
+  // (the pipeline's row pieces): messages name rows of the tensor, not of the view.
+  size_t first_row = 0;
 
   size_t numel() const;
   size_t rows() const;

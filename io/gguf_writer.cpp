@@ -127,18 +127,25 @@ class GgufWriter final : public ModelWriter {
     data_start_ = out_.offset();
   }
 
+  // A tensor's data arrives whole or in row pieces (in order; the bytes of its rows are
+  // contiguous in the file): it is padded and done at its last piece.
+  bool takes_row_pieces() const override { return true; }
   void write(const TensorResult& r) override {
     if (next_ >= tensors_.size()) throw Error(out_.path() + ": more tensors than planned", ErrorKind::Internal);
-    const OutTensor& t = tensors_[next_++];
+    const OutTensor& t = tensors_[next_];
     if (r.plan && r.plan->name != t.name)
       throw Error(out_.path() + ": " + r.plan->name + ": out of plan order", ErrorKind::Internal);
-    if (r.size() != t.nbytes) {
-      throw Error(out_.path() + ": " + t.name + ": " + std::to_string(r.size()) + " bytes of data, planned " +
+    if (r.first_piece) written_ = 0;
+    written_ += r.size();
+    if (written_ > t.nbytes || (r.last_piece && written_ != t.nbytes)) {
+      throw Error(out_.path() + ": " + t.name + ": " + std::to_string(written_) + " bytes of data, planned " +
                       std::to_string(t.nbytes),
                   ErrorKind::Internal);
     }
     out_.write(r.data(), r.size());
+    if (!r.last_piece) return;
     out_.pad_to(alignment_);
+    ++next_;
   }
 
   void commit() override {
@@ -195,6 +202,7 @@ class GgufWriter final : public ModelWriter {
   std::vector<OutTensor> tensors_;
   uint64_t data_start_ = 0;
   size_t next_ = 0;
+  uint64_t written_ = 0;  // bytes of tensors_[next_] written so far (row pieces)
 };
 
 const GgufReader& as_gguf(const ModelReader& source) {
@@ -308,8 +316,9 @@ class GgufSplitWriter final : public ModelWriter {
     open_next();
   }
 
+  bool takes_row_pieces() const override { return true; }
   void write(const TensorResult& r) override {
-    while (writers_.back()->full()) {
+    while (writers_.back()->full()) {  // (a shard is full only after a tensor's last piece)
       if (writers_.size() == shards_.size()) throw Error(shards_.back().path + ": more tensors than planned", ErrorKind::Internal);
       open_next();
     }

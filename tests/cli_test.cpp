@@ -186,8 +186,8 @@ class Cli : public ::testing::Test {
     return r;
   }
 
-  json json_of(const std::vector<std::string>& args) {
-    const Result r = expect(0, args);
+  json json_of(const std::vector<std::string>& args, const std::map<std::string, std::string>& env = {}) {
+    const Result r = expect(0, args, env);
     try {
       return json::parse(r.out);
     } catch (const std::exception& e) {
@@ -669,6 +669,34 @@ TEST_F(Cli, IoStrategiesGiveTheSameBytes) {
   const Result ra = expect(2, {"quantize", st, path("bad.wq")}, {{"WQUANT_READAHEAD", "always"}});
   EXPECT_TRUE(contains(ra.err, "WQUANT_READAHEAD")) << ra.err;
   EXPECT_FALSE(fs::exists(path("bad.wq")));
+}
+
+// WQUANT_ROW_PIECE_BYTES (measuring knob): large tensors reach the GGUF writer in row
+// pieces of about that many bytes; the file and every figure printed stay the same.
+TEST_F(Cli, RowPiecesGiveTheSameGgufAndFigures) {
+  WQ_REQUIRE_SHARED(src, kStoriesGguf);
+  const json whole = json_of({"quantize", src, path("whole.gguf"), "--type", "Q4_K_M", "--json"});
+  // stories260K's rows are 256 to 688 bytes of f32: 1024-byte pieces split every matrix.
+  const json pieces =
+      json_of({"quantize", src, path("pieces.gguf"), "--type", "Q4_K_M", "--json"}, {{"WQUANT_ROW_PIECE_BYTES", "1024"}});
+  EXPECT_TRUE(read_bytes(path("whole.gguf")) == read_bytes(path("pieces.gguf")));
+  ASSERT_EQ(whole["tensors"].size(), pieces["tensors"].size());
+  size_t measured = 0, ggml = 0;
+  for (size_t i = 0; i < whole["tensors"].size(); ++i) {
+    const json &a = whole["tensors"][i], &b = pieces["tensors"][i];
+    EXPECT_EQ(a["name"], b["name"]);
+    EXPECT_EQ(a["bytes_out"], b["bytes_out"]) << a["name"];
+    EXPECT_EQ(a.value("error", json()), b.value("error", json())) << a["name"];
+    measured += b.contains("error");
+    ggml += a["action"] == "ggml";
+  }
+  EXPECT_EQ(measured, ggml) << "every quantized tensor measured";
+  EXPECT_GT(ggml, 0u);
+  for (const char* bad : {"0", "1k", "-4096", "99999999999999999"}) {
+    const Result r = expect(2, {"quantize", src, path("bad.gguf"), "--type", "Q4_0"}, {{"WQUANT_ROW_PIECE_BYTES", bad}});
+    EXPECT_TRUE(contains(r.err, "WQUANT_ROW_PIECE_BYTES")) << r.err;
+  }
+  EXPECT_FALSE(fs::exists(path("bad.gguf")));
 }
 
 TEST_F(Cli, OutputBytesDoNotDependOnIsaOrThreads) {

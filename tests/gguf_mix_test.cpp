@@ -261,20 +261,37 @@ std::unique_ptr<RunPlan> plan_run(const json& run, bool keep_split) {
   return r;
 }
 
-void write_plan(const RunPlan& r, ModelWriter& w) {
+// Writes made of part of a tensor (row pieces) since the program started: a test that
+// asks for pieces checks that some were made.
+size_t g_piece_writes = 0;
+
+// The run's plan through the pipeline into w; large tensors reach w in row pieces of
+// about piece_bytes (PipelineOptions::row_piece_bytes).
+void write_plan(const RunPlan& r, ModelWriter& w, size_t piece_bytes = kRowPieceBytes) {
+  struct Counting : TensorSink {
+    ModelWriter& to;
+    explicit Counting(ModelWriter& w) : to(w) {}
+    bool takes_row_pieces() const override { return to.takes_row_pieces(); }
+    void write(const TensorResult& t) override {
+      g_piece_writes += !(t.first_piece && t.last_piece);
+      to.write(t);
+    }
+  } sink(w);
+  PipelineOptions o;
+  o.row_piece_bytes = piece_bytes;
   Scheduler s(2);
-  s.run([&] { run_pipeline(r.plan, r.m.reader->tensors(), *r.m.reader, w, PipelineOptions{}); });
+  s.run([&] { run_pipeline(r.plan, r.m.reader->tensors(), *r.m.reader, sink, o); });
   w.commit();
 }
 
 // Quantizes a fixture as `wquant quantize` does for the run and compares the whole file
 // and every tensor's bytes. Returns false (nothing compared) when the run needs a type
 // wquant has no kernel for.
-bool same_file_as_llama_quantize(const json& run) {
+bool same_file_as_llama_quantize(const json& run, size_t piece_bytes = kRowPieceBytes) {
   const std::unique_ptr<RunPlan> r = plan_run(run, false);
   if (!r) return false;
   const std::string out = temp_path("out.gguf");
-  write_plan(*r, *make_gguf_writer(out, r->plan, *r->m.reader, r->keys));
+  write_plan(*r, *make_gguf_writer(out, r->plan, *r->m.reader, r->keys), piece_bytes);
   EXPECT_EQ(test::sha256_file(out), run["sha256"].get<std::string>()) << run_name(run);
   auto q = open_gguf(out);
   const json& want = run["tensors"];
@@ -302,11 +319,11 @@ const json& split_oracle() {
 
 // --keep-split: wquant's shards for a run of llama_quantize_split_digests.json against
 // llama-quantize's, shard by shard. False (nothing compared) for a type this build lacks.
-bool same_shards_as_llama_quantize(const json& run) {
+bool same_shards_as_llama_quantize(const json& run, size_t piece_bytes = kRowPieceBytes) {
   const std::unique_ptr<RunPlan> r = plan_run(run, true);
   if (!r) return false;
   const std::string prefix = temp_path("ks");
-  write_plan(*r, *make_gguf_split_writer(prefix, r->plan, *r->m.reader, r->keys));
+  write_plan(*r, *make_gguf_split_writer(prefix, r->plan, *r->m.reader, r->keys), piece_bytes);
   const std::vector<std::string> shards = gguf_split_outputs(prefix, *r->m.reader);
   const json& want = run["shards"];
   EXPECT_EQ(shards.size(), want.size()) << run_name(run);
@@ -335,9 +352,10 @@ TEST(GgufMix, KeepSplitShardsEqualLlamaQuantizes) {
   }
   EXPECT_EQ(test::sha256_file(Fixtures::path("192")), want["192"]);
   size_t compared = 0, split = 0, empty_first = 0, unsplit = 0, with_imatrix = 0;
+  const size_t pieces_before = g_piece_writes;
   for (const json& run : split_oracle()["runs"]) {
     ASSERT_EQ(run["exit"], 0) << run_name(run);
-    const bool same = same_shards_as_llama_quantize(run);
+    const bool same = same_shards_as_llama_quantize(run, 2048);  // row pieces across shards
     compared += same;
     split += same && run["fixture"] == "split";
     empty_first += same && run["fixture"] == "split0";
@@ -345,6 +363,8 @@ TEST(GgufMix, KeepSplitShardsEqualLlamaQuantizes) {
     with_imatrix += same && uses_imatrix(run);
   }
   EXPECT_EQ(compared, split_oracle()["runs"].size());
+  EXPECT_GT(g_piece_writes - pieces_before, 100u) << "no tensor was written in pieces";
+  std::printf("%zu writes of row pieces\n", g_piece_writes - pieces_before);
   EXPECT_EQ(split, 18u);  // 9 mixes, with and without imatrix-192.dat
   EXPECT_EQ(empty_first, 3u);
   EXPECT_EQ(unsplit, 2u);
@@ -398,15 +418,20 @@ TEST(GgufMix, WholeFilesEqualLlamaQuantizeForTheTypesThisBuildWrites) {
   EXPECT_GE(with_imatrix, 8u);
 }
 
+// Every run again with the large tensors in row pieces of 2 KiB (most of these
+// fixtures' tensors are then several pieces; a 1.1 B model's embedding is 8 of 32 MiB).
 TEST(GgufMix, WholeFilesEqualLlamaQuantizeForTheKMixesAndImatrices) {
   WQ_REQUIRE_SHARED(stories, "data/models/stories260K/stories260K-f32.gguf");
   size_t compared = 0, runs = 0;
+  const size_t pieces_before = g_piece_writes;
   for (const json& run : oracle()["runs"]) {
     if (run["exit"] != 0) continue;
     ++runs;
-    compared += same_file_as_llama_quantize(run);
+    compared += same_file_as_llama_quantize(run, 2048);
   }
   EXPECT_EQ(compared, runs);
+  EXPECT_GT(g_piece_writes - pieces_before, 1000u) << "no tensor was written in pieces";
+  std::printf("%zu writes of row pieces\n", g_piece_writes - pieces_before);
 }
 
 TEST(GgufMix, RequantizingIsRefusedAsLlamaQuantizeRefusesIt) {
