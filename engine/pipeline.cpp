@@ -78,12 +78,6 @@ struct OutputNeeds {
   size_t packed = 0;  // Quantize: codes, bytes
   size_t scales = 0;  // Quantize: scales, floats
   size_t zeros = 0;   // Quantize: zeros, floats (asymmetric schemes)
-  void at_least(const OutputNeeds& o) {
-    bytes = std::max(bytes, o.bytes);
-    packed = std::max(packed, o.packed);
-    scales = std::max(scales, o.scales);
-    zeros = std::max(zeros, o.zeros);
-  }
 };
 
 struct Item {
@@ -113,20 +107,19 @@ struct Item {
 // Each buffer taken is the smallest waiting one that holds the item's output (the plan
 // says how large that is): taking the last one given back, whatever its size, had a
 // 6.5 MiB MLP output grow a 0.3 MiB buffer (a fresh mapping, faulted in and zeroed by the
-// kernel) while a larger one waited here, layer after layer. A buffer that must be
-// allocated or grown gets the capacity of the plan's largest output of its kind at once:
-// pages never written cost nothing, and a larger tensor later reuses the pages a smaller
-// one faulted in instead of zeroing a mapping of its own.
+// kernel) while a larger one waited here, layer after layer. (Giving every new buffer the
+// plan's largest output's capacity at once was tried: the bf16 -> .wq job gained 4% of
+// CPU, the ONNX one lost 9% and grew by 32 MiB, small parameter arrays each faulting in
+// whole 2 MiB pages of a large mapping.)
 class BufferPool {
  public:
-  explicit BufferPool(const OutputNeeds& largest) : largest_(largest) {}
-  OutputBytes take_bytes(size_t need) { return take(bytes_, need, largest_.bytes); }
+  OutputBytes take_bytes(size_t need) { return take(bytes_, need); }
   // A quantized tensor's codes, scales and zeros buffers (quantize_tensor's storage).
   QuantizedTensor take_quantized(const OutputNeeds& need) {
     QuantizedTensor q;
-    q.packed = take(packed_, need.packed, largest_.packed);
-    q.scales = take(scales_, need.scales, largest_.scales);
-    q.zeros = take(zeros_, need.zeros, largest_.zeros);
+    q.packed = take(packed_, need.packed);
+    q.scales = take(scales_, need.scales);
+    q.zeros = take(zeros_, need.zeros);
     return q;
   }
   void give(TensorResult& r) {
@@ -140,7 +133,7 @@ class BufferPool {
  private:
   // The smallest waiting buffer of at least `need` elements, else the largest, grown.
   template <class V>
-  V take(std::vector<V>& list, size_t need, size_t largest) {
+  V take(std::vector<V>& list, size_t need) {
     std::lock_guard<std::mutex> lock(mutex_);
     V v;
     if (!list.empty()) {
@@ -155,12 +148,11 @@ class BufferPool {
     }
     if (need && v.capacity() < need) {
       v = V();  // unmapped before the larger one is mapped
-      v.reserve(std::max(need, largest));
+      v.reserve(need);
     }
     WQ_MARK_UNDEFINED(v.data(), v.capacity() * sizeof(typename V::value_type));
     return v;
   }
-  const OutputNeeds largest_;
   std::mutex mutex_;
   std::vector<OutputBytes> bytes_, packed_;
   std::vector<OutputVector<float>> scales_, zeros_;
@@ -369,9 +361,7 @@ PipelineStats run_pipeline(const std::vector<TensorPlan>& plan, const std::vecto
   // Items live here, not only in the pipeline's hands: if a stage throws, tbb drops the
   // items in flight and this vector still frees them.
   std::vector<std::unique_ptr<Item>> slots(spans.size());
-  OutputNeeds largest;
-  for (const Span& s : spans) largest.at_least(needs_of(plan[s.plan], infos[plan[s.plan].source_index], s));
-  BufferPool pool(largest);
+  BufferPool pool;
   size_t next = 0;
   TensorView whole;  // the reader stage's view of the tensor whose pieces it is admitting
   // The writer stage's totals of the tensor whose pieces it is writing.
