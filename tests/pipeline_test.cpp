@@ -8,11 +8,13 @@
 
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <iterator>
 #include <limits>
 #include <random>
 
+#include "bench/synthetic_model.h"
 #include "engine/error.h"
 #include "engine/ggml_quantize.h"
 #include "engine/pipeline.h"
@@ -22,6 +24,7 @@
 #include "io/model_reader.h"
 #include "io/model_writer.h"
 #include "io/safetensors_writer.h"
+#include "tests/sha256.h"
 #include "tests/test_support.h"
 
 namespace wq {
@@ -308,9 +311,9 @@ TEST(Pipeline, ANonFiniteWeightInAPieceNamesItsRowOfTheTensor) {
   }
 }
 
-// Peak RSS of converting a model in a fresh child process (VmHWM), minus the child's
-// RSS before it opened the model.
-uint64_t child_peak_growth(const std::string& in, const std::string& out, ReadAhead read_ahead) {
+// Peak RSS of `job` run in a fresh child process (VmHWM), minus the child's RSS before
+// it; 0 if the job threw.
+uint64_t child_peak_growth(const std::function<void()>& job) {
   int fds[2];
   if (::pipe(fds) != 0) return 0;
   const pid_t pid = ::fork();
@@ -327,18 +330,7 @@ uint64_t child_peak_growth(const std::string& in, const std::string& out, ReadAh
     uint64_t result = 0;
     try {
       const uint64_t before = vm("VmRSS:");
-      auto r = open_model(in);
-      PlanOptions o;
-      o.defaults.bits = 4;
-      o.defaults.block = 64;
-      o.defaults.asym = true;
-      const std::vector<TensorPlan> plan = make_plan(r->tensors(), o);
-      auto w = make_writer(out, OutputFormat::Wq, plan, *r);
-      Scheduler s(2);
-      PipelineOptions opts;
-      opts.read_ahead = read_ahead;
-      s.run([&] { run_pipeline(plan, r->tensors(), *r, *w, opts); });
-      w->commit();
+      job();
       result = vm("VmHWM:") - before;
     } catch (...) {
       result = 0;
@@ -353,6 +345,28 @@ uint64_t child_peak_growth(const std::string& in, const std::string& out, ReadAh
   int status;
   ::waitpid(pid, &status, 0);
   return growth;
+}
+
+// Converts `in` to `out` (4-bit: block 64 asymmetric for .wq, Q4_0 for GGUF) on 2 threads
+// in a child process; its peak RSS growth.
+uint64_t child_peak_growth(const std::string& in, const std::string& out, OutputFormat format, ReadAhead read_ahead,
+                           size_t row_piece_bytes = kRowPieceBytes) {
+  return child_peak_growth([&] {
+    auto r = open_model(in);
+    PlanOptions o;
+    o.format = format;
+    o.defaults.bits = 4;
+    o.defaults.block = format == OutputFormat::Gguf ? 32 : 64;
+    o.defaults.asym = format != OutputFormat::Gguf;
+    const std::vector<TensorPlan> plan = make_plan(r->tensors(), o);
+    auto w = make_writer(out, format, plan, *r);
+    Scheduler s(2);
+    PipelineOptions opts;
+    opts.read_ahead = read_ahead;
+    opts.row_piece_bytes = row_piece_bytes;
+    s.run([&] { run_pipeline(plan, r->tensors(), *r, *w, opts); });
+    w->commit();
+  });
 }
 
 std::string write_model(const std::string& path, int tensors, size_t rows, size_t cols) {
@@ -393,8 +407,8 @@ TEST(Pipeline, PeakMemoryDoesNotGrowWithTheModel) {
   std::string first_bytes;
   for (ReadAhead ra : {ReadAhead::Pread, ReadAhead::Populate, ReadAhead::Touch, ReadAhead::WillNeed, ReadAhead::Off}) {
     SCOPED_TRACE(read_ahead_name(ra));
-    const uint64_t g_small = child_peak_growth(small, (dir / "small.wq").string(), ra);
-    const uint64_t g_large = child_peak_growth(large, (dir / "large.wq").string(), ra);
+    const uint64_t g_small = child_peak_growth(small, (dir / "small.wq").string(), OutputFormat::Wq, ra);
+    const uint64_t g_large = child_peak_growth(large, (dir / "large.wq").string(), OutputFormat::Wq, ra);
     ASSERT_GT(g_small, 0u);
     ASSERT_GT(g_large, 0u);
     std::printf("read-ahead %s: peak RSS growth: 6 x 16 MiB model %.1f MiB, 24 x 16 MiB model %.1f MiB (bound %.1f MiB)\n",
@@ -420,6 +434,31 @@ TEST(Pipeline, PeakMemoryDoesNotGrowWithTheModel) {
     fs::remove(dir / "small.wq");
     fs::remove(dir / "large.wq");
   }
+  fs::remove_all(dir);
+}
+
+// GGUF output: a model whose embedding and output matrix are 64 MiB each (vocabulary
+// 65536 x 256) peaks at the layers' level when those go through the pipeline in row
+// pieces, and holds their whole Q4_0 blocks (9 MiB each, several in flight) without;
+// the file is the same either way.
+TEST(Pipeline, PeakMemoryOfGgufDoesNotFollowItsLargestTensors) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("wq-rss-gguf-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const SyntheticConfig c{.layers = 2, .dim = 256, .ffn = 768, .heads = 4, .kv_heads = 1, .vocab = 65536};
+  const std::string in = (dir / "model.gguf").string();
+  write_synthetic_model(in, OutputFormat::Gguf, c);
+  const uint64_t whole = child_peak_growth(in, (dir / "whole.gguf").string(), OutputFormat::Gguf, ReadAhead::Pread, 0);
+  const uint64_t pieces =
+      child_peak_growth(in, (dir / "pieces.gguf").string(), OutputFormat::Gguf, ReadAhead::Pread, size_t(1) << 20);
+  ASSERT_GT(whole, 0u);
+  ASSERT_GT(pieces, 0u);
+  std::printf("peak RSS growth, 2 x 64 MiB f32 matrices to Q4_0: whole %.1f MiB, in 1 MiB pieces %.1f MiB\n",
+              double(whole) / 1048576.0, double(pieces) / 1048576.0);
+  const uint64_t blocks = uint64_t(c.vocab) * uint64_t(c.dim) / 32 * 18;  // one matrix's Q4_0 blocks
+  EXPECT_GE(whole, blocks) << "the whole matrices' blocks were not held";
+  EXPECT_LE(pieces + blocks / 2, whole) << "the pieces held as much as the whole matrices";
+  EXPECT_TRUE(test::sha256_file((dir / "whole.gguf").string()) == test::sha256_file((dir / "pieces.gguf").string()));
   fs::remove_all(dir);
 }
 
