@@ -364,6 +364,7 @@ PipelineStats run_pipeline(const std::vector<TensorPlan>& plan, const std::vecto
   BufferPool pool;
   size_t next = 0;
   TensorView whole;  // the reader stage's view of the tensor whose pieces it is admitting
+  std::exception_ptr whole_failed;  // what taking `whole` threw, if it did
   // The writer stage's totals of the tensor whose pieces it is writing.
   std::vector<ErrorSums> piece_sums;
   uint64_t piece_bytes_out = 0;
@@ -392,12 +393,20 @@ PipelineStats run_pipeline(const std::vector<TensorPlan>& plan, const std::vecto
                                       // pieces: calls for one index come from one thread.
                                       if (s.piece()) {
                                         try {
-                                          if (s.first) whole = quantizer_view(source, it->plan->source_index, opts);
-                                          it->piece = rows_of_view(whole, s.row0, s.row1);
+                                          if (s.first) {
+                                            whole_failed = nullptr;
+                                            whole = quantizer_view(source, it->plan->source_index, opts);
+                                          }
                                         } catch (...) {
-                                          it->failed = std::current_exception();  // in plan order, as below
+                                          whole_failed = std::current_exception();  // in plan order, as below
+                                        }
+                                        // (Every piece of a tensor whose view failed fails with it:
+                                        // `whole` is then another tensor's.)
+                                        if (whole_failed) {
+                                          it->failed = whole_failed;
                                           return it;
                                         }
+                                        it->piece = rows_of_view(whole, s.row0, s.row1);
                                       }
                                       // At most `tokens` items are admitted ahead of the
                                       // writer: the read-ahead stays within that budget.

@@ -53,6 +53,8 @@ std::vector<uint8_t> write_pattern(OutputFile& out, size_t total_tail) {
   out.pad_to(4096);
   expect.resize((expect.size() + 4095) / 4096 * 4096, 0);
   for (int i = 0; i < 300; ++i) put(1 + g() % 9000);  // many small writes
+  // 1 to 80 bytes in turn: short lengths against every alignment of the buffer position.
+  for (size_t n = 1; n <= 80; ++n) put(n);
   put(9u << 20);              // larger than the buffer at an unaligned offset
   patch(expect.size() - 10, 0x01020304);  // still in the buffer
   patch((8u << 20) - 2, 0xa5a5a5a5);      // straddles a 4 MiB boundary

@@ -311,6 +311,29 @@ TEST(Pipeline, ANonFiniteWeightInAPieceNamesItsRowOfTheTensor) {
   }
 }
 
+// A tensor in pieces whose view cannot be taken fails at its first piece, and its other
+// pieces are never quantized from another tensor's view (under ASan, reading past the
+// small tensor before it is an error).
+TEST(Pipeline, ABrokenTensorInPiecesFailsAsAWhole) {
+  MemorySource src;
+  src.add("first", 8, 256, 1);
+  src.add("big", 1000, 256, 2);
+  src.fail_at = 1;
+  const std::vector<TensorPlan> plan = ggml_plan(src.infos, GgmlBlock::Q4_0);
+  PipelineOptions o;
+  o.row_piece_bytes = 16384;
+  for (int threads : {1, 2, 3}) {
+    PieceSink sink;
+    try {
+      Scheduler(threads).run([&] { run_pipeline(plan, src.infos, src, sink, o); });
+      ADD_FAILURE() << "no error";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("big: broken on purpose"), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(sink.names, std::vector<std::string>{"first"}) << threads;
+  }
+}
+
 // Peak RSS of `job` run in a fresh child process (VmHWM), minus the child's RSS before
 // it; 0 if the job threw.
 uint64_t child_peak_growth(const std::function<void()>& job) {
