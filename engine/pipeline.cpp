@@ -30,40 +30,56 @@ struct Span {
   bool piece() const { return row1 != 0; }
 };
 
-// The plan's entries as pipeline items. A Ggml tensor of plain float rows whose input or
-// output is over twice `piece_bytes` becomes runs of whole rows of about `piece_bytes`
-// (0: none does): its rows are quantized independently of each other, so the bytes are
-// the same, and the pieces' buffers are as small as the layers' and are reused like them.
+// A Ggml tensor's rows as llama.cpp sees them: ggml rows of its last dimension. A 3-D
+// (expert) tensor [e, r, c] is e * r rows of c; its blocks never cross a row.
+MatrixDims ggml_rows(const std::vector<int64_t>& shape) {
+  if (shape.size() != 3) return matrix_dims(shape);
+  return {size_t(shape[0]) * size_t(shape[1]), size_t(shape[2])};
+}
+
+// The plan's entries as pipeline items. A Ggml tensor of plain float rows (2-D, or 3-D
+// experts) whose input or output is over twice `piece_bytes` becomes runs of whole rows
+// of about `piece_bytes` (0: none does; an expert's rows stay in its own pieces where
+// each expert has its own importance values): its rows are quantized independently of
+// each other, so the bytes are the same, and the pieces' buffers are as small as the
+// layers' and are reused like them.
 std::vector<Span> spans_of(const std::vector<TensorPlan>& plan, const std::vector<TensorInfo>& infos, size_t piece_bytes) {
   std::vector<Span> spans;
   spans.reserve(plan.size());
   for (size_t i = 0; i < plan.size(); ++i) {
     const TensorPlan& p = plan[i];
     const TensorInfo& info = infos[p.source_index];
-    size_t rows = 0, per = 0;
-    if (piece_bytes && p.action == TensorAction::Ggml && !p.requantize && !p.spec.hqq && p.shape.size() == 2 &&
-        info.kind == StoredKind::Float) {
-      const size_t numel = checked_numel(p.name, p.shape);
-      rows = size_t(p.shape[0]);
-      const size_t cols = rows ? numel / rows : 0;
-      if (cols && cols % ggml_traits(p.ggml).weights == 0) {
-        const size_t row_cost = std::max(cols * dtype_size(info.dtype), ggml_row_bytes(p.ggml, cols));
+    size_t rows = 0, per = 0, group = 0;  // group: rows a piece must not cross (an expert's)
+    if (piece_bytes && p.action == TensorAction::Ggml && !p.requantize && !p.spec.hqq &&
+        (p.shape.size() == 2 || p.shape.size() == 3) && info.kind == StoredKind::Float) {
+      checked_numel(p.name, p.shape);
+      const MatrixDims d = ggml_rows(p.shape);
+      rows = d.rows;
+      group = p.shape.size() == 3 && p.imatrix ? size_t(p.shape[1]) : rows;
+      if (d.cols && d.cols % ggml_traits(p.ggml).weights == 0) {
+        const size_t row_cost = std::max(d.cols * dtype_size(info.dtype), ggml_row_bytes(p.ggml, d.cols));
         if (rows > 1 && rows * row_cost / 2 > piece_bytes) per = std::max<size_t>(1, piece_bytes / row_cost);
       }
     }
-    if (per == 0) {
+    if (per == 0 || group == 0) {
       spans.push_back(Span{i});
       continue;
     }
-    for (size_t r = 0; r < rows; r += per) spans.push_back(Span{i, r, std::min(rows, r + per), r == 0, r + per >= rows});
+    for (size_t g = 0; g < rows; g += group) {
+      const size_t end = std::min(rows, g + group);
+      for (size_t r = g; r < end; r += per) {
+        const size_t r1 = std::min(end, r + per);
+        spans.push_back(Span{i, r, r1, r == 0, r1 == rows});
+      }
+    }
   }
   return spans;
 }
 
-// Rows [r0, r1) of a 2-D view, still pointing where the view points (so a piece of a
-// mapped tensor is pread like the whole).
+// Rows [r0, r1) of a view, its ggml rows (ggml_rows), still pointing where the view
+// points (so a piece of a mapped tensor is pread like the whole).
 TensorView rows_of_view(const TensorView& v, size_t r0, size_t r1) {
-  const size_t cols = v.cols(), row = cols * dtype_size(v.dtype);
+  const size_t cols = ggml_rows(v.shape).cols, row = cols * dtype_size(v.dtype);
   TensorView s = v;
   s.shape = {int64_t(r1 - r0), int64_t(cols)};
   s.data = static_cast<const uint8_t*>(v.data) + r0 * row;
@@ -166,7 +182,7 @@ OutputNeeds needs_of(const TensorPlan& p, const TensorInfo& info, const Span& sp
   if (p.action == TensorAction::Ggml) {
     const size_t numel = checked_numel(p.name, p.shape);
     const size_t bytes = numel / ggml_traits(p.ggml).weights * ggml_traits(p.ggml).bytes;
-    n.bytes = span.piece() ? bytes / size_t(p.shape[0]) * (span.row1 - span.row0) : bytes;
+    n.bytes = span.piece() ? bytes / ggml_rows(p.shape).rows * (span.row1 - span.row0) : bytes;
   } else if (p.action == TensorAction::KeepFloat && (p.requantize || info.dtype != p.out_dtype)) {
     n.bytes = checked_numel(p.name, p.shape) * dtype_size(p.out_dtype);
   } else if (p.action == TensorAction::Quantize && p.block) {
@@ -289,9 +305,17 @@ void process(Item& it, TensorSource& source, const PipelineOptions& opts, Buffer
     case TensorAction::Ggml: {
       std::vector<float> deq;
       std::vector<ErrorSums>& sums = it.sums;
-      const TensorView v = it.span.piece() ? it.piece
-                           : p.requantize  ? dequantized_view(source, p, *it.info, deq, k)
-                                           : quantizer_view(source, p.source_index, opts);
+      TensorView v = it.span.piece() ? it.piece
+                     : p.requantize  ? dequantized_view(source, p, *it.info, deq, k)
+                                     : quantizer_view(source, p.source_index, opts);
+      // Experts without importance values: one tensor of e * r ggml rows, measured row by
+      // row as its pieces are (the same figures whole or in pieces).
+      if (v.shape.size() == 3 && !p.imatrix) v = rows_of_view(v, 0, ggml_rows(v.shape).rows);
+      // A piece of experts with importance values lies inside one expert: its values.
+      const float* imatrix = p.imatrix ? p.imatrix->data() : nullptr;
+      if (imatrix && it.span.piece() && p.shape.size() == 3) {
+        imatrix += it.span.row0 / size_t(p.shape[1]) * size_t(p.shape[2]);
+      }
       if (p.imatrix && v.shape.size() == 3) {
         // Experts: each matrix with its own importance values, as llama-quantize does.
         const size_t ne0 = size_t(v.shape[2]), matrix = size_t(v.shape[1]) * ne0, es = dtype_size(v.dtype);
@@ -309,8 +333,7 @@ void process(Item& it, TensorSource& source, const PipelineOptions& opts, Buffer
           r.bytes.insert(r.bytes.end(), part.begin(), part.end());
         }
       } else {
-        quantize_ggml_tensor(v, p.ggml, p.spec, r.bytes, &k, p.imatrix ? p.imatrix->data() : nullptr,
-                             opts.compute_error ? &sums : nullptr);
+        quantize_ggml_tensor(v, p.ggml, p.spec, r.bytes, &k, imatrix, opts.compute_error ? &sums : nullptr);
       }
       if (!it.span.piece()) source.release(p.source_index);  // a piece's: after the last (writer stage)
       break;
@@ -414,7 +437,7 @@ PipelineStats run_pipeline(const std::vector<TensorPlan>& plan, const std::vecto
                                         size_t n = 0;
                                         const uint8_t* bytes = source.raw(it->plan->source_index, &n);
                                         if (s.piece()) {
-                                          const size_t row = n / size_t(it->plan->shape[0]);
+                                          const size_t row = n / ggml_rows(it->plan->shape).rows;
                                           bytes += s.row0 * row;
                                           n = (s.row1 - s.row0) * row;
                                         }

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <iterator>
 #include <limits>
+#include <memory>
 #include <random>
 
 #include "bench/synthetic_model.h"
@@ -243,42 +244,63 @@ TEST(Pipeline, RowPiecesGiveTheWholeTensorsBytesAndFigures) {
   src.add("small", 8, 256, 1);  // 8 KiB: under twice the piece, whole
   src.add("big", 1000, 256, 2);  // rows of 1 KiB: pieces of 16 rows
   src.add("odd", 333, 512, 3);   // rows of 2 KiB: 8 rows, the last piece 5
+  // Experts [4, 100, 256]: 400 ggml rows of 1 KiB in 25 pieces; with importance values
+  // per expert, no piece crosses an expert: 7 pieces each.
+  src.add("experts", 400, 256, 4);
+  src.add("experts_im", 400, 256, 5);
+  for (size_t i : {3, 4}) src.infos[i].shape = {4, 100, 256};
+  const size_t n = src.infos.size();
   for (GgmlBlock t : {GgmlBlock::Q4_0, GgmlBlock::Q6_K}) {
     SCOPED_TRACE(ggml_block_name(t));
-    const std::vector<TensorPlan> plan = ggml_plan(src.infos, t);
+    std::vector<TensorPlan> plan = ggml_plan(src.infos, t);
+    auto values = std::make_shared<std::vector<float>>(4 * 256);
+    for (size_t i = 0; i < values->size(); ++i) (*values)[i] = 0.5f + float((i * 37) % 101) / 50.0f;
+    plan[4].imatrix = values;
     PieceSink whole;
     whole.pieces = false;
     PipelineStats whole_stats;
     Scheduler(2).run([&] { whole_stats = run_pipeline(plan, src.infos, src, whole, PipelineOptions{}); });
     EXPECT_EQ(whole.parts, 0u);
-    ASSERT_EQ(whole.bytes.size(), 3u);
+    ASSERT_EQ(whole.bytes.size(), n);
     std::vector<uint8_t> direct;
     quantize_ggml_tensor(src.view(1), t, QuantSpec{}, direct);
     src.release(1);
     EXPECT_TRUE(direct == whole.bytes[1]);
-    src.releases.assign(3, 0);
+    // The experts with their values: each expert as its own matrix, as llama-quantize does.
+    std::vector<uint8_t> experts;
+    for (size_t e = 0; e < 4; ++e) {
+      TensorView m = src.view(4);
+      m.shape = {100, 256};
+      m.data = static_cast<const float*>(m.data) + e * 100 * 256;
+      m.nbytes = 100 * 256 * 4;
+      quantize_ggml_tensor(m, t, QuantSpec{}, direct, nullptr, values->data() + e * 256);
+      experts.insert(experts.end(), direct.begin(), direct.end());
+    }
+    src.release(4);
+    EXPECT_TRUE(experts == whole.bytes[4]);
+    src.releases.assign(n, 0);
     PipelineOptions o;
     o.row_piece_bytes = 16384;
     for (int threads : {1, 2, 3}) {
       PieceSink sink;
       PipelineStats stats;
       Scheduler(threads).run([&] { stats = run_pipeline(plan, src.infos, src, sink, o); });
-      EXPECT_EQ(sink.parts, 1000u / 16 + 1 + 333u / 8 + 1) << threads << " threads";
+      EXPECT_EQ(sink.parts, 1000u / 16 + 1 + 333u / 8 + 1 + 25 + 4 * 7) << threads << " threads";
       ASSERT_EQ(sink.names, whole.names);
-      for (size_t i = 0; i < 3; ++i) {
+      for (size_t i = 0; i < n; ++i) {
         EXPECT_TRUE(sink.bytes[i] == whole.bytes[i]) << whole.names[i] << ", " << threads << " threads";
         EXPECT_EQ(sink.errors[i].count, whole.errors[i].count);
         EXPECT_EQ(sink.errors[i].rel_rmse, whole.errors[i].rel_rmse) << whole.names[i];
         EXPECT_EQ(sink.errors[i].snr_db, whole.errors[i].snr_db);
         EXPECT_EQ(sink.errors[i].max_abs, whole.errors[i].max_abs);
-        ASSERT_EQ(stats.tensors.size(), 3u);
+        ASSERT_EQ(stats.tensors.size(), n);
         EXPECT_EQ(stats.tensors[i].bytes_out, whole_stats.tensors[i].bytes_out);
         EXPECT_EQ(stats.tensors[i].error.rel_rmse, whole.errors[i].rel_rmse);
       }
       EXPECT_EQ(stats.bytes_out, whole_stats.bytes_out);
       EXPECT_EQ(src.held, 0u) << "every tensor released";
-      for (size_t i = 0; i < 3; ++i) EXPECT_EQ(src.releases[i], 1) << whole.names[i] << ": released once, after its last piece";
-      src.releases.assign(3, 0);
+      for (size_t i = 0; i < n; ++i) EXPECT_EQ(src.releases[i], 1) << whole.names[i] << ": released once, after its last piece";
+      src.releases.assign(n, 0);
     }
   }
 }
