@@ -37,6 +37,10 @@ MatrixDims ggml_rows(const std::vector<int64_t>& shape) {
   return {size_t(shape[0]) * size_t(shape[1]), size_t(shape[2])};
 }
 
+// The rows of one expert of a 3-D Ggml tensor quantized with importance values (each
+// expert has its own, so its rows are quantized apart from the others'); 0 otherwise.
+size_t expert_rows_with_values(const TensorPlan& p) { return p.shape.size() == 3 && p.imatrix ? size_t(p.shape[1]) : 0; }
+
 // The plan's entries as pipeline items. A Ggml tensor of plain float rows (2-D, or 3-D
 // experts) whose input or output is over twice `piece_bytes` becomes runs of whole rows
 // of about `piece_bytes` (0: none does; an expert's rows stay in its own pieces where
@@ -55,7 +59,7 @@ std::vector<Span> spans_of(const std::vector<TensorPlan>& plan, const std::vecto
       checked_numel(p.name, p.shape);
       const MatrixDims d = ggml_rows(p.shape);
       rows = d.rows;
-      group = p.shape.size() == 3 && p.imatrix ? size_t(p.shape[1]) : rows;
+      group = expert_rows_with_values(p) ? expert_rows_with_values(p) : rows;
       if (d.cols && d.cols % ggml_traits(p.ggml).weights == 0) {
         const size_t row_cost = std::max(d.cols * dtype_size(info.dtype), ggml_row_bytes(p.ggml, d.cols));
         if (rows > 1 && rows * row_cost / 2 > piece_bytes) per = std::max<size_t>(1, piece_bytes / row_cost);
@@ -180,9 +184,9 @@ class BufferPool {
 OutputNeeds needs_of(const TensorPlan& p, const TensorInfo& info, const Span& span) {
   OutputNeeds n;
   if (p.action == TensorAction::Ggml) {
-    const size_t numel = checked_numel(p.name, p.shape);
-    const size_t bytes = numel / ggml_traits(p.ggml).weights * ggml_traits(p.ggml).bytes;
-    n.bytes = span.piece() ? bytes / ggml_rows(p.shape).rows * (span.row1 - span.row0) : bytes;
+    checked_numel(p.name, p.shape);
+    const MatrixDims d = ggml_rows(p.shape);
+    n.bytes = ggml_row_bytes(p.ggml, d.cols) * (span.piece() ? span.row1 - span.row0 : d.rows);
   } else if (p.action == TensorAction::KeepFloat && (p.requantize || info.dtype != p.out_dtype)) {
     n.bytes = checked_numel(p.name, p.shape) * dtype_size(p.out_dtype);
   } else if (p.action == TensorAction::Quantize && p.block) {
@@ -308,32 +312,25 @@ void process(Item& it, TensorSource& source, const PipelineOptions& opts, Buffer
       TensorView v = it.span.piece() ? it.piece
                      : p.requantize  ? dequantized_view(source, p, *it.info, deq, k)
                                      : quantizer_view(source, p.source_index, opts);
-      // Experts without importance values: one tensor of e * r ggml rows, measured row by
-      // row as its pieces are (the same figures whole or in pieces).
-      if (v.shape.size() == 3 && !p.imatrix) v = rows_of_view(v, 0, ggml_rows(v.shape).rows);
-      // A piece of experts with importance values lies inside one expert: its values.
-      const float* imatrix = p.imatrix ? p.imatrix->data() : nullptr;
-      if (imatrix && it.span.piece() && p.shape.size() == 3) {
-        imatrix += it.span.row0 / size_t(p.shape[1]) * size_t(p.shape[2]);
-      }
-      if (p.imatrix && v.shape.size() == 3) {
-        // Experts: each matrix with its own importance values, as llama-quantize does.
-        const size_t ne0 = size_t(v.shape[2]), matrix = size_t(v.shape[1]) * ne0, es = dtype_size(v.dtype);
+      // Experts [e, r, c] as e * r ggml rows of c, whole or in pieces (rows measured the
+      // same way either way, messages naming rows of the whole).
+      if (v.shape.size() == 3) v = rows_of_view(v, 0, ggml_rows(v.shape).rows);
+      const size_t cols = v.cols(), first = it.span.row0, per_expert = expert_rows_with_values(p);
+      if (!per_expert || first / per_expert == (first + v.rows() - 1) / per_expert) {
+        // One expert's rows at most (a piece never crosses one): its importance values.
+        const float* imatrix = p.imatrix ? p.imatrix->data() + (per_expert ? first / per_expert * cols : 0) : nullptr;
+        quantize_ggml_tensor(v, p.ggml, p.spec, r.bytes, &k, imatrix, opts.compute_error ? &sums : nullptr);
+      } else {
+        // A whole expert tensor: each expert with its own values, as llama-quantize does.
         std::vector<uint8_t> part;
         std::vector<ErrorSums> part_sums;
         r.bytes.clear();
-        for (int64_t e = 0; e < v.shape[0]; ++e) {
-          TensorView m = v;
-          m.shape = {v.shape[1], v.shape[2]};
-          m.data = static_cast<const uint8_t*>(v.data) + size_t(e) * matrix * es;
-          m.nbytes = matrix * es;
-          quantize_ggml_tensor(m, p.ggml, p.spec, part, &k, p.imatrix->data() + size_t(e) * ne0,
-                               opts.compute_error ? &part_sums : nullptr);
+        for (size_t g = 0; g < v.rows(); g += per_expert) {
+          quantize_ggml_tensor(rows_of_view(v, g, g + per_expert), p.ggml, p.spec, part, &k,
+                               p.imatrix->data() + g / per_expert * cols, opts.compute_error ? &part_sums : nullptr);
           sums.insert(sums.end(), part_sums.begin(), part_sums.end());
           r.bytes.insert(r.bytes.end(), part.begin(), part.end());
         }
-      } else {
-        quantize_ggml_tensor(v, p.ggml, p.spec, r.bytes, &k, imatrix, opts.compute_error ? &sums : nullptr);
       }
       if (!it.span.piece()) source.release(p.source_index);  // a piece's: after the last (writer stage)
       break;
