@@ -13,6 +13,7 @@
 #include <iterator>
 #include <limits>
 #include <memory>
+#include <mutex>
 #include <random>
 
 #include "bench/synthetic_model.h"
@@ -92,7 +93,11 @@ TEST(Plan, LaterRulesWinAndSkipKeepsFloat) {
 }
 
 // In-memory source and sink. The source records the most source bytes held at once
-// between view()/raw() and release().
+// between view()/raw() and release(). The pipeline calls it for different tensors from
+// different threads at once (the reader stage takes one while the writer stage releases
+// another), so its books are kept under a lock: `out` is a std::vector<bool>, whose
+// elements share words, and `held` one counter (under qemu a lost update left a tensor
+// counted as held).
 class MemorySource : public TensorSource {
  public:
   std::vector<TensorInfo> infos;
@@ -112,7 +117,9 @@ class MemorySource : public TensorSource {
     out.push_back(false);
     releases.push_back(0);
   }
+  std::mutex books;
   void take(size_t i) {
+    std::lock_guard<std::mutex> lock(books);
     if (!out[i]) {
       out[i] = true;
       held += infos[i].nbytes;
@@ -130,6 +137,7 @@ class MemorySource : public TensorSource {
     return reinterpret_cast<const uint8_t*>(data[i].data());
   }
   void release(size_t i) override {
+    std::lock_guard<std::mutex> lock(books);
     ++releases[i];
     if (out[i]) {
       out[i] = false;
