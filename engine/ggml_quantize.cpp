@@ -1,5 +1,6 @@
 #include "engine/ggml_quantize.h"
 
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 
@@ -154,15 +155,24 @@ void quantize_ggml_into(const TensorView& w, GgmlBlock t, const QuantSpec& spec,
   const HqqParams hp{ggml_traits(t).bits, spec.hqq_opts.max_steps, spec.hqq_opts.p, spec.hqq_opts.beta, spec.hqq_opts.kappa};
   const size_t tile = tile_rows_for(rows, cols * dtype_size(w.dtype));
   std::vector<std::string> bad((rows + tile - 1) / tile);  // reported in tile order: not thread-dependent
+  // A NaN or Inf weight is refused, named by its row and column. Measured, a row's sum of
+  // squared weights is finite exactly when its weights are (squares are never negative, so
+  // an Inf cannot cancel; a NaN stays NaN), unless a finite weight's square overflows: the
+  // tile is then scanned for the first bad weight, and a tile of finite weights goes on.
+  // Every quantizer takes any float without fault (their NaN and Inf bytes are tested
+  // against the references), so the tile is quantized first and its bytes dropped if a
+  // weight was bad. Unmeasured tiles, and HQQ's refinement (an iterative solver), are
+  // scanned first. The scan was 4.5% of the CPU of a Q4_0 conversion (perf, 2026-12-04).
+  const bool scan_first = !row_sums || hqq_kquant;
   parallel_row_tiles(rows, tile, [&](size_t r0, size_t r1) {
-    // The searches need finite weights: each tile is checked before any of its rows is
-    // quantized (the check reads it into cache for the quantizer; a whole-tensor pass of
-    // its own, before the tiles, ran on one thread while the others waited).
     thread_local std::vector<uint8_t> scratch;  // one per worker, reused by every tile it takes
     const TensorView rows_in = RowSource::rows_of(w).tile(r0, r1, &scratch);
-    bad[r0 / tile] = nonfinite_in_rows(rows_in, 0, r1 - r0, k, w.first_row + r0);
-    if (!bad[r0 / tile].empty()) return;
+    if (scan_first) {
+      bad[r0 / tile] = nonfinite_in_rows(rows_in, 0, r1 - r0, k, w.first_row + r0);
+      if (!bad[r0 / tile].empty()) return;
+    }
     std::vector<float> buf, wh(row_sums ? cols : 0);
+    bool all_finite = true;
     for (size_t r = r0; r < r1; ++r) {
       const float* row = row_as_f32(rows_in, r - r0, cols, buf, k);
       uint8_t* dst = out.data() + r * row_bytes;
@@ -171,7 +181,12 @@ void quantize_ggml_into(const TensorView& w, GgmlBlock t, const QuantSpec& spec,
       if (row_sums) {  // the row and its blocks are in L1: the error costs no memory traffic
         k.dequantize_ggml[int(t)](dst, wh.data(), cols);
         (*row_sums)[r] = error_sums(row, wh.data(), cols, k);
+        all_finite = all_finite && std::isfinite((*row_sums)[r].ref2);
       }
+    }
+    if (!all_finite) {
+      bad[r0 / tile] = nonfinite_in_rows(rows_in, 0, r1 - r0, k, w.first_row + r0);
+      if (!bad[r0 / tile].empty()) return;
     }
     bad[r0 / tile] = check_ggml_rows(w, t, out.data(), r0, r1, row_bytes, k);
   });

@@ -3,6 +3,7 @@
 #include <tbb/task_arena.h>
 
 #include <algorithm>
+#include <cmath>
 #include <string>
 
 #include "engine/error.h"
@@ -67,7 +68,8 @@ bool quantize_stored_columns(const RowSource& src, QuantizedTensor& q, std::vect
     // Read like a contiguous tensor's tiles (engine/tensor.h says why pread); where the
     // file cannot be read so, the mapping is read as it is.
     if (from_file && v.mapped.read(b, rows * N * es, buf)) b = buf;
-    if (k.find_nonfinite(b, v.dtype, rows * N) != rows * N) return false;
+    // Measured, the bands need no scan for NaN and Inf: the sums of squares below show one.
+    if (!row_sums && k.find_nonfinite(b, v.dtype, rows * N) != rows * N) return false;
     auto columns_of_band = [&](size_t c0, size_t c1) {
       ColumnQuantJob job{};
       job.src = b + c0 * es;
@@ -92,6 +94,18 @@ bool quantize_stored_columns(const RowSource& src, QuantizedTensor& q, std::vect
     tbb::this_task_arena::isolate([&] { parallel_row_tiles(N, kColumnsPerTask, columns_of_band); });
   }
   if (!row_sums) return true;
+  // A column's sum of squared weights is finite exactly when its weights are (squares
+  // cannot cancel an Inf; a NaN stays NaN), unless a finite weight's square overflowed: a
+  // column that is not sends the whole tensor through one scan, and a NaN or Inf found
+  // there sends it to the tiles, which name its row and column. (The per-band scan this
+  // replaces ran on the band's reader thread, between the bands' parallel tasks: 4.6% of
+  // an ONNX conversion's CPU, perf 2026-12-04.)
+  for (size_t r = 0; r < N; ++r) {
+    if (!std::isfinite(ref::column_error(partials, r).ref2)) {
+      if (k.find_nonfinite(base, v.dtype, N * K) != N * K) return false;
+      break;
+    }
+  }
   std::vector<uint8_t> scratch;
   for (size_t r = 0; r < N; ++r) {
     auto row = [&] { return src.tile(r, r + 1, &scratch); };  // only for a row whose float sums overflowed

@@ -675,6 +675,103 @@ void expect_same_quantized(const QuantizedTensor& a, const std::vector<ErrorSums
   EXPECT_EQ(std::memcmp(ra.data(), rb.data(), ra.size() * sizeof(ErrorSums)), 0);
 }
 
+std::vector<float> transposed_copy(const std::vector<float>& v, size_t rows, size_t cols) {
+  std::vector<float> t(v.size());
+  for (size_t r = 0; r < rows; ++r)
+    for (size_t c = 0; c < cols; ++c) t[c * rows + r] = v[r * cols + c];
+  return t;
+}
+
+// Measured (row sums asked for), the quantizers find a NaN or Inf from each row's sum of
+// squared weights instead of scanning every tile first: the message is the same, naming
+// the first bad weight in row order whatever the thread count, for every llama.cpp type
+// (with and without an importance matrix), every RTN scheme and source dtype, a source
+// stored transposed, and every ISA; a row of huge finite weights, whose squares overflow,
+// is still quantized, with the bytes of the unmeasured run.
+TEST(Quantize, MeasuredQuantizersNameTheFirstNonFiniteWeight) {
+  const size_t rows = 3000, cols = 256;  // several tiles of rows
+  std::vector<float> w = normal(rows * cols, 0.02f, 31);
+  w[2900 * cols + 3] = NAN;
+  w[1700 * cols + 200] = INFINITY;
+  w[2100 * cols + 0] = -INFINITY;
+  const std::vector<float> imatrix(cols, 1.5f);
+  const std::vector<float> wt = transposed_copy(w, rows, cols);
+  for (Isa isa : test::all_isas()) {
+    if (!isa_available(isa)) continue;
+    const Kernels* k = kernels_for(isa);
+    for (size_t ti = 0; ti < kGgmlBlockCount; ++ti) {
+      const GgmlBlock t = GgmlBlock(ti);
+      for (const float* im : {static_cast<const float*>(nullptr), imatrix.data()}) {
+        for (int threads : {1, 3}) {
+          SCOPED_TRACE(std::string(isa_name(isa)) + " " + ggml_block_name(t) + (im ? " imatrix " : " ") +
+                       std::to_string(threads));
+          Scheduler sched(threads);
+          std::string m;
+          std::vector<uint8_t> out;
+          std::vector<ErrorSums> sums;
+          sched.run([&] {
+            try {
+              quantize_ggml_tensor(view_of(w, rows, cols, "blk.7.ffn_up.weight"), t, QuantSpec{}, out, k, im, &sums);
+            } catch (const Error& e) {
+              m = e.what();
+            }
+          });
+          EXPECT_NE(m.find("blk.7.ffn_up.weight: non-finite weight (NaN or Inf) at row 1700, column 200"),
+                    std::string::npos) << m;
+        }
+      }
+    }
+    for (DType dt : {DType::F32, DType::F16, DType::BF16}) {
+      // Listed [rows, cols] as w (the row path), stored [cols, rows] (the column path).
+      const StoredTransposed m(wt, cols, rows, dt);  // (its f32 data: wt itself)
+      for (bool asym : {false, true}) {
+        for (bool hqq : {false, true}) {
+          if (hqq && dt != DType::F32) continue;  // (HQQ scans first; once is enough)
+          QuantSpec s;
+          s.asym = asym || hqq;
+          s.hqq = hqq;
+          for (int threads : {1, 3}) {
+            for (bool transposed : {false, true}) {
+              SCOPED_TRACE(std::string(isa_name(isa)) + " " + s.describe() + " " + dtype_name(dt) +
+                           (transposed ? " transposed " : " ") + std::to_string(threads));
+              const RowSource src = transposed ? RowSource::transposed_of(m.stored_view) : RowSource::rows_of(m.listed_view);
+              Scheduler sched(threads);
+              std::string msg;
+              std::vector<ErrorSums> sums;
+              sched.run([&] {
+                try {
+                  quantize_tensor(src, s, 64, k, &sums);
+                } catch (const Error& e) {
+                  msg = e.what();
+                }
+              });
+              EXPECT_NE(msg.find("mm.weight: non-finite weight (NaN or Inf) at row 1700, column 200"), std::string::npos)
+                  << msg;
+            }
+          }
+        }
+      }
+    }
+  }
+  // Squares that overflow float, no NaN or Inf: quantized, measured and unmeasured alike.
+  // (Not for llama.cpp's types: their f16 scales refuse such weights before any square.)
+  std::vector<float> huge = normal(rows * cols, 0.02f, 32);
+  for (size_t c = 0; c < cols; ++c) huge[1234 * cols + c] = (c % 2 ? 1 : -1) * 3e30f;
+  const std::vector<float> huge_t = transposed_copy(huge, rows, cols);
+  for (bool transposed : {false, true}) {
+    const StoredTransposed m(huge_t, cols, rows, DType::F32);
+    const RowSource src = transposed ? RowSource::transposed_of(m.stored_view) : RowSource::rows_of(m.listed_view);
+    QuantSpec s;
+    s.asym = true;
+    std::vector<ErrorSums> rs;
+    const QuantizedTensor a = quantize_tensor(src, s, 64);
+    const QuantizedTensor b = quantize_tensor(src, s, 64, nullptr, &rs);
+    EXPECT_EQ(a.packed, b.packed);
+    EXPECT_EQ(std::memcmp(a.scales.data(), b.scales.data(), a.scales.size() * 4), 0);
+    EXPECT_GT(rs[1234].ref2, double(FLT_MAX));  // measured in double where the float sum overflowed
+  }
+}
+
 // A source stored transposed (ONNX MatMul's [K, N], quantized as [N, K]) is transposed
 // one row tile at a time: the codes, parameters, per-row error sums and the non-finite
 // message are those of quantizing the transposed matrix itself, for every scheme, for
