@@ -44,14 +44,14 @@ struct KquantSearch {
   // -v as C's unary minus: the sign bit flipped (xsimd's AVX-512 negation is 0 - v, +0 for +0).
   static F neg(F v) { return xsimd::bitwise_cast<F>(xsimd::bitwise_cast<I>(v) ^ I(int32_t(0x80000000u))); }
   static F code(F v, int lo, int hi) { return Ops::to_float(xsimd::max(I(lo), xsimd::min(I(hi), nearest(v)))); }
-  // code(v, lo, hi) when every lane's |v| < 2^22 (no NaN): v + 1.5 * 2^23 then holds the
-  // rounded integer in its mantissa with the magic's exponent, so the clamp can be done on
-  // it in float and the subtraction is exact. Outside that range the bit trick's result
-  // (huge v, Inf) is not the clamp of the rounded value, so callers check the range.
-  static F code_small(F v, int lo, int hi) {
-    const F m(12582912.f);
-    return xsimd::min(xsimd::max(v + m, F(12582912.f + float(lo))), F(12582912.f + float(hi))) - m;
-  }
+  // code(v, lo, hi) when every lane's |v| < 2^22 (no NaN): there nearest_int's magic
+  // addition rounds to nearest even, as the ISA's round instruction does, so the code is
+  // that rounding clamped in float: three operations where the bit trick takes four.
+  // (A lane may hold -0 where code holds +0, for v in (-0.5, 0] with lo < 0: the sums it
+  // enters are the same bits, and codes are stored through code.) Outside that range the
+  // bit trick's result (huge v, Inf) is not the clamp of the rounded value, so callers
+  // check the range.
+  static F code_small(F v, int lo, int hi) { return xsimd::min(xsimd::max(Ops::rint(v), F(float(lo))), F(float(hi))); }
   // Whether |s * (x - m)| < 2^22 for every x of a lane in [lo, hi] (rounding is monotone,
   // so the ends bound every x in between): code_small may stand for code.
   static bool small_codes(F s, F lo, F hi, F m) {
@@ -116,7 +116,7 @@ struct KquantSearch {
     auto sums = [&](const F* is) {
       // Without a NaN, every |is * x| is at most |is| * amax (rounding is monotone): where
       // that is below 2^22 (an Inf fails the compare), code_small gives code's values with
-      // two operations fewer. A zero lane (all |x| below the eps, a missing lane) ends as
+      // fewer operations. A zero lane (all |x| below the eps, a missing lane) ends as
       // zeros whatever its sums, so its lanes (infinite iscale, NaN products) do not count.
       bool small = no_nan;
       for (size_t g = 0; g < G; ++g) small = small && xsimd::all((xsimd::abs(is[g]) * amax[g] < F(0x1p22f)) | zero[g]);
