@@ -142,11 +142,15 @@ inline void q2_finish(const float* x, BlockQ2_K* y, const float* scales, const f
 }
 
 // The sigma2 of quantize_row_q2_K_impl (no factor 2, unlike the other K-quants).
-inline float q2_sigma2(const float* x) {
-  float sumx2 = 0;
-  for (int j = 0; j < 256; ++j) sumx2 += x[j] * x[j];
-  return sumx2 / 256;
+// The float sum x[0]^2 + x[1]^2 + ... in element order, as the sigma2 loops add it (a
+// SIMD body may run several runs' sums side by side, one per lane, never split one).
+inline float sum_x2(const float* x, int n) {
+  float s = 0;
+  for (int j = 0; j < n; ++j) s += x[j] * x[j];
+  return s;
 }
+inline float q2_sigma2_of(float sumx2) { return sumx2 / 256; }
+inline float q2_sigma2(const float* x) { return q2_sigma2_of(sum_x2(x, 256)); }
 
 inline void quantize_block_Q2_K(const float* x, BlockQ2_K* y, const float* qw) {
   uint8_t L[256];
@@ -171,11 +175,8 @@ inline void quantize_block_Q2_K(const float* x, BlockQ2_K* y, const float* qw) {
 }
 
 // The sigma2 of a super-block's importance weights (quantize_row_q3_K_impl, q4_K's, q5_K's).
-inline float k_sigma2(const float* x) {
-  float sum_x2 = 0;
-  for (int l = 0; l < 256; ++l) sum_x2 += x[l] * x[l];
-  return 2 * sum_x2 / 256;
-}
+inline float k_sigma2_of(float sum_x2) { return 2 * sum_x2 / 256; }
+inline float k_sigma2(const float* x) { return k_sigma2_of(sum_x2(x, 256)); }
 
 // Q3_K's sub-block search weights with an importance matrix (x^2 is make_q3_quants' own).
 inline void q3_weights(const float* xb, const float* qw, float sigma2, float* weight, float* sw) {
@@ -455,11 +456,13 @@ inline void quantize_block_Q6_K(const float* x, BlockQ6_K* y, const float* qw) {
 // quantize_row_iq4_nl_impl with ntry 7, split in three: the super-block's sigma2 (for
 // importance weights), each 32-weight block's scale search, and the finish.
 template <int kSuper>
-inline float iq4_sigma2(const float* x) {
-  float sigma2 = 0;
-  for (int j = 0; j < kSuper; ++j) sigma2 += x[j] * x[j];
+inline float iq4_sigma2_of(float sigma2) {
   sigma2 *= 2.f / kSuper;
   return sigma2;
+}
+template <int kSuper>
+inline float iq4_sigma2(const float* x) {
+  return iq4_sigma2_of<kSuper>(sum_x2(x, kSuper));
 }
 inline void iq4_weights(const float* xb, const float* qw, float sigma2, float* weight) {
   if (qw) {

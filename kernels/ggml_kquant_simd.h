@@ -69,6 +69,23 @@ struct KquantSearch {
       Ops::transpose(t);
     }
   }
+  // ref::sum_x2(x + N * r, N) of each of `runs` runs of N weights into out[r], L runs at a
+  // time: lane k adds run r0 + k's squares in element order, as the reference's one chain
+  // does (whose 256 dependent adds per super-block were a third of Q4_K's finish).
+  template <size_t N>
+  static void sums_x2(const float* x, size_t runs, float* out) {
+    for (size_t r0 = 0; r0 < runs; r0 += L) {
+      const size_t count = runs - r0 < L ? runs - r0 : L;
+      F acc(0.0f);
+      for (size_t i0 = 0; i0 < N; i0 += L) {
+        F t[L];
+        for (size_t k = 0; k < L; ++k) t[k] = k < count ? F::load_unaligned(x + (r0 + k) * N + i0) : F(0.0f);
+        Ops::transpose(t);
+        for (size_t i = 0; i < L; ++i) acc += t[i] * t[i];
+      }
+      scatter(acc, count, out + r0);
+    }
+  }
   // gather's inverse for codes (small non-negative integers as floats): sub-block k's n
   // codes as bytes at L8 + k * n, for k < count.
   static void scatter_codes(const F* c, size_t count, size_t n, uint8_t* L8) {
@@ -281,7 +298,8 @@ struct KquantSearch {
     const size_t nsub = n / 16;
     ScratchBuffer<float> scales(nsub), sw(nsub), sigma2(n / 256);
     ScratchBuffer<uint8_t> codes(n);
-    for (size_t b = 0; b < n / 256; ++b) sigma2[b] = ref::k_sigma2(x + 256 * b);
+    sums_x2<256>(x, n / 256, sigma2.data());
+    for (size_t b = 0; b < n / 256; ++b) sigma2[b] = ref::k_sigma2_of(sigma2[b]);
     for (size_t s0 = 0; s0 < nsub; s0 += L) {
       const size_t count = nsub - s0 < L ? nsub - s0 : L;
       F xs[16], c[16], scale;
@@ -368,7 +386,10 @@ struct KquantSearch {
   static void quantize_iq4(const float* x, void* y, size_t n, const float* imatrix) {
     const size_t nsub = n / 32;
     ScratchBuffer<float> scales(nsub), sigma2(n / kSuper);
-    for (size_t b = 0; imatrix && b < n / kSuper; ++b) sigma2[b] = ref::iq4_sigma2<kSuper>(x + kSuper * b);
+    if (imatrix) {
+      sums_x2<kSuper>(x, n / kSuper, sigma2.data());
+      for (size_t b = 0; b < n / kSuper; ++b) sigma2[b] = ref::iq4_sigma2_of<kSuper>(sigma2[b]);
+    }
     for (size_t s0 = 0; s0 < nsub; s0 += L) {
       const size_t count = nsub - s0 < L ? nsub - s0 : L;
       F xs[32], ws[32];
@@ -435,14 +456,22 @@ struct KquantSearch {
   }
 
   // Runs step(std::integral_constant<size_t, G>(), s0) over sub-blocks [0, nsub): G groups
-  // of L from s0 on, 2 while more than L remain, then 1 (group g holds sub_count(nsub,
-  // s0 + g * L) sub-blocks).
+  // of L from s0 on, the most (up to kMaxG: 1, 2 or 4) that still have a sub-block each
+  // (group g holds sub_count(nsub, s0 + g * L) sub-blocks). More groups give the core more
+  // independent add chains to overlap; 4 paid for the Q4_K / Q5_K searches on AVX2 and
+  // AVX-512 (kernels_bench, binaries alternated, 2026-12-04: 5-9% against 2) but not for
+  // Q2_K's and Q6_K's shorter sub-blocks.
   template <size_t kMaxG = 2, class Step>
   static void in_groups(size_t nsub, Step step) {
-    for (size_t s0 = 0; s0 < nsub; s0 += kMaxG * L) {
-      if (kMaxG == 2 && nsub - s0 > L) step(std::integral_constant<size_t, kMaxG>(), s0);
-      else step(std::integral_constant<size_t, 1>(), s0);
+    static_assert(kMaxG == 1 || kMaxG == 2 || kMaxG == 4, "1, 2 or 4 groups");
+    size_t s0 = 0;
+    if constexpr (kMaxG >= 4) {
+      for (; s0 + 3 * L < nsub; s0 += 4 * L) step(std::integral_constant<size_t, 4>(), s0);
     }
+    if constexpr (kMaxG >= 2) {
+      for (; s0 + L < nsub; s0 += 2 * L) step(std::integral_constant<size_t, 2>(), s0);
+    }
+    for (; s0 < nsub; s0 += L) step(std::integral_constant<size_t, 1>(), s0);
   }
   static size_t sub_count(size_t nsub, size_t s0) { return nsub - s0 < L ? nsub - s0 : L; }
   // Lane k: sigma2[(s0 + k) / per] (the super-block of sub-block s0 + k), 0 past count.
@@ -498,8 +527,11 @@ struct KquantSearch {
     const size_t nsub = n / 32;
     ScratchBuffer<float> scales(nsub), mins(nsub), sw(nsub), sigma2(n / 256);
     ScratchBuffer<uint8_t> codes(n);
-    for (size_t b = 0; b < n / 256; ++b) sigma2[b] = ref::k_sigma2(x + 256 * b);
-    in_groups(nsub, [&](auto groups, size_t s0) {
+    if (imatrix) {  // (without one the searches take no sigma2)
+      sums_x2<256>(x, n / 256, sigma2.data());
+      for (size_t b = 0; b < n / 256; ++b) sigma2[b] = ref::k_sigma2_of(sigma2[b]);
+    }
+    in_groups<4>(nsub, [&](auto groups, size_t s0) {
       constexpr size_t G = decltype(groups)::value;
       F xs[G * 32], ws[G * 32], c[G * 32], the_min[G], scale[G];
       for (size_t g = 0; g < G; ++g) {
@@ -543,7 +575,10 @@ struct KquantSearch {
     const size_t nsub = n / 16;
     ScratchBuffer<float> scales(nsub), mins(nsub), sw(nsub), sigma2(n / 256);
     ScratchBuffer<uint8_t> codes(n);
-    for (size_t b = 0; imatrix && b < n / 256; ++b) sigma2[b] = ref::q2_sigma2(x + 256 * b);
+    if (imatrix) {
+      sums_x2<256>(x, n / 256, sigma2.data());
+      for (size_t b = 0; b < n / 256; ++b) sigma2[b] = ref::q2_sigma2_of(sigma2[b]);
+    }
     in_groups(nsub, [&](auto groups, size_t s0) {
       constexpr size_t G = decltype(groups)::value;
       F xs[G * 16], ws[G * 16], c[G * 16], the_min[G], scale[G];
