@@ -7,6 +7,7 @@
 #include <string>
 
 #include "engine/error.h"
+#include "engine/output_bytes.h"
 #include "engine/quantize.h"
 #include "engine/read_ahead.h"
 #include "engine/scheduler.h"
@@ -24,6 +25,11 @@ namespace {
 // what the caches hold).
 constexpr size_t kBandBytes = size_t(4) << 20;  // WQUANT_COLUMN_BAND_BYTES overrides it
 constexpr size_t kMaxBandBytes = size_t(16) << 20;
+// The band buffer is at least this large so that it is mapped on 2 MiB pages
+// (engine/output_bytes.h): the kernel reads a line from every stored row of the band for
+// each group of columns, rows a whole row pitch apart, so with 4 KiB pages nearly every
+// load missed the first-level TLB.
+constexpr size_t kHugeBandBytes = size_t(4) << 20;
 // Columns per task of a band: a multiple of every ISA's lane count.
 constexpr size_t kColumnsPerTask = 256;
 static_assert(kColumnsPerTask % 16 == 0, "tasks start on a group of ColumnQuantJob::partials");
@@ -56,9 +62,13 @@ bool quantize_stored_columns(const RowSource& src, QuantizedTensor& q, std::vect
   // each (clear_page was 9% of an ONNX conversion's CPU with these made per tensor).
   // (thread_local: the tasks below run on other threads, so they get pointers, never
   // these names.)
-  thread_local std::vector<uint8_t> buf_kept;
+  thread_local OutputBytes buf_kept;
   thread_local std::vector<float> partials_kept;
-  if (from_file && buf_kept.size() < band * N * es) buf_kept.resize(band * N * es);
+  if (from_file && buf_kept.size() < band * N * es) {
+    buf_kept = OutputBytes();
+    buf_kept.reserve(std::max(band * N * es, kHugeBandBytes));
+    buf_kept.resize(band * N * es);
+  }
   if (row_sums) partials_kept.assign(column_partials(N), 0.0f);
   uint8_t* const buf = buf_kept.data();
   float* const partials = partials_kept.data();
