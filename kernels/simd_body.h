@@ -940,11 +940,19 @@ struct Prims {
       for (size_t b = 0; b < nblocks; ++b) {
         const size_t k0 = b * block;
         F l(INFINITY), h(-INFINITY);
-        for (size_t k = k0; k < k0 + block; ++k) {
-          const F v = load(k);
-          if (next) __builtin_prefetch(next + k * stride);
-          l = Ops::min_keep(v, l);
-          h = Ops::max_keep(v, h);
+        // The sums of squares are added here, where each element is first loaded: with them
+        // in the coding loop below, its 32 partial sums and working vectors did not fit the
+        // registers and were spilled to the stack at every element. (Element k + i still goes
+        // to partial i, in the same order.)
+        for (size_t k = k0; k < k0 + block; k += 16) {
+#pragma GCC unroll 16
+          for (size_t i = 0; i < 16; ++i) {
+            const F v = load(k + i);
+            if (next) __builtin_prefetch(next + (k + i) * stride);
+            l = Ops::min_keep(v, l);
+            h = Ops::max_keep(v, h);
+            if (job.partials) pr[i] = pr[i] + (v * v);
+          }
         }
         // minmax's zero, +0 whatever the sign (codec_group does the same).
         l = xsimd::select(l == zero, zero, l);
@@ -971,7 +979,6 @@ struct Prims {
                 // w_hat as dequantize_codes makes it from the stored code (the store saturates).
                 const F d = v - dequantize_lanes<S>(xsimd::min(xsimd::max(code, lo8), hi8), p.scale, p.zero, half);
                 pe[u * L + t] = pe[u * L + t] + (d * d);
-                pr[u * L + t] = pr[u * L + t] + (v * v);
                 mx = Ops::max_keep(xsimd::abs(d), mx);  // as sq_err
               }
             }
