@@ -159,8 +159,9 @@ void quantize_ggml_into(const TensorView& w, GgmlBlock t, const QuantSpec& spec,
   // squared weights is finite exactly when its weights are (squares are never negative, so
   // an Inf cannot cancel; a NaN stays NaN), unless a finite weight's square overflows: the
   // tile is then scanned for the first bad weight, and a tile of finite weights goes on.
-  // Every quantizer takes any float without fault (their NaN and Inf bytes are tested
-  // against the references), so the tile is quantized first and its bytes dropped if a
+  // Every quantizer takes any float without fault (the kernel checks run them on NaN and
+  // Inf: the legacy types' bytes against the references, the searches for faults only,
+  // kernels/kernel_slots.inc), so the tile is quantized first and its bytes dropped if a
   // weight was bad. Unmeasured tiles, and HQQ's refinement (an iterative solver), are
   // scanned first. The scan was 4.5% of the CPU of a Q4_0 conversion (perf, 2026-12-04).
   const bool scan_first = !row_sums || hqq_kquant;
