@@ -343,12 +343,10 @@ QuantizedTensor quantize_tensor(const RowSource& src, const QuantSpec& spec, siz
       tile_max[2 * (r0 / tile)] = k.absmax(q.scales.data() + r0 * nb, (r1 - r0) * nb);
       if (job.zeros) tile_max[2 * (r0 / tile) + 1] = k.absmax(q.zeros.data() + r0 * nb, (r1 - r0) * nb);
       if (measured_in_place) {
-        for (size_t i = 0; i < r1 - r0; ++i) {
-          if (!std::isfinite(row_errors[i].ref2)) {
-            bad[r0 / tile] = nonfinite_in_rows(t, 0, r1 - r0, k, r0);
-            if (!bad[r0 / tile].empty()) return;
-            break;  // a square overflowed: the weights are finite
-          }
+        const auto unfinite = [](const RowError& e) { return !std::isfinite(e.ref2); };
+        if (std::any_of(row_errors.begin(), row_errors.begin() + std::ptrdiff_t(r1 - r0), unfinite)) {
+          bad[r0 / tile] = nonfinite_in_rows(t, 0, r1 - r0, k, r0);  // empty: a square overflowed
+          if (!bad[r0 / tile].empty()) return;
         }
         for (size_t i = 0; i < r1 - r0; ++i) {
           (*row_sums)[r0 + i] = measured_row_sums(row_errors[i], q, r0 + i, [&] { return RowSource::rows_of(t).tile(i, i + 1, nullptr); }, k);

@@ -64,11 +64,11 @@ bool quantize_stored_columns(const RowSource& src, QuantizedTensor& q, std::vect
   // these names.)
   thread_local OutputBytes buf_kept;
   thread_local std::vector<float> partials_kept;
-  if (from_file && buf_kept.size() < band * N * es) {
-    buf_kept = OutputBytes();
+  if (from_file && buf_kept.capacity() < band * N * es) {
+    buf_kept = OutputBytes();  // (the old band is not copied into the new mapping)
     buf_kept.reserve(std::max(band * N * es, kHugeBandBytes));
-    buf_kept.resize(band * N * es);
   }
+  if (from_file && buf_kept.size() < band * N * es) buf_kept.resize(band * N * es);  // within the capacity
   if (row_sums) partials_kept.assign(column_partials(N), 0.0f);
   uint8_t* const buf = buf_kept.data();
   float* const partials = partials_kept.data();
@@ -110,16 +110,17 @@ bool quantize_stored_columns(const RowSource& src, QuantizedTensor& q, std::vect
   // there sends it to the tiles, which name its row and column. (The per-band scan this
   // replaces ran on the band's reader thread, between the bands' parallel tasks: 4.6% of
   // an ONNX conversion's CPU, perf 2026-12-04.)
+  std::vector<RowError> errors(N);
+  bool all_finite = true;
   for (size_t r = 0; r < N; ++r) {
-    if (!std::isfinite(ref::column_error(partials, r).ref2)) {
-      if (k.find_nonfinite(base, v.dtype, N * K) != N * K) return false;
-      break;
-    }
+    errors[r] = ref::column_error(partials, r);
+    all_finite = all_finite && std::isfinite(errors[r].ref2);
   }
+  if (!all_finite && k.find_nonfinite(base, v.dtype, N * K) != N * K) return false;
   std::vector<uint8_t> scratch;
   for (size_t r = 0; r < N; ++r) {
     auto row = [&] { return src.tile(r, r + 1, &scratch); };  // only for a row whose float sums overflowed
-    (*row_sums)[r] = measured_row_sums(ref::column_error(partials, r), q, r, row, k);
+    (*row_sums)[r] = measured_row_sums(errors[r], q, r, row, k);
   }
   return true;
 }

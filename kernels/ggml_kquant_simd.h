@@ -86,6 +86,13 @@ struct KquantSearch {
       scatter(acc, count, out + r0);
     }
   }
+  // A super-block sigma2 per run of N weights: of(ref::sum_x2(run, N)), where `of` is the
+  // reference's own finish of that sum (ref::k_sigma2_of, q2_sigma2_of, iq4_sigma2_of).
+  template <size_t N, class Of>
+  static void sigma2s(const float* x, size_t runs, Of of, float* out) {
+    sums_x2<N>(x, runs, out);
+    for (size_t r = 0; r < runs; ++r) out[r] = of(out[r]);
+  }
   // gather's inverse for codes (small non-negative integers as floats): sub-block k's n
   // codes as bytes at L8 + k * n, for k < count.
   static void scatter_codes(const F* c, size_t count, size_t n, uint8_t* L8) {
@@ -298,8 +305,7 @@ struct KquantSearch {
     const size_t nsub = n / 16;
     ScratchBuffer<float> scales(nsub), sw(nsub), sigma2(n / 256);
     ScratchBuffer<uint8_t> codes(n);
-    sums_x2<256>(x, n / 256, sigma2.data());
-    for (size_t b = 0; b < n / 256; ++b) sigma2[b] = ref::k_sigma2_of(sigma2[b]);
+    sigma2s<256>(x, n / 256, ref::k_sigma2_of, sigma2.data());
     for (size_t s0 = 0; s0 < nsub; s0 += L) {
       const size_t count = nsub - s0 < L ? nsub - s0 : L;
       F xs[16], c[16], scale;
@@ -386,10 +392,7 @@ struct KquantSearch {
   static void quantize_iq4(const float* x, void* y, size_t n, const float* imatrix) {
     const size_t nsub = n / 32;
     ScratchBuffer<float> scales(nsub), sigma2(n / kSuper);
-    if (imatrix) {
-      sums_x2<kSuper>(x, n / kSuper, sigma2.data());
-      for (size_t b = 0; b < n / kSuper; ++b) sigma2[b] = ref::iq4_sigma2_of<kSuper>(sigma2[b]);
-    }
+    if (imatrix) sigma2s<kSuper>(x, n / kSuper, ref::iq4_sigma2_of<kSuper>, sigma2.data());
     for (size_t s0 = 0; s0 < nsub; s0 += L) {
       const size_t count = nsub - s0 < L ? nsub - s0 : L;
       F xs[32], ws[32];
@@ -527,10 +530,7 @@ struct KquantSearch {
     const size_t nsub = n / 32;
     ScratchBuffer<float> scales(nsub), mins(nsub), sw(nsub), sigma2(n / 256);
     ScratchBuffer<uint8_t> codes(n);
-    if (imatrix) {  // (without one the searches take no sigma2)
-      sums_x2<256>(x, n / 256, sigma2.data());
-      for (size_t b = 0; b < n / 256; ++b) sigma2[b] = ref::k_sigma2_of(sigma2[b]);
-    }
+    if (imatrix) sigma2s<256>(x, n / 256, ref::k_sigma2_of, sigma2.data());  // (without one the searches take none)
     in_groups<4>(nsub, [&](auto groups, size_t s0) {
       constexpr size_t G = decltype(groups)::value;
       F xs[G * 32], ws[G * 32], c[G * 32], the_min[G], scale[G];
@@ -575,10 +575,7 @@ struct KquantSearch {
     const size_t nsub = n / 16;
     ScratchBuffer<float> scales(nsub), mins(nsub), sw(nsub), sigma2(n / 256);
     ScratchBuffer<uint8_t> codes(n);
-    if (imatrix) {
-      sums_x2<256>(x, n / 256, sigma2.data());
-      for (size_t b = 0; b < n / 256; ++b) sigma2[b] = ref::q2_sigma2_of(sigma2[b]);
-    }
+    if (imatrix) sigma2s<256>(x, n / 256, ref::q2_sigma2_of, sigma2.data());
     in_groups(nsub, [&](auto groups, size_t s0) {
       constexpr size_t G = decltype(groups)::value;
       F xs[G * 16], ws[G * 16], c[G * 16], the_min[G], scale[G];
