@@ -177,13 +177,27 @@ void quantize_ggml_into(const TensorView& w, GgmlBlock t, const QuantSpec& spec,
     for (size_t r = r0; r < r1; ++r) {
       const float* row = row_as_f32(rows_in, r - r0, cols, buf, k);
       uint8_t* dst = out.data() + r * row_bytes;
-      k.quantize_ggml[int(t)](row, dst, cols, imatrix);
-      if (hqq_kquant) hqq_refine_kquant_row(t, row, dst, cols, imatrix, hp, k);
-      if (row_sums) {  // the row and its blocks are in L1: the error costs no memory traffic
-        k.dequantize_ggml[int(t)](dst, wh.data(), cols);
-        (*row_sums)[r] = error_sums(row, wh.data(), cols, k);
-        all_finite = all_finite && std::isfinite((*row_sums)[r].ref2);
+      if (row_sums && !hqq_kquant) {
+        // Measured as it is coded (the legacy types: inside their quantizers; the others
+        // dequantize the row while it is in L1): error_sums' figures, which it recomputes
+        // in double only where a float sum overflowed.
+        RowError e;
+        k.quantize_ggml_measured[int(t)](row, dst, cols, imatrix, &e);
+        if (std::isfinite(e.err2) && std::isfinite(e.ref2)) {
+          (*row_sums)[r] = ErrorSums{e.err2, e.ref2, e.max_abs, cols};
+        } else {
+          k.dequantize_ggml[int(t)](dst, wh.data(), cols);
+          (*row_sums)[r] = error_sums(row, wh.data(), cols, k);
+        }
+      } else {
+        k.quantize_ggml[int(t)](row, dst, cols, imatrix);
+        if (hqq_kquant) hqq_refine_kquant_row(t, row, dst, cols, imatrix, hp, k);
+        if (row_sums) {  // the row and its refined blocks are in L1: no memory traffic
+          k.dequantize_ggml[int(t)](dst, wh.data(), cols);
+          (*row_sums)[r] = error_sums(row, wh.data(), cols, k);
+        }
       }
+      if (row_sums) all_finite = all_finite && std::isfinite((*row_sums)[r].ref2);
     }
     if (!all_finite) {
       bad[r0 / tile] = nonfinite_in_rows(rows_in, 0, r1 - r0, k, w.first_row + r0);

@@ -34,6 +34,17 @@ void measure_row(const RowQuantJob& job, size_t r, const float* row, const uint8
   P::sq_err(row, w_hat, job.cols, &e.err2, &e.ref2, &e.max_abs);
 }
 
+// quantize_ggml_measured by its definition (kernels/kernel_slots.inc): K's quantize_ggml,
+// dequantize_ggml and sq_err in turn. The scalar table measures every type this way; the
+// SIMD tables all but the legacy types' own quantizers, which measure as they code.
+template <class K, GgmlBlock T>
+void quantize_ggml_then_measure(const float* x, void* y, size_t n, const float* imatrix, RowError* err) {
+  K::template quantize_ggml<T>(x, y, n, imatrix);
+  ScratchBuffer<float> w_hat(n);
+  K::template dequantize_ggml<T>(y, w_hat.data(), n);
+  K::sq_err(x, w_hat.data(), n, &err->err2, &err->ref2, &err->max_abs);
+}
+
 template <class P>
 void quantize_rows_body(const RowQuantJob& job, size_t row_begin, size_t row_end) {
   const size_t cols = job.cols;

@@ -134,6 +134,10 @@ struct ScalarKernels : ScalarPrims {
   static void dequantize_ggml(const void* y, float* x, size_t n) {
     ref::dequantize_row<T>(static_cast<const Block<T>*>(y), x, n);
   }
+  template <GgmlBlock T>
+  static void quantize_ggml_measured(const float* x, void* y, size_t n, const float* imatrix, RowError* err) {
+    quantize_ggml_then_measure<ScalarKernels, T>(x, y, n, imatrix, err);
+  }
 };
 
 }  // namespace

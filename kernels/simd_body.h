@@ -1077,8 +1077,14 @@ struct Prims {
     return qh;
   }
 
-  static void quantize_q8_0(const float* x, void* y, size_t n) {
+  // With kMeasure, *err receives sq_err's results for x against the blocks as
+  // dequantize_ggml gives them (quantize_ggml_measured): each w_hat vector is made from the
+  // codes and the stored f16 d while the block is in registers, with dequantize_ggml's
+  // operations, and added to the row's partial sums in element order, as sq_err adds it.
+  template <bool kMeasure = false>
+  static void quantize_q8_0(const float* x, void* y, size_t n, RowError* err = nullptr) {
     auto* out = static_cast<uint8_t*>(y);
+    RowErrorAcc acc;
     for (size_t blk = 0; blk < n / 32; ++blk) {
       const float* xb = x + 32 * blk;
       uint8_t* yb = out + sizeof(BlockQ8_0) * blk;
@@ -1091,38 +1097,50 @@ struct Prims {
       I q[NV];
       for (size_t k = 0; k < NV; ++k) {
         const F r = v[k] * vid;
-        q[k] = select_i32<A>(xsimd::bool_cast(xsimd::isnan(r)), I(0), round_away_clamped(r, lo, hi)) & I(0xff);
+        q[k] = select_i32<A>(xsimd::bool_cast(xsimd::isnan(r)), I(0), round_away_clamped(r, lo, hi));
       }
+      if constexpr (kMeasure) {
+        const F dq(get_f16(yb));
+        for (size_t k = 0; k < NV; ++k) acc.add(v[k], Ops::to_float(q[k]) * dq);  // the code sign-extended, as stored
+      }
+      for (size_t k = 0; k < NV; ++k) q[k] = q[k] & I(0xff);
       store_codes(yb + offsetof(BlockQ8_0, qs), q, NV);
     }
+    if constexpr (kMeasure) *err = acc.result();
   }
   // Q4_0 / Q5_0: d = max / -half, code = trunc_sat(x * id + half + 0.5, 0, hi).
-  // The codes of one block, its d already stored.
-  template <class Block, int kHalf, int kHi>
-  static void codes_x_0(const F* v, float id, uint8_t* yb) {
+  // The codes of one block, its d already stored (dq: that d as dequantize_ggml reads it;
+  // with kMeasure the block's w_hat is added to acc).
+  template <class Block, int kHalf, int kHi, bool kMeasure>
+  static void codes_x_0(const F* v, float id, float dq, uint8_t* yb, RowErrorAcc& acc) {
     const F vid(id), lo(0.0f);
     const F bias = F(float(kHalf) + 0.5f), hi = F(float(kHi));
     I q[NV];
     // trunc_sat: the truncating conversion truncates, which commutes with clamping to
     // integral bounds; NaN clamps to lo = 0, as trunc_sat gives 0.
     for (size_t k = 0; k < NV; ++k) q[k] = Ops::to_int(Ops::clamp((v[k] * vid) + bias, lo, hi));
+    if constexpr (kMeasure) {
+      const F d(dq);
+      for (size_t k = 0; k < NV; ++k) acc.add(v[k], Ops::to_float(q[k] - I(kHalf)) * d);
+    }
     store_nibbles(yb + offsetof(Block, qs), q);
     if constexpr (kHalf == 16) {
       const uint32_t qh = high_bits(q);
       std::memcpy(yb + offsetof(BlockQ5_0, qh), &qh, 4);
     }
   }
-  template <class Block, int kHalf, int kHi>
-  static void quantize_x_0(const float* x, void* y, size_t n) {
+  template <class Block, int kHalf, int kHi, bool kMeasure = false>
+  static void quantize_x_0(const float* x, void* y, size_t n, RowError* err = nullptr) {
     auto* out = static_cast<uint8_t*>(y);
     const size_t nblk = n / 32;
     size_t blk = 0;
+    RowErrorAcc acc;
     // L blocks at a time: their signed maxima first (independent reductions that overlap),
     // then d, 1 / d and d's f16 rounding once for all L, lane j for block j (the same IEEE
     // operations as one block at a time: same bytes). One block at a time, the divisions
     // and the scalar f16 rounding were a serial chain in every block.
     for (; blk + L <= nblk; blk += L) {
-      alignas(64) float m[L], id[L];
+      alignas(64) float m[L], id[L], dq[L];
       alignas(64) uint16_t h[L];
       for (size_t j = 0; j < L; ++j) {
         const float* xb = x + 32 * (blk + j);
@@ -1133,12 +1151,13 @@ struct Prims {
       const F d = Ops::div(F::load_aligned(m), F(-float(kHalf)));
       xsimd::select(d != F(0.0f), Ops::div(F(1.0f), d), F(0.0f)).store_aligned(id);
       Ops::store_f16(h, nan_for_f16(d));
+      if constexpr (kMeasure) Ops::load_f16(h).store_aligned(dq);
       for (size_t j = 0; j < L; ++j) {
         uint8_t* yb = out + sizeof(Block) * (blk + j);
         std::memcpy(yb + offsetof(Block, d), &h[j], 2);
         F v[NV];
         load_block(x + 32 * (blk + j), v);
-        codes_x_0<Block, kHalf, kHi>(v, id[j], yb);
+        codes_x_0<Block, kHalf, kHi, kMeasure>(v, id[j], kMeasure ? dq[j] : 0.0f, yb, acc);
       }
     }
     for (; blk < nblk; ++blk) {
@@ -1149,13 +1168,15 @@ struct Prims {
       const float d = block_signed_absmax(xb, v) / -float(kHalf);
       const float id1 = d != 0.0f ? 1.0f / d : 0.0f;
       put_f16(yb + offsetof(Block, d), d);
-      codes_x_0<Block, kHalf, kHi>(v, id1, yb);
+      codes_x_0<Block, kHalf, kHi, kMeasure>(v, id1, kMeasure ? get_f16(yb + offsetof(Block, d)) : 0.0f, yb, acc);
     }
+    if constexpr (kMeasure) *err = acc.result();
   }
   // Q4_1 / Q5_1: d = (max - min) / qmax, code = trunc_sat((x - min) * id + 0.5, 0, hi).
-  template <class Block, int kQmax, int kHi>
-  static void quantize_x_1(const float* x, void* y, size_t n) {
+  template <class Block, int kQmax, int kHi, bool kMeasure = false>
+  static void quantize_x_1(const float* x, void* y, size_t n, RowError* err = nullptr) {
     auto* out = static_cast<uint8_t*>(y);
+    RowErrorAcc acc;
     for (size_t blk = 0; blk < n / 32; ++blk) {
       const float* xb = x + 32 * blk;
       uint8_t* yb = out + sizeof(Block) * blk;
@@ -1171,12 +1192,20 @@ struct Prims {
       const F hi = F(float(kHi));
       I q[NV];
       for (size_t k = 0; k < NV; ++k) q[k] = Ops::to_int(Ops::clamp(((v[k] - vmn) * vid) + half, lo, hi));  // as x_0
+      if constexpr (kMeasure) {  // dequantize_x's formula: canonical NaN for d, m and the result
+        const F dq(ref::canon_nan(get_f16(yb + offsetof(Block, d)))), mq(ref::canon_nan(get_f16(yb + offsetof(Block, m))));
+        for (size_t k = 0; k < NV; ++k) {
+          const F a = (Ops::to_float(q[k]) * dq) + mq;
+          acc.add(v[k], xsimd::select(xsimd::isnan(a), bits(0x7fc00000u), a));
+        }
+      }
       store_nibbles(yb + offsetof(Block, qs), q);
       if constexpr (kQmax == 31) {
         const uint32_t qh = high_bits(q);
         std::memcpy(yb + offsetof(BlockQ5_1, qh), &qh, 4);
       }
     }
+    if constexpr (kMeasure) *err = acc.result();
   }
 
   static void dequantize_q8_0(const void* y, float* x, size_t n) {
@@ -1288,6 +1317,20 @@ struct SimdKernels : Prims<A> {
     else if constexpr (T == GgmlBlock::IQ4_NL) KquantDequant<A>::iq4_nl(y, x, n);
     else if constexpr (T == GgmlBlock::IQ4_XS) KquantDequant<A>::iq4_xs(y, x, n);
     else ref::dequantize_row<T>(static_cast<const Block<T>*>(y), x, n);
+  }
+  // The legacy types' own quantizers measure as they code; every other type (and the
+  // legacy types' importance path, a search) quantizes, then dequantizes and measures
+  // the row while it is in L1 (kernels/fused_rows.h).
+  template <GgmlBlock T>
+  static void quantize_ggml_measured(const float* x, void* y, size_t n, const float* imatrix, RowError* err) {
+    if (!imatrix || !ref::kLegacyImatrix<T>) {
+      if constexpr (T == GgmlBlock::Q8_0) return P::template quantize_q8_0<true>(x, y, n, err);
+      else if constexpr (T == GgmlBlock::Q4_0) return P::template quantize_x_0<BlockQ4_0, 8, 15, true>(x, y, n, err);
+      else if constexpr (T == GgmlBlock::Q4_1) return P::template quantize_x_1<BlockQ4_1, 15, 15, true>(x, y, n, err);
+      else if constexpr (T == GgmlBlock::Q5_0) return P::template quantize_x_0<BlockQ5_0, 16, 31, true>(x, y, n, err);
+      else if constexpr (T == GgmlBlock::Q5_1) return P::template quantize_x_1<BlockQ5_1, 31, 255, true>(x, y, n, err);
+    }
+    quantize_ggml_then_measure<SimdKernels, T>(x, y, n, imatrix, err);
   }
 };
 
