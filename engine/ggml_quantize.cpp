@@ -173,7 +173,12 @@ void quantize_ggml_into(const TensorView& w, GgmlBlock t, const QuantSpec& spec,
       if (!bad[r0 / tile].empty()) return;
     }
     std::vector<float> buf, wh(row_sums ? cols : 0);
-    bool all_finite = true;
+    // all_finite: every row's sum of squared weights is finite (its weights are).
+    // params_finite: every row's sum of squared errors is; then so is every w_hat, and
+    // every block's f16 scale and min with it (a dequantizer multiplies each weight's code
+    // by d, and adds m; an Inf or NaN there gives an Inf or NaN w_hat, 0 x Inf included),
+    // so the tile needs no check_ggml_rows.
+    bool all_finite = true, params_finite = row_sums != nullptr;
     for (size_t r = r0; r < r1; ++r) {
       const float* row = row_as_f32(rows_in, r - r0, cols, buf, k);
       uint8_t* dst = out.data() + r * row_bytes;
@@ -197,13 +202,16 @@ void quantize_ggml_into(const TensorView& w, GgmlBlock t, const QuantSpec& spec,
           (*row_sums)[r] = error_sums(row, wh.data(), cols, k);
         }
       }
-      if (row_sums) all_finite = all_finite && std::isfinite((*row_sums)[r].ref2);
+      if (row_sums) {
+        all_finite = all_finite && std::isfinite((*row_sums)[r].ref2);
+        params_finite = params_finite && std::isfinite((*row_sums)[r].err2);
+      }
     }
     if (!all_finite) {
       bad[r0 / tile] = nonfinite_in_rows(rows_in, 0, r1 - r0, k, w.first_row + r0);
       if (!bad[r0 / tile].empty()) return;
     }
-    bad[r0 / tile] = check_ggml_rows(w, t, out.data(), r0, r1, row_bytes, k);
+    if (!params_finite) bad[r0 / tile] = check_ggml_rows(w, t, out.data(), r0, r1, row_bytes, k);
   });
   for (const std::string& msg : bad) {
     if (!msg.empty()) throw Error(msg);

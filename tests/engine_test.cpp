@@ -477,21 +477,27 @@ TEST(Quantize, GgmlBlocksWhoseF16FieldsOverflowAreAnError) {
       QuantSpec s;
       s.hqq = c.hqq;
       s.asym = c.hqq;
-      std::vector<uint8_t> out;
-      const std::string at = std::string(ggml_block_name(c.t)) + (c.hqq ? " hqq " : " ") + isa_name(isa);
-      if (!*c.says) {
-        quantize_ggml_tensor(w, c.t, s, out, kernels_for(isa));
-        const ErrorMetrics m = ggml_tensor_error(w, c.t, out.data(), kernels_for(isa));
-        EXPECT_TRUE(std::isfinite(m.rel_rmse)) << at;
-        continue;
-      }
-      try {
-        quantize_ggml_tensor(w, c.t, s, out, kernels_for(isa));
-        ADD_FAILURE() << at << ": accepted";
-      } catch (const Error& e) {
-        const std::string m = e.what();
-        EXPECT_EQ(m.find("blk.0.ffn_up.weight: row 2, columns 32-63: "), 0u) << at << ": " << m;
-        EXPECT_NE(m.find(c.says), std::string::npos) << at << ": " << m;
+      // Unmeasured, every tile's f16 fields are checked; measured, a tile whose errors
+      // are all finite is not (its fields cannot be Inf or NaN): both must refuse it.
+      for (const bool measured : {false, true}) {
+        std::vector<uint8_t> out;
+        std::vector<ErrorSums> sums;
+        const std::string at = std::string(ggml_block_name(c.t)) + (c.hqq ? " hqq " : " ") + isa_name(isa) +
+                               (measured ? " measured" : "");
+        if (!*c.says) {
+          quantize_ggml_tensor(w, c.t, s, out, kernels_for(isa), nullptr, measured ? &sums : nullptr);
+          const ErrorMetrics m = ggml_tensor_error(w, c.t, out.data(), kernels_for(isa));
+          EXPECT_TRUE(std::isfinite(m.rel_rmse)) << at;
+          continue;
+        }
+        try {
+          quantize_ggml_tensor(w, c.t, s, out, kernels_for(isa), nullptr, measured ? &sums : nullptr);
+          ADD_FAILURE() << at << ": accepted";
+        } catch (const Error& e) {
+          const std::string m = e.what();
+          EXPECT_EQ(m.find("blk.0.ffn_up.weight: row 2, columns 32-63: "), 0u) << at << ": " << m;
+          EXPECT_NE(m.find(c.says), std::string::npos) << at << ": " << m;
+        }
       }
     }
   }
@@ -522,20 +528,23 @@ TEST(Quantize, KQuantF16FieldsThatOverflowAreAnError) {
       std::vector<float> v = normal(4 * 512, 0.02f, 4);
       v[2 * 512 + 300] = c.big;
       const TensorView w = view_of(v, 4, 512, "blk.0.ffn_up.weight");
-      std::vector<uint8_t> out;
-      const std::string at = std::string(ggml_block_name(c.t)) + " " + isa_name(isa);
-      if (!*c.says) {
-        quantize_ggml_tensor(w, c.t, QuantSpec{}, out, kernels_for(isa));
-        EXPECT_TRUE(std::isfinite(ggml_tensor_error(w, c.t, out.data(), kernels_for(isa)).rel_rmse)) << at;
-        continue;
-      }
-      try {
-        quantize_ggml_tensor(w, c.t, QuantSpec{}, out, kernels_for(isa));
-        ADD_FAILURE() << at << ": accepted";
-      } catch (const Error& e) {
-        const std::string m = e.what();
-        EXPECT_EQ(m.find(std::string("blk.0.ffn_up.weight: row 2, columns ") + c.columns + ": "), 0u) << at << ": " << m;
-        EXPECT_NE(m.find(c.says), std::string::npos) << at << ": " << m;
+      for (const bool measured : {false, true}) {  // (as in the test above)
+        std::vector<uint8_t> out;
+        std::vector<ErrorSums> sums;
+        const std::string at = std::string(ggml_block_name(c.t)) + " " + isa_name(isa) + (measured ? " measured" : "");
+        if (!*c.says) {
+          quantize_ggml_tensor(w, c.t, QuantSpec{}, out, kernels_for(isa), nullptr, measured ? &sums : nullptr);
+          EXPECT_TRUE(std::isfinite(ggml_tensor_error(w, c.t, out.data(), kernels_for(isa)).rel_rmse)) << at;
+          continue;
+        }
+        try {
+          quantize_ggml_tensor(w, c.t, QuantSpec{}, out, kernels_for(isa), nullptr, measured ? &sums : nullptr);
+          ADD_FAILURE() << at << ": accepted";
+        } catch (const Error& e) {
+          const std::string m = e.what();
+          EXPECT_EQ(m.find(std::string("blk.0.ffn_up.weight: row 2, columns ") + c.columns + ": "), 0u) << at << ": " << m;
+          EXPECT_NE(m.find(c.says), std::string::npos) << at << ": " << m;
+        }
       }
     }
   }
