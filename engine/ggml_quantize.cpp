@@ -108,7 +108,7 @@ namespace {
 // Both public overloads: out is resized to the tensor's blocks, every byte then written.
 template <class Bytes>
 void quantize_ggml_into(const TensorView& w, GgmlBlock t, const QuantSpec& spec, Bytes& out, const Kernels* kp,
-                        const float* imatrix, std::vector<ErrorSums>* row_sums) {
+                        const float* imatrix, std::vector<ErrorSums>* row_sums, size_t lead) {
   const Kernels& k = kp ? *kp : kernels();
   const size_t rows = w.rows(), cols = w.cols();
   if (cols % ggml_traits(t).weights) {
@@ -116,7 +116,8 @@ void quantize_ggml_into(const TensorView& w, GgmlBlock t, const QuantSpec& spec,
                 ggml_block_name(t));
   }
   const size_t row_bytes = ggml_row_bytes(t, cols);
-  out.resize(rows * row_bytes);
+  out.resize(lead + rows * row_bytes);
+  uint8_t* const blocks = out.data() + lead;
   if (row_sums) row_sums->assign(rows, ErrorSums{});
   const bool hqq_kquant = spec.hqq && hqq_refines_kquant(t);
   if (hqq_kquant) {
@@ -138,10 +139,10 @@ void quantize_ggml_into(const TensorView& w, GgmlBlock t, const QuantSpec& spec,
     s.asym = true;
     s.fp16 = false;
     const QuantizedTensor q = quantize_tensor(w, s, ggml_traits(t).weights, &k);
-    hqq_to_ggml(q, t, out.data(), k);
-    const std::string bad = check_ggml_rows(w, t, out.data(), 0, rows, row_bytes, k);
+    hqq_to_ggml(q, t, blocks, k);
+    const std::string bad = check_ggml_rows(w, t, blocks, 0, rows, row_bytes, k);
     if (!bad.empty()) throw Error(bad);
-    if (row_sums) ggml_row_sums(w, t, out.data(), row_sums->data(), k);  // HQQ's solve dominates: a pass of its own
+    if (row_sums) ggml_row_sums(w, t, blocks, row_sums->data(), k);  // HQQ's solve dominates: a pass of its own
     return;
   }
   check_view_size(w);
@@ -181,7 +182,7 @@ void quantize_ggml_into(const TensorView& w, GgmlBlock t, const QuantSpec& spec,
     bool all_finite = true, params_finite = row_sums != nullptr;
     for (size_t r = r0; r < r1; ++r) {
       const float* row = row_as_f32(rows_in, r - r0, cols, buf, k);
-      uint8_t* dst = out.data() + r * row_bytes;
+      uint8_t* dst = blocks + r * row_bytes;
       if (row_sums && !hqq_kquant) {
         // Measured as it is coded (the legacy types: inside their quantizers; the others
         // dequantize the row while it is in L1): error_sums' figures, which it recomputes
@@ -211,7 +212,7 @@ void quantize_ggml_into(const TensorView& w, GgmlBlock t, const QuantSpec& spec,
       bad[r0 / tile] = nonfinite_in_rows(rows_in, 0, r1 - r0, k, w.first_row + r0);
       if (!bad[r0 / tile].empty()) return;
     }
-    if (!params_finite) bad[r0 / tile] = check_ggml_rows(w, t, out.data(), r0, r1, row_bytes, k);
+    if (!params_finite) bad[r0 / tile] = check_ggml_rows(w, t, blocks, r0, r1, row_bytes, k);
   });
   for (const std::string& msg : bad) {
     if (!msg.empty()) throw Error(msg);
@@ -222,11 +223,11 @@ void quantize_ggml_into(const TensorView& w, GgmlBlock t, const QuantSpec& spec,
 
 void quantize_ggml_tensor(const TensorView& w, GgmlBlock t, const QuantSpec& spec, std::vector<uint8_t>& out,
                           const Kernels* k, const float* imatrix, std::vector<ErrorSums>* row_sums) {
-  quantize_ggml_into(w, t, spec, out, k, imatrix, row_sums);
+  quantize_ggml_into(w, t, spec, out, k, imatrix, row_sums, 0);
 }
 void quantize_ggml_tensor(const TensorView& w, GgmlBlock t, const QuantSpec& spec, OutputBytes& out,
-                          const Kernels* k, const float* imatrix, std::vector<ErrorSums>* row_sums) {
-  quantize_ggml_into(w, t, spec, out, k, imatrix, row_sums);
+                          const Kernels* k, const float* imatrix, std::vector<ErrorSums>* row_sums, size_t lead) {
+  quantize_ggml_into(w, t, spec, out, k, imatrix, row_sums, lead);
 }
 
 ErrorMetrics ggml_tensor_error(const TensorView& w, GgmlBlock t, const uint8_t* blocks, const Kernels* kp) {

@@ -27,10 +27,13 @@ namespace wq {
 void quantize_ggml_tensor(const TensorView& w, GgmlBlock t, const QuantSpec& spec, std::vector<uint8_t>& out,
                           const Kernels* k = nullptr, const float* imatrix = nullptr,
                           std::vector<ErrorSums>* row_sums = nullptr);
-// The same into a buffer whose new bytes resize() leaves uninitialised (the pipeline's).
+// The same into a buffer whose new bytes resize() leaves uninitialised (the pipeline's),
+// the blocks from byte `lead` on (out is resized to lead + the blocks; its first lead bytes
+// are left as they are: the pipeline places a payload where its writer can write it
+// without a copy, TensorSink::payload_phase).
 void quantize_ggml_tensor(const TensorView& w, GgmlBlock t, const QuantSpec& spec, OutputBytes& out,
                           const Kernels* k = nullptr, const float* imatrix = nullptr,
-                          std::vector<ErrorSums>* row_sums = nullptr);
+                          std::vector<ErrorSums>* row_sums = nullptr, size_t lead = 0);
 
 // Error of blocks against the float tensor they came from, tile by tile.
 ErrorMetrics ggml_tensor_error(const TensorView& w, GgmlBlock t, const uint8_t* blocks, const Kernels* k = nullptr);

@@ -107,6 +107,7 @@ struct Item {
   Span span;
   TensorView piece;  // a row piece: its rows of the tensor's view (taken by the reader stage)
   OutputNeeds needs;
+  size_t lead = 0;  // Ggml: where the payload starts in result.bytes (TensorSink::payload_phase)
   TensorResult result;
   std::vector<ErrorSums> sums;  // Ggml: per row of the item, combined by the writer stage
   bool release_after_write = false;  // the payload points into the source mapping
@@ -141,6 +142,10 @@ class BufferPool {
     q.scales = take(scales_, need.scales);
     q.zeros = take(zeros_, need.zeros);
     return q;
+  }
+  void give_bytes(OutputBytes&& b) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    bytes_.push_back(std::move(b));
   }
   void give(TensorResult& r) {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -319,7 +324,8 @@ void process(Item& it, TensorSource& source, const PipelineOptions& opts, Buffer
       if (!per_expert || first / per_expert == (first + v.rows() - 1) / per_expert) {
         // One expert's rows at most (a piece never crosses one): its importance values.
         const float* imatrix = p.imatrix ? p.imatrix->data() + (per_expert ? first / per_expert * cols : 0) : nullptr;
-        quantize_ggml_tensor(v, p.ggml, p.spec, r.bytes, &k, imatrix, opts.compute_error ? &sums : nullptr);
+        quantize_ggml_tensor(v, p.ggml, p.spec, r.bytes, &k, imatrix, opts.compute_error ? &sums : nullptr, it.lead);
+        r.lead = it.lead;
       } else {
         // A whole expert tensor: each expert with its own values, as llama-quantize does.
         std::vector<uint8_t> part;
@@ -407,7 +413,10 @@ PipelineStats run_pipeline(const std::vector<TensorPlan>& plan, const std::vecto
                                       it->result.first_piece = s.first;
                                       it->result.last_piece = s.last;
                                       it->needs = needs_of(*it->plan, *it->info, s);
-                                      it->result.bytes = pool.take_bytes(it->needs.bytes);
+                                      if (it->plan->action == TensorAction::Ggml) {
+                                        it->lead = sink.payload_phase(s.plan, s.piece() ? s.row0 * it->needs.bytes / (s.row1 - s.row0) : 0);
+                                      }
+                                      it->result.bytes = pool.take_bytes(it->lead + it->needs.bytes);
                                       ++next;
                                       // A tensor's view is taken once, here, for all its
                                       // pieces: calls for one index come from one thread.
@@ -468,7 +477,8 @@ PipelineStats run_pipeline(const std::vector<TensorPlan>& plan, const std::vecto
             sink.write(r);
             if (it->release_after_write || (it->span.piece() && it->span.last)) source.release(p.source_index);
             piece_bytes_out += p.action == TensorAction::Quantize ? r.quantized.storage_bytes() : r.size();
-            pool.give(r);
+            pool.give(r);  // (what write() left in r)
+            for (OutputBytes b = sink.released_payload(); b.capacity(); b = sink.released_payload()) pool.give_bytes(std::move(b));
             if (it->span.last) {
               TensorReport rep;
               rep.name = p.name;

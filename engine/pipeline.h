@@ -4,7 +4,8 @@
 // dropped (TensorSource::release) as soon as it no longer needs them, so peak memory
 // depends on the largest tensors, not on the model's size:
 //   peak RSS <= base + tokens x max over tensors of (input bytes + output bytes)
-// (base: the program, the readers' headers, the writer's 4 MiB buffer). With the
+// (base: the program, the readers' headers, the writer's 4 MiB buffers; a GGUF writer
+// also keeps the last payload it wrote without a copy until its write is done). With the
 // default tokens = threads + 1, that is 3 tensors in flight on 2 threads.
 #pragma once
 
@@ -51,6 +52,7 @@ struct TensorResult {
   OutputBytes bytes;             // action Ggml (blocks), or KeepFloat converted to out_dtype
   const uint8_t* raw = nullptr;  // CopyRaw, or KeepFloat in its source dtype: source bytes
   size_t raw_bytes = 0;
+  size_t lead = 0;               // Ggml: the payload starts this many bytes into `bytes`
   bool has_error = false;        // error figures computed (quantized tensors, when asked)
   ErrorMetrics error;
   // A large Ggml tensor reaches a sink that takes row pieces (TensorSink::takes_row_pieces)
@@ -59,20 +61,32 @@ struct TensorResult {
   bool first_piece = true, last_piece = true;
 
   // The bytes of the payload for Ggml / KeepFloat / CopyRaw, wherever they live.
-  const uint8_t* data() const { return raw ? raw : bytes.data(); }
-  size_t size() const { return raw ? raw_bytes : bytes.size(); }
+  const uint8_t* data() const { return raw ? raw : bytes.data() + lead; }
+  size_t size() const { return raw ? raw_bytes : bytes.size() - lead; }
 };
 
 // Where results go: io writers implement it. write() is called in plan order, from one
-// thread at a time.
+// thread at a time. It may move r.bytes out (a writer whose background write reads the
+// payload after write() returns keeps the buffer alive itself); the pipeline reuses
+// whatever buffers r still holds once write() returns.
 class TensorSink {
  public:
   virtual ~TensorSink() = default;
-  virtual void write(const TensorResult& r) = 0;
+  virtual void write(TensorResult& r) = 0;
   // Whether write() accepts a tensor in row pieces (TensorResult::first_piece/last_piece).
   // The pipeline then quantizes a large Ggml tensor as several items of at most
   // PipelineOptions::row_piece_bytes, so its output buffers are as small as any other's.
   virtual bool takes_row_pieces() const { return false; }
+  // Writing without a copy (io/output_file.h write_held): where a Ggml payload of plan
+  // entry `plan_index`, from byte `at` of the tensor, will land within its file's direct
+  // block; the pipeline then places the payload that many bytes past an aligned address
+  // (TensorResult::lead). 0 where the sink has no preference.
+  virtual size_t payload_phase(size_t /*plan_index*/, uint64_t /*at*/) const { return 0; }
+  // A payload buffer write() took from its result (r.bytes, moved out while a background
+  // write still read it) and no longer reads, for the pipeline to use again; an empty
+  // one when there is none. (A sink that never takes one, or a wrapper that does not pass
+  // this on, costs only fresh buffers: what a sink took is its own until it frees it.)
+  virtual OutputBytes released_payload() { return {}; }
 };
 
 struct Progress {

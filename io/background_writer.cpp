@@ -40,7 +40,8 @@ BackgroundWriter::~BackgroundWriter() {
   thread_.join();
 }
 
-void BackgroundWriter::submit(int dfd, int fd, size_t block, const uint8_t* p, size_t n, uint64_t at) {
+void BackgroundWriter::submit(int dfd, int fd, size_t block, const uint8_t* p, size_t n, uint64_t at, const uint8_t* p2,
+                              size_t n2) {
   {
     std::lock_guard<std::mutex> lock(m_);
     dfd_ = dfd;
@@ -48,6 +49,8 @@ void BackgroundWriter::submit(int dfd, int fd, size_t block, const uint8_t* p, s
     block_ = block;
     p_ = p;
     n_ = n;
+    p2_ = p2;
+    n2_ = n2;
     at_ = at;
     result_ = Result{};
     busy_ = true;
@@ -63,17 +66,27 @@ BackgroundWriter::Result BackgroundWriter::wait() {
   return r;
 }
 
+bool BackgroundWriter::busy() {
+  std::lock_guard<std::mutex> lock(m_);
+  return busy_;
+}
+
 void BackgroundWriter::run() {
   std::unique_lock<std::mutex> lock(m_);
   for (;;) {
     cv_.wait(lock, [this] { return busy_ || stop_; });
     if (busy_) {
       const int dfd = dfd_, fd = fd_;
-      const size_t block = block_, n = n_;
-      const uint8_t* p = p_;
+      const size_t block = block_, n = n_, n2 = n2_;
+      const uint8_t *p = p_, *p2 = p2_;
       const uint64_t at = at_;
       lock.unlock();
-      const Result r = pwrite_all(dfd, fd, block, p, n, at);
+      Result r = pwrite_all(dfd, fd, block, p, n, at);
+      if (!r.err && n2) {
+        const Result r2 = pwrite_all(dfd, fd, block, p2, n2, at + n);
+        r.err = r2.err;
+        r.refused = r.refused || r2.refused;
+      }
       lock.lock();
       result_ = r;
       busy_ = false;

@@ -31,11 +31,16 @@ class BackgroundWriter {
 
   using Result = WriteResult;
 
-  // Starts pwrite_all(dfd, fd, block, p, n, at) on the thread. p must stay untouched until
-  // wait() returns. Only one write may be in flight: call wait() first.
-  void submit(int dfd, int fd, size_t block, const uint8_t* p, size_t n, uint64_t at);
+  // Starts pwrite_all(dfd, fd, block, p, n, at) on the thread, then (unless it failed)
+  // the same for p2[0, n2) at at + n. Both must stay untouched until the write has
+  // finished (busy() false, or wait() returned). Only one write may be in flight: call
+  // wait() first.
+  void submit(int dfd, int fd, size_t block, const uint8_t* p, size_t n, uint64_t at, const uint8_t* p2 = nullptr,
+              size_t n2 = 0);
   // Blocks until the write in flight (if any) has finished; returns its result.
   Result wait();
+  // Whether a write is still in flight (its memory still read).
+  bool busy();
 
  private:
   void run();
@@ -47,6 +52,8 @@ class BackgroundWriter {
   size_t block_ = 4096;
   const uint8_t* p_ = nullptr;
   size_t n_ = 0;
+  const uint8_t* p2_ = nullptr;
+  size_t n2_ = 0;
   uint64_t at_ = 0;
   Result result_;
   std::thread thread_;  // last: starts after the state above exists

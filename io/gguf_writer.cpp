@@ -130,7 +130,7 @@ class GgufWriter final : public ModelWriter {
   // A tensor's data arrives whole or in row pieces (in order; the bytes of its rows are
   // contiguous in the file): it is padded and done at its last piece.
   bool takes_row_pieces() const override { return true; }
-  void write(const TensorResult& r) override {
+  void write(TensorResult& r) override {
     if (next_ >= tensors_.size()) throw Error(out_.path() + ": more tensors than planned", ErrorKind::Internal);
     const OutTensor& t = tensors_[next_];
     if (r.plan && r.plan->name != t.name)
@@ -142,10 +142,35 @@ class GgufWriter final : public ModelWriter {
                       std::to_string(t.nbytes),
                   ErrorKind::Internal);
     }
-    out_.write(r.data(), r.size());
+    // Blocks the pipeline placed for it are written without a copy where the output allows
+    // (source bytes are not: the reader may drop their pages once this returns), and their
+    // buffer is then kept here until the background write has read it.
+    const uint8_t* data = r.data();
+    bool held = false;
+    if (r.raw) out_.write(data, r.size());
+    else held = out_.write_held(data, r.size());
+    if (kept_.capacity() && !out_.reading(kept_data_)) {  // (a held write waits for the one before)
+      released_.push_back(std::move(kept_));
+      kept_ = OutputBytes();
+      kept_data_ = nullptr;
+    }
+    if (held) {
+      if (kept_.capacity()) throw Error(out_.path() + ": two payloads read at once", ErrorKind::Internal);
+      kept_ = std::move(r.bytes);
+      kept_data_ = data;
+    }
     if (!r.last_piece) return;
     out_.pad_to(alignment_);
     ++next_;
+  }
+  size_t payload_phase(size_t plan_index, uint64_t at) const override {
+    return plan_index < tensors_.size() ? out_.direct_phase(data_start_ + tensors_[plan_index].offset + at) : 0;
+  }
+  OutputBytes released_payload() override {
+    if (released_.empty()) return {};
+    OutputBytes b = std::move(released_.back());
+    released_.pop_back();
+    return b;
   }
 
   void commit() override {
@@ -197,6 +222,12 @@ class GgufWriter final : public ModelWriter {
     return h;
   }
 
+  // A payload a background write of out_ may still read (OutputFile::write_held), and the
+  // ones it has finished with. Declared before out_, so destroyed after it: out_'s
+  // destructor waits for its write before this memory goes.
+  OutputBytes kept_;
+  const uint8_t* kept_data_ = nullptr;
+  std::vector<OutputBytes> released_;
   OutputFile out_;
   uint32_t alignment_;
   std::vector<OutTensor> tensors_;
@@ -317,13 +348,14 @@ class GgufSplitWriter final : public ModelWriter {
   }
 
   bool takes_row_pieces() const override { return true; }
-  void write(const TensorResult& r) override {
+  void write(TensorResult& r) override {
     while (writers_.back()->full()) {  // (a shard is full only after a tensor's last piece)
       if (writers_.size() == shards_.size()) throw Error(shards_.back().path + ": more tensors than planned", ErrorKind::Internal);
       open_next();
     }
     writers_.back()->write(r);
   }
+  OutputBytes released_payload() override { return writers_.back()->released_payload(); }
 
   void commit() override {
     while (writers_.size() < shards_.size()) open_next();

@@ -97,7 +97,7 @@ class OnnxWriter final : public ModelWriter {
     out_.write(l_.head.data(), l_.head.size());
   }
 
-  void write(const TensorResult& r) override {
+  void write(TensorResult& r) override {
     // Results arrive in plan order (engine/pipeline.h).
     const size_t pi = next_plan_++;
     if (!r.plan || pi >= plan_.size() || r.plan->name != plan_[pi].name)

@@ -210,7 +210,38 @@ void OutputFile::take(const WriteResult& r) {
 void OutputFile::drain() {
   if (!in_flight_) return;
   in_flight_ = false;
+  held_ = nullptr;
   take(bg_->wait());
+}
+
+bool OutputFile::reading(const void* data) { return data && held_ == data && in_flight_ && bg_->busy(); }
+
+bool OutputFile::write_held(const void* data, size_t n) {
+  // Below a few blocks the copy costs less than a second system call.
+  constexpr size_t kMinHeld = size_t(64) << 10;
+  const size_t block = io_.direct_block;
+  const auto* p = static_cast<const uint8_t*>(data);
+  const size_t head = size_t((block - offset_ % block) % block);  // to the next aligned file offset
+  if (fd_ < 0 || dfd_ < 0 || n < kMinHeld || head >= n || reinterpret_cast<uintptr_t>(p + head) % block != 0) {
+    write(data, n);
+    return false;
+  }
+  write(p, head);  // completes the buffer's last block: used_ is now a multiple of the block
+  drain();         // (one write in flight at a time)
+  const size_t mid = (n - head) / block * block;
+  if (dfd_ < 0) {  // the write just drained was refused O_DIRECT: buffered from here
+    write(p + head, n - head);
+    return false;
+  }
+  bg_->submit(dfd_, fd_, block, buf_.get(), used_, file_off_, p + head, mid);
+  in_flight_ = true;
+  held_ = data;
+  file_off_ += used_ + mid;
+  offset_ += mid;
+  used_ = 0;
+  std::swap(buf_, spare_);
+  write(p + head + mid, n - head - mid);  // the unaligned tail, into the buffer
+  return true;
 }
 
 // A full buffer goes to the background writer, and the caller fills the other one

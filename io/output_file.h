@@ -14,7 +14,8 @@ namespace wq {
 // How the bytes reach the disk; chosen by environment variables so that the cost of each
 // way can be measured on a given machine (bench/e2e_bench.sh):
 //   WQUANT_OUTPUT_IO=direct (default): O_DIRECT from aligned 4 MiB buffers, each byte
-//     copied once (into a buffer) and never held in the page cache. A full buffer is
+//     copied once (into a buffer; none where the caller placed it for write_held) and
+//     never held in the page cache. A full buffer is
 //     written by a thread of the file's own (io/background_writer.h) while the next one
 //     fills, so the caller waits for the device only when it is two buffers ahead; the
 //     unaligned tail of the file and patches of earlier bytes go through the page cache.
@@ -65,6 +66,20 @@ class OutputFile {
   bool direct_refused() const { return direct_refused_; }
 
   void write(const void* data, size_t n);
+  // write(), except that where the output is direct and data's address agrees with the
+  // file offset modulo the direct block (the caller placed it so: direct_phase()), the
+  // aligned middle of data is written by the background thread straight from the
+  // caller's memory, without the copy into the write buffer. True when it was: data must
+  // then stay alive and untouched while reading(data) holds, and at the latest until the
+  // file is finished or destroyed (whose destructor waits for the write). One such write
+  // is in flight at a time: the next one, or a full buffer, waits for it. (A failure of
+  // the write is reported by the call that waits for it, at the latest commit().)
+  bool write_held(const void* data, size_t n);
+  // Whether a background write still reads the caller's memory given to write_held(data).
+  bool reading(const void* data);
+  // Where in a direct block the next byte written would land: a caller places its payload
+  // at this offset from an aligned address for write_held to write it without a copy.
+  size_t direct_phase(uint64_t at) const { return size_t(at % io_.direct_block); }
   // Zero bytes up to the next multiple of alignment.
   void pad_to(uint64_t alignment);
   // Overwrites bytes already written at [at, at + n) (e.g. a header field known only at
@@ -106,6 +121,7 @@ class OutputFile {
   std::unique_ptr<uint8_t, FreeDeleter> spare_;  // direct: the buffer being written while buf_ fills
   std::unique_ptr<BackgroundWriter> bg_;         // direct: writes spare_ meanwhile
   bool in_flight_ = false;
+  const void* held_ = nullptr;  // write_held's data while the write in flight reads it
   size_t used_ = 0;
   uint64_t offset_ = 0;    // bytes written by the caller
   uint64_t file_off_ = 0;  // bytes handed to the file (offset_ - used_)

@@ -71,7 +71,7 @@ class SafetensorsWriter final : public ModelWriter {
     out_.write(h.data(), h.size());
   }
 
-  void write(const TensorResult& r) override {
+  void write(TensorResult& r) override {
     if (next_ >= pieces_.size()) throw Error(out_.path() + ": more tensors than planned", ErrorKind::Internal);
     const std::vector<PlannedPiece>& pieces = pieces_[next_++];
     const std::string& name = r.plan ? r.plan->name : std::string("?");

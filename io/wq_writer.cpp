@@ -86,7 +86,7 @@ class WqWriter final : public ModelWriter {
     out_.pad_to(kWqAlign);
   }
 
-  void write(const TensorResult& r) override {
+  void write(TensorResult& r) override {
     if (next_ >= layout_.piece_sizes.size()) throw Error(out_.path() + ": more tensors than planned", ErrorKind::Internal);
     const std::vector<uint64_t>& sizes = layout_.piece_sizes[next_++];
     const std::string name = r.plan ? r.plan->name : "?";

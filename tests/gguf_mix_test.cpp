@@ -272,7 +272,7 @@ void write_plan(const RunPlan& r, ModelWriter& w, size_t piece_bytes = kRowPiece
     ModelWriter& to;
     explicit Counting(ModelWriter& w) : to(w) {}
     bool takes_row_pieces() const override { return to.takes_row_pieces(); }
-    void write(const TensorResult& t) override {
+    void write(TensorResult& t) override {
       g_piece_writes += !(t.first_piece && t.last_piece);
       to.write(t);
     }

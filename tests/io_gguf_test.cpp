@@ -271,7 +271,7 @@ TEST(GgufSplit, ShardsReadAsOneModelAndBadShardsAreNamed) {
 class Interfere final : public TensorSink {
  public:
   Interfere(TensorSink& to, size_t n, std::function<void()> before) : to_(to), n_(n), before_(std::move(before)) {}
-  void write(const TensorResult& r) override {
+  void write(TensorResult& r) override {
     if (n_-- == 0) before_();
     to_.write(r);
   }

@@ -165,6 +165,91 @@ TEST_F(OutputIoTest, BackgroundWriterFallsBackAndReportsErrors) {
   std::free(mem);
 }
 
+// write_held: payloads the caller placed at the file's phase (direct_phase) are written
+// straight from its memory where the output is direct, and copied otherwise; either way
+// the file holds exactly what was written, around small writes, padding and patches.
+// The caller's memory is overwritten as soon as reading() says it is no longer read: had
+// the write still been reading it, the file would hold the scribble.
+TEST_F(OutputIoTest, HeldWritesGiveTheSameBytesAndReadOnlyWhileTheySaySo) {
+  struct Payload {
+    uint8_t* mem = nullptr;
+    const uint8_t* data = nullptr;
+  };
+  // block: the direct block (256: the device refuses the odd multiples of it, so the file
+  // goes on buffered part-way through).
+  for (const auto& [direct, block] : {std::pair<bool, size_t>{false, 4096}, {true, 4096}, {true, 256}}) {
+    if (direct && !accepts_direct(dir_)) GTEST_SKIP() << dir_ << " refuses O_DIRECT at open";
+    const std::string path = dir_ + "/held.bin";
+    OutputIo io;
+    io.direct = direct;
+    io.direct_block = block;
+    std::vector<uint8_t> expect;
+    std::vector<Payload> live;  // payloads the file may still read
+    std::mt19937 g(7);
+    size_t held = 0, placed = 0;
+    {
+      OutputFile out(path, io);
+      auto release_done = [&]() {
+        for (auto it = live.begin(); it != live.end();) {
+          if (out.reading(it->data)) {
+            ++it;
+            continue;
+          }
+          std::memset(it->mem, 0xEE, 64);  // (its first bytes, which the write would read first)
+          std::free(it->mem);
+          it = live.erase(it);
+        }
+      };
+      auto put = [&](size_t n) {
+        std::vector<uint8_t> b(n);
+        for (uint8_t& x : b) x = uint8_t(g());
+        out.write(b.data(), n);
+        expect.insert(expect.end(), b.begin(), b.end());
+      };
+      // A payload of n bytes at the file's phase (misplaced by one byte: never held).
+      auto put_held = [&](size_t n, bool misplace) {
+        const size_t lead = out.direct_phase(out.offset()) + (misplace ? 1 : 0);
+        void* mem = nullptr;
+        ASSERT_EQ(0, ::posix_memalign(&mem, 4096, lead + n));
+        auto* m = static_cast<uint8_t*>(mem);
+        for (size_t i = 0; i < n; ++i) m[lead + i] = uint8_t(g());
+        expect.insert(expect.end(), m + lead, m + lead + n);
+        const bool h = out.write_held(m + lead, n);
+        placed += !misplace && n >= (64u << 10) && out.direct();
+        held += h;
+        if (h) EXPECT_FALSE(misplace);
+        live.push_back({m, m + lead});
+        release_done();
+      };
+      put(13);
+      put_held(1u << 20, false);        // head, aligned middle, tail
+      put_held(64u << 10, false);
+      put(100);
+      put_held((5u << 20) + 37, false);  // over the 4 MiB buffer
+      put_held(3u << 20, true);          // not at the phase: copied
+      out.pad_to(4096);
+      expect.resize((expect.size() + 4095) / 4096 * 4096, 0);
+      put_held(200u << 10, false);       // from an aligned offset: no head
+      put_held(1000, false);             // small: copied
+      for (int i = 0; i < 20; ++i) put_held(size_t(64u << 10) + g() % 300000, false);
+      uint32_t v = 0xdeadbeef;
+      out.patch(20, &v, 4);              // bytes of the first held payload, in the file by now
+      std::memcpy(expect.data() + 20, &v, 4);
+      put(4097);
+      EXPECT_EQ(out.offset(), expect.size());
+      out.commit();
+      release_done();
+      EXPECT_TRUE(live.empty()) << "a finished file reads nothing";
+    }
+    for (const Payload& p : live) std::free(p.mem);
+    EXPECT_TRUE(file_bytes(path) == expect) << "direct " << direct << " block " << block;
+    if (!direct) EXPECT_EQ(held, 0u);
+    if (direct && block == 4096) EXPECT_EQ(held, placed) << "every placed payload of 64 KiB or more is held";
+    if (direct && block == 256) EXPECT_GT(held, 0u);
+    fs::remove(path);
+  }
+}
+
 TEST_F(OutputIoTest, EnvironmentChoosesTheModeAndRefusesOtherValues) {
   ::setenv("WQUANT_OUTPUT_IO", "buffered", 1);
   ::setenv("WQUANT_NO_FSYNC", "1", 1);

@@ -149,7 +149,7 @@ class MemorySource : public TensorSource {
 struct MemorySink : TensorSink {
   std::vector<std::string> names;
   std::vector<QuantizedTensor> q;
-  void write(const TensorResult& r) override {
+  void write(TensorResult& r) override {
     names.push_back(r.plan->name);
     q.push_back(r.quantized);
   }
@@ -217,7 +217,7 @@ struct PieceSink : TensorSink {
   std::vector<ErrorMetrics> errors;
   size_t parts = 0;  // writes that held part of a tensor
   bool takes_row_pieces() const override { return pieces; }
-  void write(const TensorResult& r) override {
+  void write(TensorResult& r) override {
     if (r.first_piece) {
       names.push_back(r.plan->name);
       bytes.emplace_back();
@@ -309,6 +309,73 @@ TEST(Pipeline, RowPiecesGiveTheWholeTensorsBytesAndFigures) {
       EXPECT_EQ(src.held, 0u) << "every tensor released";
       for (size_t i = 0; i < n; ++i) EXPECT_EQ(src.releases[i], 1) << whole.names[i] << ": released once, after its last piece";
       src.releases.assign(n, 0);
+    }
+  }
+}
+
+// A sink asks where each Ggml payload should sit (TensorSink::payload_phase, how a writer
+// gets payloads it can write without a copy): a payload in a page-aligned buffer (those of
+// 4 MiB and more are mappings) starts at that phase, whole or in pieces; the sink may take
+// the buffer (moving r.bytes out) and give it back later (released_payload). Same bytes as
+// a sink that does neither.
+struct PhaseSink : PieceSink {
+  bool take = false;
+  size_t placed = 0, taken = 0;
+  uint64_t at = 0;  // bytes of the current tensor so far
+  std::vector<OutputBytes> kept, released;
+  static size_t phase_of(size_t plan_index, uint64_t at) { return size_t((977 * (plan_index + 1) + at) % 4096); }
+  size_t payload_phase(size_t plan_index, uint64_t at) const override { return phase_of(plan_index, at); }
+  void write(TensorResult& r) override {
+    if (r.first_piece) at = 0;
+    const size_t plan_index = size_t(r.plan - plan0);
+    if (r.bytes.capacity() >= (size_t(4) << 20)) {
+      EXPECT_EQ(reinterpret_cast<uintptr_t>(r.data()) % 4096, phase_of(plan_index, at)) << r.plan->name << " at " << at;
+      ++placed;
+    }
+    at += r.size();
+    PieceSink::write(r);
+    for (OutputBytes& b : kept) released.push_back(std::move(b));  // what the write before took
+    kept.clear();
+    if (take && r.bytes.capacity()) {
+      kept.push_back(std::move(r.bytes));
+      ++taken;
+    }
+  }
+  OutputBytes released_payload() override {
+    if (released.empty()) return {};
+    OutputBytes b = std::move(released.back());
+    released.pop_back();
+    return b;
+  }
+  const TensorPlan* plan0 = nullptr;
+};
+
+TEST(Pipeline, PayloadsSitAtTheSinksPhaseAndTheSinkMayTakeThem) {
+  MemorySource src;
+  src.add("big", 8192, 2048, 1);  // 64 MiB of f32: Q8_0 pieces of 6.4 MB, whole 17.8 MB
+  src.add("small", 64, 256, 2);
+  src.add("mid", 2048, 2048, 3);  // 16 MiB: whole under twice the piece
+  const std::vector<TensorPlan> plan = ggml_plan(src.infos, GgmlBlock::Q8_0);
+  PipelineOptions o;
+  o.row_piece_bytes = size_t(24) << 20;
+  PieceSink plain;
+  Scheduler(2).run([&] { run_pipeline(plan, src.infos, src, plain, o); });
+  for (const bool pieces : {false, true}) {
+    for (const bool take : {false, true}) {
+      for (int threads : {1, 2, 3}) {
+        PhaseSink sink;
+        sink.plan0 = plan.data();
+        sink.pieces = pieces;
+        sink.take = take;
+        Scheduler(threads).run([&] { run_pipeline(plan, src.infos, src, sink, o); });
+        const std::string at = std::string(pieces ? "pieces" : "whole") + (take ? ", taken" : "") + ", " +
+                               std::to_string(threads) + " threads";
+        ASSERT_EQ(sink.bytes.size(), plain.bytes.size()) << at;
+        for (size_t i = 0; i < plain.bytes.size(); ++i) EXPECT_TRUE(sink.bytes[i] == plain.bytes[i]) << plain.names[i] << ", " << at;
+        EXPECT_GE(sink.placed, 2u) << at << ": buffers of 4 MiB and more were checked";
+        if (take) EXPECT_EQ(sink.taken, sink.parts + (plain.bytes.size() - (pieces ? 1 : 0))) << at;
+        EXPECT_EQ(src.held, 0u);
+      }
     }
   }
 }
