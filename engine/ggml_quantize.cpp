@@ -156,15 +156,11 @@ void quantize_ggml_into(const TensorView& w, GgmlBlock t, const QuantSpec& spec,
   const HqqParams hp{ggml_traits(t).bits, spec.hqq_opts.max_steps, spec.hqq_opts.p, spec.hqq_opts.beta, spec.hqq_opts.kappa};
   const size_t tile = tile_rows_for(rows, cols * dtype_size(w.dtype));
   std::vector<std::string> bad((rows + tile - 1) / tile);  // reported in tile order: not thread-dependent
-  // A NaN or Inf weight is refused, named by its row and column. Measured, a row's sum of
-  // squared weights is finite exactly when its weights are (squares are never negative, so
-  // an Inf cannot cancel; a NaN stays NaN), unless a finite weight's square overflows: the
-  // tile is then scanned for the first bad weight, and a tile of finite weights goes on.
-  // Every quantizer takes any float without fault (the kernel checks run them on NaN and
-  // Inf: the legacy types' bytes against the references, the searches for faults only,
-  // kernels/kernel_slots.inc), so the tile is quantized first and its bytes dropped if a
-  // weight was bad. Unmeasured tiles, and HQQ's refinement (an iterative solver), are
-  // scanned first. The scan was 4.5% of the CPU of a Q4_0 conversion (perf, 2026-12-04).
+  // A NaN or Inf weight is refused, named by its row and column: measured tiles are
+  // quantized first and scanned only where a row's sum of squares is not finite (the
+  // argument is at nonfinite_in_rows, engine/quantize.h), their bytes dropped if a weight
+  // was bad. Unmeasured tiles, and HQQ's refinement (an iterative solver), are scanned
+  // first. The scan was 4.5% of the CPU of a Q4_0 conversion (perf, 2026-12-04).
   const bool scan_first = !row_sums || hqq_kquant;
   parallel_row_tiles(rows, tile, [&](size_t r0, size_t r1) {
     thread_local std::vector<uint8_t> scratch;  // one per worker, reused by every tile it takes
@@ -174,7 +170,7 @@ void quantize_ggml_into(const TensorView& w, GgmlBlock t, const QuantSpec& spec,
       if (!bad[r0 / tile].empty()) return;
     }
     std::vector<float> buf, wh(row_sums ? cols : 0);
-    // all_finite: every row's sum of squared weights is finite (its weights are).
+    // all_finite: every row's sum of squared weights is finite (so are its weights).
     // params_finite: every row's sum of squared errors is; then so is every w_hat, and
     // every block's f16 scale and min with it (a dequantizer multiplies each weight's code
     // by d, and adds m; an Inf or NaN there gives an Inf or NaN w_hat, 0 x Inf included),

@@ -68,5 +68,13 @@ void check_finite(const TensorView& w, const Kernels* k = nullptr);
 // row_base: the tensor row of w's row 0, where w is a tile of the tensor (the message
 // names tensor rows).
 std::string nonfinite_in_rows(const TensorView& w, size_t r0, size_t r1, const Kernels& k, size_t row_base = 0);
+// Why a measured quantizer needs no such scan first: a row's (or column's) sum of squared
+// weights is finite exactly when its weights are (a square is never negative, so an Inf
+// cannot cancel; a NaN stays NaN), unless a finite weight's square overflowed the float
+// sum. So the quantizers measure first (every kernel takes NaN and Inf without fault, the
+// searches' bytes then unspecified and dropped) and call nonfinite_in_rows only for rows
+// whose sum is not finite; where it finds nothing (an overflow), the tile goes on. The
+// same holds for the sum of squared errors: it is finite exactly when every w_hat is (for
+// finite weights), which the GGUF tiles use for their f16 fields (ggml_quantize.cpp).
 
 }  // namespace wq

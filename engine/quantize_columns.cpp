@@ -104,12 +104,11 @@ bool quantize_stored_columns(const RowSource& src, QuantizedTensor& q, std::vect
     tbb::this_task_arena::isolate([&] { parallel_row_tiles(N, kColumnsPerTask, columns_of_band); });
   }
   if (!row_sums) return true;
-  // A column's sum of squared weights is finite exactly when its weights are (squares
-  // cannot cancel an Inf; a NaN stays NaN), unless a finite weight's square overflowed: a
-  // column that is not sends the whole tensor through one scan, and a NaN or Inf found
-  // there sends it to the tiles, which name its row and column. (The per-band scan this
-  // replaces ran on the band's reader thread, between the bands' parallel tasks: 4.6% of
-  // an ONNX conversion's CPU, perf 2026-12-04.)
+  // A column whose sum of squared weights is not finite (engine/quantize.h,
+  // nonfinite_in_rows, says why that suffices) sends the whole tensor through one scan,
+  // and a NaN or Inf found there sends it to the tiles, which name its row and column.
+  // (The per-band scan this replaces ran on the band's reader thread, between the bands'
+  // parallel tasks: 4.6% of an ONNX conversion's CPU, perf 2026-12-04.)
   std::vector<RowError> errors(N);
   bool all_finite = true;
   for (size_t r = 0; r < N; ++r) {
