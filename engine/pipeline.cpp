@@ -474,9 +474,10 @@ PipelineStats run_pipeline(const std::vector<TensorPlan>& plan, const std::vecto
               }
               r.has_error = it->span.last;
             }
+            // (Counted before write(), which may take the payload's buffer.)
+            piece_bytes_out += p.action == TensorAction::Quantize ? r.quantized.storage_bytes() : r.size();
             sink.write(r);
             if (it->release_after_write || (it->span.piece() && it->span.last)) source.release(p.source_index);
-            piece_bytes_out += p.action == TensorAction::Quantize ? r.quantized.storage_bytes() : r.size();
             pool.give(r);  // (what write() left in r)
             for (OutputBytes b = sink.released_payload(); b.capacity(); b = sink.released_payload()) pool.give_bytes(std::move(b));
             if (it->span.last) {

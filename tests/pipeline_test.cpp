@@ -359,7 +359,8 @@ TEST(Pipeline, PayloadsSitAtTheSinksPhaseAndTheSinkMayTakeThem) {
   PipelineOptions o;
   o.row_piece_bytes = size_t(24) << 20;
   PieceSink plain;
-  Scheduler(2).run([&] { run_pipeline(plan, src.infos, src, plain, o); });
+  PipelineStats plain_stats;
+  Scheduler(2).run([&] { plain_stats = run_pipeline(plan, src.infos, src, plain, o); });
   for (const bool pieces : {false, true}) {
     for (const bool take : {false, true}) {
       for (int threads : {1, 2, 3}) {
@@ -367,9 +368,11 @@ TEST(Pipeline, PayloadsSitAtTheSinksPhaseAndTheSinkMayTakeThem) {
         sink.plan0 = plan.data();
         sink.pieces = pieces;
         sink.take = take;
-        Scheduler(threads).run([&] { run_pipeline(plan, src.infos, src, sink, o); });
+        PipelineStats stats;
+        Scheduler(threads).run([&] { stats = run_pipeline(plan, src.infos, src, sink, o); });
         const std::string at = std::string(pieces ? "pieces" : "whole") + (take ? ", taken" : "") + ", " +
                                std::to_string(threads) + " threads";
+        EXPECT_EQ(stats.bytes_out, plain_stats.bytes_out) << at << ": a taken payload still counts";
         ASSERT_EQ(sink.bytes.size(), plain.bytes.size()) << at;
         for (size_t i = 0; i < plain.bytes.size(); ++i) EXPECT_TRUE(sink.bytes[i] == plain.bytes[i]) << plain.names[i] << ", " << at;
         EXPECT_GE(sink.placed, 2u) << at << ": buffers of 4 MiB and more were checked";
