@@ -143,10 +143,6 @@ class BufferPool {
     q.zeros = take(zeros_, need.zeros);
     return q;
   }
-  void give_bytes(OutputBytes&& b) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    bytes_.push_back(std::move(b));
-  }
   void give(TensorResult& r) {
     std::lock_guard<std::mutex> lock(mutex_);
     if (r.bytes.capacity()) bytes_.push_back(std::move(r.bytes));
@@ -479,7 +475,7 @@ PipelineStats run_pipeline(const std::vector<TensorPlan>& plan, const std::vecto
             sink.write(r);
             if (it->release_after_write || (it->span.piece() && it->span.last)) source.release(p.source_index);
             pool.give(r);  // (what write() left in r)
-            for (OutputBytes b = sink.released_payload(); b.capacity(); b = sink.released_payload()) pool.give_bytes(std::move(b));
+            for (TensorResult done; sink.take_released(&done); done = TensorResult()) pool.give(done);
             if (it->span.last) {
               TensorReport rep;
               rep.name = p.name;

@@ -66,9 +66,9 @@ struct TensorResult {
 };
 
 // Where results go: io writers implement it. write() is called in plan order, from one
-// thread at a time. It may move r.bytes out (a writer whose background write reads the
-// payload after write() returns keeps the buffer alive itself); the pipeline reuses
-// whatever buffers r still holds once write() returns.
+// thread at a time. It may move r.bytes and r.quantized out (a writer whose background
+// write reads the payload after write() returns keeps the buffers alive itself); the
+// pipeline reuses whatever buffers r still holds once write() returns.
 class TensorSink {
  public:
   virtual ~TensorSink() = default;
@@ -82,11 +82,12 @@ class TensorSink {
   // block; the pipeline then places the payload that many bytes past an aligned address
   // (TensorResult::lead). 0 where the sink has no preference.
   virtual size_t payload_phase(size_t /*plan_index*/, uint64_t /*at*/) const { return 0; }
-  // A payload buffer write() took from its result (r.bytes, moved out while a background
-  // write still read it) and no longer reads, for the pipeline to use again; an empty
-  // one when there is none. (A sink that never takes one, or a wrapper that does not pass
-  // this on, costs only fresh buffers: what a sink took is its own until it frees it.)
-  virtual OutputBytes released_payload() { return {}; }
+  // Buffers write() took from an earlier result (moved out of r.bytes or r.quantized
+  // while a background write still read them) and no longer reads, for the pipeline to
+  // use again: one result's at a time into *r, false when there are none now. (A sink
+  // that never takes any, or a wrapper that does not pass this on, costs only fresh
+  // buffers: what a sink took is its own until it frees it.)
+  virtual bool take_released(TensorResult* /*r*/) { return false; }
 };
 
 struct Progress {

@@ -33,67 +33,71 @@ BackgroundWriter::BackgroundWriter() : thread_([this] { run(); }) {}
 BackgroundWriter::~BackgroundWriter() {
   {
     std::unique_lock<std::mutex> lock(m_);
-    cv_.wait(lock, [this] { return !busy_; });
+    cv_.wait(lock, [this] { return done_ == submitted_; });
     stop_ = true;
   }
   cv_.notify_all();
   thread_.join();
 }
 
-void BackgroundWriter::submit(int dfd, int fd, size_t block, const uint8_t* p, size_t n, uint64_t at, const uint8_t* p2,
-                              size_t n2) {
+uint64_t BackgroundWriter::submit(int dfd, int fd, size_t block, const uint8_t* p, size_t n, uint64_t at,
+                                  const uint8_t* p2, size_t n2) {
+  uint64_t ticket;
   {
     std::lock_guard<std::mutex> lock(m_);
-    dfd_ = dfd;
-    fd_ = fd;
-    block_ = block;
-    p_ = p;
-    n_ = n;
-    p2_ = p2;
-    n2_ = n2;
-    at_ = at;
-    result_ = Result{};
-    busy_ = true;
+    queue_.push_back(Job{dfd, fd, block, p, n, at, p2, n2});
+    ticket = ++submitted_;
   }
   cv_.notify_all();
+  return ticket;
 }
 
-BackgroundWriter::Result BackgroundWriter::wait() {
+BackgroundWriter::Result BackgroundWriter::wait(uint64_t ticket) {
   std::unique_lock<std::mutex> lock(m_);
-  cv_.wait(lock, [this] { return !busy_; });
+  cv_.wait(lock, [&] { return done_ >= ticket; });
   const Result r = result_;
   result_ = Result{};
   return r;
 }
 
-bool BackgroundWriter::busy() {
+BackgroundWriter::Result BackgroundWriter::wait_all() {
+  uint64_t last;
+  {
+    std::lock_guard<std::mutex> lock(m_);
+    last = submitted_;
+  }
+  return wait(last);
+}
+
+bool BackgroundWriter::finished(uint64_t ticket) {
   std::lock_guard<std::mutex> lock(m_);
-  return busy_;
+  return done_ >= ticket;
 }
 
 void BackgroundWriter::run() {
   std::unique_lock<std::mutex> lock(m_);
   for (;;) {
-    cv_.wait(lock, [this] { return busy_ || stop_; });
-    if (busy_) {
-      const int dfd = dfd_, fd = fd_;
-      const size_t block = block_, n = n_, n2 = n2_;
-      const uint8_t *p = p_, *p2 = p2_;
-      const uint64_t at = at_;
-      lock.unlock();
-      Result r = pwrite_all(dfd, fd, block, p, n, at);
-      if (!r.err && n2) {
-        const Result r2 = pwrite_all(dfd, fd, block, p2, n2, at + n);
+    cv_.wait(lock, [this] { return !queue_.empty() || stop_; });
+    if (queue_.empty()) return;  // stop_, nothing queued
+    const Job j = queue_.front();
+    const bool failed = failed_;  // an earlier write failed: skip this one
+    lock.unlock();
+    Result r;
+    if (!failed) {
+      r = pwrite_all(j.dfd, j.fd, j.block, j.p, j.n, j.at);
+      if (!r.err && j.n2) {
+        const Result r2 = pwrite_all(j.dfd, j.fd, j.block, j.p2, j.n2, j.at + j.n);
         r.err = r2.err;
         r.refused = r.refused || r2.refused;
       }
-      lock.lock();
-      result_ = r;
-      busy_ = false;
-      cv_.notify_all();
-    } else {
-      return;  // stop_, nothing in flight
     }
+    lock.lock();
+    queue_.pop_front();
+    if (r.err) failed_ = true;
+    if (!result_.err) result_.err = r.err;
+    result_.refused = result_.refused || r.refused;
+    ++done_;
+    cv_.notify_all();
   }
 }
 

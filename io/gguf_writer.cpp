@@ -11,6 +11,7 @@
 #include "engine/error.h"
 #include "io/gguf_format.h"
 #include "io/gguf_split_reader.h"
+#include "io/held_payloads.h"
 #include "io/output_file.h"
 #include "kernels/ggml_types.h"
 
@@ -145,20 +146,8 @@ class GgufWriter final : public ModelWriter {
     // Blocks the pipeline placed for it are written without a copy where the output allows
     // (source bytes are not: the reader may drop their pages once this returns), and their
     // buffer is then kept here until the background write has read it.
-    const uint8_t* data = r.data();
-    bool held = false;
-    if (r.raw) out_.write(data, r.size());
-    else held = out_.write_held(data, r.size());
-    if (kept_.capacity() && !out_.reading(kept_data_)) {  // (a held write waits for the one before)
-      released_.push_back(std::move(kept_));
-      kept_ = OutputBytes();
-      kept_data_ = nullptr;
-    }
-    if (held) {
-      if (kept_.capacity()) throw Error(out_.path() + ": two payloads read at once", ErrorKind::Internal);
-      kept_ = std::move(r.bytes);
-      kept_data_ = data;
-    }
+    if (r.raw) out_.write(r.data(), r.size());
+    else held_.hold(r, out_.write_held(r.data(), r.size()));
     if (!r.last_piece) return;
     out_.pad_to(alignment_);
     ++next_;
@@ -166,12 +155,7 @@ class GgufWriter final : public ModelWriter {
   size_t payload_phase(size_t plan_index, uint64_t at) const override {
     return plan_index < tensors_.size() ? out_.direct_phase(data_start_ + tensors_[plan_index].offset + at) : 0;
   }
-  OutputBytes released_payload() override {
-    if (released_.empty()) return {};
-    OutputBytes b = std::move(released_.back());
-    released_.pop_back();
-    return b;
-  }
+  bool take_released(TensorResult* r) override { return held_.take_released(out_, r); }
 
   void commit() override {
     finish();
@@ -222,12 +206,7 @@ class GgufWriter final : public ModelWriter {
     return h;
   }
 
-  // A payload a background write of out_ may still read (OutputFile::write_held), and the
-  // ones it has finished with. Declared before out_, so destroyed after it: out_'s
-  // destructor waits for its write before this memory goes.
-  OutputBytes kept_;
-  const uint8_t* kept_data_ = nullptr;
-  std::vector<OutputBytes> released_;
+  HeldPayloads held_;  // before out_: destroyed after it, which waits for the writes reading them
   OutputFile out_;
   uint32_t alignment_;
   std::vector<OutTensor> tensors_;
@@ -355,7 +334,12 @@ class GgufSplitWriter final : public ModelWriter {
     }
     writers_.back()->write(r);
   }
-  OutputBytes released_payload() override { return writers_.back()->released_payload(); }
+  bool take_released(TensorResult* r) override {
+    for (const auto& w : writers_) {
+      if (w->take_released(r)) return true;
+    }
+    return false;
+  }
 
   void commit() override {
     while (writers_.size() < shards_.size()) open_next();

@@ -6,8 +6,11 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <deque>
+#include <utility>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace wq {
 
@@ -15,9 +18,10 @@ namespace wq {
 // way can be measured on a given machine (bench/e2e_bench.sh):
 //   WQUANT_OUTPUT_IO=direct (default): O_DIRECT from aligned 4 MiB buffers, each byte
 //     copied once (into a buffer; none where the caller placed it for write_held) and
-//     never held in the page cache. A full buffer is
-//     written by a thread of the file's own (io/background_writer.h) while the next one
-//     fills, so the caller waits for the device only when it is two buffers ahead; the
+//     never held in the page cache. Full buffers are
+//     written in order by a thread of the file's own (io/background_writer.h) while the
+//     next one fills, so the caller waits for the device only when it is two buffers (or
+//     held payloads) ahead (output_file.cpp says why not more); the
 //     unaligned tail of the file and patches of earlier bytes go through the page cache.
 //     Where the file system refuses O_DIRECT (at open, or EINVAL on a write) the file
 //     continues buffered, with the same bytes.
@@ -69,14 +73,16 @@ class OutputFile {
   // write(), except that where the output is direct and data's address agrees with the
   // file offset modulo the direct block (the caller placed it so: direct_phase()), the
   // aligned middle of data is written by the background thread straight from the
-  // caller's memory, without the copy into the write buffer. True when it was: data must
-  // then stay alive and untouched while reading(data) holds, and at the latest until the
-  // file is finished or destroyed (whose destructor waits for the write). One such write
-  // is in flight at a time: the next one, or a full buffer, waits for it. (A failure of
-  // the write is reported by the call that waits for it, at the latest commit().)
-  bool write_held(const void* data, size_t n);
-  // Whether a background write still reads the caller's memory given to write_held(data).
-  bool reading(const void* data);
+  // caller's memory, without the copy into the write buffer. Returns that write's ticket
+  // (0: copied, nothing held): data must then stay alive and untouched until
+  // finished(ticket), at the latest until the file is finished or destroyed (whose
+  // destructor waits for the writes). Such a write takes a place in the ring of buffers
+  // like a full buffer. (A failure of the write is reported by a later call that waits
+  // for it, at the latest commit().)
+  uint64_t write_held(const void* data, size_t n);
+  // Whether the write of that ticket has finished (tickets are in write order: so has
+  // every one before it). True for 0.
+  bool finished(uint64_t ticket);
   // Where in a direct block the next byte written would land: a caller places its payload
   // at this offset from an aligned address for write_held to write it without a copy.
   size_t direct_phase(uint64_t at) const { return size_t(at % io_.direct_block); }
@@ -96,15 +102,20 @@ class OutputFile {
   void commit();
 
  private:
-  struct FreeDeleter {
-    void operator()(uint8_t* p) const;
+  struct RingBuffer {
+    uint8_t* p = nullptr;  // mapped when first needed
+    uint64_t ticket = 0;   // the background write reading it, 0 for none
   };
+  uint8_t* buf() const { return ring_[cur_].p; }
+  uint64_t queue_write(size_t block, const uint8_t* p2, size_t n2);
+  void next_buffer();
+  void free_ring();
   // Writes the buffer's first n bytes at file_off_ (n a multiple of the direct block
   // while direct() holds, except for the file's last bytes).
   void flush_buffer(size_t n);
   void write_at(int fd, const uint8_t* p, size_t n, uint64_t at);
-  void take(const WriteResult& r);
-  // Direct output: waits for the background write in flight, if any, and takes its result.
+  void take(WriteResult r);
+  // Direct output: waits for every background write queued, and takes their result.
   void drain();
   void hand_over_buffer();
   // Buffered, durable output: starts the disk writing what has been handed to the file
@@ -117,11 +128,13 @@ class OutputFile {
   OutputIo io_;
   int fd_ = -1;   // buffered descriptor: always open
   int dfd_ = -1;  // O_DIRECT descriptor of the same file, while in use
-  std::unique_ptr<uint8_t, FreeDeleter> buf_;
-  std::unique_ptr<uint8_t, FreeDeleter> spare_;  // direct: the buffer being written while buf_ fills
-  std::unique_ptr<BackgroundWriter> bg_;         // direct: writes spare_ meanwhile
-  bool in_flight_ = false;
-  const void* held_ = nullptr;  // write_held's data while the write in flight reads it
+  // The write buffers: one where output is buffered, a ring of kRing (output_file.cpp)
+  // where direct, cur_ the one filling.
+  std::vector<RingBuffer> ring_;
+  size_t cur_ = 0;
+  std::unique_ptr<BackgroundWriter> bg_;  // direct: writes the full buffers meanwhile
+  std::deque<std::pair<uint64_t, uint64_t>> queued_;  // direct: (ticket, bytes) of writes maybe unfinished
+  uint64_t queued_bytes_ = 0;
   size_t used_ = 0;
   uint64_t offset_ = 0;    // bytes written by the caller
   uint64_t file_off_ = 0;  // bytes handed to the file (offset_ - used_)

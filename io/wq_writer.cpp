@@ -5,6 +5,7 @@
 
 #include "engine/error.h"
 #include "engine/tensor.h"
+#include "io/held_payloads.h"
 #include "io/output_file.h"
 #include "io/planned_tensor.h"
 #include "io/wq_layout.h"
@@ -13,7 +14,7 @@
 namespace wq {
 namespace {
 
-uint64_t align_up(uint64_t x) { return (x + kWqAlign - 1) / kWqAlign * kWqAlign; }
+uint64_t align_up(uint64_t x) { return wq_align_up(x, kWqAlign); }
 
 struct Layout {
   std::vector<std::vector<uint64_t>> piece_sizes;  // per plan entry
@@ -44,9 +45,9 @@ Layout plan_layout(const std::vector<TensorPlan>& plan, const std::vector<Tensor
     }
     uint64_t offs[3] = {0, 0, 0}, szs[3] = {0, 0, 0};
     for (size_t k = 0; k < sizes.size(); ++k) {
-      offs[k] = off;
+      offs[k] = wq_align_up(off, wq_piece_align(sizes[k]));
       szs[k] = sizes[k];
-      off = align_up(off + sizes[k]);
+      off = align_up(offs[k] + sizes[k]);
     }
     const bool q = p.action == TensorAction::Quantize;
     checked_numel(p.name, p.shape);
@@ -65,7 +66,7 @@ Layout plan_layout(const std::vector<TensorPlan>& plan, const std::vector<Tensor
       fb::CreateKeyValueDirect(fbb, "wquant.source", source_name.c_str())};
   fbb.Finish(fb::CreateModelDirect(fbb, kWqVersion, source.format(), &meta, &tensors), fb::ModelIdentifier());
   l.header.assign(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
-  l.data_offset = align_up(sizeof(WqPreamble) + l.header.size());
+  l.data_offset = wq_align_up(sizeof(WqPreamble) + l.header.size(), kWqPageAlign);
   l.total = l.data_offset + off;
   return l;
 }
@@ -83,33 +84,43 @@ class WqWriter final : public ModelWriter {
     pre.data_offset = layout_.data_offset;
     out_.write(&pre, sizeof pre);
     out_.write(layout_.header.data(), layout_.header.size());
-    out_.pad_to(kWqAlign);
+    out_.pad_to(kWqPageAlign);
   }
 
   void write(TensorResult& r) override {
     if (next_ >= layout_.piece_sizes.size()) throw Error(out_.path() + ": more tensors than planned", ErrorKind::Internal);
     const std::vector<uint64_t>& sizes = layout_.piece_sizes[next_++];
     const std::string name = r.plan ? r.plan->name : "?";
-    auto put = [&](const void* data, uint64_t n, size_t k) {
+    // The pieces of the pipeline's buffers are written without a copy where the output
+    // allows (large pieces sit at 4 KiB file offsets, and the pool's buffers of 64 KiB and
+    // more at 4 KiB addresses: engine/output_bytes.h); the result's buffers are then kept
+    // (held_) until the last write reading them has finished. Source bytes (r.raw) are
+    // copied: the reader may drop their pages once this returns.
+    uint64_t ticket = 0;
+    auto put = [&](const void* data, uint64_t n, size_t k, bool may_hold) {
       if (k >= sizes.size() || n != sizes[k])
         throw Error(out_.path() + ": " + name + ": piece " + std::to_string(k) + " has " + std::to_string(n) + " bytes, not as planned", ErrorKind::Internal);
-      out_.write(data, n);
+      out_.pad_to(wq_piece_align(n));
+      if (!may_hold) out_.write(data, n);
+      else if (const uint64_t t = out_.write_held(data, n)) ticket = t;
       out_.pad_to(kWqAlign);
     };
     if (r.plan && r.plan->action == TensorAction::Quantize) {
       const QuantizedTensor& q = r.quantized;
-      put(q.packed.data(), q.packed.size(), 0);
+      put(q.packed.data(), q.packed.size(), 0, true);
       // With fp16 the engine's halves are the stored values (round_params_to_f16).
-      if (q.spec.fp16) put(q.scales_f16.data(), q.scales_f16.size() * 2, 1);
-      else put(q.scales.data(), q.scales.size() * 4, 1);
+      if (q.spec.fp16) put(q.scales_f16.data(), q.scales_f16.size() * 2, 1, true);
+      else put(q.scales.data(), q.scales.size() * 4, 1, true);
       if (sizes.size() > 2) {
-        if (q.spec.fp16) put(q.zeros_f16.data(), q.zeros_f16.size() * 2, 2);
-        else put(q.zeros.data(), q.zeros.size() * 4, 2);
+        if (q.spec.fp16) put(q.zeros_f16.data(), q.zeros_f16.size() * 2, 2, true);
+        else put(q.zeros.data(), q.zeros.size() * 4, 2, true);
       }
     } else {
-      put(r.data(), r.size(), 0);
+      put(r.data(), r.size(), 0, !r.raw);
     }
+    held_.hold(r, ticket);  // (the last write's ticket covers the ones before it)
   }
+  bool take_released(TensorResult* r) override { return held_.take_released(out_, r); }
 
   void commit() override {
     if (next_ != layout_.piece_sizes.size()) throw Error(out_.path() + ": not every tensor was written", ErrorKind::Internal);
@@ -120,6 +131,7 @@ class WqWriter final : public ModelWriter {
   const std::string& temp_path() const override { return out_.temp_path(); }
 
  private:
+  HeldPayloads held_;  // before out_: destroyed after it, which waits for the writes reading them
   OutputFile out_;
   Layout layout_;
   size_t next_ = 0;

@@ -63,14 +63,6 @@ std::vector<uint8_t> write_pattern(OutputFile& out, size_t total_tail) {
   return expect;
 }
 
-bool accepts_direct(const std::string& dir) {
-  const std::string p = dir + "/probe";
-  const int fd = ::open(p.c_str(), O_WRONLY | O_CREAT | O_DIRECT, 0644);
-  if (fd >= 0) ::close(fd);
-  ::unlink(p.c_str());
-  return fd >= 0;
-}
-
 class OutputIoTest : public ::testing::Test {
  protected:
   test::ScratchDir scratch_{"wquant-out"};
@@ -91,7 +83,7 @@ TEST_F(OutputIoTest, EveryModeWritesTheSameBytes) {
           std::vector<uint8_t> expect;
           {
             OutputFile out(path, io);
-            EXPECT_EQ(out.direct(), direct && accepts_direct(dir)) << dir;
+            EXPECT_EQ(out.direct(), direct && test::accepts_direct(dir)) << dir;
             expect = write_pattern(out, tail);
             out.commit();
             EXPECT_FALSE(out.direct_refused()) << dir;
@@ -108,7 +100,7 @@ TEST_F(OutputIoTest, EveryModeWritesTheSameBytes) {
 // O_DIRECT write of an odd number of 256-byte blocks with EINVAL: the file goes on
 // buffered, with the same bytes.
 TEST_F(OutputIoTest, RefusedDirectWriteFallsBackToBuffered) {
-  if (!accepts_direct(dir_)) GTEST_SKIP() << dir_ << " refuses O_DIRECT at open";
+  if (!test::accepts_direct(dir_)) GTEST_SKIP() << dir_ << " refuses O_DIRECT at open";
   OutputIo io;
   io.direct = true;
   io.direct_block = 256;
@@ -127,10 +119,11 @@ TEST_F(OutputIoTest, RefusedDirectWriteFallsBackToBuffered) {
 }
 
 // The thread behind direct output: a refused O_DIRECT write (an odd number of 256-byte
-// blocks) goes through the buffered descriptor with the same bytes, and a failed write
-// reports its errno to wait() instead of being lost.
+// blocks) goes through the buffered descriptor with the same bytes, a failed write
+// reports its errno to wait() instead of being lost and the writes queued after it are
+// skipped, and writes queued together run in order.
 TEST_F(OutputIoTest, BackgroundWriterFallsBackAndReportsErrors) {
-  if (!accepts_direct(dir_)) GTEST_SKIP() << dir_ << " refuses O_DIRECT at open";
+  if (!test::accepts_direct(dir_)) GTEST_SKIP() << dir_ << " refuses O_DIRECT at open";
   const std::string path = dir_ + "/bg.bin";
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   const int dfd = ::open(path.c_str(), O_WRONLY | O_DIRECT);
@@ -142,43 +135,58 @@ TEST_F(OutputIoTest, BackgroundWriterFallsBackAndReportsErrors) {
   for (size_t i = 0; i < 8192; ++i) p[i] = uint8_t(i * 13 + 1);
   {
     BackgroundWriter bg;
-    bg.submit(dfd, fd, 4096, p, 4096, 0);  // aligned: O_DIRECT takes it
-    BackgroundWriter::Result r = bg.wait();
+    const uint64_t t1 = bg.submit(dfd, fd, 4096, p, 4096, 0);  // aligned: O_DIRECT takes it
+    EXPECT_EQ(t1, 1u);
+    BackgroundWriter::Result r = bg.wait(t1);
+    EXPECT_TRUE(bg.finished(t1));
     EXPECT_EQ(r.err, 0);
     EXPECT_FALSE(r.refused);
-    bg.submit(dfd, fd, 256, p + 4096, 256 * 3, 4096);  // 768 bytes: no device takes that through O_DIRECT
-    r = bg.wait();
+    const uint64_t t2 = bg.submit(dfd, fd, 256, p + 4096, 256 * 3, 4096);  // 768 bytes: no device takes that through O_DIRECT
+    EXPECT_EQ(t2, 2u);
+    r = bg.wait(t2);
     EXPECT_EQ(r.err, 0);
     EXPECT_TRUE(r.refused);
+    r = bg.wait(t2);
+    EXPECT_FALSE(r.refused) << "a result is reported once";
     const int ro = ::open(path.c_str(), O_RDONLY);
-    bg.submit(-1, ro, 4096, p, 16, 0);
-    r = bg.wait();
+    const uint64_t t3 = bg.submit(-1, ro, 4096, p, 16, 0);
+    bg.submit(-1, fd, 4096, p + 100, 16, 0);  // queued after the failure: skipped
+    r = bg.wait_all();
     EXPECT_EQ(r.err, EBADF);
+    EXPECT_TRUE(bg.finished(t3 + 1));
     ::close(ro);
-    bg.submit(dfd, fd, 4096, p, 4096, 0);  // still in flight when bg goes: the destructor waits
+  }
+  {
+    BackgroundWriter bg;  // a fresh one: nothing failed before
+    // Queued at once, overlapping: the later one wins, as it would written in order.
+    bg.submit(dfd, fd, 4096, p + 4096, 4096, 4096);
+    bg.submit(-1, fd, 4096, p + 100, 256, 4096 + 512);
+    bg.submit(dfd, fd, 4096, p, 4096, 0);  // still queued when bg goes: the destructor waits
   }
   ::close(dfd);
   ::close(fd);
+  std::vector<uint8_t> expect(p, p + 8192);
+  std::copy(p + 100, p + 356, expect.begin() + 4096 + 512);
   const std::vector<uint8_t> got = file_bytes(path);
-  ASSERT_EQ(got.size(), 4096u + 768u);
-  EXPECT_TRUE(std::equal(got.begin(), got.end(), p));
+  EXPECT_TRUE(got == expect);
   std::free(mem);
 }
 
 // write_held: payloads the caller placed at the file's phase (direct_phase) are written
 // straight from its memory where the output is direct, and copied otherwise; either way
 // the file holds exactly what was written, around small writes, padding and patches.
-// The caller's memory is overwritten as soon as reading() says it is no longer read: had
-// the write still been reading it, the file would hold the scribble.
+// The caller's memory is overwritten as soon as finished(ticket) says it is no longer
+// read: had a write still been reading it, the file would hold the scribble.
 TEST_F(OutputIoTest, HeldWritesGiveTheSameBytesAndReadOnlyWhileTheySaySo) {
   struct Payload {
     uint8_t* mem = nullptr;
     const uint8_t* data = nullptr;
+    uint64_t ticket = 0;
   };
   // block: the direct block (256: the device refuses the odd multiples of it, so the file
   // goes on buffered part-way through).
   for (const auto& [direct, block] : {std::pair<bool, size_t>{false, 4096}, {true, 4096}, {true, 256}}) {
-    if (direct && !accepts_direct(dir_)) GTEST_SKIP() << dir_ << " refuses O_DIRECT at open";
+    if (direct && !test::accepts_direct(dir_)) GTEST_SKIP() << dir_ << " refuses O_DIRECT at open";
     const std::string path = dir_ + "/held.bin";
     OutputIo io;
     io.direct = direct;
@@ -187,11 +195,12 @@ TEST_F(OutputIoTest, HeldWritesGiveTheSameBytesAndReadOnlyWhileTheySaySo) {
     std::vector<Payload> live;  // payloads the file may still read
     std::mt19937 g(7);
     size_t held = 0, placed = 0;
+    uint64_t last_ticket = 0;
     {
       OutputFile out(path, io);
       auto release_done = [&]() {
         for (auto it = live.begin(); it != live.end();) {
-          if (out.reading(it->data)) {
+          if (!out.finished(it->ticket)) {
             ++it;
             continue;
           }
@@ -214,11 +223,15 @@ TEST_F(OutputIoTest, HeldWritesGiveTheSameBytesAndReadOnlyWhileTheySaySo) {
         auto* m = static_cast<uint8_t*>(mem);
         for (size_t i = 0; i < n; ++i) m[lead + i] = uint8_t(g());
         expect.insert(expect.end(), m + lead, m + lead + n);
-        const bool h = out.write_held(m + lead, n);
+        const uint64_t t = out.write_held(m + lead, n);
         placed += !misplace && n >= (64u << 10) && out.direct();
-        held += h;
-        if (h) EXPECT_FALSE(misplace);
-        live.push_back({m, m + lead});
+        held += t != 0;
+        if (t) {
+          EXPECT_FALSE(misplace);
+          EXPECT_GT(t, last_ticket) << "tickets grow";
+        }
+        last_ticket = std::max(last_ticket, t);
+        live.push_back({m, m + lead, t});
         release_done();
       };
       put(13);

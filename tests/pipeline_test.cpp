@@ -316,7 +316,7 @@ TEST(Pipeline, RowPiecesGiveTheWholeTensorsBytesAndFigures) {
 // A sink asks where each Ggml payload should sit (TensorSink::payload_phase, how a writer
 // gets payloads it can write without a copy): a payload in a page-aligned buffer (those of
 // 4 MiB and more are mappings) starts at that phase, whole or in pieces; the sink may take
-// the buffer (moving r.bytes out) and give it back later (released_payload). Same bytes as
+// the buffer (moving r.bytes out) and give it back later (take_released). Same bytes as
 // a sink that does neither.
 struct PhaseSink : PieceSink {
   bool take = false;
@@ -341,11 +341,11 @@ struct PhaseSink : PieceSink {
       ++taken;
     }
   }
-  OutputBytes released_payload() override {
-    if (released.empty()) return {};
-    OutputBytes b = std::move(released.back());
+  bool take_released(TensorResult* r) override {
+    if (released.empty()) return false;
+    r->bytes = std::move(released.back());
     released.pop_back();
-    return b;
+    return true;
   }
   const TensorPlan* plan0 = nullptr;
 };

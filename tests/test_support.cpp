@@ -1,6 +1,8 @@
 #include "tests/test_support.h"
 
+#include <fcntl.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <stdexcept>
@@ -67,5 +69,13 @@ std::string shared_file(const std::string& rel) {
 }
 
 std::string test_data_dir() { return WQUANT_TEST_DATA_DIR; }
+
+bool accepts_direct(const std::string& dir) {
+  const std::string p = dir + "/.wq-direct-probe";
+  const int fd = ::open(p.c_str(), O_WRONLY | O_CREAT | O_DIRECT, 0644);
+  if (fd >= 0) ::close(fd);
+  ::unlink(p.c_str());
+  return fd >= 0;
+}
 
 }  // namespace wq::test

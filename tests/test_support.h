@@ -46,6 +46,8 @@ TensorPlan keep_float_entry(size_t source_index, const TensorInfo& info);
 std::string shared_dir();
 // Path of a file under shared/, or "" when it is absent.
 std::string shared_file(const std::string& rel);
+// Whether files in `dir` can be opened O_DIRECT (some file systems, tmpfs among them, refuse).
+bool accepts_direct(const std::string& dir);
 // tests/data in the source tree.
 std::string test_data_dir();
 
