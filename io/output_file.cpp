@@ -276,11 +276,10 @@ void OutputFile::next_buffer() {
 
 uint64_t OutputFile::write_held(const void* data, size_t n) {
   // Below a few blocks the copy costs less than a second system call.
-  constexpr size_t kMinHeld = size_t(64) << 10;
   const size_t block = io_.direct_block;
   const auto* p = static_cast<const uint8_t*>(data);
   const size_t head = size_t((block - offset_ % block) % block);  // to the next aligned file offset
-  if (fd_ < 0 || dfd_ < 0 || n < kMinHeld || head >= n || reinterpret_cast<uintptr_t>(p + head) % block != 0) {
+  if (fd_ < 0 || dfd_ < 0 || n < kHeldMin || head >= n || reinterpret_cast<uintptr_t>(p + head) % block != 0) {
     write(data, n);
     return 0;
   }

@@ -80,6 +80,12 @@ class OutputFile {
   // like a full buffer. (A failure of the write is reported by a later call that waits
   // for it, at the latest commit().)
   uint64_t write_held(const void* data, size_t n);
+  // Payloads shorter than this are always copied (a second system call would cost more).
+  // A writer that wants larger ones written without a copy places them at 4 KiB file
+  // offsets (kHeldAlign), the pipeline's buffers being 4 KiB-aligned from this size on
+  // (engine/output_bytes.h).
+  static constexpr size_t kHeldMin = size_t(64) << 10;
+  static constexpr size_t kHeldAlign = 4096;
   // Whether the write of that ticket has finished (tickets are in write order: so has
   // every one before it). True for 0.
   bool finished(uint64_t ticket);
