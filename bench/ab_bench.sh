@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Before/after on one job: two wquant binaries (say, main's build and a change's) run the
-# same command alternately, A B A B, each run after a `cat` of the inputs (these VMs drop
-# idle page-cache pages within a minute), and the medians of wall time, CPU time (user +
-# sys) and peak RSS of each are printed with the ratio B / A. Wall and CPU times on these
-# 2-vCPU machines swing by 20-30% between runs minutes apart, so a change is judged only
-# against a binary run alternately with it, never against a figure from another hour.
+# same command alternately, A B B A A B B A ..., each run after a `sync` (the previous
+# run's dirty pages written back, not left to slow this one) and a `cat` of the inputs
+# (these VMs drop idle page-cache pages within a minute), and the medians of wall time,
+# CPU time (user + sys) and peak RSS of each are printed with the ratio B / A. Wall and
+# CPU times on these 2-vCPU machines swing by 20-30% between runs minutes apart, so a
+# change is judged only against a binary run alternately with it, never against a
+# figure from another hour. The order flips every pair because it is not neutral: with
+# A B A B, the binary run second was 5-12% slower in wall time whichever it was (the
+# same two binaries swapped, 2026-12-04), and without fsync (WQUANT_NO_FSYNC=1) up to
+# 1.5x, the disk still busy with the run before.
 #   bash bench/ab_bench.sh BIN_A BIN_B RUNS INPUT... -- ARGS...
 # ARGS is the wquant command line, the same for both (it should pass --force: every run
 # writes the same output). Also checks that both binaries wrote the same output bytes
@@ -26,6 +31,7 @@ trap 'rm -rf "$dir"' EXIT
 out=${args[2]:-}
 
 run() {  # LABEL BIN: one run, appends "wall cpu rss_kib" to $dir/LABEL
+  sync
   cat "${inputs[@]}" > /dev/null
   /usr/bin/time -f "%e %U %S %M" -o "$dir/t" "$2" "${args[@]}" > /dev/null 2> "$dir/err" ||
     { echo "$2 failed:"; tail -5 "$dir/err"; exit 1; }
@@ -37,12 +43,12 @@ median() {  # LABEL FIELD
 # The output and, for ONNX with external data, its .data file.
 digest() { [ -n "$out" ] && [ -f "$out" ] && { sha256sum "$out"; [ ! -f "$out.data" ] || sha256sum "$out.data"; }; }
 same=yes
-for _ in $(seq "$runs"); do
-  run A "$a"
-  digest > "$dir/a.sum" || true
-  run B "$b"
-  digest > "$dir/b.sum" || true
-  cmp -s "$dir/a.sum" "$dir/b.sum" || same=no
+for i in $(seq "$runs"); do
+  for l in $( ((i % 2)) && echo "A B" || echo "B A"); do
+    if [ "$l" = A ]; then run A "$a"; else run B "$b"; fi
+    digest > "$dir/$l.sum" || true
+  done
+  cmp -s "$dir/A.sum" "$dir/B.sum" || same=no
 done
 echo "A = $a"
 echo "B = $b"

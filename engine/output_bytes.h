@@ -10,9 +10,12 @@
 // CPU (perf, 2026-12-03); with 2 MiB pages there are 512 times fewer. The pipeline hands
 // buffers back for reuse (engine/pipeline.cpp), so each is faulted in once.
 //
-// Buffers of 64 KiB and more start on a 4 KiB boundary (those of 4 MiB and more on a
+// Buffers of 1 MiB and more start on a 4 KiB boundary (those of 4 MiB and more on a
 // 2 MiB one): a writer hands such a buffer to O_DIRECT without copying it where the file
 // offset agrees (io/output_file.h write_held), which a 16-byte malloc alignment defeats.
+// Not from 64 KiB, where write_held starts: aligned allocations of the many smaller
+// temporaries cost the ONNX RTN job 9% and 17% of wall time in two runs (bench/ab_bench.sh,
+// 2026-12-04; CPU unchanged), while the bytes they would save are few.
 #pragma once
 
 #include <sys/mman.h>
@@ -41,7 +44,7 @@ namespace wq {
 namespace output_bytes_detail {
 constexpr size_t kHuge = size_t(2) << 20;
 constexpr size_t kMapFrom = size_t(4) << 20;
-constexpr size_t kPageFrom = size_t(64) << 10;
+constexpr size_t kPageFrom = size_t(1) << 20;
 constexpr std::align_val_t kPage{4096};
 inline size_t mapped_length(size_t bytes) { return (bytes + kHuge - 1) / kHuge * kHuge + kHuge; }
 // A private anonymous mapping with a 2 MiB-aligned start (the extra 2 MiB of the length

@@ -48,9 +48,10 @@ void unregister_temp(int slot) {
 
 constexpr size_t kBuffer = 4u << 20;  // large sequential writes
 // Direct output: the caller queues writes (full buffers, and payloads written from its
-// own memory: write_held) and goes on while the background thread writes them; it waits
-// for the oldest while the writes still unfinished hold more than kMaxQueued bytes. One
-// in flight at a time (0): deeper queues were measured against it on 2026-12-04 (ring of
+// own memory: write_held) and goes on while the background thread writes them; before
+// queuing one it waits for the oldest while the unfinished ones and it would hold more
+// than kMaxQueued bytes. One in flight at a time (0): deeper queues were measured against
+// it on 2026-12-04 (ring of
 // 4-16 buffers, 8-64 MiB queued, bench/ab_bench.sh, 5 pairs each): the bf16 -> .wq job
 // gained at most 6% of wall time without fsync and nothing measurable with it, while the
 // f32 GGUF -> Q4_0 job spent 6-21% more CPU: a held payload keeps its buffer until it is
@@ -245,19 +246,21 @@ bool OutputFile::finished(uint64_t ticket) { return ticket == 0 || !bg_ || bg_->
 // Queues a write (ring_[cur_]'s bytes, then p2[0, n2)) at file_off_ and makes the next
 // buffer of the ring current; returns the ticket.
 uint64_t OutputFile::queue_write(size_t block, const uint8_t* p2, size_t n2) {
-  const uint64_t ticket = bg_->submit(dfd_, fd_, block, buf(), used_, file_off_, p2, n2);
-  ring_[cur_].ticket = ticket;
-  queued_.emplace_back(ticket, uint64_t(used_) + n2);
-  queued_bytes_ += used_ + n2;
-  file_off_ += used_ + n2;
-  used_ = 0;
-  // Forget the writes that finished; wait for the oldest while too much is queued.
-  while (!queued_.empty() && (bg_->finished(queued_.front().first) || (queued_bytes_ > kMaxQueued && queued_.size() > 1))) {
+  const uint64_t bytes = uint64_t(used_) + n2;
+  // Forget the writes that finished; wait for the oldest while, with this one, more than
+  // kMaxQueued bytes would be queued (with 0: every write before it has finished).
+  while (!queued_.empty() && (bg_->finished(queued_.front().first) || queued_bytes_ + bytes > kMaxQueued)) {
     take(bg_->wait(queued_.front().first));
     if (queued_.empty()) break;  // (take() waited for everything: O_DIRECT refused)
     queued_bytes_ -= queued_.front().second;
     queued_.pop_front();
   }
+  const uint64_t ticket = bg_->submit(dfd_, fd_, block, buf(), used_, file_off_, p2, n2);
+  ring_[cur_].ticket = ticket;
+  queued_.emplace_back(ticket, bytes);
+  queued_bytes_ += bytes;
+  file_off_ += bytes;
+  used_ = 0;
   next_buffer();
   return ticket;
 }
