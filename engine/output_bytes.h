@@ -10,12 +10,13 @@
 // CPU (perf, 2026-12-03); with 2 MiB pages there are 512 times fewer. The pipeline hands
 // buffers back for reuse (engine/pipeline.cpp), so each is faulted in once.
 //
-// Buffers of 1 MiB and more start on a 4 KiB boundary (those of 4 MiB and more on a
-// 2 MiB one): a writer hands such a buffer to O_DIRECT without copying it where the file
-// offset agrees (io/output_file.h write_held), which a 16-byte malloc alignment defeats.
-// Not from 64 KiB, where write_held starts: aligned allocations of the many smaller
-// temporaries cost the ONNX RTN job 9% and 17% of wall time in two runs (bench/ab_bench.sh,
-// 2026-12-04; CPU unchanged), while the bytes they would save are few.
+// Being mappings, the buffers of 4 MiB and more start on a 2 MiB boundary: a writer hands
+// such a buffer to O_DIRECT without copying it where the file offset agrees (io/output_file.h
+// write_held). Smaller ones keep malloc's alignment: giving those of 64 KiB or 1 MiB and
+// more a 4 KiB one (aligned operator new) let the .wq job write more pieces without a
+// copy (CPU 0.85 against 0.95), but cost the ONNX RTN job, whose writer copies, 8-17% of
+// wall time with its CPU unchanged (bench/ab_bench.sh A B B A, 8-12 pairs, 2026-12-04; the
+// cause was not found).
 #pragma once
 
 #include <sys/mman.h>
@@ -44,8 +45,6 @@ namespace wq {
 namespace output_bytes_detail {
 constexpr size_t kHuge = size_t(2) << 20;
 constexpr size_t kMapFrom = size_t(4) << 20;
-constexpr size_t kPageFrom = size_t(1) << 20;
-constexpr std::align_val_t kPage{4096};
 inline size_t mapped_length(size_t bytes) { return (bytes + kHuge - 1) / kHuge * kHuge + kHuge; }
 // A private anonymous mapping with a 2 MiB-aligned start (the extra 2 MiB of the length
 // is the slack for the alignment; the unused ends are unmapped), or nullptr.
@@ -77,15 +76,13 @@ struct DefaultInitAllocator : std::allocator<T> {
   DefaultInitAllocator(const DefaultInitAllocator<U>&) noexcept {}
   T* allocate(size_t n) {
     const size_t bytes = n * sizeof(T);
-    if (bytes < output_bytes_detail::kPageFrom) return std::allocator<T>::allocate(n);
-    if (bytes < output_bytes_detail::kMapFrom) return static_cast<T*>(::operator new(bytes, output_bytes_detail::kPage));
+    if (bytes < output_bytes_detail::kMapFrom) return std::allocator<T>::allocate(n);
     if (void* p = output_bytes_detail::map_huge(bytes)) return static_cast<T*>(p);
     throw std::bad_alloc();
   }
   void deallocate(T* p, size_t n) noexcept {
     const size_t bytes = n * sizeof(T);
-    if (bytes < output_bytes_detail::kPageFrom) std::allocator<T>::deallocate(p, n);
-    else if (bytes < output_bytes_detail::kMapFrom) ::operator delete(p, output_bytes_detail::kPage);
+    if (bytes < output_bytes_detail::kMapFrom) std::allocator<T>::deallocate(p, n);
     else output_bytes_detail::unmap_huge(p, bytes);
   }
   // Value-initialisation (what resize(n) asks for) becomes default-initialisation.

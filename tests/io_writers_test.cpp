@@ -156,11 +156,11 @@ TEST(Writers, WqLargePiecesSitOnPagesAndAreWrittenFromThePipelinesBuffers) {
   Dir d;
   const std::string src_path = write_source(
       d("big.safetensors"),
-      {{"big.weight", {2048, 1024}, StoredKind::Float, DType::F32, "F32", 2048 * 1024 * 4},  // codes 1 MiB, scales 256 KiB
+      {{"big.weight", {8192, 1024}, StoredKind::Float, DType::F32, "F32", 8192 * 1024 * 4},  // codes 4 MiB, scales 1 MiB
        {"small.weight", {40, 172}, StoredKind::Float, DType::F32, "F32", 40 * 172 * 4},
        {"norm.weight", {128}, StoredKind::Float, DType::F32, "F32", 128 * 4},
        {"mid.weight", {96, 4096}, StoredKind::Float, DType::F32, "F32", 96 * 4096 * 4},  // codes 192 KiB, scales 48 KiB
-       {"wide.weight", {1024, 2048}, StoredKind::Float, DType::F32, "F32", 1024 * 2048 * 4}});
+       {"wide.weight", {4096, 2048}, StoredKind::Float, DType::F32, "F32", 4096 * 2048 * 4}});
   auto src = open_model(src_path);
   QuantSpec s;
   s.bits = 4;
@@ -189,9 +189,9 @@ TEST(Writers, WqLargePiecesSitOnPagesAndAreWrittenFromThePipelinesBuffers) {
   const std::vector<uint8_t> bytes = file(d("direct.wq"));
   EXPECT_TRUE(bytes == file(d("buffered.wq")));
   if (test::accepts_direct(d.p.string())) {
-    // The codes of big and wide (1 MiB: engine/output_bytes.h aligns buffers from there)
-    // are written from the pipeline's buffers: big's come back once wide's write has
-    // waited for it (the last one's go with the writer).
+    // The codes of big and wide (4 MiB: buffers that large are mappings, page-aligned:
+    // engine/output_bytes.h) are written from the pipeline's buffers: big's come back
+    // once wide's write has waited for it (the last one's go with the writer).
     EXPECT_GE(released, 1u) << "no buffer was held and given back";
   } else {
     std::printf("%s refuses O_DIRECT: the held writes were not checked\n", d.p.c_str());
