@@ -47,28 +47,6 @@ void unregister_temp(int slot) {
 }
 
 constexpr size_t kBuffer = 4u << 20;  // large sequential writes
-// Direct output: the caller queues writes (full buffers, and payloads written from its
-// own memory: write_held) and goes on while the background thread writes them; before
-// queuing one it waits for the oldest while the unfinished ones and it would hold more
-// than kMaxQueued bytes. One in flight at a time (0): deeper queues were measured against
-// it on 2026-12-04 (ring of
-// 4-16 buffers, 8-64 MiB queued, bench/ab_bench.sh, 5 pairs each): the bf16 -> .wq job
-// gained at most 6% of wall time without fsync and nothing measurable with it, while the
-// f32 GGUF -> Q4_0 job spent 6-21% more CPU: a held payload keeps its buffer until it is
-// written, so the pipeline's pool takes fresh ones meanwhile (+10 to +46 MiB peak RSS),
-// and first writes to fresh memory are expensive on these VMs.
-constexpr size_t kRing = 2;  // with one write in flight, the next buffer is always free
-constexpr uint64_t kMaxQueued = 0;
-
-// A write buffer, of 4 KiB pages: with most bytes written from the pipeline's own
-// buffers (write_held) the ring's buffers hold a few KiB each, and 2 MiB pages would
-// have the kernel zero 2 MiB for each (fresh memory costs more CPU on these VMs than
-// the faults of 4 KiB pages of the buffers that do fill; measured 2026-12-04).
-uint8_t* map_buffer() {
-  void* mem = nullptr;
-  return ::posix_memalign(&mem, 4096, kBuffer) == 0 ? static_cast<uint8_t*>(mem) : nullptr;
-}
-void unmap_buffer(uint8_t* p) { std::free(p); }
 
 constexpr const char* kTempMark = ".wquant-tmp-";
 
@@ -138,6 +116,8 @@ OutputIo OutputIo::from_env() {
   return io;
 }
 
+void OutputFile::FreeDeleter::operator()(uint8_t* p) const { std::free(p); }
+
 RemovedOnSignal::RemovedOnSignal(const std::string& path) : slot_(register_temp(path)) {}
 
 void RemovedOnSignal::release() {
@@ -176,25 +156,31 @@ OutputFile::OutputFile(const std::string& path, const OutputIo& io) : path_(path
     unregister_temp(slot_);
     throw Error(path + ": cannot write in " + dir.string() + ": " + std::strerror(e), ErrorKind::Output);
   }
-  ring_.push_back(RingBuffer{map_buffer(), 0});
-  if (!ring_[0].p) {
+  void* mem = nullptr;
+  const size_t align = io_.direct ? io_.direct_block : 64;
+  if (::posix_memalign(&mem, align, kBuffer) != 0) {
     ::close(fd_);
     ::unlink(temp_.c_str());
     unregister_temp(slot_);
     throw Error(path + ": cannot allocate the write buffer", ErrorKind::Output);
   }
+  buf_.reset(static_cast<uint8_t*>(mem));
   // A second descriptor for the bulk: O_DIRECT is refused by some file systems at open
   // (then everything stays buffered) and by others at the first write (flush_buffer).
   if (io_.direct) dfd_ = ::open(temp_.c_str(), O_WRONLY | O_DIRECT | O_CLOEXEC);
   if (dfd_ >= 0) {
-    ring_.resize(kRing);  // the others are mapped when first needed (next_buffer)
-    bg_ = std::make_unique<BackgroundWriter>();
+    if (::posix_memalign(&mem, align, kBuffer) != 0) {
+      ::close(dfd_);
+      dfd_ = -1;  // no second buffer: buffered, as where O_DIRECT is refused
+    } else {
+      spare_.reset(static_cast<uint8_t*>(mem));
+      bg_ = std::make_unique<BackgroundWriter>();
+    }
   }
 }
 
 OutputFile::~OutputFile() {
-  bg_.reset();  // waits for the writes queued, which read the ring and use the descriptors
-  free_ring();
+  bg_.reset();  // waits for the write in flight, which reads spare_ (or held memory) and uses the descriptors
   if (dfd_ >= 0) ::close(dfd_);
   if (fd_ >= 0) ::close(fd_);
   if (!committed_) ::unlink(temp_.c_str());
@@ -206,26 +192,15 @@ void OutputFile::fail(const std::string& what, int err) {
   throw Error(path_ + ": " + what + ": " + reason, ErrorKind::Output);
 }
 
-void OutputFile::free_ring() {
-  for (RingBuffer& b : ring_) unmap_buffer(b.p);
-  ring_.clear();
-}
-
 void OutputFile::write_at(int fd, const uint8_t* p, size_t n, uint64_t at) {
   const WriteResult r = pwrite_all(fd == dfd_ ? dfd_ : -1, fd_, io_.direct_block, p, n, at);
   take(r);
 }
 
 // What a write reported: O_DIRECT refused (EINVAL) means the rest goes buffered.
-void OutputFile::take(WriteResult r) {
+// (Nothing is queued behind it: every write waits for the one before, drain().)
+void OutputFile::take(const WriteResult& r) {
   if (r.refused && dfd_ >= 0) {
-    // The writes queued after it still use dfd_ (each falls back on its own when refused):
-    // all must finish before it closes.
-    const WriteResult rest = bg_->wait_all();
-    for (RingBuffer& b : ring_) b.ticket = 0;
-    queued_.clear();
-    queued_bytes_ = 0;
-    if (!r.err) r.err = rest.err;
     ::close(dfd_);
     dfd_ = -1;
     direct_refused_ = true;
@@ -234,51 +209,12 @@ void OutputFile::take(WriteResult r) {
 }
 
 void OutputFile::drain() {
-  if (!bg_) return;
-  for (RingBuffer& b : ring_) b.ticket = 0;
-  queued_.clear();
-  queued_bytes_ = 0;
-  take(bg_->wait_all());
+  if (bg_) take(bg_->wait_all());
 }
 
 bool OutputFile::finished(uint64_t ticket) { return ticket == 0 || !bg_ || bg_->finished(ticket); }
 
-// Queues a write (ring_[cur_]'s bytes, then p2[0, n2)) at file_off_ and makes the next
-// buffer of the ring current; returns the ticket.
-uint64_t OutputFile::queue_write(size_t block, const uint8_t* p2, size_t n2) {
-  const uint64_t bytes = uint64_t(used_) + n2;
-  // Forget the writes that finished; wait for the oldest while, with this one, more than
-  // kMaxQueued bytes would be queued (with 0: every write before it has finished).
-  while (!queued_.empty() && (bg_->finished(queued_.front().first) || queued_bytes_ + bytes > kMaxQueued)) {
-    take(bg_->wait(queued_.front().first));
-    if (queued_.empty()) break;  // (take() waited for everything: O_DIRECT refused)
-    queued_bytes_ -= queued_.front().second;
-    queued_.pop_front();
-  }
-  const uint64_t ticket = bg_->submit(dfd_, fd_, block, buf(), used_, file_off_, p2, n2);
-  ring_[cur_].ticket = ticket;
-  queued_.emplace_back(ticket, bytes);
-  queued_bytes_ += bytes;
-  file_off_ += bytes;
-  used_ = 0;
-  next_buffer();
-  return ticket;
-}
-
-// The next buffer of the ring, once the write that read it (if any) has finished.
-void OutputFile::next_buffer() {
-  cur_ = (cur_ + 1) % ring_.size();
-  RingBuffer& b = ring_[cur_];
-  if (b.ticket) {
-    const uint64_t t = b.ticket;
-    b.ticket = 0;
-    take(bg_->wait(t));
-  }
-  if (!b.p && !(b.p = map_buffer())) throw Error(path_ + ": cannot allocate a write buffer", ErrorKind::Output);
-}
-
 uint64_t OutputFile::write_held(const void* data, size_t n) {
-  // Below a few blocks the copy costs less than a second system call.
   const size_t block = io_.direct_block;
   const auto* p = static_cast<const uint8_t*>(data);
   const size_t head = size_t((block - offset_ % block) % block);  // to the next aligned file offset
@@ -287,33 +223,46 @@ uint64_t OutputFile::write_held(const void* data, size_t n) {
     return 0;
   }
   write(p, head);  // completes the buffer's last block: used_ is now a multiple of the block
+  drain();         // (one write in flight at a time: hand_over_buffer says why)
   const size_t mid = (n - head) / block * block;
-  if (dfd_ < 0) {  // a write taken meanwhile was refused O_DIRECT: buffered from here
+  if (dfd_ < 0) {  // the write just drained was refused O_DIRECT: buffered from here
     write(p + head, n - head);
     return 0;
   }
   // One write: the buffer's bytes, then the payload's aligned middle from the caller's memory.
+  const uint64_t ticket = bg_->submit(dfd_, fd_, block, buf_.get(), used_, file_off_, p + head, mid);
+  file_off_ += used_ + mid;
   offset_ += mid;
-  const uint64_t ticket = queue_write(block, p + head, mid);
-  write(p + head + mid, n - head - mid);  // the unaligned tail, into the next buffer
+  used_ = 0;
+  std::swap(buf_, spare_);
+  write(p + head + mid, n - head - mid);  // the unaligned tail, into the buffer
   return ticket;
 }
 
-// A full buffer goes to the background writer, and the caller fills the next one
-// meanwhile: the serial writer stage waits for the device only when the whole ring is
-// queued.
+// A full buffer goes to the background writer, and the caller fills the other one
+// meanwhile: the serial writer stage never waits for the device, only for the write
+// before (two buffers in turn). Deeper queues were measured against this on 2026-12-04
+// (4-16 buffers, 8-64 MiB queued, bench/ab_bench.sh, 5 pairs each): the bf16 -> .wq job
+// gained at most 6% of wall time without fsync and nothing measurable with it, while the
+// f32 GGUF -> Q4_0 job spent 6-21% more CPU: a held payload keeps its buffer until it is
+// written, so the pipeline's pool takes fresh ones meanwhile (+10 to +46 MiB peak RSS),
+// and first writes to fresh memory are expensive on these VMs.
 void OutputFile::hand_over_buffer() {
-  if (dfd_ < 0) {  // a write was refused O_DIRECT: buffered from here
+  drain();
+  if (dfd_ < 0) {  // refused by the write just drained: buffered from here
     flush_buffer(used_);
     return;
   }
-  queue_write(io_.direct_block, nullptr, 0);
+  bg_->submit(dfd_, fd_, io_.direct_block, buf_.get(), used_, file_off_);
+  file_off_ += used_;
+  used_ = 0;
+  std::swap(buf_, spare_);
 }
 
 void OutputFile::flush_buffer(size_t n) {
-  write_at(dfd_ >= 0 ? dfd_ : fd_, buf(), n, file_off_);
+  write_at(dfd_ >= 0 ? dfd_ : fd_, buf_.get(), n, file_off_);
   file_off_ += n;
-  std::memmove(buf(), buf() + n, used_ - n);
+  std::memmove(buf_.get(), buf_.get() + n, used_ - n);
   used_ -= n;
   if (dfd_ < 0) start_writeback();
 }
@@ -346,7 +295,7 @@ void OutputFile::write(const void* data, size_t n) {
       file_off_ += n;
       start_writeback();
     } else {
-      std::memcpy(buf() + used_, p, n);
+      std::memcpy(buf_.get() + used_, p, n);
       used_ += n;
     }
     return;
@@ -355,7 +304,7 @@ void OutputFile::write(const void* data, size_t n) {
   // whenever it is full (kBuffer is a multiple of the direct block).
   while (n) {
     const size_t c = std::min(n, kBuffer - used_);
-    std::memcpy(buf() + used_, p, c);
+    std::memcpy(buf_.get() + used_, p, c);
     used_ += c;
     p += c;
     n -= c;
@@ -387,7 +336,7 @@ void OutputFile::patch(uint64_t at, const void* data, size_t n) {
     p += in_file;
     n -= in_file;
   }
-  if (n) std::memcpy(buf() + (at - file_off_), p, n);
+  if (n) std::memcpy(buf_.get() + (at - file_off_), p, n);
 }
 
 void OutputFile::finish() {
@@ -407,7 +356,8 @@ void OutputFile::finish() {
   }
   fd_ = -1;
   bg_.reset();
-  free_ring();
+  buf_.reset();
+  spare_.reset();
 }
 
 void OutputFile::commit() {

@@ -6,11 +6,8 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <deque>
-#include <utility>
 #include <memory>
 #include <string>
-#include <vector>
 
 namespace wq {
 
@@ -18,10 +15,10 @@ namespace wq {
 // way can be measured on a given machine (bench/e2e_bench.sh):
 //   WQUANT_OUTPUT_IO=direct (default): O_DIRECT from aligned 4 MiB buffers, each byte
 //     copied once (into a buffer; none where the caller placed it for write_held) and
-//     never held in the page cache. Full buffers are
-//     written in order by a thread of the file's own (io/background_writer.h) while the
-//     next one fills, so the caller waits for the device only when it is two buffers (or
-//     held payloads) ahead (output_file.cpp says why not more); the
+//     never held in the page cache. A full buffer (or a held payload) is
+//     written by a thread of the file's own (io/background_writer.h) while the next one
+//     fills, so the caller waits for the device only when it is two buffers ahead
+//     (output_file.cpp says why not more); the
 //     unaligned tail of the file and patches of earlier bytes go through the page cache.
 //     Where the file system refuses O_DIRECT (at open, or EINVAL on a write) the file
 //     continues buffered, with the same bytes.
@@ -76,16 +73,12 @@ class OutputFile {
   // caller's memory, without the copy into the write buffer. Returns that write's ticket
   // (0: copied, nothing held): data must then stay alive and untouched until
   // finished(ticket), at the latest until the file is finished or destroyed (whose
-  // destructor waits for the writes). Such a write takes a place in the ring of buffers
-  // like a full buffer. (A failure of the write is reported by a later call that waits
-  // for it, at the latest commit().)
+  // destructor waits for the writes). One such write is in flight at a time, like a full
+  // buffer: the next one waits for it. (A failure of the write is reported by a later
+  // call that waits for it, at the latest commit().)
   uint64_t write_held(const void* data, size_t n);
   // Payloads shorter than this are always copied (a second system call would cost more).
-  // A writer that wants larger ones written without a copy places them at 4 KiB file
-  // offsets (kHeldAlign), the pipeline's buffers being 4 KiB-aligned from this size on
-  // (engine/output_bytes.h).
   static constexpr size_t kHeldMin = size_t(64) << 10;
-  static constexpr size_t kHeldAlign = 4096;
   // Whether the write of that ticket has finished (tickets are in write order: so has
   // every one before it). True for 0.
   bool finished(uint64_t ticket);
@@ -108,20 +101,15 @@ class OutputFile {
   void commit();
 
  private:
-  struct RingBuffer {
-    uint8_t* p = nullptr;  // mapped when first needed
-    uint64_t ticket = 0;   // the background write reading it, 0 for none
+  struct FreeDeleter {
+    void operator()(uint8_t* p) const;
   };
-  uint8_t* buf() const { return ring_[cur_].p; }
-  uint64_t queue_write(size_t block, const uint8_t* p2, size_t n2);
-  void next_buffer();
-  void free_ring();
   // Writes the buffer's first n bytes at file_off_ (n a multiple of the direct block
   // while direct() holds, except for the file's last bytes).
   void flush_buffer(size_t n);
   void write_at(int fd, const uint8_t* p, size_t n, uint64_t at);
-  void take(WriteResult r);
-  // Direct output: waits for every background write queued, and takes their result.
+  void take(const WriteResult& r);
+  // Direct output: waits for the background write in flight, if any, and takes its result.
   void drain();
   void hand_over_buffer();
   // Buffered, durable output: starts the disk writing what has been handed to the file
@@ -134,13 +122,9 @@ class OutputFile {
   OutputIo io_;
   int fd_ = -1;   // buffered descriptor: always open
   int dfd_ = -1;  // O_DIRECT descriptor of the same file, while in use
-  // The write buffers: one where output is buffered, a ring of kRing (output_file.cpp)
-  // where direct, cur_ the one filling.
-  std::vector<RingBuffer> ring_;
-  size_t cur_ = 0;
-  std::unique_ptr<BackgroundWriter> bg_;  // direct: writes the full buffers meanwhile
-  std::deque<std::pair<uint64_t, uint64_t>> queued_;  // direct: (ticket, bytes) of writes maybe unfinished
-  uint64_t queued_bytes_ = 0;
+  std::unique_ptr<uint8_t, FreeDeleter> buf_;
+  std::unique_ptr<uint8_t, FreeDeleter> spare_;  // direct: the buffer being written while buf_ fills
+  std::unique_ptr<BackgroundWriter> bg_;         // direct: writes spare_ (and held payloads) meanwhile
   size_t used_ = 0;
   uint64_t offset_ = 0;    // bytes written by the caller
   uint64_t file_off_ = 0;  // bytes handed to the file (offset_ - used_)

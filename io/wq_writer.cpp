@@ -14,7 +14,17 @@
 namespace wq {
 namespace {
 
-uint64_t align_up(uint64_t x) { return wq_align_up(x, kWqAlign); }
+uint64_t align_up(uint64_t x, uint64_t a = kWqAlign) { return (x + a - 1) / a * a; }
+
+// Beyond the 64 bytes a reader requires, the data section starts on a 4 KiB boundary of
+// the file, and so does every piece (codes, scales, zeros, float data) large enough for
+// OutputFile::write_held to write it without a copy: the writer hands such a piece to
+// O_DIRECT straight from the quantizer's buffer where that buffer is page-aligned (the
+// pool's of 4 MiB and more: engine/output_bytes.h), and a loader can map each large
+// piece page-aligned. The padding costs under 4 KiB a large piece (about 2 KiB in all for
+// the 1.1 B model at 4 bits).
+constexpr uint64_t kPageAlign = 4096;
+uint64_t piece_align(uint64_t bytes) { return bytes >= OutputFile::kHeldMin ? kPageAlign : kWqAlign; }
 
 struct Layout {
   std::vector<std::vector<uint64_t>> piece_sizes;  // per plan entry
@@ -45,7 +55,7 @@ Layout plan_layout(const std::vector<TensorPlan>& plan, const std::vector<Tensor
     }
     uint64_t offs[3] = {0, 0, 0}, szs[3] = {0, 0, 0};
     for (size_t k = 0; k < sizes.size(); ++k) {
-      offs[k] = wq_align_up(off, wq_piece_align(sizes[k]));
+      offs[k] = align_up(off, piece_align(sizes[k]));
       szs[k] = sizes[k];
       off = align_up(offs[k] + sizes[k]);
     }
@@ -66,7 +76,7 @@ Layout plan_layout(const std::vector<TensorPlan>& plan, const std::vector<Tensor
       fb::CreateKeyValueDirect(fbb, "wquant.source", source_name.c_str())};
   fbb.Finish(fb::CreateModelDirect(fbb, kWqVersion, source.format(), &meta, &tensors), fb::ModelIdentifier());
   l.header.assign(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
-  l.data_offset = wq_align_up(sizeof(WqPreamble) + l.header.size(), kWqPageAlign);
+  l.data_offset = align_up(sizeof(WqPreamble) + l.header.size(), kPageAlign);
   l.total = l.data_offset + off;
   return l;
 }
@@ -84,7 +94,7 @@ class WqWriter final : public ModelWriter {
     pre.data_offset = layout_.data_offset;
     out_.write(&pre, sizeof pre);
     out_.write(layout_.header.data(), layout_.header.size());
-    out_.pad_to(kWqPageAlign);
+    out_.pad_to(kPageAlign);
   }
 
   void write(TensorResult& r) override {
@@ -92,15 +102,14 @@ class WqWriter final : public ModelWriter {
     const std::vector<uint64_t>& sizes = layout_.piece_sizes[next_++];
     const std::string name = r.plan ? r.plan->name : "?";
     // The pieces of the pipeline's buffers are written without a copy where the output
-    // allows (large pieces sit at 4 KiB file offsets, and the pool's buffers of 64 KiB and
-    // more at 4 KiB addresses: engine/output_bytes.h); the result's buffers are then kept
-    // (held_) until the last write reading them has finished. Source bytes (r.raw) are
-    // copied: the reader may drop their pages once this returns.
+    // allows (piece_align above); the result's buffers are then kept (held_) until the
+    // last write reading them has finished. Source bytes (r.raw) are copied: the reader
+    // may drop their pages once this returns.
     uint64_t ticket = 0;
     auto put = [&](const void* data, uint64_t n, size_t k, bool may_hold) {
       if (k >= sizes.size() || n != sizes[k])
         throw Error(out_.path() + ": " + name + ": piece " + std::to_string(k) + " has " + std::to_string(n) + " bytes, not as planned", ErrorKind::Internal);
-      out_.pad_to(wq_piece_align(n));
+      out_.pad_to(piece_align(n));
       if (!may_hold) out_.write(data, n);
       else if (const uint64_t t = out_.write_held(data, n)) ticket = t;
       out_.pad_to(kWqAlign);

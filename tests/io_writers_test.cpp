@@ -199,7 +199,7 @@ TEST(Writers, WqLargePiecesSitOnPagesAndAreWrittenFromThePipelinesBuffers) {
   // The layout, from the header.
   WqPreamble pre;
   std::memcpy(&pre, bytes.data(), sizeof pre);
-  EXPECT_EQ(pre.data_offset % kWqPageAlign, 0u);
+  EXPECT_EQ(pre.data_offset % 4096, 0u);
   const fb::Model* m = fb::GetModel(bytes.data() + pre.header_offset);
   size_t large = 0;
   for (const fb::Tensor* t : *m->tensors()) {
