@@ -236,17 +236,32 @@ struct KquantSearch {
     for (int is = 0; is <= nstep; ++is) {
       const F num(rmin + rdelta * float(is) + float(nmax));
       F sum_l[G], sum_l2[G], sum_xl[G];
-      bool small = no_nan;
+      bool small = no_nan, unclamped = true;
       for (size_t g = 0; g < G; ++g) {
         iscale[g] = div(num, max[g] - min[g]);
         sum_l[g] = sum_l2[g] = sum_xl[g] = F(0.0f);
         small = small && small_codes(iscale[g], lo_x[g], max[g], min[g]);
+        // Each lane's trial values lie between its two ends' (the subtraction and the
+        // product with one iscale round monotonically); where both ends round into
+        // [0, nmax] the clamp changes nothing but a -0 into +0, which leaves every sum and
+        // every squared difference after it the same bits (x + -0 is x, +0 + -0 is +0).
+        // Most trials need no clamp (2 of 3 in kernels_bench's data). Keeping x - min
+        // in an array between trials, or computing the codes again for the error pass
+        // instead of storing them, measured slower: the search is bound by its arrays.
+        // (The same test in qx, Q6_K's and Q3_K's search, made those 1.5x slower.)
+        const F lo = Ops::rint(iscale[g] * (lo_x[g] - min[g])), hi = Ops::rint(iscale[g] * (max[g] - min[g]));
+        const F top = F(float(nmax));
+        unclamped = unclamped && xsimd::all((lo >= F(0.0f)) & (lo <= top) & (hi >= F(0.0f)) & (hi <= top));
       }
-      auto trial = [&](auto is_small) {
+      // kind: 0 code (any value), 1 code_small, 2 the rounding alone (no clamp needed).
+      auto trial = [&](auto kind) {
         for (size_t i = 0; i < n; ++i) {
           for (size_t g = 0; g < G; ++g) {
             const F v = iscale[g] * (x[g * n + i] - min[g]);
-            const F l = decltype(is_small)::value ? code_small(v, 0, nmax) : code(v, 0, nmax);
+            F l;
+            if constexpr (decltype(kind)::value == 2) l = Ops::rint(v);
+            else if constexpr (decltype(kind)::value == 1) l = code_small(v, 0, nmax);
+            else l = code(v, 0, nmax);
             aux[g * n + i] = l;
             const F wl = w[g * n + i] * l;
             sum_l[g] += wl;
@@ -255,8 +270,9 @@ struct KquantSearch {
           }
         }
       };
-      if (small) trial(std::true_type());
-      else trial(std::false_type());
+      if (small && unclamped) trial(std::integral_constant<int, 2>());
+      else if (small) trial(std::integral_constant<int, 1>());
+      else trial(std::integral_constant<int, 0>());
       F this_scale[G], this_min[G], D[G], mad[G];
       for (size_t g = 0; g < G; ++g) {
         D[g] = sum_w[g] * sum_l2[g] - sum_l[g] * sum_l[g];
