@@ -192,9 +192,14 @@ struct KquantSearch {
   // copies a trial's codes when it takes the trial; here a lane remembers the iscale and
   // the min that trial's codes came from instead, and the codes are computed once at the
   // end with the same expression, so they are the same codes.
+  // With c null, the codes are not made: rule_is and rule_min get each lane's
+  // (code_is, code_min) instead, code_is -1 for a flat lane (a lane's code_is is
+  // otherwise positive, or NaN), and codes_by_rule makes
+  // the same codes from them where they are needed (the K-quant finishes requantize every
+  // sub-block whose stored scale is not zero, so they need a search's codes rarely).
   template <bool kx3, size_t n, size_t G>
   static void qkx(int nmax, const F* x, const F* w, F* c, F* the_min, F* scale_out, float rmin, float rdelta, int nstep,
-                  bool use_mad) {
+                  bool use_mad, F* rule_is = nullptr, F* rule_min = nullptr) {
     F min[G], max[G], sum_w[G], sum_x[G], lo_x[G];
     M flat[G];
     bool no_nan = true;
@@ -298,8 +303,13 @@ struct KquantSearch {
       }
     }
     for (size_t g = 0; g < G; ++g) {
-      for (size_t i = 0; i < n; ++i) {
-        c[g * n + i] = xsimd::select(flat[g], F(0.0f), code(code_is[g] * (x[g * n + i] - code_min[g]), 0, nmax));
+      if (c) {
+        for (size_t i = 0; i < n; ++i) {
+          c[g * n + i] = xsimd::select(flat[g], F(0.0f), code(code_is[g] * (x[g * n + i] - code_min[g]), 0, nmax));
+        }
+      } else {
+        rule_is[g] = xsimd::select(flat[g], F(-1.0f), code_is[g]);
+        rule_min[g] = code_min[g];
       }
       the_min[g] = neg(min[g]);
       scale_out[g] = xsimd::select(flat[g], F(0.0f), scale[g]);
@@ -511,6 +521,18 @@ struct KquantSearch {
       scatter_codes(c + n * g, count, n, codes + n * sg);
     }
   }
+  // The same for qkx's results without codes: its code rules into rule_is and rule_min.
+  template <size_t G>
+  static void scatter_rules(size_t nsub, size_t s0, const F* scale, const F* the_min, const F* is, const F* mn,
+                            float* scales, float* mins, float* rule_is, float* rule_min) {
+    for (size_t g = 0; g < G; ++g) {
+      const size_t sg = s0 + g * L, count = sub_count(nsub, sg);
+      scatter(scale[g], count, scales + sg);
+      scatter(the_min[g], count, mins + sg);
+      scatter(is[g], count, rule_is + sg);
+      scatter(mn[g], count, rule_min + sg);
+    }
+  }
   // The importance weights q * sqrt(sigma2 + x^2) of count sub-blocks of n from s0 (xs
   // gathered already) into ws, and their sums into sw + s0.
   template <size_t n>
@@ -539,17 +561,31 @@ struct KquantSearch {
     }
   }
 
+  // qkx's codes of one sub-block of n weights from its lane's (rule_is, rule_min), with
+  // the operations qkx makes them with: code_is * (x - code_min), coded; a flat lane's
+  // (rule_is -1) are 0.
+  template <size_t n>
+  static void codes_by_rule(const float* x, float rule_is, float rule_min, int nmax, uint8_t* out) {
+    if (rule_is == -1.0f) {
+      for (size_t i = 0; i < n; ++i) out[i] = 0;
+      return;
+    }
+    for (size_t i = 0; i < n; i += L) {
+      Ops::store_u8(out + i, Ops::to_int(code(F(rule_is) * (F::load_unaligned(x + i) - F(rule_min)), 0, nmax)));
+    }
+  }
+
   // Q4_K / Q5_K: the 8 sub-block searches of every super-block of the row, L at a time,
   // then each super-block finished by the reference.
   template <int kNmax, class Block>
   static void quantize_k4(const float* x, void* y, size_t n, const float* imatrix) {
     const size_t nsub = n / 32;
-    ScratchBuffer<float> scales(nsub), mins(nsub), sw(nsub), sigma2(n / 256);
+    ScratchBuffer<float> scales(nsub), mins(nsub), sw(nsub), sigma2(n / 256), rule_is(nsub), rule_min(nsub);
     ScratchBuffer<uint8_t> codes(n);
     if (imatrix) sigma2s<256>(x, n / 256, ref::k_sigma2_of, sigma2.data());  // (without one the searches take none)
     in_groups<4>(nsub, [&](auto groups, size_t s0) {
       constexpr size_t G = decltype(groups)::value;
-      F xs[G * 32], ws[G * 32], c[G * 32], the_min[G], scale[G];
+      F xs[G * 32], ws[G * 32], the_min[G], scale[G], is[G], mn[G];
       for (size_t g = 0; g < G; ++g) {
         const size_t sg = s0 + g * L, count = sub_count(nsub, sg);
         F* xg = xs + 32 * g;
@@ -564,10 +600,10 @@ struct KquantSearch {
           for (size_t i = 0; i < 32; ++i) wg[i] = av_x + xsimd::abs(xg[i]);
         }
       }
-      if (imatrix) qkx<true, 32, G>(kNmax, xs, ws, c, the_min, scale, -0.9f, 0.05f, 36, false);
-      else if (kNmax == 15) qkx<false, 32, G>(15, xs, ws, c, the_min, scale, -1.f, 0.1f, 20, false);
-      else qkx<false, 32, G>(31, xs, ws, c, the_min, scale, -0.5f, 0.1f, 15, false);
-      scatter_groups<32, G>(nsub, s0, scale, the_min, c, scales.data(), mins.data(), codes.data());
+      if (imatrix) qkx<true, 32, G>(kNmax, xs, ws, nullptr, the_min, scale, -0.9f, 0.05f, 36, false, is, mn);
+      else if (kNmax == 15) qkx<false, 32, G>(15, xs, ws, nullptr, the_min, scale, -1.f, 0.1f, 20, false, is, mn);
+      else qkx<false, 32, G>(31, xs, ws, nullptr, the_min, scale, -0.5f, 0.1f, 15, false, is, mn);
+      scatter_rules<G>(nsub, s0, scale, the_min, is, mn, scales.data(), mins.data(), rule_is.data(), rule_min.data());
     });
     auto* out = static_cast<Block*>(y);
     for (size_t b = 0; b < n / 256; ++b) {
@@ -577,9 +613,9 @@ struct KquantSearch {
         uint8_t sc, m;
         ref::get_scale_min_k4(j, out[b].scales, &sc, &m);
         const float d = ref::half(out[b].d) * sc;
-        if (!d) continue;
-        requantize<32, true>(x + 256 * b + 32 * j, d, ref::half(out[b].dmin) * m, 0, kNmax, 0,
-                             codes.data() + 256 * b + 32 * j);
+        const size_t sub = 8 * b + j;
+        if (!d) codes_by_rule<32>(x + 32 * sub, rule_is[sub], rule_min[sub], kNmax, codes.data() + 32 * sub);
+        else requantize<32, true>(x + 32 * sub, d, ref::half(out[b].dmin) * m, 0, kNmax, 0, codes.data() + 32 * sub);
       }
       if constexpr (kNmax == 15) ref::pack_q4_K(codes.data() + 256 * b, &out[b]);
       else ref::pack_q5_K(codes.data() + 256 * b, &out[b]);
@@ -589,21 +625,21 @@ struct KquantSearch {
   // Q2_K: the 16 sub-block searches of every super-block, L at a time.
   static void quantize_q2(const float* x, void* y, size_t n, const float* imatrix) {
     const size_t nsub = n / 16;
-    ScratchBuffer<float> scales(nsub), mins(nsub), sw(nsub), sigma2(n / 256);
+    ScratchBuffer<float> scales(nsub), mins(nsub), sw(nsub), sigma2(n / 256), rule_is(nsub), rule_min(nsub);
     ScratchBuffer<uint8_t> codes(n);
     if (imatrix) sigma2s<256>(x, n / 256, ref::q2_sigma2_of, sigma2.data());
     in_groups(nsub, [&](auto groups, size_t s0) {
       constexpr size_t G = decltype(groups)::value;
-      F xs[G * 16], ws[G * 16], c[G * 16], the_min[G], scale[G];
+      F xs[G * 16], ws[G * 16], the_min[G], scale[G], is[G], mn[G];
       for (size_t g = 0; g < G; ++g) {
         const size_t sg = s0 + g * L, count = sub_count(nsub, sg);
         gather(x + 16 * sg, count, 16, xs + 16 * g);
         if (imatrix) imatrix_weights<16>(imatrix, sigma2.data(), 16, sg, count, xs + 16 * g, ws + 16 * g, sw.data());
         else for (size_t i = 0; i < 16; ++i) ws[16 * g + i] = xsimd::abs(xs[16 * g + i]);
       }
-      if (imatrix) qkx<true, 16, G>(3, xs, ws, c, the_min, scale, -0.9f, 0.05f, 36, false);
-      else qkx<false, 16, G>(3, xs, ws, c, the_min, scale, -0.5f, 0.1f, 15, true);
-      scatter_groups<16, G>(nsub, s0, scale, the_min, c, scales.data(), mins.data(), codes.data());
+      if (imatrix) qkx<true, 16, G>(3, xs, ws, nullptr, the_min, scale, -0.9f, 0.05f, 36, false, is, mn);
+      else qkx<false, 16, G>(3, xs, ws, nullptr, the_min, scale, -0.5f, 0.1f, 15, true, is, mn);
+      scatter_rules<G>(nsub, s0, scale, the_min, is, mn, scales.data(), mins.data(), rule_is.data(), rule_min.data());
     });
     auto* out = static_cast<BlockQ2_K*>(y);
     for (size_t b = 0; b < n / 256; ++b) {
@@ -611,9 +647,9 @@ struct KquantSearch {
       const float dm_all = ref::half(out[b].d), mm_all = ref::half(out[b].dmin);
       for (int j = 0; j < 16; ++j) {  // ref::requantize_q2
         const float d = dm_all * (out[b].scales[j] & 0xF);
-        if (!d) continue;
-        requantize<16, true>(x + 256 * b + 16 * j, d, mm_all * (out[b].scales[j] >> 4), 0, 3, 0,
-                             codes.data() + 256 * b + 16 * j);
+        const size_t sub = 16 * b + j;
+        if (!d) codes_by_rule<16>(x + 16 * sub, rule_is[sub], rule_min[sub], 3, codes.data() + 16 * sub);
+        else requantize<16, true>(x + 16 * sub, d, mm_all * (out[b].scales[j] >> 4), 0, 3, 0, codes.data() + 16 * sub);
       }
       ref::pack_2bit(codes.data() + 256 * b, out[b].qs);
     }
