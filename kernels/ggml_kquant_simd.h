@@ -8,7 +8,6 @@
 // super-block scales and the packing (q3_finish whole; k4_finish_scales, q6_finish_scales,
 // q2_finish_scales and iq4_finish_scales, then pack_*), except the requantization of each
 // weight with the stored scales, done here L weights at a time with the same operations.
-// Q3_K without an importance matrix runs the reference search on every ISA (quantize_q3 says why).
 #pragma once
 
 #include "kernels/isa_namespace.h"
@@ -316,35 +315,101 @@ struct KquantSearch {
     }
   }
 
-  // Q3_K: the 16 sub-block searches of every super-block, L at a time, with an
-  // importance matrix. Without one, the reference runs on every ISA: make_q3_quants ends a
-  // sub-block's passes as soon as one changes nothing (most end after one or two), lanes
-  // in lockstep run until every lane has ended, and the vector search measured slower
-  // than the reference loop (kernels_bench, 4096 weights, 2026-12-03 Zen 5: AVX-512
-  // 27.0 us, AVX2 30.9 us, reference 21.8 us).
-  static void quantize_q3(const float* x, void* y, size_t n, const float* imatrix) {
-    if (!imatrix) {
-      auto* out = static_cast<BlockQ3_K*>(y);
-      for (size_t b = 0; b < n / 256; ++b) ref::quantize_block_Q3_K(x + 256 * b, &out[b], nullptr);
-      return;
+  // ref::make_q3_quants(16, nmax, x, L) per lane, for G groups of L sub-blocks: codes
+  // (biased by nmax) in c, scales in scale. A lane whose pass changed nothing would change
+  // nothing in the next one either (same state, same steps), so running the passes until
+  // no lane of a group changes is the reference's early exit lane by lane; a group whose
+  // lanes have all ended is skipped. Each code's update needs a division whose operands
+  // depend on the one before in the same sub-block, so one group alone waits on that
+  // chain (it measured slower than the reference loop, 2026-12-03); groups interleave it.
+  template <size_t G>
+  static void q3(int nmax, const F* x, F* c, F* scale) {
+    constexpr size_t n = 16;
+    F sumlx[G], suml2[G];
+    M zero[G];
+    bool active[G];
+    for (size_t g = 0; g < G; ++g) {
+      const F* xg = x + g * n;
+      F amax(0.0f), max(0.0f);
+      for (size_t i = 0; i < n; ++i) {
+        const F ax = xsimd::abs(xg[i]);
+        const M m = ax > amax;
+        amax = xsimd::select(m, ax, amax);
+        max = xsimd::select(m, xg[i], max);
+      }
+      zero[g] = amax < F(ref::kGroupMaxEps);
+      const F iscale = div(F(float(-nmax)), max);
+      sumlx[g] = suml2[g] = F(0.0f);
+      for (size_t i = 0; i < n; ++i) {
+        const F l = code(iscale * xg[i], -nmax, nmax - 1);
+        c[g * n + i] = l;
+        const F w = xg[i] * xg[i];
+        sumlx[g] += w * xg[i] * l;
+        suml2[g] += w * l * l;
+      }
+      active[g] = true;
     }
+    for (int itry = 0; itry < 5; ++itry) {
+      M changed[G];
+      for (size_t g = 0; g < G; ++g) changed[g] = M(false);
+      for (size_t i = 0; i < n; ++i) {
+        for (size_t g = 0; g < G; ++g) {
+          if (!active[g]) continue;
+          const F xi = x[g * n + i], ci = c[g * n + i];
+          const F w = xi * xi;
+          const F slx0 = sumlx[g] - w * xi * ci;
+          const F sl20 = suml2[g] - w * ci * ci;
+          const F new_l = code(div(xi * sl20, slx0), -nmax, nmax - 1);
+          const F slx = slx0 + w * xi * new_l;
+          const F sl2 = sl20 + w * new_l * new_l;
+          const M take = (slx0 > F(0.0f)) & (new_l != ci) & (sl2 > F(0.0f)) &
+                         (slx * slx * suml2[g] > sumlx[g] * sumlx[g] * sl2);
+          c[g * n + i] = xsimd::select(take, new_l, ci);
+          sumlx[g] = xsimd::select(take, slx, sumlx[g]);
+          suml2[g] = xsimd::select(take, sl2, suml2[g]);
+          changed[g] = changed[g] | take;
+        }
+      }
+      bool any = false;
+      for (size_t g = 0; g < G; ++g) {
+        active[g] = active[g] && xsimd::any(changed[g]);
+        any = any || active[g];
+      }
+      if (!any) break;
+    }
+    for (size_t g = 0; g < G; ++g) {
+      for (size_t i = 0; i < n; ++i) c[g * n + i] = xsimd::select(zero[g], F(0.0f), c[g * n + i] + F(float(nmax)));
+      scale[g] = xsimd::select(zero[g], F(0.0f), div(sumlx[g], suml2[g]));
+    }
+  }
+
+  // Q3_K: the 16 sub-block searches of every super-block, groups of L at a time (with
+  // an importance matrix ref::make_qx_quants, without one make_q3_quants), each
+  // super-block then finished by the reference's q3_finish.
+  static void quantize_q3(const float* x, void* y, size_t n, const float* imatrix) {
     const size_t nsub = n / 16;
     ScratchBuffer<float> scales(nsub), sw(nsub), sigma2(n / 256);
     ScratchBuffer<uint8_t> codes(n);
-    sigma2s<256>(x, n / 256, ref::k_sigma2_of, sigma2.data());
-    for (size_t s0 = 0; s0 < nsub; s0 += L) {
-      const size_t count = nsub - s0 < L ? nsub - s0 : L;
-      F xs[16], c[16], scale;
-      gather(x + 16 * s0, count, 16, xs);
-      F ws[16];
-      imatrix_weights<16>(imatrix, sigma2.data(), 16, s0, count, xs, ws, sw.data());
-      qx<16, 1>(4, xs, ws, c, &scale);
-      scatter(scale, count, scales.data() + s0);
-      scatter_codes(c, count, 16, codes.data() + 16 * s0);
+    if (imatrix) {
+      sigma2s<256>(x, n / 256, ref::k_sigma2_of, sigma2.data());
+      qx_in_groups(4, x, nsub, scales.data(), codes.data(), [&](size_t sg, size_t count, const F* xs, F* ws) {
+        imatrix_weights<16>(imatrix, sigma2.data(), 16, sg, count, xs, ws, sw.data());
+      });
+    } else {
+      in_groups<4>(nsub, [&](auto groups, size_t s0) {
+        constexpr size_t G = decltype(groups)::value;
+        F xs[G * 16], c[G * 16], scale[G];
+        for (size_t g = 0; g < G; ++g) {
+          const size_t sg = s0 + g * L;
+          gather(x + 16 * sg, sub_count(nsub, sg), 16, xs + 16 * g);
+        }
+        q3<G>(4, xs, c, scale);
+        scatter_groups<16, G>(nsub, s0, scale, nullptr, c, scales.data(), nullptr, codes.data());
+      });
     }
     auto* out = static_cast<BlockQ3_K*>(y);
     for (size_t b = 0; b < n / 256; ++b) {
-      ref::q3_finish(x + 256 * b, &out[b], scales.data() + 16 * b, sw.data() + 16 * b,
+      ref::q3_finish(x + 256 * b, &out[b], scales.data() + 16 * b, imatrix ? sw.data() + 16 * b : nullptr,
                      reinterpret_cast<int8_t*>(codes.data() + 256 * b));
     }
   }
@@ -533,6 +598,23 @@ struct KquantSearch {
       scatter(mn[g], count, rule_min + sg);
     }
   }
+  // qx over the row's sub-blocks of 16, two groups of L at a time: weights(sg, count, xs,
+  // ws) fills the weights ws of the count sub-blocks from sg (xs gathered), and the scales
+  // and codes go to the row's arrays.
+  template <class Weights>
+  static void qx_in_groups(int nmax, const float* x, size_t nsub, float* scales, uint8_t* codes, Weights weights) {
+    in_groups<2>(nsub, [&](auto groups, size_t s0) {
+      constexpr size_t G = decltype(groups)::value;
+      F xs[G * 16], ws[G * 16], c[G * 16], scale[G];
+      for (size_t g = 0; g < G; ++g) {
+        const size_t sg = s0 + g * L, count = sub_count(nsub, sg);
+        gather(x + 16 * sg, count, 16, xs + 16 * g);
+        weights(sg, count, xs + 16 * g, ws + 16 * g);
+      }
+      qx<16, G>(nmax, xs, ws, c, scale);
+      scatter_groups<16, G>(nsub, s0, scale, nullptr, c, scales, nullptr, codes);
+    });
+  }
   // The importance weights q * sqrt(sigma2 + x^2) of count sub-blocks of n from s0 (xs
   // gathered already) into ws, and their sums into sw + s0.
   template <size_t n>
@@ -660,17 +742,9 @@ struct KquantSearch {
     const size_t nsub = n / 16;
     ScratchBuffer<float> scales(nsub);
     ScratchBuffer<uint8_t> codes(n);
-    in_groups<2>(nsub, [&](auto groups, size_t s0) {
-      constexpr size_t G = decltype(groups)::value;
-      F xs[G * 16], ws[G * 16], c[G * 16], scale[G];
-      for (size_t g = 0; g < G; ++g) {
-        const size_t sg = s0 + g * L, count = sub_count(nsub, sg);
-        gather(x + 16 * sg, count, 16, xs + 16 * g);
-        if (imatrix) gather(imatrix + 16 * sg, count, 16, ws + 16 * g);
-        else for (size_t i = 0; i < 16; ++i) ws[16 * g + i] = xs[16 * g + i] * xs[16 * g + i];
-      }
-      qx<16, G>(32, xs, ws, c, scale);
-      scatter_groups<16, G>(nsub, s0, scale, nullptr, c, scales.data(), nullptr, codes.data());
+    qx_in_groups(32, x, nsub, scales.data(), codes.data(), [&](size_t sg, size_t count, const F* xs, F* ws) {
+      if (imatrix) gather(imatrix + 16 * sg, count, 16, ws);
+      else for (size_t i = 0; i < 16; ++i) ws[i] = xs[i] * xs[i];
     });
     auto* out = static_cast<BlockQ6_K*>(y);
     for (size_t b = 0; b < n / 256; ++b) {
