@@ -187,18 +187,16 @@ struct KquantSearch {
   }
 
   // ref::make_qkx_quants<kx3>(n, nmax, x, w, L, the_min, Laux, rmin, rdelta, nstep, use_mad)
-  // per lane (weights given); codes in c, scales in scale, -min in the_min. The reference
-  // copies a trial's codes when it takes the trial; here a lane remembers the iscale and
-  // the min that trial's codes came from instead, and the codes are computed once at the
-  // end with the same expression, so they are the same codes.
-  // With c null, the codes are not made: rule_is and rule_min get each lane's
-  // (code_is, code_min) instead, code_is -1 for a flat lane (a lane's code_is is
-  // otherwise positive, or NaN), and codes_by_rule makes
-  // the same codes from them where they are needed (the K-quant finishes requantize every
-  // sub-block whose stored scale is not zero, so they need a search's codes rarely).
+  // per lane (weights given); scales in scale, -min in the_min. The reference copies a
+  // trial's codes when it takes the trial; here a lane remembers the iscale and the min
+  // that trial's codes came from instead (rule_is, rule_min; rule_is -1 for a flat lane,
+  // whose codes are 0: a lane's iscale is otherwise positive, or NaN), and codes_by_rule
+  // makes the codes from them with the same expression, so they are the same codes. The
+  // K-quant finishes requantize every sub-block whose stored scale is not zero, so they
+  // need a search's codes rarely.
   template <bool kx3, size_t n, size_t G>
-  static void qkx(int nmax, const F* x, const F* w, F* c, F* the_min, F* scale_out, float rmin, float rdelta, int nstep,
-                  bool use_mad, F* rule_is = nullptr, F* rule_min = nullptr) {
+  static void qkx(int nmax, const F* x, const F* w, F* the_min, F* scale_out, F* rule_is, F* rule_min, float rmin,
+                  float rdelta, int nstep, bool use_mad) {
     F min[G], max[G], sum_w[G], sum_x[G], lo_x[G];
     M flat[G];
     bool no_nan = true;
@@ -302,14 +300,8 @@ struct KquantSearch {
       }
     }
     for (size_t g = 0; g < G; ++g) {
-      if (c) {
-        for (size_t i = 0; i < n; ++i) {
-          c[g * n + i] = xsimd::select(flat[g], F(0.0f), code(code_is[g] * (x[g * n + i] - code_min[g]), 0, nmax));
-        }
-      } else {
-        rule_is[g] = xsimd::select(flat[g], F(-1.0f), code_is[g]);
-        rule_min[g] = code_min[g];
-      }
+      rule_is[g] = xsimd::select(flat[g], F(-1.0f), code_is[g]);
+      rule_min[g] = code_min[g];
       the_min[g] = neg(min[g]);
       scale_out[g] = xsimd::select(flat[g], F(0.0f), scale[g]);
     }
@@ -524,17 +516,26 @@ struct KquantSearch {
     auto* out = static_cast<Block*>(y);
     for (size_t s0 = 0; s0 < nb; s0 += L) {
       const size_t count = nb - s0 < L ? nb - s0 : L;
-      F xs[32], ws[32], c[32], the_min(0.0f), scale;
+      F xs[32], ws[32], the_min(0.0f), scale;
       gather(x + 32 * s0, count, 32, xs);
       gather(imatrix + 32 * s0, count, 32, ws);
       for (size_t i = 0; i < 32; ++i) ws[i] = ws[i] * Ops::sqrt(s2 + xs[i] * xs[i]);
-      if constexpr (kMin) qkx<true, 32, 1>(kNmax, xs, ws, c, &the_min, &scale, -0.9f, 0.05f, 36, false);
-      else qx<32, 1>(kNmax, xs, ws, c, &scale);
       alignas(64) float sc[16], mn[16];
+      uint8_t codes[16 * 32];
+      if constexpr (kMin) {
+        F is, m;
+        qkx<true, 32, 1>(kNmax, xs, ws, &the_min, &scale, &is, &m, -0.9f, 0.05f, 36, false);
+        alignas(64) float ris[16], rmin[16];
+        is.store_aligned(ris);
+        m.store_aligned(rmin);
+        for (size_t k = 0; k < count; ++k) codes_by_rule<32>(x + 32 * (s0 + k), ris[k], rmin[k], kNmax, codes + 32 * k);
+      } else {
+        F c[32];
+        qx<32, 1>(kNmax, xs, ws, c, &scale);
+        scatter_codes(c, count, 32, codes);
+      }
       scale.store_aligned(sc);
       neg(the_min).store_aligned(mn);
-      uint8_t codes[16 * 32];
-      scatter_codes(c, count, 32, codes);
       for (size_t k = 0; k < count; ++k) {
         Block& b = out[s0 + k];
         const uint8_t* q = codes + 32 * k;
@@ -643,9 +644,9 @@ struct KquantSearch {
     }
   }
 
-  // qkx's codes of one sub-block of n weights from its lane's (rule_is, rule_min), with
-  // the operations qkx makes them with: code_is * (x - code_min), coded; a flat lane's
-  // (rule_is -1) are 0.
+  // qkx's codes of one sub-block of n weights from its lane's (rule_is, rule_min): the
+  // reference's expression, nearest_int(iscale * (x - min)) clamped to [0, nmax], coded L
+  // weights at a time; a flat lane's (rule_is -1) are 0.
   template <size_t n>
   static void codes_by_rule(const float* x, float rule_is, float rule_min, int nmax, uint8_t* out) {
     if (rule_is == -1.0f) {
@@ -682,9 +683,9 @@ struct KquantSearch {
           for (size_t i = 0; i < 32; ++i) wg[i] = av_x + xsimd::abs(xg[i]);
         }
       }
-      if (imatrix) qkx<true, 32, G>(kNmax, xs, ws, nullptr, the_min, scale, -0.9f, 0.05f, 36, false, is, mn);
-      else if (kNmax == 15) qkx<false, 32, G>(15, xs, ws, nullptr, the_min, scale, -1.f, 0.1f, 20, false, is, mn);
-      else qkx<false, 32, G>(31, xs, ws, nullptr, the_min, scale, -0.5f, 0.1f, 15, false, is, mn);
+      if (imatrix) qkx<true, 32, G>(kNmax, xs, ws, the_min, scale, is, mn, -0.9f, 0.05f, 36, false);
+      else if (kNmax == 15) qkx<false, 32, G>(15, xs, ws, the_min, scale, is, mn, -1.f, 0.1f, 20, false);
+      else qkx<false, 32, G>(31, xs, ws, the_min, scale, is, mn, -0.5f, 0.1f, 15, false);
       scatter_rules<G>(nsub, s0, scale, the_min, is, mn, scales.data(), mins.data(), rule_is.data(), rule_min.data());
     });
     auto* out = static_cast<Block*>(y);
@@ -719,8 +720,8 @@ struct KquantSearch {
         if (imatrix) imatrix_weights<16>(imatrix, sigma2.data(), 16, sg, count, xs + 16 * g, ws + 16 * g, sw.data());
         else for (size_t i = 0; i < 16; ++i) ws[16 * g + i] = xsimd::abs(xs[16 * g + i]);
       }
-      if (imatrix) qkx<true, 16, G>(3, xs, ws, nullptr, the_min, scale, -0.9f, 0.05f, 36, false, is, mn);
-      else qkx<false, 16, G>(3, xs, ws, nullptr, the_min, scale, -0.5f, 0.1f, 15, true, is, mn);
+      if (imatrix) qkx<true, 16, G>(3, xs, ws, the_min, scale, is, mn, -0.9f, 0.05f, 36, false);
+      else qkx<false, 16, G>(3, xs, ws, the_min, scale, is, mn, -0.5f, 0.1f, 15, true);
       scatter_rules<G>(nsub, s0, scale, the_min, is, mn, scales.data(), mins.data(), rule_is.data(), rule_min.data());
     });
     auto* out = static_cast<BlockQ2_K*>(y);
