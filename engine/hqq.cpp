@@ -24,12 +24,13 @@
 #include "kernels/reference.h"
 
 namespace wq {
-namespace {
 
-HqqParams params_of(const QuantizedTensor& q) {
+HqqParams hqq_params(const QuantizedTensor& q) {
   const HqqOptions& o = q.spec.hqq_opts;
   return HqqParams{q.spec.bits, o.max_steps, o.p, o.beta, o.kappa};
 }
+
+namespace {
 
 // The affine start of every block of row r: inv, zero, scale.
 void start_row(const float* row, QuantizedTensor& q, size_t r, float* inv, const Kernels& k) {
@@ -47,7 +48,7 @@ using RowsDone = std::function<void(size_t, size_t, const TensorView&)>;
 void solve_per_block(const RowSource& w, QuantizedTensor& q, const Kernels& k, const RowsDone& rows_done,
                      ErrorSums* row_sums) {
   const size_t nb = q.blocks_per_row();
-  const HqqParams hp = params_of(q);
+  const HqqParams hp = hqq_params(q);
   const size_t tile = w.tile_rows();
   std::vector<int> tile_steps((q.rows + tile - 1) / tile, 0);
   // The first non-finite weight of each tile, found as the tile is read (no pass of its
@@ -86,7 +87,7 @@ void solve_per_block(const RowSource& w, QuantizedTensor& q, const Kernels& k, c
 void solve_lockstep(const TensorView& w, QuantizedTensor& q, const Kernels& k, const RowsDone& rows_done) {
   const size_t nb = q.blocks_per_row();
   const size_t nblocks = q.rows * nb;
-  const HqqParams hp = params_of(q);
+  const HqqParams hp = hqq_params(q);
   const size_t tile = tile_rows_for(q.rows, q.cols * dtype_size(w.dtype));
   std::vector<float> inv(nblocks), err(nblocks);
   OutputVector<float> z_next(nblocks);  // swapped with q.zeros each step

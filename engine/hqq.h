@@ -12,6 +12,9 @@
 
 namespace wq {
 
+// The solver's settings for q (q.spec.bits and q.spec.hqq_opts).
+HqqParams hqq_params(const QuantizedTensor& q);
+
 // Fills q.packed, q.scales, q.zeros and q.solver_steps for w, using q.spec.hqq_opts,
 // q.block and q.spec.bits. q's buffers are already sized by quantize_tensor.
 // rows_done(r0, r1), when given, is called on the tile's thread once rows [r0, r1) hold

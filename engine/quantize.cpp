@@ -8,6 +8,7 @@
 
 #include "engine/error.h"
 #include "engine/hqq.h"
+#include "engine/hqq_columns.h"
 #include "engine/quantize_columns.h"
 #include "engine/read_ahead.h"
 #include "engine/row_source.h"
@@ -284,16 +285,21 @@ QuantizedTensor quantize_tensor(const RowSource& src, const QuantSpec& spec, siz
   // (rounded afterwards) nor after MNN's flush (the error is against the input as given);
   // those tiles are measured by measure_rows.
   const bool measured_in_place = row_sums && !flushed_copy && !spec.fp16;
-  // A transposed source: RTN reads it in bands of stored rows (engine/quantize_columns.h);
-  // the rest transposes tiles from the mapping, whose pages are then mapped up front (the
-  // tiles read a few lines from every stored row: one call instead of a fault per page).
+  // A transposed source: RTN and HQQ's per-block solver read it in bands of stored rows
+  // (engine/quantize_columns.h, engine/hqq_columns.h); the rest transposes tiles from the
+  // mapping, whose pages are then mapped up front (the tiles read a few lines from every
+  // stored row: one call instead of a fault per page). (Neither band path takes --fp16 or
+  // MNN's flush, so their rows are measured in place.)
   const bool columns = stored_columns_apply(w, spec, block);
-  if (w.transposed && !columns && w.view.mapped.fd >= 0) {
+  const bool hqq_columns = hqq_stored_columns_apply(w, spec, block);
+  if (w.transposed && !columns && !hqq_columns && w.view.mapped.fd >= 0) {
     read_ahead(static_cast<const uint8_t*>(w.view.data), w.view.nbytes, ReadAhead::Populate);
   }
   bool by_columns = false;
   if (spec.hqq) {
-    if (measured_in_place && spec.hqq_opts.stop != HqqStop::Tensor) {
+    if (hqq_columns && hqq_quantize_stored_columns(w, q, row_sums ? row_sums->data() : nullptr, k)) {
+      // (false: the source holds a NaN or Inf, which the tiles below report)
+    } else if (measured_in_place && spec.hqq_opts.stop != HqqStop::Tensor) {
       hqq_quantize(w, q, k, {}, row_sums->data());
     } else if (row_sums) {
       hqq_quantize(w, q, k, measure);

@@ -43,41 +43,56 @@ size_t band_rows(size_t band_bytes, size_t block, size_t stored_row_bytes) {
 
 size_t column_band_bytes_from_env() { return bytes_from_env("WQUANT_COLUMN_BAND_BYTES", kBandBytes); }
 
-bool stored_columns_apply(const RowSource& src, const QuantSpec& spec, size_t block) {
-  if (!src.transposed || spec.hqq || spec.mnn_flush || spec.fp16) return false;
-  if (block == 0 || block % 16 != 0) return false;
+bool stored_bands_fit(const RowSource& src, size_t block) {
+  if (!src.transposed || block == 0 || block % 16 != 0) return false;
   const size_t stored_row_bytes = size_t(src.view.rows()) * dtype_size(src.view.dtype);  // N listed rows
   return block * stored_row_bytes <= kMaxBandBytes;
 }
 
-bool quantize_stored_columns(const RowSource& src, QuantizedTensor& q, std::vector<ErrorSums>* row_sums,
-                             const Kernels& k) {
+bool stored_columns_apply(const RowSource& src, const QuantSpec& spec, size_t block) {
+  return !spec.hqq && !spec.mnn_flush && !spec.fp16 && stored_bands_fit(src, block);
+}
+
+size_t stored_band_rows(const RowSource& src, size_t block) {
+  const size_t K = src.view.cols(), N = src.view.rows(), es = dtype_size(src.view.dtype);
+  return std::min(K, band_rows(column_band_bytes_from_env(), block, N * es));
+}
+
+bool for_each_stored_band(const RowSource& src, size_t band, const StoredBand& body) {
   const TensorView& v = src.view;  // listed [N, K]; data: the stored [K, N]
-  const size_t N = q.rows, K = q.cols, es = dtype_size(v.dtype), nb = q.blocks_per_row();
-  const size_t band = std::min(K, band_rows(column_band_bytes_from_env(), q.block, N * es));
+  const size_t N = v.rows(), K = v.cols(), es = dtype_size(v.dtype);
   const auto* base = static_cast<const uint8_t*>(v.data);
   uint64_t offset = 0;
   const bool from_file = v.mapped.offset_of(v.data, v.nbytes, &offset);
   // Kept by the thread between tensors: fresh pages cost a page fault and a zeroed page
   // each (clear_page was 9% of an ONNX conversion's CPU with these made per tensor).
-  // (thread_local: the tasks below run on other threads, so they get pointers, never
-  // these names.)
   thread_local OutputBytes buf_kept;
-  thread_local std::vector<float> partials_kept;
   if (from_file && buf_kept.capacity() < band * N * es) {
     buf_kept = OutputBytes();  // (the old band is not copied into the new mapping)
     buf_kept.reserve(std::max(band * N * es, kHugeBandBytes));
   }
   if (from_file && buf_kept.size() < band * N * es) buf_kept.resize(band * N * es);  // within the capacity
-  if (row_sums) partials_kept.assign(column_partials(N), 0.0f);
-  uint8_t* const buf = buf_kept.data();
-  float* const partials = partials_kept.data();
   for (size_t k0 = 0; k0 < K; k0 += band) {
     const size_t rows = std::min(band, K - k0);
     const uint8_t* b = base + k0 * N * es;
     // Read like a contiguous tensor's tiles (engine/tensor.h says why pread); where the
     // file cannot be read so, the mapping is read as it is.
-    if (from_file && v.mapped.read(b, rows * N * es, buf)) b = buf;
+    if (from_file && v.mapped.read(b, rows * N * es, buf_kept.data())) b = buf_kept.data();
+    if (!body(k0, rows, b)) return false;
+  }
+  return true;
+}
+
+bool quantize_stored_columns(const RowSource& src, QuantizedTensor& q, std::vector<ErrorSums>* row_sums,
+                             const Kernels& k) {
+  const TensorView& v = src.view;  // listed [N, K]; data: the stored [K, N]
+  const size_t N = q.rows, es = dtype_size(v.dtype), nb = q.blocks_per_row();
+  // (thread_local: kept between tensors; the tasks below run on other threads, so they
+  // get a pointer, never this name.)
+  thread_local std::vector<float> partials_kept;
+  if (row_sums) partials_kept.assign(column_partials(N), 0.0f);
+  float* const partials = partials_kept.data();
+  const bool finite = for_each_stored_band(src, stored_band_rows(src, q.block), [&](size_t k0, size_t rows, const uint8_t* b) {
     // Measured, the bands need no scan for NaN and Inf: the sums of squares below show one.
     if (!row_sums && k.find_nonfinite(b, v.dtype, rows * N) != rows * N) return false;
     auto columns_of_band = [&](size_t c0, size_t c1) {
@@ -102,7 +117,9 @@ bool quantize_stored_columns(const RowSource& src, QuantizedTensor& q, std::vect
     // Isolated: while this thread waits for the band's tasks it must not start another
     // tensor's bands, which would reuse this thread's buffers.
     tbb::this_task_arena::isolate([&] { parallel_row_tiles(N, kColumnsPerTask, columns_of_band); });
-  }
+    return true;
+  });
+  if (!finite) return false;
   if (!row_sums) return true;
   // A column whose sum of squared weights is not finite (engine/quantize.h,
   // nonfinite_in_rows, says why that suffices) sends the whole tensor through one scan,
@@ -115,7 +132,7 @@ bool quantize_stored_columns(const RowSource& src, QuantizedTensor& q, std::vect
     errors[r] = ref::column_error(partials, r);
     all_finite = all_finite && std::isfinite(errors[r].ref2);
   }
-  if (!all_finite && k.find_nonfinite(base, v.dtype, N * K) != N * K) return false;
+  if (!all_finite && k.find_nonfinite(v.data, v.dtype, N * q.cols) != N * q.cols) return false;
   std::vector<uint8_t> scratch;
   for (size_t r = 0; r < N; ++r) {
     auto row = [&] { return src.tile(r, r + 1, &scratch); };  // only for a row whose float sums overflowed

@@ -6,6 +6,8 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "engine/metrics.h"
@@ -23,10 +25,28 @@ struct QuantizedTensor;
 // Another value throws Error (ErrorKind::Usage) naming the variable.
 size_t column_band_bytes_from_env();
 
-// Whether quantize_stored_columns takes this source and spec: a transposed source, RTN
-// (no HQQ, no MNN flush, f32 parameters: --fp16 rounds and measures after the tiles), and
-// blocks of a multiple of 16 weights whose band of stored rows stays within 16 MiB.
+// Whether src can be read in bands of stored rows for blocks of `block`: a transposed
+// source, blocks of a multiple of 16 weights (a band then ends on a whole group of sq_err's
+// 16 partials and a whole byte of packed codes), whose band stays within 16 MiB.
+bool stored_bands_fit(const RowSource& src, size_t block);
+
+// Whether quantize_stored_columns takes this source and spec: stored_bands_fit, RTN (no
+// HQQ, no MNN flush, f32 parameters: --fp16 rounds and measures after the tiles).
 bool stored_columns_apply(const RowSource& src, const QuantSpec& spec, size_t block);
+
+// Stored rows per band for blocks of `block` (stored_bands_fit): whole blocks of rows,
+// about column_band_bytes_from_env() bytes, at least one block, at most all of them.
+size_t stored_band_rows(const RowSource& src, size_t block);
+
+// Reads the stored rows of a transposed source in bands of `band` rows, in order, and
+// calls body(k0, rows, data) for rows [k0, k0 + rows) (rows = band but for the last),
+// data holding them contiguous (rows x N elements of the view's dtype): pread from the
+// file into this thread's band buffer (on 2 MiB pages) where the view is mapped from one,
+// else the mapping itself. Stops when body returns false, and returns false then. The
+// buffer is this thread's: body must not start another tensor's bands on this thread
+// (run its parallel work under tbb::this_task_arena::isolate).
+using StoredBand = std::function<bool(size_t k0, size_t rows, const uint8_t* data)>;
+bool for_each_stored_band(const RowSource& src, size_t band, const StoredBand& body);
 
 // Fills q (shape, spec, block and buffers set up by quantize_tensor) with the same codes
 // and parameters quantize_tensor's tiles give, and row_sums (when given) with the same

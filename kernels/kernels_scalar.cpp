@@ -97,25 +97,22 @@ struct ScalarPrims {
       codes[i] = uint8_t((v >> (bit & 7)) & mask);
     }
   }
-  static void sq_err(const float* a, const float* b, size_t n, double* err2, double* ref2, float* max_abs) {
-    float pe[16] = {}, pr[16] = {};
-    float m = 0.0f;
+  static void sq_err_partials(const float* a, const float* b, size_t n, float* p) {
     for (size_t i = 0; i < n; ++i) {
       const float d = a[i] - b[i];
-      pe[i % 16] += d * d;
-      pr[i % 16] += a[i] * a[i];
+      p[i % 16] += d * d;
+      p[16 + i % 16] += a[i] * a[i];
       const float ad = ref::abs_f(d);
-      m = ad > m ? ad : m;  // a NaN difference compares false: skipped
+      p[32] = ad > p[32] ? ad : p[32];  // a NaN difference compares false: skipped
     }
-    *max_abs = m;
-    for (int w = 8; w >= 1; w /= 2) {
-      for (int j = 0; j < w; ++j) {
-        pe[j] += pe[j + w];
-        pr[j] += pr[j + w];
-      }
-    }
-    *err2 = ref::sum_result(pe[0]);
-    *ref2 = ref::sum_result(pr[0]);
+  }
+  static void sq_err(const float* a, const float* b, size_t n, double* err2, double* ref2, float* max_abs) {
+    float p[kColumnPartialPlanes] = {};
+    sq_err_partials(a, b, n, p);
+    const RowError e = ref::partials_error(p, 1);
+    *err2 = e.err2;
+    *ref2 = e.ref2;
+    *max_abs = e.max_abs;
   }
 };
 

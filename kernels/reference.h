@@ -150,13 +150,13 @@ inline void affine_params_each(const float* x, size_t b0, size_t nblocks, size_t
   }
 }
 
-// sq_err's results from the partial sums ColumnQuantJob::partials keeps for column c:
-// the same tree, sum_result and max as sq_err.
-inline RowError column_error(const float* partials, size_t c) {
+// sq_err's results from its 16 err partials, 16 ref partials and max, the i-th of
+// those 33 at p[i * stride]: the reference's tree, sum_result, and the max as kept.
+inline RowError partials_error(const float* p, size_t stride) {
   float pe[16], pr[16];
-  for (size_t p = 0; p < 16; ++p) {
-    pe[p] = partials[column_partial(c, p)];
-    pr[p] = partials[column_partial(c, 16 + p)];
+  for (size_t i = 0; i < 16; ++i) {
+    pe[i] = p[i * stride];
+    pr[i] = p[(16 + i) * stride];
   }
   for (int w = 8; w >= 1; w /= 2) {
     for (int j = 0; j < w; ++j) {
@@ -164,8 +164,12 @@ inline RowError column_error(const float* partials, size_t c) {
       pr[j] += pr[j + w];
     }
   }
-  return {sum_result(pe[0]), sum_result(pr[0]), partials[column_partial(c, 32)]};
+  return {sum_result(pe[0]), sum_result(pr[0]), p[32 * stride]};
 }
+
+// sq_err's results from the partial sums ColumnQuantJob::partials keeps for column c
+// (plane i of column c at column_partial(c, i): 16 floats apart).
+inline RowError column_error(const float* partials, size_t c) { return partials_error(partials + column_partial(c, 0), 16); }
 
 // MNN's threshold: "s <= 1e-6" compares a float with a double literal.
 inline bool mnn_scale_is_zero(float s) { return double(s) <= 1e-6; }

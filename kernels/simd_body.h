@@ -558,6 +558,36 @@ struct Prims {
     constexpr size_t K = 16 / L;
     F pe[K], pr[K], mx(0.0f);
     for (size_t k = 0; k < K; ++k) pe[k] = pr[k] = F(0.0f);
+    sq_err_add(a, b, n, pe, pr, mx);
+    const RowError out = sq_err_result(pe, pr, mx);
+    *err2 = out.err2;
+    *ref2 = out.ref2;
+    *max_abs = out.max_abs;
+  }
+  // The partials in memory (kernel_slots.inc): loaded, continued, stored back. The max is
+  // carried in every lane and folded into one with `>`, which for values >= +0 without
+  // NaN is the scalar table's running max in any order.
+  static void sq_err_partials(const float* a, const float* b, size_t n, float* p) {
+    constexpr size_t K = 16 / L;
+    F pe[K], pr[K], mx(p[32]);
+    for (size_t k = 0; k < K; ++k) {
+      pe[k] = F::load_unaligned(p + k * L);
+      pr[k] = F::load_unaligned(p + 16 + k * L);
+    }
+    sq_err_add(a, b, n, pe, pr, mx);
+    for (size_t k = 0; k < K; ++k) {
+      pe[k].store_unaligned(p + k * L);
+      pr[k].store_unaligned(p + 16 + k * L);
+    }
+    alignas(64) float lanes[L];
+    mx.store_aligned(lanes);
+    float m = p[32];
+    for (size_t j = 0; j < L; ++j) m = lanes[j] > m ? lanes[j] : m;
+    p[32] = m;
+  }
+  // Adds n elements to sq_err's partials (lane j of pe[k]: partial k * L + j) and max.
+  static void sq_err_add(const float* a, const float* b, size_t n, F* pe, F* pr, F& mx) {
+    constexpr size_t K = 16 / L;
     auto step = [&](const float* pa, const float* pb) {
       for (size_t k = 0; k < K; ++k) {
         const F x = F::load_unaligned(pa + k * L), y = F::load_unaligned(pb + k * L);
@@ -575,10 +605,6 @@ struct Prims {
       std::memcpy(tb, b + i, (n - i) * sizeof(float));
       step(ta, tb);
     }
-    const RowError out = sq_err_result(pe, pr, mx);
-    *err2 = out.err2;
-    *ref2 = out.ref2;
-    *max_abs = out.max_abs;
   }
   // sq_err's partials (lane j of pe[k]: partial k * L + j) reduced in the reference's tree.
   static RowError sq_err_result(const F* pe, const F* pr, F mx) {

@@ -680,6 +680,7 @@ void expect_same_quantized(const QuantizedTensor& a, const std::vector<ErrorSums
   ASSERT_EQ(a.zeros.size(), b.zeros.size());
   EXPECT_EQ(std::memcmp(a.zeros.data(), b.zeros.data(), a.zeros.size() * 4), 0);
   EXPECT_EQ(a.scales_f16, b.scales_f16);
+  EXPECT_EQ(a.solver_steps, b.solver_steps);
   ASSERT_EQ(ra.size(), rb.size());
   EXPECT_EQ(std::memcmp(ra.data(), rb.data(), ra.size() * sizeof(ErrorSums)), 0);
 }
@@ -880,11 +881,12 @@ TEST(Quantize, ColumnBandBytesFromTheEnvironment) {
 // A tall transposed weight (several row tiles, K = 1344 past any one cache-sized piece):
 // the codes, parameters and per-row error sums equal those of quantizing the transposed
 // matrix itself with the scalar kernels, for every ISA table, dtype, bit width and a
-// block of each size class (16, 64, and 448 = a third of the row); squares beyond float
-// take error_sums' double re-sum as the row path does; of two non-finite weights the
-// message names the first in row order, not the first in storage order. RTN's bands of
-// stored rows are made small here (40 000 bytes: 3 to 42 bands, every block size and
-// dtype), so every row's sums are carried from band to band.
+// block of each size class (16, 64, and 448 = a third of the row), RTN and HQQ (with the
+// solver's step count); squares beyond float take error_sums' double re-sum as the row
+// path does; of two non-finite weights the message names the first in row order, not the
+// first in storage order. The bands of stored rows are made small here (40 000 bytes: 3
+// to 42 bands, every block size and dtype), so every row's sums are carried from band to
+// band.
 TEST(Quantize, TallTransposedWeightGivesTheRowPathsBytesAndFigures) {
   const ColumnBandBytes small_bands("40000");
   const size_t K = 1344, N = 300;
@@ -898,12 +900,14 @@ TEST(Quantize, TallTransposedWeightGivesTheRowPathsBytesAndFigures) {
     const TensorView& sv = m.stored_view;
     for (int bits : {2, 3, 4, 8})
       for (size_t block : {size_t(16), size_t(64), size_t(448)})
-        for (bool asym : {false, true}) {
+        for (int scheme = 0; scheme < 3; ++scheme) {  // symmetric, asymmetric, HQQ
+          if (scheme == 2 && bits == 8) continue;  // (HQQ's runs are the slow ones: 2, 3 and 4 bits)
           QuantSpec s;
           s.bits = bits;
           s.block = int64_t(block);
-          s.asym = asym;
-          s.fp16 = bits == 3 && dt == DType::F16;  // (row 17's scales fit f16 only there)
+          s.asym = scheme > 0;
+          s.hqq = scheme == 2;
+          s.fp16 = bits == 3 && dt == DType::F16 && !s.hqq;  // (row 17's scales fit f16 only there)
           SCOPED_TRACE(s.describe() + " " + dtype_name(dt));
           std::vector<ErrorSums> ra;
           const QuantizedTensor a = quantize_tensor(lv, s, block, kernels_for(Isa::Scalar), &ra);
@@ -925,12 +929,19 @@ TEST(Quantize, TallTransposedWeightGivesTheRowPathsBytesAndFigures) {
   f[40 * N + 250] = NAN;
   f[1300 * N + 30] = INFINITY;
   const TensorView sv = StoredTransposed(f, K, N, DType::F32).stored_view;  // data: f itself
-  try {
-    quantize_tensor(RowSource::transposed_of(sv), QuantSpec{}, 64);
-    FAIL() << "NaN accepted";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("mm.weight: non-finite weight (NaN or Inf) at row 30, column 1300"),
-              std::string::npos) << e.what();
+  for (bool hqq : {false, true}) {
+    QuantSpec s;
+    s.hqq = s.asym = hqq;
+    for (bool measured : {false, true}) {
+      std::vector<ErrorSums> sums;
+      try {
+        quantize_tensor(RowSource::transposed_of(sv), s, 64, nullptr, measured ? &sums : nullptr);
+        ADD_FAILURE() << "NaN accepted";
+      } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("mm.weight: non-finite weight (NaN or Inf) at row 30, column 1300"),
+                  std::string::npos) << e.what();
+      }
+    }
   }
 }
 
