@@ -239,8 +239,57 @@ TEST_F(OnnxReaderTest, MatMulWeightsReadInBandsAreTheExactTranspose) {
   }
 }
 
-// Every MatMul weight reaches the quantizer as stored, to be transposed tile by tile
-// from the mapping, so no copy of it is held (README, "Design"), whatever its size; a
+// The band paths end to end: a MatMul weight in external data (K = 1152 stored rows of
+// N = 600 floats, at an offset) quantized by RTN and by HQQ's per-block solver, which read
+// it by pread in bands of stored rows (blocks of a multiple of 16; bands made small by
+// WQUANT_COLUMN_BAND_BYTES, so every row's error sums cross many), gives the codes,
+// parameters and error figures of the same matrix given as rows in safetensors.
+TEST_F(OnnxReaderTest, MatMulWeightsQuantizedInBandsGiveTheRowPathsBytes) {
+  constexpr size_t K = 1152, N = 600, kOffset = 8192;
+  std::vector<float> stored = ramp(K * N, 0.5f);
+  for (size_t i = 0; i < stored.size(); ++i) stored[i] = std::sin(float(i) * 0.37f) * (1.0f + float(i % 977) * 1e-3f);
+  onnx::ModelProto m;
+  m.set_ir_version(8);
+  m.add_opset_import()->set_version(17);
+  auto* g = m.mutable_graph();
+  g->set_name("bands");
+  add_init(g, "mm.weight", onnx::TensorProto::FLOAT, {int64_t(K), int64_t(N)});
+  add_node(g, "MatMul", {"x", "mm.weight"}, "y");
+  {
+    std::ofstream f(dir_ + "/w.data", std::ios::binary);
+    const std::vector<char> pad(kOffset, 0);
+    f.write(pad.data(), std::streamsize(pad.size()));
+    f.write(reinterpret_cast<const char*>(stored.data()), std::streamsize(stored.size() * 4));
+  }
+  save_model(with_external(m, "mm.weight", "w.data", kOffset, K * N * 4), dir_ + "/m.onnx");
+  std::vector<float> rows(K * N);
+  for (size_t n = 0; n < N; ++n)
+    for (size_t k = 0; k < K; ++k) rows[n * K + k] = stored[k * N + n];
+  write_f32_safetensors(dir_ + "/rows.safetensors", "mm.weight", {int64_t(N), int64_t(K)}, rows);
+  const std::string w = "WQUANT_COLUMN_BAND_BYTES=100000 " + quote(WQUANT_BIN);
+  for (const char* flags : {"--bits 4 --block 32 --asym", "--bits 3 --block 32 --hqq", "--bits 4 --block 64 --hqq"}) {
+    SCOPED_TRACE(flags);
+    std::string report[2];
+    int i = 0;
+    for (const char* io : {"m.onnx q.safetensors", "rows.safetensors q2.safetensors"}) {
+      const std::string in = std::string(io).substr(0, std::string(io).find(' ')), out = std::string(io).substr(std::string(io).find(' ') + 1);
+      const CmdResult q = run(w + " quantize " + quote(dir_ + "/" + in) + " " + quote(dir_ + "/" + out) + " " + flags + " --force --json");
+      ASSERT_EQ(q.code, 0) << q.out;
+      const size_t at = q.out.find("\"error\"");
+      ASSERT_NE(at, std::string::npos) << q.out;
+      report[i++] = q.out.substr(at, q.out.find('}', at) - at);  // the tensor's error figures
+    }
+    EXPECT_EQ(report[0], report[1]);
+    std::unique_ptr<ModelReader> a = open_model(dir_ + "/q.safetensors"), b = open_model(dir_ + "/q2.safetensors");
+    const QuantizedTensor qa = a->load_quantized(size_t(a->find("mm.weight"))), qb = b->load_quantized(size_t(b->find("mm.weight")));
+    EXPECT_TRUE(qa.packed == qb.packed);
+    EXPECT_TRUE(qa.scales == qb.scales);
+    EXPECT_TRUE(qa.zeros == qb.zeros);
+  }
+}
+
+// Every MatMul weight reaches the quantizer as stored, to be read in bands of stored rows
+// or transposed tile by tile from the mapping, so no copy of it is held (README, "Design"), whatever its size; a
 // weight used by Gather is not transposed. The external data is a sparse file: nothing of
 // the large weight is read here.
 TEST_F(OnnxReaderTest, MatMulWeightsReachTheQuantizerAsStored) {
