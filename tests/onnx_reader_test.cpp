@@ -118,6 +118,55 @@ class OnnxReaderTest : public ::testing::Test {
       EXPECT_EQ(e.path().filename().string().find("wquant-tmp"), std::string::npos) << e.path();
   }
 
+  // dir_/m.onnx: one MatMul whose weight mm.weight [K, N] is `stored`, in external data
+  // (dir_/w.data, after `offset` zero bytes); and dir_/rows.safetensors: the same weight
+  // as the quantizer lists it, [N, K] rows (the transpose).
+  void save_matmul_in_external_data(std::vector<float> stored, size_t K, size_t N, size_t offset) {
+    onnx::ModelProto m;
+    m.set_ir_version(8);
+    m.add_opset_import()->set_version(17);
+    auto* g = m.mutable_graph();
+    g->set_name("bands");
+    add_init(g, "mm.weight", onnx::TensorProto::FLOAT, {int64_t(K), int64_t(N)});
+    add_node(g, "MatMul", {"x", "mm.weight"}, "y");
+    {
+      std::ofstream f(dir_ + "/w.data", std::ios::binary);
+      const std::vector<char> pad(offset, 0);
+      f.write(pad.data(), std::streamsize(pad.size()));
+      f.write(reinterpret_cast<const char*>(stored.data()), std::streamsize(stored.size() * 4));
+    }
+    save_model(with_external(m, "mm.weight", "w.data", offset, K * N * 4), dir_ + "/m.onnx");
+    std::vector<float> rows(K * N);
+    for (size_t n = 0; n < N; ++n)
+      for (size_t k = 0; k < K; ++k) rows[n * K + k] = stored[k * N + n];
+    write_f32_safetensors(dir_ + "/rows.safetensors", "mm.weight", {int64_t(N), int64_t(K)}, rows);
+  }
+
+  // Quantizing dir_/m.onnx and dir_/rows.safetensors (save_matmul_in_external_data) with
+  // each of `flags` (the command prefixed by `env`) gives mm.weight the same codes,
+  // parameters and error figures.
+  void expect_quantized_as_rows(const std::string& env, const std::vector<std::string>& flag_sets) {
+    const std::string w = env + quote(WQUANT_BIN);
+    for (const std::string& flags : flag_sets) {
+      SCOPED_TRACE(flags);
+      std::string figures[2];
+      for (int i = 0; i < 2; ++i) {
+        const std::string in = i == 0 ? "m.onnx" : "rows.safetensors", out = i == 0 ? "q.safetensors" : "q2.safetensors";
+        const CmdResult q = run(w + " quantize " + quote(dir_ + "/" + in) + " " + quote(dir_ + "/" + out) + " " + flags + " --force --json");
+        ASSERT_EQ(q.code, 0) << q.out;
+        const size_t at = q.out.find("\"error\"");
+        ASSERT_NE(at, std::string::npos) << q.out;
+        figures[i] = q.out.substr(at, q.out.find('}', at) - at);  // the tensor's error figures
+      }
+      EXPECT_EQ(figures[0], figures[1]);
+      std::unique_ptr<ModelReader> a = open_model(dir_ + "/q.safetensors"), b = open_model(dir_ + "/q2.safetensors");
+      const QuantizedTensor qa = a->load_quantized(size_t(a->find("mm.weight"))), qb = b->load_quantized(size_t(b->find("mm.weight")));
+      EXPECT_TRUE(qa.packed == qb.packed);
+      EXPECT_TRUE(qa.scales == qb.scales);
+      EXPECT_TRUE(qa.zeros == qb.zeros);
+    }
+  }
+
   // The model with mm.weight moved to external data at `location` (offset, length).
   static onnx::ModelProto with_external(onnx::ModelProto m, const std::string& init, const std::string& location,
                                         uint64_t offset, uint64_t length) {
@@ -189,20 +238,7 @@ TEST_F(OnnxReaderTest, MatMulWeightsReadInBandsAreTheExactTranspose) {
   uint32_t nan_payload = 0x7FC01234u;
   std::memcpy(&stored[1], &nan_payload, 4);
   stored[K * N - 2] = -0.0f;
-  onnx::ModelProto m;
-  m.set_ir_version(8);
-  m.add_opset_import()->set_version(17);
-  auto* g = m.mutable_graph();
-  g->set_name("bands");
-  add_init(g, "mm.weight", onnx::TensorProto::FLOAT, {int64_t(K), int64_t(N)})->set_raw_data(stored.data(), stored.size() * 4);
-  add_node(g, "MatMul", {"x", "mm.weight"}, "y");
-  {
-    std::ofstream f(dir_ + "/w.data", std::ios::binary);
-    const std::vector<char> pad(kOffset, 0);
-    f.write(pad.data(), std::streamsize(pad.size()));
-    f.write(reinterpret_cast<const char*>(stored.data()), std::streamsize(stored.size() * 4));
-  }
-  save_model(with_external(m, "mm.weight", "w.data", kOffset, K * N * 4), dir_ + "/m.onnx");
+  save_matmul_in_external_data(stored, K, N, kOffset);
   std::unique_ptr<ModelReader> r = open_model(dir_ + "/m.onnx");
   const size_t i = size_t(r->find("mm.weight"));
   ASSERT_EQ(r->tensors()[i].shape, (std::vector<int64_t>{int64_t(N), int64_t(K)}));
@@ -214,29 +250,8 @@ TEST_F(OnnxReaderTest, MatMulWeightsReadInBandsAreTheExactTranspose) {
   EXPECT_EQ(wrong, 0u);
   // NaN is refused by the quantizers: the quantized comparison uses a finite copy.
   stored[1] = 0.5f;
-  {
-    std::fstream f(dir_ + "/w.data", std::ios::binary | std::ios::in | std::ios::out);
-    f.seekp(std::streamoff(kOffset + 4));
-    f.write(reinterpret_cast<const char*>(&stored[1]), 4);
-  }
-  std::vector<float> rows(K * N);
-  for (size_t n = 0; n < N; ++n)
-    for (size_t k = 0; k < K; ++k) rows[n * K + k] = stored[k * N + n];
-  write_f32_safetensors(dir_ + "/rows.safetensors", "mm.weight", {int64_t(N), int64_t(K)}, rows);
-  const std::string w = quote(WQUANT_BIN);
-  for (const char* flags : {"--bits 4 --block 40", "--bits 3 --block 8 --hqq"}) {
-    SCOPED_TRACE(flags);
-    for (const char* io : {"m.onnx q.safetensors", "rows.safetensors q2.safetensors"}) {
-      const std::string in = std::string(io).substr(0, std::string(io).find(' ')), out = std::string(io).substr(std::string(io).find(' ') + 1);
-      const CmdResult q = run(w + " quantize " + quote(dir_ + "/" + in) + " " + quote(dir_ + "/" + out) + " " + flags + " --force -q");
-      ASSERT_EQ(q.code, 0) << q.out;
-    }
-    std::unique_ptr<ModelReader> a = open_model(dir_ + "/q.safetensors"), b = open_model(dir_ + "/q2.safetensors");
-    const QuantizedTensor qa = a->load_quantized(size_t(a->find("mm.weight"))), qb = b->load_quantized(size_t(b->find("mm.weight")));
-    EXPECT_TRUE(qa.packed == qb.packed);
-    EXPECT_TRUE(qa.scales == qb.scales);
-    EXPECT_TRUE(qa.zeros == qb.zeros);
-  }
+  save_matmul_in_external_data(stored, K, N, kOffset);
+  expect_quantized_as_rows("", {"--bits 4 --block 40", "--bits 3 --block 8 --hqq"});
 }
 
 // The band paths end to end: a MatMul weight in external data (K = 1152 stored rows of
@@ -246,46 +261,11 @@ TEST_F(OnnxReaderTest, MatMulWeightsReadInBandsAreTheExactTranspose) {
 // parameters and error figures of the same matrix given as rows in safetensors.
 TEST_F(OnnxReaderTest, MatMulWeightsQuantizedInBandsGiveTheRowPathsBytes) {
   constexpr size_t K = 1152, N = 600, kOffset = 8192;
-  std::vector<float> stored = ramp(K * N, 0.5f);
+  std::vector<float> stored(K * N);
   for (size_t i = 0; i < stored.size(); ++i) stored[i] = std::sin(float(i) * 0.37f) * (1.0f + float(i % 977) * 1e-3f);
-  onnx::ModelProto m;
-  m.set_ir_version(8);
-  m.add_opset_import()->set_version(17);
-  auto* g = m.mutable_graph();
-  g->set_name("bands");
-  add_init(g, "mm.weight", onnx::TensorProto::FLOAT, {int64_t(K), int64_t(N)});
-  add_node(g, "MatMul", {"x", "mm.weight"}, "y");
-  {
-    std::ofstream f(dir_ + "/w.data", std::ios::binary);
-    const std::vector<char> pad(kOffset, 0);
-    f.write(pad.data(), std::streamsize(pad.size()));
-    f.write(reinterpret_cast<const char*>(stored.data()), std::streamsize(stored.size() * 4));
-  }
-  save_model(with_external(m, "mm.weight", "w.data", kOffset, K * N * 4), dir_ + "/m.onnx");
-  std::vector<float> rows(K * N);
-  for (size_t n = 0; n < N; ++n)
-    for (size_t k = 0; k < K; ++k) rows[n * K + k] = stored[k * N + n];
-  write_f32_safetensors(dir_ + "/rows.safetensors", "mm.weight", {int64_t(N), int64_t(K)}, rows);
-  const std::string w = "WQUANT_COLUMN_BAND_BYTES=100000 " + quote(WQUANT_BIN);
-  for (const char* flags : {"--bits 4 --block 32 --asym", "--bits 3 --block 32 --hqq", "--bits 4 --block 64 --hqq"}) {
-    SCOPED_TRACE(flags);
-    std::string report[2];
-    int i = 0;
-    for (const char* io : {"m.onnx q.safetensors", "rows.safetensors q2.safetensors"}) {
-      const std::string in = std::string(io).substr(0, std::string(io).find(' ')), out = std::string(io).substr(std::string(io).find(' ') + 1);
-      const CmdResult q = run(w + " quantize " + quote(dir_ + "/" + in) + " " + quote(dir_ + "/" + out) + " " + flags + " --force --json");
-      ASSERT_EQ(q.code, 0) << q.out;
-      const size_t at = q.out.find("\"error\"");
-      ASSERT_NE(at, std::string::npos) << q.out;
-      report[i++] = q.out.substr(at, q.out.find('}', at) - at);  // the tensor's error figures
-    }
-    EXPECT_EQ(report[0], report[1]);
-    std::unique_ptr<ModelReader> a = open_model(dir_ + "/q.safetensors"), b = open_model(dir_ + "/q2.safetensors");
-    const QuantizedTensor qa = a->load_quantized(size_t(a->find("mm.weight"))), qb = b->load_quantized(size_t(b->find("mm.weight")));
-    EXPECT_TRUE(qa.packed == qb.packed);
-    EXPECT_TRUE(qa.scales == qb.scales);
-    EXPECT_TRUE(qa.zeros == qb.zeros);
-  }
+  save_matmul_in_external_data(stored, K, N, kOffset);
+  expect_quantized_as_rows("WQUANT_COLUMN_BAND_BYTES=100000 ",
+                           {"--bits 4 --block 32 --asym", "--bits 3 --block 32 --hqq", "--bits 4 --block 64 --hqq"});
 }
 
 // Every MatMul weight reaches the quantizer as stored, to be read in bands of stored rows
