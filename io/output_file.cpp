@@ -16,6 +16,7 @@
 #include <filesystem>
 
 #include "engine/error.h"
+#include "engine/output_bytes.h"
 #include "io/background_writer.h"
 
 namespace wq {
@@ -116,7 +117,7 @@ OutputIo OutputIo::from_env() {
   return io;
 }
 
-void OutputFile::FreeDeleter::operator()(uint8_t* p) const { std::free(p); }
+void OutputFile::BufferDeleter::operator()(uint8_t* p) const { output_bytes_detail::unmap_huge(p, kBuffer); }
 
 RemovedOnSignal::RemovedOnSignal(const std::string& path) : slot_(register_temp(path)) {}
 
@@ -156,9 +157,9 @@ OutputFile::OutputFile(const std::string& path, const OutputIo& io) : path_(path
     unregister_temp(slot_);
     throw Error(path + ": cannot write in " + dir.string() + ": " + std::strerror(e), ErrorKind::Output);
   }
-  void* mem = nullptr;
-  const size_t align = io_.direct ? io_.direct_block : 64;
-  if (::posix_memalign(&mem, align, kBuffer) != 0) {
+  // (2 MiB-aligned: any direct block a file system asks for divides it.)
+  void* mem = output_bytes_detail::map_huge(kBuffer);
+  if (!mem) {
     ::close(fd_);
     ::unlink(temp_.c_str());
     unregister_temp(slot_);
@@ -169,7 +170,7 @@ OutputFile::OutputFile(const std::string& path, const OutputIo& io) : path_(path
   // (then everything stays buffered) and by others at the first write (flush_buffer).
   if (io_.direct) dfd_ = ::open(temp_.c_str(), O_WRONLY | O_DIRECT | O_CLOEXEC);
   if (dfd_ >= 0) {
-    if (::posix_memalign(&mem, align, kBuffer) != 0) {
+    if (!(mem = output_bytes_detail::map_huge(kBuffer))) {
       ::close(dfd_);
       dfd_ = -1;  // no second buffer: buffered, as where O_DIRECT is refused
     } else {

@@ -20,7 +20,7 @@ uint64_t align_up(uint64_t x, uint64_t a = kWqAlign) { return (x + a - 1) / a * 
 // the file, and so does every piece (codes, scales, zeros, float data) large enough for
 // OutputFile::write_held to write it without a copy: the writer hands such a piece to
 // O_DIRECT straight from the quantizer's buffer where that buffer is page-aligned (the
-// pool's of 4 MiB and more: engine/output_bytes.h), and a loader can map each large
+// pool's of 1 MiB and more: engine/output_bytes.h), and a loader can map each large
 // piece page-aligned. The padding costs under 4 KiB a large piece (about 2 KiB in all for
 // the 1.1 B model at 4 bits).
 constexpr uint64_t kPageAlign = 4096;

@@ -368,10 +368,15 @@ TEST(Quantize, TilesPreadFromTheMappedFileGiveTheMappingsBytes) {
   }
 }
 
-// Output buffers of 4 MiB and more are mappings of their own on a 2 MiB boundary (where the
+// Output buffers of 1 MiB and more are mappings of their own on a 2 MiB boundary (where the
 // kernel can back them with 2 MiB pages); growing one copies its bytes, as std::vector's
 // contract says, and the small ones stay on the heap.
 TEST(OutputBytes, LargeBuffersAreAlignedMappingsThatKeepTheirBytes) {
+  for (size_t n : {size_t(1) << 20, size_t(3) << 20}) {  // the smallest mapped, and one between 2 MiB pages
+    OutputVector<float> f(n / 4);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(f.data()) % (2u << 20), 0u) << n;
+    f.back() = 1.0f;  // the whole length is writable
+  }
   OutputBytes b;
   b.resize(5u << 20);
   ASSERT_EQ(reinterpret_cast<uintptr_t>(b.data()) % (2u << 20), 0u);

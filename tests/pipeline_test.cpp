@@ -315,7 +315,7 @@ TEST(Pipeline, RowPiecesGiveTheWholeTensorsBytesAndFigures) {
 
 // A sink asks where each Ggml payload should sit (TensorSink::payload_phase, how a writer
 // gets payloads it can write without a copy): a payload in a page-aligned buffer (those of
-// 4 MiB and more are mappings) starts at that phase, whole or in pieces; the sink may take
+// 1 MiB and more are mappings) starts at that phase, whole or in pieces; the sink may take
 // the buffer (moving r.bytes out) and give it back later (take_released). Same bytes as
 // a sink that does neither.
 struct PhaseSink : PieceSink {
@@ -328,7 +328,7 @@ struct PhaseSink : PieceSink {
   void write(TensorResult& r) override {
     if (r.first_piece) at = 0;
     const size_t plan_index = size_t(r.plan - plan0);
-    if (r.bytes.capacity() >= (size_t(4) << 20)) {
+    if (r.bytes.capacity() >= output_bytes_detail::kMapFrom) {
       EXPECT_EQ(reinterpret_cast<uintptr_t>(r.data()) % 4096, phase_of(plan_index, at)) << r.plan->name << " at " << at;
       ++placed;
     }
@@ -375,7 +375,7 @@ TEST(Pipeline, PayloadsSitAtTheSinksPhaseAndTheSinkMayTakeThem) {
         EXPECT_EQ(stats.bytes_out, plain_stats.bytes_out) << at << ": a taken payload still counts";
         ASSERT_EQ(sink.bytes.size(), plain.bytes.size()) << at;
         for (size_t i = 0; i < plain.bytes.size(); ++i) EXPECT_TRUE(sink.bytes[i] == plain.bytes[i]) << plain.names[i] << ", " << at;
-        EXPECT_GE(sink.placed, 2u) << at << ": buffers of 4 MiB and more were checked";
+        EXPECT_GE(sink.placed, 2u) << at << ": buffers of 1 MiB and more were checked";
         if (take) EXPECT_EQ(sink.taken, sink.parts + (plain.bytes.size() - (pieces ? 1 : 0))) << at;
         EXPECT_EQ(src.held, 0u);
       }
