@@ -58,7 +58,7 @@ void solve_per_block(const RowSource& w, QuantizedTensor& q, const Kernels& k, c
   parallel_row_tiles(q.rows, tile, [&](size_t r0, size_t r1) {
     thread_local std::vector<uint8_t> scratch;  // one per worker, reused by every tile it takes
     const TensorView t = w.tile(r0, r1, &scratch);
-    bad[r0 / tile] = nonfinite_in_rows(t, 0, r1 - r0, k, r0);
+    bad[r0 / tile] = nonfinite_in_rows(t, 0, r1 - r0, k, w.view.first_row + r0);
     if (!bad[r0 / tile].empty()) return;
     std::vector<float> buf, inv(nb), w_hat(row_sums ? q.cols : 0);
     std::vector<uint8_t> codes(q.cols);

@@ -11,6 +11,7 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <numeric>
 
 #include "engine/error.h"
 #include "engine/ggml_quantize.h"
@@ -37,24 +38,44 @@ MatrixDims ggml_rows(const std::vector<int64_t>& shape) {
   return {size_t(shape[0]) * size_t(shape[1]), size_t(shape[2])};
 }
 
+constexpr size_t kPageBytes = 4096;
+
 // The rows of one expert of a 3-D Ggml tensor quantized with importance values (each
 // expert has its own, so its rows are quantized apart from the others'); 0 otherwise.
 size_t expert_rows_with_values(const TensorPlan& p) { return p.shape.size() == 3 && p.imatrix ? size_t(p.shape[1]) : 0; }
 
+// Whether a Quantize tensor may be cut into row pieces: a float matrix whose rows are
+// each quantized on their own, by the same code whole or cut. Not MNN's subnormal flush
+// nor HQQ's tensor-wide stop (both look at the whole tensor), nor a source stored
+// transposed (ONNX MatMul weights, read in bands of stored rows instead:
+// engine/quantize_columns.h).
+bool quantized_rows_independent(const TensorPlan& p, const TensorInfo& info, TensorSource& source) {
+  if (p.action != TensorAction::Quantize || !p.block || p.requantize || p.shape.size() != 2 ||
+      info.kind != StoredKind::Float || p.spec.mnn_flush || (p.spec.hqq && p.spec.hqq_opts.stop == HqqStop::Tensor)) {
+    return false;
+  }
+  TensorView stored;
+  return !source.stored_transposed(p.source_index, &stored);
+}
+
 // The plan's entries as pipeline items. A Ggml tensor of plain float rows (2-D, or 3-D
 // experts) whose input or output is over twice `piece_bytes` becomes runs of whole rows
-// of about `piece_bytes` (0: none does; an expert's rows stay in its own pieces where
-// each expert has its own importance values): its rows are quantized independently of
-// each other, so the bytes are the same, and the pieces' buffers are as small as the
-// layers' and are reused like them.
-std::vector<Span> spans_of(const std::vector<TensorPlan>& plan, const std::vector<TensorInfo>& infos, size_t piece_bytes) {
+// of about `piece_bytes` where the sink takes them (`ggml_pieces`; piece_bytes 0: none
+// does; an expert's rows stay in its own pieces where each expert has its own importance
+// values): its rows are quantized independently of each other, so the bytes are the same, and the pieces' buffers are as small as the
+// layers' and are reused like them. So does a Quantize matrix whose rows are independent
+// (quantized_rows_independent) where the sink takes such pieces (`quantized_pieces`):
+// whole, the 1.1 B model's embedding and output matrix each took 40 MiB of fresh codes
+// and parameters at 4 bits, and fresh memory is what costs on these VMs (engine/output_bytes.h).
+std::vector<Span> spans_of(const std::vector<TensorPlan>& plan, const std::vector<TensorInfo>& infos, size_t piece_bytes,
+                           bool ggml_pieces, bool quantized_pieces, TensorSource& source) {
   std::vector<Span> spans;
   spans.reserve(plan.size());
   for (size_t i = 0; i < plan.size(); ++i) {
     const TensorPlan& p = plan[i];
     const TensorInfo& info = infos[p.source_index];
     size_t rows = 0, per = 0, group = 0;  // group: rows a piece must not cross (an expert's)
-    if (piece_bytes && p.action == TensorAction::Ggml && !p.requantize && !p.spec.hqq &&
+    if (piece_bytes && ggml_pieces && p.action == TensorAction::Ggml && !p.requantize && !p.spec.hqq &&
         (p.shape.size() == 2 || p.shape.size() == 3) && info.kind == StoredKind::Float) {
       checked_numel(p.name, p.shape);
       const MatrixDims d = ggml_rows(p.shape);
@@ -63,6 +84,20 @@ std::vector<Span> spans_of(const std::vector<TensorPlan>& plan, const std::vecto
       if (d.cols && d.cols % ggml_traits(p.ggml).weights == 0) {
         const size_t row_cost = std::max(d.cols * dtype_size(info.dtype), ggml_row_bytes(p.ggml, d.cols));
         if (rows > 1 && rows * row_cost / 2 > piece_bytes) per = std::max<size_t>(1, piece_bytes / row_cost);
+      }
+    } else if (piece_bytes && quantized_pieces && quantized_rows_independent(p, info, source)) {
+      checked_numel(p.name, p.shape);
+      const MatrixDims d = matrix_dims(p.shape);
+      rows = group = d.rows;
+      const size_t code_bytes = (d.cols * size_t(p.spec.bits) + 7) / 8;
+      const size_t row_cost = std::max(d.cols * dtype_size(info.dtype), code_bytes);
+      if (d.cols && d.cols % p.block == 0 && rows > 1 && rows * row_cost / 2 > piece_bytes) {
+        per = std::max<size_t>(1, piece_bytes / row_cost);
+        // Each piece's codes a whole number of 4 KiB pages where the piece allows, so
+        // every piece starts page-aligned in a file that aligns the first (a writer can
+        // then write it without a copy: io/output_file.h write_held).
+        const size_t whole_pages = kPageBytes / std::gcd(kPageBytes, code_bytes);
+        if (per >= whole_pages) per = per / whole_pages * whole_pages;
       }
     }
     if (per == 0 || group == 0) {
@@ -194,8 +229,9 @@ OutputNeeds needs_of(const TensorPlan& p, const TensorInfo& info, const Span& sp
     checked_numel(p.name, p.shape);
     const MatrixDims d = matrix_dims(p.shape);
     if (d.cols % p.block == 0) {  // (else quantize_tensor refuses it)
-      n.packed = d.rows * ((d.cols * size_t(p.spec.bits) + 7) / 8);
-      n.scales = d.rows * (d.cols / p.block);
+      const size_t rows = span.piece() ? span.row1 - span.row0 : d.rows;
+      n.packed = rows * ((d.cols * size_t(p.spec.bits) + 7) / 8);
+      n.scales = rows * (d.cols / p.block);
       n.zeros = p.spec.scheme() == Scheme::MnnSym ? 0 : n.scales;
     }
   }
@@ -293,18 +329,22 @@ void process(Item& it, TensorSource& source, const PipelineOptions& opts, Buffer
   const Kernels& k = kernels();
   switch (p.action) {
     case TensorAction::Quantize: {
-      std::vector<ErrorSums> sums;  // per row, filled while each tile is in cache
+      // Per row, filled while each tile is in cache; a piece's are combined with the other
+      // pieces' by the writer stage, in row order, as a whole tensor's are here.
+      std::vector<ErrorSums>& sums = it.sums;
       TensorView stored;
-      const RowSource src = source.stored_transposed(p.source_index, &stored) ? RowSource::transposed_of(stored)
-                                                                              : RowSource::rows_of(quantizer_view(source, p.source_index, opts));
+      const RowSource src = it.span.piece() ? RowSource::rows_of(it.piece)
+                            : source.stored_transposed(p.source_index, &stored)
+                                ? RowSource::transposed_of(stored)
+                                : RowSource::rows_of(quantizer_view(source, p.source_index, opts));
       QuantizedTensor storage = pool.take_quantized(it.needs);
       r.quantized = quantize_tensor(src, p.spec, p.block, &k, opts.compute_error ? &sums : nullptr, &storage);
-      if (opts.compute_error) {
+      if (opts.compute_error && !it.span.piece()) {
         r.error = combine_error_sums(sums);
         r.has_error = true;
       }
       it.solver_steps = r.quantized.solver_steps;
-      source.release(p.source_index);
+      if (!it.span.piece()) source.release(p.source_index);  // a piece's: after the last (writer stage)
       break;
     }
     case TensorAction::Ggml: {
@@ -379,7 +419,8 @@ PipelineStats run_pipeline(const std::vector<TensorPlan>& plan, const std::vecto
   }
   const size_t tokens = opts.max_tensors_in_flight ? opts.max_tensors_in_flight
                                                     : size_t(tbb::this_task_arena::max_concurrency()) + 1;
-  const std::vector<Span> spans = spans_of(plan, infos, sink.takes_row_pieces() ? opts.row_piece_bytes : 0);
+  const std::vector<Span> spans =
+      spans_of(plan, infos, opts.row_piece_bytes, sink.takes_row_pieces(), sink.takes_quantized_row_pieces(), source);
   // Items live here, not only in the pipeline's hands: if a stage throws, tbb drops the
   // items in flight and this vector still frees them.
   std::vector<std::unique_ptr<Item>> slots(spans.size());
@@ -390,6 +431,7 @@ PipelineStats run_pipeline(const std::vector<TensorPlan>& plan, const std::vecto
   // The writer stage's totals of the tensor whose pieces it is writing.
   std::vector<ErrorSums> piece_sums;
   uint64_t piece_bytes_out = 0;
+  int piece_steps = 0;  // HQQ's most solver steps in any piece so far
   tbb::parallel_pipeline(
       tokens,
       tbb::make_filter<void, Item*>(tbb::filter_mode::serial_in_order,
@@ -461,7 +503,7 @@ PipelineStats run_pipeline(const std::vector<TensorPlan>& plan, const std::vecto
             if (it->failed) std::rethrow_exception(it->failed);
             const TensorPlan& p = *it->plan;
             TensorResult& r = it->result;
-            if (p.action == TensorAction::Ggml && opts.compute_error) {
+            if ((p.action == TensorAction::Ggml || it->span.piece()) && opts.compute_error) {
               if (!it->span.piece()) {
                 r.error = combine_error_sums(it->sums);
               } else {
@@ -485,7 +527,7 @@ PipelineStats run_pipeline(const std::vector<TensorPlan>& plan, const std::vecto
               rep.bytes_out = piece_bytes_out;
               rep.has_error = r.has_error;
               rep.error = r.error;
-              rep.solver_steps = it->solver_steps;
+              rep.solver_steps = std::max(piece_steps, it->solver_steps);
               stats.bytes_in += rep.bytes_in;
               stats.bytes_out += rep.bytes_out;
               stats.tensors.push_back(std::move(rep));
@@ -496,6 +538,9 @@ PipelineStats run_pipeline(const std::vector<TensorPlan>& plan, const std::vecto
               if (opts.on_progress) opts.on_progress(progress);
               piece_sums.clear();
               piece_bytes_out = 0;
+              piece_steps = 0;
+            } else {
+              piece_steps = std::max(piece_steps, it->solver_steps);
             }
             slots[it->index].reset();
           }));

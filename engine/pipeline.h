@@ -56,8 +56,9 @@ struct TensorResult {
   bool has_error = false;        // error figures computed (quantized tensors, when asked)
   ErrorMetrics error;
   // A large Ggml tensor reaches a sink that takes row pieces (TensorSink::takes_row_pieces)
-  // as runs of whole rows, in order: bytes holds those rows' blocks, and error is set on
-  // the last piece only (for the whole tensor). Otherwise both are true.
+  // as runs of whole rows, in order: bytes holds those rows' blocks (a Quantize tensor's,
+  // takes_quantized_row_pieces: quantized holds those rows), and error is set on the last
+  // piece only (for the whole tensor). Otherwise both are true.
   bool first_piece = true, last_piece = true;
 
   // The bytes of the payload for Ggml / KeepFloat / CopyRaw, wherever they live.
@@ -77,6 +78,13 @@ class TensorSink {
   // The pipeline then quantizes a large Ggml tensor as several items of at most
   // PipelineOptions::row_piece_bytes, so its output buffers are as small as any other's.
   virtual bool takes_row_pieces() const { return false; }
+  // Whether write() accepts a large Quantize tensor in row pieces too: r.quantized is then
+  // a run of whole rows (its rows, shape, codes, scales and zeros are those rows' own; the
+  // same bytes as the whole tensor's rows), first_piece/last_piece say where it lies, and
+  // the figures come with the last. Only tensors whose rows are quantized each on their
+  // own are cut (not MNN's flush, not HQQ's tensor-wide stop, not a source stored
+  // transposed, which is read in bands of its own).
+  virtual bool takes_quantized_row_pieces() const { return false; }
   // Writing without a copy (io/output_file.h write_held): where a Ggml payload of plan
   // entry `plan_index`, from byte `at` of the tensor, will land within its file's direct
   // block; the pipeline then places the payload that many bytes past an aligned address

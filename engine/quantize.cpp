@@ -79,7 +79,7 @@ static void check_params_finite(const RowSource& w, const QuantizedTensor& q, co
   for (size_t b = 0; b < q.scales.size(); ++b) {
     if (block_is_finite(q, b)) continue;
     const size_t r = b / nb, c0 = (b % nb) * q.block;
-    const std::string where = w.view.name + ": row " + std::to_string(r) +
+    const std::string where = w.view.name + ": row " + std::to_string(w.view.first_row + r) +
                               (nb > 1 ? ", columns " + std::to_string(c0) + "-" + std::to_string(c0 + q.block - 1) : "");
     if (fp16_stage) {
       const bool zero_bad = !q.zeros.empty() && !std::isfinite(q.zeros[b]), scale_bad = !std::isfinite(q.scales[b]);
@@ -323,7 +323,7 @@ QuantizedTensor quantize_tensor(const RowSource& src, const QuantSpec& spec, siz
       // Measured in place, the tile needs no scan of its own for NaN and Inf (one was 4% of
       // a bf16 -> .wq conversion's CPU, perf 2026-12-04; why: nonfinite_in_rows).
       if (!measured_in_place) {
-        bad[r0 / tile] = nonfinite_in_rows(t, 0, r1 - r0, k, r0);  // the tile is then warm in cache
+        bad[r0 / tile] = nonfinite_in_rows(t, 0, r1 - r0, k, w.view.first_row + r0);  // the tile is then warm in cache
         if (!bad[r0 / tile].empty()) return;
       }
       RowQuantJob job{};
@@ -349,7 +349,7 @@ QuantizedTensor quantize_tensor(const RowSource& src, const QuantSpec& spec, siz
       if (measured_in_place) {
         const auto unfinite = [](const RowError& e) { return !std::isfinite(e.ref2); };
         if (std::any_of(row_errors.begin(), row_errors.begin() + std::ptrdiff_t(r1 - r0), unfinite)) {
-          bad[r0 / tile] = nonfinite_in_rows(t, 0, r1 - r0, k, r0);  // empty: a square overflowed
+          bad[r0 / tile] = nonfinite_in_rows(t, 0, r1 - r0, k, w.view.first_row + r0);  // empty: a square overflowed
           if (!bad[r0 / tile].empty()) return;
         }
         for (size_t i = 0; i < r1 - r0; ++i) {

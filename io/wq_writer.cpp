@@ -114,7 +114,10 @@ class WqWriter final : public ModelWriter {
       else if (const uint64_t t = out_.write_held(data, n)) ticket = t;
       out_.pad_to(kWqAlign);
     };
-    if (r.plan && r.plan->action == TensorAction::Quantize) {
+    if (r.plan && r.plan->action == TensorAction::Quantize && !(r.first_piece && r.last_piece)) {
+      write_piece(r, sizes, name);
+      if (!r.last_piece) --next_;  // the same plan entry's next piece follows
+    } else if (r.plan && r.plan->action == TensorAction::Quantize) {
       const QuantizedTensor& q = r.quantized;
       put(q.packed.data(), q.packed.size(), 0, true);
       // With fp16 the engine's halves are the stored values (round_params_to_f16).
@@ -129,9 +132,11 @@ class WqWriter final : public ModelWriter {
     }
     held_.hold(r, ticket);  // (the last write's ticket covers the ones before it)
   }
+  bool takes_quantized_row_pieces() const override { return true; }
   bool take_released(TensorResult* r) override { return held_.take_released(out_, r); }
 
   void commit() override {
+    if (piece_codes_) throw Error(out_.path() + ": a tensor's last row piece never came", ErrorKind::Internal);
     if (next_ != layout_.piece_sizes.size()) throw Error(out_.path() + ": not every tensor was written", ErrorKind::Internal);
     if (out_.offset() != layout_.total) throw Error(out_.path() + ": size differs from the plan", ErrorKind::Internal);
     out_.commit();
@@ -140,10 +145,65 @@ class WqWriter final : public ModelWriter {
   const std::string& temp_path() const override { return out_.temp_path(); }
 
  private:
+  // One row piece of a quantized tensor (TensorSink::takes_quantized_row_pieces): its codes
+  // go to the file now, in the place the whole tensor's would (codes come first in a
+  // tensor's record), and its scales and zeros are kept until the last piece, after whose
+  // codes they are written as the whole tensor's would be.
+  void write_piece(TensorResult& r, const std::vector<uint64_t>& sizes, const std::string& name) {
+    const QuantizedTensor& q = r.quantized;
+    auto planned = [&](uint64_t n, size_t k) {
+      if (k >= sizes.size() || n != sizes[k])
+        throw Error(out_.path() + ": " + name + ": piece " + std::to_string(k) + " has " + std::to_string(n) + " bytes, not as planned", ErrorKind::Internal);
+    };
+    if (r.first_piece) {
+      piece_codes_ = 0;
+      piece_scales_.clear();
+      piece_zeros_.clear();
+      // Reserved whole at once: the largest tensors' parameters, grown piece by piece,
+      // would be mapped afresh at every doubling (engine/output_bytes.h says what that costs).
+      piece_scales_.reserve(sizes.size() > 1 ? sizes[1] : 0);
+      piece_zeros_.reserve(sizes.size() > 2 ? sizes[2] : 0);
+      out_.pad_to(piece_align(sizes.at(0)));
+    }
+    if (piece_codes_ + q.packed.size() > sizes.at(0)) planned(piece_codes_ + q.packed.size(), 0);
+    piece_codes_ += q.packed.size();
+    auto append = [](OutputBytes& to, const void* p, size_t n) {
+      const size_t at = to.size();
+      to.resize(at + n);  // (uninitialised; insert() would construct byte by byte)
+      if (n) std::memcpy(to.data() + at, p, n);
+    };
+    if (q.spec.fp16) {
+      append(piece_scales_, q.scales_f16.data(), q.scales_f16.size() * 2);
+      append(piece_zeros_, q.zeros_f16.data(), q.zeros_f16.size() * 2);
+    } else {
+      append(piece_scales_, q.scales.data(), q.scales.size() * 4);
+      append(piece_zeros_, q.zeros.data(), q.zeros.size() * 4);
+    }
+    held_.hold(r, out_.write_held(q.packed.data(), q.packed.size()));  // (takes r's buffers if held)
+    if (!r.last_piece) return;
+    planned(piece_codes_, 0);
+    piece_codes_ = 0;
+    out_.pad_to(kWqAlign);
+    planned(piece_scales_.size(), 1);
+    out_.pad_to(piece_align(sizes[1]));
+    out_.write(piece_scales_.data(), piece_scales_.size());
+    out_.pad_to(kWqAlign);
+    if (sizes.size() > 2) {
+      planned(piece_zeros_.size(), 2);
+      out_.pad_to(piece_align(sizes[2]));
+      out_.write(piece_zeros_.data(), piece_zeros_.size());
+      out_.pad_to(kWqAlign);
+    } else if (!piece_zeros_.empty()) {
+      planned(piece_zeros_.size(), 2);
+    }
+  }
+
   HeldPayloads held_;  // before out_: destroyed after it, which waits for the writes reading them
   OutputFile out_;
   Layout layout_;
   size_t next_ = 0;
+  uint64_t piece_codes_ = 0;                       // codes written of the tensor in pieces
+  OutputBytes piece_scales_, piece_zeros_;        // its parameters so far, as stored
 };
 
 }  // namespace

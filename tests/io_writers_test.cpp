@@ -140,6 +140,8 @@ struct CountingSink : TensorSink {
   explicit CountingSink(TensorSink& t) : to(t) {}
   void write(TensorResult& r) override { to.write(r); }
   bool takes_row_pieces() const override { return to.takes_row_pieces(); }
+  bool quantized_pieces = true;  // false: as a sink that never takes them
+  bool takes_quantized_row_pieces() const override { return quantized_pieces && to.takes_quantized_row_pieces(); }
   size_t payload_phase(size_t i, uint64_t at) const override { return to.payload_phase(i, at); }
   bool take_released(TensorResult* r) override {
     const bool got = to.take_released(r);
@@ -220,6 +222,76 @@ TEST(Writers, WqLargePiecesSitOnPagesAndAreWrittenFromThePipelinesBuffers) {
     EXPECT_EQ(got.packed, want.packed) << q->tensors()[i].name;
     EXPECT_EQ(got.scales, want.scales) << q->tensors()[i].name;
     EXPECT_EQ(got.zeros, want.zeros) << q->tensors()[i].name;
+  }
+}
+
+// The .wq writer takes a large quantized tensor in row pieces (its codes written as they
+// come, its scales and zeros after the last): the file is byte for byte the one written
+// from whole tensors, with f32 and f16 parameters, with and without zeros, direct or
+// buffered output, and some pieces' buffers are written without a copy and given back.
+TEST(Writers, WqFileIsTheSameWhenLargeTensorsComeInRowPieces) {
+  Dir d;
+  const std::string src_path = write_source(
+      d("pieces.safetensors"),
+      {{"big.weight", {4096, 1024}, StoredKind::Float, DType::F32, "F32", 4096 * 1024 * 4},  // 16 MiB
+       {"norm.weight", {128}, StoredKind::Float, DType::F32, "F32", 128 * 4},
+       {"odd.weight", {999, 640}, StoredKind::Float, DType::F32, "F32", 999 * 640 * 4}});  // 3-bit rows of 240 bytes
+  auto src = open_model(src_path);
+  auto file = [](const std::string& path) {
+    std::ifstream f(path, std::ios::binary);
+    return std::vector<uint8_t>((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  };
+  struct Case {
+    int bits;
+    bool asym, fp16;
+    size_t piece_bytes;  // PipelineOptions::row_piece_bytes
+  };
+  // 256 KiB: big in 64 pieces of 64 rows, odd in 16 (the last 39 rows); 4 MiB: big in 4
+  // pieces of 1 MiB of 8-bit codes, buffers large enough to be written without a copy
+  // (engine/output_bytes.h); odd whole.
+  for (const Case& c : {Case{4, true, false, 256 << 10}, Case{3, false, false, 256 << 10}, Case{8, true, true, 4 << 20}}) {
+    SCOPED_TRACE(std::to_string(c.bits) + " bits" + (c.asym ? " asym" : " sym") + (c.fp16 ? " fp16" : ""));
+    PlanOptions o;
+    o.defaults.bits = c.bits;
+    o.defaults.block = 64;
+    o.defaults.asym = c.asym;
+    o.defaults.fp16 = c.fp16;
+    o.format = OutputFormat::Wq;
+    const std::vector<TensorPlan> plan = make_plan(src->tensors(), o);
+    auto write = [&](const std::string& out, bool pieces, bool buffered) {
+      if (buffered) ::setenv("WQUANT_OUTPUT_IO", "buffered", 1);
+      auto w = make_writer(out, o.format, plan, *src);
+      ::unsetenv("WQUANT_OUTPUT_IO");
+      CountingSink sink(*w);
+      sink.quantized_pieces = pieces;
+      PipelineOptions po;
+      po.row_piece_bytes = c.piece_bytes;
+      Scheduler sch(2);
+      sch.run([&] { run_pipeline(plan, src->tensors(), *src, sink, po); });
+      w->commit();
+      return sink.released;
+    };
+    write(d("whole.wq"), false, true);
+    const std::vector<uint8_t> whole = file(d("whole.wq"));
+    const size_t released = write(d("direct.wq"), true, false);
+    EXPECT_TRUE(file(d("direct.wq")) == whole) << "pieces, direct output";
+    write(d("buffered.wq"), true, true);
+    EXPECT_TRUE(file(d("buffered.wq")) == whole) << "pieces, buffered output";
+    if (c.piece_bytes == (4 << 20) && test::accepts_direct(d.p.string())) EXPECT_GE(released, 1u) << "no piece's buffer was held and given back";
+    auto q = open_model(d("direct.wq"));
+    for (size_t i = 0; i < q->tensors().size(); ++i) {
+      if (q->tensors()[i].kind != StoredKind::Quantized) continue;
+      const QuantizedTensor got = q->load_quantized(i);
+      const QuantizedTensor want = quantize_tensor(src->view(i), plan[i].spec, size_t(plan[i].block));
+      EXPECT_EQ(got.packed, want.packed) << q->tensors()[i].name;
+      if (c.fp16) {
+        EXPECT_EQ(got.scales_f16, want.scales_f16) << q->tensors()[i].name;
+        EXPECT_EQ(got.zeros_f16, want.zeros_f16) << q->tensors()[i].name;
+      } else {
+        EXPECT_EQ(got.scales, want.scales) << q->tensors()[i].name;
+        EXPECT_EQ(got.zeros, want.zeros) << q->tensors()[i].name;
+      }
+    }
   }
 }
 

@@ -313,6 +313,157 @@ TEST(Pipeline, RowPiecesGiveTheWholeTensorsBytesAndFigures) {
   }
 }
 
+// A sink that takes quantized row pieces (TensorSink::takes_quantized_row_pieces), or
+// not: each tensor's codes and parameters (f16 halves where the spec stores them) as the
+// pieces arrive, concatenated, and its figures from its last piece.
+struct QuantPieceSink : TensorSink {
+  bool pieces = true;
+  std::vector<std::string> names;
+  std::vector<std::vector<uint8_t>> codes, scales, zeros;
+  std::vector<ErrorMetrics> errors;
+  size_t parts = 0;  // writes that held part of a tensor
+  bool takes_quantized_row_pieces() const override { return pieces; }
+  template <class V>
+  static void append(std::vector<uint8_t>& to, const V& v) {
+    const auto* p = reinterpret_cast<const uint8_t*>(v.data());
+    to.insert(to.end(), p, p + v.size() * sizeof(v[0]));
+  }
+  void write(TensorResult& r) override {
+    if (r.first_piece) {
+      names.push_back(r.plan->name);
+      codes.emplace_back();
+      scales.emplace_back();
+      zeros.emplace_back();
+    }
+    EXPECT_EQ(names.back(), r.plan->name) << "a piece of another tensor in between";
+    const QuantizedTensor& q = r.quantized;
+    append(codes.back(), q.packed);
+    if (q.spec.fp16) {
+      append(scales.back(), q.scales_f16);
+      append(zeros.back(), q.zeros_f16);
+    } else {
+      append(scales.back(), q.scales);
+      append(zeros.back(), q.zeros);
+    }
+    parts += !(r.first_piece && r.last_piece);
+    EXPECT_EQ(r.has_error, r.last_piece) << r.plan->name << ": figures are the whole tensor's, on its last piece";
+    if (r.last_piece) errors.push_back(r.error);
+  }
+};
+
+// A large wquant-quantized tensor whose rows are quantized each on their own is cut into
+// runs of rows when the sink takes them: the same codes, parameters, figures and HQQ step
+// counts as whole, for any thread count, every source tensor released once. MNN's flush
+// and HQQ's tensor-wide stop, which look at the whole tensor, are never cut.
+TEST(Pipeline, QuantizedRowPiecesGiveTheWholeTensorsBytesAndFigures) {
+  MemorySource src;
+  src.add("small", 8, 256, 1);   // 8 KiB: under twice the piece, whole
+  src.add("big", 1000, 256, 2);  // rows of 1 KiB: pieces of 16 rows
+  src.add("odd", 333, 512, 3);   // rows of 2 KiB: 8 rows, the last piece 5
+  const size_t n = src.infos.size();
+  struct Case {
+    int bits;
+    size_t block;
+    bool asym, hqq, fp16, flush, tensor_stop;
+    size_t parts;  // writes of part of a tensor, with pieces of 16 KiB
+  };
+  const size_t cut = 1000 / 16 + 1 + 333 / 8 + 1;
+  const Case cases[] = {
+      {4, 64, true, false, false, false, false, cut},
+      {3, 32, false, false, false, false, false, cut},  // 3-bit rows: codes of 96 and 192 bytes
+      {8, 128, true, false, true, false, false, cut},   // f16 parameters
+      {4, 64, true, true, false, false, false, cut},    // HQQ, per-block stop
+      {2, 0, true, false, false, false, false, cut},    // channel-wise
+      {4, 64, true, true, false, false, true, 0},       // HQQ, tensor-wide stop: whole
+      {4, 64, false, false, false, true, false, 0},     // MNN's flush: whole
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(std::to_string(c.bits) + " bits, block " + std::to_string(c.block) + (c.hqq ? ", hqq" : "") +
+                 (c.fp16 ? ", fp16" : "") + (c.flush ? ", flush" : "") + (c.tensor_stop ? ", tensor stop" : ""));
+    PlanOptions o;
+    o.defaults.bits = c.bits;
+    o.defaults.block = c.block;
+    o.defaults.asym = c.asym;
+    o.defaults.hqq = c.hqq;
+    o.defaults.fp16 = c.fp16;
+    o.defaults.mnn_flush = c.flush;
+    if (c.tensor_stop) o.defaults.hqq_opts.stop = HqqStop::Tensor;
+    const std::vector<TensorPlan> plan = make_plan(src.infos, o);
+    ASSERT_EQ(plan.size(), n);
+    for (const TensorPlan& p : plan) ASSERT_EQ(p.action, TensorAction::Quantize) << p.name;
+    QuantPieceSink whole;
+    whole.pieces = false;
+    PipelineStats whole_stats;
+    PipelineOptions po;
+    po.row_piece_bytes = 16384;
+    Scheduler(2).run([&] { whole_stats = run_pipeline(plan, src.infos, src, whole, po); });
+    EXPECT_EQ(whole.parts, 0u);
+    ASSERT_EQ(whole.names.size(), n);
+    // The whole tensor as quantize_tensor makes it.
+    const QuantizedTensor direct = quantize_tensor(src.view(1), plan[1].spec, plan[1].block);
+    src.release(1);
+    std::vector<uint8_t> direct_codes(direct.packed.begin(), direct.packed.end());
+    EXPECT_TRUE(direct_codes == whole.codes[1]);
+    src.releases.assign(n, 0);
+    for (int threads : {1, 2, 3}) {
+      QuantPieceSink sink;
+      PipelineStats stats;
+      Scheduler(threads).run([&] { stats = run_pipeline(plan, src.infos, src, sink, po); });
+      EXPECT_EQ(sink.parts, c.parts) << threads << " threads";
+      ASSERT_EQ(sink.names, whole.names);
+      ASSERT_EQ(stats.tensors.size(), n);
+      for (size_t i = 0; i < n; ++i) {
+        EXPECT_TRUE(sink.codes[i] == whole.codes[i]) << whole.names[i] << ", " << threads << " threads";
+        EXPECT_TRUE(sink.scales[i] == whole.scales[i]) << whole.names[i];
+        EXPECT_TRUE(sink.zeros[i] == whole.zeros[i]) << whole.names[i];
+        EXPECT_EQ(sink.errors[i].count, whole.errors[i].count);
+        EXPECT_EQ(sink.errors[i].rel_rmse, whole.errors[i].rel_rmse) << whole.names[i];
+        EXPECT_EQ(sink.errors[i].snr_db, whole.errors[i].snr_db);
+        EXPECT_EQ(sink.errors[i].max_abs, whole.errors[i].max_abs);
+        EXPECT_EQ(stats.tensors[i].bytes_out, whole_stats.tensors[i].bytes_out);
+        EXPECT_EQ(stats.tensors[i].solver_steps, whole_stats.tensors[i].solver_steps) << whole.names[i];
+        if (c.hqq) EXPECT_GT(stats.tensors[i].solver_steps, 0) << whole.names[i];
+      }
+      EXPECT_EQ(src.held, 0u) << "every tensor released";
+      for (size_t i = 0; i < n; ++i) EXPECT_EQ(src.releases[i], 1) << whole.names[i] << ": released once, after its last piece";
+      src.releases.assign(n, 0);
+    }
+  }
+}
+
+// A NaN in a quantized tensor cut into pieces is reported at its row of the whole
+// tensor, not of the piece, and no later tensor is written.
+TEST(Pipeline, QuantizedRowPieceNamesTheWholeTensorsRow) {
+  MemorySource src;
+  src.add("big", 1000, 256, 2);
+  src.add("after", 1000, 256, 3);
+  src.data[0][700 * 256 + 5] = std::numeric_limits<float>::quiet_NaN();
+  PlanOptions o;
+  o.defaults.bits = 4;
+  o.defaults.block = 64;
+  o.defaults.asym = true;
+  const std::vector<TensorPlan> plan = make_plan(src.infos, o);
+  for (bool hqq : {false, true}) {
+    std::vector<TensorPlan> p = plan;
+    for (TensorPlan& t : p) t.spec.hqq = hqq;
+    for (bool measured : {true, false}) {
+      QuantPieceSink sink;
+      PipelineOptions po;
+      po.row_piece_bytes = 16384;
+      po.compute_error = measured;
+      try {
+        Scheduler(2).run([&] { run_pipeline(p, src.infos, src, sink, po); });
+        ADD_FAILURE() << "no error";
+      } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("big: non-finite weight (NaN or Inf) at row 700, column 5"), std::string::npos)
+            << e.what();
+      }
+      EXPECT_EQ(sink.errors.size(), 0u) << "the broken tensor never finished";
+      EXPECT_GT(sink.parts, 0u) << "the pieces before the bad row were written";
+    }
+  }
+}
+
 // A sink asks where each Ggml payload should sit (TensorSink::payload_phase, how a writer
 // gets payloads it can write without a copy): a payload in a page-aligned buffer (those of
 // 1 MiB and more are mappings) starts at that phase, whole or in pieces; the sink may take
