@@ -1,9 +1,11 @@
 #include "engine/quantize_columns.h"
 
 #include <tbb/task_arena.h>
+#include <tbb/task_group.h>
 
 #include <algorithm>
 #include <cmath>
+#include <exception>
 #include <string>
 
 #include "engine/error.h"
@@ -60,25 +62,56 @@ size_t stored_band_rows(const RowSource& src, size_t block) {
 
 bool for_each_stored_band(const RowSource& src, size_t band, const StoredBand& body) {
   const TensorView& v = src.view;  // listed [N, K]; data: the stored [K, N]
-  const size_t N = v.rows(), K = v.cols(), es = dtype_size(v.dtype);
+  const size_t N = v.rows(), K = v.cols(), es = dtype_size(v.dtype), band_bytes = band * N * es;
   const auto* base = static_cast<const uint8_t*>(v.data);
   uint64_t offset = 0;
   const bool from_file = v.mapped.offset_of(v.data, v.nbytes, &offset);
-  // Kept by the thread between tensors: fresh pages cost a page fault and a zeroed page
-  // each (clear_page was 9% of an ONNX conversion's CPU with these made per tensor).
-  thread_local OutputBytes buf_kept;
-  if (from_file && buf_kept.capacity() < band * N * es) {
-    buf_kept = OutputBytes();  // (the old band is not copied into the new mapping)
-    buf_kept.reserve(std::max(band * N * es, kHugeBandBytes));
+  if (!from_file) {  // the mapping as it is
+    for (size_t k0 = 0; k0 < K; k0 += band) {
+      if (!body(k0, std::min(band, K - k0), base + k0 * N * es)) return false;
+    }
+    return true;
   }
-  if (from_file && buf_kept.size() < band * N * es) buf_kept.resize(band * N * es);  // within the capacity
-  for (size_t k0 = 0; k0 < K; k0 += band) {
-    const size_t rows = std::min(band, K - k0);
+  // Two band buffers, kept by the thread between tensors: fresh pages cost a page fault
+  // and a zeroed page each (clear_page was 9% of an ONNX conversion's CPU with these made
+  // per tensor). While the workers code band i from one, band i + 1 is read into the
+  // other, so no worker waits for the read between bands.
+  thread_local OutputBytes kept[2];
+  for (OutputBytes& buf : kept) {
+    if (buf.capacity() < band_bytes) {
+      buf = OutputBytes();  // (the old band is not copied into the new mapping)
+      buf.reserve(std::max(band_bytes, kHugeBandBytes));
+    }
+    if (buf.size() < band_bytes) buf.resize(band_bytes);  // within the capacity
+  }
+  // Band k0's rows, read like a contiguous tensor's tiles (engine/tensor.h says why pread);
+  // where the file cannot be read so, the mapping is read as it is.
+  auto read_band = [&](size_t k0, uint8_t* to) -> const uint8_t* {
     const uint8_t* b = base + k0 * N * es;
-    // Read like a contiguous tensor's tiles (engine/tensor.h says why pread); where the
-    // file cannot be read so, the mapping is read as it is.
-    if (from_file && v.mapped.read(b, rows * N * es, buf_kept.data())) b = buf_kept.data();
-    if (!body(k0, rows, b)) return false;
+    return v.mapped.read(b, std::min(band, K - k0) * N * es, to) ? to : b;
+  };
+  const uint8_t* next = read_band(0, kept[0].data());
+  for (size_t k0 = 0, i = 0; k0 < K; k0 += band, ++i) {
+    const uint8_t* b = next;
+    bool ok = true;
+    // Isolated: while this thread waits, it must not start another tensor's bands, which
+    // would reuse these buffers.
+    std::exception_ptr failed;
+    tbb::this_task_arena::isolate([&] {
+      tbb::task_group ahead;
+      // (The buffer's address is taken here: in the task, on another thread, `kept` would
+      // name that thread's buffers.)
+      uint8_t* const into = kept[(i + 1) % 2].data();
+      if (k0 + band < K) ahead.run([&, into] { next = read_band(k0 + band, into); });
+      try {
+        ok = body(k0, std::min(band, K - k0), b);
+      } catch (...) {
+        failed = std::current_exception();  // (after the read, which writes a buffer of this thread)
+      }
+      ahead.wait();
+    });
+    if (failed) std::rethrow_exception(failed);
+    if (!ok) return false;
   }
   return true;
 }

@@ -41,10 +41,11 @@ size_t stored_band_rows(const RowSource& src, size_t block);
 // Reads the stored rows of a transposed source in bands of `band` rows, in order, and
 // calls body(k0, rows, data) for rows [k0, k0 + rows) (rows = band but for the last),
 // data holding them contiguous (rows x N elements of the view's dtype): pread from the
-// file into this thread's band buffer (on 2 MiB pages) where the view is mapped from one,
-// else the mapping itself. Stops when body returns false, and returns false then. The
-// buffer is this thread's: body must not start another tensor's bands on this thread
-// (run its parallel work under tbb::this_task_arena::isolate).
+// file into one of this thread's two band buffers (on 2 MiB pages) where the view is
+// mapped from one, the next band read into the other by a task of its own while body
+// codes this one; else the mapping itself. Stops when body returns false, and returns
+// false then. The buffers are this thread's: body must not start another tensor's bands
+// on this thread (run its parallel work under tbb::this_task_arena::isolate).
 using StoredBand = std::function<bool(size_t k0, size_t rows, const uint8_t* data)>;
 bool for_each_stored_band(const RowSource& src, size_t band, const StoredBand& body);
 
