@@ -82,10 +82,7 @@ bool hqq_quantize_stored_columns(const RowSource& src, QuantizedTensor& q, Error
       }
       if (row_sums) {  // what the row path measures, carried from band to band
         t.w_hat.resize(n);
-        for (size_t j = 0; j < n_blocks; ++j) {
-          const BlockCodec c{q.scheme, bits, t.scales[j], t.zeros[j], 0.0f};
-          k.dequantize_codes(t.codes.data() + j * block, block, c, t.w_hat.data() + j * block);
-        }
+        dequantize_blocks(q, n_blocks, t.codes.data(), t.scales.data(), t.zeros.data(), t.w_hat.data(), k);
         for (size_t i = 0; i < n_rows; ++i) {
           k.sq_err_partials(w + i * rows, t.w_hat.data() + i * rows, rows, partials.data() + (c0 + i) * kColumnPartialPlanes);
         }

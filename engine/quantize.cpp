@@ -424,12 +424,17 @@ ErrorSums measured_row_sums(const RowError& e, const QuantizedTensor& q, size_t 
   return error_sums(row_as_f32(row(), 0, q.cols, buf, k), w_hat.data(), q.cols, k);
 }
 
-void dequantize_row_codes(const QuantizedTensor& q, const uint8_t* codes, const float* s, const float* z, float* w_hat,
-                          const Kernels& k) {
-  for (size_t b = 0; b < q.blocks_per_row(); ++b) {
+void dequantize_blocks(const QuantizedTensor& q, size_t nblocks, const uint8_t* codes, const float* s, const float* z,
+                       float* w_hat, const Kernels& k) {
+  for (size_t b = 0; b < nblocks; ++b) {
     const BlockCodec c{q.scheme, q.spec.bits, s[b], z ? z[b] : 0.0f, 0.0f};
     k.dequantize_codes(codes + b * q.block, q.block, c, w_hat + b * q.block);
   }
+}
+
+void dequantize_row_codes(const QuantizedTensor& q, const uint8_t* codes, const float* s, const float* z, float* w_hat,
+                          const Kernels& k) {
+  dequantize_blocks(q, q.blocks_per_row(), codes, s, z, w_hat, k);
 }
 
 void dequantize_tensor(const QuantizedTensor& q, float* out, const Kernels* k) {

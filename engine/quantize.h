@@ -46,6 +46,12 @@ void dequantize_tensor(const QuantizedTensor& q, float* out, const Kernels* k = 
 ErrorSums measured_row_sums(const RowError& e, const QuantizedTensor& q, size_t r,
                             const std::function<TensorView()>& row, const Kernels& k);
 
+// w_hat of `nblocks` consecutive blocks of q's scheme, bits and block size: codes (one
+// byte each), their scales and zeros (z null for MnnSym) end to end. A row's blocks, or a
+// band's blocks of several rows (engine/hqq_columns.cpp).
+void dequantize_blocks(const QuantizedTensor& q, size_t nblocks, const uint8_t* codes, const float* s, const float* z,
+                       float* w_hat, const Kernels& k);
+// dequantize_blocks of one whole row.
 void dequantize_row_codes(const QuantizedTensor& q, const uint8_t* codes, const float* s, const float* z, float* w_hat,
                           const Kernels& k);
 
