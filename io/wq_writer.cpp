@@ -107,12 +107,7 @@ class WqWriter final : public ModelWriter {
     // may drop their pages once this returns.
     uint64_t ticket = 0;
     auto put = [&](const void* data, uint64_t n, size_t k, bool may_hold) {
-      if (k >= sizes.size() || n != sizes[k])
-        throw Error(out_.path() + ": " + name + ": piece " + std::to_string(k) + " has " + std::to_string(n) + " bytes, not as planned", ErrorKind::Internal);
-      out_.pad_to(piece_align(n));
-      if (!may_hold) out_.write(data, n);
-      else if (const uint64_t t = out_.write_held(data, n)) ticket = t;
-      out_.pad_to(kWqAlign);
+      if (const uint64_t t = put_piece(data, n, sizes, k, name, may_hold)) ticket = t;
     };
     if (r.plan && r.plan->action == TensorAction::Quantize && !(r.first_piece && r.last_piece)) {
       write_piece(r, sizes, name);
@@ -145,16 +140,30 @@ class WqWriter final : public ModelWriter {
   const std::string& temp_path() const override { return out_.temp_path(); }
 
  private:
+  // Piece k of a tensor's record (codes, scales, zeros; or its one payload) of n bytes, as
+  // planned, at its alignment, written from `data` (held where may_hold and the output
+  // allows: the ticket, else 0).
+  uint64_t put_piece(const void* data, uint64_t n, const std::vector<uint64_t>& sizes, size_t k, const std::string& name,
+                     bool may_hold) {
+    check_planned(n, sizes, k, name);
+    out_.pad_to(piece_align(n));
+    uint64_t ticket = 0;
+    if (!may_hold) out_.write(data, n);
+    else ticket = out_.write_held(data, n);
+    out_.pad_to(kWqAlign);
+    return ticket;
+  }
+  void check_planned(uint64_t n, const std::vector<uint64_t>& sizes, size_t k, const std::string& name) const {
+    if (k >= sizes.size() || n != sizes[k])
+      throw Error(out_.path() + ": " + name + ": piece " + std::to_string(k) + " has " + std::to_string(n) + " bytes, not as planned", ErrorKind::Internal);
+  }
+
   // One row piece of a quantized tensor (TensorSink::takes_quantized_row_pieces): its codes
   // go to the file now, in the place the whole tensor's would (codes come first in a
   // tensor's record), and its scales and zeros are kept until the last piece, after whose
   // codes they are written as the whole tensor's would be.
   void write_piece(TensorResult& r, const std::vector<uint64_t>& sizes, const std::string& name) {
     const QuantizedTensor& q = r.quantized;
-    auto planned = [&](uint64_t n, size_t k) {
-      if (k >= sizes.size() || n != sizes[k])
-        throw Error(out_.path() + ": " + name + ": piece " + std::to_string(k) + " has " + std::to_string(n) + " bytes, not as planned", ErrorKind::Internal);
-    };
     if (r.first_piece) {
       piece_codes_ = 0;
       piece_scales_.clear();
@@ -165,7 +174,7 @@ class WqWriter final : public ModelWriter {
       piece_zeros_.reserve(sizes.size() > 2 ? sizes[2] : 0);
       out_.pad_to(piece_align(sizes.at(0)));
     }
-    if (piece_codes_ + q.packed.size() > sizes.at(0)) planned(piece_codes_ + q.packed.size(), 0);
+    if (piece_codes_ + q.packed.size() > sizes.at(0)) check_planned(piece_codes_ + q.packed.size(), sizes, 0, name);
     piece_codes_ += q.packed.size();
     auto append = [](OutputBytes& to, const void* p, size_t n) {
       const size_t at = to.size();
@@ -181,21 +190,12 @@ class WqWriter final : public ModelWriter {
     }
     held_.hold(r, out_.write_held(q.packed.data(), q.packed.size()));  // (takes r's buffers if held)
     if (!r.last_piece) return;
-    planned(piece_codes_, 0);
+    check_planned(piece_codes_, sizes, 0, name);
     piece_codes_ = 0;
     out_.pad_to(kWqAlign);
-    planned(piece_scales_.size(), 1);
-    out_.pad_to(piece_align(sizes[1]));
-    out_.write(piece_scales_.data(), piece_scales_.size());
-    out_.pad_to(kWqAlign);
-    if (sizes.size() > 2) {
-      planned(piece_zeros_.size(), 2);
-      out_.pad_to(piece_align(sizes[2]));
-      out_.write(piece_zeros_.data(), piece_zeros_.size());
-      out_.pad_to(kWqAlign);
-    } else if (!piece_zeros_.empty()) {
-      planned(piece_zeros_.size(), 2);
-    }
+    put_piece(piece_scales_.data(), piece_scales_.size(), sizes, 1, name, false);
+    // (Zeros the plan has no place for are refused by the check there.)
+    if (sizes.size() > 2 || !piece_zeros_.empty()) put_piece(piece_zeros_.data(), piece_zeros_.size(), sizes, 2, name, false);
   }
 
   HeldPayloads held_;  // before out_: destroyed after it, which waits for the writes reading them

@@ -912,9 +912,8 @@ struct Prims {
   }
 
   // G: codes per byte for 8-, 4- and 2-bit codes, packed in registers before the
-  // transpose (each transposed lane is then one packed byte of its column, stored into
-  // its place in the column's row: no codes buffer, no packing pass); 0: any width, the
-  // codes transposed one per lane into a buffer and packed afterwards.
+  // transpose (each transposed lane is then one packed byte of its column: no packing
+  // pass); 0: any width, the codes transposed one per lane and packed afterwards.
   template <Scheme S, size_t G>
   static void quantize_columns_as(const ColumnQuantJob& job) {
     const size_t rows = job.rows, block = job.block, nblocks = rows / block, cols = job.cols;
@@ -925,7 +924,8 @@ struct Prims {
     // written from the transposes, then each column's run copied to its place whole (the
     // transposes' 16-byte stores straight into the output's lines, which are rarely in
     // cache, ran at 0.7x the speed, kernels_bench's 64 MiB case).
-    ScratchBuffer<uint8_t> codes(G ? rows / G * L : rows * L);
+    constexpr size_t per_lane = G ? G : 1;  // stored rows whose codes share a lane (a byte)
+    ScratchBuffer<uint8_t> codes(rows / per_lane * L);
     const F zero(0.0f);
     const I lo8(0), hi8(255), half(1 << (job.bits - 1));
     for (size_t c = 0; c < cols; c += L) {
@@ -1001,7 +1001,7 @@ struct Prims {
         }
         // R stored rows per transpose (L, or the L bytes' G L codes), `step` rows per outer
         // step: a multiple of 16 (block is), so element k + i goes to partial i % 16.
-        constexpr size_t R = G ? G * L : L, step = R > 16 ? R : 16, U = step / R;
+        constexpr size_t R = per_lane * L, step = R > 16 ? R : 16, U = step / R;
         for (size_t k = k0; k < k0 + block; k += step) {
 #pragma GCC unroll 16
           for (size_t u = 0; u < U; ++u) {
@@ -1010,16 +1010,17 @@ struct Prims {
             for (size_t t = 0; t < L; ++t) {
               I byte(0);
 #pragma GCC unroll 4
-              for (size_t g = 0; g < (G ? G : 1); ++g) {
-                const size_t i = u * R + t * (G ? G : 1) + g;  // this element's row: k + i
+              for (size_t g = 0; g < per_lane; ++g) {
+                const size_t i = u * R + t * per_lane + g;  // this element's row: k + i
                 const F v = load(k + i);
                 const I code = code_lanes<S>(v, p, job.bits);
                 // w_hat as dequantize_codes makes it from the stored code (the store saturates).
                 const I stored = xsimd::min(xsimd::max(code, lo8), hi8);
                 // Code g of a byte at bits [g b, g b + b), as pack_codes packs them (every
                 // stored code is in [0, 2^b - 1]: each scheme clamps to its top code, and
-                // the saturation takes what a NaN converts to, INT_MIN, to 0).
-                byte = G ? byte | (stored << int(g * 8 / (G ? G : 1))) : code;
+                // the saturation takes what a NaN converts to, INT_MIN, to 0). With G 0 the
+                // lane is the saturated code itself, as store_u8 would store it.
+                byte = byte | (stored << int(g * 8 / per_lane));
                 if (job.partials) {
                   const F d = v - dequantize_lanes<S>(stored, p.scale, p.zero, half);
                   pe[i % 16] = pe[i % 16] + (d * d);
@@ -1030,15 +1031,14 @@ struct Prims {
             }
             Ops::transpose(q);  // q[j]: column c + j's codes (G: packed bytes) of these R stored rows
             for (size_t j = 0; j < m; ++j) {
-              const size_t run = G ? rows / G : rows, at = (k + u * R) / (G ? G : 1);
-              Ops::store_u8(codes.data() + j * run + at, xsimd::bitwise_cast<I>(q[j]));
+              Ops::store_u8(codes.data() + j * (rows / per_lane) + (k + u * R) / per_lane, xsimd::bitwise_cast<I>(q[j]));
             }
           }
         }
       }
       for (size_t j = 0; j < m; ++j) {
         if constexpr (G) {
-          std::memcpy(job.packed + (c + j) * job.packed_row_bytes, codes.data() + j * (rows / G), rows / G);
+          std::memcpy(job.packed + (c + j) * job.packed_row_bytes, codes.data() + j * (rows / per_lane), rows / per_lane);
         } else {
           pack_codes(codes.data() + j * rows, rows, job.bits, job.packed + (c + j) * job.packed_row_bytes);
         }
