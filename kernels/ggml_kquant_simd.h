@@ -117,23 +117,27 @@ struct KquantSearch {
   // scales in scale. `w * x[i] * l` is (w * x[i]) * l, so w * x[i] is computed once.
   template <size_t n, size_t G>
   static void qx(int nmax, const F* x, const F* w, F* c, F* scale_out) {
+    // Elements outside, groups inside, as in qkx.
     F max[G], amax[G], wx[G * n];
-    M zero[G];
-    bool no_nan = true;
+    M zero[G], nan[G];
     for (size_t g = 0; g < G; ++g) {
-      amax[g] = F(0.0f);
-      max[g] = F(0.0f);
-      M nan(false);
-      for (size_t i = 0; i < n; ++i) {
-        const F ax = xsimd::abs(x[g * n + i]);
+      amax[g] = max[g] = F(0.0f);
+      nan[g] = M(false);
+    }
+    for (size_t i = 0; i < n; ++i) {
+      for (size_t g = 0; g < G; ++g) {
+        const F xi = x[g * n + i], ax = xsimd::abs(xi);
         const M m = ax > amax[g];
         amax[g] = xsimd::select(m, ax, amax[g]);
-        max[g] = xsimd::select(m, x[g * n + i], max[g]);
-        wx[g * n + i] = w[g * n + i] * x[g * n + i];
-        nan = nan | xsimd::isnan(x[g * n + i]);
+        max[g] = xsimd::select(m, xi, max[g]);
+        wx[g * n + i] = w[g * n + i] * xi;
+        nan[g] = nan[g] | xsimd::isnan(xi);
       }
+    }
+    bool no_nan = true;
+    for (size_t g = 0; g < G; ++g) {
       zero[g] = amax[g] < F(ref::kGroupMaxEps);
-      no_nan = no_nan && !xsimd::any(nan & !zero[g]);
+      no_nan = no_nan && !xsimd::any(nan[g] & !zero[g]);
     }
     F sumlx[G], suml2[G];
     auto sums = [&](const F* is) {
@@ -197,27 +201,32 @@ struct KquantSearch {
   template <bool kx3, size_t n, size_t G>
   static void qkx(int nmax, const F* x, const F* w, F* the_min, F* scale_out, F* rule_is, F* rule_min, float rmin,
                   float rdelta, int nstep, bool use_mad) {
+    // Elements outside, groups inside: with the groups outside, GCC kept each group's
+    // sums in memory, and every add waited on the store before it (8% of the search).
     F min[G], max[G], sum_w[G], sum_x[G], lo_x[G];
-    M flat[G];
+    M flat[G], nan[G];
+    for (size_t g = 0; g < G; ++g) {
+      min[g] = max[g] = x[g * n];
+      sum_w[g] = w[g * n];
+      sum_x[g] = sum_w[g] * x[g * n];
+      nan[g] = xsimd::isnan(x[g * n]);
+    }
+    for (size_t i = 1; i < n; ++i) {
+      for (size_t g = 0; g < G; ++g) {
+        const F xi = x[g * n + i], wi = w[g * n + i];
+        min[g] = xsimd::select(xi < min[g], xi, min[g]);
+        max[g] = xsimd::select(xi > max[g], xi, max[g]);
+        sum_w[g] += wi;
+        sum_x[g] += wi * xi;
+        nan[g] = nan[g] | xsimd::isnan(xi);
+      }
+    }
     bool no_nan = true;
     for (size_t g = 0; g < G; ++g) {
-      const F* xg = x + g * n;
-      const F* wg = w + g * n;
-      min[g] = max[g] = xg[0];
-      sum_w[g] = wg[0];
-      sum_x[g] = sum_w[g] * xg[0];
-      for (size_t i = 1; i < n; ++i) {
-        min[g] = xsimd::select(xg[i] < min[g], xg[i], min[g]);
-        max[g] = xsimd::select(xg[i] > max[g], xg[i], max[g]);
-        sum_w[g] += wg[i];
-        sum_x[g] += wg[i] * xg[i];
-      }
       lo_x[g] = min[g];
       min[g] = xsimd::select(min[g] > F(0.0f), F(0.0f), min[g]);
       flat[g] = kx3 ? (max[g] <= min[g]) : (max[g] == min[g]);
-      M nan(false);
-      for (size_t i = 0; i < n; ++i) nan = nan | xsimd::isnan(xg[i]);
-      no_nan = no_nan && !xsimd::any(nan);
+      no_nan = no_nan && !xsimd::any(nan[g]);
     }
     auto err = [&](F d) { return use_mad ? xsimd::abs(d) : d * d; };
     // code_is, code_min: the iscale and min the lane's current best codes came from.
