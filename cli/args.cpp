@@ -109,7 +109,7 @@ void add_verbosity(CLI::App* sub, Bound& b) {
 
 void add_run(CLI::App* sub, Bound& b, const char* isa_help) {
   sub->add_option("--isa", b.isa, isa_help)->type_name(isa_choices());
-  sub->add_option("--threads", b.threads, "Worker threads (default: every core)")
+  sub->add_option("--threads", b.threads, "Worker threads (default: every CPU this process may run on; more are capped at them)")
       ->type_name("N")
       ->check(integer_in(INT32_MIN, INT32_MAX));
 }

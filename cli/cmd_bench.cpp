@@ -128,7 +128,7 @@ int run_bench_model(const BenchArgs& a, Console& con) {
   }
   if (views.empty()) throw Error(a.model + ": no weight matrix to quantize (every tensor is 1-D or not float)");
   for (const TensorView& v : views) check_finite(v);  // one clear error, not one per scheme
-  Scheduler sched(a.run.threads);
+  Scheduler sched(worker_threads(a.run, con));
   const std::vector<SweepScheme> schemes = sweep_schemes();
   if (con.human() && !a.csv) {
     std::fprintf(stderr, "wquant: bench: %zu schemes over %zu tensors (%s M weights) of %s, isa %s, %d threads ...\n",
@@ -206,7 +206,7 @@ int run_bench(const BenchArgs& a, Console& con) {
       if (isa_available(Isa(i))) isas.push_back(Isa(i));
     }
   }
-  Scheduler sched(a.run.threads);
+  Scheduler sched(worker_threads(a.run, con));
   const Buffer b = make_buffer(a.size);
   const double n = double(b.w.size());
   if (con.human()) {

@@ -73,7 +73,7 @@ int run_dequantize(const DequantizeArgs& a, Console& con) {
                      return planned_output_bytes(plan, infos, OutputFormat::Safetensors, *r);
                    }));
 
-  Scheduler sched(a.run.threads);
+  Scheduler sched(worker_threads(a.run, con));
   std::unique_ptr<ModelWriter> writer = make_writer(a.output, OutputFormat::Safetensors, plan, *r);
   sched.run([&] {
     for (size_t i = 0; i < plan.size(); ++i) {

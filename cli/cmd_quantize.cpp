@@ -411,7 +411,7 @@ int run_quantize(const QuantizeArgs& a, Console& con) {
   if (a.dry_run) return dry_run(a, s, con);
   check_free_space(s.outputs.front(), s.planned_bytes);
 
-  Scheduler sched(a.run.threads);
+  Scheduler sched(worker_threads(a.run, con));
   con.detail(std::string("isa ") + isa_name(isa) + ", " + std::to_string(sched.threads()) + " threads");
   std::unique_ptr<ModelWriter> writer =
       a.gguf.keep_split ? make_gguf_split_writer(s.split_prefix, s.plan, *s.reader, s.gguf.keys)

@@ -66,7 +66,7 @@ int run_verify(const VerifyArgs& a, Console& con) {
   std::vector<ErrorSums> pool;  // tensor order
   std::string broken;           // the first tensor that dequantizes to NaN/Inf from finite weights
   size_t n_broken = 0;
-  Scheduler sched(a.run.threads);
+  Scheduler sched(worker_threads(a.run, con));
   sched.run([&] {
     const std::vector<TensorInfo>& ti = ref->tensors();
     for (size_t i = 0; i < ti.size(); ++i) {

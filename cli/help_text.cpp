@@ -53,7 +53,7 @@ std::string quantize_footer() {
   return std::string(R"(
 Defaults: 4 bits, channel-wise, SYMMETRIC (as MNNConvert documented it; newer MNN
 releases default to asymmetric: pass --asym or --weightQuantAsymmetric 1 for that),
-scales in f32, every core, the best ISA. Quantized: float tensors of 2 or more
+scales in f32, every usable CPU, the best ISA. Quantized: float tensors of 2 or more
 dimensions (linear, embedding, conv weights); 1-D tensors (norms, biases) stay float.
 Output bytes never depend on --threads or --isa.
 

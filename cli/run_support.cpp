@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "engine/error.h"
+#include "engine/scheduler.h"
 #include "engine/tensor.h"
 #include "io/output_file.h"
 #include "kernels/ggml_blocks.h"
@@ -142,6 +143,15 @@ std::string describe_plan_entry_with_notes(const TensorPlan& p, const TensorInfo
 nlohmann::json error_json(const ErrorMetrics& m) {
   auto num = [](double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); };
   return {{"rel_rmse", num(m.rel_rmse)}, {"snr_db", num(m.snr_db)}, {"max_abs", num(m.max_abs)}, {"rmse", num(m.rmse)}};
+}
+
+int worker_threads(const RunSettings& run, Console& con) {
+  const int cpus = usable_cpus();
+  if (run.threads <= cpus) return run.threads;
+  con.note("--threads " + std::to_string(run.threads) + ": this process may run on " + std::to_string(cpus) +
+           (cpus == 1 ? " CPU" : " CPUs") + "; running " + std::to_string(cpus) +
+           " threads (more would only share those cores, and ran slower)");
+  return cpus;
 }
 
 }  // namespace wq::cli

@@ -8,10 +8,23 @@
 #include <algorithm>
 #include <thread>
 
+#ifdef __linux__
+#include <sched.h>
+#endif
+
 namespace wq {
 
+int usable_cpus() {
+#ifdef __linux__
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+#endif
+  return int(std::max(1u, std::thread::hardware_concurrency()));
+}
+
 Scheduler::Scheduler(int threads) {
-  const int cores = std::max(1u, std::thread::hardware_concurrency());
+  const int cores = usable_cpus();
   threads_ = threads > 0 ? threads : cores;
   // task_arena(n) alone never gives more threads than the global limit (the core count).
   control_ = std::make_unique<tbb::global_control>(tbb::global_control::max_allowed_parallelism,

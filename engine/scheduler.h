@@ -14,9 +14,14 @@
 
 namespace wq {
 
+// The CPUs this process may run on (its affinity mask, which taskset and container
+// cpusets narrow; the hardware's count where the mask cannot be read).
+int usable_cpus();
+
 class Scheduler {
  public:
-  // threads <= 0 means every core. More threads than cores is allowed (tests use it).
+  // threads <= 0 means every usable CPU (usable_cpus). More threads than CPUs is allowed
+  // here (tests use it); the command line caps --threads at usable_cpus().
   explicit Scheduler(int threads);
   ~Scheduler();
   Scheduler(const Scheduler&) = delete;

@@ -3,6 +3,7 @@
 // MNNConvert spellings, params files, and bad input of every kind.
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdlib.h>
@@ -763,6 +764,37 @@ TEST_F(Cli, BenchPrintsATablePerIsa) {
   const Result one = expect(0, {"bench", "--size", "16K", "--isa", "scalar"});
   EXPECT_EQ(count_of(one.out, "| scalar |"), 1u) << one.out;
   expect(2, {"bench", "--size", "lots"});
+}
+
+// --threads above the CPUs the process may run on (its affinity, which children inherit:
+// here narrowed to one CPU, then to two where there are two) runs that many threads, with
+// a note naming --threads; within them it runs what was asked, without a note.
+TEST_F(Cli, ThreadsBeyondTheUsableCpusAreCappedWithANote) {
+  cpu_set_t all;
+  ASSERT_EQ(sched_getaffinity(0, sizeof all, &all), 0);
+  std::vector<int> cpus;
+  for (int c = 0; c < CPU_SETSIZE; ++c) {
+    if (CPU_ISSET(c, &all)) cpus.push_back(c);
+  }
+  ASSERT_FALSE(cpus.empty());
+  for (size_t n = 1; n <= std::min<size_t>(2, cpus.size()); ++n) {
+    cpu_set_t some;
+    CPU_ZERO(&some);
+    for (size_t i = 0; i < n; ++i) CPU_SET(cpus[i], &some);
+    ASSERT_EQ(sched_setaffinity(0, sizeof some, &some), 0);
+    const std::string more = std::to_string(n + 3), exact = std::to_string(n);
+    const Result capped = expect(0, {"bench", "--size", "16K", "--isa", "scalar", "--threads", more, "--json"});
+    const Result asked = expect(0, {"bench", "--size", "16K", "--isa", "scalar", "--threads", exact, "--json"});
+    const Result every = expect(0, {"bench", "--size", "16K", "--isa", "scalar", "--json"});
+    const Result quiet = expect(0, {"bench", "--size", "16K", "--isa", "scalar", "--threads", more, "--quiet"});
+    ASSERT_EQ(sched_setaffinity(0, sizeof all, &all), 0);
+    EXPECT_EQ(json::parse(capped.out)["threads"], int(n)) << capped.out;
+    EXPECT_TRUE(contains(capped.err, "--threads " + more + ": this process may run on " + exact)) << capped.err;
+    EXPECT_EQ(json::parse(asked.out)["threads"], int(n)) << asked.out;
+    EXPECT_EQ(json::parse(every.out)["threads"], int(n)) << every.out;
+    EXPECT_FALSE(contains(asked.err + every.err, "--threads")) << asked.err << every.err;
+    EXPECT_EQ(quiet.err, "");
+  }
 }
 
 // bench --model: the scheme sweep over stories260K as JSON (every field a plot or a
