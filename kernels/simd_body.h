@@ -949,7 +949,6 @@ struct Prims {
         base = x.data();
         stride = L;
       }
-      auto load = [&](size_t k) { return F::load_unaligned(base + k * stride); };
       // Each stored row gives this group one line, a whole row pitch from the last: no
       // hardware prefetcher follows that, so the next group's lines are asked for while
       // this one is coded (the band itself is in L2 or L3 after the caller's read).
@@ -978,11 +977,14 @@ struct Prims {
         // in the coding loop below, its 32 partial sums and working vectors did not fit the
         // registers and were spilled to the stack at every element. (Element k + i still goes
         // to partial i, in the same order.)
+        // Stored rows through a pointer stepped one row at a time: with an offset per
+        // unrolled row, GCC kept 16-32 row offsets live and spilled them to the stack.
+        const float* rp = base + k0 * stride;
         for (size_t k = k0; k < k0 + block; k += 16) {
 #pragma GCC unroll 16
-          for (size_t i = 0; i < 16; ++i) {
-            const F v = load(k + i);
-            if (next) __builtin_prefetch(next + (k + i) * stride);
+          for (size_t i = 0; i < 16; ++i, rp += stride) {
+            const F v = F::load_unaligned(rp);
+            if (next) __builtin_prefetch(rp + L);
             l = Ops::min_keep(v, l);
             h = Ops::max_keep(v, h);
             if (job.partials) pr[i] = pr[i] + (v * v);
@@ -1002,6 +1004,7 @@ struct Prims {
         // R stored rows per transpose (L, or the L bytes' G L codes), `step` rows per outer
         // step: a multiple of 16 (block is), so element k + i goes to partial i % 16.
         constexpr size_t R = per_lane * L, step = R > 16 ? R : 16, U = step / R;
+        rp = base + k0 * stride;
         for (size_t k = k0; k < k0 + block; k += step) {
 #pragma GCC unroll 16
           for (size_t u = 0; u < U; ++u) {
@@ -1011,8 +1014,9 @@ struct Prims {
               I byte(0);
 #pragma GCC unroll 4
               for (size_t g = 0; g < per_lane; ++g) {
-                const size_t i = u * R + t * per_lane + g;  // this element's row: k + i
-                const F v = load(k + i);
+                const size_t i = u * R + t * per_lane + g;  // this element's row: k + i (rp's)
+                const F v = F::load_unaligned(rp);
+                rp += stride;
                 const I code = code_lanes<S>(v, p, job.bits);
                 // w_hat as dequantize_codes makes it from the stored code (the store saturates).
                 const I stored = xsimd::min(xsimd::max(code, lo8), hi8);
