@@ -244,12 +244,18 @@ struct KquantSearch {
       }
     }
     F aux[G * n];
+    // The next trial's iscale, num / (max - min) with the min that trial will have: both
+    // candidates are divided before the error pass (the min kept, or this trial's taken),
+    // and the take picks one, so no division waits between a trial's take and the next
+    // trial's first product.
+    F next_iscale[G], is_kept[G], is_taken[G];
+    auto num_of = [&](int is) { return F(rmin + rdelta * float(is) + float(nmax)); };
+    for (size_t g = 0; g < G; ++g) next_iscale[g] = is_kept[g] = is_taken[g] = div(num_of(0), max[g] - min[g]);
     for (int is = 0; is <= nstep; ++is) {
-      const F num(rmin + rdelta * float(is) + float(nmax));
       F sum_l[G], sum_l2[G], sum_xl[G];
       bool small = no_nan, unclamped = true;
       for (size_t g = 0; g < G; ++g) {
-        iscale[g] = div(num, max[g] - min[g]);
+        iscale[g] = next_iscale[g];
         sum_l[g] = sum_l2[g] = sum_xl[g] = F(0.0f);
         small = small && small_codes(iscale[g], lo_x[g], max[g], min[g]);
         // Each lane's trial values lie between its two ends' (the subtraction and the
@@ -291,8 +297,13 @@ struct KquantSearch {
         this_min[g] = div(sum_l2[g] * sum_x[g] - sum_l[g] * sum_xl[g], D[g]);
         const M pos = this_min[g] > F(0.0f);
         this_min[g] = xsimd::select(pos, F(0.0f), this_min[g]);
-        this_scale[g] = xsimd::select(pos, div(sum_xl[g], sum_l2[g]), this_scale[g]);
+        // (A positive fitted min is rare: the division only where a lane has one.)
+        if (xsimd::any(pos)) this_scale[g] = xsimd::select(pos, div(sum_xl[g], sum_l2[g]), this_scale[g]);
         mad[g] = F(0.0f);
+        if (is < nstep) {
+          is_kept[g] = div(num_of(is + 1), max[g] - min[g]);
+          is_taken[g] = div(num_of(is + 1), max[g] - this_min[g]);
+        }
       }
       for (size_t i = 0; i < n; ++i) {
         for (size_t g = 0; g < G; ++g) {
@@ -306,6 +317,7 @@ struct KquantSearch {
         best_mad[g] = xsimd::select(take, mad[g], best_mad[g]);
         scale[g] = xsimd::select(take, this_scale[g], scale[g]);
         min[g] = xsimd::select(take, this_min[g], min[g]);
+        if (is < nstep) next_iscale[g] = xsimd::select(take, is_taken[g], is_kept[g]);
       }
     }
     for (size_t g = 0; g < G; ++g) {
