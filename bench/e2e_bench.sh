@@ -13,7 +13,8 @@
 #
 # Jobs: the synthetic TinyLlama-shaped model (bench/gen_model.cpp) as
 #   f32 GGUF      -> Q4_0, 2 threads (also with --output-tensor-type q8_0), 1 thread and
-#                    8 threads (more than the cores)
+#                    --threads 8 (wquant caps that at the CPUs it may run on, with a
+#                    note: on a 2-core machine it runs 2 threads)
 #   bf16 sharded safetensors (model-0000N-of-0000M + index) -> .wq 4-bit block 64 asym,
 #                    without and with --hqq
 #   bf16 GGUF     -> Q4_0 (wquant's GGUF output needs a GGUF input: its vocabulary and
