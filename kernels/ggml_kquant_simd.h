@@ -352,14 +352,18 @@ struct KquantSearch {
       }
       zero[g] = amax < F(ref::kGroupMaxEps);
       const F iscale = div(F(float(-nmax)), max);
-      sumlx[g] = suml2[g] = F(0.0f);
+      // Sums in locals, as qkx's setup keeps them: indexed by g here, GCC kept them in
+      // memory, each add waiting on the store before it.
+      F slx(0.0f), sl2(0.0f);
       for (size_t i = 0; i < n; ++i) {
         const F l = code(iscale * xg[i], -nmax, nmax - 1);
         c[g * n + i] = l;
         const F w = xg[i] * xg[i];
-        sumlx[g] += w * xg[i] * l;
-        suml2[g] += w * l * l;
+        slx += w * xg[i] * l;
+        sl2 += w * l * l;
       }
+      sumlx[g] = slx;
+      suml2[g] = sl2;
       active[g] = true;
     }
     for (int itry = 0; itry < 5; ++itry) {
