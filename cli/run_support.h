@@ -27,8 +27,9 @@ Isa choose_isa(const RunSettings& run);
 // The worker threads a command runs: --threads as given (0: every usable CPU), except
 // that more than the CPUs this process may run on (engine/scheduler.h usable_cpus) are
 // capped at them, with a note. Threads beyond the cores only share them: on a 2-core VM,
-// --threads 8 took 1.1-1.2x the wall time of --threads 2 for Q4_0 (more tensors in
-// flight, each with fresh buffers, and tiles read by threads waiting for a core).
+// Q4_0 with --threads 8 took 1.08x the wall time and 1.17x the CPU of the capped run
+// (bench/ab_bench.sh, 2026-12-05; more tensors in flight, each with fresh buffers, and
+// tiles read by threads waiting for a core).
 int worker_threads(const RunSettings& run, Console& con);
 
 // SIGINT and SIGTERM: remove every temporary output file still registered with
