@@ -44,6 +44,8 @@
 //                       store_u8) as 2L bytes, lane 2k in the low nibble of byte k.
 //   lookup16(t, i)      lane k = t[i_k], sign-extended; t holds 16 int8, every i_k is in
 //                       [0, 15] (IQ4's non-linear levels, kValuesIq4nl).
+//   permute16(t, i)     (L == 16 only) lane k = lane (i_k & 15) of t, bits moved.
+//   iota16()            (L == 16 only) int32 lanes 0, 1, ..., 15.
 //   transpose(v)        L vectors in place: lane j of v[i] becomes lane i of v[j] (bits moved,
 //                       never computed on).
 //   load_u8_as_u16(p)   U16::size bytes at p, zero-extended to uint16 lanes.

@@ -222,6 +222,10 @@ struct ArchOps<xsimd::avx512bw> {
   static I lookup16(const int8_t* t, I i) {
     return _mm512_permutexvar_epi32(i, _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(t))));
   }
+  // (AVX-512 only, for the body's L == 16 paths) lane k = t's lane (i_k & 15); and the
+  // int32 lanes 0, 1, ..., 15.
+  static F permute16(F t, I i) { return _mm512_permutexvar_ps(i, t); }
+  static I iota16() { return _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15); }
   // Four levels of 16 shuffles. After the 32- and 64-bit unpacks, u[4 i + c] holds in its
   // 128-bit lane k the elements 4 k + c of rows 4 i .. 4 i + 3; two levels of 128-bit
   // lane shuffles then gather, for output row 4 k + c, lane k of u[c], u[4 + c],
