@@ -46,6 +46,8 @@
 //                       [0, 15] (IQ4's non-linear levels, kValuesIq4nl).
 //   permute16(t, i)     (L == 16 only) lane k = lane (i_k & 15) of t, bits moved.
 //   iota16()            (L == 16 only) int32 lanes 0, 1, ..., 15.
+//   store_dword_columns(q, dst, stride, m)  for j < m: lane j of q[0], q[1], q[2], q[3]
+//                       (16 bytes, little-endian dwords) to dst + j * stride.
 //   transpose(v)        L vectors in place: lane j of v[i] becomes lane i of v[j] (bits moved,
 //                       never computed on).
 //   load_u8_as_u16(p)   U16::size bytes at p, zero-extended to uint16 lanes.

@@ -93,6 +93,16 @@ struct ArchOps<xsimd::neon64> {
     const int8x8_t v = vqtbl1_s8(vld1q_s8(t), vmovn_u16(vcombine_u16(h, h)));
     return vmovl_s16(vget_low_s16(vmovl_s8(v)));
   }
+  // Column j = lane j of q[0..3], a 4 x 4 transpose of dwords.
+  static void store_dword_columns(const I* q, uint8_t* dst, size_t stride, size_t m) {
+    const int32x4x2_t a = vtrnq_s32(q[0], q[1]);  // q0[0] q1[0] q0[2] q1[2] | q0[1] q1[1] q0[3] q1[3]
+    const int32x4x2_t b = vtrnq_s32(q[2], q[3]);
+    const int32x4_t r[4] = {vcombine_s32(vget_low_s32(a.val[0]), vget_low_s32(b.val[0])),
+                            vcombine_s32(vget_low_s32(a.val[1]), vget_low_s32(b.val[1])),
+                            vcombine_s32(vget_high_s32(a.val[0]), vget_high_s32(b.val[0])),
+                            vcombine_s32(vget_high_s32(a.val[1]), vget_high_s32(b.val[1]))};
+    for (size_t j = 0; j < m; ++j) vst1q_s32(reinterpret_cast<int32_t*>(dst + j * stride), r[j]);
+  }
   static void transpose(F* v) {
     const float32x4x2_t a = vtrnq_f32(v[0], v[1]);  // v0[0] v1[0] v0[2] v1[2] | v0[1] v1[1] v0[3] v1[3]
     const float32x4x2_t b = vtrnq_f32(v[2], v[3]);

@@ -112,6 +112,17 @@ struct ArchOps<xsimd::avx2> {
     const __m256i tbl = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(t)));
     return _mm256_srai_epi32(_mm256_slli_epi32(_mm256_shuffle_epi8(tbl, i), 24), 24);
   }
+  // As the AVX-512 one: column 4 h + e ends in half h of r[e].
+  static void store_dword_columns(const I* q, uint8_t* dst, size_t stride, size_t m) {
+    const __m256i a = _mm256_unpacklo_epi32(q[0], q[1]), b = _mm256_unpackhi_epi32(q[0], q[1]);
+    const __m256i c = _mm256_unpacklo_epi32(q[2], q[3]), d = _mm256_unpackhi_epi32(q[2], q[3]);
+    const __m256i r[4] = {_mm256_unpacklo_epi64(a, c), _mm256_unpackhi_epi64(a, c), _mm256_unpacklo_epi64(b, d),
+                          _mm256_unpackhi_epi64(b, d)};
+    for (size_t j = 0; j < m; ++j) {
+      const __m128i v = j < 4 ? _mm256_castsi256_si128(r[j % 4]) : _mm256_extracti128_si256(r[j % 4], 1);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + j * stride), v);
+    }
+  }
   // Pairs of lanes (unpack), then pairs of pairs (shuffle), then 128-bit halves.
   static void transpose(F* v) {
     __m256 t[8], u[8];
@@ -221,6 +232,28 @@ struct ArchOps<xsimd::avx512bw> {
   }
   static I lookup16(const int8_t* t, I i) {
     return _mm512_permutexvar_epi32(i, _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(t))));
+  }
+  // Lane j of q[0], q[1], q[2], q[3] (16 bytes) to dst + j * stride, for j < m: the four
+  // dwords of each column gathered within 128-bit lanes by two levels of unpacks (column
+  // 4 l + e ends in lane l of r[e]), each 128-bit lane then stored whole.
+  static void store_dword_columns(const I* q, uint8_t* dst, size_t stride, size_t m) {
+    const __m512i a = _mm512_unpacklo_epi32(q[0], q[1]), b = _mm512_unpackhi_epi32(q[0], q[1]);
+    const __m512i c = _mm512_unpacklo_epi32(q[2], q[3]), d = _mm512_unpackhi_epi32(q[2], q[3]);
+    const __m512i r[4] = {_mm512_unpacklo_epi64(a, c), _mm512_unpackhi_epi64(a, c), _mm512_unpacklo_epi64(b, d),
+                          _mm512_unpackhi_epi64(b, d)};
+    auto at = [&](size_t j) { return reinterpret_cast<__m128i*>(dst + j * stride); };
+    if (m == 16) {
+      for (int e = 0; e < 4; ++e) {
+        _mm_storeu_si128(at(size_t(e)), _mm512_castsi512_si128(r[e]));
+        _mm_storeu_si128(at(size_t(4 + e)), _mm512_extracti32x4_epi32(r[e], 1));
+        _mm_storeu_si128(at(size_t(8 + e)), _mm512_extracti32x4_epi32(r[e], 2));
+        _mm_storeu_si128(at(size_t(12 + e)), _mm512_extracti32x4_epi32(r[e], 3));
+      }
+    } else {
+      alignas(64) uint8_t t[4][64];
+      for (int e = 0; e < 4; ++e) _mm512_store_si512(t[e], r[e]);
+      for (size_t j = 0; j < m; ++j) std::memcpy(dst + j * stride, &t[j % 4][16 * (j / 4)], 16);
+    }
   }
   // (AVX-512 only, for the body's L == 16 paths) lane k = t's lane (i_k & 15); and the
   // int32 lanes 0, 1, ..., 15.

@@ -30,6 +30,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <type_traits>
+#include <utility>
 
 #include "kernels/fused_rows.h"
 #include "kernels/ggml_blocks.h"
@@ -912,8 +913,8 @@ struct Prims {
   // stored rows (no reduction across lanes), codec_lanes gives the L blocks' parameters
   // (quantize_rows' groups use the same function), each element is coded with its lane's
   // parameters by quantize_block's formulas, and the error is added to the partial sums
-  // with sq_err's operations. Codes are transposed in registers (L stored rows x L
-  // columns) into each column's byte row, then packed.
+  // with sq_err's operations. Codes reach each column's byte row through registers:
+  // packed bytes gathered four to a lane (G), or one code a lane transposed (G 0).
 
   // quantize_block's code of every lane of v under that lane's parameters p (the blocks
   // whose MNN scale counts as zero take the code quantize_block fills them with).
@@ -931,10 +932,20 @@ struct Prims {
     }
   }
 
-  // G: codes per byte for 8-, 4- and 2-bit codes, packed in registers before the
-  // transpose (each transposed lane is then one packed byte of its column: no packing
-  // pass); 0: any width, the codes transposed one per lane and packed afterwards.
-  template <Scheme S, size_t G>
+  // f(std::integral_constant<size_t, I>{}) for I = 0, 1, ..., in order: each index is a
+  // constant from the start. (A loop unrolled by #pragma GCC unroll indexes arrays with a
+  // variable until late, and GCC then keeps those arrays, the column kernel's 16 partial
+  // sums, in memory: every add a load and a store on the stack.)
+  template <class Fn, size_t... Is>
+  [[gnu::always_inline]] static void each_index(std::index_sequence<Is...>, const Fn& f) {
+    (f(std::integral_constant<size_t, Is>{}), ...);
+  }
+  // G: codes per byte for 8-, 4- and 2-bit codes, packed in registers (each column's
+  // bytes leave them packed: no packing pass); 0: any width, the codes transposed one
+  // per lane and packed afterwards.
+  // M: job.partials is set (the errors measured); a template parameter so that no test of
+  // it sits among the loops' operations.
+  template <Scheme S, size_t G, bool M>
   static void quantize_columns_as(const ColumnQuantJob& job) {
     const size_t rows = job.rows, block = job.block, nblocks = rows / block, cols = job.cols;
     const bool direct_f32 = job.src_dtype == DType::F32;
@@ -973,26 +984,26 @@ struct Prims {
       // hardware prefetcher follows that, so the next group's lines are asked for while
       // this one is coded (the band itself is in L2 or L3 after the caller's read).
       const float* next = direct_f32 && c + 2 * L <= cols ? base + L : nullptr;
-      F pe[16], pr[16], mx(0.0f);
-      auto load_sums = [&](size_t plane) {
+      // The 16 partial sums of errors and the 16 of squares (and the max) wait in
+      // job.partials between passes: each pass loads the ones it adds to and stores them
+      // back, so only one set is live in either loop (both, with the codes, were more than
+      // the 32 registers, and GCC kept them on the stack).
+      auto load_sums = [&](size_t plane) __attribute__((always_inline)) {
         const float* q = job.partials + column_partial(c, plane);
         return m == L ? F::load_unaligned(q) : load_pad(q, m, 0.0f);
       };
-      auto store_sums = [&](size_t plane, F v) {
+      auto store_sums = [&](size_t plane, F v) __attribute__((always_inline)) {
         float* q = job.partials + column_partial(c, plane);
         if (m == L) v.store_unaligned(q);
         else store_part(q, m, v);
       };
-      if (job.partials) {
-        for (size_t p = 0; p < 16; ++p) {
-          pe[p] = load_sums(p);
-          pr[p] = load_sums(16 + p);
-        }
-        mx = load_sums(32);
-      }
       for (size_t b = 0; b < nblocks; ++b) {
         const size_t k0 = b * block;
         F l(INFINITY), h(-INFINITY);
+        F pr[16];
+        each_index(std::make_index_sequence<16>{}, [&](auto pc) __attribute__((always_inline)) {
+          pr[pc] = M ? load_sums(16 + pc) : F(0.0f);
+        });
         // The sums of squares are added here, where each element is first loaded: with them
         // in the coding loop below, its 32 partial sums and working vectors did not fit the
         // registers and were spilled to the stack at every element. (Element k + i still goes
@@ -1001,14 +1012,20 @@ struct Prims {
         // unrolled row, GCC kept 16-32 row offsets live and spilled them to the stack.
         const float* rp = base + k0 * stride;
         for (size_t k = k0; k < k0 + block; k += 16) {
-#pragma GCC unroll 16
-          for (size_t i = 0; i < 16; ++i, rp += stride) {
+          each_index(std::make_index_sequence<16>{}, [&](auto ic) __attribute__((always_inline)) {
+            constexpr size_t i = decltype(ic)::value;
             const F v = F::load_unaligned(rp);
             if (next) __builtin_prefetch(rp + L);
+            rp += stride;
             l = Ops::min_keep(v, l);
             h = Ops::max_keep(v, h);
-            if (job.partials) pr[i] = pr[i] + (v * v);
-          }
+            if constexpr (M) pr[i] = pr[i] + (v * v);
+          });
+        }
+        if constexpr (M) {
+          each_index(std::make_index_sequence<16>{}, [&](auto pc) __attribute__((always_inline)) {
+            store_sums(16 + pc, pr[pc]);
+          });
         }
         // minmax's zero, +0 whatever the sign (codec_group does the same).
         l = xsimd::select(l == zero, zero, l);
@@ -1021,43 +1038,77 @@ struct Prims {
           job.scales[(c + j) * job.params_stride + b] = ts[j];
           if (job.zeros) job.zeros[(c + j) * job.params_stride + b] = tz[j];
         }
-        // R stored rows per transpose (L, or the L bytes' G L codes), `step` rows per outer
-        // step: a multiple of 16 (block is), so element k + i goes to partial i % 16.
-        constexpr size_t R = per_lane * L, step = R > 16 ? R : 16, U = step / R;
+        F pe[16], mx(0.0f);
+        each_index(std::make_index_sequence<16>{}, [&](auto pc) __attribute__((always_inline)) {
+          pe[pc] = M ? load_sums(pc) : F(0.0f);
+        });
+        if constexpr (M) mx = load_sums(32);
+        // The saturated code of the block's element k + i (ic: i, a constant) from its
+        // stored row v; with M its error goes to partial i % 16 (k steps by multiples of
+        // 16, as block does). w_hat as dequantize_codes makes it from the stored code.
+        auto code_one = [&](F v, auto ic) __attribute__((always_inline)) {
+          const I code = code_lanes<S>(v, p, job.bits);
+          const I stored = xsimd::min(xsimd::max(code, lo8), hi8);
+          if constexpr (M) {
+            const F d = v - dequantize_lanes<S>(stored, p.scale, p.zero, half);
+            pe[decltype(ic)::value % 16] = pe[decltype(ic)::value % 16] + (d * d);
+            mx = Ops::max_keep(xsimd::abs(d), mx);  // as sq_err
+          }
+          return stored;
+        };
         rp = base + k0 * stride;
-        for (size_t k = k0; k < k0 + block; k += step) {
-#pragma GCC unroll 16
-          for (size_t u = 0; u < U; ++u) {
-            F q[L];
-#pragma GCC unroll 16
-            for (size_t t = 0; t < L; ++t) {
+        if constexpr (G != 0) {
+          // A column's bytes 16 at a time (16 G stored rows): byte t of column j goes to
+          // bits 8 (t % 4) of lane j of q4[t / 4], and store_dword_columns writes each
+          // column's 16 bytes. (A transpose of L vectors of one byte a lane kept those L
+          // vectors live beside the 16 partial sums, more than the registers hold, and took
+          // 64 shuffles where these take 8.)
+          constexpr size_t C = 16 * per_lane;
+          for (size_t k = k0; k < k0 + block; k += C) {
+            I q4[4] = {I(0), I(0), I(0), I(0)};
+            each_index(std::make_index_sequence<16>{}, [&](auto tc) __attribute__((always_inline)) {
+              constexpr size_t t = decltype(tc)::value;
               I byte(0);
-#pragma GCC unroll 4
-              for (size_t g = 0; g < per_lane; ++g) {
-                const size_t i = u * R + t * per_lane + g;  // this element's row: k + i (rp's)
+              each_index(std::make_index_sequence<per_lane>{}, [&](auto gc) __attribute__((always_inline)) {
+                constexpr size_t g = decltype(gc)::value;
                 const F v = F::load_unaligned(rp);
                 rp += stride;
-                const I code = code_lanes<S>(v, p, job.bits);
-                // w_hat as dequantize_codes makes it from the stored code (the store saturates).
-                const I stored = xsimd::min(xsimd::max(code, lo8), hi8);
                 // Code g of a byte at bits [g b, g b + b), as pack_codes packs them (every
                 // stored code is in [0, 2^b - 1]: each scheme clamps to its top code, and
-                // the saturation takes what a NaN converts to, INT_MIN, to 0). With G 0 the
-                // lane is the saturated code itself, as store_u8 would store it.
-                byte = byte | (stored << int(g * 8 / per_lane));
-                if (job.partials) {
-                  const F d = v - dequantize_lanes<S>(stored, p.scale, p.zero, half);
-                  pe[i % 16] = pe[i % 16] + (d * d);
-                  mx = Ops::max_keep(xsimd::abs(d), mx);  // as sq_err
-                }
-              }
-              q[t] = xsimd::bitwise_cast<F>(byte);
-            }
-            Ops::transpose(q);  // q[j]: column c + j's codes (G: packed bytes) of these R stored rows
-            for (size_t j = 0; j < m; ++j) {
-              Ops::store_u8(codes.data() + j * (rows / per_lane) + (k + u * R) / per_lane, xsimd::bitwise_cast<I>(q[j]));
-            }
+                // the saturation takes what a NaN converts to, INT_MIN, to 0).
+                const I code = code_one(v, std::integral_constant<size_t, t * per_lane + g>{});
+                byte = byte | (code << int(g * 8 / per_lane));
+              });
+              q4[t / 4] = q4[t / 4] | (byte << int(8 * (t % 4)));
+            });
+            Ops::store_dword_columns(q4, codes.data() + k / per_lane, rows / per_lane, m);
           }
+        } else {
+          // One code a lane, as store_u8 stores it: L stored rows per transpose, `step`
+          // rows per outer step.
+          constexpr size_t step = L > 16 ? L : 16, U = step / L;
+          for (size_t k = k0; k < k0 + block; k += step) {
+            each_index(std::make_index_sequence<U>{}, [&](auto uc) __attribute__((always_inline)) {
+              constexpr size_t u = decltype(uc)::value;
+              F q[L];
+              each_index(std::make_index_sequence<L>{}, [&](auto tc) __attribute__((always_inline)) {
+                constexpr size_t t = decltype(tc)::value;
+                const F v = F::load_unaligned(rp);
+                rp += stride;
+                q[t] = xsimd::bitwise_cast<F>(code_one(v, std::integral_constant<size_t, u * L + t>{}));
+              });
+              Ops::transpose(q);  // q[j]: column c + j's codes of these L stored rows
+              for (size_t j = 0; j < m; ++j) {
+                Ops::store_u8(codes.data() + j * rows + k + u * L, xsimd::bitwise_cast<I>(q[j]));
+              }
+            });
+          }
+        }
+        if constexpr (M) {
+          each_index(std::make_index_sequence<16>{}, [&](auto pc) __attribute__((always_inline)) {
+            store_sums(pc, pe[pc]);
+          });
+          store_sums(32, mx);
         }
       }
       for (size_t j = 0; j < m; ++j) {
@@ -1067,24 +1118,18 @@ struct Prims {
           pack_codes(codes.data() + j * rows, rows, job.bits, job.packed + (c + j) * job.packed_row_bytes);
         }
       }
-      if (job.partials) {
-        for (size_t p = 0; p < 16; ++p) {
-          store_sums(p, pe[p]);
-          store_sums(16 + p, pr[p]);
-        }
-        store_sums(32, mx);
-      }
     }
   }
-  // 8-, 4- and 2-bit codes packed in registers where a block holds whole transposes of
+  // 8-, 4- and 2-bit codes packed in registers where a block holds whole 16-byte runs of
   // them (the 1.1 B model's ONNX RTN job at 4 bits: the packing pass was 5% of its CPU).
   template <Scheme S>
   static void quantize_columns_packed(const ColumnQuantJob& job) {
-    auto fits = [&](size_t g) { return job.block % (g * L > 16 ? g * L : 16) == 0; };
-    if (job.bits == 8 && fits(1)) return quantize_columns_as<S, 1>(job);
-    if (job.bits == 4 && fits(2)) return quantize_columns_as<S, 2>(job);
-    if (job.bits == 2 && fits(4)) return quantize_columns_as<S, 4>(job);
-    quantize_columns_as<S, 0>(job);
+    auto fits = [&](size_t g) { return job.block % (16 * g) == 0; };  // whole 16-byte runs of a column
+    const bool m = job.partials != nullptr;
+    if (job.bits == 8 && fits(1)) return m ? quantize_columns_as<S, 1, true>(job) : quantize_columns_as<S, 1, false>(job);
+    if (job.bits == 4 && fits(2)) return m ? quantize_columns_as<S, 2, true>(job) : quantize_columns_as<S, 2, false>(job);
+    if (job.bits == 2 && fits(4)) return m ? quantize_columns_as<S, 4, true>(job) : quantize_columns_as<S, 4, false>(job);
+    m ? quantize_columns_as<S, 0, true>(job) : quantize_columns_as<S, 0, false>(job);
   }
   static void quantize_columns(const ColumnQuantJob& job) {
     if (job.rows == 0 || job.cols == 0) return;
