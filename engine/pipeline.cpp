@@ -70,7 +70,7 @@ bool quantized_rows_independent(const TensorPlan& p, const TensorInfo& info, Ten
 // would need 0.5 GB of codes at once at 4 bits (the 1.1 B model's .wq job: peak RSS 84
 // against 88 MiB, HQQ 86 against 118; its CPU the same, README).
 std::vector<Span> spans_of(const std::vector<TensorPlan>& plan, const std::vector<TensorInfo>& infos, size_t piece_bytes,
-                           bool ggml_pieces, bool quantized_pieces, TensorSource& source) {
+                           size_t quantized_piece_bytes, bool ggml_pieces, bool quantized_pieces, TensorSource& source) {
   std::vector<Span> spans;
   spans.reserve(plan.size());
   for (size_t i = 0; i < plan.size(); ++i) {
@@ -87,14 +87,14 @@ std::vector<Span> spans_of(const std::vector<TensorPlan>& plan, const std::vecto
         const size_t row_cost = std::max(d.cols * dtype_size(info.dtype), ggml_row_bytes(p.ggml, d.cols));
         if (rows > 1 && rows * row_cost / 2 > piece_bytes) per = std::max<size_t>(1, piece_bytes / row_cost);
       }
-    } else if (piece_bytes && quantized_pieces && quantized_rows_independent(p, info, source)) {
+    } else if (quantized_piece_bytes && quantized_pieces && quantized_rows_independent(p, info, source)) {
       checked_numel(p.name, p.shape);
       const MatrixDims d = matrix_dims(p.shape);
       rows = group = d.rows;
       const size_t code_bytes = (d.cols * size_t(p.spec.bits) + 7) / 8;
       const size_t row_cost = std::max(d.cols * dtype_size(info.dtype), code_bytes);
-      if (d.cols && d.cols % p.block == 0 && rows > 1 && rows * row_cost / 2 > piece_bytes) {
-        per = std::max<size_t>(1, piece_bytes / row_cost);
+      if (d.cols && d.cols % p.block == 0 && rows > 1 && rows * row_cost / 2 > quantized_piece_bytes) {
+        per = std::max<size_t>(1, quantized_piece_bytes / row_cost);
         // Each piece's codes a whole number of 4 KiB pages where the piece allows, so
         // every piece starts page-aligned in a file that aligns the first (a writer can
         // then write it without a copy: io/output_file.h write_held).
@@ -422,7 +422,8 @@ PipelineStats run_pipeline(const std::vector<TensorPlan>& plan, const std::vecto
   const size_t tokens = opts.max_tensors_in_flight ? opts.max_tensors_in_flight
                                                     : size_t(tbb::this_task_arena::max_concurrency()) + 1;
   const std::vector<Span> spans =
-      spans_of(plan, infos, opts.row_piece_bytes, sink.takes_row_pieces(), sink.takes_quantized_row_pieces(), source);
+      spans_of(plan, infos, opts.row_piece_bytes, opts.quantized_piece_bytes, sink.takes_row_pieces(),
+               sink.takes_quantized_row_pieces(), source);
   // Items live here, not only in the pipeline's hands: if a stage throws, tbb drops the
   // items in flight and this vector still frees them.
   std::vector<std::unique_ptr<Item>> slots(spans.size());

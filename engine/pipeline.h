@@ -106,6 +106,14 @@ struct Progress {
 };
 
 constexpr size_t kRowPieceBytes = size_t(32) << 20;
+// The same for wquant's own schemes (.wq, safetensors): half the GGUF size. The bf16 1.1 B
+// model to .wq 4-bit block 64 asymmetric (its embedding and output matrix, 131 MB each, are
+// the tensors cut), bench/ab_bench.sh A B B A against 32 MiB, 2026-12-05: wall 0.905 and
+// 0.884, CPU 0.968 and 0.983 (6 and 8 pairs), peak RSS 100 -> 84 MiB; with --hqq wall 0.940,
+// CPU 1.008. The GGUF jobs did not gain from 16 MiB pieces (f32 -> Q4_0: wall 1.043 and 1.000,
+// CPU 1.017 and 1.025; Q4_K_M: wall 1.091, CPU 1.050 in 3 pairs), where their f32 MLP
+// matrices (46 MB) would be cut too; 8 MiB cost the .wq job 10% more CPU (README).
+constexpr size_t kQuantizedRowPieceBytes = size_t(16) << 20;
 
 struct PipelineOptions {
   size_t max_tensors_in_flight = 0;         // 0: threads of the current arena + 1
@@ -117,6 +125,9 @@ struct PipelineOptions {
   // model's Q4_0 conversion (README, Benchmarks): its 262 MB embedding and output matrix
   // whole needed 91 MB of fresh output buffers, which the kernel faults in and zeroes.
   size_t row_piece_bytes = kRowPieceBytes;
+  // A Quantize tensor whose rows are quantized independently, to a sink that takes
+  // quantized row pieces: the same, with this many (0: never).
+  size_t quantized_piece_bytes = kQuantizedRowPieceBytes;
   std::function<void(const Progress&)> on_progress;  // called from the writer stage
 };
 

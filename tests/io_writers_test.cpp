@@ -265,7 +265,7 @@ TEST(Writers, WqFileIsTheSameWhenLargeTensorsComeInRowPieces) {
       CountingSink sink(*w);
       sink.quantized_pieces = pieces;
       PipelineOptions po;
-      po.row_piece_bytes = c.piece_bytes;
+      po.row_piece_bytes = po.quantized_piece_bytes = c.piece_bytes;
       Scheduler sch(2);
       sch.run([&] { run_pipeline(plan, src->tensors(), *src, sink, po); });
       w->commit();

@@ -288,7 +288,7 @@ TEST(Pipeline, RowPiecesGiveTheWholeTensorsBytesAndFigures) {
     EXPECT_TRUE(experts == whole.bytes[4]);
     src.releases.assign(n, 0);
     PipelineOptions o;
-    o.row_piece_bytes = 16384;
+    o.row_piece_bytes = o.quantized_piece_bytes = 16384;
     for (int threads : {1, 2, 3}) {
       PieceSink sink;
       PipelineStats stats;
@@ -395,7 +395,7 @@ TEST(Pipeline, QuantizedRowPiecesGiveTheWholeTensorsBytesAndFigures) {
     whole.pieces = false;
     PipelineStats whole_stats;
     PipelineOptions po;
-    po.row_piece_bytes = 16384;
+    po.row_piece_bytes = po.quantized_piece_bytes = 16384;
     Scheduler(2).run([&] { whole_stats = run_pipeline(plan, src.infos, src, whole, po); });
     EXPECT_EQ(whole.parts, 0u);
     ASSERT_EQ(whole.names.size(), n);
@@ -449,7 +449,7 @@ TEST(Pipeline, QuantizedRowPieceNamesTheWholeTensorsRow) {
     for (bool measured : {true, false}) {
       QuantPieceSink sink;
       PipelineOptions po;
-      po.row_piece_bytes = 16384;
+      po.row_piece_bytes = po.quantized_piece_bytes = 16384;
       po.compute_error = measured;
       try {
         Scheduler(2).run([&] { run_pipeline(p, src.infos, src, sink, po); });
@@ -508,7 +508,7 @@ TEST(Pipeline, PayloadsSitAtTheSinksPhaseAndTheSinkMayTakeThem) {
   src.add("mid", 2048, 2048, 3);  // 16 MiB: whole under twice the piece
   const std::vector<TensorPlan> plan = ggml_plan(src.infos, GgmlBlock::Q8_0);
   PipelineOptions o;
-  o.row_piece_bytes = size_t(24) << 20;
+  o.row_piece_bytes = o.quantized_piece_bytes = size_t(24) << 20;
   PieceSink plain;
   PipelineStats plain_stats;
   Scheduler(2).run([&] { plain_stats = run_pipeline(plan, src.infos, src, plain, o); });
@@ -544,7 +544,7 @@ TEST(Pipeline, ANonFiniteWeightInAPieceNamesItsRowOfTheTensor) {
   src.data[1][300 * 256 + 7] = std::numeric_limits<float>::infinity();
   const std::vector<TensorPlan> plan = ggml_plan(src.infos, GgmlBlock::Q4_0);
   PipelineOptions o;
-  o.row_piece_bytes = 16384;
+  o.row_piece_bytes = o.quantized_piece_bytes = 16384;
   for (int threads : {1, 2, 3}) {
     for (int repeat = 0; repeat < 3; ++repeat) {
       PieceSink sink;
@@ -572,7 +572,7 @@ TEST(Pipeline, ABrokenTensorInPiecesFailsAsAWhole) {
   src.fail_at = 1;
   const std::vector<TensorPlan> plan = ggml_plan(src.infos, GgmlBlock::Q4_0);
   PipelineOptions o;
-  o.row_piece_bytes = 16384;
+  o.row_piece_bytes = o.quantized_piece_bytes = 16384;
   for (int threads : {1, 2, 3}) {
     PieceSink sink;
     try {
@@ -622,9 +622,11 @@ uint64_t child_peak_growth(const std::function<void()>& job) {
 }
 
 // Converts `in` to `out` (4-bit: block 64 asymmetric for .wq, Q4_0 for GGUF) on 2 threads
-// in a child process; its peak RSS growth.
+// in a child process; its peak RSS growth. row_piece_bytes: both kinds of row pieces of
+// that size (0: none), or the pipeline's defaults.
+constexpr size_t kDefaultPieces = ~size_t(0);
 uint64_t child_peak_growth(const std::string& in, const std::string& out, OutputFormat format, ReadAhead read_ahead,
-                           size_t row_piece_bytes = kRowPieceBytes) {
+                           size_t row_piece_bytes = kDefaultPieces) {
   return child_peak_growth([&] {
     auto r = open_model(in);
     PlanOptions o;
@@ -637,7 +639,7 @@ uint64_t child_peak_growth(const std::string& in, const std::string& out, Output
     Scheduler s(2);
     PipelineOptions opts;
     opts.read_ahead = read_ahead;
-    opts.row_piece_bytes = row_piece_bytes;
+    if (row_piece_bytes != kDefaultPieces) opts.row_piece_bytes = opts.quantized_piece_bytes = row_piece_bytes;
     s.run([&] { run_pipeline(plan, r->tensors(), *r, *w, opts); });
     w->commit();
   });
