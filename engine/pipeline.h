@@ -106,7 +106,7 @@ struct Progress {
 };
 
 constexpr size_t kRowPieceBytes = size_t(32) << 20;
-// The same for wquant's own schemes (.wq, safetensors): half the GGUF size. The bf16 1.1 B
+// The same for wquant's own schemes to .wq (the sink that takes them): half the GGUF size. The bf16 1.1 B
 // model to .wq 4-bit block 64 asymmetric (its embedding and output matrix, 131 MB each, are
 // the tensors cut), bench/ab_bench.sh A B B A against 32 MiB, 2026-12-05: wall 0.905 and
 // 0.884, CPU 0.968 and 0.983 (6 and 8 pairs), peak RSS 100 -> 84 MiB; with --hqq wall 0.940,
