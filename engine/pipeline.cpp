@@ -65,7 +65,8 @@ bool quantized_rows_independent(const TensorPlan& p, const TensorInfo& info, Ten
 // values): its rows are quantized independently of each other, so the bytes are the
 // same, and the pieces' buffers are as small as the layers' and are reused like them.
 // So does a Quantize matrix whose rows are independent
-// (quantized_rows_independent) where the sink takes such pieces (`quantized_pieces`), so
+// (quantized_rows_independent), with `quantized_piece_bytes` for `piece_bytes`, where
+// the sink takes such pieces (`quantized_pieces`), so
 // that no tensor's output sets the bound on memory: whole, a 70 B model's 2 GB embedding
 // would need 0.5 GB of codes at once at 4 bits (the 1.1 B model's .wq job: peak RSS 84
 // against 88 MiB, HQQ 86 against 118; its CPU the same, README).
