@@ -424,9 +424,9 @@ int run_quantize(const QuantizeArgs& a, Console& con) {
     opts.on_progress = [&progress](const Progress& p) { progress.update(p); };
     opts.compute_error = !a.no_metrics;
     opts.read_ahead = read_ahead_from_env();
-    // (A measuring knob: one size for both kinds of pieces where it is set.)
-    opts.row_piece_bytes = bytes_from_env("WQUANT_ROW_PIECE_BYTES", kRowPieceBytes);
-    opts.quantized_piece_bytes = bytes_from_env("WQUANT_ROW_PIECE_BYTES", kQuantizedRowPieceBytes);
+    // A measuring knob: one size for both kinds of pieces where it is set (0: unset;
+    // bytes_from_env refuses a 0 given).
+    if (const size_t piece = bytes_from_env("WQUANT_ROW_PIECE_BYTES", 0)) opts.row_piece_bytes = opts.quantized_piece_bytes = piece;
     column_band_bytes_from_env();  // a bad value is a usage error now, not in a worker
     std::vector<std::string> files = s.inputs;
     files.insert(files.end(), s.outputs.begin(), s.outputs.end());

@@ -288,7 +288,7 @@ TEST(Pipeline, RowPiecesGiveTheWholeTensorsBytesAndFigures) {
     EXPECT_TRUE(experts == whole.bytes[4]);
     src.releases.assign(n, 0);
     PipelineOptions o;
-    o.row_piece_bytes = o.quantized_piece_bytes = 16384;
+    o.row_piece_bytes = 16384;
     for (int threads : {1, 2, 3}) {
       PieceSink sink;
       PipelineStats stats;
@@ -464,6 +464,28 @@ TEST(Pipeline, QuantizedRowPieceNamesTheWholeTensorsRow) {
   }
 }
 
+// The pipeline's default piece sizes (README, Design): wquant's own schemes are cut into
+// pieces of about 16 MiB from 32 MiB of input on, llama.cpp types only from 64 MiB on (in
+// pieces of about 32 MiB), so a 40 MiB f32 matrix reaches a .wq sink in three pieces and a
+// GGUF sink whole, and a 24 MiB one reaches either whole.
+TEST(Pipeline, DefaultPieceSizesCutOwnSchemesFinerThanGgufTypes) {
+  MemorySource src;
+  src.add("forty", 5120, 2048, 1);   // 40 MiB of f32: rows of 8 KiB, pieces of 2048 rows
+  src.add("twenty4", 3072, 2048, 2); // 24 MiB: under twice 16 MiB
+  PlanOptions o;
+  o.defaults.bits = 4;
+  o.defaults.block = 64;
+  o.defaults.asym = true;
+  QuantPieceSink own;
+  Scheduler(2).run([&] { run_pipeline(make_plan(src.infos, o), src.infos, src, own, PipelineOptions{}); });
+  EXPECT_EQ(own.parts, 3u);
+  ASSERT_EQ(own.names.size(), 2u);
+  PieceSink gguf;
+  Scheduler(2).run([&] { run_pipeline(ggml_plan(src.infos, GgmlBlock::Q4_0), src.infos, src, gguf, PipelineOptions{}); });
+  EXPECT_EQ(gguf.parts, 0u);
+  EXPECT_EQ(gguf.names.size(), 2u);
+}
+
 // A sink asks where each Ggml payload should sit (TensorSink::payload_phase, how a writer
 // gets payloads it can write without a copy): a payload in a page-aligned buffer (those of
 // 1 MiB and more are mappings) starts at that phase, whole or in pieces; the sink may take
@@ -508,7 +530,7 @@ TEST(Pipeline, PayloadsSitAtTheSinksPhaseAndTheSinkMayTakeThem) {
   src.add("mid", 2048, 2048, 3);  // 16 MiB: whole under twice the piece
   const std::vector<TensorPlan> plan = ggml_plan(src.infos, GgmlBlock::Q8_0);
   PipelineOptions o;
-  o.row_piece_bytes = o.quantized_piece_bytes = size_t(24) << 20;
+  o.row_piece_bytes = size_t(24) << 20;
   PieceSink plain;
   PipelineStats plain_stats;
   Scheduler(2).run([&] { plain_stats = run_pipeline(plan, src.infos, src, plain, o); });
@@ -544,7 +566,7 @@ TEST(Pipeline, ANonFiniteWeightInAPieceNamesItsRowOfTheTensor) {
   src.data[1][300 * 256 + 7] = std::numeric_limits<float>::infinity();
   const std::vector<TensorPlan> plan = ggml_plan(src.infos, GgmlBlock::Q4_0);
   PipelineOptions o;
-  o.row_piece_bytes = o.quantized_piece_bytes = 16384;
+  o.row_piece_bytes = 16384;
   for (int threads : {1, 2, 3}) {
     for (int repeat = 0; repeat < 3; ++repeat) {
       PieceSink sink;
@@ -572,7 +594,7 @@ TEST(Pipeline, ABrokenTensorInPiecesFailsAsAWhole) {
   src.fail_at = 1;
   const std::vector<TensorPlan> plan = ggml_plan(src.infos, GgmlBlock::Q4_0);
   PipelineOptions o;
-  o.row_piece_bytes = o.quantized_piece_bytes = 16384;
+  o.row_piece_bytes = 16384;
   for (int threads : {1, 2, 3}) {
     PieceSink sink;
     try {
