@@ -1122,14 +1122,18 @@ struct Prims {
   }
   // 8-, 4- and 2-bit codes packed in registers where a block holds whole 16-byte runs of
   // them (the 1.1 B model's ONNX RTN job at 4 bits: the packing pass was 5% of its CPU).
+  template <Scheme S, size_t G>
+  static void quantize_columns_grouped(const ColumnQuantJob& job) {
+    if (job.partials) quantize_columns_as<S, G, true>(job);
+    else quantize_columns_as<S, G, false>(job);
+  }
   template <Scheme S>
   static void quantize_columns_packed(const ColumnQuantJob& job) {
     auto fits = [&](size_t g) { return job.block % (16 * g) == 0; };  // whole 16-byte runs of a column
-    const bool m = job.partials != nullptr;
-    if (job.bits == 8 && fits(1)) return m ? quantize_columns_as<S, 1, true>(job) : quantize_columns_as<S, 1, false>(job);
-    if (job.bits == 4 && fits(2)) return m ? quantize_columns_as<S, 2, true>(job) : quantize_columns_as<S, 2, false>(job);
-    if (job.bits == 2 && fits(4)) return m ? quantize_columns_as<S, 4, true>(job) : quantize_columns_as<S, 4, false>(job);
-    m ? quantize_columns_as<S, 0, true>(job) : quantize_columns_as<S, 0, false>(job);
+    if (job.bits == 8 && fits(1)) return quantize_columns_grouped<S, 1>(job);
+    if (job.bits == 4 && fits(2)) return quantize_columns_grouped<S, 2>(job);
+    if (job.bits == 2 && fits(4)) return quantize_columns_grouped<S, 4>(job);
+    quantize_columns_grouped<S, 0>(job);
   }
   static void quantize_columns(const ColumnQuantJob& job) {
     if (job.rows == 0 || job.cols == 0) return;
@@ -1183,6 +1187,54 @@ struct Prims {
     const F t(amax);
     return first_where(x, v, [&](F e) { return xsimd::abs(e) == t; });
   }
+  // The L blocks of 32 from x, each folded to one vector of lane minima (lo[j]) and one of
+  // lane maxima (hi[j]), from +-FLT_MAX with NaN ignored, as block_minmax starts. The
+  // blocks two groups on are asked for meanwhile: with every load of a group together and
+  // then its coding, the hardware prefetchers fell behind a row streamed from memory (half
+  // the speed of block-by-block code; kernels_bench's 64 MiB case, 2026-12-05).
+  static void fold_group(const float* x, F* lo, F* hi) {
+    for (size_t j = 0; j < L; ++j) {
+      __builtin_prefetch(x + 32 * (2 * L + j));
+      __builtin_prefetch(x + 32 * (2 * L + j) + 16);
+      F l(FLT_MAX), h(-FLT_MAX);
+      for (size_t k = 0; k < NV; ++k) {
+        const F v = F::load_unaligned(x + 32 * j + k * L);
+        l = Ops::min_keep(v, l);
+        h = Ops::max_keep(v, h);
+      }
+      lo[j] = l;
+      hi[j] = h;
+    }
+  }
+  // block_signed_absmax of the L blocks from x, lane j for block j. Each block's max and
+  // min are folded to one vector apiece (NaN ignored, as block_absmax ignores it) and two
+  // transposed reductions give the L of each at once: no horizontal reduction and no
+  // search per block (those were a third of Q4_0's quantizer, perf 2026-12-05). The
+  // magnitude is max(hi, -lo), and the element reaching it is hi or lo (an exact value,
+  // nonzero, so the order of the folds cannot change it); only a block holding both +a
+  // and -a needs the first of them, found as block_signed_absmax finds it.
+  static F blocks_signed_absmax(const float* x) {
+    F hi[L], lo[L];
+    fold_group(x, lo, hi);
+    const F h = Ops::template reduce_lanes<false>(hi), l = Ops::template reduce_lanes<true>(lo);
+    const F nl = l ^ F(-0.0f);
+    const F amax = xsimd::select(h > nl, h, nl);
+    const auto any = amax > F(0.0f);  // (all NaN: -FLT_MAX; all zero: 0; both give +0, as the reference)
+    F m = xsimd::select(any, xsimd::select(h == amax, h, l), F(0.0f));
+    if (const uint32_t both = Ops::mask_bits(any && h == amax && nl == amax)) {
+      alignas(64) float lanes[L];
+      m.store_aligned(lanes);
+      for (size_t j = 0; j < L; ++j) {
+        if (both >> j & 1u) {
+          F v[NV];
+          load_block(x + 32 * j, v);
+          lanes[j] = block_signed_absmax(x + 32 * j, v);
+        }
+      }
+      m = F::load_aligned(lanes);
+    }
+    return m;
+  }
   // ggml's min/max search from +-FLT_MAX that keeps the first element reaching the
   // extreme: the value is order-free, only a zero's sign needs the first zero.
   static void block_minmax(const float* x, const F* v, float* mn, float* mx) {
@@ -1218,15 +1270,12 @@ struct Prims {
   template <bool kMeasure = false>
   static void quantize_q8_0(const float* x, void* y, size_t n, RowError* err = nullptr) {
     auto* out = static_cast<uint8_t*>(y);
+    const size_t nblk = n / 32;
     RowErrorAcc acc;
-    for (size_t blk = 0; blk < n / 32; ++blk) {
-      const float* xb = x + 32 * blk;
-      uint8_t* yb = out + sizeof(BlockQ8_0) * blk;
+    // The codes of one block, its d already stored (dq: that d as dequantize_ggml reads it).
+    auto code_block = [&](const float* xb, uint8_t* yb, float id, float dq) __attribute__((always_inline)) {
       F v[NV];
       load_block(xb, v);
-      const float d = block_absmax(v) / 127.0f;
-      const float id = d != 0.0f ? 1.0f / d : 0.0f;
-      put_f16(yb, d);
       const F vid(id), lo(-128.0f), hi(127.0f);
       I q[NV];
       for (size_t k = 0; k < NV; ++k) {
@@ -1234,11 +1283,46 @@ struct Prims {
         q[k] = select_i32<A>(xsimd::bool_cast(xsimd::isnan(r)), I(0), round_away_clamped(r, lo, hi));
       }
       if constexpr (kMeasure) {
-        const F dq(get_f16(yb));
-        for (size_t k = 0; k < NV; ++k) acc.add(v[k], Ops::to_float(q[k]) * dq);  // the code sign-extended, as stored
+        const F d(dq);
+        for (size_t k = 0; k < NV; ++k) acc.add(v[k], Ops::to_float(q[k]) * d);  // the code sign-extended, as stored
       }
       for (size_t k = 0; k < NV; ++k) q[k] = q[k] & I(0xff);
       store_codes(yb + offsetof(BlockQ8_0, qs), q, NV);
+    };
+    size_t blk = 0;
+    // L blocks at a time, as quantize_x_0: their maxima |x| by one transposed reduction
+    // (max is order-free on |x| >= +0, NaN ignored as block_absmax ignores it), then d,
+    // 1 / d and d's f16 rounding for all L (the same IEEE operations as block by block).
+    for (; blk + L <= nblk; blk += L) {
+      const float* xg = x + 32 * blk;
+      F am[L];
+      for (size_t j = 0; j < L; ++j) {
+        __builtin_prefetch(xg + 32 * (2 * L + j));  // (fold_group says why)
+        __builtin_prefetch(xg + 32 * (2 * L + j) + 16);
+        F m(0.0f);
+        for (size_t k = 0; k < NV; ++k) m = Ops::max_keep(xsimd::abs(F::load_unaligned(xg + 32 * j + k * L)), m);
+        am[j] = m;
+      }
+      const F d = Ops::div(Ops::template reduce_lanes<false>(am), F(127.0f));
+      alignas(64) float id[L], dq[L];
+      alignas(64) uint16_t h[L];
+      xsimd::select(d != F(0.0f), Ops::div(F(1.0f), d), F(0.0f)).store_aligned(id);
+      Ops::store_f16(h, nan_for_f16(d));
+      if constexpr (kMeasure) Ops::load_f16(h).store_aligned(dq);
+      for (size_t j = 0; j < L; ++j) {
+        uint8_t* yb = out + sizeof(BlockQ8_0) * (blk + j);
+        std::memcpy(yb, &h[j], 2);
+        code_block(xg + 32 * j, yb, id[j], kMeasure ? dq[j] : 0.0f);
+      }
+    }
+    for (; blk < nblk; ++blk) {
+      const float* xb = x + 32 * blk;
+      uint8_t* yb = out + sizeof(BlockQ8_0) * blk;
+      F v[NV];
+      load_block(xb, v);
+      const float d = block_absmax(v) / 127.0f;
+      put_f16(yb, d);
+      code_block(xb, yb, d != 0.0f ? 1.0f / d : 0.0f, kMeasure ? get_f16(yb) : 0.0f);
     }
     if constexpr (kMeasure) *err = acc.result();
   }
@@ -1274,15 +1358,9 @@ struct Prims {
     // operations as one block at a time: same bytes). One block at a time, the divisions
     // and the scalar f16 rounding were a serial chain in every block.
     for (; blk + L <= nblk; blk += L) {
-      alignas(64) float m[L], id[L], dq[L];
+      alignas(64) float id[L], dq[L];
       alignas(64) uint16_t h[L];
-      for (size_t j = 0; j < L; ++j) {
-        const float* xb = x + 32 * (blk + j);
-        F v[NV];
-        load_block(xb, v);
-        m[j] = block_signed_absmax(xb, v);
-      }
-      const F d = Ops::div(F::load_aligned(m), F(-float(kHalf)));
+      const F d = Ops::div(blocks_signed_absmax(x + 32 * blk), F(-float(kHalf)));
       xsimd::select(d != F(0.0f), Ops::div(F(1.0f), d), F(0.0f)).store_aligned(id);
       Ops::store_f16(h, nan_for_f16(d));
       if constexpr (kMeasure) Ops::load_f16(h).store_aligned(dq);
@@ -1310,18 +1388,12 @@ struct Prims {
   template <class Block, int kQmax, int kHi, bool kMeasure = false>
   static void quantize_x_1(const float* x, void* y, size_t n, RowError* err = nullptr) {
     auto* out = static_cast<uint8_t*>(y);
+    const size_t nblk = n / 32;
     RowErrorAcc acc;
-    for (size_t blk = 0; blk < n / 32; ++blk) {
-      const float* xb = x + 32 * blk;
-      uint8_t* yb = out + sizeof(Block) * blk;
+    // The codes of one block, its d and m already stored.
+    auto code_block = [&](const float* xb, uint8_t* yb, float mn, float id) __attribute__((always_inline)) {
       F v[NV];
       load_block(xb, v);
-      float mn, mx;
-      block_minmax(xb, v, &mn, &mx);
-      const float d = (mx - mn) / float(kQmax);
-      const float id = d != 0.0f ? 1.0f / d : 0.0f;
-      put_f16(yb + offsetof(Block, d), d);
-      put_f16(yb + offsetof(Block, m), mn);
       const F vid(id), vmn(mn), half(0.5f), lo(0.0f);
       const F hi = F(float(kHi));
       I q[NV];
@@ -1338,6 +1410,50 @@ struct Prims {
         const uint32_t qh = high_bits(q);
         std::memcpy(yb + offsetof(BlockQ5_1, qh), &qh, 4);
       }
+    };
+    size_t blk = 0;
+    // L blocks at a time, as quantize_x_0: their minima and maxima by two transposed
+    // reductions (order-free but for a zero's sign: a block whose min or max is zero takes
+    // block_minmax's first-zero rule instead), then d, 1 / d and the f16 roundings of d and
+    // min for all L (the same IEEE operations as block by block).
+    for (; blk + L <= nblk; blk += L) {
+      const float* xg = x + 32 * blk;
+      F los[L], his[L];
+      fold_group(xg, los, his);
+      alignas(64) float mn[L], mx[L], id[L];
+      Ops::template reduce_lanes<true>(los).store_aligned(mn);
+      Ops::template reduce_lanes<false>(his).store_aligned(mx);
+      for (size_t j = 0; j < L; ++j) {
+        if (mn[j] == 0.0f || mx[j] == 0.0f) {
+          F v[NV];
+          load_block(xg + 32 * j, v);
+          block_minmax(xg + 32 * j, v, &mn[j], &mx[j]);
+        }
+      }
+      const F vmn = F::load_aligned(mn);
+      const F d = Ops::div(F::load_aligned(mx) - vmn, F(float(kQmax)));
+      xsimd::select(d != F(0.0f), Ops::div(F(1.0f), d), F(0.0f)).store_aligned(id);
+      alignas(64) uint16_t hd[L], hm[L];
+      Ops::store_f16(hd, nan_for_f16(d));
+      Ops::store_f16(hm, nan_for_f16(vmn));
+      for (size_t j = 0; j < L; ++j) {
+        uint8_t* yb = out + sizeof(Block) * (blk + j);
+        std::memcpy(yb + offsetof(Block, d), &hd[j], 2);
+        std::memcpy(yb + offsetof(Block, m), &hm[j], 2);
+        code_block(xg + 32 * j, yb, mn[j], id[j]);
+      }
+    }
+    for (; blk < nblk; ++blk) {
+      const float* xb = x + 32 * blk;
+      uint8_t* yb = out + sizeof(Block) * blk;
+      F v[NV];
+      load_block(xb, v);
+      float mn, mx;
+      block_minmax(xb, v, &mn, &mx);
+      const float d = (mx - mn) / float(kQmax);
+      put_f16(yb + offsetof(Block, d), d);
+      put_f16(yb + offsetof(Block, m), mn);
+      code_block(xb, yb, mn, d != 0.0f ? 1.0f / d : 0.0f);
     }
     if constexpr (kMeasure) *err = acc.result();
   }
