@@ -1263,6 +1263,16 @@ struct Prims {
     return qh;
   }
 
+  // The group step the legacy quantizers share, for L blocks' d at once (lane j: block
+  // j): 1 / d where d is not zero (0 where it is) into id, d's f16 rounding into h, and
+  // with kMeasure that rounding read back as dequantize_ggml reads it into dq.
+  template <bool kMeasure>
+  static void group_scales(F d, float* id, uint16_t* h, float* dq) {
+    xsimd::select(d != F(0.0f), Ops::div(F(1.0f), d), F(0.0f)).store_aligned(id);
+    Ops::store_f16(h, nan_for_f16(d));
+    if constexpr (kMeasure) Ops::load_f16(h).store_aligned(dq);
+  }
+
   // With kMeasure, *err receives sq_err's results for x against the blocks as
   // dequantize_ggml gives them (quantize_ggml_measured): each w_hat vector is made from the
   // codes and the stored f16 d while the block is in registers, with dequantize_ggml's
@@ -1306,9 +1316,7 @@ struct Prims {
       const F d = Ops::div(Ops::template reduce_lanes<false>(am), F(127.0f));
       alignas(64) float id[L], dq[L];
       alignas(64) uint16_t h[L];
-      xsimd::select(d != F(0.0f), Ops::div(F(1.0f), d), F(0.0f)).store_aligned(id);
-      Ops::store_f16(h, nan_for_f16(d));
-      if constexpr (kMeasure) Ops::load_f16(h).store_aligned(dq);
+      group_scales<kMeasure>(d, id, h, dq);
       for (size_t j = 0; j < L; ++j) {
         uint8_t* yb = out + sizeof(BlockQ8_0) * (blk + j);
         std::memcpy(yb, &h[j], 2);
@@ -1361,9 +1369,7 @@ struct Prims {
       alignas(64) float id[L], dq[L];
       alignas(64) uint16_t h[L];
       const F d = Ops::div(blocks_signed_absmax(x + 32 * blk), F(-float(kHalf)));
-      xsimd::select(d != F(0.0f), Ops::div(F(1.0f), d), F(0.0f)).store_aligned(id);
-      Ops::store_f16(h, nan_for_f16(d));
-      if constexpr (kMeasure) Ops::load_f16(h).store_aligned(dq);
+      group_scales<kMeasure>(d, id, h, dq);
       for (size_t j = 0; j < L; ++j) {
         uint8_t* yb = out + sizeof(Block) * (blk + j);
         std::memcpy(yb + offsetof(Block, d), &h[j], 2);
@@ -1432,9 +1438,8 @@ struct Prims {
       }
       const F vmn = F::load_aligned(mn);
       const F d = Ops::div(F::load_aligned(mx) - vmn, F(float(kQmax)));
-      xsimd::select(d != F(0.0f), Ops::div(F(1.0f), d), F(0.0f)).store_aligned(id);
       alignas(64) uint16_t hd[L], hm[L];
-      Ops::store_f16(hd, nan_for_f16(d));
+      group_scales<false>(d, id, hd, nullptr);  // (code_block reads d and m back from the block)
       Ops::store_f16(hm, nan_for_f16(vmn));
       for (size_t j = 0; j < L; ++j) {
         uint8_t* yb = out + sizeof(Block) * (blk + j);
