@@ -6,6 +6,7 @@
 
 #include "engine/error.h"
 #include "engine/quantize.h"
+#include "io/held_payloads.h"
 #include "io/onnx_graph.h"
 #include "io/onnx_wire.h"
 #include "io/onnx_zero_points.h"
@@ -17,6 +18,13 @@ namespace {
 
 constexpr uint64_t kExternalMin = 1024;  // smaller payloads stay in the model file
 constexpr uint64_t kAlign = 64;
+// Payloads that OutputFile::write_held may write without a copy start on a page of the
+// data file, so the quantizer's page-aligned codes buffer (engine/output_bytes.h) goes to
+// O_DIRECT as it is; the copy of every code into the write buffer was 6% of the 1.1 B
+// model's ONNX RTN conversion's CPU (perf, 2026-12-06). The padding costs under 4 KiB a
+// large payload.
+constexpr uint64_t kPageAlign = 4096;
+uint64_t data_align(uint64_t nbytes) { return nbytes >= OutputFile::kHeldMin ? kPageAlign : kAlign; }
 // protobuf refuses messages of 2 GiB and more; keep a margin for the graph itself.
 constexpr uint64_t kEmbeddedMax = (uint64_t(2) << 30) - (uint64_t(64) << 20);
 constexpr uint32_t kModelGraph = 7, kGraphInitializer = 5, kTensorRawData = 9;
@@ -54,7 +62,8 @@ Layout make_layout(const std::string& path, const std::vector<TensorPlan>& plan,
       in_data = l.external && o.nbytes >= kExternalMin;
       onnx::TensorProto h = o.header;
       if (in_data) {
-        offset = l.data_bytes = (l.data_bytes + kAlign - 1) / kAlign * kAlign;
+        const uint64_t align = data_align(o.nbytes);
+        offset = l.data_bytes = (l.data_bytes + align - 1) / align * align;
         h.set_data_location(onnx::TensorProto::EXTERNAL);
         for (const auto& [k, v] : std::vector<std::pair<std::string, std::string>>{
                  {"location", data_name}, {"offset", std::to_string(offset)}, {"length", std::to_string(o.nbytes)}}) {
@@ -103,11 +112,14 @@ class OnnxWriter final : public ModelWriter {
     if (!r.plan || pi >= plan_.size() || r.plan->name != plan_[pi].name)
       throw Error(out_.path() + ": " + (r.plan ? r.plan->name : std::string("?")) + ": out of plan order", ErrorKind::Internal);
     prepared_ = false;
+    uint64_t ticket = 0;  // the last write still reading r's codes, if any
     while (next_init_ < l_.plan.inits.size() && l_.plan.inits[next_init_].plan_index == pi) {
-      put(next_init_, r);
+      ticket = std::max(ticket, put(next_init_, r));
       ++next_init_;
     }
+    held_.hold(r, ticket);  // (after every payload of r is written: it takes r's buffers)
   }
+  bool take_released(TensorResult* r) override { return data_ && held_.take_released(*data_, r); }
 
   void commit() override {
     if (next_init_ != l_.plan.inits.size() || next_plan_ != plan_.size())
@@ -119,18 +131,20 @@ class OnnxWriter final : public ModelWriter {
   const std::string& temp_path() const override { return out_.temp_path(); }
 
  private:
-  void put(size_t k, const TensorResult& r) {
+  // Writes init k's header and payload; returns the ticket of a write that still reads
+  // r's packed codes (OutputFile::write_held), 0 if none does.
+  uint64_t put(size_t k, const TensorResult& r) {
     const OnnxOutInit& o = l_.plan.inits[k];
     const std::string& h = l_.init_heads[k];
     out_.write(h.data(), h.size());
     if (o.piece == OnnxPiece::Verbatim) {
       out_.write(o.constant.data(), o.constant.size());
-      return;
+      return 0;
     }
     OutputFile* f = &out_;
     if (l_.in_data[k]) {
       f = data_.get();
-      f->pad_to(kAlign);
+      f->pad_to(data_align(o.nbytes));
       if (f->offset() != l_.data_offset[k]) throw Error(f->path() + ": offset drift", ErrorKind::Internal);
     }
     auto check_size = [&](size_t n) {
@@ -140,11 +154,15 @@ class OnnxWriter final : public ModelWriter {
     if (o.piece == OnnxPiece::Codes && !packed_codes(o)) {
       check_size(r.quantized.rows * r.quantized.cols);
       write_unpacked(*f, r.quantized);
-      return;
+      return 0;
     }
     const Bytes bytes = payload(o, r);
     check_size(bytes.size());
+    // Packed codes are the result's own buffer, which write() then holds until the write
+    // has read it; every other payload is copied (it may be built here, or be the source's).
+    if (f == data_.get() && o.piece == OnnxPiece::Codes) return f->write_held(bytes.data(), bytes.size());
     f->write(bytes.data(), bytes.size());
+    return 0;
   }
 
   bool packed_codes(const OnnxOutInit& o) const {
@@ -275,6 +293,7 @@ class OnnxWriter final : public ModelWriter {
   }
 
   Layout l_;
+  HeldPayloads held_;  // before the files: destroyed after them, which wait for the writes reading it
   OutputFile out_;
   std::unique_ptr<OutputFile> data_;
   std::vector<TensorPlan> plan_;

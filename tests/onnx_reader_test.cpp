@@ -12,6 +12,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <random>
 
 #include "engine/error.h"
 #include "engine/stored_tensor.h"
@@ -390,6 +392,57 @@ TEST_F(OnnxReaderTest, PlannedBytesAreTheBytesWritten) {
     EXPECT_EQ(planned, written) << extra;
     EXPECT_EQ(fs::exists(out + ".data"), !extra.empty());
   }
+}
+
+// External data: every payload on a 64-byte boundary of OUT.onnx.data, and those of 64 KiB
+// and more on a 4 KiB one (the codes of a large matrix are written to it straight from
+// the quantizer's buffer, engine/output_bytes.h and io/output_file.h write_held). The
+// file is the same whichever way it reaches the disk, and its codes and parameters are
+// those the same weight gets from a safetensors source.
+TEST_F(OnnxReaderTest, ExternalDataPayloadsAreAlignedAndWrittenWhole) {
+  const size_t K = 2048, N = 1100;  // packed codes 1.1 MB: a pool buffer of its own mapping
+  std::vector<float> stored(K * N);
+  std::mt19937 rng(7);
+  std::normal_distribution<float> dist(0.0f, 0.05f);
+  for (float& x : stored) x = dist(rng);
+  save_matmul_in_external_data(stored, K, N, 0);
+  std::string data[2];
+  for (int i = 0; i < 2; ++i) {
+    const std::string env = i == 0 ? "WQUANT_OUTPUT_IO=direct " : "WQUANT_OUTPUT_IO=buffered ";
+    const CmdResult r = run("env " + env + quote(WQUANT_BIN) + " quantize " + quote(dir_ + "/m.onnx") + " " +
+                            quote(dir_ + "/q.onnx") + " --bits 4 --block 32 --asym --external-data --force -q");
+    ASSERT_EQ(r.code, 0) << r.out;
+    std::ifstream f(dir_ + "/q.onnx.data", std::ios::binary);
+    data[i].assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+  }
+  EXPECT_TRUE(data[0] == data[1]) << "direct and buffered output differ";
+  const onnx::ModelProto q = load_model(dir_ + "/q.onnx");
+  size_t large = 0;
+  for (const auto& t : q.graph().initializer()) {
+    if (t.data_location() != onnx::TensorProto::EXTERNAL) continue;
+    uint64_t offset = 0, length = 0;
+    for (const auto& e : t.external_data()) {
+      if (e.key() == "offset") offset = std::stoull(e.value());
+      if (e.key() == "length") length = std::stoull(e.value());
+    }
+    EXPECT_EQ(offset % 64, 0u) << t.name();
+    if (length >= 65536) {
+      EXPECT_EQ(offset % 4096, 0u) << t.name() << " (" << length << " bytes)";
+      ++large;
+    }
+    EXPECT_LE(offset + length, data[0].size()) << t.name();
+  }
+  EXPECT_GE(large, 3u);  // codes, scales and zero points
+  const CmdResult s = run(quote(WQUANT_BIN) + " quantize " + quote(dir_ + "/rows.safetensors") + " " +
+                          quote(dir_ + "/rows-q.safetensors") + " --bits 4 --block 32 --asym --force -q");
+  ASSERT_EQ(s.code, 0) << s.out;
+  std::unique_ptr<ModelReader> a = open_model(dir_ + "/q.onnx"), b = open_model(dir_ + "/rows-q.safetensors");
+  const long ia = a->find("mm.weight"), ib = b->find("mm.weight");
+  ASSERT_GE(ia, 0);
+  ASSERT_GE(ib, 0);
+  const QuantizedTensor qa = a->load_quantized(size_t(ia)), qb = b->load_quantized(size_t(ib));
+  EXPECT_TRUE(qa.packed == qb.packed);
+  EXPECT_TRUE(qa.scales == qb.scales);  // (the zeros are stored as MatMulNBits' z = -min / s)
 }
 
 // An embedding read only by Gather: symmetric 4- and 8-bit become GatherBlockQuantized,
