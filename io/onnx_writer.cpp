@@ -132,8 +132,8 @@ class OnnxWriter final : public ModelWriter {
 
  private:
   // Writes init k's header and payload; returns the ticket of a write that still reads
-  // r's packed codes (OutputFile::write_held), 0 if none does.
-  uint64_t put(size_t k, const TensorResult& r) {
+  // r's quantized buffers (OutputFile::write_held), 0 if none does.
+  uint64_t put(size_t k, TensorResult& r) {
     const OnnxOutInit& o = l_.plan.inits[k];
     const std::string& h = l_.init_heads[k];
     out_.write(h.data(), h.size());
@@ -158,9 +158,12 @@ class OnnxWriter final : public ModelWriter {
     }
     const Bytes bytes = payload(o, r);
     check_size(bytes.size());
-    // Packed codes are the result's own buffer, which write() then holds until the write
-    // has read it; every other payload is copied (it may be built here, or be the source's).
-    if (f == data_.get() && o.piece == OnnxPiece::Codes) return f->write_held(bytes.data(), bytes.size());
+    // Packed codes are written from r's own buffer, which write() then holds until the
+    // write has read it. Every other payload is copied (it may be built here, or be the
+    // source's own bytes): held writes go one at a time, so holding the parameters too
+    // (3 such writes a tensor) had the writer wait for the disk more (bench/ab_bench.sh,
+    // ONNX RTN: wall 1.04x).
+    if (f == data_.get() && bytes.in_result) return f->write_held(bytes.data(), bytes.size());
     f->write(bytes.data(), bytes.size());
     return 0;
   }
@@ -194,6 +197,7 @@ class OnnxWriter final : public ModelWriter {
     const char* ptr = nullptr;
     size_t len = 0;
     OutputBytes owned;  // filled whole, so never zeroed first (engine/output_bytes.h)
+    bool in_result = false;  // ptr is in the result's quantized buffers
     const char* data() const { return ptr; }
     size_t size() const { return len; }
   };
@@ -208,9 +212,15 @@ class OnnxWriter final : public ModelWriter {
   static Bytes own(const std::string& s) { return own(OutputBytes(s.begin(), s.end())); }
   template <typename T, typename A>
   static Bytes view(const std::vector<T, A>& v) { return view(v.data(), v.size() * sizeof(T)); }
+  template <typename T, typename A>
+  static Bytes result_view(const std::vector<T, A>& v) {  // (the codes)
+    Bytes b = view(v);
+    b.in_result = true;
+    return b;
+  }
 
   // The payload of one output initializer, from the pipeline's result.
-  Bytes payload(const OnnxOutInit& o, const TensorResult& r) {
+  Bytes payload(const OnnxOutInit& o, TensorResult& r) {
     const TensorPlan& p = *r.plan;
     const OnnxWeightForm form = l_.plan.form[o.plan_index];
     switch (o.piece) {
@@ -227,10 +237,10 @@ class OnnxWriter final : public ModelWriter {
       }
       case OnnxPiece::Codes:  // one per byte: put() streams them (write_unpacked)
         if (!packed_codes(o)) throw Error(out_.path() + ": " + p.name + ": unpacked codes as one payload", ErrorKind::Internal);
-        return view(r.quantized.packed);
+        return result_view(r.quantized.packed);
       case OnnxPiece::Scales:
       case OnnxPiece::Zeros: {
-        const QuantizedTensor& q = r.quantized;
+        QuantizedTensor& q = r.quantized;
         const bool scales = o.piece == OnnxPiece::Scales;
         if (!scales && o.header.data_type() == onnx::TensorProto::UINT8)
           return own(integer_zero_points(q, form == OnnxWeightForm::MatMulNBits ? q.spec.bits : 8, p.name));
@@ -239,6 +249,7 @@ class OnnxWriter final : public ModelWriter {
           return view(scales ? q.scales : q.zeros);
         }
         prepare_nbits(q);
+        if (!q.spec.fp16) return view(scales ? q.scales : q.zeros);  // made in place
         return view(scales ? nb_scales_ : nb_zeros_);
       }
       case OnnxPiece::Verbatim: return view(o.constant.data(), o.constant.size());
@@ -248,45 +259,53 @@ class OnnxWriter final : public ModelWriter {
 
   // Integer zero points, `width` bits each: 2^(b-1) for symmetric codes, else HQQ's
   // rounded zeros, each checked to fit.
-  std::string integer_zero_points(const QuantizedTensor& q, int width, const std::string& name) {
+  std::string integer_zero_points(QuantizedTensor& q, int width, const std::string& name) {
     const size_t nb = q.rows * q.blocks_per_row();
     if (q.scheme == Scheme::MnnSym) {
       const std::vector<float> half(nb, float(1 << (q.spec.bits - 1)));
       return pack_zero_points(half.data(), q.rows, q.blocks_per_row(), width, out_.path() + ": " + name);
     }
     prepare_nbits(q);
-    if (nb_zeros_.size() != nb) throw Error(out_.path() + ": " + name + ": no zero points", ErrorKind::Internal);
-    return pack_zero_points(nb_zeros_.data(), q.rows, q.blocks_per_row(), width, out_.path() + ": " + name);
+    const OutputVector<float>& zeros = q.spec.fp16 ? nb_zeros_ : q.zeros;
+    if (zeros.size() != nb) throw Error(out_.path() + ": " + name + ": no zero points", ErrorKind::Internal);
+    return pack_zero_points(zeros.data(), q.rows, q.blocks_per_row(), width, out_.path() + ": " + name);
   }
 
-  // MatMulNBits' (and DequantizeLinear's) f32 scales and zero points of q, once per tensor: the f16 halves
-  // widened; min + q s (MNN asymmetric) as (q - z) s with z = -min / s, and a block whose
-  // scale MNN treats as zero (every code 0, weight = min) as s' = min, z = -1.
-  void prepare_nbits(const QuantizedTensor& q) {
+  // MatMulNBits' (and GatherBlockQuantized's) f32 scales and zero points of q, once per
+  // tensor: min + q s (MNN asymmetric) as (q - z) s with z = -min / s, and a block whose
+  // scale MNN treats as zero (every code 0, weight = min) as s' = min, z = -1. Made in q's
+  // own scales and zeros where those are f32, not in copies (the copies were 1-2% of the
+  // 1.1 B model's ONNX RTN job's CPU, its parameters 20% of its output): q is the
+  // writer's until write() returns, and nothing reads MNN's form after (the Dequant form,
+  // which writes that form, never comes here). f16 ones are widened into nb_scales_ and
+  // nb_zeros_ first.
+  void prepare_nbits(QuantizedTensor& q) {
     if (prepared_) return;
     prepared_ = true;
-    QuantizedTensor w;
-    const QuantizedTensor* src = &q;
+    OutputVector<float>* scales = &q.scales;
+    OutputVector<float>* zeros = &q.zeros;
     if (q.spec.fp16) {
+      QuantizedTensor w;
       w.spec = q.spec;
       w.scheme = q.scheme;
       w.scales_f16 = q.scales_f16;
       w.zeros_f16 = q.zeros_f16;
       widen_f16_params(w);
-      src = &w;
+      nb_scales_ = w.scales;
+      nb_zeros_ = w.zeros;
+      scales = &nb_scales_;
+      zeros = &nb_zeros_;
     }
-    nb_scales_ = src->scales;
-    nb_zeros_.clear();
-    if (q.scheme == Scheme::Affine) nb_zeros_ = src->zeros;
     if (q.scheme == Scheme::MnnAsym) {
-      nb_zeros_.resize(nb_scales_.size());
-      for (size_t b = 0; b < nb_scales_.size(); ++b) {
-        const float s = nb_scales_[b], mn = src->zeros[b];
+      if (zeros->size() != scales->size())
+        throw Error(out_.path() + ": " + std::to_string(zeros->size()) + " minima for " + std::to_string(scales->size()) + " scales", ErrorKind::Internal);
+      for (size_t b = 0; b < scales->size(); ++b) {
+        const float s = (*scales)[b], mn = (*zeros)[b];
         if (double(s) <= 1e-6) {
-          nb_scales_[b] = mn;
-          nb_zeros_[b] = -1.0f;
+          (*scales)[b] = mn;
+          (*zeros)[b] = -1.0f;
         } else {
-          nb_zeros_[b] = -mn / s;
+          (*zeros)[b] = -mn / s;
         }
       }
     }
@@ -298,7 +317,7 @@ class OnnxWriter final : public ModelWriter {
   std::unique_ptr<OutputFile> data_;
   std::vector<TensorPlan> plan_;
   size_t next_plan_ = 0, next_init_ = 0;
-  bool prepared_ = false;  // nb_scales_, nb_zeros_ hold this plan entry's
+  bool prepared_ = false;  // this plan entry's parameters are in MatMulNBits' form
   OutputVector<float> nb_scales_, nb_zeros_;
   OutputBytes unpacked_;  // write_unpacked's rows
 };
