@@ -76,7 +76,7 @@ else
 fi
 
 step "build: ASan+UBSan, RelWithDebInfo (readers and writers fed broken files, the pipeline, the kernels)"
-asan_targets="io_readers_test io_writers_test io_gguf_test pipeline_test kernels_test hqq_test imatrix_test gguf_mix_test fused_metrics_test output_file_test onnx_reader_test"
+asan_targets="io_readers_test io_writers_test io_gguf_test pipeline_test kernels_test scratch_buffer_test hqq_test imatrix_test gguf_mix_test fused_metrics_test output_file_test onnx_reader_test"
 if WQUANT_TARGETS="$asan_targets" bash scripts/build.sh asan; then
   # The peak-RSS test measures memory, which ASan's shadow pages distort: it runs in the
   # plain builds only. The ~150 whole-file K-mix conversions take minutes under ASan; the
@@ -87,7 +87,7 @@ if WQUANT_TARGETS="$asan_targets" bash scripts/build.sh asan; then
   # GGUF writer by the other GgufMix tests.
   echo "asan+ubsan: Pipeline.PeakMemory* and GgufMix.WholeFiles* not run here (plain builds run them)"
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-    run_ctest build-asan "asan+ubsan" -R '^(SafetensorsReader|GgufReader|GgufWriter|GgufPlan|GgufMix|Imatrix|ModelReader|Writers|WqReader|Pipeline|Plan|Glob|AllIsas/KernelsMatchScalar|AllIsas/HqqGolden|AllIsas/FusedMetrics|OutputIoTest|OnnxReaderTest)' \
+    run_ctest build-asan "asan+ubsan" -R '^(SafetensorsReader|GgufReader|GgufWriter|GgufPlan|GgufMix|Imatrix|ModelReader|Writers|WqReader|Pipeline|Plan|Glob|AllIsas/KernelsMatchScalar|AllIsas/HqqGolden|AllIsas/FusedMetrics|OutputIoTest|OnnxReaderTest|ScratchBuffer)' \
     -E 'PeakMemory|GgufMix.WholeFiles'
 else echo "asan build failed"; failed=$((failed + 1)); status=1; fi
 
