@@ -23,8 +23,7 @@ constexpr uint64_t kAlign = 64;
 // O_DIRECT as it is; the copy of every code into the write buffer was 6% of the 1.1 B
 // model's ONNX RTN conversion's CPU (perf, 2026-12-06). The padding costs under 4 KiB a
 // large payload.
-constexpr uint64_t kPageAlign = 4096;
-uint64_t data_align(uint64_t nbytes) { return nbytes >= OutputFile::kHeldMin ? kPageAlign : kAlign; }
+uint64_t data_align(uint64_t nbytes) { return OutputFile::held_alignment(nbytes, kAlign); }
 // protobuf refuses messages of 2 GiB and more; keep a margin for the graph itself.
 constexpr uint64_t kEmbeddedMax = (uint64_t(2) << 30) - (uint64_t(64) << 20);
 constexpr uint32_t kModelGraph = 7, kGraphInitializer = 5, kTensorRawData = 9;
@@ -163,7 +162,7 @@ class OnnxWriter final : public ModelWriter {
     // source's own bytes): held writes go one at a time, so holding the parameters too
     // (3 such writes a tensor) had the writer wait for the disk more (bench/ab_bench.sh,
     // ONNX RTN: wall 1.04x).
-    if (f == data_.get() && bytes.in_result) return f->write_held(bytes.data(), bytes.size());
+    if (f == data_.get() && o.piece == OnnxPiece::Codes) return f->write_held(bytes.data(), bytes.size());
     f->write(bytes.data(), bytes.size());
     return 0;
   }
@@ -197,7 +196,6 @@ class OnnxWriter final : public ModelWriter {
     const char* ptr = nullptr;
     size_t len = 0;
     OutputBytes owned;  // filled whole, so never zeroed first (engine/output_bytes.h)
-    bool in_result = false;  // ptr is in the result's quantized buffers
     const char* data() const { return ptr; }
     size_t size() const { return len; }
   };
@@ -212,12 +210,6 @@ class OnnxWriter final : public ModelWriter {
   static Bytes own(const std::string& s) { return own(OutputBytes(s.begin(), s.end())); }
   template <typename T, typename A>
   static Bytes view(const std::vector<T, A>& v) { return view(v.data(), v.size() * sizeof(T)); }
-  template <typename T, typename A>
-  static Bytes result_view(const std::vector<T, A>& v) {  // (the codes)
-    Bytes b = view(v);
-    b.in_result = true;
-    return b;
-  }
 
   // The payload of one output initializer, from the pipeline's result.
   Bytes payload(const OnnxOutInit& o, TensorResult& r) {
@@ -237,7 +229,7 @@ class OnnxWriter final : public ModelWriter {
       }
       case OnnxPiece::Codes:  // one per byte: put() streams them (write_unpacked)
         if (!packed_codes(o)) throw Error(out_.path() + ": " + p.name + ": unpacked codes as one payload", ErrorKind::Internal);
-        return result_view(r.quantized.packed);
+        return view(r.quantized.packed);
       case OnnxPiece::Scales:
       case OnnxPiece::Zeros: {
         QuantizedTensor& q = r.quantized;

@@ -79,6 +79,12 @@ class OutputFile {
   uint64_t write_held(const void* data, size_t n);
   // Payloads shorter than this are always copied (a second system call would cost more).
   static constexpr size_t kHeldMin = size_t(64) << 10;
+  // Where in a file a payload of `bytes` should start for write_held to take it without
+  // a copy from a page-aligned buffer: a 4 KiB boundary (the default direct block) from
+  // kHeldMin up; `otherwise`, the format's own alignment, below.
+  static constexpr uint64_t held_alignment(uint64_t bytes, uint64_t otherwise) {
+    return bytes >= kHeldMin ? 4096 : otherwise;
+  }
   // Whether the write of that ticket has finished (tickets are in write order: so has
   // every one before it). True for 0.
   bool finished(uint64_t ticket);

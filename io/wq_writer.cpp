@@ -24,7 +24,7 @@ uint64_t align_up(uint64_t x, uint64_t a = kWqAlign) { return (x + a - 1) / a * 
 // piece page-aligned. The padding costs under 4 KiB a large piece (about 2 KiB in all for
 // the 1.1 B model at 4 bits).
 constexpr uint64_t kPageAlign = 4096;
-uint64_t piece_align(uint64_t bytes) { return bytes >= OutputFile::kHeldMin ? kPageAlign : kWqAlign; }
+uint64_t piece_align(uint64_t bytes) { return OutputFile::held_alignment(bytes, kWqAlign); }
 
 struct Layout {
   std::vector<std::vector<uint64_t>> piece_sizes;  // per plan entry

@@ -4,8 +4,9 @@
 // first row no request reaches the allocator.
 //
 // Bounded: at most kSlots blocks of at most kMaxKept bytes wait per thread, each no
-// larger than a buffer some kernel asked for; a block given back to a full cache replaces the smallest waiting one
-// if it is larger (so the cache follows a kernel whose rows grow), else is freed.
+// larger than a buffer some kernel asked for; a block given back to a full cache
+// replaces the smallest waiting one if it is larger (so the cache follows a kernel whose
+// rows grow), else is freed.
 // Under AddressSanitizer nothing is kept: each buffer is its own allocation of exactly
 // its size, so an access past its end or after its release is still reported. Under
 // valgrind a block handed out again is marked undefined, as a fresh one would be.
@@ -35,7 +36,8 @@
 namespace wq::scratch_cache {
 namespace {
 
-constexpr std::align_val_t kAlign{64};
+constexpr size_t kAlignBytes = 64;
+constexpr std::align_val_t kAlign{kAlignBytes};
 constexpr size_t kSlots = 12;
 // Larger blocks are not kept: their allocation is small beside the work a buffer that
 // size serves, and keeping them would add up to kSlots times the largest to every thread.
@@ -68,7 +70,7 @@ class Cache {
       if (blocks_[i].bytes >= bytes && (pick == count_ || blocks_[i].bytes < blocks_[pick].bytes)) pick = i;
     }
     if (pick == count_) {
-      const size_t rounded = (bytes + 63) / 64 * 64;
+      const size_t rounded = (bytes + kAlignBytes - 1) / kAlignBytes * kAlignBytes;
       *capacity = rounded;
       return allocate(rounded);
     }
