@@ -34,6 +34,9 @@ class TensorSource {
   virtual const uint8_t* raw(size_t source_index, size_t* nbytes) = 0;
   // The pipeline is done with tensor i: the reader may drop its pages from memory.
   virtual void release(size_t source_index) = 0;
+  // The file mapping raw(i)'s bytes lie in (engine/tensor.h), or none (then the pipeline
+  // writes a tensor copied as it is from where raw() points).
+  virtual MappedSource raw_mapping(size_t /*source_index*/) { return {}; }
   // A float tensor the reader lists transposed (ONNX MatMul's B [K, N], listed [N, K]):
   // true, and *stored = its view with the listed shape and data pointing at the stored
   // [K, N] matrix, so a quantizer can transpose it tile by tile (engine/row_source.h)

@@ -49,6 +49,7 @@ class SplitGgufReader final : public GgufReader {
   TensorView view(size_t i) override { return part(i).view(where_.at(i).second); }
   const uint8_t* raw(size_t i, size_t* nbytes) override { return part(i).raw(where_.at(i).second, nbytes); }
   void release(size_t i) override { part(i).release(where_.at(i).second); }
+  MappedSource raw_mapping(size_t i) override { return part(i).raw_mapping(where_.at(i).second); }
   uint32_t shard(size_t i) const override { return uint32_t(where_.at(i).first); }
   uint64_t data_offset(size_t i) const override { return part(i).data_offset(where_.at(i).second); }
   uint32_t shard_count() const override { return uint32_t(parts_.size()); }

@@ -207,6 +207,8 @@ class OnnxReaderImpl final : public OnnxReader {
     return inits_[e.init].data;
   }
 
+  MappedSource raw_mapping(size_t i) override { return source_of(inits_[entries_.at(i).init]); }
+
   void release(size_t i) override {
     {
       std::lock_guard<std::mutex> lock(copies_mutex_);

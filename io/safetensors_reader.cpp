@@ -147,6 +147,8 @@ class SafetensorsReader final : public ModelReader {
     return files_[e.shard]->span(e.offset, e.info.nbytes, e.info.name);
   }
 
+  MappedSource raw_mapping(size_t i) override { return files_[at(i).shard]->source(); }
+
   void release(size_t i) override {
     const Entry& e = at(i);
     files_[e.shard]->release(e.offset, e.info.nbytes);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cstring>
 #include <filesystem>
 #include <functional>
@@ -15,6 +16,7 @@
 #include <memory>
 #include <mutex>
 #include <random>
+#include <tuple>
 
 #include "bench/synthetic_model.h"
 #include "engine/error.h"
@@ -643,7 +645,17 @@ uint64_t child_peak_growth(const std::function<void()>& job) {
   return growth;
 }
 
-// Converts `in` to `out` (4-bit: block 64 asymmetric for .wq, Q4_0 for GGUF) on 2 threads
+// The plan of a 4-bit conversion: block 64 asymmetric for .wq, Q4_0 for GGUF.
+std::vector<TensorPlan> four_bit_plan(const ModelReader& r, OutputFormat format) {
+  PlanOptions o;
+  o.format = format;
+  o.defaults.bits = 4;
+  o.defaults.block = format == OutputFormat::Gguf ? 32 : 64;
+  o.defaults.asym = format != OutputFormat::Gguf;
+  return make_plan(r.tensors(), o);
+}
+
+// Converts `in` to `out` (four_bit_plan) on 2 threads
 // in a child process; its peak RSS growth. row_piece_bytes: both kinds of row pieces of
 // that size (0: none), or the pipeline's defaults.
 constexpr size_t kDefaultPieces = ~size_t(0);
@@ -651,12 +663,7 @@ uint64_t child_peak_growth(const std::string& in, const std::string& out, Output
                            size_t row_piece_bytes = kDefaultPieces) {
   return child_peak_growth([&] {
     auto r = open_model(in);
-    PlanOptions o;
-    o.format = format;
-    o.defaults.bits = 4;
-    o.defaults.block = format == OutputFormat::Gguf ? 32 : 64;
-    o.defaults.asym = format != OutputFormat::Gguf;
-    const std::vector<TensorPlan> plan = make_plan(r->tensors(), o);
+    const std::vector<TensorPlan> plan = four_bit_plan(*r, format);
     auto w = make_writer(out, format, plan, *r);
     Scheduler s(2);
     PipelineOptions opts;
@@ -757,6 +764,84 @@ TEST(Pipeline, PeakMemoryOfGgufDoesNotFollowItsLargestTensors) {
   EXPECT_GE(whole, blocks) << "the whole matrices' blocks were not held";
   EXPECT_LE(pieces + blocks / 2, whole) << "the pieces held as much as the whole matrices";
   EXPECT_TRUE(test::sha256_file((dir / "whole.gguf").string()) == test::sha256_file((dir / "pieces.gguf").string()));
+  fs::remove_all(dir);
+}
+
+// The bytes of files under `dir` mapped into this process now (the Rss of their
+// mappings in /proc/self/smaps).
+uint64_t mapped_rss_under(const std::string& dir) {
+  std::ifstream f("/proc/self/smaps");
+  std::string line;
+  bool inside = false;
+  uint64_t kib = 0;
+  while (std::getline(f, line)) {
+    const size_t slash = line.find('/');
+    if (!line.empty() && std::isxdigit(static_cast<unsigned char>(line[0])) && line.find('-') < line.find(' ')) {
+      inside = slash != std::string::npos && line.compare(slash, dir.size(), dir) == 0;  // a mapping's first line
+    } else if (inside && line.rfind("Rss:", 0) == 0) {
+      kib += std::stoull(line.substr(4));
+    }
+  }
+  return kib * 1024;
+}
+
+// Passes everything on to `inner` and, after each write, notes the most bytes of the
+// input's files mapped in: the writer has just read the payload, and the pipeline
+// releases a source tensor only after that.
+class MappedInputWatch : public TensorSink {
+ public:
+  MappedInputWatch(TensorSink& inner, std::string dir) : inner_(inner), dir_(std::move(dir)) {}
+  void write(TensorResult& r) override {
+    inner_.write(r);
+    most = std::max(most, mapped_rss_under(dir_));
+    ++writes;
+  }
+  bool takes_row_pieces() const override { return inner_.takes_row_pieces(); }
+  bool takes_quantized_row_pieces() const override { return inner_.takes_quantized_row_pieces(); }
+  size_t payload_phase(size_t i, uint64_t at) const override { return inner_.payload_phase(i, at); }
+  bool take_released(TensorResult* r) override { return inner_.take_released(r); }
+  uint64_t most = 0;
+  size_t writes = 0;
+
+ private:
+  TensorSink& inner_;
+  std::string dir_;
+};
+
+// With pread (the default read-ahead), the conversion reads no tensor of the input through
+// its mapping: the quantized ones are pread tile by tile, and the small ones written as they
+// are (norm vectors) are pread whole, so the input's pages never join the resident set
+// (README). A GGUF to Q4_0 and sharded bf16 safetensors to .wq; the mappings' own pages
+// (the headers read when the files were opened) are all they may hold.
+TEST(Pipeline, PreadModeMapsNoTensorOfTheInput) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("wq-unmapped-" + std::to_string(::getpid()));
+  const std::string in_dir = (dir / "in").string() + "/";
+  fs::create_directories(dir / "in");
+  SyntheticConfig c{.layers = 3, .dim = 512, .ffn = 1024, .heads = 4, .kv_heads = 2, .vocab = 2048};
+  const std::string gguf = in_dir + "model.gguf";
+  write_synthetic_model(gguf, OutputFormat::Gguf, c);
+  c.dtype = DType::BF16;
+  c.shard_bytes = uint64_t(3) << 20;
+  const std::string st = in_dir + "model.safetensors.index.json";
+  write_synthetic_model(st, OutputFormat::Safetensors, c);
+  for (const auto& [in, format, out] : {std::tuple{gguf, OutputFormat::Gguf, "out.gguf"}, std::tuple{st, OutputFormat::Wq, "out.wq"}}) {
+    SCOPED_TRACE(in);
+    auto r = open_model(in);
+    const std::vector<TensorPlan> plan = four_bit_plan(*r, format);
+    size_t kept = 0;
+    for (const TensorPlan& p : plan) kept += p.action == TensorAction::KeepFloat;
+    ASSERT_GE(kept, size_t(2 * c.layers)) << "no norm vectors written as they are";
+    auto w = make_writer((dir / out).string(), format, plan, *r);
+    MappedInputWatch watch(*w, in_dir);
+    const uint64_t before = mapped_rss_under(in_dir);
+    Scheduler(2).run([&] { run_pipeline(plan, r->tensors(), *r, watch, PipelineOptions{}); });
+    w->commit();
+    EXPECT_EQ(watch.writes, plan.size());
+    std::printf("%s: input mapped before %.0f KiB, at most %.0f KiB while writing\n", in.c_str(), double(before) / 1024,
+                double(watch.most) / 1024);
+    EXPECT_LE(watch.most, before) << "a tensor was read through the input's mapping";
+  }
   fs::remove_all(dir);
 }
 
