@@ -806,7 +806,13 @@ struct Prims {
             // sums were 44% of this kernel's time, kernels_bench .../errors). The codes
             // are never above 2^bits - 1 (each scheme clamps to its top code) and the
             // max takes what a NaN converts to, INT_MIN, to 0 as the saturation does, so
-            // each lane reads the value dequantize_lanes gives its stored code.
+            // each lane reads the value dequantize_lanes gives its stored code. No finite
+            // weight gives a negative code: MnnSym adds half to a code clamped at -half,
+            // MnnAsym codes v - min >= 0, and Affine's v * inv + z, with p = fl(min * inv)
+            // and z = -p (or rint(-p) >= -p - 0.5 under round_zero, which only HQQ's
+            // affine_params uses), is fl(fl(v * inv) + z) >= fl(p + z) >= -0.5 (rounding
+            // is monotone, contraction is off), whose rint is -0, code 0. So the max only
+            // matters for a NaN, whose tensor is refused after this pass anyway.
             if (job.bits <= 4) {
               const F table = dequantize_lanes<S>(Ops::iota16(), ds, dz, half);
               auto looked_up = [&](const F& v, const I& q) __attribute__((always_inline)) {
