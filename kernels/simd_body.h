@@ -963,6 +963,17 @@ struct Prims {
     // cache, ran at 0.7x the speed, kernels_bench's 64 MiB case).
     constexpr size_t per_lane = G ? G : 1;  // stored rows whose codes share a lane (a byte)
     ScratchBuffer<uint8_t> codes(rows / per_lane * L);
+    // The block's stored rows of the group, as the statistics pass loads them: the coding
+    // pass reads them from here, contiguous in L1, instead of down the band again, whose
+    // rows (8-22 KiB apart in the engine's bands) fall into a few sets of L1 and L2 and
+    // evict one another. kernels_bench quantize_columns/mnn_asym/b4/g64/f32/engine_bands/
+    // avx512/64MiB (the engine's 512-row bands of 2048 columns, coded 256 at a time; each
+    // band's copy, about 3 ms, included), five alternations: 9.05 against 9.65 ms
+    // (medians); the 1.1 B model's ONNX RTN job, bench/ab_bench.sh 8, 8 and 14 pairs: CPU
+    // 0.937, 1.034 and 0.977, wall 0.904, 1.000 and 0.970 (2026-12-06). The 64 MiB case
+    // of 128-row bands read straight from the tensor slowed from 8.3 to 9.8 ms (its rows
+    // stream from memory, and the copy is then only a cost): not the engine's shape.
+    ScratchBuffer<float> blk(block * L);
     const F zero(0.0f);
     const I lo8(0), hi8(255), half(1 << (job.bits - 1));
     for (size_t c = 0; c < cols; c += L) {
@@ -1023,6 +1034,7 @@ struct Prims {
             const F v = F::load_unaligned(rp);
             if (next) __builtin_prefetch(rp + L);
             rp += stride;
+            v.store_aligned(blk.data() + (k - k0 + i) * L);
             l = Ops::min_keep(v, l);
             h = Ops::max_keep(v, h);
             if constexpr (M) pr[i] = pr[i] + (v * v);
@@ -1062,7 +1074,7 @@ struct Prims {
           }
           return stored;
         };
-        rp = base + k0 * stride;
+        rp = blk.data();
         if constexpr (G != 0) {
           // A column's bytes 16 at a time (16 G stored rows): byte t of column j goes to
           // bits 8 (t % 4) of lane j of q4[t / 4], and store_dword_columns writes each
@@ -1077,8 +1089,8 @@ struct Prims {
               I byte(0);
               each_index(std::make_index_sequence<per_lane>{}, [&](auto gc) __attribute__((always_inline)) {
                 constexpr size_t g = decltype(gc)::value;
-                const F v = F::load_unaligned(rp);
-                rp += stride;
+                const F v = F::load_aligned(rp);
+                rp += L;
                 // Code g of a byte at bits [g b, g b + b), as pack_codes packs them (every
                 // stored code is in [0, 2^b - 1]: each scheme clamps to its top code, and
                 // the saturation takes what a NaN converts to, INT_MIN, to 0).
@@ -1099,8 +1111,8 @@ struct Prims {
               F q[L];
               each_index(std::make_index_sequence<L>{}, [&](auto tc) __attribute__((always_inline)) {
                 constexpr size_t t = decltype(tc)::value;
-                const F v = F::load_unaligned(rp);
-                rp += stride;
+                const F v = F::load_aligned(rp);
+                rp += L;
                 q[t] = xsimd::bitwise_cast<F>(code_one(v, std::integral_constant<size_t, u * L + t>{}));
               });
               Ops::transpose(q);  // q[j]: column c + j's codes of these L stored rows
