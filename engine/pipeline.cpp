@@ -340,7 +340,8 @@ void take_source_bytes(Item& it, TensorSource& source, const PipelineOptions& op
   const size_t i = it.plan->source_index;
   r.raw = source.raw(i, &r.raw_bytes);
   TensorView stored;
-  if (opts.read_ahead == ReadAhead::Pread && r.raw_bytes < kPreadCopyBelow && !source.stored_transposed(i, &stored)) {
+  if (opts.read_ahead == ReadAhead::Pread && r.raw_bytes > 0 && r.raw_bytes < kPreadCopyBelow &&
+      !source.stored_transposed(i, &stored)) {
     r.bytes.resize(r.raw_bytes);
     if (source.raw_mapping(i).read(r.raw, r.raw_bytes, r.bytes.data())) {
       r.raw = nullptr;

@@ -172,7 +172,10 @@ class GgufReaderImpl final : public GgufReader {
     return file_.span(e.offset, e.info.nbytes, e.info.name);
   }
   void release(size_t i) override { file_.release(at(i).offset, at(i).info.nbytes); }
-  MappedSource raw_mapping(size_t i) override { return (void)at(i), file_.source(); }
+  MappedSource raw_mapping(size_t i) override {
+    at(i);  // (throws for an index past the file's tensors, as raw() does)
+    return file_.source();
+  }
   uint64_t data_offset(size_t i) const override { return at(i).offset; }
 
  private:
