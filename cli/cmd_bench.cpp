@@ -108,6 +108,21 @@ double hqq_seconds(const Buffer& b, const Kernels& k) {
   return best_seconds([&] { (void)quantize_tensor(v, spec, kBlock, &k); }, 1, 1.0);
 }
 
+// A CSV field (RFC 4180): quoted, quotes doubled, where it holds a comma, a quote or a line
+// break (tensor names come from input files and may hold anything).
+std::string csv_field(const std::string& v) {
+  if (v.find_first_of(",\"\r\n") == std::string::npos) return v;
+  std::string q = "\"";
+  for (char c : v) q += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return q + "\"";
+}
+// A Markdown table cell: printable, its pipes escaped.
+std::string md_cell(const std::string& v) {
+  std::string r;
+  for (char c : printable(v)) r += c == '|' ? std::string("\\|") : std::string(1, c);
+  return r;
+}
+
 std::string rate(double weights_per_s) {
   if (weights_per_s >= 1e9) return format_fixed(weights_per_s / 1e9, 2) + " G";
   return format_fixed(weights_per_s / 1e6, 1) + " M";
@@ -126,8 +141,19 @@ int run_bench_model(const BenchArgs& a, Console& con) {
     views.push_back(reader->view(i));
     weights += views.back().numel();
   }
-  if (views.empty()) throw Error(a.model + ": no weight matrix to quantize (every tensor is 1-D or not float)");
-  for (const TensorView& v : views) check_finite(v);  // one clear error, not one per scheme
+  if (views.empty()) {
+    for (const TensorInfo& t : reader->tensors()) {
+      if (t.kind == StoredKind::Quantized || t.kind == StoredKind::Ggml) {
+        throw Error(a.model + ": " + t.name + ": is already quantized (" + t.type_name +
+                    "); bench sweeps the schemes over a float model's weights");
+      }
+    }
+    throw Error(a.model + ": no weight matrix to quantize (every tensor is 1-D or not float)");
+  }
+  // (Errors name the model: checked here, one clear error rather than one per scheme.)
+  naming_file(a.model, {a.model}, [&] {
+    for (const TensorView& v : views) check_finite(v);
+  });
   Scheduler sched(worker_threads(a.run, con));
   const std::vector<SweepScheme> schemes = sweep_schemes();
   if (con.human() && !a.csv) {
@@ -136,8 +162,10 @@ int run_bench_model(const BenchArgs& a, Console& con) {
                  isa_name(isa), sched.threads());
   }
   std::vector<SchemeResult> results;
-  sched.run([&] {
-    for (const SweepScheme& s : schemes) results.push_back(run_scheme(s, views, kernels()));
+  naming_file(a.model, {a.model}, [&] {
+    sched.run([&] {
+      for (const SweepScheme& s : schemes) results.push_back(run_scheme(s, views, kernels()));
+    });
   });
   mark_pareto(results);
   auto num = [](double x) { return std::isfinite(x) ? json(x) : json(nullptr); };
@@ -172,9 +200,9 @@ int run_bench_model(const BenchArgs& a, Console& con) {
                 "tensors_kept_float,seconds,pareto\n");
     for (const SchemeResult& r : results) {
       const SweepScheme& s = r.scheme;
-      std::printf("%s,%s,%d,%lld,%.6f,%.9g,%.6g,%.9g,%s,%.9g,%zu,%.6f,%d\n", s.name.c_str(), s.family.c_str(), s.spec.bits,
+      std::printf("%s,%s,%d,%lld,%.6f,%.9g,%.6g,%.9g,%s,%.9g,%zu,%.6f,%d\n", csv_field(s.name).c_str(), csv_field(s.family).c_str(), s.spec.bits,
                   s.ggml ? (long long)ggml_traits(s.type).weights : (long long)s.spec.block, r.bits_per_weight,
-                  r.error.rel_rmse, r.error.snr_db, r.error.max_abs, r.worst_tensor.c_str(), r.worst_rel_rmse, r.kept_float,
+                  r.error.rel_rmse, r.error.snr_db, r.error.max_abs, csv_field(r.worst_tensor).c_str(), r.worst_rel_rmse, r.kept_float,
                   r.seconds, r.pareto ? 1 : 0);
     }
     return 0;
@@ -187,7 +215,7 @@ int run_bench_model(const BenchArgs& a, Console& con) {
   for (const SchemeResult& r : results) {
     std::printf("| %s | %s | %s | %s | %s | %s (%s) | %zu | %s |\n", r.pareto ? "*" : " ", r.scheme.name.c_str(),
                 format_fixed(r.bits_per_weight, 3).c_str(), format_fixed(r.error.rel_rmse, 5).c_str(),
-                format_fixed(r.error.snr_db, 1).c_str(), r.worst_tensor.c_str(), format_fixed(r.worst_rel_rmse, 5).c_str(),
+                format_fixed(r.error.snr_db, 1).c_str(), md_cell(r.worst_tensor).c_str(), format_fixed(r.worst_rel_rmse, 5).c_str(),
                 r.kept_float, format_seconds(r.seconds).c_str());
   }
   return 0;

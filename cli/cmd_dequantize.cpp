@@ -1,7 +1,9 @@
 // wquant dequantize QUANT OUT.safetensors: every tensor back to float (f32, f16 or bf16),
 // exactly as a loader reconstructs it; non-float tensors are copied unchanged.
+#include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <string>
 
 #include <nlohmann/json.hpp>
 
@@ -31,12 +33,26 @@ void narrow_bf16(const float* src, uint16_t* dst, size_t n) {
   }
 }
 
-OutputBytes to_bytes(const std::vector<float>& v, DType t, const Kernels& k) {
+// The tensor's weights (v, rows of `cols`) in the output dtype. A finite weight that
+// narrows to Inf (beyond f16's 65504, or rounding past bf16's largest) is refused, naming
+// it: the file would not hold the model (a NaN or Inf already in v is written as it is).
+OutputBytes to_bytes(const std::vector<float>& v, size_t cols, DType t, const Kernels& k, const std::string& where) {
   OutputBytes out(v.size() * dtype_size(t));
   switch (t) {
-    case DType::F32: std::memcpy(out.data(), v.data(), out.size()); break;
+    case DType::F32: std::memcpy(out.data(), v.data(), out.size()); return out;
     case DType::F16: k.narrow_f16(v.data(), reinterpret_cast<uint16_t*>(out.data()), v.size()); break;
     case DType::BF16: narrow_bf16(v.data(), reinterpret_cast<uint16_t*>(out.data()), v.size()); break;
+  }
+  const auto* h = reinterpret_cast<const uint16_t*>(out.data());
+  const size_t n = v.size();
+  for (size_t i = k.find_nonfinite(h, t, n); i < n; i = i + 1 + k.find_nonfinite(h + i + 1, t, n - i - 1)) {
+    if (!std::isfinite(v[i])) continue;
+    char what[64];
+    std::snprintf(what, sizeof what, "%.6g", double(v[i]));
+    const size_t c = cols ? cols : 1;
+    throw Error(where + ": row " + std::to_string(i / c) + ", column " + std::to_string(i % c) + ": dequantizes to " +
+                what + ", which " + dtype_name(t) + " cannot hold (it would be Inf; largest " +
+                (t == DType::F16 ? "65504" : "3.38953e+38") + "); dequantize without --" + (t == DType::F16 ? "fp16" : "bf16"));
   }
   return out;
 }
@@ -57,7 +73,9 @@ int run_dequantize(const DequantizeArgs& a, Console& con) {
     throw Error(a.output + ": dequantize writes safetensors: name OUT *.safetensors", ErrorKind::Usage);
   }
   std::unique_ptr<ModelReader> r = open_model(a.input);
-  check_output_path(a.output, input_files(a.input), a.force);
+  std::vector<std::string> inputs = input_files(a.input);
+  for (const std::string& f : r->data_files()) inputs.push_back(f);  // an ONNX model's external data
+  check_output_path(a.output, inputs, a.force);
   const std::vector<TensorInfo>& infos = r->tensors();
 
   std::vector<TensorPlan> plan(infos.size());
@@ -82,7 +100,7 @@ int run_dequantize(const DequantizeArgs& a, Console& con) {
       if (plan[i].action == TensorAction::CopyRaw) {
         res.raw = r->raw(i, &res.raw_bytes);
       } else {
-        res.bytes = to_bytes(read_f32(*r, i), a.dtype, k);
+        res.bytes = to_bytes(read_f32(*r, i), matrix_dims(plan[i].shape).cols, a.dtype, k, a.input + ": " + plan[i].name);
       }
       writer->write(res);
       r->release(i);

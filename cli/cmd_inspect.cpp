@@ -9,6 +9,7 @@
 #include "cli/run_support.h"
 #include "engine/tensor.h"
 #include "kernels/ggml_types.h"
+#include "io/gguf_format.h"
 #include "io/model_reader.h"
 
 namespace wq::cli {
@@ -60,8 +61,8 @@ Row describe(ModelReader& r, size_t i) {
                   {"cols", q.cols}};
     row.quant = q.spec.describe_with_block(q.block, q.cols);
   } else if (t.kind == StoredKind::Ggml) {
-    const auto b = ggml_block_named(t.type_name);
-    row.quant = t.type_name + " (llama.cpp blocks of " + (b ? std::to_string(ggml_traits(*b).weights) : std::string("?")) + ")";
+    const auto g = gguf_tensor_type_named(t.type_name);
+    row.quant = t.type_name + " (llama.cpp blocks of " + (g ? std::to_string(g->block_weights) : std::string("?")) + ")";
   }
   return row;
 }
@@ -108,7 +109,7 @@ int run_inspect(const InspectArgs& a, Console& con) {
   if (!con.human()) return 0;
   size_t w = 6, tw = 4;
   for (const TensorInfo& t : infos) {
-    w = std::max(w, t.name.size());
+    w = std::max(w, printable(t.name).size());
     tw = std::max(tw, t.type_name.size());
   }
   std::printf("%s: %s, %zu tensors, %s of tensor data, %s on disk\n", a.file.c_str(), r->format(), infos.size(),
@@ -116,7 +117,7 @@ int run_inspect(const InspectArgs& a, Console& con) {
   std::printf("%-*s  %-*s  %-14s  %10s  %s\n", int(w), "tensor", int(tw), "type", "shape", "bytes", "quantization");
   for (const Row& row : rows) {
     const TensorInfo& t = *row.info;
-    std::printf("%-*s  %-*s  %-14s  %10s  %s\n", int(w), t.name.c_str(), int(tw), t.type_name.c_str(),
+    std::printf("%-*s  %-*s  %-14s  %10s  %s\n", int(w), printable(t.name).c_str(), int(tw), t.type_name.c_str(),
                 format_shape(t.shape).c_str(), format_bytes(t.nbytes).c_str(), row.quant.c_str());
   }
   std::printf("totals: %zu tensors, %llu elements, %s;", infos.size(), static_cast<unsigned long long>(params),

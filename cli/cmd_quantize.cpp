@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <memory>
 
 #include <nlohmann/json.hpp>
 
@@ -21,6 +22,7 @@
 #include "io/gguf_writer_keys.h"
 #include "io/model_reader.h"
 #include "io/model_writer.h"
+#include "io/output_file.h"
 #include "kernels/ggml_types.h"
 
 namespace wq::cli {
@@ -51,11 +53,7 @@ WriterOptions writer_options(const QuantizeArgs& a, const GgufOutputKeys& gguf_k
 OutputFormat output_format(const QuantizeArgs& a) {
   if (a.format) return *a.format;
   if (a.gguf.keep_split) return OutputFormat::Gguf;  // OUT is a shard prefix, perhaps without .gguf
-  try {
-    return format_from_path(a.output);
-  } catch (const Error& e) {
-    throw Error(std::string(e.what()) + " (name OUT .wq, .safetensors, .gguf or .onnx, or pass --format)", ErrorKind::Usage);
-  }
+  return format_from_path(a.output);  // (its error says how to name OUT, or to pass --format)
 }
 
 // Everything the run decided before reading any tensor data.
@@ -67,6 +65,7 @@ struct Setup {
   std::string params_to_write;  // --params FILE that does not exist yet
   std::unique_ptr<ModelReader> reader;
   std::vector<std::string> inputs;  // files the model is read from
+  std::vector<std::string> read_files;  // inputs, the importance matrix, a params file read: never replaced
   std::vector<TensorPlan> plan;
   uint64_t planned_bytes = 0;
   // GGUF output: llama-quantize's mix and options, the model's hyper-parameters, the
@@ -132,7 +131,7 @@ void keep_split(const QuantizeArgs& a, const GgufReader& g, Setup& s, Console& c
              ", with its tensors in file order (as llama-quantize does)");
   }
   for (const std::string& out : s.outputs) {
-    if (!a.dry_run) check_output_path(out, s.inputs, a.force);
+    if (!a.dry_run) check_output_path(out, s.read_files, a.force);
     if (!a.params_file.empty() && (fs::weakly_canonical(a.params_file) == fs::weakly_canonical(out) || same_file(a.params_file, out))) {
       throw Error(a.params_file + ": the params file and the output shard " + out + " are the same file", ErrorKind::Usage);
     }
@@ -177,14 +176,18 @@ Setup prepare(const QuantizeArgs& a, Console& con) {
                   " float.safetensors' first and quantize that");
     }
   }
-  // Files the reader found it reads (ONNX external data) are inputs too.
+  // Files the reader found it reads (ONNX external data) are inputs too, and so are the
+  // importance matrix and a params file read: --force never replaces any of them.
   for (const std::string& f : s.reader->data_files()) s.inputs.push_back(f);
-  if (!a.dry_run && !a.gguf.keep_split) check_output_path(a.output, s.inputs, a.force);
+  s.read_files = s.inputs;
+  if (!a.gguf.imatrix.empty()) s.read_files.push_back(a.gguf.imatrix);
+  if (!a.params_file.empty() && s.params_to_write.empty()) s.read_files.push_back(a.params_file);
+  if (!a.dry_run && !a.gguf.keep_split) check_output_path(a.output, s.read_files, a.force);
   s.outputs = {a.output};
-  if (!a.dry_run && s.format == OutputFormat::Onnx) check_output_path(a.output + ".data", s.inputs, a.force);
+  if (!a.dry_run && s.format == OutputFormat::Onnx) check_output_path(a.output + ".data", s.read_files, a.force);
   // The params file to write must be writable too, before any work: it is written before
   // OUT is committed, so a run never ends with OUT in place but its parameters lost.
-  if (!a.dry_run && !s.params_to_write.empty()) check_output_path(s.params_to_write, s.inputs, false);
+  if (!a.dry_run && !s.params_to_write.empty()) check_output_path(s.params_to_write, s.read_files, false);
 
   if (s.format == OutputFormat::Gguf) {
     choose_mix(a, merged, s);
@@ -257,11 +260,11 @@ json plan_json(const Setup& s) {
 void print_plan(const Setup& s) {
   const std::vector<TensorInfo>& infos = s.reader->tensors();
   size_t w = 6;
-  for (const TensorPlan& p : s.plan) w = std::max(w, p.name.size());
+  for (const TensorPlan& p : s.plan) w = std::max(w, printable(p.name).size());
   std::printf("%-*s  %-12s  %-6s  %10s  %s\n", int(w), "tensor", "shape", "from", "bytes in", "becomes");
   for (const TensorPlan& p : s.plan) {
     const TensorInfo& info = infos[p.source_index];
-    std::printf("%-*s  %-12s  %-6s  %10s  %s\n", int(w), p.name.c_str(), format_shape(p.shape).c_str(),
+    std::printf("%-*s  %-12s  %-6s  %10s  %s\n", int(w), printable(p.name).c_str(), format_shape(p.shape).c_str(),
                 info.type_name.c_str(), format_bytes(info.nbytes).c_str(), describe_plan_entry_with_notes(p, info).c_str());
   }
 }
@@ -363,11 +366,11 @@ void print_summary(const QuantizeArgs& a, const Setup& s, const RunResult& r, Is
   if (!con.human()) return;
   if (con.verbose()) {
     size_t w = 6;
-    for (const TensorReport& t : st.tensors) w = std::max(w, t.name.size());
+    for (const TensorReport& t : st.tensors) w = std::max(w, printable(t.name).size());
     std::printf("%-*s  %-28s  %10s  %10s  %9s  %7s\n", int(w), "tensor", "stored as", "bytes in", "bytes out", "rel RMSE",
                 "SNR dB");
     for (const TensorReport& t : st.tensors) {
-      std::printf("%-*s  %-28s  %10s  %10s  %9s  %7s\n", int(w), t.name.c_str(), t.what.c_str(),
+      std::printf("%-*s  %-28s  %10s  %10s  %9s  %7s\n", int(w), printable(t.name).c_str(), t.what.c_str(),
                   format_bytes(t.bytes_in).c_str(), format_bytes(t.bytes_out).c_str(),
                   t.has_error ? format_fixed(t.error.rel_rmse, 5).c_str() : "-",
                   t.has_error ? format_fixed(t.error.snr_db, 1).c_str() : "-");
@@ -387,7 +390,7 @@ void print_summary(const QuantizeArgs& a, const Setup& s, const RunResult& r, Is
     std::printf("    %9s  %7s  %10s  %s\n", "rel RMSE", "SNR dB", "max abs", "tensor");
     for (const TensorReport* t : worst) {
       std::printf("    %9s  %7s  %10s  %s (%s)\n", format_fixed(t->error.rel_rmse, 5).c_str(),
-                  format_fixed(t->error.snr_db, 1).c_str(), format_fixed(t->error.max_abs, 6).c_str(), t->name.c_str(),
+                  format_fixed(t->error.snr_db, 1).c_str(), format_fixed(t->error.max_abs, 6).c_str(), printable(t->name).c_str(),
                   t->what.c_str());
     }
   }
@@ -423,6 +426,7 @@ int run_quantize(const QuantizeArgs& a, Console& con) {
     PipelineOptions opts;
     opts.on_progress = [&progress](const Progress& p) { progress.update(p); };
     opts.compute_error = !a.no_metrics;
+    opts.refuse_nonfinite_copies = s.format == OutputFormat::Gguf;
     opts.read_ahead = read_ahead_from_env();
     // A measuring knob: one size for both kinds of pieces where it is set (0: unset;
     // bytes_from_env refuses a 0 given).
@@ -433,8 +437,13 @@ int run_quantize(const QuantizeArgs& a, Console& con) {
     naming_file(a.input, files, [&] {
       sched.run([&] { r.stats = run_pipeline(s.plan, s.reader->tensors(), *s.reader, *writer, opts); });
     });
+    // The params file is written before OUT is committed (a failed write of it must not
+    // leave OUT) and removed if the commit fails, or a signal comes before it is done: it
+    // describes OUT, and the next run would read it as its input.
+    std::unique_ptr<RemovedOnSignal> params_guard;
     if (!s.params_to_write.empty()) {
       write_json_file(s.params_to_write, params_used(s.eff, s.format, s.gguf.mix.mix.name ? s.gguf.mix.mix.name : "", s.plan, s.reader->tensors()));
+      params_guard = std::make_unique<RemovedOnSignal>(s.params_to_write);
     }
     try {
       writer->commit();
@@ -442,6 +451,7 @@ int run_quantize(const QuantizeArgs& a, Console& con) {
       if (!s.params_to_write.empty()) std::remove(s.params_to_write.c_str());  // OUT failed: no half result
       throw;
     }
+    if (params_guard) params_guard->release();
   }
   r.output_bytes = total_file_bytes(s.outputs);
   r.weights = quantized_weights(s.plan);

@@ -166,11 +166,11 @@ int run_verify(const VerifyArgs& a, Console& con) {
     return 0;
   }
   size_t w = 6;
-  for (const Compared& c : rows) w = std::max(w, c.name.size());
+  for (const Compared& c : rows) w = std::max(w, printable(c.name).size());
   std::printf("%-*s  %-8s  %10s  %8s  %12s\n", int(w), "tensor", "type", "rel RMSE", "SNR dB", "max abs");
   for (size_t i = 0; i < shown; ++i) {
     const Compared& c = rows[i];
-    std::printf("%-*s  %-8s  %10s  %8s  %12s\n", int(w), c.name.c_str(), c.quant_type.c_str(),
+    std::printf("%-*s  %-8s  %10s  %8s  %12s\n", int(w), printable(c.name).c_str(), c.quant_type.c_str(),
                 format_fixed(c.m.rel_rmse, 6).c_str(),
                 snr_text(c.m).c_str(),
                 format_fixed(c.m.max_abs, 6).c_str());
@@ -180,7 +180,7 @@ int run_verify(const VerifyArgs& a, Console& con) {
               "%s; worst %s (rel RMSE %s)\n",
               rows.size(), exact, static_cast<unsigned long long>(total.count), format_fixed(total.rel_rmse, 6).c_str(),
               is_exact(total) ? "inf" : snr_text(total).c_str(),
-              format_fixed(total.max_abs, 6).c_str(), rows.front().name.c_str(),
+              format_fixed(total.max_abs, 6).c_str(), printable(rows.front().name).c_str(),
               format_fixed(rows.front().m.rel_rmse, 6).c_str());
   fail_if_broken();
   return 0;

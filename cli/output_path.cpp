@@ -16,6 +16,7 @@
 #include "cli/console.h"
 #include "engine/error.h"
 #include "io/gguf_split_reader.h"
+#include "io/output_file.h"
 
 namespace wq::cli {
 
@@ -83,6 +84,10 @@ void check_output_path(const std::string& out, const std::vector<std::string>& i
   for (const std::string& in : inputs) {
     if (same_file(out, in)) {
       throw output_error(out, "is the input file " + in + "; wquant never overwrites its input (choose another OUT)");
+    }
+    if (is_temp_name_of(in, out)) {
+      throw output_error(out, "the input " + in + " is named as a temporary file of OUT, which wquant removes when "
+                              "a killed run left it; rename the input");
     }
   }
   struct stat st;

@@ -87,6 +87,8 @@ bool use_more_bits(int i_layer, int n_layers) {
   return i_layer < n_layers / 8 || i_layer >= 7 * n_layers / 8 || (i_layer - n_layers / 8) % 3 == 2;
 }
 
+MixChoice fitted_choice(const TensorInfo& t, GgmlType new_type);
+
 // llama_tensor_get_type for the mixes of gguf_mixes() (the branches for the IQ1/IQ2/IQ3
 // and TQ file types cannot apply to them and are left out).
 MixChoice tensor_type(MixState& qs, GgmlType new_type, const TensorInfo& t, uint32_t ftype, const MixModel& m,
@@ -197,6 +199,14 @@ MixChoice tensor_type(MixState& qs, GgmlType new_type, const TensorInfo& t, uint
     ++qs.i_ffn_up;
   }
 
+  return fitted_choice(t, new_type);
+}
+
+// The choice of `new_type` for t, or where t's rows fit no block of it llama.cpp's
+// fallback type (or, where it has none, a note that llama-quantize aborts).
+MixChoice fitted_choice(const TensorInfo& t, GgmlType new_type) {
+  using T = GgmlType;
+  const std::string& name = t.name;
   MixChoice c;
   c.quantize = true;
   c.type = new_type;
@@ -347,8 +357,11 @@ std::vector<MixChoice> choose_mix_types(const std::vector<TensorInfo>& tensors, 
     if (t.kind != StoredKind::Other && llama_quantizes(t, opts.leave_output)) {
       if (!opts.pure && quantized_base) {
         c = tensor_type(qs, opts.mix.base, t, opts.mix.llama_ftype, model, opts);
+        // The first pattern that matches decides, even where it asks for the type the mix
+        // chose (a later, wider pattern must not then change it).
         for (const auto& [re, type] : overrides) {
-          if (std::regex_search(t.name, re) && type != c.type) {
+          if (!std::regex_search(t.name, re)) continue;
+          if (type != c.type) {
             c.type = type;
             c.fallback = false;
             c.unsupported = ne0(t) % facts(type).block != 0;
@@ -356,15 +369,17 @@ std::vector<MixChoice> choose_mix_types(const std::vector<TensorInfo>& tensors, 
                                          std::to_string(facts(type).block) + ", required by " + facts(type).name +
                                          " (--tensor-type)"
                                    : "";
-            break;
           }
+          break;
         }
       } else {
         c.quantize = true;
         c.type = opts.mix.base;
       }
-      if (opts.token_embd_type && t.name == "token_embd.weight") c.type = *opts.token_embd_type;
-      if (opts.output_type && t.name == "output.weight") c.type = *opts.output_type;
+      // The explicit types win over the mix and --tensor-type (applied last, as
+      // llama-quantize applies them), with the same fallback where the rows do not fit.
+      if (opts.token_embd_type && t.name == "token_embd.weight") c = fitted_choice(t, *opts.token_embd_type);
+      if (opts.output_type && t.name == "output.weight") c = fitted_choice(t, *opts.output_type);
       // A tensor already of the chosen type is copied, as llama-quantize copies it.
       if (t.type_name == ggml_type_name(c.type)) c.quantize = false;
     }

@@ -354,6 +354,38 @@ void take_source_bytes(Item& it, TensorSource& source, const PipelineOptions& op
   it.release_after_write = true;
 }
 
+// PipelineOptions::refuse_nonfinite_copies: the bytes of a tensor written as it is, as
+// floats or (blocks of a type wquant has kernels for) dequantized, hold no NaN or Inf.
+// The IQ1/IQ2/IQ3 and TQ types, which it has no kernels for, are not checked.
+void check_copied_values(const TensorPlan& p, const TensorInfo& info, const TensorResult& r, const Kernels& k) {
+  const auto* data = static_cast<const uint8_t*>(r.data());
+  const size_t n_bytes = r.size();
+  const size_t cols = p.shape.empty() ? 1 : std::max<size_t>(1, size_t(p.shape.back()));
+  auto refuse = [&](size_t i) {
+    throw Error(p.name + ": row " + std::to_string(i / cols) + ", column " + std::to_string(i % cols) +
+                ": NaN or Inf in a tensor the GGUF output holds as it is; llama.cpp refuses to load such a file "
+                "(llama-quantize refuses it too)");
+  };
+  if (p.action == TensorAction::KeepFloat) {
+    const size_t n = n_bytes / dtype_size(p.out_dtype), i = k.find_nonfinite(data, p.out_dtype, n);
+    if (i != n) refuse(i);
+    return;
+  }
+  if (info.kind != StoredKind::Ggml) return;
+  const std::optional<GgmlBlock> b = ggml_block_named(info.type_name);
+  if (!b) return;
+  const GgmlTypeTraits& t = ggml_traits(*b);
+  constexpr size_t kChunkBlocks = 1024;
+  std::vector<float> w(kChunkBlocks * t.weights);
+  const size_t blocks = n_bytes / t.bytes;
+  for (size_t b0 = 0; b0 < blocks; b0 += kChunkBlocks) {
+    const size_t nb = std::min(kChunkBlocks, blocks - b0), n = nb * t.weights;
+    k.dequantize_ggml[int(*b)](data + b0 * t.bytes, w.data(), n);
+    const size_t i = k.find_nonfinite(w.data(), DType::F32, n);
+    if (i != n) refuse(b0 * t.weights + i);
+  }
+}
+
 // The parallel stage for one tensor. Runs isolated: while this thread waits for the
 // tensor's own row tiles it must not pick up another tensor of the pipeline.
 void process(Item& it, TensorSource& source, const PipelineOptions& opts, BufferPool& pool) {
@@ -432,6 +464,9 @@ void process(Item& it, TensorSource& source, const PipelineOptions& opts, Buffer
     case TensorAction::CopyRaw:
       take_source_bytes(it, source, opts);
       break;
+  }
+  if (opts.refuse_nonfinite_copies && (p.action == TensorAction::KeepFloat || p.action == TensorAction::CopyRaw)) {
+    check_copied_values(p, *it.info, r, k);
   }
 }
 

@@ -131,6 +131,10 @@ struct PipelineOptions {
   // A Quantize tensor whose rows are quantized independently, to a sink that takes
   // quantized row pieces: the same, with this many (0: never).
   size_t quantized_piece_bytes = kQuantizedRowPieceBytes;
+  // Tensors written as they are (kept float, copied blocks) must hold no NaN or Inf: a
+  // GGUF sink asks for it (llama.cpp's loader refuses such a file, and llama-quantize
+  // refuses to write one); the other formats copy them as they are.
+  bool refuse_nonfinite_copies = false;
   std::function<void(const Progress&)> on_progress;  // called from the writer stage
 };
 

@@ -98,7 +98,9 @@ std::vector<TensorPlan> make_gguf_plan(const std::vector<TensorInfo>& tensors, c
     if (p.spec.hqq) p.spec.asym = true;
     if (c.quantize && t.kind == StoredKind::Ggml && opts.allow_requantize) {
       if (!ggml_block_named(t.type_name)) {
-        throw Error(t.name + ": dequantizing type " + t.type_name + " needs the K-quant kernels, which this build lacks");
+        throw Error(t.name + ": --allow-requantize: wquant cannot dequantize type " + t.type_name +
+                    " (it has kernels for F32, F16, BF16, Q4_0 ... Q8_0, the K-quants, IQ4_NL and IQ4_XS); quantize the "
+                    "float model instead");
       }
       p.requantize = true;
     }

@@ -28,16 +28,34 @@ std::optional<GgufTensorType> gguf_tensor_type(uint32_t type) {
     case 13: return GgufTensorType{"Q5_K", 256, 176};
     case 14: return GgufTensorType{"Q6_K", 256, 210};
     case 15: return GgufTensorType{"Q8_K", 256, 292};
+    // The IQ and TQ types wquant has no kernels for: their sizes (ggml-common.h's block
+    // structs) let such tensors be read, copied and named where they are not requantized.
+    case 16: return GgufTensorType{"IQ2_XXS", 256, 66};
+    case 17: return GgufTensorType{"IQ2_XS", 256, 74};
+    case 18: return GgufTensorType{"IQ3_XXS", 256, 98};
+    case 19: return GgufTensorType{"IQ1_S", 256, 50};
     case 20: return GgufTensorType{"IQ4_NL", 32, 18};
+    case 21: return GgufTensorType{"IQ3_S", 256, 110};
+    case 22: return GgufTensorType{"IQ2_S", 256, 82};
     case 23: return GgufTensorType{"IQ4_XS", 256, 136};
     case 24: return GgufTensorType{"I8", 1, 1};
     case 25: return GgufTensorType{"I16", 1, 2};
     case 26: return GgufTensorType{"I32", 1, 4};
     case 27: return GgufTensorType{"I64", 1, 8};
     case 28: return GgufTensorType{"F64", 1, 8};
+    case 29: return GgufTensorType{"IQ1_M", 256, 56};
     case 30: return GgufTensorType{"BF16", 1, 2};
+    case 34: return GgufTensorType{"TQ1_0", 256, 54};
+    case 35: return GgufTensorType{"TQ2_0", 256, 66};
     default: return std::nullopt;
   }
+}
+
+std::optional<GgufTensorType> gguf_tensor_type_named(const std::string& name) {
+  for (uint32_t t = 0; t < 64; ++t) {
+    if (const auto g = gguf_tensor_type(t); g && name == g->name) return g;
+  }
+  return std::nullopt;
 }
 
 }  // namespace wq

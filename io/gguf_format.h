@@ -35,5 +35,7 @@ struct GgufTensorType {
 
 // Known ggml types (plain, legacy and K-quants); nullopt for an id wquant does not know.
 std::optional<GgufTensorType> gguf_tensor_type(uint32_t type);
+// The same by its name ("IQ2_XXS"), for the types gguf_tensor_type knows.
+std::optional<GgufTensorType> gguf_tensor_type_named(const std::string& name);
 
 }  // namespace wq

@@ -213,7 +213,9 @@ class GgufReaderImpl final : public GgufReader {
       case kGgmlF32: e.info.kind = StoredKind::Float; e.info.dtype = DType::F32; break;
       case kGgmlF16: e.info.kind = StoredKind::Float; e.info.dtype = DType::F16; break;
       case kGgmlBF16: e.info.kind = StoredKind::Float; e.info.dtype = DType::BF16; break;
-      default: e.info.kind = ggml_block_of_gguf(e.type) ? StoredKind::Ggml : StoredKind::Other;
+      // Blocks of weights are llama.cpp quantizations, whether or not wquant has their
+      // kernels: not requantized without --allow-requantize, as llama-quantize refuses.
+      default: e.info.kind = traits->block_weights > 1 ? StoredKind::Ggml : StoredKind::Other;
     }
     return e;
   }

@@ -61,7 +61,13 @@ std::unique_ptr<ModelReader> open_model(const std::string& path) {
     if (magic == kGgufMagic) return join_gguf_splits(open_gguf(p), p);
   }
   if (n >= 8 && is_wq_file(head)) return open_wq(p);
-  if (p.size() >= 5 && p.compare(p.size() - 5, 5, ".json") == 0) return open_safetensors(p);
+  auto ends_with = [&](const char* suffix) {
+    const size_t k = std::strlen(suffix);
+    return p.size() >= k && p.compare(p.size() - k, k, suffix) == 0;
+  };
+  // (A .safetensors file the sniff below does not take, a truncated header or an absurd
+  // length, is then told so by the reader rather than called unrecognised.)
+  if (ends_with(".json") || ends_with(".safetensors")) return open_safetensors(p);
   if (n > 0 && looks_like_safetensors(head, size_t(n), size)) return open_safetensors(p);
   if (size == 0) throw Error(path + ": is empty");
   if (const OnnxHooks* onnx = onnx_hooks(); onnx && onnx->sniff(p, head, size_t(n > 0 ? n : 0))) return onnx->open(p);

@@ -308,6 +308,7 @@ class OnnxReaderImpl final : public OnnxReader {
         throw Error(path_ + ": " + inits_.back().header.name() + ": two initializers have this name");
     }
     check_external_overlaps();
+    embed_attribute_externals(model_.mutable_graph(), "", true);
     classify();
     list_tensors();
   }
@@ -383,6 +384,22 @@ class OnnxReaderImpl final : public OnnxReader {
 
   void map_external(OnnxInitializer& in, uint64_t expect) {
     const std::string at = path_ + ": " + in.header.name();
+    const External e = resolve_external(at, in.header, expect);
+    in.data = e.file->span(e.offset, e.length, in.header.name());
+    in.nbytes = e.length;
+    ranges_.push_back({e.real, e.offset, e.length, in.header.name()});
+  }
+
+  // Where a TensorProto's external data lies: its location resolved inside the model's
+  // folder (never outside it, by `..`, an absolute path or a symlink), its offset and
+  // length checked against the file and against the `expect` bytes its shape and type
+  // need. The file is mapped once, and counted among the model's data files.
+  struct External {
+    const MappedFile* file;
+    uint64_t offset, length;
+    std::string real;
+  };
+  External resolve_external(const std::string& at, const onnx::TensorProto& t, uint64_t expect) {
     std::string location;
     uint64_t offset = 0, length = UINT64_MAX;
     auto number = [&](const std::string& key, const std::string& s) {
@@ -390,7 +407,7 @@ class OnnxReaderImpl final : public OnnxReader {
         throw Error(at + ": external data " + key + " \"" + s + "\" is not a number");
       return uint64_t(std::stoull(s));
     };
-    for (const auto& kv : in.header.external_data()) {
+    for (const auto& kv : t.external_data()) {
       if (kv.key() == "location") location = kv.value();
       else if (kv.key() == "offset") offset = number("offset", kv.value());
       else if (kv.key() == "length") length = number("length", kv.value());
@@ -413,9 +430,54 @@ class OnnxReaderImpl final : public OnnxReader {
     const MappedFile& m = *it->second;
     if (!m.contains(offset, length))
       throw Error(at + ": external data [" + std::to_string(offset) + ", +" + std::to_string(length) + ") is past the end of " + location + " (" + std::to_string(m.size()) + " bytes)");
-    in.data = m.span(offset, length, in.header.name());
-    in.nbytes = length;
-    ranges_.push_back({rs, offset, length, in.header.name()});
+    return External{&m, offset, length, rs};
+  }
+
+  // Tensors in node attributes (a Constant's value, the initializers and attributes of
+  // If / Loop / Scan subgraphs) whose data is external are embedded in the graph the
+  // writer carries over: the output never points at the input's data files (it would not
+  // load from another folder), and those files count as inputs (never overwritten).
+  void embed_attribute_externals(onnx::GraphProto* g, const std::string& where, bool top) {
+    auto embed = [&](onnx::TensorProto* t, const std::string& what) {
+      if (t->data_location() != onnx::TensorProto::EXTERNAL) return;
+      const std::string at = path_ + ": " + what;
+      ElemType et{};
+      if (!elem_type(t->data_type(), &et) || et.size == 0)
+        throw Error(at + ": data type " + std::to_string(t->data_type()) + " with external data is not one wquant reads");
+      const std::vector<int64_t> shape(t->dims().begin(), t->dims().end());
+      const size_t numel = checked_numel(at, shape);
+      if (numel > UINT64_MAX / et.size) throw Error(at + ": shape overflows");
+      const External e = resolve_external(at, *t, uint64_t(numel) * et.size);
+      t->set_raw_data(std::string(reinterpret_cast<const char*>(e.file->span(e.offset, e.length, what)), e.length));
+      t->clear_external_data();
+      t->set_data_location(onnx::TensorProto::DEFAULT);
+    };
+    if (!top) {  // (the top graph's initializers are read as initializers)
+      for (int i = 0; i < g->initializer_size(); ++i) {
+        embed(g->mutable_initializer(i), where + "initializer " + g->initializer(i).name());
+      }
+    }
+    for (int i = 0; i < g->sparse_initializer_size(); ++i) {
+      onnx::SparseTensorProto* sp = g->mutable_sparse_initializer(i);
+      embed(sp->mutable_values(), where + "sparse initializer " + sp->values().name());
+      embed(sp->mutable_indices(), where + "sparse initializer " + sp->values().name() + " (indices)");
+    }
+    for (int n = 0; n < g->node_size(); ++n) {
+      onnx::NodeProto* node = g->mutable_node(n);
+      const std::string in_node = where + "node " + (node->name().empty() ? "#" + std::to_string(n) : node->name()) + ", attribute ";
+      for (int a = 0; a < node->attribute_size(); ++a) {
+        onnx::AttributeProto* attr = node->mutable_attribute(a);
+        const std::string an = in_node + attr->name();
+        if (attr->has_t()) embed(attr->mutable_t(), an);
+        for (int k = 0; k < attr->tensors_size(); ++k) embed(attr->mutable_tensors(k), an);
+        if (attr->has_sparse_tensor()) {
+          embed(attr->mutable_sparse_tensor()->mutable_values(), an);
+          embed(attr->mutable_sparse_tensor()->mutable_indices(), an + " (indices)");
+        }
+        if (attr->has_g()) embed_attribute_externals(attr->mutable_g(), an + ": ", false);
+        for (int k = 0; k < attr->graphs_size(); ++k) embed_attribute_externals(attr->mutable_graphs(k), an + ": ", false);
+      }
+    }
   }
 
   void check_external_overlaps() {

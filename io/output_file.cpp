@@ -81,6 +81,22 @@ void remove_dead_leftovers(const std::string& dir, const std::string& prefix) {
   ::closedir(d);
 }
 
+}  // namespace
+
+bool is_temp_name_of(const std::string& file, const std::string& out) {
+  namespace fs = std::filesystem;
+  const fs::path f(file), o(out);
+  const std::string n = f.filename().string(), prefix = temp_prefix(o.filename().string());
+  if (n.size() <= prefix.size() || n.compare(0, prefix.size(), prefix) != 0) return false;
+  if (n.find_first_not_of("0123456789", prefix.size()) != std::string::npos) return false;
+  std::error_code ec;
+  const fs::path fd = f.parent_path().empty() ? fs::path(".") : f.parent_path();
+  const fs::path od = o.parent_path().empty() ? fs::path(".") : o.parent_path();
+  return fs::equivalent(fd, od, ec);
+}
+
+namespace {
+
 // rename(from, to) that fails with EEXIST instead of replacing a file at `to`.
 int rename_no_replace(const char* from, const char* to) {
   if (::renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0) return 0;

@@ -165,4 +165,9 @@ class RemovedOnSignal {
 // RemovedOnSignal guards). For SIGINT/SIGTERM handlers; the process must exit right after.
 void remove_temp_outputs_from_signal();
 
+// Whether `file` is named as a temporary file of OUT `out` (`.<OUT>.wquant-tmp-<pid>` in
+// OUT's folder): OutputFile removes those whose pid is gone (a killed run's), so an input
+// named so must be refused before OUT is opened.
+bool is_temp_name_of(const std::string& file, const std::string& out);
+
 }  // namespace wq

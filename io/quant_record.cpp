@@ -1,5 +1,7 @@
 #include "io/quant_record.h"
 
+#include <cstdint>
+
 #include <nlohmann/json.hpp>
 
 #include "engine/error.h"
@@ -40,11 +42,20 @@ QuantizedTensor parse_quant_record(const std::string& text, const std::string& n
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(text);
+    // Counts must be JSON integers in range: nlohmann's get<int>() would read 4.7 as 4 and
+    // get<size_t>() -32 as 2^64 - 32.
+    auto count = [&](const char* key, int64_t lo, int64_t hi) {
+      const nlohmann::json& v = j.at(key);
+      if (!v.is_number_integer()) throw Error(at + ": " + key + " is " + v.dump() + ", not an integer");
+      const int64_t n = v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT64_MAX) ? INT64_MAX : v.get<int64_t>();
+      if (n < lo || n > hi) throw Error(at + ": " + key + " " + v.dump() + " outside " + std::to_string(lo) + ".." + std::to_string(hi));
+      return n;
+    };
     QuantizedTensor q;
     q.name = name;
     q.shape = j.at("shape").get<std::vector<int64_t>>();
-    q.spec.bits = j.at("bits").get<int>();
-    q.block = j.at("block").get<size_t>();
+    q.spec.bits = int(count("bits", 2, 8));
+    q.block = size_t(count("block", 1, INT64_MAX));
     const std::string scheme = j.at("scheme").get<std::string>();
     if (scheme == "mnn_sym") q.scheme = Scheme::MnnSym;
     else if (scheme == "mnn_asym") q.scheme = Scheme::MnnAsym;
@@ -63,8 +74,7 @@ QuantizedTensor parse_quant_record(const std::string& text, const std::string& n
       // Older records carry "solver_steps", always 0 (the header is written before any
       // tensor is solved); the steps a run took are in its summary (--json), not in files.
     }
-    q.packed_row_bytes = j.at("packed_row_bytes").get<size_t>();
-    if (q.spec.bits < 2 || q.spec.bits > 8) throw Error(at + ": bits " + std::to_string(q.spec.bits) + " outside 2..8");
+    q.packed_row_bytes = size_t(count("packed_row_bytes", 0, INT64_MAX));
     checked_numel(at, q.shape);
     q.rows = matrix_dims(q.shape).rows;
     q.cols = matrix_dims(q.shape).cols;

@@ -159,20 +159,26 @@ class SafetensorsReader final : public ModelReader {
   QuantizedTensor load_quantized(size_t i) override {
     const Entry& e = at(i);
     if (e.info.kind != StoredKind::Quantized) return ModelReader::load_quantized(i);
+    // Each piece is read from its own shard: a re-sharded file may put NAME.scales and
+    // NAME.zeros in another shard than NAME.qweight.
     const MappedFile& f = *files_[e.shard];
     QuantizedTensor q = parse_quant_record(e.record, e.info.name, f.path());
     const size_t nb = q.rows * q.blocks_per_row();
     const Entry& codes = e.parts[0];
+    const MappedFile& fc = *files_[codes.shard];
+    if (codes.info.type_name != "U8")
+      throw Error(fc.path() + ": " + codes.info.name + ": " + codes.info.type_name + ", where wquant's codes are U8");
     if (codes.info.nbytes != q.rows * q.packed_row_bytes)
-      throw Error(f.path() + ": " + e.info.name + ".qweight: " + std::to_string(codes.info.nbytes) + " bytes, the record says " + std::to_string(q.rows * q.packed_row_bytes));
-    const uint8_t* c = f.span(codes.offset, codes.info.nbytes, e.info.name + ".qweight");
+      throw Error(fc.path() + ": " + codes.info.name + ": " + std::to_string(codes.info.nbytes) + " bytes, the record says " + std::to_string(q.rows * q.packed_row_bytes));
+    const uint8_t* c = fc.span(codes.offset, codes.info.nbytes, codes.info.name);
     q.packed.assign(c, c + codes.info.nbytes);
     // The stored values: f32 into out, or f16 halves into half (widen_f16_params, engine).
     auto params = [&](const Entry& part, OutputVector<float>& out, std::vector<uint16_t>& half) {
+      const MappedFile& fp = *files_[part.shard];
       const size_t es = q.spec.fp16 ? 2 : 4;
       if (part.info.nbytes != nb * es || part.info.type_name != (q.spec.fp16 ? "F16" : "F32"))
-        throw Error(f.path() + ": " + part.info.name + ": " + part.info.type_name + " of " + std::to_string(part.info.nbytes) + " bytes does not hold " + std::to_string(nb) + " block parameters");
-      const uint8_t* d = f.span(part.offset, part.info.nbytes, part.info.name);
+        throw Error(fp.path() + ": " + part.info.name + ": " + part.info.type_name + " of " + std::to_string(part.info.nbytes) + " bytes does not hold " + std::to_string(nb) + " block parameters");
+      const uint8_t* d = fp.span(part.offset, part.info.nbytes, part.info.name);
       if (q.spec.fp16) {
         half.resize(nb);
         std::memcpy(half.data(), d, nb * 2);
@@ -242,13 +248,19 @@ class SafetensorsReader final : public ModelReader {
       shard_entries.back().shard = s;
       if (!names.insert(it.key()).second) throw Error(p + ": tensor " + it.key() + " appears twice");
     }
-    std::sort(shard_entries.begin(), shard_entries.end(),
-              [](const Entry& a, const Entry& b) { return a.offset < b.offset; });
-    for (size_t i = 1; i < shard_entries.size(); ++i) {
-      const Entry& prev = shard_entries[i - 1];
-      if (shard_entries[i].offset < prev.offset + prev.info.nbytes) {
-        throw Error(p + ": tensors " + prev.info.name + " and " + shard_entries[i].info.name + " overlap");
+    // (Stable: tensors at one offset, empty ones, keep the header's order.)
+    std::stable_sort(shard_entries.begin(), shard_entries.end(),
+                     [](const Entry& a, const Entry& b) { return a.offset < b.offset; });
+    // A tensor of no bytes overlaps nothing: it may share its offset with the next one, or
+    // sit anywhere (serializers that order by dtype put an empty f32 [0] before the f16 at
+    // its offset).
+    const Entry* last = nullptr;  // the non-empty tensor that ends furthest so far
+    for (const Entry& e : shard_entries) {
+      if (e.info.nbytes == 0) continue;
+      if (last && e.offset < last->offset + last->info.nbytes) {
+        throw Error(p + ": tensors " + last->info.name + " and " + e.info.name + " overlap");
       }
+      last = &e;
     }
     entries_.insert(entries_.end(), shard_entries.begin(), shard_entries.end());
   }
@@ -264,6 +276,9 @@ class SafetensorsReader final : public ModelReader {
       if (key.rfind("wquant.", 0) != 0 || key == "wquant.format_version") continue;
       const std::string name = key.substr(7);
       const QuantizedTensor q = parse_quant_record(value, name, path_);
+      if (by_name.count(name)) {
+        throw Error(path_ + ": " + name + ": both a wquant record (" + key + ") and a tensor of that name");
+      }
       Entry g;
       g.info.name = name;
       g.info.shape = q.shape;

@@ -43,6 +43,12 @@ std::string header_for(const std::vector<TensorPlan>& plan, const std::vector<Te
       off += piece.nbytes;
     }
     if (p.action == TensorAction::Quantize) {
+      if (p.name == "format_version") {  // its record's key would be the layout's version key
+        throw Error("format_version: a quantized tensor of this name cannot be written in wquant's safetensors layout "
+                    "(its record would be the metadata key wquant.format_version, the layout's version); write .wq, "
+                    "or keep the tensor in float with a params file rule",
+                    ErrorKind::Usage);
+      }
       // The record's data-independent fields (the header is written before any tensor
       // is quantized): HQQ records carry the step budget, not the steps used.
       QuantizedTensor q;

@@ -20,7 +20,9 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
+#include <memory>
 #include <random>
 #include <set>
 #include <string>
@@ -33,6 +35,7 @@
 
 #include "engine/metrics.h"
 #include "io/gguf_reader.h"
+#include "io/model_reader.h"
 #include "tests/gguf_fixture.h"
 #include "tests/sha256.h"
 #include "tests/test_support.h"
@@ -1665,12 +1668,15 @@ TEST_F(Cli, TrustOddNamesGiveOneLineErrorsAndValidJson) {
 // Item 18: a tensor the output format cannot hold: the error names OUT (it named no file).
 TEST_F(Cli, TrustTypeTheOutputCannotHoldNamesTheOutput) {
   write_bytes(path("k.gguf"), one_tensor_gguf("k.weight", 15 /* Q8_K */, 1, 256, std::string(292, '\0')));
-  for (const std::vector<std::string>& a : {std::vector<std::string>{"quantize", path("k.gguf"), path("k.safetensors")},
-                                            {"dequantize", path("k.gguf"), path("k.safetensors")}}) {
-    const Result r = expect(2, a);
-    EXPECT_TRUE(contains(r.err, "wquant: error: " + path("k.safetensors") + ": k.weight: a Q8_K tensor cannot be stored"))
-        << r.err;
-  }
+  Result r = expect(2, {"quantize", path("k.gguf"), path("k.safetensors")});
+  EXPECT_TRUE(contains(r.err, "wquant: error: " + path("k.safetensors") + ": k.weight: a Q8_K tensor cannot be stored"))
+      << r.err;
+  EXPECT_FALSE(fs::exists(path("k.safetensors")));
+  // dequantize has no kernel for Q8_K's blocks (llama.cpp's intermediate type): the input
+  // tensor is what it cannot handle.
+  r = expect(3, {"dequantize", path("k.gguf"), path("k.safetensors")});
+  EXPECT_TRUE(contains(r.err, "wquant: error: " + path("k.gguf") + ": k.weight: cannot dequantize a tensor of type Q8_K"))
+      << r.err;
   EXPECT_FALSE(fs::exists(path("k.safetensors")));
 }
 
@@ -1836,6 +1842,88 @@ TEST_F(Cli, GgufRequantizeIsRefusedUnlessAllowed) {
   EXPECT_EQ(test::sha256_file(path("a.gguf")), oracle_sha256("192-Q8_0", "Q4_0", {"--allow-requantize"}));
 }
 
+// Where a tensor's bytes start in its file (the GGUF reader's mapping).
+uint64_t tensor_offset(const std::string& file, const std::string& name) {
+  const std::unique_ptr<ModelReader> r = open_model(file);
+  for (size_t i = 0; i < r->tensors().size(); ++i) {
+    if (r->tensors()[i].name != name) continue;
+    size_t n = 0;
+    const uint8_t* p = r->raw(i, &n);
+    uint64_t off = 0;
+    if (r->raw_mapping(i).offset_of(p, n, &off)) return off;
+  }
+  ADD_FAILURE() << name << " not found in " << file;
+  return 0;
+}
+void patch_file(const std::string& file, uint64_t at, const void* p, size_t n) {
+  std::fstream f(file, std::ios::binary | std::ios::in | std::ios::out);
+  f.seekp(std::streamoff(at));
+  f.write(static_cast<const char*>(p), std::streamsize(n));
+}
+
+// A NaN or Inf in a tensor GGUF output holds as it is (a norm vector, blocks already of
+// the chosen type) is refused, as llama-quantize refuses it (llama.cpp will not load such
+// a file); wquant's own formats copy it, as the README says.
+TEST_F(Cli, GgufOutputRefusesNonFiniteValuesInTensorsItCopies) {
+  WQ_REQUIRE_SHARED(stories, kStoriesGguf);
+  const std::string fx = path("fx.gguf"), q4 = path("q4.gguf");
+  test::write_gguf_fixture(stories, fx);
+  expect(0, {"quantize", fx, q4, "Q4_0", "-q"});
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  patch_file(fx, tensor_offset(fx, "blk.0.attn_norm.weight") + 3 * 4, &nan, 4);
+  Result r = expect(3, {"quantize", fx, path("a.gguf"), "Q8_0"});
+  EXPECT_TRUE(contains(r.err, "blk.0.attn_norm.weight: row 0, column 3: NaN or Inf")) << r.err;
+  EXPECT_FALSE(fs::exists(path("a.gguf")));
+  expect(0, {"quantize", fx, path("a.wq"), "-q"});  // .wq copies a kept norm as it is
+  // An Inf scale d (f16 0x7C00) in the second Q4_0 block of a tensor copied as Q4_0.
+  const uint16_t inf16 = 0x7C00;
+  patch_file(q4, tensor_offset(q4, "blk.1.ffn_up.weight") + 18, &inf16, 2);
+  r = expect(3, {"quantize", q4, path("b.gguf"), "Q4_0"});
+  EXPECT_TRUE(contains(r.err, "blk.1.ffn_up.weight: row 0, column 32: NaN or Inf")) << r.err;
+  EXPECT_FALSE(fs::exists(path("b.gguf")));
+}
+
+// ggml types wquant has no kernels for (the IQ1/IQ2/IQ3 and TQ types) are read, named and
+// copied, and refused where they would be requantized, as llama-quantize does: here an
+// IQ3_S output matrix (the bytes of a Q3_K one under IQ3_S's id: the same 110-byte blocks).
+TEST_F(Cli, GgufTypesWithoutKernelsAreCopiedOrRefusedAsLlamaQuantizeDoes) {
+  WQ_REQUIRE_SHARED(stories, kStoriesGguf);
+  const std::string wide = path("wide.gguf"), q3 = path("q3.gguf"), iq3 = path("iq3.gguf");
+  test::write_gguf_wide_fixture(stories, wide, test::dense_fixture());
+  expect(0, {"quantize", "--pure", wide, q3, "Q3_K_S", "-q"});
+  std::string bytes;
+  {
+    std::ifstream in(q3, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  // The tensor info: u64 length, the name, u32 n_dims (2), two u64 dims, u32 type.
+  const std::string name = "output.weight";
+  std::string key(8, '\0');
+  const uint64_t len = name.size();
+  std::memcpy(key.data(), &len, 8);
+  key += name;
+  const size_t at = bytes.find(key);
+  ASSERT_NE(at, std::string::npos);
+  const size_t type_at = at + key.size() + 4 + 16;
+  uint32_t type = 0;
+  std::memcpy(&type, bytes.data() + type_at, 4);
+  ASSERT_EQ(type, 11u);  // Q3_K
+  type = 21;             // IQ3_S
+  std::memcpy(bytes.data() + type_at, &type, 4);
+  std::ofstream(iq3, std::ios::binary) << bytes;
+  Result r = expect(0, {"inspect", iq3});
+  EXPECT_TRUE(contains(r.out, "IQ3_S (llama.cpp blocks of 256)")) << r.out;
+  // Copied where the tensor is left as it is; every other tensor is Q3_K already.
+  expect(0, {"quantize", "--pure", "--leave-output-tensor", iq3, path("a.gguf"), "Q3_K_S", "-q"});
+  r = expect(0, {"inspect", path("a.gguf")});
+  EXPECT_TRUE(contains(r.out, "IQ3_S (llama.cpp blocks of 256)")) << r.out;
+  r = expect(3, {"quantize", "--pure", iq3, path("b.gguf"), "Q3_K_S"});
+  EXPECT_TRUE(contains(r.err, "output.weight: requantizing from type IQ3_S to Q3_K is disabled")) << r.err;
+  r = expect(3, {"quantize", "--pure", "--allow-requantize", iq3, path("b.gguf"), "Q3_K_S"});
+  EXPECT_TRUE(contains(r.err, "output.weight: --allow-requantize: wquant cannot dequantize type IQ3_S")) << r.err;
+  EXPECT_FALSE(fs::exists(path("b.gguf")));
+}
+
 }  // namespace
 }  // namespace wq
 
@@ -1928,6 +2016,262 @@ TEST_F(Cli, GgufKeepSplitGivesLlamaQuantizesShards) {
     EXPECT_NE(n.rfind("x.gguf", 0), 0u) << n;
     EXPECT_NE(n.rfind("o", 0), 0u) << n;
   }
+}
+
+}  // namespace
+}  // namespace wq
+
+// --- the stop-38 review of the safetensors, .wq and bench paths ---------------------------
+namespace wq {
+namespace {
+
+// An F32 safetensors header entry and its bytes, for tensors laid out one after another.
+struct F32Tensor {
+  std::string name;
+  int64_t rows, cols;
+  std::vector<float> values;  // empty: a fixed pattern
+};
+void write_f32_safetensors(const std::string& file, const std::vector<F32Tensor>& ts) {
+  json h = json::object();
+  std::string data;
+  for (const F32Tensor& t : ts) {
+    std::vector<float> v = t.values;
+    for (int64_t i = int64_t(v.size()); i < t.rows * t.cols; ++i) v.push_back(float((i * 37) % 101 - 50) / 1000.0f);
+    const size_t at = data.size();
+    data.append(reinterpret_cast<const char*>(v.data()), v.size() * 4);
+    h[t.name] = {{"dtype", "F32"}, {"shape", {t.rows, t.cols}}, {"data_offsets", {at, data.size()}}};
+  }
+  write_raw_safetensors(file, h.dump(), data);
+}
+// A safetensors file's header and data section.
+std::pair<json, std::string> read_safetensors(const std::string& file) {
+  const std::string b = read_bytes(file);
+  uint64_t n = 0;
+  std::memcpy(&n, b.data(), 8);
+  return {json::parse(b.substr(8, n)), b.substr(8 + n)};
+}
+
+// A wquant safetensors output sharded anew, NAME.qweight in one shard and its .scales and
+// .zeros in another: each piece is read from its own shard (they were read from the
+// .qweight's, giving garbage with exit 0).
+TEST_F(Cli, QuantizedSafetensorsPiecesAreReadFromTheirOwnShards) {
+  write_f32_safetensors(path("float.safetensors"), {{"a.weight", 8, 64, {}}});
+  expect(0, {"quantize", path("float.safetensors"), path("q.safetensors"), "--asym", "--block", "32", "-q"});
+  auto [h, data] = read_safetensors(path("q.safetensors"));
+  const json meta = h["__metadata__"];
+  h.erase("__metadata__");
+  auto shard = [&, &h = h, &data = data](const std::string& file, const std::vector<std::string>& names, const json& m) {
+    json out = {{"__metadata__", m}};
+    std::string bytes;
+    for (const std::string& n : names) {
+      const uint64_t b = h[n]["data_offsets"][0], e = h[n]["data_offsets"][1];
+      json t = h[n];
+      t["data_offsets"] = {bytes.size(), bytes.size() + (e - b)};
+      bytes += data.substr(b, e - b);
+      out[n] = t;
+    }
+    write_raw_safetensors(path(file), out.dump(), bytes);
+  };
+  const std::string s1 = "model-00001-of-00002.safetensors", s2 = "model-00002-of-00002.safetensors";
+  shard(s1, {"a.weight.qweight"}, meta);
+  shard(s2, {"a.weight.scales", "a.weight.zeros"}, json{{"wquant.format_version", "1"}});
+  const json index = {{"metadata", json::object()},
+                      {"weight_map", {{"a.weight.qweight", s1}, {"a.weight.scales", s2}, {"a.weight.zeros", s2}}}};
+  write_bytes(path("model.safetensors.index.json"), index.dump());
+  const Result one = expect(0, {"verify", path("float.safetensors"), path("q.safetensors"), "--json"});
+  const Result two = expect(0, {"verify", path("float.safetensors"), path("model.safetensors.index.json"), "--json"});
+  EXPECT_EQ(json::parse(one.out)["total"], json::parse(two.out)["total"]) << two.out;
+  expect(0, {"dequantize", path("q.safetensors"), path("d1.safetensors"), "-q"});
+  expect(0, {"dequantize", path("model.safetensors.index.json"), path("d2.safetensors"), "-q"});
+  EXPECT_EQ(read_safetensors(path("d1.safetensors")).second, read_safetensors(path("d2.safetensors")).second);
+}
+
+// A quantized tensor named format_version: its record's key would be the layout's version
+// key, and the output unreadable; refused before anything is written.
+TEST_F(Cli, SafetensorsOutputRefusesARecordKeyThatIsTheVersionKey) {
+  write_f32_safetensors(path("in.safetensors"), {{"format_version", 4, 32, {}}, {"x", 4, 32, {}}});
+  const Result r = expect(2, {"quantize", path("in.safetensors"), path("out.safetensors")});
+  EXPECT_TRUE(contains(r.err, "format_version: a quantized tensor of this name cannot be written")) << r.err;
+  EXPECT_FALSE(fs::exists(path("out.safetensors")));
+  expect(0, {"quantize", path("in.safetensors"), path("out.wq"), "-q"});  // .wq holds it
+}
+
+// Tensors of no bytes overlap nothing, wherever they sit: an empty f32 [0] at the offset
+// of the next tensor (serializers that order by dtype write that) is a valid file.
+TEST_F(Cli, EmptyTensorsSharingAnOffsetAreNotAnOverlap) {
+  write_raw_safetensors(path("zs.safetensors"),
+                        R"({"z":{"dtype":"F32","shape":[0],"data_offsets":[0,0]},)"
+                        R"("b":{"dtype":"F16","shape":[4,4],"data_offsets":[0,32]},)"
+                        R"("m":{"dtype":"F32","shape":[0,3],"data_offsets":[16,16]}})",
+                        std::string(32, '\0'));
+  expect(0, {"inspect", path("zs.safetensors")});
+  write_raw_safetensors(path("ov.safetensors"),
+                        R"({"a":{"dtype":"F16","shape":[4,4],"data_offsets":[0,32]},)"
+                        R"("b":{"dtype":"F16","shape":[2],"data_offsets":[30,34]}})",
+                        std::string(40, '\0'));
+  const Result r = expect(3, {"inspect", path("ov.safetensors")});
+  EXPECT_TRUE(contains(r.err, "tensors a and b overlap")) << r.err;
+}
+
+// dequantize --fp16 / --bf16 refuses a weight its dtype turns into Inf, naming it, as
+// quantize --fp16 does (it wrote Inf with exit 0).
+TEST_F(Cli, DequantizeRefusesWeightsTheNarrowDtypeCannotHold) {
+  std::vector<float> v(8 * 64, 0.01f);
+  v[100] = 70000.0f;
+  write_f32_safetensors(path("in.safetensors"), {{"w", 8, 64, v}});
+  expect(0, {"quantize", path("in.safetensors"), path("q.wq"), "-q"});
+  Result r = expect(3, {"dequantize", path("q.wq"), path("back.safetensors"), "--fp16"});
+  EXPECT_TRUE(contains(r.err, path("q.wq") + ": w: row 1, column 36: dequantizes to")) << r.err;
+  EXPECT_TRUE(contains(r.err, "f16 cannot hold")) << r.err;
+  EXPECT_FALSE(fs::exists(path("back.safetensors")));
+  expect(0, {"dequantize", path("q.wq"), path("back.safetensors"), "-q"});  // f32 holds it
+}
+
+// RFC 4180 fields and row counts of a CSV text.
+std::vector<std::vector<std::string>> parse_csv(const std::string& text) {
+  std::vector<std::vector<std::string>> rows(1);
+  std::string field;
+  bool quoted = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (quoted) {
+      if (c == '"' && i + 1 < text.size() && text[i + 1] == '"') field += '"', ++i;
+      else if (c == '"') quoted = false;
+      else field += c;
+    } else if (c == '"') {
+      quoted = true;
+    } else if (c == ',') {
+      rows.back().push_back(field), field.clear();
+    } else if (c == '\n') {
+      rows.back().push_back(field), field.clear();
+      rows.emplace_back();
+    } else {
+      field += c;
+    }
+  }
+  if (rows.back().empty()) rows.pop_back();
+  return rows;
+}
+
+// bench --model: CSV fields quoted where a tensor name needs it, the table's cells escaped,
+// and errors that name the file (and say when the model is already quantized).
+TEST_F(Cli, BenchModelQuotesNamesAndNamesTheFileInErrors) {
+  std::vector<float> loud(8 * 64);
+  for (size_t i = 0; i < loud.size(); ++i) loud[i] = float(int(i * 37 % 101) - 50) / 1000.0f * (i % 64 == 0 ? 100.0f : 1.0f);
+  // (d is constant: no error, so the other tensor is the worst under every scheme.)
+  write_f32_safetensors(path("in.safetensors"), {{"attn,\"q\"|x\ny", 8, 64, loud}, {"d", 8, 64, std::vector<float>(8 * 64, 0.5f)}});
+  Result r = expect(0, {"bench", "--model", path("in.safetensors"), "--csv"});
+  const auto rows = parse_csv(r.out);
+  ASSERT_GT(rows.size(), 1u) << r.out;
+  for (const auto& row : rows) EXPECT_EQ(row.size(), rows[0].size()) << r.out;
+  const size_t worst = size_t(std::find(rows[0].begin(), rows[0].end(), "worst_tensor") - rows[0].begin());
+  ASSERT_LT(worst, rows[0].size());
+  EXPECT_EQ(rows[1][worst], "attn,\"q\"|x\ny");
+  r = expect(0, {"bench", "--model", path("in.safetensors")});
+  EXPECT_TRUE(contains(r.out, "attn,\"q\"\\|x\\ny (")) << r.out;
+  std::vector<float> nan(8 * 32, 0.01f);
+  nan[100] = std::numeric_limits<float>::quiet_NaN();
+  write_f32_safetensors(path("nan.safetensors"), {{"a", 8, 32, nan}});
+  r = expect(3, {"bench", "--model", path("nan.safetensors")});
+  EXPECT_TRUE(contains(r.err, path("nan.safetensors") + ": a: non-finite weight")) << r.err;
+  expect(0, {"quantize", path("in.safetensors"), path("q.wq"), "-q"});
+  r = expect(3, {"bench", "--model", path("q.wq")});
+  EXPECT_TRUE(contains(r.err, "is already quantized")) << r.err;
+}
+
+// --force never replaces a file the run reads besides the model: the importance matrix
+// (llama-quantize would overwrite it).
+TEST_F(Cli, ForceNeverReplacesTheImatrixRead) {
+  WQ_REQUIRE_SHARED(stories, kStoriesGguf);
+  test::write_gguf_fixture(stories, path("fx.gguf"));
+  const std::string im = path("im.dat");
+  fs::copy_file(test::test_data_dir() + "/imatrix-192.dat", im);
+  const std::string before = read_bytes(im);
+  const Result r = expect(4, {"quantize", "--imatrix", im, path("fx.gguf"), im, "Q4_K_M", "--format", "gguf", "--force"});
+  EXPECT_TRUE(contains(r.err, "never overwrites its input")) << r.err;
+  EXPECT_EQ(read_bytes(im), before);
+}
+
+// An input named as a temporary file of OUT (which OutputFile removes when its pid is
+// gone) is refused: the run deleted it and succeeded.
+TEST_F(Cli, AnInputNamedAsATemporaryOfOutIsRefusedNotRemoved) {
+  const std::string in = path(".out.wq.wquant-tmp-4000000");
+  write_f32_safetensors(path("x.safetensors"), {{"a", 8, 64, {}}});
+  fs::copy_file(path("x.safetensors"), in);
+  const Result r = expect(4, {"quantize", in, path("out.wq")});
+  EXPECT_TRUE(contains(r.err, "is named as a temporary file of OUT")) << r.err;
+  EXPECT_TRUE(fs::exists(in));
+  EXPECT_FALSE(fs::exists(path("out.wq")));
+}
+
+// A .safetensors file cut inside its header, or with an absurd header length, is told so
+// (it was "unrecognised content").
+TEST_F(Cli, TruncatedSafetensorsHeadersAreToldSo) {
+  std::vector<F32Tensor> many;
+  for (int i = 0; i < 40; ++i) many.push_back({"a" + std::to_string(i) + ".weight", 4, 4, {}});
+  write_f32_safetensors(path("full.safetensors"), many);
+  write_bytes(path("cut.safetensors"), read_bytes(path("full.safetensors")).substr(0, 1000));
+  Result r = expect(3, {"inspect", path("cut.safetensors")});
+  EXPECT_FALSE(contains(r.err, "unrecognised content")) << r.err;
+  EXPECT_TRUE(contains(r.err, path("cut.safetensors"))) << r.err;
+  std::string b = read_bytes(path("full.safetensors"));
+  const uint64_t huge = uint64_t(1) << 40;
+  std::memcpy(b.data(), &huge, 8);
+  write_bytes(path("hlen.safetensors"), b);
+  r = expect(3, {"inspect", path("hlen.safetensors")});
+  EXPECT_FALSE(contains(r.err, "unrecognised content")) << r.err;
+}
+
+// Names from input files are printed escaped in the tables (a newline or an escape
+// sequence in a name reached the terminal raw), as they are in errors.
+TEST_F(Cli, TablesPrintNamesEscaped) {
+  write_f32_safetensors(path("in.safetensors"), {{"a\nb\x1b[31mred", 8, 16, {}}});
+  expect(0, {"quantize", path("in.safetensors"), path("o.wq"), "-q"});
+  for (const std::vector<std::string>& a : {std::vector<std::string>{"inspect", path("o.wq")},
+                                            {"verify", path("in.safetensors"), path("o.wq")}}) {
+    const Result r = expect(0, a);
+    EXPECT_TRUE(contains(r.out, "a\\nb\\u001b[31mred")) << r.out;
+    EXPECT_FALSE(contains(r.out, "\x1b")) << r.out;
+  }
+}
+
+// The quantization records of a safetensors file are checked: a record beside a plain
+// tensor of its name, fractional or negative counts, codes that are not U8.
+TEST_F(Cli, QuantizedSafetensorsRecordsAreChecked) {
+  write_f32_safetensors(path("f.safetensors"), {{"a.weight", 8, 64, {}}});
+  expect(0, {"quantize", path("f.safetensors"), path("q.safetensors"), "-q"});
+  const auto [h, data] = read_safetensors(path("q.safetensors"));
+  auto with = [&, &h = h, &data = data](const std::string& file, const std::function<void(json&, std::string&)>& edit) {
+    json e = h;
+    std::string d = data;
+    edit(e, d);
+    write_raw_safetensors(path(file), e.dump(), d);
+    return path(file);
+  };
+  auto record = [&](json& e) { return json::parse(e["__metadata__"]["wquant.a.weight"].get<std::string>()); };
+  const std::string dup = with("dup.safetensors", [&](json& e, std::string& d) {
+    e["a.weight"] = {{"dtype", "F32"}, {"shape", {1}}, {"data_offsets", {d.size(), d.size() + 4}}};
+    d.append(4, '\0');
+  });
+  Result r = expect(3, {"inspect", dup});
+  EXPECT_TRUE(contains(r.err, dup + ": a.weight: both a wquant record")) << r.err;
+  const std::string frac = with("frac.safetensors", [&](json& e, std::string&) {
+    json rec = record(e);
+    rec["bits"] = 4.7;
+    e["__metadata__"]["wquant.a.weight"] = rec.dump();
+  });
+  r = expect(3, {"inspect", frac});
+  EXPECT_TRUE(contains(r.err, "bits is 4.7, not an integer")) << r.err;
+  const std::string neg = with("neg.safetensors", [&](json& e, std::string&) {
+    json rec = record(e);
+    rec["block"] = -32;
+    e["__metadata__"]["wquant.a.weight"] = rec.dump();
+  });
+  r = expect(3, {"inspect", neg});
+  EXPECT_TRUE(contains(r.err, "block -32 outside 1..")) << r.err;
+  const std::string f32codes = with("codes.safetensors", [&](json& e, std::string&) { e["a.weight.qweight"]["dtype"] = "I8"; });
+  r = expect(3, {"dequantize", f32codes, path("d.safetensors")});
+  EXPECT_TRUE(contains(r.err, "a.weight.qweight: I8, where wquant's codes are U8")) << r.err;
 }
 
 }  // namespace

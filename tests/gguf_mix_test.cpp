@@ -473,35 +473,77 @@ const json& oracle_run(const std::string& fixture, const std::string& mix) {
 
 TEST(GgufMix, TensorTypePatternsOverrideTheMixAsLaterLlamaQuantizeDoes) {
   WQ_REQUIRE_SHARED(stories, "data/models/stories260K/stories260K-f32.gguf");
-  // --tensor-type (llama.cpp after c392e5094): the first pattern found in the name whose
-  // type differs from the mix's choice wins; other tensors keep llama-quantize's choice.
+  // --tensor-type (llama.cpp after c392e5094): the first pattern found in the name decides,
+  // even where its type is the mix's own choice; other tensors keep llama-quantize's choice.
   const Model m = open_fixture("256");
+  const json& want = oracle_run("256", "Q4_K_M")["tensors"];
   MixOptions o;
   o.mix = *gguf_mix_named("Q4_K_M");
   o.tensor_types = {{"attn", GgmlType::Q4_K}, {"attn_v", GgmlType::Q8_0}, {"ffn_(up|gate)", GgmlType::Q5_K}};
-  const auto ours = our_types(m, o);
-  const json& want = oracle_run("256", "Q4_K_M")["tensors"];
+  auto ours = our_types(m, o);
   ASSERT_EQ(ours.size(), want.size());
-  size_t attn_v_q8 = 0, attn_v_q4 = 0;
+  size_t attn_v = 0, mix_q6 = 0;
   for (size_t i = 0; i < ours.size(); ++i) {
     const std::string& name = ours[i].first;
     const std::string mix_choice = want[i][1];
-    if (name.find("attn_v") != std::string::npos) {
-      // "attn" first: Q4_K where the mix chose Q6_K; where it chose Q4_K, "attn_v" applies.
-      EXPECT_EQ(ours[i].second, mix_choice == "Q4_K" ? "Q8_0" : "Q4_K") << name;
-      (ours[i].second == "Q8_0" ? attn_v_q8 : attn_v_q4)++;
-    } else if (name.find("attn_") != std::string::npos && name.find("norm") == std::string::npos) {
+    if (name.find("attn_") != std::string::npos && name.find("norm") == std::string::npos) {
+      // "attn" first: Q4_K, also where the mix chose Q6_K for attn_v ("attn_v" never applies).
       EXPECT_EQ(ours[i].second, "Q4_K") << name;
+      if (name.find("attn_v") != std::string::npos) {
+        ++attn_v;
+        if (mix_choice == "Q6_K") ++mix_q6;
+      }
     } else if (name.find("ffn_up") != std::string::npos || name.find("ffn_gate") != std::string::npos) {
       EXPECT_EQ(ours[i].second, "Q5_K") << name;
     } else {
       EXPECT_EQ(ours[i].second, mix_choice) << name;
     }
   }
-  EXPECT_GT(attn_v_q8, 0u);
-  EXPECT_GT(attn_v_q4, 0u);
+  EXPECT_GT(attn_v, 0u);
+  EXPECT_GT(mix_q6, 0u);  // the case that tells "first match" from "first differing match"
+  // A first pattern asking for the mix's own choice keeps it where a later, wider one would
+  // change it: every attn_v Q6_K (the mix gives some Q4_K, some Q6_K), the rest of attn Q4_0.
+  o.tensor_types = {{"attn_v", GgmlType::Q6_K}, {"attn", GgmlType::Q4_0}};
+  ours = our_types(m, o);
+  for (size_t i = 0; i < ours.size(); ++i) {
+    const std::string& name = ours[i].first;
+    if (name.find("attn_v") != std::string::npos) EXPECT_EQ(ours[i].second, "Q6_K") << name;
+    else if (name.find("attn_") != std::string::npos && name.find("norm") == std::string::npos) EXPECT_EQ(ours[i].second, "Q4_0") << name;
+  }
   o.tensor_types = {{"attn_v(", GgmlType::Q8_0}};
   EXPECT_THROW(our_types(m, o), Error);
+}
+
+TEST(GgufMix, ExplicitEmbeddingAndOutputTypesWinOverTensorTypePatterns) {
+  WQ_REQUIRE_SHARED(stories, "data/models/stories260K/stories260K-f32.gguf");
+  // --token-embedding-type / --output-tensor-type are applied after --tensor-type (as
+  // llama-quantize applies them): a pattern's type that does not fit the 192-wide rows
+  // must not leave the tensor unquantized when the explicit type fits.
+  const Model m = open_fixture("192");
+  const std::vector<TensorInfo>& infos = m.reader->tensors();
+  MixOptions o;
+  o.mix = *gguf_mix_named("Q4_K_M");
+  o.tensor_types = {{"token_embd", GgmlType::Q4_K}};
+  o.token_embd_type = GgmlType::Q8_0;
+  const std::vector<MixChoice> c = choose_mix_types(infos, m.hparams, o);
+  bool seen = false;
+  for (size_t i = 0; i < infos.size(); ++i) {
+    if (infos[i].name != "token_embd.weight") continue;
+    seen = true;
+    EXPECT_TRUE(c[i].quantize);
+    EXPECT_FALSE(c[i].unsupported) << c[i].note;
+    EXPECT_EQ(std::string(ggml_type_name(c[i].type)), "Q8_0");
+  }
+  EXPECT_TRUE(seen);
+  // An explicit type whose blocks do not fit falls back as the mix's own choices do.
+  o.tensor_types.clear();
+  o.token_embd_type = GgmlType::Q6_K;
+  const std::vector<MixChoice> f = choose_mix_types(infos, m.hparams, o);
+  for (size_t i = 0; i < infos.size(); ++i) {
+    if (infos[i].name != "token_embd.weight") continue;
+    EXPECT_TRUE(f[i].fallback);
+    EXPECT_EQ(std::string(ggml_type_name(f[i].type)), "Q8_0");
+  }
 }
 
 TEST(GgufMix, NamesAsLlamaQuantizeTakesThem) {

@@ -564,6 +564,99 @@ TEST_F(OnnxReaderTest, NeverReplacesTheInputsExternalData) {
   r = run(w + quote(dir_ + "/in.onnx") + " " + quote(dir_ + "/in.onnx") + " --force");
   EXPECT_EQ(r.code, 4) << r.out;
   EXPECT_NE(r.out.find("never overwrites its input"), std::string::npos) << r.out;
+  // dequantize, whose OUT is a .safetensors: a data file of that name is an input too.
+  fs::copy_file(dir_ + "/in.onnx.data", dir_ + "/w.safetensors");
+  save_model(with_external(small_model(), "emb.weight", "w.safetensors", 0, emb.size() * 4), dir_ + "/d.onnx");
+  r = run(quote(WQUANT_BIN) + " dequantize " + quote(dir_ + "/d.onnx") + " " + quote(dir_ + "/w.safetensors") + " --force");
+  EXPECT_EQ(r.code, 4) << r.out;
+  EXPECT_NE(r.out.find("never overwrites its input"), std::string::npos) << r.out;
+}
+
+// Tensors in node attributes with external data (a Constant's value, a subgraph's
+// initializer, as onnx.save_model(..., convert_attribute=True) writes them) are embedded
+// in the output: it loads from another folder and does not depend on the input's files,
+// which count as inputs (OUT may never be one of them).
+TEST_F(OnnxReaderTest, ExternalDataOfAttributeTensorsIsEmbeddedAndProtected) {
+  onnx::ModelProto m = small_model();
+  auto* g = m.mutable_graph();
+  const std::vector<float> c = ramp(32, 3.0f), sub = ramp(8, 1.5f);
+  {
+    std::ofstream f(dir_ + "/c.bin", std::ios::binary);
+    f.write(reinterpret_cast<const char*>(c.data()), std::streamsize(c.size() * 4));
+    f.write(reinterpret_cast<const char*>(sub.data()), std::streamsize(sub.size() * 4));
+  }
+  auto external = [](onnx::TensorProto* t, size_t offset, size_t length) {
+    t->set_data_location(onnx::TensorProto::EXTERNAL);
+    for (const auto& [k, v] : std::vector<std::pair<std::string, std::string>>{
+             {"location", "c.bin"}, {"offset", std::to_string(offset)}, {"length", std::to_string(length)}}) {
+      auto* e = t->add_external_data();
+      e->set_key(k);
+      e->set_value(v);
+    }
+  };
+  auto* constant = g->add_node();
+  constant->set_op_type("Constant");
+  constant->set_name("const");
+  constant->add_output("cval");
+  auto* a = constant->add_attribute();
+  a->set_name("value");
+  a->set_type(onnx::AttributeProto::TENSOR);
+  a->mutable_t()->set_name("cval");
+  a->mutable_t()->set_data_type(onnx::TensorProto::FLOAT);
+  a->mutable_t()->add_dims(32);
+  external(a->mutable_t(), 0, 32 * 4);
+  auto* branch = g->add_node();
+  branch->set_op_type("If");
+  branch->set_name("if");
+  branch->add_input("cond");
+  branch->add_output("z");
+  for (const char* name : {"then_branch", "else_branch"}) {
+    auto* b = branch->add_attribute();
+    b->set_name(name);
+    b->set_type(onnx::AttributeProto::GRAPH);
+    auto* sg = b->mutable_g();
+    sg->set_name(name);
+    auto* t = sg->add_initializer();
+    t->set_name(std::string(name) + ".k");
+    t->set_data_type(onnx::TensorProto::FLOAT);
+    t->add_dims(8);
+    external(t, 32 * 4, 8 * 4);
+  }
+  fs::create_directories(dir_ + "/out");
+  save_model(m, dir_ + "/in.onnx");
+  const std::string w = quote(WQUANT_BIN) + " quantize " + quote(dir_ + "/in.onnx") + " ";
+  CmdResult r = run(w + quote(dir_ + "/out/q.onnx") + " --bits 4 -q");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const onnx::ModelProto q = load_model(dir_ + "/out/q.onnx");
+  int embedded = 0;
+  for (const auto& n : q.graph().node()) {
+    for (const auto& at : n.attribute()) {
+      std::vector<const onnx::TensorProto*> ts;
+      if (at.has_t()) ts.push_back(&at.t());
+      if (at.has_g()) for (const auto& t : at.g().initializer()) ts.push_back(&t);
+      for (const onnx::TensorProto* t : ts) {
+        EXPECT_NE(t->data_location(), onnx::TensorProto::EXTERNAL) << t->name();
+        EXPECT_EQ(t->external_data_size(), 0) << t->name();
+        const std::vector<float>& want = t->name() == "cval" ? c : sub;
+        ASSERT_EQ(t->raw_data().size(), want.size() * 4) << t->name();
+        EXPECT_EQ(std::memcmp(t->raw_data().data(), want.data(), want.size() * 4), 0) << t->name();
+        ++embedded;
+      }
+    }
+  }
+  EXPECT_EQ(embedded, 3);
+  // The attribute's data file is an input: never OUT, nor OUT's own data file.
+  r = run(w + quote(dir_ + "/c.bin") + " --format onnx --force");
+  EXPECT_EQ(r.code, 4) << r.out;
+  EXPECT_NE(r.out.find("never overwrites its input"), std::string::npos) << r.out;
+  fs::copy_file(dir_ + "/c.bin", dir_ + "/q.onnx.data");
+  m.mutable_graph()->mutable_node(m.graph().node_size() - 2)->mutable_attribute(0)->mutable_t()->mutable_external_data(0)->set_value("q.onnx.data");
+  save_model(m, dir_ + "/in.onnx");
+  r = run(w + quote(dir_ + "/q.onnx") + " --external-data --force");
+  EXPECT_EQ(r.code, 4) << r.out;
+  // A location outside the folder is refused, naming the node and attribute.
+  m.mutable_graph()->mutable_node(m.graph().node_size() - 2)->mutable_attribute(0)->mutable_t()->mutable_external_data(0)->set_value("../c.bin");
+  expect_refused(m, "node const, attribute value", "outside the model's folder");
 }
 
 }  // namespace
