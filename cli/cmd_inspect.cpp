@@ -84,7 +84,9 @@ int run_inspect(const InspectArgs& a, Console& con) {
     count[int(t.kind)] += 1;
     params += numel(t);
   }
-  const uint64_t file_bytes = total_file_bytes(input_files(a.file));
+  std::vector<std::string> files = input_files(a.file);
+  for (const std::string& f : r->data_files()) files.push_back(f);  // an ONNX model's external data
+  const uint64_t file_bytes = total_file_bytes(files);
 
   if (con.verbosity().json) {
     json tensors = json::array();

@@ -453,6 +453,8 @@ int run_quantize(const QuantizeArgs& a, Console& con) {
     }
     if (params_guard) params_guard->release();
   }
+  // An ONNX output's external data (--external-data, or past 2 GB) is output too.
+  if (s.format == OutputFormat::Onnx && !a.dry_run && fs::exists(a.output + ".data")) s.outputs.push_back(a.output + ".data");
   r.output_bytes = total_file_bytes(s.outputs);
   r.weights = quantized_weights(s.plan);
   if (!s.params_to_write.empty()) {

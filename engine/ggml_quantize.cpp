@@ -1,5 +1,6 @@
 #include "engine/ggml_quantize.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -61,8 +62,11 @@ void hqq_to_ggml(const QuantizedTensor& q, GgmlBlock t, uint8_t* out, const Kern
 // Inf/NaN: refused, naming the tensor, row and block, instead.
 // Reads two or four bytes a block, of rows just written (in cache). Returns the message
 // for the first bad block of rows [r0, r1), or "".
+// `imatrix`: the row's importance values where the quantizer had them: a block whose
+// values are all zero is told so (its search had no weights: the importance matrix, not
+// the weights, is the cause).
 std::string check_ggml_rows(const TensorView& w, GgmlBlock t, const uint8_t* out, size_t r0, size_t r1, size_t row_bytes,
-                     const Kernels& k) {
+                     const Kernels& k, const float* imatrix = nullptr) {
   const size_t bb = ggml_traits(t).bytes, nb = row_bytes / bb, wpb = ggml_traits(t).weights;
   const int d_at = ggml_traits(t).d_offset, m_at = ggml_traits(t).m_offset;
   for (size_t r = r0; r < r1; ++r) {
@@ -78,11 +82,17 @@ std::string check_ggml_rows(const TensorView& w, GgmlBlock t, const uint8_t* out
       k.minmax(row_as_f32(w, r, w.cols(), buf, k) + b * wpb, wpb, &mn, &mx);
       char range[96];
       std::snprintf(range, sizeof range, "weights from %.6g to %.6g", double(mn), double(mx));
-      return w.name + ": row " + std::to_string(w.first_row + r) + ", columns " + std::to_string(b * wpb) + "-" +
-                  std::to_string(b * wpb + wpb - 1) + ": " + range + ": the " +
-                  ggml_block_name(t) + " block's " + (d_bad && m_bad ? "scale and min do" : d_bad ? "scale does" : "min does") +
-                  " not fit in its f16 field (largest 65504); keep this tensor float (a params rule with \"skip\": "
-                  "true) or choose another type for it";
+      const std::string where = w.name + ": row " + std::to_string(w.first_row + r) + ", columns " + std::to_string(b * wpb) +
+                                "-" + std::to_string(b * wpb + wpb - 1) + ": " + range + ": the " + ggml_block_name(t) +
+                                " block's " + (d_bad && m_bad ? "scale and min do" : d_bad ? "scale does" : "min does") +
+                                " not fit in its f16 field";
+      if (imatrix && std::all_of(imatrix + b * wpb, imatrix + (b + 1) * wpb, [](float v) { return v == 0.0f; })) {
+        return where + ": the importance matrix's values for these columns are all zero, which leaves the block's "
+                       "search without weights (llama-quantize fails here too); leave this tensor out of the "
+                       "imatrix (--exclude-weights " + w.name + ") or use another imatrix";
+      }
+      return where + " (largest 65504); keep this tensor float (a params rule with \"skip\": true) or choose another "
+                     "type for it";
     }
   }
   return {};
@@ -208,7 +218,7 @@ void quantize_ggml_into(const TensorView& w, GgmlBlock t, const QuantSpec& spec,
       bad[r0 / tile] = nonfinite_in_rows(rows_in, 0, r1 - r0, k, w.first_row + r0);
       if (!bad[r0 / tile].empty()) return;
     }
-    if (!params_finite) bad[r0 / tile] = check_ggml_rows(w, t, blocks, r0, r1, row_bytes, k);
+    if (!params_finite) bad[r0 / tile] = check_ggml_rows(w, t, blocks, r0, r1, row_bytes, k, imatrix);
   });
   for (const std::string& msg : bad) {
     if (!msg.empty()) throw Error(msg);

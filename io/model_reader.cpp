@@ -1,6 +1,7 @@
 #include "io/model_reader.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -49,8 +50,13 @@ std::unique_ptr<ModelReader> open_model(const std::string& path) {
     }
     throw Error(path + ": is a directory without model.safetensors.index.json or model.safetensors");
   }
-  const int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
+  const int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);  // (a FIFO would block; refused below)
   if (fd < 0) throw Error(path + ": cannot open: " + std::strerror(errno));
+  struct stat st {};
+  if (::fstat(fd, &st) == 0 && !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw Error(path + ": is not a regular file (a FIFO, socket or device): wquant maps its inputs");
+  }
   uint8_t head[16] = {};
   const ssize_t n = ::read(fd, head, sizeof head);
   ::close(fd);

@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <set>
+
 #include <nlohmann/json.hpp>
 
 #include "engine/error.h"
@@ -83,10 +84,50 @@ class Planner {
         op->set_version(1);
       }
     }
+    check_new_names();
+    // One version key, also where the input is a wquant output already (--bits 0 kept
+    // every weight float): a second would make the metadata ambiguous (the ONNX checker
+    // refuses duplicate keys).
+    auto* props = o_.model.mutable_metadata_props();
+    for (int i = props->size() - 1; i >= 0; --i) {
+      if (props->Get(i).key() == kOnnxVersionKey) props->DeleteSubrange(i, 1);
+    }
     auto* version = o_.model.add_metadata_props();
     version->set_key(kOnnxVersionKey);
     version->set_value("1");
     return std::move(o_);
+  }
+
+  // The names the output adds (the pieces' initializers, the dequantization's values)
+  // must be new: a value or initializer the graph already has under one of them would be a
+  // second definition, which onnxruntime refuses (and wquant could not read the file back).
+  // A replaced weight's own name, which its dequantization gives back, is not new.
+  void check_new_names() const {
+    std::set<std::string> taken, added;
+    const onnx::GraphProto& g = src_.model().graph();
+    for (const OnnxInitializer& in : src_.initializers()) {
+      if (!replaced_.count(in.header.name())) taken.insert(in.header.name());
+    }
+    for (const auto& v : g.input()) taken.insert(v.name());
+    for (const auto& n : g.node()) {
+      for (const auto& o : n.output()) taken.insert(o);
+    }
+    auto check = [&](const std::string& name, const std::string& of) {
+      if (name.empty() || replaced_.count(name)) return;
+      if (taken.count(name) || !added.insert(name).second) {
+        throw Error(out_ + ": " + name + ": the quantized form of " + of + " needs this name, which the model already "
+                    "uses (an initializer, input or node output); rename that one",
+                    ErrorKind::Usage);
+      }
+    };
+    for (const OnnxOutInit& o : o_.inits) {
+      const std::string& source = src_.initializers()[src_.initializer_of(plan_[o.plan_index].source_index)].header.name();
+      if (o.piece == OnnxPiece::Raw || o.piece == OnnxPiece::Verbatim || o.header.name() == source) continue;
+      check(o.header.name(), source);
+    }
+    for (const onnx::NodeProto& n : front_) {
+      for (const auto& out : n.output()) check(out, n.name());
+    }
   }
 
  private:

@@ -426,7 +426,15 @@ class OnnxReaderImpl final : public OnnxReader {
     if (length == UINT64_MAX) length = expect;
     if (length != expect) throw Error(at + ": external data length " + std::to_string(length) + ", the shape and type need " + std::to_string(expect));
     auto it = externals_.find(rs);
-    if (it == externals_.end()) it = externals_.emplace(rs, std::make_unique<MappedFile>(rs)).first;
+    if (it == externals_.end()) {
+      std::unique_ptr<MappedFile> mapped;
+      try {
+        mapped = std::make_unique<MappedFile>(rs);
+      } catch (const Error& e) {
+        throw Error(at + ": external data " + e.message(), e.kind());  // (names the model and tensor too)
+      }
+      it = externals_.emplace(rs, std::move(mapped)).first;
+    }
     const MappedFile& m = *it->second;
     if (!m.contains(offset, length))
       throw Error(at + ": external data [" + std::to_string(offset) + ", +" + std::to_string(length) + ") is past the end of " + location + " (" + std::to_string(m.size()) + " bytes)");

@@ -1,6 +1,7 @@
 #include "io/onnx_writer.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 
@@ -123,8 +124,19 @@ class OnnxWriter final : public ModelWriter {
   void commit() override {
     if (next_init_ != l_.plan.inits.size() || next_plan_ != plan_.size())
       throw Error(out_.path() + ": not every tensor was written", ErrorKind::Internal);
-    if (data_) data_->commit();
-    out_.commit();
+    if (!data_) return out_.commit();
+    // The data file goes into place first (the graph names it); until the graph is there
+    // too, a failure (OUT appeared meanwhile) or a signal removes it: OUT is the whole
+    // result or untouched.
+    data_->commit();
+    RemovedOnSignal guard(data_->path());
+    try {
+      out_.commit();
+    } catch (...) {
+      std::remove(data_->path().c_str());
+      throw;
+    }
+    guard.release();
   }
   uint64_t bytes_written() const override { return out_.offset() + (data_ ? data_->offset() : 0); }
   const std::string& temp_path() const override { return out_.temp_path(); }

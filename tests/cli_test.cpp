@@ -2192,6 +2192,30 @@ TEST_F(Cli, ForceNeverReplacesTheImatrixRead) {
   EXPECT_EQ(read_bytes(im), before);
 }
 
+// An importance matrix whose values for a tensor are all zero leaves llama.cpp's search
+// without weights, and the block's scale NaN: refused (as llama-quantize fails), naming
+// the imatrix as the cause (the message blamed the weights and told to keep them float).
+TEST_F(Cli, AnAllZeroImatrixEntryIsNamedAsTheCause) {
+  WQ_REQUIRE_SHARED(stories, kStoriesGguf);
+  test::write_gguf_wide_fixture(stories, path("wide.gguf"), test::dense_fixture());
+  std::string dat;
+  auto put = [&](auto v) { dat.append(reinterpret_cast<const char*>(&v), sizeof v); };
+  const std::string name = "blk.0.ffn_up.weight";
+  put(int32_t(1));
+  put(int32_t(name.size()));
+  dat += name;
+  put(int32_t(1));    // calls
+  put(int32_t(256));  // values (the row length)
+  for (int i = 0; i < 256; ++i) put(0.0f);
+  write_bytes(path("zeros.dat"), dat);
+  const Result r = expect(3, {"quantize", "--imatrix", path("zeros.dat"), path("wide.gguf"), path("q.gguf"), "Q4_K_M"});
+  EXPECT_TRUE(contains(r.err, name + ": row 0")) << r.err;
+  EXPECT_TRUE(contains(r.err, "the importance matrix's values for these columns are all zero")) << r.err;
+  EXPECT_TRUE(contains(r.err, "--exclude-weights " + name)) << r.err;
+  EXPECT_FALSE(fs::exists(path("q.gguf")));
+  expect(0, {"quantize", "--imatrix", path("zeros.dat"), "--exclude-weights", name, path("wide.gguf"), path("q.gguf"), "Q4_K_M", "-q"});
+}
+
 // An input named as a temporary file of OUT (which OutputFile removes when its pid is
 // gone) is refused: the run deleted it and succeeded.
 TEST_F(Cli, AnInputNamedAsATemporaryOfOutIsRefusedNotRemoved) {

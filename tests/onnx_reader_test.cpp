@@ -6,6 +6,7 @@
 // initializer, exit 3, and no output left.
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -15,9 +16,15 @@
 #include <iterator>
 #include <random>
 
+#include <nlohmann/json.hpp>
+
 #include "engine/error.h"
+#include "engine/pipeline.h"
+#include "engine/plan.h"
+#include "engine/scheduler.h"
 #include "engine/stored_tensor.h"
 #include "io/model_reader.h"
+#include "io/model_writer.h"
 #include "io/onnx_reader.h"
 #include "io/onnx_support.h"
 #include "tests/onnx_support.h"
@@ -543,6 +550,16 @@ TEST_F(OnnxReaderTest, ExternalDataMissingOutsidePastTheEndOrOverlappingIsRefuse
   onnx::ModelProto m = with_external(small_model(), "mm.weight", "two.data", 0, len);
   m = with_external(m, "emb.weight", "two.data", len - 64, 10 * 64 * 4);
   expect_refused(m, "weight", "overlaps");
+  // A FIFO as external data, or as the model: refused, never waited on (`timeout`: a
+  // regression hangs no longer than that).
+  ASSERT_EQ(::mkfifo((dir_ + "/fifo.data").c_str(), 0644), 0);
+  save_model(with_external(small_model(), "mm.weight", "fifo.data", 0, len), dir_ + "/in.onnx");
+  CmdResult r = run("timeout 20 " + quote(WQUANT_BIN) + " quantize " + quote(dir_ + "/in.onnx") + " " + quote(dir_ + "/f.onnx") + " --bits 4");
+  EXPECT_EQ(r.code, 3) << r.out;
+  EXPECT_NE(r.out.find("fifo.data: is not a regular file"), std::string::npos) << r.out;
+  r = run("timeout 20 " + quote(WQUANT_BIN) + " inspect " + quote(dir_ + "/fifo.data"));
+  EXPECT_EQ(r.code, 3) << r.out;
+  EXPECT_NE(r.out.find("is not a regular file"), std::string::npos) << r.out;
 }
 
 TEST_F(OnnxReaderTest, NeverReplacesTheInputsExternalData) {
@@ -570,6 +587,68 @@ TEST_F(OnnxReaderTest, NeverReplacesTheInputsExternalData) {
   r = run(quote(WQUANT_BIN) + " dequantize " + quote(dir_ + "/d.onnx") + " " + quote(dir_ + "/w.safetensors") + " --force");
   EXPECT_EQ(r.code, 4) << r.out;
   EXPECT_NE(r.out.find("never overwrites its input"), std::string::npos) << r.out;
+}
+
+// The names the quantized graph adds (NAME.qweight, NAME.scales, ...) must be new: an
+// initializer or node output of that name would be a second definition, which onnxruntime
+// refuses (the output was written with exit 0).
+TEST_F(OnnxReaderTest, NamesTheQuantizedGraphAddsMustBeNew) {
+  onnx::ModelProto m = small_model();
+  auto* t = add_init(m.mutable_graph(), "mm.weight.scales", onnx::TensorProto::FLOAT, {32});
+  const std::vector<float> v(32, 0.5f);
+  t->set_raw_data(v.data(), v.size() * 4);
+  save_model(m, dir_ + "/a.onnx");
+  CmdResult r = run(quote(WQUANT_BIN) + " quantize " + quote(dir_ + "/a.onnx") + " " + quote(dir_ + "/qa.onnx") + " --bits 4");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("mm.weight.scales: the quantized form of mm.weight needs this name"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(dir_ + "/qa.onnx"));
+  m = small_model();
+  add_node(m.mutable_graph(), "Identity", {"x2"}, "gemm.weight.qweight");
+  save_model(m, dir_ + "/b.onnx");
+  r = run(quote(WQUANT_BIN) + " quantize " + quote(dir_ + "/b.onnx") + " " + quote(dir_ + "/qb.onnx") + " --bits 4");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("gemm.weight.qweight: the quantized form of gemm.weight needs this name"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(dir_ + "/qb.onnx"));
+}
+
+// The summary's sizes and ratio count OUT.data, and --json lists it among the outputs;
+// inspect's "on disk" counts a model's data files.
+TEST_F(OnnxReaderTest, SizesCountTheExternalDataFile) {
+  save_model(small_model(), dir_ + "/m.onnx");
+  const std::string q = dir_ + "/q.onnx";
+  const CmdResult r = run(quote(WQUANT_BIN) + " quantize " + quote(dir_ + "/m.onnx") + " " + quote(q) +
+                          " --bits 4 --external-data --json 2>/dev/null");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const nlohmann::json doc = nlohmann::json::parse(r.out);
+  const uint64_t both = fs::file_size(q) + fs::file_size(q + ".data");
+  EXPECT_GT(fs::file_size(q + ".data"), 0u);
+  EXPECT_EQ(doc["output_bytes"].get<uint64_t>(), both) << r.out;
+  EXPECT_EQ(doc["outputs"].size(), 2u) << r.out;
+  const CmdResult i = run(quote(WQUANT_BIN) + " inspect " + quote(q) + " --json");
+  ASSERT_EQ(i.code, 0) << i.out;
+  EXPECT_EQ(nlohmann::json::parse(i.out)["totals"]["file_bytes"].get<uint64_t>(), both) << i.out;
+}
+
+// OUT taken by another program while the run wrote it: the commit refuses to replace it,
+// and the run's own OUT.data, renamed into place just before, is removed (it was left).
+TEST_F(OnnxReaderTest, AFailedCommitLeavesNoDataFile) {
+  save_model(small_model(), dir_ + "/m.onnx");
+  const std::string out = dir_ + "/q.onnx";
+  auto r = open_model(dir_ + "/m.onnx");
+  PlanOptions o;
+  o.defaults.bits = 4;
+  o.format = OutputFormat::Onnx;
+  const std::vector<TensorPlan> plan = make_plan(r->tensors(), o);
+  WriterOptions wo;
+  wo.external_data = true;
+  auto w = make_writer(out, OutputFormat::Onnx, plan, *r, wo);
+  Scheduler sch(1);
+  sch.run([&] { run_pipeline(plan, r->tensors(), *r, *w, PipelineOptions{}); });
+  std::ofstream(out) << "someone else's";
+  EXPECT_THROW(w->commit(), Error);
+  EXPECT_FALSE(fs::exists(out + ".data"));
+  std::ifstream in(out);
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(in), {}), "someone else's");
 }
 
 // Tensors in node attributes with external data (a Constant's value, a subgraph's
