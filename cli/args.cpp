@@ -120,7 +120,7 @@ void build(Options& o, Bound& b) {
   app.footer(top_level_footer());
   app.get_formatter()->column_width(40);
 
-  CLI::App* q = o.quantize = app.add_subcommand("quantize", "Quantize a model: IN (safetensors, GGUF) to OUT (.wq, .safetensors, .gguf)");
+  CLI::App* q = o.quantize = app.add_subcommand("quantize", "Quantize a model: IN (safetensors, GGUF, ONNX) to OUT (.wq, .safetensors, .gguf, .onnx)");
   q->add_option("IN", b.pos[0], "Input model (safetensors file or sharded index .json, GGUF); or --modelFile")->type_name("");
   q->add_option("OUT", b.pos[1], "Output model: .wq, .safetensors or .gguf; or --MNNModel")->type_name("");
   q->add_option("TYPE", b.pos[2], "llama-quantize's form: the GGUF type or mix, as --type")->type_name("");

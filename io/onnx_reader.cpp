@@ -343,13 +343,32 @@ class OnnxReaderImpl final : public OnnxReader {
       map_external(in, expect);
       return in;
     }
-    if (payload.size() > 1) throw Error(at + ": more than one payload field");
     if (payload.empty()) {
       if (expect != 0) throw Error(at + ": no data for " + std::to_string(numel) + " elements");
       return in;
     }
-    const Field& p = *payload[0];
-    if (p.type != onnxwire::kLen) throw Error(at + ": payload field " + std::to_string(p.number) + " is not packed");
+    // A repeated payload field may come packed in one or several chunks, or unpacked, one
+    // element a field (both legal protobuf): made one packed field here.
+    Field joined;
+    if (payload.size() > 1 || payload[0]->type != onnxwire::kLen) {
+      const uint32_t number = payload[0]->number;
+      if (number == kRawData) throw Error(at + ": more than one raw_data field");
+      std::string packed;
+      for (const Field* x : payload) {
+        if (x->number != number) throw Error(at + ": payload fields " + std::to_string(number) + " and " + std::to_string(x->number) + " at once");
+        if (x->type == onnxwire::kLen || x->type == onnxwire::kFixed32 || x->type == onnxwire::kFixed64) {
+          packed.append(reinterpret_cast<const char*>(x->data), x->len);
+        } else {
+          onnxwire::put_varint(packed, x->value);
+        }
+      }
+      std::vector<uint8_t>& owned = decoded_.emplace_back(packed.begin(), packed.end());
+      joined.number = number;
+      joined.type = onnxwire::kLen;
+      joined.data = owned.data();
+      joined.len = owned.size();
+    }
+    const Field& p = joined.number ? joined : *payload[0];
     const int t = in.header.data_type();
     auto count_mismatch = [&](uint64_t have) {
       return Error(at + ": holds " + std::to_string(have) + " elements, the shape says " + std::to_string(numel));

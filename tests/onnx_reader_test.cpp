@@ -611,6 +611,39 @@ TEST_F(OnnxReaderTest, NamesTheQuantizedGraphAddsMustBeNew) {
   EXPECT_FALSE(fs::exists(dir_ + "/qb.onnx"));
 }
 
+// A repeated payload field unpacked (one fixed32 field per float, legal protobuf that
+// packed-only parsers miss): read as the packed form is (it was refused).
+TEST_F(OnnxReaderTest, UnpackedRepeatedPayloadsAreRead) {
+  onnx::ModelProto m = small_model();
+  auto* t = add_init(m.mutable_graph(), "tiny", onnx::TensorProto::FLOAT, {2});
+  t->add_float_data(1.5f);
+  t->add_float_data(-2.25f);
+  std::string bytes;
+  ASSERT_TRUE(m.SerializeToString(&bytes));
+  // Packed: key 0x22 (field 4, length-delimited), length 8, two floats. Unpacked: key 0x25
+  // (field 4, fixed32) before each float: the same 10 bytes, so no enclosing length moves.
+  float f[2] = {1.5f, -2.25f};
+  std::string packed = "\x22\x08", unpacked;
+  packed.append(reinterpret_cast<const char*>(f), 8);
+  for (float x : f) unpacked += '\x25' + std::string(reinterpret_cast<const char*>(&x), 4);
+  const size_t at = bytes.find(packed);
+  ASSERT_NE(at, std::string::npos);
+  bytes.replace(at, packed.size(), unpacked);
+  std::ofstream(dir_ + "/u.onnx", std::ios::binary) << bytes;
+  const CmdResult r = run(quote(WQUANT_BIN) + " dequantize " + quote(dir_ + "/u.onnx") + " " + quote(dir_ + "/d.safetensors"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  std::ifstream in(dir_ + "/d.safetensors", std::ios::binary);
+  const std::string d((std::istreambuf_iterator<char>(in)), {});
+  uint64_t n = 0;
+  std::memcpy(&n, d.data(), 8);
+  const nlohmann::json h = nlohmann::json::parse(d.substr(8, n));
+  const uint64_t b = h["tiny"]["data_offsets"][0];
+  float got[2];
+  std::memcpy(got, d.data() + 8 + n + b, 8);
+  EXPECT_EQ(got[0], 1.5f);
+  EXPECT_EQ(got[1], -2.25f);
+}
+
 // The summary's sizes and ratio count OUT.data, and --json lists it among the outputs;
 // inspect's "on disk" counts a model's data files.
 TEST_F(OnnxReaderTest, SizesCountTheExternalDataFile) {
