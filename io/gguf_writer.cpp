@@ -37,6 +37,46 @@ void put_str(std::vector<uint8_t>& b, const std::string& s) {
 
 uint64_t align_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
 
+// A string as llama-quantize writes it: up to its first NUL (gguf copies keys and string
+// values through C strings), so a value holding one gives llama-quantize's bytes.
+std::string c_string(const std::string& s) { return s.substr(0, s.find('\0')); }
+
+// A value's bytes with each string (a string, or an array of strings) cut at its first NUL;
+// other values as they are.
+std::vector<uint8_t> c_string_value(uint32_t type, const std::vector<uint8_t>& v) {
+  const uint32_t kString = uint32_t(GgufValueType::String), kArray = uint32_t(GgufValueType::Array);
+  auto read_u64 = [&](size_t at) {
+    uint64_t x = 0;
+    if (at + 8 <= v.size()) std::memcpy(&x, v.data() + at, 8);
+    return x;
+  };
+  auto has_nul = [](const uint8_t* p, uint64_t n) { return std::memchr(p, 0, n) != nullptr; };
+  if (type == kString && v.size() >= 8) {
+    const uint64_t n = read_u64(0);
+    if (n > v.size() - 8 || !has_nul(v.data() + 8, n)) return v;
+    std::vector<uint8_t> out;
+    put_str(out, c_string(std::string(reinterpret_cast<const char*>(v.data() + 8), n)));
+    return out;
+  }
+  if (type != kArray || v.size() < 12) return v;
+  uint32_t et = 0;
+  std::memcpy(&et, v.data(), 4);
+  if (et != kString) return v;
+  const uint64_t count = read_u64(4);
+  std::vector<uint8_t> out(v.begin(), v.begin() + 12);
+  size_t at = 12;
+  bool changed = false;
+  for (uint64_t i = 0; i < count; ++i) {
+    const uint64_t n = read_u64(at);
+    if (at + 8 > v.size() || n > v.size() - at - 8) return v;  // (the reader validated it)
+    const std::string str(reinterpret_cast<const char*>(v.data() + at + 8), n);
+    changed = changed || str.find('\0') != std::string::npos;
+    put_str(out, c_string(str));
+    at += 8 + n;
+  }
+  return changed ? out : v;
+}
+
 struct OutTensor {
   std::string name;
   std::vector<int64_t> shape;
@@ -189,9 +229,10 @@ class GgufWriter final : public ModelWriter {
     put<uint64_t>(h, ts.size());
     put<uint64_t>(h, kvs.size());
     for (const GgufKV& kv : kvs) {
-      put_str(h, kv.key);
+      put_str(h, c_string(kv.key));
       put<uint32_t>(h, kv.type);
-      put(h, kv.value.data(), kv.value.size());
+      const std::vector<uint8_t> value = c_string_value(kv.type, kv.value);
+      put(h, value.data(), value.size());
     }
     for (const OutTensor& t : ts) {
       put_str(h, t.name);

@@ -2216,6 +2216,25 @@ TEST_F(Cli, AnAllZeroImatrixEntryIsNamedAsTheCause) {
   expect(0, {"quantize", "--imatrix", path("zeros.dat"), "--exclude-weights", name, path("wide.gguf"), path("q.gguf"), "Q4_K_M", "-q"});
 }
 
+// Strings holding a NUL byte are written up to it, as llama-quantize writes them (gguf
+// copies keys and strings through C strings): its sha256 then (a vocabulary token with a
+// NUL, or an imatrix dataset name with one, gave another file; by hand with llama.cpp
+// c392e5094, the files are now sha256-equal).
+TEST_F(Cli, GgufStringsAreWrittenUpToTheirFirstNul) {
+  WQ_REQUIRE_SHARED(stories, kStoriesGguf);
+  test::write_gguf_fixture(stories, path("fx.gguf"));
+  std::string b = read_bytes(path("fx.gguf"));
+  const std::string unk = std::string("\x05\0\0\0\0\0\0\0", 8) + "<unk>";
+  const size_t at = b.find(unk);
+  ASSERT_NE(at, std::string::npos);
+  b[at + 8 + 2] = '\0';  // "<u\0k>", the same length: nothing else moves
+  write_bytes(path("nul.gguf"), b);
+  expect(0, {"quantize", path("nul.gguf"), path("q.gguf"), "Q8_0", "-q"});
+  const std::string out = read_bytes(path("q.gguf"));
+  EXPECT_NE(out.find(std::string("\x02\0\0\0\0\0\0\0", 8) + "<u"), std::string::npos);
+  EXPECT_EQ(out.find(std::string("<u\0k>", 5)), std::string::npos);
+}
+
 // An input named as a temporary file of OUT (which OutputFile removes when its pid is
 // gone) is refused: the run deleted it and succeeded.
 TEST_F(Cli, AnInputNamedAsATemporaryOfOutIsRefusedNotRemoved) {
