@@ -1,6 +1,5 @@
 // wquant dequantize QUANT OUT.safetensors: every tensor back to float (f32, f16 or bf16),
 // exactly as a loader reconstructs it; non-float tensors are copied unchanged.
-#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -11,6 +10,7 @@
 #include "cli/output_path.h"
 #include "cli/run_support.h"
 #include "engine/error.h"
+#include "engine/quantize.h"
 #include "engine/scheduler.h"
 #include "io/model_reader.h"
 #include "io/model_writer.h"
@@ -43,10 +43,8 @@ OutputBytes to_bytes(const std::vector<float>& v, size_t cols, DType t, const Ke
     case DType::F16: k.narrow_f16(v.data(), reinterpret_cast<uint16_t*>(out.data()), v.size()); break;
     case DType::BF16: narrow_bf16(v.data(), reinterpret_cast<uint16_t*>(out.data()), v.size()); break;
   }
-  const auto* h = reinterpret_cast<const uint16_t*>(out.data());
   const size_t n = v.size();
-  for (size_t i = k.find_nonfinite(h, t, n); i < n; i = i + 1 + k.find_nonfinite(h + i + 1, t, n - i - 1)) {
-    if (!std::isfinite(v[i])) continue;
+  if (const size_t i = first_narrowing_overflow(out.data(), t, n, [&](size_t j) { return v[j]; }, k); i != n) {
     char what[64];
     std::snprintf(what, sizeof what, "%.6g", double(v[i]));
     const size_t c = cols ? cols : 1;

@@ -278,14 +278,14 @@ void convert_float(const TensorView& v, DType to, OutputBytes& out, const Kernel
   if (to != DType::F16) return;
   // A finite weight beyond f16's 65504 became Inf: refused, as a quantized tensor's
   // parameters are (a NaN or Inf already in the source is copied as it is).
-  const auto* h = reinterpret_cast<const uint16_t*>(out.data());
-  for (size_t i = k.find_nonfinite(h, DType::F16, n); i < n; i = i + 1 + k.find_nonfinite(h + i + 1, DType::F16, n - i - 1)) {
-    const float x = v.dtype == DType::F32 ? static_cast<const float*>(v.data)[i]
-                                          : ref::bf16_to_f32(static_cast<const uint16_t*>(v.data)[i]);
-    if (!std::isfinite(x)) continue;
+  auto source = [&](size_t i) {
+    return v.dtype == DType::F32 ? static_cast<const float*>(v.data)[i]
+                                 : ref::bf16_to_f32(static_cast<const uint16_t*>(v.data)[i]);
+  };
+  if (const size_t i = first_narrowing_overflow(out.data(), DType::F16, n, source, k); i != n) {
     const size_t cols = v.cols();
     char what[64];
-    std::snprintf(what, sizeof what, "%.6g", double(x));
+    std::snprintf(what, sizeof what, "%.6g", double(source(i)));
     throw Error(v.name + ": row " + std::to_string(i / cols) + ", column " + std::to_string(i % cols) + ": the weight " +
                 what + " does not fit in f16 (largest 65504), the type --fp16 keeps float tensors in; quantize "
                 "without --fp16");

@@ -3,6 +3,8 @@
 // depend only on the tensor, the spec and the block, never on threads or ISA.
 #pragma once
 
+#include <cmath>
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>
@@ -69,6 +71,18 @@ void truncate_params_to_f16(QuantizedTensor& q, const Kernels* k = nullptr);
 void check_view_size(const TensorView& w);
 // Throws Error naming the tensor, row and column of the first NaN or Inf in w.
 void check_finite(const TensorView& w, const Kernels* k = nullptr);
+
+// The first of n narrowed values (F16 or BF16, at `narrowed`) that is NaN or Inf where the
+// value it was narrowed from, source(i), is finite: a weight beyond the narrow type's
+// range; n if there is none (a NaN or Inf already in the source does not count).
+template <class Source>
+size_t first_narrowing_overflow(const void* narrowed, DType t, size_t n, const Source& source, const Kernels& k) {
+  const auto* h = static_cast<const uint16_t*>(narrowed);
+  for (size_t i = k.find_nonfinite(h, t, n); i < n; i = i + 1 + k.find_nonfinite(h + i + 1, t, n - i - 1)) {
+    if (std::isfinite(source(i))) return i;
+  }
+  return n;
+}
 // The same check for rows [r0, r1) only (a tile about to be quantized, so the pass warms
 // the cache instead of costing one of its own): that Error's message, or "" when finite.
 // row_base: the tensor row of w's row 0, where w is a tile of the tensor (the message
