@@ -12,6 +12,10 @@
 
 namespace wq {
 
+void require_regular_file(unsigned st_mode, const std::string& path) {
+  if (!S_ISREG(st_mode)) throw Error(path + ": is not a regular file (a FIFO, socket or device): wquant maps its inputs");
+}
+
 MappedFile::MappedFile(const std::string& path) : path_(path) {
   // O_NONBLOCK: opening a FIFO for reading would wait for a writer forever (it is then
   // refused below); for a regular file the flag changes nothing.
@@ -27,9 +31,11 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
     ::close(fd);
     throw Error(path + ": is a directory, not a model file");
   }
-  if (!S_ISREG(st.st_mode)) {
+  try {
+    require_regular_file(st.st_mode, path);
+  } catch (...) {
     ::close(fd);
-    throw Error(path + ": is not a regular file (a FIFO, socket or device): wquant maps its inputs");
+    throw;
   }
   size_ = uint64_t(st.st_size);
   if (size_ > 0) {

@@ -11,6 +11,10 @@
 
 namespace wq {
 
+// Throws, naming `path`, unless `st_mode` (its fstat) is a regular file's: a FIFO, socket
+// or device is no model (and a read of a FIFO would wait for a writer).
+void require_regular_file(unsigned st_mode, const std::string& path);
+
 class MappedFile {
  public:
   // Throws Error (ErrorKind::Input) naming the path if it cannot be opened or mapped.

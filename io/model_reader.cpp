@@ -9,6 +9,7 @@
 #include <filesystem>
 
 #include "engine/error.h"
+#include "io/mapped_file.h"
 #include "io/gguf_format.h"
 #include "io/gguf_reader.h"
 #include "io/gguf_split_reader.h"
@@ -55,7 +56,7 @@ std::unique_ptr<ModelReader> open_model(const std::string& path) {
   struct stat st {};
   if (::fstat(fd, &st) == 0 && !S_ISREG(st.st_mode)) {
     ::close(fd);
-    throw Error(path + ": is not a regular file (a FIFO, socket or device): wquant maps its inputs");
+    require_regular_file(st.st_mode, path);  // throws
   }
   uint8_t head[16] = {};
   const ssize_t n = ::read(fd, head, sizeof head);
