@@ -321,8 +321,9 @@ class Writer {
     node("Softmax", {p + "_sm"}, {p + "_pr"}, {{"axis", -1}});
     node("MatMul", {p + "_pr", p + "_vt_all"}, {p + "_o"});
     node("Transpose", {p + "_o"}, {p + "_ot"}, {}, {{"perm", {0, 2, 1, 3}}});
-    node("Reshape", {p + "_ot", "shape_1_T_dim"}, {p + "_o3"});
+    // (The shape first: ONNX's checker wants the nodes in topological order.)
     if (l == 0) node("Concat", {"one_1", "T_1", "shape_T_dim_tail"}, {"shape_1_T_dim"}, {{"axis", 0}});
+    node("Reshape", {p + "_ot", "shape_1_T_dim"}, {p + "_o3"});
     node("MatMul", {p + "_o3", b + "attn_output.weight"}, {p + "_ao"});
     node("Add", {x, p + "_ao"}, {p + "_x1"});
     const std::string f = rms_norm(p + "_x1", b + "ffn_norm.weight", p + "_fn");

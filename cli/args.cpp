@@ -355,10 +355,32 @@ int parse_threads_positional(const std::string& text) {
   return int(v);
 }
 
+// The type's name as llama-quantize spells it in the OUT it makes up (its QUANT_OPTIONS
+// entry: an alias where given, or the first entry of a numeric ftype, Q4_K for 15).
+std::string llama_quantize_type_name(const std::string& text, const GgufMix& mix) {
+  static const char* const kAliases[][2] = {{"Q3_K", "Q3_K_M"}, {"Q4_K", "Q4_K_M"}, {"Q5_K", "Q5_K_M"}};
+  const bool numeric = !text.empty() && text.find_first_not_of("0123456789") == std::string::npos;
+  std::string upper = text;
+  for (char& c : upper) c = char(std::toupper(static_cast<unsigned char>(c)));
+  for (const auto& [alias, target] : kAliases) {
+    if (numeric ? std::string(mix.name) == target : upper == alias) return alias;
+  }
+  return mix.name;
+}
+
 void fill_quantize(const Options& o, const Bound& b, const MnnNormalised& norm, CommandLine& cl) {
   QuantizeArgs& a = cl.quantize;
   // IN and OUT: positionals or the MNN flags, not both.
   std::vector<std::string> pos = positionals(o.quantize, b);
+  // llama-quantize's form without OUT, IN TYPE [THREADS] (TYPE is tried first, as there):
+  // OUT is [IN's folder]/ggml-model-TYPE.gguf, as llama-quantize names it.
+  if ((pos.size() == 2 || pos.size() == 3) && !o.model_file->count() && !o.mnn_model->count()) {
+    if (const auto mix = gguf_mix_named(pos[1])) {
+      const size_t slash = pos[0].find_last_of('/');
+      const std::string folder = slash == std::string::npos ? "" : pos[0].substr(0, slash + 1);
+      pos.insert(pos.begin() + 1, folder + "ggml-model-" + llama_quantize_type_name(pos[1], *mix) + ".gguf");
+    }
+  }
   // llama-quantize's form: IN OUT TYPE [THREADS].
   if (pos.size() >= 3) {
     if (o.model_file->count() || o.mnn_model->count()) throw usage("quantize: TYPE after IN OUT is llama-quantize's form; it does not mix with --modelFile / --MNNModel");

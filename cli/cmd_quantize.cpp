@@ -184,12 +184,20 @@ Setup prepare(const QuantizeArgs& a, Console& con) {
   if (!a.params_file.empty() && s.params_to_write.empty()) s.read_files.push_back(a.params_file);
   if (!a.dry_run && !a.gguf.keep_split) check_output_path(a.output, s.read_files, a.force);
   s.outputs = {a.output};
-  if (!a.dry_run && s.format == OutputFormat::Onnx) check_output_path(a.output + ".data", s.read_files, a.force);
+  // OUT.data may be written (the writer decides, below) and its killed runs' temporaries
+  // are removed either way: no input may be it or named as one of those.
+  if (!a.dry_run && s.format == OutputFormat::Onnx) check_not_an_input(a.output + ".data", s.read_files);
   // The params file to write must be writable too, before any work: it is written before
   // OUT is committed, so a run never ends with OUT in place but its parameters lost.
   if (!a.dry_run && !s.params_to_write.empty()) check_output_path(s.params_to_write, s.read_files, false);
 
   if (s.format == OutputFormat::Gguf) {
+    // llama-quantize applies --tensor-type to the mix's choices, which --pure turns off:
+    // both then give every tensor the base type. Said, not silently done.
+    if (a.gguf.pure && !a.gguf.tensor_types.empty()) {
+      con.warn("--tensor-type has no effect with --pure (every quantized tensor gets the base type, as in "
+               "llama-quantize); drop --pure to apply it");
+    }
     choose_mix(a, merged, s);
     if (a.gguf.keep_split) keep_split(a, dynamic_cast<const GgufReader&>(*s.reader), s, con);
   } else if (a.said.mix || a.gguf.any_option()) {
@@ -419,6 +427,12 @@ int run_quantize(const QuantizeArgs& a, Console& con) {
   std::unique_ptr<ModelWriter> writer =
       a.gguf.keep_split ? make_gguf_split_writer(s.split_prefix, s.plan, *s.reader, s.gguf.keys)
                         : make_writer(a.output, s.format, s.plan, *s.reader, writer_options(a, s.gguf.keys));
+  // Files the writer puts beside OUT (ONNX's OUT.data, only when it has external data):
+  // checked like OUT before any work, and reported as outputs.
+  for (const std::string& f : writer->companion_files()) {
+    check_output_path(f, s.read_files, a.force);
+    s.outputs.push_back(f);
+  }
   RunResult r;
   r.threads = sched.threads();
   {
@@ -453,8 +467,6 @@ int run_quantize(const QuantizeArgs& a, Console& con) {
     }
     if (params_guard) params_guard->release();
   }
-  // An ONNX output's external data (--external-data, or past 2 GB) is output too.
-  if (s.format == OutputFormat::Onnx && !a.dry_run && fs::exists(a.output + ".data")) s.outputs.push_back(a.output + ".data");
   r.output_bytes = total_file_bytes(s.outputs);
   r.weights = quantized_weights(s.plan);
   if (!s.params_to_write.empty()) {

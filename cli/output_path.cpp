@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -80,7 +81,7 @@ std::vector<std::string> input_files(const std::string& in) {
   return files;
 }
 
-void check_output_path(const std::string& out, const std::vector<std::string>& inputs, bool force) {
+void check_not_an_input(const std::string& out, const std::vector<std::string>& inputs) {
   for (const std::string& in : inputs) {
     if (same_file(out, in)) {
       throw output_error(out, "is the input file " + in + "; wquant never overwrites its input (choose another OUT)");
@@ -89,6 +90,16 @@ void check_output_path(const std::string& out, const std::vector<std::string>& i
       throw output_error(out, "the input " + in + " is named as a temporary file of OUT, which wquant removes when "
                               "a killed run left it; rename the input");
     }
+  }
+}
+
+void check_output_path(const std::string& out, const std::vector<std::string>& inputs, bool force) {
+  check_not_an_input(out, inputs);
+  // The final rename needs a legal name (a temporary's is cut to fit; OUT's cannot be).
+  const std::string name = std::filesystem::path(out).filename().string();
+  if (name.size() > NAME_MAX) {
+    throw output_error(out, "the file name is " + std::to_string(name.size()) + " bytes long, more than this system's " +
+                                std::to_string(NAME_MAX) + " (for ONNX output, OUT.data must fit too)");
   }
   struct stat st;
   if (::stat(out.c_str(), &st) == 0) {

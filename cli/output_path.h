@@ -19,6 +19,9 @@ std::vector<std::string> input_files(const std::string& in);
 //   - OUT exists and `force` is false, or OUT is a directory;
 //   - OUT's directory does not exist, is not a directory, or cannot be written.
 void check_output_path(const std::string& out, const std::vector<std::string>& inputs, bool force);
+// The part of check_output_path about inputs: `out` is none of them, and none is named as
+// a temporary file of `out`. Throws Error (ErrorKind::Output) naming both.
+void check_not_an_input(const std::string& out, const std::vector<std::string>& inputs);
 
 // The shard prefix llama-quantize --keep-split makes of OUT: OUT without a final ".gguf"
 // (the shards are PREFIX-0000K-of-0000N.gguf). llama-quantize cuts OUT's last five

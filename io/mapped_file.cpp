@@ -29,7 +29,7 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
   }
   if (S_ISDIR(st.st_mode)) {
     ::close(fd);
-    throw Error(path + ": is a directory, not a model file");
+    throw Error(path + ": is a directory, not a file");
   }
   try {
     require_regular_file(st.st_mode, path);

@@ -24,6 +24,9 @@ class ModelWriter : public TensorSink {
   virtual uint64_t bytes_written() const = 0;
   // The temporary path being written (for cleanup on a signal).
   virtual const std::string& temp_path() const = 0;
+  // Files beside OUT that commit() puts in place too (ONNX: OUT.data, when the layout
+  // has external data): outputs to check before the run and to report after it.
+  virtual std::vector<std::string> companion_files() const { return {}; }
 };
 
 // Choices a format may offer beyond the plan.

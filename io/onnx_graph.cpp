@@ -67,13 +67,31 @@ class Planner {
     // topologically sorted whatever reads their outputs.
     google::protobuf::RepeatedPtrField<onnx::NodeProto> nodes;
     for (auto& n : front_) *nodes.Add() = std::move(n);
-    for (auto& n : *g->mutable_node()) *nodes.Add() = std::move(n);
+    for (int k = 0; k < g->node_size(); ++k) {
+      if (!dropped_nodes_.count(k)) *nodes.Add() = std::move(*g->mutable_node(k));
+    }
     g->mutable_node()->Swap(&nodes);
     // Models of IR < 4 list initializers among the graph's inputs too; a weight that is
-    // now computed (or gone) must not stay an input the caller would have to feed.
+    // now computed (or gone) must not stay an input the caller would have to feed, and
+    // every initializer the output adds must be one (the ONNX checker refuses it else).
     google::protobuf::RepeatedPtrField<onnx::ValueInfoProto> inputs;
-    for (auto& v : *g->mutable_input())
-      if (!replaced_.count(v.name())) *inputs.Add() = std::move(v);
+    std::set<std::string> listed;
+    for (auto& v : *g->mutable_input()) {
+      if (replaced_.count(v.name())) continue;
+      listed.insert(v.name());
+      *inputs.Add() = std::move(v);
+    }
+    if (o_.model.ir_version() < 4) {
+      for (const OnnxOutInit& o : o_.inits) {
+        if (o.piece == OnnxPiece::Verbatim || !listed.insert(o.header.name()).second) continue;
+        onnx::ValueInfoProto* v = inputs.Add();
+        v->set_name(o.header.name());
+        auto* t = v->mutable_type()->mutable_tensor_type();
+        t->set_elem_type(o.header.data_type());
+        auto* shape = t->mutable_shape();
+        for (int64_t d : o.header.dims()) shape->add_dim()->set_dim_value(d);
+      }
+    }
     g->mutable_input()->Swap(&inputs);
     if (any_nbits_) {
       bool have = false;
@@ -109,8 +127,9 @@ class Planner {
       if (!replaced_.count(in.header.name())) taken.insert(in.header.name());
     }
     for (const auto& v : g.input()) taken.insert(v.name());
-    for (const auto& n : g.node()) {
-      for (const auto& o : n.output()) taken.insert(o);
+    for (int k = 0; k < g.node_size(); ++k) {
+      if (dropped_nodes_.count(k)) continue;
+      for (const auto& o : g.node(k).output()) taken.insert(o);
     }
     auto check = [&](const std::string& name, const std::string& of) {
       if (name.empty() || replaced_.count(name)) return;
@@ -121,8 +140,11 @@ class Planner {
       }
     };
     for (const OnnxOutInit& o : o_.inits) {
-      const std::string& source = src_.initializers()[src_.initializer_of(plan_[o.plan_index].source_index)].header.name();
-      if (o.piece == OnnxPiece::Raw || o.piece == OnnxPiece::Verbatim || o.header.name() == source) continue;
+      const OnnxInitializer& in = src_.initializers()[src_.initializer_of(plan_[o.plan_index].source_index)];
+      const std::string& source = in.read_as();
+      if (o.piece == OnnxPiece::Raw || o.piece == OnnxPiece::Verbatim || o.header.name() == source ||
+          o.header.name() == in.header.name())
+        continue;
       check(o.header.name(), source);
     }
     for (const onnx::NodeProto& n : front_) {
@@ -138,6 +160,11 @@ class Planner {
       throw Error(out_ + ": " + p.name + ": is already quantized (dequantize the model first)", ErrorKind::Usage);
     const OnnxInitializer& in = src_.initializers()[src_.initializer_of(p.source_index)];
     o_.transposed[pi] = in.transposed;
+    if (in.cast_node >= 0 && (p.action == TensorAction::Quantize || p.action == TensorAction::KeepFloat)) {
+      // An earlier run's NAME.f16 + Cast: this entry writes the weight's form anew.
+      dropped_nodes_.insert(in.cast_node);
+      replaced_.insert(in.header.name());
+    }
     switch (p.action) {
       case TensorAction::Quantize: return quantized(pi, p, info, in);
       case TensorAction::KeepFloat: return kept_float(pi, p, info, in);
@@ -169,27 +196,39 @@ class Planner {
     return t;
   }
 
+  // The element type the graph reads the weight as: its own, or an earlier run's Cast's.
+  static DType graph_dtype(const OnnxInitializer& in, const TensorInfo& info) {
+    if (in.graph_type == onnx::TensorProto::FLOAT) return DType::F32;
+    if (in.graph_type == onnx::TensorProto::FLOAT16) return DType::F16;
+    if (in.graph_type == onnx::TensorProto::BFLOAT16) return DType::BF16;
+    return info.dtype;
+  }
+
   void kept_float(size_t pi, const TensorPlan& p, const TensorInfo& info, const OnnxInitializer& in) {
+    const std::string& name = in.read_as();
+    const DType graph = graph_dtype(in, info);
     OnnxOutInit o;
     o.plan_index = pi;
     o.piece = OnnxPiece::Float;
     o.header = clean(in.header);
+    o.header.set_name(name);
+    o.header.set_data_type(onnx_type_of(p.out_dtype));
     o.nbytes = uint64_t(checked_numel(p.name, info.shape)) * dtype_size(p.out_dtype);
-    if (p.out_dtype != info.dtype) {
-      replaced_.insert(in.header.name());
+    if (p.out_dtype != graph) {
+      replaced_.insert(name);
       // Stored narrower (--fp16): a Cast gives the graph the type it was built for.
-      const std::string stored = in.header.name() + "." + dtype_name(p.out_dtype);
+      const std::string stored = name + "." + dtype_name(p.out_dtype);
       o.header.set_name(stored);
-      o.header.set_data_type(onnx_type_of(p.out_dtype));
-      onnx::NodeProto n = make_node("Cast", {stored}, in.header.name(), in.header.name() + "/cast");
-      add_int(n, "to", onnx_type_of(info.dtype));
+      onnx::NodeProto n = make_node("Cast", {stored}, name, name + "/cast");
+      add_int(n, "to", onnx_type_of(graph));
       front_.push_back(std::move(n));
     }
     o_.inits.push_back(std::move(o));
   }
 
   void quantized(size_t pi, const TensorPlan& p, const TensorInfo& info, const OnnxInitializer& in) {
-    const std::string& name = in.header.name();
+    const std::string& name = in.read_as();
+    const DType graph = graph_dtype(in, info);
     replaced_.insert(name);
     const MatrixDims d = matrix_dims(p.shape);
     const size_t rows = d.rows, cols = d.cols, block = p.block, nb = cols / block;
@@ -203,9 +242,9 @@ class Planner {
     // ("only 2b and 4b quantization is supported for unpacked compute"): 8-bit blocks with
     // float zero points take the standard-op form; packed uint8 ones it takes.
     const bool bits_ok = bits == 2 || bits == 4 || (bits == 8 && integral);
-    const bool nbits = in.matmul_only && info.dtype == DType::F32 && bits_ok && pow2;
+    const bool nbits = in.matmul_only && graph == DType::F32 && bits_ok && pow2;
     // GatherBlockQuantized's zero points are integers in the data's type: symmetric codes.
-    const bool gather = !nbits && in.gather_only && info.dtype == DType::F32 && (bits == 4 || bits == 8) &&
+    const bool gather = !nbits && in.gather_only && graph == DType::F32 && (bits == 4 || bits == 8) &&
                         scheme == Scheme::MnnSym && pow2;
     // Opset 21's blocked DequantizeLinear, only where the model already runs at 21 or later
     // (raising its opset would change other ops' meaning): (q - z) * s in f32, exactly
@@ -281,12 +320,12 @@ class Planner {
       if (reshape)
         add(OnnxPiece::Constant, header_of(name + ".dq_shape", onnx::TensorProto::INT64, {int64_t(p.shape.size())}),
             p.shape.size() * 8, bytes_of(p.shape));
-      const std::string out = reshape || in.transposed || info.dtype != DType::F32 ? name + "/dequant/blocks" : name;
+      const std::string out = reshape || in.transposed || graph != DType::F32 ? name + "/dequant/blocks" : name;
       onnx::NodeProto n = make_node("DequantizeLinear", {name + ".qweight", name + ".scales", name + ".zeros"}, out, out);
       add_int(n, "axis", 1);
       add_int(n, "block_size", int64_t(block));
       front_.push_back(std::move(n));
-      shape_back(name, out, reshape, in.transposed, info.dtype);
+      shape_back(name, out, reshape, in.transposed, graph);
       return;
     }
     const int ptype = p.spec.fp16 ? onnx::TensorProto::FLOAT16 : onnx::TensorProto::FLOAT;
@@ -303,7 +342,7 @@ class Planner {
       const std::vector<float> half{float(1 << (bits - 1))};
       add(OnnxPiece::Constant, header_of(name + ".dq_offset", onnx::TensorProto::FLOAT, {}), 4, bytes_of(half));
     }
-    dequant_nodes(name, scheme, p.spec.fp16, in.transposed, info.dtype, has_zeros);
+    dequant_nodes(name, scheme, p.spec.fp16, in.transposed, graph, has_zeros);
   }
 
   // Exactly wquant's dequantization (kernels/reference.h dequantize_one), one rounding per
@@ -418,6 +457,7 @@ class Planner {
   OnnxOutPlan o_;
   std::vector<onnx::NodeProto> front_;
   std::set<std::string> replaced_;  // initializers no longer stored under their name
+  std::set<int> dropped_nodes_;     // the source graph's nodes the output leaves out
   bool any_nbits_ = false;
   int64_t opset_ = 0;  // the model's default-domain opset
 };

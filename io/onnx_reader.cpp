@@ -519,12 +519,53 @@ class OnnxReaderImpl final : public OnnxReader {
     }
   }
 
+  // The NAME.f16 + Cast pairs of a wquant output (see OnnxInitializer::graph_name): the
+  // exact form onnx_graph.cpp writes, in a model that carries wquant's version key.
+  void find_narrowed_weights() {
+    if (!string_metadata().count(kOnnxVersionKey)) return;
+    std::map<std::string, size_t> by_name;
+    for (size_t j = 0; j < inits_.size(); ++j) by_name[inits_[j].header.name()] = j;
+    const auto& nodes = model_.graph().node();
+    for (int k = 0; k < nodes.size(); ++k) {
+      const onnx::NodeProto& n = nodes[k];
+      const bool std_domain = n.domain().empty() || n.domain() == "ai.onnx";
+      if (!std_domain || n.op_type() != "Cast" || n.input_size() != 1 || n.output_size() != 1) continue;
+      const std::string& name = n.output(0);
+      const auto it = by_name.find(n.input(0));
+      if (it == by_name.end() || by_name.count(name) || n.name() != name + "/cast") continue;
+      OnnxInitializer& in = inits_[it->second];
+      const int stored = in.header.data_type(), to = int(attr_int(n, "to", 0));
+      const char* suffix = stored == onnx::TensorProto::FLOAT16 ? ".f16" : stored == onnx::TensorProto::BFLOAT16 ? ".bf16" : nullptr;
+      const bool widens = to == onnx::TensorProto::FLOAT || (to == onnx::TensorProto::FLOAT16 && stored == onnx::TensorProto::BFLOAT16) ||
+                          (to == onnx::TensorProto::BFLOAT16 && stored == onnx::TensorProto::FLOAT16);
+      if (!suffix || !widens || n.input(0) != name + suffix || !in.graph_name.empty()) continue;
+      in.graph_name = name;
+      in.cast_node = k;
+      in.graph_type = to;
+    }
+  }
+
   void classify() {
+    find_narrowed_weights();
     std::map<std::string, Uses> uses;
     for (const OnnxInitializer& in : inits_) uses.emplace(in.header.name(), Uses{});
+    for (const OnnxInitializer& in : inits_) {
+      if (!in.graph_name.empty()) uses.emplace(in.graph_name, Uses{});
+    }
     count_uses(model_.graph(), uses);
     for (OnnxInitializer& in : inits_) {
-      const Uses& u = uses[in.header.name()];
+      if (!in.graph_name.empty()) {
+        // A pair only while the Cast is the stored tensor's one reader and NAME is a weight;
+        // otherwise the initializer is what it is, and the Cast an ordinary node.
+        const Uses& own = uses[in.header.name()];
+        const Uses& read = uses[in.graph_name];
+        if (own.other != 1 || own.weight != 0 || read.weight == 0 || read.other != 0 || in.header.dims_size() < 2) {
+          in.graph_name.clear();
+          in.cast_node = -1;
+          in.graph_type = 0;
+        }
+      }
+      const Uses& u = uses[in.read_as()];
       const int t = in.header.data_type();
       const bool is_float = t == onnx::TensorProto::FLOAT || t == onnx::TensorProto::FLOAT16 || t == onnx::TensorProto::BFLOAT16;
       in.weight = is_float && in.header.dims_size() >= 2 && u.weight > 0 && u.other == 0;
@@ -575,7 +616,7 @@ class OnnxReaderImpl final : public OnnxReader {
       if (owned.count(j)) continue;
       const OnnxInitializer& in = inits_[j];
       TensorInfo info;
-      info.name = in.header.name();
+      info.name = in.read_as();
       info.shape.assign(in.header.dims().begin(), in.header.dims().end());
       if (in.transposed) std::swap(info.shape[0], info.shape[1]);
       ElemType et{};

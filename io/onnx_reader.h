@@ -36,6 +36,16 @@ struct OnnxInitializer {
   bool transposed = false;  // listed as the transpose of the stored 2-D tensor
   bool matmul_only = false; // every consumer is a MatMul (it may become MatMulNBits)
   bool gather_only = false; // 2-D, every consumer a Gather (it may become GatherBlockQuantized)
+  // A weight an earlier wquant run kept float in a narrower dtype (--fp16): stored as
+  // NAME.f16 (or .bf16) and widened by the Cast node NAME/cast, whose output NAME is what
+  // the graph reads. It is listed as NAME, classified by NAME's consumers; the Cast belongs
+  // to its stored form (a writer drops it and writes the form it chooses). Empty/-1/0
+  // for every other initializer.
+  std::string graph_name;
+  int cast_node = -1;  // index of that Cast among the graph's nodes
+  int graph_type = 0;  // the element type the graph reads (the Cast's `to`)
+  // The name the graph reads this initializer under.
+  const std::string& read_as() const { return graph_name.empty() ? header.name() : graph_name; }
 };
 
 class OnnxReader : public ModelReader {

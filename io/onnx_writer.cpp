@@ -85,6 +85,9 @@ Layout make_layout(const std::string& path, const std::vector<TensorPlan>& plan,
     l.in_data.push_back(in_data);
     l.data_offset.push_back(offset);
   }
+  // Every payload under kExternalMin (--external-data on a small model): no data file,
+  // rather than an empty one that nothing names.
+  if (l.data_bytes == 0) l.external = false;
   onnx::ModelProto rest = l.plan.model;
   rest.clear_graph();
   std::string graph;
@@ -103,7 +106,13 @@ class OnnxWriter final : public ModelWriter {
   OnnxWriter(const std::string& path, const std::vector<TensorPlan>& plan, const OnnxReader& src, const WriterOptions& opts)
       : l_(make_layout(path, plan, src, opts)), out_(path), plan_(plan) {
     if (l_.external) data_ = std::make_unique<OutputFile>(path + ".data");
+    else remove_dead_temporaries(path + ".data");  // an earlier --external-data run's, killed
     out_.write(l_.head.data(), l_.head.size());
+  }
+
+  std::vector<std::string> companion_files() const override {
+    if (!data_) return {};
+    return {data_->path()};
   }
 
   void write(TensorResult& r) override {

@@ -83,6 +83,12 @@ void remove_dead_leftovers(const std::string& dir, const std::string& prefix) {
 
 }  // namespace
 
+void remove_dead_temporaries(const std::string& out) {
+  const std::filesystem::path p(out);
+  const std::filesystem::path dir = p.parent_path().empty() ? std::filesystem::path(".") : p.parent_path();
+  remove_dead_leftovers(dir.string(), temp_prefix(p.filename().string()));
+}
+
 bool is_temp_name_of(const std::string& file, const std::string& out) {
   namespace fs = std::filesystem;
   const fs::path f(file), o(out);

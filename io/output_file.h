@@ -170,4 +170,8 @@ void remove_temp_outputs_from_signal();
 // named so must be refused before OUT is opened.
 bool is_temp_name_of(const std::string& file, const std::string& out);
 
+// Removes OUT's temporary files whose run is gone, as OutputFile(OUT) does: for a file a
+// run may or may not write (ONNX's OUT.data), so a killed run's is removed either way.
+void remove_dead_temporaries(const std::string& out);
+
 }  // namespace wq

@@ -2,6 +2,7 @@
 // spellings, bad values, settings precedence, and both params file forms.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <string>
 #include <vector>
 
@@ -511,6 +512,38 @@ TEST(CliArgs, LlamaQuantizeFormAndOptions) {
                            "out.gguf", "Q4_K_M"});
   using TT = std::vector<std::pair<std::string, GgmlType>>;
   EXPECT_EQ(cl.quantize.gguf.tensor_types, (TT{{"attn_v", GgmlType::Q8_0}, {"ffn_down", GgmlType::Q6_K}}));
+}
+
+// llama-quantize's form without OUT, IN TYPE [THREADS]: TYPE is tried first (a second
+// positional that names a type is the type), and OUT is [IN's folder]/ggml-model-NAME.gguf
+// with NAME as llama-quantize's QUANT_OPTIONS spells it (c392e5094, examples/quantize):
+// the alias typed, or for a number the first entry with that ftype (15 is "Q4_K").
+TEST(CliArgs, LlamaQuantizeFormWithoutOut) {
+  CommandLine cl = parse_command_line({"quantize", "models/7b/f32.gguf", "q4_k_m", "2"});
+  EXPECT_EQ(cl.quantize.input, "models/7b/f32.gguf");
+  EXPECT_EQ(cl.quantize.output, "models/7b/ggml-model-Q4_K_M.gguf");
+  EXPECT_EQ(cl.quantize.said.mix, "Q4_K_M");
+  EXPECT_EQ(cl.quantize.run.threads, 2);
+  cl = parse_command_line({"quantize", "--imatrix", "im.dat", "f32.gguf", "Q8_0"});
+  EXPECT_EQ(cl.quantize.output, "ggml-model-Q8_0.gguf");
+  EXPECT_EQ(cl.quantize.said.mix, "Q8_0");
+  EXPECT_EQ(cl.quantize.gguf.imatrix, "im.dat");
+  for (const auto& [typed, file, mix] : std::vector<std::array<const char*, 3>>{
+           {"15", "ggml-model-Q4_K.gguf", "Q4_K_M"},   // Q4_K comes before Q4_K_M there
+           {"q4_k", "ggml-model-Q4_K.gguf", "Q4_K_M"},
+           {"Q5_K", "ggml-model-Q5_K.gguf", "Q5_K_M"},
+           {"2", "ggml-model-Q4_0.gguf", "Q4_0"},
+           {"iq4_xs", "ggml-model-IQ4_XS.gguf", "IQ4_XS"}}) {
+    SCOPED_TRACE(typed);
+    cl = parse_command_line({"quantize", "/m/f32.gguf", typed});
+    EXPECT_EQ(cl.quantize.output, std::string("/m/") + file);
+    EXPECT_EQ(cl.quantize.said.mix, mix);
+  }
+  // A second positional that names no type is OUT, as before.
+  cl = parse_command_line({"quantize", "in.gguf", "out.gguf", "Q4_0"});
+  EXPECT_EQ(cl.quantize.output, "out.gguf");
+  EXPECT_TRUE(contains(usage_error({"quantize", "in.gguf", "Q4_0", "two"}), "THREADS"));
+  EXPECT_TRUE(contains(usage_error({"quantize", "in.gguf", "Q4_0", "--type", "Q8_0"}), "type is given twice"));
 }
 
 }  // namespace

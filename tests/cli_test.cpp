@@ -1732,6 +1732,9 @@ TEST_F(Cli, GgufLlamaQuantizeCommandLinesGiveItsFiles) {
   EXPECT_EQ(test::sha256_file(path("d.gguf")), oracle_sha256("256", "Q8_0", {}));
   expect(0, {"quantize", stories, path("e.gguf"), "F16", "-q"});
   EXPECT_EQ(test::sha256_file(path("e.gguf")), oracle_sha256("stories", "F16", {}));
+  // Without OUT, IN TYPE [THREADS]: [IN's folder]/ggml-model-TYPE.gguf, as llama-quantize names it.
+  expect(0, {"quantize", fx192, "q8_0", "2", "-q"});
+  EXPECT_EQ(test::sha256_file(path("ggml-model-Q8_0.gguf")), oracle_sha256("192", "Q8_0", {}));
 }
 
 TEST_F(Cli, GgufMixOptionsAreCheckedBeforeAnyWork) {
@@ -1752,6 +1755,12 @@ TEST_F(Cli, GgufMixOptionsAreCheckedBeforeAnyWork) {
   // output matrix; --token-embedding-type then names it (llama-quantize applies it last).
   expect(0, {"quantize", stories, path("t.gguf"), "Q8_0", "--token-embedding-type", "f16", "-q"});
   EXPECT_EQ(tensor(inspect(path("t.gguf")), "token_embd.weight")["type"], "F16");
+  // --pure turns off the mix's choices, which --tensor-type edits (as in llama-quantize):
+  // said, and the file is --pure's alone.
+  r = expect(0, {"quantize", stories, path("p.gguf"), "F16", "--pure", "--tensor-type", "attn_v=q8_0"});
+  EXPECT_TRUE(contains(r.err, "--tensor-type has no effect with --pure")) << r.err;
+  expect(0, {"quantize", stories, path("p2.gguf"), "F16", "--pure", "-q"});
+  EXPECT_EQ(test::sha256_file(path("p.gguf")), test::sha256_file(path("p2.gguf")));
 }
 
 // --hqq with a K mix refines the minima of its Q4_K tensors (engine/ggml_kquant_hqq.h)

@@ -14,7 +14,9 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <random>
+#include <set>
 
 #include <nlohmann/json.hpp>
 
@@ -100,6 +102,29 @@ onnx::ModelProto small_model() {
   add_node(g, "MatMul", {"x2", "mm.weight"}, "y1");
   add_node(g, "Gemm", {"x2", "gemm.weight"}, "y2", 1);
   add_node(g, "Conv", {"img", "conv.weight"}, "y3");
+  return m;
+}
+
+// small_model() with the graph inputs and outputs ONNX's checker asks for (IR < 4: the
+// initializers listed among the inputs too).
+onnx::ModelProto checkable(onnx::ModelProto m) {
+  auto value = [](onnx::ValueInfoProto* v, const std::string& name, int type, const std::vector<int64_t>& dims) {
+    v->set_name(name);
+    auto* t = v->mutable_type()->mutable_tensor_type();
+    t->set_elem_type(type);
+    auto* shape = t->mutable_shape();
+    for (int64_t d : dims) {
+      if (d < 0) shape->add_dim()->set_dim_param("n");
+      else shape->add_dim()->set_dim_value(d);
+    }
+  };
+  auto* g = m.mutable_graph();
+  if (m.ir_version() < 4) {
+    for (const auto& t : g->initializer()) value(g->add_input(), t.name(), t.data_type(), {t.dims().begin(), t.dims().end()});
+  }
+  value(g->add_input(), "ids", onnx::TensorProto::INT64, {1});
+  value(g->add_input(), "img", onnx::TensorProto::FLOAT, {1, 4, 5, 5});
+  for (const std::string name : {"y1", "y2", "y3"}) value(g->add_output(), name, onnx::TensorProto::FLOAT, {-1, -1});
   return m;
 }
 
@@ -343,42 +368,119 @@ TEST_F(OnnxReaderTest, StoresTheCodesOfTheSafetensorsWriter) {
 // it is the input's weight, whether its bytes are copied as stored or converted (--fp16,
 // stored as f16 beside a Cast, within f16's rounding). mm.weight is [64, 32], so a
 // transposition too many would change its values, not only its shape.
+// A weight kept float is read back under its own name, in the listed orientation, also
+// when --fp16 stored it as NAME.f16 behind a Cast (an earlier reader listed that pair as
+// "mm.weight.f16", stored [K, N]: verify skipped it and dequantize wrote it under that
+// name, transposed against the quantized weights).
 TEST_F(OnnxReaderTest, KeptFloatMatMulWeightKeepsItsValues) {
-  save_model(small_model(), dir_ + "/m.onnx");
+  save_model(checkable(small_model()), dir_ + "/m.onnx");
   std::ofstream(dir_ + "/skip.json") << R"({"rules": [{"match": "mm.weight", "skip": true}]})";
   std::unique_ptr<ModelReader> in = open_model(dir_ + "/m.onnx");
-  const std::vector<float> want = read_f32(*in, size_t(in->find("mm.weight")));
+  const size_t wi = size_t(in->find("mm.weight"));
+  const std::vector<float> want = read_f32(*in, wi);
   for (const std::string extra : {"", " --fp16"}) {
     SCOPED_TRACE(extra);
     const std::string out = dir_ + "/q.onnx";
     const CmdResult r = run(quote(WQUANT_BIN) + " quantize " + quote(dir_ + "/m.onnx") + " " + quote(out) +
                             " --bits 4 --block 16 --params " + quote(dir_ + "/skip.json") + " --force -q" + extra);
     ASSERT_EQ(r.code, 0) << r.out;
+    EXPECT_EQ(onnx_checker_error(out), "");
     std::unique_ptr<ModelReader> q = open_model(out);
-    const long i = q->find(extra.empty() ? "mm.weight" : "mm.weight.f16");
+    const long i = q->find("mm.weight");
     ASSERT_GE(i, 0);
-    std::vector<float> got;
-    if (extra.empty()) {
-      got = read_f32(*q, size_t(i));
-    } else {  // a Cast's f16 input: carried as an ordinary initializer, read as its bytes
-      size_t n = 0;
-      const uint8_t* bytes = q->raw(size_t(i), &n);
-      std::vector<uint16_t> h(n / 2);
-      std::memcpy(h.data(), bytes, n);
-      got.resize(h.size());
-      kernels().widen_f16(h.data(), got.data(), h.size());
-    }
+    EXPECT_LT(q->find("mm.weight.f16"), 0);
+    const TensorInfo& t = q->tensors()[size_t(i)];
+    EXPECT_EQ(t.kind, StoredKind::Float);
+    EXPECT_EQ(t.dtype, extra.empty() ? DType::F32 : DType::F16);
+    EXPECT_EQ(t.shape, in->tensors()[wi].shape);  // [N, K] = [32, 64], as listed in the input
+    const std::vector<float> got = read_f32(*q, size_t(i));
     ASSERT_EQ(got.size(), want.size());
     if (extra.empty()) {
-      EXPECT_EQ(q->tensors()[size_t(i)].shape, in->tensors()[size_t(in->find("mm.weight"))].shape);
       EXPECT_EQ(got, want);
     } else {
-      // Stored [K, N] = [64, 32] as the graph has it (a Cast's input is no MatMul B).
-      ASSERT_EQ(q->tensors()[size_t(i)].shape, (std::vector<int64_t>{64, 32}));
-      for (size_t k = 0; k < 64; ++k)
-        for (size_t n = 0; n < 32; ++n)
-          ASSERT_NEAR(got[k * 32 + n], want[n * 64 + k], 1e-3f * std::fabs(want[n * 64 + k]) + 1e-7f) << k << "," << n;
+      for (size_t k = 0; k < want.size(); ++k)
+        ASSERT_NEAR(got[k], want[k], 1e-3f * std::fabs(want[k]) + 1e-7f) << k;
     }
+    // verify compares it (no "not in" warning), and dequantize writes it as f32 under its name.
+    const CmdResult v = run(quote(WQUANT_BIN) + " verify " + quote(dir_ + "/m.onnx") + " " + quote(out));
+    EXPECT_EQ(v.code, 0) << v.out;
+    EXPECT_EQ(v.out.find("not in"), std::string::npos) << v.out;
+    EXPECT_NE(v.out.find("mm.weight "), std::string::npos) << v.out;
+    const CmdResult d = run(quote(WQUANT_BIN) + " dequantize " + quote(out) + " " + quote(dir_ + "/d.safetensors") + " --force");
+    ASSERT_EQ(d.code, 0) << d.out;
+    std::unique_ptr<ModelReader> dq = open_model(dir_ + "/d.safetensors");
+    const long di = dq->find("mm.weight");
+    ASSERT_GE(di, 0);
+    EXPECT_EQ(dq->tensors()[size_t(di)].dtype, DType::F32);
+    EXPECT_EQ(read_f32(*dq, size_t(di)), got);
+  }
+}
+
+// A model whose weights an earlier run kept as f16 (--bits 0 --fp16: NAME.f16 + Cast) is
+// quantized again like any float model: the Casts give way to the new form, MatMulNBits
+// where it applies, and the codes are those of the same f16 values read from a
+// safetensors file; kept float again, the pair is written once.
+TEST_F(OnnxReaderTest, WeightsKeptAsF16ByAnEarlierRunAreQuantizedAgain) {
+  save_model(checkable(small_model()), dir_ + "/m.onnx");
+  const std::string w = quote(WQUANT_BIN);
+  ASSERT_EQ(run(w + " quantize " + quote(dir_ + "/m.onnx") + " " + quote(dir_ + "/h.onnx") + " --bits 0 --fp16 -q").code, 0);
+  ASSERT_EQ(run(w + " dequantize " + quote(dir_ + "/h.onnx") + " " + quote(dir_ + "/h.safetensors") + " --fp16").code, 0);
+  for (const std::string flags : {"--bits 4 --block 16", "--bits 3 --block 16 --asym", "--bits 0", "--bits 0 --fp16"}) {
+    SCOPED_TRACE(flags);
+    const std::string out = dir_ + "/q.onnx";
+    const CmdResult r = run(w + " quantize " + quote(dir_ + "/h.onnx") + " " + quote(out) + " " + flags + " --force -q");
+    ASSERT_EQ(r.code, 0) << r.out;
+    EXPECT_EQ(onnx_checker_error(out), "");
+    const onnx::ModelProto m = load_model(out);
+    std::map<std::string, int> producers, casts;
+    for (const auto& n : m.graph().node()) {
+      for (const auto& o : n.output()) ++producers[o];
+      if (n.op_type() == "Cast") ++casts[n.input(0)];
+    }
+    for (const auto& [name, count] : producers) EXPECT_EQ(count, 1) << name << " has more than one producer";
+    const bool kept = flags.rfind("--bits 0", 0) == 0;
+    for (const std::string name : {"mm.weight", "gemm.weight", "conv.weight", "emb.weight"}) {
+      EXPECT_EQ(casts[name + ".f16"], kept ? 1 : 0) << name;
+    }
+    bool nbits = false;
+    for (const auto& n : m.graph().node()) nbits |= n.op_type() == "MatMulNBits";
+    EXPECT_EQ(nbits, flags == "--bits 4 --block 16");
+    if (kept) continue;
+    const CmdResult s = run(w + " quantize " + quote(dir_ + "/h.safetensors") + " " + quote(dir_ + "/q.safetensors") + " " +
+                            flags + " --force -q");
+    ASSERT_EQ(s.code, 0) << s.out;
+    std::unique_ptr<ModelReader> a = open_model(out), b = open_model(dir_ + "/q.safetensors");
+    for (const std::string name : {"mm.weight", "gemm.weight", "emb.weight"}) {
+      SCOPED_TRACE(name);
+      ASSERT_GE(a->find(name), 0);
+      ASSERT_GE(b->find(name), 0);
+      const QuantizedTensor qa = a->load_quantized(size_t(a->find(name))), qb = b->load_quantized(size_t(b->find(name)));
+      EXPECT_TRUE(qa.packed == qb.packed);
+      EXPECT_EQ(qa.shape, qb.shape);
+    }
+  }
+}
+
+// IR < 4: every initializer is also a graph input; the ones the output adds are listed
+// there too, so ONNX's checker takes the model (it refused "W.qweight in initializer but
+// not in graph input").
+TEST_F(OnnxReaderTest, Ir3ModelsListTheNewInitializersAmongTheInputs) {
+  onnx::ModelProto m = small_model();
+  m.set_ir_version(3);
+  m.mutable_opset_import(0)->set_version(11);  // (Gemm's C is optional from 11)
+  m = checkable(m);
+  save_model(m, dir_ + "/ir3.onnx");
+  ASSERT_EQ(onnx_checker_error(dir_ + "/ir3.onnx"), "");
+  for (const std::string flags : {"--bits 4 --block 16", "--bits 3 --block 16", "--bits 0 --fp16"}) {
+    SCOPED_TRACE(flags);
+    const std::string out = dir_ + "/q.onnx";
+    const CmdResult r = run(quote(WQUANT_BIN) + " quantize " + quote(dir_ + "/ir3.onnx") + " " + quote(out) + " " + flags + " --force -q");
+    ASSERT_EQ(r.code, 0) << r.out;
+    EXPECT_EQ(onnx_checker_error(out), "");
+    const onnx::ModelProto q = load_model(out);
+    std::set<std::string> inputs;
+    for (const auto& v : q.graph().input()) EXPECT_TRUE(inputs.insert(v.name()).second) << v.name() << " listed twice";
+    for (const auto& t : q.graph().initializer()) EXPECT_TRUE(inputs.count(t.name())) << t.name();
   }
 }
 
@@ -660,6 +762,62 @@ TEST_F(OnnxReaderTest, SizesCountTheExternalDataFile) {
   const CmdResult i = run(quote(WQUANT_BIN) + " inspect " + quote(q) + " --json");
   ASSERT_EQ(i.code, 0) << i.out;
   EXPECT_EQ(nlohmann::json::parse(i.out)["totals"]["file_bytes"].get<uint64_t>(), both) << i.out;
+}
+
+// OUT.data is the writer's to decide: checked and reported only where the layout has
+// external data. Without it, an existing OUT.data is neither refused nor counted (a stale
+// one from an earlier run was both); --external-data on payloads all under 1 KiB writes
+// no empty, unnamed data file; a killed --external-data run's data temporary is removed
+// by a later run to OUT without external data too; an OUT.data name past NAME_MAX is
+// refused before any work, not at the final rename.
+TEST_F(OnnxReaderTest, TheDataFileIsCheckedAndCountedOnlyWhereItIsWritten) {
+  save_model(small_model(), dir_ + "/m.onnx");
+  const std::string w = quote(WQUANT_BIN), m = quote(dir_ + "/m.onnx"), q = dir_ + "/q.onnx";
+  write_data(q + ".data", 100);  // stale
+  const CmdResult r = run(w + " quantize " + m + " " + quote(q) + " --bits 4 --json 2>/dev/null");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const nlohmann::json doc = nlohmann::json::parse(r.out);
+  EXPECT_EQ(doc["outputs"].size(), 1u) << r.out;
+  EXPECT_EQ(doc["output_bytes"].get<uint64_t>(), fs::file_size(q)) << r.out;
+  EXPECT_EQ(fs::file_size(q + ".data"), 100u);  // not ours: left as it was
+  // With external data it is OUT's: refused without --force, replaced with it.
+  const CmdResult e = run(w + " quantize " + m + " " + quote(dir_ + "/e.onnx") + " --bits 4 --external-data");
+  ASSERT_EQ(e.code, 0) << e.out;
+  const CmdResult again = run(w + " quantize " + m + " " + quote(q) + " --bits 4 --external-data --force");
+  ASSERT_EQ(again.code, 0) << again.out;
+  fs::remove(q);
+  write_data(q + ".data", 100);
+  const CmdResult refused = run(w + " quantize " + m + " " + quote(q) + " --bits 4 --external-data");
+  EXPECT_EQ(refused.code, 4) << refused.out;
+  EXPECT_NE(refused.out.find("q.onnx.data: already exists"), std::string::npos) << refused.out;
+  EXPECT_FALSE(fs::exists(q));
+  EXPECT_EQ(fs::file_size(q + ".data"), 100u);
+  // Payloads all under 1 KiB: no data file at all.
+  onnx::ModelProto tiny;
+  tiny.set_ir_version(8);
+  tiny.add_opset_import()->set_version(17);
+  const std::vector<float> v = ramp(16 * 8, 1.0f);
+  add_init(tiny.mutable_graph(), "w", onnx::TensorProto::FLOAT, {16, 8})->set_raw_data(v.data(), v.size() * 4);
+  add_node(tiny.mutable_graph(), "MatMul", {"x", "w"}, "y");
+  save_model(tiny, dir_ + "/tiny.onnx");
+  const CmdResult t = run(w + " quantize " + quote(dir_ + "/tiny.onnx") + " " + quote(dir_ + "/t.onnx") + " --bits 4 --external-data");
+  ASSERT_EQ(t.code, 0) << t.out;
+  EXPECT_FALSE(fs::exists(dir_ + "/t.onnx.data"));
+  EXPECT_NE(load_model(dir_ + "/t.onnx").graph().initializer_size(), 0);
+  // A killed run's data temporary (pid 999999999 exists on no Linux: pid_max <= 2^22).
+  const std::string leftover = dir_ + "/.k.onnx.data.wquant-tmp-999999999";
+  write_data(leftover, 100);
+  const CmdResult k = run(w + " quantize " + m + " " + quote(dir_ + "/k.onnx") + " --bits 4");
+  ASSERT_EQ(k.code, 0) << k.out;
+  EXPECT_FALSE(fs::exists(leftover));
+  // OUT fits NAME_MAX, OUT.data does not.
+  const std::string long_out = dir_ + "/" + std::string(255 - 5, 'n') + ".onnx";
+  const CmdResult l = run(w + " quantize " + m + " " + quote(long_out) + " --bits 4 --external-data");
+  EXPECT_EQ(l.code, 4) << l.out;
+  EXPECT_NE(l.out.find("more than this system's 255"), std::string::npos) << l.out;
+  EXPECT_FALSE(fs::exists(long_out));
+  for (const auto& f : fs::directory_iterator(dir_))
+    EXPECT_EQ(f.path().filename().string().find("wquant-tmp"), std::string::npos) << f.path();
 }
 
 // OUT taken by another program while the run wrote it: the commit refuses to replace it,

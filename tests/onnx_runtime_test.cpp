@@ -136,6 +136,9 @@ TEST_F(OnnxRuntime, FloatGraphMatchesLlamaCpp) {
   std::memcpy(ref.data(), bytes.data(), ref.size() * 4);
   ASSERT_EQ(ref.size(), kIds.size() * kVocab);
   EXPECT_LE(max_abs_diff(float_logits_, ref), kLlamaTolerance);
+  // A valid model by ONNX's own checker, not only one onnxruntime runs.
+  EXPECT_EQ(onnx_checker_error(dir_ + "/float.onnx"), "");
+  EXPECT_EQ(onnx_checker_error(dir_ + "/ext/float.onnx"), "");
   // The external-data model is the same model.
   EXPECT_EQ(ort_logits(dir_ + "/ext/float.onnx", kIds), float_logits_);
 }
@@ -168,6 +171,7 @@ TEST_F(OnnxRuntime, EveryVariantRunsAndComputesWithWquantsWeights) {
     const std::string q = dir_ + "/q.onnx", d = dir_ + "/d.safetensors";
     const CmdResult r = run(wquant() + " quantize " + quote(dir_ + "/float.onnx") + " " + quote(q) + " " + v.flags + " --force -q");
     ASSERT_EQ(r.code, 0) << r.out;
+    EXPECT_EQ(onnx_checker_error(q), "");  // ONNX's own checker too, not only onnxruntime
     const int nbits = count_ops(q, "MatMulNBits"), dq = count_ops(q, "Reshape") - count_ops(dir_ + "/float.onnx", "Reshape");
     if (v.expect_matmulnbits) EXPECT_GT(nbits, 0);
     else EXPECT_EQ(nbits, 0);

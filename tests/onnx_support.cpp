@@ -9,6 +9,8 @@
 #include <fstream>
 #include <sstream>
 
+#include <onnx/checker.h>
+
 #include "tests/test_support.h"
 
 namespace wq::test {
@@ -118,6 +120,15 @@ float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
   float m = 0;
   for (size_t i = 0; i < a.size(); ++i) m = std::max(m, std::fabs(a[i] - b[i]));
   return m;
+}
+
+std::string onnx_checker_error(const std::string& path) {
+  try {
+    onnx::checker::check_model(path);
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
 }
 
 void save_model(const onnx::ModelProto& m, const std::string& path) {

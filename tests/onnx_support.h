@@ -35,6 +35,9 @@ double mean_kl(const std::vector<float>& p, const std::vector<float>& q, size_t 
 float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b);
 
 void save_model(const onnx::ModelProto& m, const std::string& path);
+// What ONNX's own checker (libonnx 1.12, onnx::checker::check_model) says of the
+// model file: "" when it passes.
+std::string onnx_checker_error(const std::string& path);
 onnx::ModelProto load_model(const std::string& path);
 
 }  // namespace wq::test
