@@ -448,7 +448,7 @@ int run_quantize(const QuantizeArgs& a, Console& con) {
     column_band_bytes_from_env();  // a bad value is a usage error now, not in a worker
     std::vector<std::string> files = s.inputs;
     files.insert(files.end(), s.outputs.begin(), s.outputs.end());
-    naming_file(a.input, files, [&] {
+    naming_tensor_file(a.input, *s.reader, files, [&] {
       sched.run([&] { r.stats = run_pipeline(s.plan, s.reader->tensors(), *s.reader, *writer, opts); });
     });
     // The params file is written before OUT is committed (a failed write of it must not

@@ -12,6 +12,7 @@
 #include "engine/error.h"
 #include "engine/metrics.h"
 #include "engine/plan.h"
+#include "io/model_reader.h"
 #include "kernels/kernels.h"
 
 namespace wq {
@@ -56,6 +57,32 @@ auto naming_file(const std::string& file, const std::vector<std::string>& known,
       if (!k.empty() && e.message().compare(0, k.size() + 1, k + ":") == 0) throw;
     }
     throw Error(file + ": " + e.message(), e.kind());
+  }
+}
+
+// naming_file for a run over a model's tensors: an error that starts with a tensor's name
+// is put under the file holding that tensor (reader.file_of: a shard of a split model),
+// any other under `file`.
+template <class F>
+auto naming_tensor_file(const std::string& file, const ModelReader& reader, const std::vector<std::string>& known,
+                        F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const Error& e) {
+    for (const std::string& k : known) {
+      if (!k.empty() && e.message().compare(0, k.size() + 1, k + ":") == 0) throw;
+    }
+    std::string at = file;
+    size_t longest = 0;
+    const std::vector<TensorInfo>& ts = reader.tensors();
+    for (size_t i = 0; i < ts.size(); ++i) {
+      const std::string& n = ts[i].name;
+      if (n.size() >= longest && !n.empty() && e.message().compare(0, n.size() + 1, n + ":") == 0) {
+        longest = n.size();
+        at = reader.file_of(i);
+      }
+    }
+    throw Error(at + ": " + e.message(), e.kind());
   }
 }
 

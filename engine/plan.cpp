@@ -8,6 +8,9 @@
 namespace wq {
 
 bool glob_match(const std::string& pattern, const std::string& name) {
+  // A rule's "match" is a tensor name or a glob: a name matches itself, also when it holds
+  // glob characters (ONNX names such as "/layers.0/mlp/W[0]" do).
+  if (pattern == name) return true;
   // Iterative matcher with single-star backtracking: linear in practice, no recursion.
   size_t p = 0, n = 0, star = std::string::npos, mark = 0;
   auto class_match = [&](size_t& pi, char c) -> bool {

@@ -105,7 +105,8 @@ struct PlanOptions {
   const std::vector<size_t>* gguf_order = nullptr;
 };
 
-// Glob match: * any run, ? one char, [abc] / [a-z] / [!a] a class. Whole-name match.
+// Glob match: * any run, ? one char, [abc] / [a-z] / [!a] a class. Whole-name match; a
+// pattern equal to the name matches too, whatever glob characters it holds.
 bool glob_match(const std::string& pattern, const std::string& name);
 
 // The default choice of what to quantize: float tensors of 2 or more dimensions (linear,

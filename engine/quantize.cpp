@@ -84,9 +84,11 @@ static void check_params_finite(const RowSource& w, const QuantizedTensor& q, co
     if (fp16_stage) {
       const bool zero_bad = !q.zeros.empty() && !std::isfinite(q.zeros[b]), scale_bad = !std::isfinite(q.scales[b]);
       const std::string zero = q.scheme == Scheme::MnnAsym ? "minimum" : "zero point";
-      throw Error(where + ": with --fp16 its " +
+      // (MNN's spelling, --weightQuantScaleBit 16, sets fp16_truncate: name what was typed)
+      const std::string flag = q.spec.fp16_truncate ? "--weightQuantScaleBit 16" : "--fp16";
+      throw Error(where + ": with " + flag + " its " +
                   (scale_bad && zero_bad ? "scale and " + zero + " do not" : (zero_bad ? zero : "scale") + " does not") +
-                  " fit in f16 (largest 65504); quantize without --fp16 or keep this tensor float (a params rule with "
+                  " fit in f16 (largest 65504); quantize without " + flag + " or keep this tensor float (a params rule with "
                   "\"skip\": true)");
     }
     std::vector<float> buf;

@@ -43,6 +43,7 @@ class SplitGgufReader final : public GgufReader {
   }
   const char* format() const override { return "gguf"; }
   const std::string& path() const override { return parts_[0]->path(); }
+  std::string file_of(size_t i) const override { return parts_.at(where_.at(i).first)->path(); }
   const std::vector<TensorInfo>& tensors() const override { return infos_; }
   const GgufMetadata& metadata() const override { return parts_[0]->metadata(); }
   uint32_t ggml_type(size_t i) const override { return part(i).ggml_type(where_.at(i).second); }

@@ -25,6 +25,9 @@ class ModelReader : public TensorSource {
   // "safetensors", "gguf" or "wq".
   virtual const char* format() const = 0;
   virtual const std::string& path() const = 0;
+  // The file holding tensor i's data, for messages: path(), or a shard of a split GGUF or
+  // sharded safetensors model.
+  virtual std::string file_of(size_t i) const { (void)i; return path(); }
   virtual const std::vector<TensorInfo>& tensors() const = 0;
   // Total bytes of tensor data.
   uint64_t data_bytes() const;

@@ -148,6 +148,7 @@ class SafetensorsReader final : public ModelReader {
   }
 
   MappedSource raw_mapping(size_t i) override { return files_[at(i).shard]->source(); }
+  std::string file_of(size_t i) const override { return files_[at(i).shard]->path(); }
 
   void release(size_t i) override {
     const Entry& e = at(i);

@@ -406,6 +406,18 @@ TEST(CliParams, EscapedNamesMatchOnlyThemselves) {
   EXPECT_FALSE(glob_match(escape_glob("odd[0].weight"), "odd0.weight"));
 }
 
+// "match" is "an exact tensor name or a glob": a name with glob characters, written as it
+// is, matches that tensor (it matched nothing: "[0]" is a class of one character, and
+// "W[0]*?" needs a character after the class's match).
+TEST(CliParams, ExactNamesMatchThemselvesWhateverTheyHold) {
+  for (const std::string name : {"/model/layers.0/mlp/W[0]*?", "odd[0].weight", "a]b", "x[!y]"}) {
+    EXPECT_TRUE(glob_match(name, name)) << name;
+  }
+  // ... and the same string is still a glob for other names.
+  EXPECT_TRUE(glob_match("odd[0].weight", "odd0.weight"));
+  EXPECT_FALSE(glob_match("odd[0].weight", "odd[1].weight"));
+}
+
 TEST(CliParams, UnmatchedEntriesAreReported) {
   const ParamsFile p = parse_params_json(
       json::parse(R"({"rules": [{"match": "layers.*", "bits": 8}, {"match": "nothing.here", "skip": true}]})"), "p.json");

@@ -1456,6 +1456,27 @@ TEST_F(Cli, TrustInputDirectoryOrShardIsNeverOverwritten) {
   EXPECT_EQ(read_bytes(shard), shard_bytes);
 }
 
+// An error in a tensor of a sharded model names the shard that holds it, not the index
+// or the first shard (a split GGUF's shard K was named as shard 1).
+TEST_F(Cli, ErrorsInATensorNameItsShard) {
+  fs::create_directory(path("s"));
+  write_synthetic_safetensors(path("s/model-00001-of-00002.safetensors"), 1, 8, 32);
+  std::vector<float> w(8 * 32, 0.5f);
+  w[37] = std::numeric_limits<float>::quiet_NaN();  // row 1, column 5
+  write_raw_safetensors(path("s/model-00002-of-00002.safetensors"),
+                        R"({"other.weight":{"dtype":"F32","shape":[8,32],"data_offsets":[0,1024]}})",
+                        std::string(reinterpret_cast<const char*>(w.data()), w.size() * 4));
+  const json idx = {{"weight_map", {{"layer0.weight", "model-00001-of-00002.safetensors"},
+                                    {"other.weight", "model-00002-of-00002.safetensors"}}}};
+  write_bytes(path("s/model.safetensors.index.json"), idx.dump());
+  for (const std::string& in : {path("s"), path("s/model.safetensors.index.json")}) {
+    const Result r = expect(3, {"quantize", in, path("o.wq"), "--force"});
+    EXPECT_EQ(r.err.rfind("wquant: error: " + path("s/model-00002-of-00002.safetensors") + ": other.weight: non-finite", 0), 0u)
+        << r.err;
+    EXPECT_FALSE(fs::exists(path("o.wq")));
+  }
+}
+
 // Item 2: the final rename would replace a device, FIFO or socket by a regular file.
 TEST_F(Cli, TrustOutputThatIsNotARegularFileIsRefused) {
   write_synthetic_safetensors(path("m.safetensors"), 1, 8, 32);

@@ -494,9 +494,25 @@ TEST(Quantize, ParametersThatOverflowAreAnErrorNamingThePlace) {
           if (block) {
             EXPECT_NE(m.find("columns 0-31"), std::string::npos) << at << ": " << m;
           }
+          if (c.fp16 && !c.hqq) EXPECT_NE(m.find("with --fp16 its"), std::string::npos) << at << ": " << m;
         }
       }
     }
+  }
+  // MNN's spelling of f16 parameters, --weightQuantScaleBit 16 (fp16_truncate), is the
+  // flag the message names: the user never typed --fp16.
+  std::vector<float> v = normal(4 * 64, 0.02f, 9);
+  v[64 + 3] = -1e6f;
+  QuantSpec s;
+  s.fp16 = s.fp16_truncate = true;
+  try {
+    quantize_tensor(view_of(v, 4, 64, "big.weight"), s, 64, kernels_for(Isa::Scalar));
+    ADD_FAILURE() << "accepted";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("with --weightQuantScaleBit 16 its scale does not fit in f16"), std::string::npos) << m;
+    EXPECT_NE(m.find("quantize without --weightQuantScaleBit 16"), std::string::npos) << m;
+    EXPECT_EQ(m.find("--fp16"), std::string::npos) << m;
   }
 }
 

@@ -244,6 +244,15 @@ TEST(GgufSplit, ShardsReadAsOneModelAndBadShardsAreNamed) {
     ASSERT_EQ(a, b);
     EXPECT_EQ(std::memcmp(da, db, a), 0) << joined->tensors()[i].name;
   }
+  // Each tensor's file, for messages, is the shard that holds it.
+  const auto* split = dynamic_cast<const GgufReader*>(joined.get());
+  ASSERT_NE(split, nullptr);
+  std::set<std::string> files;
+  for (size_t i = 0; i < joined->tensors().size(); ++i) {
+    EXPECT_EQ(joined->file_of(i), split->shard_path(split->shard(i))) << joined->tensors()[i].name;
+    files.insert(joined->file_of(i));
+  }
+  EXPECT_GE(files.size(), 2u);
   joined.reset();
   auto error_of = [](const std::string& p) {
     try {
