@@ -46,13 +46,13 @@ bool hqq_quantize_stored_columns(const RowSource& src, QuantizedTensor& q, Error
   std::vector<float> partials(row_sums ? N * kColumnPartialPlanes : 0, 0.0f);
   std::atomic<bool> finite{true};
   std::atomic<int> most_steps{0};
-  const bool done = for_each_stored_band(src, stored_band_rows(src, block), [&](size_t k0, size_t rows, const uint8_t* b) {
+  const bool done = for_each_stored_band(src, stored_band_rows(src, block), [&](size_t k0, size_t rows, StoredRows b) {
     const size_t row_blocks = rows / block, kb = k0 / block;
     auto task = [&](size_t c0, size_t c1) {
       thread_local TaskBuffers t;
       const size_t n_rows = c1 - c0, n = n_rows * rows, n_blocks = n_rows * row_blocks;
       t.stored.resize(n * es);
-      transpose_block(b + c0 * es, N, rows, n_rows, es, t.stored.data());
+      transpose_block(b.data + c0 * es, b.pitch, rows, n_rows, es, t.stored.data());
       if (k.find_nonfinite(t.stored.data(), v.dtype, n) != n) {
         finite = false;
         return;

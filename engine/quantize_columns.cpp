@@ -36,6 +36,19 @@ constexpr size_t kHugeBandBytes = size_t(4) << 20;
 constexpr size_t kColumnsPerTask = 256;
 static_assert(kColumnsPerTask % 16 == 0, "tasks start on a group of ColumnQuantJob::partials");
 
+// Bytes from one stored row to the next in a band buffer: the row, and one more cache line
+// where the row is a whole even number of lines of 4 KiB or more. Rows 8 KiB apart (2048
+// f32 columns) fall into 16 of the L2's 2048 sets (8 ways) on the buffer's 2 MiB pages,
+// and into one of the L1's 64: the kernel reads one line of every row of the band per
+// group of columns, so those lines, and the next group's it prefetches, evicted one
+// another. An odd number of lines spreads consecutive rows over every set.
+// kernels_bench quantize_columns/mnn_asym/b4/g64/f32/engine_bands{,_pitch+64B}/avx512/64MiB.
+size_t band_pitch(size_t stored_row_bytes) {
+  constexpr size_t kLine = 64;
+  if (stored_row_bytes < 4096 || stored_row_bytes % kLine != 0 || (stored_row_bytes / kLine) % 2 == 1) return stored_row_bytes;
+  return stored_row_bytes + kLine;
+}
+
 size_t band_rows(size_t band_bytes, size_t block, size_t stored_row_bytes) {
   const size_t per_block = block * stored_row_bytes;
   return block * std::max<size_t>(1, band_bytes / std::max<size_t>(per_block, 1));
@@ -62,13 +75,14 @@ size_t stored_band_rows(const RowSource& src, size_t block) {
 
 bool for_each_stored_band(const RowSource& src, size_t band, const StoredBand& body) {
   const TensorView& v = src.view;  // listed [N, K]; data: the stored [K, N]
-  const size_t N = v.rows(), K = v.cols(), es = dtype_size(v.dtype), band_bytes = band * N * es;
+  const size_t N = v.rows(), K = v.cols(), es = dtype_size(v.dtype), row_bytes = N * es;
+  const size_t pitch_bytes = band_pitch(row_bytes), band_bytes = band * pitch_bytes;
   const auto* base = static_cast<const uint8_t*>(v.data);
   uint64_t offset = 0;
   const bool from_file = v.mapped.offset_of(v.data, v.nbytes, &offset);
   if (!from_file) {  // the mapping as it is
     for (size_t k0 = 0; k0 < K; k0 += band) {
-      if (!body(k0, std::min(band, K - k0), base + k0 * N * es)) return false;
+      if (!body(k0, std::min(band, K - k0), {base + k0 * row_bytes, N})) return false;
     }
     return true;
   }
@@ -84,15 +98,17 @@ bool for_each_stored_band(const RowSource& src, size_t band, const StoredBand& b
     }
     if (buf.size() < band_bytes) buf.resize(band_bytes);  // within the capacity
   }
-  // Band k0's rows, read like a contiguous tensor's tiles (engine/tensor.h says why pread);
-  // where the file cannot be read so, the mapping is read as it is.
-  auto read_band = [&](size_t k0, uint8_t* to) -> const uint8_t* {
-    const uint8_t* b = base + k0 * N * es;
-    return v.mapped.read(b, std::min(band, K - k0) * N * es, to) ? to : b;
+  // Band k0's rows, read like a contiguous tensor's tiles (engine/tensor.h says why pread),
+  // each at pitch_bytes from the last; where the file cannot be read so, the mapping is
+  // read as it is.
+  auto read_band = [&](size_t k0, uint8_t* to) -> StoredRows {
+    const uint8_t* b = base + k0 * row_bytes;
+    if (v.mapped.read_rows(b, std::min(band, K - k0), row_bytes, to, pitch_bytes)) return {to, pitch_bytes / es};
+    return {b, N};
   };
-  const uint8_t* next = read_band(0, kept[0].data());
+  StoredRows next = read_band(0, kept[0].data());
   for (size_t k0 = 0, i = 0; k0 < K; k0 += band, ++i) {
-    const uint8_t* b = next;
+    const StoredRows b = next;
     bool ok = true;
     // Isolated: while this thread waits, it must not start another tensor's bands, which
     // would reuse these buffers.
@@ -125,14 +141,18 @@ bool quantize_stored_columns(const RowSource& src, QuantizedTensor& q, std::vect
   thread_local std::vector<float> partials_kept;
   if (row_sums) partials_kept.assign(column_partials(N), 0.0f);
   float* const partials = partials_kept.data();
-  const bool finite = for_each_stored_band(src, stored_band_rows(src, q.block), [&](size_t k0, size_t rows, const uint8_t* b) {
+  const bool finite = for_each_stored_band(src, stored_band_rows(src, q.block), [&](size_t k0, size_t rows, StoredRows b) {
     // Measured, the bands need no scan for NaN and Inf: the sums of squares below show one.
-    if (!row_sums && k.find_nonfinite(b, v.dtype, rows * N) != rows * N) return false;
+    if (!row_sums) {
+      for (size_t r = 0; r < rows; ++r) {
+        if (k.find_nonfinite(b.data + r * b.pitch * es, v.dtype, N) != N) return false;
+      }
+    }
     auto columns_of_band = [&](size_t c0, size_t c1) {
       ColumnQuantJob job{};
-      job.src = b + c0 * es;
+      job.src = b.data + c0 * es;
       job.src_dtype = v.dtype;
-      job.src_row_stride = N;
+      job.src_row_stride = b.pitch;
       job.rows = rows;
       job.cols = c1 - c0;
       job.block = q.block;

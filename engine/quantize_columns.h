@@ -38,15 +38,23 @@ bool stored_columns_apply(const RowSource& src, const QuantSpec& spec, size_t bl
 // about column_band_bytes_from_env() bytes, at least one block, at most all of them.
 size_t stored_band_rows(const RowSource& src, size_t block);
 
+// Stored rows [k0, k0 + rows) of a band: row j's N elements at data + j * pitch elements.
+struct StoredRows {
+  const uint8_t* data;
+  size_t pitch;  // elements of the view's dtype from one stored row to the next (>= N)
+};
+
 // Reads the stored rows of a transposed source in bands of `band` rows, in order, and
 // calls body(k0, rows, data) for rows [k0, k0 + rows) (rows = band but for the last),
-// data holding them contiguous (rows x N elements of the view's dtype): pread from the
+// data holding them one after another (rows x N elements of the view's dtype, each row
+// data.pitch elements from the last: a cache line more than N where that spreads them
+// over the caches' sets, quantize_columns.cpp band_pitch): pread from the
 // file into one of this thread's two band buffers (on 2 MiB pages) where the view is
 // mapped from one, the next band read into the other by a task of its own while body
 // codes this one; else the mapping itself. Stops when body returns false, and returns
 // false then. The buffers are this thread's: body must not start another tensor's bands
 // on this thread (run its parallel work under tbb::this_task_arena::isolate).
-using StoredBand = std::function<bool(size_t k0, size_t rows, const uint8_t* data)>;
+using StoredBand = std::function<bool(size_t k0, size_t rows, StoredRows data)>;
 bool for_each_stored_band(const RowSource& src, size_t band, const StoredBand& body);
 
 // Fills q (shape, spec, block and buffers set up by quantize_tensor) with the same codes

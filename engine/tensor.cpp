@@ -1,5 +1,6 @@
 #include "engine/tensor.h"
 
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -31,6 +32,33 @@ bool MappedSource::read(const void* p, size_t n, void* dst) const {
     d += got;
     n -= size_t(got);
     offset += uint64_t(got);
+  }
+  return true;
+}
+
+bool MappedSource::read_rows(const void* p, size_t rows, size_t row_bytes, void* dst, size_t dst_pitch) const {
+  if (dst_pitch == row_bytes) return read(p, rows * row_bytes, dst);
+  uint64_t offset = 0;
+  if (!offset_of(p, rows * row_bytes, &offset)) return false;
+  auto* d = static_cast<uint8_t*>(dst);
+  constexpr size_t kMaxIov = 1024;  // IOV_MAX on Linux
+  iovec iov[kMaxIov];
+  for (size_t r0 = 0; r0 < rows;) {
+    const size_t n = rows - r0 < kMaxIov ? rows - r0 : kMaxIov;
+    for (size_t i = 0; i < n; ++i) iov[i] = {d + (r0 + i) * dst_pitch, row_bytes};
+    const ssize_t got = ::preadv(fd, iov, int(n), off_t(offset + r0 * row_bytes));
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) return false;
+    const size_t whole = size_t(got) / row_bytes;  // rows done; a short read ends mid-row
+    if (whole < n && size_t(got) % row_bytes) {
+      const size_t part = size_t(got) % row_bytes;
+      const size_t r = r0 + whole;
+      if (!read(static_cast<const uint8_t*>(p) + r * row_bytes + part, row_bytes - part, d + r * dst_pitch + part))
+        return false;
+      r0 = r + 1;
+    } else {
+      r0 += whole;
+    }
   }
   return true;
 }

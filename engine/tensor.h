@@ -51,6 +51,9 @@ struct MappedSource {
   // under its mapping: the caller then reads the mapping, which raises the same fault it
   // always would have.
   bool read(const void* p, size_t n, void* dst) const;
+  // read() of `rows` runs of row_bytes, consecutive at p, to dst with dst_pitch bytes
+  // from one run's start to the next (scattered by preadv, one call per 1024 rows).
+  bool read_rows(const void* p, size_t rows, size_t row_bytes, void* dst, size_t dst_pitch) const;
 };
 
 struct TensorView {

@@ -296,40 +296,50 @@ class MappedTensorFile {
 // code this one): on any thread count every band reaches the body from a buffer, never
 // the mapping, holding the file's rows, in order; a body that stops or throws ends it.
 TEST(Quantize, StoredBandsArePreadIntoTheReadingThreadsBuffers) {
-  const size_t K = 1000, N = 96, band = 64;  // stored [K, N]: 16 bands, the last of 40 rows
-  std::vector<float> w = normal(K * N, 0.02f, 23);
-  const MappedTensorFile file(w);
-  TensorView listed = file.view(N, K, true);  // listed [N, K], data the stored [K, N]
-  const RowSource src = RowSource::transposed_of(listed);
-  for (int threads : {1, 2, 3}) {
-    std::vector<size_t> seen;
-    Scheduler(threads).run([&] {
-      EXPECT_TRUE(for_each_stored_band(src, band, [&](size_t k0, size_t rows, const uint8_t* data) {
-        EXPECT_EQ(rows, std::min(band, K - k0));
-        EXPECT_TRUE(data < file.base() || data >= file.base() + 12 + K * N * 4) << "band " << k0 << " read from the mapping";
-        EXPECT_EQ(std::memcmp(data, w.data() + k0 * N, rows * N * 4), 0) << "band " << k0;
-        seen.push_back(k0);
-        // Work of the workers' own, so that an idle one takes the next band's read.
-        tbb::this_task_arena::isolate([] { parallel_row_tiles(64, 8, [](size_t, size_t) { ::usleep(200); }); });
-        return true;
-      }));
-    });
-    ASSERT_EQ(seen.size(), 16u) << threads << " threads";
-    for (size_t i = 0; i < seen.size(); ++i) EXPECT_EQ(seen[i], i * band);
-    size_t calls = 0;
-    Scheduler(threads).run([&] {
-      EXPECT_FALSE(for_each_stored_band(src, band, [&](size_t k0, size_t, const uint8_t*) { ++calls; return k0 < 3 * band; }));
-    });
-    EXPECT_EQ(calls, 4u) << "stopped at the band whose body returned false";
-    calls = 0;
-    Scheduler(threads).run([&] {
-      EXPECT_THROW(for_each_stored_band(src, band, [&](size_t k0, size_t, const uint8_t*) -> bool {
-        ++calls;
-        if (k0 == 5 * band) throw Error("band 5 broken on purpose");
-        return true;
-      }), Error);
-    });
-    EXPECT_EQ(calls, 6u);
+  // Rows of 384 bytes, read as they lie; rows of 8 KiB (an even number of cache lines),
+  // read one line further apart each (band_pitch): the same rows either way.
+  struct Shape {
+    size_t K, N, band, bands, pitch;
+  } shapes[] = {{1000, 96, 64, 16, 96}, {200, 2048, 64, 4, 2048 + 16}};
+  for (const Shape& sh : shapes) {
+    const size_t K = sh.K, N = sh.N, band = sh.band;
+    SCOPED_TRACE(std::to_string(N) + " columns");
+    std::vector<float> w = normal(K * N, 0.02f, 23);
+    const MappedTensorFile file(w);
+    TensorView listed = file.view(N, K, true);  // listed [N, K], data the stored [K, N]
+    const RowSource src = RowSource::transposed_of(listed);
+    for (int threads : {1, 2, 3}) {
+      std::vector<size_t> seen;
+      Scheduler(threads).run([&] {
+        EXPECT_TRUE(for_each_stored_band(src, band, [&](size_t k0, size_t rows, StoredRows b) {
+          EXPECT_EQ(rows, std::min(band, K - k0));
+          EXPECT_TRUE(b.data < file.base() || b.data >= file.base() + 12 + K * N * 4) << "band " << k0 << " read from the mapping";
+          EXPECT_EQ(b.pitch, sh.pitch);
+          for (size_t r = 0; r < rows; ++r)
+            EXPECT_EQ(std::memcmp(b.data + r * b.pitch * 4, w.data() + (k0 + r) * N, N * 4), 0) << "band " << k0 << " row " << r;
+          seen.push_back(k0);
+          // Work of the workers' own, so that an idle one takes the next band's read.
+          tbb::this_task_arena::isolate([] { parallel_row_tiles(64, 8, [](size_t, size_t) { ::usleep(200); }); });
+          return true;
+        }));
+      });
+      ASSERT_EQ(seen.size(), sh.bands) << threads << " threads";
+      for (size_t i = 0; i < seen.size(); ++i) EXPECT_EQ(seen[i], i * band);
+      size_t calls = 0;
+      Scheduler(threads).run([&] {
+        EXPECT_FALSE(for_each_stored_band(src, band, [&](size_t k0, size_t, StoredRows) { ++calls; return k0 < 2 * band; }));
+      });
+      EXPECT_EQ(calls, 3u) << "stopped at the band whose body returned false";
+      calls = 0;
+      Scheduler(threads).run([&] {
+        EXPECT_THROW(for_each_stored_band(src, band, [&](size_t k0, size_t, StoredRows) -> bool {
+          ++calls;
+          if (k0 == 2 * band) throw Error("band 2 broken on purpose");
+          return true;
+        }), Error);
+      });
+      EXPECT_EQ(calls, 3u);
+    }
   }
 }
 

@@ -300,6 +300,18 @@ TEST_F(OnnxReaderTest, MatMulWeightsQuantizedInBandsGiveTheRowPathsBytes) {
   save_matmul_in_external_data(stored, K, N, kOffset);
   expect_quantized_as_rows("WQUANT_COLUMN_BAND_BYTES=100000 ",
                            {"--bits 4 --block 32 --asym", "--bits 3 --block 32 --hqq", "--bits 4 --block 64 --hqq"});
+  // Rows of 4 KiB and more (an even number of cache lines) are read into the band buffer
+  // one line apart more (quantize_columns.cpp band_pitch): the same bytes and figures.
+  constexpr size_t K2 = 320, N2 = 1040;  // 4160-byte rows, 65 lines: as they are
+  constexpr size_t K3 = 256, N3 = 2048;  // 8 KiB rows: padded
+  for (const auto& [k, n] : {std::pair{K2, N2}, std::pair{K3, N3}}) {
+    SCOPED_TRACE(std::to_string(n) + " columns");
+    std::vector<float> st(k * n);
+    for (size_t i = 0; i < st.size(); ++i) st[i] = std::cos(float(i) * 0.11f) * (1.0f + float(i % 331) * 1e-3f);
+    save_matmul_in_external_data(st, k, n, kOffset);
+    expect_quantized_as_rows("WQUANT_COLUMN_BAND_BYTES=1000000 ",
+                             {"--bits 4 --block 64 --asym", "--bits 4 --block 32", "--bits 3 --block 32 --hqq"});
+  }
 }
 
 // Every MatMul weight reaches the quantizer as stored, to be read in bands of stored rows
