@@ -121,8 +121,9 @@ void build(Options& o, Bound& b) {
   app.get_formatter()->column_width(40);
 
   CLI::App* q = o.quantize = app.add_subcommand("quantize", "Quantize a model: IN (safetensors, GGUF, ONNX) to OUT (.wq, .safetensors, .gguf, .onnx)");
-  q->add_option("IN", b.pos[0], "Input model (safetensors file or sharded index .json, GGUF); or --modelFile")->type_name("");
-  q->add_option("OUT", b.pos[1], "Output model: .wq, .safetensors or .gguf; or --MNNModel")->type_name("");
+  q->add_option("IN", b.pos[0], "Input model (safetensors file or sharded index .json, GGUF, ONNX); or --modelFile")->type_name("");
+  q->add_option("OUT", b.pos[1], "Output model: .wq, .safetensors, .gguf or .onnx; or --MNNModel (a GGUF type here: "
+                                 "llama-quantize's IN TYPE form, OUT ggml-model-TYPE.gguf)")->type_name("");
   q->add_option("TYPE", b.pos[2], "llama-quantize's form: the GGUF type or mix, as --type")->type_name("");
   q->add_option("THREADS", b.pos[3], "llama-quantize's form: worker threads, as --threads")->type_name("");
   o.model_file = q->add_option("--modelFile", b.model_file, "MNNConvert spelling of IN")->type_name("IN");

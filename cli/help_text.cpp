@@ -93,7 +93,8 @@ Q4_1, Q5_0, Q5_1, Q8_0, F16, BF16; default from --bits: 4 -> Q4_0, 5 -> Q5_0, 8 
 with --asym/--hqq Q4_1 / Q5_1; with a mix, --hqq refines the sub-block minima of its
 Q2_K / Q4_K / Q5_K tensors), and each tensor gets the type llama-quantize picks for
 it, in llama-quantize's tensor order and key order: the same file. llama-quantize's form
-works too: wquant quantize [options] IN OUT TYPE [THREADS], with --pure,
+works too: wquant quantize [options] IN OUT TYPE [THREADS] (or IN TYPE [THREADS], which
+writes ggml-model-TYPE.gguf in IN's folder, as llama-quantize names it), with --pure,
 --leave-output-tensor, --output-tensor-type T, --token-embedding-type T, --tensor-type
 PATTERN=T, --imatrix FILE (llama-imatrix's .dat or GGUF; --include-weights /
 --exclude-weights NAME pick its entries), --allow-requantize, --keep-split (a split IN,
