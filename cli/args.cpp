@@ -359,11 +359,10 @@ int parse_threads_positional(const std::string& text) {
 // The type's name as llama-quantize spells it in the OUT it makes up (its QUANT_OPTIONS
 // entry: an alias where given, or the first entry of a numeric ftype, Q4_K for 15).
 std::string llama_quantize_type_name(const std::string& text, const GgufMix& mix) {
-  static const char* const kAliases[][2] = {{"Q3_K", "Q3_K_M"}, {"Q4_K", "Q4_K_M"}, {"Q5_K", "Q5_K_M"}};
   const bool numeric = !text.empty() && text.find_first_not_of("0123456789") == std::string::npos;
   std::string upper = text;
   for (char& c : upper) c = char(std::toupper(static_cast<unsigned char>(c)));
-  for (const auto& [alias, target] : kAliases) {
+  for (const auto& [alias, target] : gguf_mix_aliases()) {
     if (numeric ? std::string(mix.name) == target : upper == alias) return alias;
   }
   return mix.name;

@@ -99,7 +99,7 @@ void check_output_path(const std::string& out, const std::vector<std::string>& i
   const std::string name = std::filesystem::path(out).filename().string();
   if (name.size() > NAME_MAX) {
     throw output_error(out, "the file name is " + std::to_string(name.size()) + " bytes long, more than this system's " +
-                                std::to_string(NAME_MAX) + " (for ONNX output, OUT.data must fit too)");
+                                std::to_string(NAME_MAX));
   }
   struct stat st;
   if (::stat(out.c_str(), &st) == 0) {

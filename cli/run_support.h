@@ -48,16 +48,21 @@ void set_signal_input(const std::string& path);
 // Runs f(). An Error from it whose message starts with none of `known` (the files of the
 // run) is rethrown with `file` in front, so every error line names a file: the engine
 // and the plan know tensors, not files.
-template <class F>
-auto naming_file(const std::string& file, const std::vector<std::string>& known, F&& f) -> decltype(f()) {
+// (naming_file with the file chosen by file_of(message).)
+template <class FileOf, class F>
+auto naming_file_of(const FileOf& file_of, const std::vector<std::string>& known, F&& f) -> decltype(f()) {
   try {
     return f();
   } catch (const Error& e) {
     for (const std::string& k : known) {
       if (!k.empty() && e.message().compare(0, k.size() + 1, k + ":") == 0) throw;
     }
-    throw Error(file + ": " + e.message(), e.kind());
+    throw Error(file_of(e.message()) + ": " + e.message(), e.kind());
   }
+}
+template <class F>
+auto naming_file(const std::string& file, const std::vector<std::string>& known, F&& f) -> decltype(f()) {
+  return naming_file_of([&](const std::string&) { return file; }, known, std::forward<F>(f));
 }
 
 // naming_file for a run over a model's tensors: an error that starts with a tensor's name
@@ -66,24 +71,20 @@ auto naming_file(const std::string& file, const std::vector<std::string>& known,
 template <class F>
 auto naming_tensor_file(const std::string& file, const ModelReader& reader, const std::vector<std::string>& known,
                         F&& f) -> decltype(f()) {
-  try {
-    return f();
-  } catch (const Error& e) {
-    for (const std::string& k : known) {
-      if (!k.empty() && e.message().compare(0, k.size() + 1, k + ":") == 0) throw;
-    }
+  auto file_of = [&](const std::string& message) {
     std::string at = file;
     size_t longest = 0;
     const std::vector<TensorInfo>& ts = reader.tensors();
     for (size_t i = 0; i < ts.size(); ++i) {
       const std::string& n = ts[i].name;
-      if (n.size() >= longest && !n.empty() && e.message().compare(0, n.size() + 1, n + ":") == 0) {
+      if (n.size() >= longest && !n.empty() && message.compare(0, n.size() + 1, n + ":") == 0) {
         longest = n.size();
         at = reader.file_of(i);
       }
     }
-    throw Error(at + ": " + e.message(), e.kind());
-  }
+    return at;
+  };
+  return naming_file_of(file_of, known, std::forward<F>(f));
 }
 
 // "quantize", "ggml", "float", "copy".

@@ -263,9 +263,13 @@ const std::vector<GgufMix>& gguf_mixes() {
   return mixes;
 }
 
+const std::vector<GgufMixAlias>& gguf_mix_aliases() {
+  static const std::vector<GgufMixAlias> aliases = {{"Q3_K", "Q3_K_M"}, {"Q4_K", "Q4_K_M"}, {"Q5_K", "Q5_K_M"}};
+  return aliases;
+}
+
 std::optional<GgufMix> gguf_mix_named(std::string_view name) {
-  static const std::pair<const char*, const char*> kAliases[] = {{"Q3_K", "Q3_K_M"}, {"Q4_K", "Q4_K_M"}, {"Q5_K", "Q5_K_M"}};
-  for (const auto& [alias, target] : kAliases) {
+  for (const auto& [alias, target] : gguf_mix_aliases()) {
     if (iequals(name, alias)) name = target;
   }
   for (const GgufMix& m : gguf_mixes()) {

@@ -36,6 +36,12 @@ const std::vector<GgufMix>& gguf_mixes();
 // By name, case-insensitive, with llama-quantize's aliases (Q3_K = Q3_K_M, Q4_K = Q4_K_M,
 // Q5_K = Q5_K_M) and its numeric form (the file type: "15" = Q4_K_M). nullopt otherwise.
 std::optional<GgufMix> gguf_mix_named(std::string_view name);
+// Those aliases, {alias, mix name}, in llama-quantize's QUANT_OPTIONS spelling.
+struct GgufMixAlias {
+  const char* alias;
+  const char* mix;
+};
+const std::vector<GgufMixAlias>& gguf_mix_aliases();
 
 // The hyper-parameters llama_tensor_get_type reads (llama_hparams, model.type, arch).
 struct MixModel {

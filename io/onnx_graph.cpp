@@ -198,10 +198,9 @@ class Planner {
 
   // The element type the graph reads the weight as: its own, or an earlier run's Cast's.
   static DType graph_dtype(const OnnxInitializer& in, const TensorInfo& info) {
-    if (in.graph_type == onnx::TensorProto::FLOAT) return DType::F32;
-    if (in.graph_type == onnx::TensorProto::FLOAT16) return DType::F16;
-    if (in.graph_type == onnx::TensorProto::BFLOAT16) return DType::BF16;
-    return info.dtype;
+    DType t = info.dtype;
+    dtype_of_onnx(in.graph_type, &t);  // (0 when there is no Cast: the weight's own)
+    return t;
   }
 
   void kept_float(size_t pi, const TensorPlan& p, const TensorInfo& info, const OnnxInitializer& in) {

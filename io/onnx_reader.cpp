@@ -534,11 +534,12 @@ class OnnxReaderImpl final : public OnnxReader {
       const auto it = by_name.find(n.input(0));
       if (it == by_name.end() || by_name.count(name) || n.name() != name + "/cast") continue;
       OnnxInitializer& in = inits_[it->second];
-      const int stored = in.header.data_type(), to = int(attr_int(n, "to", 0));
-      const char* suffix = stored == onnx::TensorProto::FLOAT16 ? ".f16" : stored == onnx::TensorProto::BFLOAT16 ? ".bf16" : nullptr;
-      const bool widens = to == onnx::TensorProto::FLOAT || (to == onnx::TensorProto::FLOAT16 && stored == onnx::TensorProto::BFLOAT16) ||
-                          (to == onnx::TensorProto::BFLOAT16 && stored == onnx::TensorProto::FLOAT16);
-      if (!suffix || !widens || n.input(0) != name + suffix || !in.graph_name.empty()) continue;
+      // Stored as one float dtype, cast to another, named NAME + "." + the stored dtype's
+      // name: as kept_float (onnx_graph.cpp) writes it.
+      const int to = int(attr_int(n, "to", 0));
+      DType stored_t, to_t;
+      if (!dtype_of_onnx(in.header.data_type(), &stored_t) || !dtype_of_onnx(to, &to_t) || stored_t == to_t) continue;
+      if (n.input(0) != name + "." + dtype_name(stored_t) || !in.graph_name.empty()) continue;
       in.graph_name = name;
       in.cast_node = k;
       in.graph_type = to;
@@ -566,8 +567,8 @@ class OnnxReaderImpl final : public OnnxReader {
         }
       }
       const Uses& u = uses[in.read_as()];
-      const int t = in.header.data_type();
-      const bool is_float = t == onnx::TensorProto::FLOAT || t == onnx::TensorProto::FLOAT16 || t == onnx::TensorProto::BFLOAT16;
+      DType float_type;
+      const bool is_float = dtype_of_onnx(in.header.data_type(), &float_type);
       in.weight = is_float && in.header.dims_size() >= 2 && u.weight > 0 && u.other == 0;
       in.transposed = in.weight && in.header.dims_size() == 2 && u.transposed == u.weight;
       in.matmul_only = in.transposed && u.matmul == u.weight;
@@ -626,8 +627,7 @@ class OnnxReaderImpl final : public OnnxReader {
       info.kind = StoredKind::Other;
       if (in.weight) {
         info.kind = StoredKind::Float;
-        const int t = in.header.data_type();
-        info.dtype = t == onnx::TensorProto::FLOAT ? DType::F32 : t == onnx::TensorProto::FLOAT16 ? DType::F16 : DType::BF16;
+        dtype_of_onnx(in.header.data_type(), &info.dtype);  // (a weight is float: classify)
       }
       Entry e;
       e.init = j;
@@ -669,6 +669,15 @@ bool looks_like_onnx(const std::string& path, const uint8_t* head, size_t n) {
   if (path.size() > ext.size() && path.compare(path.size() - ext.size(), ext.size(), ext) == 0) return true;
   // ModelProto starts with ir_version (field 1, varint): key 0x08, then a small version.
   return n >= 2 && head[0] == 0x08 && head[1] >= 1 && head[1] < 0x40;
+}
+
+bool dtype_of_onnx(int onnx_type, DType* t) {
+  switch (onnx_type) {
+    case onnx::TensorProto::FLOAT: *t = DType::F32; return true;
+    case onnx::TensorProto::FLOAT16: *t = DType::F16; return true;
+    case onnx::TensorProto::BFLOAT16: *t = DType::BF16; return true;
+    default: return false;
+  }
 }
 
 int onnx_type_of(DType t) {

@@ -65,5 +65,7 @@ bool looks_like_onnx(const std::string& path, const uint8_t* head, size_t n);
 
 // The ONNX element type of a float dtype (FLOAT, FLOAT16, BFLOAT16).
 int onnx_type_of(DType t);
+// Its inverse: false for an element type that is no float dtype.
+bool dtype_of_onnx(int onnx_type, DType* t);
 
 }  // namespace wq
