@@ -344,16 +344,18 @@ void set_type(const std::string& text, const char* flag, QuantizeArgs& a) {
   if (parse_ggml_type(mix->name, &t)) a.said.ggml = t;
 }
 
-// THREADS in llama-quantize's form: as --threads takes it.
+// THREADS in llama-quantize's form: as --threads takes it, and a negative number, which
+// llama-quantize takes for every core (its nthread <= 0), as 0. (It reads the number with
+// std::stoi, so "4abc" is 4 there; here text after the number is refused.)
 int parse_threads_positional(const std::string& text) {
   int64_t v = 0;
   const char* end = text.data() + text.size();
   const auto [ptr, ec] = std::from_chars(text.data(), end, v);
-  if (text.empty() || ec != std::errc() || ptr != end || v < 0 || v > kMaxThreads) {
-    throw usage("quantize: THREADS: expected a number of threads from 0 (every core) to " + std::to_string(kMaxThreads) +
-                ", got '" + text + "'");
+  if (text.empty() || ec != std::errc() || ptr != end || v > kMaxThreads) {
+    throw usage("quantize: THREADS: expected a number of threads from 0 (every core; or negative, as llama-quantize takes it) to " +
+                std::to_string(kMaxThreads) + ", got '" + text + "'");
   }
-  return int(v);
+  return int(std::max<int64_t>(v, 0));
 }
 
 // The type's name as llama-quantize spells it in the OUT it makes up (its QUANT_OPTIONS

@@ -16,6 +16,7 @@
 #include "engine/error.h"
 #include "engine/scheduler.h"
 #include "engine/tensor.h"
+#include "io/mapped_file.h"
 #include "io/output_file.h"
 #include "kernels/ggml_blocks.h"
 
@@ -55,13 +56,17 @@ void on_interrupt(int) {
 }
 
 // SIGBUS: a page of a mapped input is no longer backed by the file, i.e. the file was
-// truncated (or replaced in place) while wquant read it. Input error, not a crash.
-void on_bus(int) {
+// truncated (or replaced in place) while wquant read it. Input error, not a crash. The
+// file named is the one mapped at the faulting address (an ONNX model's external data, a
+// shard), else the input the command was given.
+void on_bus(int, siginfo_t* info, void*) {
   wq::remove_temp_outputs_from_signal();
   static const char head[] = "wquant: error: ";
   static const char tail[] = ": input changed while reading (truncated or rewritten by another process)\n";
+  const char* file = info ? wq::mapped_path_at(info->si_addr) : nullptr;
   write_all(head, sizeof head - 1);
-  write_all(g_input, ::strlen(g_input));
+  if (!file) file = g_input;
+  write_all(file, ::strlen(file));
   write_all(tail, sizeof tail - 1);
   _exit(3);
 }
@@ -98,8 +103,8 @@ void install_interrupt_handlers() {
   sigaction(SIGTERM, &sa, nullptr);
 
   struct sigaction bus {};
-  bus.sa_handler = on_bus;
-  bus.sa_flags = SA_ONSTACK;
+  bus.sa_sigaction = on_bus;
+  bus.sa_flags = SA_ONSTACK | SA_SIGINFO;
   sigfillset(&bus.sa_mask);
   sigaction(SIGBUS, &bus, nullptr);
 

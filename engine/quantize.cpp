@@ -29,7 +29,9 @@ void check_view_size(const TensorView& w) {
   if (n && !w.data) throw Error(w.name + ": no data");
 }
 
-// row_base: the tensor row of w's row 0 (w a tile of the tensor), for the message.
+// row_base: the tensor row of w's row 0 (w a tile of the tensor), for the message. Where
+// the file holds the tensor transposed (w.stored_transposed), the message gives the
+// stored position first, the one a user finds in the file, and the listed one after.
 static void check_finite_rows(const TensorView& w, size_t cols, size_t r0, size_t r1, const Kernels& k,
                               size_t row_base = 0) {
   const auto* base = static_cast<const uint8_t*>(w.data);
@@ -38,8 +40,11 @@ static void check_finite_rows(const TensorView& w, size_t cols, size_t r0, size_
   const size_t i = k.find_nonfinite(base + r0 * cols * es, w.dtype, n);
   if (i == n) return;
   const size_t row = row_base + r0 + i / cols, col = i % cols;
-  throw Error(w.name + ": non-finite weight (NaN or Inf) at row " + std::to_string(row) + ", column " +
-              std::to_string(col) + "; wquant does not quantize tensors with NaN or Inf");
+  const std::string at = w.stored_transposed
+                             ? "[" + std::to_string(col) + "][" + std::to_string(row) + "] as stored (row " +
+                                   std::to_string(row) + ", column " + std::to_string(col) + " of the transposed listing)"
+                             : "row " + std::to_string(row) + ", column " + std::to_string(col);
+  throw Error(w.name + ": non-finite weight (NaN or Inf) at " + at + "; wquant does not quantize tensors with NaN or Inf");
 }
 
 static std::string num(double x) {

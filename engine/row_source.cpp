@@ -27,6 +27,7 @@ TensorView RowSource::tile(size_t r0, size_t r1, std::vector<uint8_t>* scratch) 
   // Stored [cols, rows]: listed rows r0..r1 are stored columns r0..r1 of every stored row.
   transpose_block(base + r0 * es, view.rows(), cols, r1 - r0, es, scratch->data());
   t.data = scratch->data();
+  t.stored_transposed = true;
   return t;
 }
 
@@ -51,6 +52,8 @@ TensorView contiguous_view(const RowSource& s, std::vector<uint8_t>* buf) {
   buf->resize(t.nbytes);
   transpose_2d(static_cast<const uint8_t*>(s.view.data), s.view.cols(), s.view.rows(), dtype_size(t.dtype), buf->data());
   t.data = buf->data();
+  t.mapped = {};
+  t.stored_transposed = true;
   return t;
 }
 

@@ -66,6 +66,9 @@ struct TensorView {
   // The tensor row this view's row 0 is, when the view is a run of a larger tensor's rows
   // (the pipeline's row pieces): messages name rows of the tensor, not of the view.
   size_t first_row = 0;
+  // The view's rows are the columns of the tensor as its file stores it (a transposed
+  // source's tiles, engine/row_source.h): messages then give positions as stored.
+  bool stored_transposed = false;
 
   size_t numel() const;
   size_t rows() const;

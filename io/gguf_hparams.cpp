@@ -65,11 +65,34 @@ std::string string_value(const GgufMetadata& meta, const std::string& key, const
   return std::string(reinterpret_cast<const char*>(kv->value.data()) + 8, n);
 }
 
+// Keys llama.cpp's loader requires of every model it loads (llama_model::load_hparams,
+// c392e5094): llama-quantize refuses a file without them ("key not found in model"), and
+// a file written without them would not load. Not every architecture's own required keys
+// are checked, only those of all architectures and of llama's.
+void require_loader_keys(const GgufMetadata& meta, const std::string& arch, const std::string& path) {
+  auto missing = [&](const std::string& key, const char* what) {
+    return Error(path + ": metadata " + key + ": " + what + " (llama.cpp requires it: llama-quantize refuses such a file, " +
+                 "and llama.cpp would not load its output)");
+  };
+  for (const char* k : {"context_length", "embedding_length"}) {
+    const std::string key = arch + "." + k;
+    if (!meta.find(key)) throw missing(key, "missing");
+    if (ints(meta, key, path).size() != 1) throw missing(key, "not one integer");
+  }
+  if (arch == "llama") {
+    const std::string key = "llama.attention.layer_norm_rms_epsilon";
+    const GgufKV* kv = meta.find(key);
+    if (!kv) throw missing(key, "missing");
+    if (kv->type != uint32_t(GgufValueType::F32)) throw missing(key, "not an f32");
+  }
+}
+
 }  // namespace
 
 MixModel gguf_mix_model(const GgufMetadata& meta, const std::string& path) {
   MixModel m;
   m.arch = string_value(meta, "general.architecture", path);
+  require_loader_keys(meta, m.arch, path);
   const std::string a = m.arch + ".";
   const std::vector<int64_t> layers = ints(meta, a + "block_count", path);
   if (layers.size() != 1 || layers[0] < 0 || layers[0] > 100000) {

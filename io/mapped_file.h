@@ -15,6 +15,12 @@ namespace wq {
 // or device is no model (and a read of a FIFO would wait for a writer).
 void require_regular_file(unsigned st_mode, const std::string& path);
 
+// The path of the mapped input holding `addr`, or nullptr: for the SIGBUS handler
+// (cli/run_support.cpp), which names the file that shrank under it (an ONNX model's
+// external data, a shard) rather than the model the user named. Async-signal-safe: it only
+// reads a fixed table of the live mappings that MappedFile keeps.
+const char* mapped_path_at(const void* addr) noexcept;
+
 class MappedFile {
  public:
   // Throws Error (ErrorKind::Input) naming the path if it cannot be opened or mapped.
@@ -44,6 +50,7 @@ class MappedFile {
   uint64_t size_ = 0;
   const uint8_t* data_ = nullptr;
   int fd_ = -1;  // kept open for pread (RowSource::tile)
+  int slot_ = -1;  // in mapped_path_at's table, or -1 (full, or nothing mapped)
 };
 
 }  // namespace wq

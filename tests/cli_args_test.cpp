@@ -188,7 +188,7 @@ TEST(CliArgs, BadValuesAreUsageErrorsNamingTheFlag) {
   EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--tensor-type", "attn_v"}), "PATTERN=TYPE"));
   EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--tensor-type", "=q8_0"}), "PATTERN=TYPE"));
   EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--tensor-type", "attn_v=q9_9"}), "--tensor-type"));
-  EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "Q4_K_M", "-1"}), "THREADS"));
+  EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "Q4_K_M", "4abc"}), "THREADS"));
   EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "Q4_K_M", "two"}), "THREADS"));
   EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "Q4_K_M", "2", "--threads", "2"}), "threads are given twice"));
   EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "Q4_K_M", "--type", "Q8_0"}), "type is given twice"));
@@ -514,6 +514,11 @@ TEST(CliArgs, LlamaQuantizeFormAndOptions) {
   EXPECT_EQ(a.gguf.exclude_weights, (std::vector<std::string>{"ffn_down", "attn_q"}));
   EXPECT_TRUE(a.gguf.pure);
   EXPECT_TRUE(a.gguf.leave_output);
+  // A THREADS of 0 or below is every core there (its nthread <= 0), as --threads 0 is here.
+  for (const char* every : {"0", "-1", "-8"}) {
+    const int threads = parse_command_line({"quantize", "in.gguf", "out.gguf", "Q4_0", every}).quantize.run.threads;
+    EXPECT_EQ(threads, 0) << every;
+  }
   cl = parse_command_line({"quantize", "in.gguf", "out.gguf", "--type", "Q5_1", "--output-tensor-type", "q6_k",
                            "--token-embedding-type", "F16"});
   EXPECT_EQ(cl.quantize.said.mix, "Q5_1");

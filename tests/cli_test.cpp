@@ -1523,20 +1523,40 @@ TEST_F(Cli, TrustParamsFileThatCannotBeWrittenLeavesNoOutput) {
   EXPECT_TRUE(fs::exists(path("p.json")));
 }
 
-// Item 5: the input truncated while it is read (SIGBUS on the mapping) is bad input,
-// exit 3, one line naming the input, and the temporary file is removed.
+// A slow run of `in` into dir/out/ during which `victim` is truncated to 4 KiB: bad input
+// (SIGBUS on the mapping), exit 3, one line naming `victim` as the file that changed, and
+// the temporary file removed.
+void expect_truncation_named(const std::string& dir, const std::string& in, const std::string& victim) {
+  const std::string out = dir + "/out";
+  fs::create_directory(out);
+  Child c = spawn(slow_run(in, out + "/big.wq"));
+  ASSERT_TRUE(wait_for_temp(out));
+  ASSERT_EQ(truncate(victim.c_str(), 4096), 0);
+  const Result r = finish(c);
+  EXPECT_EQ(r.code, 3) << r.err;
+  EXPECT_TRUE(contains(r.err, "wquant: error: " + victim + ": input changed while reading")) << r.err;
+  EXPECT_EQ(count_of(r.err, "wquant: error: "), 1u) << r.err;
+  EXPECT_TRUE(fs::is_empty(out)) << "left behind: " << fs::directory_iterator(out)->path();
+}
+
+// Item 5: the input truncated while it is read is bad input, not a crash.
 TEST_F(Cli, TrustInputTruncatedWhileReadingIsBadInputNotACrash) {
   const std::string in = path("big.safetensors");
   write_synthetic_safetensors(in, 12, 1024, 2048);
-  fs::create_directory(path("out"));
-  Child c = spawn(slow_run(in, path("out/big.wq")));
-  ASSERT_TRUE(wait_for_temp(path("out")));
-  ASSERT_EQ(truncate(in.c_str(), 4096), 0);
-  const Result r = finish(c);
-  EXPECT_EQ(r.code, 3) << r.err;
-  EXPECT_TRUE(contains(r.err, "wquant: error: " + in + ": input changed while reading")) << r.err;
-  EXPECT_EQ(count_of(r.err, "wquant: error: "), 1u) << r.err;
-  EXPECT_TRUE(fs::is_empty(path("out"))) << "left behind: " << fs::directory_iterator(path("out"))->path();
+  expect_truncation_named(dir_, in, in);
+}
+
+// The same for a shard of a sharded model: the error names the shard that shrank (the
+// file mapped where the read faulted), not the folder the user named.
+TEST_F(Cli, TrustAShardTruncatedWhileReadingIsNamed) {
+  fs::create_directory(path("s"));
+  write_f32_safetensors(path("s/model-00001-of-00002.safetensors"), {{"small.weight", {8, 32}, std::vector<float>(8 * 32, 0.5f)}});
+  const std::string shard = path("s/model-00002-of-00002.safetensors");
+  write_synthetic_safetensors(shard, 12, 1024, 2048);
+  json map = {{"small.weight", "model-00001-of-00002.safetensors"}};
+  for (int t = 0; t < 12; ++t) map["layer" + std::to_string(t) + ".weight"] = "model-00002-of-00002.safetensors";
+  write_bytes(path("s/model.safetensors.index.json"), json{{"weight_map", map}}.dump());
+  expect_truncation_named(dir_, path("s"), shard);
 }
 
 // Item 6: every catchable signal that ends the run removes the temporary file; the

@@ -167,6 +167,40 @@ std::vector<std::pair<std::string, std::string>> our_types(const Model& m, const
   return out;
 }
 
+// The keys llama.cpp's loader requires of every model (and of llama's): a file without one
+// is refused, naming the key, as llama-quantize refuses it ("key not found in model"),
+// instead of being written to a file llama.cpp would not load.
+TEST(GgufMix, KeysLlamaCppRequiresAreRequired) {
+  GgufMetadata full;
+  full.kvs = {gguf_kv_string("general.architecture", "llama"), gguf_kv_u32("llama.context_length", 2048),
+              gguf_kv_u32("llama.embedding_length", 64), gguf_kv_u32("llama.block_count", 2),
+              gguf_kv_u32("llama.attention.head_count", 8), gguf_kv_f32("llama.attention.layer_norm_rms_epsilon", 1e-5f)};
+  EXPECT_EQ(gguf_mix_model(full, "m.gguf").n_layer, 2);
+  for (const std::string key : {"llama.context_length", "llama.embedding_length", "llama.attention.layer_norm_rms_epsilon"}) {
+    for (bool wrong_type : {false, true}) {
+      SCOPED_TRACE(key + (wrong_type ? " as a string" : " missing"));
+      GgufMetadata m;
+      for (const GgufKV& kv : full.kvs) {
+        if (kv.key != key) m.kvs.push_back(kv);
+        else if (wrong_type) m.kvs.push_back(gguf_kv_string(key, "64"));
+      }
+      try {
+        gguf_mix_model(m, "m.gguf");
+        ADD_FAILURE() << "accepted";
+      } catch (const Error& e) {
+        EXPECT_EQ(std::string(e.what()).rfind("m.gguf: metadata " + key + ": " + (wrong_type ? "not " : "missing"), 0), 0u) << e.what();
+      }
+    }
+  }
+  // Another architecture needs its own two keys, not llama's epsilon.
+  GgufMetadata other;
+  other.kvs = {gguf_kv_string("general.architecture", "gpt2"), gguf_kv_u32("gpt2.context_length", 1024),
+               gguf_kv_u32("gpt2.embedding_length", 64), gguf_kv_u32("gpt2.block_count", 1)};
+  EXPECT_EQ(gguf_mix_model(other, "m.gguf").n_layer, 1);
+  other.kvs.erase(other.kvs.begin() + 2);
+  EXPECT_THROW(gguf_mix_model(other, "m.gguf"), Error);
+}
+
 TEST(GgufMix, TypesAndTensorOrderEqualLlamaQuantizeForEveryRun) {
   WQ_REQUIRE_SHARED(stories, "data/models/stories260K/stories260K-f32.gguf");
   ASSERT_TRUE(oracle().contains("runs")) << "tests/data/llama_quantize_mix_digests.json is missing";

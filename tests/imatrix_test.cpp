@@ -152,6 +152,10 @@ TEST(Imatrix, HostileDatFilesAreRefusedNamingFileAndEntry) {
   name.put<int32_t>(1);
   name.put<int32_t>(-5);
   EXPECT_NE(dat_error(name).find("entry 1 of 1: name length -5"), std::string::npos);
+  Dat empty;  // (llama-quantize files it under "", which no tensor is named)
+  empty.put<int32_t>(1);
+  empty.entry("", 1, {1.0f});
+  EXPECT_NE(dat_error(empty).find("entry 1 of 1: name length 0"), std::string::npos) << dat_error(empty);
   Dat garbage = good;
   garbage.put<int32_t>(7);
   EXPECT_NE(dat_error(garbage).find("bytes after the dataset name"), std::string::npos);

@@ -638,6 +638,25 @@ TEST_F(OnnxReaderTest, WrongTypesAreRefused) {
   expect_refused(m, "gemm.weight", "elements, the shape says");
 }
 
+// A NaN in a MatMul weight is named where the file holds it: the initializer is stored
+// [K, N] and quantized as its transpose, so "row 5, column 1" alone (the listing's
+// coordinates) would point at the wrong element of the file.
+TEST_F(OnnxReaderTest, NonFiniteWeightsAreNamedAtTheirStoredPosition) {
+  onnx::ModelProto m = small_model();
+  std::string* raw = m.mutable_graph()->mutable_initializer(0)->mutable_raw_data();  // mm.weight [64, 32]
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::memcpy(raw->data() + (1 * 32 + 5) * 4, &nan, 4);
+  save_model(m, dir_ + "/nan.onnx");
+  for (const std::string flags : {"--bits 4", "--bits 4 --asym", "--hqq", "--hqq --hqq-stop tensor", "--bits 3 --block 32"}) {
+    SCOPED_TRACE(flags);
+    const CmdResult r = run(quote(WQUANT_BIN) + " quantize " + quote(dir_ + "/nan.onnx") + " " + quote(dir_ + "/out.onnx") + " " + flags);
+    EXPECT_EQ(r.code, 3) << r.out;
+    EXPECT_NE(r.out.find("mm.weight: non-finite weight (NaN or Inf) at [1][5] as stored (row 5, column 1 of the transposed listing)"),
+              std::string::npos) << r.out;
+    EXPECT_FALSE(fs::exists(dir_ + "/out.onnx"));
+  }
+}
+
 TEST_F(OnnxReaderTest, OverflowingAndNegativeShapesAreRefused) {
   onnx::ModelProto m = small_model();
   auto* t = m.mutable_graph()->mutable_initializer(0);
