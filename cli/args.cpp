@@ -173,7 +173,7 @@ void build(Options& o, Bound& b) {
                  ->type_name("wq|safetensors|gguf|onnx");
   o.type = q->add_option("--type", b.type,
                           "GGUF type or llama-quantize mix: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q2_K_S, Q3_K_S, "
-                          "Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, IQ4_NL, IQ4_XS, F16, BF16 (default: "
+                          "Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, IQ4_NL, IQ4_XS, F16, BF16, F32, COPY (default: "
                           "from --bits and --asym/--hqq); per tensor the type llama-quantize picks")
                ->type_name("TYPE");
   o.output_tensor_type = q->add_option("--output-tensor-type", b.output_tensor_type,

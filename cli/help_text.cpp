@@ -89,7 +89,7 @@ does not, that tensor is quantized channel-wise and one line says so.
 
 GGUF output (.gguf, needs a GGUF input, whose keys are copied): --type names a
 llama-quantize mix (Q2_K, Q3_K_S/M/L, Q4_K_S/M, Q5_K_S/M, Q6_K, IQ4_NL, IQ4_XS, Q4_0,
-Q4_1, Q5_0, Q5_1, Q8_0, F16, BF16; default from --bits: 4 -> Q4_0, 5 -> Q5_0, 8 -> Q8_0,
+Q4_1, Q5_0, Q5_1, Q8_0, F16, BF16, F32, COPY; default from --bits: 4 -> Q4_0, 5 -> Q5_0, 8 -> Q8_0,
 with --asym/--hqq Q4_1 / Q5_1; with a mix, --hqq refines the sub-block minima of its
 Q2_K / Q4_K / Q5_K tensors), and each tensor gets the type llama-quantize picks for
 it, in llama-quantize's tensor order and key order: the same file. llama-quantize's form

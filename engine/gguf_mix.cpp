@@ -13,7 +13,7 @@ namespace {
 
 // llama.h LLAMA_FTYPE_MOSTLY_* of the mixes wquant writes.
 enum Ftype : uint32_t {
-  kF16 = 1, kQ4_0 = 2, kQ4_1 = 3, kQ8_0 = 7, kQ5_0 = 8, kQ5_1 = 9, kQ2_K = 10, kQ3_K_S = 11, kQ3_K_M = 12,
+  kF32 = 0, kF16 = 1, kQ4_0 = 2, kQ4_1 = 3, kQ8_0 = 7, kQ5_0 = 8, kQ5_1 = 9, kQ2_K = 10, kQ3_K_S = 11, kQ3_K_M = 12,
   kQ3_K_L = 13, kQ4_K_S = 14, kQ4_K_M = 15, kQ5_K_S = 16, kQ5_K_M = 17, kQ6_K = 18, kQ2_K_S = 21,
   kIQ4_NL = 25, kIQ4_XS = 30, kBF16 = 32,
 };
@@ -258,7 +258,8 @@ const std::vector<GgufMix>& gguf_mixes() {
       {"Q4_K_M", kQ4_K_M, GgmlType::Q4_K},   {"Q5_K_S", kQ5_K_S, GgmlType::Q5_K},
       {"Q5_K_M", kQ5_K_M, GgmlType::Q5_K},   {"Q6_K", kQ6_K, GgmlType::Q6_K},
       {"Q8_0", kQ8_0, GgmlType::Q8_0},       {"F16", kF16, GgmlType::F16},
-      {"BF16", kBF16, GgmlType::BF16},
+      {"BF16", kBF16, GgmlType::BF16},       {"F32", kF32, GgmlType::F32},
+      {"COPY", kF32, GgmlType::F32, true},
   };
   return mixes;
 }
@@ -358,7 +359,7 @@ std::vector<MixChoice> choose_mix_types(const std::vector<TensorInfo>& tensors, 
   out.reserve(tensors.size());
   for (const TensorInfo& t : tensors) {
     MixChoice c;
-    if (t.kind != StoredKind::Other && llama_quantizes(t, opts.leave_output)) {
+    if (!opts.mix.only_copy && t.kind != StoredKind::Other && llama_quantizes(t, opts.leave_output)) {
       if (!opts.pure && quantized_base) {
         c = tensor_type(qs, opts.mix.base, t, opts.mix.llama_ftype, model, opts);
         // The first pattern that matches decides, even where it asks for the type the mix

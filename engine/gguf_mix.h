@@ -27,11 +27,15 @@ inline bool ggml_type_is_float(GgmlType t) { return t == GgmlType::F32 || t == G
 // A llama-quantize file type ("mix").
 struct GgufMix {
   const char* name;      // "Q4_K_M"
-  uint32_t llama_ftype;  // general.file_type it writes (llama.h LLAMA_FTYPE_*)
+  uint32_t llama_ftype;  // general.file_type it writes (llama.h LLAMA_FTYPE_*); COPY: see gguf_copy_file_type
   GgmlType base;         // default_type in llama_model_quantize_impl
+  // COPY (llama-quantize's only_copy): every tensor is copied as it is, whatever the
+  // options ask, and general.file_type is the input's.
+  bool only_copy = false;
 };
 
-// The mixes wquant writes, in llama-quantize's list order.
+// The mixes wquant writes, in llama-quantize's list order (F32 before COPY, whose file
+// type number 0 is F32's).
 const std::vector<GgufMix>& gguf_mixes();
 // By name, case-insensitive, with llama-quantize's aliases (Q3_K = Q3_K_M, Q4_K = Q4_K_M,
 // Q5_K = Q5_K_M) and its numeric form (the file type: "15" = Q4_K_M). nullopt otherwise.

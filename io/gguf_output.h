@@ -54,6 +54,12 @@ GgmlType ggml_type_argument(const std::string& text, const std::string& option);
 // lower-cased, the type by name. Throws Error (Usage) naming `option`.
 std::pair<std::string, GgmlType> tensor_type_rule(const std::string& text, const std::string& option);
 
+// general.file_type of a COPY output: llama_model_loader's ftype of the input, as
+// llama-quantize's only_copy writes it: the input's general.file_type, else the type most
+// of its tensors have (the first to reach that count in llama's tensor order), as a file
+// type, plus LLAMA_FTYPE_GUESSED (1024). Throws Error naming `input` if the key is not a u32.
+uint32_t gguf_copy_file_type(const ModelReader& source, const std::string& input);
+
 // Checks that `source` (read from `input`) is GGUF, which a GGUF output needs (its keys
 // and vocabulary are copied), reads and filters the importance matrix, and refuses what
 // llama-quantize refuses up front (Q2_K_S without an importance matrix). Throws Error

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 
@@ -17,6 +18,7 @@
 #include "engine/plan.h"
 #include "engine/scheduler.h"
 #include "io/gguf_hparams.h"
+#include "io/gguf_output.h"
 #include "io/gguf_reader.h"
 #include "io/gguf_split_reader.h"
 #include "io/gguf_writer.h"
@@ -36,13 +38,13 @@ std::string temp_path(const std::string& name) {
   return (fs::temp_directory_path() / ("wq-mix-" + std::to_string(::getpid()) + "-" + name)).string();
 }
 
-// llama-quantize's `IN OUT Q8_0`, which the already-quantized fixture is (the whole-file
-// test checks that this is byte for byte what llama-quantize wrote).
-void quantize_q8_0(const std::string& in, const std::string& out) {
+// llama-quantize's `IN OUT MIX` (Q8_0: the already-quantized fixture; F16: the half one;
+// the whole-file test checks that these are byte for byte what llama-quantize wrote).
+void quantize_as(const std::string& in, const std::string& out, const char* mix) {
   auto src = join_gguf_splits(open_gguf(in), in);
   const MixModel model = gguf_mix_model(src->metadata(), in);
   MixOptions o;
-  o.mix = *gguf_mix_named("Q8_0");
+  o.mix = *gguf_mix_named(mix);
   PlanOptions po;
   po.format = OutputFormat::Gguf;
   po.gguf_mix = &o;
@@ -54,6 +56,46 @@ void quantize_q8_0(const std::string& in, const std::string& out) {
   Scheduler s(1);
   s.run([&] { run_pipeline(plan, src->tensors(), *src, *w, PipelineOptions{}); });
   w->commit();
+}
+
+// `in` without its general.file_type key (a model llama.cpp's loader then guesses the
+// file type of): the key's bytes cut from the header, the tensor data moved to the next
+// 32-byte boundary after it (its offsets are relative to that start, so they stand).
+void drop_file_type_key(const std::string& in, const std::string& out) {
+  std::ifstream f(in, std::ios::binary);
+  const std::string b((std::istreambuf_iterator<char>(f)), {});
+  size_t at = 24;  // magic, version, tensor and key counts
+  auto u64 = [&](size_t p) { uint64_t v; std::memcpy(&v, b.data() + p, 8); return v; };
+  auto u32 = [&](size_t p) { uint32_t v; std::memcpy(&v, b.data() + p, 4); return v; };
+  // A value's size (GGUF scalars, strings and arrays of them).
+  std::function<size_t(uint32_t, size_t)> value_size = [&](uint32_t t, size_t p) -> size_t {
+    if (t == 8) return 8 + u64(p);
+    if (t == 9) {
+      size_t n = 12;
+      for (uint64_t i = 0, c = u64(p + 4); i < c; ++i) n += value_size(u32(p), p + n);
+      return n;
+    }
+    static const size_t kScalar[] = {1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8};
+    return kScalar[t];
+  };
+  const uint64_t n_tensors = u64(8), n_kv = u64(16);
+  size_t cut_from = 0, cut_to = 0;
+  for (uint64_t i = 0; i < n_kv; ++i) {
+    const size_t start = at;
+    const std::string key = b.substr(at + 8, u64(at));
+    at += 8 + key.size();
+    const uint32_t t = u32(at);
+    at += 4 + value_size(t, at + 4);
+    if (key == "general.file_type") cut_from = start, cut_to = at;
+  }
+  ASSERT_GT(cut_to, cut_from) << in << " has no general.file_type";
+  for (uint64_t i = 0; i < n_tensors; ++i) at += 8 + u64(at) + 4 + 8 * u32(at + 8 + u64(at)) + 4 + 8;
+  const size_t data = (at + 31) / 32 * 32;
+  std::string h = b.substr(0, cut_from) + b.substr(cut_to, at - cut_to);
+  const uint64_t kv = n_kv - 1;
+  std::memcpy(h.data() + 16, &kv, 8);
+  h.append((32 - h.size() % 32) % 32, '\0');
+  std::ofstream(out, std::ios::binary) << h << b.substr(data);
 }
 
 // The fixtures, written once per process (removed at exit); "" when stories260K is absent.
@@ -75,9 +117,13 @@ class Fixtures : public ::testing::Environment {
         test::write_gguf_fixture_split(stories, prefix, 20, which == "split0");
         for (int k = 0; k < n; ++k) written().push_back(gguf_split_path(prefix, k, n));
         p = gguf_split_path(prefix, 0, n);
-      } else if (which == "192-Q8_0") {
-        p = temp_path("fx-192-Q8_0.gguf");
-        quantize_q8_0(path("192"), p);
+      } else if (which == "192-Q8_0" || which == "192-F16") {
+        p = temp_path("fx-" + which + ".gguf");
+        quantize_as(path("192"), p, which == "192-F16" ? "F16" : "Q8_0");
+        written().push_back(p);
+      } else if (which == "192-Q8_0-guess") {
+        p = temp_path("fx-192-Q8_0-guess.gguf");
+        drop_file_type_key(path("192-Q8_0"), p);
         written().push_back(p);
       } else {
         p = temp_path("fx-" + which + ".gguf");
@@ -227,7 +273,9 @@ TEST(GgufMix, WhereLlamaQuantizeAbortsTheMixSaysSo) {
   size_t checked = 0;
   for (const json& run : oracle()["runs"]) {
     // Q2_K_S: refused up front; an already-quantized input: GgufMix.RequantizingIsRefusedAsLlamaQuantizeRefusesIt
-    if (run["exit"] == 0 || run["mix"] == "Q2_K_S" || !run["options"].empty() || run["fixture"] == "192-Q8_0") continue;
+    if (run["exit"] == 0 || run["mix"] == "Q2_K_S" || !run["options"].empty() ||
+        run["fixture"].get<std::string>().rfind("192-Q8_0", 0) == 0)
+      continue;
     MixOptions o;
     ASSERT_TRUE(mix_options(run, &o));
     const Model m = open_fixture(run["fixture"]);
@@ -290,7 +338,7 @@ std::unique_ptr<RunPlan> plan_run(const json& run, bool keep_split) {
   po.gguf_order = &order;
   for (const json& a : run["options"]) po.allow_requantize |= a == "--allow-requantize";
   r->plan = make_plan(m.reader->tensors(), po);
-  r->keys.file_type = o.mix.llama_ftype;
+  r->keys.file_type = o.mix.only_copy ? gguf_copy_file_type(*m.reader, run["fixture"]) : o.mix.llama_ftype;
   r->keys.extra = imatrix_keys(im, imatrix_as_given);
   return r;
 }
@@ -424,7 +472,8 @@ TEST(GgufMix, KeepSplitOrderIsTheFilesOrder) {
 TEST(GgufMix, FixturesAreWhatLlamaQuantizeWasRunOn) {
   WQ_REQUIRE_SHARED(stories, "data/models/stories260K/stories260K-f32.gguf");
   const json& want = oracle()["fixtures"];
-  for (const char* f : {"192", "256", "moe", "stories"}) EXPECT_EQ(test::sha256_file(Fixtures::path(f)), want[f]) << f;
+  for (const char* f : {"192", "256", "moe", "stories", "192-Q8_0", "192-F16", "192-Q8_0-guess"})
+    EXPECT_EQ(test::sha256_file(Fixtures::path(f)), want[f]) << f;
   const std::string first = Fixtures::path("split");
   const std::string prefix = first.substr(0, first.size() - std::strlen("-00001-of-00003.gguf"));
   for (int k = 0; k < 3; ++k) {
@@ -434,15 +483,19 @@ TEST(GgufMix, FixturesAreWhatLlamaQuantizeWasRunOn) {
 
 TEST(GgufMix, WholeFilesEqualLlamaQuantizeForTheTypesThisBuildWrites) {
   WQ_REQUIRE_SHARED(stories, "data/models/stories260K/stories260K-f32.gguf");
-  size_t compared = 0, with_imatrix = 0, requantized = 0;
+  size_t compared = 0, with_imatrix = 0, requantized = 0, f32_or_copy = 0;
   for (const json& run : oracle()["runs"]) {
     if (run["exit"] != 0) continue;
     const bool same = same_file_as_llama_quantize(run);
     compared += same;
     with_imatrix += same && uses_imatrix(run);
     requantized += same && run["fixture"] == "192-Q8_0";
+    f32_or_copy += same && (run["mix"] == "F32" || run["mix"] == "COPY");
   }
-  EXPECT_EQ(requantized, 4u);  // --allow-requantize: Q8_0 to Q4_0, Q5_1, Q8_0 (a copy) and F16
+  EXPECT_EQ(requantized, 6u);  // --allow-requantize: Q8_0 to Q4_0, Q5_1, Q8_0 (a copy), F16 and F32; COPY
+  // F32 and COPY on every fixture, from f32, f16 and Q8_0, the file type of a COPY from
+  // the input's key or (192-Q8_0-guess) guessed as llama.cpp's loader guesses it.
+  EXPECT_EQ(f32_or_copy, 25u);
   size_t split = 0;
   for (const json& run : oracle()["runs"]) split += run["fixture"] == "split" && run["exit"] == 0;
   EXPECT_EQ(split, 3u);  // a split input: Q8_0 and F16 compared here, Q4_K_M with the K-quant kernels
@@ -488,11 +541,22 @@ TEST(GgufMix, RequantizingIsRefusedAsLlamaQuantizeRefusesIt) {
               std::string::npos)
         << e.what();
   }
-  // The same type throughout: nothing to requantize, every tensor copied.
-  o.mix = *gguf_mix_named("Q8_0");
-  for (const TensorPlan& p : make_plan(m.reader->tensors(), po)) {
-    EXPECT_NE(p.action, TensorAction::Ggml) << p.name;
-    EXPECT_FALSE(p.requantize) << p.name;
+  o.mix = *gguf_mix_named("F32");  // dequantizing is requantizing there too (token_embd comes first)
+  try {
+    make_plan(m.reader->tensors(), po);
+    FAIL() << "a Q8_0 model was made F32 without --allow-requantize";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("token_embd.weight: requantizing from type Q8_0 to F32 is disabled"),
+              std::string::npos)
+        << e.what();
+  }
+  // The same type throughout, or COPY: nothing to requantize, every tensor copied.
+  for (const char* mix : {"Q8_0", "COPY"}) {
+    o.mix = *gguf_mix_named(mix);
+    for (const TensorPlan& p : make_plan(m.reader->tensors(), po)) {
+      EXPECT_NE(p.action, TensorAction::Ggml) << mix << " " << p.name;
+      EXPECT_FALSE(p.requantize) << mix << " " << p.name;
+    }
   }
 }
 
@@ -592,6 +656,10 @@ TEST(GgufMix, NamesAsLlamaQuantizeTakesThem) {
   EXPECT_EQ(gguf_mix_named("Q4_K_M")->llama_ftype, 15u);
   EXPECT_EQ(gguf_mix_named("Q2_K_S")->llama_ftype, 21u);
   EXPECT_EQ(gguf_mix_named("BF16")->llama_ftype, 32u);
+  // F32 and COPY share file type 0; the number is F32's (COPY comes after it there).
+  EXPECT_EQ(std::string(gguf_mix_named("0")->name), "F32");
+  EXPECT_FALSE(gguf_mix_named("0")->only_copy);
+  EXPECT_TRUE(gguf_mix_named("copy")->only_copy);
   EXPECT_FALSE(gguf_mix_named("Q4_K_X"));
   EXPECT_FALSE(gguf_mix_named("IQ2_XXS"));  // a mix wquant does not write
   EXPECT_FALSE(gguf_mix_named("99"));
