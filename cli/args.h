@@ -41,10 +41,27 @@ struct GgufArgs {
   bool allow_requantize = false;            // --allow-requantize
   std::vector<std::pair<std::string, GgmlType>> tensor_types;  // --tensor-type PATTERN=TYPE, in order
   bool keep_split = false;                  // --keep-split: one output file a shard of IN
-  bool any_option() const {
-    return pure || leave_output || output_type || token_embd_type || !imatrix.empty() || allow_requantize ||
-           !tensor_types.empty() || keep_split;
+  // The options given, by their spellings, in this order (for a message naming them).
+  std::vector<std::string> given() const {
+    std::vector<std::string> g;
+    const std::pair<bool, const char*> all[] = {
+        {pure, "--pure"},
+        {leave_output, "--leave-output-tensor"},
+        {output_type.has_value(), "--output-tensor-type"},
+        {token_embd_type.has_value(), "--token-embedding-type"},
+        {!imatrix.empty(), "--imatrix"},
+        {!include_weights.empty(), "--include-weights"},
+        {!exclude_weights.empty(), "--exclude-weights"},
+        {allow_requantize, "--allow-requantize"},
+        {!tensor_types.empty(), "--tensor-type"},
+        {keep_split, "--keep-split"},
+    };
+    for (const auto& [set, name] : all) {
+      if (set) g.push_back(name);
+    }
+    return g;
   }
+  bool any_option() const { return !given().empty(); }
 };
 
 struct QuantizeArgs {

@@ -201,9 +201,12 @@ Setup prepare(const QuantizeArgs& a, Console& con) {
     choose_mix(a, merged, s);
     if (a.gguf.keep_split) keep_split(a, dynamic_cast<const GgufReader&>(*s.reader), s, con);
   } else if (a.said.mix || a.gguf.any_option()) {
-    throw Error(std::string(!a.said.mix ? "--pure, --leave-output-tensor, --keep-split and the tensor type options apply"
-                                        : "--type applies") +
-                    " to GGUF output only; OUT is " + format_name(s.format),
+    std::vector<std::string> given = a.gguf.given();
+    if (a.said.mix) given.insert(given.begin(), "--type");
+    std::string names;
+    for (size_t i = 0; i < given.size(); ++i) names += (i == 0 ? "" : i + 1 == given.size() ? " and " : ", ") + given[i];
+    throw Error(a.output + ": " + names + (given.size() == 1 ? " applies" : " apply") +
+                    " to GGUF output only (llama-quantize's options); this OUT is " + format_name(s.format),
                 ErrorKind::Usage);
   }
 

@@ -4,6 +4,7 @@
 #include <cctype>
 #include <cstring>
 #include <map>
+#include <regex>
 
 #include "engine/error.h"
 #include "io/gguf_format.h"
@@ -28,7 +29,15 @@ std::pair<std::string, GgmlType> tensor_type_rule(const std::string& text, const
   }
   std::string pattern = text.substr(0, eq);
   for (char& c : pattern) c = char(std::tolower(static_cast<unsigned char>(c)));
-  return {pattern, ggml_type_argument(text.substr(eq + 1), option)};
+  const GgmlType type = ggml_type_argument(text.substr(eq + 1), option);
+  // Checked here, with the command line, not when the mix is chosen after the model is
+  // opened (choose_mix_types compiles it again, with the same message).
+  try {
+    std::regex check(pattern);
+  } catch (const std::regex_error& e) {
+    throw Error(option + " " + text + ": not a regular expression (" + e.what() + ")", ErrorKind::Usage);
+  }
+  return {pattern, type};
 }
 
 uint32_t gguf_copy_file_type(const ModelReader& source, const std::string& input) {

@@ -188,6 +188,8 @@ TEST(CliArgs, BadValuesAreUsageErrorsNamingTheFlag) {
   EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--tensor-type", "attn_v"}), "PATTERN=TYPE"));
   EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--tensor-type", "=q8_0"}), "PATTERN=TYPE"));
   EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--tensor-type", "attn_v=q9_9"}), "--tensor-type"));
+  // A pattern that is no regular expression: refused with the command line, before any file is read.
+  EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "--tensor-type", "(=q8_0"}), "--tensor-type (=q8_0: not a regular expression"));
   EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "Q4_K_M", "4abc"}), "THREADS"));
   EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "Q4_K_M", "two"}), "THREADS"));
   EXPECT_TRUE(contains(usage_error({"quantize", "a", "b", "Q4_K_M", "2", "--threads", "2"}), "threads are given twice"));

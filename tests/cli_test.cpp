@@ -398,7 +398,12 @@ TEST_F(Cli, GgufOutputNeedsGgufInputAndTypeNeedsGguf) {
   Result r = expect(2, {"quantize", src, path("x.gguf")});
   EXPECT_TRUE(contains(r.err, "GGUF input")) << r.err;
   r = expect(2, {"quantize", src, path("x.wq"), "--type", "Q4_0"});
-  EXPECT_TRUE(contains(r.err, "--type")) << r.err;
+  EXPECT_TRUE(contains(r.err, path("x.wq") + ": --type applies to GGUF output only")) << r.err;
+  // llama-quantize's options for another output are named as given.
+  r = expect(2, {"quantize", src, path("x.wq"), "--imatrix", "im.dat"});
+  EXPECT_TRUE(contains(r.err, path("x.wq") + ": --imatrix applies to GGUF output only")) << r.err;
+  r = expect(2, {"quantize", src, path("x.safetensors"), "--pure", "--allow-requantize", "--tensor-type", "attn_v=q8_0"});
+  EXPECT_TRUE(contains(r.err, ": --pure, --allow-requantize and --tensor-type apply to GGUF output only")) << r.err;
   r = expect(2, {"quantize", src, path("x.onnx")});  // ONNX output rewrites an ONNX input's graph
 #ifdef WQUANT_HAVE_ONNX
   EXPECT_TRUE(contains(r.err, "ONNX output needs an ONNX model")) << r.err;
