@@ -40,10 +40,12 @@ static void check_finite_rows(const TensorView& w, size_t cols, size_t r0, size_
   const size_t i = k.find_nonfinite(base + r0 * cols * es, w.dtype, n);
   if (i == n) return;
   const size_t row = row_base + r0 + i / cols, col = i % cols;
-  const std::string at = w.stored_transposed
-                             ? "[" + std::to_string(col) + "][" + std::to_string(row) + "] as stored (row " +
-                                   std::to_string(row) + ", column " + std::to_string(col) + " of the transposed listing)"
-                             : "row " + std::to_string(row) + ", column " + std::to_string(col);
+  const std::string listed = "row " + std::to_string(row) + ", column " + std::to_string(col);
+  std::string at = listed;
+  if (w.stored_transposed) {  // (appended: GCC 12 warns, wrongly, of overlap for "[" + std::string)
+    at = std::string("[").append(std::to_string(col)).append("][").append(std::to_string(row));
+    at.append("] as stored (").append(listed).append(" of the transposed listing)");
+  }
   throw Error(w.name + ": non-finite weight (NaN or Inf) at " + at + "; wquant does not quantize tensors with NaN or Inf");
 }
 
