@@ -18,7 +18,9 @@ namespace {
 
 // The live mappings, for mapped_path_at. A fixed table, never allocated or freed, so a
 // signal handler may read it: a slot is claimed (`used`), its path written, then its range
-// published (release); the handler reads the range (acquire) before the path. More
+// published (release); the handler reads the range (acquire) before the path (a slot
+// freed and claimed again while the handler reads it could give it another file's name;
+// the handler prints one line and exits, so nothing else depends on it). More
 // mappings than slots (a model of hundreds of shards) go unlisted: the handler then names
 // the model, as it did before there was a table.
 struct MappedSlot {

@@ -101,8 +101,9 @@ struct ConvertOptions {
   // GGUF output (needs a GGUF input, whose keys and vocabulary are copied): what
   // `wquant quantize --type` takes, llama-quantize's file types by its names,
   // case-insensitive: the mixes Q2_K, Q2_K_S, Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M,
-  // Q5_K_S, Q5_K_M, Q6_K, IQ4_NL, IQ4_XS, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, F16, BF16, its
-  // aliases Q3_K, Q4_K, Q5_K (the _M mixes) and its numbers ("15" = Q4_K_M). Each tensor
+  // Q5_K_S, Q5_K_M, Q6_K, IQ4_NL, IQ4_XS, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, F16, BF16, F32,
+  // COPY (every tensor copied as it is), its aliases Q3_K, Q4_K, Q5_K (the _M mixes) and
+  // its numbers ("15" = Q4_K_M, "0" = F32). Each tensor
   // gets the type llama-quantize gives it in that mix (output and token embedding,
   // attn_v / ffn_down by layer, GQA and MoE rules, fallbacks where a row fits no block),
   // so the file equals llama-quantize's (and `wquant quantize`'s) for the same input and
