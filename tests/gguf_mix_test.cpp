@@ -8,7 +8,6 @@
 #include <filesystem>
 #include <cstring>
 #include <fstream>
-#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 
@@ -60,42 +59,26 @@ void quantize_as(const std::string& in, const std::string& out, const char* mix)
 
 // `in` without its general.file_type key (a model llama.cpp's loader then guesses the
 // file type of): the key's bytes cut from the header, the tensor data moved to the next
-// 32-byte boundary after it (its offsets are relative to that start, so they stand).
+// 32-byte boundary after it (its offsets are relative to that start, so they stand). The
+// header's layout comes from wquant's reader: each key as it is encoded, each tensor's
+// name and dimension count.
 void drop_file_type_key(const std::string& in, const std::string& out) {
-  std::ifstream f(in, std::ios::binary);
-  const std::string b((std::istreambuf_iterator<char>(f)), {});
-  size_t at = 24;  // magic, version, tensor and key counts
-  auto u64 = [&](size_t p) { uint64_t v; std::memcpy(&v, b.data() + p, 8); return v; };
-  auto u32 = [&](size_t p) { uint32_t v; std::memcpy(&v, b.data() + p, 4); return v; };
-  // A value's size (GGUF scalars, strings and arrays of them).
-  std::function<size_t(uint32_t, size_t)> value_size = [&](uint32_t t, size_t p) -> size_t {
-    if (t == 8) return 8 + u64(p);
-    if (t == 9) {
-      size_t n = 12;
-      for (uint64_t i = 0, c = u64(p + 4); i < c; ++i) n += value_size(u32(p), p + n);
-      return n;
-    }
-    static const size_t kScalar[] = {1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8};
-    return kScalar[t];
-  };
-  const uint64_t n_tensors = u64(8), n_kv = u64(16);
-  size_t cut_from = 0, cut_to = 0;
-  for (uint64_t i = 0; i < n_kv; ++i) {
-    const size_t start = at;
-    const std::string key = b.substr(at + 8, u64(at));
-    at += 8 + key.size();
-    const uint32_t t = u32(at);
-    at += 4 + value_size(t, at + 4);
-    if (key == "general.file_type") cut_from = start, cut_to = at;
+  const std::unique_ptr<GgufReader> r = open_gguf(in);
+  size_t at = 24, cut_from = 0, cut_to = 0;  // after the magic, version, tensor and key counts
+  for (const GgufKV& kv : r->metadata().kvs) {
+    const size_t size = 8 + kv.key.size() + 4 + kv.value.size();
+    if (kv.key == "general.file_type") cut_from = at, cut_to = at + size;
+    at += size;
   }
   ASSERT_GT(cut_to, cut_from) << in << " has no general.file_type";
-  for (uint64_t i = 0; i < n_tensors; ++i) at += 8 + u64(at) + 4 + 8 * u32(at + 8 + u64(at)) + 4 + 8;
-  const size_t data = (at + 31) / 32 * 32;
+  for (const TensorInfo& t : r->tensors()) at += 8 + t.name.size() + 4 + 8 * t.shape.size() + 4 + 8;
+  std::ifstream f(in, std::ios::binary);
+  const std::string b((std::istreambuf_iterator<char>(f)), {});
   std::string h = b.substr(0, cut_from) + b.substr(cut_to, at - cut_to);
-  const uint64_t kv = n_kv - 1;
-  std::memcpy(h.data() + 16, &kv, 8);
+  const uint64_t n_kv = r->metadata().kvs.size() - 1;
+  std::memcpy(h.data() + 16, &n_kv, 8);
   h.append((32 - h.size() % 32) % 32, '\0');
-  std::ofstream(out, std::ios::binary) << h << b.substr(data);
+  std::ofstream(out, std::ios::binary) << h << b.substr((at + 31) / 32 * 32);
 }
 
 // The fixtures, written once per process (removed at exit); "" when stories260K is absent.
