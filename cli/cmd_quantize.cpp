@@ -457,18 +457,18 @@ int run_quantize(const QuantizeArgs& a, Console& con) {
     // The params file is written before OUT is committed (a failed write of it must not
     // leave OUT) and removed if the commit fails, or a signal comes before it is done: it
     // describes OUT, and the next run would read it as its input.
-    std::unique_ptr<RemovedOnSignal> params_guard;
+    std::unique_ptr<OutputFile> params;
     if (!s.params_to_write.empty()) {
-      write_json_file(s.params_to_write, params_used(s.eff, s.format, s.gguf.mix.mix.name ? s.gguf.mix.mix.name : "", s.plan, s.reader->tensors()));
-      params_guard = std::make_unique<RemovedOnSignal>(s.params_to_write);
+      params = std::make_unique<OutputFile>(s.params_to_write);
+      write_json_file(*params, params_used(s.eff, s.format, s.gguf.mix.mix.name ? s.gguf.mix.mix.name : "", s.plan, s.reader->tensors()));
     }
     try {
       writer->commit();
     } catch (...) {
-      if (!s.params_to_write.empty()) std::remove(s.params_to_write.c_str());  // OUT failed: no half result
+      if (params) std::remove(s.params_to_write.c_str());  // OUT failed: no half result
       throw;
     }
-    if (params_guard) params_guard->release();
+    if (params) params->keep();
   }
   r.output_bytes = total_file_bytes(s.outputs);
   r.weights = quantized_weights(s.plan);

@@ -407,13 +407,12 @@ json params_used(const EffectiveSpec& e, OutputFormat format, const std::string&
   return doc;
 }
 
-void write_json_file(const std::string& path, const json& doc) {
+void write_json_file(OutputFile& out, const json& doc) {
   // Through OutputFile like every output: a temporary beside it, fsync, and a rename that
   // never replaces a file that appeared during the run.
-  OutputFile out(path);
   const std::string text = doc.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
   out.write(text.data(), text.size());
-  out.commit();
+  out.commit_removable();
 }
 
 }  // namespace wq::cli

@@ -31,6 +31,7 @@
 
 #include "cli/spec_settings.h"
 #include "engine/plan.h"
+#include "io/output_file.h"
 
 namespace wq::cli {
 
@@ -67,7 +68,9 @@ struct EffectiveSpec;
 nlohmann::json params_used(const EffectiveSpec& e, OutputFormat format, const std::string& gguf_mix,
                            const std::vector<TensorPlan>& plan, const std::vector<TensorInfo>& infos);
 
-// Writes `doc` to path through a temporary file and a rename. Throws Error (Output).
-void write_json_file(const std::string& path, const nlohmann::json& doc);
+// Writes `doc` into `out` and renames it into place with commit_removable(): a signal
+// removes it until the caller keep()s it, once the output it describes is in place too.
+// Throws Error (Output).
+void write_json_file(OutputFile& out, const nlohmann::json& doc);
 
 }  // namespace wq::cli

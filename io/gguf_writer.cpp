@@ -201,6 +201,12 @@ class GgufWriter final : public ModelWriter {
     finish();
     out_.commit();
   }
+  // OutputFile::commit_removable and keep, for the shards of a split model.
+  void commit_removable() {
+    finish();
+    out_.commit_removable();
+  }
+  void keep() { out_.keep(); }
   // Complete but not yet under its final name (OutputFile::finish).
   void finish() {
     if (next_ != tensors_.size())
@@ -344,13 +350,6 @@ std::vector<Shard> split_shards(const std::string& prefix, const std::vector<Ten
   return shards;
 }
 
-// WQUANT_TEST_RENAME_PAUSE_MS: a pause between the shards' renames, for the test that
-// signals into that window (tests/cli_test.cpp); 0 otherwise.
-int rename_pause_ms() {
-  const char* v = std::getenv("WQUANT_TEST_RENAME_PAUSE_MS");
-  return v ? std::atoi(v) : 0;
-}
-
 // Writes the shards one after another, each into its temporary file; only when the last
 // is complete are they all renamed into place. One shard is open at a time (one write
 // buffer); the finished ones hold only their temporary names.
@@ -385,21 +384,16 @@ class GgufSplitWriter final : public ModelWriter {
   void commit() override {
     while (writers_.size() < shards_.size()) open_next();
     writers_.back()->finish();
-    size_t done = 0;
     // A shard in place stays removable by Ctrl-C until all are: none or all, as on errors.
-    std::vector<std::unique_ptr<RemovedOnSignal>> placed;
-    const int pause_ms = rename_pause_ms();
+    size_t done = 0;
     try {
-      for (; done < writers_.size(); ++done) {
-        if (done > 0 && pause_ms > 0) ::usleep(useconds_t(pause_ms) * 1000);
-        writers_[done]->commit();
-        placed.push_back(std::make_unique<RemovedOnSignal>(shards_[done].path));
-      }
+      for (; done < writers_.size(); ++done) writers_[done]->commit_removable();
     } catch (...) {
       // No part of a split model under the final names: remove the shards already renamed.
       for (size_t k = 0; k < done; ++k) std::remove(shards_[k].path.c_str());
       throw;
     }
+    for (const auto& w : writers_) w->keep();
   }
   uint64_t bytes_written() const override { return finished_bytes_ + writers_.back()->bytes_written(); }
   const std::string& temp_path() const override { return writers_.back()->temp_path(); }

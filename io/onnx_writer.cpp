@@ -137,15 +137,14 @@ class OnnxWriter final : public ModelWriter {
     // The data file goes into place first (the graph names it); until the graph is there
     // too, a failure (OUT appeared meanwhile) or a signal removes it: OUT is the whole
     // result or untouched.
-    data_->commit();
-    RemovedOnSignal guard(data_->path());
+    data_->commit_removable();
     try {
       out_.commit();
     } catch (...) {
       std::remove(data_->path().c_str());
       throw;
     }
-    guard.release();
+    data_->keep();
   }
   uint64_t bytes_written() const override { return out_.offset() + (data_ ? data_->offset() : 0); }
   const std::string& temp_path() const override { return out_.temp_path(); }

@@ -22,29 +22,34 @@
 namespace wq {
 namespace {
 
-// Live temporary paths, readable from a signal handler: fixed storage, each slot
-// published with an atomic flag after its path is complete.
+// Live output paths, readable from a signal handler: fixed storage, each slot published
+// with an atomic state after its paths are complete. A slot names a temporary file
+// (kTemp), a file renamed to its final name that a signal must still remove (kPlaced:
+// shards renamed one after another, all or none), or one in the middle of that rename
+// (kRenaming: the final name is set before the rename, so no moment is unguarded).
 // Enough for the shards of a split model (--keep-split), each a temporary file until the
 // last is done: the storage is untouched (and costs no memory) until used.
 constexpr int kSlots = 1024;
 constexpr size_t kPathMax = 4096;
-char g_paths[kSlots][kPathMax];
-std::atomic<bool> g_live[kSlots];
+enum SlotState : uint8_t { kFree, kTemp, kRenaming, kPlaced };
+char g_paths[kSlots][kPathMax];  // the temporary name
+char g_final[kSlots][kPathMax];  // the final name, for kRenaming and kPlaced
+std::atomic<uint8_t> g_state[kSlots];
 
 int register_temp(const std::string& p) {
   if (p.size() >= kPathMax) return -1;
   for (int i = 0; i < kSlots; ++i) {
-    bool expected = false;
-    if (g_live[i].load() == false) {
+    uint8_t expected = kFree;
+    if (g_state[i].load() == kFree) {
       std::memcpy(g_paths[i], p.c_str(), p.size() + 1);
-      if (g_live[i].compare_exchange_strong(expected, true)) return i;
+      if (g_state[i].compare_exchange_strong(expected, kTemp)) return i;
     }
   }
   return -1;
 }
 
 void unregister_temp(int slot) {
-  if (slot >= 0) g_live[slot].store(false);
+  if (slot >= 0) g_state[slot].store(kFree);
 }
 
 constexpr size_t kBuffer = 4u << 20;  // large sequential writes
@@ -141,17 +146,35 @@ OutputIo OutputIo::from_env() {
 
 void OutputFile::BufferDeleter::operator()(uint8_t* p) const { output_bytes_detail::unmap_huge(p, kBuffer); }
 
-RemovedOnSignal::RemovedOnSignal(const std::string& path) : slot_(register_temp(path)) {}
-
-void RemovedOnSignal::release() {
-  unregister_temp(slot_);
-  slot_ = -1;
-}
-
 void remove_temp_outputs_from_signal() {
+  const int saved = errno;
   for (int i = 0; i < kSlots; ++i) {
-    if (g_live[i].load()) ::unlink(g_paths[i]);
+    switch (g_state[i].load()) {
+      case kTemp:
+        ::unlink(g_paths[i]);
+        break;
+      case kRenaming: {
+        // The temporary name goes away only by the rename: where it is gone, the file is
+        // under its final name (ours since the rename). Where both names are the same file
+        // (rename_no_replace's link(), before its unlink), both go. A file of the user's
+        // under the final name (not yet replaced) stays.
+        struct stat t, f;
+        if (::lstat(g_paths[i], &t) != 0) {
+          ::unlink(g_final[i]);
+          break;
+        }
+        if (::lstat(g_final[i], &f) == 0 && f.st_ino == t.st_ino && f.st_dev == t.st_dev) ::unlink(g_final[i]);
+        if (::unlink(g_paths[i]) != 0 && errno == ENOENT) ::unlink(g_final[i]);  // renamed meanwhile (another thread)
+        break;
+      }
+      case kPlaced:
+        ::unlink(g_final[i]);
+        break;
+      default:
+        break;
+    }
   }
+  errno = saved;
 }
 
 OutputFile::OutputFile(const std::string& path, const OutputIo& io) : path_(path), io_(io) {
@@ -383,11 +406,46 @@ void OutputFile::finish() {
   spare_.reset();
 }
 
-void OutputFile::commit() {
+void OutputFile::commit() { place(false); }
+
+void OutputFile::commit_removable() { place(true); }
+
+void OutputFile::keep() {
+  if (!removable_) return;
+  unregister_temp(slot_);
+  slot_ = -1;
+  removable_ = false;
+}
+
+// WQUANT_TEST_RENAME_PAUSE_MS: a pause right after a commit_removable() rename, for the
+// tests that signal into that window (tests/cli_test.cpp); 0 otherwise.
+static int rename_pause_ms() {
+  const char* v = std::getenv("WQUANT_TEST_RENAME_PAUSE_MS");
+  return v ? std::atoi(v) : 0;
+}
+
+void OutputFile::place(bool removable) {
   finish();
+  // Removable: the slot names the final name before the rename and keeps it after, so a
+  // signal at any moment removes the file under whichever name it has.
+  const bool guarded = removable && slot_ >= 0 && path_.size() < kPathMax;
+  if (removable && !guarded) throw Error(path_ + ": too many outputs or too long a path to guard", ErrorKind::Internal);
+  if (guarded) {
+    std::memcpy(g_final[slot_], path_.c_str(), path_.size() + 1);
+    g_state[slot_].store(kRenaming);
+  }
+  const auto failed = [&] {
+    const int e = errno;
+    if (guarded) g_state[slot_].store(kTemp);  // the temporary file is still there
+    errno = e;
+  };
   if (replace_) {
-    if (::rename(temp_.c_str(), path_.c_str()) != 0) fail("cannot rename the finished file into place", errno);
+    if (::rename(temp_.c_str(), path_.c_str()) != 0) {
+      failed();
+      fail("cannot rename the finished file into place", errno);
+    }
   } else if (rename_no_replace(temp_.c_str(), path_.c_str()) != 0) {
+    failed();
     if (errno == EEXIST) {
       throw Error(path_ + ": appeared while wquant was writing it (another run?); it was not replaced (pass --force "
                   "to replace it)",
@@ -395,7 +453,12 @@ void OutputFile::commit() {
     }
     fail("cannot rename the finished file into place", errno);
   }
+  if (guarded) g_state[slot_].store(kPlaced);
   committed_ = true;
+  removable_ = guarded;
+  if (guarded) {
+    if (const int ms = rename_pause_ms(); ms > 0) ::usleep(useconds_t(ms) * 1000);
+  }
 }
 
 }  // namespace wq

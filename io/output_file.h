@@ -105,8 +105,18 @@ class OutputFile {
   // run) makes commit() throw instead. Throws Error naming the output on failure (and the
   // temporary file is then removed).
   void commit();
+  // commit(), after which the file stays removable by SIGINT/SIGTERM under its final name
+  // until keep(): for results of several files renamed one after another (the shards of a
+  // split model, ONNX's data file, the params file), none of which may outlive an
+  // interrupted run alone. The final name is guarded from before the rename, so there is
+  // no moment in which a signal would leave the file (nor, if the rename has not happened,
+  // remove the user's file it was to replace). The caller removes it if a later part fails.
+  void commit_removable();
+  // The file committed by commit_removable() is the user's: a signal no longer removes it.
+  void keep();
 
  private:
+  void place(bool removable);
   // The write buffers are mappings of their own on 2 MiB pages (engine/output_bytes.h):
   // from posix_memalign, their 4 KiB pages were 2 000 first-touch faults a conversion
   // (perf record -e page-faults, the bf16 -> .wq job, 2026-12-04), each costly on these VMs.
@@ -142,27 +152,11 @@ class OutputFile {
   bool direct_refused_ = false;
   bool replace_ = false;  // OUT existed when the run started: commit() may replace it
   int slot_ = -1;
-};
-
-// A complete file already under its final name that SIGINT/SIGTERM must still remove
-// while the guard lives: the shards of a split output, renamed one by one, so that a
-// signal during the renames leaves none of them (as an error does) instead of some.
-// Create it right after the rename (never before: the name may hold the user's old
-// file until then); release() when every shard is in place.
-class RemovedOnSignal {
- public:
-  explicit RemovedOnSignal(const std::string& path);
-  ~RemovedOnSignal() { release(); }
-  RemovedOnSignal(const RemovedOnSignal&) = delete;
-  RemovedOnSignal& operator=(const RemovedOnSignal&) = delete;
-  void release();
-
- private:
-  int slot_ = -1;
+  bool removable_ = false;  // committed by commit_removable(), not yet kept
 };
 
 // Async-signal-safe: unlinks every temporary output still open (and every file a
-// RemovedOnSignal guards). For SIGINT/SIGTERM handlers; the process must exit right after.
+// OutputFile::commit_removable() placed and not yet kept). For SIGINT/SIGTERM handlers; the process must exit right after.
 void remove_temp_outputs_from_signal();
 
 // Whether `file` is named as a temporary file of OUT `out` (`.<OUT>.wquant-tmp-<pid>` in

@@ -1528,6 +1528,35 @@ TEST_F(Cli, TrustParamsFileThatCannotBeWrittenLeavesNoOutput) {
   EXPECT_TRUE(fs::exists(path("p.json")));
 }
 
+// A run of `args` held right after each rename into place (WQUANT_TEST_RENAME_PAUSE_MS):
+// Ctrl-C once `first` is under its final name, while `last` is not yet, exits 130 and
+// leaves nothing in dir/out.
+void expect_ctrl_c_after_a_rename_leaves_nothing(const std::string& dir, const std::vector<std::string>& args,
+                                                 const std::string& first, const std::string& last) {
+  Child c = spawn(args, {{"WQUANT_TEST_RENAME_PAUSE_MS", "3000"}});
+  bool placed = false;
+  for (int i = 0; i < 6000 && !placed; ++i) {
+    placed = fs::exists(first);
+    if (!placed) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_TRUE(placed) << first << " never appeared";
+  EXPECT_FALSE(fs::exists(last));  // still in the window
+  kill(c.pid, SIGINT);
+  const Result r = finish(c);
+  EXPECT_EQ(r.code, 130) << r.out << r.err;
+  EXPECT_TRUE(fs::is_empty(dir + "/out")) << "left behind: " << fs::directory_iterator(dir + "/out")->path();
+}
+
+// Ctrl-C right after the params file is renamed into place, before OUT is: the params
+// file (which describes an OUT that is not there) is removed, nothing is left.
+TEST_F(Cli, CtrlCBetweenTheParamsFileAndOutLeavesNeither) {
+  write_synthetic_safetensors(path("m.safetensors"), 2, 8, 32);
+  fs::create_directory(path("out"));
+  expect_ctrl_c_after_a_rename_leaves_nothing(
+      dir_, {"quantize", path("m.safetensors"), path("out/o.wq"), "--params", path("out/p.json"), "-q"}, path("out/p.json"),
+      path("out/o.wq"));
+}
+
 // A slow run of `in` into dir/out/ during which `victim` is truncated to 4 KiB: bad input
 // (SIGBUS on the mapping), exit 3, one line naming `victim` as the file that changed, and
 // the temporary file removed.
@@ -1998,24 +2027,15 @@ TEST_F(Cli, GgufSplitInputGivesLlamaQuantizesSingleFile) {
 }
 
 // Ctrl-C while the shards of a --keep-split output are being renamed into place (the
-// test widens that window): the shards already renamed are removed too, none is left.
+// test holds the run right after the first rename, the moment an unguarded shard would
+// be left): the shards already renamed are removed too, none is left.
 TEST_F(Cli, CtrlCDuringTheShardRenamesLeavesNoShard) {
   WQ_REQUIRE_SHARED(stories, kStoriesGguf);
   test::write_gguf_fixture_split(stories, path("m"), 20);
   fs::create_directory(path("out"));
-  Child c = spawn({"quantize", "--keep-split", path("m-00001-of-00003.gguf"), path("out/q.gguf"), "Q8_0", "-q"},
-                  {{"WQUANT_TEST_RENAME_PAUSE_MS", "3000"}});
-  bool first = false;
-  for (int i = 0; i < 6000 && !first; ++i) {
-    first = fs::exists(path("out/q-00001-of-00003.gguf"));
-    if (!first) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  ASSERT_TRUE(first) << "the first shard never appeared";
-  EXPECT_FALSE(fs::exists(path("out/q-00003-of-00003.gguf")));  // still in the window
-  kill(c.pid, SIGINT);
-  const Result r = finish(c);
-  EXPECT_EQ(r.code, 130) << r.out << r.err;
-  EXPECT_TRUE(fs::is_empty(path("out"))) << "left behind: " << fs::directory_iterator(path("out"))->path();
+  expect_ctrl_c_after_a_rename_leaves_nothing(
+      dir_, {"quantize", "--keep-split", path("m-00001-of-00003.gguf"), path("out/q.gguf"), "Q8_0", "-q"},
+      path("out/q-00001-of-00003.gguf"), path("out/q-00003-of-00003.gguf"));
 }
 
 // llama-quantize's sha256 of shard k (0-based) of a --keep-split run

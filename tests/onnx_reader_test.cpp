@@ -873,6 +873,21 @@ TEST_F(OnnxReaderTest, AFailedCommitLeavesNoDataFile) {
   EXPECT_EQ(std::string(std::istreambuf_iterator<char>(in), {}), "someone else's");
 }
 
+// Ctrl-C right after OUT.data is renamed into place, before the graph is (the test holds
+// the run in that window): OUT.data is removed too, nothing is left.
+TEST_F(OnnxReaderTest, CtrlCBetweenTheDataFileAndTheGraphLeavesNeither) {
+  save_model(small_model(), dir_ + "/m.onnx");
+  fs::create_directory(dir_ + "/out");
+  const std::string data = dir_ + "/out/q.onnx.data";
+  const CmdResult r = run("WQUANT_TEST_RENAME_PAUSE_MS=3000 " + quote(WQUANT_BIN) + " quantize " + quote(dir_ + "/m.onnx") + " " +
+                          quote(dir_ + "/out/q.onnx") + " --bits 4 --external-data -q & pid=$!; i=0; while [ ! -e " + quote(data) +
+                          " ] && [ $i -lt 6000 ]; do sleep 0.005; i=$((i+1)); done; [ -e " + quote(dir_ + "/out/q.onnx") +
+                          " ] && echo 'the graph was there'; kill -INT $pid; wait $pid; echo \"rc=$?\"");
+  EXPECT_NE(r.out.find("rc=130"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("the graph was there"), std::string::npos) << r.out;
+  EXPECT_TRUE(fs::is_empty(dir_ + "/out")) << "left behind: " << fs::directory_iterator(dir_ + "/out")->path();
+}
+
 // Tensors in node attributes with external data (a Constant's value, a subgraph's
 // initializer, as onnx.save_model(..., convert_attribute=True) writes them) are embedded
 // in the output: it loads from another folder and does not depend on the input's files,
