@@ -314,6 +314,13 @@ std::vector<Shard> split_shards(const std::string& prefix, const std::vector<Ten
                                 const GgufOutputKeys& keys) {
   const uint32_t n = g.shard_count();
   if (n > 65535) throw Error(g.path() + ": " + std::to_string(n) + " shards; GGUF's split.count holds at most 65535", ErrorKind::Usage);
+  // Every shard stays a file a signal must remove until the last is in place (a few
+  // slots are left for the run's other outputs, a params file).
+  if (n > kMaxGuardedOutputs - 8) {
+    throw Error(g.path() + ": " + std::to_string(n) + " shards; --keep-split writes at most " +
+                    std::to_string(kMaxGuardedOutputs - 8) + " (join the shards, or drop --keep-split)",
+                ErrorKind::Usage);
+  }
   std::vector<Shard> shards(n);
   uint32_t last = 0;
   for (const TensorPlan& p : plan) {

@@ -29,7 +29,7 @@ namespace {
 // (kRenaming: the final name is set before the rename, so no moment is unguarded).
 // Enough for the shards of a split model (--keep-split), each a temporary file until the
 // last is done: the storage is untouched (and costs no memory) until used.
-constexpr int kSlots = 1024;
+constexpr int kSlots = int(kMaxGuardedOutputs);
 constexpr size_t kPathMax = 4096;
 enum SlotState : uint8_t { kFree, kTemp, kRenaming, kPlaced };
 char g_paths[kSlots][kPathMax];  // the temporary name

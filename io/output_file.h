@@ -45,6 +45,11 @@ struct OutputIo {
 class BackgroundWriter;
 struct WriteResult;
 
+// How many outputs can be open, or placed by commit_removable() and not yet kept, at once:
+// the slots of the signal handler's table (io/output_file.cpp). Past it, a commit_removable()
+// throws, so a writer of many files (--keep-split) checks its count before any work.
+inline constexpr size_t kMaxGuardedOutputs = 1024;
+
 class OutputFile {
  public:
   // Creates <dir>/.<name>.wquant-tmp-<pid> (<name> cut to fit NAME_MAX), after removing
