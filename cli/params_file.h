@@ -31,7 +31,10 @@
 
 #include "cli/spec_settings.h"
 #include "engine/plan.h"
-#include "io/output_file.h"
+
+namespace wq {
+class OutputFile;
+}
 
 namespace wq::cli {
 

@@ -160,8 +160,9 @@ class OutputFile {
   bool removable_ = false;  // committed by commit_removable(), not yet kept
 };
 
-// Async-signal-safe: unlinks every temporary output still open (and every file a
-// OutputFile::commit_removable() placed and not yet kept). For SIGINT/SIGTERM handlers; the process must exit right after.
+// Async-signal-safe: unlinks every temporary output still open (and every file that
+// OutputFile::commit_removable() placed and that is not yet kept). For SIGINT/SIGTERM
+// handlers; the process must exit right after.
 void remove_temp_outputs_from_signal();
 
 // Whether `file` is named as a temporary file of OUT `out` (`.<OUT>.wquant-tmp-<pid>` in
