@@ -504,7 +504,7 @@ TEST(Quantize, ParametersThatOverflowAreAnErrorNamingThePlace) {
           if (block) {
             EXPECT_NE(m.find("columns 0-31"), std::string::npos) << at << ": " << m;
           }
-          if (c.fp16 && !c.hqq) EXPECT_NE(m.find("with --fp16 its"), std::string::npos) << at << ": " << m;
+          if (c.fp16 && !c.hqq) { EXPECT_NE(m.find("with --fp16 its"), std::string::npos) << at << ": " << m; }
         }
       }
     }

@@ -588,8 +588,11 @@ TEST(GgufMix, TensorTypePatternsOverrideTheMixAsLaterLlamaQuantizeDoes) {
   ours = our_types(m, o);
   for (size_t i = 0; i < ours.size(); ++i) {
     const std::string& name = ours[i].first;
-    if (name.find("attn_v") != std::string::npos) EXPECT_EQ(ours[i].second, "Q6_K") << name;
-    else if (name.find("attn_") != std::string::npos && name.find("norm") == std::string::npos) EXPECT_EQ(ours[i].second, "Q4_0") << name;
+    if (name.find("attn_v") != std::string::npos) {
+      EXPECT_EQ(ours[i].second, "Q6_K") << name;
+    } else if (name.find("attn_") != std::string::npos && name.find("norm") == std::string::npos) {
+      EXPECT_EQ(ours[i].second, "Q4_0") << name;
+    }
   }
   o.tensor_types = {{"attn_v(", GgmlType::Q8_0}};
   EXPECT_THROW(our_types(m, o), Error);

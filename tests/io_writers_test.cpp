@@ -277,7 +277,7 @@ TEST(Writers, WqFileIsTheSameWhenLargeTensorsComeInRowPieces) {
     EXPECT_TRUE(file(d("direct.wq")) == whole) << "pieces, direct output";
     write(d("buffered.wq"), true, true);
     EXPECT_TRUE(file(d("buffered.wq")) == whole) << "pieces, buffered output";
-    if (c.piece_bytes == (4 << 20) && test::accepts_direct(d.p.string())) EXPECT_GE(released, 1u) << "no piece's buffer was held and given back";
+    if (c.piece_bytes == (4 << 20) && test::accepts_direct(d.p.string())) { EXPECT_GE(released, 1u) << "no piece's buffer was held and given back"; }
     auto q = open_model(d("direct.wq"));
     for (size_t i = 0; i < q->tensors().size(); ++i) {
       if (q->tensors()[i].kind != StoredKind::Quantized) continue;

@@ -424,7 +424,7 @@ TEST(Pipeline, QuantizedRowPiecesGiveTheWholeTensorsBytesAndFigures) {
         EXPECT_EQ(sink.errors[i].max_abs, whole.errors[i].max_abs);
         EXPECT_EQ(stats.tensors[i].bytes_out, whole_stats.tensors[i].bytes_out);
         EXPECT_EQ(stats.tensors[i].solver_steps, whole_stats.tensors[i].solver_steps) << whole.names[i];
-        if (c.hqq) EXPECT_GT(stats.tensors[i].solver_steps, 0) << whole.names[i];
+        if (c.hqq) { EXPECT_GT(stats.tensors[i].solver_steps, 0) << whole.names[i]; }
       }
       EXPECT_EQ(src.held, 0u) << "every tensor released";
       for (size_t i = 0; i < n; ++i) EXPECT_EQ(src.releases[i], 1) << whole.names[i] << ": released once, after its last piece";
@@ -551,7 +551,7 @@ TEST(Pipeline, PayloadsSitAtTheSinksPhaseAndTheSinkMayTakeThem) {
         ASSERT_EQ(sink.bytes.size(), plain.bytes.size()) << at;
         for (size_t i = 0; i < plain.bytes.size(); ++i) EXPECT_TRUE(sink.bytes[i] == plain.bytes[i]) << plain.names[i] << ", " << at;
         EXPECT_GE(sink.placed, 2u) << at << ": buffers of 1 MiB and more were checked";
-        if (take) EXPECT_EQ(sink.taken, sink.parts + (plain.bytes.size() - (pieces ? 1 : 0))) << at;
+        if (take) { EXPECT_EQ(sink.taken, sink.parts + (plain.bytes.size() - (pieces ? 1 : 0))) << at; }
         EXPECT_EQ(src.held, 0u);
       }
     }
