@@ -7,6 +7,7 @@
 #include "engine/tensor.h"
 #include "io/held_payloads.h"
 #include "io/output_file.h"
+#include "io/piece_params.h"
 #include "io/planned_tensor.h"
 #include "io/wq_layout.h"
 #include "wq_format_generated.h"
@@ -166,36 +167,22 @@ class WqWriter final : public ModelWriter {
     const QuantizedTensor& q = r.quantized;
     if (r.first_piece) {
       piece_codes_ = 0;
-      piece_scales_.clear();
-      piece_zeros_.clear();
-      // Reserved whole at once: the largest tensors' parameters, grown piece by piece,
-      // would be mapped afresh at every doubling (engine/output_bytes.h says what that costs).
-      piece_scales_.reserve(sizes.size() > 1 ? sizes[1] : 0);
-      piece_zeros_.reserve(sizes.size() > 2 ? sizes[2] : 0);
+      piece_params_.start(sizes.size() > 1 ? sizes[1] : 0, sizes.size() > 2 ? sizes[2] : 0);
       out_.pad_to(piece_align(sizes.at(0)));
     }
     if (piece_codes_ + q.packed.size() > sizes.at(0)) check_planned(piece_codes_ + q.packed.size(), sizes, 0, name);
     piece_codes_ += q.packed.size();
-    auto append = [](OutputBytes& to, const void* p, size_t n) {
-      const size_t at = to.size();
-      to.resize(at + n);  // (uninitialised; insert() would construct byte by byte)
-      if (n) std::memcpy(to.data() + at, p, n);
-    };
-    if (q.spec.fp16) {
-      append(piece_scales_, q.scales_f16.data(), q.scales_f16.size() * 2);
-      append(piece_zeros_, q.zeros_f16.data(), q.zeros_f16.size() * 2);
-    } else {
-      append(piece_scales_, q.scales.data(), q.scales.size() * 4);
-      append(piece_zeros_, q.zeros.data(), q.zeros.size() * 4);
-    }
+    piece_params_.add(q);
     held_.hold(r, out_.write_held(q.packed.data(), q.packed.size()));  // (takes r's buffers if held)
     if (!r.last_piece) return;
     check_planned(piece_codes_, sizes, 0, name);
     piece_codes_ = 0;
     out_.pad_to(kWqAlign);
-    put_piece(piece_scales_.data(), piece_scales_.size(), sizes, 1, name, false);
+    put_piece(piece_params_.scales().data(), piece_params_.scales().size(), sizes, 1, name, false);
     // (Zeros the plan has no place for are refused by the check there.)
-    if (sizes.size() > 2 || !piece_zeros_.empty()) put_piece(piece_zeros_.data(), piece_zeros_.size(), sizes, 2, name, false);
+    if (sizes.size() > 2 || !piece_params_.zeros().empty()) {
+      put_piece(piece_params_.zeros().data(), piece_params_.zeros().size(), sizes, 2, name, false);
+    }
   }
 
   HeldPayloads held_;  // before out_: destroyed after it, which waits for the writes reading them
@@ -203,7 +190,7 @@ class WqWriter final : public ModelWriter {
   Layout layout_;
   size_t next_ = 0;
   uint64_t piece_codes_ = 0;                       // codes written of the tensor in pieces
-  OutputBytes piece_scales_, piece_zeros_;        // its parameters so far, as stored
+  PieceParams piece_params_;                       // its parameters so far, as stored
 };
 
 }  // namespace

@@ -138,7 +138,11 @@ struct CountingSink : TensorSink {
   TensorSink& to;
   size_t released = 0;
   explicit CountingSink(TensorSink& t) : to(t) {}
-  void write(TensorResult& r) override { to.write(r); }
+  size_t pieces = 0;  // quantized tensors' row pieces written
+  void write(TensorResult& r) override {
+    pieces += r.plan && r.plan->action == TensorAction::Quantize && !(r.first_piece && r.last_piece);
+    to.write(r);
+  }
   bool takes_row_pieces() const override { return to.takes_row_pieces(); }
   bool quantized_pieces = true;  // false: as a sink that never takes them
   bool takes_quantized_row_pieces() const override { return quantized_pieces && to.takes_quantized_row_pieces(); }
@@ -225,11 +229,12 @@ TEST(Writers, WqLargePiecesSitOnPagesAndAreWrittenFromThePipelinesBuffers) {
   }
 }
 
-// The .wq writer takes a large quantized tensor in row pieces (its codes written as they
-// come, its scales and zeros after the last): the file is byte for byte the one written
-// from whole tensors, with f32 and f16 parameters, with and without zeros, direct or
-// buffered output, and some pieces' buffers are written without a copy and given back.
-TEST(Writers, WqFileIsTheSameWhenLargeTensorsComeInRowPieces) {
+// The .wq and safetensors writers take a large quantized tensor in row pieces (its codes
+// written as they come, its scales and zeros after the last): the file is byte for byte
+// the one written from whole tensors, with f32 and f16 parameters, with and without
+// zeros, direct or buffered output, and (.wq) some pieces' buffers are written without a
+// copy and given back.
+TEST(Writers, FileIsTheSameWhenLargeTensorsComeInRowPieces) {
   Dir d;
   const std::string src_path = write_source(
       d("pieces.safetensors"),
@@ -249,14 +254,16 @@ TEST(Writers, WqFileIsTheSameWhenLargeTensorsComeInRowPieces) {
   // 256 KiB: big in 64 pieces of 64 rows, odd in 16 (the last 39 rows); 4 MiB: big in 4
   // pieces of 1 MiB of 8-bit codes, buffers large enough to be written without a copy
   // (engine/output_bytes.h); odd whole.
+  for (const OutputFormat format : {OutputFormat::Wq, OutputFormat::Safetensors})
   for (const Case& c : {Case{4, true, false, 256 << 10}, Case{3, false, false, 256 << 10}, Case{8, true, true, 4 << 20}}) {
-    SCOPED_TRACE(std::to_string(c.bits) + " bits" + (c.asym ? " asym" : " sym") + (c.fp16 ? " fp16" : ""));
+    const std::string ext = format == OutputFormat::Wq ? ".wq" : ".safetensors";
+    SCOPED_TRACE(ext + ", " + std::to_string(c.bits) + " bits" + (c.asym ? " asym" : " sym") + (c.fp16 ? " fp16" : ""));
     PlanOptions o;
     o.defaults.bits = c.bits;
     o.defaults.block = 64;
     o.defaults.asym = c.asym;
     o.defaults.fp16 = c.fp16;
-    o.format = OutputFormat::Wq;
+    o.format = format;
     const std::vector<TensorPlan> plan = make_plan(src->tensors(), o);
     auto write = [&](const std::string& out, bool pieces, bool buffered) {
       if (buffered) ::setenv("WQUANT_OUTPUT_IO", "buffered", 1);
@@ -269,16 +276,19 @@ TEST(Writers, WqFileIsTheSameWhenLargeTensorsComeInRowPieces) {
       Scheduler sch(2);
       sch.run([&] { run_pipeline(plan, src->tensors(), *src, sink, po); });
       w->commit();
-      return sink.released;
+      return std::make_pair(sink.pieces, sink.released);
     };
-    write(d("whole.wq"), false, true);
-    const std::vector<uint8_t> whole = file(d("whole.wq"));
-    const size_t released = write(d("direct.wq"), true, false);
-    EXPECT_TRUE(file(d("direct.wq")) == whole) << "pieces, direct output";
-    write(d("buffered.wq"), true, true);
-    EXPECT_TRUE(file(d("buffered.wq")) == whole) << "pieces, buffered output";
-    if (c.piece_bytes == (4 << 20) && test::accepts_direct(d.p.string())) { EXPECT_GE(released, 1u) << "no piece's buffer was held and given back"; }
-    auto q = open_model(d("direct.wq"));
+    EXPECT_EQ(write(d("whole" + ext), false, true).first, 0u);
+    const std::vector<uint8_t> whole = file(d("whole" + ext));
+    const auto [pieces, released] = write(d("direct" + ext), true, false);
+    EXPECT_GE(pieces, 4u) << "big did not come in pieces";
+    EXPECT_TRUE(file(d("direct" + ext)) == whole) << "pieces, direct output";
+    write(d("buffered" + ext), true, true);
+    EXPECT_TRUE(file(d("buffered" + ext)) == whole) << "pieces, buffered output";
+    if (format == OutputFormat::Wq && c.piece_bytes == (4 << 20) && test::accepts_direct(d.p.string())) {
+      EXPECT_GE(released, 1u) << "no piece's buffer was held and given back";
+    }
+    auto q = open_model(d("direct" + ext));
     for (size_t i = 0; i < q->tensors().size(); ++i) {
       if (q->tensors()[i].kind != StoredKind::Quantized) continue;
       const QuantizedTensor got = q->load_quantized(i);
