@@ -128,10 +128,9 @@ class SafetensorsWriter final : public ModelWriter {
   // to the file as they come, and its scales and zeros are kept until the last piece,
   // after whose codes they are written as the whole tensor's would be. Without pieces the
   // pipeline held the largest tensors' codes whole (32 MiB for a [32000, 2048] embedding
-  // at 4 bits), each in fresh memory the kernel faulted in and zeroed (clear_page was 17%
-  // of one f32 safetensors -> safetensors run's CPU in perf). bench/ab_bench.sh, 6 pairs,
-  // the 1.1 B model 4-bit block 64 asym, no fsync: peak RSS 108 -> 35 MiB, CPU 0.977,
-  // wall 0.944 (2026-12-06).
+  // at 4 bits), each in fresh memory the kernel faulted in and zeroed. bench/ab_bench.sh,
+  // 6 pairs, the f32 1.1 B model 4-bit block 64 asym, no fsync: peak RSS 108 -> 35 MiB,
+  // wall 0.930, CPU 1.021 (2026-12-07).
   void write_piece(TensorResult& r, const std::vector<PlannedPiece>& pieces, const std::string& name) {
     const QuantizedTensor& q = r.quantized;
     if (r.first_piece) {

@@ -1370,8 +1370,8 @@ struct Prims {
         // Every code's w_hat in one vector, read by a permute per vector (as
         // quantize_rows_as does; the clamp keeps every code, NaN's too, in [0, 15]): the
         // same products, 2 operations a vector fewer. kernels_bench
-        // quantize_ggml_measured/Q4_0/avx512/16KiB, 5 alternations: 747-778 against
-        // 793-859 ns (2026-12-06).
+        // quantize_ggml_measured/Q4_0/avx512/16KiB, 5 alternations: 724-753 against
+        // 745-796 ns (2026-12-07).
         const F table = Ops::to_float(Ops::iota16() - I(kHalf)) * d;
         for (size_t k = 0; k < NV; ++k) acc.add(v[k], Ops::permute16(table, q[k]));
       } else {
