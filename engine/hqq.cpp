@@ -60,7 +60,7 @@ void solve_per_block(const RowSource& w, QuantizedTensor& q, const Kernels& k, c
     const TensorView t = w.tile(r0, r1, &scratch);
     bad[r0 / tile] = nonfinite_in_rows(t, 0, r1 - r0, k, w.view.first_row + r0);
     if (!bad[r0 / tile].empty()) return;
-    std::vector<float> buf, inv(nb), w_hat(row_sums ? q.cols : 0);
+    std::vector<float> buf, inv(nb);
     std::vector<uint8_t> codes(q.cols);
     std::vector<int> steps(nb);
     int most = 0;
@@ -71,8 +71,11 @@ void solve_per_block(const RowSource& w, QuantizedTensor& q, const Kernels& k, c
       pack_row(q, r, codes.data(), k);
       for (int s : steps) most = std::max(most, s);
       if (row_sums) {  // what measure_rows would find, without widening and unpacking again
-        dequantize_row_codes(q, codes.data(), q.scales.data() + r * nb, q.zeros.data() + r * nb, w_hat.data(), k);
-        row_sums[r] = error_sums(row, w_hat.data(), q.cols, k);
+        float partials[kColumnPartialPlanes] = {};
+        k.codes_error_partials(row, codes.data(), q.cols, q.block, q.scheme, q.spec.bits, q.scales.data() + r * nb,
+                               q.zeros.data() + r * nb, partials);
+        row_sums[r] = measured_row_sums(ref::partials_error(partials, 1), q, r,
+                                        [&] { return RowSource::rows_of(t).tile(r - r0, r - r0 + 1, nullptr); }, k);
       }
     }
     tile_steps[r0 / tile] = most;

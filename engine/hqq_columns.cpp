@@ -25,7 +25,7 @@ constexpr size_t kRowsPerTask = 64;
 // The task's buffers, kept by its thread between bands and tensors.
 struct TaskBuffers {
   std::vector<uint8_t> stored;  // the slice transposed, in the source's dtype
-  std::vector<float> wide, w_hat, scales, zeros, inv;
+  std::vector<float> wide, scales, zeros, inv;
   std::vector<uint8_t> codes;
   std::vector<int> steps;
 };
@@ -81,10 +81,10 @@ bool hqq_quantize_stored_columns(const RowSource& src, QuantizedTensor& q, Error
         std::copy_n(t.zeros.data() + i * row_blocks, row_blocks, q.zeros.data() + r * nb + kb);
       }
       if (row_sums) {  // what the row path measures, carried from band to band
-        t.w_hat.resize(n);
-        dequantize_blocks(q, n_blocks, t.codes.data(), t.scales.data(), t.zeros.data(), t.w_hat.data(), k);
         for (size_t i = 0; i < n_rows; ++i) {
-          k.sq_err_partials(w + i * rows, t.w_hat.data() + i * rows, rows, partials.data() + (c0 + i) * kColumnPartialPlanes);
+          k.codes_error_partials(w + i * rows, t.codes.data() + i * rows, rows, block, q.scheme, bits,
+                                 t.scales.data() + i * row_blocks, t.zeros.data() + i * row_blocks,
+                                 partials.data() + (c0 + i) * kColumnPartialPlanes);
         }
       }
       const int most = *std::max_element(t.steps.begin(), t.steps.end());

@@ -116,11 +116,19 @@ class OnnxWriter final : public ModelWriter {
   }
 
   void write(TensorResult& r) override {
-    // Results arrive in plan order (engine/pipeline.h).
-    const size_t pi = next_plan_++;
+    // Results arrive in plan order (engine/pipeline.h), a tensor in row pieces as a run of
+    // results for one plan entry.
+    const size_t pi = next_plan_;
     if (!r.plan || pi >= plan_.size() || r.plan->name != plan_[pi].name)
       throw Error(out_.path() + ": " + (r.plan ? r.plan->name : std::string("?")) + ": out of plan order", ErrorKind::Internal);
     prepared_ = false;
+    if (r.plan->action == TensorAction::Quantize && !(r.first_piece && r.last_piece)) {
+      write_piece(pi, r);
+      if (r.last_piece) ++next_plan_;
+      return;
+    }
+    if (piece_init_ != kNoPiece) throw Error(out_.path() + ": a tensor's last row piece never came", ErrorKind::Internal);
+    ++next_plan_;
     uint64_t ticket = 0;  // the last write still reading r's codes, if any
     while (next_init_ < l_.plan.inits.size() && l_.plan.inits[next_init_].plan_index == pi) {
       ticket = std::max(ticket, put(next_init_, r));
@@ -128,9 +136,11 @@ class OnnxWriter final : public ModelWriter {
     }
     held_.hold(r, ticket);  // (after every payload of r is written: it takes r's buffers)
   }
+  bool takes_quantized_row_pieces() const override { return true; }
   bool take_released(TensorResult* r) override { return data_ && held_.take_released(*data_, r); }
 
   void commit() override {
+    if (piece_init_ != kNoPiece) throw Error(out_.path() + ": a tensor's last row piece never came", ErrorKind::Internal);
     if (next_init_ != l_.plan.inits.size() || next_plan_ != plan_.size())
       throw Error(out_.path() + ": not every tensor was written", ErrorKind::Internal);
     if (!data_) return out_.commit();
@@ -154,22 +164,14 @@ class OnnxWriter final : public ModelWriter {
   // r's quantized buffers (OutputFile::write_held), 0 if none does.
   uint64_t put(size_t k, TensorResult& r) {
     const OnnxOutInit& o = l_.plan.inits[k];
-    const std::string& h = l_.init_heads[k];
-    out_.write(h.data(), h.size());
     if (o.piece == OnnxPiece::Verbatim) {
+      const std::string& h = l_.init_heads[k];
+      out_.write(h.data(), h.size());
       out_.write(o.constant.data(), o.constant.size());
       return 0;
     }
-    OutputFile* f = &out_;
-    if (l_.in_data[k]) {
-      f = data_.get();
-      f->pad_to(data_align(o.nbytes));
-      if (f->offset() != l_.data_offset[k]) throw Error(f->path() + ": offset drift", ErrorKind::Internal);
-    }
-    auto check_size = [&](size_t n) {
-      if (n != o.nbytes)
-        throw Error(out_.path() + ": " + o.header.name() + ": " + std::to_string(n) + " bytes, planned " + std::to_string(o.nbytes), ErrorKind::Internal);
-    };
+    OutputFile* f = begin_init(k);
+    auto check_size = [&](size_t n) { check_planned(o, n); };
     if (o.piece == OnnxPiece::Codes && !packed_codes(o)) {
       check_size(r.quantized.rows * r.quantized.cols);
       write_unpacked(*f, r.quantized);
@@ -185,6 +187,97 @@ class OnnxWriter final : public ModelWriter {
     if (f == data_.get() && o.piece == OnnxPiece::Codes) return f->write_held(bytes.data(), bytes.size());
     f->write(bytes.data(), bytes.size());
     return 0;
+  }
+
+  // Writes init k's header, and where its payload goes to the data file, pads that to the
+  // payload's planned offset; returns the file the payload goes to.
+  OutputFile* begin_init(size_t k) {
+    const std::string& h = l_.init_heads[k];
+    out_.write(h.data(), h.size());
+    if (!l_.in_data[k]) return &out_;
+    OutputFile* f = data_.get();
+    f->pad_to(data_align(l_.plan.inits[k].nbytes));
+    if (f->offset() != l_.data_offset[k]) throw Error(f->path() + ": offset drift", ErrorKind::Internal);
+    return f;
+  }
+
+  void check_planned(const OnnxOutInit& o, uint64_t n) const {
+    if (n != o.nbytes)
+      throw Error(out_.path() + ": " + o.header.name() + ": " + std::to_string(n) + " bytes, planned " + std::to_string(o.nbytes), ErrorKind::Internal);
+  }
+
+  // One row piece of a quantized tensor (TensorSink::takes_quantized_row_pieces). Every
+  // form stores the codes first, row by row, then the scales and zero points, row by row,
+  // each the rows' own bytes whatever the form (MatMulNBits' z = -min / s and packed
+  // zero points are made per block, and packed per row): so each piece's codes go to the
+  // file as they come, and its parameters, made as the whole tensor's would be, are kept
+  // until the last piece, after whose codes they are written, with the constants that
+  // follow them. Without pieces the pipeline held the largest tensors' codes whole (32 MiB
+  // for the 1.1 B model's [32000, 2048] embedding at 4 bits), in memory the kernel faults
+  // in and zeroes at 1.25 ms a MiB on these VMs (their host backs it afresh), and the
+  // ONNX RTN job peaked at 157 MiB where the safetensors one peaked at 35.
+  void write_piece(size_t pi, TensorResult& r) {
+    const std::vector<OnnxOutInit>& inits = l_.plan.inits;
+    if (r.first_piece) {
+      if (piece_init_ != kNoPiece || next_init_ >= inits.size() || inits[next_init_].plan_index != pi ||
+          inits[next_init_].piece != OnnxPiece::Codes)
+        throw Error(out_.path() + ": " + r.plan->name + ": row pieces where the plan has no codes first", ErrorKind::Internal);
+      piece_init_ = next_init_++;
+      piece_file_ = begin_init(piece_init_);
+      piece_codes_ = piece_rows_ = 0;
+      // Its parameters: the inits that follow the codes and are made from them, each
+      // reserved whole at once in a buffer kept from tensor to tensor (grown piece by
+      // piece, or made per tensor, they would be mapped afresh: engine/output_bytes.h).
+      size_t n = 0;
+      while (next_init_ + n < inits.size() && inits[next_init_ + n].plan_index == pi &&
+             (inits[next_init_ + n].piece == OnnxPiece::Scales || inits[next_init_ + n].piece == OnnxPiece::Zeros))
+        ++n;
+      if (piece_params_.size() < n) piece_params_.resize(n);
+      piece_param_count_ = n;
+      for (size_t j = 0; j < n; ++j) {
+        piece_params_[j].clear();
+        piece_params_[j].reserve(inits[next_init_ + j].nbytes);
+      }
+    } else if (piece_init_ == kNoPiece) {
+      throw Error(out_.path() + ": " + r.plan->name + ": a row piece without the first", ErrorKind::Internal);
+    }
+    const OnnxOutInit& codes = inits[piece_init_];
+    QuantizedTensor& q = r.quantized;
+    uint64_t ticket = 0;
+    if (packed_codes(codes)) {
+      if (piece_codes_ + q.packed.size() > codes.nbytes) check_planned(codes, piece_codes_ + q.packed.size());
+      piece_codes_ += q.packed.size();
+      ticket = piece_file_ == data_.get() ? piece_file_->write_held(q.packed.data(), q.packed.size())
+                                          : (piece_file_->write(q.packed.data(), q.packed.size()), 0);
+    } else {
+      if (piece_codes_ + q.rows * q.cols > codes.nbytes) check_planned(codes, piece_codes_ + q.rows * q.cols);
+      piece_codes_ += q.rows * q.cols;
+      write_unpacked(*piece_file_, q);
+    }
+    for (size_t j = 0; j < piece_param_count_; ++j) {
+      const OnnxOutInit& o = inits[piece_init_ + 1 + j];
+      const Bytes b = payload(o, r, piece_rows_);
+      OutputBytes& acc = piece_params_[j];
+      if (acc.size() + b.size() > o.nbytes) check_planned(o, acc.size() + b.size());
+      const size_t at = acc.size();
+      acc.resize(at + b.size());  // (uninitialised: within the reserved capacity)
+      if (b.size()) std::memcpy(acc.data() + at, b.data(), b.size());
+    }
+    piece_rows_ += q.rows;
+    if (r.last_piece) {
+      check_planned(codes, piece_codes_);
+      for (size_t j = 0; j < piece_param_count_; ++j) {
+        const size_t k = next_init_++;
+        check_planned(inits[k], piece_params_[j].size());
+        begin_init(k)->write(piece_params_[j].data(), piece_params_[j].size());
+      }
+      while (next_init_ < inits.size() && inits[next_init_].plan_index == pi) {
+        ticket = std::max(ticket, put(next_init_, r));
+        ++next_init_;
+      }
+      piece_init_ = kNoPiece;
+    }
+    held_.hold(r, ticket);  // (after every payload of r is written: it takes r's buffers)
   }
 
   bool packed_codes(const OnnxOutInit& o) const {
@@ -232,7 +325,8 @@ class OnnxWriter final : public ModelWriter {
   static Bytes view(const std::vector<T, A>& v) { return view(v.data(), v.size() * sizeof(T)); }
 
   // The payload of one output initializer, from the pipeline's result.
-  Bytes payload(const OnnxOutInit& o, TensorResult& r) {
+  // (first_row: the row of the tensor r's first row is, for a row piece's messages.)
+  Bytes payload(const OnnxOutInit& o, TensorResult& r, size_t first_row = 0) {
     const TensorPlan& p = *r.plan;
     const OnnxWeightForm form = l_.plan.form[o.plan_index];
     switch (o.piece) {
@@ -255,7 +349,7 @@ class OnnxWriter final : public ModelWriter {
         QuantizedTensor& q = r.quantized;
         const bool scales = o.piece == OnnxPiece::Scales;
         if (!scales && o.header.data_type() == onnx::TensorProto::UINT8)
-          return own(integer_zero_points(q, form == OnnxWeightForm::MatMulNBits ? q.spec.bits : 8, p.name));
+          return own(integer_zero_points(q, form == OnnxWeightForm::MatMulNBits ? q.spec.bits : 8, p.name, first_row));
         if (form == OnnxWeightForm::Dequant) {
           if (q.spec.fp16) return view(scales ? q.scales_f16 : q.zeros_f16);
           return view(scales ? q.scales : q.zeros);
@@ -271,16 +365,16 @@ class OnnxWriter final : public ModelWriter {
 
   // Integer zero points, `width` bits each: 2^(b-1) for symmetric codes, else HQQ's
   // rounded zeros, each checked to fit.
-  std::string integer_zero_points(QuantizedTensor& q, int width, const std::string& name) {
+  std::string integer_zero_points(QuantizedTensor& q, int width, const std::string& name, size_t first_row) {
     const size_t nb = q.rows * q.blocks_per_row();
     if (q.scheme == Scheme::MnnSym) {
       const std::vector<float> half(nb, float(1 << (q.spec.bits - 1)));
-      return pack_zero_points(half.data(), q.rows, q.blocks_per_row(), width, out_.path() + ": " + name);
+      return pack_zero_points(half.data(), q.rows, q.blocks_per_row(), width, out_.path() + ": " + name, first_row);
     }
     prepare_nbits(q);
     const OutputVector<float>& zeros = q.spec.fp16 ? nb_zeros_ : q.zeros;
     if (zeros.size() != nb) throw Error(out_.path() + ": " + name + ": no zero points", ErrorKind::Internal);
-    return pack_zero_points(zeros.data(), q.rows, q.blocks_per_row(), width, out_.path() + ": " + name);
+    return pack_zero_points(zeros.data(), q.rows, q.blocks_per_row(), width, out_.path() + ": " + name, first_row);
   }
 
   // MatMulNBits' (and GatherBlockQuantized's) f32 scales and zero points of q, once per
@@ -332,6 +426,13 @@ class OnnxWriter final : public ModelWriter {
   bool prepared_ = false;  // this plan entry's parameters are in MatMulNBits' form
   OutputVector<float> nb_scales_, nb_zeros_;
   OutputBytes unpacked_;  // write_unpacked's rows
+  // The tensor coming in row pieces, if any (write_piece).
+  static constexpr size_t kNoPiece = SIZE_MAX;
+  size_t piece_init_ = kNoPiece;            // its codes' init
+  OutputFile* piece_file_ = nullptr;        // where its codes go
+  uint64_t piece_codes_ = 0, piece_rows_ = 0;  // codes bytes and rows written so far
+  std::vector<OutputBytes> piece_params_;   // its parameter inits' bytes so far, as stored
+  size_t piece_param_count_ = 0;            // how many of piece_params_ it has
 };
 
 }  // namespace

@@ -15,7 +15,8 @@ bool zero_points_are_integral(const QuantSpec& spec) {
   return false;
 }
 
-std::string pack_zero_points(const float* z, size_t rows, size_t blocks, int bits, const std::string& what) {
+std::string pack_zero_points(const float* z, size_t rows, size_t blocks, int bits, const std::string& what,
+                             size_t first_row) {
   const size_t row_bytes = zero_point_row_bytes(blocks, bits);
   const float top = float((1u << bits) - 1);
   std::string out(rows * row_bytes, '\0');
@@ -25,7 +26,7 @@ std::string pack_zero_points(const float* z, size_t rows, size_t blocks, int bit
       // A block whose weights all have one sign has its zero outside the code range.
       if (!(v >= 0.0f && v <= top) || std::nearbyint(v) != v)
         throw Error(what + ": zero point " + std::to_string(v) + " of block " + std::to_string(b) + " in row " +
-                    std::to_string(r) + " is not an integer in 0.." + std::to_string(int(top)) +
+                    std::to_string(first_row + r) + " is not an integer in 0.." + std::to_string(int(top)) +
                     " (its weights all have one sign); quantize it without --hqq-round-zero",
                   ErrorKind::Usage);
       const size_t bit = b * size_t(bits);

@@ -26,8 +26,10 @@ bool zero_points_are_integral(const QuantSpec& spec);
 inline size_t zero_point_row_bytes(size_t blocks, int bits) { return (blocks * size_t(bits) + 7) / 8; }
 
 // Packs z [rows, blocks] into [rows, zero_point_row_bytes]. Throws Error naming `what`,
-// the block and the value when one is not an integer in [0, 2^bits - 1].
-std::string pack_zero_points(const float* z, size_t rows, size_t blocks, int bits, const std::string& what);
+// the block, the row (counted from first_row: z may be a run of a tensor's rows) and the
+// value when one is not an integer in [0, 2^bits - 1].
+std::string pack_zero_points(const float* z, size_t rows, size_t blocks, int bits, const std::string& what,
+                             size_t first_row = 0);
 
 // The inverse: `bytes` holds rows * zero_point_row_bytes(blocks, bits) bytes.
 void unpack_zero_points(const uint8_t* bytes, size_t rows, size_t blocks, int bits, float* z);

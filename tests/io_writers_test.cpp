@@ -18,6 +18,7 @@
 #include "io/model_writer.h"
 #include "io/safetensors_writer.h"
 #include "io/wq_layout.h"
+#include "tests/counting_sink.h"
 #include "wq_format_generated.h"
 #include "tests/test_support.h"
 
@@ -132,27 +133,7 @@ TEST(Writers, EveryCombinationReadsBackExactly) {
   }
 }
 
-// Passes results on to a writer and counts the results whose buffers it gave back after
-// its background writes had read them (TensorSink::take_released).
-struct CountingSink : TensorSink {
-  TensorSink& to;
-  size_t released = 0;
-  explicit CountingSink(TensorSink& t) : to(t) {}
-  size_t pieces = 0;  // quantized tensors' row pieces written
-  void write(TensorResult& r) override {
-    pieces += r.plan && r.plan->action == TensorAction::Quantize && !(r.first_piece && r.last_piece);
-    to.write(r);
-  }
-  bool takes_row_pieces() const override { return to.takes_row_pieces(); }
-  bool quantized_pieces = true;  // false: as a sink that never takes them
-  bool takes_quantized_row_pieces() const override { return quantized_pieces && to.takes_quantized_row_pieces(); }
-  size_t payload_phase(size_t i, uint64_t at) const override { return to.payload_phase(i, at); }
-  bool take_released(TensorResult* r) override {
-    const bool got = to.take_released(r);
-    released += got;
-    return got;
-  }
-};
+using test::CountingSink;
 
 // .wq pieces of 64 KiB and more start on a 4 KiB boundary of the file (the data section
 // on one too), the others on 64 bytes; with O_DIRECT output the writer writes them from

@@ -29,6 +29,7 @@
 #include "io/model_writer.h"
 #include "io/onnx_reader.h"
 #include "io/onnx_support.h"
+#include "tests/counting_sink.h"
 #include "tests/onnx_support.h"
 #include "tests/test_support.h"
 
@@ -610,6 +611,119 @@ TEST_F(OnnxReaderTest, GatherOnlyEmbeddingRunsAsGatherBlockQuantized) {
     for (int64_t id : ids) want.insert(want.end(), rows.begin() + id * 128, rows.begin() + (id + 1) * 128);
     EXPECT_EQ(ort_logits(q, ids), want);
     EXPECT_NE(want, std::vector<float>(emb.begin(), emb.begin() + long(want.size())));  // it was quantized
+  }
+}
+
+// Large weights read as rows (an embedding read by Gather, a Gemm weight with transB)
+// reach the ONNX writer in row pieces: each piece's codes are written as they come, its
+// parameters made in the form's layout and written after the last piece. In every form
+// (GatherBlockQuantized, MatMulNBits, the dequant ops with f32 or f16 parameters, opset
+// 21's DequantizeLinear with uint8 zero points) the files are byte for byte those written
+// from whole tensors, with direct and with buffered output; and a zero point that does
+// not fit is named at its row of the tensor, not of the piece.
+TEST_F(OnnxReaderTest, RowPiecesGiveTheFilesOfWholeTensorsInEveryForm) {
+  constexpr int64_t kVocab = 300, kDim = 256, kOut = 96, kN = 64;
+  std::mt19937 rng(11);
+  std::student_t_distribution<float> t(4.0f);
+  auto values = [&](size_t n) {
+    std::vector<float> v(n);
+    for (float& x : v) x = 0.02f * t(rng);
+    return v;
+  };
+  const std::vector<float> emb = values(kVocab * kDim), gemm = values(kOut * kDim), mm = values(kDim * kN);
+  auto model = [&](int64_t opset, bool one_signed_row) {
+    onnx::ModelProto m;
+    m.set_ir_version(8);
+    m.add_opset_import()->set_version(opset);
+    auto* g = m.mutable_graph();
+    g->set_name("pieces");
+    std::vector<float> e = emb;
+    if (one_signed_row) {  // row 250's first block all positive: its zero point is below 0
+      for (int64_t c = 0; c < 32; ++c) e[size_t(250 * kDim + c)] = 0.01f + 0.001f * float(c);
+    }
+    add_init(g, "emb.weight", onnx::TensorProto::FLOAT, {kVocab, kDim})->set_raw_data(e.data(), e.size() * 4);
+    add_init(g, "gemm.weight", onnx::TensorProto::FLOAT, {kOut, kDim})->set_raw_data(gemm.data(), gemm.size() * 4);
+    add_init(g, "mm.weight", onnx::TensorProto::FLOAT, {kDim, kN})->set_raw_data(mm.data(), mm.size() * 4);
+    add_node(g, "Gather", {"emb.weight", "ids"}, "x");
+    add_node(g, "Gemm", {"x", "gemm.weight"}, "y1", 1);
+    add_node(g, "MatMul", {"x", "mm.weight"}, "y2");
+    save_model(m, dir_ + "/m.onnx");
+  };
+  struct Case {
+    const char* what;
+    int bits, block;
+    bool asym, fp16, hqq, round_zero;
+  };
+  auto file = [](const std::string& path) {
+    std::ifstream f(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(f), {});
+  };
+  for (const char* sub : {"whole", "direct", "buffered", "bad"}) fs::create_directories(dir_ + "/" + sub);
+  for (const int64_t opset : {17, 21})
+  for (const Case& c : {Case{"4-bit sym", 4, 32, false, false, false, false}, Case{"8-bit sym", 8, 64, false, false, false, false},
+                        Case{"4-bit asym", 4, 64, true, false, false, false}, Case{"3-bit asym fp16", 3, 32, true, true, false, false},
+                        Case{"2-bit hqq", 2, 16, true, false, true, false},
+                        Case{"4-bit hqq, integer zeros", 4, 32, true, false, true, true}}) {
+    SCOPED_TRACE(std::string(c.what) + ", opset " + std::to_string(opset));
+    PlanOptions o;
+    o.defaults.bits = c.bits;
+    o.defaults.block = c.block;
+    o.defaults.asym = c.asym;
+    o.defaults.fp16 = c.fp16;
+    o.defaults.hqq = c.hqq;
+    o.defaults.hqq_opts.round_zero = c.round_zero;
+    if (c.round_zero) o.defaults.hqq_opts.max_steps = 0;  // (the steps move z off the integers)
+    o.format = OutputFormat::Onnx;
+    auto write = [&](const std::string& out, size_t piece_bytes, bool buffered) {
+      auto r = open_model(dir_ + "/m.onnx");
+      const std::vector<TensorPlan> plan = make_plan(r->tensors(), o);
+      WriterOptions wo;
+      wo.external_data = true;
+      if (buffered) ::setenv("WQUANT_OUTPUT_IO", "buffered", 1);
+      auto w = make_writer(out, OutputFormat::Onnx, plan, *r, wo);
+      ::unsetenv("WQUANT_OUTPUT_IO");
+      test::CountingSink sink(*w);
+      PipelineOptions po;
+      po.quantized_piece_bytes = piece_bytes;
+      Scheduler sch(2);
+      sch.run([&] { run_pipeline(plan, r->tensors(), *r, sink, po); });
+      w->commit();
+      return sink.pieces;
+    };
+    model(opset, false);
+    EXPECT_EQ(write(dir_ + "/whole/q.onnx", 0, true), 0u);
+    // 4 KiB pieces: emb.weight (1 KiB rows) in pieces of 4 rows, gemm.weight too; the
+    // MatMul weight, read in bands of stored rows, whole.
+    EXPECT_EQ(write(dir_ + "/direct/q.onnx", 4096, false), size_t(kVocab / 4 + kOut / 4));
+    write(dir_ + "/buffered/q.onnx", 4096, true);
+    const std::string model_file = file(dir_ + "/whole/q.onnx"), data = file(dir_ + "/whole/q.onnx.data");
+    ASSERT_FALSE(data.empty());
+    for (const char* how : {"direct", "buffered"}) {
+      EXPECT_TRUE(file(dir_ + "/" + how + "/q.onnx") == model_file) << how;
+      EXPECT_TRUE(file(dir_ + "/" + how + "/q.onnx.data") == data) << how;
+    }
+    // The forms this case was to cover are there.
+    std::set<std::string> ops;
+    const onnx::ModelProto written = load_model(dir_ + "/whole/q.onnx");
+    for (const auto& n : written.graph().node()) ops.insert(n.op_type());
+    EXPECT_EQ(ops.count("GatherBlockQuantized"), size_t(!c.asym && c.bits != 3));
+    EXPECT_EQ(ops.count("MatMulNBits"), size_t(c.bits != 3));
+    EXPECT_EQ(ops.count("DequantizeLinear"), size_t(opset >= 21 && (!c.asym || c.round_zero)));
+    if (c.round_zero && opset >= 21) {
+      model(opset, true);
+      std::string errors[2];
+      for (size_t i = 0; i < 2; ++i) {
+        try {
+          write(dir_ + "/bad/q.onnx", i == 0 ? 0 : 4096, false);
+        } catch (const Error& e) {
+          errors[i] = e.what();
+        }
+        EXPECT_NE(errors[i].find("emb.weight"), std::string::npos) << errors[i];
+        EXPECT_NE(errors[i].find("of block 0 in row 250 "), std::string::npos) << errors[i];
+      }
+      EXPECT_EQ(errors[0], errors[1]);
+      EXPECT_FALSE(fs::exists(dir_ + "/bad/q.onnx"));
+    }
   }
 }
 
