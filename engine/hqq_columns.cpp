@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <vector>
 
 #include "engine/hqq.h"
@@ -26,7 +27,7 @@ constexpr size_t kRowsPerTask = 64;
 struct TaskBuffers {
   std::vector<uint8_t> stored;  // the slice transposed, in the source's dtype
   std::vector<float> wide, scales, zeros, inv;
-  std::vector<uint8_t> codes;
+  std::vector<uint8_t> codes, packed;
   std::vector<int> steps;
 };
 
@@ -74,9 +75,16 @@ bool hqq_quantize_stored_columns(const RowSource& src, QuantizedTensor& q, Error
       k.affine_params(w, n_blocks, block, bits, q.spec.hqq_opts.round_zero, t.scales.data(), t.zeros.data(),
                       t.inv.data());
       k.hqq_solve_blocks(w, n_blocks, block, hp, t.inv.data(), t.zeros.data(), t.codes.data(), t.steps.data());
+      // The task's codes packed in one call: each row's band of codes is whole bytes of
+      // the stream (rows is whole blocks of 16), so the stream of all of them is each
+      // row's stream end to end, copied to its place. (A call per row packed 32 to 256
+      // bytes: 4% of the 1.1 B model's ONNX HQQ conversion, perf 2026-12-07.)
+      const size_t row_bytes = rows * size_t(bits) / 8;
+      t.packed.resize(n_rows * row_bytes);
+      k.pack_codes(t.codes.data(), n, bits, t.packed.data());
       for (size_t i = 0; i < n_rows; ++i) {
         const size_t r = c0 + i;
-        k.pack_codes(t.codes.data() + i * rows, rows, bits, q.packed.data() + r * q.packed_row_bytes + k0 * size_t(bits) / 8);
+        std::memcpy(q.packed.data() + r * q.packed_row_bytes + k0 * size_t(bits) / 8, t.packed.data() + i * row_bytes, row_bytes);
         std::copy_n(t.scales.data() + i * row_blocks, row_blocks, q.scales.data() + r * nb + kb);
         std::copy_n(t.zeros.data() + i * row_blocks, row_blocks, q.zeros.data() + r * nb + kb);
       }
