@@ -40,7 +40,7 @@ struct HqqSimd {
     return F::load_aligned(buf);
   }
 
-  static F q_of(F w, F inv, F z, F qmax) { return Ops::clamp(Ops::rint((w * inv) + z), F(0.0f), qmax) + F(0.0f); }
+  static F q_of(F w, F inv, F z, F qmax) { return Ops::clamp0(Ops::rint((w * inv) + z), qmax); }
 
   static F log_(F a) {
     const M zero = a == F(0.0f);
@@ -109,7 +109,7 @@ struct HqqSimd {
     F emax(0.0f);
     for_lanes(w, n, [&](F x, M valid, size_t k) {
       const F wi = x * inv;
-      const F q = Ops::clamp(Ops::rint(wi + z), F(0.0f), qmax) + F(0.0f);
+      const F q = Ops::clamp0(Ops::rint(wi + z), qmax);
       const F e = xsimd::select(valid, x - ((q - z) * s), F(0.0f));
       const F a = fabs(e);
       err[k] = err[k] + a;
@@ -181,7 +181,7 @@ struct HqqSimd {
       const size_t k = v % kAcc;
       const F x = F::load_unaligned(w + i);
       const F wi = x * inv;
-      const F q = Ops::clamp(Ops::rint(wi + z), F(0.0f), qmax) + F(0.0f);
+      const F q = Ops::clamp0(Ops::rint(wi + z), qmax);
       const F e = x - ((q - z) * s);
       sqa[k] = sqa[k] + e * e;
       zs[k] = zs[k] + (q - wi);
@@ -192,7 +192,7 @@ struct HqqSimd {
       M valid;
       const F x = load_tail(w + i, n - i, &valid);
       const F wi = x * inv;
-      const F q = Ops::clamp(Ops::rint(wi + z), F(0.0f), qmax) + F(0.0f);
+      const F q = Ops::clamp0(Ops::rint(wi + z), qmax);
       const F e = xsimd::select(valid, x - ((q - z) * s), F(0.0f));
       sqa[k] = sqa[k] + e * e;
       zs[k] = zs[k] + xsimd::select(valid, q - wi, F(0.0f));

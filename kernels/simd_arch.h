@@ -22,6 +22,8 @@
 //   max_keep(x, acc)    input: a NaN x leaves acc, a NaN acc stays, equal zeros give acc.
 //   clamp(x, lo, hi)    NaN -> lo, else min(max(x, lo), hi); a zero's sign unspecified
 //                       (only used where the result is then converted to an integer).
+//   clamp0(x, hi)       NaN -> +0, else min(max(x, +0), hi), a zero always +0 (x86's
+//                       MAXPS gives its second operand, +0, for -0; NEON adds +0).
 //   hmin(v), hmax(v)    over lanes holding no NaN; a zero's sign unspecified.
 //   reduce_lanes<kMin>(v)  L vectors in, one out: lane j = hmin(v[j]) (kMin) or hmax(v[j]),
 //                       the same values (no NaN lanes; a zero's sign unspecified) for L

@@ -32,6 +32,7 @@ struct ArchOps<xsimd::neon64> {
     const float32x4_t a = vbslq_f32(vcgeq_f32(x, lo), x, lo);
     return vbslq_f32(vcleq_f32(a, hi), a, hi);
   }
+  static F clamp0(F x, F hi) { return vaddq_f32(clamp(x, vdupq_n_f32(0.0f), hi), vdupq_n_f32(0.0f)); }
   static float hmin(F v) { return vminvq_f32(v); }
   static float hmax(F v) { return vmaxvq_f32(v); }
   // Pairwise FMINP/FMAXP: two levels give lane j = fold of v[j] (no NaN lanes, so their

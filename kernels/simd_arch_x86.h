@@ -31,6 +31,7 @@ struct ArchOps<xsimd::avx2> {
   static F min_keep(F x, F acc) { return _mm256_min_ps(x, acc); }
   static F max_keep(F x, F acc) { return _mm256_max_ps(x, acc); }
   static F clamp(F x, F lo, F hi) { return _mm256_min_ps(_mm256_max_ps(x, lo), hi); }
+  static F clamp0(F x, F hi) { return _mm256_min_ps(_mm256_max_ps(x, _mm256_setzero_ps()), hi); }
   static float hmin(F v) {
     __m128 m = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     m = _mm_min_ps(m, _mm_movehl_ps(m, m));
@@ -167,6 +168,7 @@ struct ArchOps<xsimd::avx512bw> {
   static F min_keep(F x, F acc) { return _mm512_min_ps(x, acc); }
   static F max_keep(F x, F acc) { return _mm512_max_ps(x, acc); }
   static F clamp(F x, F lo, F hi) { return _mm512_min_ps(_mm512_max_ps(x, lo), hi); }
+  static F clamp0(F x, F hi) { return _mm512_min_ps(_mm512_max_ps(x, _mm512_setzero_ps()), hi); }
   static float hmin(F v) { return _mm512_reduce_min_ps(v); }
   static float hmax(F v) { return _mm512_reduce_max_ps(v); }
   template <bool kMin>
