@@ -674,11 +674,11 @@ TEST_F(OnnxReaderTest, RowPiecesGiveTheFilesOfWholeTensorsInEveryForm) {
     o.defaults.hqq_opts.round_zero = c.round_zero;
     if (c.round_zero) o.defaults.hqq_opts.max_steps = 0;  // (the steps move z off the integers)
     o.format = OutputFormat::Onnx;
-    auto write = [&](const std::string& out, size_t piece_bytes, bool buffered) {
+    auto write = [&](const std::string& out, size_t piece_bytes, bool buffered, bool external = true) {
       auto r = open_model(dir_ + "/m.onnx");
       const std::vector<TensorPlan> plan = make_plan(r->tensors(), o);
       WriterOptions wo;
-      wo.external_data = true;
+      wo.external_data = external;
       if (buffered) ::setenv("WQUANT_OUTPUT_IO", "buffered", 1);
       auto w = make_writer(out, OutputFormat::Onnx, plan, *r, wo);
       ::unsetenv("WQUANT_OUTPUT_IO");
@@ -702,6 +702,12 @@ TEST_F(OnnxReaderTest, RowPiecesGiveTheFilesOfWholeTensorsInEveryForm) {
       EXPECT_TRUE(file(dir_ + "/" + how + "/q.onnx") == model_file) << how;
       EXPECT_TRUE(file(dir_ + "/" + how + "/q.onnx.data") == data) << how;
     }
+    // Payloads inside the model file (no --external-data): the pieces' codes go there.
+    write(dir_ + "/whole/e.onnx", 0, true, false);
+    write(dir_ + "/direct/e.onnx", 4096, false, false);
+    EXPECT_FALSE(fs::exists(dir_ + "/whole/e.onnx.data"));
+    EXPECT_GT(file(dir_ + "/whole/e.onnx").size(), data.size());
+    EXPECT_TRUE(file(dir_ + "/direct/e.onnx") == file(dir_ + "/whole/e.onnx")) << "embedded payloads";
     // The forms this case was to cover are there.
     std::set<std::string> ops;
     const onnx::ModelProto written = load_model(dir_ + "/whole/q.onnx");
