@@ -616,9 +616,10 @@ TEST_F(OnnxReaderTest, GatherOnlyEmbeddingRunsAsGatherBlockQuantized) {
 
 // Large weights read as rows (an embedding read by Gather, a Gemm weight with transB)
 // reach the ONNX writer in row pieces: each piece's codes are written as they come, its
-// parameters made in the form's layout and written after the last piece. In every form
-// (GatherBlockQuantized, MatMulNBits, the dequant ops with f32 or f16 parameters, opset
-// 21's DequantizeLinear with uint8 zero points) the files are byte for byte those written
+// parameters made in the form's layout and written after the last piece. In every form a
+// piece can take (GatherBlockQuantized, the dequant ops with f32 or f16 parameters, opset
+// 21's DequantizeLinear with uint8 zero points; MatMul weights, stored transposed, come
+// whole as MatMulNBits beside them) the files are byte for byte those written
 // from whole tensors, with direct and with buffered output; and a zero point that does
 // not fit is named at its row of the tensor, not of the piece.
 TEST_F(OnnxReaderTest, RowPiecesGiveTheFilesOfWholeTensorsInEveryForm) {
