@@ -184,8 +184,16 @@ class OnnxWriter final : public ModelWriter {
     // source's own bytes): held writes go one at a time, so holding the parameters too
     // (3 such writes a tensor) had the writer wait for the disk more (bench/ab_bench.sh,
     // ONNX RTN: wall 1.04x).
-    if (f == data_.get() && o.piece == OnnxPiece::Codes) return f->write_held(bytes.data(), bytes.size());
+    if (o.piece == OnnxPiece::Codes) return write_codes(*f, bytes.data(), bytes.size());
     f->write(bytes.data(), bytes.size());
+    return 0;
+  }
+
+  // Packed codes: held (written from the caller's buffer, which write() then holds until
+  // the returned ticket has finished) in the data file, copied in the model file (ticket 0).
+  uint64_t write_codes(OutputFile& f, const void* p, size_t n) {
+    if (&f == data_.get()) return f.write_held(p, n);
+    f.write(p, n);
     return 0;
   }
 
@@ -247,8 +255,7 @@ class OnnxWriter final : public ModelWriter {
     if (packed_codes(codes)) {
       if (piece_codes_ + q.packed.size() > codes.nbytes) check_planned(codes, piece_codes_ + q.packed.size());
       piece_codes_ += q.packed.size();
-      ticket = piece_file_ == data_.get() ? piece_file_->write_held(q.packed.data(), q.packed.size())
-                                          : (piece_file_->write(q.packed.data(), q.packed.size()), 0);
+      ticket = write_codes(*piece_file_, q.packed.data(), q.packed.size());
     } else {
       if (piece_codes_ + q.rows * q.cols > codes.nbytes) check_planned(codes, piece_codes_ + q.rows * q.cols);
       piece_codes_ += q.rows * q.cols;

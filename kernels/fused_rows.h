@@ -22,14 +22,33 @@ WQ_BEGIN_ISA_NAMESPACE
 // byte) dequantized with the parameters stored in job, through sq_err. w_hat: cols floats
 // of scratch. The scalar table measures every row this way; the SIMD tables those whose
 // blocks are not whole vectors.
+// n codes (one per byte) dequantized block by block through P::dequantize_codes: block b
+// with scales[b] and zeros[b] (zeros nullptr: 0) under `scheme`.
+template <class P>
+void dequantize_code_blocks(const uint8_t* codes, size_t n, size_t block, Scheme scheme, int bits, const float* scales,
+                            const float* zeros, float* w_hat) {
+  for (size_t b = 0; block && b < n / block; ++b) {
+    const BlockCodec c{scheme, bits, scales[b], zeros ? zeros[b] : 0.0f, 0.0f};
+    P::dequantize_codes(codes + b * block, block, c, w_hat + b * block);
+  }
+}
+
+// codes_error_partials by its definition (kernels/kernel_slots.inc): the codes dequantized,
+// then sq_err_partials. The scalar table measures this way; the SIMD tables blocks that
+// are not whole vectors.
+template <class P>
+void codes_error_partials_by_definition(const float* x, const uint8_t* codes, size_t n, size_t block, Scheme scheme,
+                                        int bits, const float* scales, const float* zeros, float* partials) {
+  ScratchBuffer<float> w_hat(n);
+  dequantize_code_blocks<P>(codes, n, block, scheme, bits, scales, zeros, w_hat.data());
+  P::sq_err_partials(x, w_hat.data(), n, partials);
+}
+
 template <class P>
 void measure_row(const RowQuantJob& job, size_t r, const float* row, const uint8_t* codes, float* w_hat) {
   const size_t nblocks = job.cols / job.block;
-  for (size_t b = 0; b < nblocks; ++b) {
-    const BlockCodec c{job.scheme, job.bits, job.scales[r * nblocks + b], job.zeros ? job.zeros[r * nblocks + b] : 0.0f,
-                       0.0f};
-    P::dequantize_codes(codes + b * job.block, job.block, c, w_hat + b * job.block);
-  }
+  dequantize_code_blocks<P>(codes, job.cols, job.block, job.scheme, job.bits, job.scales + r * nblocks,
+                            job.zeros ? job.zeros + r * nblocks : nullptr, w_hat);
   RowError& e = job.errors[r];
   P::sq_err(row, w_hat, job.cols, &e.err2, &e.ref2, &e.max_abs);
 }

@@ -2,7 +2,6 @@
 // tested against.
 // Written for clarity of semantics, one element at a time.
 #include <cstring>
-#include <vector>
 
 #include "kernels/fused_rows.h"
 #include "kernels/ggml_row_reference.h"
@@ -100,12 +99,7 @@ struct ScalarPrims {
   }
   static void codes_error_partials(const float* x, const uint8_t* codes, size_t n, size_t block, Scheme scheme,
                                    int bits, const float* scales, const float* zeros, float* partials) {
-    std::vector<float> w_hat(n);
-    for (size_t b = 0; block && b < n / block; ++b) {
-      const BlockCodec c{scheme, bits, scales[b], zeros ? zeros[b] : 0.0f, 0.0f};
-      dequantize_codes(codes + b * block, block, c, w_hat.data() + b * block);
-    }
-    sq_err_partials(x, w_hat.data(), n, partials);
+    codes_error_partials_by_definition<ScalarPrims>(x, codes, n, block, scheme, bits, scales, zeros, partials);
   }
   static void sq_err_partials(const float* a, const float* b, size_t n, float* p) {
     for (size_t i = 0; i < n; ++i) {

@@ -570,15 +570,26 @@ struct Prims {
   // NaN is the scalar table's running max in any order.
   static void sq_err_partials(const float* a, const float* b, size_t n, float* p) {
     constexpr size_t K = 16 / L;
-    F pe[K], pr[K], mx(p[32]);
-    for (size_t k = 0; k < K; ++k) {
+    F pe[K], pr[K], mx;
+    load_partials(p, pe, pr, mx);
+    sq_err_add(a, b, n, pe, pr, mx);
+    store_partials(p, pe, pr, mx, 0);
+  }
+  // The partials in memory into 16 / L vectors each (lane j of pe[k]: partial k * L + j)
+  // and the max into every lane; and back, where pe[k] holds partials
+  // ((k + rotation) % (16 / L)) * L + j, the max folded in.
+  static void load_partials(const float* p, F* pe, F* pr, F& mx) {
+    for (size_t k = 0; k < 16 / L; ++k) {
       pe[k] = F::load_unaligned(p + k * L);
       pr[k] = F::load_unaligned(p + 16 + k * L);
     }
-    sq_err_add(a, b, n, pe, pr, mx);
+    mx = F(p[32]);
+  }
+  static void store_partials(float* p, const F* pe, const F* pr, F mx, size_t rotation) {
+    constexpr size_t K = 16 / L;
     for (size_t k = 0; k < K; ++k) {
-      pe[k].store_unaligned(p + k * L);
-      pr[k].store_unaligned(p + 16 + k * L);
+      pe[k].store_unaligned(p + (k + rotation) % K * L);
+      pr[k].store_unaligned(p + 16 + (k + rotation) % K * L);
     }
     alignas(64) float lanes[L];
     mx.store_aligned(lanes);
@@ -690,38 +701,19 @@ struct Prims {
   static void codes_error_partials(const float* x, const uint8_t* codes, size_t n, size_t block, Scheme scheme,
                                    int bits, const float* scales, const float* zeros, float* p) {
     if (block == 0 || block % L != 0) {
-      ScratchBuffer<float> w_hat(n);
-      for (size_t b = 0; block && b < n / block; ++b) {
-        const BlockCodec c{scheme, bits, scales[b], zeros ? zeros[b] : 0.0f, 0.0f};
-        dequantize_codes(codes + b * block, block, c, w_hat.data() + b * block);
-      }
-      sq_err_partials(x, w_hat.data(), n, p);
+      codes_error_partials_by_definition<Prims>(x, codes, n, block, scheme, bits, scales, zeros, p);
       return;
     }
-    constexpr size_t K = RowErrorAcc::K;
     RowErrorAcc acc;
-    for (size_t k = 0; k < K; ++k) {
-      acc.pe[k] = F::load_unaligned(p + k * L);
-      acc.pr[k] = F::load_unaligned(p + 16 + k * L);
-    }
-    acc.mx = F(p[32]);
+    load_partials(p, acc.pe, acc.pr, acc.mx);
     switch (scheme) {
       case Scheme::MnnSym: codes_error_add<Scheme::MnnSym>(x, codes, n, block, bits, scales, zeros, acc); break;
       case Scheme::MnnAsym: codes_error_add<Scheme::MnnAsym>(x, codes, n, block, bits, scales, zeros, acc); break;
       case Scheme::Affine: codes_error_add<Scheme::Affine>(x, codes, n, block, bits, scales, zeros, acc); break;
     }
-    // After m vectors the accumulator's pe[k] holds partials (k + m) % K (it rotates by
-    // one a vector): stored back where they belong.
-    const size_t m = n / L;
-    for (size_t k = 0; k < K; ++k) {
-      acc.pe[k].store_unaligned(p + (k + m) % K * L);
-      acc.pr[k].store_unaligned(p + 16 + (k + m) % K * L);
-    }
-    alignas(64) float lanes[L];
-    acc.mx.store_aligned(lanes);
-    float mx = p[32];
-    for (size_t j = 0; j < L; ++j) mx = lanes[j] > mx ? lanes[j] : mx;
-    p[32] = mx;
+    // After n / L vectors the accumulator's pe[k] holds partials (k + n / L) % K (it
+    // rotates by one a vector).
+    store_partials(p, acc.pe, acc.pr, acc.mx, n / L);
   }
 
   // ---- fused rows -------------------------------------------------------------------
