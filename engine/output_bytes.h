@@ -3,8 +3,8 @@
 // std::vector<uint8_t> would zero them first, a memset of every output byte that perf put
 // at 3-4% of a GGUF conversion's CPU (2026-12-02).
 //
-// Buffers of 1 MiB and more are mapped on their own and asked for 2 MiB pages
-// (MADV_HUGEPAGE; Linux's default THP mode, "madvise", grants them only when asked): the
+// Buffers of 1 MiB and more are mappings on 2 MiB pages (engine/huge_pages.h, which also
+// keeps a freed buffer's pages for the next one, so a grown buffer is not all fresh): the
 // first write to each 4 KiB page of a fresh buffer is a page fault, and on these VMs the
 // 30 000 faults of the output buffers of a 1.1 B model's Q4_0 conversion were 12% of its
 // CPU (perf, 2026-12-03); with 2 MiB pages there are 512 times fewer. The pipeline hands
@@ -16,7 +16,7 @@
 // and 0.97x (bench/ab_bench.sh A B B A, 8 runs each, 2026-12-04); at 256 KiB the .wq job
 // was no faster again (1.00x the CPU) and held 8 MiB more.
 //
-// Being mappings, the buffers of 1 MiB and more start on a 2 MiB boundary: a writer hands
+// Being huge-page mappings, the buffers of 1 MiB and more start on a 2 MiB boundary: a writer hands
 // such a buffer to O_DIRECT without copying it where the file offset agrees (io/output_file.h
 // write_held). Smaller ones keep malloc's alignment: giving those of 64 KiB and more a 4 KiB
 // one (aligned operator new) let the .wq job write more pieces without a copy (CPU 0.85
@@ -25,8 +25,6 @@
 // found).
 #pragma once
 
-#include <sys/mman.h>
-
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -34,6 +32,8 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
+
+#include "engine/huge_pages.h"
 
 // Under valgrind, memory handed out again (a fresh mapping is zeros, a reused buffer holds
 // an earlier tensor's bytes) is marked undefined, so the memcheck step of scripts/test.sh
@@ -49,26 +49,7 @@
 namespace wq {
 
 namespace output_bytes_detail {
-constexpr size_t kHuge = size_t(2) << 20;
 constexpr size_t kMapFrom = size_t(1) << 20;
-inline size_t mapped_length(size_t bytes) { return (bytes + kHuge - 1) / kHuge * kHuge + kHuge; }
-// A private anonymous mapping with a 2 MiB-aligned start (the extra 2 MiB of the length
-// is the slack for the alignment; the unused ends are unmapped), or nullptr.
-inline void* map_huge(size_t bytes) {
-  const size_t len = mapped_length(bytes);
-  void* p = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) return nullptr;
-  const auto a = reinterpret_cast<uintptr_t>(p), start = (a + kHuge - 1) / kHuge * kHuge;
-  const size_t body = len - kHuge;
-  if (start > a) ::munmap(p, start - a);
-  if (a + len > start + body) ::munmap(reinterpret_cast<void*>(start + body), a + len - (start + body));
-#ifdef MADV_HUGEPAGE
-  ::madvise(reinterpret_cast<void*>(start), body, MADV_HUGEPAGE);  // advice: 4 KiB pages where refused
-#endif
-  WQ_MARK_UNDEFINED(reinterpret_cast<void*>(start), body);
-  return reinterpret_cast<void*>(start);
-}
-inline void unmap_huge(void* p, size_t bytes) { ::munmap(p, mapped_length(bytes) - kHuge); }
 }  // namespace output_bytes_detail
 
 template <class T>
@@ -83,13 +64,13 @@ struct DefaultInitAllocator : std::allocator<T> {
   T* allocate(size_t n) {
     const size_t bytes = n * sizeof(T);
     if (bytes < output_bytes_detail::kMapFrom) return std::allocator<T>::allocate(n);
-    if (void* p = output_bytes_detail::map_huge(bytes)) return static_cast<T*>(p);
+    if (void* p = huge_pages::take(bytes)) return static_cast<T*>(p);
     throw std::bad_alloc();
   }
   void deallocate(T* p, size_t n) noexcept {
     const size_t bytes = n * sizeof(T);
     if (bytes < output_bytes_detail::kMapFrom) std::allocator<T>::deallocate(p, n);
-    else output_bytes_detail::unmap_huge(p, bytes);
+    else huge_pages::give(p, bytes);
   }
   // Value-initialisation (what resize(n) asks for) becomes default-initialisation.
   template <class U>

@@ -15,6 +15,7 @@
 
 #include "engine/error.h"
 #include "engine/ggml_quantize.h"
+#include "engine/huge_pages.h"
 #include "engine/quantize.h"
 #include "kernels/ggml_blocks.h"
 #include "kernels/ggml_types.h"
@@ -488,6 +489,10 @@ PipelineStats run_pipeline(const std::vector<TensorPlan>& plan, const std::vecto
   const std::vector<Span> spans =
       spans_of(plan, infos, opts.row_piece_bytes, opts.quantized_piece_bytes, sink.takes_row_pieces(),
                sink.takes_quantized_row_pieces(), source);
+  // A large buffer freed during the run leaves its pages for the next one
+  // (engine/huge_pages.h); when the run ends or throws, they go back to the system, after
+  // the items' and the pool's buffers (destroyed before this) gave theirs.
+  huge_pages::KeepFreedPages keep_freed_pages;
   // Items live here, not only in the pipeline's hands: if a stage throws, tbb drops the
   // items in flight and this vector still frees them.
   std::vector<std::unique_ptr<Item>> slots(spans.size());

@@ -16,6 +16,7 @@
 #include <filesystem>
 
 #include "engine/error.h"
+#include "engine/huge_pages.h"
 #include "engine/output_bytes.h"
 #include "io/background_writer.h"
 
@@ -144,7 +145,7 @@ OutputIo OutputIo::from_env() {
   return io;
 }
 
-void OutputFile::BufferDeleter::operator()(uint8_t* p) const { output_bytes_detail::unmap_huge(p, kBuffer); }
+void OutputFile::BufferDeleter::operator()(uint8_t* p) const { huge_pages::give(p, kBuffer); }
 
 void remove_temp_outputs_from_signal() {
   const int saved = errno;
@@ -203,7 +204,7 @@ OutputFile::OutputFile(const std::string& path, const OutputIo& io) : path_(path
     throw Error(path + ": cannot write in " + dir.string() + ": " + std::strerror(e), ErrorKind::Output);
   }
   // (2 MiB-aligned: any direct block a file system asks for divides it.)
-  void* mem = output_bytes_detail::map_huge(kBuffer);
+  void* mem = huge_pages::take(kBuffer);
   if (!mem) {
     ::close(fd_);
     ::unlink(temp_.c_str());
@@ -215,7 +216,7 @@ OutputFile::OutputFile(const std::string& path, const OutputIo& io) : path_(path
   // (then everything stays buffered) and by others at the first write (flush_buffer).
   if (io_.direct) dfd_ = ::open(temp_.c_str(), O_WRONLY | O_DIRECT | O_CLOEXEC);
   if (dfd_ >= 0) {
-    if (!(mem = output_bytes_detail::map_huge(kBuffer))) {
+    if (!(mem = huge_pages::take(kBuffer))) {
       ::close(dfd_);
       dfd_ = -1;  // no second buffer: buffered, as where O_DIRECT is refused
     } else {

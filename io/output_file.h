@@ -122,7 +122,7 @@ class OutputFile {
 
  private:
   void place(bool removable);
-  // The write buffers are mappings of their own on 2 MiB pages (engine/output_bytes.h):
+  // The write buffers are on 2 MiB pages (engine/huge_pages.h):
   // from posix_memalign, their 4 KiB pages were 2 000 first-touch faults a conversion
   // (perf record -e page-faults, the bf16 -> .wq job, 2026-12-04), each costly on these VMs.
   struct BufferDeleter {

@@ -6,6 +6,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <cstdlib>
@@ -16,6 +17,7 @@
 
 #include "engine/error.h"
 #include "engine/ggml_quantize.h"
+#include "engine/huge_pages.h"
 #include "kernels/ggml_blocks.h"
 #include "engine/metrics.h"
 #include "engine/output_bytes.h"
@@ -446,6 +448,97 @@ TEST(OutputBytes, LargeBuffersAreAlignedMappingsThatKeepTheirBytes) {
   OutputBytes small(1000);
   small[999] = 5;
   EXPECT_EQ(small[999], 5);
+}
+
+// Whether [p, p + n) is mapped in this process (msync fails with ENOMEM on unmapped pages).
+bool is_mapped(const void* p, size_t n) {
+  return ::msync(const_cast<void*>(p), n, MS_ASYNC) == 0;
+}
+
+// The pages of a freed large buffer serve the next ones (engine/huge_pages.h) while a
+// KeepFreedPages lives: a smaller request takes the smallest kept run that holds it, a
+// larger one gets the kept runs moved to its start and fresh pages after them, and no
+// live buffer's pages are ever handed out; when the last KeepFreedPages ends they all go
+// back to the system, and without one a freed buffer is unmapped at once.
+TEST(HugePages, FreedPagesServeLaterBuffersAndNeverLiveOnes) {
+  constexpr size_t MiB = size_t(1) << 20;
+  ASSERT_EQ(huge_pages::kept_bytes(), 0u);
+  auto fill = [](void* p, size_t n, uint8_t v) { std::memset(p, v, n); };
+  auto holds = [](const void* p, size_t n, uint8_t v) {
+    const auto* b = static_cast<const uint8_t*>(p);
+    return std::all_of(b, b + n, [v](uint8_t x) { return x == v; });
+  };
+  void* d = nullptr;
+  uint8_t* e = nullptr;
+  {
+    huge_pages::KeepFreedPages keep;
+    void* a = huge_pages::take(6 * MiB);
+    void* b = huge_pages::take(3 * MiB);  // 4 MiB of pages
+    ASSERT_TRUE(a && b);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(a) % huge_pages::kPage, 0u);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(b) % huge_pages::kPage, 0u);
+    fill(a, 6 * MiB, 0xa1);
+    fill(b, 3 * MiB, 0xb2);
+    huge_pages::give(a, 6 * MiB);
+    EXPECT_EQ(huge_pages::kept_bytes(), 6 * MiB);
+
+    // Larger than anything kept: a's pages moved to the start, fresh (zero) pages after.
+    auto* c = static_cast<uint8_t*>(huge_pages::take(10 * MiB));
+    ASSERT_TRUE(c);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(c) % huge_pages::kPage, 0u);
+    EXPECT_EQ(huge_pages::kept_bytes(), 0u);
+    EXPECT_TRUE(holds(c, 6 * MiB, 0xa1)) << "the freed buffer's pages, not fresh ones";
+    EXPECT_TRUE(holds(c + 6 * MiB, 4 * MiB, 0));
+    EXPECT_FALSE(is_mapped(a, 6 * MiB)) << "moved, not copied";
+    fill(c, 10 * MiB, 0xc3);
+    EXPECT_TRUE(holds(b, 3 * MiB, 0xb2)) << "a live buffer untouched";
+
+    // Smaller than a kept run: its first pages, the rest still kept.
+    huge_pages::give(c, 10 * MiB);
+    d = huge_pages::take(3 * MiB);
+    EXPECT_EQ(d, static_cast<void*>(c));
+    EXPECT_EQ(huge_pages::kept_bytes(), 6 * MiB);
+    EXPECT_TRUE(holds(d, 3 * MiB, 0xc3));
+    // Two runs kept (c's last 6 MiB, then b's 4) and a request for 8 MiB: both moved in
+    // (10 MiB of kept pages, 8 used, 2 still kept), nothing of d's.
+    fill(d, 3 * MiB, 0xd4);
+    huge_pages::give(b, 3 * MiB);
+    EXPECT_EQ(huge_pages::kept_bytes(), 10 * MiB);
+    e = static_cast<uint8_t*>(huge_pages::take(8 * MiB));
+    ASSERT_TRUE(e);
+    EXPECT_EQ(huge_pages::kept_bytes(), 2 * MiB);
+    fill(e, 8 * MiB, 0xe5);
+    EXPECT_TRUE(holds(d, 3 * MiB, 0xd4));
+    huge_pages::give(d, 3 * MiB);
+    {
+      huge_pages::KeepFreedPages nested;  // the outer one still keeps them after it
+    }
+    EXPECT_EQ(huge_pages::kept_bytes(), 6 * MiB);
+    huge_pages::give(e, 8 * MiB);
+    EXPECT_EQ(huge_pages::kept_bytes(), 14 * MiB);
+  }
+  EXPECT_EQ(huge_pages::kept_bytes(), 0u);
+  EXPECT_FALSE(is_mapped(d, 4 * MiB));
+  EXPECT_FALSE(is_mapped(e, 8 * MiB));
+  void* f = huge_pages::take(2 * MiB);
+  ASSERT_TRUE(f);
+  huge_pages::give(f, 2 * MiB);
+  EXPECT_EQ(huge_pages::kept_bytes(), 0u);
+  EXPECT_FALSE(is_mapped(f, 2 * MiB)) << "freed outside a KeepFreedPages: unmapped at once";
+}
+
+// What would be kept past kKeepAtMost goes back to the system at once (the pages are
+// mapped, never touched here).
+TEST(HugePages, KeepsNoMoreThanItsBound) {
+  huge_pages::KeepFreedPages keep;
+  void* big = huge_pages::take(huge_pages::kKeepAtMost);
+  void* more = huge_pages::take(huge_pages::kPage);
+  ASSERT_TRUE(big && more);
+  huge_pages::give(big, huge_pages::kKeepAtMost);
+  EXPECT_EQ(huge_pages::kept_bytes(), huge_pages::kKeepAtMost);
+  huge_pages::give(more, huge_pages::kPage);
+  EXPECT_EQ(huge_pages::kept_bytes(), huge_pages::kKeepAtMost);
+  EXPECT_FALSE(is_mapped(more, huge_pages::kPage));
 }
 
 // Issue 11 item 7: finite weights whose parameters are not finite (a range beyond

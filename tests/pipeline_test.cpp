@@ -21,6 +21,7 @@
 #include "bench/synthetic_model.h"
 #include "engine/error.h"
 #include "engine/ggml_quantize.h"
+#include "engine/huge_pages.h"
 #include "engine/pipeline.h"
 #include "engine/plan.h"
 #include "engine/quantize.h"
@@ -208,6 +209,37 @@ TEST(Pipeline, AnErrorNamesTheTensorAndStopsTheWriter) {
   // Errors surface in plan order: every tensor before the broken one was written.
   EXPECT_EQ(sink.names.size(), 4u);
   for (size_t i = 0; i < sink.names.size(); ++i) EXPECT_EQ(sink.names[i], "t" + std::to_string(i));
+}
+
+// Buffers of 1 MiB and more keep their pages for the next ones while a run lasts
+// (engine/huge_pages.h: the pool grows its buffers tensor after tensor here), and the run
+// gives every kept page back to the system when it ends, as when it fails: the same codes
+// as without the run.
+TEST(Pipeline, KeptPagesGoBackWhenTheRunEnds) {
+  MemorySource src;
+  for (size_t i = 0; i < 4; ++i) src.add("t" + std::to_string(i), 1024, 1024 + 512 * i, uint32_t(i));  // 8-bit codes: 1-2.5 MiB
+  PlanOptions o;
+  o.defaults.bits = 8;
+  o.defaults.block = 64;
+  const std::vector<TensorPlan> plan = make_plan(src.infos, o);
+  for (size_t fail_at : {SIZE_MAX, size_t(3)}) {
+    src.fail_at = fail_at;
+    MemorySink sink;
+    Scheduler s(2);
+    bool failed = false;
+    try {
+      s.run([&] { run_pipeline(plan, src.infos, src, sink, PipelineOptions{}); });
+    } catch (const Error&) {
+      failed = true;
+    }
+    EXPECT_EQ(failed, fail_at != SIZE_MAX);
+    EXPECT_EQ(sink.names.size(), std::min<size_t>(fail_at, plan.size()));
+    for (size_t i = 0; i < sink.names.size(); ++i) {
+      EXPECT_EQ(sink.q[i].packed, quantize_tensor(src.view(i), plan[i].spec, plan[i].block).packed) << i;
+      src.release(i);
+    }
+    EXPECT_EQ(huge_pages::kept_bytes(), 0u) << (failed ? "after the failed run" : "after the run");
+  }
 }
 
 // A sink that takes row pieces (TensorSink::takes_row_pieces), or not: each tensor's
