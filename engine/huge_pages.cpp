@@ -7,8 +7,9 @@
 #include <mutex>
 #include <vector>
 
-// Under valgrind, memory handed out again holds an earlier buffer's bytes: marked
-// undefined, so the memcheck step of scripts/test.sh still sees any byte no producer wrote.
+// Under valgrind, memory handed out (fresh zeros, or an earlier buffer's bytes) is marked
+// undefined, so the memcheck step of scripts/test.sh still sees any output byte no
+// producer wrote.
 #if __has_include(<valgrind/memcheck.h>)
 #include <valgrind/memcheck.h>
 #define WQ_HUGE_UNDEFINED(p, n) VALGRIND_MAKE_MEM_UNDEFINED((p), (n))
@@ -70,7 +71,9 @@ void* take(size_t bytes) {
   }
   if (kept.empty()) {
     lock.unlock();
-    return map_fresh(body);
+    void* p = map_fresh(body);
+    if (p) WQ_HUGE_UNDEFINED(p, body);  // (zeros, but no producer wrote them)
+    return p;
   }
   // No run holds it: a new range, the kept runs moved to its start (each smaller than the
   // request), the fresh pages of the range after them.
