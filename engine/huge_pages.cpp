@@ -3,6 +3,7 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <mutex>
 #include <vector>
@@ -29,6 +30,7 @@ std::mutex kept_mutex;
 std::vector<Run> kept;  // runs of whole 2 MiB pages, each 2 MiB-aligned
 size_t kept_total = 0;
 int keepers = 0;  // KeepFreedPages alive
+std::atomic<uint64_t> fresh_total{0};  // new memory handed out
 
 // A new private anonymous mapping of `body` bytes (whole pages) starting on a 2 MiB
 // boundary: one page more is mapped as slack for the alignment and its unused ends are
@@ -72,7 +74,10 @@ void* take(size_t bytes) {
   if (kept.empty()) {
     lock.unlock();
     void* p = map_fresh(body);
-    if (p) WQ_HUGE_UNDEFINED(p, body);  // (zeros, but no producer wrote them)
+    if (p) {
+      fresh_total += body;
+      WQ_HUGE_UNDEFINED(p, body);  // (zeros, but no producer wrote them)
+    }
     return p;
   }
   // No run holds it: a new range, the kept runs moved to its start (each smaller than the
@@ -97,6 +102,7 @@ void* take(size_t bytes) {
     filled += n;
   }
   lock.unlock();
+  fresh_total += body - filled;
   WQ_HUGE_UNDEFINED(to, body);
   return to;
 }
@@ -135,5 +141,7 @@ size_t kept_bytes() {
   std::lock_guard<std::mutex> lock(kept_mutex);
   return kept_total;
 }
+
+uint64_t fresh_bytes() { return fresh_total; }
 
 }  // namespace wq::huge_pages

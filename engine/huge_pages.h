@@ -21,6 +21,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 namespace wq::huge_pages {
 
@@ -37,8 +38,9 @@ void* take(size_t bytes);
 // Gives back what take(bytes) returned: kept for a later take while a KeepFreedPages
 // lives, else unmapped.
 void give(void* p, size_t bytes);
-// Bytes kept now (tests).
+// Bytes kept now, and bytes of new memory handed out since the process started (tests).
 size_t kept_bytes();
+uint64_t fresh_bytes();
 
 // Freed pages are kept while one of these lives (any thread); the last one to end
 // returns them all to the system.

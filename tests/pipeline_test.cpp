@@ -215,13 +215,19 @@ TEST(Pipeline, AnErrorNamesTheTensorAndStopsTheWriter) {
 // (engine/huge_pages.h: the pool grows its buffers tensor after tensor here), and the run
 // gives every kept page back to the system when it ends, as when it fails: the same codes
 // as without the run.
-TEST(Pipeline, KeptPagesGoBackWhenTheRunEnds) {
-  MemorySource src;
-  for (size_t i = 0; i < 4; ++i) src.add("t" + std::to_string(i), 1024, 1024 + 512 * i, uint32_t(i));  // 8-bit codes: 1-2.5 MiB
+// n tensors of 1024 rows, each `grow` columns wider than the last from 1024, and their
+// 8-bit plan: codes of 1 MiB and more, each tensor's larger than the last.
+std::vector<TensorPlan> growing_8bit(MemorySource& src, size_t n, size_t grow) {
+  for (size_t i = 0; i < n; ++i) src.add("t" + std::to_string(i), 1024, 1024 + grow * i, uint32_t(i));
   PlanOptions o;
   o.defaults.bits = 8;
   o.defaults.block = 64;
-  const std::vector<TensorPlan> plan = make_plan(src.infos, o);
+  return make_plan(src.infos, o);
+}
+
+TEST(Pipeline, KeptPagesGoBackWhenTheRunEnds) {
+  MemorySource src;
+  const std::vector<TensorPlan> plan = growing_8bit(src, 4, 512);  // codes of 1-2.5 MiB
   for (size_t fail_at : {SIZE_MAX, size_t(3)}) {
     src.fail_at = fail_at;
     MemorySink sink;
@@ -240,6 +246,34 @@ TEST(Pipeline, KeptPagesGoBackWhenTheRunEnds) {
     }
     EXPECT_EQ(huge_pages::kept_bytes(), 0u) << (failed ? "after the failed run" : "after the run");
   }
+}
+
+// Every tensor's codes larger than the last: the pool grows a buffer for each (the
+// smallest waiting one is too small), and the pages of the buffer it lets go serve the new
+// one (engine/huge_pages.h), so the run maps new memory for what is in flight at once
+// (tokens = threads + 1 buffers), not for every growth.
+TEST(Pipeline, GrowingBuffersTakeThePagesOfTheOnesTheyReplace) {
+  MemorySource src;
+  const std::vector<TensorPlan> plan = growing_8bit(src, 10, 256);  // codes of 1-3.25 MiB
+  struct CountingSink : TensorSink {  // keeps nothing: every buffer goes back to the pool
+    size_t written = 0;
+    void write(TensorResult&) override { ++written; }
+  } sink;
+  uint64_t every_growth = 0, largest = 0;
+  for (const TensorInfo& t : src.infos) {
+    const uint64_t codes = huge_pages::body_bytes(size_t(t.shape[0] * t.shape[1]));
+    every_growth += codes;
+    largest = std::max(largest, codes);
+  }
+  const int threads = 2;
+  const uint64_t before = huge_pages::fresh_bytes();
+  Scheduler s(threads);
+  s.run([&] { run_pipeline(plan, src.infos, src, sink, PipelineOptions{}); });
+  const uint64_t fresh = huge_pages::fresh_bytes() - before;
+  EXPECT_EQ(sink.written, plan.size());
+  EXPECT_LE(fresh, uint64_t(threads + 1) * largest) << "new memory for every growth (" << every_growth << " bytes)";
+  EXPECT_GT(every_growth, uint64_t(threads + 1) * largest);  // (so the bound above says something)
+  EXPECT_EQ(huge_pages::kept_bytes(), 0u);
 }
 
 // A sink that takes row pieces (TensorSink::takes_row_pieces), or not: each tensor's
