@@ -8,16 +8,6 @@
 #include <mutex>
 #include <vector>
 
-// Under valgrind, memory handed out (fresh zeros, or an earlier buffer's bytes) is marked
-// undefined, so the memcheck step of scripts/test.sh still sees any output byte no
-// producer wrote.
-#if __has_include(<valgrind/memcheck.h>)
-#include <valgrind/memcheck.h>
-#define WQ_HUGE_UNDEFINED(p, n) VALGRIND_MAKE_MEM_UNDEFINED((p), (n))
-#else
-#define WQ_HUGE_UNDEFINED(p, n) ((void)(p), (void)(n))
-#endif
-
 namespace wq::huge_pages {
 namespace {
 
@@ -68,7 +58,7 @@ void* take(size_t bytes) {
     kept_total -= body;
     if (r.bytes == 0) kept.erase(kept.begin() + std::ptrdiff_t(best));
     lock.unlock();
-    WQ_HUGE_UNDEFINED(p, body);
+    WQ_MARK_UNDEFINED(p, body);
     return p;
   }
   if (kept.empty()) {
@@ -76,7 +66,7 @@ void* take(size_t bytes) {
     void* p = map_fresh(body);
     if (p) {
       fresh_total += body;
-      WQ_HUGE_UNDEFINED(p, body);  // (zeros, but no producer wrote them)
+      WQ_MARK_UNDEFINED(p, body);  // (zeros, but no producer wrote them)
     }
     return p;
   }
@@ -103,7 +93,7 @@ void* take(size_t bytes) {
   }
   lock.unlock();
   fresh_total += body - filled;
-  WQ_HUGE_UNDEFINED(to, body);
+  WQ_MARK_UNDEFINED(to, body);
   return to;
 }
 

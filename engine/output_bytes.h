@@ -33,18 +33,7 @@
 #include <utility>
 #include <vector>
 
-#include "engine/huge_pages.h"
-
-// Under valgrind, memory handed out again (a fresh mapping is zeros, a reused buffer holds
-// an earlier tensor's bytes) is marked undefined, so the memcheck step of scripts/test.sh
-// still sees any output byte no producer wrote. Outside valgrind the request is a few
-// instructions that do nothing.
-#if __has_include(<valgrind/memcheck.h>)
-#include <valgrind/memcheck.h>
-#define WQ_MARK_UNDEFINED(p, n) VALGRIND_MAKE_MEM_UNDEFINED((p), (n))
-#else
-#define WQ_MARK_UNDEFINED(p, n) ((void)(p), (void)(n))
-#endif
+#include "engine/huge_pages.h"  // (and WQ_MARK_UNDEFINED)
 
 namespace wq {
 

@@ -17,7 +17,6 @@
 
 #include "engine/error.h"
 #include "engine/huge_pages.h"
-#include "engine/output_bytes.h"
 #include "io/background_writer.h"
 
 namespace wq {
