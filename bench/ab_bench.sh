@@ -15,7 +15,8 @@
 # named by it is removed before each run). Also checks that both binaries wrote the same output bytes
 # (and OUT.data beside it) when ARGS names an output as its third word (`quantize IN OUT ...`).
 #   bash bench/ab_bench.sh /tmp/wq-main build/cli/wquant 5 m.onnx m.onnx.data -- \
-#     quantize m.onnx q.onnx --bits 4 --block 64 --asym --threads 2 --force --quiet --external-data
+#     quantize m.onnx q.onnx --bits 4 --block 64 --asym --threads 2 --force --external-data
+# (stdout is discarded; --quiet would also skip the error figures the default run measures)
 # Run it on an idle machine: a second busy process halves every figure on 2 cores.
 set -euo pipefail
 [ $# -ge 5 ] || { sed -n 2,14p "$0"; exit 2; }

@@ -161,9 +161,11 @@ job() {
     rm -f "$out"
     # shellcheck disable=SC2086
     cat $files > /dev/null
-    timed "$label" "$wq" quantize "$in" "$out" "$@" --quiet
+    # (No --quiet: it skips the error figures, which the default run measures for its
+    # summary; the summary goes to $dir/.out.)
+    timed "$label" "$wq" quantize "$in" "$out" "$@"
     rm -f "$out"
-    timed "$label-nofsync" env WQUANT_NO_FSYNC=1 "$wq" quantize "$in" "$out" "$@" --quiet
+    timed "$label-nofsync" env WQUANT_NO_FSYNC=1 "$wq" quantize "$in" "$out" "$@"
     if [ -n "${LLAMA_QUANTIZE:-}" ] && [ "$llama_type" != - ]; then
       llama_label="llama-quantize $label"
       rm -f "$dir/llama.gguf"

@@ -49,11 +49,11 @@ for t in ${WQ_KQ_TYPES:-Q4_K_M Q6_K Q2_K IQ4_XS}; do
         rm -f "$dir/kq-wq.gguf" "$dir/kq-lq.gguf"
         sync
         cat "$in" > /dev/null
-        timed a "$wq" quantize --quiet "${opts[@]}" "$in" "$dir/kq-wq.gguf" "$t" "$th"
+        timed a "$wq" quantize "${opts[@]}" "$in" "$dir/kq-wq.gguf" "$t" "$th"
         rm -f "$dir/kq-nf.gguf"
         sync
         cat "$in" > /dev/null
-        timed n env WQUANT_NO_FSYNC=1 "$wq" quantize --quiet "${opts[@]}" "$in" "$dir/kq-nf.gguf" "$t" "$th"
+        timed n env WQUANT_NO_FSYNC=1 "$wq" quantize "${opts[@]}" "$in" "$dir/kq-nf.gguf" "$t" "$th"
         rm -f "$dir/kq-nf.gguf"
         sync  # its writeback before llama-quantize's run
         cat "$in" > /dev/null

@@ -47,7 +47,8 @@ median() {  # LABEL FIELD (1 wall, 2 cpu, 3 rss KiB)
   sort -g -k"$2" "$dir/$1.runs" | awk -v f="$2" '{v[NR] = $f} END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
-common=(--bits 4 --block 64 --asym --threads "$threads" --force --quiet)
+# (No --quiet: it skips the error figures, which the default run measures for its summary.)
+common=(--bits 4 --block 64 --asym --threads "$threads" --force)
 echo "ONNX (external data) vs safetensors, 4-bit block 64 asym, $threads threads, $runs runs each, alternating (A B A B), medians"
 for scheme in rtn hqq; do
   extra=()

@@ -165,6 +165,24 @@ TEST(CliArgs, FrameworkFlagIsCheckedAndReportedAsInformative) {
   EXPECT_TRUE(contains(usage_error({"-f", "PYTORCH", "--modelFile", "a", "--MNNModel", "b.wq"}), "-f"));
 }
 
+// The error figures are measured only where something shows them: the summary, the JSON
+// document (with or without --quiet); --quiet alone shows neither.
+TEST(CliArgs, QuietWithoutJsonMeasuresNoError) {
+  auto skips = [](Args extra) {
+    Args a = {"quantize", "a", "b.wq"};
+    a.insert(a.end(), extra.begin(), extra.end());
+    return parse_command_line(a).quantize.no_metrics;
+  };
+  EXPECT_FALSE(skips({}));
+  EXPECT_FALSE(skips({"--verbose"}));
+  EXPECT_FALSE(skips({"--json"}));
+  EXPECT_FALSE(skips({"--quiet", "--json"}));
+  EXPECT_TRUE(skips({"--quiet"}));
+  EXPECT_TRUE(skips({"-q"}));
+  EXPECT_TRUE(skips({"--no-metrics"}));
+  EXPECT_TRUE(parse_command_line({"--modelFile", "a", "--MNNModel", "b.wq", "--quiet"}).quantize.no_metrics);
+}
+
 TEST(CliArgs, ChannelWiseSpellings) {
   EXPECT_FALSE(parse_command_line({"quantize", "a", "b"}).quantize.said.block.has_value());
   const CommandLine cl = parse_command_line({"quantize", "a", "b", "--weightQuantBlock", "-1"});

@@ -652,6 +652,13 @@ TEST_F(Cli, NoMetricsGivesTheSameBytesAndSaysSo) {
     const Result human = expect(0, a);
     EXPECT_TRUE(contains(human.out, "not measured (--no-metrics)")) << human.out;
     EXPECT_FALSE(contains(human.out, "worst tensors")) << human.out;
+    // --quiet (which measures nothing: cli_args_test) writes the same bytes and says nothing.
+    const std::string quiet = path("quiet" + ext);
+    std::vector<std::string> q = {"quantize", src, quiet, "--quiet", "--force"};
+    q.insert(q.end(), flags.begin(), flags.end());
+    const Result said = expect(0, q);
+    EXPECT_EQ(said.out, "");
+    EXPECT_TRUE(read_bytes(with) == read_bytes(quiet)) << ext;
   }
 }
 
