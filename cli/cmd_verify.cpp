@@ -119,6 +119,11 @@ int run_verify(const VerifyArgs& a, Console& con) {
     con.warn(std::to_string(only_in_quant.size()) + " tensors of " + a.quant_file + " are not in " + a.float_file +
              ": " + join(only_in_quant));
   }
+  if (rows.empty() && !skipped.empty()) {
+    // Names in common, none of them comparable: that is the reason, not the names.
+    throw Error(a.quant_file + ": no tensor in common with " + a.float_file + " can be compared: " + join(skipped),
+                ErrorKind::Input);
+  }
   for (const std::string& s : skipped) con.note("not compared: " + s);
   if (rows.empty()) {
     throw Error(a.quant_file + ": no tensor name in common with " + a.float_file +

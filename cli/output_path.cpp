@@ -107,6 +107,9 @@ void check_output_path(const std::string& out, const std::vector<std::string>& i
     // A device, FIFO or socket would be replaced by a regular file by the final rename.
     if (!S_ISREG(st.st_mode)) throw output_error(out, "is not a regular file (a device, FIFO or socket); OUT must be a file name");
     if (!force) throw output_error(out, "already exists (pass --force to replace it)");
+  } else if (::lstat(out.c_str(), &st) == 0 && !force) {
+    // A dangling symbolic link: stat finds nothing, but the final rename replaces the link.
+    throw output_error(out, "already exists as a symbolic link to a missing file (pass --force to replace the link)");
   }
   const std::string dir = parent_dir(out);
   if (::stat(dir.c_str(), &st) != 0) {

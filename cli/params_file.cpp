@@ -10,6 +10,7 @@
 
 #include "engine/error.h"
 #include "engine/tensor.h"
+#include "io/json_duplicate_keys.h"
 #include "io/output_file.h"
 #include "engine/gguf_mix.h"
 #include "kernels/ggml_types.h"
@@ -326,6 +327,12 @@ ParamsFile read_params_file(const std::string& path) {
     doc = json::parse(text.str());
   } catch (const json::exception& e) {  // parse_error, and out_of_range for 1e400
     throw Error(path + ": not valid JSON: " + e.what(), ErrorKind::Usage);
+  }
+  // A setting given twice in one object ({"bits": 8, "bits": 2}) would be read as its
+  // last value without a word.
+  const std::string& t = text.str();
+  if (const DuplicateJsonKey dup = duplicate_json_key(t.data(), t.data() + t.size()); !dup.key.empty()) {
+    throw Error(path + ": " + dup.key + " appears twice in one object", ErrorKind::Usage);
   }
   return parse_params_json(doc, path);
 }

@@ -91,9 +91,71 @@ std::string check_ggml_rows(const TensorView& w, GgmlBlock t, const uint8_t* out
                        "search without weights (llama-quantize fails here too); leave this tensor out of the "
                        "imatrix (--exclude-weights " + w.name + ") or use another imatrix";
       }
+      if (imatrix && std::max(-mn, mx) < 65504.0f) {
+        // Weights this small give every type a scale and min that fit (each is at most
+        // the largest weight): the importance values are the cause.
+        char im[64];
+        std::snprintf(im, sizeof im, "%.6g", double(*std::max_element(imatrix + b * wpb, imatrix + (b + 1) * wpb)));
+        return where + ": the importance matrix's values there (up to " + im + ") overflow the block's search; use "
+                       "another importance matrix or leave this tensor out of it (--exclude-weights " + w.name + ")";
+      }
       return where + " (largest 65504); keep this tensor float (a params rule with \"skip\": true) or choose another "
                      "type for it";
     }
+  }
+  return {};
+}
+
+// Whether t's quantizer searches for its scale by a weighted fit, whose float sums
+// overflow for extreme values (and then keep a zero scale): the K-quants and IQ4 always,
+// the legacy types only with an importance matrix (without one they take the block's
+// largest weight; Q8_0 never takes one).
+bool search_may_zero(GgmlBlock t, const float* imatrix) {
+  switch (t) {
+    case GgmlBlock::Q8_0: return false;
+    case GgmlBlock::Q4_0:
+    case GgmlBlock::Q4_1:
+    case GgmlBlock::Q5_0:
+    case GgmlBlock::Q5_1: return imatrix != nullptr;
+    default: return true;
+  }
+}
+
+// Past these bounds a weighted search's float sums overflow (near 6e14 for a weight
+// times its importance times the weight again, so past ~1e12 for a weight alone, whose
+// squares weigh it) and the search keeps a zero scale for the block or a sub-block: the
+// weights are written as zeros with exit 0. No type stores a weight past 65504 x 127 x
+// 63 (~5.2e8: f16 scale, largest code, largest sub-block scale) anyway, so 1e9 refuses
+// nothing that could be stored; with an importance matrix, largest importance x largest
+// weight^2 of 1e14 is far from what real activations give (mean squares below ~1e10
+// against weights below ~10).
+constexpr float kStorableWeight = 1e9f;
+constexpr double kImportantSquare = 1e14;
+
+// Why row r (its floats `row`) overflows t's search, naming its first such block; called
+// for a row flagged by its largest weight.
+std::string overflow_in_row(const TensorView& w, GgmlBlock t, const float* row, size_t r, const float* imatrix,
+                            const Kernels& k) {
+  const size_t wpb = ggml_traits(t).weights, nb = w.cols() / wpb;
+  for (size_t b = 0; b < nb; ++b) {
+    float mn, mx;
+    k.minmax(row + b * wpb, wpb, &mn, &mx);
+    const double amax = std::max(-mn, mx);
+    const float im = imatrix ? *std::max_element(imatrix + b * wpb, imatrix + (b + 1) * wpb) : 0.0f;
+    const bool big = amax >= kStorableWeight, weighed = imatrix && double(im) * amax * amax >= kImportantSquare;
+    if (!big && !weighed) continue;
+    char what[200];
+    if (big) {
+      std::snprintf(what, sizeof what, "weights from %.6g to %.6g: no %s block stores a weight past about 5e8 (its search "
+                    "overflows and keeps a zero scale); keep this tensor float (a params rule with \"skip\": true)",
+                    double(mn), double(mx), ggml_block_name(t));
+    } else {
+      std::snprintf(what, sizeof what, "weights from %.6g to %.6g with importance matrix values up to %.6g overflow the %s "
+                    "search (it keeps a zero scale)", double(mn), double(mx), double(im), ggml_block_name(t));
+    }
+    return w.name + ": row " + std::to_string(w.first_row + r) + ", columns " + std::to_string(b * wpb) + "-" +
+           std::to_string(b * wpb + wpb - 1) + ": " + what +
+           (big ? std::string() : "; use another importance matrix or leave this tensor out of it (--exclude-weights " + w.name + ")");
   }
   return {};
 }
@@ -156,11 +218,21 @@ void quantize_ggml_into(const TensorView& w, GgmlBlock t, const QuantSpec& spec,
     return;
   }
   check_view_size(w);
+  // llama.cpp's Q8_0 quantizer takes no importance matrix (quantize_q8_0 ignores it): no
+  // check of one applies.
+  if (t == GgmlBlock::Q8_0) imatrix = nullptr;
   if (imatrix) {
     for (size_t c = 0; c < cols; ++c) {
       if (!(imatrix[c] - imatrix[c] == 0.0f)) {
         throw Error(w.name + ": importance matrix entry " + std::to_string(c) + " is not finite");
       }
+    }
+    // No weights at all: every block would be written as zeros (the legacy types, Q6_K,
+    // Q3_K, IQ4_XS) or fail (the types with a minimum), whichever llama-quantize does.
+    if (std::all_of(imatrix, imatrix + cols, [](float v) { return v == 0.0f; })) {
+      throw Error(w.name + (w.first_row ? " (rows from " + std::to_string(w.first_row) + ")" : std::string()) +
+                  ": every importance matrix value for its " + std::to_string(cols) + " columns is zero, which would write it as zeros; "
+                  "use another importance matrix or leave this tensor out of it (--exclude-weights " + w.name + ")");
     }
   }
   const HqqParams hp{ggml_traits(t).bits, spec.hqq_opts.max_steps, spec.hqq_opts.p, spec.hqq_opts.beta, spec.hqq_opts.kappa};
@@ -172,6 +244,10 @@ void quantize_ggml_into(const TensorView& w, GgmlBlock t, const QuantSpec& spec,
   // was bad. Unmeasured tiles, and HQQ's refinement (an iterative solver), are scanned
   // first. The scan was 4.5% of the CPU of a Q4_0 conversion (perf, 2026-12-04).
   const bool scan_first = !row_sums || hqq_kquant;
+  // Weights (or importance-weighted ones) that overflow a weighted search: one pass over
+  // each row in L1 (absmax), for the types whose search is one.
+  const bool checks_overflow = search_may_zero(t, imatrix);
+  const float im_max = imatrix ? *std::max_element(imatrix, imatrix + cols) : 0.0f;
   parallel_row_tiles(rows, tile, [&](size_t r0, size_t r1) {
     thread_local std::vector<uint8_t> scratch;  // one per worker, reused by every tile it takes
     const TensorView rows_in = RowSource::rows_of(w).tile(r0, r1, &scratch);
@@ -186,16 +262,25 @@ void quantize_ggml_into(const TensorView& w, GgmlBlock t, const QuantSpec& spec,
     // by d, and adds m; an Inf or NaN there gives an Inf or NaN w_hat, 0 x Inf included),
     // so the tile needs no check_ggml_rows.
     bool all_finite = true, params_finite = row_sums != nullptr;
+    std::string overflow;  // the tile's first row that overflows the search (checks_overflow)
+    size_t overflow_row = r1;
     for (size_t r = r0; r < r1; ++r) {
       const float* row = row_as_f32(rows_in, r - r0, cols, buf, k);
       uint8_t* dst = blocks + r * row_bytes;
+      if (checks_overflow && overflow.empty()) {
+        const float a = k.absmax(row, cols);  // (finite: checked above, or by the sums below)
+        if (a >= kStorableWeight || (imatrix && double(im_max) * a * a >= kImportantSquare)) {
+          overflow = overflow_in_row(w, t, row, r, imatrix, k);
+          if (!overflow.empty()) overflow_row = r;
+        }
+      }
       if (row_sums && !hqq_kquant) {
         // Measured as it is coded (the legacy types: inside their quantizers; the others
         // dequantize the row while it is in L1): error_sums' figures, which it recomputes
-        // in double only where a float sum overflowed.
+        // in double only where a float sum overflowed or underflowed (float_sums_hold).
         RowError e;
         k.quantize_ggml_measured[int(t)](row, dst, cols, imatrix, &e);
-        if (std::isfinite(e.err2) && std::isfinite(e.ref2)) {
+        if (float_sums_hold(e.err2, e.ref2, e.max_abs, cols)) {
           (*row_sums)[r] = ErrorSums{e.err2, e.ref2, e.max_abs, cols};
         } else {
           k.dequantize_ggml[int(t)](dst, wh.data(), cols);
@@ -218,7 +303,12 @@ void quantize_ggml_into(const TensorView& w, GgmlBlock t, const QuantSpec& spec,
       bad[r0 / tile] = nonfinite_in_rows(rows_in, 0, r1 - r0, k, w.first_row + r0);
       if (!bad[r0 / tile].empty()) return;
     }
-    if (!params_finite) bad[r0 / tile] = check_ggml_rows(w, t, blocks, r0, r1, row_bytes, k, imatrix);
+    // The first bad row in row order: a scale or min past f16 up to the overflowing row
+    // (in that row too: the more exact message), else that row.
+    const size_t upto = std::min(overflow_row + 1, r1);
+    if (!params_finite) bad[r0 / tile] = check_ggml_rows(w, t, blocks, r0, upto, row_bytes, k, imatrix);
+    if (bad[r0 / tile].empty()) bad[r0 / tile] = overflow;
+    if (!params_finite && bad[r0 / tile].empty()) bad[r0 / tile] = check_ggml_rows(w, t, blocks, upto, r1, row_bytes, k, imatrix);
   });
   for (const std::string& msg : bad) {
     if (!msg.empty()) throw Error(msg);

@@ -19,10 +19,11 @@ ErrorSums error_sums(const float* a, const float* b, size_t n, const Kernels& k)
   k.sq_err(a, b, n, &s.err2, &s.ref2, &m);
   s.max_abs = m;
   // The kernel sums in float: past |w| ~ 1e19 a square overflows to Inf and the figures
-  // would say "exact" (Inf / Inf) or Inf for finite weights. Sum again in double then
-  // (finite floats cannot overflow it), and a NaN anywhere makes the max a NaN too
-  // (absmax skips NaN).
-  if (!std::isfinite(s.err2) || !std::isfinite(s.ref2)) {
+  // would say "exact" (Inf / Inf) or Inf for finite weights, and below ~1e-19 squares
+  // vanish and they would say "exact" for a row quantized to zeros. Sum again in double
+  // then (finite floats neither overflow nor underflow it), and a NaN anywhere makes the
+  // max a NaN too (absmax skips NaN).
+  if (!float_sums_hold(s.err2, s.ref2, s.max_abs, n)) {
     double e = 0, r = 0;
     bool nan = false;
     for (size_t i = 0; i < n; ++i) {

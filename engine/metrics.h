@@ -1,6 +1,9 @@
 // Error of a quantized tensor against its float original.
 #pragma once
 
+#include <cmath>
+#include <limits>
+
 #include <cstddef>
 #include <vector>
 
@@ -26,6 +29,15 @@ struct ErrorSums {
   size_t count = 0;
 };
 ErrorSums error_sums(const float* ref, const float* approx, size_t n, const Kernels& k);
+// Whether a row's float sums of squares (err2, ref2 of n elements; max_abs, the largest
+// |difference|) hold its figures: finite (past |w| ~ 1e19 a square overflows), and not so
+// small that squares below FLT_MIN lost their digits or vanished (weights of 1e-30 square
+// to 0, and a row quantized to zeros read as exact). Where not, the row is summed again
+// in double (error_sums does).
+inline bool float_sums_hold(double err2, double ref2, double max_abs, size_t n) {
+  const double small = double(n) * double(std::numeric_limits<float>::min());
+  return std::isfinite(err2) && std::isfinite(ref2) && !(ref2 < small) && !(err2 < small && max_abs > 0);
+}
 // Combines in vector order.
 ErrorMetrics combine_error_sums(const std::vector<ErrorSums>& parts);
 

@@ -427,7 +427,7 @@ void dequantize_rows(const QuantizedTensor& q, size_t row_begin, size_t row_end,
 
 ErrorSums measured_row_sums(const RowError& e, const QuantizedTensor& q, size_t r,
                             const std::function<TensorView()>& row, const Kernels& k) {
-  if (std::isfinite(e.err2) && std::isfinite(e.ref2)) return ErrorSums{e.err2, e.ref2, e.max_abs, q.cols};
+  if (float_sums_hold(e.err2, e.ref2, e.max_abs, q.cols)) return ErrorSums{e.err2, e.ref2, e.max_abs, q.cols};
   std::vector<float> w_hat(q.cols), buf;
   dequantize_rows(q, r, r + 1, w_hat.data(), &k);
   return error_sums(row_as_f32(row(), 0, q.cols, buf, k), w_hat.data(), q.cols, k);

@@ -68,6 +68,7 @@ Imatrix read_dat(const std::string& path, std::vector<uint8_t> bytes) {
     std::string name = c.str(size_t(len), which + ": name");
     // llama-quantize reads the name as a C string: it ends at a NUL.
     name = name.substr(0, std::strlen(name.c_str()));
+    if (name.empty()) c.fail(which + ": the name is empty (its first byte is a NUL)");
     const std::string entry = "entry " + name;
     const int32_t ncall = c.i32(entry + ": call count");
     const int32_t nval = c.i32(entry + ": value count");
@@ -146,6 +147,7 @@ Imatrix read_gguf_imatrix(const std::string& path) {
     else if (remove_suffix(name, ".counts")) pairs.try_emplace(name, -1, -1).first->second.second = int(i);
   }
   for (const auto& [name, ix] : pairs) {
+    if (name.empty()) throw Error(path + ": a tensor named .in_sum2 or .counts: the entry has no name");
     if (ix.first < 0 || ix.second < 0) {
       throw Error(path + ": entry " + name + ": " + (ix.first < 0 ? "counts without in_sum2" : "in_sum2 without counts"));
     }

@@ -333,6 +333,12 @@ class OnnxReaderImpl final : public OnnxReader {
     std::vector<int64_t> shape(in.header.dims().begin(), in.header.dims().end());
     const size_t numel = checked_numel(at, shape);
     if (et.size == 0) {  // strings: kept verbatim, no payload to validate beyond protobuf's
+      // ONNX keeps string tensors inline (the external data format has no encoding for
+      // them), and a location copied verbatim would point the output at a file beside it
+      // that was never written, or outside its folder.
+      if (in.header.data_location() == onnx::TensorProto::EXTERNAL || in.header.external_data_size() > 0) {
+        throw Error(at + ": a string tensor with external data (ONNX stores string tensors only inline)");
+      }
       in.verbatim.assign(reinterpret_cast<const char*>(f.data), f.len);
       return in;
     }
@@ -633,6 +639,17 @@ class OnnxReaderImpl final : public OnnxReader {
       e.init = j;
       entries_.push_back(e);
       infos_.push_back(info);
+    }
+    // Every name once: a record's weight beside an initializer of its name (or two
+    // initializers read under one name) would be two tensors a writer cannot tell apart.
+    std::map<std::string, const TensorInfo*> listed;
+    for (const TensorInfo& info : infos_) {
+      const auto [it, fresh] = listed.emplace(info.name, &info);
+      if (fresh) continue;
+      const bool record = it->second->kind == StoredKind::Quantized || info.kind == StoredKind::Quantized;
+      throw Error(path_ + ": " + info.name + ": " +
+                  (record ? "both a wquant record (" + std::string(kOnnxRecordPrefix) + info.name + ") and an initializer of that name"
+                          : "two initializers are read under this name"));
     }
   }
 

@@ -53,7 +53,13 @@ QuantizedTensor parse_quant_record(const std::string& text, const std::string& n
     };
     QuantizedTensor q;
     q.name = name;
-    q.shape = j.at("shape").get<std::vector<int64_t>>();
+    const nlohmann::json& shape = j.at("shape");
+    if (!shape.is_array()) throw Error(at + ": shape is " + shape.dump() + ", not an array");
+    for (const nlohmann::json& d : shape) {
+      if (!d.is_number_integer() || (d.is_number_unsigned() && d.get<uint64_t>() > uint64_t(INT64_MAX)))
+        throw Error(at + ": shape " + shape.dump() + " holds " + d.dump() + ", not an integer");
+      q.shape.push_back(d.get<int64_t>());
+    }
     q.spec.bits = int(count("bits", 2, 8));
     q.block = size_t(count("block", 1, INT64_MAX));
     const std::string scheme = j.at("scheme").get<std::string>();
@@ -66,7 +72,8 @@ QuantizedTensor parse_quant_record(const std::string& text, const std::string& n
     q.spec.asym = q.scheme != Scheme::MnnSym;
     if (q.spec.hqq) {
       // "hqq_steps_max" in records written before the names were unified.
-      q.spec.hqq_opts.max_steps = (j.contains("hqq_steps") ? j.at("hqq_steps") : j.at("hqq_steps_max")).get<int>();
+      const char* steps = j.contains("hqq_steps") ? "hqq_steps" : "hqq_steps_max";
+      q.spec.hqq_opts.max_steps = int(count(steps, 0, INT32_MAX));
       q.spec.hqq_opts.p = j.at("hqq_p").get<float>();
       q.spec.hqq_opts.beta = j.at("hqq_beta").get<float>();
       q.spec.hqq_opts.kappa = j.at("hqq_kappa").get<float>();

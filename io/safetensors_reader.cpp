@@ -10,6 +10,7 @@
 #include <set>
 
 #include "engine/error.h"
+#include "io/json_duplicate_keys.h"
 #include "io/mapped_file.h"
 #include "io/quant_record.h"
 #include "io/safetensors_types.h"
@@ -23,41 +24,6 @@ using nlohmann::json;
 // length from making us parse (or allocate) gigabytes.
 constexpr uint64_t kMaxHeader = 100ull << 20;
 
-// Finds the first key that appears twice in one object (a SAX pass: nlohmann's DOM keeps
-// the last of two equal keys silently, and its parse callback costs a scan of the parent
-// object per value, quadratic in the tensor count).
-struct DuplicateKeys : nlohmann::json_sax<json> {
-  std::vector<std::set<std::string>> open;
-  std::string dup;
-  size_t dup_depth = 0;
-  bool null() override { return true; }
-  bool boolean(bool) override { return true; }
-  bool number_integer(number_integer_t) override { return true; }
-  bool number_unsigned(number_unsigned_t) override { return true; }
-  bool number_float(number_float_t, const string_t&) override { return true; }
-  bool string(string_t&) override { return true; }
-  bool binary(binary_t&) override { return true; }
-  bool start_object(std::size_t) override {
-    open.emplace_back();
-    return true;
-  }
-  bool key(string_t& k) override {
-    if (!open.back().insert(k).second) {
-      dup = k;
-      dup_depth = open.size();
-      return false;  // stop: one is enough
-    }
-    return true;
-  }
-  bool end_object() override {
-    open.pop_back();
-    return true;
-  }
-  bool start_array(std::size_t) override { return true; }
-  bool end_array() override { return true; }
-  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override { return false; }
-};
-
 // Parses JSON text, refusing a key that appears twice in one object (a tensor, or
 // __metadata__, would be lost). `file` names the error.
 json parse_strict(const uint8_t* begin, const uint8_t* end, const std::string& file, const std::string& what) {
@@ -67,13 +33,12 @@ json parse_strict(const uint8_t* begin, const uint8_t* end, const std::string& f
   } catch (const json::exception& e) {
     throw Error(file + ": " + what + " does not parse as JSON: " + e.what());
   }
-  DuplicateKeys keys;
-  json::sax_parse(begin, end, &keys);
-  if (!keys.dup.empty()) {
-    if (keys.dup_depth == 1 && keys.dup != "__metadata__") {
-      throw Error(file + ": " + keys.dup + ": the tensor appears twice in " + what);
+  const DuplicateJsonKey dup = duplicate_json_key(reinterpret_cast<const char*>(begin), reinterpret_cast<const char*>(end));
+  if (!dup.key.empty()) {
+    if (dup.depth == 1 && dup.key != "__metadata__") {
+      throw Error(file + ": " + dup.key + ": the tensor appears twice in " + what);
     }
-    throw Error(file + ": " + keys.dup + " appears twice in one object of " + what);
+    throw Error(file + ": " + dup.key + " appears twice in one object of " + what);
   }
   return j;
 }

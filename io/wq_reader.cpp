@@ -7,7 +7,9 @@
 
 #include "engine/error.h"
 #include "engine/tensor.h"
+#include "io/gguf_format.h"
 #include "io/mapped_file.h"
+#include "io/safetensors_types.h"
 #include "io/wq_layout.h"
 #include "wq_format_generated.h"
 
@@ -80,7 +82,7 @@ class WqReader final : public ModelReader {
           break;
         }
         case fb::TensorKind_Quantized: e.info.kind = StoredKind::Quantized; check_quantized(e, numel); break;
-        case fb::TensorKind_Raw: e.info.kind = StoredKind::Other; break;
+        case fb::TensorKind_Raw: e.info.kind = raw_kind(e, numel, at); break;
         default: throw Error(at + ": unknown tensor kind " + std::to_string(int(t->kind())));
       }
       entries_.push_back(e);
@@ -132,6 +134,34 @@ class WqReader final : public ModelReader {
   const Entry& at(size_t i) const {
     if (i >= entries_.size()) throw Error(path() + ": no tensor #" + std::to_string(i), ErrorKind::Internal);
     return entries_[i];
+  }
+
+  // A tensor copied as it was (kind Raw): its size must be what its dtype and shape need,
+  // as every reader checks its copies, or a writer would pass the mismatch on (a
+  // safetensors output its own reader refuses). llama.cpp's block types (a GGUF input's
+  // quantized tensors) are blocks that dequantize and verify read, as from the GGUF;
+  // ONNX string tensors have no fixed size.
+  static StoredKind raw_kind(const Entry& e, size_t numel, const std::string& at) {
+    const std::string& dt = e.info.type_name;
+    if (e.pieces[1].size || e.pieces[2].size) throw Error(at + ": a " + dt + " tensor copied as it was has scales or zeros");
+    if (dt == "STRING") return StoredKind::Other;
+    uint64_t need = 0;
+    StoredKind kind = StoredKind::Other;
+    if (const SafetensorsDType* st = find_safetensors_dtype(dt)) {
+      need = uint64_t(numel) * st->size;
+    } else if (const auto g = gguf_tensor_type_named(dt)) {
+      const int64_t row = e.info.shape.empty() ? 1 : e.info.shape.back();
+      if (row % int64_t(g->block_weights) != 0)
+        throw Error(at + ": rows of " + std::to_string(row) + " are not whole " + dt + " blocks");
+      need = uint64_t(numel / g->block_weights) * g->block_bytes;
+      if (g->block_weights > 1) kind = StoredKind::Ggml;
+    } else {
+      throw Error(at + ": unknown dtype " + dt + " for a tensor copied as it was");
+    }
+    if (e.pieces[0].size != need)
+      throw Error(at + ": " + std::to_string(e.pieces[0].size) + " bytes of data for shape of " + std::to_string(numel) + " " +
+                  dt + " elements (" + std::to_string(need) + " bytes)");
+    return kind;
   }
 
   QuantizedTensor geometry(const Entry& e) const {

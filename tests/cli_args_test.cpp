@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <cstdio>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -382,6 +384,25 @@ TEST(CliParams, WquantFormErrorsNameTheFileAndEntry) {
   EXPECT_TRUE(contains(error_of(R"({"defaults": {"bits": 1}})"), "defaults.bits"));
   EXPECT_TRUE(contains(error_of(R"({"rule": []})"), "rule: unknown key"));
   EXPECT_TRUE(contains(error_of(R"([1, 2])"), "JSON object"));
+}
+
+// A setting given twice in one object was read as its last value without a word.
+TEST(CliParams, ASettingGivenTwiceIsRefused) {
+  const std::string path = ::testing::TempDir() + "wq-params-dup.json";
+  for (const auto& [text, key] : {std::pair<const char*, const char*>{R"({"rules": [{"match": "a", "bits": 8, "bits": 2}]})", "bits"},
+                                  {R"({"defaults": {"asym": true}, "defaults": {"asym": false}})", "defaults"}}) {
+    std::ofstream(path) << text;
+    try {
+      read_params_file(path);
+      ADD_FAILURE() << "no error for " << text;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::Usage);
+      EXPECT_TRUE(contains(e.what(), path + ": " + key + " appears twice in one object")) << e.what();
+    }
+  }
+  std::ofstream(path) << R"({"rules": [{"match": "a", "bits": 8}, {"match": "b", "bits": 2}]})";
+  EXPECT_EQ(read_params_file(path).rules.size(), 2u);  // the same key in two objects is fine
+  std::remove(path.c_str());
 }
 
 TEST(CliParams, MnnFormLayersApplyToTheOpAndItsWeight) {

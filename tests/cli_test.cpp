@@ -945,6 +945,15 @@ TEST_F(Cli, ExistingOutputNeedsForce) {
   EXPECT_EQ(read_bytes(out), "precious");
   expect(0, {"quantize", src, out, "--force", "--quiet"});
   EXPECT_EQ(inspect(out)["format"], "wq");
+  // A symbolic link to a missing file exists too (the rename would replace the link).
+  const std::string link = path("dangling.wq");
+  fs::create_symlink(path("nowhere/target.wq"), link);
+  r = expect(4, {"quantize", src, link});
+  EXPECT_TRUE(contains(r.err, "symbolic link")) << r.err;
+  EXPECT_TRUE(fs::is_symlink(link));
+  expect(0, {"quantize", src, link, "--force", "--quiet"});
+  EXPECT_FALSE(fs::is_symlink(link));
+  EXPECT_EQ(inspect(link)["format"], "wq");
 }
 
 TEST_F(Cli, TheInputIsNeverOverwritten) {
@@ -1646,6 +1655,39 @@ TEST_F(Cli, TrustRequantizingAWquantOutputIsRefusedSayingDequantizeFirst) {
   EXPECT_FALSE(fs::exists(path("again.wq")));
 }
 
+// Files whose tensors share names but hold nothing float: verify says that is why it
+// compared nothing (it said no name was in common, and the reason on a second line).
+TEST_F(Cli, VerifySaysWhyTensorsInCommonWereNotCompared) {
+  write_raw_safetensors(path("b.safetensors"), R"({"mask":{"dtype":"BOOL","shape":[4],"data_offsets":[0,4]}})", std::string(4, '\1'));
+  expect(0, {"quantize", path("b.safetensors"), path("b.wq"), "-q"});
+  const Result r = expect(3, {"verify", path("b.safetensors"), path("b.wq")});
+  EXPECT_TRUE(contains(r.err, "no tensor in common with " + path("b.safetensors") + " can be compared: mask (BOOL / BOOL: not float data)"))
+      << r.err;
+  EXPECT_EQ(count_of(r.err, "\n"), 1u) << r.err;
+}
+
+// A GGUF's llama.cpp blocks copied into .wq as they were dequantize from the .wq as from
+// the GGUF (the .wq's were refused as a usage error naming the output), and verify
+// measures them.
+TEST_F(Cli, BlocksCopiedIntoWqDequantizeAsFromTheGguf) {
+  WQ_REQUIRE_SHARED(gguf, kStoriesGguf);
+  expect(0, {"quantize", gguf, path("q8.gguf"), "--type", "Q8_0", "-q"});
+  expect(0, {"quantize", path("q8.gguf"), path("q8.wq"), "-q"});
+  expect(0, {"dequantize", path("q8.gguf"), path("from-gguf.safetensors"), "-q"});
+  expect(0, {"dequantize", path("q8.wq"), path("from-wq.safetensors"), "-q"});
+  // The same weights, but for the GGUF's float ffn_down (172 columns: no whole Q8_0
+  // blocks), which the .wq conversion quantized with wquant's own 4-bit default.
+  const json same = json_of({"verify", path("from-gguf.safetensors"), path("from-wq.safetensors"), "--json"});
+  ASSERT_EQ(same["tensors"].size(), 47u) << same.dump();
+  size_t exact = 0;
+  for (const json& t : same["tensors"]) {
+    const bool requantized = contains(t["name"].get<std::string>(), "ffn_down");
+    EXPECT_EQ(t["rel_rmse"].get<double>() == 0.0, !requantized) << t.dump();
+    exact += !requantized;
+  }
+  EXPECT_EQ(exact, 47u - 5u);  // five layers' ffn_down
+}
+
 // Items 10, 13, 14, 17: values that wrapped, clamped, crashed or exited 1.
 TEST_F(Cli, TrustOutOfRangeValuesAreUsageErrorsNamingTheValue) {
   write_synthetic_safetensors(path("m.safetensors"), 2, 8, 32);
@@ -2275,27 +2317,41 @@ TEST_F(Cli, ForceNeverReplacesTheImatrixRead) {
 }
 
 // An importance matrix whose values for a tensor are all zero leaves llama.cpp's search
-// without weights, and the block's scale NaN: refused (as llama-quantize fails), naming
-// the imatrix as the cause (the message blamed the weights and told to keep them float).
+// without weights: the tensor would be written as zeros (the legacy types, Q6_K, Q3_K,
+// IQ4_XS: exit 0 with a tensor lost) or its scale NaN (the types with a minimum):
+// refused for every type, naming the imatrix as the cause. Values so large that the
+// search's sums overflow (finite, 3e38) zero the blocks the same way: refused too.
 TEST_F(Cli, AnAllZeroImatrixEntryIsNamedAsTheCause) {
   WQ_REQUIRE_SHARED(stories, kStoriesGguf);
   test::write_gguf_wide_fixture(stories, path("wide.gguf"), test::dense_fixture());
-  std::string dat;
-  auto put = [&](auto v) { dat.append(reinterpret_cast<const char*>(&v), sizeof v); };
   const std::string name = "blk.0.ffn_up.weight";
-  put(int32_t(1));
-  put(int32_t(name.size()));
-  dat += name;
-  put(int32_t(1));    // calls
-  put(int32_t(256));  // values (the row length)
-  for (int i = 0; i < 256; ++i) put(0.0f);
-  write_bytes(path("zeros.dat"), dat);
-  const Result r = expect(3, {"quantize", "--imatrix", path("zeros.dat"), path("wide.gguf"), path("q.gguf"), "Q4_K_M"});
-  EXPECT_TRUE(contains(r.err, name + ": row 0")) << r.err;
-  EXPECT_TRUE(contains(r.err, "the importance matrix's values for these columns are all zero")) << r.err;
-  EXPECT_TRUE(contains(r.err, "--exclude-weights " + name)) << r.err;
-  EXPECT_FALSE(fs::exists(path("q.gguf")));
+  auto write_dat = [&](const std::string& file, float value) {
+    std::string dat;
+    auto put = [&](auto v) { dat.append(reinterpret_cast<const char*>(&v), sizeof v); };
+    put(int32_t(1));
+    put(int32_t(name.size()));
+    dat += name;
+    put(int32_t(1));    // calls
+    put(int32_t(256));  // values (the row length)
+    for (int i = 0; i < 256; ++i) put(value);
+    write_bytes(file, dat);
+  };
+  write_dat(path("zeros.dat"), 0.0f);
+  write_dat(path("huge.dat"), 3e38f);
+  for (const std::string type : {"Q4_K_M", "Q4_0", "Q6_K", "Q3_K_M", "IQ4_XS"}) {
+    Result r = expect(3, {"quantize", "--imatrix", path("zeros.dat"), path("wide.gguf"), path("q.gguf"), type});
+    EXPECT_TRUE(contains(r.err, name + ": every importance matrix value for its 256 columns is zero")) << type << r.err;
+    EXPECT_TRUE(contains(r.err, "--exclude-weights " + name)) << r.err;
+    EXPECT_EQ(count_of(r.err, "\n"), 1u) << r.err;
+    EXPECT_FALSE(fs::exists(path("q.gguf")));
+    r = expect(3, {"quantize", "--imatrix", path("huge.dat"), path("wide.gguf"), path("q.gguf"), type});
+    EXPECT_TRUE(contains(r.err, name + ": row 0")) << type << r.err;
+    EXPECT_TRUE(contains(r.err, "importance matrix")) << type << r.err;
+    EXPECT_FALSE(fs::exists(path("q.gguf")));
+  }
   expect(0, {"quantize", "--imatrix", path("zeros.dat"), "--exclude-weights", name, path("wide.gguf"), path("q.gguf"), "Q4_K_M", "-q"});
+  // Q8_0 takes no importance matrix (llama.cpp's quantizer ignores it): nothing to refuse.
+  expect(0, {"quantize", "--imatrix", path("zeros.dat"), path("wide.gguf"), path("q8.gguf"), "Q8_0", "-q"});
 }
 
 // Strings holding a NUL byte are written up to it, as llama-quantize writes them (gguf
@@ -2394,6 +2450,16 @@ TEST_F(Cli, QuantizedSafetensorsRecordsAreChecked) {
   });
   r = expect(3, {"inspect", neg});
   EXPECT_TRUE(contains(r.err, "block -32 outside 1..")) << r.err;
+  // A fractional dimension was read as its whole part ([8.5, 64] as [8, 64]).
+  const std::string fshape = with("fshape.safetensors", [&](json& e, std::string&) {
+    json rec = record(e);
+    rec["shape"] = {8.5, 64};
+    e["__metadata__"]["wquant.a.weight"] = rec.dump();
+  });
+  for (const std::string cmd : {"inspect", "dequantize"}) {
+    r = expect(3, cmd == "inspect" ? std::vector<std::string>{cmd, fshape} : std::vector<std::string>{cmd, fshape, path("d.safetensors")});
+    EXPECT_TRUE(contains(r.err, "shape [8.5,64] holds 8.5, not an integer")) << r.err;
+  }
   const std::string f32codes = with("codes.safetensors", [&](json& e, std::string&) { e["a.weight.qweight"]["dtype"] = "I8"; });
   r = expect(3, {"dequantize", f32codes, path("d.safetensors")});
   EXPECT_TRUE(contains(r.err, "a.weight.qweight: I8, where wquant's codes are U8")) << r.err;

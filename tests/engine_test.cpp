@@ -716,6 +716,41 @@ TEST(Quantize, KQuantF16FieldsThatOverflowAreAnError) {
   }
 }
 
+// Past ~1e13 the weighted searches' float sums overflow and some types kept a zero scale,
+// so the block (or, at 1e18-1e20 everywhere, the tensor) was written as zeros with exit 0
+// (review 2026-12-07): every type refuses such a weight, naming its block, whether its
+// scale overflows f16 or comes out zero.
+TEST(Quantize, WeightsThatOverflowTheSearchAreAnErrorNeverZeros) {
+  for (Isa isa : test::all_isas()) {
+    if (!isa_available(isa)) continue;
+    for (const float big : {1e13f, 1e16f, 1e20f, -1e20f}) {
+      for (const GgmlBlock t : {GgmlBlock::Q2_K, GgmlBlock::Q3_K, GgmlBlock::Q4_K, GgmlBlock::Q5_K, GgmlBlock::Q6_K,
+                                GgmlBlock::IQ4_NL, GgmlBlock::IQ4_XS, GgmlBlock::Q4_0, GgmlBlock::Q8_0}) {
+        const size_t wpb = ggml_traits(t).weights;
+        for (const bool whole : {false, true}) {  // one such weight, or a whole tensor of them
+          std::vector<float> v = normal(4 * 512, whole ? big : 0.02f, 4);
+          v[2 * 512 + 300] = big;
+          const TensorView w = view_of(v, 4, 512, "blk.0.attn_q.weight");
+          const std::string at = std::string(ggml_block_name(t)) + " " + isa_name(isa) + " " + std::to_string(big) + (whole ? " whole" : "");
+          std::vector<uint8_t> out;
+          try {
+            quantize_ggml_tensor(w, t, QuantSpec{}, out, kernels_for(isa));
+            ADD_FAILURE() << at << ": accepted, rel RMSE " << ggml_tensor_error(w, t, out.data(), kernels_for(isa)).rel_rmse;
+          } catch (const Error& e) {
+            const std::string m = e.what();
+            const size_t b0 = whole ? 0 : 300 / wpb * wpb;
+            const std::string where = "blk.0.attn_q.weight: row " + std::string(whole ? "0" : "2") + ", columns " +
+                                      std::to_string(b0) + "-" + std::to_string(b0 + wpb - 1) + ": ";
+            EXPECT_EQ(m.find(where), 0u) << at << ": " << m;
+            EXPECT_TRUE(m.find("not fit in its f16 field") != std::string::npos || m.find("no " + std::string(ggml_block_name(t)) + " block stores a weight past about 5e8") != std::string::npos)
+                << at << ": " << m;
+          }
+        }
+      }
+    }
+  }
+}
+
 // An importance matrix reaches every row's kernel (one row of the tensor at a time, so
 // the legacy types' row statistic is the row's); a non-finite entry, HQQ with one, and a
 // row that is not a multiple of the type's block are errors naming the tensor.

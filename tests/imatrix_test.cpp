@@ -156,6 +156,10 @@ TEST(Imatrix, HostileDatFilesAreRefusedNamingFileAndEntry) {
   empty.put<int32_t>(1);
   empty.entry("", 1, {1.0f});
   EXPECT_NE(dat_error(empty).find("entry 1 of 1: name length 0"), std::string::npos) << dat_error(empty);
+  Dat nul;  // a name that a NUL ends at once (read as a C string: "") is empty too
+  nul.put<int32_t>(1);
+  nul.entry(std::string("\0abc", 4), 1, {1.0f});
+  EXPECT_NE(dat_error(nul).find("entry 1 of 1: the name is empty (its first byte is a NUL)"), std::string::npos) << dat_error(nul);
   Dat garbage = good;
   garbage.put<int32_t>(7);
   EXPECT_NE(dat_error(garbage).find("bytes after the dataset name"), std::string::npos);
@@ -224,6 +228,8 @@ TEST(Imatrix, GgufImatrixDividesEachMatrixByItsCount) {
   EXPECT_NE(error_of(p).find("imatrix metadata imatrix.datasets is missing"), std::string::npos) << error_of(p);
   write_gguf_imatrix(p, {{"blk.0.attn_q.weight", {9, INFINITY}}}, {{3}});
   EXPECT_NE(error_of(p).find("entry blk.0.attn_q.weight: value 1 is not finite"), std::string::npos) << error_of(p);
+  write_gguf_imatrix(p, {{"", {9, 3}}}, {{3}});  // tensors ".in_sum2" and ".counts"
+  EXPECT_NE(error_of(p).find("the entry has no name"), std::string::npos) << error_of(p);
   fs::remove(p);
   fs::remove(dp);
 }

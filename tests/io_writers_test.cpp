@@ -402,5 +402,46 @@ TEST(WqReader, DuplicateNamesBadSchemesDtypesAndEmptyNamesAreRefused) {
   EXPECT_NE(open_error(d("empty.wq")).find("empty name"), std::string::npos) << open_error(d("empty.wq"));
 }
 
+// A .wq file of one tensor copied as it was (kind Raw): `size` bytes of `dtype` for `shape`.
+void write_wq_raw(const std::string& path, const std::string& dtype, const std::vector<int64_t>& shape, uint64_t size) {
+  flatbuffers::FlatBufferBuilder fbb;
+  std::vector<flatbuffers::Offset<fb::Tensor>> tensors;
+  tensors.push_back(fb::CreateTensorDirect(fbb, "t", &shape, fb::TensorKind_Raw, dtype.c_str(), 0, 0, fb::QuantScheme(0), false,
+                                           false, 0, 0, 0, 0, false, 0, 0, size));
+  fbb.Finish(fb::CreateModelDirect(fbb, kWqVersion, "gguf", nullptr, &tensors), fb::ModelIdentifier());
+  WqPreamble pre{};
+  std::memcpy(pre.magic, kWqMagic, 8);
+  pre.version = kWqVersion;
+  pre.header_offset = 64;
+  pre.header_size = fbb.GetSize();
+  pre.data_offset = (64 + fbb.GetSize() + 63) / 64 * 64;
+  std::vector<uint8_t> b(pre.data_offset + size, 0);
+  std::memcpy(b.data(), &pre, 64);
+  std::memcpy(b.data() + 64, fbb.GetBufferPointer(), fbb.GetSize());
+  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
+}
+
+// A tensor copied as it was must have the size its dtype and shape need (a writer passed a
+// short one on, into a safetensors file its own reader refuses); llama.cpp's block types
+// are blocks that dequantize as from the GGUF they came from.
+TEST(WqReader, RawTensorsHoldWhatTheirDtypeAndShapeNeed) {
+  Dir d;
+  write_wq_raw(d("short.wq"), "F32", {4, 8}, 3);
+  EXPECT_NE(open_error(d("short.wq")).find("t: 3 bytes of data for shape of 32 F32 elements (128 bytes)"), std::string::npos)
+      << open_error(d("short.wq"));
+  write_wq_raw(d("i8.wq"), "I8", {4, 8}, 32);  // (not float: opened, not read as f32)
+  EXPECT_EQ(open_model(d("i8.wq"))->tensors()[0].kind, StoredKind::Other);
+  write_wq_raw(d("q8.wq"), "Q8_0", {2, 32}, 2 * 34);  // two rows of one 34-byte block
+  EXPECT_EQ(open_error(d("q8.wq")), "");
+  EXPECT_EQ(open_model(d("q8.wq"))->tensors()[0].kind, StoredKind::Ggml);
+  write_wq_raw(d("q8short.wq"), "Q8_0", {2, 32}, 60);
+  EXPECT_NE(open_error(d("q8short.wq")).find("60 bytes of data for shape of 64 Q8_0 elements (68 bytes)"), std::string::npos)
+      << open_error(d("q8short.wq"));
+  write_wq_raw(d("q8row.wq"), "Q8_0", {2, 31}, 62);
+  EXPECT_NE(open_error(d("q8row.wq")).find("rows of 31 are not whole Q8_0 blocks"), std::string::npos) << open_error(d("q8row.wq"));
+  write_wq_raw(d("odd.wq"), "F33", {4}, 16);
+  EXPECT_NE(open_error(d("odd.wq")).find("unknown dtype F33"), std::string::npos) << open_error(d("odd.wq"));
+}
+
 }  // namespace
 }  // namespace wq

@@ -804,6 +804,17 @@ TEST_F(OnnxReaderTest, ExternalDataMissingOutsidePastTheEndOrOverlappingIsRefuse
   onnx::ModelProto m = with_external(small_model(), "mm.weight", "two.data", 0, len);
   m = with_external(m, "emb.weight", "two.data", len - 64, 10 * 64 * 4);
   expect_refused(m, "weight", "overlaps");
+  // A string tensor with external data (ONNX keeps strings inline): no location of it is
+  // copied into the output unchecked, outside the folder or not.
+  for (const std::string loc : {"../../../etc/shadow", "w.data"}) {
+    onnx::ModelProto sm = small_model();
+    onnx::TensorProto* st = add_init(sm.mutable_graph(), "labels", onnx::TensorProto::STRING, {4});
+    st->set_data_location(onnx::TensorProto::EXTERNAL);
+    auto* e = st->add_external_data();
+    e->set_key("location");
+    e->set_value(loc);
+    expect_refused(sm, "labels", "a string tensor with external data");
+  }
   // A FIFO as external data, or as the model: refused, never waited on (`timeout`: a
   // regression hangs no longer than that).
   ASSERT_EQ(::mkfifo((dir_ + "/fifo.data").c_str(), 0644), 0);
@@ -863,6 +874,29 @@ TEST_F(OnnxReaderTest, NamesTheQuantizedGraphAddsMustBeNew) {
   EXPECT_EQ(r.code, 2) << r.out;
   EXPECT_NE(r.out.find("gemm.weight.qweight: the quantized form of gemm.weight needs this name"), std::string::npos) << r.out;
   EXPECT_FALSE(fs::exists(dir_ + "/qb.onnx"));
+}
+
+// A quantized model whose weight's record sits beside an initializer of the same name
+// lists two tensors of one name: refused as bad input naming both, by every command (it
+// was listed twice, and dequantize failed as a usage error naming its output).
+TEST_F(OnnxReaderTest, ARecordBesideAnInitializerOfItsNameIsRefused) {
+  save_model(small_model(), dir_ + "/m.onnx");
+  CmdResult r = run(quote(WQUANT_BIN) + " quantize " + quote(dir_ + "/m.onnx") + " " + quote(dir_ + "/q.onnx") + " --bits 4 --quiet");
+  ASSERT_EQ(r.code, 0) << r.out;
+  onnx::ModelProto q = load_model(dir_ + "/q.onnx");
+  auto* t = add_init(q.mutable_graph(), "mm.weight", onnx::TensorProto::FLOAT, {2});
+  const std::vector<float> v(2, 0.5f);
+  t->set_raw_data(v.data(), v.size() * 4);
+  save_model(q, dir_ + "/bad.onnx");
+  for (const std::string cmd : {"inspect " + quote(dir_ + "/bad.onnx"),
+                                "dequantize " + quote(dir_ + "/bad.onnx") + " " + quote(dir_ + "/d.safetensors"),
+                                "verify " + quote(dir_ + "/m.onnx") + " " + quote(dir_ + "/bad.onnx")}) {
+    r = run(quote(WQUANT_BIN) + " " + cmd);
+    EXPECT_EQ(r.code, 3) << cmd << ": " << r.out;
+    EXPECT_NE(r.out.find("bad.onnx: mm.weight: both a wquant record (wquant.quant.mm.weight) and an initializer of that name"),
+              std::string::npos) << r.out;
+  }
+  EXPECT_FALSE(fs::exists(dir_ + "/d.safetensors"));
 }
 
 // A repeated payload field unpacked (one fixed32 field per float, legal protobuf that
