@@ -78,7 +78,9 @@ int run_verify(const VerifyArgs& a, Console& con) {
       quant_matched[size_t(j)] = true;
       const TensorInfo& tq = quant->tensors()[size_t(j)];
       if (ti[i].kind == StoredKind::Other || tq.kind == StoredKind::Other) {
-        skipped.push_back(ti[i].name + " (" + ti[i].type_name + " / " + tq.type_name + ": not float data)");
+        // (Kind Other: integer or boolean data, or an ONNX float constant that feeds no
+        // weight input, which wquant copies as it is.)
+        skipped.push_back(ti[i].name + " (" + ti[i].type_name + " / " + tq.type_name + ": not a weight wquant reads as float)");
         continue;
       }
       if (ti[i].shape != tq.shape) {

@@ -170,7 +170,7 @@ void parse_wquant_form(const json& doc, ParamsFile& p) {
   if (const json* d = top.find("defaults")) {
     const Fields f(*d, p.path, "defaults");
     f.only({"bits", "block", "asym", "hqq", "fp16", "scale_bits", "type", "hqq_steps", "hqq_p", "hqq_beta",
-            "hqq_kappa", "hqq_round_zero", "hqq_stop"});
+            "hqq_kappa", "hqq_round_zero", "hqq_stop", "mnn_flush"});
     SpecSettings& s = p.defaults;
     if (auto v = f.integer("bits")) s.bits = checked_bits(f, "bits", *v);
     if (auto v = f.integer("block")) s.block = checked_block(f, "block", *v) == 0 ? -1 : *v;
@@ -178,6 +178,7 @@ void parse_wquant_form(const json& doc, ParamsFile& p) {
     s.hqq = f.boolean("hqq");
     s.fp16 = f.boolean("fp16");
     if (auto v = f.integer("scale_bits")) s.scale_bits = int(*v);  // checked once merged (resolve_settings)
+    s.mnn_form = f.boolean("mnn_flush").value_or(false);  // as MNNConvert's spellings do
     if (auto v = f.string("type")) {
       // A llama-quantize mix (Q4_K_M, ...) or a legacy block type, as --type takes it.
       const auto mix = gguf_mix_named(*v);
@@ -359,13 +360,22 @@ json params_used(const EffectiveSpec& e, OutputFormat format, const std::string&
                  const std::vector<TensorPlan>& plan, const std::vector<TensorInfo>& infos) {
   const QuantSpec& s = e.spec;
   json defaults = json::object();
-  defaults["bits"] = e.keep_float ? 0 : s.bits;
-  defaults["block"] = s.block > 0 ? s.block : int64_t(-1);
-  defaults["asym"] = s.asym;
-  defaults["hqq"] = s.hqq;
-  defaults["fp16"] = e.kept_f16;  // --fp16 (scales f16 for scale_bits 16 alone do not count)
-  if (s.fp16_truncate) defaults["scale_bits"] = 16;  // --weightQuantScaleBit 16
-  if (format == OutputFormat::Gguf) defaults["type"] = gguf_mix;
+  if (format == OutputFormat::Gguf) {
+    // The mix decides each tensor's type (the rules below say which): wquant's bits and
+    // block have nothing to set there, and a rerun refuses them beside a mix.
+    defaults["type"] = gguf_mix;
+    if (s.hqq) defaults["hqq"] = true;
+  } else {
+    defaults["bits"] = e.keep_float ? 0 : s.bits;
+    defaults["block"] = s.block > 0 ? s.block : int64_t(-1);
+    defaults["asym"] = s.asym;
+    defaults["hqq"] = s.hqq;
+    defaults["fp16"] = e.kept_f16;  // --fp16 (scales f16 for scale_bits 16 alone do not count)
+    if (s.fp16_truncate) defaults["scale_bits"] = 16;  // --weightQuantScaleBit 16
+    // MNNConvert's spellings flush |w| < FLT_MIN to +0 first, as MNNConvert does: the
+    // same bytes again need it said.
+    if (s.mnn_flush) defaults["mnn_flush"] = true;
+  }
   if (s.hqq) {
     defaults["hqq_steps"] = s.hqq_opts.max_steps;
     defaults["hqq_p"] = s.hqq_opts.p;

@@ -369,8 +369,16 @@ void check_copied_values(const TensorPlan& p, const TensorInfo& info, const Tens
   };
   if (p.action == TensorAction::KeepFloat) {
     const size_t n = n_bytes / dtype_size(p.out_dtype), i = k.find_nonfinite(data, p.out_dtype, n);
-    if (i != n) refuse(i);
-    return;
+    if (i == n) return;
+    if (p.out_dtype != info.dtype && info.kind == StoredKind::Float) {
+      // Converted to a narrower float: a finite weight past its range rounds to Inf too.
+      const bool f16 = p.out_dtype == DType::F16;
+      const std::string type = f16 ? "F16" : "BF16";  // (GGUF's names)
+      throw Error(p.name + ": row " + std::to_string(i / cols) + ", column " + std::to_string(i % cols) + ": NaN or Inf once " +
+                  "stored as " + type + " (a NaN or Inf weight, or one past " + (f16 ? "65504" : "3.38953e+38") +
+                  ", the largest " + type + "); llama.cpp refuses to load such a file (llama-quantize refuses it too)");
+    }
+    refuse(i);
   }
   if (info.kind != StoredKind::Ggml) return;
   const std::optional<GgmlBlock> b = ggml_block_named(info.type_name);

@@ -1661,7 +1661,7 @@ TEST_F(Cli, VerifySaysWhyTensorsInCommonWereNotCompared) {
   write_raw_safetensors(path("b.safetensors"), R"({"mask":{"dtype":"BOOL","shape":[4],"data_offsets":[0,4]}})", std::string(4, '\1'));
   expect(0, {"quantize", path("b.safetensors"), path("b.wq"), "-q"});
   const Result r = expect(3, {"verify", path("b.safetensors"), path("b.wq")});
-  EXPECT_TRUE(contains(r.err, "no tensor in common with " + path("b.safetensors") + " can be compared: mask (BOOL / BOOL: not float data)"))
+  EXPECT_TRUE(contains(r.err, "no tensor in common with " + path("b.safetensors") + " can be compared: mask (BOOL / BOOL: not a weight wquant reads as float)"))
       << r.err;
   EXPECT_EQ(count_of(r.err, "\n"), 1u) << r.err;
 }
@@ -2014,6 +2014,14 @@ TEST_F(Cli, GgufOutputRefusesNonFiniteValuesInTensorsItCopies) {
   r = expect(3, {"quantize", q4, path("b.gguf"), "Q4_0"});
   EXPECT_TRUE(contains(r.err, "blk.1.ffn_up.weight: row 0, column 32: NaN or Inf")) << r.err;
   EXPECT_FALSE(fs::exists(path("b.gguf")));
+  // A finite weight that BF16 rounds to Inf is said to be one (it read as a NaN or Inf weight).
+  test::write_gguf_fixture(stories, fx);
+  const float top = std::numeric_limits<float>::max();
+  patch_file(fx, tensor_offset(fx, "blk.0.attn_q.weight") + 3 * 4, &top, 4);
+  r = expect(3, {"quantize", fx, path("c.gguf"), "BF16"});
+  EXPECT_TRUE(contains(r.err, "blk.0.attn_q.weight: row 0, column 3: NaN or Inf once stored as BF16 (a NaN or Inf weight, "
+                              "or one past 3.38953e+38")) << r.err;
+  EXPECT_FALSE(fs::exists(path("c.gguf")));
 }
 
 // ggml types wquant has no kernels for (the IQ1/IQ2/IQ3 and TQ types) are read, named and
@@ -2212,6 +2220,40 @@ TEST_F(Cli, QuantizedSafetensorsPiecesAreReadFromTheirOwnShards) {
 
 // A quantized tensor named format_version: its record's key would be the layout's version
 // key, and the output unreadable; refused before anything is written.
+// The params file a run writes gives its bytes again with --params alone: after a GGUF
+// run (its defaults said bits 4 and block -1 beside the mix, which a rerun refused), and
+// after a run with MNNConvert's spellings, which flush |w| < FLT_MIN to +0 first (the file
+// did not say so, and a rerun kept subnormal block extremes).
+TEST_F(Cli, ParamsFilesOfGgufAndMnnRunsGiveTheirBytesAgain) {
+  std::vector<float> tiny(8 * 64);
+  for (size_t i = 0; i < tiny.size(); ++i) tiny[i] = (i % 3 == 0 ? -1e-39f : 2e-39f) * float(1 + i % 7);
+  tiny[5] = -0.0f;
+  write_f32_safetensors(path("tiny.safetensors"), {{"a.weight", 8, 64, tiny}, {"b.weight", 8, 64, {}}});
+  expect(0, {"quantize", path("tiny.safetensors"), path("m1.wq"), "--weightQuantBits", "4", "--weightQuantAsymmetric", "1",
+             "--params", path("m.json"), "-q"});
+  EXPECT_EQ(json::parse(read_bytes(path("m.json")))["defaults"]["mnn_flush"], true);
+  expect(0, {"quantize", path("tiny.safetensors"), path("m2.wq"), "--params", path("m.json"), "-q"});
+  EXPECT_TRUE(read_bytes(path("m1.wq")) == read_bytes(path("m2.wq")));
+  expect(0, {"quantize", path("tiny.safetensors"), path("n.wq"), "--bits", "4", "--asym", "--params", path("n.json"), "-q"});
+  EXPECT_FALSE(json::parse(read_bytes(path("n.json")))["defaults"].contains("mnn_flush"));
+  EXPECT_FALSE(read_bytes(path("n.wq")) == read_bytes(path("m1.wq")));  // the flush mattered here
+  WQ_REQUIRE_SHARED(gguf, kStoriesGguf);
+  int n = 0;
+  for (const std::vector<std::string>& flags : {std::vector<std::string>{"--type", "Q4_K_M", "--output-tensor-type", "q8_0"},
+                                                {"--type", "Q8_0"}, {"--type", "Q4_1", "--hqq"}}) {
+    const std::string p = path("g" + std::to_string(n) + ".json"), a = path("a" + std::to_string(n) + ".gguf"),
+                      b = path("b" + std::to_string(n) + ".gguf");
+    std::vector<std::string> first = {"quantize", gguf, a, "--params", p, "-q"};
+    first.insert(first.end(), flags.begin(), flags.end());
+    expect(0, first);
+    const json d = json::parse(read_bytes(p))["defaults"];
+    EXPECT_FALSE(d.contains("bits") || d.contains("block")) << d.dump();
+    expect(0, {"quantize", gguf, b, "--params", p, "-q"});
+    EXPECT_TRUE(read_bytes(a) == read_bytes(b)) << flags[1];
+    ++n;
+  }
+}
+
 TEST_F(Cli, SafetensorsOutputRefusesARecordKeyThatIsTheVersionKey) {
   write_f32_safetensors(path("in.safetensors"), {{"format_version", 4, 32, {}}, {"x", 4, 32, {}}});
   const Result r = expect(2, {"quantize", path("in.safetensors"), path("out.safetensors")});

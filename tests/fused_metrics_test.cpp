@@ -170,6 +170,44 @@ TEST_P(FusedMetrics, RowsWhoseFloatSumsOverflowGiveTheDoubleFigures) {
   }
 }
 
+// Weights so small that their squares vanish in float (1e-30: MNN's schemes and the
+// GGUF types keep nothing of them: zeros, or a zero point): the figures are the double
+// sums' (relative RMSE 1 for zeros, more for a zero point), not "exact" (0 / 0 read as
+// rel RMSE 0, SNR infinite), the same fused or not.
+TEST_P(FusedMetrics, RowsWhoseFloatSquaresVanishGiveTheDoubleFigures) {
+  WQ_REQUIRE_ISA(GetParam());
+  const Kernels* k = kernels_for(GetParam());
+  Weights w = make_weights(6, 256, DType::F32, 9);
+  for (float& x : w.f32) x *= 1e-29f;  // |w| ~ 1e-30
+  auto nothing_kept = [](const ErrorMetrics& m, const std::string& what) {
+    EXPECT_GE(m.rel_rmse, 1.0 - 1e-6) << what;
+    EXPECT_LE(m.snr_db, 1e-4) << what;
+    EXPECT_GT(m.max_abs, 0.0) << what;
+  };
+  auto near_one = [&](const ErrorMetrics& fused, const ErrorMetrics& two_pass, const std::string& what) {
+    nothing_kept(fused, what + " fused");
+    nothing_kept(two_pass, what + " two-pass");
+    EXPECT_NEAR(fused.rel_rmse, two_pass.rel_rmse, 1e-9 * two_pass.rel_rmse) << what;
+  };
+  for (const QuantSpec& s : {spec(8, 32, false), spec(4, 64, true), spec(4, 8, false)}) {
+    Scheduler sched(2);
+    sched.run([&] {
+      std::vector<ErrorSums> sums;
+      const QuantizedTensor q = quantize_tensor(w.view(), s, size_t(s.block), k, &sums);
+      near_one(combine_error_sums(sums), tensor_error(w.view(), q, k), s.describe());
+    });
+  }
+  for (GgmlBlock t : {GgmlBlock::Q4_0, GgmlBlock::Q8_0, GgmlBlock::Q4_K, GgmlBlock::Q6_K}) {
+    Scheduler sched(2);
+    sched.run([&] {
+      std::vector<uint8_t> out;
+      std::vector<ErrorSums> sums;
+      quantize_ggml_tensor(w.view(), t, QuantSpec{}, out, k, nullptr, &sums);
+      near_one(combine_error_sums(sums), ggml_tensor_error(w.view(), t, out.data(), k), ggml_block_name(t));
+    });
+  }
+}
+
 TEST_P(FusedMetrics, GgmlTypesGiveTheTwoPassFiguresAndTheSameBytes) {
   WQ_REQUIRE_ISA(GetParam());
   const Kernels* k = kernels_for(GetParam());
