@@ -109,7 +109,7 @@ void check_output_path(const std::string& out, const std::vector<std::string>& i
     if (!force) throw output_error(out, "already exists (pass --force to replace it)");
   } else if (::lstat(out.c_str(), &st) == 0 && !force) {
     // A dangling symbolic link: stat finds nothing, but the final rename replaces the link.
-    throw output_error(out, "already exists as a symbolic link to a missing file (pass --force to replace the link)");
+    throw output_error(out, "already exists as a symbolic link to a missing file (remove the link; for OUT, --force replaces it)");
   }
   const std::string dir = parent_dir(out);
   if (::stat(dir.c_str(), &st) != 0) {

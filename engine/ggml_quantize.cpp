@@ -121,41 +121,31 @@ bool search_may_zero(GgmlBlock t, const float* imatrix) {
   }
 }
 
-// Past these bounds a weighted search's float sums overflow (near 6e14 for a weight
-// times its importance times the weight again, so past ~1e12 for a weight alone, whose
-// squares weigh it) and the search keeps a zero scale for the block or a sub-block: the
-// weights are written as zeros with exit 0. No type stores a weight past 65504 x 127 x
-// 63 (~5.2e8: f16 scale, largest code, largest sub-block scale) anyway, so 1e9 refuses
-// nothing that could be stored; with an importance matrix, largest importance x largest
-// weight^2 of 1e14 is far from what real activations give (mean squares below ~1e10
-// against weights below ~10).
+// No type stores a weight past 65504 x 127 x 63 (~5.2e8: f16 scale, largest code,
+// largest sub-block scale): below ~1e12 its scale then overflows f16 (check_ggml_rows
+// names that), but past it the weighted searches' float sums overflow first and they keep
+// a zero scale, writing the weights as zeros with exit 0. 1e9 refuses nothing storable.
 constexpr float kStorableWeight = 1e9f;
-constexpr double kImportantSquare = 1e14;
+// Importance values are mean squares of activations (real files: below ~1e10). Far past
+// any model's, the searches' float sums overflow and keep zero scales too (a tensor of
+// weights near 1 came out zeros from ~1e33 for Q4_K, ~1e37 for Q6_K, review 2026-12-07):
+// such a file is refused as broken. 1e20 is ten orders from both.
+constexpr float kLargestImportance = 1e20f;
 
-// Why row r (its floats `row`) overflows t's search, naming its first such block; called
-// for a row flagged by its largest weight.
-std::string overflow_in_row(const TensorView& w, GgmlBlock t, const float* row, size_t r, const float* imatrix,
-                            const Kernels& k) {
+// Why row r (its floats `row`) holds a weight t cannot store, naming its first such
+// block; called for a row whose largest weight passes kStorableWeight.
+std::string overflow_in_row(const TensorView& w, GgmlBlock t, const float* row, size_t r, const Kernels& k) {
   const size_t wpb = ggml_traits(t).weights, nb = w.cols() / wpb;
   for (size_t b = 0; b < nb; ++b) {
     float mn, mx;
     k.minmax(row + b * wpb, wpb, &mn, &mx);
-    const double amax = std::max(-mn, mx);
-    const float im = imatrix ? *std::max_element(imatrix + b * wpb, imatrix + (b + 1) * wpb) : 0.0f;
-    const bool big = amax >= kStorableWeight, weighed = imatrix && double(im) * amax * amax >= kImportantSquare;
-    if (!big && !weighed) continue;
-    char what[200];
-    if (big) {
-      std::snprintf(what, sizeof what, "weights from %.6g to %.6g: no %s block stores a weight past about 5e8 (its search "
-                    "overflows and keeps a zero scale); keep this tensor float (a params rule with \"skip\": true)",
-                    double(mn), double(mx), ggml_block_name(t));
-    } else {
-      std::snprintf(what, sizeof what, "weights from %.6g to %.6g with importance matrix values up to %.6g overflow the %s "
-                    "search (it keeps a zero scale)", double(mn), double(mx), double(im), ggml_block_name(t));
-    }
+    if (!(std::max(-mn, mx) >= kStorableWeight)) continue;
+    char what[240];
+    std::snprintf(what, sizeof what, "weights from %.6g to %.6g: no %s block stores a weight past about 5.2e8 (its scale "
+                  "does not fit in f16, and past ~1e12 its search overflows and writes zeros instead)",
+                  double(mn), double(mx), ggml_block_name(t));
     return w.name + ": row " + std::to_string(w.first_row + r) + ", columns " + std::to_string(b * wpb) + "-" +
-           std::to_string(b * wpb + wpb - 1) + ": " + what +
-           (big ? std::string() : "; use another importance matrix or leave this tensor out of it (--exclude-weights " + w.name + ")");
+           std::to_string(b * wpb + wpb - 1) + ": " + what + "; keep this tensor float (a params rule with \"skip\": true)";
   }
   return {};
 }
@@ -226,6 +216,14 @@ void quantize_ggml_into(const TensorView& w, GgmlBlock t, const QuantSpec& spec,
       if (!(imatrix[c] - imatrix[c] == 0.0f)) {
         throw Error(w.name + ": importance matrix entry " + std::to_string(c) + " is not finite");
       }
+      if (imatrix[c] >= kLargestImportance) {
+        char v[32];
+        std::snprintf(v, sizeof v, "%.6g", double(imatrix[c]));
+        throw Error(w.name + ": importance matrix entry " + std::to_string(c) + " is " + v + ", past 1e20: no model's mean "
+                    "square of activations is that large (a broken file?), and far past it llama.cpp's searches overflow "
+                    "and write zeros; use another importance matrix or leave this tensor out of it (--exclude-weights " +
+                    w.name + ")");
+      }
     }
     // No weights at all: every block would be written as zeros (the legacy types, Q6_K,
     // Q3_K, IQ4_XS) or fail (the types with a minimum), whichever llama-quantize does.
@@ -244,10 +242,9 @@ void quantize_ggml_into(const TensorView& w, GgmlBlock t, const QuantSpec& spec,
   // was bad. Unmeasured tiles, and HQQ's refinement (an iterative solver), are scanned
   // first. The scan was 4.5% of the CPU of a Q4_0 conversion (perf, 2026-12-04).
   const bool scan_first = !row_sums || hqq_kquant;
-  // Weights (or importance-weighted ones) that overflow a weighted search: one pass over
-  // each row in L1 (absmax), for the types whose search is one.
+  // Weights that overflow a weighted search: one pass over each row in L1 (absmax), for
+  // the types whose search is one.
   const bool checks_overflow = search_may_zero(t, imatrix);
-  const float im_max = imatrix ? *std::max_element(imatrix, imatrix + cols) : 0.0f;
   parallel_row_tiles(rows, tile, [&](size_t r0, size_t r1) {
     thread_local std::vector<uint8_t> scratch;  // one per worker, reused by every tile it takes
     const TensorView rows_in = RowSource::rows_of(w).tile(r0, r1, &scratch);
@@ -267,12 +264,9 @@ void quantize_ggml_into(const TensorView& w, GgmlBlock t, const QuantSpec& spec,
     for (size_t r = r0; r < r1; ++r) {
       const float* row = row_as_f32(rows_in, r - r0, cols, buf, k);
       uint8_t* dst = blocks + r * row_bytes;
-      if (checks_overflow && overflow.empty()) {
-        const float a = k.absmax(row, cols);  // (finite: checked above, or by the sums below)
-        if (a >= kStorableWeight || (imatrix && double(im_max) * a * a >= kImportantSquare)) {
-          overflow = overflow_in_row(w, t, row, r, imatrix, k);
-          if (!overflow.empty()) overflow_row = r;
-        }
+      if (checks_overflow && overflow.empty() && k.absmax(row, cols) >= kStorableWeight) {
+        overflow = overflow_in_row(w, t, row, r, k);  // (the weights are finite: checked above, or by the sums below)
+        if (!overflow.empty()) overflow_row = r;
       }
       if (row_sums && !hqq_kquant) {
         // Measured as it is coded (the legacy types: inside their quantizers; the others

@@ -2218,8 +2218,6 @@ TEST_F(Cli, QuantizedSafetensorsPiecesAreReadFromTheirOwnShards) {
   EXPECT_EQ(read_safetensors(path("d1.safetensors")).second, read_safetensors(path("d2.safetensors")).second);
 }
 
-// A quantized tensor named format_version: its record's key would be the layout's version
-// key, and the output unreadable; refused before anything is written.
 // The params file a run writes gives its bytes again with --params alone: after a GGUF
 // run (its defaults said bits 4 and block -1 beside the mix, which a rerun refused), and
 // after a run with MNNConvert's spellings, which flush |w| < FLT_MIN to +0 first (the file
@@ -2254,6 +2252,8 @@ TEST_F(Cli, ParamsFilesOfGgufAndMnnRunsGiveTheirBytesAgain) {
   }
 }
 
+// A quantized tensor named format_version: its record's key would be the layout's version
+// key, and the output unreadable; refused before anything is written.
 TEST_F(Cli, SafetensorsOutputRefusesARecordKeyThatIsTheVersionKey) {
   write_f32_safetensors(path("in.safetensors"), {{"format_version", 4, 32, {}}, {"x", 4, 32, {}}});
   const Result r = expect(2, {"quantize", path("in.safetensors"), path("out.safetensors")});
@@ -2387,11 +2387,25 @@ TEST_F(Cli, AnAllZeroImatrixEntryIsNamedAsTheCause) {
     EXPECT_EQ(count_of(r.err, "\n"), 1u) << r.err;
     EXPECT_FALSE(fs::exists(path("q.gguf")));
     r = expect(3, {"quantize", "--imatrix", path("huge.dat"), path("wide.gguf"), path("q.gguf"), type});
-    EXPECT_TRUE(contains(r.err, name + ": row 0")) << type << r.err;
-    EXPECT_TRUE(contains(r.err, "importance matrix")) << type << r.err;
+    EXPECT_TRUE(contains(r.err, name + ": importance matrix entry 0 is 3e+38, past 1e20")) << type << r.err;
     EXPECT_FALSE(fs::exists(path("q.gguf")));
   }
-  expect(0, {"quantize", "--imatrix", path("zeros.dat"), "--exclude-weights", name, path("wide.gguf"), path("q.gguf"), "Q4_K_M", "-q"});
+  // Large importance values real files can hold (1e10), against weights of 1000: quantized
+  // as usual (a bound of importance x weight^2 refused them).
+  write_dat(path("large.dat"), 1e10f);
+  const float thousand = 1000.0f;
+  for (int c : {0, 37, 200}) patch_file(path("wide.gguf"), tensor_offset(path("wide.gguf"), name) + size_t(c) * 4, &thousand, 4);
+  for (const std::string type : {"Q4_K_M", "Q4_0", "Q6_K", "Q3_K_M", "IQ4_XS"}) {
+    const json j = json_of({"quantize", "--imatrix", path("large.dat"), path("wide.gguf"), path("q.gguf"), type, "--json", "--force"});
+    bool seen = false;
+    for (const json& t : j["tensors"]) {
+      if (t["name"] != name) continue;
+      seen = true;
+      EXPECT_LT(t["error"]["rel_rmse"].get<double>(), 0.3) << type << t.dump();
+    }
+    EXPECT_TRUE(seen) << type;
+  }
+  expect(0, {"quantize", "--imatrix", path("zeros.dat"), "--exclude-weights", name, path("wide.gguf"), path("x.gguf"), "Q4_K_M", "-q"});
   // Q8_0 takes no importance matrix (llama.cpp's quantizer ignores it): nothing to refuse.
   expect(0, {"quantize", "--imatrix", path("zeros.dat"), path("wide.gguf"), path("q8.gguf"), "Q8_0", "-q"});
 }
