@@ -259,15 +259,11 @@ void quantize_ggml_into(const TensorView& w, GgmlBlock t, const QuantSpec& spec,
     // by d, and adds m; an Inf or NaN there gives an Inf or NaN w_hat, 0 x Inf included),
     // so the tile needs no check_ggml_rows.
     bool all_finite = true, params_finite = row_sums != nullptr;
-    std::string overflow;  // the tile's first row that overflows the search (checks_overflow)
-    size_t overflow_row = r1;
+    size_t overflow_row = r1;  // the tile's first row holding a weight past kStorableWeight (checks_overflow)
     for (size_t r = r0; r < r1; ++r) {
       const float* row = row_as_f32(rows_in, r - r0, cols, buf, k);
       uint8_t* dst = blocks + r * row_bytes;
-      if (checks_overflow && overflow.empty() && k.absmax(row, cols) >= kStorableWeight) {
-        overflow = overflow_in_row(w, t, row, r, k);  // (the weights are finite: checked above, or by the sums below)
-        if (!overflow.empty()) overflow_row = r;
-      }
+      if (checks_overflow && overflow_row == r1 && k.absmax(row, cols) >= kStorableWeight) overflow_row = r;
       if (row_sums && !hqq_kquant) {
         // Measured as it is coded (the legacy types: inside their quantizers; the others
         // dequantize the row while it is in L1): error_sums' figures, which it recomputes
@@ -299,9 +295,12 @@ void quantize_ggml_into(const TensorView& w, GgmlBlock t, const QuantSpec& spec,
     }
     // The first bad row in row order: a scale or min past f16 up to the overflowing row
     // (in that row too: the more exact message), else that row.
+    // (Its weights are finite: the scan above, or the sums' check, found no NaN or Inf.)
     const size_t upto = std::min(overflow_row + 1, r1);
     if (!params_finite) bad[r0 / tile] = check_ggml_rows(w, t, blocks, r0, upto, row_bytes, k, imatrix);
-    if (bad[r0 / tile].empty()) bad[r0 / tile] = overflow;
+    if (bad[r0 / tile].empty() && overflow_row < r1) {
+      bad[r0 / tile] = overflow_in_row(w, t, row_as_f32(rows_in, overflow_row - r0, cols, buf, k), overflow_row, k);
+    }
     if (!params_finite && bad[r0 / tile].empty()) bad[r0 / tile] = check_ggml_rows(w, t, blocks, upto, r1, row_bytes, k, imatrix);
   });
   for (const std::string& msg : bad) {

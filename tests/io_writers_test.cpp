@@ -344,6 +344,21 @@ TEST(WqReader, BrokenFilesAreErrorsNeverCrashes) {
   EXPECT_FALSE(try_open(b));
 }
 
+// A .wq file: the preamble, the finished header in fbb, and `data_bytes` zero bytes of
+// tensor data after it (64-byte aligned).
+void write_wq_file(const std::string& path, const flatbuffers::FlatBufferBuilder& fbb, uint64_t data_bytes) {
+  WqPreamble pre{};
+  std::memcpy(pre.magic, kWqMagic, 8);
+  pre.version = kWqVersion;
+  pre.header_offset = 64;
+  pre.header_size = fbb.GetSize();
+  pre.data_offset = (64 + fbb.GetSize() + 63) / 64 * 64;
+  std::vector<uint8_t> b(pre.data_offset + data_bytes, 0);
+  std::memcpy(b.data(), &pre, 64);
+  std::memcpy(b.data() + 64, fbb.GetBufferPointer(), fbb.GetSize());
+  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
+}
+
 // A .wq file of quantized [1, 32] tensors (4 bits, block 32, one f32 scale; zeros when
 // the scheme is not symmetric), each given as (name, dtype, scheme).
 struct WqTensorSpec {
@@ -364,16 +379,7 @@ void write_wq(const std::string& path, const std::vector<WqTensorSpec>& ts) {
     off += 192;
   }
   fbb.Finish(fb::CreateModelDirect(fbb, kWqVersion, "safetensors", nullptr, &tensors), fb::ModelIdentifier());
-  WqPreamble pre{};
-  std::memcpy(pre.magic, kWqMagic, 8);
-  pre.version = kWqVersion;
-  pre.header_offset = 64;
-  pre.header_size = fbb.GetSize();
-  pre.data_offset = (64 + fbb.GetSize() + 63) / 64 * 64;
-  std::vector<uint8_t> b(pre.data_offset + off);
-  std::memcpy(b.data(), &pre, 64);
-  std::memcpy(b.data() + 64, fbb.GetBufferPointer(), fbb.GetSize());
-  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
+  write_wq_file(path, fbb, off);
 }
 
 std::string open_error(const std::string& path) {
@@ -409,16 +415,7 @@ void write_wq_raw(const std::string& path, const std::string& dtype, const std::
   tensors.push_back(fb::CreateTensorDirect(fbb, "t", &shape, fb::TensorKind_Raw, dtype.c_str(), 0, 0, fb::QuantScheme(0), false,
                                            false, 0, 0, 0, 0, false, 0, 0, size));
   fbb.Finish(fb::CreateModelDirect(fbb, kWqVersion, "gguf", nullptr, &tensors), fb::ModelIdentifier());
-  WqPreamble pre{};
-  std::memcpy(pre.magic, kWqMagic, 8);
-  pre.version = kWqVersion;
-  pre.header_offset = 64;
-  pre.header_size = fbb.GetSize();
-  pre.data_offset = (64 + fbb.GetSize() + 63) / 64 * 64;
-  std::vector<uint8_t> b(pre.data_offset + size, 0);
-  std::memcpy(b.data(), &pre, 64);
-  std::memcpy(b.data() + 64, fbb.GetBufferPointer(), fbb.GetSize());
-  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
+  write_wq_file(path, fbb, size);
 }
 
 // A tensor copied as it was must have the size its dtype and shape need (a writer passed a
