@@ -389,6 +389,7 @@ void fill_quantize(const Options& o, const Bound& b, const MnnNormalised& norm, 
     if (o.model_file->count() || o.mnn_model->count()) throw usage("quantize: TYPE after IN OUT is llama-quantize's form; it does not mix with --modelFile / --MNNModel");
     if (o.type->count()) throw usage("quantize: the type is given twice (TYPE after IN OUT and --type)");
     set_type(pos[2], "TYPE", a);
+    a.llama_form = true;
     if (pos.size() == 4) {
       if (o.quantize->count("--threads")) throw usage("quantize: the threads are given twice (THREADS after TYPE and --threads)");
       a.positional_threads = parse_threads_positional(pos[3]);

@@ -73,6 +73,7 @@ struct QuantizeArgs {
   std::string biz_code;                // --bizCode, accepted and ignored
   RunSettings run;
   std::optional<int> positional_threads;  // THREADS in llama-quantize's form
+  bool llama_form = false;  // IN OUT TYPE [THREADS]: OUT without a known extension is GGUF
   GgufArgs gguf;
   bool dry_run = false;
   bool force = false;

@@ -23,6 +23,7 @@
 #include "io/model_reader.h"
 #include "io/model_writer.h"
 #include "io/output_file.h"
+#include "io/sha256.h"
 #include "kernels/ggml_types.h"
 
 namespace wq::cli {
@@ -53,6 +54,15 @@ WriterOptions writer_options(const QuantizeArgs& a, const GgufOutputKeys& gguf_k
 OutputFormat output_format(const QuantizeArgs& a) {
   if (a.format) return *a.format;
   if (a.gguf.keep_split) return OutputFormat::Gguf;  // OUT is a shard prefix, perhaps without .gguf
+  // llama-quantize's form writes GGUF whatever OUT is called (out-F16, model.bin);
+  // a name of another format's (.wq, .onnx) still says which.
+  if (a.llama_form) {
+    try {
+      return format_from_path(a.output);
+    } catch (const Error&) {
+      return OutputFormat::Gguf;
+    }
+  }
   return format_from_path(a.output);  // (its error says how to name OUT, or to pass --format)
 }
 
@@ -66,6 +76,9 @@ struct Setup {
   std::unique_ptr<ModelReader> reader;
   std::vector<std::string> inputs;  // files the model is read from
   std::vector<std::string> read_files;  // inputs, the importance matrix, a params file read: never replaced
+  // GGUF output: the importance matrix (the command line's, else the params file's) and
+  // its filters; its digest where a params file is written or names one.
+  ParamsImatrix imatrix;
   std::vector<TensorPlan> plan;
   uint64_t planned_bytes = 0;
   // GGUF output: llama-quantize's mix and options, the model's hyper-parameters, the
@@ -98,9 +111,9 @@ void choose_mix(const QuantizeArgs& a, const SpecSettings& merged, Setup& s) {
                   ErrorKind::Usage);
     }
   }
-  r.imatrix = a.gguf.imatrix;
-  r.include_weights = a.gguf.include_weights;
-  r.exclude_weights = a.gguf.exclude_weights;
+  r.imatrix = s.imatrix.path;
+  r.include_weights = s.imatrix.include;
+  r.exclude_weights = s.imatrix.exclude;
   r.pure = a.gguf.pure;
   r.leave_output = a.gguf.leave_output;
   r.output_type = a.gguf.output_type;
@@ -110,15 +123,54 @@ void choose_mix(const QuantizeArgs& a, const SpecSettings& merged, Setup& s) {
 }
 
 void check_params_path(const QuantizeArgs& a, const Setup& s) {
-  const fs::path p = fs::weakly_canonical(a.params_file);
-  if (p == fs::weakly_canonical(a.output)) {
+  if (same_path(a.params_file, a.output)) {
     throw Error(a.params_file + ": the params file and OUT are the same file", ErrorKind::Usage);
   }
+  // ONNX output may put its data beside OUT, as OUT.data.
+  if (s.format == OutputFormat::Onnx && same_path(a.params_file, a.output + ".data")) {
+    throw Error(a.params_file + ": the params file is " + a.output + ".data, where OUT's external data goes", ErrorKind::Usage);
+  }
   for (const std::string& in : s.inputs) {
-    if (p == fs::weakly_canonical(in) || same_file(a.params_file, in)) {
+    if (same_path(a.params_file, in)) {
       throw Error(a.params_file + ": the params file is the input model " + in, ErrorKind::Usage);
     }
   }
+}
+
+// The importance matrix of the run, field by field the command line's, else the params
+// file's (which it read from its "defaults" with the digest of the file the run that wrote
+// it used: a file that has changed since is refused, as it would give other bytes).
+ParamsImatrix choose_imatrix(const QuantizeArgs& a, const Setup& s, Console& con) {
+  const ParamsImatrix& saved = s.params.imatrix;
+  ParamsImatrix m;
+  m.path = a.gguf.imatrix.empty() ? saved.path : a.gguf.imatrix;
+  m.include = a.gguf.include_weights.empty() ? saved.include : a.gguf.include_weights;
+  m.exclude = a.gguf.exclude_weights.empty() ? saved.exclude : a.gguf.exclude_weights;
+  if (saved.path.empty()) return m;
+  if (s.format != OutputFormat::Gguf) {
+    throw Error(a.params_file + ": defaults.imatrix: an importance matrix applies to GGUF output only; this OUT is " +
+                    format_name(s.format),
+                ErrorKind::Usage);
+  }
+  if (!a.gguf.imatrix.empty()) {
+    if (a.gguf.imatrix != saved.path) con.note("--imatrix " + a.gguf.imatrix + " replaces " + a.params_file + "'s " + saved.path);
+    return m;
+  }
+  if (!saved.sha256.empty()) {
+    m.sha256 = sha256_file(m.path);
+    if (m.sha256.empty()) {
+      throw Error(a.params_file + ": defaults.imatrix: cannot read " + m.path +
+                      (fs::path(m.path).is_relative() ? " (a relative path is read from the current directory, as the run that wrote it read it)" : "") +
+                      "; give --imatrix FILE",
+                  ErrorKind::Input);
+    }
+    if (m.sha256 != saved.sha256) {
+      throw Error(a.params_file + ": defaults.imatrix: " + m.path + " has changed since this file was written (sha256 " +
+                      m.sha256 + ", recorded " + saved.sha256 + "): it would give other bytes; give --imatrix FILE to use it",
+                  ErrorKind::Input);
+    }
+  }
+  return m;
 }
 
 // --keep-split (llama-quantize's): the shards to write, one an input shard, checked as OUT
@@ -131,8 +183,8 @@ void keep_split(const QuantizeArgs& a, const GgufReader& g, Setup& s, Console& c
              ", with its tensors in file order (as llama-quantize does)");
   }
   for (const std::string& out : s.outputs) {
-    if (!a.dry_run) check_output_path(out, s.read_files, a.force);
-    if (!a.params_file.empty() && (fs::weakly_canonical(a.params_file) == fs::weakly_canonical(out) || same_file(a.params_file, out))) {
+    check_output_path(out, s.read_files, a.force);
+    if (!a.params_file.empty() && same_path(a.params_file, out)) {
       throw Error(a.params_file + ": the params file and the output shard " + out + " are the same file", ErrorKind::Usage);
     }
   }
@@ -180,13 +232,14 @@ Setup prepare(const QuantizeArgs& a, Console& con) {
   // importance matrix and a params file read: --force never replaces any of them.
   for (const std::string& f : s.reader->data_files()) s.inputs.push_back(f);
   s.read_files = s.inputs;
-  if (!a.gguf.imatrix.empty()) s.read_files.push_back(a.gguf.imatrix);
+  s.imatrix = choose_imatrix(a, s, con);
+  if (!s.imatrix.path.empty()) s.read_files.push_back(s.imatrix.path);
   if (!a.params_file.empty() && s.params_to_write.empty()) s.read_files.push_back(a.params_file);
-  if (!a.dry_run && !a.gguf.keep_split) check_output_path(a.output, s.read_files, a.force);
+  if (!a.gguf.keep_split) check_output_path(a.output, s.read_files, a.force);
   s.outputs = {a.output};
   // OUT.data may be written (the writer decides, below) and its killed runs' temporaries
   // are removed either way: no input may be it or named as one of those.
-  if (!a.dry_run && s.format == OutputFormat::Onnx) check_not_an_input(a.output + ".data", s.read_files);
+  if (s.format == OutputFormat::Onnx) check_not_an_input(a.output + ".data", s.read_files);
   // The params file to write must be writable too, before any work: it is written before
   // OUT is committed, so a run never ends with OUT in place but its parameters lost.
   if (!a.dry_run && !s.params_to_write.empty()) check_output_path(s.params_to_write, s.read_files, false);
@@ -460,7 +513,12 @@ int run_quantize(const QuantizeArgs& a, Console& con) {
     std::unique_ptr<OutputFile> params;
     if (!s.params_to_write.empty()) {
       params = std::make_unique<OutputFile>(s.params_to_write);
-      write_json_file(*params, params_used(s.eff, s.format, s.gguf.mix.mix.name ? s.gguf.mix.mix.name : "", s.plan, s.reader->tensors()));
+      if (!s.imatrix.path.empty() && s.imatrix.sha256.empty()) {
+        s.imatrix.sha256 = sha256_file(s.imatrix.path);
+        if (s.imatrix.sha256.empty()) throw Error(s.imatrix.path + ": cannot be read again for its digest", ErrorKind::Input);
+      }
+      write_json_file(*params, params_used(s.eff, s.format, s.gguf.mix.mix.name ? s.gguf.mix.mix.name : "", s.imatrix,
+                                           s.plan, s.reader->tensors()));
     }
     try {
       writer->commit();

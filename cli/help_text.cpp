@@ -130,8 +130,10 @@ MNN's form (protobuf JSON of MNNConvert's compression pipeline) is read as well:
   "bits": 0 keeps the tensor float; fields left out keep the command line's values.
 If FILE does not exist, wquant writes the parameters it used there after a successful run
 (wquant's form: the defaults and one rule per tensor), says so, and a rerun with the file
-gives identical output bytes (an importance matrix is not in it: give --imatrix again):
-edit it and rerun. --dry-run writes nothing.
+gives identical output bytes: edit it and rerun. A GGUF run's importance matrix is in its
+"defaults" ("imatrix": the path as given, read again from the current directory where it is
+relative; "imatrix_sha256": a rerun refuses the file if it has changed; "include_weights",
+"exclude_weights"); --imatrix on the command line replaces it. --dry-run writes nothing.
 
 )") + kExitCodes;
 }

@@ -42,6 +42,15 @@ bool same_file(const std::string& a, const std::string& b) {
   return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
+bool same_path(const std::string& a, const std::string& b) {
+  if (same_file(a, b)) return true;
+  // (Absolute first: weakly_canonical leaves a relative path that does not exist relative,
+  // and "./o.wq" absolute, so the two spellings of one new file would differ.)
+  std::error_code ea, eb;
+  const fs::path pa = fs::weakly_canonical(fs::absolute(a, ea), ea), pb = fs::weakly_canonical(fs::absolute(b, eb), eb);
+  return !ea && !eb && pa == pb;
+}
+
 std::vector<std::string> input_files(const std::string& in) {
   std::vector<std::string> files{in};
   std::error_code ec;
@@ -101,7 +110,8 @@ void check_output_path(const std::string& out, const std::vector<std::string>& i
     throw output_error(out, "the file name is " + std::to_string(name.size()) + " bytes long, more than this system's " +
                                 std::to_string(NAME_MAX));
   }
-  struct stat st;
+  struct stat st, link_st;
+  const bool exists = ::lstat(out.c_str(), &link_st) == 0;
   if (::stat(out.c_str(), &st) == 0) {
     if (S_ISDIR(st.st_mode)) throw output_error(out, "is a directory; OUT must be a file name");
     // A device, FIFO or socket would be replaced by a regular file by the final rename.
@@ -121,6 +131,15 @@ void check_output_path(const std::string& out, const std::vector<std::string>& i
   if (::access(dir.c_str(), W_OK | X_OK) != 0) {
     throw output_error(out, "the directory " + dir + " is not writable (" + std::strerror(errno) + ")");
   }
+  // The final rename replaces OUT; in a sticky directory (/tmp, shared folders) only its
+  // owner may: said before any work, not after it.
+  if (exists && !sticky_replace_allowed(st.st_mode, st.st_uid, link_st.st_uid, ::geteuid())) {
+    throw output_error(out, "belongs to another user in the sticky directory " + dir + ", so it cannot be replaced");
+  }
+}
+
+bool sticky_replace_allowed(mode_t dir_mode, uid_t dir_owner, uid_t file_owner, uid_t euid) {
+  return !(dir_mode & S_ISVTX) || euid == 0 || euid == dir_owner || euid == file_owner;
 }
 
 std::string keep_split_prefix(const std::string& out) {

@@ -3,6 +3,8 @@
 #pragma once
 
 #include <cstdint>
+#include <sys/types.h>
+
 #include <string>
 #include <vector>
 
@@ -38,5 +40,11 @@ uint64_t total_file_bytes(const std::vector<std::string>& files);
 
 // True when a and b name the same file (device and inode); false if either is missing.
 bool same_file(const std::string& a, const std::string& b);
+// Whether `euid` may replace (rename over) a file owned by file_owner in a directory of
+// this mode and owner: in a sticky one (S_ISVTX), only root and the owners of either.
+bool sticky_replace_allowed(mode_t dir_mode, uid_t dir_owner, uid_t file_owner, uid_t euid);
+// True when a and b are one file, or would be once created: the same file, or the same
+// absolute path once symbolic links and "." / ".." are resolved (./o.wq and o.wq).
+bool same_path(const std::string& a, const std::string& b);
 
 }  // namespace wq::cli

@@ -115,6 +115,18 @@ class Fields {
     if (!v->is_string()) fail(key, "expected a string, got " + brief(*v));
     return v->get<std::string>();
   }
+  // An array of strings.
+  std::optional<std::vector<std::string>> strings(const char* key) const {
+    const json* v = find(key);
+    if (!v) return std::nullopt;
+    if (!v->is_array()) fail(key, "expected an array of strings, got " + brief(*v));
+    std::vector<std::string> out;
+    for (const json& e : *v) {
+      if (!e.is_string()) fail(key, "expected an array of strings, got an element " + brief(e));
+      out.push_back(e.get<std::string>());
+    }
+    return out;
+  }
   std::optional<GgmlBlock> ggml(const char* key) const {
     const std::optional<std::string> s = string(key);
     if (!s) return std::nullopt;
@@ -164,13 +176,36 @@ void add_rule(ParamsFile& p, TensorRule rule, const std::string& label) {
   p.rules.push_back(std::move(rule));
 }
 
+// The importance matrix of a GGUF run (ParamsImatrix): its path as it was given, its
+// digest, and the include / exclude lists.
+void parse_imatrix_fields(const Fields& f, ParamsImatrix& m) {
+  if (auto v = f.string("imatrix")) {
+    if (v->empty()) f.fail("imatrix", "expected the importance matrix's path, got \"\"");
+    m.path = *v;
+  }
+  if (auto v = f.string("imatrix_sha256")) {
+    const bool hex = v->size() == 64 && v->find_first_not_of("0123456789abcdef") == std::string::npos;
+    if (!hex) f.fail("imatrix_sha256", "expected 64 lower-case hex digits, got \"" + *v + "\"");
+    if (m.path.empty()) f.fail("imatrix_sha256", "a digest without \"imatrix\", the file it is of");
+    m.sha256 = *v;
+  }
+  for (const char* key : {"include_weights", "exclude_weights"}) {
+    if (auto v = f.strings(key)) {
+      if (m.path.empty()) f.fail(key, "a filter of the importance matrix without \"imatrix\"");
+      (key[0] == 'i' ? m.include : m.exclude) = *v;
+    }
+  }
+}
+
 void parse_wquant_form(const json& doc, ParamsFile& p) {
   const Fields top(doc, p.path, "");
   top.only({"defaults", "rules", "wquant"});
   if (const json* d = top.find("defaults")) {
     const Fields f(*d, p.path, "defaults");
     f.only({"bits", "block", "asym", "hqq", "fp16", "scale_bits", "type", "hqq_steps", "hqq_p", "hqq_beta",
-            "hqq_kappa", "hqq_round_zero", "hqq_stop", "mnn_flush"});
+            "hqq_kappa", "hqq_round_zero", "hqq_stop", "mnn_flush", "imatrix", "imatrix_sha256", "include_weights",
+            "exclude_weights"});
+    parse_imatrix_fields(f, p.imatrix);
     SpecSettings& s = p.defaults;
     if (auto v = f.integer("bits")) s.bits = checked_bits(f, "bits", *v);
     if (auto v = f.integer("block")) s.block = checked_block(f, "block", *v) == 0 ? -1 : *v;
@@ -356,7 +391,7 @@ std::vector<std::string> unmatched_entries(const ParamsFile& p, const std::vecto
   return r;
 }
 
-json params_used(const EffectiveSpec& e, OutputFormat format, const std::string& gguf_mix,
+json params_used(const EffectiveSpec& e, OutputFormat format, const std::string& gguf_mix, const ParamsImatrix& imatrix,
                  const std::vector<TensorPlan>& plan, const std::vector<TensorInfo>& infos) {
   const QuantSpec& s = e.spec;
   json defaults = json::object();
@@ -383,6 +418,12 @@ json params_used(const EffectiveSpec& e, OutputFormat format, const std::string&
     defaults["hqq_kappa"] = s.hqq_opts.kappa;
     defaults["hqq_round_zero"] = s.hqq_opts.round_zero;
     defaults["hqq_stop"] = hqq_stop_name(s.hqq_opts.stop);
+  }
+  if (format == OutputFormat::Gguf && !imatrix.path.empty()) {
+    defaults["imatrix"] = imatrix.path;
+    defaults["imatrix_sha256"] = imatrix.sha256;
+    if (!imatrix.include.empty()) defaults["include_weights"] = imatrix.include;
+    if (!imatrix.exclude.empty()) defaults["exclude_weights"] = imatrix.exclude;
   }
   json rules = json::array();
   for (const TensorPlan& t : plan) {

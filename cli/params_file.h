@@ -38,11 +38,23 @@ class OutputFile;
 
 namespace wq::cli {
 
+// The importance matrix of a GGUF run, as a params file records it (its "defaults"):
+// "imatrix", the path as the run was given it (llama-quantize's quantize.imatrix.file key
+// holds that text, so a rerun reads the same path, from the current directory where it
+// is relative); "imatrix_sha256", the file's digest, so a rerun refuses a file that has
+// changed since; "include_weights" / "exclude_weights", the filters the run applied.
+struct ParamsImatrix {
+  std::string path;  // "" when the file names none
+  std::string sha256;
+  std::vector<std::string> include, exclude;
+};
+
 struct ParamsFile {
   enum class Form { Wquant, Mnn };
   std::string path;
   Form form = Form::Wquant;
   SpecSettings defaults;          // wquant's form only
+  ParamsImatrix imatrix;          // wquant's form only
   std::vector<TensorRule> rules;  // in file order
   // rules[i] came from entries[rule_entry[i]] (an MNN layer gives two rules); entries
   // are labels such as `rules[2] "layers.0.*"` for messages about rules that match nothing.
@@ -67,9 +79,11 @@ struct EffectiveSpec;
 // wquant's form for the parameters a run used: the run's defaults, then one rule per
 // tensor the run quantized (its bits, block, asym, hqq, or GGUF type) and one "skip"
 // rule per tensor it kept float although the default choice would have quantized it.
-// Rerunning with this file (with or without the original flags) plans the same.
+// A GGUF run's importance matrix, if any, goes into the defaults (ParamsImatrix).
+// Rerunning with this file (with or without the original flags) gives the same bytes.
 nlohmann::json params_used(const EffectiveSpec& e, OutputFormat format, const std::string& gguf_mix,
-                           const std::vector<TensorPlan>& plan, const std::vector<TensorInfo>& infos);
+                           const ParamsImatrix& imatrix, const std::vector<TensorPlan>& plan,
+                           const std::vector<TensorInfo>& infos);
 
 // Writes `doc` into `out` and renames it into place with commit_removable(): a signal
 // removes it until the caller keep()s it, once the output it describes is in place too.

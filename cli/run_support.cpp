@@ -48,7 +48,10 @@ void write_all(const char* s, size_t n) {
   }
 }
 
-void on_interrupt(int) {
+void on_interrupt(int sig) {
+  // During the renames of a result of several files, the signal waits for them (it is
+  // raised again after, and comes back here).
+  if (wq::defer_signal_in_commit(sig)) return;
   // Only async-signal-safe calls: unlink the temporary outputs, then _exit (no atexit
   // handlers, no stdio flush from a state the signal may have interrupted).
   wq::remove_temp_outputs_from_signal();
@@ -74,6 +77,11 @@ void on_bus(int, siginfo_t* info, void*) {
 // Every other signal whose default ends the process: remove the temporary outputs, then
 // die of the same signal (SA_RESETHAND restored the default), so the parent sees it.
 void on_fatal(int sig) {
+  // A signal sent (not a fault of this process) during the renames of a result of several
+  // files waits for them, as in on_interrupt; raised again after, it finds the default
+  // action (SA_RESETHAND), with every file of the result in place or none.
+  const bool fault = sig == SIGSEGV || sig == SIGILL || sig == SIGFPE || sig == SIGABRT || sig == SIGTRAP || sig == SIGSYS;
+  if (!fault && wq::defer_signal_in_commit(sig)) return;
   wq::remove_temp_outputs_from_signal();
   ::raise(sig);
 }

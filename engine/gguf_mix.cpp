@@ -314,7 +314,10 @@ std::vector<size_t> llama_tensor_order(const std::vector<TensorInfo>& tensors) {
 
 bool llama_quantizes(const TensorInfo& t, bool leave_output) {
   const std::string& n = t.name;
-  if (n.size() < 6 || n.compare(n.size() - 6, 6, "weight") != 0) return false;
+  // llama.cpp's test, name.rfind("weight") == name.size() - 6, also holds for every
+  // 5-character name: size() - 6 wraps to npos, which rfind returns when it finds none.
+  const bool weight = n.size() == 5 || (n.size() >= 6 && n.compare(n.size() - 6, 6, "weight") == 0);
+  if (!weight) return false;
   if (n_dims(t) < 2) return false;
   if (leave_output && n == "output.weight") return false;
   if (n == "position_embd.weight" || n == "token_types.weight") return false;
@@ -382,9 +385,22 @@ std::vector<MixChoice> choose_mix_types(const std::vector<TensorInfo>& tensors, 
         c.type = opts.mix.base;
       }
       // The explicit types win over the mix and --tensor-type (applied last, as
-      // llama-quantize applies them), with the same fallback where the rows do not fit.
-      if (opts.token_embd_type && t.name == "token_embd.weight") c = fitted_choice(t, *opts.token_embd_type);
-      if (opts.output_type && t.name == "output.weight") c = fitted_choice(t, *opts.output_type);
+      // llama-quantize applies them) without its fallback table: where the rows do not
+      // fit, llama-quantize fails, and wquant keeps the tensor float, as for --tensor-type.
+      auto explicit_type = [&](GgmlType type, const char* option) {
+        MixChoice e;
+        e.quantize = true;
+        e.type = type;
+        e.unsupported = ne0(t) % facts(type).block != 0;
+        if (e.unsupported) {
+          e.note = t.name + ": rows of " + std::to_string(ne0(t)) + " are not a multiple of " +
+                   std::to_string(facts(type).block) + ", required by " + facts(type).name + " (" + option +
+                   "; llama-quantize fails on it)";
+        }
+        return e;
+      };
+      if (opts.token_embd_type && t.name == "token_embd.weight") c = explicit_type(*opts.token_embd_type, "--token-embedding-type");
+      if (opts.output_type && t.name == "output.weight") c = explicit_type(*opts.output_type, "--output-tensor-type");
       // A tensor already of the chosen type is copied, as llama-quantize copies it.
       if (t.type_name == ggml_type_name(c.type)) c.quantize = false;
     }

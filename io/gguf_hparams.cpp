@@ -28,27 +28,38 @@ bool read_int(uint32_t type, const uint8_t* p, size_t n, int64_t* out) {
   }
 }
 
-// A key holding one integer, or an array of them (per-layer values): every value.
-// Empty when the key is absent.
-std::vector<int64_t> ints(const GgufMetadata& meta, const std::string& key, const std::string& path) {
+// A key llama.cpp's loader reads as a uint32 (llama_model_loader::get_key: the GGUF type
+// must be U32 exactly; "has wrong type ... but expected type u32" otherwise), or with
+// `per_layer` also as an INT32 array of per-layer values (get_key_or_arr; arrays of other
+// types are "not a float32, int32 array"): every value. Empty when the key is absent.
+// Another type is refused as llama-quantize refuses it: llama.cpp would not load the input,
+// nor an output that copies its keys.
+std::vector<int64_t> ints(const GgufMetadata& meta, const std::string& key, const std::string& path, bool per_layer = false) {
   const GgufKV* kv = meta.find(key);
   if (!kv) return {};
-  auto bad = [&] { return Error(path + ": metadata " + key + ": not an integer or an array of integers"); };
+  auto bad = [&](const std::string& what) {
+    return Error(path + ": metadata " + key + ": " + what + " (llama.cpp's loader refuses it: llama-quantize refuses such a file, and " +
+                 "llama.cpp would not load its output)");
+  };
   int64_t v;
   if (kv->type != uint32_t(GgufValueType::Array)) {
-    if (!read_int(kv->type, kv->value.data(), kv->value.size(), &v)) throw bad();
+    if (kv->type != uint32_t(GgufValueType::U32) || !read_int(kv->type, kv->value.data(), kv->value.size(), &v)) {
+      throw bad("not a u32");
+    }
     return {v};
   }
-  if (kv->value.size() < 12) throw bad();
+  if (!per_layer) throw bad("an array where one u32 is read");
+  if (kv->value.size() < 12) throw bad("a truncated array");
   uint32_t et;
   uint64_t n;
   std::memcpy(&et, kv->value.data(), 4);
   std::memcpy(&n, kv->value.data() + 4, 8);
+  if (et != uint32_t(GgufValueType::I32)) throw bad("an array of other values than int32");
   const size_t es = gguf_scalar_size(et);
-  if (es == 0 || n > (kv->value.size() - 12) / es) throw bad();
+  if (n > (kv->value.size() - 12) / es) throw bad("a truncated array");
   std::vector<int64_t> out;
   for (uint64_t i = 0; i < n; ++i) {
-    if (!read_int(et, kv->value.data() + 12 + i * es, es, &v)) throw bad();
+    if (!read_int(et, kv->value.data() + 12 + i * es, es, &v)) throw bad("a truncated array");
     out.push_back(v);
   }
   return out;
@@ -77,7 +88,7 @@ void require_loader_keys(const GgufMetadata& meta, const std::string& arch, cons
   for (const char* k : {"context_length", "embedding_length"}) {
     const std::string key = arch + "." + k;
     if (!meta.find(key)) throw missing(key, "missing");
-    if (ints(meta, key, path).size() != 1) throw missing(key, "not one integer");
+    ints(meta, key, path);  // (one u32: checked there)
   }
   if (arch == "llama") {
     const std::string key = "llama.attention.layer_norm_rms_epsilon";
@@ -109,8 +120,8 @@ MixModel gguf_mix_model(const GgufMetadata& meta, const std::string& path) {
     }
     return out;
   };
-  const std::vector<int64_t> heads = per_layer(ints(meta, a + "attention.head_count", path), 0);
-  const std::vector<int64_t> raw_kv = ints(meta, a + "attention.head_count_kv", path);
+  const std::vector<int64_t> heads = per_layer(ints(meta, a + "attention.head_count", path, true), 0);
+  const std::vector<int64_t> raw_kv = ints(meta, a + "attention.head_count_kv", path, true);
   if (heads.size() != size_t(m.n_layer)) throw Error(path + ": metadata " + a + "attention.head_count: one value per layer expected");
   const std::vector<int64_t> kv = raw_kv.empty() ? heads : per_layer(raw_kv, 0);
   if (kv.size() != size_t(m.n_layer)) throw Error(path + ": metadata " + a + "attention.head_count_kv: one value per layer expected");

@@ -86,8 +86,7 @@ GgufOutput prepare_gguf_output(const ModelReader& source, const std::string& inp
   }
   GgufOutput o;
   if (!r.imatrix.empty()) {
-    o.imatrix = read_imatrix(r.imatrix);
-    filter_imatrix(o.imatrix, r.include_weights, r.exclude_weights);
+    o.imatrix = read_imatrix(r.imatrix, r.include_weights, r.exclude_weights);
     o.keys.extra = imatrix_keys(o.imatrix, r.imatrix);
   }
   if (r.mix.llama_ftype == 21 && o.imatrix.entries.empty()) {  // Q2_K_S

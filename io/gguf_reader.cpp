@@ -106,6 +106,8 @@ class GgufReaderImpl final : public GgufReader {
     for (uint64_t i = 0; i < n_kv; ++i) {
       GgufKV kv;
       kv.key = c.str("metadata key #" + std::to_string(i));
+      // (llama.cpp's reader asserts on it: neither the input nor a copy of its keys loads.)
+      if (kv.key.empty()) throw Error(p + ": metadata key #" + std::to_string(i) + " has an empty name");
       // A reader keeps the first or the last of two equal keys: either way one is lost.
       if (!keys.insert(kv.key).second) throw Error(p + ": metadata key " + kv.key + " appears twice");
       kv.type = c.get<uint32_t>(kv.key + " (type)");
@@ -127,6 +129,12 @@ class GgufReaderImpl final : public GgufReader {
       if (n.empty()) throw Error(p + ": tensor #" + std::to_string(i) + " has an empty name");
       // ggml and llama.cpp read names as C strings: "a\0x" would be "a".
       if (n.find('\0') != std::string::npos) throw Error(p + ": " + n + ": the tensor name holds a NUL byte");
+      // ggml's GGML_MAX_NAME: llama.cpp's reader refuses longer names (and so would refuse
+      // an output that copied this one).
+      if (n.size() >= 64) {
+        throw Error(p + ": " + n + ": a GGUF tensor name has at most 63 bytes (llama.cpp's GGML_MAX_NAME is 64); this one has " +
+                    std::to_string(n.size()));
+      }
       if (!names.insert(n).second) throw Error(p + ": " + n + ": two tensors have this name");
     }
     const uint64_t a = meta_.alignment;

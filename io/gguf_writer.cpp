@@ -201,12 +201,8 @@ class GgufWriter final : public ModelWriter {
     finish();
     out_.commit();
   }
-  // OutputFile::commit_removable and keep, for the shards of a split model.
-  void commit_removable() {
-    finish();
-    out_.commit_removable();
-  }
-  void keep() { out_.keep(); }
+  // The file, for the shards of a split model, which are committed together.
+  OutputFile& file() { return out_; }
   // Complete but not yet under its final name (OutputFile::finish).
   void finish() {
     if (next_ != tensors_.size())
@@ -390,17 +386,14 @@ class GgufSplitWriter final : public ModelWriter {
 
   void commit() override {
     while (writers_.size() < shards_.size()) open_next();
-    writers_.back()->finish();
-    // A shard in place stays removable by Ctrl-C until all are: none or all, as on errors.
-    size_t done = 0;
-    try {
-      for (; done < writers_.size(); ++done) writers_[done]->commit_removable();
-    } catch (...) {
-      // No part of a split model under the final names: remove the shards already renamed.
-      for (size_t k = 0; k < done; ++k) std::remove(shards_[k].path.c_str());
-      throw;
+    std::vector<OutputFile*> files;
+    for (const auto& w : writers_) {
+      w->finish();  // (checks that every tensor of the shard was written)
+      files.push_back(&w->file());
     }
-    for (const auto& w : writers_) w->keep();
+    // No part of a split model under the final names without the rest: all or none,
+    // the user's earlier shards put back if a rename fails (commit_together).
+    commit_together(files);
   }
   uint64_t bytes_written() const override { return finished_bytes_ + writers_.back()->bytes_written(); }
   const std::string& temp_path() const override { return writers_.back()->temp_path(); }

@@ -75,7 +75,6 @@ Imatrix read_dat(const std::string& path, std::vector<uint8_t> bytes) {
     if (nval < 1 || size_t(nval) > c.left() / 4) c.fail(entry + ": value count " + std::to_string(nval) + " is out of range");
     std::vector<float> v(static_cast<size_t>(nval));
     c.floats(v.data(), v.size(), entry + ": values");
-    check_finite(path, name, v);
     if (ncall > 0) {
       for (float& x : v) x /= float(ncall);
     }
@@ -177,16 +176,15 @@ Imatrix read_gguf_imatrix(const std::string& path) {
         v[j * ne0 + i] = count > 0.0f ? x / count : 1.0f;
       }
     }
-    check_finite(path, name, v);
     m.entries.emplace(name, std::move(v));
   }
   if (m.entries.empty()) throw Error(path + ": no entries (no <name>.in_sum2 / <name>.counts tensors)");
   return m;
 }
 
-}  // namespace
-
-Imatrix read_imatrix(const std::string& path) {
+// (Non-finite values are checked by the callers, after the filter: llama-quantize
+// accepts them in entries --include-weights / --exclude-weights drop.)
+Imatrix read_any(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   if (!f) throw Error(path + ": cannot open the imatrix file");
   std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
@@ -195,6 +193,26 @@ Imatrix read_imatrix(const std::string& path) {
   if (bytes.size() >= 4) std::memcpy(&magic, bytes.data(), 4);
   if (magic == kGgufMagic) return read_gguf_imatrix(path);
   return read_dat(path, std::move(bytes));
+}
+
+
+void check_all_finite(const std::string& path, const Imatrix& m) {
+  for (const auto& [name, v] : m.entries) check_finite(path, name, v);
+}
+
+}  // namespace
+
+Imatrix read_imatrix(const std::string& path) {
+  Imatrix m = read_any(path);
+  check_all_finite(path, m);
+  return m;
+}
+
+Imatrix read_imatrix(const std::string& path, const std::vector<std::string>& include, const std::vector<std::string>& exclude) {
+  Imatrix m = read_any(path);
+  filter_imatrix(m, include, exclude);
+  check_all_finite(path, m);
+  return m;
 }
 
 void filter_imatrix(Imatrix& m, const std::vector<std::string>& include, const std::vector<std::string>& exclude) {

@@ -22,6 +22,9 @@ struct Imatrix {
 // the entry for anything malformed: truncation, a count or length out of range, an entry
 // twice, a non-finite value, sums without counts, no entries at all.
 Imatrix read_imatrix(const std::string& path);
+// The same after filter_imatrix(include, exclude): a non-finite value in an entry the
+// filter drops is no error, as in llama-quantize.
+Imatrix read_imatrix(const std::string& path, const std::vector<std::string>& include, const std::vector<std::string>& exclude);
 
 // llama-quantize's --exclude-weights (drop entries whose name contains any of them) and
 // --include-weights (keep only entries whose name contains one of them).

@@ -144,17 +144,9 @@ class OnnxWriter final : public ModelWriter {
     if (next_init_ != l_.plan.inits.size() || next_plan_ != plan_.size())
       throw Error(out_.path() + ": not every tensor was written", ErrorKind::Internal);
     if (!data_) return out_.commit();
-    // The data file goes into place first (the graph names it); until the graph is there
-    // too, a failure (OUT appeared meanwhile) or a signal removes it: OUT is the whole
-    // result or untouched.
-    data_->commit_removable();
-    try {
-      out_.commit();
-    } catch (...) {
-      std::remove(data_->path().c_str());
-      throw;
-    }
-    data_->keep();
+    // The data file goes into place first (the graph names it), all or none
+    // (commit_together): OUT is the whole result, or what it was before the run.
+    commit_together({data_.get(), &out_});
   }
   uint64_t bytes_written() const override { return out_.offset() + (data_ ? data_->offset() : 0); }
   const std::string& temp_path() const override { return out_.temp_path(); }

@@ -36,6 +36,10 @@ char g_paths[kSlots][kPathMax];  // the temporary name
 char g_final[kSlots][kPathMax];  // the final name, for kRenaming and kPlaced
 std::atomic<uint8_t> g_state[kSlots];
 
+// commit_together's renames in progress, and the first signal that came meanwhile.
+std::atomic<bool> g_committing{false};
+std::atomic<int> g_deferred{0};
+
 int register_temp(const std::string& p) {
   if (p.size() >= kPathMax) return -1;
   for (int i = 0; i < kSlots; ++i) {
@@ -60,10 +64,21 @@ constexpr const char* kTempMark = ".wquant-tmp-";
 // OUT's name is cut so that the temporary name (with a pid of up to 10 digits) stays
 // within NAME_MAX: a legal OUT name must never be refused because of it.
 std::string temp_prefix(const std::string& name) {
-  constexpr size_t kNameMax = 255, kPidDigits = 10;
-  const size_t room = kNameMax - 1 - std::strlen(kTempMark) - kPidDigits;
+  constexpr size_t kNameMax = 255, kPidDigits = 10, kOldMark = 4;  // (kOldMark: commit_together's "-old")
+  const size_t room = kNameMax - 1 - std::strlen(kTempMark) - kPidDigits - kOldMark;
   std::string p = ".";  // appended, not "." + ...: GCC 12 warns falsely (-Wrestrict) on that operator+
-  p.append(name, 0, room);
+  if (name.size() <= room) {
+    p += name;
+  } else {
+    // Cut to fit, and the whole name's hash after the cut: names that differ only past it
+    // (OUT and OUT.data, the shards of a long prefix) keep temporaries of their own.
+    uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a, 64 bits
+    for (const unsigned char c : name) h = (h ^ c) * 0x100000001b3ull;
+    char hex[18];
+    std::snprintf(hex, sizeof hex, "~%016llx", static_cast<unsigned long long>(h));
+    p.append(name, 0, room - 17);
+    p += hex;
+  }
   p += kTempMark;
   return p;
 }
@@ -77,8 +92,10 @@ void remove_dead_leftovers(const std::string& dir, const std::string& prefix) {
   while (const dirent* e = ::readdir(d)) {
     const std::string n = e->d_name;
     if (n.size() <= prefix.size() || n.compare(0, prefix.size(), prefix) != 0) continue;
-    const std::string digits = n.substr(prefix.size());
-    if (digits.size() > 10 || digits.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::string digits = n.substr(prefix.size());
+    // (commit_together's backup of a replaced file: "<pid>-old")
+    if (digits.size() > 4 && digits.compare(digits.size() - 4, 4, "-old") == 0) digits.resize(digits.size() - 4);
+    if (digits.empty() || digits.size() > 10 || digits.find_first_not_of("0123456789") != std::string::npos) continue;
     const long long pid = std::stoll(digits);
     if (pid <= 0 || pid > INT32_MAX || pid == ::getpid()) continue;
     if (::kill(pid_t(pid), 0) != 0 && errno == ESRCH) ::unlinkat(::dirfd(d), n.c_str(), 0);
@@ -417,11 +434,22 @@ void OutputFile::keep() {
   removable_ = false;
 }
 
-// WQUANT_TEST_RENAME_PAUSE_MS: a pause right after a commit_removable() rename, for the
-// tests that signal into that window (tests/cli_test.cpp); 0 otherwise.
+// WQUANT_TEST_RENAME_PAUSE_MS: a pause right after a commit_removable() rename, and
+// between commit_together's renames, for the tests that signal into that window
+// (tests/cli_test.cpp, tests/onnx_reader_test.cpp); 0 otherwise.
 static int rename_pause_ms() {
   const char* v = std::getenv("WQUANT_TEST_RENAME_PAUSE_MS");
   return v ? std::atoi(v) : 0;
+}
+
+// The rename is durable only once the directory is: its fsync (skipped with the file's).
+void OutputFile::sync_directory() const {
+  if (!io_.fsync) return;
+  const std::filesystem::path dir = std::filesystem::path(path_).parent_path();
+  const int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return;  // (the file itself is synced; a directory that cannot be opened has nothing to add)
+  ::fsync(fd);         // (some file systems refuse a directory's fsync: nothing more to do there)
+  ::close(fd);
 }
 
 void OutputFile::place(bool removable) {
@@ -439,6 +467,12 @@ void OutputFile::place(bool removable) {
     if (guarded) g_state[slot_].store(kTemp);  // the temporary file is still there
     errno = e;
   };
+  struct stat old;
+  if (replace_ && ::stat(path_.c_str(), &old) == 0 && S_ISREG(old.st_mode)) {
+    // The file replaced keeps its permissions (a 0600 model stays private), as an edit in
+    // place would; a new file gets the usual 0644 less the umask.
+    ::chmod(temp_.c_str(), old.st_mode & 07777);
+  }
   if (replace_) {
     if (::rename(temp_.c_str(), path_.c_str()) != 0) {
       failed();
@@ -455,10 +489,68 @@ void OutputFile::place(bool removable) {
   }
   if (guarded) g_state[slot_].store(kPlaced);
   committed_ = true;
+  sync_directory();
   removable_ = guarded;
   if (guarded) {
     if (const int ms = rename_pause_ms(); ms > 0) ::usleep(useconds_t(ms) * 1000);
   }
+}
+
+bool defer_signal_in_commit(int sig) {
+  if (!g_committing.load()) return false;
+  int none = 0;
+  g_deferred.compare_exchange_strong(none, sig);
+  return true;
+}
+
+void commit_together(const std::vector<OutputFile*>& files) {
+  for (OutputFile* f : files) f->finish();  // every byte on the disk before any name changes
+  // Backups of the files replaced: a hard link beside each, "<temporary name>-old" (a
+  // killed run's are removed as its temporaries are). "" where there is none to keep, or
+  // the file system has no hard links (then a failed rename cannot give that file back).
+  std::vector<std::string> backups(files.size());
+  size_t placed = 0;
+  g_committing.store(true);
+  auto restore = [&] {
+    for (size_t k = 0; k < placed; ++k) {
+      const std::string& path = files[k]->path();
+      if (!backups[k].empty()) {
+        if (::rename(backups[k].c_str(), path.c_str()) == 0) backups[k].clear();
+      } else {
+        ::unlink(path.c_str());  // ours: none of the result may stay without the rest
+      }
+    }
+  };
+  auto finish = [&] {
+    for (const std::string& b : backups) {
+      if (!b.empty()) ::unlink(b.c_str());
+    }
+    g_committing.store(false);
+    // A signal that came during the renames acts now, on none of the result: it was
+    // interrupted, so what was there before is back (the handler then removes what else
+    // the run had under way and ends the process).
+    if (const int sig = g_deferred.exchange(0)) ::raise(sig);
+  };
+  try {
+    for (size_t k = 0; k < files.size(); ++k) {
+      if (!files[k]->replaces()) continue;
+      const std::string b = files[k]->temp_path() + "-old";
+      ::unlink(b.c_str());
+      if (::link(files[k]->path().c_str(), b.c_str()) == 0) backups[k] = b;
+    }
+    for (; placed < files.size(); ++placed) {
+      files[placed]->commit();
+      if (placed + 1 < files.size()) {
+        if (const int ms = rename_pause_ms(); ms > 0) ::usleep(useconds_t(ms) * 1000);
+      }
+    }
+    if (g_deferred.load()) restore();
+  } catch (...) {
+    restore();
+    finish();
+    throw;
+  }
+  finish();
 }
 
 }  // namespace wq

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace wq {
 
@@ -49,6 +50,22 @@ struct WriteResult;
 // the slots of the signal handler's table (io/output_file.cpp). Past it, a commit_removable()
 // throws, so a writer of many files (--keep-split) checks its count before any work.
 inline constexpr size_t kMaxGuardedOutputs = 1024;
+
+class OutputFile;
+
+// Places the files of one result (ONNX's graph and data, the shards of a split model) under
+// their final names, in order, all or none: every file is finished (written and synced)
+// before any rename; each file it replaces is linked aside first, and if a rename fails,
+// the files already placed are put back as they were (the user's earlier files, or none)
+// before it throws. SIGINT, SIGTERM and the other terminating signals that arrive during
+// the renames wait for them (defer_signal_in_commit), so a signal never leaves a mixed
+// set: it then acts on the whole result in place. (A SIGKILL or a power loss between two
+// renames can; no POSIX call replaces two names at once.)
+void commit_together(const std::vector<OutputFile*>& files);
+
+// For the signal handlers: true if commit_together is renaming, when the signal is noted
+// and raised again once it is done (the handler must then return at once).
+bool defer_signal_in_commit(int sig);
 
 class OutputFile {
  public:
@@ -119,9 +136,12 @@ class OutputFile {
   void commit_removable();
   // The file committed by commit_removable() is the user's: a signal no longer removes it.
   void keep();
+  // Whether commit() will replace a file that was at the final name when this was created.
+  bool replaces() const { return replace_; }
 
  private:
   void place(bool removable);
+  void sync_directory() const;
   // The write buffers are on 2 MiB pages (engine/huge_pages.h):
   // from posix_memalign, their 4 KiB pages were 2 000 first-touch faults a conversion
   // (perf record -e page-faults, the bf16 -> .wq job, 2026-12-04), each costly on these VMs.

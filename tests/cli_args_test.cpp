@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cli/args.h"
+#include "cli/output_path.h"
 #include "cli/mnn_compat.h"
 #include "cli/params_file.h"
 #include "cli/spec_settings.h"
@@ -492,7 +493,7 @@ TEST(CliParams, ParamsUsedReadBackGiveTheSameSettings) {
   plan[3].action = TensorAction::Quantize;
   plan[3].spec.bits = 8;
   plan[3].block = 32;
-  const json doc = params_used(e, OutputFormat::Wq, "Q4_0", plan, infos);
+  const json doc = params_used(e, OutputFormat::Wq, "Q4_0", {}, plan, infos);
   const ParamsFile p = parse_params_json(json::parse(doc.dump()), "used.json");
   EXPECT_EQ(p.defaults.bits, 4);
   EXPECT_EQ(p.defaults.block, 32);
@@ -520,7 +521,7 @@ TEST(CliParams, ParamsUsedKeepTheScaleBitWidthApartFromFp16) {
     said.scale_bits = 16;
     if (fp16) said.fp16 = true;
     const EffectiveSpec e = resolve_settings(said, "");
-    const json doc = params_used(e, OutputFormat::Wq, "Q4_0", {}, {});
+    const json doc = params_used(e, OutputFormat::Wq, "Q4_0", {}, {}, {});
     EXPECT_EQ(doc["defaults"]["scale_bits"], 16);
     const ParamsFile p = parse_params_json(json::parse(doc.dump()), "used.json");
     const EffectiveSpec back = resolve_settings(p.defaults, "");
@@ -529,7 +530,7 @@ TEST(CliParams, ParamsUsedKeepTheScaleBitWidthApartFromFp16) {
   }
   SpecSettings plain;
   plain.fp16 = true;
-  const json doc = params_used(resolve_settings(plain, ""), OutputFormat::Wq, "Q4_0", {}, {});
+  const json doc = params_used(resolve_settings(plain, ""), OutputFormat::Wq, "Q4_0", {}, {}, {});
   EXPECT_FALSE(doc["defaults"].contains("scale_bits"));
   EXPECT_EQ(doc["defaults"]["fp16"], true);
 }
@@ -605,4 +606,15 @@ TEST(CliArgs, LlamaQuantizeFormWithoutOut) {
 }
 
 }  // namespace
+// An OUT that --force would replace in a sticky directory (/tmp): only root and the
+// owners of the file or the directory may rename over it; checked before any work.
+TEST(OutputPath, StickyDirectoriesLetOnlyOwnersReplace) {
+  const mode_t sticky = S_IFDIR | 01777, plain = S_IFDIR | 0777;
+  EXPECT_TRUE(sticky_replace_allowed(plain, 0, 1000, 2000));
+  EXPECT_FALSE(sticky_replace_allowed(sticky, 0, 1000, 2000));
+  EXPECT_TRUE(sticky_replace_allowed(sticky, 0, 2000, 2000));   // the file's owner
+  EXPECT_TRUE(sticky_replace_allowed(sticky, 2000, 1000, 2000));  // the directory's owner
+  EXPECT_TRUE(sticky_replace_allowed(sticky, 0, 1000, 0));      // root
+}
+
 }  // namespace wq::cli

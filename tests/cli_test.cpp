@@ -37,7 +37,7 @@
 #include "io/gguf_reader.h"
 #include "io/model_reader.h"
 #include "tests/gguf_fixture.h"
-#include "tests/sha256.h"
+#include "io/sha256.h"
 #include "tests/test_support.h"
 
 extern char** environ;
@@ -1427,6 +1427,26 @@ std::string one_tensor_gguf(const std::string& name, uint32_t type, uint64_t row
   return g + data;
 }
 
+// What llama.cpp's GGUF reader refuses (llama-quantize then refuses the model, and an
+// output that copied it would not load): a tensor name of 64 bytes or more
+// (GGML_MAX_NAME), a metadata key with an empty name.
+TEST_F(Cli, GgufNamesLlamaCppCannotReadAreRefused) {
+  const std::string data(4 * 32 * 4, '\0');
+  write_bytes(path("long.gguf"), one_tensor_gguf(std::string(64, 'w'), 0, 4, 32, data));
+  Result r = expect(3, {"inspect", path("long.gguf")});
+  EXPECT_TRUE(contains(r.err, "a GGUF tensor name has at most 63 bytes")) << r.err;
+  write_bytes(path("ok.gguf"), one_tensor_gguf(std::string(63, 'w'), 0, 4, 32, data));
+  expect(0, {"inspect", path("ok.gguf")});
+  std::string g = one_tensor_gguf("w", 0, 4, 32, data);
+  const std::string key = "general.architecture";
+  const size_t at = g.find(key);
+  ASSERT_NE(at, std::string::npos);
+  g.replace(at - 8, 8 + key.size(), std::string(8, '\0'));  // the key's length 0, its text gone
+  write_bytes(path("nokey.gguf"), g);
+  r = expect(3, {"inspect", path("nokey.gguf")});
+  EXPECT_TRUE(contains(r.err, "metadata key #0 has an empty name")) << r.err;
+}
+
 // Waits (up to 15 s) until `dir` holds a file whose name contains "wquant-tmp".
 bool wait_for_temp(const std::string& dir) {
   for (int i = 0; i < 3000; ++i) {
@@ -1561,6 +1581,23 @@ void expect_ctrl_c_after_a_rename_leaves_nothing(const std::string& dir, const s
   const Result r = finish(c);
   EXPECT_EQ(r.code, 130) << r.out << r.err;
   EXPECT_TRUE(fs::is_empty(dir + "/out")) << "left behind: " << fs::directory_iterator(dir + "/out")->path();
+}
+
+// The params file named as OUT by another spelling (./o.wq beside o.wq, relative beside
+// absolute): refused before any work, as the same spelling is (it was written over OUT's
+// temporary file, and the run failed at its end).
+TEST_F(Cli, TheParamsFileIsNeverOutWhateverTheSpelling) {
+  write_synthetic_safetensors(path("m.safetensors"), 1, 8, 32);
+  const fs::path cwd = fs::current_path();
+  fs::current_path(path(""));
+  const Result a = run({"quantize", "m.safetensors", "o.wq", "--params", "./o.wq"});
+  const Result b = run({"quantize", "m.safetensors", "o.wq", "--params", path("o.wq")});
+  fs::current_path(cwd);
+  for (const Result& r : {a, b}) {
+    EXPECT_EQ(r.code, 2) << r.err;
+    EXPECT_TRUE(contains(r.err, "the params file and OUT are the same file")) << r.err;
+  }
+  EXPECT_FALSE(fs::exists(path("o.wq")));
 }
 
 // Ctrl-C right after the params file is renamed into place, before OUT is: the params
@@ -1847,18 +1884,21 @@ TEST_F(Cli, GgufLlamaQuantizeCommandLinesGiveItsFiles) {
   test::write_gguf_fixture(stories, fx192);
   test::write_gguf_wide_fixture(stories, fx256, test::dense_fixture());
   expect(0, {"quantize", fx192, path("a.gguf"), "Q8_0", "1", "-q"});
-  EXPECT_EQ(test::sha256_file(path("a.gguf")), oracle_sha256("192", "Q8_0", {}));
+  EXPECT_EQ(sha256_file(path("a.gguf")), oracle_sha256("192", "Q8_0", {}));
   expect(0, {"quantize", "--leave-output-tensor", fx192, path("b.gguf"), "q4_0", "-q"});
-  EXPECT_EQ(test::sha256_file(path("b.gguf")), oracle_sha256("192", "Q4_0", {"--leave-output-tensor"}));
+  EXPECT_EQ(sha256_file(path("b.gguf")), oracle_sha256("192", "Q4_0", {"--leave-output-tensor"}));
   expect(0, {"quantize", fx256, path("c.gguf"), "--type", "BF16", "--threads", "2", "-q"});
-  EXPECT_EQ(test::sha256_file(path("c.gguf")), oracle_sha256("256", "BF16", {}));
+  EXPECT_EQ(sha256_file(path("c.gguf")), oracle_sha256("256", "BF16", {}));
   expect(0, {"quantize", fx256, path("d.gguf"), "7", "2", "-q"});  // the file type's number, as llama-quantize takes it
-  EXPECT_EQ(test::sha256_file(path("d.gguf")), oracle_sha256("256", "Q8_0", {}));
+  EXPECT_EQ(sha256_file(path("d.gguf")), oracle_sha256("256", "Q8_0", {}));
   expect(0, {"quantize", stories, path("e.gguf"), "F16", "-q"});
-  EXPECT_EQ(test::sha256_file(path("e.gguf")), oracle_sha256("stories", "F16", {}));
+  EXPECT_EQ(sha256_file(path("e.gguf")), oracle_sha256("stories", "F16", {}));
   // Without OUT, IN TYPE [THREADS]: [IN's folder]/ggml-model-TYPE.gguf, as llama-quantize names it.
   expect(0, {"quantize", fx192, "q8_0", "2", "-q"});
-  EXPECT_EQ(test::sha256_file(path("ggml-model-Q8_0.gguf")), oracle_sha256("192", "Q8_0", {}));
+  EXPECT_EQ(sha256_file(path("ggml-model-Q8_0.gguf")), oracle_sha256("192", "Q8_0", {}));
+  // IN OUT TYPE with an OUT whose extension names no format: GGUF, as llama-quantize writes it.
+  expect(0, {"quantize", fx192, path("out-Q8_0"), "Q8_0", "-q"});
+  EXPECT_EQ(sha256_file(path("out-Q8_0")), oracle_sha256("192", "Q8_0", {}));
 }
 
 TEST_F(Cli, GgufMixOptionsAreCheckedBeforeAnyWork) {
@@ -1884,7 +1924,7 @@ TEST_F(Cli, GgufMixOptionsAreCheckedBeforeAnyWork) {
   r = expect(0, {"quantize", stories, path("p.gguf"), "F16", "--pure", "--tensor-type", "attn_v=q8_0"});
   EXPECT_TRUE(contains(r.err, "--tensor-type has no effect with --pure")) << r.err;
   expect(0, {"quantize", stories, path("p2.gguf"), "F16", "--pure", "-q"});
-  EXPECT_EQ(test::sha256_file(path("p.gguf")), test::sha256_file(path("p2.gguf")));
+  EXPECT_EQ(sha256_file(path("p.gguf")), sha256_file(path("p2.gguf")));
 }
 
 // --hqq with a K mix refines the minima of its Q4_K tensors (engine/ggml_kquant_hqq.h)
@@ -1894,7 +1934,7 @@ TEST_F(Cli, HqqRefinesTheQ4KTensorsOfAMixAndNothingElse) {
   const std::string fx256 = path("fx-256.gguf");
   test::write_gguf_wide_fixture(stories, fx256, test::dense_fixture());
   expect(0, {"quantize", fx256, path("plain.gguf"), "Q4_K_M", "-q"});
-  EXPECT_EQ(test::sha256_file(path("plain.gguf")), oracle_sha256("256", "Q4_K_M", {}));
+  EXPECT_EQ(sha256_file(path("plain.gguf")), oracle_sha256("256", "Q4_K_M", {}));
   expect(0, {"quantize", fx256, path("hqq.gguf"), "Q4_K_M", "--hqq", "--threads", "2", "-q"});
   auto src = open_gguf(fx256), plain = open_gguf(path("plain.gguf")), hqq = open_gguf(path("hqq.gguf"));
   ASSERT_EQ(plain->tensors().size(), hqq->tensors().size());
@@ -1922,7 +1962,7 @@ TEST_F(Cli, HqqRefinesTheQ4KTensorsOfAMixAndNothingElse) {
   EXPECT_GT(same, 10);
   // Its bytes are the same with one thread and the scalar kernels.
   expect(0, {"quantize", fx256, path("hqq1.gguf"), "Q4_K_M", "--hqq", "--threads", "1", "--isa", "scalar", "-q"});
-  EXPECT_EQ(test::sha256_file(path("hqq1.gguf")), test::sha256_file(path("hqq.gguf")));
+  EXPECT_EQ(sha256_file(path("hqq1.gguf")), sha256_file(path("hqq.gguf")));
   // A mix whose own type stores no minimum has nothing for HQQ to refine.
   Result r = expect(2, {"quantize", fx256, path("x.gguf"), "Q3_K_M", "--hqq"});
   EXPECT_TRUE(contains(r.err, "needs a type with a minimum")) << r.err;
@@ -1972,7 +2012,7 @@ TEST_F(Cli, GgufRequantizeIsRefusedUnlessAllowed) {
   EXPECT_FALSE(fs::exists(path("a.gguf")));
   r = expect(0, {"quantize", "--allow-requantize", q8, path("a.gguf"), "Q4_0"});
   EXPECT_TRUE(contains(r.err, "warning: --allow-requantize: 35 tensors")) << r.err;
-  EXPECT_EQ(test::sha256_file(path("a.gguf")), oracle_sha256("192-Q8_0", "Q4_0", {"--allow-requantize"}));
+  EXPECT_EQ(sha256_file(path("a.gguf")), oracle_sha256("192-Q8_0", "Q4_0", {"--allow-requantize"}));
 }
 
 // Where a tensor's bytes start in its file (the GGUF reader's mapping).
@@ -2078,7 +2118,7 @@ TEST_F(Cli, GgufSplitInputGivesLlamaQuantizesSingleFile) {
   const std::string prefix = path("m");
   test::write_gguf_fixture_split(stories, prefix, 20);
   expect(0, {"quantize", prefix + "-00001-of-00003.gguf", path("a.gguf"), "Q8_0", "-q"});
-  EXPECT_EQ(test::sha256_file(path("a.gguf")), oracle_sha256("split", "Q8_0", {}));
+  EXPECT_EQ(sha256_file(path("a.gguf")), oracle_sha256("split", "Q8_0", {}));
   const Result r = expect(4, {"quantize", prefix + "-00001-of-00003.gguf", prefix + "-00003-of-00003.gguf", "Q8_0", "--force"});
   EXPECT_TRUE(contains(r.err, "-00003-of-00003.gguf")) << r.err;
 }
@@ -2093,6 +2133,44 @@ TEST_F(Cli, CtrlCDuringTheShardRenamesLeavesNoShard) {
   expect_ctrl_c_after_a_rename_leaves_nothing(
       dir_, {"quantize", "--keep-split", path("m-00001-of-00003.gguf"), path("out/q.gguf"), "Q8_0", "-q"},
       path("out/q-00001-of-00003.gguf"), path("out/q-00003-of-00003.gguf"));
+}
+
+// The same with --force over an earlier run's shards: Ctrl-C after the first shard is
+// replaced puts every earlier shard back as it was (none lost, no mixed set, nothing left
+// beside them); and a finished run replaces them all and keeps their permissions.
+TEST_F(Cli, CtrlCDuringTheShardRenamesPutsTheEarlierShardsBack) {
+  WQ_REQUIRE_SHARED(stories, kStoriesGguf);
+  test::write_gguf_fixture_split(stories, path("m"), 20);
+  fs::create_directory(path("out"));
+  const std::vector<std::string> shards = {path("out/q-00001-of-00003.gguf"), path("out/q-00002-of-00003.gguf"),
+                                           path("out/q-00003-of-00003.gguf")};
+  expect(0, {"quantize", "--keep-split", path("m-00001-of-00003.gguf"), path("out/q.gguf"), "Q8_0", "-q"});
+  std::vector<std::string> before;
+  for (const std::string& f : shards) before.push_back(read_bytes(f));
+  struct stat st0;
+  ASSERT_EQ(::stat(shards[0].c_str(), &st0), 0);
+  Child c = spawn({"quantize", "--keep-split", path("m-00001-of-00003.gguf"), path("out/q.gguf"), "Q4_0", "--force", "-q"},
+                  {{"WQUANT_TEST_RENAME_PAUSE_MS", "3000"}});
+  bool replaced = false;
+  for (int i = 0; i < 6000 && !replaced; ++i) {
+    struct stat st;
+    replaced = ::stat(shards[0].c_str(), &st) == 0 && st.st_ino != st0.st_ino;
+    if (!replaced) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_TRUE(replaced) << shards[0] << " was never replaced";
+  kill(c.pid, SIGINT);
+  const Result r = finish(c);
+  EXPECT_EQ(r.code, 130) << r.out << r.err;
+  for (size_t k = 0; k < shards.size(); ++k) EXPECT_TRUE(read_bytes(shards[k]) == before[k]) << shards[k];
+  const auto files = std::distance(fs::directory_iterator(path("out")), fs::directory_iterator());
+  EXPECT_EQ(size_t(files), shards.size()) << "a temporary or backup file was left beside the shards";
+  // Uninterrupted, every shard is replaced, and a private shard stays private.
+  ASSERT_EQ(::chmod(shards[1].c_str(), 0600), 0);
+  expect(0, {"quantize", "--keep-split", path("m-00001-of-00003.gguf"), path("out/q.gguf"), "Q4_0", "--force", "-q"});
+  for (size_t k = 0; k < shards.size(); ++k) EXPECT_FALSE(read_bytes(shards[k]) == before[k]) << shards[k];
+  struct stat st1;
+  ASSERT_EQ(::stat(shards[1].c_str(), &st1), 0);
+  EXPECT_EQ(st1.st_mode & 0777, 0600u);
 }
 
 // llama-quantize's sha256 of shard k (0-based) of a --keep-split run
@@ -2119,15 +2197,15 @@ TEST_F(Cli, GgufKeepSplitGivesLlamaQuantizesShards) {
   expect(0, {"quantize", first, path("r"), "Q8_0", "2", "--keep-split", "-q"});  // llama-quantize's form, OUT without .gguf
   for (size_t k = 0; k < 3; ++k) {
     const std::string tail = "-0000" + std::to_string(k + 1) + "-of-00003.gguf";
-    EXPECT_EQ(test::sha256_file(path("q" + tail)), oracle_shard_sha256("split", "Q4_K_M", k)) << k;
-    EXPECT_EQ(test::sha256_file(path("r" + tail)), oracle_shard_sha256("split", "Q8_0", k)) << k;
+    EXPECT_EQ(sha256_file(path("q" + tail)), oracle_shard_sha256("split", "Q4_K_M", k)) << k;
+    EXPECT_EQ(sha256_file(path("r" + tail)), oracle_shard_sha256("split", "Q8_0", k)) << k;
   }
   EXPECT_FALSE(fs::exists(path("q.gguf")));
   // An input that is not split: one shard, OUT-00001-of-00001.gguf, tensors in file order.
   test::write_gguf_fixture(stories, path("fx-192.gguf"));
   Result r = expect(0, {"quantize", "--keep-split", path("fx-192.gguf"), path("u.gguf"), "Q4_K_M"});
   EXPECT_TRUE(contains(r.err, "is not split")) << r.err;
-  EXPECT_EQ(test::sha256_file(path("u-00001-of-00001.gguf")), oracle_shard_sha256("192", "Q4_K_M", 0));
+  EXPECT_EQ(sha256_file(path("u-00001-of-00001.gguf")), oracle_shard_sha256("192", "Q4_K_M", 0));
   // An output shard that is an input shard: never overwritten, even with --force.
   r = expect(4, {"quantize", "--keep-split", first, prefix + ".gguf", "Q8_0", "--force"});
   EXPECT_TRUE(contains(r.err, first + ": is the input file")) << r.err;
@@ -2343,6 +2421,111 @@ TEST_F(Cli, BenchModelQuotesNamesAndNamesTheFileInErrors) {
   expect(0, {"quantize", path("in.safetensors"), path("q.wq"), "-q"});
   r = expect(3, {"bench", "--model", path("q.wq")});
   EXPECT_TRUE(contains(r.err, "is already quantized")) << r.err;
+}
+
+// A params file written after a GGUF run with an importance matrix holds it (the path as
+// given, its sha256, the include / exclude lists): --params alone gives the same bytes; a
+// matrix changed since is refused; --imatrix on the command line replaces it.
+TEST_F(Cli, AParamsFileHoldsTheImportanceMatrixOfAGgufRun) {
+  WQ_REQUIRE_SHARED(stories, kStoriesGguf);
+  const std::string fx = path("fx-192.gguf"), im = path("im.dat");
+  test::write_gguf_fixture(stories, fx);
+  fs::copy_file(test::test_data_dir() + "/imatrix-192.dat", im);
+  expect(0, {"quantize", "--imatrix", im, "--exclude-weights", "attn_v", fx, path("a.gguf"), "Q4_K_M", "--params",
+             path("p.json"), "-q"});
+  const json d = json::parse(read_bytes(path("p.json")))["defaults"];
+  EXPECT_EQ(d["imatrix"], im);
+  EXPECT_EQ(d["imatrix_sha256"], sha256_file(im));
+  EXPECT_EQ(d["exclude_weights"], json::array({"attn_v"}));
+  expect(0, {"quantize", fx, path("b.gguf"), "--params", path("p.json"), "-q"});
+  EXPECT_TRUE(read_bytes(path("a.gguf")) == read_bytes(path("b.gguf")));
+  // Both the matrix and its filter mattered here.
+  expect(0, {"quantize", fx, path("none.gguf"), "Q4_K_M", "-q"});
+  EXPECT_FALSE(read_bytes(path("none.gguf")) == read_bytes(path("a.gguf")));
+  expect(0, {"quantize", "--imatrix", im, fx, path("all.gguf"), "Q4_K_M", "-q"});
+  EXPECT_FALSE(read_bytes(path("all.gguf")) == read_bytes(path("a.gguf")));
+
+  // The matrix changed since: refused, naming the params file and the matrix; nothing written.
+  const std::string before = read_bytes(im);
+  std::string changed = before;
+  changed[changed.size() / 2] ^= 0x01;
+  fs::copy_file(im, path("im-orig.dat"));
+  write_bytes(im, changed);
+  Result r = expect(3, {"quantize", fx, path("c.gguf"), "--params", path("p.json")});
+  EXPECT_TRUE(contains(r.err, path("p.json") + ": defaults.imatrix: " + im + " has changed since")) << r.err;
+  EXPECT_FALSE(fs::exists(path("c.gguf")));
+  // --imatrix on the command line replaces it (and its digest), with a note.
+  r = expect(0, {"quantize", fx, path("c.gguf"), "--params", path("p.json"), "--imatrix", path("im-orig.dat")});
+  EXPECT_TRUE(contains(r.err, "--imatrix " + path("im-orig.dat") + " replaces " + path("p.json") + "'s " + im)) << r.err;
+  write_bytes(im, before);
+
+  // A relative path is the text llama-quantize's quantize.imatrix.file key holds: the
+  // rerun reads it from the current directory, and says so where it is not there.
+  const fs::path cwd = fs::current_path();
+  fs::current_path(path(""));
+  expect(0, {"quantize", "--imatrix", "im.dat", fx, path("r1.gguf"), "Q4_K_M", "--params", path("q.json"), "-q"});
+  expect(0, {"quantize", fx, path("r2.gguf"), "--params", path("q.json"), "-q"});
+  fs::current_path(cwd);
+  EXPECT_EQ(json::parse(read_bytes(path("q.json")))["defaults"]["imatrix"], "im.dat");
+  EXPECT_TRUE(read_bytes(path("r1.gguf")) == read_bytes(path("r2.gguf")));
+  ASSERT_FALSE(fs::exists("im.dat"));
+  r = expect(3, {"quantize", fx, path("r3.gguf"), "--params", path("q.json")});
+  EXPECT_TRUE(contains(r.err, "defaults.imatrix: cannot read im.dat (a relative path is read from the current directory")) << r.err;
+
+  // Only GGUF output takes an importance matrix.
+  write_bytes(path("w.json"), R"({"defaults": {"bits": 4, "imatrix": ")" + im + R"("}})");
+  r = expect(2, {"quantize", fx, path("w.wq"), "--params", path("w.json")});
+  EXPECT_TRUE(contains(r.err, path("w.json") + ": defaults.imatrix: an importance matrix applies to GGUF output only")) << r.err;
+  // A digest must be one, and of a named file.
+  write_bytes(path("x.json"), R"({"defaults": {"type": "Q4_K_M", "imatrix_sha256": ")" + sha256_file(im) + R"("}})");
+  r = expect(2, {"quantize", fx, path("x.gguf"), "--params", path("x.json")});
+  EXPECT_TRUE(contains(r.err, "defaults.imatrix_sha256: a digest without \"imatrix\"")) << r.err;
+  write_bytes(path("y.json"), R"({"defaults": {"type": "Q4_K_M", "imatrix": ")" + im + R"(", "imatrix_sha256": "ABC"}})");
+  r = expect(2, {"quantize", fx, path("y.gguf"), "--params", path("y.json")});
+  EXPECT_TRUE(contains(r.err, "defaults.imatrix_sha256: expected 64 lower-case hex digits")) << r.err;
+}
+
+// An explicit --token-embedding-type / --output-tensor-type whose blocks do not fit the
+// rows: llama-quantize fails on the model (no fallback for them, unlike the mix's own
+// choices); wquant keeps the tensor float and says why (it wrote a fallback type and said
+// llama-quantize did the same).
+TEST_F(Cli, AnExplicitTypeThatDoesNotFitTheRowsKeepsTheTensorFloat) {
+  WQ_REQUIRE_SHARED(stories, kStoriesGguf);
+  const Result r = expect(0, {"quantize", stories, path("t.gguf"), "Q4_K_M", "--token-embedding-type", "q4_k"});
+  EXPECT_TRUE(contains(r.err, "token_embd.weight: rows of 64 are not a multiple of 256, required by Q4_K "
+                              "(--token-embedding-type; llama-quantize fails on it); kept as f32")) << r.err;
+  const json doc = json_of({"inspect", path("t.gguf"), "--json"});
+  bool seen = false;
+  for (const json& t : doc["tensors"]) {
+    if (t["name"] == "token_embd.weight") {
+      seen = true;
+      EXPECT_EQ(t["type"], "F32") << t.dump();
+    }
+  }
+  EXPECT_TRUE(seen);
+}
+
+// llama-quantize checks the importance values of the entries it uses, after
+// --include-weights / --exclude-weights: a NaN in an entry they drop is no error.
+TEST_F(Cli, ANonFiniteImatrixEntryTheFilterDropsIsNoError) {
+  WQ_REQUIRE_SHARED(stories, kStoriesGguf);
+  std::string dat;
+  auto put = [&](auto v) { dat.append(reinterpret_cast<const char*>(&v), sizeof v); };
+  auto entry = [&](const std::string& name, float value) {
+    put(int32_t(name.size()));
+    dat += name;
+    put(int32_t(1));   // calls
+    put(int32_t(64));  // values (the row length)
+    for (int i = 0; i < 64; ++i) put(value);
+  };
+  put(int32_t(2));
+  entry("blk.0.attn_q.weight", 1.0f);
+  entry("foo", std::nanf(""));
+  write_bytes(path("im.dat"), dat);
+  expect(0, {"quantize", "--imatrix", path("im.dat"), "--exclude-weights", "foo", stories, path("a.gguf"), "Q4_K_M", "-q"});
+  expect(0, {"quantize", "--imatrix", path("im.dat"), "--include-weights", "blk.", stories, path("b.gguf"), "Q4_K_M", "-q"});
+  const Result r = expect(3, {"quantize", "--imatrix", path("im.dat"), stories, path("c.gguf"), "Q4_K_M"});
+  EXPECT_TRUE(contains(r.err, path("im.dat") + ": entry foo: value 0 is not finite")) << r.err;
 }
 
 // --force never replaces a file the run reads besides the model: the importance matrix

@@ -20,11 +20,12 @@
 #include "io/gguf_output.h"
 #include "io/gguf_reader.h"
 #include "io/gguf_split_reader.h"
+#include "io/gguf_format.h"
 #include "io/gguf_writer.h"
 #include "io/imatrix.h"
 #include "kernels/ggml_types.h"
 #include "tests/gguf_fixture.h"
-#include "tests/sha256.h"
+#include "io/sha256.h"
 #include "tests/test_support.h"
 
 namespace wq {
@@ -230,6 +231,42 @@ TEST(GgufMix, KeysLlamaCppRequiresAreRequired) {
   EXPECT_THROW(gguf_mix_model(other, "m.gguf"), Error);
 }
 
+// The keys wquant reads in the type llama.cpp's loader reads them (get_key<uint32_t>: U32
+// exactly; get_key_or_arr: also an INT32 array, one value a layer): another type is refused
+// as llama-quantize refuses it ("has wrong type", "not a float32, int32 array").
+TEST(GgufMix, KeysOfAnotherTypeThanLlamaCppReadsAreRefused) {
+  auto model = [](std::vector<GgufKV> extra, const std::string& drop) {
+    GgufMetadata m;
+    m.kvs = {gguf_kv_string("general.architecture", "llama"), gguf_kv_u32("llama.context_length", 2048),
+             gguf_kv_u32("llama.embedding_length", 64), gguf_kv_u32("llama.block_count", 2),
+             gguf_kv_u32("llama.attention.head_count", 8), gguf_kv_f32("llama.attention.layer_norm_rms_epsilon", 1e-5f)};
+    std::erase_if(m.kvs, [&](const GgufKV& kv) { return kv.key == drop; });
+    m.kvs.insert(m.kvs.end(), extra.begin(), extra.end());
+    return m;
+  };
+  auto refused = [](const GgufMetadata& m, const std::string& what) {
+    try {
+      gguf_mix_model(m, "m.gguf");
+      ADD_FAILURE() << "accepted: " << what;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+    }
+  };
+  refused(model({gguf_kv_i32("llama.block_count", 2)}, "llama.block_count"), "llama.block_count: not a u32");
+  refused(model({gguf_kv_i32("llama.context_length", 2048)}, "llama.context_length"), "llama.context_length: not a u32");
+  refused(model({gguf_kv_i32_array("llama.context_length", {2048})}, "llama.context_length"),
+          "llama.context_length: an array where one u32 is read");
+  refused(model({gguf_kv_i32("llama.attention.head_count", 8)}, "llama.attention.head_count"),
+          "llama.attention.head_count: not a u32");
+  GgufKV u32_array = gguf_kv_i32_array("llama.attention.head_count_kv", {2, 2});
+  u32_array.value[0] = uint8_t(GgufValueType::U32);  // the element type: u32, same size
+  refused(model({u32_array}, ""), "llama.attention.head_count_kv: an array of other values than int32");
+  // What llama.cpp reads: one u32, or an int32 array per layer.
+  const MixModel ok = gguf_mix_model(model({gguf_kv_i32_array("llama.attention.head_count_kv", {2, 4})}, ""), "m.gguf");
+  EXPECT_EQ(ok.n_head_kv, 2u);
+  EXPECT_EQ(ok.n_head, 8u);
+}
+
 TEST(GgufMix, TypesAndTensorOrderEqualLlamaQuantizeForEveryRun) {
   WQ_REQUIRE_SHARED(stories, "data/models/stories260K/stories260K-f32.gguf");
   ASSERT_TRUE(oracle().contains("runs")) << "tests/data/llama_quantize_mix_digests.json is missing";
@@ -357,7 +394,7 @@ bool same_file_as_llama_quantize(const json& run, size_t piece_bytes = kRowPiece
   if (!r) return false;
   const std::string out = temp_path("out.gguf");
   write_plan(*r, *make_gguf_writer(out, r->plan, *r->m.reader, r->keys), piece_bytes);
-  EXPECT_EQ(test::sha256_file(out), run["sha256"].get<std::string>()) << run_name(run);
+  EXPECT_EQ(sha256_file(out), run["sha256"].get<std::string>()) << run_name(run);
   auto q = open_gguf(out);
   const json& want = run["tensors"];
   EXPECT_EQ(q->tensors().size(), want.size()) << run_name(run);
@@ -397,7 +434,7 @@ bool same_shards_as_llama_quantize(const json& run, size_t piece_bytes = kRowPie
       // The name as llama_split_path makes it of llama-quantize's OUT, out.gguf.
       const std::string tail = shards[k].substr(prefix.size());
       EXPECT_EQ("out" + tail, want[k]["file"].get<std::string>()) << run_name(run);
-      EXPECT_EQ(test::sha256_file(shards[k]), want[k]["sha256"].get<std::string>()) << run_name(run) << ": " << shards[k];
+      EXPECT_EQ(sha256_file(shards[k]), want[k]["sha256"].get<std::string>()) << run_name(run) << ": " << shards[k];
     }
     fs::remove(shards[k]);
   }
@@ -412,10 +449,10 @@ TEST(GgufMix, KeepSplitShardsEqualLlamaQuantizes) {
     const std::string first = Fixtures::path(which);
     const std::string prefix = first.substr(0, first.size() - gguf_split_path("", 0, n).size());
     for (int k = 0; k < n; ++k) {
-      EXPECT_EQ(test::sha256_file(gguf_split_path(prefix, k, n)), want[which + " shard " + std::to_string(k + 1)]) << which << k;
+      EXPECT_EQ(sha256_file(gguf_split_path(prefix, k, n)), want[which + " shard " + std::to_string(k + 1)]) << which << k;
     }
   }
-  EXPECT_EQ(test::sha256_file(Fixtures::path("192")), want["192"]);
+  EXPECT_EQ(sha256_file(Fixtures::path("192")), want["192"]);
   size_t compared = 0, split = 0, empty_first = 0, unsplit = 0, with_imatrix = 0;
   const size_t pieces_before = g_piece_writes;
   for (const json& run : split_oracle()["runs"]) {
@@ -456,11 +493,11 @@ TEST(GgufMix, FixturesAreWhatLlamaQuantizeWasRunOn) {
   WQ_REQUIRE_SHARED(stories, "data/models/stories260K/stories260K-f32.gguf");
   const json& want = oracle()["fixtures"];
   for (const char* f : {"192", "256", "moe", "stories", "192-Q8_0", "192-F16", "192-Q8_0-guess"})
-    EXPECT_EQ(test::sha256_file(Fixtures::path(f)), want[f]) << f;
+    EXPECT_EQ(sha256_file(Fixtures::path(f)), want[f]) << f;
   const std::string first = Fixtures::path("split");
   const std::string prefix = first.substr(0, first.size() - std::strlen("-00001-of-00003.gguf"));
   for (int k = 0; k < 3; ++k) {
-    EXPECT_EQ(test::sha256_file(gguf_split_path(prefix, k, 3)), want["split shard " + std::to_string(k + 1)]) << k;
+    EXPECT_EQ(sha256_file(gguf_split_path(prefix, k, 3)), want["split shard " + std::to_string(k + 1)]) << k;
   }
 }
 
@@ -619,14 +656,17 @@ TEST(GgufMix, ExplicitEmbeddingAndOutputTypesWinOverTensorTypePatterns) {
     EXPECT_EQ(std::string(ggml_type_name(c[i].type)), "Q8_0");
   }
   EXPECT_TRUE(seen);
-  // An explicit type whose blocks do not fit falls back as the mix's own choices do.
+  // An explicit type whose blocks do not fit has no fallback: llama-quantize fails on it
+  // (c392e5094, this fixture, --token-embedding-type q6_k, Q4_K_M: "ggml_validate_row_data:
+  // invalid size 26624 for type q6_K", exit 1); the tensor is unsupported (kept float).
   o.tensor_types.clear();
   o.token_embd_type = GgmlType::Q6_K;
   const std::vector<MixChoice> f = choose_mix_types(infos, m.hparams, o);
   for (size_t i = 0; i < infos.size(); ++i) {
     if (infos[i].name != "token_embd.weight") continue;
-    EXPECT_TRUE(f[i].fallback);
-    EXPECT_EQ(std::string(ggml_type_name(f[i].type)), "Q8_0");
+    EXPECT_FALSE(f[i].fallback);
+    EXPECT_TRUE(f[i].unsupported);
+    EXPECT_EQ(std::string(ggml_type_name(f[i].type)), "Q6_K");
   }
 }
 
@@ -682,6 +722,11 @@ TEST(GgufMix, WhatLlamaQuantizeLeavesAlone) {
   EXPECT_TRUE(llama_quantizes(info("output.weight", {8, 64}), false));
   EXPECT_FALSE(llama_quantizes(info("output.weight", {8, 64}), true));  // --leave-output-tensor
   EXPECT_TRUE(llama_quantizes(info("blk.0.ffn_down_exps.weight", {8, 64, 256}), false));
+  // llama.cpp's test, name.rfind("weight") == name.size() - 6, holds for any name of 5
+  // characters (size() - 6 wraps to npos, rfind's "none"), and for no other short one.
+  EXPECT_TRUE(llama_quantizes(info("abcde", {8, 64}), false));
+  EXPECT_FALSE(llama_quantizes(info("abcd", {8, 64}), false));
+  EXPECT_FALSE(llama_quantizes(info("abcdef", {8, 64}), false));
 }
 
 TEST(GgufMix, AttentionTensorsThatDoNotMatchTheLayersAreRefused) {

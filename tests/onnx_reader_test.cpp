@@ -1043,6 +1043,51 @@ TEST_F(OnnxReaderTest, CtrlCBetweenTheDataFileAndTheGraphLeavesNeither) {
   EXPECT_TRUE(fs::is_empty(dir_ + "/out")) << "left behind: " << fs::directory_iterator(dir_ + "/out")->path();
 }
 
+// With --force over an earlier pair: Ctrl-C after the data file is replaced, before the
+// graph is, puts the earlier data file back (the earlier graph names it): the pair stays
+// as it was, nothing beside it.
+TEST_F(OnnxReaderTest, CtrlCBetweenTheDataFileAndTheGraphKeepsTheEarlierPair) {
+  auto read_file = [](const std::string& path) {
+    std::ifstream f(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(f), {});
+  };
+  save_model(small_model(), dir_ + "/m.onnx");
+  fs::create_directory(dir_ + "/out");
+  const std::string graph = dir_ + "/out/q.onnx", data = graph + ".data";
+  ASSERT_EQ(run(quote(WQUANT_BIN) + " quantize " + quote(dir_ + "/m.onnx") + " " + quote(graph) + " --bits 8 --external-data -q").code, 0);
+  const std::string old_graph = read_file(graph), old_data = read_file(data);
+  const CmdResult r = run("ino=$(stat -c %i " + quote(data) + "); WQUANT_TEST_RENAME_PAUSE_MS=3000 " + quote(WQUANT_BIN) +
+                          " quantize " + quote(dir_ + "/m.onnx") + " " + quote(graph) +
+                          " --bits 4 --external-data --force -q & pid=$!; i=0; while [ \"$(stat -c %i " + quote(data) +
+                          ")\" = \"$ino\" ] && [ $i -lt 6000 ]; do sleep 0.005; i=$((i+1)); done; kill -INT $pid; wait $pid; echo \"rc=$?\"");
+  EXPECT_NE(r.out.find("rc=130"), std::string::npos) << r.out;
+  EXPECT_TRUE(read_file(graph) == old_graph);
+  EXPECT_TRUE(read_file(data) == old_data);
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir_ + "/out"), fs::directory_iterator()), 2);
+}
+
+// OUT names long enough that their temporary names are cut: OUT and OUT.data still get
+// temporaries of their own (they shared one, and the run failed after all its work).
+TEST_F(OnnxReaderTest, LongOutputNamesKeepTheirOwnTemporaries) {
+  save_model(small_model(), dir_ + "/m.onnx");
+  const std::string graph = dir_ + "/" + std::string(235, 'a') + ".onnx";
+  const CmdResult r = run(quote(WQUANT_BIN) + " quantize " + quote(dir_ + "/m.onnx") + " " + quote(graph) + " --bits 4 --external-data -q");
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(run(quote(WQUANT_BIN) + " inspect " + quote(graph) + " -q").code, 0);
+  EXPECT_TRUE(fs::exists(graph + ".data"));
+}
+
+// The params file may not be OUT's external data file (written over it before).
+TEST_F(OnnxReaderTest, TheParamsFileCannotBeTheDataFile) {
+  save_model(small_model(), dir_ + "/m.onnx");
+  const std::string graph = dir_ + "/q.onnx";
+  const CmdResult r = run(quote(WQUANT_BIN) + " quantize " + quote(dir_ + "/m.onnx") + " " + quote(graph) +
+                          " --bits 4 --external-data --params " + quote(graph + ".data"));
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("where OUT's external data goes"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(graph));
+}
+
 // Tensors in node attributes with external data (a Constant's value, a subgraph's
 // initializer, as onnx.save_model(..., convert_attribute=True) writes them) are embedded
 // in the output: it loads from another folder and does not depend on the input's files,

@@ -29,7 +29,7 @@
 #include "io/model_reader.h"
 #include "io/model_writer.h"
 #include "io/safetensors_writer.h"
-#include "tests/sha256.h"
+#include "io/sha256.h"
 #include "tests/test_support.h"
 
 namespace wq {
@@ -829,7 +829,7 @@ TEST(Pipeline, PeakMemoryOfGgufDoesNotFollowItsLargestTensors) {
   const uint64_t blocks = uint64_t(c.vocab) * uint64_t(c.dim) / 32 * 18;  // one matrix's Q4_0 blocks
   EXPECT_GE(whole, blocks) << "the whole matrices' blocks were not held";
   EXPECT_LE(pieces + blocks / 2, whole) << "the pieces held as much as the whole matrices";
-  EXPECT_TRUE(test::sha256_file((dir / "whole.gguf").string()) == test::sha256_file((dir / "pieces.gguf").string()));
+  EXPECT_TRUE(sha256_file((dir / "whole.gguf").string()) == sha256_file((dir / "pieces.gguf").string()));
   fs::remove_all(dir);
 }
 

@@ -15,7 +15,7 @@
 #include <wquant/wquant.h>
 
 #include "tests/gguf_fixture.h"
-#include "tests/sha256.h"
+#include "io/sha256.h"
 #include "tests/test_support.h"
 
 namespace {
@@ -106,7 +106,7 @@ TEST_F(PublicApiGguf, Q4KPureIsTheProgramsAndLlamaQuantizesFile) {
   o.gguf_type = "Q4_K";
   o.pure = true;
   const std::string f = both("q4k", o, {"--type", "Q4_K", "--pure"});
-  EXPECT_EQ(wq::test::sha256_file(f), oracle_sha256("Q4_K_M", {"--pure"}));
+  EXPECT_EQ(wq::sha256_file(f), oracle_sha256("Q4_K_M", {"--pure"}));
   size_t q4k = 0;
   for (const auto& [name, type] : types(f)) {
     if (type != "F32") {
@@ -123,7 +123,7 @@ TEST_F(PublicApiGguf, HqqWithAMixIsTheProgramsFile) {
   o.gguf_type = "Q4_K_M";
   o.quant.hqq = true;
   const std::string f = both("q4km-hqq", o, {"--type", "Q4_K_M", "--hqq"});
-  EXPECT_NE(wq::test::sha256_file(f), oracle_sha256("Q4_K_M", {}));
+  EXPECT_NE(wq::sha256_file(f), oracle_sha256("Q4_K_M", {}));
 }
 
 // A mix name: Q4_K_M's per-tensor choices (Q6_K where the mix bumps a tensor).
@@ -131,7 +131,7 @@ TEST_F(PublicApiGguf, MixNameIsTheProgramsAndLlamaQuantizesFile) {
   wquant::ConvertOptions o;
   o.gguf_type = "q4_k_m";
   const std::string f = both("q4km", o, {"--type", "Q4_K_M"});
-  EXPECT_EQ(wq::test::sha256_file(f), oracle_sha256("Q4_K_M", {}));
+  EXPECT_EQ(wq::sha256_file(f), oracle_sha256("Q4_K_M", {}));
   bool q6k = false, q4k = false;
   for (const auto& [name, type] : types(f)) {
     q6k |= type == "Q6_K";
@@ -143,7 +143,7 @@ TEST_F(PublicApiGguf, MixNameIsTheProgramsAndLlamaQuantizesFile) {
   o.output_tensor_type = "f16";
   o.token_embedding_type = "q4_0";
   const std::string g = both("q3km", o, {"Q3_K_M", "--output-tensor-type", "f16", "--token-embedding-type", "q4_0"});
-  EXPECT_EQ(wq::test::sha256_file(g), oracle_sha256("Q3_K_M", {"--output-tensor-type", "f16", "--token-embedding-type", "q4_0"}));
+  EXPECT_EQ(wq::sha256_file(g), oracle_sha256("Q3_K_M", {"--output-tensor-type", "f16", "--token-embedding-type", "q4_0"}));
 }
 
 // tensor_types (--tensor-type): the program's file, and the rules applied in order (the
@@ -189,7 +189,7 @@ TEST_F(PublicApiGguf, ImatrixAndLegacyTypesAreTheProgramsFiles) {
   o.quant.bits = 5;
   o.quant.asym = true;
   const std::string l = both("q51", o, {"--type", "Q5_1"});
-  EXPECT_EQ(wq::test::sha256_file(l), oracle_sha256("Q5_1", {}));
+  EXPECT_EQ(wq::sha256_file(l), oracle_sha256("Q5_1", {}));
 }
 
 TEST_F(PublicApiGguf, BadGgufOptionsAreRefusedNamingTheOption) {

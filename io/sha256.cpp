@@ -1,12 +1,13 @@
-#include "tests/sha256.h"
+#include "io/sha256.h"
 
 #include <array>
 #include <cstdint>
 #include <cstdio>
 #include <fstream>
+#include <algorithm>
 #include <vector>
 
-namespace wq::test {
+namespace wq {
 namespace {
 
 constexpr uint32_t kK[64] = {
@@ -42,20 +43,38 @@ void block(std::array<uint32_t, 8>& h, const uint8_t* p) {
 std::string sha256_file(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   if (!f) return "";
-  std::vector<uint8_t> data((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
   std::array<uint32_t, 8> h = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-  const uint64_t bits = uint64_t(data.size()) * 8;
-  data.push_back(0x80);
-  while (data.size() % 64 != 56) data.push_back(0);
-  for (int i = 7; i >= 0; --i) data.push_back(uint8_t(bits >> (8 * i)));
-  for (size_t i = 0; i < data.size(); i += 64) block(h, data.data() + i);
+  std::vector<uint8_t> buf(size_t(1) << 20);
+  uint64_t total = 0;
+  size_t have = 0;  // bytes in buf, fewer than 64 left over from the last read
+  for (;;) {
+    f.read(reinterpret_cast<char*>(buf.data() + have), std::streamsize(buf.size() - have));
+    const size_t got = size_t(f.gcount());
+    if (got == 0) {
+      if (f.bad()) return "";
+      break;
+    }
+    total += got;
+    have += got;
+    const size_t whole = have / 64 * 64;
+    for (size_t i = 0; i < whole; i += 64) block(h, buf.data() + i);
+    std::copy(buf.begin() + std::ptrdiff_t(whole), buf.begin() + std::ptrdiff_t(have), buf.begin());
+    have -= whole;
+  }
+  // The padding: 0x80, zeros to 56 mod 64, the length in bits, big-endian.
+  std::vector<uint8_t> tail(buf.begin(), buf.begin() + std::ptrdiff_t(have));
+  const uint64_t bits = total * 8;
+  tail.push_back(0x80);
+  while (tail.size() % 64 != 56) tail.push_back(0);
+  for (int i = 7; i >= 0; --i) tail.push_back(uint8_t(bits >> (8 * i)));
+  for (size_t i = 0; i < tail.size(); i += 64) block(h, tail.data() + i);
   std::string hex;
-  char buf[9];
+  char text[9];
   for (uint32_t x : h) {
-    std::snprintf(buf, sizeof buf, "%08x", x);
-    hex += buf;
+    std::snprintf(text, sizeof text, "%08x", x);
+    hex += text;
   }
   return hex;
 }
 
-}  // namespace wq::test
+}  // namespace wq
