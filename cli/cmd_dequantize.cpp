@@ -105,12 +105,21 @@ int run_dequantize(const DequantizeArgs& a, Console& con) {
     }
   });
   writer->commit();
+  size_t transposed = 0;
+  for (const TensorInfo& t : infos) transposed += t.listed_transposed && t.shape.size() == 2;
+  if (transposed) {
+    con.note(std::to_string(transposed) + " ONNX MatMul weights written as [N, K] (output channels first, as wquant "
+             "quantizes them), the transpose of the [K, N] the ONNX file stores");
+  }
+  size_t converted = 0;
+  for (const TensorPlan& p : plan) converted += p.action == TensorAction::KeepFloat;
   if (con.human()) {
-    std::printf("dequantized %s -> %s: %zu tensors as %s, %s\n", a.input.c_str(), a.output.c_str(), plan.size(),
-                dtype_name(a.dtype), format_bytes(total_file_bytes({a.output})).c_str());
+    std::printf("dequantized %s -> %s: %zu tensors, %zu as %s (%zu others copied as they are), %s\n", a.input.c_str(),
+                a.output.c_str(), plan.size(), converted, dtype_name(a.dtype), plan.size() - converted,
+                format_bytes(total_file_bytes({a.output})).c_str());
   } else if (con.verbosity().json) {
     const nlohmann::json doc = {{"command", "dequantize"}, {"input", a.input}, {"output", a.output},
-                                {"dtype", dtype_name(a.dtype)}, {"tensors", plan.size()},
+                                {"dtype", dtype_name(a.dtype)}, {"tensors", plan.size()}, {"as_dtype", converted},
                                 {"output_bytes", total_file_bytes({a.output})}};
     std::printf("%s\n", doc.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   }

@@ -69,6 +69,13 @@ Row describe(ModelReader& r, size_t i) {
 
 uint64_t numel(const TensorInfo& t) { return checked_numel(t.name, t.shape); }
 
+// The shape as the file stores it: an ONNX MatMul B is listed transposed (TensorInfo).
+std::vector<int64_t> stored_shape(const TensorInfo& t) {
+  std::vector<int64_t> s = t.shape;
+  if (t.listed_transposed && s.size() == 2) std::swap(s[0], s[1]);
+  return s;
+}
+
 }  // namespace
 
 int run_inspect(const InspectArgs& a, Console& con) {
@@ -94,6 +101,9 @@ int run_inspect(const InspectArgs& a, Console& con) {
       const TensorInfo& t = *row.info;
       json j = {{"name", t.name}, {"kind", kind_name(t.kind)}, {"type", t.type_name},
                 {"shape", t.shape}, {"elements", numel(t)}, {"bytes", t.nbytes}};
+      // An ONNX MatMul B: listed (as verify compares and dequantize writes it) [N, K], the
+      // transpose of what the file stores.
+      if (t.listed_transposed) j["stored_shape"] = stored_shape(t);
       if (t.kind == StoredKind::Float) j["dtype"] = dtype_name(t.dtype);
       if (!row.record.is_null()) j["quantization"] = row.record;
       tensors.push_back(std::move(j));
@@ -119,8 +129,12 @@ int run_inspect(const InspectArgs& a, Console& con) {
   std::printf("%-*s  %-*s  %-14s  %10s  %s\n", int(w), "tensor", int(tw), "type", "shape", "bytes", "quantization");
   for (const Row& row : rows) {
     const TensorInfo& t = *row.info;
+    std::string quant = row.quant;
+    if (t.listed_transposed) {
+      quant += std::string(quant.empty() ? "" : "; ") + "listed transposed: stored " + format_shape(stored_shape(t)) + " (MatMul B)";
+    }
     std::printf("%-*s  %-*s  %-14s  %10s  %s\n", int(w), printable(t.name).c_str(), int(tw), t.type_name.c_str(),
-                format_shape(t.shape).c_str(), format_bytes(t.nbytes).c_str(), row.quant.c_str());
+                format_shape(t.shape).c_str(), format_bytes(t.nbytes).c_str(), quant.c_str());
   }
   std::printf("totals: %zu tensors, %llu elements, %s;", infos.size(), static_cast<unsigned long long>(params),
               format_bytes(r->data_bytes()).c_str());

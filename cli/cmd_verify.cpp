@@ -59,6 +59,17 @@ int run_verify(const VerifyArgs& a, Console& con) {
   const Kernels& k = *kernels_for(isa);
   std::unique_ptr<ModelReader> ref = open_model(a.float_file);
   std::unique_ptr<ModelReader> quant = open_model(a.quant_file);
+  // The figures are relative to FLOAT's weights: a quantized FLOAT (the arguments swapped,
+  // or two quantized models) is allowed, but said.
+  auto quantized_count = [](const ModelReader& r) {
+    size_t n = 0;
+    for (const TensorInfo& t : r.tensors()) n += t.kind == StoredKind::Quantized || t.kind == StoredKind::Ggml;
+    return n;
+  };
+  if (const size_t n = quantized_count(*ref)) {
+    con.warn(a.float_file + " (FLOAT, the reference) holds " + std::to_string(n) + " quantized tensors: the errors are "
+             "relative to those" + (quantized_count(*quant) == 0 ? "; the arguments are FLOAT QUANT (swapped?)" : ""));
+  }
 
   std::vector<Compared> rows;
   std::vector<std::string> only_in_float, only_in_quant, skipped;

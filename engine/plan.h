@@ -33,6 +33,10 @@ struct TensorInfo {
   DType dtype = DType::F32;    // valid when kind == Float
   std::string type_name;       // as the file names it: "F32", "BF16", "Q4_0", "I64", "wq4"...
   uint64_t nbytes = 0;         // bytes of data in the file
+  // ONNX MatMul B (and Gemm B without transB): the file stores [K, N]; listed here (shape)
+  // as its transpose [N, K], so that rows are output channels and blocks run along K, as
+  // MatMulNBits stores them; inspect says so, and dequantize writes them so (and says so).
+  bool listed_transposed = false;
 };
 
 enum class TensorAction : uint8_t {

@@ -1,5 +1,7 @@
 #include "io/onnx_reader.h"
 
+#include <nlohmann/json.hpp>
+
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -605,6 +607,12 @@ class OnnxReaderImpl final : public OnnxReader {
         info.shape = q.shape;
         info.kind = StoredKind::Quantized;
         info.type_name = "wq" + std::to_string(q.spec.bits);
+        {
+          // (parse_quant_record checked the record; "transposed": the weight was MatMul's B)
+          const nlohmann::json rec = nlohmann::json::parse(value, nullptr, false);
+          const auto t = rec.is_object() ? rec.find("transposed") : rec.end();
+          info.listed_transposed = rec.is_object() && t != rec.end() && t->is_boolean() && t->get<bool>() && q.shape.size() == 2;
+        }
         for (size_t j : e.parts.all()) {
           owned.insert(j);
           info.nbytes += inits_[j].nbytes;
@@ -626,6 +634,7 @@ class OnnxReaderImpl final : public OnnxReader {
       info.name = in.read_as();
       info.shape.assign(in.header.dims().begin(), in.header.dims().end());
       if (in.transposed) std::swap(info.shape[0], info.shape[1]);
+      info.listed_transposed = in.transposed;
       ElemType et{};
       elem_type(in.header.data_type(), &et);
       info.type_name = et.name;

@@ -1600,6 +1600,24 @@ TEST_F(Cli, TheParamsFileIsNeverOutWhateverTheSpelling) {
   EXPECT_FALSE(fs::exists(path("o.wq")));
 }
 
+// verify's figures are relative to its first argument: a quantized one is said (swapped
+// arguments gave skewed figures without a word); dequantize counts the tensors it converted
+// apart from those it copied.
+TEST_F(Cli, VerifySaysItsReferenceIsQuantizedAndDequantizeCountsWhatItConverted) {
+  write_synthetic_safetensors(path("m.safetensors"), 1, 8, 32);
+  expect(0, {"quantize", path("m.safetensors"), path("q.wq"), "-q"});
+  Result r = expect(0, {"verify", path("q.wq"), path("m.safetensors")});
+  EXPECT_TRUE(contains(r.err, path("q.wq") + " (FLOAT, the reference) holds ")) << r.err;
+  EXPECT_TRUE(contains(r.err, "(swapped?)")) << r.err;
+  r = expect(0, {"verify", path("m.safetensors"), path("q.wq")});
+  EXPECT_FALSE(contains(r.err, "the reference) holds")) << r.err;
+  const json d = json_of({"dequantize", path("q.wq"), path("d.safetensors"), "--fp16", "--json"});
+  const json i = json_of({"inspect", path("q.wq"), "--json"});
+  size_t other = 0;
+  for (const json& t : i["tensors"]) other += t["kind"] == "other";
+  EXPECT_EQ(d["as_dtype"].get<size_t>() + other, d["tensors"].get<size_t>()) << d.dump();
+}
+
 // Ctrl-C right after the params file is renamed into place, before OUT is: the params
 // file (which describes an OUT that is not there) is removed, nothing is left.
 TEST_F(Cli, CtrlCBetweenTheParamsFileAndOutLeavesNeither) {

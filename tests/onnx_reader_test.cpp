@@ -1066,6 +1066,26 @@ TEST_F(OnnxReaderTest, CtrlCBetweenTheDataFileAndTheGraphKeepsTheEarlierPair) {
   EXPECT_EQ(std::distance(fs::directory_iterator(dir_ + "/out"), fs::directory_iterator()), 2);
 }
 
+// An ONNX MatMul B is listed [N, K] (blocks along K), the transpose of the stored [K, N]:
+// inspect gives both, and dequantize, which writes the listed form, says so.
+TEST_F(OnnxReaderTest, TransposedListingIsSaid) {
+  save_model(small_model(), dir_ + "/m.onnx");
+  const CmdResult i = run(quote(WQUANT_BIN) + " inspect " + quote(dir_ + "/m.onnx") + " --json");
+  ASSERT_EQ(i.code, 0) << i.out;
+  const nlohmann::json doc = nlohmann::json::parse(i.out.substr(i.out.find('{')));
+  size_t transposed = 0;
+  for (const auto& t : doc["tensors"]) {
+    if (!t.contains("stored_shape")) continue;
+    ++transposed;
+    EXPECT_EQ(t["stored_shape"][0], t["shape"][1]) << t.dump();
+    EXPECT_EQ(t["stored_shape"][1], t["shape"][0]) << t.dump();
+  }
+  EXPECT_GT(transposed, 0u);
+  const CmdResult d = run(quote(WQUANT_BIN) + " dequantize " + quote(dir_ + "/m.onnx") + " " + quote(dir_ + "/d.safetensors"));
+  EXPECT_EQ(d.code, 0) << d.out;
+  EXPECT_NE(d.out.find(std::to_string(transposed) + " ONNX MatMul weights written as [N, K]"), std::string::npos) << d.out;
+}
+
 // OUT names long enough that their temporary names are cut: OUT and OUT.data still get
 // temporaries of their own (they shared one, and the run failed after all its work).
 TEST_F(OnnxReaderTest, LongOutputNamesKeepTheirOwnTemporaries) {
