@@ -242,6 +242,38 @@ OutputNeeds needs_of(const TensorPlan& p, const TensorInfo& info, const Span& sp
   return n;
 }
 
+// Whether storing `from` values as `to` can change them.
+bool narrows(DType from, DType to) {
+  if (from == to || to == DType::F32) return false;
+  return true;  // f32 -> f16 / bf16, f16 <-> bf16 (neither holds the other's values)
+}
+
+// w (a float view) against `out`, its values stored as `to` (f16 or bf16), read back:
+// the error figures of the conversion, a bounded chunk at a time.
+ErrorMetrics conversion_error(const TensorView& w, DType to, const uint8_t* out, const Kernels& k) {
+  constexpr size_t kChunk = size_t(1) << 16;
+  const size_t n = w.numel();
+  std::vector<float> ref(std::min(n, kChunk)), back(std::min(n, kChunk));
+  std::vector<ErrorSums> parts;
+  for (size_t i = 0; i < n; i += kChunk) {
+    const size_t m = std::min(kChunk, n - i);
+    const float* a = nullptr;
+    if (w.dtype == DType::F32) {
+      a = static_cast<const float*>(w.data) + i;
+    } else {
+      const uint16_t* src = static_cast<const uint16_t*>(w.data) + i;
+      if (w.dtype == DType::F16) k.widen_f16(src, ref.data(), m);
+      else k.widen_bf16(src, ref.data(), m);
+      a = ref.data();
+    }
+    const uint16_t* o = reinterpret_cast<const uint16_t*>(out) + i;
+    if (to == DType::F16) k.widen_f16(o, back.data(), m);
+    else k.widen_bf16(o, back.data(), m);
+    parts.push_back(error_sums(a, back.data(), m, k));
+  }
+  return combine_error_sums(parts);
+}
+
 // Converts a float view to another float dtype (the plan only asks for widening, or
 // f32 -> f16 narrowing).
 void convert_float(const TensorView& v, DType to, OutputBytes& out, const Kernels& k) {
@@ -465,7 +497,15 @@ void process(Item& it, TensorSource& source, const PipelineOptions& opts, Buffer
       } else if (it.info->dtype == p.out_dtype) {
         take_source_bytes(it, source, opts);
       } else {
-        convert_float(source.view(p.source_index), p.out_dtype, r.bytes, k);
+        const TensorView v = source.view(p.source_index);
+        convert_float(v, p.out_dtype, r.bytes, k);
+        // Narrowing loses precision (f32 to f16 / bf16, a mix's F16 fallbacks, --fp16): its
+        // error is measured as a quantized tensor's is, so the summary's worst tensors and
+        // the JSON report it (widening is exact: nothing to measure).
+        if (opts.compute_error && narrows(v.dtype, p.out_dtype)) {
+          r.error = conversion_error(v, p.out_dtype, r.bytes.data(), k);
+          r.has_error = true;
+        }
         source.release(p.source_index);
       }
       break;

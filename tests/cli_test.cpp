@@ -697,7 +697,7 @@ TEST_F(Cli, RowPiecesGiveTheSameGgufAndFigures) {
       json_of({"quantize", src, path("pieces.gguf"), "--type", "Q4_K_M", "--json"}, {{"WQUANT_ROW_PIECE_BYTES", "1024"}});
   EXPECT_TRUE(read_bytes(path("whole.gguf")) == read_bytes(path("pieces.gguf")));
   ASSERT_EQ(whole["tensors"].size(), pieces["tensors"].size());
-  size_t measured = 0, ggml = 0;
+  size_t measured = 0, ggml = 0, narrowed = 0;
   for (size_t i = 0; i < whole["tensors"].size(); ++i) {
     const json &a = whole["tensors"][i], &b = pieces["tensors"][i];
     EXPECT_EQ(a["name"], b["name"]);
@@ -705,14 +705,37 @@ TEST_F(Cli, RowPiecesGiveTheSameGgufAndFigures) {
     EXPECT_EQ(a.value("error", json()), b.value("error", json())) << a["name"];
     measured += b.contains("error");
     ggml += a["action"] == "ggml";
+    narrowed += a["action"] == "float" && a["what"] == "f16";  // the mix's F16 fallbacks (172-wide rows)
   }
-  EXPECT_EQ(measured, ggml) << "every quantized tensor measured";
+  EXPECT_EQ(measured, ggml + narrowed) << "every quantized or narrowed tensor measured";
   EXPECT_GT(ggml, 0u);
+  EXPECT_GT(narrowed, 0u);
   for (const char* bad : {"0", "1k", "-4096", "99999999999999999"}) {
     const Result r = expect(2, {"quantize", src, path("bad.gguf"), "--type", "Q4_0"}, {{"WQUANT_ROW_PIECE_BYTES", bad}});
     EXPECT_TRUE(contains(r.err, "WQUANT_ROW_PIECE_BYTES")) << r.err;
   }
   EXPECT_FALSE(fs::exists(path("bad.gguf")));
+}
+
+// A tensor stored narrower than its source (a mix's F16 fallback, --fp16) is measured as a
+// quantized one is: the summary and its JSON give the figures verify gives (they were
+// absent, so a lossy conversion never showed among the worst tensors).
+TEST_F(Cli, NarrowedFloatTensorsAreMeasuredAsVerifyMeasuresThem) {
+  WQ_REQUIRE_SHARED(src, kStoriesGguf);
+  const json q = json_of({"quantize", src, path("q.gguf"), "--type", "Q4_K_M", "--json"});
+  const json v = json_of({"verify", src, path("q.gguf"), "--json"});
+  std::map<std::string, double> verified;
+  for (const json& t : v["tensors"]) verified[t["name"]] = t["rel_rmse"];
+  size_t narrowed = 0;
+  for (const json& t : q["tensors"]) {
+    if (t["action"] != "float" || t["what"] != "f16") continue;
+    ++narrowed;
+    ASSERT_TRUE(t.contains("error")) << t.dump();
+    const double rel = t["error"]["rel_rmse"];
+    EXPECT_GT(rel, 0.0) << t["name"];
+    EXPECT_NEAR(rel, verified.at(t["name"]), 1e-12 + 1e-9 * rel) << t["name"];
+  }
+  EXPECT_GT(narrowed, 0u);
 }
 
 TEST_F(Cli, OutputBytesDoNotDependOnIsaOrThreads) {
