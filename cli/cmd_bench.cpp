@@ -178,7 +178,7 @@ int run_bench_model(const BenchArgs& a, Console& con) {
                       {"bits", s.spec.bits},
                       {"block", s.ggml ? json(ggml_traits(s.type).weights) : json(s.spec.block)},
                       {"gguf_type", s.ggml ? json(ggml_block_name(s.type)) : json(nullptr)},
-                      {"bits_per_weight", r.bits_per_weight},
+                      {"bits_per_weight", num(r.bits_per_weight)},
                       {"rel_rmse", num(r.error.rel_rmse)},
                       {"snr_db", num(r.error.snr_db)},
                       {"max_abs", num(r.error.max_abs)},
@@ -187,7 +187,8 @@ int run_bench_model(const BenchArgs& a, Console& con) {
                       {"tensors", r.tensors},
                       {"tensors_kept_float", r.kept_float},
                       {"seconds", r.seconds},
-                      {"pareto", r.pareto}});
+                      {"pareto", r.pareto},
+                      {"unavailable", r.unavailable.empty() ? json(nullptr) : json(r.unavailable)}});
     }
     const json doc = {{"command", "bench"}, {"model", a.model},     {"isa", isa_name(isa)},
                       {"threads", sched.threads()}, {"tensors", views.size()}, {"weights", weights},
@@ -197,13 +198,13 @@ int run_bench_model(const BenchArgs& a, Console& con) {
   }
   if (a.csv) {
     std::printf("scheme,family,bits,block,bits_per_weight,rel_rmse,snr_db,max_abs,worst_tensor,worst_rel_rmse,"
-                "tensors_kept_float,seconds,pareto\n");
+                "tensors_kept_float,seconds,pareto,unavailable\n");
     for (const SchemeResult& r : results) {
       const SweepScheme& s = r.scheme;
-      std::printf("%s,%s,%d,%lld,%.6f,%.9g,%.6g,%.9g,%s,%.9g,%zu,%.6f,%d\n", csv_field(s.name).c_str(), csv_field(s.family).c_str(), s.spec.bits,
+      std::printf("%s,%s,%d,%lld,%.6f,%.9g,%.6g,%.9g,%s,%.9g,%zu,%.6f,%d,%s\n", csv_field(s.name).c_str(), csv_field(s.family).c_str(), s.spec.bits,
                   s.ggml ? (long long)ggml_traits(s.type).weights : (long long)s.spec.block, r.bits_per_weight,
                   r.error.rel_rmse, r.error.snr_db, r.error.max_abs, csv_field(r.worst_tensor).c_str(), r.worst_rel_rmse, r.kept_float,
-                  r.seconds, r.pareto ? 1 : 0);
+                  r.seconds, r.pareto ? 1 : 0, csv_field(r.unavailable).c_str());
     }
     return 0;
   }
@@ -213,6 +214,16 @@ int run_bench_model(const BenchArgs& a, Console& con) {
   std::printf("|   | scheme | bits/weight | rel RMSE | SNR dB | worst tensor (rel RMSE) | kept float | time |\n");
   std::printf("| - | --- | ---: | ---: | ---: | --- | ---: | ---: |\n");
   for (const SchemeResult& r : results) {
+    if (!r.unavailable.empty()) {
+      std::printf("|   | %s | - | - | - | unavailable: %s | - | %s |\n", r.scheme.name.c_str(), md_cell(r.unavailable).c_str(),
+                  format_seconds(r.seconds).c_str());
+      continue;
+    }
+    if (r.kept_float == r.tensors) {
+      std::printf("|   | %s | %s | - | - | none held: every tensor kept float | %zu | %s |\n", r.scheme.name.c_str(),
+                  format_fixed(r.bits_per_weight, 3).c_str(), r.kept_float, format_seconds(r.seconds).c_str());
+      continue;
+    }
     std::printf("| %s | %s | %s | %s | %s | %s (%s) | %zu | %s |\n", r.pareto ? "*" : " ", r.scheme.name.c_str(),
                 format_fixed(r.bits_per_weight, 3).c_str(), format_fixed(r.error.rel_rmse, 5).c_str(),
                 format_fixed(r.error.snr_db, 1).c_str(), md_cell(r.worst_tensor).c_str(), format_fixed(r.worst_rel_rmse, 5).c_str(),

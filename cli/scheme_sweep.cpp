@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 
+#include "engine/error.h"
 #include "engine/ggml_quantize.h"
 #include "engine/quantize.h"
 #include "engine/rows.h"
@@ -49,6 +50,7 @@ struct TensorOutcome {
   std::vector<ErrorSums> rows;
   double bits = 0;  // stored bits of the tensor
   bool kept_float = false;
+  std::string refused;  // why the scheme cannot hold it (an Error of the quantizer)
 };
 
 // A tensor kept as it is: its exact bits and a zero error (every row against itself).
@@ -71,17 +73,24 @@ SchemeResult run_scheme(const SweepScheme& s, const std::vector<TensorView>& ten
   tbb::parallel_for(size_t(0), tensors.size(), [&](size_t i) {
     const TensorView& w = tensors[i];
     TensorOutcome& o = out[i];
-    if (s.ggml) {
-      if (w.cols() % ggml_traits(s.type).weights != 0) return keep_float(w, o, k);
-      std::vector<uint8_t> blocks;
-      quantize_ggml_tensor(w, s.type, s.spec, blocks, &k, nullptr, &o.rows);
-      o.bits = double(blocks.size()) * 8.0;
-      return;
+    try {
+      if (s.ggml) {
+        if (w.cols() % ggml_traits(s.type).weights != 0) return keep_float(w, o, k);
+        std::vector<uint8_t> blocks;
+        quantize_ggml_tensor(w, s.type, s.spec, blocks, &k, nullptr, &o.rows);
+        o.bits = double(blocks.size()) * 8.0;
+        return;
+      }
+      std::string note;
+      const size_t block = resolve_block(s.spec, w.cols(), w.name, BlockFallback::ChannelWise, &note);
+      const QuantizedTensor q = quantize_tensor(w, s.spec, block, &k, &o.rows);
+      o.bits = double(q.storage_bytes()) * 8.0;
+    } catch (const Error& e) {
+      // (Non-finite weights were refused before any scheme ran: what is left is this
+      // scheme's limit, e.g. a parameter past f16's range.)
+      if (e.kind() == ErrorKind::Internal) throw;
+      o.refused = e.what();
     }
-    std::string note;
-    const size_t block = resolve_block(s.spec, w.cols(), w.name, BlockFallback::ChannelWise, &note);
-    const QuantizedTensor q = quantize_tensor(w, s.spec, block, &k, &o.rows);
-    o.bits = double(q.storage_bytes()) * 8.0;
   });
   SchemeResult r;
   r.scheme = s;
@@ -100,6 +109,15 @@ SchemeResult run_scheme(const SweepScheme& s, const std::vector<TensorView>& ten
     r.kept_float += out[i].kept_float;
   }
   r.tensors = tensors.size();
+  for (const TensorOutcome& o : out) {
+    if (!o.refused.empty()) {
+      r.unavailable = o.refused;
+      const double nan = std::nan("");
+      r.error.rel_rmse = r.error.snr_db = r.error.max_abs = r.error.rmse = r.worst_rel_rmse = r.bits_per_weight = nan;
+      r.worst_tensor.clear();
+      return r;
+    }
+  }
   r.error = combine_error_sums(all);
   r.bits_per_weight = weights > 0 ? bits / weights : 0;
   return r;
@@ -107,9 +125,14 @@ SchemeResult run_scheme(const SweepScheme& s, const std::vector<TensorView>& ten
 
 void mark_pareto(std::vector<SchemeResult>& results) {
   for (SchemeResult& a : results) {
-    a.pareto = !std::isnan(a.error.rel_rmse);
+    // A scheme that held none of the tensors (every row too short for its blocks) is the
+    // float model again, not a choice: never on the front, nor does it push others off.
+    auto candidate = [](const SchemeResult& r) {
+      return !std::isnan(r.error.rel_rmse) && !(r.tensors > 0 && r.kept_float == r.tensors);
+    };
+    a.pareto = candidate(a);
     for (const SchemeResult& b : results) {
-      if (&a == &b || !a.pareto || std::isnan(b.error.rel_rmse)) continue;
+      if (&a == &b || !a.pareto || !candidate(b)) continue;
       const bool no_worse = b.bits_per_weight <= a.bits_per_weight && b.error.rel_rmse <= a.error.rel_rmse;
       const bool better = b.bits_per_weight < a.bits_per_weight || b.error.rel_rmse < a.error.rel_rmse;
       if (no_worse && better) a.pareto = false;

@@ -37,16 +37,22 @@ struct SchemeResult {
   size_t tensors = 0, kept_float = 0;  // kept float: the scheme does not fit its rows
   double seconds = 0;
   bool pareto = false;
+  // Why the scheme cannot hold this model (the first tensor it refuses, in tensor order:
+  // a value its parameters cannot store, e.g. a Q4_1 minimum past f16's range); empty if
+  // it can. Its figures are then NaN, and it is never on the front.
+  std::string unavailable;
 };
 
 // Quantizes every tensor with the scheme (tensors in parallel, rows in parallel inside
 // each, on the current arena) and measures it; tensors the scheme cannot hold (a GGUF
 // block that does not divide the row) count as kept in their own float type, exactly,
-// as a conversion would keep them. Figures do not depend on threads.
+// as a conversion would keep them; a tensor the scheme refuses makes the result unavailable
+// (the other schemes still run). Figures do not depend on threads.
 SchemeResult run_scheme(const SweepScheme& s, const std::vector<TensorView>& tensors, const Kernels& k);
 
 // Sets `pareto` on the results no other result dominates (bits per weight and relative
-// RMSE both <=, one of them <). NaN errors are never on the front.
+// RMSE both <=, one of them <). NaN errors, and schemes that kept every tensor float, are
+// never on the front.
 void mark_pareto(std::vector<SchemeResult>& results);
 
 }  // namespace wq::cli

@@ -2412,6 +2412,31 @@ TEST_F(Cli, DequantizeRefusesWeightsTheNarrowDtypeCannotHold) {
   expect(0, {"dequantize", path("q.wq"), path("back.safetensors"), "-q"});  // f32 holds it
 }
 
+// A scheme that cannot hold a model's values (Q4_1's f16 minimum past 65504 for weights of
+// 1e5) is reported unavailable, with the reason; the other schemes' results still come
+// (one refusal ended the whole sweep with nothing printed).
+TEST_F(Cli, BenchMarksASchemeThatCannotHoldTheModelUnavailable) {
+  std::vector<float> big(8 * 64);
+  for (size_t i = 0; i < big.size(); ++i) big[i] = 1e5f + float(i % 64) * 100.0f;
+  write_f32_safetensors(path("big.safetensors"), {{"big.weight", 8, 64, big}});
+  const json doc = json_of({"bench", "--model", path("big.safetensors"), "--json"});
+  size_t unavailable = 0, measured = 0;
+  for (const json& r : doc["schemes"]) {
+    if (r["unavailable"].is_string()) {
+      ++unavailable;
+      EXPECT_TRUE(r["rel_rmse"].is_null()) << r.dump();
+      EXPECT_FALSE(r["pareto"].get<bool>()) << r.dump();
+      EXPECT_TRUE(contains(r["unavailable"].get<std::string>(), "big.weight")) << r.dump();
+    } else {
+      ++measured;
+      EXPECT_TRUE(r["rel_rmse"].is_number()) << r.dump();
+    }
+    if (r["scheme"] == "Q4_1") EXPECT_TRUE(r["unavailable"].is_string()) << r.dump();
+  }
+  EXPECT_GT(unavailable, 0u);
+  EXPECT_GT(measured, 0u);
+}
+
 // RFC 4180 fields and row counts of a CSV text.
 std::vector<std::vector<std::string>> parse_csv(const std::string& text) {
   std::vector<std::vector<std::string>> rows(1);

@@ -117,9 +117,14 @@ TEST(SchemeSweep, ParetoFrontKeepsOnlyUndominatedSchemes) {
   std::vector<SchemeResult> v = {point("a", 4, 0.1),   point("b", 5, 0.05), point("c", 5, 0.2),
                                  point("d", 4, 0.1),   point("e", 3, NAN),  point("f", 6, 0.05),
                                  point("g", 2.5, 0.7), point("h", 2.5, 0.8)};
+  // A scheme that held no tensor (every one kept float, exact) is neither on the front nor
+  // pushes others off it, however few bits it is given.
+  SchemeResult none = point("i", 1.0, 0.0);
+  none.tensors = none.kept_float = 3;
+  v.push_back(none);
   mark_pareto(v);
-  const std::map<std::string, bool> want = {{"a", true},  {"b", true},  {"c", false}, {"d", true},
-                                            {"e", false}, {"f", false}, {"g", true},  {"h", false}};
+  const std::map<std::string, bool> want = {{"a", true},  {"b", true},  {"c", false}, {"d", true}, {"e", false},
+                                            {"f", false}, {"g", true},  {"h", false}, {"i", false}};
   for (const SchemeResult& r : v) EXPECT_EQ(r.pareto, want.at(r.scheme.name)) << r.scheme.name;
 }
 
