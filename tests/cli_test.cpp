@@ -602,6 +602,13 @@ TEST_F(Cli, DryRunWritesNothingAndPredictsTheExactSize) {
   const uint64_t planned = plan["planned_output_bytes"];
   expect(0, {"quantize", src, out, "--bits", "4", "--block", "32", "--quiet"});
   EXPECT_EQ(fs::file_size(out), planned);
+  // OUT is checked as the run checks it (a dry run said yes where the run then said no).
+  r = expect(4, {"quantize", src, out, "--dry-run"});
+  EXPECT_TRUE(contains(r.err, "already exists")) << r.err;
+  r = expect(4, {"quantize", src, src, "--dry-run", "--force", "--format", "wq"});
+  EXPECT_TRUE(contains(r.err, "never overwrites its input")) << r.err;
+  r = expect(4, {"quantize", src, path("no/such/dir/x.wq"), "--dry-run"});
+  EXPECT_TRUE(contains(r.err, "does not exist")) << r.err;
 }
 
 TEST_F(Cli, JsonSummaryHasTheFields) {
