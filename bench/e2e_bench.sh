@@ -140,7 +140,8 @@ job() {
   [ "$llama_type" = "$llama_args" ] || llama_opts=${llama_args% *}
   if [ -n "${WQ_E2E_JOBS:-}" ] && ! printf ' %s ' "$WQ_E2E_JOBS" | grep -q " $label "; then return 0; fi
   local out_bytes threads
-  if ! "$wq" quantize "$in" "$out" "$@" --dry-run --json > "$dir/.plan" 2> "$dir/.err"; then
+  # (--force: the dry run checks OUT as the run does, and an earlier run's OUT may be there)
+  if ! "$wq" quantize "$in" "$out" "$@" --dry-run --force --json > "$dir/.plan" 2> "$dir/.err"; then
     echo "$label: wquant --dry-run failed:" >&2
     tail -5 "$dir/.err" >&2
     exit 1
