@@ -76,12 +76,28 @@ void on_bus(int, siginfo_t* info, void*) {
 
 // Every other signal whose default ends the process: remove the temporary outputs, then
 // die of the same signal (SA_RESETHAND restored the default), so the parent sees it.
+void on_fatal(int sig);
+
+void arm_fatal(int sig) {
+  struct sigaction fatal {};
+  fatal.sa_handler = on_fatal;
+  fatal.sa_flags = SA_RESETHAND | SA_NODEFER | SA_ONSTACK;
+  sigemptyset(&fatal.sa_mask);
+  sigaction(sig, &fatal, nullptr);
+}
+
 void on_fatal(int sig) {
   // A signal sent (not a fault of this process) during the renames of a result of several
   // files waits for them, as in on_interrupt; raised again after, it finds the default
   // action (SA_RESETHAND), with every file of the result in place or none.
   const bool fault = sig == SIGSEGV || sig == SIGILL || sig == SIGFPE || sig == SIGABRT || sig == SIGTRAP || sig == SIGSYS;
-  if (!fault && wq::defer_signal_in_commit(sig)) return;
+  if (!fault && wq::defer_signal_in_commit(sig)) {
+    // SA_RESETHAND put the default action back: armed again (sigaction is
+    // async-signal-safe), so that the raise after the renames, or the same signal sent
+    // again meanwhile, comes back here instead of ending the process mid-rename.
+    arm_fatal(sig);
+    return;
+  }
   wq::remove_temp_outputs_from_signal();
   ::raise(sig);
 }
@@ -116,10 +132,6 @@ void install_interrupt_handlers() {
   sigfillset(&bus.sa_mask);
   sigaction(SIGBUS, &bus, nullptr);
 
-  struct sigaction fatal {};
-  fatal.sa_handler = on_fatal;
-  fatal.sa_flags = SA_RESETHAND | SA_NODEFER | SA_ONSTACK;
-  sigemptyset(&fatal.sa_mask);
   std::vector<int> fatal_signals = {SIGHUP,  SIGQUIT, SIGPIPE,   SIGUSR1, SIGUSR2, SIGALRM, SIGVTALRM,
                                     SIGPROF, SIGXCPU, SIGXFSZ,   SIGSYS,  SIGTRAP, SIGIO,   SIGSTKFLT,
                                     SIGPWR,  SIGSEGV, SIGILL,    SIGFPE,  SIGABRT};
@@ -128,7 +140,7 @@ void install_interrupt_handlers() {
     struct sigaction old {};
     // A signal the parent set to be ignored (nohup's SIGHUP) stays ignored.
     if (sigaction(sig, nullptr, &old) == 0 && old.sa_handler == SIG_IGN) continue;
-    sigaction(sig, &fatal, nullptr);
+    arm_fatal(sig);
   }
 }
 

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cerrno>
 #include <cstdint>
 #include <cstdlib>
@@ -36,9 +37,11 @@ char g_paths[kSlots][kPathMax];  // the temporary name
 char g_final[kSlots][kPathMax];  // the final name, for kRenaming and kPlaced
 std::atomic<uint8_t> g_state[kSlots];
 
-// commit_together's renames in progress, and the first signal that came meanwhile.
-std::atomic<bool> g_committing{false};
-std::atomic<int> g_deferred{0};
+// commit_together's state, one atomic so that a handler on any thread and the committing
+// thread agree on who acts: kIdle; kCommitting (renames under way: a signal is deferred);
+// kSignalled + sig (one came: the committer puts the earlier files back, then raises it).
+constexpr int kIdle = 0, kCommitting = 1, kSignalled = 2;
+std::atomic<int> g_commit{kIdle};
 
 int register_temp(const std::string& p) {
   if (p.size() >= kPathMax) return -1;
@@ -114,7 +117,9 @@ void remove_dead_temporaries(const std::string& out) {
 bool is_temp_name_of(const std::string& file, const std::string& out) {
   namespace fs = std::filesystem;
   const fs::path f(file), o(out);
-  const std::string n = f.filename().string(), prefix = temp_prefix(o.filename().string());
+  std::string n = f.filename().string();
+  const std::string prefix = temp_prefix(o.filename().string());
+  if (n.size() > 4 && n.compare(n.size() - 4, 4, "-old") == 0) n.resize(n.size() - 4);  // (commit_together's backups)
   if (n.size() <= prefix.size() || n.compare(0, prefix.size(), prefix) != 0) return false;
   if (n.find_first_not_of("0123456789", prefix.size()) != std::string::npos) return false;
   std::error_code ec;
@@ -142,6 +147,16 @@ int rename_no_replace(const char* from, const char* to) {
     return -1;
   }
   return ::rename(from, to);
+}
+
+// The directory of `path` synced (the renames in it made durable); skipped without fsync.
+void sync_directory_of(const std::string& path, bool fsync) {
+  if (!fsync) return;
+  const std::filesystem::path dir = std::filesystem::path(path).parent_path();
+  const int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return;
+  ::fsync(fd);
+  ::close(fd);
 }
 
 }  // namespace
@@ -443,14 +458,7 @@ static int rename_pause_ms() {
 }
 
 // The rename is durable only once the directory is: its fsync (skipped with the file's).
-void OutputFile::sync_directory() const {
-  if (!io_.fsync) return;
-  const std::filesystem::path dir = std::filesystem::path(path_).parent_path();
-  const int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return;  // (the file itself is synced; a directory that cannot be opened has nothing to add)
-  ::fsync(fd);         // (some file systems refuse a directory's fsync: nothing more to do there)
-  ::close(fd);
-}
+void OutputFile::sync_directory() const { sync_directory_of(path_, io_.fsync); }
 
 void OutputFile::place(bool removable) {
   finish();
@@ -471,7 +479,7 @@ void OutputFile::place(bool removable) {
   if (replace_ && ::stat(path_.c_str(), &old) == 0 && S_ISREG(old.st_mode)) {
     // The file replaced keeps its permissions (a 0600 model stays private), as an edit in
     // place would; a new file gets the usual 0644 less the umask.
-    ::chmod(temp_.c_str(), old.st_mode & 07777);
+    ::chmod(temp_.c_str(), old.st_mode & 0777);  // (never a set-id bit)
   }
   if (replace_) {
     if (::rename(temp_.c_str(), path_.c_str()) != 0) {
@@ -497,60 +505,118 @@ void OutputFile::place(bool removable) {
 }
 
 bool defer_signal_in_commit(int sig) {
-  if (!g_committing.load()) return false;
-  int none = 0;
-  g_deferred.compare_exchange_strong(none, sig);
-  return true;
+  int s = g_commit.load();
+  for (;;) {
+    if (s == kIdle) return false;
+    if (s != kCommitting) return true;  // one is pending already: it acts for both
+    if (g_commit.compare_exchange_weak(s, kSignalled + sig)) return true;
+  }
 }
 
 void commit_together(const std::vector<OutputFile*>& files) {
   for (OutputFile* f : files) f->finish();  // every byte on the disk before any name changes
-  // Backups of the files replaced: a hard link beside each, "<temporary name>-old" (a
-  // killed run's are removed as its temporaries are). "" where there is none to keep, or
-  // the file system has no hard links (then a failed rename cannot give that file back).
-  std::vector<std::string> backups(files.size());
-  size_t placed = 0;
-  g_committing.store(true);
-  auto restore = [&] {
-    for (size_t k = 0; k < placed; ++k) {
-      const std::string& path = files[k]->path();
-      if (!backups[k].empty()) {
-        if (::rename(backups[k].c_str(), path.c_str()) == 0) backups[k].clear();
-      } else {
-        ::unlink(path.c_str());  // ours: none of the result may stay without the rest
-      }
-    }
+  // Each file replaced is linked aside first, as "<its temporary name>-old", registered
+  // like a temporary file: a signal handled after the renames removes it, and a killed
+  // run's is removed as its temporaries are. Without the link the replaced file could not
+  // be put back: refused before any rename (a file system without hard links, or a file
+  // of another user's under protected_hardlinks: remove it, or choose another OUT).
+  struct Backup {
+    std::string path;  // "" where nothing is replaced
+    int slot = -1;
   };
-  auto finish = [&] {
-    for (const std::string& b : backups) {
-      if (!b.empty()) ::unlink(b.c_str());
-    }
-    g_committing.store(false);
-    // A signal that came during the renames acts now, on none of the result: it was
-    // interrupted, so what was there before is back (the handler then removes what else
-    // the run had under way and ends the process).
-    if (const int sig = g_deferred.exchange(0)) ::raise(sig);
+  std::vector<Backup> backups(files.size());
+  auto drop = [&](Backup& b, bool unlink) {
+    if (unlink && !b.path.empty()) ::unlink(b.path.c_str());
+    unregister_temp(b.slot);
+    b = Backup();
   };
   try {
     for (size_t k = 0; k < files.size(); ++k) {
       if (!files[k]->replaces()) continue;
-      const std::string b = files[k]->temp_path() + "-old";
-      ::unlink(b.c_str());
-      if (::link(files[k]->path().c_str(), b.c_str()) == 0) backups[k] = b;
+      Backup& b = backups[k];
+      b.path = files[k]->temp_path() + "-old";
+      b.slot = register_temp(b.path);
+      ::unlink(b.path.c_str());
+      if (b.slot < 0 || ::link(files[k]->path().c_str(), b.path.c_str()) != 0) {
+        const int e = b.slot < 0 ? EMFILE : errno;
+        throw Error(files[k]->path() + ": cannot link the file it replaces aside (" + std::strerror(e) +
+                        "), to put it back if a later file of the result failed; remove it first, or choose another OUT",
+                    ErrorKind::Output);
+      }
     }
+  } catch (...) {
+    for (Backup& b : backups) drop(b, true);
+    throw;
+  }
+  // Puts back what files [0, placed) replaced, or removes them where they replaced nothing.
+  // A backup that cannot be renamed back is kept, and said.
+  auto restore = [&](size_t placed) {
+    std::string kept;
+    for (size_t k = 0; k < placed; ++k) {
+      const std::string& path = files[k]->path();
+      Backup& b = backups[k];
+      if (b.path.empty()) {
+        ::unlink(path.c_str());
+      } else if (::rename(b.path.c_str(), path.c_str()) == 0) {
+        drop(b, false);
+      } else {
+        kept += (kept.empty() ? "" : "; ") + path + " as it was is " + b.path + " (" + std::strerror(errno) + ")";
+        unregister_temp(b.slot);  // (the user's data now: never removed)
+        b = Backup();
+      }
+    }
+    sync_directory_of(files.front()->path(), true);
+    return kept;
+  };
+  // Restores (if asked) with signals still deferred, drops the backups, and ends the
+  // commit: returns the signal that came meanwhile (0 if none) and what could not be put back.
+  auto settle = [&](size_t placed, std::string* kept) {
+    *kept = restore(placed);
+    for (Backup& b : backups) drop(b, true);
+    const int state = g_commit.exchange(kIdle);
+    return state >= kSignalled ? state - kSignalled : 0;
+  };
+  auto act_on = [](int sig, const std::string& kept) {
+    if (!kept.empty()) {
+      const std::string line = "wquant: error: interrupted while renaming the result; " + kept + "\n";
+      [[maybe_unused]] const ssize_t w = ::write(STDERR_FILENO, line.data(), line.size());
+    }
+    ::raise(sig);  // (its handler, armed again when it deferred, removes what else the run had under way)
+    ::_exit(128 + sig);  // (not reached: the handlers end the process)
+  };
+  size_t placed = 0;
+  g_commit.store(kCommitting);
+  try {
     for (; placed < files.size(); ++placed) {
       files[placed]->commit();
       if (placed + 1 < files.size()) {
-        if (const int ms = rename_pause_ms(); ms > 0) ::usleep(useconds_t(ms) * 1000);
+        // (The whole pause, signals or not: a test sends one, then another, into it.)
+        if (const int ms = rename_pause_ms(); ms > 0) {
+          const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+          while (std::chrono::steady_clock::now() < until) ::usleep(10000);
+        }
       }
     }
-    if (g_deferred.load()) restore();
+  } catch (const Error& e) {
+    std::string kept;
+    if (const int sig = settle(placed, &kept)) act_on(sig, kept);
+    if (kept.empty()) throw;
+    throw Error(std::string(e.what()) + "; the earlier files could not all be put back: " + kept, e.kind());
   } catch (...) {
-    restore();
-    finish();
+    std::string kept;
+    if (const int sig = settle(placed, &kept)) act_on(sig, kept);
     throw;
   }
-  finish();
+  int state = kCommitting;
+  if (g_commit.compare_exchange_strong(state, kIdle)) {
+    // Done: a signal from here on finds the whole result in place (its handler removes
+    // the backups still registered).
+    for (Backup& b : backups) drop(b, true);
+    return;
+  }
+  // A signal came during the renames: what was there before goes back, then it acts.
+  std::string kept;
+  act_on(settle(placed, &kept), kept);
 }
 
 }  // namespace wq

@@ -2212,6 +2212,28 @@ TEST_F(Cli, CtrlCDuringTheShardRenamesPutsTheEarlierShardsBack) {
   for (size_t k = 0; k < shards.size(); ++k) EXPECT_TRUE(read_bytes(shards[k]) == before[k]) << shards[k];
   const auto files = std::distance(fs::directory_iterator(path("out")), fs::directory_iterator());
   EXPECT_EQ(size_t(files), shards.size()) << "a temporary or backup file was left beside the shards";
+  // The same with SIGHUP sent twice (its handler resets to the default as it runs) and a
+  // params file written by the run: the earlier shards back, the params file removed,
+  // nothing else left (it died of the second SIGHUP mid-rename, leaving a mixed set, and
+  // the first skipped the clean-up).
+  Child h = spawn({"quantize", "--keep-split", path("m-00001-of-00003.gguf"), path("out/q.gguf"), "Q4_0", "--force",
+                   "--params", path("out/p.json"), "-q"},
+                  {{"WQUANT_TEST_RENAME_PAUSE_MS", "1500"}});
+  replaced = false;
+  for (int i = 0; i < 6000 && !replaced; ++i) {
+    struct stat st;
+    replaced = ::stat(shards[0].c_str(), &st) == 0 && st.st_ino != st0.st_ino;
+    if (!replaced) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_TRUE(replaced) << shards[0] << " was never replaced";
+  kill(h.pid, SIGHUP);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  kill(h.pid, SIGHUP);
+  const Result rh = finish(h);
+  EXPECT_EQ(rh.code, 128 + SIGHUP) << rh.out << rh.err;
+  for (size_t k = 0; k < shards.size(); ++k) EXPECT_TRUE(read_bytes(shards[k]) == before[k]) << shards[k];
+  EXPECT_FALSE(fs::exists(path("out/p.json")));
+  EXPECT_EQ(size_t(std::distance(fs::directory_iterator(path("out")), fs::directory_iterator())), shards.size());
   // Uninterrupted, every shard is replaced, and a private shard stays private.
   ASSERT_EQ(::chmod(shards[1].c_str(), 0600), 0);
   expect(0, {"quantize", "--keep-split", path("m-00001-of-00003.gguf"), path("out/q.gguf"), "Q4_0", "--force", "-q"});
@@ -2688,13 +2710,16 @@ TEST_F(Cli, GgufStringsAreWrittenUpToTheirFirstNul) {
 // An input named as a temporary file of OUT (which OutputFile removes when its pid is
 // gone) is refused: the run deleted it and succeeded.
 TEST_F(Cli, AnInputNamedAsATemporaryOfOutIsRefusedNotRemoved) {
-  const std::string in = path(".out.wq.wquant-tmp-4000000");
   write_f32_safetensors(path("x.safetensors"), {{"a", 8, 64, {}}});
-  fs::copy_file(path("x.safetensors"), in);
-  const Result r = expect(4, {"quantize", in, path("out.wq")});
-  EXPECT_TRUE(contains(r.err, "is named as a temporary file of OUT")) << r.err;
-  EXPECT_TRUE(fs::exists(in));
-  EXPECT_FALSE(fs::exists(path("out.wq")));
+  // (and as the backup of a file --force replaced in a result of several files)
+  for (const std::string name : {".out.wq.wquant-tmp-4000000", ".out.wq.wquant-tmp-4000000-old"}) {
+    const std::string in = path(name);
+    fs::copy_file(path("x.safetensors"), in);
+    const Result r = expect(4, {"quantize", in, path("out.wq")});
+    EXPECT_TRUE(contains(r.err, "is named as a temporary file of OUT")) << r.err;
+    EXPECT_TRUE(fs::exists(in));
+    EXPECT_FALSE(fs::exists(path("out.wq")));
+  }
 }
 
 // A .safetensors file cut inside its header, or with an absurd header length, is told so

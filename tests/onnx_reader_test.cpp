@@ -1059,7 +1059,9 @@ TEST_F(OnnxReaderTest, CtrlCBetweenTheDataFileAndTheGraphKeepsTheEarlierPair) {
   const CmdResult r = run("ino=$(stat -c %i " + quote(data) + "); WQUANT_TEST_RENAME_PAUSE_MS=3000 " + quote(WQUANT_BIN) +
                           " quantize " + quote(dir_ + "/m.onnx") + " " + quote(graph) +
                           " --bits 4 --external-data --force -q & pid=$!; i=0; while [ \"$(stat -c %i " + quote(data) +
-                          ")\" = \"$ino\" ] && [ $i -lt 6000 ]; do sleep 0.005; i=$((i+1)); done; kill -INT $pid; wait $pid; echo \"rc=$?\"");
+                          ")\" = \"$ino\" ] && [ $i -lt 6000 ]; do sleep 0.005; i=$((i+1)); done; [ \"$(stat -c %i " + quote(data) +
+                          ")\" != \"$ino\" ] && echo replaced; kill -INT $pid; wait $pid; echo \"rc=$?\"");
+  EXPECT_NE(r.out.find("replaced"), std::string::npos) << "the data file was never replaced: " << r.out;
   EXPECT_NE(r.out.find("rc=130"), std::string::npos) << r.out;
   EXPECT_TRUE(read_file(graph) == old_graph);
   EXPECT_TRUE(read_file(data) == old_data);
