@@ -2199,13 +2199,16 @@ TEST_F(Cli, CtrlCDuringTheShardRenamesPutsTheEarlierShardsBack) {
   ASSERT_EQ(::stat(shards[0].c_str(), &st0), 0);
   Child c = spawn({"quantize", "--keep-split", path("m-00001-of-00003.gguf"), path("out/q.gguf"), "Q4_0", "--force", "-q"},
                   {{"WQUANT_TEST_RENAME_PAUSE_MS", "3000"}});
-  bool replaced = false;
-  for (int i = 0; i < 6000 && !replaced; ++i) {
-    struct stat st;
-    replaced = ::stat(shards[0].c_str(), &st) == 0 && st.st_ino != st0.st_ino;
-    if (!replaced) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  ASSERT_TRUE(replaced) << shards[0] << " was never replaced";
+  // Waits (up to 30 s) until the first shard is a new file: the renames have begun.
+  auto first_replaced = [&] {
+    for (int i = 0; i < 6000; ++i) {
+      struct stat st;
+      if (::stat(shards[0].c_str(), &st) == 0 && st.st_ino != st0.st_ino) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return false;
+  };
+  ASSERT_TRUE(first_replaced()) << shards[0] << " was never replaced";
   kill(c.pid, SIGINT);
   const Result r = finish(c);
   EXPECT_EQ(r.code, 130) << r.out << r.err;
@@ -2219,13 +2222,7 @@ TEST_F(Cli, CtrlCDuringTheShardRenamesPutsTheEarlierShardsBack) {
   Child h = spawn({"quantize", "--keep-split", path("m-00001-of-00003.gguf"), path("out/q.gguf"), "Q4_0", "--force",
                    "--params", path("out/p.json"), "-q"},
                   {{"WQUANT_TEST_RENAME_PAUSE_MS", "1500"}});
-  replaced = false;
-  for (int i = 0; i < 6000 && !replaced; ++i) {
-    struct stat st;
-    replaced = ::stat(shards[0].c_str(), &st) == 0 && st.st_ino != st0.st_ino;
-    if (!replaced) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  ASSERT_TRUE(replaced) << shards[0] << " was never replaced";
+  ASSERT_TRUE(first_replaced()) << shards[0] << " was never replaced";
   kill(h.pid, SIGHUP);
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   kill(h.pid, SIGHUP);
