@@ -537,8 +537,13 @@ void commit_together(const std::vector<OutputFile*>& files) {
       b.path = files[k]->temp_path() + "-old";
       b.slot = register_temp(b.path);
       ::unlink(b.path.c_str());
-      if (b.slot < 0 || ::link(files[k]->path().c_str(), b.path.c_str()) != 0) {
-        const int e = b.slot < 0 ? EMFILE : errno;
+      int e = b.slot < 0 ? EMFILE : 0;
+      if (!e && ::link(files[k]->path().c_str(), b.path.c_str()) != 0) e = errno;
+      if (e == ENOENT) {  // gone since the run began: nothing to put back
+        drop(b, false);
+        continue;
+      }
+      if (e) {
         throw Error(files[k]->path() + ": cannot link the file it replaces aside (" + std::strerror(e) +
                         "), to put it back if a later file of the result failed; remove it first, or choose another OUT",
                     ErrorKind::Output);
