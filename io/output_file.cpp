@@ -86,6 +86,17 @@ std::string temp_prefix(const std::string& name) {
   return p;
 }
 
+// The pid of a temporary file name `n` of the OUT whose temp_prefix is `prefix`
+// ("<prefix><pid>", or "<prefix><pid>-old", commit_together's backup of a replaced file),
+// as its digits; "" when n is no such name.
+std::string temp_pid_digits(const std::string& n, const std::string& prefix) {
+  if (n.size() <= prefix.size() || n.compare(0, prefix.size(), prefix) != 0) return "";
+  std::string digits = n.substr(prefix.size());
+  if (digits.size() > 4 && digits.compare(digits.size() - 4, 4, "-old") == 0) digits.resize(digits.size() - 4);
+  if (digits.find_first_not_of("0123456789") != std::string::npos) return "";
+  return digits;
+}
+
 // Removes temporary files of OUT left by runs that were killed (SIGKILL, power loss):
 // `.<OUT>.wquant-tmp-<pid>` whose pid no longer exists. A live pid's file is another
 // run's work in progress and is left alone.
@@ -94,11 +105,8 @@ void remove_dead_leftovers(const std::string& dir, const std::string& prefix) {
   if (!d) return;
   while (const dirent* e = ::readdir(d)) {
     const std::string n = e->d_name;
-    if (n.size() <= prefix.size() || n.compare(0, prefix.size(), prefix) != 0) continue;
-    std::string digits = n.substr(prefix.size());
-    // (commit_together's backup of a replaced file: "<pid>-old")
-    if (digits.size() > 4 && digits.compare(digits.size() - 4, 4, "-old") == 0) digits.resize(digits.size() - 4);
-    if (digits.empty() || digits.size() > 10 || digits.find_first_not_of("0123456789") != std::string::npos) continue;
+    const std::string digits = temp_pid_digits(n, prefix);
+    if (digits.empty() || digits.size() > 10) continue;
     const long long pid = std::stoll(digits);
     if (pid <= 0 || pid > INT32_MAX || pid == ::getpid()) continue;
     if (::kill(pid_t(pid), 0) != 0 && errno == ESRCH) ::unlinkat(::dirfd(d), n.c_str(), 0);
@@ -117,11 +125,7 @@ void remove_dead_temporaries(const std::string& out) {
 bool is_temp_name_of(const std::string& file, const std::string& out) {
   namespace fs = std::filesystem;
   const fs::path f(file), o(out);
-  std::string n = f.filename().string();
-  const std::string prefix = temp_prefix(o.filename().string());
-  if (n.size() > 4 && n.compare(n.size() - 4, 4, "-old") == 0) n.resize(n.size() - 4);  // (commit_together's backups)
-  if (n.size() <= prefix.size() || n.compare(0, prefix.size(), prefix) != 0) return false;
-  if (n.find_first_not_of("0123456789", prefix.size()) != std::string::npos) return false;
+  if (temp_pid_digits(f.filename().string(), temp_prefix(o.filename().string())).empty()) return false;
   std::error_code ec;
   const fs::path fd = f.parent_path().empty() ? fs::path(".") : f.parent_path();
   const fs::path od = o.parent_path().empty() ? fs::path(".") : o.parent_path();
