@@ -55,6 +55,10 @@ void hqq_to_ggml(const QuantizedTensor& q, GgmlBlock t, uint8_t* out, const Kern
   }
 }
 
+// Below sqrt(FLT_MIN) a weight's square is a denormal or zero: a block of such weights
+// gives the importance-weighted K-quant searches all-zero (or all-denormal) weights.
+constexpr float kSquareUnderflows = 1.0842022e-19f;
+
 // Each block type's f16 scale d (and min or dmin) sits at its traits' offsets.
 // Finite weights give an Inf there when the block's scale or min passes f16's 65504 (a
 // Q8_0 block with |w| > 127 x 65504, a Q4_1 block whose min is below -65504, a K-quant
@@ -90,6 +94,14 @@ std::string check_ggml_rows(const TensorView& w, GgmlBlock t, const uint8_t* out
         return where + ": the importance matrix's values for these columns are all zero, which leaves the block's "
                        "search without weights (llama-quantize fails here too); leave this tensor out of the "
                        "imatrix (--exclude-weights " + w.name + ") or use another imatrix";
+      }
+      if (imatrix && std::max(-mn, mx) < kSquareUnderflows) {
+        // llama.cpp weighs each weight by qw * sqrt(sigma2 + x * x): both terms are zero in
+        // float here, whatever the importance values, so the search has no weights.
+        return where + ": weights so small that their squares underflow in float, which leaves the block's "
+                       "importance-weighted search without weights (llama.cpp's divides by zero there); quantize this "
+                       "tensor without the importance matrix (--exclude-weights " + w.name + ") or keep it float (a "
+                       "params rule with \"skip\": true)";
       }
       if (imatrix && std::max(-mn, mx) < 65504.0f) {
         // Weights this small give every type a scale and min that fit (each is at most
@@ -215,6 +227,14 @@ void quantize_ggml_into(const TensorView& w, GgmlBlock t, const QuantSpec& spec,
     for (size_t c = 0; c < cols; ++c) {
       if (!(imatrix[c] - imatrix[c] == 0.0f)) {
         throw Error(w.name + ": importance matrix entry " + std::to_string(c) + " is not finite");
+      }
+      if (imatrix[c] < 0.0f) {
+        char v[32];
+        std::snprintf(v, sizeof v, "%.6g", double(imatrix[c]));
+        throw Error(w.name + ": importance matrix entry " + std::to_string(c) + " is " + v + ", negative: the values are "
+                    "mean squares of activations, never below zero (a broken file?), and llama.cpp's searches weigh "
+                    "errors by them (a negative weight rewards error: garbage with no error); use another importance "
+                    "matrix or leave this tensor out of it (--exclude-weights " + w.name + ")");
       }
       if (imatrix[c] >= kLargestImportance) {
         char v[32];

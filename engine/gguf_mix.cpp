@@ -384,6 +384,9 @@ std::vector<MixChoice> choose_mix_types(const std::vector<TensorInfo>& tensors, 
         c.quantize = true;
         c.type = opts.mix.base;
       }
+      // --pure asks for the base type everywhere; where its blocks do not fit the rows,
+      // llama-quantize fails on the model (unless an explicit type below replaces it).
+      c.pure_misfit = opts.pure && quantized_base && ne0(t) % facts(opts.mix.base).block != 0;
       // The explicit types win over the mix and --tensor-type (applied last, as
       // llama-quantize applies them) without its fallback table: where the rows do not
       // fit, llama-quantize fails, and wquant keeps the tensor float, as for --tensor-type.

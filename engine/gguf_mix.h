@@ -78,6 +78,9 @@ struct MixChoice {
   GgmlType type = GgmlType::F32;
   bool fallback = false;  // the row fits no block of the chosen type: llama's fallback type
   bool unsupported = false;  // llama-quantize aborts here ("Unsupported tensor size encountered")
+  // --pure's base type, whose blocks do not fit the rows: llama-quantize fails on the
+  // model, and the plan refuses it unless the user's rules choose otherwise for it.
+  bool pure_misfit = false;
   std::string note;       // said once: the fallback or the abort
 };
 

@@ -320,8 +320,8 @@ void convert_float(const TensorView& v, DType to, OutputBytes& out, const Kernel
     char what[64];
     std::snprintf(what, sizeof what, "%.6g", double(source(i)));
     throw Error(v.name + ": row " + std::to_string(i / cols) + ", column " + std::to_string(i % cols) + ": the weight " +
-                what + " does not fit in f16 (largest 65504), the type --fp16 keeps float tensors in; quantize "
-                "without --fp16");
+                what + " does not fit in f16 (largest 65504), the type it was to be kept in (--fp16, or a GGUF F16 "
+                "type); keep it in f32 or bf16 (without --fp16, or another type for it)");
   }
 }
 

@@ -51,6 +51,16 @@ std::vector<TensorPlan> make_gguf_plan(const std::vector<TensorInfo>& tensors, c
     mix.mix = mix_of_block(opts.ggml);
   }
   mix.has_imatrix = opts.imatrix && !opts.imatrix->empty();  // llama-quantize: entries left after the filters
+  // --hqq refines a type's minimum: a mix whose own type has none (Q3_K_*, Q6_K, IQ4_*,
+  // Q4_0 ...) is refused whatever its tensors fall back to.
+  if (opts.defaults.hqq && !ggml_type_is_float(mix.mix.base)) {
+    const auto base = ggml_block_of_gguf(uint32_t(mix.mix.base));
+    if (base && !ggml_traits(*base).has_min) {
+      throw Error(std::string("--hqq with GGUF needs a mix whose type has a minimum (Q4_1, Q5_1, Q2_K*, Q4_K*, "
+                              "Q5_K*), not ") + mix.mix.name + " (" + ggml_block_name(*base) + ")",
+                  ErrorKind::Usage);
+    }
+  }
   const MixModel model = opts.gguf_model ? *opts.gguf_model : mix_model_from_names(tensors);
   const std::vector<size_t> order = opts.gguf_order ? *opts.gguf_order : llama_tensor_order(tensors);
   if (order.size() != tensors.size()) {
@@ -74,10 +84,13 @@ std::vector<TensorPlan> make_gguf_plan(const std::vector<TensorInfo>& tensors, c
     p.shape = t.shape;
     p.spec = opts.defaults;
     p.note = c.note;
-    bool ruled_type = false, skip = false;
+    bool ruled_type = false, ruled_hqq = false, skip = false;
     for (const TensorRule& r : opts.rules) {
       if (!glob_match(r.pattern, t.name)) continue;
-      if (r.hqq) p.spec.hqq = *r.hqq;
+      if (r.hqq) {
+        p.spec.hqq = *r.hqq;
+        ruled_hqq = true;
+      }
       if (r.gguf_type) {
         c.type = *r.gguf_type;
         c.unsupported = (t.shape.empty() ? 1 : t.shape.back()) % ggml_type_block(c.type) != 0;
@@ -93,6 +106,14 @@ std::vector<TensorPlan> make_gguf_plan(const std::vector<TensorInfo>& tensors, c
         c.quantize |= t.kind == StoredKind::Float && t.shape.size() >= 2;
       }
       p.note = c.note;
+    }
+    if (c.pure_misfit && c.quantize && !ruled_type) {
+      // (Refused here, in the plan: before anything is written, --dry-run included.)
+      throw Error(t.name + ": rows of " + std::to_string(t.shape.empty() ? 1 : t.shape.back()) +
+                  " are not a multiple of " + std::to_string(ggml_type_block(c.type)) + ", required by " +
+                  ggml_type_name(c.type) +
+                  " (--pure asks for it in every tensor; llama-quantize fails on it too): without --pure the tensor "
+                  "is kept float");
     }
     if (c.quantize && t.type_name == ggml_type_name(c.type)) c.quantize = false;
     if (p.spec.hqq) p.spec.asym = true;
@@ -144,6 +165,15 @@ std::vector<TensorPlan> make_gguf_plan(const std::vector<TensorInfo>& tensors, c
       }
       p.action = TensorAction::Ggml;
       p.ggml = *block;
+      // A K mix's --hqq refines its K-quant tensors; the legacy types llama.cpp falls back
+      // to where a row is not a multiple of 256 (Q5_1 for Q5_K ...) keep llama-quantize's
+      // bytes, as the mix's other tensors do (a rule naming the type or HQQ decides itself).
+      if (p.spec.hqq && !ruled_type && !ruled_hqq && ggml_traits(p.ggml).has_min && ggml_type_block(mix.mix.base) == 256 &&
+          ggml_type_block(c.type) != 256) {
+        p.spec.hqq = false;
+        p.note += (p.note.empty() ? t.name + ": " : std::string("; ")) + "no --hqq for " + ggml_type_name(c.type) +
+                  " (it refines the mix's K-quant tensors; the others keep llama-quantize's bytes)";
+      }
       if (p.spec.hqq && !ggml_traits(p.ggml).has_min) {
         if (ruled_type || c.type == mix.mix.base) {
           throw Error(t.name + ": --hqq with GGUF needs a type with a minimum (Q4_1, Q5_1, Q2_K, Q4_K or Q5_K), not " +

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <cstdio>
 #include <cstring>
 #include <vector>
@@ -103,9 +104,15 @@ static void check_params_finite(const RowSource& w, const QuantizedTensor& q, co
     const float* row = row_as_f32(w.tile(r, r + 1, &scratch), 0, q.cols, buf, k);
     float mn, mx;
     k.minmax(row + c0, q.block, &mn, &mx);
-    throw Error(where + ": weights from " + num(mn) + " to " + num(mx) + ": the range is too wide for float (3.4e38), " +
-                "so the " + q.spec.describe() + " parameters overflow; keep this tensor float (a params rule with " +
-                "\"skip\": true) or scale it down");
+    // Either the range itself passes float's largest value, or it fits and the scale,
+    // rounded up at its top (FLT_MAX / 127 does), times the largest code passes it.
+    const bool range_too_wide = double(mx) - double(mn) > double(std::numeric_limits<float>::max());
+    throw Error(where + ": weights from " + num(mn) + " to " + num(mx) + ": " +
+                (range_too_wide ? "the range is too wide for float (3.4e38), so the " + q.spec.describe() +
+                                      " parameters overflow"
+                                : "the " + q.spec.describe() + " scale, rounded up at the top of float's range, times "
+                                  "the largest code passes float's largest value (3.4e38)") +
+                "; keep this tensor float (a params rule with \"skip\": true) or scale it down");
   }
 }
 

@@ -104,7 +104,7 @@ Layout make_layout(const std::string& path, const std::vector<TensorPlan>& plan,
 class OnnxWriter final : public ModelWriter {
  public:
   OnnxWriter(const std::string& path, const std::vector<TensorPlan>& plan, const OnnxReader& src, const WriterOptions& opts)
-      : l_(make_layout(path, plan, src, opts)), out_(path), plan_(plan) {
+      : l_(make_layout(path, plan, src, opts)), out_(path), plan_(plan), source_path_(src.path()) {
     if (l_.external) data_ = std::make_unique<OutputFile>(path + ".data");
     else remove_dead_temporaries(path + ".data");  // an earlier --external-data run's, killed
     out_.write(l_.head.data(), l_.head.size());
@@ -368,12 +368,12 @@ class OnnxWriter final : public ModelWriter {
     const size_t nb = q.rows * q.blocks_per_row();
     if (q.scheme == Scheme::MnnSym) {
       const std::vector<float> half(nb, float(1 << (q.spec.bits - 1)));
-      return pack_zero_points(half.data(), q.rows, q.blocks_per_row(), width, out_.path() + ": " + name, first_row);
+      return pack_zero_points(half.data(), q.rows, q.blocks_per_row(), width, source_path_ + ": " + name, first_row);
     }
     prepare_nbits(q);
     const OutputVector<float>& zeros = q.spec.fp16 ? nb_zeros_ : q.zeros;
     if (zeros.size() != nb) throw Error(out_.path() + ": " + name + ": no zero points", ErrorKind::Internal);
-    return pack_zero_points(zeros.data(), q.rows, q.blocks_per_row(), width, out_.path() + ": " + name, first_row);
+    return pack_zero_points(zeros.data(), q.rows, q.blocks_per_row(), width, source_path_ + ": " + name, first_row);
   }
 
   // MatMulNBits' (and GatherBlockQuantized's) f32 scales and zero points of q, once per
@@ -421,6 +421,7 @@ class OnnxWriter final : public ModelWriter {
   OutputFile out_;
   std::unique_ptr<OutputFile> data_;
   std::vector<TensorPlan> plan_;
+  std::string source_path_;  // (a zero point the input's weights make impossible names it)
   size_t next_plan_ = 0, next_init_ = 0;
   bool prepared_ = false;  // this plan entry's parameters are in MatMulNBits' form
   OutputVector<float> nb_scales_, nb_zeros_;

@@ -27,8 +27,7 @@ std::string pack_zero_points(const float* z, size_t rows, size_t blocks, int bit
       if (!(v >= 0.0f && v <= top) || std::nearbyint(v) != v)
         throw Error(what + ": zero point " + std::to_string(v) + " of block " + std::to_string(b) + " in row " +
                     std::to_string(first_row + r) + " is not an integer in 0.." + std::to_string(int(top)) +
-                    " (its weights all have one sign); quantize it without --hqq-round-zero",
-                  ErrorKind::Usage);
+                    " (its weights all have one sign); quantize it without --hqq-round-zero");
       const size_t bit = b * size_t(bits);
       const uint32_t s = uint32_t(v) << (bit & 7);
       uint8_t* row = reinterpret_cast<uint8_t*>(&out[r * row_bytes]);

@@ -24,10 +24,10 @@
 #include <map>
 #include <memory>
 #include <random>
+#include <sstream>
 #include <set>
 #include <string>
 #include <thread>
-#include <tuple>
 #include <tuple>
 #include <vector>
 
@@ -182,6 +182,18 @@ class Cli : public ::testing::Test {
     fs::remove_all(dir_, ec);
   }
   std::string path(const std::string& name) const { return dir_ + "/" + name; }
+
+  // An earlier --keep-split run's three shards in out/ (Q8_0 of the split 192 fixture,
+  // m-0000K-of-00003.gguf): their paths, and their bytes in `before`.
+  std::vector<std::string> earlier_shards(const std::string& stories, std::vector<std::string>* before) {
+    wq::test::write_gguf_fixture_split(stories, path("m"), 20);
+    fs::create_directory(path("out"));
+    const std::vector<std::string> shards = {path("out/q-00001-of-00003.gguf"), path("out/q-00002-of-00003.gguf"),
+                                             path("out/q-00003-of-00003.gguf")};
+    expect(0, {"quantize", "--keep-split", path("m-00001-of-00003.gguf"), path("out/q.gguf"), "Q8_0", "-q"});
+    for (const std::string& f : shards) before->push_back(read_bytes(f));
+    return shards;
+  }
 
   // Runs and expects `code`, printing everything when it differs.
   Result expect(int code, const std::vector<std::string>& args, const std::map<std::string, std::string>& env = {}) {
@@ -1397,6 +1409,7 @@ TEST_F(Cli, WeightsWhoseParametersOverflowAreRefusedAndVerifyCatchesNan) {
   expect(0, {"quantize", in_norm, out_norm, "-q"});
 }
 
+
 TEST_F(Cli, CtrlCLeavesNoOutputAndExits130) {
   const std::string in = path("big.safetensors");
   write_synthetic_safetensors(in, 12, 1024, 2048);  // 24M weights, 96 MiB: about a second of work
@@ -1594,18 +1607,22 @@ TEST_F(Cli, TrustParamsFileThatCannotBeWrittenLeavesNoOutput) {
   EXPECT_TRUE(fs::exists(path("p.json")));
 }
 
+// Waits (up to 30 s) until `file` exists: a run has renamed it into place.
+bool appears(const std::string& file) {
+  for (int i = 0; i < 6000; ++i) {
+    if (fs::exists(file)) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return false;
+}
+
 // A run of `args` held right after each rename into place (WQUANT_TEST_RENAME_PAUSE_MS):
 // Ctrl-C once `first` is under its final name, while `last` is not yet, exits 130 and
 // leaves nothing in dir/out.
 void expect_ctrl_c_after_a_rename_leaves_nothing(const std::string& dir, const std::vector<std::string>& args,
                                                  const std::string& first, const std::string& last) {
   Child c = spawn(args, {{"WQUANT_TEST_RENAME_PAUSE_MS", "3000"}});
-  bool placed = false;
-  for (int i = 0; i < 6000 && !placed; ++i) {
-    placed = fs::exists(first);
-    if (!placed) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  ASSERT_TRUE(placed) << first << " never appeared";
+  ASSERT_TRUE(appears(first)) << first << " never appeared";
   EXPECT_FALSE(fs::exists(last));  // still in the window
   kill(c.pid, SIGINT);
   const Result r = finish(c);
@@ -1646,6 +1663,32 @@ TEST_F(Cli, VerifySaysItsReferenceIsQuantizedAndDequantizeCountsWhatItConverted)
   size_t other = 0;
   for (const json& t : i["tensors"]) other += t["kind"] == "other";
   EXPECT_EQ(d["as_dtype"].get<size_t>() + other, d["tensors"].get<size_t>()) << d.dump();
+}
+
+// A signal ignored when wquant starts (nohup's SIGHUP) stays ignored: sent between the
+// params file's rename and OUT's, the run goes on to exit 0 with both in place. SIGINT and
+// SIGTERM are handled even where ignored (a script's background run still stops and
+// cleans up): 130, neither file left.
+TEST_F(Cli, ASignalIgnoredAtStartStaysIgnoredButCtrlCIsHandled) {
+  write_synthetic_safetensors(path("m.safetensors"), 2, 8, 32);
+  fs::create_directory(path("out"));
+  for (const int sig : {SIGHUP, SIGINT}) {
+    SCOPED_TRACE(sig);
+    const std::string out = path("out/o" + std::to_string(sig) + ".wq"), params = path("out/p" + std::to_string(sig) + ".json");
+    struct sigaction ignore {}, old {};
+    ignore.sa_handler = SIG_IGN;
+    ASSERT_EQ(sigaction(sig, &ignore, &old), 0);
+    Child c = spawn({"quantize", path("m.safetensors"), out, "--params", params, "-q"},
+                    {{"WQUANT_TEST_RENAME_PAUSE_MS", "3000"}});
+    sigaction(sig, &old, nullptr);  // (the child keeps the ignored disposition it started with)
+    ASSERT_TRUE(appears(params)) << params << " never appeared";
+    EXPECT_FALSE(fs::exists(out));  // still in the window
+    kill(c.pid, sig);
+    const Result r = finish(c);
+    EXPECT_EQ(r.code, sig == SIGHUP ? 0 : 130) << r.err;
+    EXPECT_EQ(fs::exists(out), sig == SIGHUP);
+    EXPECT_EQ(fs::exists(params), sig == SIGHUP);
+  }
 }
 
 // Ctrl-C right after the params file is renamed into place, before OUT is: the params
@@ -1925,6 +1968,69 @@ std::string oracle_sha256(const std::string& fixture, const std::string& mix, co
   return "";
 }
 
+// --pure asks for the type in every tensor: where its blocks do not fit a row (stories260K's
+// 172-wide ffn_down for Q4_0's 32), llama-quantize fails on the model, and wquant refuses it
+// too, in the plan (--dry-run included, which planned a file before), naming the tensor;
+// without --pure the tensor is kept float, and a rule that keeps it float lets --pure run.
+TEST_F(Cli, PureRefusesATypeWhoseBlocksDoNotFitARow) {
+  WQ_REQUIRE_SHARED(stories, kStoriesGguf);
+  for (const bool dry : {false, true}) {
+    std::vector<std::string> args = {"quantize", stories, path("p.gguf"), "Q4_0", "--pure"};
+    if (dry) args.push_back("--dry-run");
+    const Result r = expect(3, args);
+    EXPECT_TRUE(contains(r.err, stories + ": blk.0.ffn_down.weight: rows of 172 are not a multiple of 32, required by "
+                                          "Q4_0 (--pure asks for it in every tensor; llama-quantize fails on it too)"))
+        << r.err;
+    EXPECT_EQ(count_of(r.err, "\n"), 1u) << r.err;
+    EXPECT_FALSE(fs::exists(path("p.gguf")));
+  }
+  write_bytes(path("keep.json"), R"({"rules": [{"match": "*ffn_down*", "skip": true}]})");
+  expect(0, {"quantize", stories, path("p.gguf"), "Q4_0", "--pure", "--params", path("keep.json"), "-q"});
+  const json doc = json_of({"inspect", path("p.gguf"), "--json"});
+  for (const json& t : doc["tensors"]) {
+    const std::string name = t["name"];
+    if (contains(name, "ffn_down")) {
+      EXPECT_EQ(t["type"], "F32") << name;
+    } else if (t["shape"].size() == 2) {
+      EXPECT_EQ(t["type"], "Q4_0") << name;
+    }
+  }
+}
+
+// A source whose general.alignment is not 32 keeps its alignment (llama-quantize pads to 32
+// regardless: README's list of differences): the key, and every tensor's data offset (the
+// reader refuses an offset off the alignment), and the same tensor bytes as at 32.
+TEST_F(Cli, AGgufAlignmentOtherThan32IsKept) {
+  WQ_REQUIRE_SHARED(stories, kStoriesGguf);
+  test::write_gguf_fixture(stories, path("a32.gguf"));
+  test::write_gguf_fixture(stories, path("a256.gguf"), 256);
+  ASSERT_EQ(open_gguf(path("a256.gguf"))->metadata().alignment, 256u);
+  expect(0, {"quantize", path("a32.gguf"), path("q32.gguf"), "Q4_K_M", "-q"});
+  expect(0, {"quantize", path("a256.gguf"), path("q256.gguf"), "Q4_K_M", "-q"});
+  auto q32 = open_gguf(path("q32.gguf")), q256 = open_gguf(path("q256.gguf"));
+  EXPECT_EQ(q32->metadata().alignment, 32u);
+  EXPECT_EQ(q256->metadata().alignment, 256u);
+  bool keyed = false;
+  for (const GgufKV& kv : q256->metadata().kvs) {
+    if (kv.key != "general.alignment") continue;
+    uint32_t v = 0;
+    ASSERT_EQ(kv.value.size(), 4u);
+    std::memcpy(&v, kv.value.data(), 4);
+    EXPECT_EQ(v, 256u);
+    keyed = true;
+  }
+  EXPECT_TRUE(keyed);
+  ASSERT_EQ(q32->tensors().size(), q256->tensors().size());
+  for (size_t i = 0; i < q32->tensors().size(); ++i) {
+    size_t na = 0, nb = 0;
+    const uint8_t* a = q32->raw(i, &na);
+    const uint8_t* b = q256->raw(i, &nb);
+    ASSERT_EQ(na, nb) << q32->tensors()[i].name;
+    EXPECT_EQ(0, std::memcmp(a, b, na)) << q32->tensors()[i].name;
+  }
+  EXPECT_GT(fs::file_size(path("q256.gguf")), fs::file_size(path("q32.gguf")));
+}
+
 // llama-quantize's own command lines (options, IN OUT TYPE [THREADS]) give its files.
 TEST_F(Cli, GgufLlamaQuantizeCommandLinesGiveItsFiles) {
   WQ_REQUIRE_SHARED(stories, kStoriesGguf);
@@ -2011,10 +2117,25 @@ TEST_F(Cli, HqqRefinesTheQ4KTensorsOfAMixAndNothingElse) {
   // Its bytes are the same with one thread and the scalar kernels.
   expect(0, {"quantize", fx256, path("hqq1.gguf"), "Q4_K_M", "--hqq", "--threads", "1", "--isa", "scalar", "-q"});
   EXPECT_EQ(sha256_file(path("hqq1.gguf")), sha256_file(path("hqq.gguf")));
-  // A mix whose own type stores no minimum has nothing for HQQ to refine.
-  Result r = expect(2, {"quantize", fx256, path("x.gguf"), "Q3_K_M", "--hqq"});
-  EXPECT_TRUE(contains(r.err, "needs a type with a minimum")) << r.err;
-  EXPECT_FALSE(fs::exists(path("x.gguf")));
+  // A mix whose own type stores no minimum has nothing for HQQ to refine: refused, also
+  // where every tensor falls back to another type (stories260K's 64/172-wide rows: Q3_K_M
+  // gives IQ4_NL, Q5_0 and Q5_1; the Q5_1 ones were refined).
+  for (const std::string& model : {fx256, stories}) {
+    Result r = expect(2, {"quantize", model, path("x.gguf"), "Q3_K_M", "--hqq"});
+    EXPECT_TRUE(contains(r.err, "--hqq with GGUF needs a mix whose type has a minimum")) << r.err;
+    EXPECT_TRUE(contains(r.err, "Q3_K_M (Q3_K)")) << r.err;
+    EXPECT_FALSE(fs::exists(path("x.gguf")));
+  }
+  // Where a K mix's rows fall back to a legacy type with a minimum (Q5_K_M's Q5_1 on the
+  // 192 fixture), those tensors keep llama-quantize's bytes, and a note says so.
+  const std::string fx192 = path("fx-192.gguf");
+  test::write_gguf_fixture(stories, fx192);
+  expect(0, {"quantize", fx192, path("p5.gguf"), "Q5_K_M", "-q"});
+  EXPECT_EQ(sha256_file(path("p5.gguf")), oracle_sha256("192", "Q5_K_M", {}));
+  Result r = expect(0, {"quantize", fx192, path("h5.gguf"), "Q5_K_M", "--hqq"});
+  EXPECT_EQ(sha256_file(path("h5.gguf")), sha256_file(path("p5.gguf")));
+  EXPECT_TRUE(contains(r.err, "blk.0.attn_k.weight: rows of 64 are not a multiple of 256, required by Q5_K: Q5_1 instead, "
+                              "as llama-quantize falls back; no --hqq for Q5_1")) << r.err;
 }
 
 }  // namespace
@@ -2171,6 +2292,21 @@ TEST_F(Cli, GgufSplitInputGivesLlamaQuantizesSingleFile) {
   EXPECT_TRUE(contains(r.err, "-00003-of-00003.gguf")) << r.err;
 }
 
+// --keep-split writes one output a shard: an input shard but the first that holds no
+// tensors has none (llama-quantize cannot write one either): refused, naming it, before
+// anything is written; without --keep-split the same split is one model as usual.
+TEST_F(Cli, KeepSplitRefusesAnInputShardButTheFirstWithoutTensors) {
+  WQ_REQUIRE_SHARED(stories, kStoriesGguf);
+  test::write_gguf_fixture_split(stories, path("m"), 20, 1);  // 4 shards, the second empty
+  fs::create_directory(path("out"));
+  const Result r = expect(2, {"quantize", "--keep-split", path("m-00001-of-00004.gguf"), path("out/q.gguf"), "Q8_0"});
+  EXPECT_TRUE(contains(r.err, path("m-00002-of-00004.gguf") + ": this shard holds no tensors")) << r.err;
+  EXPECT_EQ(count_of(r.err, "\n"), 1u) << r.err;
+  EXPECT_TRUE(fs::is_empty(path("out")));
+  expect(0, {"quantize", path("m-00001-of-00004.gguf"), path("out/one.gguf"), "Q8_0", "-q"});
+  EXPECT_EQ(sha256_file(path("out/one.gguf")), oracle_sha256("split", "Q8_0", {}));
+}
+
 // Ctrl-C while the shards of a --keep-split output are being renamed into place (the
 // test holds the run right after the first rename, the moment an unguarded shard would
 // be left): the shards already renamed are removed too, none is left.
@@ -2188,13 +2324,8 @@ TEST_F(Cli, CtrlCDuringTheShardRenamesLeavesNoShard) {
 // beside them); and a finished run replaces them all and keeps their permissions.
 TEST_F(Cli, CtrlCDuringTheShardRenamesPutsTheEarlierShardsBack) {
   WQ_REQUIRE_SHARED(stories, kStoriesGguf);
-  test::write_gguf_fixture_split(stories, path("m"), 20);
-  fs::create_directory(path("out"));
-  const std::vector<std::string> shards = {path("out/q-00001-of-00003.gguf"), path("out/q-00002-of-00003.gguf"),
-                                           path("out/q-00003-of-00003.gguf")};
-  expect(0, {"quantize", "--keep-split", path("m-00001-of-00003.gguf"), path("out/q.gguf"), "Q8_0", "-q"});
   std::vector<std::string> before;
-  for (const std::string& f : shards) before.push_back(read_bytes(f));
+  const std::vector<std::string> shards = earlier_shards(stories, &before);
   struct stat st0;
   ASSERT_EQ(::stat(shards[0].c_str(), &st0), 0);
   Child c = spawn({"quantize", "--keep-split", path("m-00001-of-00003.gguf"), path("out/q.gguf"), "Q4_0", "--force", "-q"},
@@ -2238,6 +2369,185 @@ TEST_F(Cli, CtrlCDuringTheShardRenamesPutsTheEarlierShardsBack) {
   struct stat st1;
   ASSERT_EQ(::stat(shards[1].c_str(), &st1), 0);
   EXPECT_EQ(st1.st_mode & 0777, 0600u);
+}
+
+// --- what a failed link or rename leaves, and the syncs around a rename -----------------
+// No real file system fails a link or a rename on demand, so these runs preload
+// tests/fault_shim.cpp, which logs those calls and the syncs and fails the ones asked.
+
+// `env` with the fault library preloaded into the program (into the emulated program
+// under a cross build's emulator), where the sanitizers let it come before them.
+std::map<std::string, std::string> with_fault_shim(std::map<std::string, std::string> env) {
+  if (std::strlen(WQUANT_BIN_LAUNCHER) == 0) {
+    env["LD_PRELOAD"] = WQUANT_FAULT_SHIM;
+  } else {
+    env["QEMU_SET_ENV"] = std::string("LD_PRELOAD=") + WQUANT_FAULT_SHIM;
+  }
+  const char* asan = std::getenv("ASAN_OPTIONS");
+  env["ASAN_OPTIONS"] = (asan && *asan ? std::string(asan) + ":" : std::string()) + "verify_asan_link_order=0";
+  env["WQUANT_NO_FSYNC"] = "";  // (removed: the syncs are part of what is checked)
+  return env;
+}
+
+// The fault library's log, one call a line, split in words ("rename FROM TO RC", "link
+// FROM TO RC", "fsync dir|file INODE RC").
+std::vector<std::vector<std::string>> fault_log(const std::string& file) {
+  std::vector<std::vector<std::string>> calls;
+  std::istringstream lines(read_bytes(file));
+  for (std::string line; std::getline(lines, line);) {
+    std::istringstream words(line);
+    std::vector<std::string> call;
+    for (std::string w; words >> w;) call.push_back(w);
+    if (!call.empty()) calls.push_back(call);
+  }
+  return calls;
+}
+
+ino_t inode_of(const std::string& file) {
+  struct stat st {};
+  EXPECT_EQ(::stat(file.c_str(), &st), 0) << file;
+  return st.st_ino;
+}
+
+bool is_sync_of(const std::vector<std::string>& call, const char* kind, ino_t ino) {
+  return (call[0] == "fsync" || call[0] == "fdatasync") && call.size() == 4 && call[1] == kind &&
+         call[2] == std::to_string(ino) && call[3] == "0";
+}
+
+// Each file of a result is synced before it is renamed into place, and the directory is
+// synced after the last rename (a crash after the run cannot lose the new name); with
+// WQUANT_NO_FSYNC neither is done. One file (.wq) and a --keep-split result's shards.
+TEST_F(Cli, EveryFileIsSyncedBeforeItsRenameAndTheDirectoryAfter) {
+  WQ_REQUIRE_SHARED(st, kStoriesSt);
+  WQ_REQUIRE_SHARED(stories, kStoriesGguf);
+  test::write_gguf_fixture_split(stories, path("m"), 20);
+  fs::create_directory(path("out"));
+  const ino_t dir = inode_of(path("out"));
+  auto check = [&](const std::vector<std::string>& args, const std::vector<std::string>& outs) {
+    SCOPED_TRACE(args[1]);
+    fs::remove(path("log"));
+    expect(0, args, with_fault_shim({{"WQ_FAULT_LOG", path("log")}}));
+    const auto calls = fault_log(path("log"));
+    size_t last_rename = 0;
+    for (const std::string& out : outs) {
+      const ino_t ino = inode_of(out);  // (a rename keeps the inode)
+      const auto rename = std::find_if(calls.begin(), calls.end(), [&](const auto& c) {
+        return c[0] == "rename" && c.size() == 4 && c[2] == out && c[3] == "0";
+      });
+      ASSERT_NE(rename, calls.end()) << out << " was not renamed into place:\n" << read_bytes(path("log"));
+      EXPECT_TRUE(std::any_of(calls.begin(), rename, [&](const auto& c) { return is_sync_of(c, "file", ino); }))
+          << out << " was not synced before its rename:\n" << read_bytes(path("log"));
+      last_rename = std::max(last_rename, size_t(rename - calls.begin()));
+    }
+    EXPECT_TRUE(std::any_of(calls.begin() + long(last_rename), calls.end(), [&](const auto& c) { return is_sync_of(c, "dir", dir); }))
+        << "the directory was not synced after the renames:\n" << read_bytes(path("log"));
+    // Without fsync: no sync of either (the log is the one that saw them above).
+    fs::remove(path("log"));
+    auto no_fsync = with_fault_shim({{"WQ_FAULT_LOG", path("log")}});
+    no_fsync["WQUANT_NO_FSYNC"] = "1";
+    std::vector<std::string> forced = args;
+    forced.push_back("--force");
+    expect(0, forced, no_fsync);
+    for (const auto& c : fault_log(path("log"))) {
+      EXPECT_FALSE(c[0] == "fsync" || c[0] == "fdatasync") << "synced with WQUANT_NO_FSYNC=1:\n" << read_bytes(path("log"));
+    }
+  };
+  check({"quantize", st, path("out/a.wq"), "-q"}, {path("out/a.wq")});
+  check({"quantize", "--keep-split", path("m-00001-of-00003.gguf"), path("out/q.gguf"), "Q8_0", "-q"},
+        {path("out/q-00001-of-00003.gguf"), path("out/q-00002-of-00003.gguf"), path("out/q-00003-of-00003.gguf")});
+}
+
+// A disk that fills while OUT is written (the shim's ENOSPC after so many bytes, early and
+// late in the file): exit 4 naming OUT and saying "disk full", nothing left beside it, and
+// the OUT that --force was replacing as it was (.wq and safetensors output; GGUF and ONNX
+// write through the same OutputFile).
+TEST_F(Cli, ADiskThatFillsGivesExit4AndLeavesTheEarlierOut) {
+  write_synthetic_safetensors(path("m.safetensors"), 4, 64, 256);
+  fs::create_directory(path("out"));
+  for (const char* name : {"o.wq", "o.safetensors"}) {
+    const std::string out = path(std::string("out/") + name);
+    expect(0, {"quantize", path("m.safetensors"), out, "--bits", "8", "-q"});
+    const std::string before = read_bytes(out);
+    const auto files_in_out = [&] { return size_t(std::distance(fs::directory_iterator(path("out")), fs::directory_iterator())); };
+    const size_t files = files_in_out();
+    for (const size_t after : {size_t(0), size_t(1000), before.size() / 2}) {
+      SCOPED_TRACE(std::string(name) + " full after " + std::to_string(after));
+      const Result r = expect(4, {"quantize", path("m.safetensors"), out, "--bits", "4", "--force", "-q"},
+                              with_fault_shim({{"WQ_FAULT_DISK_FULL_AFTER", std::to_string(after)}}));
+      EXPECT_TRUE(contains(r.err, out)) << r.err;
+      EXPECT_TRUE(contains(r.err, "disk full")) << r.err;
+      EXPECT_EQ(count_of(r.err, "\n"), 1u) << r.err;
+      EXPECT_TRUE(read_bytes(out) == before);
+      EXPECT_EQ(files_in_out(), files) << "a temporary file was left";
+    }
+  }
+}
+
+// The files a --force run replaces are linked aside before any rename; where that fails
+// (a file system without hard links, protected_hardlinks), the run stops before the first
+// rename, says why, and every earlier file is as it was with nothing beside it.
+TEST_F(Cli, AReplacedFileThatCannotBeLinkedAsideStopsTheRunBeforeAnyRename) {
+  WQ_REQUIRE_SHARED(stories, kStoriesGguf);
+  std::vector<std::string> before;
+  const std::vector<std::string> shards = earlier_shards(stories, &before);
+  const Result r = expect(4, {"quantize", "--keep-split", path("m-00001-of-00003.gguf"), path("out/q.gguf"), "Q4_0", "--force", "-q"},
+                          with_fault_shim({{"WQ_FAULT_LOG", path("log")}, {"WQ_FAULT_LINK_ERRNO", std::to_string(EPERM)}}));
+  EXPECT_TRUE(contains(r.err, shards[0] + ": cannot link the file it replaces aside (" + std::strerror(EPERM) + ")")) << r.err;
+  EXPECT_EQ(count_of(r.err, "\n"), 1u) << r.err;
+  for (size_t k = 0; k < shards.size(); ++k) EXPECT_TRUE(read_bytes(shards[k]) == before[k]) << shards[k];
+  EXPECT_EQ(size_t(std::distance(fs::directory_iterator(path("out")), fs::directory_iterator())), shards.size());
+  for (const auto& c : fault_log(path("log"))) EXPECT_NE(c[0], "rename") << read_bytes(path("log"));
+}
+
+// A later file of the result that cannot be renamed into place: the earlier ones are put
+// back from their backups (the old set whole, nothing left beside it); and where a backup
+// cannot be renamed back either, it is kept and named in the error, holding the old file.
+TEST_F(Cli, AFailedRenamePutsTheEarlierFilesBackOrKeepsAndNamesTheirBackups) {
+  WQ_REQUIRE_SHARED(stories, kStoriesGguf);
+  test::write_gguf_fixture_split(stories, path("m"), 20);
+  fs::create_directory(path("out"));
+  const std::vector<std::string> shards = {path("out/q-00001-of-00003.gguf"), path("out/q-00002-of-00003.gguf"),
+                                           path("out/q-00003-of-00003.gguf")};
+  const std::vector<std::string> args = {"quantize", "--keep-split", path("m-00001-of-00003.gguf"), path("out/q.gguf"),
+                                         "Q4_0", "--force", "-q"};
+  expect(0, {"quantize", "--keep-split", path("m-00001-of-00003.gguf"), path("out/q.gguf"), "Q8_0", "-q"});
+  std::vector<std::string> before;
+  for (const std::string& f : shards) before.push_back(read_bytes(f));
+  const auto files_in_out = [&] {
+    std::vector<std::string> names;
+    for (const auto& e : fs::directory_iterator(path("out"))) names.push_back(e.path().string());
+    std::sort(names.begin(), names.end());
+    return names;
+  };
+  Result r = expect(4, args,
+                    with_fault_shim({{"WQ_FAULT_RENAME_TO", "-00003-of-00003.gguf"},
+                                     {"WQ_FAULT_RENAME_ERRNO", std::to_string(ENOSPC)}}));
+  EXPECT_TRUE(contains(r.err, shards[2] + ": cannot rename the finished file into place")) << r.err;
+  EXPECT_TRUE(contains(r.err, "into place: disk full")) << r.err;
+  EXPECT_EQ(count_of(r.err, "\n"), 1u) << r.err;
+  for (size_t k = 0; k < shards.size(); ++k) EXPECT_TRUE(read_bytes(shards[k]) == before[k]) << shards[k];
+  EXPECT_EQ(files_in_out(), shards) << "a temporary or backup file was left beside the shards";
+  // The backups of shards 1 and 2 cannot be renamed back either: both kept, named, and
+  // holding the old shards (the new ones stay under the shards' names).
+  r = expect(4, args,
+             with_fault_shim({{"WQ_FAULT_RENAME_TO", "-00003-of-00003.gguf"},
+                              {"WQ_FAULT_RENAME_ERRNO", std::to_string(ENOSPC)},
+                              {"WQ_FAULT_RESTORE_ERRNO", std::to_string(EIO)}}));
+  EXPECT_TRUE(contains(r.err, "the earlier files could not all be put back")) << r.err;
+  EXPECT_EQ(count_of(r.err, "\n"), 1u) << r.err;
+  size_t backups = 0;
+  for (const std::string& f : files_in_out()) {
+    if (std::find(shards.begin(), shards.end(), f) != shards.end()) continue;
+    ASSERT_TRUE(f.size() > 4 && f.compare(f.size() - 4, 4, "-old") == 0) << "left beside the shards: " << f;
+    ++backups;
+    EXPECT_TRUE(contains(r.err, f)) << f << " is not named: " << r.err;
+    const std::string bytes = read_bytes(f);
+    EXPECT_TRUE(bytes == before[0] || bytes == before[1]) << f << " does not hold an old shard";
+  }
+  EXPECT_EQ(backups, 2u);
+  EXPECT_FALSE(read_bytes(shards[0]) == before[0]);
+  EXPECT_FALSE(read_bytes(shards[1]) == before[1]);
+  EXPECT_TRUE(read_bytes(shards[2]) == before[2]);
 }
 
 // llama-quantize's sha256 of shard k (0-based) of a --keep-split run
@@ -2457,7 +2767,9 @@ TEST_F(Cli, BenchMarksASchemeThatCannotHoldTheModelUnavailable) {
       ++measured;
       EXPECT_TRUE(r["rel_rmse"].is_number()) << r.dump();
     }
-    if (r["scheme"] == "Q4_1") EXPECT_TRUE(r["unavailable"].is_string()) << r.dump();
+    if (r["scheme"] == "Q4_1") {
+      EXPECT_TRUE(r["unavailable"].is_string()) << r.dump();
+    }
   }
   EXPECT_GT(unavailable, 0u);
   EXPECT_GT(measured, 0u);
@@ -2575,6 +2887,21 @@ TEST_F(Cli, AParamsFileHoldsTheImportanceMatrixOfAGgufRun) {
   write_bytes(path("y.json"), R"({"defaults": {"type": "Q4_K_M", "imatrix": ")" + im + R"(", "imatrix_sha256": "ABC"}})");
   r = expect(2, {"quantize", fx, path("y.gguf"), "--params", path("y.json")});
   EXPECT_TRUE(contains(r.err, "defaults.imatrix_sha256: expected 64 lower-case hex digits")) << r.err;
+  // The filters are arrays of strings, and filter a named matrix.
+  for (const char* key : {"include_weights", "exclude_weights"}) {
+    SCOPED_TRACE(key);
+    const std::string k = key;
+    write_bytes(path("z.json"), R"({"defaults": {"type": "Q4_K_M", "imatrix": ")" + im + R"(", ")" + k + R"(": "attn_v"}})");
+    r = expect(2, {"quantize", fx, path("z.gguf"), "--params", path("z.json")});
+    EXPECT_TRUE(contains(r.err, path("z.json") + ": defaults." + k + ": expected an array of strings, got ")) << r.err;
+    write_bytes(path("z.json"), R"({"defaults": {"type": "Q4_K_M", "imatrix": ")" + im + R"(", ")" + k + R"(": ["a", 3]}})");
+    r = expect(2, {"quantize", fx, path("z.gguf"), "--params", path("z.json")});
+    EXPECT_TRUE(contains(r.err, "defaults." + k + ": expected an array of strings, got an element 3")) << r.err;
+    write_bytes(path("z.json"), R"({"defaults": {"type": "Q4_K_M", ")" + k + R"(": ["attn_v"]}})");
+    r = expect(2, {"quantize", fx, path("z.gguf"), "--params", path("z.json")});
+    EXPECT_TRUE(contains(r.err, "defaults." + k + ": a filter of the importance matrix without \"imatrix\"")) << r.err;
+    EXPECT_FALSE(fs::exists(path("z.gguf")));
+  }
 }
 
 // An explicit --token-embedding-type / --output-tensor-type whose blocks do not fit the
@@ -2633,6 +2960,19 @@ TEST_F(Cli, ForceNeverReplacesTheImatrixRead) {
   EXPECT_EQ(read_bytes(im), before);
 }
 
+// A legacy llama-imatrix .dat of one entry, `name`, one call, these values.
+void write_imatrix_dat(const std::string& file, const std::string& name, const std::vector<float>& values) {
+  std::string dat;
+  auto put = [&](auto v) { dat.append(reinterpret_cast<const char*>(&v), sizeof v); };
+  put(int32_t(1));
+  put(int32_t(name.size()));
+  dat += name;
+  put(int32_t(1));  // calls
+  put(int32_t(values.size()));
+  for (float v : values) put(v);
+  write_bytes(file, dat);
+}
+
 // An importance matrix whose values for a tensor are all zero leaves llama.cpp's search
 // without weights: the tensor would be written as zeros (the legacy types, Q6_K, Q3_K,
 // IQ4_XS: exit 0 with a tensor lost) or its scale NaN (the types with a minimum):
@@ -2642,17 +2982,7 @@ TEST_F(Cli, AnAllZeroImatrixEntryIsNamedAsTheCause) {
   WQ_REQUIRE_SHARED(stories, kStoriesGguf);
   test::write_gguf_wide_fixture(stories, path("wide.gguf"), test::dense_fixture());
   const std::string name = "blk.0.ffn_up.weight";
-  auto write_dat = [&](const std::string& file, float value) {
-    std::string dat;
-    auto put = [&](auto v) { dat.append(reinterpret_cast<const char*>(&v), sizeof v); };
-    put(int32_t(1));
-    put(int32_t(name.size()));
-    dat += name;
-    put(int32_t(1));    // calls
-    put(int32_t(256));  // values (the row length)
-    for (int i = 0; i < 256; ++i) put(value);
-    write_bytes(file, dat);
-  };
+  auto write_dat = [&](const std::string& file, float value) { write_imatrix_dat(file, name, std::vector<float>(256, value)); };
   write_dat(path("zeros.dat"), 0.0f);
   write_dat(path("huge.dat"), 3e38f);
   for (const std::string type : {"Q4_K_M", "Q4_0", "Q6_K", "Q3_K_M", "IQ4_XS"}) {
@@ -2683,6 +3013,61 @@ TEST_F(Cli, AnAllZeroImatrixEntryIsNamedAsTheCause) {
   expect(0, {"quantize", "--imatrix", path("zeros.dat"), "--exclude-weights", name, path("wide.gguf"), path("x.gguf"), "Q4_K_M", "-q"});
   // Q8_0 takes no importance matrix (llama.cpp's quantizer ignores it): nothing to refuse.
   expect(0, {"quantize", "--imatrix", path("zeros.dat"), path("wide.gguf"), path("q8.gguf"), "Q8_0", "-q"});
+}
+
+// Importance values are mean squares of activations: a negative one is a broken file
+// (llama-quantize takes it and writes garbage with exit 0: errors weighed negatively);
+// refused, naming the entry. And a row of weights so small that their squares underflow
+// leaves the weighted search no weights whatever the matrix: said so, not blamed on it.
+TEST_F(Cli, ANegativeImportanceOrUnderflowingWeightsAreNamedAsTheCause) {
+  WQ_REQUIRE_SHARED(stories, kStoriesGguf);
+  test::write_gguf_wide_fixture(stories, path("wide.gguf"), test::dense_fixture());
+  const std::string name = "blk.0.ffn_up.weight";
+  auto write_dat = [&](const std::string& file, float odd_value) {
+    std::vector<float> v(256);
+    for (size_t i = 0; i < v.size(); ++i) v[i] = i % 2 ? odd_value : 1.0f;
+    write_imatrix_dat(file, name, v);
+  };
+  write_dat(path("neg.dat"), -1.0f);
+  for (const std::string type : {"Q4_K_M", "Q4_0", "Q6_K", "IQ4_XS"}) {
+    const Result r = expect(3, {"quantize", "--imatrix", path("neg.dat"), path("wide.gguf"), path("q.gguf"), type});
+    EXPECT_TRUE(contains(r.err, name + ": importance matrix entry 1 is -1, negative")) << type << r.err;
+    EXPECT_EQ(count_of(r.err, "\n"), 1u) << r.err;
+    EXPECT_FALSE(fs::exists(path("q.gguf")));
+  }
+  write_dat(path("ones.dat"), 1.0f);
+  std::vector<float> tiny(256);
+  for (size_t c = 0; c < tiny.size(); ++c) tiny[c] = (c % 2 ? -1e-30f : 1e-30f) * float(1 + c % 5);
+  patch_file(path("wide.gguf"), tensor_offset(path("wide.gguf"), name), tiny.data(), tiny.size() * 4);  // row 0
+  for (const std::string type : {"Q4_K", "Q5_K", "Q2_K"}) {
+    const Result r = expect(3, {"quantize", "--imatrix", path("ones.dat"), "--pure", path("wide.gguf"), path("q.gguf"), type});
+    EXPECT_TRUE(contains(r.err, name + ": row 0, columns 0-255: ")) << type << r.err;
+    EXPECT_TRUE(contains(r.err, "weights so small that their squares underflow in float")) << type << r.err;
+    EXPECT_FALSE(contains(r.err, "use another importance matrix")) << r.err;
+    EXPECT_FALSE(fs::exists(path("q.gguf")));
+    // As the message says: without the importance matrix for it, the row quantizes.
+    expect(0, {"quantize", "--imatrix", path("ones.dat"), "--exclude-weights", name, "--pure", path("wide.gguf"),
+               path("ok.gguf"), type, "-q", "--force"});
+  }
+}
+
+// GGUF's F16 type (llama-quantize's F16 mix) on a weight past 65504: refused as --fp16's
+// narrowing is, and the message names both ways in (it blamed --fp16, not given).
+TEST_F(Cli, AWeightPastF16sRangeInAGgufF16FileIsRefused) {
+  WQ_REQUIRE_SHARED(stories, kStoriesGguf);
+  fs::copy_file(stories, path("big.gguf"));
+  const float big = 1e5f;
+  patch_file(path("big.gguf"), tensor_offset(path("big.gguf"), "blk.0.attn_q.weight") + (3 * 64 + 7) * 4, &big, 4);
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"quantize", path("big.gguf"), path("f.gguf"), "F16"},
+        std::vector<std::string>{"quantize", path("big.gguf"), path("f.gguf"), "--type", "F16"}}) {
+    const Result r = expect(3, args);
+    EXPECT_TRUE(contains(r.err, "blk.0.attn_q.weight: row 3, column 7: the weight 100000 does not fit in f16 (largest "
+                                "65504), the type it was to be kept in (--fp16, or a GGUF F16 type)"))
+        << r.err;
+    EXPECT_FALSE(fs::exists(path("f.gguf")));
+  }
+  expect(0, {"quantize", path("big.gguf"), path("f.gguf"), "BF16", "-q"});
 }
 
 // Strings holding a NUL byte are written up to it, as llama-quantize writes them (gguf

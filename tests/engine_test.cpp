@@ -551,6 +551,7 @@ TEST(Quantize, ParametersThatOverflowAreAnErrorNamingThePlace) {
     float lo, hi;  // put at row 1, columns 3 and 4
     bool asym, hqq, fp16;
     const char* says;  // "" = accepted
+    int bits = 4;
   } cases[] = {
       {"range > FLT_MAX, asym", -3e38f, 3e38f, true, false, false, "range is too wide for float"},
       {"range > FLT_MAX, hqq", -3e38f, 3e38f, true, true, false, "range is too wide for float"},
@@ -562,6 +563,9 @@ TEST(Quantize, ParametersThatOverflowAreAnErrorNamingThePlace) {
       {"asym fp16, both", -1e6f, 1e6f, true, false, true, "its scale and minimum do not fit in f16"},
       {"hqq fp16, minimum -1e5: z = 15, s = 6667 fit", -1e5f, 0.0f, true, true, true, ""},
       {"asym, minimum -1e5 without fp16", -1e5f, 0.0f, true, false, false, ""},
+      // The range fits; s = FLT_MAX / 127 rounds up, and 127 s passes FLT_MAX (not / 7).
+      {"sym 8-bit, 1 to FLT_MAX", 1.0f, FLT_MAX, false, false, false, "scale, rounded up at the top of float's range", 8},
+      {"sym 4-bit, 1 to FLT_MAX", 1.0f, FLT_MAX, false, false, false, "", 4},
   };
   for (Isa isa : test::all_isas()) {
     if (!isa_available(isa)) continue;
@@ -577,6 +581,7 @@ TEST(Quantize, ParametersThatOverflowAreAnErrorNamingThePlace) {
         s.hqq = c.hqq;
         s.fp16 = c.fp16;
         s.block = block;
+        s.bits = c.bits;
         const std::string at = std::string(c.what) + ", block " + std::to_string(block) + ", " + isa_name(isa);
         if (!*c.says) {
           const QuantizedTensor q = quantize_tensor(w, s, block ? size_t(block) : 64, k);

@@ -54,12 +54,21 @@ uint64_t fnv1a64(const uint8_t* data, size_t n) {
   return h;
 }
 
-void write_gguf_fixture(const std::string& stories_gguf, const std::string& out_path) {
+void write_gguf_fixture(const std::string& stories_gguf, const std::string& out_path, uint32_t alignment) {
   auto src = open_gguf(stories_gguf);
   GgufMetadata meta = src->metadata();
+  bool aligned = false;
   for (GgufKV& kv : meta.kvs) {
     if (kv.key == "llama.feed_forward_length") kv = gguf_kv_u32(kv.key, 192);
     if (kv.key == "general.name") kv = gguf_kv_string(kv.key, "wquant-fixture-192");
+    if (alignment && kv.key == "general.alignment") {
+      kv = gguf_kv_u32(kv.key, alignment);
+      aligned = true;
+    }
+  }
+  if (alignment) {
+    if (!aligned) meta.kvs.push_back(gguf_kv_u32("general.alignment", alignment));
+    meta.alignment = alignment;
   }
   std::vector<TensorInfo> infos = src->tensors();
   std::vector<TensorPlan> plan;
@@ -186,14 +195,15 @@ void write_gguf_wide_fixture(const std::string& stories_gguf, const std::string&
   w->commit();
 }
 
-void write_gguf_fixture_split(const std::string& stories_gguf, const std::string& prefix, int per_shard, bool empty_first) {
+void write_gguf_fixture_split(const std::string& stories_gguf, const std::string& prefix, int per_shard, int empty_shard) {
   // The 192 fixture first, then its tensors dealt out in file order, gguf-split's way:
   // the first shard keeps every key, the others only the split keys.
   const std::string whole = prefix + ".whole.gguf";
   write_gguf_fixture(stories_gguf, whole);
   auto src = open_gguf(whole);
   const std::vector<TensorInfo>& infos = src->tensors();
-  const int total = int(infos.size()), first = empty_first ? 1 : 0, count = first + (total + per_shard - 1) / per_shard;
+  const int total = int(infos.size()), extra = empty_shard >= 0 ? 1 : 0,
+            count = extra + (total + per_shard - 1) / per_shard;
   for (int s = 0; s < count; ++s) {
     GgufMetadata meta;
     if (s == 0) meta = src->metadata();
@@ -202,8 +212,8 @@ void write_gguf_fixture_split(const std::string& stories_gguf, const std::string
     meta.kvs.push_back(gguf_kv_i32("split.tensors.count", total));
     std::vector<TensorInfo> part;
     std::vector<TensorPlan> plan;
-    const int begin = (s - first) * per_shard;
-    for (int i = std::max(0, begin); s >= first && i < std::min(total, begin + per_shard); ++i) {
+    const int begin = (s - (extra && s > empty_shard ? 1 : 0)) * per_shard;
+    for (int i = begin; s != empty_shard && i < std::min(total, begin + per_shard); ++i) {
       plan.push_back(keep_float_entry(part.size(), infos[size_t(i)]));
       part.push_back(infos[size_t(i)]);
     }

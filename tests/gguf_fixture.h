@@ -12,7 +12,8 @@
 namespace wq::test {
 
 // Writes the fixture to out_path, taking metadata and names from stories260K-f32.gguf.
-void write_gguf_fixture(const std::string& stories_gguf, const std::string& out_path);
+// `alignment` (a power of two; 0: the source's 32) sets general.alignment and the data's.
+void write_gguf_fixture(const std::string& stories_gguf, const std::string& out_path, uint32_t alignment = 0);
 
 // A llama model whose rows are multiples of 256 (every K type fits), with stories260K's
 // tokenizer and the same weight generator: the mixes' own choices (GQA, layer position,
@@ -41,10 +42,11 @@ inline WideFixture moe_fixture() {
 
 // The 192 fixture split into shards of `per_shard` tensors as gguf-split lays them out:
 // PREFIX-00001-of-0000N.gguf ... (split.no, split.count, split.tensors.count).
-// `empty_first`: the first shard holds the keys alone, no tensors (gguf-split's
-// --no-tensor-first-split).
+// `empty_shard` (0-based; -1: none): a shard that holds no tensors, one more shard. The
+// first so is gguf-split's --no-tensor-first-split (the keys alone); another is what
+// --keep-split refuses.
 void write_gguf_fixture_split(const std::string& stories_gguf, const std::string& prefix, int per_shard,
-                              bool empty_first = false);
+                              int empty_shard = -1);
 
 void write_gguf_wide_fixture(const std::string& stories_gguf, const std::string& out_path, const WideFixture& f);
 

@@ -98,7 +98,7 @@ class Fixtures : public ::testing::Environment {
         // split0: a first shard of keys alone (gguf-split --no-tensor-first-split).
         const std::string prefix = temp_path("fx-" + which);
         const int n = which == "split" ? 3 : 4;
-        test::write_gguf_fixture_split(stories, prefix, 20, which == "split0");
+        test::write_gguf_fixture_split(stories, prefix, 20, which == "split0" ? 0 : -1);
         for (int k = 0; k < n; ++k) written().push_back(gguf_split_path(prefix, k, n));
         p = gguf_split_path(prefix, 0, n);
       } else if (which == "192-Q8_0" || which == "192-F16") {

@@ -184,9 +184,18 @@ TEST(OnnxZeroPointPacking, LowBitsFirstEachRowPaddedToBytes) {
       unpack_zero_points(reinterpret_cast<const uint8_t*>(packed.data()), 3, blocks, bits, back.data());
       EXPECT_EQ(back, v) << bits << " bits, " << blocks << " blocks";
     }
+  // A zero point the weights put off the integers is a fact of the input (exit 3), told
+  // under the name the caller gives (the input file's and the tensor's: the writer's).
   for (float bad : {-1.0f, 4.0f, 1.5f, NAN}) {
     const std::vector<float> v = {0, bad};
-    EXPECT_THROW(pack_zero_points(v.data(), 1, 2, 2, "w"), Error) << bad;
+    try {
+      pack_zero_points(v.data(), 1, 2, 2, "in.onnx: w", 7);
+      ADD_FAILURE() << bad << " was packed";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::Input) << bad;
+      EXPECT_EQ(e.message().rfind("in.onnx: w: zero point ", 0), 0u) << e.message();
+      EXPECT_NE(e.message().find(" of block 1 in row 7 is not an integer in 0..3"), std::string::npos) << e.message();
+    }
   }
 }
 
@@ -290,8 +299,8 @@ TEST_F(OnnxZeroPointsTest, ZeroPointOutsideTheCodesIsACleanError) {
   save_model(model(17, 1.0f), dir_ + "/m.onnx");  // mm's weights all positive: z < 0
   const CmdResult r = wquant("quantize " + quote(dir_ + "/m.onnx") + " " + quote(dir_ + "/out.onnx") +
                              " --bits 4 --block 16 --hqq --hqq-round-zero --hqq-steps 0 -q");
-  EXPECT_EQ(r.code, 2) << r.out;
-  EXPECT_NE(r.out.find("mm.weight: zero point -"), std::string::npos) << r.out;
+  EXPECT_EQ(r.code, 3) << r.out;  // a fact of the input's weights, named with the input
+  EXPECT_NE(r.out.find(dir_ + "/m.onnx: mm.weight: zero point -"), std::string::npos) << r.out;
   EXPECT_FALSE(fs::exists(dir_ + "/out.onnx"));
   for (const auto& e : fs::directory_iterator(dir_))
     EXPECT_EQ(e.path().filename().string().find("wquant-tmp"), std::string::npos) << e.path();

@@ -215,7 +215,7 @@ TEST_F(PublicApiGguf, BadGgufOptionsAreRefusedNamingTheOption) {
   o.quant.asym = false;
   o.quant.hqq = true;
   o.gguf_type = "Q3_K_M";  // its own type stores no minimum: nothing for HQQ to refine
-  refused(fx256_, o, K::Usage, "needs a type with a minimum");
+  refused(fx256_, o, K::Usage, "--hqq with GGUF needs a mix whose type has a minimum");
   o.gguf_type = "Q8_0";
   o.quant.hqq = false;
   o.quant.asym = true;

@@ -76,6 +76,27 @@ TEST(SchemeSweep, BitsPerWeightIncludeScalesAndZeros) {
   });
 }
 
+// wquant's own block schemes on rows their block does not divide fall back to channel-wise,
+// as quantize does (README: bench --model): the figures of "block 64" on rows of 96 are
+// the channel-wise scheme's, nothing is counted as kept float.
+TEST(SchemeSweep, ABlockThatDoesNotFitTheRowsGivesTheChannelWiseFigures) {
+  const std::vector<SweepScheme> all = sweep_schemes();
+  Matrix a("a", 8, 96, 5);
+  Scheduler sched(1);
+  sched.run([&] {
+    for (const char* kind : {"sym", "asym", "hqq"}) {
+      SCOPED_TRACE(kind);
+      const std::string prefix = std::string("4-bit ") + kind;
+      const SchemeResult blocked = run_scheme(find(all, prefix + " block 64"), {a.view}, *kernels_for(Isa::Scalar));
+      const SchemeResult channel = run_scheme(find(all, prefix + " channel-wise"), {a.view}, *kernels_for(Isa::Scalar));
+      EXPECT_DOUBLE_EQ(blocked.bits_per_weight, channel.bits_per_weight);
+      EXPECT_EQ(blocked.error.rel_rmse, channel.error.rel_rmse);
+      EXPECT_EQ(blocked.error.max_abs, channel.error.max_abs);
+      EXPECT_EQ(blocked.kept_float, 0u);
+    }
+  });
+}
+
 TEST(SchemeSweep, ErrorIsTheTwoPassFigureOverAllTensorsAndNamesTheWorst) {
   Matrix a("a", 16, 128, 3), b("b", 8, 128, 4);
   for (float& x : b.w) x *= x > 0 ? 1.0f : 4.0f;  // skewed: worse under symmetric 3-bit
