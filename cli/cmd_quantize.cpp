@@ -241,8 +241,9 @@ Setup prepare(const QuantizeArgs& a, Console& con) {
   // are removed either way: no input may be it or named as one of those.
   if (s.format == OutputFormat::Onnx) check_not_an_input(a.output + ".data", s.read_files);
   // The params file to write must be writable too, before any work: it is written before
-  // OUT is committed, so a run never ends with OUT in place but its parameters lost.
-  if (!a.dry_run && !s.params_to_write.empty()) check_output_path(s.params_to_write, s.read_files, false);
+  // OUT is committed, so a run never ends with OUT in place but its parameters lost. (A
+  // dry run writes neither, and says no where the run would.)
+  if (!s.params_to_write.empty()) check_output_path(s.params_to_write, s.read_files, false);
 
   if (s.format == OutputFormat::Gguf) {
     // llama-quantize applies --tensor-type to the mix's choices, which --pure turns off:

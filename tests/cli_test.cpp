@@ -621,6 +621,10 @@ TEST_F(Cli, DryRunWritesNothingAndPredictsTheExactSize) {
   EXPECT_TRUE(contains(r.err, "never overwrites its input")) << r.err;
   r = expect(4, {"quantize", src, path("no/such/dir/x.wq"), "--dry-run"});
   EXPECT_TRUE(contains(r.err, "does not exist")) << r.err;
+  // And so is the params file the run would write.
+  r = expect(4, {"quantize", src, path("y.wq"), "--dry-run", "--params", path("no/such/dir/p.json")});
+  EXPECT_TRUE(contains(r.err, path("no/such/dir/p.json") + ": the directory")) << r.err;
+  EXPECT_FALSE(fs::exists(path("y.wq")));
 }
 
 TEST_F(Cli, JsonSummaryHasTheFields) {
