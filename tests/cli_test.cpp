@@ -460,6 +460,9 @@ TEST_F(Cli, MnnSpellingsGiveIdenticalBytes) {
        "4", "--hqq", "--weightQuantBlock", "32"},
       {"quantize", "--modelFile", src, "--MNNModel", path("m6.wq"), "--weightQuantBits", "4", "--weightQuantBlock",
        "32", "--hqq"},
+      // MNNConvert's model flag: accepted, and nothing changes.
+      {"--modelFile", src, "--MNNModel", path("m7.wq"), "--weightQuantBits", "4", "--weightQuantBlock", "32", "--hqq",
+       "--bizCode", "biz"},
   };
   for (size_t i = 0; i < variants.size(); ++i) {
     SCOPED_TRACE(i);
@@ -476,6 +479,29 @@ TEST_F(Cli, MnnSpellingsGiveIdenticalBytes) {
   // MNNConvert's trap, not copied: asymmetric explicitly off contradicts --hqq.
   r = expect(2, {"--modelFile", src, "--MNNModel", path("bad.wq"), "--weightQuantAsymmetric", "0", "--hqq"});
   EXPECT_TRUE(contains(r.err, "asymmetric")) << r.err;
+}
+
+// The .wq preamble as the README gives it: WQUANT01, u32 version 1, u32 0, u64 header
+// offset 64, u64 header size, u64 data offset (4 KiB aligned, past the header), 24 zero
+// bytes; the flatbuffers header's file identifier WQNT.
+TEST_F(Cli, WqPreambleIsAsDocumented) {
+  WQ_REQUIRE_SHARED(src, kStoriesSt);
+  expect(0, {"quantize", src, path("m.wq"), "-q"});
+  const std::string b = read_bytes(path("m.wq"));
+  ASSERT_GE(b.size(), 128u);
+  auto u32 = [&](size_t at) { uint32_t v; std::memcpy(&v, b.data() + at, 4); return v; };
+  auto u64 = [&](size_t at) { uint64_t v; std::memcpy(&v, b.data() + at, 8); return v; };
+  EXPECT_EQ(b.substr(0, 8), "WQUANT01");
+  EXPECT_EQ(u32(8), 1u);
+  EXPECT_EQ(u32(12), 0u);
+  EXPECT_EQ(u64(16), 64u);
+  const uint64_t header = u64(24), data = u64(32);
+  EXPECT_GT(header, 0u);
+  EXPECT_GE(data, 64 + header);
+  EXPECT_EQ(data % 4096, 0u);
+  EXPECT_LE(data, b.size());
+  EXPECT_EQ(b.substr(40, 24), std::string(24, '\0'));
+  EXPECT_EQ(b.substr(64 + 4, 4), "WQNT");
 }
 
 TEST_F(Cli, FrameworkFlagIsValidatedAndExplainedWithVerbose) {
