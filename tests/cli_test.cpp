@@ -2488,9 +2488,9 @@ TEST_F(Cli, EveryFileIsSyncedBeforeItsRenameAndTheDirectoryAfter) {
 }
 
 // A disk that fills while OUT is written (the shim's ENOSPC after so many bytes, early and
-// late in the file): exit 4 naming OUT and saying "disk full", nothing left beside it, and
-// the OUT that --force was replacing as it was (.wq and safetensors output; GGUF and ONNX
-// write through the same OutputFile).
+// late in the file), or a final sync that fails: exit 4 naming OUT and the cause, nothing
+// left beside it, and the OUT that --force was replacing as it was (.wq and safetensors
+// output; GGUF and ONNX write through the same OutputFile).
 TEST_F(Cli, ADiskThatFillsGivesExit4AndLeavesTheEarlierOut) {
   write_synthetic_safetensors(path("m.safetensors"), 4, 64, 256);
   fs::create_directory(path("out"));
@@ -2510,6 +2510,13 @@ TEST_F(Cli, ADiskThatFillsGivesExit4AndLeavesTheEarlierOut) {
       EXPECT_TRUE(read_bytes(out) == before);
       EXPECT_EQ(files_in_out(), files) << "a temporary file was left";
     }
+    // The same where the final sync fails (EIO: the bytes may not be on the disk).
+    const Result r = expect(4, {"quantize", path("m.safetensors"), out, "--bits", "4", "--force", "-q"},
+                            with_fault_shim({{"WQ_FAULT_SYNC_ERRNO", std::to_string(EIO)}}));
+    EXPECT_TRUE(contains(r.err, out + ": fsync failed")) << r.err;
+    EXPECT_EQ(count_of(r.err, "\n"), 1u) << r.err;
+    EXPECT_TRUE(read_bytes(out) == before);
+    EXPECT_EQ(files_in_out(), files) << "a temporary file was left";
   }
 }
 

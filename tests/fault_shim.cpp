@@ -10,7 +10,8 @@
 //   WQ_FAULT_RESTORE_ERRNO=N     rename() from a name ending "-old" (a backup put back)
 //                                fails with errno N;
 //   WQ_FAULT_DISK_FULL_AFTER=N   write() / pwrite() to a temporary file (".wquant-tmp-" in
-//                                its name) fails with ENOSPC once N bytes went to them.
+//                                its name) fails with ENOSPC once N bytes went to them;
+//   WQ_FAULT_SYNC_ERRNO=N        fsync() / fdatasync() of a temporary file fails with errno N.
 // The real calls are found with dlsym(RTLD_NEXT); environment variables are read at each
 // call, so one preloaded library serves every test.
 #include <dlfcn.h>
@@ -72,15 +73,19 @@ int rename_fault(const char* from, const char* to) {
 }
 
 // Whether a write of n bytes to fd is to fail for want of space (WQ_FAULT_DISK_FULL_AFTER).
-bool disk_full(int fd, size_t n) {
-  const char* v = std::getenv("WQ_FAULT_DISK_FULL_AFTER");
-  if (!v || !*v) return false;
+// Whether fd is open on one of wquant's temporary files.
+bool is_temporary(int fd) {
   char link[64], target[4096];
   std::snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
   const ssize_t len = ::readlink(link, target, sizeof target - 1);
   if (len <= 0) return false;
   target[len] = '\0';
-  if (!std::strstr(target, ".wquant-tmp-")) return false;
+  return std::strstr(target, ".wquant-tmp-") != nullptr;
+}
+
+bool disk_full(int fd, size_t n) {
+  const char* v = std::getenv("WQ_FAULT_DISK_FULL_AFTER");
+  if (!v || !*v || !is_temporary(fd)) return false;
   static std::atomic<unsigned long long> written{0};
   return written.fetch_add(n) + n > std::strtoull(v, nullptr, 10);
 }
@@ -110,7 +115,8 @@ int logged_rename(const char* from, const char* to, Call call) {
 int logged_sync(const char* call, int fd, int (*sync)(int)) {
   struct stat st {};
   const bool known = ::fstat(fd, &st) == 0;
-  const int rc = sync(fd);
+  const int fault = env_errno("WQ_FAULT_SYNC_ERRNO");
+  const int rc = fault && is_temporary(fd) ? (errno = fault, -1) : sync(fd);
   log_line("%s %s %lld %d\n", call, known && S_ISDIR(st.st_mode) ? "dir" : "file",
            known ? (long long)st.st_ino : -1LL, rc);
   return rc;
