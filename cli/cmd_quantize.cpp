@@ -289,10 +289,17 @@ Setup prepare(const QuantizeArgs& a, Console& con) {
     }
   }
   s.plan = naming_file(a.input, s.inputs, [&] { return make_plan(infos, po); });
-  size_t requantized = 0;
+  size_t requantized = 0, refined = 0;
   for (const TensorPlan& p : s.plan) {
     if (!p.note.empty()) con.note(p.note);
     requantized += p.requantize;
+    refined += p.spec.hqq && (p.action == TensorAction::Ggml || p.action == TensorAction::Quantize);
+  }
+  // --hqq that changes nothing (a K mix whose every tensor fell back to a type it does not
+  // refine, stories260K's 64-wide rows): said, not a silent no-op.
+  if (po.defaults.hqq && refined == 0 && s.format == OutputFormat::Gguf) {
+    con.warn("--hqq refines no tensor here: no tensor the mix quantizes has a type HQQ refines (Q4_1, Q5_1, Q2_K, "
+             "Q4_K, Q5_K; a K mix's fallback types keep llama-quantize's bytes), so the file is the one without it");
   }
   if (requantized) {
     con.warn("--allow-requantize: " + std::to_string(requantized) + " tensors already in llama.cpp blocks are "

@@ -369,9 +369,9 @@ std::vector<MixChoice> choose_mix_types(const std::vector<TensorInfo>& tensors, 
         // chose (a later, wider pattern must not then change it).
         for (const auto& [re, type] : overrides) {
           if (!std::regex_search(t.name, re)) continue;
+          c.fallback = false;  // the user's type now, even where the mix fell back to it
           if (type != c.type) {
             c.type = type;
-            c.fallback = false;
             c.unsupported = ne0(t) % facts(type).block != 0;
             c.note = c.unsupported ? t.name + ": rows of " + std::to_string(ne0(t)) + " are not a multiple of " +
                                          std::to_string(facts(type).block) + ", required by " + facts(type).name +

@@ -112,8 +112,8 @@ std::vector<TensorPlan> make_gguf_plan(const std::vector<TensorInfo>& tensors, c
       throw Error(t.name + ": rows of " + std::to_string(t.shape.empty() ? 1 : t.shape.back()) +
                   " are not a multiple of " + std::to_string(ggml_type_block(c.type)) + ", required by " +
                   ggml_type_name(c.type) +
-                  " (--pure asks for it in every tensor; llama-quantize fails on it too): without --pure the tensor "
-                  "is kept float");
+                  " (--pure asks for it in every tensor; llama-quantize fails on it too): without --pure it gets " +
+                  (ggml_type_block(c.type) == 256 ? "llama.cpp's fallback type" : "kept float"));
     }
     if (c.quantize && t.type_name == ggml_type_name(c.type)) c.quantize = false;
     if (p.spec.hqq) p.spec.asym = true;
@@ -165,11 +165,10 @@ std::vector<TensorPlan> make_gguf_plan(const std::vector<TensorInfo>& tensors, c
       }
       p.action = TensorAction::Ggml;
       p.ggml = *block;
-      // A K mix's --hqq refines its K-quant tensors; the legacy types llama.cpp falls back
-      // to where a row is not a multiple of 256 (Q5_1 for Q5_K ...) keep llama-quantize's
+      // A K mix's --hqq refines its K-quant tensors; the legacy type llama.cpp falls back
+      // to where a row is not a multiple of 256 (Q5_1 for Q5_K) keeps llama-quantize's
       // bytes, as the mix's other tensors do (a rule naming the type or HQQ decides itself).
-      if (p.spec.hqq && !ruled_type && !ruled_hqq && ggml_traits(p.ggml).has_min && ggml_type_block(mix.mix.base) == 256 &&
-          ggml_type_block(c.type) != 256) {
+      if (p.spec.hqq && !ruled_type && !ruled_hqq && c.fallback && ggml_traits(p.ggml).has_min) {
         p.spec.hqq = false;
         p.note += (p.note.empty() ? t.name + ": " : std::string("; ")) + "no --hqq for " + ggml_type_name(c.type) +
                   " (it refines the mix's K-quant tensors; the others keep llama-quantize's bytes)";

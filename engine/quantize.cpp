@@ -110,8 +110,11 @@ static void check_params_finite(const RowSource& w, const QuantizedTensor& q, co
     throw Error(where + ": weights from " + num(mn) + " to " + num(mx) + ": " +
                 (range_too_wide ? "the range is too wide for float (3.4e38), so the " + q.spec.describe() +
                                       " parameters overflow"
-                                : "the " + q.spec.describe() + " scale, rounded up at the top of float's range, times "
-                                  "the largest code passes float's largest value (3.4e38)") +
+                 : q.scheme == Scheme::MnnSym
+                     ? "the " + q.spec.describe() + " scale, rounded up at the top of float's range, times the largest "
+                       "code passes float's largest value (3.4e38)"
+                     : "the " + q.spec.describe() + " parameters (scale and zero) dequantize past float's largest "
+                       "value (3.4e38)") +
                 "; keep this tensor float (a params rule with \"skip\": true) or scale it down");
   }
 }

@@ -97,10 +97,13 @@ std::string temp_pid_digits(const std::string& n, const std::string& prefix) {
   return digits;
 }
 
-// Removes temporary files of OUT left by runs that were killed (SIGKILL, power loss):
-// `.<OUT>.wquant-tmp-<pid>` whose pid no longer exists. A live pid's file is another
-// run's work in progress and is left alone.
-void remove_dead_leftovers(const std::string& dir, const std::string& prefix) {
+// Removes temporary files of OUT (`final`) left by runs that were killed (SIGKILL, power
+// loss): `.<OUT>.wquant-tmp-<pid>` whose pid no longer exists. A live pid's file is another
+// run's work in progress and is left alone. A backup (`...-old`) that is a second name of
+// OUT as it is now goes too; one that is not holds an earlier OUT, the only copy (a run
+// that could not put it back, and said so, or one killed between its renames): kept, and
+// said on stderr.
+void remove_dead_leftovers(const std::string& dir, const std::string& prefix, const std::string& final) {
   DIR* d = ::opendir(dir.c_str());
   if (!d) return;
   while (const dirent* e = ::readdir(d)) {
@@ -109,7 +112,18 @@ void remove_dead_leftovers(const std::string& dir, const std::string& prefix) {
     if (digits.empty() || digits.size() > 10) continue;
     const long long pid = std::stoll(digits);
     if (pid <= 0 || pid > INT32_MAX || pid == ::getpid()) continue;
-    if (::kill(pid_t(pid), 0) != 0 && errno == ESRCH) ::unlinkat(::dirfd(d), n.c_str(), 0);
+    if (::kill(pid_t(pid), 0) == 0 || errno != ESRCH) continue;
+    const bool backup = n.size() > 4 && n.compare(n.size() - 4, 4, "-old") == 0;
+    struct stat b, f;
+    if (backup && !(::fstatat(::dirfd(d), n.c_str(), &b, AT_SYMLINK_NOFOLLOW) == 0 && ::lstat(final.c_str(), &f) == 0 &&
+                    b.st_ino == f.st_ino && b.st_dev == f.st_dev)) {
+      const std::string line = "wquant: warning: " + (std::filesystem::path(dir) / n).string() + " holds an earlier " +
+                               final + " that run " + digits + " could not put back (or was killed before it did); " +
+                               "kept: rename it over " + final + " to restore it, or remove it\n";
+      [[maybe_unused]] const ssize_t w = ::write(STDERR_FILENO, line.data(), line.size());
+      continue;
+    }
+    ::unlinkat(::dirfd(d), n.c_str(), 0);
   }
   ::closedir(d);
 }
@@ -119,7 +133,7 @@ void remove_dead_leftovers(const std::string& dir, const std::string& prefix) {
 void remove_dead_temporaries(const std::string& out) {
   const std::filesystem::path p(out);
   const std::filesystem::path dir = p.parent_path().empty() ? std::filesystem::path(".") : p.parent_path();
-  remove_dead_leftovers(dir.string(), temp_prefix(p.filename().string()));
+  remove_dead_leftovers(dir.string(), temp_prefix(p.filename().string()), out);
 }
 
 bool is_temp_name_of(const std::string& file, const std::string& out) {
@@ -225,7 +239,7 @@ OutputFile::OutputFile(const std::string& path, const OutputIo& io) : path_(path
   if (p.filename().empty()) throw Error(path + ": the output is a directory, not a file name", ErrorKind::Output);
   if (fs::is_directory(p, ec)) throw Error(path + ": is a directory", ErrorKind::Output);
   const std::string prefix = temp_prefix(p.filename().string());
-  remove_dead_leftovers(dir.string(), prefix);
+  remove_dead_leftovers(dir.string(), prefix, path);
   temp_ = (dir / (prefix + std::to_string(::getpid()))).string();
   // Only a file that was there at the start may be replaced (the caller checked --force);
   // one that appears while we write (another run) is never clobbered.

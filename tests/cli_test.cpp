@@ -1702,7 +1702,7 @@ TEST_F(Cli, VerifySaysItsReferenceIsQuantizedAndDequantizeCountsWhatItConverted)
 TEST_F(Cli, ASignalIgnoredAtStartStaysIgnoredButCtrlCIsHandled) {
   write_synthetic_safetensors(path("m.safetensors"), 2, 8, 32);
   fs::create_directory(path("out"));
-  for (const int sig : {SIGHUP, SIGINT}) {
+  for (const int sig : {SIGHUP, SIGINT, SIGTERM}) {
     SCOPED_TRACE(sig);
     const std::string out = path("out/o" + std::to_string(sig) + ".wq"), params = path("out/p" + std::to_string(sig) + ".json");
     struct sigaction ignore {}, old {};
@@ -2014,6 +2014,11 @@ TEST_F(Cli, PureRefusesATypeWhoseBlocksDoNotFitARow) {
     EXPECT_EQ(count_of(r.err, "\n"), 1u) << r.err;
     EXPECT_FALSE(fs::exists(path("p.gguf")));
   }
+  // A K type falls back without --pure, as llama-quantize's mixes do: said so.
+  const Result k = expect(3, {"quantize", stories, path("p.gguf"), "Q4_K", "--pure"});
+  EXPECT_TRUE(contains(k.err, "token_embd.weight: rows of 64 are not a multiple of 256, required by Q4_K (--pure asks "
+                              "for it in every tensor; llama-quantize fails on it too): without --pure it gets "
+                              "llama.cpp's fallback type")) << k.err;
   write_bytes(path("keep.json"), R"({"rules": [{"match": "*ffn_down*", "skip": true}]})");
   expect(0, {"quantize", stories, path("p.gguf"), "Q4_0", "--pure", "--params", path("keep.json"), "-q"});
   const json doc = json_of({"inspect", path("p.gguf"), "--json"});
@@ -2166,6 +2171,21 @@ TEST_F(Cli, HqqRefinesTheQ4KTensorsOfAMixAndNothingElse) {
   EXPECT_EQ(sha256_file(path("h5.gguf")), sha256_file(path("p5.gguf")));
   EXPECT_TRUE(contains(r.err, "blk.0.attn_k.weight: rows of 64 are not a multiple of 256, required by Q5_K: Q5_1 instead, "
                               "as llama-quantize falls back; no --hqq for Q5_1")) << r.err;
+  // A Q5_1 asked for by name (--tensor-type) is refined: only llama.cpp's fallbacks are not.
+  expect(0, {"quantize", fx192, path("t5.gguf"), "Q5_K_M", "--tensor-type", "attn_q=q5_1", "-q"});
+  expect(0, {"quantize", fx192, path("t5h.gguf"), "Q5_K_M", "--tensor-type", "attn_q=q5_1", "--hqq", "-q"});
+  auto t5 = open_gguf(path("t5.gguf")), t5h = open_gguf(path("t5h.gguf"));
+  for (size_t i = 0; i < t5->tensors().size(); ++i) {
+    size_t na, nb;
+    const uint8_t* a = t5->raw(i, &na);
+    const uint8_t* b = t5h->raw(i, &nb);
+    ASSERT_EQ(na, nb);
+    EXPECT_EQ(std::memcmp(a, b, na) != 0, contains(t5->tensors()[i].name, "attn_q")) << t5->tensors()[i].name;
+  }
+  // Where no tensor is left for HQQ (stories260K's 64-wide rows: every Q4_K falls back to
+  // Q5_0), --hqq changes nothing, and says so.
+  r = expect(0, {"quantize", stories, path("s.gguf"), "Q4_K_M", "--hqq"});
+  EXPECT_TRUE(contains(r.err, "wquant: warning: --hqq refines no tensor here")) << r.err;
 }
 
 }  // namespace
@@ -2419,15 +2439,15 @@ std::map<std::string, std::string> with_fault_shim(std::map<std::string, std::st
   return env;
 }
 
-// The fault library's log, one call a line, split in words ("rename FROM TO RC", "link
+// The fault library's log, one call a line, split at its tabs ("rename FROM TO RC", "link
 // FROM TO RC", "fsync dir|file INODE RC").
 std::vector<std::vector<std::string>> fault_log(const std::string& file) {
   std::vector<std::vector<std::string>> calls;
   std::istringstream lines(read_bytes(file));
   for (std::string line; std::getline(lines, line);) {
-    std::istringstream words(line);
+    std::istringstream fields(line);
     std::vector<std::string> call;
-    for (std::string w; words >> w;) call.push_back(w);
+    for (std::string f; std::getline(fields, f, '\t');) call.push_back(f);
     if (!call.empty()) calls.push_back(call);
   }
   return calls;
@@ -2461,8 +2481,10 @@ TEST_F(Cli, EveryFileIsSyncedBeforeItsRenameAndTheDirectoryAfter) {
     size_t last_rename = 0;
     for (const std::string& out : outs) {
       const ino_t ino = inode_of(out);  // (a rename keeps the inode)
+      // (link: where the file system has no RENAME_NOREPLACE, a new name is linked, then
+      // the temporary unlinked)
       const auto rename = std::find_if(calls.begin(), calls.end(), [&](const auto& c) {
-        return c[0] == "rename" && c.size() == 4 && c[2] == out && c[3] == "0";
+        return (c[0] == "rename" || c[0] == "link") && c.size() == 4 && c[2] == out && c[3] == "0";
       });
       ASSERT_NE(rename, calls.end()) << out << " was not renamed into place:\n" << read_bytes(path("log"));
       EXPECT_TRUE(std::any_of(calls.begin(), rename, [&](const auto& c) { return is_sync_of(c, "file", ino); }))
@@ -2585,6 +2607,15 @@ TEST_F(Cli, AFailedRenamePutsTheEarlierFilesBackOrKeepsAndNamesTheirBackups) {
   EXPECT_FALSE(read_bytes(shards[0]) == before[0]);
   EXPECT_FALSE(read_bytes(shards[1]) == before[1]);
   EXPECT_TRUE(read_bytes(shards[2]) == before[2]);
+  // The next run to the same OUT keeps them (the only copies of the old shards; it removed
+  // them as a dead run's leftovers) and says where they are.
+  const std::vector<std::string> kept = files_in_out();
+  r = expect(0, {"quantize", "--keep-split", path("m-00001-of-00003.gguf"), path("out/q.gguf"), "Q8_0", "--force"});
+  EXPECT_EQ(files_in_out(), kept);
+  for (const std::string& f : kept) {
+    if (std::find(shards.begin(), shards.end(), f) != shards.end()) continue;
+    EXPECT_TRUE(contains(r.err, "wquant: warning: " + f + " holds an earlier ")) << r.err;
+  }
 }
 
 // llama-quantize's sha256 of shard k (0-based) of a --keep-split run

@@ -1,8 +1,9 @@
 // A library preloaded (LD_PRELOAD) into the wquant program by cli_test to see and break
 // the calls that put a result in place, which no real file system fails on demand:
 //   WQ_FAULT_LOG=FILE            each rename / renameat2 / link / fsync / fdatasync appended
-//                                to FILE, one line: the call, its paths (or for a sync the
-//                                inode and whether it is a directory), its result;
+//                                to FILE, one line of tab-separated fields: the call, its
+//                                paths (or for a sync whether it is a directory, and the
+//                                inode), its result;
 //   WQ_FAULT_LINK_ERRNO=N        link() to a name ending "-old" (a replaced file's backup)
 //                                fails with errno N (a file system without hard links);
 //   WQ_FAULT_RENAME_TO=SUFFIX    rename() of a temporary file to a name ending SUFFIX fails
@@ -108,7 +109,7 @@ int logged_rename(const char* from, const char* to, Call call) {
   } else {
     rc = call();
   }
-  log_line("rename %s %s %d\n", from, to, rc);
+  log_line("rename\t%s\t%s\t%d\n", from, to, rc);
   return rc;
 }
 
@@ -117,7 +118,7 @@ int logged_sync(const char* call, int fd, int (*sync)(int)) {
   const bool known = ::fstat(fd, &st) == 0;
   const int fault = env_errno("WQ_FAULT_SYNC_ERRNO");
   const int rc = fault && is_temporary(fd) ? (errno = fault, -1) : sync(fd);
-  log_line("%s %s %lld %d\n", call, known && S_ISDIR(st.st_mode) ? "dir" : "file",
+  log_line("%s\t%s\t%lld\t%d\n", call, known && S_ISDIR(st.st_mode) ? "dir" : "file",
            known ? (long long)st.st_ino : -1LL, rc);
   return rc;
 }
@@ -145,7 +146,7 @@ int link(const char* from, const char* to) {
   } else {
     rc = next(from, to);
   }
-  log_line("link %s %s %d\n", from, to, rc);
+  log_line("link\t%s\t%s\t%d\n", from, to, rc);
   return rc;
 }
 

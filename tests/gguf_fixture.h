@@ -47,6 +47,8 @@ inline WideFixture moe_fixture() {
 // --keep-split refuses.
 void write_gguf_fixture_split(const std::string& stories_gguf, const std::string& prefix, int per_shard,
                               int empty_shard = -1);
+// (The old `bool empty_first` would convert to shard 0 or 1: a compile error instead.)
+void write_gguf_fixture_split(const std::string&, const std::string&, int, bool) = delete;
 
 void write_gguf_wide_fixture(const std::string& stories_gguf, const std::string& out_path, const WideFixture& f);
 

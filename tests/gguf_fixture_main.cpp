@@ -21,7 +21,7 @@ int main(int argc, char** argv) {
     if (std::strcmp(which, "192") == 0) {
       wq::test::write_gguf_fixture(argv[1], argv[2]);
     } else if (std::strcmp(which, "split") == 0 || std::strcmp(which, "split0") == 0) {
-      wq::test::write_gguf_fixture_split(argv[1], argv[2], 20, std::strcmp(which, "split0") == 0);
+      wq::test::write_gguf_fixture_split(argv[1], argv[2], 20, std::strcmp(which, "split0") == 0 ? 0 : -1);
     } else {
       wq::test::write_gguf_wide_fixture(argv[1], argv[2],
                                         std::strcmp(which, "256") == 0 ? wq::test::dense_fixture() : wq::test::moe_fixture());
