@@ -112,7 +112,7 @@ MixChoice tensor_type(MixState& qs, GgmlType new_type, const TensorInfo& t, uint
     // A shared token embedding / output matrix gets the output's type.
     if (o.output_type) {
       new_type = *o.output_type;
-    } else if (falcon || ne0(t) % facts(new_type).block != 0) {
+    } else if (falcon || rows_misfit(t, new_type)) {
       new_type = T::Q8_0;
     } else if (new_type != T::Q8_0) {
       new_type = T::Q6_K;
@@ -206,11 +206,10 @@ MixChoice tensor_type(MixState& qs, GgmlType new_type, const TensorInfo& t, uint
 // fallback type (or, where it has none, a note that llama-quantize aborts).
 MixChoice fitted_choice(const TensorInfo& t, GgmlType new_type) {
   using T = GgmlType;
-  const std::string& name = t.name;
   MixChoice c;
   c.quantize = true;
   c.type = new_type;
-  if (ne0(t) % facts(new_type).block != 0) {
+  if (rows_misfit(t, new_type)) {
     // The row fits no block of the chosen type: llama.cpp's fallback table.
     const T chosen = new_type;
     switch (new_type) {
@@ -220,17 +219,14 @@ MixChoice fitted_choice(const TensorInfo& t, GgmlType new_type) {
       case T::Q6_K: new_type = T::Q8_0; break;
       default:
         c.unsupported = true;
-        c.note = name + ": rows of " + std::to_string(ne0(t)) + " are not a multiple of " +
-                 std::to_string(facts(chosen).block) + ", required by " + facts(chosen).name +
+        c.note = rows_misfit_note(t, chosen) +
                  " (llama-quantize aborts the whole model here: \"Unsupported tensor size encountered\")";
         return c;
     }
-    if (ne0(t) % facts(new_type).block != 0) new_type = T::F16;
+    if (rows_misfit(t, new_type)) new_type = T::F16;
     c.type = new_type;
     c.fallback = true;
-    c.note = name + ": rows of " + std::to_string(ne0(t)) + " are not a multiple of " +
-             std::to_string(facts(chosen).block) + ", required by " + facts(chosen).name + ": " +
-             facts(new_type).name + " instead, as llama-quantize falls back";
+    c.note = rows_misfit_note(t, chosen) + ": " + facts(new_type).name + " instead, as llama-quantize falls back";
   }
   return c;
 }
@@ -239,6 +235,13 @@ MixChoice fitted_choice(const TensorInfo& t, GgmlType new_type) {
 
 const char* ggml_type_name(GgmlType t) { return facts(t).name; }
 int64_t ggml_type_block(GgmlType t) { return facts(t).block; }
+
+bool rows_misfit(const TensorInfo& t, GgmlType type) { return ne0(t) % facts(type).block != 0; }
+
+std::string rows_misfit_note(const TensorInfo& t, GgmlType type) {
+  return t.name + ": rows of " + std::to_string(ne0(t)) + " are not a multiple of " + std::to_string(facts(type).block) +
+         ", required by " + facts(type).name;
+}
 
 std::optional<GgmlType> ggml_type_named(std::string_view name) {
   for (const TypeFacts& f : kTypes) {
@@ -372,11 +375,8 @@ std::vector<MixChoice> choose_mix_types(const std::vector<TensorInfo>& tensors, 
           c.fallback = false;  // the user's type now, even where the mix fell back to it
           if (type != c.type) {
             c.type = type;
-            c.unsupported = ne0(t) % facts(type).block != 0;
-            c.note = c.unsupported ? t.name + ": rows of " + std::to_string(ne0(t)) + " are not a multiple of " +
-                                         std::to_string(facts(type).block) + ", required by " + facts(type).name +
-                                         " (--tensor-type)"
-                                   : "";
+            c.unsupported = rows_misfit(t, type);
+            c.note = c.unsupported ? rows_misfit_note(t, type) + " (--tensor-type)" : "";
           }
           break;
         }
@@ -386,7 +386,7 @@ std::vector<MixChoice> choose_mix_types(const std::vector<TensorInfo>& tensors, 
       }
       // --pure asks for the base type everywhere; where its blocks do not fit the rows,
       // llama-quantize fails on the model (unless an explicit type below replaces it).
-      c.pure_misfit = opts.pure && quantized_base && ne0(t) % facts(opts.mix.base).block != 0;
+      c.pure_misfit = opts.pure && quantized_base && rows_misfit(t, opts.mix.base);
       // The explicit types win over the mix and --tensor-type (applied last, as
       // llama-quantize applies them) without its fallback table: where the rows do not
       // fit, llama-quantize fails, and wquant keeps the tensor float, as for --tensor-type.
@@ -394,12 +394,8 @@ std::vector<MixChoice> choose_mix_types(const std::vector<TensorInfo>& tensors, 
         MixChoice e;
         e.quantize = true;
         e.type = type;
-        e.unsupported = ne0(t) % facts(type).block != 0;
-        if (e.unsupported) {
-          e.note = t.name + ": rows of " + std::to_string(ne0(t)) + " are not a multiple of " +
-                   std::to_string(facts(type).block) + ", required by " + facts(type).name + " (" + option +
-                   "; llama-quantize fails on it)";
-        }
+        e.unsupported = rows_misfit(t, type);
+        if (e.unsupported) e.note = rows_misfit_note(t, type) + " (" + option + "; llama-quantize fails on it)";
         return e;
       };
       if (opts.token_embd_type && t.name == "token_embd.weight") c = explicit_type(*opts.token_embd_type, "--token-embedding-type");

@@ -19,6 +19,11 @@ namespace wq {
 const char* ggml_type_name(GgmlType t);
 // Weights per block (1 for F32 / F16 / BF16).
 int64_t ggml_type_block(GgmlType t);
+// Whether t's rows (ne0) are no multiple of `type`'s block, and the words that say so:
+// "<name>: rows of N are not a multiple of B, required by TYPE" (every such note and error).
+bool rows_misfit(const TensorInfo& t, GgmlType type);
+std::string rows_misfit_note(const TensorInfo& t, GgmlType type);
+
 // By name, case-insensitive, as llama-quantize's --output-tensor-type reads it.
 std::optional<GgmlType> ggml_type_named(std::string_view name);
 // The float types are stored as they are, not in blocks.

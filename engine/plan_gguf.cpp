@@ -93,10 +93,8 @@ std::vector<TensorPlan> make_gguf_plan(const std::vector<TensorInfo>& tensors, c
       }
       if (r.gguf_type) {
         c.type = *r.gguf_type;
-        c.unsupported = (t.shape.empty() ? 1 : t.shape.back()) % ggml_type_block(c.type) != 0;
-        c.note = c.unsupported ? t.name + ": rows of " + std::to_string(t.shape.empty() ? 1 : t.shape.back()) + " are not a multiple of " +
-                                     std::to_string(ggml_type_block(c.type)) + ", required by " + ggml_type_name(c.type)
-                               : "";
+        c.unsupported = rows_misfit(t, c.type);
+        c.note = c.unsupported ? rows_misfit_note(t, c.type) : "";
         ruled_type = true;
       }
       if (r.skip) {
@@ -109,9 +107,7 @@ std::vector<TensorPlan> make_gguf_plan(const std::vector<TensorInfo>& tensors, c
     }
     if (c.pure_misfit && c.quantize && !ruled_type) {
       // (Refused here, in the plan: before anything is written, --dry-run included.)
-      throw Error(t.name + ": rows of " + std::to_string(t.shape.empty() ? 1 : t.shape.back()) +
-                  " are not a multiple of " + std::to_string(ggml_type_block(c.type)) + ", required by " +
-                  ggml_type_name(c.type) +
+      throw Error(rows_misfit_note(t, c.type) +
                   " (--pure asks for it in every tensor; llama-quantize fails on it too): without --pure it gets " +
                   (ggml_type_block(c.type) == 256 ? "llama.cpp's fallback type" : "kept float"));
     }

@@ -86,13 +86,17 @@ std::string temp_prefix(const std::string& name) {
   return p;
 }
 
+// Whether a temporary file name is commit_together's backup of a replaced file
+// ("<temporary name>-old").
+bool is_backup_name(const std::string& n) { return n.size() > 4 && n.compare(n.size() - 4, 4, "-old") == 0; }
+
 // The pid of a temporary file name `n` of the OUT whose temp_prefix is `prefix`
-// ("<prefix><pid>", or "<prefix><pid>-old", commit_together's backup of a replaced file),
-// as its digits; "" when n is no such name.
+// ("<prefix><pid>", or "<prefix><pid>-old", a backup), as its digits; "" when n is no such
+// name.
 std::string temp_pid_digits(const std::string& n, const std::string& prefix) {
   if (n.size() <= prefix.size() || n.compare(0, prefix.size(), prefix) != 0) return "";
   std::string digits = n.substr(prefix.size());
-  if (digits.size() > 4 && digits.compare(digits.size() - 4, 4, "-old") == 0) digits.resize(digits.size() - 4);
+  if (is_backup_name(digits)) digits.resize(digits.size() - 4);
   if (digits.find_first_not_of("0123456789") != std::string::npos) return "";
   return digits;
 }
@@ -113,9 +117,8 @@ void remove_dead_leftovers(const std::string& dir, const std::string& prefix, co
     const long long pid = std::stoll(digits);
     if (pid <= 0 || pid > INT32_MAX || pid == ::getpid()) continue;
     if (::kill(pid_t(pid), 0) == 0 || errno != ESRCH) continue;
-    const bool backup = n.size() > 4 && n.compare(n.size() - 4, 4, "-old") == 0;
     struct stat b, f;
-    if (backup && !(::fstatat(::dirfd(d), n.c_str(), &b, AT_SYMLINK_NOFOLLOW) == 0 && ::lstat(final.c_str(), &f) == 0 &&
+    if (is_backup_name(n) && !(::fstatat(::dirfd(d), n.c_str(), &b, AT_SYMLINK_NOFOLLOW) == 0 && ::lstat(final.c_str(), &f) == 0 &&
                     b.st_ino == f.st_ino && b.st_dev == f.st_dev)) {
       const std::string line = "wquant: warning: " + (std::filesystem::path(dir) / n).string() + " holds an earlier " +
                                final + " that run " + digits + " could not put back (or was killed before it did); " +
