@@ -385,6 +385,32 @@ TEST_F(OnnxReaderTest, StoresTheCodesOfTheSafetensorsWriter) {
 // when --fp16 stored it as NAME.f16 behind a Cast (an earlier reader listed that pair as
 // "mm.weight.f16", stored [K, N]: verify skipped it and dequantize wrote it under that
 // name, transposed against the quantized weights).
+// --fp16 converts the weights (the initializers MatMul, Gemm, Conv and Gather read); any
+// other float initializer (here a 1-D scale a Mul reads, as a norm's) is carried over as
+// it is, F32, its bytes unchanged (README: kept float tensors).
+TEST_F(OnnxReaderTest, Fp16LeavesInitializersThatAreNotWeightsAsTheyAre) {
+  onnx::ModelProto m = small_model();
+  const std::vector<float> scale = ramp(64, 3.0f);
+  add_init(m.mutable_graph(), "norm.weight", onnx::TensorProto::FLOAT, {64})->set_raw_data(scale.data(), scale.size() * 4);
+  add_node(m.mutable_graph(), "Mul", {"x2", "norm.weight"}, "y4");
+  save_model(m, dir_ + "/m.onnx");
+  const std::string out = dir_ + "/h.onnx";
+  const CmdResult r = run(quote(WQUANT_BIN) + " quantize " + quote(dir_ + "/m.onnx") + " " + quote(out) +
+                          " --bits 0 --fp16 -q");
+  ASSERT_EQ(r.code, 0) << r.out;
+  std::unique_ptr<ModelReader> q = open_model(out);
+  const long n = q->find("norm.weight");
+  ASSERT_GE(n, 0);
+  EXPECT_EQ(q->tensors()[size_t(n)].dtype, DType::F32);
+  size_t bytes = 0;
+  const uint8_t* data = q->raw(size_t(n), &bytes);
+  ASSERT_EQ(bytes, scale.size() * 4);
+  EXPECT_EQ(std::memcmp(data, scale.data(), bytes), 0);
+  const long w = q->find("mm.weight");
+  ASSERT_GE(w, 0);
+  EXPECT_EQ(q->tensors()[size_t(w)].dtype, DType::F16);  // (the weights are converted)
+}
+
 TEST_F(OnnxReaderTest, KeptFloatMatMulWeightKeepsItsValues) {
   save_model(checkable(small_model()), dir_ + "/m.onnx");
   std::ofstream(dir_ + "/skip.json") << R"({"rules": [{"match": "mm.weight", "skip": true}]})";
