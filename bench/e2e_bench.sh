@@ -166,6 +166,8 @@ job() {
     # summary; the summary goes to $dir/.out.)
     timed "$label" "$wq" quantize "$in" "$out" "$@"
     rm -f "$out"
+    # shellcheck disable=SC2086
+    cat $files > /dev/null
     timed "$label-nofsync" env WQUANT_NO_FSYNC=1 "$wq" quantize "$in" "$out" "$@"
     if [ -n "${LLAMA_QUANTIZE:-}" ] && [ "$llama_type" != - ]; then
       llama_label="llama-quantize $label"

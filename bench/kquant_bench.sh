@@ -54,11 +54,13 @@ for t in ${WQ_KQ_TYPES:-Q4_K_M Q6_K Q2_K IQ4_XS}; do
         sync
         cat "$in" > /dev/null
         timed n env WQUANT_NO_FSYNC=1 "$wq" quantize "${opts[@]}" "$in" "$dir/kq-nf.gguf" "$t" "$th"
-        rm -f "$dir/kq-nf.gguf"
         sync  # its writeback before llama-quantize's run
         cat "$in" > /dev/null
         timed b "$lq" "${opts[@]}" "$in" "$dir/kq-lq.gguf" "$t" "$th"
-        [ "$(sha256sum < "$dir/kq-wq.gguf")" = "$(sha256sum < "$dir/kq-lq.gguf")" ] || same=no
+        # Every run's file against llama-quantize's, the no-fsync one's too.
+        lq_sum=$(sha256sum < "$dir/kq-lq.gguf")
+        [ "$(sha256sum < "$dir/kq-wq.gguf")" = "$lq_sum" ] && [ "$(sha256sum < "$dir/kq-nf.gguf")" = "$lq_sum" ] || same=no
+        rm -f "$dir/kq-nf.gguf"
       done
       suffix=""
       [ "$runs" -gt 1 ] && suffix=" (medians of $runs)"

@@ -19,7 +19,8 @@ for _ in $(seq "$runs"); do
     rm -f "$out"
     # shellcheck disable=SC2086
     cat $files > /dev/null
-    /usr/bin/time -f "%e %U %S" -o "$t" env WQUANT_OUTPUT_IO=$mode "$wq" quantize "$in" "$out" "$@" -q
+    # (No --quiet: it skips the error figures, which the default run measures.)
+    /usr/bin/time -f "%e %U %S" -o "$t" env WQUANT_OUTPUT_IO=$mode "$wq" quantize "$in" "$out" "$@" > /dev/null
     walls[$mode]+="$(awk '{print $1}' "$t") "
     cpus[$mode]+="$(awk '{printf "%.2f", $2 + $3}' "$t") "
   done

@@ -174,8 +174,8 @@ int worker_threads(const RunSettings& run, Console& con) {
   const int cpus = usable_cpus();
   if (run.threads <= cpus) return run.threads;
   con.note("--threads " + std::to_string(run.threads) + ": this process may run on " + std::to_string(cpus) +
-           (cpus == 1 ? " CPU" : " CPUs") + "; running " + std::to_string(cpus) +
-           " threads (more would only share those cores, and ran slower)");
+           (cpus == 1 ? " CPU; running 1 thread" : " CPUs; running " + std::to_string(cpus) + " threads") +
+           " (more would only share those cores, and ran slower)");
   return cpus;
 }
 

@@ -1,5 +1,6 @@
 // What the public API's entry points share: the one error type (wquant::Error) from the
-// engine's (wq::Error), through translate_errors, and QuantOptions as an engine spec.
+// engine's (wq::Error), through translate_errors, QuantOptions as an engine spec, and
+// its thread count as the program takes --threads.
 #pragma once
 
 #include <new>
@@ -7,6 +8,7 @@
 
 #include "engine/error.h"
 #include "engine/quant_spec.h"
+#include "engine/scheduler.h"
 
 namespace wquant {
 
@@ -29,6 +31,14 @@ inline wq::QuantSpec spec_of(const QuantOptions& o) {
   s.fp16 = o.fp16;
   s.hqq_opts.max_steps = o.hqq_steps;
   return s;
+}
+
+// QuantOptions::threads as the program's --threads takes it: 0 (or less) every usable CPU,
+// and more than those capped at them (more threads than CPUs gains nothing, README; a
+// million asked for crashed inside oneTBB).
+inline int capped_threads(int threads) {
+  const int cpus = wq::usable_cpus();
+  return threads > 0 && threads < cpus ? threads : cpus;
 }
 
 template <class F>

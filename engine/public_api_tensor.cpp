@@ -12,6 +12,26 @@ namespace wquant {
 
 const char* version() { return WQUANT_VERSION; }
 
+namespace {
+
+std::string available_list() {
+  std::string s;
+  for (const std::string& i : available_isas()) s += (s.empty() ? "" : ", ") + i;
+  return s;
+}
+
+// a * b, or a usage error where it overflows (a forged record's sizes must not wrap to
+// agree with its buffers).
+size_t checked_product(size_t a, size_t b) {
+  size_t r = 0;
+  if (__builtin_mul_overflow(a, b, &r)) {
+    throw wq::Error("tensor: rows and cols overflow the address space", wq::ErrorKind::Usage);
+  }
+  return r;
+}
+
+}  // namespace
+
 std::vector<std::string> available_isas() {
   std::vector<std::string> out;
   for (int i = 0; i < wq::kIsaCount; ++i) {
@@ -25,6 +45,11 @@ void use_isa(const std::string& name) {
     wq::Isa isa;
     if (!wq::parse_isa(name, &isa)) {
       throw wq::Error("unknown ISA '" + name + "' (one of " + wq::isa_names() + ")", wq::ErrorKind::Usage);
+    }
+    // (Said here, as a usage error: select_isa's own words name the program's --isa.)
+    if (!wq::isa_available(isa)) {
+      throw wq::Error("ISA '" + name + "' is not available on this CPU or in this build; available: " + available_list(),
+                      wq::ErrorKind::Usage);
     }
     wq::select_isa(isa);
   });
@@ -45,7 +70,7 @@ QuantizedTensor quantize(const float* weights, size_t rows, size_t cols, const Q
     const wq::QuantSpec spec = spec_of(opts);
     wq::validate_spec(spec, "tensor");
     const size_t block = wq::resolve_block(spec, cols, "tensor", wq::BlockFallback::Error, nullptr);
-    wq::Scheduler sched(opts.threads);
+    wq::Scheduler sched(capped_threads(opts.threads));
     wq::QuantizedTensor q;
     sched.run([&] { q = wq::quantize_tensor(w, spec, block); });
     QuantizedTensor out;
@@ -76,9 +101,11 @@ std::vector<float> dequantize(const QuantizedTensor& q) {
     else if (q.scheme == "affine") t.scheme = wq::Scheme::Affine;
     else throw wq::Error("tensor: unknown scheme '" + q.scheme + "'", wq::ErrorKind::Usage);
     const size_t nb = q.block ? q.cols / q.block : 0;
+    const size_t numel = checked_product(q.rows, q.cols);
+    checked_product(q.cols, size_t(8));  // (the packed row's bits, below)
     if (q.bits < 2 || q.bits > 8 || q.block == 0 || q.cols % q.block || q.packed_row_bytes != (q.cols * size_t(q.bits) + 7) / 8 ||
-        q.packed.size() != q.rows * q.packed_row_bytes || q.scales.size() != q.rows * nb ||
-        (t.scheme != wq::Scheme::MnnSym && q.zeros.size() != q.rows * nb)) {
+        q.packed.size() != checked_product(q.rows, q.packed_row_bytes) || q.scales.size() != checked_product(q.rows, nb) ||
+        (t.scheme != wq::Scheme::MnnSym && q.zeros.size() != checked_product(q.rows, nb))) {
       throw wq::Error("tensor: sizes of the quantized tensor do not agree with its rows, cols, bits and block",
                       wq::ErrorKind::Usage);
     }
@@ -86,7 +113,7 @@ std::vector<float> dequantize(const QuantizedTensor& q) {
     t.packed.assign(q.packed.begin(), q.packed.end());
     t.scales.assign(q.scales.begin(), q.scales.end());
     t.zeros.assign(q.zeros.begin(), q.zeros.end());
-    std::vector<float> out(q.rows * q.cols);
+    std::vector<float> out(numel);
     wq::dequantize_tensor(t, out.data());
     return out;
   });

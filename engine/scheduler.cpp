@@ -26,9 +26,13 @@ int usable_cpus() {
 Scheduler::Scheduler(int threads) {
   const int cores = usable_cpus();
   threads_ = threads > 0 ? threads : cores;
-  // task_arena(n) alone never gives more threads than the global limit (the core count).
-  control_ = std::make_unique<tbb::global_control>(tbb::global_control::max_allowed_parallelism,
-                                                   size_t(std::max(threads_, cores)));
+  // task_arena(n) alone never gives more threads than the global limit (the core count):
+  // raised for more threads than cores (tests ask for that). Only then: oneTBB takes the
+  // least of the limits alive at once, so a limit set by every run would cap another
+  // run of the same process (the public API's, from two threads) and print a warning.
+  if (threads_ > cores) {
+    control_ = std::make_unique<tbb::global_control>(tbb::global_control::max_allowed_parallelism, size_t(threads_));
+  }
   arena_ = std::make_unique<tbb::task_arena>(threads_);
 }
 

@@ -77,8 +77,16 @@ std::unique_ptr<ModelReader> open_model(const std::string& path) {
   if (ends_with(".json") || ends_with(".safetensors")) return open_safetensors(p);
   if (n > 0 && looks_like_safetensors(head, size_t(n), size)) return open_safetensors(p);
   if (size == 0) throw Error(path + ": is empty");
-  if (const OnnxHooks* onnx = onnx_hooks(); onnx && onnx->sniff(p, head, size_t(n > 0 ? n : 0))) return onnx->open(p);
-  throw Error(path + ": is not a model wquant reads (safetensors, GGUF, .wq, ONNX): unrecognised content");
+  const OnnxHooks* onnx = onnx_hooks();
+  if (onnx && onnx->sniff(p, head, size_t(n > 0 ? n : 0))) return onnx->open(p);
+  // (The public library, and a program that does not link wq_onnx, reads no ONNX: an .onnx
+  // file is then not called unrecognised, nor ONNX listed among what is read.)
+  if (!onnx && ends_with(".onnx")) {
+    throw Error(path + ": this build of wquant has no ONNX support (built without libonnx-dev and libprotobuf-dev); "
+                       "it reads safetensors, GGUF and .wq",
+                ErrorKind::Usage);
+  }
+  throw Error(path + ": is not a model wquant reads (safetensors, GGUF, .wq" + (onnx ? ", ONNX" : "") + "): unrecognised content");
 }
 
 }  // namespace wq

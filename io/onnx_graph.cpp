@@ -13,6 +13,9 @@
 namespace wq {
 namespace {
 
+// The widest block onnxruntime's MatMulNBits loads (16, 32, 64, 128 or 256 weights).
+constexpr size_t kMatMulNBitsMaxBlock = 256;
+
 // accuracy_level 1 (fp32): MatMulNBits dequantizes B and multiplies in f32, so the
 // runtime computes with exactly the weights wquant's dequantization gives. Level 4 would
 // also quantize the activations to int8 per block (faster on CPUs with VNNI), a second
@@ -241,7 +244,9 @@ class Planner {
     // ("only 2b and 4b quantization is supported for unpacked compute"): 8-bit blocks with
     // float zero points take the standard-op form; packed uint8 ones it takes.
     const bool bits_ok = bits == 2 || bits == 4 || (bits == 8 && integral);
-    const bool nbits = in.matmul_only && graph == DType::F32 && bits_ok && pow2;
+    // Its blocks are 16 to 256 weights (matmul_nbits.cc refuses any other at load, 1.30):
+    // a wider one (channel-wise on rows of 512 or more, every LLM's) takes the other forms.
+    const bool nbits = in.matmul_only && graph == DType::F32 && bits_ok && pow2 && block <= kMatMulNBitsMaxBlock;
     // GatherBlockQuantized's zero points are integers in the data's type: symmetric codes.
     const bool gather = !nbits && in.gather_only && graph == DType::F32 && (bits == 4 || bits == 8) &&
                         scheme == Scheme::MnnSym && pow2;

@@ -171,13 +171,16 @@ int rename_no_replace(const char* from, const char* to) {
 }
 
 // The directory of `path` synced (the renames in it made durable); skipped without fsync.
-void sync_directory_of(const std::string& path, bool fsync) {
-  if (!fsync) return;
+// Returns 0, or the errno of the fsync that failed (a directory that cannot be opened
+// read-only, as on some file systems, is not synced and is no failure).
+int sync_directory_of(const std::string& path, bool fsync) {
+  if (!fsync) return 0;
   const std::filesystem::path dir = std::filesystem::path(path).parent_path();
   const int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return;
-  ::fsync(fd);
+  if (fd < 0) return 0;
+  const int e = ::fsync(fd) == 0 ? 0 : errno;
   ::close(fd);
+  return e;
 }
 
 }  // namespace
@@ -479,9 +482,9 @@ static int rename_pause_ms() {
 }
 
 // The rename is durable only once the directory is: its fsync (skipped with the file's).
-void OutputFile::sync_directory() const { sync_directory_of(path_, io_.fsync); }
+int OutputFile::sync_directory() const { return sync_directory_of(path_, io_.fsync); }
 
-void OutputFile::place(bool removable) {
+void OutputFile::place(bool removable, bool sync_dir) {
   finish();
   // Removable: the slot names the final name before the rename and keeps it after, so a
   // signal at any moment removes the file under whichever name it has.
@@ -518,8 +521,20 @@ void OutputFile::place(bool removable) {
   }
   if (guarded) g_state[slot_].store(kPlaced);
   committed_ = true;
-  sync_directory();
   removable_ = guarded;
+  if (const int e = sync_dir ? sync_directory() : 0) {
+    // The file is under its name, but the name may not survive a crash: a failure, said.
+    // A removable file (the params file) goes again, as after any later failure of its
+    // run; a file that is the whole result stays, the message says so.
+    if (guarded) {
+      ::unlink(path_.c_str());
+      unregister_temp(slot_);
+      slot_ = -1;
+      removable_ = false;
+      fail("renamed into place, but the directory's fsync failed, so it was removed again", e);
+    }
+    fail("renamed into place, but the directory's fsync failed, so the new file may not survive a crash", e);
+  }
   if (guarded) {
     if (const int ms = rename_pause_ms(); ms > 0) ::usleep(useconds_t(ms) * 1000);
   }
@@ -614,7 +629,11 @@ void commit_together(const std::vector<OutputFile*>& files) {
   g_commit.store(kCommitting);
   try {
     for (; placed < files.size(); ++placed) {
-      files[placed]->commit();
+      files[placed]->place(false, false);
+      if (const int e = files[placed]->sync_directory()) {
+        ++placed;  // (under its name: put back with the others)
+        files[placed - 1]->fail("renamed into place, but the directory's fsync failed, so the result's renames were undone", e);
+      }
       if (placed + 1 < files.size()) {
         // (The whole pause, signals or not: a test sends one, then another, into it.)
         if (const int ms = rename_pause_ms(); ms > 0) {

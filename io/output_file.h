@@ -57,7 +57,8 @@ class OutputFile;
 // their final names, in order, all or none: every file is finished (written and synced)
 // before any rename; each file it replaces is linked aside first, and if a rename fails,
 // the files already placed are put back as they were (the user's earlier files, or none)
-// before it throws. SIGINT, SIGTERM and the other terminating signals that arrive during
+// before it throws; so they are where the directory's fsync after a rename fails (the
+// rename may not last, and a later one be lost with it). SIGINT, SIGTERM and the other terminating signals that arrive during
 // the renames wait for them (defer_signal_in_commit), so a signal never leaves a mixed
 // set: it then acts on the whole result in place. (A SIGKILL or a power loss between two
 // renames can; no POSIX call replaces two names at once.)
@@ -140,8 +141,10 @@ class OutputFile {
   bool replaces() const { return replace_; }
 
  private:
-  void place(bool removable);
-  void sync_directory() const;
+  friend void commit_together(const std::vector<OutputFile*>& files);
+  // The rename; with sync_dir the directory's fsync after it (commit_together does its own).
+  void place(bool removable, bool sync_dir = true);
+  int sync_directory() const;  // 0, or the errno of the directory's fsync that failed
   // The write buffers are on 2 MiB pages (engine/huge_pages.h):
   // from posix_memalign, their 4 KiB pages were 2 000 first-touch faults a conversion
   // (perf record -e page-faults, the bf16 -> .wq job, 2026-12-04), each costly on these VMs.

@@ -13,6 +13,7 @@
 #include "io/gguf_output.h"
 #include "io/model_reader.h"
 #include "io/model_writer.h"
+#include "io/output_path.h"
 #include "io/public_api_gguf.h"
 
 namespace wquant {
@@ -49,15 +50,14 @@ std::vector<float> Model::read_f32(const std::string& name) {
 
 ConvertResult convert(const std::string& in, const std::string& out, const ConvertOptions& opts) {
   return translate_errors([&] {
-    namespace fs = std::filesystem;
     const auto t0 = std::chrono::steady_clock::now();
     std::unique_ptr<wq::ModelReader> reader = wq::open_model(in);
-    std::error_code ec;
-    if (fs::exists(out, ec)) {
-      if (fs::equivalent(in, out, ec)) throw wq::Error(out + ": OUT is the input", wq::ErrorKind::Output);
-      if (!opts.overwrite) throw wq::Error(out + ": exists (set overwrite to replace it)", wq::ErrorKind::Output);
-      if (!fs::is_regular_file(out, ec)) throw wq::Error(out + ": not a regular file", wq::ErrorKind::Output);
-    }
+    // Every file the model is read from (a sharded checkpoint's shards, a split GGUF's,
+    // ONNX external data), not only IN, is refused as OUT, whatever overwrite says: the
+    // program's own checks (io/output_path.h).
+    std::vector<std::string> inputs = wq::input_files(in);
+    for (const std::string& f : reader->data_files()) inputs.push_back(f);
+    wq::check_output_path(out, inputs, opts.overwrite, "set overwrite to replace it");
     wq::PlanOptions po;
     po.defaults = spec_of(opts.quant);
     wq::validate_spec(po.defaults, "convert");
@@ -77,12 +77,13 @@ ConvertResult convert(const std::string& in, const std::string& out, const Conve
       throw wq::Error(out + ": gguf_type, imatrix and llama-quantize's other options apply to GGUF output only",
                       wq::ErrorKind::Usage);
     }
+    if (po.format == wq::OutputFormat::Onnx) wq::check_not_an_input(out + ".data", inputs);  // (written beside OUT)
     const std::vector<wq::TensorPlan> plan = wq::make_plan(reader->tensors(), po);
     wq::WriterOptions wo;
     wo.output_path = out;
     wo.gguf_keys = gguf.keys;
     std::unique_ptr<wq::ModelWriter> writer = wq::make_writer(out, po.format, plan, *reader, wo);
-    wq::Scheduler sched(opts.quant.threads);
+    wq::Scheduler sched(wquant::capped_threads(opts.quant.threads));
     wq::PipelineStats st;
     sched.run([&] { st = wq::run_pipeline(plan, reader->tensors(), *reader, *writer, {}); });
     writer->commit();

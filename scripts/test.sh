@@ -52,6 +52,9 @@ step() { printf "== [%d:%02d] %s\n" $(((SECONDS - started) / 60)) $(((SECONDS - 
 step "setup: a second run installs and prints nothing"
 check "setup.sh is idempotent" bash -c 'out=$(bash scripts/setup.sh 2>&1) && [ -z "$out" ] || { echo "$out"; exit 1; }'
 
+# The benchmark scripts run nowhere in the tests (their inputs are GBs): each at least parses.
+check "bench and build scripts parse (bash -n)" bash -c 'for f in bench/*.sh scripts/*.sh .ci/run; do bash -n "$f" || { echo "$f"; exit 1; }; done'
+
 step "build: x86-64 release"
 if bash scripts/build.sh release; then run_ctest build "x86-64"; else echo "x86-64 build failed"; failed=$((failed + 1)); status=1; fi
 

@@ -853,10 +853,13 @@ TEST_F(Cli, BenchPrintsATablePerIsa) {
   expect(2, {"bench", "--size", "lots"});
 }
 
+void write_synthetic_safetensors(const std::string& file, int tensors, int rows, int cols);  // (below)
+
 // --threads above the CPUs the process may run on (its affinity, which children inherit:
 // here narrowed to one CPU, then to two where there are two) runs that many threads, with
 // a note naming --threads; within them it runs what was asked, without a note.
 TEST_F(Cli, ThreadsBeyondTheUsableCpusAreCappedWithANote) {
+  write_synthetic_safetensors(path("m.safetensors"), 4, 64, 256);
   cpu_set_t all;
   ASSERT_EQ(sched_getaffinity(0, sizeof all, &all), 0);
   std::vector<int> cpus;
@@ -874,7 +877,17 @@ TEST_F(Cli, ThreadsBeyondTheUsableCpusAreCappedWithANote) {
     const Result asked = expect(0, {"bench", "--size", "16K", "--isa", "scalar", "--threads", exact, "--json"});
     const Result every = expect(0, {"bench", "--size", "16K", "--isa", "scalar", "--json"});
     const Result quiet = expect(0, {"bench", "--size", "16K", "--isa", "scalar", "--threads", more, "--quiet"});
+    // quantize caps the same way (the path the README's 8-thread e2e job takes), with the bytes
+    // of the threads it runs.
+    const Result q_capped = expect(0, {"quantize", path("m.safetensors"), path("capped.wq"), "--threads", more, "--force", "--json"});
+    const Result q_asked = expect(0, {"quantize", path("m.safetensors"), path("asked.wq"), "--threads", exact, "--force", "--json"});
     ASSERT_EQ(sched_setaffinity(0, sizeof all, &all), 0);
+    EXPECT_EQ(json::parse(q_capped.out)["threads"], int(n)) << q_capped.out;
+    EXPECT_TRUE(contains(q_capped.err, "--threads " + more + ": this process may run on " + exact +
+                                           (n == 1 ? " CPU; running 1 thread " : " CPUs; running " + exact + " threads ")))
+        << q_capped.err;
+    EXPECT_FALSE(contains(q_asked.err, "--threads")) << q_asked.err;
+    EXPECT_TRUE(read_bytes(path("capped.wq")) == read_bytes(path("asked.wq")));
     EXPECT_EQ(json::parse(capped.out)["threads"], int(n)) << capped.out;
     EXPECT_TRUE(contains(capped.err, "--threads " + more + ": this process may run on " + exact)) << capped.err;
     EXPECT_EQ(json::parse(asked.out)["threads"], int(n)) << asked.out;
@@ -2540,6 +2553,34 @@ TEST_F(Cli, ADiskThatFillsGivesExit4AndLeavesTheEarlierOut) {
     EXPECT_TRUE(read_bytes(out) == before);
     EXPECT_EQ(files_in_out(), files) << "a temporary file was left";
   }
+}
+
+// The directory's fsync after the rename fails (EIO): the file is under its name, but the
+// name may not survive a crash, so the run fails (exit 4, one line naming OUT and saying it
+// is in place). A params file written by the run, renamed (and its directory synced)
+// before OUT, is removed again where that sync fails, and OUT is then not written.
+TEST_F(Cli, ADirectorySyncThatFailsAfterTheRenameFailsTheRun) {
+  write_synthetic_safetensors(path("m.safetensors"), 4, 64, 256);
+  fs::create_directory(path("out"));
+  const std::string out = path("out/o.wq"), params = path("out/p.json");
+  expect(0, {"quantize", path("m.safetensors"), path("ref.wq"), "--bits", "4", "-q"});
+  Result r = expect(4, {"quantize", path("m.safetensors"), out, "--bits", "4", "-q"},
+                    with_fault_shim({{"WQ_FAULT_DIR_SYNC_ERRNO", std::to_string(EIO)}}));
+  EXPECT_TRUE(contains(r.err, out + ": renamed into place, but the directory's fsync failed, so the new file may not survive a crash: " +
+                                  std::strerror(EIO)))
+      << r.err;
+  EXPECT_EQ(count_of(r.err, "\n"), 1u) << r.err;
+  EXPECT_TRUE(read_bytes(out) == read_bytes(path("ref.wq")));
+  fs::remove(out);
+  r = expect(4, {"quantize", path("m.safetensors"), out, "--bits", "4", "--params", params, "-q"},
+             with_fault_shim({{"WQ_FAULT_DIR_SYNC_ERRNO", std::to_string(EIO)}}));
+  EXPECT_TRUE(contains(r.err, params + ": renamed into place, but the directory's fsync failed, so it was removed again")) << r.err;
+  EXPECT_EQ(count_of(r.err, "\n"), 1u) << r.err;
+  EXPECT_TRUE(fs::is_empty(path("out"))) << "left: " << fs::directory_iterator(path("out"))->path();
+  // Without fsync (WQUANT_NO_FSYNC=1) the directory is not synced, so nothing fails.
+  auto no_fsync = with_fault_shim({{"WQ_FAULT_DIR_SYNC_ERRNO", std::to_string(EIO)}});
+  no_fsync["WQUANT_NO_FSYNC"] = "1";
+  expect(0, {"quantize", path("m.safetensors"), out, "--bits", "4", "-q"}, no_fsync);
 }
 
 // The files a --force run replaces are linked aside before any rename; where that fails

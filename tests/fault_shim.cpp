@@ -12,7 +12,9 @@
 //                                fails with errno N;
 //   WQ_FAULT_DISK_FULL_AFTER=N   write() / pwrite() to a temporary file (".wquant-tmp-" in
 //                                its name) fails with ENOSPC once N bytes went to them;
-//   WQ_FAULT_SYNC_ERRNO=N        fsync() / fdatasync() of a temporary file fails with errno N.
+//   WQ_FAULT_SYNC_ERRNO=N        fsync() / fdatasync() of a temporary file fails with errno N;
+//   WQ_FAULT_DIR_SYNC_ERRNO=N    fsync() / fdatasync() of a directory fails with errno N
+//   WQ_FAULT_DIR_SYNC_AFTER=K      after K of them succeeded (default 0).
 // The real calls are found with dlsym(RTLD_NEXT); environment variables are read at each
 // call, so one preloaded library serves every test.
 #include <dlfcn.h>
@@ -116,9 +118,14 @@ int logged_rename(const char* from, const char* to, Call call) {
 int logged_sync(const char* call, int fd, int (*sync)(int)) {
   struct stat st {};
   const bool known = ::fstat(fd, &st) == 0;
-  const int fault = env_errno("WQ_FAULT_SYNC_ERRNO");
-  const int rc = fault && is_temporary(fd) ? (errno = fault, -1) : sync(fd);
-  log_line("%s\t%s\t%lld\t%d\n", call, known && S_ISDIR(st.st_mode) ? "dir" : "file",
+  const bool dir = known && S_ISDIR(st.st_mode);
+  int fault = dir ? 0 : env_errno("WQ_FAULT_SYNC_ERRNO");
+  if (dir) {
+    static std::atomic<int> dir_syncs{0};  // directory syncs so far
+    if (const int e = env_errno("WQ_FAULT_DIR_SYNC_ERRNO"); e && dir_syncs++ >= env_errno("WQ_FAULT_DIR_SYNC_AFTER")) fault = e;
+  }
+  const int rc = fault && (dir || is_temporary(fd)) ? (errno = fault, -1) : sync(fd);
+  log_line("%s\t%s\t%lld\t%d\n", call, dir ? "dir" : "file",
            known ? (long long)st.st_ino : -1LL, rc);
   return rc;
 }

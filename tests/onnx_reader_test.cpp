@@ -9,6 +9,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -914,7 +916,7 @@ TEST_F(OnnxReaderTest, ARecordBesideAnInitializerOfItsNameIsRefused) {
   const std::vector<float> v(2, 0.5f);
   t->set_raw_data(v.data(), v.size() * 4);
   save_model(q, dir_ + "/bad.onnx");
-  for (const std::string cmd : {"inspect " + quote(dir_ + "/bad.onnx"),
+  for (const std::string& cmd : {"inspect " + quote(dir_ + "/bad.onnx"),
                                 "dequantize " + quote(dir_ + "/bad.onnx") + " " + quote(dir_ + "/d.safetensors"),
                                 "verify " + quote(dir_ + "/m.onnx") + " " + quote(dir_ + "/bad.onnx")}) {
     r = run(quote(WQUANT_BIN) + " " + cmd);
@@ -1069,14 +1071,15 @@ TEST_F(OnnxReaderTest, CtrlCBetweenTheDataFileAndTheGraphLeavesNeither) {
   EXPECT_TRUE(fs::is_empty(dir_ + "/out")) << "left behind: " << fs::directory_iterator(dir_ + "/out")->path();
 }
 
+std::string read_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
 // With --force over an earlier pair: Ctrl-C after the data file is replaced, before the
 // graph is, puts the earlier data file back (the earlier graph names it): the pair stays
 // as it was, nothing beside it.
 TEST_F(OnnxReaderTest, CtrlCBetweenTheDataFileAndTheGraphKeepsTheEarlierPair) {
-  auto read_file = [](const std::string& path) {
-    std::ifstream f(path, std::ios::binary);
-    return std::string(std::istreambuf_iterator<char>(f), {});
-  };
   save_model(small_model(), dir_ + "/m.onnx");
   fs::create_directory(dir_ + "/out");
   const std::string graph = dir_ + "/out/q.onnx", data = graph + ".data";
@@ -1092,6 +1095,57 @@ TEST_F(OnnxReaderTest, CtrlCBetweenTheDataFileAndTheGraphKeepsTheEarlierPair) {
   EXPECT_TRUE(read_file(graph) == old_graph);
   EXPECT_TRUE(read_file(data) == old_data);
   EXPECT_EQ(std::distance(fs::directory_iterator(dir_ + "/out"), fs::directory_iterator()), 2);
+}
+
+// A pair whose second rename fails, or after whose renames the directory's fsync fails
+// (through tests/fault_shim.cpp, preloaded), or whose data file fills the disk half-way:
+// exit 4 naming the file and the cause in one line, the earlier pair --force was replacing
+// as it was, nothing beside it; and where no pair was there before, nothing at all.
+TEST_F(OnnxReaderTest, AFailedRenameSyncOrWriteOfThePairKeepsTheEarlierPair) {
+  save_model(small_model(), dir_ + "/m.onnx");
+  fs::create_directory(dir_ + "/out");
+  const std::string graph = dir_ + "/out/q.onnx", data = graph + ".data";
+  const std::string quantize = quote(WQUANT_BIN) + " quantize " + quote(dir_ + "/m.onnx") + " " + quote(graph) + " --external-data -q ";
+  ASSERT_EQ(run(quantize + "--bits 8").code, 0);
+  const std::string old_graph = read_file(graph), old_data = read_file(data);
+  ASSERT_GT(old_data.size(), 1000u);
+  // (ASan, in the sanitizer build, must not insist on coming first: the shim does.)
+  const char* asan = std::getenv("ASAN_OPTIONS");
+  const std::string shim = "LD_PRELOAD=" + quote(WQUANT_FAULT_SHIM) + " ASAN_OPTIONS=" +
+                           quote((asan && *asan ? std::string(asan) + ":" : std::string()) + "verify_asan_link_order=0") + " ";
+  const std::string eio = std::to_string(EIO);
+  struct Case {
+    std::string faults, file, says;
+  };
+  const std::vector<Case> cases = {
+      {"WQ_FAULT_DIR_SYNC_ERRNO=" + eio, data, "renamed into place, but the directory's fsync failed, so the result's renames were undone"},
+      {"WQ_FAULT_DIR_SYNC_ERRNO=" + eio + " WQ_FAULT_DIR_SYNC_AFTER=1", graph,
+       "renamed into place, but the directory's fsync failed, so the result's renames were undone"},
+      {"WQ_FAULT_RENAME_TO=.onnx WQ_FAULT_RENAME_ERRNO=" + std::to_string(ENOSPC), graph,
+       "cannot rename the finished file into place: disk full"},
+      {"WQ_FAULT_DISK_FULL_AFTER=" + std::to_string(old_data.size() / 2), data, "disk full"},
+  };
+  for (const bool earlier : {true, false}) {
+    for (const Case& c : cases) {
+      SCOPED_TRACE(c.faults + (earlier ? " over the earlier pair" : " with no pair before"));
+      if (!earlier) {
+        fs::remove(graph);
+        fs::remove(data);
+      }
+      const CmdResult r = run(shim + c.faults + " " + quantize + "--bits 4 --force");
+      EXPECT_EQ(r.code, 4) << r.out;
+      EXPECT_NE(r.out.find(c.file + ": "), std::string::npos) << r.out;
+      EXPECT_NE(r.out.find(c.says), std::string::npos) << r.out;
+      EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << r.out;
+      if (earlier) {
+        EXPECT_TRUE(read_file(graph) == old_graph);
+        EXPECT_TRUE(read_file(data) == old_data);
+        EXPECT_EQ(std::distance(fs::directory_iterator(dir_ + "/out"), fs::directory_iterator()), 2);
+      } else {
+        EXPECT_TRUE(fs::is_empty(dir_ + "/out")) << "left: " << fs::directory_iterator(dir_ + "/out")->path();
+      }
+    }
+  }
 }
 
 // An ONNX MatMul B is listed [N, K] (blocks along K), the transpose of the stored [K, N]:

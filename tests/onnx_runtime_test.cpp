@@ -339,5 +339,103 @@ TEST_F(OnnxRuntime, Opset21UsesBlockedDequantizeLinear) {
   }
 }
 
+// A token-ids -> logits graph whose MatMul has rows of `k` (Gather of a [37, k] embedding,
+// then MatMul by a [k, 24] weight), at opset 17: the shape of a real model's layers that
+// stories260K (rows of 64 and 172) does not reach.
+onnx::ModelProto wide_matmul_model(int64_t k) {
+  onnx::ModelProto m;
+  m.set_ir_version(8);
+  m.add_opset_import()->set_version(17);
+  onnx::GraphProto* g = m.mutable_graph();
+  g->set_name("wide");
+  auto init = [&](const std::string& name, const std::vector<int64_t>& dims, float step) {
+    onnx::TensorProto* t = g->add_initializer();
+    t->set_name(name);
+    t->set_data_type(onnx::TensorProto::FLOAT);
+    size_t n = 1;
+    for (int64_t d : dims) {
+      t->add_dims(d);
+      n *= size_t(d);
+    }
+    std::vector<float> v(n);
+    for (size_t i = 0; i < n; ++i) v[i] = std::sin(float(i) * step) * (0.5f + 0.5f * std::cos(float(i) * 0.013f));
+    t->set_raw_data(v.data(), v.size() * 4);
+  };
+  init("emb", {37, k}, 0.37f);
+  init("w", {k, 24}, 0.11f);
+  auto node = [&](const std::string& op, const std::vector<std::string>& in, const std::string& out) {
+    onnx::NodeProto* n = g->add_node();
+    n->set_op_type(op);
+    for (const std::string& i : in) n->add_input(i);
+    n->add_output(out);
+  };
+  node("Gather", {"emb", "input_ids"}, "e");
+  node("MatMul", {"e", "w"}, "logits");
+  onnx::ValueInfoProto* in = g->add_input();
+  in->set_name("input_ids");
+  in->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto::INT64);
+  in->mutable_type()->mutable_tensor_type()->mutable_shape()->add_dim()->set_dim_value(1);
+  in->mutable_type()->mutable_tensor_type()->mutable_shape()->add_dim()->set_dim_param("T");
+  onnx::ValueInfoProto* out = g->add_output();
+  out->set_name("logits");
+  out->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto::FLOAT);
+  return m;
+}
+
+// onnxruntime's MatMulNBits takes blocks of 16 to 256 only: a wider block (channel-wise,
+// the default, on rows of 512 or more, as every real LLM has; or --block 512) takes the
+// standard ops, and every variant loads and computes with wquant's dequantized weights
+// (onnxruntime refused the model wquant wrote with exit 0: "Only block sizes 16, 32, 64,
+// 128, and 256 are supported", review I).
+TEST(OnnxRuntimeWide, BlocksBeyondMatMulNBitsRangeTakeStandardOps) {
+  if (const std::string why = ort_missing(); !why.empty()) GTEST_SKIP() << why;
+  enable_onnx();
+  const std::string dir = scratch_dir("onnx_runtime_wide." + std::to_string(::getpid()));
+  const std::string model = dir + "/wide.onnx";
+  save_model(wide_matmul_model(512), model);
+  const std::vector<int64_t> ids = {1, 5, 9, 36, 0, 17};
+  struct Case {
+    std::string flags;
+    bool nbits;
+  };
+  for (const Case& c : std::vector<Case>{{"", false},
+                                         {"--bits 8", false},
+                                         {"--bits 2 --asym", false},
+                                         {"--block 512 --hqq", false},
+                                         {"--block 256", true},
+                                         {"--block 256 --hqq", true}}) {
+    SCOPED_TRACE(c.flags.empty() ? "default flags" : c.flags);
+    const std::string q = dir + "/q.onnx", d = dir + "/d.safetensors";
+    CmdResult r = run(wquant() + " quantize " + quote(model) + " " + quote(q) + " " + c.flags + " --force -q");
+    ASSERT_EQ(r.code, 0) << r.out;
+    const onnx::ModelProto written = load_model(q);
+    int nbits = 0;
+    for (const auto& n : written.graph().node()) nbits += n.op_type() == "MatMulNBits";
+    EXPECT_EQ(nbits, c.nbits ? 1 : 0);
+    const std::vector<float> ql = ort_logits(q, ids);
+    ASSERT_EQ(ql.size(), ids.size() * 24);
+    // The float graph holding wquant's dequantized weights (listed [24, 512]: stored transposed).
+    r = run(wquant() + " dequantize " + quote(q) + " " + quote(d) + " --force -q");
+    ASSERT_EQ(r.code, 0) << r.out;
+    onnx::ModelProto f = load_model(model);
+    std::unique_ptr<ModelReader> dq = open_model(d);
+    for (auto& init : *f.mutable_graph()->mutable_initializer()) {
+      const long i = dq->find(init.name());
+      ASSERT_GE(i, 0) << init.name();
+      std::vector<float> w = tensor_as_f32(*dq, dq->tensors()[size_t(i)], size_t(i), d);
+      if (init.name() == "w") {
+        std::vector<float> t(w.size());
+        for (size_t n = 0; n < 24; ++n)
+          for (size_t k = 0; k < 512; ++k) t[k * 24 + n] = w[n * 512 + k];
+        w.swap(t);
+      }
+      init.set_raw_data(w.data(), w.size() * 4);
+    }
+    save_model(f, dir + "/dq.onnx");
+    EXPECT_LE(max_abs_diff(ql, ort_logits(dir + "/dq.onnx", ids)), kDequantTolerance);
+  }
+  fs::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace wq::test

@@ -2,7 +2,9 @@
 // tensors, run a whole conversion. Link wquant::wquant (find_package(wquant) or
 // add_subdirectory) or use pkg-config's `wquant`. Every function throws wquant::Error
 // (a std::runtime_error whose what() is the one-line message the wquant program prints)
-// on bad input; nothing here prints.
+// on bad input (std::bad_alloc, where memory runs out, passes as it is); nothing here
+// prints. Calls from several threads at once are safe and do not limit each other's
+// threads (use_isa switches the table for every call that starts after it).
 //
 // The bytes produced never depend on the ISA or the thread count.
 #pragma once
@@ -48,7 +50,7 @@ struct QuantOptions {
   bool hqq = false;      // HQQ (implies asymmetric, affine zero points)
   bool fp16 = false;     // scales and zeros rounded to f16 as stored
   int hqq_steps = 20;    // HQQ solver steps at most
-  int threads = 0;       // 0: every core
+  int threads = 0;       // 0: every CPU this process may run on; more are capped at those
 };
 
 struct QuantizedTensor {
@@ -77,10 +79,11 @@ struct TensorInfo {
 
 class Model {
  public:
-  // Opens safetensors (file or sharded index .json), GGUF or .wq, by content.
+  // Opens safetensors (file or sharded index .json), GGUF or .wq, by content (ONNX only in
+  // a program that links wquant's ONNX support, as the wquant program does).
   static Model open(const std::string& path);
   ~Model();
-  Model(Model&&) noexcept;
+  Model(Model&&) noexcept;  // (a moved-from Model may only be assigned to or destroyed)
   Model& operator=(Model&&) noexcept;
 
   const char* format() const;  // "safetensors", "gguf", "wq"
@@ -113,7 +116,7 @@ struct ConvertOptions {
   // --type: refused with a mix of several types (Q4_K_M, F16, ...) and with a block type
   // that stores no minimum (Q4_0, Q8_0, ...).
   std::string gguf_type;
-  bool overwrite = false;   // replace an existing OUT (never an input)
+  bool overwrite = false;   // replace an existing OUT (never a file the input is read from)
   // GGUF output, llama-quantize's options (each refused for other outputs):
   std::string imatrix;                       // --imatrix: llama-imatrix's .dat or GGUF imatrix file
   std::vector<std::string> include_weights;  // --include-weights: only imatrix entries whose name contains one
@@ -139,7 +142,10 @@ struct ConvertResult {
 // with the same settings: the same bytes. Throws Error (Usage) for an unknown gguf_type or
 // type name, a GGUF option with another output, include and exclude together, a filter
 // without an imatrix, Q2_K_S without an importance matrix; (Input) for a bad imatrix file
-// or one whose entry does not fit its tensor, naming the file or tensor.
+// or one whose entry does not fit its tensor, naming the file or tensor; (Output) for an
+// OUT that exists without overwrite, is a directory or another file than a regular one, is
+// in a missing or read-only directory, or is a file the input is read from (IN, a shard
+// of a sharded or split model, ONNX external data), by any path, whatever overwrite says.
 ConvertResult convert(const std::string& in, const std::string& out, const ConvertOptions& opts);
 
 }  // namespace wquant
