@@ -67,6 +67,8 @@ QuantizedTensor quantize(const float* weights, size_t rows, size_t cols, const Q
     w.dtype = wq::DType::F32;
     w.data = weights;
     w.nbytes = rows * cols * sizeof(float);
+    // The caller's arguments, not a model's tensor: a usage error (no rows is an empty result).
+    if (cols == 0) throw wq::Error("tensor: cols is 0; a row holds at least one weight", wq::ErrorKind::Usage);
     const wq::QuantSpec spec = spec_of(opts);
     wq::validate_spec(spec, "tensor");
     const size_t block = wq::resolve_block(spec, cols, "tensor", wq::BlockFallback::Error, nullptr);

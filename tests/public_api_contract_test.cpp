@@ -154,6 +154,34 @@ TEST_F(PublicApiContract, DequantizeRefusesSizesThatOverflow) {
   EXPECT_EQ(wquant::dequantize(wquant::quantize(w.data(), 4, 64, o)).size(), w.size());
 }
 
+// quantize()'s errors come in the kinds the header gives: the caller's arguments (cols 0,
+// a block that does not divide cols) Usage, a NaN weight Input; no rows is an empty result.
+TEST_F(PublicApiContract, QuantizeErrorsHaveTheDocumentedKinds) {
+  std::vector<float> w = ramp(4 * 64);
+  wquant::QuantOptions o;
+  o.block = 32;
+  auto kind_of = [&](size_t rows, size_t cols, const wquant::QuantOptions& opts) {
+    try {
+      wquant::quantize(w.data(), rows, cols, opts);
+    } catch (const wquant::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("tensor"), std::string::npos) << e.what();
+      return int(e.kind());
+    }
+    return 0;
+  };
+  EXPECT_EQ(kind_of(4, 0, o), int(wquant::Error::Kind::Usage));
+  EXPECT_EQ(kind_of(0, 0, o), int(wquant::Error::Kind::Usage));
+  wquant::QuantOptions odd = o;
+  odd.block = 48;
+  EXPECT_EQ(kind_of(4, 64, odd), int(wquant::Error::Kind::Usage));
+  const wquant::QuantizedTensor none = wquant::quantize(w.data(), 0, 64, o);
+  EXPECT_EQ(none.rows, 0u);
+  EXPECT_TRUE(none.packed.empty());
+  EXPECT_TRUE(wquant::dequantize(none).empty());
+  w[5] = std::nanf("");
+  EXPECT_EQ(kind_of(4, 64, o), int(wquant::Error::Kind::Input));
+}
+
 // A thread count far beyond the CPUs (a million crashed inside oneTBB) is capped at them,
 // with the bytes of one thread.
 TEST_F(PublicApiContract, ThreadsBeyondTheCpusAreCapped) {

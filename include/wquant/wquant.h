@@ -64,8 +64,9 @@ struct QuantizedTensor {
   std::vector<float> zeros;        // same; empty for mnn_sym
 };
 
-// Quantizes a row-major [rows, cols] f32 matrix. Throws Error naming "tensor" for a bad
-// option, a NaN/Inf weight, or a block that does not divide cols.
+// Quantizes a row-major [rows, cols] f32 matrix (0 rows: an empty result). Throws Error
+// naming "tensor": (Usage) for a bad option, cols 0, or a block that does not divide cols;
+// (Input) for a NaN/Inf weight.
 QuantizedTensor quantize(const float* weights, size_t rows, size_t cols, const QuantOptions& opts);
 // rows * cols floats, exactly what a loader reconstructs from the stored values.
 std::vector<float> dequantize(const QuantizedTensor& q);
