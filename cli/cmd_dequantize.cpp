@@ -71,9 +71,7 @@ int run_dequantize(const DequantizeArgs& a, Console& con) {
     throw Error(a.output + ": dequantize writes safetensors: name OUT *.safetensors", ErrorKind::Usage);
   }
   std::unique_ptr<ModelReader> r = open_model(a.input);
-  std::vector<std::string> inputs = input_files(a.input);
-  for (const std::string& f : r->data_files()) inputs.push_back(f);  // an ONNX model's external data
-  check_output_path(a.output, inputs, a.force);
+  check_output_path(a.output, model_files(a.input, *r), a.force);
   const std::vector<TensorInfo>& infos = r->tensors();
 
   std::vector<TensorPlan> plan(infos.size());

@@ -91,9 +91,7 @@ int run_inspect(const InspectArgs& a, Console& con) {
     count[int(t.kind)] += 1;
     params += numel(t);
   }
-  std::vector<std::string> files = input_files(a.file);
-  for (const std::string& f : r->data_files()) files.push_back(f);  // an ONNX model's external data
-  const uint64_t file_bytes = total_file_bytes(files);
+  const uint64_t file_bytes = total_file_bytes(model_files(a.file, *r));
 
   if (con.verbosity().json) {
     json tensors = json::array();

@@ -230,7 +230,7 @@ Setup prepare(const QuantizeArgs& a, Console& con) {
   }
   // Files the reader found it reads (ONNX external data) are inputs too, and so are the
   // importance matrix and a params file read: --force never replaces any of them.
-  for (const std::string& f : s.reader->data_files()) s.inputs.push_back(f);
+  s.inputs = model_files(a.input, *s.reader);
   s.read_files = s.inputs;
   s.imatrix = choose_imatrix(a, s, con);
   if (!s.imatrix.path.empty()) s.read_files.push_back(s.imatrix.path);
@@ -530,6 +530,9 @@ int run_quantize(const QuantizeArgs& a, Console& con) {
     }
     try {
       writer->commit();
+    } catch (const NotDurable&) {
+      if (params) params->keep();  // OUT is in place (unsynced, said): so is what describes it
+      throw;
     } catch (...) {
       if (params) std::remove(s.params_to_write.c_str());  // OUT failed: no half result
       throw;

@@ -39,15 +39,29 @@ ErrorSums error_sums(const float* a, const float* b, size_t n, const Kernels& k)
   return s;
 }
 
+namespace {
+
+// s added to total, in double (a NaN max stays).
+void add_sums(ErrorSums& total, const ErrorSums& s) {
+  total.err2 += s.err2;
+  total.ref2 += s.ref2;
+  total.max_abs = s.max_abs != s.max_abs ? s.max_abs : std::max(total.max_abs, s.max_abs);
+  total.count += s.count;
+}
+
+}  // namespace
+
+ErrorSums error_sums_by_row(const float* ref, const float* approx, size_t rows, size_t cols, const Kernels& k) {
+  ErrorSums total;
+  for (size_t r = 0; r < rows; ++r) add_sums(total, error_sums(ref + r * cols, approx + r * cols, cols, k));
+  return total;
+}
+
 ErrorMetrics combine_error_sums(const std::vector<ErrorSums>& parts) {
-  double e = 0, r = 0, m = 0;
-  size_t count = 0;
-  for (const ErrorSums& s : parts) {  // vector order: independent of threads
-    e += s.err2;
-    r += s.ref2;
-    m = s.max_abs != s.max_abs ? s.max_abs : std::max(m, s.max_abs);  // a NaN stays
-    count += s.count;
-  }
+  ErrorSums all;
+  for (const ErrorSums& s : parts) add_sums(all, s);  // vector order: independent of threads
+  const double e = all.err2, r = all.ref2, m = all.max_abs;
+  const size_t count = all.count;
   ErrorMetrics out;
   out.count = count;
   out.max_abs = m;

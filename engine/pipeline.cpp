@@ -251,12 +251,13 @@ bool narrows(DType from, DType to) {
 // w (a float view) against `out`, its values stored as `to` (f16 or bf16), read back:
 // the error figures of the conversion, a bounded chunk at a time.
 ErrorMetrics conversion_error(const TensorView& w, DType to, const uint8_t* out, const Kernels& k) {
-  constexpr size_t kChunk = size_t(1) << 16;
-  const size_t n = w.numel();
-  std::vector<float> ref(std::min(n, kChunk)), back(std::min(n, kChunk));
+  // Row by row (rows of the last dimension), as verify measures: whole rows a chunk.
+  const size_t n = w.numel(), cols = w.shape.empty() || w.shape.back() <= 0 ? std::max<size_t>(n, 1) : size_t(w.shape.back());
+  const size_t chunk = std::max<size_t>(1, (size_t(1) << 16) / cols) * cols;
+  std::vector<float> ref(std::min(n, chunk)), back(std::min(n, chunk));
   std::vector<ErrorSums> parts;
-  for (size_t i = 0; i < n; i += kChunk) {
-    const size_t m = std::min(kChunk, n - i);
+  for (size_t i = 0; i < n; i += chunk) {
+    const size_t m = std::min(chunk, n - i);
     const float* a = nullptr;
     if (w.dtype == DType::F32) {
       a = static_cast<const float*>(w.data) + i;
@@ -269,7 +270,7 @@ ErrorMetrics conversion_error(const TensorView& w, DType to, const uint8_t* out,
     const uint16_t* o = reinterpret_cast<const uint16_t*>(out) + i;
     if (to == DType::F16) k.widen_f16(o, back.data(), m);
     else k.widen_bf16(o, back.data(), m);
-    parts.push_back(error_sums(a, back.data(), m, k));
+    parts.push_back(error_sums_by_row(a, back.data(), m / cols, cols, k));
   }
   return combine_error_sums(parts);
 }

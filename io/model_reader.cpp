@@ -82,9 +82,9 @@ std::unique_ptr<ModelReader> open_model(const std::string& path) {
   // (The public library, and a program that does not link wq_onnx, reads no ONNX: an .onnx
   // file is then not called unrecognised, nor ONNX listed among what is read.)
   if (!onnx && ends_with(".onnx")) {
-    throw Error(path + ": this build of wquant has no ONNX support (built without libonnx-dev and libprotobuf-dev); "
-                       "it reads safetensors, GGUF and .wq",
-                ErrorKind::Usage);
+    throw Error(path + ": is an ONNX model, and this build of wquant reads no ONNX (only the wquant program built "
+                       "with libonnx-dev and libprotobuf-dev does); it reads safetensors, GGUF and .wq",
+                ErrorKind::Input);
   }
   throw Error(path + ": is not a model wquant reads (safetensors, GGUF, .wq" + (onnx ? ", ONNX" : "") + "): unrecognised content");
 }

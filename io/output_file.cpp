@@ -180,7 +180,7 @@ int sync_directory_of(const std::string& path, bool fsync) {
   if (fd < 0) return 0;
   const int e = ::fsync(fd) == 0 ? 0 : errno;
   ::close(fd);
-  return e;
+  return e == EINVAL ? 0 : e;  // (a directory this file system cannot sync: CIFS says EINVAL)
 }
 
 }  // namespace
@@ -289,9 +289,11 @@ OutputFile::~OutputFile() {
   unregister_temp(slot_);
 }
 
+// An errno in a message's words.
+static std::string reason_of(int err) { return err == ENOSPC ? std::string("disk full") : std::string(std::strerror(err)); }
+
 void OutputFile::fail(const std::string& what, int err) {
-  const std::string reason = err == ENOSPC ? std::string("disk full") : std::string(std::strerror(err));
-  throw Error(path_ + ": " + what + ": " + reason, ErrorKind::Output);
+  throw Error(path_ + ": " + what + ": " + reason_of(err), ErrorKind::Output);
 }
 
 void OutputFile::write_at(int fd, const uint8_t* p, size_t n, uint64_t at) {
@@ -524,8 +526,8 @@ void OutputFile::place(bool removable, bool sync_dir) {
   removable_ = guarded;
   if (const int e = sync_dir ? sync_directory() : 0) {
     // The file is under its name, but the name may not survive a crash: a failure, said.
-    // A removable file (the params file) goes again, as after any later failure of its
-    // run; a file that is the whole result stays, the message says so.
+    // A removable file (the params file, written before OUT) goes again, as after any
+    // failure of its run before OUT is in place; OUT stays, the message says so.
     if (guarded) {
       ::unlink(path_.c_str());
       unregister_temp(slot_);
@@ -533,7 +535,9 @@ void OutputFile::place(bool removable, bool sync_dir) {
       removable_ = false;
       fail("renamed into place, but the directory's fsync failed, so it was removed again", e);
     }
-    fail("renamed into place, but the directory's fsync failed, so the new file may not survive a crash", e);
+    throw NotDurable(path_ + ": renamed into place, but the directory's fsync failed, so it may not survive a crash: " +
+                         reason_of(e),
+                     ErrorKind::Output);
   }
   if (guarded) {
     if (const int ms = rename_pause_ms(); ms > 0) ::usleep(useconds_t(ms) * 1000);
@@ -606,7 +610,7 @@ void commit_together(const std::vector<OutputFile*>& files) {
         b = Backup();
       }
     }
-    sync_directory_of(files.front()->path(), true);
+    files.front()->sync_directory();  // (what it can: the run fails either way)
     return kept;
   };
   // Restores (if asked) with signals still deferred, drops the backups, and ends the
@@ -626,13 +630,17 @@ void commit_together(const std::vector<OutputFile*>& files) {
     ::_exit(128 + sig);  // (not reached: the handlers end the process)
   };
   size_t placed = 0;
+  int unsynced = 0;  // the first directory fsync that failed after a rename, its errno
+  size_t unsynced_file = 0;
   g_commit.store(kCommitting);
   try {
     for (; placed < files.size(); ++placed) {
       files[placed]->place(false, false);
-      if (const int e = files[placed]->sync_directory()) {
-        ++placed;  // (under its name: put back with the others)
-        files[placed - 1]->fail("renamed into place, but the directory's fsync failed, so the result's renames were undone", e);
+      // A failed sync leaves the renames to finish: the result is then whole and in place,
+      // as a single OUT is (undoing them in a directory whose sync fails lasts no better).
+      if (const int e = files[placed]->sync_directory(); e && !unsynced) {
+        unsynced = e;
+        unsynced_file = placed;
       }
       if (placed + 1 < files.size()) {
         // (The whole pause, signals or not: a test sends one, then another, into it.)
@@ -657,6 +665,12 @@ void commit_together(const std::vector<OutputFile*>& files) {
     // Done: a signal from here on finds the whole result in place (its handler removes
     // the backups still registered).
     for (Backup& b : backups) drop(b, true);
+    if (unsynced) {
+      throw NotDurable(files[unsynced_file]->path() +
+                           ": the result's files are in place, but the directory's fsync after this one's rename failed, "
+                           "so they may not survive a crash: " + reason_of(unsynced),
+                       ErrorKind::Output);
+    }
     return;
   }
   // A signal came during the renames: what was there before goes back, then it acts.

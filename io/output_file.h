@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "engine/error.h"
+
 namespace wq {
 
 // How the bytes reach the disk; chosen by environment variables so that the cost of each
@@ -53,12 +55,21 @@ inline constexpr size_t kMaxGuardedOutputs = 1024;
 
 class OutputFile;
 
+// Thrown where every file of the result is under its final name but the directory's
+// fsync after a rename failed: the result is complete, but its names may not survive a
+// crash (exit 4, the message says so). A file system that cannot sync a directory at all
+// (EINVAL, as CIFS says) is no failure.
+class NotDurable : public Error {
+ public:
+  using Error::Error;
+};
+
 // Places the files of one result (ONNX's graph and data, the shards of a split model) under
 // their final names, in order, all or none: every file is finished (written and synced)
 // before any rename; each file it replaces is linked aside first, and if a rename fails,
 // the files already placed are put back as they were (the user's earlier files, or none)
-// before it throws; so they are where the directory's fsync after a rename fails (the
-// rename may not last, and a later one be lost with it). SIGINT, SIGTERM and the other terminating signals that arrive during
+// before it throws. Where the directory's fsync after a rename fails, the renames go on and
+// NotDurable is thrown once every file is in place. SIGINT, SIGTERM and the other terminating signals that arrive during
 // the renames wait for them (defer_signal_in_commit), so a signal never leaves a mixed
 // set: it then acts on the whole result in place. (A SIGKILL or a power loss between two
 // renames can; no POSIX call replaces two names at once.)
@@ -126,7 +137,9 @@ class OutputFile {
   // Flush, fsync, rename to the final name. A file at the final name is replaced only if
   // it was there when this OutputFile was created; one that appeared since (a concurrent
   // run) makes commit() throw instead. Throws Error naming the output on failure (and the
-  // temporary file is then removed).
+  // temporary file is then removed), or NotDurable after the rename where the directory's
+  // fsync failed (the file then stays in place). With commit_removable(), the file is
+  // removed again in that case, and Error thrown.
   void commit();
   // commit(), after which the file stays removable by SIGINT/SIGTERM under its final name
   // until keep(): for results of several files renamed one after another (the shards of a

@@ -15,6 +15,7 @@
 
 #include "engine/error.h"
 #include "io/gguf_split_reader.h"
+#include "io/model_reader.h"
 #include "io/output_file.h"
 
 namespace wq {
@@ -85,6 +86,12 @@ std::vector<std::string> input_files(const std::string& in) {
     if (v.is_string()) shards.insert((fs::path(parent_dir(in)) / v.get<std::string>()).string());
   }
   files.insert(files.end(), shards.begin(), shards.end());
+  return files;
+}
+
+std::vector<std::string> model_files(const std::string& in, const ModelReader& reader) {
+  std::vector<std::string> files = input_files(in);
+  for (const std::string& f : reader.data_files()) files.push_back(f);
   return files;
 }
 

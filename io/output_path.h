@@ -14,6 +14,11 @@ namespace wq {
 // the shard files its "weight_map" names (beside the index). Unreadable or odd index
 // files give just IN: the reader reports those problems in its own words.
 std::vector<std::string> input_files(const std::string& in);
+class ModelReader;
+// Every file the model opened from `in` is read from: input_files(in) and the files the
+// reader found it reads (an ONNX model's external data). What every command and the
+// library's convert() protect from OUT, with any other file they read (an imatrix).
+std::vector<std::string> model_files(const std::string& in, const ModelReader& reader);
 
 // Throws Error (ErrorKind::Output) naming OUT when
 //   - OUT is one of `inputs` by any path (same device and inode: symlinks and hard links

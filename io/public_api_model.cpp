@@ -52,11 +52,11 @@ ConvertResult convert(const std::string& in, const std::string& out, const Conve
   return translate_errors([&] {
     const auto t0 = std::chrono::steady_clock::now();
     std::unique_ptr<wq::ModelReader> reader = wq::open_model(in);
-    // Every file the model is read from (a sharded checkpoint's shards, a split GGUF's,
-    // ONNX external data), not only IN, is refused as OUT, whatever overwrite says: the
+    // Every file the run reads (a sharded checkpoint's shards, a split GGUF's, the
+    // importance matrix), not only IN, is refused as OUT, whatever overwrite says: the
     // program's own checks (io/output_path.h).
-    std::vector<std::string> inputs = wq::input_files(in);
-    for (const std::string& f : reader->data_files()) inputs.push_back(f);
+    std::vector<std::string> inputs = wq::model_files(in, *reader);
+    if (!opts.imatrix.empty()) inputs.push_back(opts.imatrix);
     wq::check_output_path(out, inputs, opts.overwrite, "set overwrite to replace it");
     wq::PlanOptions po;
     po.defaults = spec_of(opts.quant);
@@ -77,7 +77,6 @@ ConvertResult convert(const std::string& in, const std::string& out, const Conve
       throw wq::Error(out + ": gguf_type, imatrix and llama-quantize's other options apply to GGUF output only",
                       wq::ErrorKind::Usage);
     }
-    if (po.format == wq::OutputFormat::Onnx) wq::check_not_an_input(out + ".data", inputs);  // (written beside OUT)
     const std::vector<wq::TensorPlan> plan = wq::make_plan(reader->tensors(), po);
     wq::WriterOptions wo;
     wo.output_path = out;

@@ -297,6 +297,26 @@ class MappedTensorFile {
 // thread's two band buffers (the next band read by a task of its own while the workers
 // code this one): on any thread count every band reaches the body from a buffer, never
 // the mapping, holding the file's rows, in order; a body that stops or throws ends it.
+// A scheduler of no more threads than cores sets no process-wide limit: oneTBB takes the
+// least of the limits alive, so one set by every scheduler (the cores, at least) capped a
+// scheduler of more threads alive beside it (the public API's calls from two threads, a
+// test's) and had oneTBB print a warning. A scheduler of more threads than cores raises it.
+TEST(Scheduler, OnlyMoreThreadsThanCoresSetAProcessWideLimit) {
+  const auto limit = [] { return tbb::global_control::active_value(tbb::global_control::max_allowed_parallelism); };
+  const size_t before = limit();
+  const int cores = usable_cpus();
+  {
+    Scheduler one(1);
+    EXPECT_EQ(limit(), before);
+    Scheduler more(cores + 2);
+    EXPECT_EQ(limit(), size_t(cores + 2));  // not the cores the one-thread scheduler's limit said
+    int seen = 0;
+    more.run([&] { seen = tbb::this_task_arena::max_concurrency(); });
+    EXPECT_EQ(seen, cores + 2);
+  }
+  EXPECT_EQ(limit(), before);
+}
+
 TEST(Quantize, StoredBandsArePreadIntoTheReadingThreadsBuffers) {
   // Rows of 384 bytes, read as they lie; rows of 8 KiB (an even number of cache lines),
   // read one line further apart each (band_pitch): the same rows either way.

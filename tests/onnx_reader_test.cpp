@@ -1097,16 +1097,20 @@ TEST_F(OnnxReaderTest, CtrlCBetweenTheDataFileAndTheGraphKeepsTheEarlierPair) {
   EXPECT_EQ(std::distance(fs::directory_iterator(dir_ + "/out"), fs::directory_iterator()), 2);
 }
 
-// A pair whose second rename fails, or after whose renames the directory's fsync fails
-// (through tests/fault_shim.cpp, preloaded), or whose data file fills the disk half-way:
-// exit 4 naming the file and the cause in one line, the earlier pair --force was replacing
-// as it was, nothing beside it; and where no pair was there before, nothing at all.
+// A pair whose second rename fails, or whose data file fills the disk half-way (through
+// tests/fault_shim.cpp, preloaded): exit 4 naming the file and the cause in one line, the
+// earlier pair --force was replacing as it was, nothing beside it; and where no pair was
+// there before, nothing at all. Where the directory's fsync after a rename fails, the
+// renames go on: the new pair is in place, and the run fails saying it may not survive a
+// crash.
 TEST_F(OnnxReaderTest, AFailedRenameSyncOrWriteOfThePairKeepsTheEarlierPair) {
   save_model(small_model(), dir_ + "/m.onnx");
   fs::create_directory(dir_ + "/out");
   const std::string graph = dir_ + "/out/q.onnx", data = graph + ".data";
   const std::string quantize = quote(WQUANT_BIN) + " quantize " + quote(dir_ + "/m.onnx") + " " + quote(graph) + " --external-data -q ";
-  ASSERT_EQ(run(quantize + "--bits 8").code, 0);
+  ASSERT_EQ(run(quantize + "--bits 4").code, 0);
+  const std::string new_graph = read_file(graph), new_data = read_file(data);
+  ASSERT_EQ(run(quantize + "--bits 8 --force").code, 0);
   const std::string old_graph = read_file(graph), old_data = read_file(data);
   ASSERT_GT(old_data.size(), 1000u);
   // (ASan, in the sanitizer build, must not insist on coming first: the shim does.)
@@ -1116,19 +1120,23 @@ TEST_F(OnnxReaderTest, AFailedRenameSyncOrWriteOfThePairKeepsTheEarlierPair) {
   const std::string eio = std::to_string(EIO);
   struct Case {
     std::string faults, file, says;
+    bool placed;  // the new pair in place (else the earlier one, or none)
   };
+  const std::string unsynced = "the result's files are in place, but the directory's fsync after this one's rename failed, "
+                               "so they may not survive a crash";
   const std::vector<Case> cases = {
-      {"WQ_FAULT_DIR_SYNC_ERRNO=" + eio, data, "renamed into place, but the directory's fsync failed, so the result's renames were undone"},
-      {"WQ_FAULT_DIR_SYNC_ERRNO=" + eio + " WQ_FAULT_DIR_SYNC_AFTER=1", graph,
-       "renamed into place, but the directory's fsync failed, so the result's renames were undone"},
+      {"WQ_FAULT_DIR_SYNC_ERRNO=" + eio, data, unsynced, true},
+      {"WQ_FAULT_DIR_SYNC_ERRNO=" + eio + " WQ_FAULT_DIR_SYNC_AFTER=1", graph, unsynced, true},
       {"WQ_FAULT_RENAME_TO=.onnx WQ_FAULT_RENAME_ERRNO=" + std::to_string(ENOSPC), graph,
-       "cannot rename the finished file into place: disk full"},
-      {"WQ_FAULT_DISK_FULL_AFTER=" + std::to_string(old_data.size() / 2), data, "disk full"},
+       "cannot rename the finished file into place: disk full", false},
+      {"WQ_FAULT_DISK_FULL_AFTER=" + std::to_string(old_data.size() / 2), data, "disk full", false},
   };
   for (const bool earlier : {true, false}) {
     for (const Case& c : cases) {
       SCOPED_TRACE(c.faults + (earlier ? " over the earlier pair" : " with no pair before"));
-      if (!earlier) {
+      if (earlier) {
+        ASSERT_EQ(run(quantize + "--bits 8 --force").code, 0);
+      } else {
         fs::remove(graph);
         fs::remove(data);
       }
@@ -1137,7 +1145,11 @@ TEST_F(OnnxReaderTest, AFailedRenameSyncOrWriteOfThePairKeepsTheEarlierPair) {
       EXPECT_NE(r.out.find(c.file + ": "), std::string::npos) << r.out;
       EXPECT_NE(r.out.find(c.says), std::string::npos) << r.out;
       EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << r.out;
-      if (earlier) {
+      if (c.placed) {
+        EXPECT_TRUE(read_file(graph) == new_graph);
+        EXPECT_TRUE(read_file(data) == new_data);
+        EXPECT_EQ(std::distance(fs::directory_iterator(dir_ + "/out"), fs::directory_iterator()), 2);
+      } else if (earlier) {
         EXPECT_TRUE(read_file(graph) == old_graph);
         EXPECT_TRUE(read_file(data) == old_data);
         EXPECT_EQ(std::distance(fs::directory_iterator(dir_ + "/out"), fs::directory_iterator()), 2);
@@ -1145,6 +1157,29 @@ TEST_F(OnnxReaderTest, AFailedRenameSyncOrWriteOfThePairKeepsTheEarlierPair) {
         EXPECT_TRUE(fs::is_empty(dir_ + "/out")) << "left: " << fs::directory_iterator(dir_ + "/out")->path();
       }
     }
+  }
+}
+
+// MatMulNBits only for blocks of 16 to 256 (onnxruntime loads no other; its test with the
+// runtime is OnnxRuntimeWide, which needs onnxruntime-node): rows of 512, channel-wise (the
+// default) or --block 512, take the standard ops; --block 256 MatMulNBits.
+TEST_F(OnnxReaderTest, MatMulNBitsOnlyForBlocksOf16To256) {
+  onnx::ModelProto m;
+  m.set_ir_version(8);
+  m.add_opset_import()->set_version(17);
+  auto* g = m.mutable_graph();
+  const std::vector<float> w = ramp(512 * 8, 0.5f);
+  add_init(g, "mm.weight", onnx::TensorProto::FLOAT, {512, 8})->set_raw_data(w.data(), w.size() * 4);
+  add_node(g, "MatMul", {"x", "mm.weight"}, "y");
+  save_model(m, dir_ + "/wide.onnx");
+  for (const auto& [flags, nbits] : std::vector<std::pair<std::string, int>>{{"", 0}, {"--block 512", 0}, {"--bits 8", 0}, {"--block 256", 1}, {"--block 16", 1}}) {
+    SCOPED_TRACE(flags);
+    const CmdResult r = run(quote(WQUANT_BIN) + " quantize " + quote(dir_ + "/wide.onnx") + " " + quote(dir_ + "/q.onnx") + " " + flags + " --force -q");
+    ASSERT_EQ(r.code, 0) << r.out;
+    const onnx::ModelProto q = load_model(dir_ + "/q.onnx");
+    int n = 0;
+    for (const auto& node : q.graph().node()) n += node.op_type() == "MatMulNBits";
+    EXPECT_EQ(n, nbits);
   }
 }
 

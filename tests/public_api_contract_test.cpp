@@ -85,6 +85,19 @@ TEST_F(PublicApiContract, ConvertNeverReplacesAFileTheInputIsReadFrom) {
       }
     }
   }
+  // Nor the importance matrix the run reads (it became the output).
+  write_bytes(path("im.dat"), "an importance matrix");
+  wquant::ConvertOptions with_imatrix = o;
+  with_imatrix.format = "gguf";
+  with_imatrix.imatrix = path("im.dat");
+  try {
+    wquant::convert(index, path("im.dat"), with_imatrix);
+    ADD_FAILURE() << "the importance matrix replaced";
+  } catch (const wquant::Error& e) {
+    EXPECT_EQ(int(e.kind()), int(wquant::Error::Kind::Output)) << e.what();
+    EXPECT_NE(std::string(e.what()).find("is the input file"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(read_bytes(path("im.dat")), "an importance matrix");
   EXPECT_TRUE(read_bytes(s1) == before1);
   EXPECT_TRUE(read_bytes(s2) == before2);
   EXPECT_TRUE(read_bytes(index) == before_index);
@@ -234,15 +247,16 @@ TEST_F(PublicApiContract, ConcurrentCallsPrintNothing) {
 }
 
 // This library reads no ONNX (the wquant program links that support): an .onnx file is
-// told so, not called unrecognised content with ONNX listed among what is read.
+// told so (an input it cannot read: Input, exit 3 in the program), not called
+// unrecognised content with ONNX listed among what is read.
 TEST_F(PublicApiContract, AnOnnxFileWithoutOnnxSupportIsSaidSo) {
   write_bytes(path("m.onnx"), std::string("\x08\x08\x12\x04test", 8));
   try {
     wquant::Model::open(path("m.onnx"));
     ADD_FAILURE() << "opened";
   } catch (const wquant::Error& e) {
-    EXPECT_EQ(int(e.kind()), int(wquant::Error::Kind::Usage)) << e.what();
-    EXPECT_NE(std::string(e.what()).find("has no ONNX support"), std::string::npos) << e.what();
+    EXPECT_EQ(int(e.kind()), int(wquant::Error::Kind::Input)) << e.what();  // (README: an unsupported input, exit 3)
+    EXPECT_NE(std::string(e.what()).find("is an ONNX model, and this build of wquant reads no ONNX"), std::string::npos) << e.what();
   }
   write_bytes(path("m.bin"), "not a model at all, long enough to sniff");
   try {
