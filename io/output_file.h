@@ -68,10 +68,11 @@ class NotDurable : public Error {
 // their final names, in order, all or none: every file is finished (written and synced)
 // before any rename; each file it replaces is linked aside first, and if a rename fails,
 // the files already placed are put back as they were (the user's earlier files, or none)
-// before it throws. Where the directory's fsync after a rename fails, the renames go on and
-// NotDurable is thrown once every file is in place. SIGINT, SIGTERM and the other terminating signals that arrive during
-// the renames wait for them (defer_signal_in_commit), so a signal never leaves a mixed
-// set: it then acts on the whole result in place. (A SIGKILL or a power loss between two
+// before it throws. Where the directory's fsync after a rename fails, the renames go on
+// and NotDurable is thrown once every file is in place. SIGINT, SIGTERM and the other
+// terminating signals that arrive during the renames wait for them
+// (defer_signal_in_commit), so a signal never leaves a mixed set: it then acts on the
+// whole result in place. (A SIGKILL or a power loss between two
 // renames can; no POSIX call replaces two names at once.)
 void commit_together(const std::vector<OutputFile*>& files);
 

@@ -1605,6 +1605,31 @@ TEST_F(Cli, TrustInputDirectoryOrShardIsNeverOverwritten) {
   EXPECT_EQ(read_bytes(shard), shard_bytes);
 }
 
+// A NaN or Inf weight is refused whether or not the error figures are measured (with them
+// the sums of squares find it; with --no-metrics a scan does): exit 3, one line naming the
+// tensor, row and column, nothing written; for RTN and HQQ, in .wq and safetensors.
+TEST_F(Cli, NonFiniteWeightsAreRefusedWithAndWithoutMetrics) {
+  std::vector<float> w(4 * 64, 0.01f);
+  for (size_t i = 0; i < w.size(); ++i) w[i] = 0.01f * float(int(i % 13) - 6);
+  for (const float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
+    w[2 * 64 + 7] = bad;
+    write_f32_safetensors(path("m.safetensors"), {{"x.weight", w}}, 4, 64);
+    for (const auto& flags : std::vector<std::vector<std::string>>{
+             {}, {"--no-metrics"}, {"--no-metrics", "--hqq"}, {"--no-metrics", "--bits", "8", "--block", "32"}}) {
+      for (const char* out : {"o.wq", "o.safetensors"}) {
+        std::vector<std::string> args{"quantize", path("m.safetensors"), path(out), "-q"};
+        args.insert(args.end(), flags.begin(), flags.end());
+        SCOPED_TRACE(std::string(out) + " " + (flags.empty() ? "" : flags[0]) + (flags.size() > 1 ? " " + flags[1] : ""));
+        const Result r = expect(3, args);
+        EXPECT_TRUE(contains(r.err, "x.weight")) << r.err;
+        EXPECT_TRUE(contains(r.err, "row 2, column 7")) << r.err;
+        EXPECT_EQ(count_of(r.err, "\n"), 1u) << r.err;
+        EXPECT_FALSE(fs::exists(path(out)));
+      }
+    }
+  }
+}
+
 // An error in a tensor of a sharded model names the shard that holds it, not the index
 // or the first shard (a split GGUF's shard K was named as shard 1).
 TEST_F(Cli, ErrorsInATensorNameItsShard) {
