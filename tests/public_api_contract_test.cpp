@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -51,6 +52,17 @@ std::vector<float> ramp(size_t n) {
   return w;
 }
 
+// Expects call() to throw wquant::Error of `kind` whose message holds `part` (one line).
+void expect_api_error(const std::function<void()>& call, wquant::Error::Kind kind, const std::string& part) {
+  try {
+    call();
+    ADD_FAILURE() << "accepted; expected an error with '" << part << "'";
+  } catch (const wquant::Error& e) {
+    EXPECT_EQ(int(e.kind()), int(kind)) << e.what();
+    EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
+  }
+}
+
 class PublicApiContract : public ::testing::Test {
  protected:
   void SetUp() override { dir_ = std::make_unique<wq::test::ScratchDir>("wq-api-contract"); }
@@ -76,13 +88,7 @@ TEST_F(PublicApiContract, ConvertNeverReplacesAFileTheInputIsReadFrom) {
   for (const std::string& in : {index, path("m")}) {
     for (const std::string& out : {s1, s2, index}) {
       SCOPED_TRACE(in + " -> " + out);
-      try {
-        wquant::convert(in, out, o);
-        ADD_FAILURE() << "accepted";
-      } catch (const wquant::Error& e) {
-        EXPECT_EQ(int(e.kind()), int(wquant::Error::Kind::Output)) << e.what();
-        EXPECT_NE(std::string(e.what()).find("is the input file"), std::string::npos) << e.what();
-      }
+      expect_api_error([&] { wquant::convert(in, out, o); }, wquant::Error::Kind::Output, "is the input file");
     }
   }
   // Nor the importance matrix the run reads (it became the output).
@@ -90,13 +96,8 @@ TEST_F(PublicApiContract, ConvertNeverReplacesAFileTheInputIsReadFrom) {
   wquant::ConvertOptions with_imatrix = o;
   with_imatrix.format = "gguf";
   with_imatrix.imatrix = path("im.dat");
-  try {
-    wquant::convert(index, path("im.dat"), with_imatrix);
-    ADD_FAILURE() << "the importance matrix replaced";
-  } catch (const wquant::Error& e) {
-    EXPECT_EQ(int(e.kind()), int(wquant::Error::Kind::Output)) << e.what();
-    EXPECT_NE(std::string(e.what()).find("is the input file"), std::string::npos) << e.what();
-  }
+  expect_api_error([&] { wquant::convert(index, path("im.dat"), with_imatrix); }, wquant::Error::Kind::Output,
+                   "is the input file");
   EXPECT_EQ(read_bytes(path("im.dat")), "an importance matrix");
   EXPECT_TRUE(read_bytes(s1) == before1);
   EXPECT_TRUE(read_bytes(s2) == before2);
@@ -106,13 +107,8 @@ TEST_F(PublicApiContract, ConvertNeverReplacesAFileTheInputIsReadFrom) {
   const wquant::ConvertResult r = wquant::convert(index, path("q.safetensors"), o);
   EXPECT_EQ(r.quantized, 2u);
   o.overwrite = false;
-  try {
-    wquant::convert(index, path("q.safetensors"), o);
-    ADD_FAILURE() << "an existing OUT replaced without overwrite";
-  } catch (const wquant::Error& e) {
-    EXPECT_EQ(int(e.kind()), int(wquant::Error::Kind::Output)) << e.what();
-    EXPECT_NE(std::string(e.what()).find("set overwrite to replace it"), std::string::npos) << e.what();
-  }
+  expect_api_error([&] { wquant::convert(index, path("q.safetensors"), o); }, wquant::Error::Kind::Output,
+                   "set overwrite to replace it");
 }
 
 // An ISA this CPU or build lacks is a usage error, as the header says (it came as Internal).
@@ -127,20 +123,9 @@ TEST_F(PublicApiContract, AnUnavailableIsaIsAUsageError) {
   }
   if (missing.empty()) GTEST_SKIP() << "every ISA wquant knows is available here";
   const std::string before = wquant::active_isa();
-  try {
-    wquant::use_isa(missing);
-    ADD_FAILURE() << missing << " accepted";
-  } catch (const wquant::Error& e) {
-    EXPECT_EQ(int(e.kind()), int(wquant::Error::Kind::Usage)) << e.what();
-    EXPECT_NE(std::string(e.what()).find("'" + missing + "' is not available"), std::string::npos) << e.what();
-  }
+  expect_api_error([&] { wquant::use_isa(missing); }, wquant::Error::Kind::Usage, "'" + missing + "' is not available");
   EXPECT_EQ(wquant::active_isa(), before);
-  try {
-    wquant::use_isa("sse9");
-    ADD_FAILURE() << "sse9 accepted";
-  } catch (const wquant::Error& e) {
-    EXPECT_EQ(int(e.kind()), int(wquant::Error::Kind::Usage)) << e.what();
-  }
+  expect_api_error([] { wquant::use_isa("sse9"); }, wquant::Error::Kind::Usage, "sse9");
 }
 
 // A record whose rows * cols (and so every size) wraps to agree with empty buffers: a
@@ -153,13 +138,7 @@ TEST_F(PublicApiContract, DequantizeRefusesSizesThatOverflow) {
   q.block = 4;
   q.scheme = "mnn_sym";
   q.packed_row_bytes = 2;
-  try {
-    wquant::dequantize(q);
-    ADD_FAILURE() << "accepted";
-  } catch (const wquant::Error& e) {
-    EXPECT_EQ(int(e.kind()), int(wquant::Error::Kind::Usage)) << e.what();
-    EXPECT_NE(std::string(e.what()).find("overflow"), std::string::npos) << e.what();
-  }
+  expect_api_error([&] { wquant::dequantize(q); }, wquant::Error::Kind::Usage, "overflow");
   // A true record still comes back.
   const std::vector<float> w = ramp(4 * 64);
   wquant::QuantOptions o;
@@ -251,13 +230,9 @@ TEST_F(PublicApiContract, ConcurrentCallsPrintNothing) {
 // unrecognised content with ONNX listed among what is read.
 TEST_F(PublicApiContract, AnOnnxFileWithoutOnnxSupportIsSaidSo) {
   write_bytes(path("m.onnx"), std::string("\x08\x08\x12\x04test", 8));
-  try {
-    wquant::Model::open(path("m.onnx"));
-    ADD_FAILURE() << "opened";
-  } catch (const wquant::Error& e) {
-    EXPECT_EQ(int(e.kind()), int(wquant::Error::Kind::Input)) << e.what();  // (README: an unsupported input, exit 3)
-    EXPECT_NE(std::string(e.what()).find("is an ONNX model, and this build of wquant reads no ONNX"), std::string::npos) << e.what();
-  }
+  // (Input: the README's exit 3 for an unsupported input.)
+  expect_api_error([&] { wquant::Model::open(path("m.onnx")); }, wquant::Error::Kind::Input,
+                   "is an ONNX model, and this build of wquant reads no ONNX");
   write_bytes(path("m.bin"), "not a model at all, long enough to sniff");
   try {
     wquant::Model::open(path("m.bin"));
