@@ -9,6 +9,7 @@
 #include "cli/commands.h"
 #include "cli/output_path.h"
 #include "cli/params_file.h"
+#include "cli/params_for_output.h"
 #include "cli/run_support.h"
 #include "engine/error.h"
 #include "engine/pipeline.h"
@@ -32,16 +33,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
-
-const char* format_name(OutputFormat f) {
-  switch (f) {
-    case OutputFormat::Wq: return "wq";
-    case OutputFormat::Safetensors: return "safetensors";
-    case OutputFormat::Gguf: return "gguf";
-    case OutputFormat::Onnx: return "onnx";
-  }
-  return "?";
-}
 
 WriterOptions writer_options(const QuantizeArgs& a, const GgufOutputKeys& gguf_keys) {
   WriterOptions o;
@@ -94,20 +85,28 @@ struct Setup {
 // types are llama-quantize's, so --bits, --block and --asym have nothing to set; --hqq refines
 // the minima of its Q2_K / Q4_K / Q5_K tensors), else the legacy type from --type or --bits
 // (resolve_ggml_type). The rest, as the public API's convert() does it: io/gguf_output.h.
-void choose_mix(const QuantizeArgs& a, const SpecSettings& merged, Setup& s) {
+// `where`: "quantize", or the params file with the command line when its defaults count.
+void choose_mix(const QuantizeArgs& a, const SpecSettings& merged, const std::string& where, Setup& s) {
   GgmlBlock legacy;
   const bool is_legacy = !merged.mix || parse_ggml_type(*merged.mix, &legacy);
   GgufOutputRequest r;
   if (is_legacy) {
-    s.ggml = resolve_ggml_type(s.eff, merged, "quantize");
+    s.ggml = resolve_ggml_type(s.eff, merged, where);
     r.mix = *gguf_mix_named(ggml_block_name(s.ggml));
   } else {
     r.mix = *gguf_mix_named(*merged.mix);
     // --hqq stays: it refines the minima of the tensors the mix gives Q2_K, Q4_K or Q5_K.
-    const char* said = merged.bits ? "--bits" : merged.block ? "--block" : merged.asym ? "--asym" : nullptr;
+    // (Each setting named as the user gave it: a flag, or the params file's defaults.)
+    auto named = [&](const auto& flag, const char* option, const char* key) {
+      return flag ? std::string(option) : a.params_file + " (defaults): \"" + key + "\"";
+    };
+    const char* said = merged.bits ? "bits" : merged.block ? "block" : merged.asym ? "asym" : nullptr;
     if (said) {
-      throw Error(std::string("--type ") + r.mix.name + " sets every tensor's type as llama-quantize does; " + said +
-                      " has nothing to set there",
+      const std::string setting = merged.bits ? named(a.said.bits, "--bits", "bits")
+                                  : merged.block ? named(a.said.block, "--block", "block")
+                                                 : named(a.said.asym, "--asym", "asym");
+      throw Error(named(a.said.mix, "--type ", "type") + (a.said.mix ? "" : " ") + r.mix.name +
+                      " sets every tensor's type as llama-quantize does; " + setting + " has nothing to set there",
                   ErrorKind::Usage);
     }
   }
@@ -149,7 +148,7 @@ ParamsImatrix choose_imatrix(const QuantizeArgs& a, const Setup& s, Console& con
   if (saved.path.empty()) return m;
   if (s.format != OutputFormat::Gguf) {
     throw Error(a.params_file + ": defaults.imatrix: an importance matrix applies to GGUF output only; this OUT is " +
-                    format_name(s.format),
+                    output_format_name(s.format),
                 ErrorKind::Usage);
   }
   if (!a.gguf.imatrix.empty()) {
@@ -203,7 +202,14 @@ Setup prepare(const QuantizeArgs& a, Console& con) {
   bool have_params = false;
   if (!a.params_file.empty()) {
     check_params_path(a, s);
-    if (fs::exists(a.params_file)) {
+    // (A path that cannot even be looked at, a symbolic-link loop or a name too long, is
+    // neither a file to read nor one that can be written.)
+    std::error_code ec;
+    const fs::file_status st = fs::status(a.params_file, ec);
+    if (ec && ec != std::errc::no_such_file_or_directory && ec != std::errc::not_a_directory) {
+      throw Error(a.params_file + ": cannot be read or written as the params file: " + ec.message(), ErrorKind::Output);
+    }
+    if (fs::exists(st)) {
       s.params = read_params_file(a.params_file);
       have_params = true;
     } else {
@@ -211,6 +217,7 @@ Setup prepare(const QuantizeArgs& a, Console& con) {
     }
   }
   const SpecSettings merged = a.said.or_else(s.params.defaults);
+  if (have_params) fit_params_to_output(s.params, s.format, merged);
   s.eff = resolve_settings(merged, have_params ? a.params_file + " (defaults) with the command line" : "quantize");
   // GGUF output: the block type (Q4_1 / Q5_1) says asymmetric already; nothing implied.
   if (s.eff.asym_implied && s.format != OutputFormat::Gguf) {
@@ -243,7 +250,9 @@ Setup prepare(const QuantizeArgs& a, Console& con) {
   // The params file to write must be writable too, before any work: it is written before
   // OUT is committed, so a run never ends with OUT in place but its parameters lost. (A
   // dry run writes neither, and says no where the run would.)
-  if (!s.params_to_write.empty()) check_output_path(s.params_to_write, s.read_files, false);
+  if (!s.params_to_write.empty()) {
+    check_output_path(s.params_to_write, s.read_files, false, "name another params file: --force never replaces one");
+  }
 
   if (s.format == OutputFormat::Gguf) {
     // llama-quantize applies --tensor-type to the mix's choices, which --pure turns off:
@@ -252,7 +261,7 @@ Setup prepare(const QuantizeArgs& a, Console& con) {
       con.warn("--tensor-type has no effect with --pure (every quantized tensor gets the base type, as in "
                "llama-quantize); drop --pure to apply it");
     }
-    choose_mix(a, merged, s);
+    choose_mix(a, merged, have_params ? a.params_file + " (defaults) with the command line" : "quantize", s);
     if (a.gguf.keep_split) keep_split(a, dynamic_cast<const GgufReader&>(*s.reader), s, con);
   } else if (a.said.mix || a.gguf.any_option()) {
     std::vector<std::string> given = a.gguf.given();
@@ -260,7 +269,7 @@ Setup prepare(const QuantizeArgs& a, Console& con) {
     std::string names;
     for (size_t i = 0; i < given.size(); ++i) names += (i == 0 ? "" : i + 1 == given.size() ? " and " : ", ") + given[i];
     throw Error(a.output + ": " + names + (given.size() == 1 ? " applies" : " apply") +
-                    " to GGUF output only (llama-quantize's options); this OUT is " + format_name(s.format),
+                    " to GGUF output only (llama-quantize's options); this OUT is " + output_format_name(s.format),
                 ErrorKind::Usage);
   }
 
@@ -353,7 +362,7 @@ int dry_run(const QuantizeArgs& a, const Setup& s, Console& con) {
                 {"input", a.input},
                 {"output", a.output},
                 {"outputs", s.outputs},
-                {"format", format_name(s.format)},
+                {"format", output_format_name(s.format)},
                 {"input_bytes", in_bytes},
                 {"planned_output_bytes", s.planned_bytes},
                 {"compression_ratio", s.planned_bytes ? double(in_bytes) / double(s.planned_bytes) : 0.0},
@@ -363,7 +372,7 @@ int dry_run(const QuantizeArgs& a, const Setup& s, Console& con) {
   } else if (con.human()) {
     print_plan(s);
     std::printf("dry run: %s (%s) -> %s (%s): exactly %s (%llu bytes), ratio %sx; nothing written\n", a.input.c_str(),
-                format_bytes(in_bytes).c_str(), output_label(s).c_str(), format_name(s.format),
+                format_bytes(in_bytes).c_str(), output_label(s).c_str(), output_format_name(s.format),
                 format_bytes(s.planned_bytes).c_str(), static_cast<unsigned long long>(s.planned_bytes),
                 format_fixed(s.planned_bytes ? double(in_bytes) / double(s.planned_bytes) : 0.0, 2).c_str());
   }
@@ -414,7 +423,7 @@ void print_summary(const QuantizeArgs& a, const Setup& s, const RunResult& r, Is
                 {"output", a.output},
                 {"outputs", s.outputs},
                 {"input_format", s.reader->format()},
-                {"format", format_name(s.format)},
+                {"format", output_format_name(s.format)},
                 {"input_bytes", in_bytes},
                 {"output_bytes", r.output_bytes},
                 {"planned_output_bytes", s.planned_bytes},
@@ -451,7 +460,7 @@ void print_summary(const QuantizeArgs& a, const Setup& s, const RunResult& r, Is
   std::printf("quantized %s -> %s: %zu tensors (%zu quantized, %zu kept)\n", a.input.c_str(), output_label(s).c_str(),
               st.tensors.size(), quantized, kept);
   std::printf("  size        %s -> %s (%s), ratio %sx\n", format_bytes(in_bytes).c_str(),
-              format_bytes(r.output_bytes).c_str(), format_name(s.format),
+              format_bytes(r.output_bytes).c_str(), output_format_name(s.format),
               format_fixed(r.output_bytes ? double(in_bytes) / double(r.output_bytes) : 0.0, 2).c_str());
   std::printf("  time        %s, %s/s, %s M weights/s\n", format_seconds(st.seconds).c_str(),
               format_bytes(uint64_t(double(st.bytes_in) / secs)).c_str(), format_fixed(double(r.weights) / secs / 1e6, 2).c_str());

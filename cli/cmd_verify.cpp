@@ -103,10 +103,9 @@ int run_verify(const VerifyArgs& a, Console& con) {
       const std::vector<float> w_hat = read_f32(*quant, size_t(j));
       ref->release(i);
       quant->release(size_t(j));
-      // Row by row (rows of the last dimension, as llama.cpp's and wquant's quantizers cut
-      // them), added in double: the figures quantize printed for the same rows.
-      const size_t cols = ti[i].shape.empty() || ti[i].shape.back() <= 0 ? w.size() : size_t(ti[i].shape.back());
-      const ErrorSums sums = error_sums_by_row(w.data(), w_hat.data(), cols ? w.size() / cols : 0, cols, k);
+      // Row by row, added in double: the figures quantize printed for the same rows.
+      const size_t cols = error_row_length(ti[i].shape, w.size());
+      const ErrorSums sums = error_sums_by_row(w.data(), w_hat.data(), w.size() / cols, cols, k);
       Compared c{ti[i].name, tq.type_name, combine_error_sums({sums})};
       pool.push_back(sums);
       if (const size_t bad = first_broken(w, w_hat, k); bad < w.size()) {

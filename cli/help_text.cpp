@@ -17,7 +17,8 @@ const char* const kExitCodes = R"(Exit codes:
        (without --force) or appeared during the run, OUT is not a regular file, OUT is
        the input itself (refused even with --force), the params file cannot be written
   130  interrupted by Ctrl-C or SIGTERM; the temporary output is removed, so no partial
-       file is ever left under OUT's name
+       file is ever left under OUT's name (a signal once OUT is in place is too late:
+       the run ends with exit 0)
   128+N  killed by another catchable signal N (SIGHUP, SIGQUIT, SIGPIPE, ...), after
        removing the temporary output
 Every error is one line on stderr: "wquant: error: <file>: <tensor>: <problem>".)";
@@ -112,11 +113,15 @@ OUT.data beside OUT (always when the model passes 2 GB).
 
 Params file (--params / --compressionParamsFile FILE), wquant's form:
   {"defaults": {"bits": 4, "block": 32, "asym": false, "hqq": false, "fp16": false,
-                "type": "Q4_0", "hqq_steps": 20, "hqq_p": 0.7, "hqq_beta": 10,
+                "hqq_steps": 20, "hqq_p": 0.7, "hqq_beta": 10,
                 "hqq_kappa": 1.01, "hqq_round_zero": false, "hqq_stop": "block"},
    "rules": [{"match": "layers.0.*", "bits": 8},
-             {"match": "blk.*.ffn_*", "bits": 8, "block": 32, "asym": true, "type": "Q8_0"},
+             {"match": "layers.*.feed_forward.*", "bits": 8, "block": 32, "asym": true},
              {"match": "tok_embeddings.weight", "skip": true}]}
+  GGUF output: {"defaults": {"type": "Q4_K_M"}, "rules": [{"match": "blk.*.attn_v.weight",
+  "type": "Q6_K"}]}. "type" applies to GGUF output only; there a rule's "bits", "block"
+  and "asym" choose the type as --bits, --block and --asym do, and must agree with a
+  "type" beside them.
   "match" is an exact tensor name or a glob (* any run, ? one character, [abc] [a-z]
   [!a] a class). Later rules override earlier ones, field by field. "bits": 0 means
   "skip": true; a rule setting any field quantizes the 2-D float tensors it matches
@@ -130,7 +135,8 @@ MNN's form (protobuf JSON of MNNConvert's compression pipeline) is read as well:
   "bits": 0 keeps the tensor float; fields left out keep the command line's values.
 If FILE does not exist, wquant writes the parameters it used there after a successful run
 (wquant's form: the defaults and one rule per tensor), says so, and a rerun with the file
-gives identical output bytes: edit it and rerun. A GGUF run's importance matrix is in its
+gives identical output bytes (given --allow-requantize, --keep-split and
+--external-data again, which it does not record): edit it and rerun. A GGUF run's importance matrix is in its
 "defaults" ("imatrix": the path as given, read again from the current directory where it is
 relative; "imatrix_sha256": a rerun refuses the file if it has changed; "include_weights",
 "exclude_weights"); --imatrix on the command line replaces it. --dry-run writes nothing.

@@ -2,7 +2,9 @@
 // codes listed in `wquant help` (cli/exit_codes.h).
 #include <malloc.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <new>
 #include <string>
 #include <vector>
@@ -58,7 +60,17 @@ int main(int argc, char** argv) {
   wq::enable_onnx();
 #endif
   try {
-    return run(parse_command_line(std::vector<std::string>(argv + 1, argv + argc)));
+    const int code = run(parse_command_line(std::vector<std::string>(argv + 1, argv + argc)));
+    // What went to stdout (a --json document, a table) is the command's result: a write
+    // that failed (a full disk under `> report.json`, a closed pipe) fails the command,
+    // which otherwise exited 0 with a truncated document.
+    errno = 0;
+    if ((std::fflush(stdout) != 0 || std::ferror(stdout)) && code == kExitOk) {
+      std::fprintf(stderr, "wquant: error: standard output: cannot be written: %s\n",
+                   std::strerror(errno ? errno : EIO));
+      return exit_code(wq::ErrorKind::Output);
+    }
+    return code;
   } catch (const wq::Error& e) {
     std::fflush(stdout);
     std::fprintf(stderr, "wquant: error: %s\n", printable(e.message()).c_str());

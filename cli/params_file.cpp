@@ -1,9 +1,11 @@
 #include "cli/params_file.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -199,7 +201,7 @@ void parse_imatrix_fields(const Fields& f, ParamsImatrix& m) {
 
 void parse_wquant_form(const json& doc, ParamsFile& p) {
   const Fields top(doc, p.path, "");
-  top.only({"defaults", "rules", "wquant"});
+  top.only({"defaults", "rules"});
   if (const json* d = top.find("defaults")) {
     const Fields f(*d, p.path, "defaults");
     f.only({"bits", "block", "asym", "hqq", "fp16", "scale_bits", "type", "hqq_steps", "hqq_p", "hqq_beta",
@@ -350,10 +352,24 @@ ParamsFile read_params_file(const std::string& path) {
   if (std::filesystem::is_directory(path, ec)) {
     throw Error(path + ": is a directory, not a params file", ErrorKind::Usage);
   }
+  // Read up to a bound: a device or FIFO that never ends (/dev/zero) is no params file,
+  // and must not take the machine's memory first. (A written file of one rule per tensor
+  // of a model of 100 000 tensors is about 10 MB.)
+  constexpr size_t kMaxBytes = size_t(64) << 20;
+  errno = 0;
   std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(path + ": cannot read the params file: " + std::strerror(errno ? errno : EIO), ErrorKind::Input);
   std::stringstream text;
-  if (in) text << in.rdbuf();
-  if (!in || in.bad()) throw Error(path + ": cannot read the params file", ErrorKind::Input);
+  std::vector<char> chunk(size_t(1) << 16);
+  size_t total = 0;
+  while (in.read(chunk.data(), std::streamsize(chunk.size())) || in.gcount() > 0) {
+    total += size_t(in.gcount());
+    if (total > kMaxBytes) {
+      throw Error(path + ": longer than " + std::to_string(kMaxBytes >> 20) + " MiB: not a params file", ErrorKind::Usage);
+    }
+    text.write(chunk.data(), in.gcount());
+  }
+  if (in.bad()) throw Error(path + ": cannot read the params file: " + std::strerror(errno ? errno : EIO), ErrorKind::Input);
   if (json_depth(text.str()) > kMaxDepth) {
     throw Error(path + ": nested more than " + std::to_string(kMaxDepth) + " levels deep: not a params file",
                 ErrorKind::Usage);

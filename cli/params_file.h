@@ -6,8 +6,10 @@
 //   {"defaults": {"bits": 4, "block": 32, "asym": false, "hqq": false, "fp16": false, "scale_bits": 32,
 //                 "type": "Q4_0", "hqq_steps": 20, "hqq_p": 0.7, "hqq_beta": 10,
 //                 "hqq_kappa": 1.01, "hqq_round_zero": false, "hqq_stop": "block"},
-//    "rules": [{"match": "blk.*.ffn_*", "bits": 8, "block": 32, "asym": true,
+//    "rules": [{"match": "blk.*.ffn_*", "bits": 8, "block": 32, "asym": false,
 //               "hqq": false, "skip": false, "type": "Q8_0"}]}
+//   ("type" is GGUF output's, bits / block / asym the others' and GGUF's through the type
+//   they choose: cli/params_for_output.h.)
 //   Every key is optional except a rule's "match" (an exact name or a glob, see
 //   engine/plan.h glob_match). "bits": 0 means skip (keep float); a rule that sets any
 //   field quantizes the 2-D float tensors it matches (make_plan), even ones an earlier
@@ -80,7 +82,8 @@ struct EffectiveSpec;
 // tensor the run quantized (its bits, block, asym, hqq, or GGUF type) and one "skip"
 // rule per tensor it kept float although the default choice would have quantized it.
 // A GGUF run's importance matrix, if any, goes into the defaults (ParamsImatrix).
-// Rerunning with this file (with or without the original flags) gives the same bytes.
+// Rerunning with this file (with or without the original flags; --allow-requantize,
+// --keep-split and --external-data are not recorded) gives the same bytes.
 nlohmann::json params_used(const EffectiveSpec& e, OutputFormat format, const std::string& gguf_mix,
                            const ParamsImatrix& imatrix, const std::vector<TensorPlan>& plan,
                            const std::vector<TensorInfo>& infos);

@@ -45,6 +45,14 @@ ErrorMetrics combine_error_sums(const std::vector<ErrorSums>& parts);
 // weights (16 float partial sums of a 65 M-weight tensor read its rmse 0.4-0.7% low, review
 // K), and so the figures quantize measures for the same rows (tensor_error's sums).
 ErrorSums error_sums_by_row(const float* ref, const float* approx, size_t rows, size_t cols, const Kernels& k);
+// The length of the rows a tensor's error figures are measured by: its last dimension (as
+// llama.cpp's and wquant's quantizers cut rows), or the whole tensor as one row where it
+// has none (a scalar, a zero-length last dimension); never 0. quantize (conversion_error)
+// and verify measure by it, so their figures agree.
+inline size_t error_row_length(const std::vector<int64_t>& shape, size_t numel) {
+  if (shape.empty() || shape.back() <= 0) return numel ? numel : 1;
+  return size_t(shape.back());
+}
 
 // A quantizer measuring its own error as it goes: rows[r] receives the sums of row r of
 // ref (the tensor as the caller gave it, before any flush of tiny weights) against the

@@ -251,8 +251,8 @@ bool narrows(DType from, DType to) {
 // w (a float view) against `out`, its values stored as `to` (f16 or bf16), read back:
 // the error figures of the conversion, a bounded chunk at a time.
 ErrorMetrics conversion_error(const TensorView& w, DType to, const uint8_t* out, const Kernels& k) {
-  // Row by row (rows of the last dimension), as verify measures: whole rows a chunk.
-  const size_t n = w.numel(), cols = w.shape.empty() || w.shape.back() <= 0 ? std::max<size_t>(n, 1) : size_t(w.shape.back());
+  // Row by row, as verify measures: whole rows a chunk.
+  const size_t n = w.numel(), cols = error_row_length(w.shape, n);
   const size_t chunk = std::max<size_t>(1, (size_t(1) << 16) / cols) * cols;
   std::vector<float> ref(std::min(n, chunk)), back(std::min(n, chunk));
   std::vector<ErrorSums> parts;

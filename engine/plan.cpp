@@ -7,6 +7,16 @@
 
 namespace wq {
 
+const char* output_format_name(OutputFormat f) {
+  switch (f) {
+    case OutputFormat::Wq: return "wq";
+    case OutputFormat::Safetensors: return "safetensors";
+    case OutputFormat::Gguf: return "gguf";
+    case OutputFormat::Onnx: return "onnx";
+  }
+  return "?";
+}
+
 bool glob_match(const std::string& pattern, const std::string& name) {
   // A rule's "match" is a tensor name or a glob: a name matches itself, also when it holds
   // glob characters (ONNX names such as "/layers.0/mlp/W[0]" do).

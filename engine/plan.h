@@ -79,6 +79,8 @@ struct TensorRule {
 };
 
 enum class OutputFormat : uint8_t { Wq, Safetensors, Gguf, Onnx };  // Onnx: io/onnx_hooks.h
+// "wq", "safetensors", "gguf", "onnx": as --format takes them and messages say them.
+const char* output_format_name(OutputFormat f);
 
 struct MixOptions;  // engine/gguf_mix.h
 struct MixModel;

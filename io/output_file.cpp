@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <filesystem>
 
 #include "engine/error.h"
@@ -37,10 +38,12 @@ char g_paths[kSlots][kPathMax];  // the temporary name
 char g_final[kSlots][kPathMax];  // the final name, for kRenaming and kPlaced
 std::atomic<uint8_t> g_state[kSlots];
 
-// commit_together's state, one atomic so that a handler on any thread and the committing
+// The commit's state, one atomic so that a handler on any thread and the committing
 // thread agree on who acts: kIdle; kCommitting (renames under way: a signal is deferred);
-// kSignalled + sig (one came: the committer puts the earlier files back, then raises it).
-constexpr int kIdle = 0, kCommitting = 1, kSignalled = 2;
+// kSignalled + sig (one came: the committer puts the earlier files back, then raises it);
+// kDone (the result is under its final names: a signal is too late and is dropped, so the
+// run ends as it would have, OUT and the params file written for it both kept).
+constexpr int kDone = -1, kIdle = 0, kCommitting = 1, kSignalled = 2;
 std::atomic<int> g_commit{kIdle};
 
 int register_temp(const std::string& p) {
@@ -276,7 +279,15 @@ OutputFile::OutputFile(const std::string& path, const OutputIo& io) : path_(path
       dfd_ = -1;  // no second buffer: buffered, as where O_DIRECT is refused
     } else {
       spare_.reset(static_cast<uint8_t*>(mem));
-      bg_ = std::make_unique<BackgroundWriter>();
+      try {
+        bg_ = std::make_unique<BackgroundWriter>();
+      } catch (const std::exception&) {  // std::system_error, std::bad_alloc
+        // No thread to write in the background (a process or memory limit): buffered,
+        // as without the second buffer. (It threw out of here, leaving the temporary file.)
+        spare_.reset();
+        ::close(dfd_);
+        dfd_ = -1;
+      }
     }
   }
 }
@@ -496,9 +507,18 @@ void OutputFile::place(bool removable, bool sync_dir) {
     std::memcpy(g_final[slot_], path_.c_str(), path_.size() + 1);
     g_state[slot_].store(kRenaming);
   }
+  // commit(): the rename places the run's whole result (commit_together places the
+  // results of several files). A signal during it waits for it; once it is done, a
+  // signal is too late (kDone): the rename cannot be undone, the file it replaced is gone.
+  const bool result = !removable && sync_dir;
+  if (result) g_commit.store(kCommitting);
   const auto failed = [&] {
     const int e = errno;
     if (guarded) g_state[slot_].store(kTemp);  // the temporary file is still there
+    if (result) {
+      // Nothing was placed: a signal that waited acts now, as it would have.
+      if (const int state = g_commit.exchange(kIdle); state >= kSignalled) ::raise(state - kSignalled);
+    }
     errno = e;
   };
   struct stat old;
@@ -522,6 +542,7 @@ void OutputFile::place(bool removable, bool sync_dir) {
     fail("cannot rename the finished file into place", errno);
   }
   if (guarded) g_state[slot_].store(kPlaced);
+  if (result) g_commit.store(kDone);
   committed_ = true;
   removable_ = guarded;
   if (const int e = sync_dir ? sync_directory() : 0) {
@@ -539,7 +560,7 @@ void OutputFile::place(bool removable, bool sync_dir) {
                          reason_of(e),
                      ErrorKind::Output);
   }
-  if (guarded) {
+  if (guarded || result) {
     if (const int ms = rename_pause_ms(); ms > 0) ::usleep(useconds_t(ms) * 1000);
   }
 }
@@ -548,6 +569,7 @@ bool defer_signal_in_commit(int sig) {
   int s = g_commit.load();
   for (;;) {
     if (s == kIdle) return false;
+    if (s == kDone) return true;  // too late: dropped
     if (s != kCommitting) return true;  // one is pending already: it acts for both
     if (g_commit.compare_exchange_weak(s, kSignalled + sig)) return true;
   }
@@ -661,9 +683,8 @@ void commit_together(const std::vector<OutputFile*>& files) {
     throw;
   }
   int state = kCommitting;
-  if (g_commit.compare_exchange_strong(state, kIdle)) {
-    // Done: a signal from here on finds the whole result in place (its handler removes
-    // the backups still registered).
+  if (g_commit.compare_exchange_strong(state, kDone)) {
+    // Done: a signal from here on is too late, and dropped (kDone); the backups go.
     for (Backup& b : backups) drop(b, true);
     if (unsynced) {
       throw NotDurable(files[unsynced_file]->path() +

@@ -71,13 +71,17 @@ class NotDurable : public Error {
 // before it throws. Where the directory's fsync after a rename fails, the renames go on
 // and NotDurable is thrown once every file is in place. SIGINT, SIGTERM and the other
 // terminating signals that arrive during the renames wait for them
-// (defer_signal_in_commit), so a signal never leaves a mixed set: it then acts on the
-// whole result in place. (A SIGKILL or a power loss between two
-// renames can; no POSIX call replaces two names at once.)
+// (defer_signal_in_commit), so a signal never leaves a mixed set: the earlier files are
+// put back, then it acts. Once every file is in place a signal is too late and is
+// dropped, as after commit()'s rename: the run ends as it would have. (A SIGKILL or a
+// power loss between two renames can leave a mixed set; no POSIX call replaces two names
+// at once.)
 void commit_together(const std::vector<OutputFile*>& files);
 
-// For the signal handlers: true if commit_together is renaming, when the signal is noted
-// and raised again once it is done (the handler must then return at once).
+// For the signal handlers: true if the result is being renamed into place (the signal is
+// noted and raised again if the renames are undone) or is in place (the signal is too
+// late and dropped: the run ends with OUT, and a params file written for it, kept); the
+// handler must then return at once.
 bool defer_signal_in_commit(int sig);
 
 class OutputFile {
@@ -140,7 +144,8 @@ class OutputFile {
   // run) makes commit() throw instead. Throws Error naming the output on failure (and the
   // temporary file is then removed), or NotDurable after the rename where the directory's
   // fsync failed (the file then stays in place). With commit_removable(), the file is
-  // removed again in that case, and Error thrown.
+  // removed again in that case, and Error thrown. The file is the run's result: a signal
+  // during the rename waits for it, and one after it is too late (defer_signal_in_commit).
   void commit();
   // commit(), after which the file stays removable by SIGINT/SIGTERM under its final name
   // until keep(): for results of several files renamed one after another (the shards of a

@@ -42,6 +42,9 @@ class WqReader final : public ModelReader {
     flatbuffers::Verifier v(h, size_t(pre.header_size));
     if (!fb::VerifyModelBuffer(v)) throw Error(p + ": the header is corrupt (flatbuffer verification failed)");
     model_ = fb::GetModel(h);
+    if (model_->version() != kWqVersion) {
+      throw Error(p + ": the header's version " + std::to_string(model_->version()) + " is not supported (1 is)");
+    }
     if (pre.data_offset < pre.header_offset + pre.header_size || pre.data_offset > file_.size())
       throw Error(p + ": data offset " + std::to_string(pre.data_offset) + " is outside the file");
     if (!model_->tensors()) throw Error(p + ": the header lists no tensors");

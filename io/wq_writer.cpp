@@ -9,6 +9,7 @@
 #include "io/output_file.h"
 #include "io/piece_params.h"
 #include "io/planned_tensor.h"
+#include "io/utf8.h"
 #include "io/wq_layout.h"
 #include "wq_format_generated.h"
 
@@ -61,6 +62,12 @@ Layout plan_layout(const std::vector<TensorPlan>& plan, const std::vector<Tensor
       off = align_up(offs[k] + sizes[k]);
     }
     const bool q = p.action == TensorAction::Quantize;
+    // (Flatbuffers strings are UTF-8, and the name goes in as a C string.)
+    if (!is_valid_utf8(p.name) || p.name.find('\0') != std::string::npos) {
+      throw Error(p.name + ": the name is not valid UTF-8 or holds a NUL byte, which a .wq file's names cannot hold "
+                           "(GGUF output can)",
+                  ErrorKind::Usage);
+    }
     checked_numel(p.name, p.shape);
     const size_t cols = matrix_dims(p.shape).cols;
     tensors.push_back(fb::CreateTensorDirect(

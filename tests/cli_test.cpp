@@ -518,6 +518,8 @@ TEST_F(Cli, FrameworkFlagIsValidatedAndExplainedWithVerbose) {
 
 // --- params files -------------------------------------------------------------------------
 
+void write_synthetic_safetensors(const std::string& file, int tensors, int rows, int cols);  // (below)
+
 TEST_F(Cli, ParamsRulesChangeTheRightTensors) {
   WQ_REQUIRE_SHARED(src, kStoriesSt);
   const std::string params = path("params.json");
@@ -619,6 +621,91 @@ TEST_F(Cli, BadParamsFilesAreUsageErrorsNamingTheEntry) {
   r = expect(2, {"quantize", src, path("o.wq"), "--params", path("o.wq")});
   EXPECT_TRUE(contains(r.err, "same file")) << r.err;
   EXPECT_FALSE(fs::exists(path("o.wq")));
+}
+
+// Each key of a params file means one thing on each output or is refused: on GGUF output a
+// rule's bits / block / asym choose the type as --bits / --block / --asym do (bits 8 gave
+// Q4_0, without a word), and beside a "type" must agree with it; "type" applies to GGUF
+// output only (on .wq it was dropped, and a rule keeping a tensor F16 quantized it).
+TEST_F(Cli, ParamsKeysMeanOneThingOnEachOutputOrAreRefused) {
+  WQ_REQUIRE_SHARED(gguf, kStoriesGguf);
+  const std::string p = path("p.json");
+  write_bytes(p, R"({"rules": [{"match": "blk.0.attn_q.weight", "bits": 8},
+                               {"match": "blk.0.attn_k.weight", "bits": 5, "asym": true},
+                               {"match": "blk.1.attn_k.weight", "type": "Q5_0", "bits": 5, "block": 32}]})");
+  expect(0, {"quantize", gguf, path("r.gguf"), "--params", p, "-q"});
+  const json in = inspect(path("r.gguf"));
+  EXPECT_EQ(tensor(in, "blk.0.attn_q.weight")["type"], "Q8_0");
+  EXPECT_EQ(tensor(in, "blk.0.attn_k.weight")["type"], "Q5_1");
+  EXPECT_EQ(tensor(in, "blk.1.attn_k.weight")["type"], "Q5_0");
+  EXPECT_EQ(tensor(in, "blk.1.attn_q.weight")["type"], "Q4_0");
+  // The run's own asym is the rule's base, as for --bits 5 --asym.
+  write_bytes(p, R"({"rules": [{"match": "blk.0.attn_q.weight", "bits": 5}]})");
+  expect(0, {"quantize", gguf, path("a.gguf"), "--asym", "--params", p, "-q"});
+  EXPECT_EQ(tensor(inspect(path("a.gguf")), "blk.0.attn_q.weight")["type"], "Q5_1");
+  // What no GGUF type stores, and a type the rule's own fields contradict.
+  const std::vector<std::pair<std::string, std::string>> refused = {
+      {R"({"rules": [{"match": "blk.0.attn_q.weight", "bits": 3}]})", "rules[0] \"blk.0.attn_q.weight\""},
+      {R"({"rules": [{"match": "blk.*", "block": 64}]})", "blocks of 32 weights"},
+      {R"({"rules": [{"match": "blk.*", "bits": 8, "asym": true}]})", "no asymmetric 8-bit type"},
+      {R"({"rules": [{"match": "blk.*", "type": "Q8_0", "bits": 4}]})", "\"type\" Q8_0 and \"bits\": 4 disagree"},
+      {R"({"rules": [{"match": "blk.*", "type": "Q8_0", "asym": true}]})", "Q8_0 is symmetric"},
+      {R"({"rules": [{"match": "blk.*", "type": "F16", "bits": 8}]})", "keeps the tensor float"}};
+  for (const auto& [text, why] : refused) {
+    write_bytes(p, text);
+    const Result r = expect(2, {"quantize", gguf, path("x.gguf"), "--params", p});
+    EXPECT_TRUE(contains(r.err, "wquant: error: " + p + ": rules[")) << r.err;
+    EXPECT_TRUE(contains(r.err, why)) << r.err;
+  }
+  // "type" on another output: refused as --type is, in a rule or in the defaults.
+  for (const char* text : {R"({"rules": [{"match": "blk.0.attn_q.weight", "type": "F16"}]})",
+                           R"({"defaults": {"type": "Q8_0"}})"}) {
+    write_bytes(p, text);
+    for (const char* out : {"x.wq", "x.safetensors"}) {
+      const Result r = expect(2, {"quantize", gguf, path(out), "--params", p});
+      EXPECT_TRUE(contains(r.err, "applies to GGUF output only")) << r.err;
+    }
+  }
+  EXPECT_FALSE(fs::exists(path("x.gguf")) || fs::exists(path("x.wq")) || fs::exists(path("x.safetensors")));
+  // A setting of the file's defaults is named as the file's, not as a flag never given.
+  write_bytes(p, R"({"defaults": {"type": "Q4_K_M", "bits": 8}})");
+  const Result r = expect(2, {"quantize", gguf, path("x.gguf"), "--params", p});
+  EXPECT_TRUE(contains(r.err, p + " (defaults): \"type\" Q4_K_M sets every tensor's type")) << r.err;
+  EXPECT_TRUE(contains(r.err, p + " (defaults): \"bits\" has nothing to set there")) << r.err;
+}
+
+// A params file that is no file to read or write is refused in one line, with the exit
+// code of its kind: an endless device (it was read until memory ran out), a symbolic-link
+// loop (an internal error, exit 1), a dangling link (whose message offered --force, which
+// never applies to it), a top-level key nothing reads.
+TEST_F(Cli, ParamsPathsThatAreNoParamsFilesAreRefusedInOneLine) {
+  write_synthetic_safetensors(path("m.safetensors"), 1, 8, 32);
+  Result r = expect(2, {"quantize", path("m.safetensors"), path("o.wq"), "--params", "/dev/zero"});
+  EXPECT_TRUE(contains(r.err, "/dev/zero: longer than 64 MiB: not a params file")) << r.err;
+  fs::create_symlink(path("loop.json"), path("loop.json"));
+  r = expect(4, {"quantize", path("m.safetensors"), path("o.wq"), "--params", path("loop.json")});
+  EXPECT_TRUE(contains(r.err, path("loop.json") + ": cannot be read or written as the params file")) << r.err;
+  fs::create_symlink(path("missing.json"), path("dangling.json"));
+  r = expect(4, {"quantize", path("m.safetensors"), path("o.wq"), "--params", path("dangling.json"), "--force"});
+  EXPECT_TRUE(contains(r.err, "remove the link, or name another params file")) << r.err;
+  write_bytes(path("w.json"), R"({"wquant": {}, "defaults": {"bits": 5}})");
+  r = expect(2, {"quantize", path("m.safetensors"), path("o.wq"), "--params", path("w.json")});
+  EXPECT_TRUE(contains(r.err, path("w.json") + ": wquant: unknown key")) << r.err;
+  EXPECT_FALSE(fs::exists(path("o.wq")));
+}
+
+// What goes to stdout is the command's result: a write that fails (a full disk) fails the
+// command, exit 4 (inspect --json exited 0 with a truncated document).
+TEST_F(Cli, StandardOutputThatCannotBeWrittenFailsTheCommand) {
+  if (!fs::exists("/dev/full")) GTEST_SKIP() << "/dev/full is absent";
+  write_synthetic_safetensors(path("m.safetensors"), 1, 8, 32);
+  const std::string bin = std::string(WQUANT_BIN_LAUNCHER) + " " + WQUANT_BIN;
+  const std::string cmd = bin + " inspect --json " + path("m.safetensors") + " > /dev/full 2> " + path("err.txt");
+  const int status = std::system(cmd.c_str());
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 4);
+  EXPECT_TRUE(contains(read_bytes(path("err.txt")), "wquant: error: standard output: cannot be written: No space left on device"))
+      << read_bytes(path("err.txt"));
 }
 
 // --- dry run, JSON, ISA, threads, verbosity ----------------------------------------------
@@ -766,7 +853,6 @@ TEST_F(Cli, RowPiecesGiveTheSameGgufAndFigures) {
   EXPECT_FALSE(fs::exists(path("bad.gguf")));
 }
 
-void write_synthetic_safetensors(const std::string& file, int tensors, int rows, int cols);  // (below)
 
 // A tensor stored narrower than its source (a mix's F16 fallback, --fp16) is measured as a
 // quantized one is: the summary and its JSON give the figures verify gives (they were
@@ -1791,6 +1877,30 @@ TEST_F(Cli, CtrlCBetweenTheParamsFileAndOutLeavesNeither) {
       path("out/o.wq"));
 }
 
+// A signal once OUT is renamed into place (held there by WQUANT_TEST_RENAME_PAUSE_MS, where
+// the directory's fsync runs) is too late: the rename cannot be undone (the file it
+// replaced is gone), so the run ends as it would have, exit 0 with OUT and the params file
+// that describes it (it removed the params file and exited 130, leaving OUT).
+TEST_F(Cli, ASignalOnceOutIsInPlaceIsTooLate) {
+  write_synthetic_safetensors(path("m.safetensors"), 2, 8, 32);
+  fs::create_directory(path("out"));
+  expect(0, {"quantize", path("m.safetensors"), path("want.wq"), "-q"});
+  for (const int sig : {SIGINT, SIGTERM, SIGHUP}) {
+    SCOPED_TRACE(sig);
+    const std::string out = path("out/o" + std::to_string(sig) + ".wq"), params = path("out/p" + std::to_string(sig) + ".json");
+    Child c = spawn({"quantize", path("m.safetensors"), out, "--params", params, "-q"},
+                    {{"WQUANT_TEST_RENAME_PAUSE_MS", "3000"}});
+    ASSERT_TRUE(appears(out)) << out << " never appeared";
+    kill(c.pid, sig);
+    const Result r = finish(c);
+    EXPECT_EQ(r.code, 0) << r.err;
+    EXPECT_TRUE(read_bytes(out) == read_bytes(path("want.wq")));
+    ASSERT_TRUE(fs::exists(params));
+    expect(0, {"quantize", path("m.safetensors"), path("again.wq"), "--params", params, "--force", "-q"});
+    EXPECT_TRUE(read_bytes(path("again.wq")) == read_bytes(out));
+  }
+}
+
 // A slow run of `in` into dir/out/ during which `victim` is truncated to 4 KiB: bad input
 // (SIGBUS on the mapping), exit 3, one line naming `victim` as the file that changed, and
 // the temporary file removed.
@@ -1980,7 +2090,9 @@ TEST_F(Cli, TrustOddNamesGiveOneLineErrorsAndValidJson) {
   const json d = json_of({"dequantize", odd, path("d\xfe.safetensors"), "--json"});
   EXPECT_EQ(d["command"], "dequantize");
   // A GGUF tensor whose name is not UTF-8 (and holds a newline): --json documents stay
-  // JSON; safetensors output, whose header is JSON, refuses it in one line.
+  // JSON; safetensors output, whose header is JSON, and .wq, whose
+  // names are flatbuffers strings (UTF-8: flatc and Rust's verifier refuse others; it was
+  // written, exit 0), refuse it in one line.
   std::string g;
   for (int i = 0; i < 32 * 32; ++i) {
     const float v = float(i % 7) * 0.01f;
@@ -1988,13 +2100,15 @@ TEST_F(Cli, TrustOddNamesGiveOneLineErrorsAndValidJson) {
   }
   g = one_tensor_gguf("\xff\n.weight", 0, 32, 32, g);
   write_bytes(path("odd.gguf"), g);
-  const json q = json_of({"quantize", path("odd.gguf"), path("odd.wq"), "--json"});
-  EXPECT_EQ(q["tensors"].size(), 1u);
-  EXPECT_EQ(inspect(path("odd.wq"))["tensors"].size(), 1u);
+  EXPECT_EQ(inspect(path("odd.gguf"))["tensors"].size(), 1u);
   Result r = expect(2, {"quantize", path("odd.gguf"), path("odd.safetensors")});
   EXPECT_TRUE(contains(r.err, "wquant: error: " + path("odd.safetensors") + ": \\xFF\\n.weight: the name is not valid UTF-8"))
       << r.err;
   EXPECT_EQ(count_of(r.err, "\n"), 1u) << r.err;
+  r = expect(2, {"quantize", path("odd.gguf"), path("odd.wq")});
+  EXPECT_TRUE(contains(r.err, "wquant: error: " + path("odd.wq") + ": \\xFF\\n.weight: the name is not valid UTF-8")) << r.err;
+  EXPECT_EQ(count_of(r.err, "\n"), 1u) << r.err;
+  EXPECT_FALSE(fs::exists(path("odd.wq")));
   // A tensor whose name holds a newline, with a NaN: the error names file, tensor, row.
   std::string data(8 * 32 * 4, '\0');
   const float nan = std::nanf("");

@@ -365,7 +365,7 @@ struct WqTensorSpec {
   std::string name, dtype;
   int scheme;
 };
-void write_wq(const std::string& path, const std::vector<WqTensorSpec>& ts) {
+void write_wq(const std::string& path, const std::vector<WqTensorSpec>& ts, uint32_t header_version = kWqVersion) {
   flatbuffers::FlatBufferBuilder fbb;
   std::vector<flatbuffers::Offset<fb::Tensor>> tensors;
   const std::vector<int64_t> shape{1, 32};
@@ -378,7 +378,7 @@ void write_wq(const std::string& path, const std::vector<WqTensorSpec>& ts) {
                                              codes, 16, scales, 4, z ? zeros : 0, z ? 4 : 0));
     off += 192;
   }
-  fbb.Finish(fb::CreateModelDirect(fbb, kWqVersion, "safetensors", nullptr, &tensors), fb::ModelIdentifier());
+  fbb.Finish(fb::CreateModelDirect(fbb, header_version, "safetensors", nullptr, &tensors), fb::ModelIdentifier());
   write_wq_file(path, fbb, off);
 }
 
@@ -406,6 +406,10 @@ TEST(WqReader, DuplicateNamesBadSchemesDtypesAndEmptyNamesAreRefused) {
   EXPECT_NE(open_error(d("dtype.wq")).find("dtype F32"), std::string::npos) << open_error(d("dtype.wq"));
   write_wq(d("empty.wq"), {{"", "wq4", 0}});
   EXPECT_NE(open_error(d("empty.wq")).find("empty name"), std::string::npos) << open_error(d("empty.wq"));
+  // The header's own version (the schema's Model.version) is checked as the preamble's is.
+  write_wq(d("v2.wq"), {{"a", "wq4", 0}}, 2);
+  EXPECT_NE(open_error(d("v2.wq")).find("the header's version 2 is not supported (1 is)"), std::string::npos)
+      << open_error(d("v2.wq"));
 }
 
 // A .wq file of one tensor copied as it was (kind Raw): `size` bytes of `dtype` for `shape`.

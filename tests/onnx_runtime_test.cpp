@@ -54,36 +54,6 @@ bool file_bytes_equal(const std::string& a, const std::string& b) {
   return !sa.empty() && sa == sb;
 }
 
-// MatMul weights (the generator's blk.*.attn_* and ffn_*) are listed transposed.
-bool listed_transposed(const std::string& name) { return name.rfind("blk.", 0) == 0; }
-
-// The float graph `base` with every weight of `dequantized` (a safetensors of `wquant
-// dequantize`) in place of its own, saved as `out`; weights listed [N, K] go back to the
-// graph's [K, N] (a listed shape the reverse of the graph's, or a square one of a MatMul).
-std::string float_graph_with_weights(const std::string& base, const std::string& dequantized, const std::string& out) {
-  onnx::ModelProto m = load_model(base);
-  std::unique_ptr<ModelReader> d = open_model(dequantized);
-  for (auto& init : *m.mutable_graph()->mutable_initializer()) {
-    const long i = d->find(init.name());
-    if (i < 0 || init.data_type() != onnx::TensorProto::FLOAT) continue;
-    const TensorInfo& info = d->tensors()[size_t(i)];
-    std::vector<float> w = tensor_as_f32(*d, info, size_t(i), dequantized);
-    const bool transposed = init.dims_size() == 2 && info.shape.size() == 2 && init.dims(0) == info.shape[1] &&
-                            init.dims(1) == info.shape[0] && info.shape[0] != info.shape[1];
-    const bool square_listed = init.dims_size() == 2 && init.dims(0) == init.dims(1);
-    if (transposed || (square_listed && listed_transposed(init.name()))) {
-      const size_t rows = size_t(info.shape[0]), cols = size_t(info.shape[1]);
-      std::vector<float> t(w.size());
-      for (size_t r = 0; r < rows; ++r)
-        for (size_t c = 0; c < cols; ++c) t[c * rows + r] = w[r * cols + c];
-      w.swap(t);
-    }
-    init.set_raw_data(w.data(), w.size() * 4);
-  }
-  save_model(m, out);
-  return out;
-}
-
 class OnnxRuntime : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -116,7 +86,7 @@ class OnnxRuntime : public ::testing::Test {
   // The suite's float graph (`base` in its directory) with every weight of `dequantized`.
   static std::string float_with_weights(const std::string& dequantized, const std::string& out,
                                        const std::string& base = "float.onnx") {
-    return float_graph_with_weights(dir_ + "/" + base, dequantized, out);
+    return float_graph_with_weights(load_model(dir_ + "/" + base), dequantized, out);
   }
 
   struct Variant {
@@ -424,7 +394,7 @@ TEST(OnnxRuntimeWide, BlocksBeyondMatMulNBitsRangeTakeStandardOps) {
     r = run(wquant() + " dequantize " + quote(q) + " " + quote(d) + " --force -q");
     ASSERT_EQ(r.code, 0) << r.out;
     for (const char* name : {"emb", "w"}) ASSERT_GE(open_model(d)->find(name), 0) << name;
-    EXPECT_LE(max_abs_diff(ql, ort_logits(float_graph_with_weights(model, d, dir + "/dq.onnx"), ids)), kDequantTolerance);
+    EXPECT_LE(max_abs_diff(ql, ort_logits(float_graph_with_weights(load_model(model), d, dir + "/dq.onnx"), ids)), kDequantTolerance);
   }
   fs::remove_all(dir);
 }

@@ -7,10 +7,13 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <memory>
+#include <set>
 #include <sstream>
 
 #include <onnx/checker.h>
 
+#include "io/model_reader.h"
 #include "tests/test_support.h"
 
 namespace wq::test {
@@ -141,6 +144,30 @@ onnx::ModelProto load_model(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   EXPECT_TRUE(m.ParseFromIstream(&f)) << path;
   return m;
+}
+
+std::string float_graph_with_weights(const onnx::ModelProto& base, const std::string& dequantized,
+                                     const std::string& out) {
+  onnx::ModelProto m = base;
+  std::set<std::string> matmul_b;  // listed [N, K] by wquant
+  for (const auto& node : m.graph().node())
+    if (node.op_type() == "MatMul" && node.input_size() == 2) matmul_b.insert(node.input(1));
+  std::unique_ptr<ModelReader> d = open_model(dequantized);
+  for (auto& init : *m.mutable_graph()->mutable_initializer()) {
+    const long i = d->find(init.name());
+    if (i < 0 || init.data_type() != onnx::TensorProto::FLOAT) continue;
+    std::vector<float> w = read_f32(*d, size_t(i));
+    if (init.dims_size() == 2 && matmul_b.count(init.name())) {
+      const size_t k = size_t(init.dims(0)), n = size_t(init.dims(1));  // listed [n, k]
+      std::vector<float> t(w.size());
+      for (size_t r = 0; r < n; ++r)
+        for (size_t c = 0; c < k; ++c) t[c * n + r] = w[r * k + c];
+      w.swap(t);
+    }
+    init.set_raw_data(w.data(), w.size() * 4);
+  }
+  save_model(m, out);
+  return out;
 }
 
 }  // namespace wq::test

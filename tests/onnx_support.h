@@ -40,4 +40,11 @@ void save_model(const onnx::ModelProto& m, const std::string& path);
 std::string onnx_checker_error(const std::string& path);
 onnx::ModelProto load_model(const std::string& path);
 
+// The float graph `base` with every float initializer that `dequantized` (a safetensors of
+// `wquant dequantize`) holds replaced by its weights, saved as `out` (returned): the graph
+// onnxruntime should run as the quantized model runs. A MatMul's B, which wquant lists
+// [N, K], goes back to the graph's [K, N].
+std::string float_graph_with_weights(const onnx::ModelProto& base, const std::string& dequantized,
+                                     const std::string& out);
+
 }  // namespace wq::test

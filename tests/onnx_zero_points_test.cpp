@@ -144,21 +144,7 @@ class OnnxZeroPointsTest : public ::testing::Test {
   // DequantizeLinear output itself is exact, GatherReturnsExactlyTheDequantizedRows shows.
   void expect_runtime_uses_the_weights(const onnx::ModelProto& float_model, bool exact = true) {
     if (!ort_missing().empty()) return;
-    onnx::ModelProto f = float_model;
-    std::unique_ptr<ModelReader> d = open_model(dir_ + "/q.onnx.d.safetensors");
-    for (auto& init : *f.mutable_graph()->mutable_initializer()) {
-      const long i = d->find(init.name());
-      if (i < 0 || init.data_type() != onnx::TensorProto::FLOAT) continue;
-      std::vector<float> w = read_f32(*d, size_t(i));
-      if (init.name() == "mm.weight") {  // listed [N, K], the graph's [K, N]
-        std::vector<float> t(w.size());
-        for (size_t r = 0; r < 64; ++r)
-          for (size_t c = 0; c < 64; ++c) t[c * 64 + r] = w[r * 64 + c];
-        w.swap(t);
-      }
-      init.set_raw_data(w.data(), w.size() * 4);
-    }
-    save_model(f, dir_ + "/dq_float.onnx");
+    float_graph_with_weights(float_model, dir_ + "/q.onnx.d.safetensors", dir_ + "/dq_float.onnx");
     const std::vector<int64_t> ids = {3, 0, 9, 4};
     const std::vector<float> want = ort_logits(dir_ + "/dq_float.onnx", ids);
     ASSERT_EQ(want.size(), ids.size() * 64);
