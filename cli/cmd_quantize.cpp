@@ -217,7 +217,7 @@ Setup prepare(const QuantizeArgs& a, Console& con) {
     }
   }
   const SpecSettings merged = a.said.or_else(s.params.defaults);
-  if (have_params) fit_params_to_output(s.params, s.format, merged);
+  if (have_params) refuse_gguf_types_elsewhere(s.params, s.format);
   s.eff = resolve_settings(merged, have_params ? a.params_file + " (defaults) with the command line" : "quantize");
   // GGUF output: the block type (Q4_1 / Q5_1) says asymmetric already; nothing implied.
   if (s.eff.asym_implied && s.format != OutputFormat::Gguf) {

@@ -17,8 +17,8 @@ const char* const kExitCodes = R"(Exit codes:
        (without --force) or appeared during the run, OUT is not a regular file, OUT is
        the input itself (refused even with --force), the params file cannot be written
   130  interrupted by Ctrl-C or SIGTERM; the temporary output is removed, so no partial
-       file is ever left under OUT's name (a signal once OUT is in place is too late:
-       the run ends with exit 0)
+       file is ever left under OUT's name (a signal once OUT is in place is too late
+       to undo it: the run ends there, exit 0)
   128+N  killed by another catchable signal N (SIGHUP, SIGQUIT, SIGPIPE, ...), after
        removing the temporary output
 Every error is one line on stderr: "wquant: error: <file>: <tensor>: <problem>".)";
@@ -120,7 +120,8 @@ Params file (--params / --compressionParamsFile FILE), wquant's form:
              {"match": "tok_embeddings.weight", "skip": true}]}
   GGUF output: {"defaults": {"type": "Q4_K_M"}, "rules": [{"match": "blk.*.attn_v.weight",
   "type": "Q6_K"}]}. "type" applies to GGUF output only; there a rule's "bits", "block"
-  and "asym" choose the type as --bits, --block and --asym do, and must agree with a
+  and "asym" choose the type as --bits, --block and --asym do (the tensor's type gives
+  what they leave out, and stays where they agree with it), and must agree with a
   "type" beside them.
   "match" is an exact tensor name or a glob (* any run, ? one character, [abc] [a-z]
   [!a] a class). Later rules override earlier ones, field by field. "bits": 0 means

@@ -1,6 +1,7 @@
 // wquant: the command-line program. Parses, runs one command, maps failures to the exit
 // codes listed in `wquant help` (cli/exit_codes.h).
 #include <malloc.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
@@ -56,6 +57,12 @@ int main(int argc, char** argv) {
   mallopt(M_MMAP_THRESHOLD, 1 << 30);
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
   install_interrupt_handlers();
+  // A document for a file or a pipe is written at the end in one piece where it fits, so a
+  // write that fails is seen with its cause (errno is gone by the end for one that failed
+  // mid-run); a terminal gets its lines as they come.
+  // (glibc takes the size only with a buffer given.)
+  static char stdout_buffer[size_t(1) << 20];
+  if (!::isatty(STDOUT_FILENO)) std::setvbuf(stdout, stdout_buffer, _IOFBF, sizeof stdout_buffer);
 #ifdef WQUANT_HAVE_ONNX
   wq::enable_onnx();
 #endif

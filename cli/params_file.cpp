@@ -173,6 +173,7 @@ void apply_bits(TensorRule& r, int bits) {
 }
 
 void add_rule(ParamsFile& p, TensorRule rule, const std::string& label) {
+  rule.origin = p.path + ": " + label;
   if (p.entries.empty() || p.entries.back() != label) p.entries.push_back(label);
   p.rule_entry.push_back(p.entries.size() - 1);
   p.rules.push_back(std::move(rule));

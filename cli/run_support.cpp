@@ -49,9 +49,14 @@ void write_all(const char* s, size_t n) {
 }
 
 void on_interrupt(int sig) {
-  // During the renames of a result of several files, the signal waits for them (it is
-  // raised again after, and comes back here).
-  if (wq::defer_signal_in_commit(sig)) return;
+  // During the renames of the result, the signal waits for them (it is raised again if
+  // they are undone, and comes back here); once the result is in place, it ends the run
+  // with it (exit 0).
+  switch (wq::signal_in_commit(sig)) {
+    case wq::SignalInCommit::Wait: return;
+    case wq::SignalInCommit::ResultInPlace: wq::interrupted_with_result_in_place();
+    case wq::SignalInCommit::Act: break;
+  }
   // Only async-signal-safe calls: unlink the temporary outputs, then _exit (no atexit
   // handlers, no stdio flush from a state the signal may have interrupted).
   wq::remove_temp_outputs_from_signal();
@@ -91,7 +96,9 @@ void on_fatal(int sig) {
   // files waits for them, as in on_interrupt; raised again after, it finds the default
   // action (SA_RESETHAND), with every file of the result in place or none.
   const bool fault = sig == SIGSEGV || sig == SIGILL || sig == SIGFPE || sig == SIGABRT || sig == SIGTRAP || sig == SIGSYS;
-  if (!fault && wq::defer_signal_in_commit(sig)) {
+  const wq::SignalInCommit in_commit = fault ? wq::SignalInCommit::Act : wq::signal_in_commit(sig);
+  if (in_commit == wq::SignalInCommit::ResultInPlace) wq::interrupted_with_result_in_place();
+  if (in_commit == wq::SignalInCommit::Wait) {
     // SA_RESETHAND put the default action back: armed again (sigaction is
     // async-signal-safe), so that the raise after the renames, or the same signal sent
     // again meanwhile, comes back here instead of ending the process mid-rename.

@@ -40,8 +40,8 @@ int worker_threads(const RunSettings& run, Console& con);
 // SIGSEGV, ...): remove them, then die of that signal. Nothing else runs in the handlers
 // (they must be async-signal-safe); the final output name is only ever created by
 // rename, so it is either complete or absent; a signal that comes once the result is in
-// place is too late and is dropped (the run ends as it would have: OUT and a params file
-// written for it stay, exit 0). SIGKILL cannot be caught: its temporary
+// place is too late to undo it and ends the run there, exit 0, the result complete (and a
+// params file written for it kept). SIGKILL cannot be caught: its temporary
 // file is removed by the next run writing the same OUT (io/output_file.h).
 void install_interrupt_handlers();
 // The input named by the SIGBUS error line.

@@ -38,6 +38,62 @@ std::shared_ptr<const std::vector<float>> imatrix_for(const TensorInfo& t, const
               std::to_string(ne0 * ne2) + " (llama-quantize refuses this too: \"imatrix size is different from tensor size\")");
 }
 
+// A rule's bits / block / asym for one tensor, field by field over the rules that match it
+// (`by`: where the last of them was written).
+struct RuleFields {
+  std::optional<int> bits;
+  std::optional<int64_t> block;
+  std::optional<bool> asym;
+  std::string by;
+  explicit operator bool() const { return bits || block || asym; }
+  std::string said() const {
+    std::string s;
+    auto add = [&](const std::string& f) { s += (s.empty() ? "" : ", ") + f; };
+    if (bits) add("bits " + std::to_string(*bits));
+    if (block) add(*block > 0 ? "block " + std::to_string(*block) : std::string("channel-wise"));
+    if (asym) add(*asym ? "asym" : "symmetric");
+    return s;
+  }
+};
+
+// The type a tensor gets on GGUF output where rules set bits / block / asym: its type `t`
+// (the mix's, or a rule's `type`, `type_said`) where the fields agree with it; else, unless
+// a rule named the type, the type --bits / --block / --asym give (4 -> Q4_0, with a minimum
+// Q4_1; 5 -> Q5_0 / Q5_1; 8 -> Q8_0; blocks of 32), what the fields leave out taken from
+// `t` (a float `t`: 4 bits, a minimum where HQQ is on).
+GgmlType type_of_fields(const TensorInfo& tensor, GgmlType t, bool type_said, const RuleFields& f, bool hqq) {
+  const std::string where = tensor.name + ": " + f.said() + (f.by.empty() ? "" : " (" + f.by + ")");
+  const auto b = ggml_type_is_float(t) ? std::nullopt : ggml_block_of_gguf(uint32_t(t));
+  if (b) {
+    const GgmlTypeTraits& tr = ggml_traits(*b);
+    if ((!f.bits || *f.bits == tr.bits) && (!f.asym || *f.asym == tr.has_min) && (!f.block || *f.block == int64_t(tr.weights))) {
+      return t;
+    }
+  }
+  if (type_said) {
+    throw Error(where + ": disagrees with the type " + ggml_type_name(t) + " a rule names for it" +
+                    (ggml_type_is_float(t) ? " (a float type: kept float)" : ""),
+                ErrorKind::Usage);
+  }
+  const int bits = f.bits.value_or(b ? ggml_traits(*b).bits : 4);
+  const bool with_min = f.asym.value_or(b ? ggml_traits(*b).has_min : hqq);
+  if (f.block && *f.block != 32) {
+    throw Error(where + ": GGUF's types for it have blocks of 32 weights (use .wq or .safetensors output for other blocks)",
+                ErrorKind::Usage);
+  }
+  const char* name = nullptr;
+  if (bits == 4) name = with_min ? "Q4_1" : "Q4_0";
+  else if (bits == 5) name = with_min ? "Q5_1" : "Q5_0";
+  else if (bits == 8 && !with_min) name = "Q8_0";
+  else if (bits == 8) throw Error(where + ": GGUF has no asymmetric 8-bit type that wquant writes; Q8_0 is symmetric", ErrorKind::Usage);
+  if (!name) {
+    throw Error(where + ": GGUF output stores 4, 5 or 8 bits (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) where a rule sets bits; " +
+                    std::to_string(bits) + "-bit weights need .wq or .safetensors output, or a rule's \"type\" (Q3_K, Q6_K ...)",
+                ErrorKind::Usage);
+  }
+  return *ggml_type_named(name);
+}
+
 // A float type as the dtype a kept tensor is stored in.
 DType float_dtype(GgmlType t) { return t == GgmlType::F16 ? DType::F16 : t == GgmlType::BF16 ? DType::BF16 : DType::F32; }
 
@@ -85,12 +141,17 @@ std::vector<TensorPlan> make_gguf_plan(const std::vector<TensorInfo>& tensors, c
     p.spec = opts.defaults;
     p.note = c.note;
     bool ruled_type = false, ruled_hqq = false, skip = false;
+    RuleFields fields;
     for (const TensorRule& r : opts.rules) {
       if (!glob_match(r.pattern, t.name)) continue;
       if (r.hqq) {
         p.spec.hqq = *r.hqq;
         ruled_hqq = true;
       }
+      if (r.bits) fields.bits = r.bits;
+      if (r.block) fields.block = *r.block <= 0 ? -1 : *r.block;
+      if (r.asym) fields.asym = r.asym;
+      if (r.bits || r.block || r.asym) fields.by = r.origin;
       if (r.gguf_type) {
         c.type = *r.gguf_type;
         c.unsupported = rows_misfit(t, c.type);
@@ -104,6 +165,17 @@ std::vector<TensorPlan> make_gguf_plan(const std::vector<TensorInfo>& tensors, c
         c.quantize |= t.kind == StoredKind::Float && t.shape.size() >= 2;
       }
       p.note = c.note;
+    }
+    if (fields && c.quantize && t.kind == StoredKind::Float) {
+      // (Where the rules keep it float, or it is not a float tensor, they set nothing.)
+      const GgmlType ft = type_of_fields(t, c.type, ruled_type, fields, p.spec.hqq);
+      if (ft != c.type) {
+        c.type = ft;
+        c.unsupported = rows_misfit(t, c.type);
+        c.note = c.unsupported ? rows_misfit_note(t, c.type) : "";
+        p.note = c.note;
+      }
+      ruled_type = true;
     }
     if (c.pure_misfit && c.quantize && !ruled_type) {
       // (Refused here, in the plan: before anything is written, --dry-run included.)

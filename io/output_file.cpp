@@ -41,10 +41,14 @@ std::atomic<uint8_t> g_state[kSlots];
 // The commit's state, one atomic so that a handler on any thread and the committing
 // thread agree on who acts: kIdle; kCommitting (renames under way: a signal is deferred);
 // kSignalled + sig (one came: the committer puts the earlier files back, then raises it);
-// kDone (the result is under its final names: a signal is too late and is dropped, so the
-// run ends as it would have, OUT and the params file written for it both kept).
-constexpr int kDone = -1, kIdle = 0, kCommitting = 1, kSignalled = 2;
+// kPlaced / kPlacedSignalled (the result is under its final names, its directory being
+// synced: a signal waits for that, then ends the run, exit 0, the result complete);
+// kFinished (the result is in place and synced: a signal ends the run at once, exit 0).
+constexpr int kFinished = -3, kPlacedSignalled = -2, kPlacedResult = -1, kIdle = 0, kCommitting = 1, kSignalled = 2;
 std::atomic<int> g_commit{kIdle};
+
+// The result is in place (defined below, after OutputFile::place).
+void finish_result(bool act);
 
 int register_temp(const std::string& p) {
   if (p.size() >= kPathMax) return -1;
@@ -125,7 +129,9 @@ void remove_dead_leftovers(const std::string& dir, const std::string& prefix, co
                     b.st_ino == f.st_ino && b.st_dev == f.st_dev)) {
       const std::string line = "wquant: warning: " + (std::filesystem::path(dir) / n).string() + " holds an earlier " +
                                final + " that run " + digits + " could not put back (or was killed before it did); " +
-                               "kept: rename it over " + final + " to restore it, or remove it\n";
+                               "kept: rename it over " + final + " to restore it, or remove it (if " + final +
+                               " is one file of a result of several, a shard or ONNX data, restore it only with the "
+                               "other files of the same earlier result: alone it mixes two results)\n";
       [[maybe_unused]] const ssize_t w = ::write(STDERR_FILENO, line.data(), line.size());
       continue;
     }
@@ -508,8 +514,9 @@ void OutputFile::place(bool removable, bool sync_dir) {
     g_state[slot_].store(kRenaming);
   }
   // commit(): the rename places the run's whole result (commit_together places the
-  // results of several files). A signal during it waits for it; once it is done, a
-  // signal is too late (kDone): the rename cannot be undone, the file it replaced is gone.
+  // results of several files). A signal during it waits for it; once it is done, a signal
+  // is too late to stop the run (the rename cannot be undone, the file it replaced is
+  // gone): it ends it, exit 0, once the directory is synced (finish_result).
   const bool result = !removable && sync_dir;
   if (result) g_commit.store(kCommitting);
   const auto failed = [&] {
@@ -542,7 +549,11 @@ void OutputFile::place(bool removable, bool sync_dir) {
     fail("cannot rename the finished file into place", errno);
   }
   if (guarded) g_state[slot_].store(kPlaced);
-  if (result) g_commit.store(kDone);
+  if (result) {
+    // (A signal that came during the rename, before or after it took effect, finds the
+    // result in place.)
+    if (g_commit.exchange(kPlacedResult) >= kSignalled) g_commit.store(kPlacedSignalled);
+  }
   committed_ = true;
   removable_ = guarded;
   if (const int e = sync_dir ? sync_directory() : 0) {
@@ -556,22 +567,44 @@ void OutputFile::place(bool removable, bool sync_dir) {
       removable_ = false;
       fail("renamed into place, but the directory's fsync failed, so it was removed again", e);
     }
+    if (result) finish_result(false);
     throw NotDurable(path_ + ": renamed into place, but the directory's fsync failed, so it may not survive a crash: " +
                          reason_of(e),
                      ErrorKind::Output);
   }
+  if (result) finish_result(true);
   if (guarded || result) {
     if (const int ms = rename_pause_ms(); ms > 0) ::usleep(useconds_t(ms) * 1000);
   }
 }
 
-bool defer_signal_in_commit(int sig) {
+// The result is in place (and its directory synced, or its failure to be is about to be
+// said): a signal that waited for it ends the run now, the result complete; a later one
+// ends it at once (signal_in_commit). With `act` false (NotDurable follows) a signal that
+// waited is dropped: the run's own failure, exit 4, says more.
+namespace {
+void finish_result(bool act) {
+  if (g_commit.exchange(kFinished) == kPlacedSignalled && act) interrupted_with_result_in_place();
+}
+}  // namespace
+
+void interrupted_with_result_in_place() {
+  static const char line[] = "wquant: interrupted once the result was in place: it is complete\n";
+  [[maybe_unused]] const ssize_t w = ::write(STDERR_FILENO, line, sizeof line - 1);
+  ::_exit(0);
+}
+
+SignalInCommit signal_in_commit(int sig) {
   int s = g_commit.load();
   for (;;) {
-    if (s == kIdle) return false;
-    if (s == kDone) return true;  // too late: dropped
-    if (s != kCommitting) return true;  // one is pending already: it acts for both
-    if (g_commit.compare_exchange_weak(s, kSignalled + sig)) return true;
+    if (s == kIdle) return SignalInCommit::Act;
+    if (s == kFinished) return SignalInCommit::ResultInPlace;
+    if (s == kPlacedResult) {
+      if (g_commit.compare_exchange_weak(s, kPlacedSignalled)) return SignalInCommit::Wait;
+      continue;
+    }
+    if (s != kCommitting) return SignalInCommit::Wait;  // one is pending already: it acts for both
+    if (g_commit.compare_exchange_weak(s, kSignalled + sig)) return SignalInCommit::Wait;
   }
 }
 
@@ -683,9 +716,11 @@ void commit_together(const std::vector<OutputFile*>& files) {
     throw;
   }
   int state = kCommitting;
-  if (g_commit.compare_exchange_strong(state, kDone)) {
-    // Done: a signal from here on is too late, and dropped (kDone); the backups go.
+  if (g_commit.compare_exchange_strong(state, kPlacedResult)) {
+    // Done: a signal from here on is too late to stop the run; it ends it once the
+    // backups are gone (finish_result).
     for (Backup& b : backups) drop(b, true);
+    finish_result(!unsynced);
     if (unsynced) {
       throw NotDurable(files[unsynced_file]->path() +
                            ": the result's files are in place, but the directory's fsync after this one's rename failed, "

@@ -71,18 +71,23 @@ class NotDurable : public Error {
 // before it throws. Where the directory's fsync after a rename fails, the renames go on
 // and NotDurable is thrown once every file is in place. SIGINT, SIGTERM and the other
 // terminating signals that arrive during the renames wait for them
-// (defer_signal_in_commit), so a signal never leaves a mixed set: the earlier files are
-// put back, then it acts. Once every file is in place a signal is too late and is
-// dropped, as after commit()'s rename: the run ends as it would have. (A SIGKILL or a
-// power loss between two renames can leave a mixed set; no POSIX call replaces two names
-// at once.)
+// (signal_in_commit), so a signal never leaves a mixed set: the earlier files are
+// put back, then it acts. Once every file is in place a signal is too late to undo them,
+// as after commit()'s rename: it ends the run, exit 0, the result complete (once the
+// directory is synced and the backups are gone). (A SIGKILL or a power loss between two
+// renames can leave a mixed set; no POSIX call replaces two names at once.)
 void commit_together(const std::vector<OutputFile*>& files);
 
-// For the signal handlers: true if the result is being renamed into place (the signal is
-// noted and raised again if the renames are undone) or is in place (the signal is too
-// late and dropped: the run ends with OUT, and a params file written for it, kept); the
-// handler must then return at once.
-bool defer_signal_in_commit(int sig);
+// For the signal handlers (SIGINT, SIGTERM and the other terminating signals sent).
+enum class SignalInCommit {
+  Act,            // no result is being placed: remove the temporary outputs, end the run
+  Wait,           // noted: return at once; it acts when the renames are done or undone
+  ResultInPlace,  // the result is in place: call interrupted_with_result_in_place()
+};
+SignalInCommit signal_in_commit(int sig);
+// Says on stderr that the run was interrupted once its result was in place, and exits 0
+// (async-signal-safe; leaves every file where it is: the params file written for OUT too).
+[[noreturn]] void interrupted_with_result_in_place();
 
 class OutputFile {
  public:
@@ -145,7 +150,7 @@ class OutputFile {
   // temporary file is then removed), or NotDurable after the rename where the directory's
   // fsync failed (the file then stays in place). With commit_removable(), the file is
   // removed again in that case, and Error thrown. The file is the run's result: a signal
-  // during the rename waits for it, and one after it is too late (defer_signal_in_commit).
+  // during the rename waits for it, and one after it is too late to stop the run (signal_in_commit).
   void commit();
   // commit(), after which the file stays removable by SIGINT/SIGTERM under its final name
   // until keep(): for results of several files renamed one after another (the shards of a

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <string>
 #include <string_view>
 
 namespace wq {
@@ -47,6 +48,25 @@ inline bool is_valid_utf8(std::string_view s) {
     }
   }
   return true;
+}
+
+// s with every byte that does not begin a well-formed sequence replaced by U+FFFD (for
+// informative text such as a file name, which must be UTF-8 where it is written).
+inline std::string valid_utf8(std::string_view s) {
+  std::string r;
+  r.reserve(s.size());
+  for (size_t i = 0; i < s.size();) {
+    if (static_cast<unsigned char>(s[i]) < 0x80) {
+      r += s[i++];
+    } else if (const size_t n = utf8_length(s, i)) {
+      r.append(s.substr(i, n));
+      i += n;
+    } else {
+      r += "\xEF\xBF\xBD";
+      ++i;
+    }
+  }
+  return r;
 }
 
 }  // namespace wq

@@ -79,7 +79,8 @@ Layout plan_layout(const std::vector<TensorPlan>& plan, const std::vector<Tensor
     l.piece_sizes.push_back(std::move(sizes));
   }
   // The input's base name only: the same input named by two paths gives the same bytes.
-  const std::string source_name = std::filesystem::path(source.path()).filename().string();
+  // (Made valid UTF-8, as every string of the header must be: U+FFFD for a byte that is not.)
+  const std::string source_name = valid_utf8(std::filesystem::path(source.path()).filename().string());
   std::vector<flatbuffers::Offset<fb::KeyValue>> meta{
       fb::CreateKeyValueDirect(fbb, "wquant.source", source_name.c_str())};
   fbb.Finish(fb::CreateModelDirect(fbb, kWqVersion, source.format(), &meta, &tensors), fb::ModelIdentifier());

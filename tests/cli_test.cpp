@@ -643,18 +643,40 @@ TEST_F(Cli, ParamsKeysMeanOneThingOnEachOutputOrAreRefused) {
   write_bytes(p, R"({"rules": [{"match": "blk.0.attn_q.weight", "bits": 5}]})");
   expect(0, {"quantize", gguf, path("a.gguf"), "--asym", "--params", p, "-q"});
   EXPECT_EQ(tensor(inspect(path("a.gguf")), "blk.0.attn_q.weight")["type"], "Q5_1");
-  // What no GGUF type stores, and a type the rule's own fields contradict.
+  // Field by field over the rules that match, as on every output: bits 5 from one, asym
+  // from another give Q5_1 (each rule chose a type on its own: Q4_1).
+  write_bytes(p, R"({"rules": [{"match": "blk.*", "bits": 5}, {"match": "blk.0.attn_q.weight", "asym": true}]})");
+  expect(0, {"quantize", gguf, path("f.gguf"), "--params", p, "-q"});
+  EXPECT_EQ(tensor(inspect(path("f.gguf")), "blk.0.attn_q.weight")["type"], "Q5_1");
+  EXPECT_EQ(tensor(inspect(path("f.gguf")), "blk.0.attn_k.weight")["type"], "Q5_0");
+  // What a rule leaves out comes from the tensor's type, whatever chose it (--type Q8_0 with
+  // a rule's block 32 stays Q8_0, where it became Q4_0; Q5_1 with bits 4 is Q4_1, and so is
+  // --hqq's Q4_1 with bits 5 Q5_1); a rule that keeps the tensor float sets no type.
+  const std::vector<std::tuple<std::vector<std::string>, std::string, std::string>> kept = {
+      {{"--type", "Q8_0"}, R"({"rules": [{"match": "blk.0.attn_q.weight", "block": 32}]})", "Q8_0"},
+      {{"--type", "Q5_1"}, R"({"rules": [{"match": "blk.0.attn_q.weight", "bits": 4}]})", "Q4_1"},
+      {{"--hqq"}, R"({"rules": [{"match": "blk.0.attn_q.weight", "bits": 5}]})", "Q5_1"},
+      {{}, R"({"rules": [{"match": "blk.0.attn_q.weight", "skip": true, "bits": 3}]})", "F32"},
+      {{}, R"({"rules": [{"match": "blk.0.attn_q.weight", "bits": 0, "block": 64}]})", "F32"}};
+  for (const auto& [flags, text, type] : kept) {
+    write_bytes(p, text);
+    std::vector<std::string> args = {"quantize", gguf, path("k.gguf"), "--params", p, "--force", "-q"};
+    args.insert(args.end(), flags.begin(), flags.end());
+    expect(0, args);
+    EXPECT_EQ(tensor(inspect(path("k.gguf")), "blk.0.attn_q.weight")["type"], type) << text;
+  }
+  // What no GGUF type stores, and a type a rule names that the fields contradict.
   const std::vector<std::pair<std::string, std::string>> refused = {
       {R"({"rules": [{"match": "blk.0.attn_q.weight", "bits": 3}]})", "rules[0] \"blk.0.attn_q.weight\""},
       {R"({"rules": [{"match": "blk.*", "block": 64}]})", "blocks of 32 weights"},
       {R"({"rules": [{"match": "blk.*", "bits": 8, "asym": true}]})", "no asymmetric 8-bit type"},
-      {R"({"rules": [{"match": "blk.*", "type": "Q8_0", "bits": 4}]})", "\"type\" Q8_0 and \"bits\": 4 disagree"},
-      {R"({"rules": [{"match": "blk.*", "type": "Q8_0", "asym": true}]})", "Q8_0 is symmetric"},
-      {R"({"rules": [{"match": "blk.*", "type": "F16", "bits": 8}]})", "keeps the tensor float"}};
+      {R"({"rules": [{"match": "blk.*", "type": "Q8_0", "bits": 4}]})", "bits 4 (" + p + ": rules[0] \"blk.*\"): disagrees with the type Q8_0"},
+      {R"({"rules": [{"match": "blk.*", "type": "Q8_0"}, {"match": "blk.*", "asym": true}]})", "disagrees with the type Q8_0"},
+      {R"({"rules": [{"match": "blk.*", "type": "F16", "bits": 8}]})", "(a float type: kept float)"}};
   for (const auto& [text, why] : refused) {
     write_bytes(p, text);
     const Result r = expect(2, {"quantize", gguf, path("x.gguf"), "--params", p});
-    EXPECT_TRUE(contains(r.err, "wquant: error: " + p + ": rules[")) << r.err;
+    EXPECT_TRUE(contains(r.err, "(" + p + ": rules[")) << r.err;
     EXPECT_TRUE(contains(r.err, why)) << r.err;
   }
   // "type" on another output: refused as --type is, in a rule or in the defaults.
@@ -682,6 +704,11 @@ TEST_F(Cli, ParamsPathsThatAreNoParamsFilesAreRefusedInOneLine) {
   write_synthetic_safetensors(path("m.safetensors"), 1, 8, 32);
   Result r = expect(2, {"quantize", path("m.safetensors"), path("o.wq"), "--params", "/dev/zero"});
   EXPECT_TRUE(contains(r.err, "/dev/zero: longer than 64 MiB: not a params file")) << r.err;
+  // (The same bound on a file, which a reader without it reads whole and fails otherwise.)
+  write_bytes(path("big.json"), "{");
+  fs::resize_file(path("big.json"), (size_t(64) << 20) + 1);
+  r = expect(2, {"quantize", path("m.safetensors"), path("o.wq"), "--params", path("big.json")});
+  EXPECT_TRUE(contains(r.err, path("big.json") + ": longer than 64 MiB: not a params file")) << r.err;
   fs::create_symlink(path("loop.json"), path("loop.json"));
   r = expect(4, {"quantize", path("m.safetensors"), path("o.wq"), "--params", path("loop.json")});
   EXPECT_TRUE(contains(r.err, path("loop.json") + ": cannot be read or written as the params file")) << r.err;
@@ -698,7 +725,8 @@ TEST_F(Cli, ParamsPathsThatAreNoParamsFilesAreRefusedInOneLine) {
 // command, exit 4 (inspect --json exited 0 with a truncated document).
 TEST_F(Cli, StandardOutputThatCannotBeWrittenFailsTheCommand) {
   if (!fs::exists("/dev/full")) GTEST_SKIP() << "/dev/full is absent";
-  write_synthetic_safetensors(path("m.safetensors"), 1, 8, 32);
+  // (200 tensors: a document past stdio's usual 4-8 KiB buffer, whose cause was lost.)
+  write_synthetic_safetensors(path("m.safetensors"), 200, 8, 32);
   const std::string bin = std::string(WQUANT_BIN_LAUNCHER) + " " + WQUANT_BIN;
   const std::string cmd = bin + " inspect --json " + path("m.safetensors") + " > /dev/full 2> " + path("err.txt");
   const int status = std::system(cmd.c_str());
@@ -1877,10 +1905,10 @@ TEST_F(Cli, CtrlCBetweenTheParamsFileAndOutLeavesNeither) {
       path("out/o.wq"));
 }
 
-// A signal once OUT is renamed into place (held there by WQUANT_TEST_RENAME_PAUSE_MS, where
-// the directory's fsync runs) is too late: the rename cannot be undone (the file it
-// replaced is gone), so the run ends as it would have, exit 0 with OUT and the params file
-// that describes it (it removed the params file and exited 130, leaving OUT).
+// A signal once OUT is renamed into place (held there by WQUANT_TEST_RENAME_PAUSE_MS) is
+// too late to undo the rename (the file it replaced is gone): it ends the run there, exit 0,
+// with OUT and the params file that describes it (it removed the params file and exited
+// 130, leaving OUT).
 TEST_F(Cli, ASignalOnceOutIsInPlaceIsTooLate) {
   write_synthetic_safetensors(path("m.safetensors"), 2, 8, 32);
   fs::create_directory(path("out"));
@@ -1891,9 +1919,14 @@ TEST_F(Cli, ASignalOnceOutIsInPlaceIsTooLate) {
     Child c = spawn({"quantize", path("m.safetensors"), out, "--params", params, "-q"},
                     {{"WQUANT_TEST_RENAME_PAUSE_MS", "3000"}});
     ASSERT_TRUE(appears(out)) << out << " never appeared";
+    const auto sent = std::chrono::steady_clock::now();
     kill(c.pid, sig);
     const Result r = finish(c);
+    // It ends the run there (a dropped signal left it running, unkillable but by SIGKILL,
+    // as long as the rest took: here the 3 s pause).
+    EXPECT_LT(std::chrono::steady_clock::now() - sent, std::chrono::milliseconds(2000));
     EXPECT_EQ(r.code, 0) << r.err;
+    EXPECT_TRUE(contains(r.err, "wquant: interrupted once the result was in place: it is complete")) << r.err;
     EXPECT_TRUE(read_bytes(out) == read_bytes(path("want.wq")));
     ASSERT_TRUE(fs::exists(params));
     expect(0, {"quantize", path("m.safetensors"), path("again.wq"), "--params", params, "--force", "-q"});
@@ -2832,6 +2865,8 @@ TEST_F(Cli, AFailedRenamePutsTheEarlierFilesBackOrKeepsAndNamesTheirBackups) {
     if (std::find(shards.begin(), shards.end(), f) != shards.end()) continue;
     EXPECT_TRUE(contains(r.err, "wquant: warning: " + f + " holds an earlier ")) << r.err;
   }
+  // (Restoring one shard alone would mix two results: said.)
+  EXPECT_TRUE(contains(r.err, "restore it only with the other files of the same earlier result")) << r.err;
 }
 
 // llama-quantize's sha256 of shard k (0-based) of a --keep-split run

@@ -10,6 +10,7 @@
 #include <memory>
 #include <set>
 #include <sstream>
+#include <stdexcept>
 
 #include <onnx/checker.h>
 
@@ -159,6 +160,10 @@ std::string float_graph_with_weights(const onnx::ModelProto& base, const std::st
     std::vector<float> w = read_f32(*d, size_t(i));
     if (init.dims_size() == 2 && matmul_b.count(init.name())) {
       const size_t k = size_t(init.dims(0)), n = size_t(init.dims(1));  // listed [n, k]
+      const std::vector<int64_t>& listed = d->tensors()[size_t(i)].shape;
+      if (listed != std::vector<int64_t>{int64_t(n), int64_t(k)}) {
+        throw std::runtime_error(dequantized + ": " + init.name() + " is not listed as the transpose of the graph's [K, N]");
+      }
       std::vector<float> t(w.size());
       for (size_t r = 0; r < n; ++r)
         for (size_t c = 0; c < k; ++c) t[c * n + r] = w[r * k + c];
