@@ -41,7 +41,7 @@ std::atomic<uint8_t> g_state[kSlots];
 // The commit's state, one atomic so that a handler on any thread and the committing
 // thread agree on who acts: kIdle; kCommitting (renames under way: a signal is deferred);
 // kSignalled + sig (one came: the committer puts the earlier files back, then raises it);
-// kPlaced / kPlacedSignalled (the result is under its final names, its directory being
+// kPlacedResult / kPlacedSignalled (the result is under its final names, its directory being
 // synced: a signal waits for that, then ends the run, exit 0, the result complete);
 // kFinished (the result is in place and synced: a signal ends the run at once, exit 0).
 constexpr int kFinished = -3, kPlacedSignalled = -2, kPlacedResult = -1, kIdle = 0, kCommitting = 1, kSignalled = 2;
