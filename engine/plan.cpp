@@ -1,11 +1,21 @@
 #include "engine/plan.h"
 
 #include "engine/error.h"
+#include "engine/gguf_mix.h"
 #include "engine/tensor.h"
 #include "kernels/ggml_blocks.h"
 #include "kernels/ggml_types.h"
 
 namespace wq {
+
+void note_rule_asking_to_quantize(const TensorRule& r, const std::string& name, std::string& asked_by) {
+  const bool quantizing_type = r.gguf_type && !ggml_type_is_float(*r.gguf_type);
+  if (r.pattern == name && (r.skip ? !*r.skip : bool(r.bits || r.block || r.asym || r.hqq || quantizing_type))) {
+    asked_by = r.origin.empty() ? "a rule" : r.origin;
+  } else if (r.skip) {
+    asked_by.clear();
+  }
+}
 
 const char* output_format_name(OutputFormat f) {
   switch (f) {
@@ -121,6 +131,7 @@ std::vector<TensorPlan> make_plan(const std::vector<TensorInfo>& tensors, const 
     p.spec = opts.defaults;
     p.ggml = opts.ggml;
     bool quantize = is_quantizable_weight(t);
+    std::string asym_off_by, asked_by;  // the rule that turned asymmetric off / asked to quantize it
     for (const TensorRule& r : opts.rules) {
       if (!glob_match(r.pattern, t.name)) continue;
       if (r.bits) p.spec.bits = *r.bits;
@@ -128,10 +139,28 @@ std::vector<TensorPlan> make_plan(const std::vector<TensorInfo>& tensors, const 
         p.spec.block = *r.block < 0 ? 0 : *r.block;
         p.spec.mnn_blocks = r.mnn_block;
       }
-      if (r.asym) p.spec.asym = *r.asym;
+      if (r.asym) {
+        p.spec.asym = *r.asym;
+        asym_off_by = *r.asym ? "" : r.origin.empty() ? "a rule" : r.origin;
+      }
       if (r.hqq) p.spec.hqq = *r.hqq;
       if (r.skip) quantize = !*r.skip && t.kind == StoredKind::Float && t.shape.size() >= 1;
       else if (r.bits || r.block || r.asym || r.hqq || r.gguf_type) quantize |= t.kind == StoredKind::Float && t.shape.size() >= 2;
+      note_rule_asking_to_quantize(r, t.name, asked_by);
+    }
+    if (!asked_by.empty() && !quantize) {
+      // (Such a rule matches, so it is not one that "matches no tensor": said here instead.)
+      p.note = t.name + ": " + asked_by + " asks to quantize it, but it is " +
+               (t.kind != StoredKind::Float ? "copied as it is (" + t.type_name + ": not a weight wquant quantizes here)"
+                                            : std::string("kept float (a tensor of one dimension is quantized only with "
+                                                          "\"skip\": false)"));
+    }
+    if (p.spec.hqq && !asym_off_by.empty() && quantize) {
+      // (HQQ fits a zero point: never symmetric. A rule is above the command line, so its
+      // "asym": false is not overruled by --hqq without a word.)
+      throw Error(t.name + ": \"asym\": false (" + asym_off_by + ") with HQQ, which is always asymmetric: set \"hqq\": false "
+                  "beside it, or drop the \"asym\": false",
+                  ErrorKind::Usage);
     }
     if (p.spec.hqq) p.spec.asym = true;
 

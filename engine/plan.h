@@ -116,6 +116,11 @@ struct PlanOptions {
 // pattern equal to the name matches too, whatever glob characters it holds.
 bool glob_match(const std::string& pattern, const std::string& name);
 
+// Whether rule r names the tensor `name` itself (no glob over many) and asks to quantize
+// it ("skip": false, or a field set; a float "type" keeps it float): a plan that cannot
+// says so in a note, naming r.origin. Updates `asked_by` (the origin, "" after a skip).
+void note_rule_asking_to_quantize(const TensorRule& r, const std::string& name, std::string& asked_by);
+
 // The default choice of what to quantize: float tensors of 2 or more dimensions (linear,
 // embedding and conv weights). Kept: 1-D tensors, norms, biases, and tensors with fewer
 // than 2 rows or columns.

@@ -142,6 +142,7 @@ std::vector<TensorPlan> make_gguf_plan(const std::vector<TensorInfo>& tensors, c
     p.note = c.note;
     bool ruled_type = false, ruled_hqq = false, skip = false;
     RuleFields fields;
+    std::string asked_by;
     for (const TensorRule& r : opts.rules) {
       if (!glob_match(r.pattern, t.name)) continue;
       if (r.hqq) {
@@ -152,6 +153,7 @@ std::vector<TensorPlan> make_gguf_plan(const std::vector<TensorInfo>& tensors, c
       if (r.block) fields.block = *r.block <= 0 ? -1 : *r.block;
       if (r.asym) fields.asym = r.asym;
       if (r.bits || r.block || r.asym) fields.by = r.origin;
+      note_rule_asking_to_quantize(r, t.name, asked_by);
       if (r.gguf_type) {
         c.type = *r.gguf_type;
         c.unsupported = rows_misfit(t, c.type);
@@ -196,6 +198,11 @@ std::vector<TensorPlan> make_gguf_plan(const std::vector<TensorInfo>& tensors, c
 
     if (!c.quantize || t.kind == StoredKind::Other) {
       p.note.clear();
+      // (Such a rule matches, so it is not one that "matches no tensor": said here instead.)
+      if (!asked_by.empty()) {
+        p.note = t.name + ": " + asked_by + " asks to quantize it, but it keeps its type " + t.type_name +
+                 (t.kind == StoredKind::Float ? " (llama-quantize's for it; a rule's \"type\" sets another)" : "");
+      }
       if (t.kind == StoredKind::Float) {
         p.action = TensorAction::KeepFloat;
         // --fp16 stores kept f32 matrices as f16; never 1-D tensors, which llama.cpp's

@@ -696,6 +696,38 @@ TEST_F(Cli, ParamsKeysMeanOneThingOnEachOutputOrAreRefused) {
   EXPECT_TRUE(contains(r.err, p + " (defaults): \"bits\" has nothing to set there")) << r.err;
 }
 
+// A rule naming a tensor it cannot quantize says so (it matches, so no "matches no tensor"
+// warning came, and the tensor stayed as it was without a word), and a rule's "asym":
+// false is not overruled by --hqq without a word: refused, as the pair is on the command
+// line (MNN's form included, whose layers cannot say "hqq").
+TEST_F(Cli, RulesThatCannotApplySayWhy) {
+  WQ_REQUIRE_SHARED(st, kStoriesSt);
+  const std::string p = path("p.json");
+  write_bytes(p, R"({"rules": [{"match": "layers.0.attention_norm.weight", "bits": 8}]})");
+  Result r = expect(0, {"quantize", st, path("a.wq"), "--params", p});
+  EXPECT_TRUE(contains(r.err, "layers.0.attention_norm.weight: " + p + ": rules[0] \"layers.0.attention_norm.weight\" asks "
+                              "to quantize it, but it is kept float")) << r.err;
+  EXPECT_EQ(tensor(inspect(path("a.wq")), "layers.0.attention_norm.weight")["kind"], "float");
+  // (A glob over many tensors says nothing of the ones it cannot quantize.)
+  write_bytes(p, R"({"rules": [{"match": "layers.0.*", "bits": 8}]})");
+  r = expect(0, {"quantize", st, path("b.wq"), "--params", p});
+  EXPECT_FALSE(contains(r.err, "asks to quantize it")) << r.err;
+  write_bytes(p, R"({"rules": [{"match": "layers.0.attention.wq.weight", "asym": false}]})");
+  r = expect(2, {"quantize", st, path("c.wq"), "--hqq", "--params", p});
+  EXPECT_TRUE(contains(r.err, "layers.0.attention.wq.weight: \"asym\": false (" + p + ": rules[0]")) << r.err;
+  EXPECT_TRUE(contains(r.err, "HQQ, which is always asymmetric")) << r.err;
+  write_bytes(p, R"({"algo": [{"type": "QUANTIZE", "quantParams": {"layer": [
+      {"opName": "layers.0.attention.wq", "weight": [{"bits": 4, "asymmetric": false}]}]}}]})");
+  r = expect(2, {"quantize", st, path("d.wq"), "--hqq", "--compressionParamsFile", p});
+  EXPECT_TRUE(contains(r.err, "HQQ, which is always asymmetric")) << r.err;
+  EXPECT_FALSE(fs::exists(path("c.wq")) || fs::exists(path("d.wq")));
+  WQ_REQUIRE_SHARED(gguf, kStoriesGguf);
+  write_bytes(p, R"({"rules": [{"match": "blk.0.attn_norm.weight", "skip": false}]})");
+  r = expect(0, {"quantize", gguf, path("e.gguf"), "--params", p});
+  EXPECT_TRUE(contains(r.err, "blk.0.attn_norm.weight: " + p + ": rules[0] \"blk.0.attn_norm.weight\" asks to quantize "
+                              "it, but it keeps its type F32")) << r.err;
+}
+
 // A params file that is no file to read or write is refused in one line, with the exit
 // code of its kind: an endless device (it was read until memory ran out), a symbolic-link
 // loop (an internal error, exit 1), a dangling link (whose message offered --force, which
