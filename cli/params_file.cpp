@@ -8,7 +8,6 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 
 #include "engine/error.h"
 #include "engine/tensor.h"
@@ -357,34 +356,34 @@ ParamsFile read_params_file(const std::string& path) {
   // and must not take the machine's memory first. (A written file of one rule per tensor
   // of a model of 100 000 tensors is about 10 MB.)
   constexpr size_t kMaxBytes = size_t(64) << 20;
+  const auto unreadable = [&] {
+    return Error(path + ": cannot read the params file: " + std::strerror(errno ? errno : EIO), ErrorKind::Input);
+  };
   errno = 0;
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(path + ": cannot read the params file: " + std::strerror(errno ? errno : EIO), ErrorKind::Input);
-  std::stringstream text;
+  if (!in) throw unreadable();
+  std::string text;
   std::vector<char> chunk(size_t(1) << 16);
-  size_t total = 0;
   while (in.read(chunk.data(), std::streamsize(chunk.size())) || in.gcount() > 0) {
-    total += size_t(in.gcount());
-    if (total > kMaxBytes) {
+    text.append(chunk.data(), size_t(in.gcount()));
+    if (text.size() > kMaxBytes) {
       throw Error(path + ": longer than " + std::to_string(kMaxBytes >> 20) + " MiB: not a params file", ErrorKind::Usage);
     }
-    text.write(chunk.data(), in.gcount());
   }
-  if (in.bad()) throw Error(path + ": cannot read the params file: " + std::strerror(errno ? errno : EIO), ErrorKind::Input);
-  if (json_depth(text.str()) > kMaxDepth) {
+  if (in.bad()) throw unreadable();
+  if (json_depth(text) > kMaxDepth) {
     throw Error(path + ": nested more than " + std::to_string(kMaxDepth) + " levels deep: not a params file",
                 ErrorKind::Usage);
   }
   json doc;
   try {
-    doc = json::parse(text.str());
+    doc = json::parse(text);
   } catch (const json::exception& e) {  // parse_error, and out_of_range for 1e400
     throw Error(path + ": not valid JSON: " + e.what(), ErrorKind::Usage);
   }
   // A setting given twice in one object ({"bits": 8, "bits": 2}) would be read as its
   // last value without a word.
-  const std::string& t = text.str();
-  if (const DuplicateJsonKey dup = duplicate_json_key(t.data(), t.data() + t.size()); !dup.key.empty()) {
+  if (const DuplicateJsonKey dup = duplicate_json_key(text.data(), text.data() + text.size()); !dup.key.empty()) {
     throw Error(path + ": " + dup.key + " appears twice in one object", ErrorKind::Usage);
   }
   return parse_params_json(doc, path);

@@ -136,17 +136,13 @@ GgmlBlock resolve_ggml_type(const EffectiveSpec& e, const SpecSettings& said, co
     }
   } else {
     const bool with_min = s.asym || s.hqq;
-    switch (s.bits) {
-      case 4: t = with_min ? GgmlBlock::Q4_1 : GgmlBlock::Q4_0; break;
-      case 5: t = with_min ? GgmlBlock::Q5_1 : GgmlBlock::Q5_0; break;
-      case 8:
-        if (with_min) throw usage(where, "GGUF has no asymmetric 8-bit type that wquant writes; use Q8_0 (symmetric)");
-        t = GgmlBlock::Q8_0;
-        break;
-      default:
-        throw usage(where, "GGUF output stores 4, 5 or 8 bits (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0); " +
-                               std::to_string(s.bits) + "-bit weights need .wq or .safetensors output");
+    const std::optional<GgmlBlock> legacy = legacy_block_for_bits(s.bits, with_min);
+    if (!legacy && s.bits == 8) throw usage(where, "GGUF has no asymmetric 8-bit type that wquant writes; use Q8_0 (symmetric)");
+    if (!legacy) {
+      throw usage(where, "GGUF output stores 4, 5 or 8 bits (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0); " + std::to_string(s.bits) +
+                             "-bit weights need .wq or .safetensors output");
     }
+    t = *legacy;
   }
   if (s.hqq && !ggml_type_has_min(t)) {
     throw usage(where, std::string("HQQ needs a type with a per-block minimum (Q4_1 or Q5_1), not ") +

@@ -76,7 +76,7 @@ struct TensorRule {
   std::optional<GgmlBlock> ggml; // a legacy block type the rule names (checked against bits, HQQ)
   bool mnn_block = false;        // `block` follows MNNConvert's rule (an MNN-form params file)
   std::optional<GgmlType> gguf_type = std::nullopt;  // GGUF output: this tensor's type, any the output can hold
-  std::string origin;  // where the rule was written, for messages ("p.json: rules[2] \"blk.*\""); "" for flags
+  std::string origin = {};  // where the rule was written, for messages ("p.json: rules[2] \"blk.*\""); "" for flags
 };
 
 enum class OutputFormat : uint8_t { Wq, Safetensors, Gguf, Onnx };  // Onnx: io/onnx_hooks.h

@@ -81,17 +81,16 @@ GgmlType type_of_fields(const TensorInfo& tensor, GgmlType t, bool type_said, co
     throw Error(where + ": GGUF's types for it have blocks of 32 weights (use .wq or .safetensors output for other blocks)",
                 ErrorKind::Usage);
   }
-  const char* name = nullptr;
-  if (bits == 4) name = with_min ? "Q4_1" : "Q4_0";
-  else if (bits == 5) name = with_min ? "Q5_1" : "Q5_0";
-  else if (bits == 8 && !with_min) name = "Q8_0";
-  else if (bits == 8) throw Error(where + ": GGUF has no asymmetric 8-bit type that wquant writes; Q8_0 is symmetric", ErrorKind::Usage);
-  if (!name) {
+  const std::optional<GgmlBlock> legacy = legacy_block_for_bits(bits, with_min);
+  if (!legacy && bits == 8) {
+    throw Error(where + ": GGUF has no asymmetric 8-bit type that wquant writes; Q8_0 is symmetric", ErrorKind::Usage);
+  }
+  if (!legacy) {
     throw Error(where + ": GGUF output stores 4, 5 or 8 bits (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) where a rule sets bits; " +
                     std::to_string(bits) + "-bit weights need .wq or .safetensors output, or a rule's \"type\" (Q3_K, Q6_K ...)",
                 ErrorKind::Usage);
   }
-  return *ggml_type_named(name);
+  return *ggml_type_named(ggml_block_name(*legacy));
 }
 
 // A float type as the dtype a kept tensor is stored in.

@@ -44,6 +44,15 @@ constexpr size_t ggml_row_bytes(GgmlBlock t, size_t cols) { return cols / ggml_t
 std::optional<GgmlBlock> ggml_block_named(std::string_view name);
 // By GGUF tensor type id; nullopt if wquant has no such type.
 std::optional<GgmlBlock> ggml_block_of_gguf(uint32_t gguf_type);
+// The legacy type that stores `bits`-bit codes in blocks of 32, with a per-block minimum
+// or without, as --bits / --asym (and a params rule's bits / asym on GGUF output) choose
+// it: 4 -> Q4_0 / Q4_1, 5 -> Q5_0 / Q5_1, 8 -> Q8_0 (none with a minimum); none for others.
+inline std::optional<GgmlBlock> legacy_block_for_bits(int bits, bool with_min) {
+  if (bits == 4) return with_min ? GgmlBlock::Q4_1 : GgmlBlock::Q4_0;
+  if (bits == 5) return with_min ? GgmlBlock::Q5_1 : GgmlBlock::Q5_0;
+  if (bits == 8 && !with_min) return GgmlBlock::Q8_0;
+  return std::nullopt;
+}
 
 WQ_END_ISA_NAMESPACE
 }  // namespace wq

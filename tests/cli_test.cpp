@@ -647,8 +647,9 @@ TEST_F(Cli, ParamsKeysMeanOneThingOnEachOutputOrAreRefused) {
   // from another give Q5_1 (each rule chose a type on its own: Q4_1).
   write_bytes(p, R"({"rules": [{"match": "blk.*", "bits": 5}, {"match": "blk.0.attn_q.weight", "asym": true}]})");
   expect(0, {"quantize", gguf, path("f.gguf"), "--params", p, "-q"});
-  EXPECT_EQ(tensor(inspect(path("f.gguf")), "blk.0.attn_q.weight")["type"], "Q5_1");
-  EXPECT_EQ(tensor(inspect(path("f.gguf")), "blk.0.attn_k.weight")["type"], "Q5_0");
+  const json f = inspect(path("f.gguf"));
+  EXPECT_EQ(tensor(f, "blk.0.attn_q.weight")["type"], "Q5_1");
+  EXPECT_EQ(tensor(f, "blk.0.attn_k.weight")["type"], "Q5_0");
   // What a rule leaves out comes from the tensor's type, whatever chose it (--type Q8_0 with
   // a rule's block 32 stays Q8_0, where it became Q4_0; Q5_1 with bits 4 is Q4_1, and so is
   // --hqq's Q4_1 with bits 5 Q5_1); a rule that keeps the tensor float sets no type.
